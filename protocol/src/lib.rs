@@ -1,0 +1,28 @@
+//! The rallypoint wire format, shared by the relay, the native client and the
+//! browser client (this crate compiles for `wasm32-unknown-unknown`).
+//!
+//! * [`v1`]: the protobuf messages generated from `proto/rallypoint/v1/*.proto`.
+//! * [`frame`]: encoding and decoding of whole frames with hard size limits,
+//!   checked before anything is allocated.
+//! * [`length_prefixed`]: the stream framing used on WebTransport streams.
+//! * [`subjects`]: the NATS subject scheme relays and the collector agree on.
+//! * [`telemetry`]: validation of election reports (bounds and sane ranges).
+//!
+//! Nothing here does I/O.
+
+pub mod frame;
+pub mod length_prefixed;
+pub mod limits;
+pub mod subjects;
+pub mod telemetry;
+
+/// Generated protobuf messages, version 1 of the protocol.
+#[allow(clippy::all, missing_docs)]
+pub mod v1 {
+    include!(concat!(env!("OUT_DIR"), "/rallypoint.v1.rs"));
+}
+
+/// The protocol version this build speaks; sent in `Hello` and `Welcome`.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+pub use frame::{FrameError, decode_client_frame, decode_server_frame, encode};

@@ -1,0 +1,26 @@
+//! Hard size limits. Every decoder checks these before it allocates, so a peer
+//! announcing a huge frame costs us a comparison, not memory.
+
+/// Largest media payload: a 640x360 VP8/VP9 keyframe is 20–80 KB, a 1080p one
+/// rarely above 300 KB; 1 MiB leaves room without letting one frame hog a queue.
+pub const MAX_MEDIA_PAYLOAD: usize = 1 << 20;
+
+/// Largest encoded frame of any kind: a maximal media payload plus headroom for
+/// the envelope fields (sender id, sequence numbers, timestamps).
+pub const MAX_FRAME: usize = MAX_MEDIA_PAYLOAD + 4 * 1024;
+
+/// Largest control frame (everything but media). A Hello carries a JWT and a
+/// telemetry report carries up to 32 candidates; both fit in a few KB.
+pub const MAX_CONTROL_FRAME: usize = 64 * 1024;
+
+/// Size of the length prefix on WebTransport streams (big-endian u32).
+pub const LENGTH_PREFIX: usize = 4;
+
+/// Longest room name (also bounded to one NATS subject token, see `subjects`).
+pub const MAX_ROOM_NAME: usize = 64;
+
+/// Longest JWT we are willing to parse.
+pub const MAX_TOKEN: usize = 8 * 1024;
+
+/// Most candidates one election report may carry.
+pub const MAX_REPORT_CANDIDATES: usize = 32;
