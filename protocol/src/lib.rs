@@ -26,3 +26,5 @@ pub mod v1 {
 pub const PROTOCOL_VERSION: u32 = 1;
 
 pub use frame::{FrameError, decode_client_frame, decode_server_frame, encode};
+/// Re-exported so users decode messages with the exact prost this crate generated for.
+pub use prost;

@@ -1,0 +1,211 @@
+//! Every relay setting, as a clap flag with an environment fallback, so the same
+//! binary runs from a shell, from `rallypoint up` and from a Helm chart.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, ValueEnum};
+use rallypoint_service::parse_duration;
+
+/// A regional rallypoint relay.
+///
+/// Clients reach it over WebSocket (`/ws` on the HTTP listener) and/or
+/// WebTransport (HTTP/3 on the WebTransport listener). Rooms fan out over the
+/// NATS super-cluster, so participants on relays in other regions share rooms.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "rallypoint-relay", version, about, long_about = None)]
+pub struct RelayConfig {
+    /// Region this relay serves, e.g. `us-east`. Becomes part of NATS subjects.
+    #[arg(long, env = "RALLYPOINT_REGION")]
+    pub region: String,
+
+    /// Unique id of this relay across all regions, e.g. `us-east-ws-0`.
+    #[arg(long, env = "RALLYPOINT_RELAY_ID")]
+    pub relay_id: String,
+
+    /// NATS server URLs of this region's cluster, comma-separated.
+    #[arg(
+        long,
+        env = "RALLYPOINT_NATS_URLS",
+        value_delimiter = ',',
+        default_value = "nats://127.0.0.1:4222"
+    )]
+    pub nats_urls: Vec<String>,
+
+    /// Which client transports to serve.
+    #[arg(
+        long,
+        env = "RALLYPOINT_TRANSPORTS",
+        value_delimiter = ',',
+        default_value = "ws,wt"
+    )]
+    pub transports: Vec<TransportKind>,
+
+    /// HTTP listener: `/ws` (when WebSocket is served), `/healthz`, `/readyz`,
+    /// `/cert-hash`, `/stats`.
+    #[arg(long, env = "RALLYPOINT_HTTP_LISTEN", default_value = "127.0.0.1:8080")]
+    pub http_listen: SocketAddr,
+
+    /// WebTransport (HTTP/3 over QUIC, UDP) listener.
+    #[arg(long, env = "RALLYPOINT_WT_LISTEN", default_value = "127.0.0.1:4433")]
+    pub wt_listen: SocketAddr,
+
+    #[command(flatten)]
+    pub tls: TlsConfig,
+
+    #[command(flatten)]
+    pub auth: AuthConfig,
+
+    #[command(flatten)]
+    pub limits: Limits,
+
+    #[command(flatten)]
+    pub telemetry: TelemetryIntakeConfig,
+
+    /// How long to keep serving after SIGTERM so clients can move (they receive
+    /// Drain at once); the relay exits earlier when every client has left.
+    #[arg(long, env = "RALLYPOINT_DRAIN_GRACE", default_value = "10s", value_parser = parse_duration)]
+    pub drain_grace: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TransportKind {
+    /// WebSocket over the HTTP listener.
+    Ws,
+    /// WebTransport over HTTP/3.
+    Wt,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TlsConfig {
+    /// PEM certificate chain for WebTransport. Without it (and the key), the relay
+    /// makes a self-signed development identity (ECDSA P-256, valid 13 days) whose
+    /// SHA-256 it serves at `/cert-hash` for `serverCertificateHashes`.
+    #[arg(long, env = "RALLYPOINT_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key matching `--tls-cert`.
+    #[arg(long, env = "RALLYPOINT_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Extra subject alternative names for the development certificate.
+    #[arg(
+        long,
+        env = "RALLYPOINT_DEV_CERT_NAMES",
+        value_delimiter = ',',
+        default_value = "localhost,127.0.0.1,::1"
+    )]
+    pub dev_cert_names: Vec<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AuthConfig {
+    /// HS256 secret shared by all regions' relays and the token issuer.
+    #[arg(long, env = "RALLYPOINT_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// EdDSA (Ed25519) public key in PEM, instead of an HS256 secret: relays can
+    /// verify tokens without being able to mint them.
+    #[arg(long, env = "RALLYPOINT_JWT_PUBLIC_KEY", conflicts_with = "jwt_secret")]
+    pub jwt_public_key: Option<PathBuf>,
+
+    /// Expected `iss` claim; unset accepts any issuer.
+    #[arg(long, env = "RALLYPOINT_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Limits {
+    /// Outbound media frames queued per connection before that receiver's media
+    /// is dropped (and a keyframe requested). Control frames are never dropped.
+    #[arg(long, env = "RALLYPOINT_MEDIA_QUEUE", default_value_t = 256)]
+    pub media_queue: usize,
+
+    /// Outbound control frames queued per connection; a client this far behind
+    /// on control is disconnected.
+    #[arg(long, env = "RALLYPOINT_CONTROL_QUEUE", default_value_t = 256)]
+    pub control_queue: usize,
+
+    /// Most concurrent client connections; more are refused.
+    #[arg(long, env = "RALLYPOINT_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+
+    /// A connection must authenticate (Hello) within this time.
+    #[arg(long, env = "RALLYPOINT_HELLO_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub hello_timeout: Duration,
+
+    /// A participant whose connection vanished is reported as left after this
+    /// long, unless it reappears on some relay first (then it moved).
+    #[arg(long, env = "RALLYPOINT_PRESENCE_GRACE", default_value = "5s", value_parser = parse_duration)]
+    pub presence_grace: Duration,
+
+    /// How often a relay states its roster of each room it serves.
+    #[arg(long, env = "RALLYPOINT_ROSTER_BEAT", default_value = "1s", value_parser = parse_duration)]
+    pub roster_beat: Duration,
+
+    /// Close connections that sent nothing (not even a probe) for this long.
+    #[arg(long, env = "RALLYPOINT_IDLE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TelemetryIntakeConfig {
+    /// MaxMind-format database (GeoLite2-ASN/City, DB-IP Lite, IPinfo Lite) used
+    /// to derive ASN, ISP and country at the edge. Missing: every report says "unknown".
+    #[arg(long, env = "RALLYPOINT_GEOIP_DB")]
+    pub geoip_db: Vec<PathBuf>,
+
+    /// Proxies (exact IPs) whose X-Forwarded-For is believed. Anyone else's is ignored.
+    #[arg(long, env = "RALLYPOINT_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+
+    /// Election reports accepted per connection per minute.
+    #[arg(long, env = "RALLYPOINT_REPORTS_PER_MINUTE", default_value_t = 30)]
+    pub reports_per_minute: u32,
+}
+
+impl RelayConfig {
+    pub fn serves(&self, transport: TransportKind) -> bool {
+        self.transports.contains(&transport)
+    }
+
+    /// Checks what clap cannot: names usable as NATS tokens, a key to verify with.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        rallypoint_protocol::subjects::validate_region(&self.region)
+            .map_err(|e| anyhow::anyhow!("--region: {e}"))?;
+        if self.relay_id.is_empty() {
+            anyhow::bail!("--relay-id must not be empty");
+        }
+        if self.auth.jwt_secret.is_none() && self.auth.jwt_public_key.is_none() {
+            anyhow::bail!(
+                "no token key: set --jwt-secret (HS256) or --jwt-public-key (EdDSA); every region's relays must share it"
+            );
+        }
+        if self.transports.is_empty() {
+            anyhow::bail!("--transports is empty: serve ws, wt or both");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn help_lists_every_setting_with_its_env() {
+        use clap::CommandFactory;
+        let help = RelayConfig::command().render_long_help().to_string();
+        for env in [
+            "RALLYPOINT_REGION",
+            "RALLYPOINT_RELAY_ID",
+            "RALLYPOINT_NATS_URLS",
+            "RALLYPOINT_TLS_CERT",
+            "RALLYPOINT_JWT_SECRET",
+            "RALLYPOINT_MEDIA_QUEUE",
+        ] {
+            assert!(help.contains(env), "--help does not mention {env}");
+        }
+    }
+}

@@ -1,0 +1,67 @@
+//! The relay's HTTP surface: the WebSocket endpoint and the operational ones.
+//!
+//! | path         | answers                                                  |
+//! |--------------|----------------------------------------------------------|
+//! | `/ws`        | WebSocket upgrade (when WebSocket is served)             |
+//! | `/healthz`   | 200 while the process runs                               |
+//! | `/readyz`    | 200 when NATS is connected and the relay accepts clients, else 503 with the reason |
+//! | `/cert-hash` | the WebTransport certificate's SHA-256, for `serverCertificateHashes` |
+//! | `/stats`     | the relay's counters as JSON                             |
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use serde_json::json;
+use tower_http::cors::CorsLayer;
+
+use crate::config::TransportKind;
+use crate::state::RelayState;
+use crate::transport::ws;
+
+pub fn router(relay: Arc<RelayState>) -> Router {
+    let mut router = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/cert-hash", get(cert_hash))
+        .route("/stats", get(stats));
+    if relay.config.serves(TransportKind::Ws) {
+        router = router.route("/ws", get(ws::upgrade));
+    }
+    // Browsers on the app's origin fetch /cert-hash and /readyz cross-origin.
+    router.layer(CorsLayer::permissive()).with_state(relay)
+}
+
+async fn readyz(State(relay): State<Arc<RelayState>>) -> impl IntoResponse {
+    match relay.readiness() {
+        Ok(()) => (StatusCode::OK, "ready".to_owned()),
+        Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, reason),
+    }
+}
+
+async fn cert_hash(State(relay): State<Arc<RelayState>>) -> impl IntoResponse {
+    match relay.cert_hash {
+        Some(hash) => Json(json!({
+            "algorithm": "sha-256",
+            "hex": hash.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+        }))
+        .into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            "this relay does not serve WebTransport",
+        )
+            .into_response(),
+    }
+}
+
+async fn stats(State(relay): State<Arc<RelayState>>) -> impl IntoResponse {
+    let mut value = serde_json::to_value(&*relay.stats).unwrap_or_default();
+    value["relay_id"] = json!(relay.config.relay_id);
+    value["region"] = json!(relay.config.region);
+    value["rooms_served"] = json!(relay.hub.room_count());
+    Json(value)
+}

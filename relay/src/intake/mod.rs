@@ -1,0 +1,166 @@
+//! Election reports from clients: validated, rate-limited, enriched at the edge
+//! and published to JetStream.
+//!
+//! The client's IP is used here — to look up ASN, ISP and country — and never
+//! leaves this module: the published `EnrichedElectionReport` has no field that
+//! could hold it. `Nats-Msg-Id` is the report id, so a report sent twice (a
+//! client retrying after a lost ack) is stored once by JetStream's duplicate
+//! window, and once more by the collector's idempotent insert.
+
+mod geo;
+mod rate;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rallypoint_protocol::v1::{
+    ElectionReport, EnrichedElectionReport, ServerFrame, TelemetryAck, server_frame,
+};
+use rallypoint_protocol::{encode, subjects, telemetry};
+
+pub use geo::{GeoLookup, NetworkInfo, client_address};
+pub use rate::RateLimiter;
+
+use crate::metrics::Stats;
+use crate::session::outbox::Outbox;
+
+/// How long a relay waits for JetStream to acknowledge a report.
+const PUBLISH_ACK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The relay side of election telemetry.
+#[derive(Clone)]
+pub struct Intake {
+    jetstream: async_nats::jetstream::Context,
+    relay_id: String,
+    region: String,
+    geo: Arc<GeoLookup>,
+    stats: Arc<Stats>,
+}
+
+/// Where a report came from, as far as the intake may know.
+pub struct ReportSource<'a> {
+    pub client_ip: Option<IpAddr>,
+    pub peer_id: &'a str,
+}
+
+impl Intake {
+    pub fn new(
+        nats: async_nats::Client,
+        relay_id: String,
+        region: String,
+        geo: GeoLookup,
+        stats: Arc<Stats>,
+    ) -> Self {
+        let jetstream = async_nats::jetstream::new(nats);
+        Intake {
+            jetstream,
+            relay_id,
+            region,
+            geo: Arc::new(geo),
+            stats,
+        }
+    }
+
+    /// Validates and enriches `report`, then publishes it in the background and
+    /// answers the client on `outbox` with a `TelemetryAck` once JetStream has
+    /// stored it (or refused). Never blocks the connection's frame loop.
+    pub fn submit(&self, report: ElectionReport, source: ReportSource<'_>, outbox: &Outbox) {
+        let report_id = report.report_id.clone();
+        if let Err(e) = telemetry::validate(&report) {
+            self.stats.reports_rejected.fetch_add(1, Relaxed);
+            outbox.frame(ack(report_id, Err(format!("invalid report: {e}"))));
+            return;
+        }
+        let enriched = self.enrich(report, source);
+        let subject = subjects::telemetry_election(&self.region);
+        let jetstream = self.jetstream.clone();
+        let stats = self.stats.clone();
+        let outbox = outbox.clone();
+        tokio::spawn(async move {
+            let result = publish(&jetstream, subject, &report_id, encode(&enriched)).await;
+            match &result {
+                Ok(()) => stats.reports_accepted.fetch_add(1, Relaxed),
+                Err(_) => stats.reports_rejected.fetch_add(1, Relaxed),
+            };
+            outbox.frame(ack(report_id, result));
+        });
+    }
+
+    fn enrich(&self, report: ElectionReport, source: ReportSource<'_>) -> EnrichedElectionReport {
+        let network = match &report.client {
+            // `rallypoint simulate` invents a network context for its labelled
+            // synthetic reports; real reports always get the edge lookup.
+            Some(client) if client.synthetic => NetworkInfo {
+                asn: client.synthetic_asn,
+                isp: non_empty_or_unknown(&client.synthetic_isp),
+                country: non_empty_or_unknown(&client.synthetic_country),
+            },
+            _ => source
+                .client_ip
+                .map(|ip| self.geo.lookup(ip))
+                .unwrap_or_default(),
+        };
+        EnrichedElectionReport {
+            report: Some(report),
+            relay_id: self.relay_id.clone(),
+            relay_region: self.region.clone(),
+            received_ms: crate::state::unix_micros() / 1000,
+            asn: network.asn,
+            isp: network.isp,
+            country: network.country,
+            peer_id: source.peer_id.to_owned(),
+        }
+    }
+}
+
+async fn publish(
+    jetstream: &async_nats::jetstream::Context,
+    subject: String,
+    report_id: &[u8],
+    payload: Bytes,
+) -> Result<(), String> {
+    let message = async_nats::jetstream::message::PublishMessage::build()
+        .payload(payload)
+        .message_id(hex(report_id));
+    let ack = jetstream
+        .send_publish(subject, message)
+        .await
+        .map_err(|e| format!("telemetry stream unavailable ({e}); keep the report and retry"))?;
+    match tokio::time::timeout(PUBLISH_ACK_TIMEOUT, ack).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(format!(
+            "telemetry stream refused the report ({e}); retry later"
+        )),
+        Err(_) => Err("telemetry stream did not acknowledge in time; retry later".into()),
+    }
+}
+
+fn ack(report_id: Bytes, result: Result<(), String>) -> Bytes {
+    let (accepted, reason) = match result {
+        Ok(()) => (true, String::new()),
+        Err(reason) => (false, reason),
+    };
+    encode(&ServerFrame::of(server_frame::Kind::TelemetryAck(
+        TelemetryAck {
+            report_id,
+            accepted,
+            reason,
+        },
+    )))
+}
+
+fn non_empty_or_unknown(text: &str) -> String {
+    if text.is_empty() {
+        geo::UNKNOWN.to_owned()
+    } else {
+        text.to_owned()
+    }
+}
+
+/// Lower-case hex of an id (report ids become `Nats-Msg-Id`s).
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

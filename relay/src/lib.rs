@@ -1,0 +1,186 @@
+//! The rallypoint relay: a regional edge that browsers and native clients reach
+//! over WebSocket or WebTransport, joined to the other regions through a NATS
+//! super-cluster.
+//!
+//! Layers, outside in:
+//! * [`transport`] — WebSocket (axum) and WebTransport (wtransport) adapters;
+//! * [`session`] — the per-connection protocol (Hello, probes, Join, media);
+//! * [`rooms`] — room membership, roster and media fan-out over NATS;
+//! * [`intake`] — election telemetry validation, enrichment and publishing.
+
+pub mod auth;
+pub mod config;
+pub mod http;
+pub mod intake;
+pub mod metrics;
+pub mod rooms;
+pub mod session;
+pub mod state;
+pub mod tls;
+pub mod transport;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::sync::watch;
+
+use crate::auth::TokenVerifier;
+use crate::config::{RelayConfig, TransportKind};
+use crate::intake::{GeoLookup, Intake};
+use crate::metrics::Stats;
+use crate::rooms::{Hub, RoomSettings};
+use crate::state::RelayState;
+
+/// Runs the relay until `shutdown` resolves, then drains: every client gets
+/// `Drain`, new connections are refused, and the relay exits when the last
+/// client has gone or the drain grace period ends.
+pub async fn run(config: RelayConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    config.validate()?;
+    let verifier = TokenVerifier::from_config(&config.auth)?;
+    let geo = GeoLookup::open(&config.telemetry.geoip_db)?;
+    let nats = connect_nats(&config).await?;
+    let stats = Arc::new(Stats::default());
+    metrics::register_instruments(stats.clone(), &config.relay_id, &config.region);
+    let hub = Hub::new(
+        nats.clone(),
+        config.relay_id.clone(),
+        config.region.clone(),
+        RoomSettings {
+            grace: config.limits.presence_grace,
+            beat: config.limits.roster_beat,
+        },
+        stats.clone(),
+    );
+    let intake = Intake::new(
+        nats.clone(),
+        config.relay_id.clone(),
+        config.region.clone(),
+        geo,
+        stats.clone(),
+    );
+    let identity = if config.serves(TransportKind::Wt) {
+        Some(tls::load(&config.tls).await?)
+    } else {
+        None
+    };
+    let (drain_tx, drain_rx) = watch::channel(false);
+    let relay = Arc::new(RelayState::new(
+        config.clone(),
+        verifier,
+        hub,
+        stats.clone(),
+        nats.clone(),
+        intake,
+        drain_rx.clone(),
+        identity.as_ref().map(|i| i.cert_hash),
+    ));
+
+    let listener = tokio::net::TcpListener::bind(config.http_listen)
+        .await
+        .with_context(|| format!("cannot listen on --http-listen {}", config.http_listen))?;
+    let mut http_stop = drain_rx.clone();
+    let http = tokio::spawn(
+        axum::serve(
+            listener,
+            http::router(relay.clone()).into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = http_stop.wait_for(|draining| *draining).await;
+        })
+        .into_future(),
+    );
+
+    let mut wt_endpoint = None;
+    if let Some(identity) = identity {
+        let server_config = wtransport::ServerConfig::builder()
+            .with_bind_address(config.wt_listen)
+            .with_identity(identity.identity)
+            .keep_alive_interval(Some(Duration::from_secs(2)))
+            .max_idle_timeout(Some(Duration::from_secs(10)))
+            .context("invalid WebTransport idle timeout")?
+            .build();
+        let endpoint = Arc::new(
+            wtransport::Endpoint::server(server_config)
+                .with_context(|| format!("cannot listen on --wt-listen {}", config.wt_listen))?,
+        );
+        tokio::spawn(transport::wt::accept_loop(
+            relay.clone(),
+            endpoint.clone(),
+            drain_rx.clone(),
+        ));
+        wt_endpoint = Some(endpoint);
+        tracing::info!(
+            listen = %config.wt_listen,
+            self_signed = identity.self_signed,
+            "serving WebTransport"
+        );
+    }
+    tracing::info!(
+        relay_id = %config.relay_id,
+        region = %config.region,
+        http = %config.http_listen,
+        transports = ?config.transports,
+        "relay started"
+    );
+
+    shutdown.await;
+    tracing::info!(
+        clients = stats.connections_active(),
+        grace = ?config.drain_grace,
+        "draining: telling every client to move"
+    );
+    let _ = drain_tx.send(true);
+    let deadline = tokio::time::Instant::now() + config.drain_grace;
+    while stats.connections_active() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let remaining = stats.connections_active();
+    if remaining > 0 {
+        tracing::warn!(
+            remaining,
+            "drain grace period over; closing the remaining connections"
+        );
+    }
+    if let Some(endpoint) = wt_endpoint {
+        endpoint.close(wtransport::VarInt::from_u32(2), b"relay shut down");
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(2), http).await;
+    let _ = nats.flush().await;
+    tracing::info!("relay stopped");
+    Ok(())
+}
+
+async fn connect_nats(config: &RelayConfig) -> anyhow::Result<async_nats::Client> {
+    let relay_id = config.relay_id.clone();
+    let options = async_nats::ConnectOptions::new()
+        .name(format!("rallypoint-relay {relay_id}"))
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .connection_timeout(Duration::from_secs(3))
+        .reconnect_delay_callback(|attempt| {
+            Duration::from_millis((100 * 2u64.saturating_pow(attempt.min(5) as u32)).min(2_000))
+        })
+        .event_callback(move |event| {
+            let relay_id = relay_id.clone();
+            async move {
+                match event {
+                    async_nats::Event::Connected => tracing::info!(%relay_id, "NATS connected"),
+                    async_nats::Event::Disconnected => {
+                        tracing::warn!(%relay_id, "NATS disconnected; reconnecting")
+                    }
+                    other => tracing::info!(%relay_id, "NATS: {other}"),
+                }
+            }
+        });
+    async_nats::connect_with_options(config.nats_urls.clone(), options)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot connect to NATS at {}; check --nats-urls",
+                config.nats_urls.join(",")
+            )
+        })
+}

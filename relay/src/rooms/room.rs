@@ -1,0 +1,326 @@
+//! One room's task on one relay: subscription, local connections, roster,
+//! media fan-out and keyframe bookkeeping.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use rallypoint_protocol::prost::Message as _;
+use rallypoint_protocol::subjects::{self, RoomSubject};
+use rallypoint_protocol::v1::{
+    ErrorCode, Joined, KeyframeRequest, RoomEvent, RoutedKeyframeRequest, ServerFrame, TrackKind,
+    room_event, server_frame,
+};
+use rallypoint_protocol::{decode_server_frame, encode};
+use tokio::sync::mpsc;
+
+use super::roster::{ConnId, Departure, Effect, Roster};
+use super::{Command, Hub};
+use crate::metrics::Stats;
+use crate::session::outbox::{MediaOffer, Outbox};
+
+/// How often grace periods and silent relays are checked.
+const TICK: Duration = Duration::from_millis(250);
+/// At most one keyframe request per sender and kind per this interval: after a
+/// burst of drops one keyframe repairs every receiver.
+const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(300);
+
+struct LocalConn {
+    peer_id: String,
+    outbox: Outbox,
+    /// Senders whose video this receiver lost a frame of: their delta frames
+    /// are useless to it until their next keyframe.
+    awaiting_keyframe: HashSet<String>,
+}
+
+struct Room {
+    hub: Hub,
+    name: String,
+    roster: Roster,
+    conns: HashMap<ConnId, LocalConn>,
+    keyframe_asked: HashMap<(String, i32), Instant>,
+}
+
+pub(super) async fn run(hub: Hub, name: String, mut commands: mpsc::UnboundedReceiver<Command>) {
+    let inner = &hub.inner;
+    let mut subscriber = match inner.nats.subscribe(subjects::room_wildcard(&name)).await {
+        Ok(subscriber) => subscriber,
+        Err(e) => {
+            tracing::error!(room = %name, "cannot subscribe to the room: {e}");
+            refuse_all(&hub, &name, &mut commands).await;
+            return;
+        }
+    };
+    inner.stats.rooms_active.fetch_add(1, Relaxed);
+    let mut room = Room {
+        roster: Roster::new(
+            inner.relay_id.clone(),
+            inner.region.clone(),
+            inner.settings.grace,
+        ),
+        hub: hub.clone(),
+        name,
+        conns: HashMap::new(),
+        keyframe_asked: HashMap::new(),
+    };
+    tracing::debug!(room = %room.name, "serving room");
+    let mut beat = tokio::time::interval(inner.settings.beat);
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            command = commands.recv() => match command {
+                None | Some(Command::Stop) => break,
+                Some(command) => room.command(command).await,
+            },
+            message = subscriber.next() => match message {
+                Some(message) => room.bus_message(message).await,
+                None => {
+                    tracing::error!(room = %room.name, "room subscription ended");
+                    break;
+                }
+            },
+            _ = beat.tick() => {
+                if room.roster.has_local_participants() {
+                    room.publish_beat(false).await;
+                }
+            }
+            _ = tick.tick() => {
+                let effects = room.roster.tick(Instant::now());
+                room.apply(effects).await;
+            }
+        }
+    }
+    let _ = subscriber.unsubscribe().await;
+    inner.stats.rooms_active.fetch_sub(1, Relaxed);
+    tracing::debug!(room = %room.name, "stopped serving room");
+}
+
+/// The room could not be served (NATS client closed): refuse every join.
+async fn refuse_all(hub: &Hub, name: &str, commands: &mut mpsc::UnboundedReceiver<Command>) {
+    let refusal = encode(&ServerFrame::error(
+        ErrorCode::Unavailable,
+        "this relay lost its NATS connection; elect another relay",
+    ));
+    while let Some(command) = commands.recv().await {
+        match command {
+            Command::Join { outbox, .. } => {
+                outbox.control(crate::session::outbox::Control::CloseWith(refusal.clone()));
+                hub.release(name);
+            }
+            Command::Stop => return,
+            _ => {}
+        }
+    }
+}
+
+impl Room {
+    fn stats(&self) -> &Stats {
+        &self.hub.inner.stats
+    }
+
+    async fn command(&mut self, command: Command) {
+        match command {
+            Command::Join {
+                conn,
+                participant,
+                join_seq,
+                outbox,
+            } => {
+                let peer_id = participant.peer_id.clone();
+                let (others, effects) = self.roster.local_join(conn, participant, join_seq);
+                outbox.frame(encode(&ServerFrame::of(server_frame::Kind::Joined(
+                    Joined {
+                        room: self.name.clone(),
+                        participants: others,
+                    },
+                ))));
+                self.conns.insert(
+                    conn,
+                    LocalConn {
+                        peer_id,
+                        outbox,
+                        awaiting_keyframe: HashSet::new(),
+                    },
+                );
+                self.stats().participants_active.fetch_add(1, Relaxed);
+                self.apply(effects).await;
+            }
+            Command::Hangup { conn, peer_id } => {
+                if self.conns.remove(&conn).is_some() {
+                    self.stats().participants_active.fetch_sub(1, Relaxed);
+                }
+                let effects = self.roster.local_hangup(conn, &peer_id);
+                self.apply(effects).await;
+                self.hub.release(&self.name);
+            }
+            Command::Lost { conn, peer_id } => {
+                if self.conns.remove(&conn).is_some() {
+                    self.stats().participants_active.fetch_sub(1, Relaxed);
+                }
+                if self.roster.local_lost(conn, &peer_id, Instant::now()) == Departure::Released {
+                    self.hub.release(&self.name);
+                }
+            }
+            Command::KeyframeRequest {
+                requester,
+                target,
+                kind,
+            } => self.request_keyframe(&target, &requester, kind).await,
+            Command::Stop => unreachable!("handled by the loop"),
+        }
+    }
+
+    async fn bus_message(&mut self, message: async_nats::Message) {
+        match subjects::parse_room_subject(&message.subject) {
+            Some(RoomSubject::Media { sender, .. }) => {
+                let sender = sender.to_owned();
+                self.fan_out(&sender, message.payload).await;
+            }
+            Some(RoomSubject::Control { .. }) => match RoomEvent::decode(message.payload) {
+                Ok(event) => self.room_event(event).await,
+                Err(e) => tracing::warn!(room = %self.name, "undecodable room event: {e}"),
+            },
+            None => {}
+        }
+    }
+
+    async fn room_event(&mut self, event: RoomEvent) {
+        let now = Instant::now();
+        match event.kind {
+            Some(room_event::Kind::Joined(joined)) => {
+                let (reply, effects) = self.roster.remote_joined(joined, now);
+                self.apply(effects).await;
+                if reply {
+                    self.publish_beat(true).await;
+                }
+            }
+            Some(room_event::Kind::Left(left)) => {
+                let effects = self.roster.remote_left(left);
+                self.apply(effects).await;
+            }
+            Some(room_event::Kind::Beat(beat)) => {
+                let effects = self.roster.remote_beat(beat, now);
+                self.apply(effects).await;
+            }
+            Some(room_event::Kind::KeyframeRequest(request)) => {
+                let frame = encode(&ServerFrame::of(server_frame::Kind::KeyframeRequest(
+                    KeyframeRequest {
+                        peer_id: request.requester_peer_id,
+                        kind: request.kind,
+                    },
+                )));
+                for conn in self.conns.values() {
+                    if conn.peer_id == request.target_peer_id {
+                        conn.outbox.frame(frame.clone());
+                    }
+                }
+            }
+            None => {}
+        }
+    }
+
+    /// Delivers one sender's media frame to every local receiver but the sender.
+    async fn fan_out(&mut self, sender: &str, frame: Bytes) {
+        let media = match decode_server_frame(frame.clone()) {
+            Ok(ServerFrame {
+                kind: Some(server_frame::Kind::Media(media)),
+            }) => media,
+            _ => {
+                self.stats().frames_rejected.fetch_add(1, Relaxed);
+                tracing::warn!(room = %self.name, sender, "dropping a room message that is not a media frame");
+                return;
+            }
+        };
+        let is_video = media.kind == TrackKind::Video as i32;
+        let stats = self.hub.inner.stats.clone();
+        let mut lost_video = false;
+        for conn in self.conns.values_mut() {
+            if conn.peer_id == sender {
+                continue;
+            }
+            if is_video && conn.awaiting_keyframe.contains(sender) {
+                if media.keyframe {
+                    conn.awaiting_keyframe.remove(sender);
+                } else {
+                    stats.media_skipped_awaiting_keyframe.fetch_add(1, Relaxed);
+                    continue;
+                }
+            }
+            match conn.outbox.media(frame.clone()) {
+                MediaOffer::Queued => {
+                    Stats::add(&stats.media_packets_out, 1);
+                    Stats::add(&stats.media_bytes_out, frame.len() as u64);
+                }
+                MediaOffer::Dropped => {
+                    stats.media_dropped.fetch_add(1, Relaxed);
+                    if is_video {
+                        conn.awaiting_keyframe.insert(sender.to_owned());
+                        lost_video = true;
+                    }
+                }
+                MediaOffer::Closed => {}
+            }
+        }
+        if lost_video {
+            // Audio frames stand alone; only video needs a keyframe to recover.
+            self.request_keyframe(sender, "", TrackKind::Video).await;
+        }
+    }
+
+    /// Asks `target` (wherever it is) for a keyframe, at most once per interval.
+    async fn request_keyframe(&mut self, target: &str, requester: &str, kind: TrackKind) {
+        let key = (target.to_owned(), kind as i32);
+        let now = Instant::now();
+        if let Some(last) = self.keyframe_asked.get(&key)
+            && now.duration_since(*last) < KEYFRAME_REQUEST_INTERVAL
+        {
+            return;
+        }
+        self.keyframe_asked.insert(key, now);
+        self.stats().keyframe_requests_sent.fetch_add(1, Relaxed);
+        self.publish(RoomEvent {
+            kind: Some(room_event::Kind::KeyframeRequest(RoutedKeyframeRequest {
+                target_peer_id: target.to_owned(),
+                requester_peer_id: requester.to_owned(),
+                kind: kind as i32,
+            })),
+        })
+        .await;
+    }
+
+    async fn apply(&mut self, effects: Vec<Effect>) {
+        for effect in effects {
+            match effect {
+                Effect::Notify { except, frame } => {
+                    let bytes = encode(&ServerFrame::of(frame));
+                    for conn in self.conns.values() {
+                        if except.as_deref() != Some(conn.peer_id.as_str()) {
+                            conn.outbox.frame(bytes.clone());
+                        }
+                    }
+                }
+                Effect::Publish(event) => self.publish(event).await,
+                Effect::Release => self.hub.release(&self.name),
+            }
+        }
+    }
+
+    async fn publish_beat(&mut self, in_reply: bool) {
+        let beat = self.roster.beat(in_reply);
+        self.publish(RoomEvent {
+            kind: Some(room_event::Kind::Beat(beat)),
+        })
+        .await;
+    }
+
+    async fn publish(&self, event: RoomEvent) {
+        let subject = subjects::room_control(&self.name);
+        if let Err(e) = self.hub.inner.nats.publish(subject, encode(&event)).await {
+            tracing::warn!(room = %self.name, "cannot publish a room event: {e}");
+        }
+    }
+}

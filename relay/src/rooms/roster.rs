@@ -1,0 +1,603 @@
+//! Who is in a room, as one relay sees it — pure state, no I/O, driven by the
+//! room task with explicit times so it can be tested with virtual time.
+//!
+//! Every participant has one *location*: the relay it joined last, ordered by
+//! the client's `join_seq`. A later join elsewhere is a **move**, never a leave
+//! followed by a join. A participant whose connection vanishes stays in the room
+//! for a grace period; if it shows up on any relay meanwhile it moved, otherwise
+//! it is reported as left. Relays state their rosters periodically ("beats"), so
+//! a relay that dies without a word has its participants time out the same way.
+//!
+//! The roster answers with [`Effect`]s: what to tell local clients, what to
+//! publish to other relays, and when a membership slot this relay held is free.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use rallypoint_protocol::v1::{
+    LeaveReason, Participant, PeerJoined, PeerLeft, PeerMoved, PresenceJoined, PresenceLeft,
+    RoomEvent, RosterBeat, RosterEntry, room_event, server_frame,
+};
+
+/// Identifies one client connection on this relay.
+pub type ConnId = u64;
+
+/// Something the room task must do because the roster changed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Tell every local client except `except` (the participant concerned).
+    Notify {
+        except: Option<String>,
+        frame: server_frame::Kind,
+    },
+    /// Tell the other relays serving the room.
+    Publish(RoomEvent),
+    /// A participant held in its grace period is settled: free its slot.
+    Release,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Place {
+    Local {
+        conn: ConnId,
+        grace_until: Option<Instant>,
+    },
+    Remote {
+        last_seen: Instant,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    participant: Participant,
+    join_seq: u64,
+    place: Place,
+}
+
+/// What happened to a local connection's slot when it went away.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Departure {
+    /// The slot is free now.
+    Released,
+    /// The participant is held for the grace period; a later [`Effect::Release`] frees it.
+    Held,
+}
+
+#[derive(Debug)]
+pub struct Roster {
+    relay_id: String,
+    region: String,
+    grace: Duration,
+    entries: HashMap<String, Entry>,
+}
+
+impl Roster {
+    pub fn new(relay_id: impl Into<String>, region: impl Into<String>, grace: Duration) -> Self {
+        Roster {
+            relay_id: relay_id.into(),
+            region: region.into(),
+            grace,
+            entries: HashMap::new(),
+        }
+    }
+
+    /// A local client joined. Returns the other participants (for its `Joined`
+    /// answer) and the effects.
+    pub fn local_join(
+        &mut self,
+        conn: ConnId,
+        mut participant: Participant,
+        join_seq: u64,
+    ) -> (Vec<Participant>, Vec<Effect>) {
+        participant.relay_id = self.relay_id.clone();
+        participant.region = self.region.clone();
+        let peer_id = participant.peer_id.clone();
+        let mut effects = Vec::new();
+        let previous = self.entries.get(&peer_id).cloned();
+        let stale = previous.as_ref().is_some_and(|p| p.join_seq > join_seq);
+        if !stale {
+            match &previous {
+                None => effects.push(Effect::Notify {
+                    except: Some(peer_id.clone()),
+                    frame: server_frame::Kind::PeerJoined(PeerJoined {
+                        peer: Some(participant.clone()),
+                    }),
+                }),
+                Some(Entry {
+                    place: Place::Local { grace_until, .. },
+                    ..
+                }) => {
+                    // Back on this same relay: nothing changed for the room.
+                    if grace_until.is_some() {
+                        effects.push(Effect::Release);
+                    }
+                }
+                Some(Entry {
+                    participant: from,
+                    place: Place::Remote { .. },
+                    ..
+                }) => effects.push(moved(&participant, from)),
+            }
+            self.entries.insert(
+                peer_id.clone(),
+                Entry {
+                    participant: participant.clone(),
+                    join_seq,
+                    place: Place::Local {
+                        conn,
+                        grace_until: None,
+                    },
+                },
+            );
+            effects.push(Effect::Publish(RoomEvent {
+                kind: Some(room_event::Kind::Joined(PresenceJoined {
+                    peer: Some(participant),
+                    join_seq,
+                })),
+            }));
+        }
+        let others = self
+            .entries
+            .iter()
+            .filter(|(id, _)| **id != peer_id)
+            .map(|(_, e)| e.participant.clone())
+            .collect();
+        (others, effects)
+    }
+
+    /// A local client hung up (sent Leave, or closed cleanly after Leave).
+    pub fn local_hangup(&mut self, conn: ConnId, peer_id: &str) -> Vec<Effect> {
+        if !self.is_located_at(peer_id, conn) {
+            return Vec::new();
+        }
+        let entry = self.entries.remove(peer_id).expect("checked above");
+        self.left_effects(peer_id, entry.join_seq, LeaveReason::Hangup)
+    }
+
+    /// A local client's connection vanished without a Leave.
+    pub fn local_lost(&mut self, conn: ConnId, peer_id: &str, now: Instant) -> Departure {
+        if !self.is_located_at(peer_id, conn) {
+            return Departure::Released;
+        }
+        let entry = self.entries.get_mut(peer_id).expect("checked above");
+        entry.place = Place::Local {
+            conn,
+            grace_until: Some(now + self.grace),
+        };
+        Departure::Held
+    }
+
+    /// Another relay announced a join. Returns whether this relay should answer
+    /// with a beat (so the newcomer's relay learns who is here at once).
+    pub fn remote_joined(&mut self, joined: PresenceJoined, now: Instant) -> (bool, Vec<Effect>) {
+        let Some(participant) = joined.peer else {
+            return (false, Vec::new());
+        };
+        if participant.relay_id == self.relay_id {
+            return (false, Vec::new());
+        }
+        let effects = self.observe_remote(participant, joined.join_seq, now);
+        (self.has_local_participants(), effects)
+    }
+
+    /// Another relay announced a leave.
+    pub fn remote_left(&mut self, left: PresenceLeft) -> Vec<Effect> {
+        if left.relay_id == self.relay_id {
+            return Vec::new();
+        }
+        let current = self.entries.get(&left.peer_id).is_some_and(|e| {
+            e.participant.relay_id == left.relay_id
+                && e.join_seq <= left.join_seq
+                && matches!(e.place, Place::Remote { .. })
+        });
+        if !current {
+            return Vec::new();
+        }
+        self.entries.remove(&left.peer_id);
+        let reason = LeaveReason::try_from(left.reason).unwrap_or(LeaveReason::TimedOut);
+        vec![notify_left(&left.peer_id, reason)]
+    }
+
+    /// Another relay stated its roster for this room.
+    pub fn remote_beat(&mut self, beat: RosterBeat, now: Instant) -> Vec<Effect> {
+        if beat.relay_id == self.relay_id {
+            return Vec::new();
+        }
+        let mut effects = Vec::new();
+        let mut listed = Vec::with_capacity(beat.peers.len());
+        for entry in beat.peers {
+            let Some(mut participant) = entry.peer else {
+                continue;
+            };
+            participant.relay_id = beat.relay_id.clone();
+            participant.region = beat.region.clone();
+            listed.push(participant.peer_id.clone());
+            effects.extend(self.observe_remote(participant, entry.join_seq, now));
+        }
+        // Whoever the beating relay used to serve but no longer lists is gone
+        // (we missed its PresenceLeft: core NATS is at-most-once).
+        let gone: Vec<String> = self
+            .entries
+            .iter()
+            .filter(|(id, e)| {
+                e.participant.relay_id == beat.relay_id
+                    && matches!(e.place, Place::Remote { .. })
+                    && !listed.contains(id)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for peer_id in gone {
+            self.entries.remove(&peer_id);
+            effects.push(notify_left(&peer_id, LeaveReason::TimedOut));
+        }
+        effects
+    }
+
+    /// Expires grace periods and participants of relays that went silent.
+    pub fn tick(&mut self, now: Instant) -> Vec<Effect> {
+        let expired: Vec<String> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| match e.place {
+                Place::Local {
+                    grace_until: Some(until),
+                    ..
+                } => now >= until,
+                Place::Local { .. } => false,
+                Place::Remote { last_seen } => now >= last_seen + self.grace,
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut effects = Vec::new();
+        for peer_id in expired {
+            let entry = self.entries.remove(&peer_id).expect("listed above");
+            match entry.place {
+                Place::Local { .. } => {
+                    effects.extend(self.left_effects(
+                        &peer_id,
+                        entry.join_seq,
+                        LeaveReason::TimedOut,
+                    ));
+                    effects.push(Effect::Release);
+                }
+                Place::Remote { .. } => effects.push(notify_left(&peer_id, LeaveReason::TimedOut)),
+            }
+        }
+        effects
+    }
+
+    /// This relay's statement of who it serves in the room (held ones included:
+    /// they have not left yet).
+    pub fn beat(&self, in_reply: bool) -> RosterBeat {
+        RosterBeat {
+            relay_id: self.relay_id.clone(),
+            region: self.region.clone(),
+            peers: self
+                .entries
+                .values()
+                .filter(|e| matches!(e.place, Place::Local { .. }))
+                .map(|e| RosterEntry {
+                    peer: Some(e.participant.clone()),
+                    join_seq: e.join_seq,
+                })
+                .collect(),
+            in_reply,
+        }
+    }
+
+    pub fn has_local_participants(&self) -> bool {
+        self.entries
+            .values()
+            .any(|e| matches!(e.place, Place::Local { .. }))
+    }
+
+    /// Participants currently in the room, wherever they are.
+    pub fn participants(&self) -> impl Iterator<Item = &Participant> {
+        self.entries.values().map(|e| &e.participant)
+    }
+
+    /// Participants held in their grace period (each holds a slot).
+    pub fn held(&self) -> usize {
+        self.entries
+            .values()
+            .filter(|e| {
+                matches!(
+                    e.place,
+                    Place::Local {
+                        grace_until: Some(_),
+                        ..
+                    }
+                )
+            })
+            .count()
+    }
+
+    fn is_located_at(&self, peer_id: &str, conn: ConnId) -> bool {
+        self.entries
+            .get(peer_id)
+            .is_some_and(|e| matches!(e.place, Place::Local { conn: c, .. } if c == conn))
+    }
+
+    /// A remote relay says `participant` is there at `join_seq`.
+    fn observe_remote(
+        &mut self,
+        participant: Participant,
+        join_seq: u64,
+        now: Instant,
+    ) -> Vec<Effect> {
+        let peer_id = participant.peer_id.clone();
+        let mut effects = Vec::new();
+        match self.entries.get_mut(&peer_id) {
+            Some(entry) if entry.join_seq > join_seq => return effects,
+            Some(entry)
+                if entry.join_seq == join_seq
+                    && entry.participant.relay_id == participant.relay_id =>
+            {
+                if let Place::Remote { last_seen } = &mut entry.place {
+                    *last_seen = now;
+                }
+                return effects;
+            }
+            Some(entry) => {
+                if matches!(
+                    entry.place,
+                    Place::Local {
+                        grace_until: Some(_),
+                        ..
+                    }
+                ) {
+                    effects.push(Effect::Release);
+                }
+                effects.push(moved(&participant, &entry.participant));
+            }
+            None => effects.push(Effect::Notify {
+                except: Some(peer_id.clone()),
+                frame: server_frame::Kind::PeerJoined(PeerJoined {
+                    peer: Some(participant.clone()),
+                }),
+            }),
+        }
+        self.entries.insert(
+            peer_id,
+            Entry {
+                participant,
+                join_seq,
+                place: Place::Remote { last_seen: now },
+            },
+        );
+        effects
+    }
+
+    fn left_effects(&self, peer_id: &str, join_seq: u64, reason: LeaveReason) -> Vec<Effect> {
+        vec![
+            notify_left(peer_id, reason),
+            Effect::Publish(RoomEvent {
+                kind: Some(room_event::Kind::Left(PresenceLeft {
+                    peer_id: peer_id.to_owned(),
+                    relay_id: self.relay_id.clone(),
+                    reason: reason as i32,
+                    join_seq,
+                })),
+            }),
+        ]
+    }
+}
+
+fn moved(to: &Participant, from: &Participant) -> Effect {
+    Effect::Notify {
+        except: Some(to.peer_id.clone()),
+        frame: server_frame::Kind::PeerMoved(PeerMoved {
+            peer: Some(to.clone()),
+            from_relay_id: from.relay_id.clone(),
+            from_region: from.region.clone(),
+        }),
+    }
+}
+
+fn notify_left(peer_id: &str, reason: LeaveReason) -> Effect {
+    Effect::Notify {
+        except: Some(peer_id.to_owned()),
+        frame: server_frame::Kind::PeerLeft(PeerLeft {
+            peer_id: peer_id.to_owned(),
+            reason: reason as i32,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GRACE: Duration = Duration::from_secs(5);
+
+    fn participant(peer: &str) -> Participant {
+        Participant {
+            peer_id: peer.into(),
+            display_name: format!("name-{peer}"),
+            ..Default::default()
+        }
+    }
+
+    fn remote(peer: &str, relay: &str) -> Participant {
+        Participant {
+            relay_id: relay.into(),
+            region: "singapore".into(),
+            ..participant(peer)
+        }
+    }
+
+    fn notified(effects: &[Effect]) -> Vec<&'static str> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Notify { frame, .. } => Some(match frame {
+                    server_frame::Kind::PeerJoined(_) => "joined",
+                    server_frame::Kind::PeerLeft(_) => "left",
+                    server_frame::Kind::PeerMoved(_) => "moved",
+                    _ => "other",
+                }),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn releases(effects: &[Effect]) -> usize {
+        effects.iter().filter(|e| **e == Effect::Release).count()
+    }
+
+    #[test]
+    fn join_then_hangup_is_announced_and_published() {
+        let mut roster = Roster::new("r1", "us-east", GRACE);
+        let (others, effects) = roster.local_join(1, participant("a"), 0);
+        assert!(others.is_empty());
+        assert_eq!(notified(&effects), ["joined"]);
+        assert!(effects.iter().any(|e| matches!(e, Effect::Publish(_))));
+        let effects = roster.local_hangup(1, "a");
+        assert_eq!(notified(&effects), ["left"]);
+        assert_eq!(roster.participants().count(), 0);
+    }
+
+    #[test]
+    fn a_lost_participant_that_reappears_elsewhere_moved_and_never_left() {
+        let t0 = Instant::now();
+        let mut roster = Roster::new("r1", "us-east", GRACE);
+        roster.local_join(1, participant("a"), 0);
+        assert_eq!(roster.local_lost(1, "a", t0), Departure::Held);
+        let (_, effects) = roster.remote_joined(
+            PresenceJoined {
+                peer: Some(remote("a", "r2")),
+                join_seq: 1,
+            },
+            t0 + Duration::from_millis(800),
+        );
+        assert_eq!(notified(&effects), ["moved"]);
+        assert_eq!(releases(&effects), 1);
+        // The local grace period running out later changes nothing.
+        assert!(roster.tick(t0 + GRACE).is_empty());
+    }
+
+    #[test]
+    fn a_lost_participant_that_never_reappears_leaves_after_the_grace_period() {
+        let t0 = Instant::now();
+        let mut roster = Roster::new("r1", "us-east", GRACE);
+        roster.local_join(1, participant("a"), 0);
+        roster.local_join(2, participant("b"), 0);
+        roster.local_lost(1, "a", t0);
+        assert!(
+            roster
+                .tick(t0 + GRACE - Duration::from_millis(1))
+                .is_empty()
+        );
+        let effects = roster.tick(t0 + GRACE);
+        assert_eq!(notified(&effects), ["left"]);
+        assert_eq!(releases(&effects), 1);
+        assert_eq!(roster.participants().count(), 1);
+    }
+
+    #[test]
+    fn a_stale_connection_closing_after_the_move_is_silent() {
+        let t0 = Instant::now();
+        let mut roster = Roster::new("r1", "us-east", GRACE);
+        roster.local_join(1, participant("a"), 0);
+        let (_, effects) = roster.remote_joined(
+            PresenceJoined {
+                peer: Some(remote("a", "r2")),
+                join_seq: 1,
+            },
+            t0,
+        );
+        assert_eq!(notified(&effects), ["moved"]);
+        assert_eq!(roster.local_lost(1, "a", t0), Departure::Released);
+        assert!(roster.local_hangup(1, "a").is_empty());
+    }
+
+    #[test]
+    fn remote_participants_come_from_beats_and_vanish_with_their_relay() {
+        let t0 = Instant::now();
+        let mut roster = Roster::new("r1", "us-east", GRACE);
+        roster.local_join(1, participant("a"), 0);
+        let beat = RosterBeat {
+            relay_id: "r2".into(),
+            region: "singapore".into(),
+            peers: vec![RosterEntry {
+                peer: Some(participant("b")),
+                join_seq: 0,
+            }],
+            in_reply: false,
+        };
+        assert_eq!(notified(&roster.remote_beat(beat.clone(), t0)), ["joined"]);
+        assert!(notified(&roster.remote_beat(beat, t0 + Duration::from_secs(1))).is_empty());
+        // r2 dies: no more beats.
+        assert!(roster.tick(t0 + Duration::from_secs(5)).is_empty());
+        assert_eq!(
+            notified(&roster.tick(t0 + Duration::from_secs(6))),
+            ["left"]
+        );
+    }
+
+    #[test]
+    fn a_beat_that_omits_a_participant_means_it_left() {
+        let t0 = Instant::now();
+        let mut roster = Roster::new("r1", "us-east", GRACE);
+        let with_b = RosterBeat {
+            relay_id: "r2".into(),
+            region: "singapore".into(),
+            peers: vec![RosterEntry {
+                peer: Some(participant("b")),
+                join_seq: 0,
+            }],
+            in_reply: false,
+        };
+        roster.remote_beat(with_b, t0);
+        let empty = RosterBeat {
+            relay_id: "r2".into(),
+            region: "singapore".into(),
+            peers: vec![],
+            in_reply: false,
+        };
+        assert_eq!(notified(&roster.remote_beat(empty, t0)), ["left"]);
+    }
+
+    #[test]
+    fn own_echoes_and_stale_announcements_are_ignored() {
+        let t0 = Instant::now();
+        let mut roster = Roster::new("r1", "us-east", GRACE);
+        roster.local_join(1, participant("a"), 3);
+        let (_, effects) = roster.remote_joined(
+            PresenceJoined {
+                peer: Some(remote("a", "r1")),
+                join_seq: 3,
+            },
+            t0,
+        );
+        assert!(effects.is_empty(), "own echo");
+        let (_, effects) = roster.remote_joined(
+            PresenceJoined {
+                peer: Some(remote("a", "r2")),
+                join_seq: 2,
+            },
+            t0,
+        );
+        assert!(effects.is_empty(), "older join elsewhere");
+        let effects = roster.remote_left(PresenceLeft {
+            peer_id: "a".into(),
+            relay_id: "r2".into(),
+            reason: LeaveReason::Hangup as i32,
+            join_seq: 2,
+        });
+        assert!(effects.is_empty(), "leave of an older location");
+    }
+
+    #[test]
+    fn rejoining_the_same_relay_within_grace_releases_the_held_slot_silently() {
+        let t0 = Instant::now();
+        let mut roster = Roster::new("r1", "us-east", GRACE);
+        roster.local_join(1, participant("a"), 0);
+        roster.local_lost(1, "a", t0);
+        assert_eq!(roster.held(), 1);
+        let (_, effects) = roster.local_join(2, participant("a"), 1);
+        assert_eq!(releases(&effects), 1);
+        assert!(notified(&effects).is_empty());
+        assert_eq!(roster.held(), 0);
+    }
+}

@@ -1,0 +1,119 @@
+//! WebSocket: one binary message carries one frame, in both directions.
+//! Served by axum (tokio-tungstenite underneath) at `/ws`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures_util::{SinkExt, StreamExt};
+use rallypoint_protocol::limits;
+use tokio::sync::mpsc;
+
+use super::{ERROR_FLUSH, inbound, is_invalid, malformed};
+use crate::config::TransportKind;
+use crate::intake::client_address;
+use crate::session::outbox::{Control, OutboxReceiver, Outgoing, outbox};
+use crate::session::{self, ConnectionInfo};
+use crate::state::RelayState;
+
+/// Slack above the largest frame so an oversize frame reaches our decoder and
+/// gets a polite Error instead of a torn connection.
+const MESSAGE_SLACK: usize = 64 * 1024;
+
+pub async fn upgrade(
+    State(relay): State<Arc<RelayState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    if let Err(reason) = relay.readiness() {
+        return (StatusCode::SERVICE_UNAVAILABLE, reason).into_response();
+    }
+    let forwarded = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
+    let client_ip = client_address(
+        peer.ip(),
+        forwarded,
+        &relay.config.telemetry.trusted_proxies,
+    );
+    ws.max_message_size(limits::MAX_FRAME + MESSAGE_SLACK)
+        .max_frame_size(limits::MAX_FRAME + MESSAGE_SLACK)
+        .on_upgrade(move |socket| serve(relay, socket, client_ip))
+}
+
+async fn serve(relay: Arc<RelayState>, socket: WebSocket, client_ip: std::net::IpAddr) {
+    relay.stats.connection_opened(TransportKind::Ws);
+    let (sink, mut stream) = socket.split();
+    let limits = &relay.config.limits;
+    let (outbox, outgoing) = outbox(limits.control_queue, limits.media_queue);
+    let (inbound_tx, inbound_rx) = mpsc::channel(64);
+
+    let reader = tokio::spawn(async move {
+        while let Some(message) = stream.next().await {
+            let item = match message {
+                Ok(Message::Binary(bytes)) => inbound(bytes, false),
+                Ok(Message::Text(_)) => {
+                    malformed("text messages are not part of the protocol; send binary frames")
+                }
+                Ok(Message::Close(_)) => break,
+                Ok(Message::Ping(_) | Message::Pong(_)) => continue,
+                // Oversize messages beyond the slack end up here too
+                // ("Space limit exceeded"); the connection is unusable after.
+                Err(e) => malformed(format!("cannot read the WebSocket message: {e}")),
+            };
+            let stop = is_invalid(&item);
+            if inbound_tx.send(item).await.is_err() || stop {
+                break;
+            }
+        }
+    });
+    let writer = tokio::spawn(write(sink, outgoing, outbox.kill_switch()));
+
+    let info = ConnectionInfo {
+        transport: TransportKind::Ws,
+        client_ip: Some(client_ip),
+        max_datagram_size: 0,
+    };
+    session::run(relay.clone(), info, inbound_rx, outbox.clone()).await;
+    if !reader.is_finished() {
+        // Refused: give the writer a moment to deliver the Error frame.
+        let _ = tokio::time::timeout(ERROR_FLUSH, writer).await;
+    }
+    outbox.kill();
+    reader.abort();
+    relay.stats.connection_closed(TransportKind::Ws);
+}
+
+async fn write(
+    mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
+    mut outgoing: OutboxReceiver,
+    kill: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        let item = tokio::select! {
+            item = outgoing.next() => item,
+            _ = kill.cancelled() => None,
+        };
+        let Some(item) = item else { break };
+        let bytes = match item {
+            Outgoing::Control(Control::Frame(bytes) | Control::ProbeAck { frame: bytes, .. })
+            | Outgoing::Media(bytes) => bytes,
+            Outgoing::Control(Control::CloseWith(bytes)) => {
+                let _ = sink.send(Message::Binary(bytes)).await;
+                let _ = sink
+                    .send(Message::Close(Some(CloseFrame {
+                        code: close_code::POLICY,
+                        reason: "refused; see the Error frame".into(),
+                    })))
+                    .await;
+                break;
+            }
+        };
+        if sink.send(Message::Binary(bytes)).await.is_err() {
+            break;
+        }
+    }
+    let _ = sink.close().await;
+}

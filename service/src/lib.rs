@@ -1,0 +1,8 @@
+//! Plumbing shared by the relay, the collector, the dashboard and the
+//! `rallypoint` CLI, so each binary's `main` stays a few lines long.
+
+pub mod duration;
+pub mod observability;
+pub mod shutdown;
+
+pub use duration::parse_duration;
