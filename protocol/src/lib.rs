@@ -15,6 +15,7 @@ pub mod length_prefixed;
 pub mod limits;
 pub mod subjects;
 pub mod telemetry;
+pub mod token;
 
 /// Generated protobuf messages, version 1 of the protocol.
 #[allow(clippy::all, missing_docs)]

@@ -4,35 +4,15 @@
 //! verified by every relay in every region with a shared key: an HS256 secret,
 //! or an Ed25519 public key when relays should not be able to mint tokens.
 //!
-//! Claims (all required unless noted):
-//!
-//! | claim  | meaning                                  |
-//! |--------|------------------------------------------|
-//! | `sub`  | user id                                  |
-//! | `name` | display name shown to the room           |
-//! | `room` | the one room this token admits to        |
-//! | `exp`  | expiry, unix seconds                     |
-//! | `iss`  | issuer (checked when `--jwt-issuer` is set) |
+//! The claims are `rallypoint_protocol::token::Claims`.
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use rallypoint_protocol::token::Claims;
 use rallypoint_protocol::v1::ErrorCode;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::config::AuthConfig;
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Claims {
-    pub sub: String,
-    pub name: String,
-    pub room: String,
-    pub exp: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub iss: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub iat: Option<u64>,
-}
 
 /// Why a token was refused, with the code the client sees.
 #[derive(Debug, thiserror::Error)]

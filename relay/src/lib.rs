@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use axum::serve::ListenerExt as _;
 use tokio::sync::watch;
 
 use crate::auth::TokenVerifier;
@@ -78,9 +79,14 @@ pub async fn run(config: RelayConfig, shutdown: impl Future<Output = ()>) -> any
         identity.as_ref().map(|i| i.cert_hash),
     ));
 
+    // Nagle's algorithm would hold small frames (probe answers, audio) for up
+    // to a delayed-ACK period: latency is the product here.
     let listener = tokio::net::TcpListener::bind(config.http_listen)
         .await
-        .with_context(|| format!("cannot listen on --http-listen {}", config.http_listen))?;
+        .with_context(|| format!("cannot listen on --http-listen {}", config.http_listen))?
+        .tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
     let mut http_stop = drain_rx.clone();
     let http = tokio::spawn(
         axum::serve(

@@ -30,12 +30,13 @@ use rallypoint_protocol::v1::{
 use rallypoint_protocol::{FrameError, PROTOCOL_VERSION, encode, limits};
 use tokio::sync::mpsc;
 
-use crate::auth::{Claims, peer_id};
+use crate::auth::peer_id;
 use crate::config::TransportKind;
 use crate::intake::{RateLimiter, ReportSource};
 use crate::metrics::Stats;
 use crate::state::{RelayState, unix_micros};
 use outbox::{Control, Outbox};
+use rallypoint_protocol::token::Claims;
 
 /// What a transport adapter hands to the session.
 #[derive(Debug)]
@@ -76,13 +77,22 @@ struct Identity {
 /// The session sent an Error and asked the writer to close the connection.
 struct Refused;
 
+/// How a session ended, which tells the transport how to close.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionEnd {
+    /// The client went away (or the connection was killed): close now.
+    Vanished,
+    /// An Error frame is queued with `CloseWith`: let the writer deliver it.
+    Refused,
+}
+
 /// Runs the session until the connection ends.
 pub async fn run(
     relay: Arc<RelayState>,
     info: ConnectionInfo,
     mut inbound: mpsc::Receiver<Inbound>,
     outbox: Outbox,
-) {
+) -> SessionEnd {
     let conn = relay.next_conn_id();
     let mut session = Session {
         relay: relay.clone(),
@@ -100,10 +110,10 @@ pub async fn run(
     tokio::pin!(idle);
     let mut drained = false;
 
-    loop {
+    let end = loop {
         tokio::select! {
             item = inbound.recv() => match item {
-                None => break,
+                None => break SessionEnd::Vanished,
                 Some(Inbound::Invalid(error)) => {
                     relay.stats.frames_rejected.fetch_add(1, Relaxed);
                     let code = match error {
@@ -111,12 +121,12 @@ pub async fn run(
                         _ => ErrorCode::MalformedFrame,
                     };
                     session.refuse(code, format!("{error}; closing this connection"));
-                    break;
+                    break SessionEnd::Refused;
                 }
                 Some(Inbound::Frame { frame, datagram, received_us }) => {
                     idle.as_mut().reset(tokio::time::Instant::now() + limits.idle_timeout);
                     if session.handle(frame, datagram, received_us).await.is_err() {
-                        break;
+                        break SessionEnd::Refused;
                     }
                 }
             },
@@ -125,14 +135,14 @@ pub async fn run(
                     ErrorCode::Unauthenticated,
                     format!("no Hello within {:?}; send Hello with a token first", limits.hello_timeout),
                 );
-                break;
+                break SessionEnd::Refused;
             }
             _ = &mut idle => {
                 session.refuse(
                     ErrorCode::ProtocolViolation,
                     format!("nothing received for {:?}; probe or send media to stay connected", limits.idle_timeout),
                 );
-                break;
+                break SessionEnd::Refused;
             }
             changed = draining.changed(), if !drained => {
                 drained = true;
@@ -144,15 +154,16 @@ pub async fn run(
                     }))));
                 }
             }
-            _ = outbox.killed() => break,
+            _ = outbox.killed() => break SessionEnd::Vanished,
         }
-    }
+    };
 
     if let Phase::InRoom { identity, room } = &session.phase {
         // Without a Leave this may be a move to another relay: the room's grace
         // period tells a move from a departure.
         relay.hub.lost(room, conn, &identity.peer_id);
     }
+    end
 }
 
 struct Session {

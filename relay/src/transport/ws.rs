@@ -16,7 +16,7 @@ use super::{ERROR_FLUSH, inbound, is_invalid, malformed};
 use crate::config::TransportKind;
 use crate::intake::client_address;
 use crate::session::outbox::{Control, OutboxReceiver, Outgoing, outbox};
-use crate::session::{self, ConnectionInfo};
+use crate::session::{self, ConnectionInfo, SessionEnd};
 use crate::state::RelayState;
 
 /// Slack above the largest frame so an oversize frame reaches our decoder and
@@ -50,8 +50,15 @@ async fn serve(relay: Arc<RelayState>, socket: WebSocket, client_ip: std::net::I
     let (outbox, outgoing) = outbox(limits.control_queue, limits.media_queue);
     let (inbound_tx, inbound_rx) = mpsc::channel(64);
 
-    let reader = tokio::spawn(async move {
+    let mut reader = tokio::spawn(async move {
+        // After the session stops listening the reader keeps draining, so the
+        // WebSocket closing handshake completes and the kernel never answers
+        // unread data with a reset that would destroy our Error frame.
+        let mut forwarding = true;
         while let Some(message) = stream.next().await {
+            if !forwarding {
+                continue;
+            }
             let item = match message {
                 Ok(Message::Binary(bytes)) => inbound(bytes, false),
                 Ok(Message::Text(_)) => {
@@ -65,7 +72,7 @@ async fn serve(relay: Arc<RelayState>, socket: WebSocket, client_ip: std::net::I
             };
             let stop = is_invalid(&item);
             if inbound_tx.send(item).await.is_err() || stop {
-                break;
+                forwarding = false;
             }
         }
     });
@@ -76,13 +83,17 @@ async fn serve(relay: Arc<RelayState>, socket: WebSocket, client_ip: std::net::I
         client_ip: Some(client_ip),
         max_datagram_size: 0,
     };
-    session::run(relay.clone(), info, inbound_rx, outbox.clone()).await;
-    if !reader.is_finished() {
-        // Refused: give the writer a moment to deliver the Error frame.
+    if session::run(relay.clone(), info, inbound_rx, outbox.clone()).await == SessionEnd::Refused {
+        // Give the writer a moment to deliver the Error frame.
         let _ = tokio::time::timeout(ERROR_FLUSH, writer).await;
     }
     outbox.kill();
-    reader.abort();
+    if tokio::time::timeout(ERROR_FLUSH, &mut reader)
+        .await
+        .is_err()
+    {
+        reader.abort();
+    }
     relay.stats.connection_closed(TransportKind::Ws);
 }
 

@@ -25,7 +25,7 @@ use super::{ERROR_FLUSH, inbound, is_invalid};
 use crate::config::TransportKind;
 use crate::metrics::Stats;
 use crate::session::outbox::{Control, OutboxReceiver, Outgoing, outbox};
-use crate::session::{self, ConnectionInfo, Inbound};
+use crate::session::{self, ConnectionInfo, Inbound, SessionEnd};
 use crate::state::RelayState;
 
 /// Outgoing unidirectional streams in flight per connection; beyond this a
@@ -108,10 +108,8 @@ async fn serve(relay: Arc<RelayState>, connection: Connection) {
         client_ip: Some(client_ip),
         max_datagram_size: max_datagram_size as u32,
     };
-    session::run(relay.clone(), info, inbound_rx, outbox.clone()).await;
-    let peer_gone = readers.iter().any(|r| r.is_finished());
-    if !peer_gone {
-        let _ = tokio::time::timeout(ERROR_FLUSH, writer).await;
+    if session::run(relay.clone(), info, inbound_rx, outbox.clone()).await == SessionEnd::Refused {
+        let _ = tokio::time::timeout(ERROR_FLUSH + Duration::from_secs(1), writer).await;
     }
     outbox.kill();
     for reader in readers {

@@ -1,0 +1,461 @@
+//! One client connection to one relay, over WebSocket or WebTransport.
+//!
+//! Frames go where the protocol wants them: on WebTransport, control frames on
+//! the control stream (length-prefixed), probes as datagrams, media as a
+//! datagram when it fits and on its own unidirectional stream when it does
+//! not. On WebSocket, every frame is one binary message.
+//!
+//! Every received frame is stamped with the time it was read off the socket,
+//! before it waits in any queue, so RTT samples are not inflated by a busy
+//! consumer.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use rallypoint_client::{Candidate, TransportKind};
+use rallypoint_protocol::v1::{ClientFrame, ServerFrame, client_frame};
+use rallypoint_protocol::{decode_server_frame, encode, length_prefixed, limits};
+use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+
+/// A frame from the relay, with when it arrived.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub frame: ServerFrame,
+    pub at: Instant,
+    pub datagram: bool,
+}
+
+/// How a frame travels (only WebTransport distinguishes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Control,
+    Datagram,
+    Stream,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("{label} ({url}): connection timed out after {timeout:?}")]
+    Timeout {
+        label: String,
+        url: String,
+        timeout: Duration,
+    },
+    #[error("{label} ({url}): {reason}")]
+    Failed {
+        label: String,
+        url: String,
+        reason: String,
+    },
+}
+
+enum Command {
+    Send(Bytes, Route),
+    Close,
+}
+
+/// A live connection. Dropping it closes the connection.
+pub struct Connection {
+    transport: TransportKind,
+    commands: mpsc::UnboundedSender<Command>,
+    incoming: mpsc::Receiver<Received>,
+    closed: CancellationToken,
+    max_datagram: usize,
+    wt: Option<wtransport::Connection>,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.closed.cancel();
+    }
+}
+
+/// Frames buffered from the relay before the consumer reads them.
+const INCOMING_QUEUE: usize = 4096;
+
+impl Connection {
+    /// Opens a connection to `candidate`, giving up after `timeout`.
+    pub async fn connect(candidate: &Candidate, timeout: Duration) -> Result<Self, ConnectError> {
+        let fail = |reason: String| ConnectError::Failed {
+            label: candidate.label(),
+            url: candidate.url.clone(),
+            reason,
+        };
+        let attempt = async {
+            match candidate.transport {
+                TransportKind::WebSocket => connect_ws(&candidate.url).await.map_err(fail),
+                TransportKind::WebTransport => {
+                    connect_wt(&candidate.url, candidate.cert_hash_bytes())
+                        .await
+                        .map_err(fail)
+                }
+            }
+        };
+        tokio::time::timeout(timeout, attempt)
+            .await
+            .map_err(|_| ConnectError::Timeout {
+                label: candidate.label(),
+                url: candidate.url.clone(),
+                timeout,
+            })?
+    }
+
+    pub fn transport(&self) -> TransportKind {
+        self.transport
+    }
+
+    /// Largest frame sent as one datagram (0 on WebSocket).
+    pub fn max_datagram(&self) -> usize {
+        self.max_datagram
+    }
+
+    /// Sends a frame on the route its kind calls for.
+    pub fn send(&self, frame: &ClientFrame) -> bool {
+        let bytes = encode(frame);
+        let route = match (&frame.kind, self.transport) {
+            (_, TransportKind::WebSocket) => Route::Control,
+            (Some(client_frame::Kind::Probe(_)), _) => Route::Datagram,
+            (Some(client_frame::Kind::Media(_)), _) if bytes.len() <= self.max_datagram => {
+                Route::Datagram
+            }
+            (Some(client_frame::Kind::Media(_)), _) => Route::Stream,
+            _ => Route::Control,
+        };
+        self.send_raw(bytes, route)
+    }
+
+    /// Sends bytes as they are (tests use this to send malformed frames).
+    pub fn send_raw(&self, bytes: Bytes, route: Route) -> bool {
+        self.commands.send(Command::Send(bytes, route)).is_ok()
+    }
+
+    /// The next frame from the relay; `None` once the connection is closed.
+    pub async fn recv(&mut self) -> Option<Received> {
+        self.incoming.recv().await
+    }
+
+    /// A frame if one is already buffered.
+    pub fn try_recv(&mut self) -> Option<Received> {
+        self.incoming.try_recv().ok()
+    }
+
+    /// Closes the connection (gracefully where the transport allows).
+    pub fn close(&self) {
+        let _ = self.commands.send(Command::Close);
+    }
+
+    /// Closes abruptly, as a crashing client would.
+    pub fn abort(&self) {
+        if let Some(wt) = &self.wt {
+            wt.close(wtransport::VarInt::from_u32(0), b"aborted");
+        }
+        self.closed.cancel();
+    }
+
+    /// Resolves once the connection is closed for any reason.
+    pub async fn closed(&self) {
+        self.closed.cancelled().await
+    }
+}
+
+async fn connect_ws(url: &str) -> Result<Connection, String> {
+    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .max_message_size(Some(limits::MAX_FRAME + 64 * 1024))
+        .max_frame_size(Some(limits::MAX_FRAME + 64 * 1024));
+    let (socket, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true)
+        .await
+        .map_err(|e| format!("WebSocket connect failed: {e}"))?;
+    let (mut sink, mut stream) = socket.split();
+    let (commands, mut command_rx) = mpsc::unbounded_channel();
+    let (incoming_tx, incoming) = mpsc::channel(INCOMING_QUEUE);
+    let closed = CancellationToken::new();
+
+    let reader_closed = closed.clone();
+    tokio::spawn(async move {
+        loop {
+            let message = tokio::select! {
+                m = stream.next() => m,
+                _ = reader_closed.cancelled() => break,
+            };
+            let at = Instant::now();
+            match message {
+                Some(Ok(Message::Binary(bytes))) => {
+                    let Ok(frame) = decode_server_frame(bytes) else {
+                        tracing::warn!("relay sent an undecodable frame; closing");
+                        break;
+                    };
+                    if incoming_tx
+                        .send(Received {
+                            frame,
+                            at,
+                            datagram: false,
+                        })
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(_)) => {}
+            }
+        }
+        reader_closed.cancel();
+    });
+
+    let writer_closed = closed.clone();
+    tokio::spawn(async move {
+        loop {
+            let command = tokio::select! {
+                c = command_rx.recv() => c,
+                _ = writer_closed.cancelled() => None,
+            };
+            match command {
+                Some(Command::Send(bytes, _)) => {
+                    if sink.send(Message::Binary(bytes)).await.is_err() {
+                        break;
+                    }
+                }
+                Some(Command::Close) => {
+                    let _ = sink.close().await;
+                    break;
+                }
+                None => break,
+            }
+        }
+        writer_closed.cancel();
+    });
+
+    Ok(Connection {
+        transport: TransportKind::WebSocket,
+        commands,
+        incoming,
+        closed,
+        max_datagram: 0,
+        wt: None,
+    })
+}
+
+async fn connect_wt(url: &str, cert_hash: Option<[u8; 32]>) -> Result<Connection, String> {
+    let builder = wtransport::ClientConfig::builder().with_bind_default();
+    let config = match cert_hash {
+        Some(hash) => builder
+            .with_server_certificate_hashes([wtransport::tls::Sha256Digest::new(hash)])
+            .keep_alive_interval(Some(Duration::from_secs(2)))
+            .max_idle_timeout(Some(Duration::from_secs(10)))
+            .map_err(|e| e.to_string())?
+            .build(),
+        None => builder
+            .with_native_certs()
+            .keep_alive_interval(Some(Duration::from_secs(2)))
+            .max_idle_timeout(Some(Duration::from_secs(10)))
+            .map_err(|e| e.to_string())?
+            .build(),
+    };
+    let endpoint = wtransport::Endpoint::client(config)
+        .map_err(|e| format!("cannot open a UDP socket: {e}"))?;
+    let connection = endpoint
+        .connect(url)
+        .await
+        .map_err(|e| format!("WebTransport connect failed: {e}"))?;
+    let (mut control_send, control_recv) = connection
+        .open_bi()
+        .await
+        .map_err(|e| format!("cannot open the control stream: {e}"))?
+        .await
+        .map_err(|e| format!("cannot open the control stream: {e}"))?;
+    let max_datagram = connection.max_datagram_size().unwrap_or(0);
+    let (commands, mut command_rx) = mpsc::unbounded_channel();
+    let (incoming_tx, incoming) = mpsc::channel(INCOMING_QUEUE);
+    let closed = CancellationToken::new();
+
+    // Control stream reader.
+    {
+        let tx = incoming_tx.clone();
+        let closed = closed.clone();
+        let mut recv = control_recv;
+        tokio::spawn(async move {
+            let mut decoder = length_prefixed::Decoder::new(limits::MAX_CONTROL_FRAME);
+            let mut buf = vec![0u8; 16 * 1024];
+            'read: loop {
+                let n = tokio::select! {
+                    r = recv.read(&mut buf) => match r {
+                        Ok(Some(n)) => n,
+                        _ => break,
+                    },
+                    _ = closed.cancelled() => break,
+                };
+                let at = Instant::now();
+                decoder.push(&buf[..n]);
+                loop {
+                    let bytes = match decoder.next_frame() {
+                        Ok(Some(bytes)) => bytes,
+                        Ok(None) => break,
+                        Err(e) => {
+                            tracing::warn!("relay sent an oversize control frame ({e}); closing");
+                            break 'read;
+                        }
+                    };
+                    let Ok(frame) = decode_server_frame(bytes) else {
+                        tracing::warn!("relay sent an undecodable control frame; closing");
+                        break 'read;
+                    };
+                    if tx
+                        .send(Received {
+                            frame,
+                            at,
+                            datagram: false,
+                        })
+                        .await
+                        .is_err()
+                    {
+                        break 'read;
+                    }
+                }
+            }
+            closed.cancel();
+        });
+    }
+    // Datagram reader.
+    {
+        let tx = incoming_tx.clone();
+        let closed = closed.clone();
+        let connection = connection.clone();
+        tokio::spawn(async move {
+            loop {
+                let datagram = tokio::select! {
+                    d = connection.receive_datagram() => match d {
+                        Ok(d) => d,
+                        Err(_) => break,
+                    },
+                    _ = closed.cancelled() => break,
+                };
+                let at = Instant::now();
+                if let Ok(frame) = decode_server_frame(datagram.payload()) {
+                    // A full queue means the consumer is behind: drop, as the
+                    // network would.
+                    let _ = tx.try_send(Received {
+                        frame,
+                        at,
+                        datagram: true,
+                    });
+                }
+            }
+            closed.cancel();
+        });
+    }
+    // Unidirectional stream reader (large media).
+    {
+        let tx = incoming_tx;
+        let closed = closed.clone();
+        let connection = connection.clone();
+        tokio::spawn(async move {
+            loop {
+                let stream = tokio::select! {
+                    s = connection.accept_uni() => match s {
+                        Ok(s) => s,
+                        Err(_) => break,
+                    },
+                    _ = closed.cancelled() => break,
+                };
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let mut body = Vec::new();
+                    if stream
+                        .take(limits::MAX_FRAME as u64 + 1)
+                        .read_to_end(&mut body)
+                        .await
+                        .is_ok()
+                        && body.len() <= limits::MAX_FRAME
+                    {
+                        let at = Instant::now();
+                        if let Ok(frame) = decode_server_frame(Bytes::from(body)) {
+                            let _ = tx
+                                .send(Received {
+                                    frame,
+                                    at,
+                                    datagram: false,
+                                })
+                                .await;
+                        }
+                    }
+                });
+            }
+            closed.cancel();
+        });
+    }
+    // Writer.
+    {
+        let closed = closed.clone();
+        let connection = connection.clone();
+        let streams = Arc::new(tokio::sync::Semaphore::new(32));
+        tokio::spawn(async move {
+            loop {
+                let command = tokio::select! {
+                    c = command_rx.recv() => c,
+                    _ = closed.cancelled() => None,
+                };
+                match command {
+                    Some(Command::Send(bytes, Route::Control)) => {
+                        if control_send
+                            .write_all(&length_prefixed::encode(&bytes))
+                            .await
+                            .is_err()
+                        {
+                            break;
+                        }
+                    }
+                    Some(Command::Send(bytes, Route::Datagram)) => {
+                        let _ = connection.send_datagram(bytes);
+                    }
+                    Some(Command::Send(bytes, Route::Stream)) => {
+                        let Ok(permit) = streams.clone().try_acquire_owned() else {
+                            continue;
+                        };
+                        let connection = connection.clone();
+                        tokio::spawn(async move {
+                            if let Ok(opening) = connection.open_uni().await
+                                && let Ok(mut stream) = opening.await
+                            {
+                                let _ = stream.write_all(&bytes).await;
+                                let _ = stream.finish().await;
+                            }
+                            drop(permit);
+                        });
+                    }
+                    Some(Command::Close) | None => break,
+                }
+            }
+            let _ = control_send.finish().await;
+            connection.close(wtransport::VarInt::from_u32(0), b"client closed");
+            closed.cancel();
+        });
+    }
+    // Keep the endpoint alive as long as the connection.
+    {
+        let closed = closed.clone();
+        let connection = connection.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = connection.closed() => {}
+                _ = closed.cancelled() => {}
+            }
+            closed.cancel();
+            drop(endpoint);
+        });
+    }
+
+    Ok(Connection {
+        transport: TransportKind::WebTransport,
+        commands,
+        incoming,
+        closed,
+        max_datagram,
+        wt: Some(connection),
+    })
+}

@@ -1,0 +1,228 @@
+//! A participant's connection to one relay: Hello/Welcome, Join, media, and
+//! waiting for frames. The election driver, `rallypoint join` and the
+//! integration tests all talk to relays through this.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rallypoint_client::Candidate;
+use rallypoint_protocol::PROTOCOL_VERSION;
+use rallypoint_protocol::v1::{
+    ClientFrame, ClientInfo, ErrorCode, Hello, Join, Joined, KeyframeRequest, Leave, Media, Probe,
+    ServerFrame, TrackKind, Welcome, client_frame, server_frame,
+};
+
+use crate::connection::{ConnectError, Connection, Received};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error("{relay}: refused with {code:?}: {message}")]
+    Refused {
+        relay: String,
+        code: ErrorCode,
+        message: String,
+    },
+    #[error("{relay}: connection closed before {waiting_for}")]
+    Closed { relay: String, waiting_for: String },
+    #[error("{relay}: no {waiting_for} within {timeout:?}")]
+    Timeout {
+        relay: String,
+        waiting_for: String,
+        timeout: Duration,
+    },
+}
+
+/// Who the client is, the same on every relay it talks to.
+#[derive(Debug, Clone)]
+pub struct ClientIdentity {
+    pub token: String,
+    /// Random bytes fixed for the whole call (the peer id derives from them).
+    pub session_id: Bytes,
+    pub info: ClientInfo,
+}
+
+impl ClientIdentity {
+    pub fn new(token: impl Into<String>) -> Self {
+        ClientIdentity {
+            token: token.into(),
+            session_id: Bytes::from(rand::random::<[u8; 16]>().to_vec()),
+            info: ClientInfo {
+                platform: "native".into(),
+                client_version: env!("CARGO_PKG_VERSION").into(),
+                ..Default::default()
+            },
+        }
+    }
+}
+
+/// An authenticated connection to one relay.
+pub struct Peer {
+    pub candidate: Candidate,
+    pub conn: Connection,
+    pub welcome: Welcome,
+    /// When the connection attempt started and when Welcome arrived.
+    pub connect_time: Duration,
+}
+
+impl Peer {
+    /// Connects and authenticates (Hello → Welcome). The connection is probe-only.
+    pub async fn connect(
+        candidate: &Candidate,
+        identity: &ClientIdentity,
+        timeout: Duration,
+    ) -> Result<Peer, PeerError> {
+        let started = Instant::now();
+        let mut conn = Connection::connect(candidate, timeout).await?;
+        conn.send(&ClientFrame::of(client_frame::Kind::Hello(Hello {
+            protocol_version: PROTOCOL_VERSION,
+            token: identity.token.clone(),
+            client: Some(identity.info.clone()),
+            session_id: identity.session_id.clone(),
+        })));
+        let relay = candidate.label();
+        let remaining = timeout.saturating_sub(started.elapsed());
+        let welcome = wait_for(&mut conn, &relay, "Welcome", remaining, |kind| match kind {
+            server_frame::Kind::Welcome(w) => Some(w.clone()),
+            _ => None,
+        })
+        .await?;
+        Ok(Peer {
+            candidate: candidate.clone(),
+            conn,
+            welcome,
+            connect_time: started.elapsed(),
+        })
+    }
+
+    pub fn peer_id(&self) -> &str {
+        &self.welcome.peer_id
+    }
+
+    /// Joins the token's room; returns who is already there.
+    pub async fn join(
+        &mut self,
+        room: &str,
+        join_seq: u64,
+        timeout: Duration,
+    ) -> Result<Joined, PeerError> {
+        self.conn
+            .send(&ClientFrame::of(client_frame::Kind::Join(Join {
+                room: room.to_owned(),
+                join_seq,
+            })));
+        let relay = self.candidate.label();
+        wait_for(
+            &mut self.conn,
+            &relay,
+            "Joined",
+            timeout,
+            |kind| match kind {
+                server_frame::Kind::Joined(j) => Some(j.clone()),
+                _ => None,
+            },
+        )
+        .await
+    }
+
+    pub fn leave(&self) {
+        self.conn
+            .send(&ClientFrame::of(client_frame::Kind::Leave(Leave {})));
+    }
+
+    pub fn probe(&self, seq: u64, client_send_us: u64) -> bool {
+        self.conn
+            .send(&ClientFrame::of(client_frame::Kind::Probe(Probe {
+                seq,
+                client_send_us,
+            })))
+    }
+
+    pub fn send_media(
+        &self,
+        kind: TrackKind,
+        seq: u64,
+        capture_us: u64,
+        keyframe: bool,
+        payload: Bytes,
+    ) -> bool {
+        self.conn
+            .send(&ClientFrame::of(client_frame::Kind::Media(Media {
+                sender: String::new(),
+                kind: kind as i32,
+                seq,
+                capture_us,
+                keyframe,
+                payload,
+            })))
+    }
+
+    pub fn request_keyframe(&self, from_peer: &str, kind: TrackKind) {
+        self.conn
+            .send(&ClientFrame::of(client_frame::Kind::KeyframeRequest(
+                KeyframeRequest {
+                    peer_id: from_peer.to_owned(),
+                    kind: kind as i32,
+                },
+            )));
+    }
+
+    pub async fn recv(&mut self) -> Option<Received> {
+        self.conn.recv().await
+    }
+
+    /// Waits for the first frame `pick` accepts, skipping others; an Error frame
+    /// from the relay ends the wait with [`PeerError::Refused`].
+    pub async fn expect<T>(
+        &mut self,
+        waiting_for: &str,
+        timeout: Duration,
+        pick: impl FnMut(&server_frame::Kind) -> Option<T>,
+    ) -> Result<T, PeerError> {
+        let relay = self.candidate.label();
+        wait_for(&mut self.conn, &relay, waiting_for, timeout, pick).await
+    }
+}
+
+async fn wait_for<T>(
+    conn: &mut Connection,
+    relay: &str,
+    waiting_for: &str,
+    timeout: Duration,
+    mut pick: impl FnMut(&server_frame::Kind) -> Option<T>,
+) -> Result<T, PeerError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let received = tokio::time::timeout_at(deadline, conn.recv())
+            .await
+            .map_err(|_| PeerError::Timeout {
+                relay: relay.to_owned(),
+                waiting_for: waiting_for.to_owned(),
+                timeout,
+            })?;
+        let Some(Received {
+            frame: ServerFrame { kind: Some(kind) },
+            ..
+        }) = received
+        else {
+            if received.is_none() {
+                return Err(PeerError::Closed {
+                    relay: relay.to_owned(),
+                    waiting_for: waiting_for.to_owned(),
+                });
+            }
+            continue;
+        };
+        if let Some(found) = pick(&kind) {
+            return Ok(found);
+        }
+        if let server_frame::Kind::Error(error) = kind {
+            return Err(PeerError::Refused {
+                relay: relay.to_owned(),
+                code: ErrorCode::try_from(error.code).unwrap_or(ErrorCode::Unspecified),
+                message: error.message,
+            });
+        }
+    }
+}

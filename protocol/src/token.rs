@@ -1,0 +1,27 @@
+//! The token format: claims of the JWT a client presents in `Hello`.
+//!
+//! Minted by the deployment's issuer (`rallypoint up` runs a development
+//! issuer), verified by every relay with a key all regions share.
+//!
+//! | claim  | meaning                                  |
+//! |--------|------------------------------------------|
+//! | `sub`  | user id                                  |
+//! | `name` | display name shown to the room           |
+//! | `room` | the one room this token admits to        |
+//! | `exp`  | expiry, unix seconds                     |
+//! | `iat`  | issued at, unix seconds (optional)       |
+//! | `iss`  | issuer (optional; relays may require one) |
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Claims {
+    pub sub: String,
+    pub name: String,
+    pub room: String,
+    pub exp: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
+}

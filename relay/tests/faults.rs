@@ -1,0 +1,253 @@
+//! Bad input, shutdown and infrastructure failures, against real relays and
+//! real NATS servers.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use nix::sys::signal::Signal;
+use rallypoint_client::TransportKind::{WebSocket, WebTransport};
+use rallypoint_client_native::{ClientIdentity, Peer, PeerError, Route};
+use rallypoint_protocol::limits;
+use rallypoint_protocol::token::Claims;
+use rallypoint_protocol::v1::{ErrorCode, server_frame};
+use support::*;
+
+fn refused_code(result: Result<Peer, PeerError>) -> (ErrorCode, String) {
+    match result {
+        Err(PeerError::Refused { code, message, .. }) => (code, message),
+        Err(other) => panic!("expected an Error frame, got {other}"),
+        Ok(_) => panic!("expected an Error frame, the relay accepted"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_tokens_get_a_clear_error_then_the_connection_closes() {
+    let lab = Lab::two_regions(&[]).await;
+    for transport in [WebSocket, WebTransport] {
+        let candidate = lab.candidate(0, transport);
+
+        let (code, message) =
+            refused_code(Peer::connect(&candidate, &ClientIdentity::new("not-a-jwt"), T).await);
+        assert_eq!(code, ErrorCode::Unauthenticated);
+        assert!(message.contains("token"), "{message}");
+
+        let forged = rallypoint_lab::tokens::DevIssuer::new("some-other-secret").mint(
+            "r",
+            "mallory",
+            "Mallory",
+            Duration::from_secs(60),
+        );
+        let (code, message) =
+            refused_code(Peer::connect(&candidate, &ClientIdentity::new(forged), T).await);
+        assert_eq!(code, ErrorCode::Unauthenticated);
+        assert!(message.contains("signature"), "{message}");
+
+        let expired = lab.issuer.mint_claims(&Claims {
+            sub: "u".into(),
+            name: "U".into(),
+            room: "r".into(),
+            exp: 1_000_000,
+            iss: None,
+            iat: None,
+        });
+        let (code, message) =
+            refused_code(Peer::connect(&candidate, &ClientIdentity::new(expired), T).await);
+        assert_eq!(code, ErrorCode::TokenExpired);
+        assert!(message.contains("expired"), "{message}");
+
+        let mut peer = Peer::connect(&candidate, &lab.identity("room-a", "u"), T)
+            .await
+            .unwrap();
+        match peer.join("room-b", 0, T).await {
+            Err(PeerError::Refused { code, message, .. }) => {
+                assert_eq!(code, ErrorCode::WrongRoom);
+                assert!(message.contains("room-a"), "{message}");
+            }
+            other => panic!("joining another room must be refused, got {other:?}"),
+        }
+        assert_closed(&mut peer).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_oversize_frames_close_only_that_connection() {
+    let lab = Lab::two_regions(&[]).await;
+    let (mut alice, ja) = lab.participant(0, WebSocket, "r", "alice").await;
+    let (bob, _) = lab.participant(0, WebTransport, "r", "bob").await;
+    wait_sees(&mut alice, &ja, bob.peer_id()).await;
+
+    let cases: Vec<(_, Bytes, Route, ErrorCode)> = vec![
+        (
+            WebSocket,
+            Bytes::from_static(&[0xff; 12]),
+            Route::Control,
+            ErrorCode::MalformedFrame,
+        ),
+        (
+            WebSocket,
+            Bytes::new(),
+            Route::Control,
+            ErrorCode::MalformedFrame,
+        ),
+        (
+            WebSocket,
+            Bytes::from(vec![0u8; limits::MAX_FRAME + 1]),
+            Route::Control,
+            ErrorCode::FrameTooLarge,
+        ),
+        (
+            WebTransport,
+            Bytes::from_static(&[0xff; 12]),
+            Route::Control,
+            ErrorCode::MalformedFrame,
+        ),
+        (
+            WebTransport,
+            Bytes::from_static(&[0xff; 12]),
+            Route::Datagram,
+            ErrorCode::MalformedFrame,
+        ),
+        (
+            WebTransport,
+            Bytes::from(vec![0u8; limits::MAX_CONTROL_FRAME + 1]),
+            Route::Control,
+            ErrorCode::FrameTooLarge,
+        ),
+    ];
+    for (transport, bytes, route, expected) in cases {
+        let (mut attacker, _) = lab.participant(0, transport, "r", "mallory").await;
+        eprintln!("case: {transport:?} {route:?} {} bytes", bytes.len());
+        attacker.conn.send_raw(bytes, route);
+        let error = attacker
+            .expect("Error", T, |kind| match kind {
+                server_frame::Kind::Error(e) => Some(e.clone()),
+                _ => None,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", lab.relays[0].log_tail(10)));
+        assert_eq!(
+            error.code, expected as i32,
+            "{transport:?} {route:?}: {}",
+            error.message
+        );
+        assert_closed(&mut attacker).await;
+
+        // The room is unaffected: bob's media still reaches alice.
+        send_audio(&bob, 5, 200, Duration::from_millis(5)).await;
+        let got = media_within(&mut alice, Duration::from_millis(500)).await;
+        let from_bob = got.iter().filter(|m| m.sender == bob.peer_id()).count();
+        assert_eq!(from_bob, 5, "after {transport:?} {route:?} abuse");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_sends_drain_to_every_client_before_the_relay_exits() {
+    let mut lab = Lab::two_regions(&["--drain-grace", "5s"]).await;
+    let (mut ws, _) = lab.participant(0, WebSocket, "r", "a").await;
+    let (mut wt, _) = lab.participant(0, WebTransport, "r", "b").await;
+    let mut probe_only = Peer::connect(&lab.candidate(0, WebSocket), &lab.identity("r", "c"), T)
+        .await
+        .unwrap();
+
+    lab.relays[0].signal(Signal::SIGTERM).unwrap();
+    for peer in [&mut ws, &mut wt, &mut probe_only] {
+        let drain = peer
+            .expect("Drain", T, |kind| match kind {
+                server_frame::Kind::Drain(d) => Some(d.clone()),
+                _ => None,
+            })
+            .await
+            .unwrap();
+        assert_eq!(drain.deadline_ms, 5000);
+    }
+    assert!(
+        lab.relays[0].is_running(),
+        "the relay waits for its clients to move"
+    );
+    // Clients move away; the relay exits as soon as the last one has gone.
+    let started = Instant::now();
+    drop((ws, wt, probe_only));
+    let status = lab.relays[0]
+        .wait_exit(Duration::from_secs(8))
+        .await
+        .expect("relay exits after its clients left");
+    assert!(status.success(), "relay exit status {status:?}");
+    eprintln!(
+        "relay exited {:?} after its clients left",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_nats_server_of_the_region_keeps_the_room_flowing() {
+    let mut lab = Lab::two_regions(&[]).await;
+    let (mut alice, ja) = lab.participant(0, WebSocket, "r", "alice").await; // us-east
+    let (mut bob, jb) = lab.participant(1, WebTransport, "r", "bob").await; // singapore
+    wait_sees(&mut alice, &ja, bob.peer_id()).await;
+    wait_sees(&mut bob, &jb, alice.peer_id()).await;
+
+    // Crash the us-east server the us-east relay is connected to.
+    let victim = server_serving(&lab, "us-east", "rallypoint-relay us-east-0").await;
+    lab.nats.kill(&victim).await.unwrap();
+
+    // Media keeps flowing both ways once the relay has reconnected.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let (mut a_ok, mut b_ok) = (false, false);
+    let mut seq = 0;
+    while !(a_ok && b_ok) {
+        assert!(
+            Instant::now() < deadline,
+            "room did not recover: alice {a_ok}, bob {b_ok}"
+        );
+        seq += 1;
+        alice.send_media(
+            rallypoint_protocol::v1::TrackKind::Audio,
+            seq,
+            0,
+            false,
+            Bytes::from_static(b"a"),
+        );
+        bob.send_media(
+            rallypoint_protocol::v1::TrackKind::Audio,
+            seq,
+            0,
+            false,
+            Bytes::from_static(b"b"),
+        );
+        let (a, b) = tokio::join!(
+            media_within(&mut alice, Duration::from_millis(200)),
+            media_within(&mut bob, Duration::from_millis(200)),
+        );
+        a_ok |= !a.is_empty();
+        b_ok |= !b.is_empty();
+    }
+}
+
+/// Name of the NATS server (of `cluster`) a client named `client_name` is connected to.
+async fn server_serving(lab: &Lab, cluster: &str, client_name: &str) -> String {
+    for server in lab.nats.servers().iter().filter(|s| s.cluster == cluster) {
+        let connz: serde_json::Value = reqwest::get(format!("{}/connz", server.monitor_url()))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let serves = connz["connections"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|c| c["name"] == client_name));
+        if serves {
+            return server.name.clone();
+        }
+    }
+    panic!("no {cluster} NATS server has a client named {client_name}");
+}
+
+async fn assert_closed(peer: &mut Peer) {
+    let end = tokio::time::timeout(T, async { while peer.recv().await.is_some() {} }).await;
+    assert!(
+        end.is_ok(),
+        "the relay must close the connection after the Error"
+    );
+}

@@ -1,0 +1,133 @@
+//! A two-region lab for relay tests: a real NATS super-cluster and real relay
+//! processes on loopback, plus helpers to make participants.
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use rallypoint_client::{Candidate, TransportKind};
+use rallypoint_client_native::{ClientIdentity, Peer};
+use rallypoint_lab::nats::{SuperCluster, SuperClusterSpec};
+use rallypoint_lab::relays::{RelayProcess, RelaySpec};
+use rallypoint_lab::tokens::DevIssuer;
+use rallypoint_protocol::v1::{Joined, Media, server_frame};
+
+pub const SECRET: &str = "test-secret-shared-by-all-regions";
+pub const T: Duration = Duration::from_secs(10);
+
+pub struct Lab {
+    pub dir: tempfile::TempDir,
+    pub nats: SuperCluster,
+    pub relays: Vec<RelayProcess>,
+    pub issuer: DevIssuer,
+}
+
+impl Lab {
+    /// us-east (3 NATS servers) + singapore (2), one relay per region serving
+    /// both transports.
+    pub async fn two_regions(extra_relay_args: &[&str]) -> Lab {
+        let dir = tempfile::tempdir().unwrap();
+        let nats =
+            SuperCluster::start(SuperClusterSpec::reference(false), &dir.path().join("nats"))
+                .await
+                .expect("NATS super-cluster starts");
+        let mut lab = Lab {
+            dir,
+            nats,
+            relays: Vec::new(),
+            issuer: DevIssuer::new(SECRET),
+        };
+        for region in ["us-east", "singapore"] {
+            lab.add_relay(region, &format!("{region}-0"), extra_relay_args)
+                .await;
+        }
+        lab
+    }
+
+    pub async fn add_relay(&mut self, region: &str, relay_id: &str, extra: &[&str]) -> usize {
+        let spec = RelaySpec {
+            region: region.into(),
+            relay_id: relay_id.into(),
+            transports: vec![TransportKind::WebSocket, TransportKind::WebTransport],
+            nats_urls: self.nats.urls(region),
+            jwt_secret: SECRET.into(),
+            extra_args: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        let relay = RelayProcess::start(spec, &self.dir.path().join("relays"))
+            .await
+            .expect("relay starts");
+        self.relays.push(relay);
+        self.relays.len() - 1
+    }
+
+    pub fn candidate(&self, relay: usize, transport: TransportKind) -> Candidate {
+        self.relays[relay].candidate(transport)
+    }
+
+    pub fn identity(&self, room: &str, user: &str) -> ClientIdentity {
+        ClientIdentity::new(self.issuer.mint(room, user, user, Duration::from_secs(600)))
+    }
+
+    /// Connects and joins `room` through `relay` over `transport`.
+    pub async fn participant(
+        &self,
+        relay: usize,
+        transport: TransportKind,
+        room: &str,
+        user: &str,
+    ) -> (Peer, Joined) {
+        let identity = self.identity(room, user);
+        let mut peer = Peer::connect(&self.candidate(relay, transport), &identity, T)
+            .await
+            .expect("connects");
+        let joined = peer.join(room, 0, T).await.expect("joins");
+        (peer, joined)
+    }
+}
+
+/// Media received by `peer` within `window`, in arrival order.
+pub async fn media_within(peer: &mut Peer, window: Duration) -> Vec<Media> {
+    let mut media = Vec::new();
+    let deadline = tokio::time::Instant::now() + window;
+    while let Ok(Some(received)) = tokio::time::timeout_at(deadline, peer.recv()).await {
+        if let Some(server_frame::Kind::Media(m)) = received.frame.kind {
+            media.push(m);
+        }
+    }
+    media
+}
+
+/// Sends `count` audio frames of `size` bytes, `gap` apart.
+pub async fn send_audio(peer: &Peer, count: u64, size: usize, gap: Duration) {
+    for seq in 0..count {
+        peer.send_media(
+            rallypoint_protocol::v1::TrackKind::Audio,
+            seq,
+            0,
+            false,
+            Bytes::from(vec![seq as u8; size]),
+        );
+        tokio::time::sleep(gap).await;
+    }
+}
+
+/// Waits until `peer` knows that `other` is in the room — from its Joined
+/// snapshot or a later PeerJoined — so media published now reaches it through
+/// every gateway.
+pub async fn wait_sees(peer: &mut Peer, joined: &Joined, other: &str) {
+    if joined.participants.iter().any(|p| p.peer_id == other) {
+        return;
+    }
+    let other = other.to_owned();
+    peer.expect("PeerJoined", T, |kind| match kind {
+        server_frame::Kind::PeerJoined(j)
+            if j.peer.as_ref().is_some_and(|p| p.peer_id == other) =>
+        {
+            Some(())
+        }
+        _ => None,
+    })
+    .await
+    .expect("sees the other participant");
+}
