@@ -8,8 +8,10 @@
 //! * [`tokens`] — the development token issuer.
 
 pub mod bins;
+pub mod cli;
 pub mod nats;
 pub mod ports;
 pub mod process;
 pub mod relays;
+pub mod stack;
 pub mod tokens;

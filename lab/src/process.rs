@@ -37,6 +37,9 @@ impl Process {
             .stdout(file.try_clone()?)
             .stderr(file)
             .kill_on_drop(true)
+            // Its own process group: a Ctrl-C in the terminal reaches only the
+            // lab, which then stops its children in order (relays drain first).
+            .process_group(0)
             .spawn()
             .map_err(|e| anyhow::anyhow!("cannot start {name} ({}): {e}", program.display()))?;
         Ok(Process {

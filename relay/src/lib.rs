@@ -112,12 +112,12 @@ pub async fn run(config: RelayConfig, shutdown: impl Future<Output = ()>) -> any
             wtransport::Endpoint::server(server_config)
                 .with_context(|| format!("cannot listen on --wt-listen {}", config.wt_listen))?,
         );
-        tokio::spawn(transport::wt::accept_loop(
+        let accepting = tokio::spawn(transport::wt::accept_loop(
             relay.clone(),
             endpoint.clone(),
             drain_rx.clone(),
         ));
-        wt_endpoint = Some(endpoint);
+        wt_endpoint = Some((endpoint, accepting));
         tracing::info!(
             listen = %config.wt_listen,
             self_signed = identity.self_signed,
@@ -150,11 +150,14 @@ pub async fn run(config: RelayConfig, shutdown: impl Future<Output = ()>) -> any
             "drain grace period over; closing the remaining connections"
         );
     }
-    if let Some(endpoint) = wt_endpoint {
+    if let Some((endpoint, accepting)) = wt_endpoint {
+        // The accept loop must be gone before the endpoint closes under it.
+        let _ = accepting.await;
         endpoint.close(wtransport::VarInt::from_u32(2), b"relay shut down");
     }
     let _ = tokio::time::timeout(Duration::from_secs(2), http).await;
-    let _ = nats.flush().await;
+    // NATS may be gone already (the whole machine is stopping): do not wait on it.
+    let _ = tokio::time::timeout(Duration::from_secs(1), nats.flush()).await;
     tracing::info!("relay stopped");
     Ok(())
 }

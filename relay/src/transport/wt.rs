@@ -43,13 +43,14 @@ pub async fn accept_loop(
 ) {
     loop {
         tokio::select! {
-            incoming = endpoint.accept() => {
-                tokio::spawn(handle_incoming(relay.clone(), incoming));
-            }
+            biased;
             changed = stop.changed() => {
                 if changed.is_err() || *stop.borrow() {
                     break;
                 }
+            }
+            incoming = endpoint.accept() => {
+                tokio::spawn(handle_incoming(relay.clone(), incoming));
             }
         }
     }

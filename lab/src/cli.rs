@@ -1,0 +1,63 @@
+//! The `rallypoint` command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::stack::{Stack, StackConfig};
+
+/// Developer and operator commands for rallypoint.
+#[derive(Debug, Parser)]
+#[command(name = "rallypoint", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the whole system locally: two regions, every part, on loopback.
+    Up(UpArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct UpArgs {
+    /// Directory for configs, data and logs.
+    #[arg(long, default_value = ".rallypoint")]
+    pub dir: PathBuf,
+
+    /// Address of the stack server (candidate list, dev tokens, web app).
+    #[arg(long, default_value = "127.0.0.1:8090")]
+    pub http: SocketAddr,
+
+    /// Token secret shared by all relays (random per run if unset).
+    #[arg(long, env = "RALLYPOINT_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// Serve development tokens at /token.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub dev_tokens: bool,
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Up(args) => up(args).await,
+    }
+}
+
+async fn up(args: UpArgs) -> anyhow::Result<()> {
+    let stack = Stack::start(StackConfig {
+        dir: args.dir,
+        http: args.http,
+        jwt_secret: args.jwt_secret,
+        dev_tokens: args.dev_tokens,
+        relay_args: Vec::new(),
+    })
+    .await?;
+    stack.print_endpoints();
+    rallypoint_service::shutdown::terminate_signal().await;
+    eprintln!();
+    stack.stop().await;
+    Ok(())
+}

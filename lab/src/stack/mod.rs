@@ -1,0 +1,154 @@
+//! `rallypoint up`: the whole system on one machine.
+//!
+//! Two regions as in the reference deployment — `us-east` (3 NATS servers) and
+//! `singapore` (2) with JetStream and a gateway between them — and, per region,
+//! a WebSocket relay and a WebTransport relay. A small HTTP server (the
+//! "stack server") serves what clients start from: the candidate list, the
+//! development token issuer and the browser app.
+
+mod server;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rallypoint_client::{Candidate, CandidateList, TransportKind};
+
+use crate::nats::{SuperCluster, SuperClusterSpec};
+use crate::relays::{RelayProcess, RelaySpec};
+use crate::tokens::DevIssuer;
+
+/// What `rallypoint up` is asked to start.
+#[derive(Debug, Clone)]
+pub struct StackConfig {
+    /// Where configs, data and logs go.
+    pub dir: PathBuf,
+    /// The stack server's address.
+    pub http: SocketAddr,
+    /// Shared token secret; random per run when not given.
+    pub jwt_secret: Option<String>,
+    /// Serve the development token issuer at `/token`.
+    pub dev_tokens: bool,
+    /// Extra flags for every relay.
+    pub relay_args: Vec<String>,
+}
+
+pub struct Stack {
+    pub config: StackConfig,
+    pub nats: SuperCluster,
+    pub relays: Vec<RelayProcess>,
+    pub issuer: DevIssuer,
+    pub secret: String,
+    pub http: SocketAddr,
+    server: tokio::task::JoinHandle<()>,
+}
+
+/// The regions of the local stack, as in the reference deployment.
+pub const REGIONS: [&str; 2] = ["us-east", "singapore"];
+
+impl Stack {
+    pub async fn start(config: StackConfig) -> anyhow::Result<Stack> {
+        std::fs::create_dir_all(&config.dir)?;
+        let secret = config
+            .jwt_secret
+            .clone()
+            .unwrap_or_else(|| format!("dev-{:032x}", rand::random::<u128>()));
+
+        progress("starting NATS: us-east (3 servers) + singapore (2), JetStream, gateways");
+        let nats = SuperCluster::start(SuperClusterSpec::reference(true), &config.dir.join("nats")).await?;
+
+        let mut relays = Vec::new();
+        for region in REGIONS {
+            for transport in [TransportKind::WebSocket, TransportKind::WebTransport] {
+                let relay_id = format!("{region}-{}-0", transport.short());
+                progress(&format!("starting relay {relay_id}"));
+                let spec = RelaySpec {
+                    region: region.into(),
+                    relay_id,
+                    transports: vec![transport],
+                    nats_urls: nats.urls(region),
+                    jwt_secret: secret.clone(),
+                    extra_args: config.relay_args.clone(),
+                };
+                relays.push(RelayProcess::start(spec, &config.dir.join("relays")).await?);
+            }
+        }
+
+        let issuer = DevIssuer::new(&secret);
+        let candidates = CandidateList {
+            candidates: relays.iter().flat_map(RelayProcess::candidates).collect(),
+        };
+        let (http, server) = server::start(
+            config.http,
+            server::StackState {
+                candidates,
+                issuer: config.dev_tokens.then(|| DevIssuer::new(&secret)),
+            },
+        )
+        .await?;
+        Ok(Stack {
+            config,
+            nats,
+            relays,
+            issuer,
+            secret,
+            http,
+            server,
+        })
+    }
+
+    pub fn candidates(&self) -> Vec<Candidate> {
+        self.relays.iter().flat_map(RelayProcess::candidates).collect()
+    }
+
+    /// Prints every endpoint and a ready-to-use development token.
+    pub fn print_endpoints(&self) {
+        let base = format!("http://{}", self.http);
+        println!();
+        println!("rallypoint is up (data and logs in {})", self.config.dir.display());
+        println!();
+        println!("  candidate list   {base}/candidates.json");
+        if self.config.dev_tokens {
+            println!("  dev tokens       {base}/token?room=<room>&name=<name>");
+        }
+        println!();
+        for region in REGIONS {
+            println!("  region {region}");
+            for url in self.nats.urls(region) {
+                println!("    nats           {url}");
+            }
+            for relay in self.relays.iter().filter(|r| r.spec.region == region) {
+                for candidate in relay.candidates() {
+                    println!(
+                        "    relay {:<8} {}  (health {}/readyz)",
+                        candidate.transport.short(),
+                        candidate.url,
+                        relay.http_url()
+                    );
+                }
+            }
+        }
+        let token = self.issuer.mint("lobby", "dev-user", "Dev User", Duration::from_secs(12 * 3600));
+        println!();
+        println!("  dev token (room \"lobby\", 12 h):");
+        println!("    {token}");
+        println!();
+        println!("Ctrl-C stops everything.");
+    }
+
+    /// Stops everything: relays first (they drain), then NATS.
+    pub async fn stop(mut self) {
+        progress("stopping relays");
+        for relay in &mut self.relays {
+            relay.stop(Duration::from_secs(3)).await;
+        }
+        progress("stopping NATS");
+        self.nats.stop().await;
+        self.server.abort();
+        progress("stopped");
+    }
+}
+
+fn progress(message: &str) {
+    eprintln!("[rallypoint up] {message}");
+}

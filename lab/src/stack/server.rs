@@ -1,0 +1,90 @@
+//! The stack server: what a client needs before it can elect a relay.
+//!
+//! | path               | answers                                             |
+//! |--------------------|-----------------------------------------------------|
+//! | `/candidates.json` | every region's WebSocket and WebTransport relay URLs (with development certificate hashes) |
+//! | `/token`           | a development token (`?room=…&name=…`), when the dev issuer is on |
+//! | `/healthz`         | 200                                                 |
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use rallypoint_client::CandidateList;
+use serde::Deserialize;
+use tower_http::cors::CorsLayer;
+
+use crate::tokens::DevIssuer;
+
+pub struct StackState {
+    pub candidates: CandidateList,
+    pub issuer: Option<DevIssuer>,
+}
+
+pub async fn start(
+    addr: SocketAddr,
+    state: StackState,
+) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let app = Router::new()
+        .route("/candidates.json", get(candidates))
+        .route("/token", get(token))
+        .route("/healthz", get(|| async { "ok" }))
+        .layer(CorsLayer::permissive())
+        .with_state(Arc::new(state));
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr} for the stack server: {e}; pick another with --http"))?;
+    let bound = listener.local_addr()?;
+    let server = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!("stack server failed: {e}");
+        }
+    });
+    Ok((bound, server))
+}
+
+async fn candidates(State(state): State<Arc<StackState>>) -> impl IntoResponse {
+    Json(state.candidates.clone())
+}
+
+#[derive(Deserialize)]
+struct TokenRequest {
+    room: String,
+    name: String,
+    #[serde(default)]
+    user: Option<String>,
+}
+
+async fn token(
+    State(state): State<Arc<StackState>>,
+    Query(request): Query<TokenRequest>,
+) -> impl IntoResponse {
+    let Some(issuer) = &state.issuer else {
+        return (
+            StatusCode::NOT_FOUND,
+            "the development token issuer is off; start with --dev-tokens".to_owned(),
+        );
+    };
+    if let Err(e) = rallypoint_protocol::subjects::validate_room(&request.room) {
+        return (StatusCode::BAD_REQUEST, e.to_string());
+    }
+    let name = request.name.trim();
+    if name.is_empty() || name.len() > 64 {
+        return (
+            StatusCode::BAD_REQUEST,
+            "name must be 1 to 64 characters".to_owned(),
+        );
+    }
+    let user = request
+        .user
+        .unwrap_or_else(|| format!("dev-{:016x}", rand::random::<u64>()));
+    (
+        StatusCode::OK,
+        issuer.mint(&request.room, &user, name, Duration::from_secs(12 * 3600)),
+    )
+}

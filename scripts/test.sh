@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs what is missing, builds, and runs the full test suite: unit tests,
+# virtual-time simulations and integration tests against real nats-server
+# processes, real relays and real sockets.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+eval "$(scripts/setup.sh test)"
+started=$(date +%s)
+echo "[test] building every binary (integration tests start them as processes)" >&2
+cargo build --workspace --bins --tests
+echo "[test] running the Rust test suite" >&2
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --no-fail-fast
+else
+  cargo test --workspace --no-fail-fast
+fi
+echo "[test] all green in $(( $(date +%s) - started ))s" >&2
