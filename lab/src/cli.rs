@@ -19,6 +19,15 @@ pub struct Cli {
 pub enum Command {
     /// Run the whole system locally: two regions, every part, on loopback.
     Up(UpArgs),
+    /// Benchmarks that print numbers and ratios against a same-run baseline.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Relay fan-out (1 sender, N receivers) versus raw NATS pub/sub.
+    Relay(crate::bench::relay::RelayBenchArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -43,6 +52,7 @@ pub struct UpArgs {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Up(args) => up(args).await,
+        Command::Bench(BenchCommand::Relay(args)) => crate::bench::relay::run(args).await,
     }
 }
 

@@ -7,6 +7,7 @@
 //! * [`process`] — child processes that stop cleanly and log to files;
 //! * [`tokens`] — the development token issuer.
 
+pub mod bench;
 pub mod bins;
 pub mod cli;
 pub mod nats;

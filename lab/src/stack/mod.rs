@@ -55,7 +55,8 @@ impl Stack {
             .unwrap_or_else(|| format!("dev-{:032x}", rand::random::<u128>()));
 
         progress("starting NATS: us-east (3 servers) + singapore (2), JetStream, gateways");
-        let nats = SuperCluster::start(SuperClusterSpec::reference(true), &config.dir.join("nats")).await?;
+        let nats = SuperCluster::start(SuperClusterSpec::reference(true), &config.dir.join("nats"))
+            .await?;
 
         let mut relays = Vec::new();
         for region in REGIONS {
@@ -98,14 +99,20 @@ impl Stack {
     }
 
     pub fn candidates(&self) -> Vec<Candidate> {
-        self.relays.iter().flat_map(RelayProcess::candidates).collect()
+        self.relays
+            .iter()
+            .flat_map(RelayProcess::candidates)
+            .collect()
     }
 
     /// Prints every endpoint and a ready-to-use development token.
     pub fn print_endpoints(&self) {
         let base = format!("http://{}", self.http);
         println!();
-        println!("rallypoint is up (data and logs in {})", self.config.dir.display());
+        println!(
+            "rallypoint is up (data and logs in {})",
+            self.config.dir.display()
+        );
         println!();
         println!("  candidate list   {base}/candidates.json");
         if self.config.dev_tokens {
@@ -128,7 +135,12 @@ impl Stack {
                 }
             }
         }
-        let token = self.issuer.mint("lobby", "dev-user", "Dev User", Duration::from_secs(12 * 3600));
+        let token = self.issuer.mint(
+            "lobby",
+            "dev-user",
+            "Dev User",
+            Duration::from_secs(12 * 3600),
+        );
         println!();
         println!("  dev token (room \"lobby\", 12 h):");
         println!("    {token}");

@@ -36,9 +36,11 @@ pub async fn start(
         .route("/healthz", get(|| async { "ok" }))
         .layer(CorsLayer::permissive())
         .with_state(Arc::new(state));
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {addr} for the stack server: {e}; pick another with --http"))?;
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot listen on {addr} for the stack server: {e}; pick another with --http"
+        )
+    })?;
     let bound = listener.local_addr()?;
     let server = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {

@@ -128,6 +128,15 @@ impl OutboxReceiver {
             else => None,
         }
     }
+
+    /// The next item if one is already queued (control first); never waits.
+    /// Writers use it to batch: write everything queued, then flush once.
+    pub fn try_next(&mut self) -> Option<Outgoing> {
+        if let Ok(control) = self.control.try_recv() {
+            return Some(Outgoing::Control(control));
+        }
+        self.media.try_recv().ok().map(Outgoing::Media)
+    }
 }
 
 #[cfg(test)]

@@ -97,32 +97,46 @@ async fn serve(relay: Arc<RelayState>, socket: WebSocket, client_ip: std::net::I
     relay.stats.connection_closed(TransportKind::Ws);
 }
 
+/// Writes queued frames, flushing only when the queue is momentarily empty:
+/// one syscall per burst instead of one per frame under load, and no added
+/// delay when traffic is light.
 async fn write(
     mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
     mut outgoing: OutboxReceiver,
     kill: tokio_util::sync::CancellationToken,
 ) {
-    loop {
-        let item = tokio::select! {
+    'writing: loop {
+        let first = tokio::select! {
             item = outgoing.next() => item,
             _ = kill.cancelled() => None,
         };
-        let Some(item) = item else { break };
-        let bytes = match item {
-            Outgoing::Control(Control::Frame(bytes) | Control::ProbeAck { frame: bytes, .. })
-            | Outgoing::Media(bytes) => bytes,
-            Outgoing::Control(Control::CloseWith(bytes)) => {
-                let _ = sink.send(Message::Binary(bytes)).await;
-                let _ = sink
-                    .send(Message::Close(Some(CloseFrame {
-                        code: close_code::POLICY,
-                        reason: "refused; see the Error frame".into(),
-                    })))
-                    .await;
-                break;
+        let Some(mut item) = first else { break };
+        loop {
+            let bytes = match item {
+                Outgoing::Control(
+                    Control::Frame(bytes) | Control::ProbeAck { frame: bytes, .. },
+                )
+                | Outgoing::Media(bytes) => bytes,
+                Outgoing::Control(Control::CloseWith(bytes)) => {
+                    let _ = sink.send(Message::Binary(bytes)).await;
+                    let _ = sink
+                        .send(Message::Close(Some(CloseFrame {
+                            code: close_code::POLICY,
+                            reason: "refused; see the Error frame".into(),
+                        })))
+                        .await;
+                    break 'writing;
+                }
+            };
+            if sink.feed(Message::Binary(bytes)).await.is_err() {
+                break 'writing;
             }
-        };
-        if sink.send(Message::Binary(bytes)).await.is_err() {
+            match outgoing.try_next() {
+                Some(next) => item = next,
+                None => break,
+            }
+        }
+        if sink.flush().await.is_err() {
             break;
         }
     }

@@ -98,6 +98,23 @@ pub async fn media_within(peer: &mut Peer, window: Duration) -> Vec<Media> {
     media
 }
 
+/// Media received by `peer` until `count` frames arrived or `timeout` passed.
+pub async fn media_until(peer: &mut Peer, count: usize, timeout: Duration) -> Vec<Media> {
+    let mut media = Vec::new();
+    let deadline = tokio::time::Instant::now() + timeout;
+    while media.len() < count {
+        match tokio::time::timeout_at(deadline, peer.recv()).await {
+            Ok(Some(received)) => {
+                if let Some(server_frame::Kind::Media(m)) = received.frame.kind {
+                    media.push(m);
+                }
+            }
+            _ => break,
+        }
+    }
+    media
+}
+
 /// Sends `count` audio frames of `size` bytes, `gap` apart.
 pub async fn send_audio(peer: &Peer, count: u64, size: usize, gap: Duration) {
     for seq in 0..count {

@@ -1,0 +1,372 @@
+//! Relay fan-out benchmark: one sender, N receivers, fixed-size packets on
+//! loopback, through a real relay — against raw async-nats pub/sub (one
+//! publisher connection, N subscriber connections) on the same NATS server in
+//! the same run.
+//!
+//! Two phases per path:
+//! * **latency**: packets at a moderate fixed rate; each carries its send time
+//!   and every receiver records arrival − send (stamped when read off the
+//!   socket). The relay's *added* latency is its percentile minus NATS's.
+//! * **throughput**: the sender sends as fast as its connection accepts; each
+//!   receiver counts what it got between the first send and its last arrival.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::StreamExt;
+use hdrhistogram::Histogram;
+use rallypoint_client::TransportKind;
+use rallypoint_client_native::{ClientIdentity, Peer};
+use rallypoint_protocol::v1::{TrackKind, server_frame};
+
+use super::{latency_histogram, summary_ms};
+use crate::nats::{ClusterSpec, SuperCluster, SuperClusterSpec};
+use crate::relays::{RelayProcess, RelaySpec};
+use crate::tokens::DevIssuer;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct RelayBenchArgs {
+    /// Receivers in the room.
+    #[arg(long, default_value_t = 10)]
+    pub receivers: usize,
+    /// Payload bytes per packet.
+    #[arg(long, default_value_t = 1024)]
+    pub size: usize,
+    /// Packets in the latency phase.
+    #[arg(long, default_value_t = 5_000)]
+    pub latency_packets: u64,
+    /// Packets per second in the latency phase.
+    #[arg(long, default_value_t = 1_000)]
+    pub latency_rate: u64,
+    /// Packets in the throughput phase.
+    #[arg(long, default_value_t = 50_000)]
+    pub throughput_packets: u64,
+    /// Client transport through the relay.
+    #[arg(long, value_enum, default_value = "ws")]
+    pub transport: BenchTransport,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum BenchTransport {
+    Ws,
+    Wt,
+}
+
+/// One path's measurements.
+pub struct PathResult {
+    pub latency: Histogram<u64>,
+    pub latency_delivered: u64,
+    /// Packets per second each receiver got, averaged over receivers.
+    pub throughput_per_receiver: f64,
+    pub throughput_delivered_fraction: f64,
+}
+
+pub async fn run(args: RelayBenchArgs) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    eprintln!("[bench] starting one NATS server and one relay");
+    let spec = SuperClusterSpec {
+        clusters: vec![ClusterSpec {
+            name: "bench".into(),
+            servers: 1,
+        }],
+        jetstream: false,
+    };
+    let mut nats = SuperCluster::start(spec, &dir.path().join("nats")).await?;
+    let url = nats.urls("bench")[0].clone();
+    let secret = "bench-secret";
+    let transport = match args.transport {
+        BenchTransport::Ws => TransportKind::WebSocket,
+        BenchTransport::Wt => TransportKind::WebTransport,
+    };
+    let mut relay = RelayProcess::start(
+        RelaySpec {
+            region: "bench".into(),
+            relay_id: "bench-0".into(),
+            transports: vec![transport],
+            nats_urls: vec![url.clone()],
+            jwt_secret: secret.into(),
+            extra_args: vec!["--media-queue".into(), "4096".into()],
+        },
+        &dir.path().join("relay"),
+    )
+    .await?;
+
+    eprintln!("[bench] raw NATS: latency phase");
+    let nats_latency = nats_path_latency(&url, &args).await?;
+    eprintln!("[bench] raw NATS: throughput phase");
+    let (nats_tput, nats_frac) = nats_path_throughput(&url, &args).await?;
+    eprintln!("[bench] relay ({transport:?}): latency phase");
+    let issuer = DevIssuer::new(secret);
+    let candidate = relay.candidate(transport);
+    let relay_latency = relay_path_latency(&candidate, &issuer, &args).await?;
+    eprintln!("[bench] relay ({transport:?}): throughput phase");
+    let (relay_tput, relay_frac) = relay_path_throughput(&candidate, &issuer, &args).await?;
+
+    let (np50, np99, nmax) = summary_ms(&nats_latency.0);
+    let (rp50, rp99, rmax) = summary_ms(&relay_latency.0);
+    println!();
+    println!(
+        "relay fan-out: 1 sender -> {} receivers, {} B packets, relay over {:?}",
+        args.receivers, args.size, transport
+    );
+    println!(
+        "latency phase: {} packets at {}/s; throughput phase: {} packets as fast as accepted",
+        args.latency_packets, args.latency_rate, args.throughput_packets
+    );
+    println!();
+    println!(
+        "| path | p50 ms | p99 ms | max ms | delivered (latency) | throughput pkts/s per receiver | delivered (throughput) |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    println!(
+        "| raw NATS | {np50:.3} | {np99:.3} | {nmax:.3} | {:.2}% | {nats_tput:.0} | {:.2}% |",
+        nats_latency.1 * 100.0,
+        nats_frac * 100.0
+    );
+    println!(
+        "| relay | {rp50:.3} | {rp99:.3} | {rmax:.3} | {:.2}% | {relay_tput:.0} | {:.2}% |",
+        relay_latency.1 * 100.0,
+        relay_frac * 100.0
+    );
+    println!();
+    println!(
+        "added latency by the relay: p50 {:+.3} ms, p99 {:+.3} ms (target: p99 <= 1 ms)",
+        rp50 - np50,
+        rp99 - np99
+    );
+    println!(
+        "relay throughput / raw NATS throughput: {:.2} (target: >= 0.70)",
+        relay_tput / nats_tput
+    );
+    relay.stop(Duration::from_secs(3)).await;
+    nats.stop().await;
+    Ok(())
+}
+
+fn payload(size: usize, sent_us: u64) -> Bytes {
+    let mut buf = BytesMut::with_capacity(size.max(8));
+    buf.put_u64(sent_us);
+    buf.resize(size.max(8), 0xab);
+    buf.freeze()
+}
+
+fn sent_us(payload: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(payload.get(..8)?.try_into().ok()?))
+}
+
+/// (histogram of all receivers, delivered fraction)
+async fn nats_path_latency(
+    url: &str,
+    args: &RelayBenchArgs,
+) -> anyhow::Result<(Histogram<u64>, f64)> {
+    let origin = Instant::now();
+    let subject = "bench.latency";
+    let mut receivers = Vec::new();
+    for _ in 0..args.receivers {
+        let client = async_nats::connect(url).await?;
+        let mut sub = client.subscribe(subject).await?;
+        client.flush().await?;
+        let expected = args.latency_packets;
+        receivers.push(tokio::spawn(async move {
+            let mut h = latency_histogram();
+            let mut n = 0;
+            while n < expected {
+                match tokio::time::timeout(Duration::from_secs(3), sub.next()).await {
+                    Ok(Some(m)) => {
+                        let now = origin.elapsed().as_micros() as u64;
+                        if let Some(sent) = sent_us(&m.payload) {
+                            h.record(now.saturating_sub(sent).max(1)).ok();
+                        }
+                        n += 1;
+                    }
+                    _ => break,
+                }
+            }
+            drop(client);
+            (h, n)
+        }));
+    }
+    let publisher = async_nats::connect(url).await?;
+    let gap = Duration::from_secs_f64(1.0 / args.latency_rate as f64);
+    let mut tick = tokio::time::interval(gap);
+    for _ in 0..args.latency_packets {
+        tick.tick().await;
+        let now = origin.elapsed().as_micros() as u64;
+        publisher.publish(subject, payload(args.size, now)).await?;
+    }
+    publisher.flush().await?;
+    collect_latency(receivers, args).await
+}
+
+async fn collect_latency(
+    receivers: Vec<tokio::task::JoinHandle<(Histogram<u64>, u64)>>,
+    args: &RelayBenchArgs,
+) -> anyhow::Result<(Histogram<u64>, f64)> {
+    let mut all = latency_histogram();
+    let mut delivered = 0;
+    for r in receivers {
+        let (h, n) = r.await?;
+        all.add(h)?;
+        delivered += n;
+    }
+    let expected = args.latency_packets * args.receivers as u64;
+    Ok((all, delivered as f64 / expected as f64))
+}
+
+/// (packets/s per receiver, delivered fraction)
+async fn nats_path_throughput(url: &str, args: &RelayBenchArgs) -> anyhow::Result<(f64, f64)> {
+    let subject = "bench.throughput";
+    let start = Arc::new(std::sync::OnceLock::<Instant>::new());
+    let mut receivers = Vec::new();
+    for _ in 0..args.receivers {
+        let client = async_nats::ConnectOptions::new()
+            .subscription_capacity(1 << 16)
+            .connect(url)
+            .await?;
+        let mut sub = client.subscribe(subject).await?;
+        client.flush().await?;
+        let expected = args.throughput_packets;
+        receivers.push(tokio::spawn(async move {
+            let mut n = 0;
+            let mut last = Instant::now();
+            while n < expected {
+                match tokio::time::timeout(Duration::from_secs(3), sub.next()).await {
+                    Ok(Some(_)) => {
+                        n += 1;
+                        last = Instant::now();
+                    }
+                    _ => break,
+                }
+            }
+            drop(client);
+            (n, last)
+        }));
+    }
+    let publisher = async_nats::connect(url).await?;
+    let body = payload(args.size, 0);
+    start.get_or_init(Instant::now);
+    for _ in 0..args.throughput_packets {
+        publisher.publish(subject, body.clone()).await?;
+    }
+    publisher.flush().await?;
+    collect_throughput(receivers, *start.get().unwrap(), args).await
+}
+
+async fn collect_throughput(
+    receivers: Vec<tokio::task::JoinHandle<(u64, Instant)>>,
+    start: Instant,
+    args: &RelayBenchArgs,
+) -> anyhow::Result<(f64, f64)> {
+    let mut rates = Vec::new();
+    let mut delivered = 0;
+    for r in receivers {
+        let (n, last) = r.await?;
+        delivered += n;
+        let secs = last.duration_since(start).as_secs_f64().max(1e-6);
+        rates.push(n as f64 / secs);
+    }
+    let mean = rates.iter().sum::<f64>() / rates.len() as f64;
+    let expected = args.throughput_packets * args.receivers as u64;
+    Ok((mean, delivered as f64 / expected as f64))
+}
+
+async fn room(
+    candidate: &rallypoint_client::Candidate,
+    issuer: &DevIssuer,
+    receivers: usize,
+    room: &str,
+) -> anyhow::Result<(Peer, Vec<Peer>)> {
+    let t = Duration::from_secs(10);
+    let token =
+        |user: &str| ClientIdentity::new(issuer.mint(room, user, user, Duration::from_secs(3600)));
+    let mut sender = Peer::connect(candidate, &token("sender"), t).await?;
+    sender.join(room, 0, t).await?;
+    let mut peers = Vec::new();
+    for i in 0..receivers {
+        let mut peer = Peer::connect(candidate, &token(&format!("r{i}")), t).await?;
+        peer.join(room, 0, t).await?;
+        peers.push(peer);
+    }
+    Ok((sender, peers))
+}
+
+async fn relay_path_latency(
+    candidate: &rallypoint_client::Candidate,
+    issuer: &DevIssuer,
+    args: &RelayBenchArgs,
+) -> anyhow::Result<(Histogram<u64>, f64)> {
+    let origin = Instant::now();
+    let (sender, peers) = room(candidate, issuer, args.receivers, "bench-latency").await?;
+    let mut receivers = Vec::new();
+    for mut peer in peers {
+        let expected = args.latency_packets;
+        receivers.push(tokio::spawn(async move {
+            let mut h = latency_histogram();
+            let mut n = 0;
+            while n < expected {
+                match tokio::time::timeout(Duration::from_secs(3), peer.recv()).await {
+                    Ok(Some(received)) => {
+                        if let Some(server_frame::Kind::Media(m)) = received.frame.kind {
+                            let at = received.at.duration_since(origin).as_micros() as u64;
+                            h.record(at.saturating_sub(m.capture_us).max(1)).ok();
+                            n += 1;
+                        }
+                    }
+                    _ => break,
+                }
+            }
+            (h, n)
+        }));
+    }
+    let gap = Duration::from_secs_f64(1.0 / args.latency_rate as f64);
+    let mut tick = tokio::time::interval(gap);
+    let body = payload(args.size, 0);
+    for seq in 0..args.latency_packets {
+        tick.tick().await;
+        let now = origin.elapsed().as_micros() as u64;
+        sender.send_media(TrackKind::Audio, seq, now, false, body.clone());
+    }
+    let result = collect_latency(receivers, args).await;
+    drop(sender);
+    result
+}
+
+async fn relay_path_throughput(
+    candidate: &rallypoint_client::Candidate,
+    issuer: &DevIssuer,
+    args: &RelayBenchArgs,
+) -> anyhow::Result<(f64, f64)> {
+    let (sender, peers) = room(candidate, issuer, args.receivers, "bench-throughput").await?;
+    let mut receivers = Vec::new();
+    for mut peer in peers {
+        let expected = args.throughput_packets;
+        receivers.push(tokio::spawn(async move {
+            let mut n = 0;
+            let mut last = Instant::now();
+            while n < expected {
+                match tokio::time::timeout(Duration::from_secs(3), peer.recv()).await {
+                    Ok(Some(received)) => {
+                        if matches!(received.frame.kind, Some(server_frame::Kind::Media(_))) {
+                            n += 1;
+                            last = received.at;
+                        }
+                    }
+                    _ => break,
+                }
+            }
+            (n, last)
+        }));
+    }
+    let body = payload(args.size, 0);
+    let start = Instant::now();
+    for seq in 0..args.throughput_packets {
+        sender.send_media(TrackKind::Audio, seq, 0, false, body.clone());
+        if seq % 256 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    let result = collect_throughput(receivers, start, args).await;
+    drop(sender);
+    result
+}
