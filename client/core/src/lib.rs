@@ -6,6 +6,8 @@
 //! * [`time`] — the core's notion of time: microseconds handed in by the driver.
 
 pub mod candidate;
+pub mod election;
+pub mod sim;
 pub mod time;
 
 pub use candidate::{Candidate, CandidateList, TransportKind};

@@ -1,0 +1,106 @@
+//! Every tunable of the election, with the defaults the product ships.
+
+use std::time::Duration;
+
+/// How the tournament decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoppingRule {
+    /// rallypoint's rule: stop as soon as the leader is clearly best (see
+    /// [`super::rule`]), else at the deadline; robust estimate = median.
+    Sequential,
+    /// Baseline (the reference design): always run to the deadline, pick the
+    /// lowest *mean* RTT.
+    FixedDeadline,
+    /// Baseline: decide on each candidate's first RTT sample.
+    FirstProbe,
+}
+
+#[derive(Debug, Clone)]
+pub struct ElectionConfig {
+    /// Probe interval for tournament contenders and the serving candidate.
+    pub probe_interval: Duration,
+    /// Probe interval for warm standbys.
+    pub standby_probe_interval: Duration,
+    /// The tournament decides at the latest this long after it started.
+    pub deadline: Duration,
+    pub stopping: StoppingRule,
+    /// Samples a candidate needs before its RTT gets a confidence bound.
+    pub min_samples: u32,
+    /// Indifference zone: a pick within this fraction of the best is correct.
+    pub tolerance: f64,
+    /// WebTransport beats WebSocket only within max(abs, rel × RTT) of it.
+    pub wt_margin_abs: Duration,
+    pub wt_margin_rel: f64,
+    /// Warm standbys kept connected (probe-only) after the decision.
+    pub standbys: usize,
+    /// Light re-probe of every other candidate this often.
+    pub reprobe_interval: Duration,
+    /// Samples taken per candidate in a light re-probe.
+    pub reprobe_samples: u32,
+    /// Consecutive lost probes that count as the serving relay being gone.
+    pub failover_lost_probes: u32,
+    /// Switch to a challenger only when it is better by at least this much …
+    pub switch_min_abs: Duration,
+    /// … and by at least this fraction of the serving RTT …
+    pub switch_min_rel: f64,
+    /// … continuously for this long.
+    pub switch_sustain: Duration,
+    /// Samples this recent make the estimates used for switching.
+    pub recent_window: Duration,
+    /// Round trips a connection needs before Welcome (TCP or QUIC handshake,
+    /// HTTP upgrade or CONNECT, Hello/Welcome): a candidate still connecting
+    /// after `t` has an RTT of at least `t / handshake_round_trips`.
+    pub handshake_round_trips: u32,
+    /// Probes unanswered this long are lost (clamped multiple of the RTT).
+    pub probe_timeout_min: Duration,
+    pub probe_timeout_max: Duration,
+    /// Backoff between elections when no candidate could be reached.
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+}
+
+impl Default for ElectionConfig {
+    fn default() -> Self {
+        ElectionConfig {
+            probe_interval: Duration::from_millis(200),
+            standby_probe_interval: Duration::from_secs(1),
+            deadline: Duration::from_secs(3),
+            stopping: StoppingRule::Sequential,
+            min_samples: 3,
+            tolerance: 0.05,
+            wt_margin_abs: Duration::from_millis(5),
+            wt_margin_rel: 0.10,
+            standbys: 1,
+            reprobe_interval: Duration::from_secs(30),
+            reprobe_samples: 5,
+            failover_lost_probes: 3,
+            switch_min_abs: Duration::from_millis(10),
+            switch_min_rel: 0.33,
+            switch_sustain: Duration::from_secs(2),
+            recent_window: Duration::from_secs(5),
+            handshake_round_trips: 3,
+            probe_timeout_min: Duration::from_millis(250),
+            probe_timeout_max: Duration::from_secs(2),
+            retry_initial: Duration::from_secs(1),
+            retry_max: Duration::from_secs(30),
+        }
+    }
+}
+
+impl ElectionConfig {
+    /// The reference design's tournament: fixed 3 s, lowest mean.
+    pub fn fixed_tournament() -> Self {
+        ElectionConfig {
+            stopping: StoppingRule::FixedDeadline,
+            ..Default::default()
+        }
+    }
+
+    /// Decide on the first sample of each candidate.
+    pub fn first_probe() -> Self {
+        ElectionConfig {
+            stopping: StoppingRule::FirstProbe,
+            ..Default::default()
+        }
+    }
+}

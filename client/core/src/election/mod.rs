@@ -1,0 +1,1187 @@
+//! The relay election, sans-IO.
+//!
+//! [`Election`] holds no clock and no socket. Its driver (the native runner,
+//! the browser app, a virtual-time simulation) feeds it [`Event`]s and the
+//! current time, calls [`Election::handle_timeout`] when
+//! [`Election::poll_timeout`] says so, and carries out the [`Action`]s it
+//! emits: open a probe-only connection, send a probe, join the room through a
+//! candidate, demote or close a connection. [`Notice`]s tell the UI and
+//! telemetry what was decided and why, each with an `ElectionReport`.
+//!
+//! Life of a client:
+//! 1. **Tournament** — every candidate is opened at once and probed every
+//!    `probe_interval`; the tournament stops when the leader is clearly best
+//!    (see [`rule`]) or at the deadline.
+//! 2. **Serving** — the winner is joined; `standbys` runners-up (on other
+//!    relays) stay connected probe-only and are probed slower; everyone else is
+//!    closed and re-probed lightly every `reprobe_interval`.
+//! 3. **Failover** — the serving relay is lost, drains, or misses
+//!    `failover_lost_probes` probes in a row: switch to the best standby at
+//!    once, then re-elect in the background.
+//! 4. **Switching** — a measured alternative better by 10 ms and 33% for
+//!    `switch_sustain` takes over; a failed re-election never drops a working
+//!    connection.
+
+pub mod config;
+mod report;
+pub mod rule;
+pub mod stats;
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use rallypoint_protocol::v1::{
+    CandidateOutcome, ClientContext, DecisionRule, ElectionReport, ElectionTrigger,
+};
+
+pub use config::{ElectionConfig, StoppingRule};
+pub use report::finish_report;
+use rule::{Measured, MeasuredState};
+pub use stats::{RttStats, Summary};
+
+use crate::candidate::Candidate;
+use crate::time::Micros;
+
+/// After losing the relay with no standby, how long to wait for more answers
+/// once the first one is in.
+const URGENT_WAIT: Duration = Duration::from_millis(300);
+
+/// Index of a candidate in the list the election was created with.
+pub type CandidateId = usize;
+
+/// What happened, as the driver observed it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// The connection is open and authenticated (Welcome received).
+    Connected { candidate: CandidateId },
+    ConnectFailed {
+        candidate: CandidateId,
+        reason: String,
+    },
+    /// A probe answer. `sent_at` is the time echoed in the answer and
+    /// `received_at` the time the frame was read off the socket — not when the
+    /// driver got round to handling it.
+    ProbeAck {
+        candidate: CandidateId,
+        seq: u64,
+        sent_at: Micros,
+        received_at: Micros,
+    },
+    ConnectionLost {
+        candidate: CandidateId,
+        reason: String,
+    },
+    /// The relay announced it is going away.
+    Drain { candidate: CandidateId },
+}
+
+/// What the driver must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Open a probe-only connection (connect, Hello, wait for Welcome).
+    Open { candidate: CandidateId },
+    /// Send `Probe{seq, client_send_us: now}`.
+    SendProbe { candidate: CandidateId, seq: u64 },
+    /// Join the room through this (already open) connection. The driver sends
+    /// media through it from now on and re-requests keyframes.
+    Join {
+        candidate: CandidateId,
+        join_seq: u64,
+    },
+    /// Stop being in the room on this connection but keep it open probe-only
+    /// as a standby (`Leave{moving: true}`).
+    Demote { candidate: CandidateId },
+    /// Close the connection.
+    Close { candidate: CandidateId },
+}
+
+/// A decision: the client now serves through `winner`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub winner: CandidateId,
+    pub previous: Option<CandidateId>,
+    pub trigger: ElectionTrigger,
+    pub rule: DecisionRule,
+    pub took: Duration,
+    pub reason: String,
+}
+
+/// What the UI and telemetry are told. Reports lack `report_id` and
+/// `client_time_ms`: the driver fills them ([`finish_report`]), since the core
+/// has neither randomness nor a wall clock.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Notice {
+    Decided {
+        decision: Decision,
+        report: ElectionReport,
+    },
+    CandidateFailed {
+        candidate: CandidateId,
+        reason: String,
+    },
+    /// No candidate could be reached; the next attempt starts after `retry_in`.
+    NoRelayReachable {
+        retry_in: Duration,
+        attempt: u32,
+        report: ElectionReport,
+    },
+}
+
+/// A candidate's situation, for live tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Not connected and not needed.
+    Idle,
+    /// Measured by the running tournament.
+    Contender,
+    /// The room is joined through it.
+    Serving,
+    /// Connected probe-only, ready for failover.
+    Standby,
+    /// Being measured by a light re-probe.
+    Reprobe,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Conn {
+    Closed,
+    Connecting { since: Micros },
+    Connected,
+}
+
+#[derive(Debug, Clone)]
+struct Slot {
+    candidate: Candidate,
+    conn: Conn,
+    role: Role,
+    stats: RttStats,
+    /// (seq, deadline) of probes in flight, oldest first.
+    outstanding: VecDeque<(u64, Micros)>,
+    /// (seq, counted lost at) of probes past their deadline: an answer that
+    /// still comes is a late sample, not a loss.
+    late: VecDeque<(u64, Micros)>,
+    next_probe: Option<Micros>,
+    consecutive_lost: u32,
+    connect_time: Option<Duration>,
+    error: Option<String>,
+    draining: bool,
+    reprobe_left: u32,
+}
+
+#[derive(Debug, Clone)]
+struct Tournament {
+    started: Micros,
+    trigger: ElectionTrigger,
+    /// After a failover without standby: the call is down, decide on the first
+    /// usable answers and re-elect properly afterwards.
+    urgent: bool,
+    members: Vec<CandidateId>,
+    /// The deadline passed with nothing measured yet: waiting for connects.
+    overtime: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Challenge {
+    challenger: CandidateId,
+    since: Micros,
+}
+
+/// A candidate as the UI sees it.
+#[derive(Debug, Clone)]
+pub struct CandidateView {
+    pub id: CandidateId,
+    pub candidate: Candidate,
+    pub role: Role,
+    pub connecting: bool,
+    pub connected: bool,
+    pub summary: Summary,
+    pub connect_time: Option<Duration>,
+    pub error: Option<String>,
+}
+
+pub struct Election {
+    config: ElectionConfig,
+    slots: Vec<Slot>,
+    actions: VecDeque<Action>,
+    notices: VecDeque<Notice>,
+    serving: Option<CandidateId>,
+    tournament: Option<Tournament>,
+    challenge: Option<Challenge>,
+    retry_at: Option<(Micros, ElectionTrigger)>,
+    attempts: u32,
+    next_reprobe: Option<Micros>,
+    next_seq: u64,
+    last_join_seq: Option<u64>,
+    report_seq: u32,
+    client_session_id: bytes::Bytes,
+    client: ClientContext,
+}
+
+impl Election {
+    /// An election over `candidates`. Nothing happens until [`Election::start`].
+    pub fn new(
+        candidates: Vec<Candidate>,
+        config: ElectionConfig,
+        client_session_id: bytes::Bytes,
+        client: ClientContext,
+    ) -> Self {
+        let slots = candidates
+            .into_iter()
+            .map(|candidate| Slot {
+                candidate,
+                conn: Conn::Closed,
+                role: Role::Idle,
+                stats: RttStats::new(),
+                outstanding: VecDeque::new(),
+                late: VecDeque::new(),
+                next_probe: None,
+                consecutive_lost: 0,
+                connect_time: None,
+                error: None,
+                draining: false,
+                reprobe_left: 0,
+            })
+            .collect();
+        Election {
+            config,
+            slots,
+            actions: VecDeque::new(),
+            notices: VecDeque::new(),
+            serving: None,
+            tournament: None,
+            challenge: None,
+            retry_at: None,
+            attempts: 0,
+            next_reprobe: None,
+            next_seq: 0,
+            last_join_seq: None,
+            report_seq: 0,
+            client_session_id,
+            client,
+        }
+    }
+
+    /// Starts the initial tournament.
+    pub fn start(&mut self, now: Micros) {
+        self.begin_tournament(now, ElectionTrigger::Initial, false, None);
+    }
+
+    pub fn config(&self) -> &ElectionConfig {
+        &self.config
+    }
+
+    pub fn serving(&self) -> Option<CandidateId> {
+        self.serving
+    }
+
+    pub fn candidate(&self, id: CandidateId) -> &Candidate {
+        &self.slots[id].candidate
+    }
+
+    /// True while a tournament runs (initial, re-election, or after a failover).
+    pub fn electing(&self) -> bool {
+        self.tournament.is_some()
+    }
+
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    pub fn poll_notice(&mut self) -> Option<Notice> {
+        self.notices.pop_front()
+    }
+
+    /// Every candidate's state and statistics, for live tables.
+    pub fn snapshot(&self) -> Vec<CandidateView> {
+        self.slots
+            .iter()
+            .enumerate()
+            .map(|(id, s)| CandidateView {
+                id,
+                candidate: s.candidate.clone(),
+                role: s.role,
+                connecting: matches!(s.conn, Conn::Connecting { .. }),
+                connected: s.conn == Conn::Connected,
+                summary: s.stats.summary(),
+                connect_time: s.connect_time,
+                error: s.error.clone(),
+            })
+            .collect()
+    }
+
+    /// When [`Election::handle_timeout`] must be called next.
+    pub fn poll_timeout(&self) -> Option<Micros> {
+        let mut next: Option<Micros> = None;
+        let mut consider = |t: Option<Micros>| {
+            if let Some(t) = t {
+                next = Some(next.map_or(t, |n| n.min(t)));
+            }
+        };
+        for slot in &self.slots {
+            let probing = slot.conn == Conn::Connected
+                && slot.role != Role::Idle
+                && !(slot.role == Role::Reprobe && slot.reprobe_left == 0);
+            if probing {
+                consider(slot.next_probe);
+            }
+            consider(slot.outstanding.front().map(|(_, deadline)| *deadline));
+        }
+        if let Some(t) = &self.tournament {
+            if !t.overtime {
+                consider(Some(t.started + self.config.deadline));
+            }
+            let answered = t
+                .members
+                .iter()
+                .any(|&id| self.slots[id].stats.samples() > 0);
+            if t.urgent && answered {
+                consider(Some(t.started + URGENT_WAIT));
+            }
+        }
+        consider(self.retry_at.map(|(at, _)| at));
+        if self.tournament.is_none() {
+            consider(self.next_reprobe);
+        }
+        if let Some(c) = self.challenge {
+            consider(Some(c.since + self.config.switch_sustain));
+        }
+        next
+    }
+
+    pub fn handle(&mut self, event: Event, now: Micros) {
+        match event {
+            Event::Connected { candidate } => self.on_connected(candidate, now),
+            Event::ConnectFailed { candidate, reason }
+            | Event::ConnectionLost { candidate, reason } => {
+                self.on_unusable(candidate, now, reason)
+            }
+            Event::ProbeAck {
+                candidate,
+                seq,
+                sent_at,
+                received_at,
+            } => self.on_probe_ack(candidate, seq, received_at.since(sent_at), now),
+            Event::Drain { candidate } => self.on_drain(candidate, now),
+        }
+    }
+
+    pub fn handle_timeout(&mut self, now: Micros) {
+        if let Some((at, trigger)) = self.retry_at
+            && now >= at
+        {
+            self.retry_at = None;
+            self.begin_tournament(now, trigger, false, None);
+        }
+        for id in 0..self.slots.len() {
+            self.expire_probes(id, now);
+            self.send_due_probe(id, now);
+        }
+        if self.tournament.is_some() {
+            self.evaluate_tournament(now);
+        } else if let Some(at) = self.next_reprobe
+            && now >= at
+        {
+            self.begin_reprobe(now);
+        }
+        self.evaluate_switch(now);
+    }
+
+    // ------------------------------------------------------------ events
+
+    fn on_connected(&mut self, id: CandidateId, now: Micros) {
+        let slot = &mut self.slots[id];
+        let Conn::Connecting { since } = slot.conn else {
+            return;
+        };
+        slot.conn = Conn::Connected;
+        slot.connect_time = Some(now.since(since));
+        if slot.role == Role::Idle {
+            // Connected too late: the tournament it was opened for is over.
+            slot.conn = Conn::Closed;
+            self.actions.push_back(Action::Close { candidate: id });
+            return;
+        }
+        slot.next_probe = Some(now);
+        self.send_due_probe(id, now);
+    }
+
+    fn on_unusable(&mut self, id: CandidateId, now: Micros, reason: String) {
+        let slot = &mut self.slots[id];
+        if slot.conn == Conn::Closed {
+            return; // we closed it ourselves; nothing to learn
+        }
+        slot.conn = Conn::Closed;
+        slot.outstanding.clear();
+        slot.late.clear();
+        slot.next_probe = None;
+        slot.error = Some(reason.clone());
+        let role = std::mem::replace(&mut slot.role, Role::Idle);
+        self.notices.push_back(Notice::CandidateFailed {
+            candidate: id,
+            reason: reason.clone(),
+        });
+        if self.challenge.is_some_and(|c| c.challenger == id) {
+            self.challenge = None;
+        }
+        match role {
+            Role::Serving => self.failover(id, now, ElectionTrigger::Failover, reason),
+            Role::Standby => self.refill_standbys(),
+            _ => {}
+        }
+        if self.tournament.is_some() {
+            self.evaluate_tournament(now);
+        }
+    }
+
+    fn on_drain(&mut self, id: CandidateId, now: Micros) {
+        let slot = &mut self.slots[id];
+        slot.draining = true;
+        slot.error = Some("relay is draining".into());
+        match slot.role {
+            Role::Serving => {
+                self.failover(id, now, ElectionTrigger::Drain, "relay is draining".into())
+            }
+            Role::Standby | Role::Reprobe | Role::Contender => {
+                self.close(id);
+                self.refill_standbys();
+                if self.tournament.is_some() {
+                    self.evaluate_tournament(now);
+                }
+            }
+            Role::Idle => {}
+        }
+    }
+
+    fn on_probe_ack(&mut self, id: CandidateId, seq: u64, rtt: Duration, now: Micros) {
+        let slot = &mut self.slots[id];
+        if let Some(position) = slot.outstanding.iter().position(|(s, _)| *s == seq) {
+            slot.outstanding.remove(position);
+            slot.stats.record(now, rtt);
+        } else if let Some(position) = slot.late.iter().position(|(s, _)| *s == seq) {
+            slot.late.remove(position);
+            slot.stats.record_late(now, rtt);
+        } else {
+            return; // not ours (a closed connection's probe)
+        }
+        slot.consecutive_lost = 0;
+        if slot.role == Role::Reprobe {
+            self.maybe_finish_reprobe(id);
+        }
+        if self.tournament.is_some() {
+            self.evaluate_tournament(now);
+        }
+        self.evaluate_switch(now);
+    }
+
+    // ------------------------------------------------------------ probing
+
+    fn probe_interval(&self, role: Role) -> Duration {
+        match role {
+            Role::Standby => self.config.standby_probe_interval,
+            _ => self.config.probe_interval,
+        }
+    }
+
+    fn probe_timeout(&self, slot: &Slot) -> Duration {
+        let recent = slot.stats.recent_since(Micros::ZERO);
+        let basis = stats::median(&recent[recent.len().saturating_sub(10)..])
+            .map(|us| Duration::from_micros(us as u64))
+            .or_else(|| {
+                slot.connect_time
+                    .map(|c| c / self.config.handshake_round_trips.max(1))
+            })
+            .unwrap_or(self.config.probe_timeout_max);
+        (basis * 4).clamp(self.config.probe_timeout_min, self.config.probe_timeout_max)
+    }
+
+    /// Consecutive lost probes that mean the relay is gone: at least
+    /// `failover_lost_probes`, more on a lossy path — as many as a path losing
+    /// probes at its observed rate would lose in a row by chance less than once
+    /// in a million probes. A lossy Wi-Fi must not cause failovers.
+    fn lost_probes_for_failover(&self, slot: &Slot) -> u32 {
+        let lost = slot.stats.lost() as f64;
+        let answered = slot.stats.samples() as f64;
+        let rate = (lost + 1.0) / (lost + answered + 2.0);
+        let by_chance = (1e-6f64.ln() / rate.ln()).ceil();
+        (by_chance as u32).clamp(self.config.failover_lost_probes, 10)
+    }
+
+    fn send_due_probe(&mut self, id: CandidateId, now: Micros) {
+        let slot = &self.slots[id];
+        if slot.conn != Conn::Connected || slot.role == Role::Idle {
+            return;
+        }
+        if slot.role == Role::Reprobe && slot.reprobe_left == 0 {
+            return;
+        }
+        let Some(due) = slot.next_probe else { return };
+        if now < due {
+            return;
+        }
+        let timeout = self.probe_timeout(slot);
+        let interval = self.probe_interval(slot.role);
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let slot = &mut self.slots[id];
+        slot.outstanding.push_back((seq, now + timeout));
+        slot.next_probe = Some(due.max(now - interval) + interval);
+        if slot.role == Role::Reprobe {
+            slot.reprobe_left -= 1;
+        }
+        self.actions
+            .push_back(Action::SendProbe { candidate: id, seq });
+    }
+
+    fn expire_probes(&mut self, id: CandidateId, now: Micros) {
+        let mut lost = 0;
+        let slot = &mut self.slots[id];
+        let keep_late = self.config.probe_timeout_max * 2;
+        while slot
+            .late
+            .front()
+            .is_some_and(|(_, at)| now.since(*at) > keep_late)
+        {
+            slot.late.pop_front();
+        }
+        while slot
+            .outstanding
+            .front()
+            .is_some_and(|(_, deadline)| *deadline <= now)
+        {
+            let (seq, _) = slot.outstanding.pop_front().expect("checked");
+            slot.late.push_back((seq, now));
+            slot.stats.record_lost();
+            slot.consecutive_lost += 1;
+            lost += 1;
+        }
+        if lost == 0 {
+            return;
+        }
+        let slot = &self.slots[id];
+        if slot.role == Role::Serving
+            && slot.consecutive_lost >= self.lost_probes_for_failover(slot)
+        {
+            let reason = format!("{} probes in a row went unanswered", slot.consecutive_lost);
+            self.slots[id].error = Some(reason.clone());
+            self.close(id);
+            self.failover(id, now, ElectionTrigger::Failover, reason);
+        } else if slot.role == Role::Reprobe {
+            self.maybe_finish_reprobe(id);
+        }
+    }
+
+    // ------------------------------------------------------------ tournaments
+
+    fn begin_tournament(
+        &mut self,
+        now: Micros,
+        trigger: ElectionTrigger,
+        urgent: bool,
+        exclude: Option<CandidateId>,
+    ) {
+        self.challenge = None;
+        let mut members = Vec::new();
+        for id in 0..self.slots.len() {
+            let slot = &mut self.slots[id];
+            slot.stats.reset_window();
+            if Some(id) == exclude || slot.draining {
+                continue;
+            }
+            slot.error = None;
+            members.push(id);
+            if slot.role == Role::Idle || slot.role == Role::Reprobe {
+                slot.role = Role::Contender;
+            }
+            match slot.conn {
+                Conn::Closed => {
+                    slot.conn = Conn::Connecting { since: now };
+                    slot.connect_time = None;
+                    self.actions.push_back(Action::Open { candidate: id });
+                }
+                Conn::Connected => {
+                    // Standbys and the serving candidate are probed at the
+                    // tournament's pace from now on.
+                    slot.next_probe = Some(now);
+                }
+                Conn::Connecting { .. } => {}
+            }
+        }
+        self.tournament = Some(Tournament {
+            started: now,
+            trigger,
+            urgent,
+            members,
+            overtime: false,
+        });
+        for id in 0..self.slots.len() {
+            self.send_due_probe(id, now);
+        }
+        self.evaluate_tournament(now);
+    }
+
+    fn measured(&self, ids: &[CandidateId], now: Micros) -> Vec<Measured<'_>> {
+        ids.iter()
+            .filter(|&&id| !self.slots[id].candidate.shadow)
+            .map(|&id| {
+                let slot = &self.slots[id];
+                let state = if slot.error.is_some() || slot.draining {
+                    MeasuredState::Failed
+                } else {
+                    match slot.conn {
+                        Conn::Closed => MeasuredState::Failed,
+                        Conn::Connecting { since } => MeasuredState::Connecting {
+                            for_us: now.since(since).as_micros() as u64,
+                        },
+                        Conn::Connected => MeasuredState::Connected {
+                            samples: slot.stats.window(),
+                        },
+                    }
+                };
+                Measured {
+                    id,
+                    region: &slot.candidate.region,
+                    transport: slot.candidate.transport,
+                    state,
+                }
+            })
+            .collect()
+    }
+
+    fn evaluate_tournament(&mut self, now: Micros) {
+        let Some(t) = self.tournament.clone() else {
+            return;
+        };
+        let measured = self.measured(&t.members, now);
+        let usable = measured
+            .iter()
+            .filter(|m| !matches!(m.state, MeasuredState::Failed))
+            .count();
+        let with_samples: Vec<&Measured<'_>> = measured
+            .iter()
+            .filter(
+                |m| matches!(m.state, MeasuredState::Connected { samples } if !samples.is_empty()),
+            )
+            .collect();
+        let leader = rule::leader(&measured, &self.config);
+        let elapsed = now.since(t.started);
+        let deadline = elapsed >= self.config.deadline;
+
+        let decision = if usable == 0 {
+            None
+        } else if t.urgent && !with_samples.is_empty() {
+            let all_answered = with_samples.len() == usable;
+            (all_answered || elapsed >= URGENT_WAIT)
+                .then_some((leader, DecisionRule::FirstAnswer))
+                .and_then(|(l, r)| l.map(|l| (l, r)))
+        } else if usable == 1 && with_samples.len() == 1 {
+            leader.map(|l| (l, DecisionRule::SoleCandidate))
+        } else {
+            let early = match self.config.stopping {
+                StoppingRule::Sequential => {
+                    leader.is_some_and(|l| rule::clearly_best(&measured, l, &self.config))
+                }
+                StoppingRule::FirstProbe => with_samples.len() == usable && usable > 0,
+                StoppingRule::FixedDeadline => false,
+            };
+            if early {
+                leader.map(|l| (l, DecisionRule::Early))
+            } else if deadline {
+                leader.map(|l| (l, DecisionRule::Deadline))
+            } else {
+                return;
+            }
+        };
+
+        let connecting = measured
+            .iter()
+            .any(|m| matches!(m.state, MeasuredState::Connecting { .. }));
+        match decision {
+            Some((winner, rule)) => self.finish_tournament(now, t, winner, rule),
+            // Past the deadline with nothing measured: wait for the pending
+            // connections to succeed or fail (the driver's connect timeout),
+            // so a slow network still gets a relay.
+            None if usable == 0 || (deadline && !connecting) => self.tournament_failed(now, t),
+            None if deadline => {
+                if let Some(t) = &mut self.tournament {
+                    t.overtime = true;
+                }
+            }
+            None => {}
+        }
+    }
+
+    fn finish_tournament(
+        &mut self,
+        now: Micros,
+        t: Tournament,
+        pick: CandidateId,
+        rule: DecisionRule,
+    ) {
+        self.tournament = None;
+        self.attempts = 0;
+        let mut winner = pick;
+        let mut reason = self.describe_pick(pick, &t, now, rule);
+        // A background re-election moves a working call only for a clear gain.
+        if let Some(current) = self.serving
+            && current != pick
+            && self.slots[current].conn == Conn::Connected
+            && !self.slots[current].draining
+        {
+            let current_rtt = self.estimate(current);
+            let pick_rtt = self.estimate(pick);
+            if let (Some(c), Some(p)) = (current_rtt, pick_rtt)
+                && !rule::better_enough(c, p, &self.config)
+            {
+                reason = format!(
+                    "kept {} ({}): {} ({}) is not better by {} ms and {:.0}%",
+                    self.slots[current].candidate.label(),
+                    ms(c),
+                    self.slots[pick].candidate.label(),
+                    ms(p),
+                    self.config.switch_min_abs.as_millis(),
+                    self.config.switch_min_rel * 100.0
+                );
+                winner = current;
+            }
+        }
+        self.serve(now, winner, t.trigger, rule, now.since(t.started), reason);
+    }
+
+    fn tournament_failed(&mut self, now: Micros, t: Tournament) {
+        self.tournament = None;
+        for &id in &t.members {
+            if self.slots[id].role == Role::Contender {
+                self.close(id);
+            }
+        }
+        if let Some(current) = self.serving {
+            // Re-election found nothing usable: keep the working connection.
+            let reason = "no other candidate could be reached; kept the serving relay".to_owned();
+            self.serve(
+                now,
+                current,
+                t.trigger,
+                DecisionRule::SoleCandidate,
+                now.since(t.started),
+                reason,
+            );
+            return;
+        }
+        self.attempts += 1;
+        let backoff = self
+            .config
+            .retry_initial
+            .saturating_mul(1 << (self.attempts - 1).min(16))
+            .min(self.config.retry_max);
+        self.retry_at = Some((now + backoff, t.trigger));
+        let reason = format!(
+            "no relay reachable (attempt {}); retrying in {:.1} s",
+            self.attempts,
+            backoff.as_secs_f64()
+        );
+        let report = self.report(
+            t.trigger,
+            DecisionRule::Deadline,
+            now.since(t.started),
+            None,
+            None,
+            reason,
+        );
+        self.notices.push_back(Notice::NoRelayReachable {
+            retry_in: backoff,
+            attempt: self.attempts,
+            report,
+        });
+    }
+
+    /// Serve through `winner`: join it if needed, choose standbys, close the rest.
+    fn serve(
+        &mut self,
+        now: Micros,
+        winner: CandidateId,
+        trigger: ElectionTrigger,
+        rule: DecisionRule,
+        took: Duration,
+        reason: String,
+    ) {
+        let previous = self.serving.filter(|&p| p != winner);
+        if self.serving != Some(winner) {
+            let join_seq = self.last_join_seq.map_or(0, |s| s + 1);
+            self.last_join_seq = Some(join_seq);
+            self.actions.push_back(Action::Join {
+                candidate: winner,
+                join_seq,
+            });
+        }
+        self.serving = Some(winner);
+        self.slots[winner].role = Role::Serving;
+        self.slots[winner].consecutive_lost = 0;
+        if let Some(previous) = previous {
+            self.slots[previous].role = Role::Idle;
+        }
+        let standbys = self.choose_standbys(winner);
+        for id in 0..self.slots.len() {
+            if id == winner {
+                continue;
+            }
+            let slot = &mut self.slots[id];
+            if standbys.contains(&id) {
+                slot.role = Role::Standby;
+                if Some(id) == previous {
+                    self.actions.push_back(Action::Demote { candidate: id });
+                }
+            } else if slot.role != Role::Reprobe || Some(id) == previous {
+                slot.role = Role::Idle;
+                if slot.conn != Conn::Closed {
+                    self.close(id);
+                }
+            }
+        }
+        self.next_reprobe = Some(now + self.config.reprobe_interval);
+        self.challenge = None;
+        let report = self.report(trigger, rule, took, Some(winner), previous, reason.clone());
+        for slot in &mut self.slots {
+            slot.stats.reset_window();
+        }
+        self.notices.push_back(Notice::Decided {
+            decision: Decision {
+                winner,
+                previous,
+                trigger,
+                rule,
+                took,
+                reason,
+            },
+            report,
+        });
+    }
+
+    /// Standbys: the best connected candidates, preferring relays other than
+    /// the winner's (a different failure domain) over its other transport.
+    fn choose_standbys(&self, winner: CandidateId) -> Vec<CandidateId> {
+        let winner_relay = &self.slots[winner].candidate.relay_id;
+        let mut ranked: Vec<(bool, f64, CandidateId)> = (0..self.slots.len())
+            .filter(|&id| id != winner)
+            .filter(|&id| {
+                let s = &self.slots[id];
+                s.conn == Conn::Connected && !s.draining && !s.candidate.shadow && s.error.is_none()
+            })
+            .filter_map(|id| {
+                let same_relay = &self.slots[id].candidate.relay_id == winner_relay;
+                Some((same_relay, self.estimate(id)?, id))
+            })
+            .collect();
+        ranked.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
+        ranked
+            .into_iter()
+            .take(self.config.standbys)
+            .map(|r| r.2)
+            .collect()
+    }
+
+    fn refill_standbys(&mut self) {
+        let Some(winner) = self.serving else { return };
+        let current: Vec<CandidateId> = (0..self.slots.len())
+            .filter(|&id| self.slots[id].role == Role::Standby)
+            .collect();
+        if current.len() >= self.config.standbys {
+            return;
+        }
+        for id in self.choose_standbys(winner) {
+            if self.slots[id].role != Role::Standby {
+                self.slots[id].role = Role::Standby;
+            }
+        }
+    }
+
+    // ------------------------------------------------------------ failover
+
+    fn failover(
+        &mut self,
+        failed: CandidateId,
+        now: Micros,
+        trigger: ElectionTrigger,
+        reason: String,
+    ) {
+        let standby = (0..self.slots.len())
+            .filter(|&id| {
+                let s = &self.slots[id];
+                s.role == Role::Standby && s.conn == Conn::Connected && !s.draining
+            })
+            .min_by(|&a, &b| {
+                let ea = self.estimate(a).unwrap_or(f64::INFINITY);
+                let eb = self.estimate(b).unwrap_or(f64::INFINITY);
+                ea.total_cmp(&eb)
+            });
+        let label = self.slots[failed].candidate.label();
+        if let Some(standby) = standby {
+            if trigger == ElectionTrigger::Drain {
+                self.close(failed);
+            }
+            let why = format!(
+                "{label}: {reason}; switched at once to standby {}",
+                self.slots[standby].candidate.label()
+            );
+            self.serve(
+                now,
+                standby,
+                trigger,
+                DecisionRule::Standby,
+                Duration::ZERO,
+                why,
+            );
+            self.begin_tournament(now, ElectionTrigger::Reelection, false, Some(failed));
+            return;
+        }
+        if trigger == ElectionTrigger::Failover {
+            // The call is down: elect on the first usable answers.
+            self.serving = None;
+            self.slots[failed].role = Role::Idle;
+        }
+        // Drain without a standby: keep using the draining relay until the
+        // urgent tournament picks its successor.
+        self.begin_tournament(now, trigger, true, Some(failed));
+    }
+
+    // ------------------------------------------------------------ switching
+
+    fn recent_samples(&self, id: CandidateId, now: Micros) -> Vec<u64> {
+        self.slots[id]
+            .stats
+            .recent_since(now - self.config.recent_window)
+    }
+
+    fn evaluate_switch(&mut self, now: Micros) {
+        if self.tournament.is_some() {
+            self.challenge = None;
+            return;
+        }
+        let Some(current) = self.serving else {
+            self.challenge = None;
+            return;
+        };
+        let current_samples = self.recent_samples(current, now);
+        let current_history = self.slots[current].stats.recent_since(Micros::ZERO);
+        let best = (0..self.slots.len())
+            .filter(|&id| {
+                let s = &self.slots[id];
+                id != current
+                    && matches!(s.role, Role::Standby | Role::Reprobe)
+                    && s.conn == Conn::Connected
+                    && !s.draining
+                    && !s.candidate.shadow
+            })
+            .filter_map(|id| {
+                let samples = self.recent_samples(id, now);
+                let history = self.slots[id].stats.recent_since(Micros::ZERO);
+                let gap = rule::clearly_better(
+                    (&current_samples, &current_history),
+                    (&samples, &history),
+                    &self.config,
+                )?;
+                Some((id, gap))
+            })
+            .min_by(|a, b| a.1.1.total_cmp(&b.1.1));
+        let Some((challenger, (current_rtt, rtt))) = best else {
+            self.challenge = None;
+            return;
+        };
+        match self.challenge {
+            Some(c) if c.challenger == challenger => {
+                if now.since(c.since) >= self.config.switch_sustain {
+                    let reason = format!(
+                        "{} ({}) beat {} ({}) by at least {} ms and {:.0}% for {:.1} s",
+                        self.slots[challenger].candidate.label(),
+                        ms(rtt),
+                        self.slots[current].candidate.label(),
+                        ms(current_rtt),
+                        self.config.switch_min_abs.as_millis(),
+                        self.config.switch_min_rel * 100.0,
+                        now.since(c.since).as_secs_f64()
+                    );
+                    self.serve(
+                        now,
+                        challenger,
+                        ElectionTrigger::Degradation,
+                        DecisionRule::SustainedImprovement,
+                        now.since(c.since),
+                        reason,
+                    );
+                }
+            }
+            _ => {
+                self.challenge = Some(Challenge {
+                    challenger,
+                    since: now,
+                })
+            }
+        }
+    }
+
+    // ------------------------------------------------------------ re-probing
+
+    fn begin_reprobe(&mut self, now: Micros) {
+        self.next_reprobe = Some(now + self.config.reprobe_interval);
+        for id in 0..self.slots.len() {
+            let slot = &mut self.slots[id];
+            if slot.role != Role::Idle || slot.draining {
+                continue;
+            }
+            slot.role = Role::Reprobe;
+            slot.reprobe_left = self.config.reprobe_samples;
+            slot.error = None;
+            if slot.conn == Conn::Closed {
+                slot.conn = Conn::Connecting { since: now };
+                slot.connect_time = None;
+                self.actions.push_back(Action::Open { candidate: id });
+            } else {
+                slot.next_probe = Some(now);
+            }
+        }
+    }
+
+    /// A re-probed candidate that took its samples either becomes a standby
+    /// (none yet, or clearly better than the current one), stays while it
+    /// challenges the serving relay, or is closed.
+    fn maybe_finish_reprobe(&mut self, id: CandidateId) {
+        let slot = &self.slots[id];
+        if slot.reprobe_left > 0 || !slot.outstanding.is_empty() {
+            return;
+        }
+        if self.challenge.is_some_and(|c| c.challenger == id) {
+            // Keep measuring a challenger until the switch rule has decided.
+            self.slots[id].reprobe_left = 1;
+            return;
+        }
+        let standby = (0..self.slots.len()).find(|&s| self.slots[s].role == Role::Standby);
+        let mine = self.estimate(id);
+        let promote = !slot.candidate.shadow
+            && mine.is_some()
+            && match standby {
+                None => self.config.standbys > 0,
+                Some(s) => match (self.estimate(s), mine) {
+                    (Some(theirs), Some(mine)) => rule::better_enough(theirs, mine, &self.config),
+                    _ => false,
+                },
+            };
+        if promote {
+            if let Some(old) = standby {
+                self.slots[old].role = Role::Idle;
+                self.close(old);
+            }
+            self.slots[id].role = Role::Standby;
+        } else {
+            self.slots[id].role = Role::Idle;
+            self.close(id);
+        }
+    }
+
+    // ------------------------------------------------------------ helpers
+
+    fn close(&mut self, id: CandidateId) {
+        let slot = &mut self.slots[id];
+        slot.outstanding.clear();
+        slot.late.clear();
+        slot.next_probe = None;
+        if slot.conn != Conn::Closed {
+            slot.conn = Conn::Closed;
+            self.actions.push_back(Action::Close { candidate: id });
+        }
+        if slot.role != Role::Serving {
+            slot.role = Role::Idle;
+        }
+    }
+
+    /// A candidate's estimate (µs) under the configured rule: this window's
+    /// samples, else its recent ones.
+    fn estimate(&self, id: CandidateId) -> Option<f64> {
+        let stats = &self.slots[id].stats;
+        rule::estimate(stats.window(), &self.config)
+            .or_else(|| stats::median(&stats.recent_since(Micros::ZERO)))
+    }
+
+    fn describe_pick(
+        &self,
+        pick: CandidateId,
+        t: &Tournament,
+        now: Micros,
+        rule: DecisionRule,
+    ) -> String {
+        let label = self.slots[pick].candidate.label();
+        let rtt = self.estimate(pick).map(ms).unwrap_or_else(|| "?".into());
+        let runner_up = (0..self.slots.len())
+            .filter(|&id| {
+                id != pick && self.slots[id].candidate.region != self.slots[pick].candidate.region
+            })
+            .filter_map(|id| Some((id, self.estimate(id)?)))
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(id, e)| {
+                format!(
+                    "; next region {} at {}",
+                    self.slots[id].candidate.label(),
+                    ms(e)
+                )
+            })
+            .unwrap_or_default();
+        let how = match rule {
+            DecisionRule::Early => format!(
+                "clearly best after {:.2} s",
+                now.since(t.started).as_secs_f64()
+            ),
+            DecisionRule::Deadline => "best at the deadline".to_owned(),
+            DecisionRule::SoleCandidate => "the only usable candidate".to_owned(),
+            DecisionRule::FirstAnswer => "first usable answer after losing the relay".to_owned(),
+            _ => "chosen".to_owned(),
+        };
+        format!("{label} at {rtt}: {how}{runner_up}")
+    }
+
+    fn report(
+        &mut self,
+        trigger: ElectionTrigger,
+        rule: DecisionRule,
+        took: Duration,
+        winner: Option<CandidateId>,
+        previous: Option<CandidateId>,
+        reason: String,
+    ) -> ElectionReport {
+        let outcomes: Vec<CandidateOutcome> = (0..self.slots.len())
+            .map(|id| {
+                let s = &self.slots[id];
+                if Some(id) == winner {
+                    CandidateOutcome::Winner
+                } else if s.role == Role::Standby {
+                    CandidateOutcome::Standby
+                } else if s.error.is_some() {
+                    CandidateOutcome::Failed
+                } else {
+                    CandidateOutcome::Loser
+                }
+            })
+            .collect();
+        let seq = self.report_seq;
+        self.report_seq += 1;
+        report::build(report::Inputs {
+            slots: self.slots.iter().map(|s| report::SlotView {
+                candidate: &s.candidate,
+                summary: s.stats.summary(),
+                connect_time: s.connect_time,
+                error: s.error.as_deref(),
+            }),
+            outcomes,
+            trigger,
+            rule,
+            took,
+            winner,
+            previous,
+            reason,
+            session_seq: seq,
+            client_session_id: self.client_session_id.clone(),
+            client: self.client.clone(),
+        })
+    }
+}
+
+fn ms(us: f64) -> String {
+    format!("{:.1} ms", us / 1000.0)
+}

@@ -1,0 +1,230 @@
+//! Round-trip statistics of one candidate.
+//!
+//! Two views of the same samples:
+//! * the **election window** (reset when a tournament starts): an
+//!   `hdrhistogram` for quantiles plus counters — what reports and live tables
+//!   show, and what the tournament decides on;
+//! * the **recent log**: the last samples with their times — what the
+//!   switching rule compares, so an old good period cannot hide a degradation.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+
+use crate::time::Micros;
+
+/// Longest recent log kept.
+const RECENT_CAP: usize = 256;
+/// Most samples of one window kept in order (the histogram keeps counting):
+/// bounds memory on long calls without a switch.
+const WINDOW_CAP: usize = 4096;
+
+#[derive(Debug, Clone)]
+pub struct RttStats {
+    histogram: Histogram<u64>,
+    /// This window's samples in arrival order (µs), for jitter and bounds.
+    window: Vec<u64>,
+    lost: u32,
+    recent: VecDeque<(Micros, u64)>,
+}
+
+/// A summary of a set of samples, in microseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Summary {
+    pub samples: u32,
+    pub lost: u32,
+    pub min: u64,
+    pub median: u64,
+    pub p95: u64,
+    pub mean: u64,
+    /// Mean absolute difference between consecutive samples (RFC 3550 style).
+    pub jitter: u64,
+}
+
+impl Default for RttStats {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RttStats {
+    pub fn new() -> Self {
+        RttStats {
+            // 1 µs .. 60 s at 3 significant digits: 0.1% resolution.
+            histogram: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds"),
+            window: Vec::new(),
+            lost: 0,
+            recent: VecDeque::new(),
+        }
+    }
+
+    pub fn record(&mut self, at: Micros, rtt: Duration) {
+        let us = (rtt.as_micros() as u64).clamp(1, 60_000_000);
+        self.histogram.record(us).expect("clamped into bounds");
+        if self.window.len() == WINDOW_CAP {
+            self.window.remove(0);
+        }
+        self.window.push(us);
+        if self.recent.len() == RECENT_CAP {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((at, us));
+    }
+
+    pub fn record_lost(&mut self) {
+        self.lost += 1;
+    }
+
+    /// An answer to a probe already counted lost: it was late, not lost.
+    pub fn record_late(&mut self, at: Micros, rtt: Duration) {
+        self.lost = self.lost.saturating_sub(1);
+        self.record(at, rtt);
+    }
+
+    /// Starts a new election window; the recent log is kept.
+    pub fn reset_window(&mut self) {
+        self.histogram.reset();
+        self.window.clear();
+        self.lost = 0;
+    }
+
+    pub fn samples(&self) -> u32 {
+        self.histogram.len() as u32
+    }
+
+    /// This window's samples in arrival order.
+    pub fn window(&self) -> &[u64] {
+        &self.window
+    }
+
+    pub fn lost(&self) -> u32 {
+        self.lost
+    }
+
+    /// Summary of the election window (hdrhistogram quantiles).
+    pub fn summary(&self) -> Summary {
+        if self.window.is_empty() {
+            return Summary {
+                lost: self.lost,
+                ..Default::default()
+            };
+        }
+        let h = &self.histogram;
+        Summary {
+            samples: h.len() as u32,
+            lost: self.lost,
+            min: h.min(),
+            median: h.value_at_quantile(0.5),
+            p95: h.value_at_quantile(0.95),
+            mean: h.mean().round() as u64,
+            jitter: jitter(&self.window),
+        }
+    }
+
+    /// Samples taken at or after `since`, in order.
+    pub fn recent_since(&self, since: Micros) -> Vec<u64> {
+        self.recent
+            .iter()
+            .filter(|(at, _)| *at >= since)
+            .map(|(_, us)| *us)
+            .collect()
+    }
+
+    /// The first sample of this window, if any.
+    pub fn first(&self) -> Option<u64> {
+        self.window.first().copied()
+    }
+}
+
+/// Mean absolute difference of consecutive samples.
+pub fn jitter(samples: &[u64]) -> u64 {
+    if samples.len() < 2 {
+        return 0;
+    }
+    let total: u64 = samples.windows(2).map(|w| w[0].abs_diff(w[1])).sum();
+    total / (samples.len() as u64 - 1)
+}
+
+/// Median of unsorted samples (mean of the middle two for even counts).
+pub fn median(samples: &[u64]) -> Option<f64> {
+    if samples.is_empty() {
+        return None;
+    }
+    let mut sorted = samples.to_vec();
+    sorted.sort_unstable();
+    let n = sorted.len();
+    Some(if n % 2 == 1 {
+        sorted[n / 2] as f64
+    } else {
+        (sorted[n / 2 - 1] + sorted[n / 2]) as f64 / 2.0
+    })
+}
+
+/// The Hodges–Lehmann estimate: the median of all pairwise means (Walsh
+/// averages). As robust as it needs to be (29% breakdown: a few delayed probes
+/// do not move it) and nearly as efficient as the mean on well-behaved jitter
+/// (95% for normal noise, against 64% for the plain median), so it needs fewer
+/// probes for the same accuracy.
+pub fn hodges_lehmann(samples: &[u64]) -> Option<f64> {
+    if samples.is_empty() {
+        return None;
+    }
+    let mut walsh = Vec::with_capacity(samples.len() * (samples.len() + 1) / 2);
+    for i in 0..samples.len() {
+        for j in i..samples.len() {
+            walsh.push(samples[i] + samples[j]);
+        }
+    }
+    median(&walsh).map(|m| m / 2.0)
+}
+
+/// Median absolute deviation from the median.
+pub fn mad(samples: &[u64]) -> Option<f64> {
+    let m = median(samples)?;
+    let deviations: Vec<u64> = samples
+        .iter()
+        .map(|&x| (x as f64 - m).abs() as u64)
+        .collect();
+    median(&deviations)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summarises_a_window() {
+        let mut stats = RttStats::new();
+        for (i, ms) in [40, 42, 41, 60, 40].iter().enumerate() {
+            stats.record(Micros(i as u64), Duration::from_millis(*ms));
+        }
+        stats.record_lost();
+        let s = stats.summary();
+        assert_eq!(s.samples, 5);
+        assert_eq!(s.lost, 1);
+        assert!((39_900..=40_100).contains(&s.min));
+        assert!((40_900..=41_100).contains(&s.median));
+        assert!((59_900..=60_100).contains(&s.p95));
+        // |42-40| + |41-42| + |60-41| + |40-60| = 42 ms over 4 gaps
+        assert_eq!(s.jitter, 10_500);
+        stats.reset_window();
+        assert_eq!(stats.summary().samples, 0);
+        assert_eq!(stats.recent_since(Micros(3)).len(), 2);
+    }
+
+    #[test]
+    fn hodges_lehmann_ignores_a_delayed_probe() {
+        assert_eq!(hodges_lehmann(&[40, 41, 42]), Some(41.0));
+        let with_outlier = hodges_lehmann(&[40, 41, 42, 40, 41, 400]).unwrap();
+        assert!((40.0..43.0).contains(&with_outlier), "{with_outlier}");
+    }
+
+    #[test]
+    fn median_and_mad() {
+        assert_eq!(median(&[3, 1, 2]), Some(2.0));
+        assert_eq!(median(&[4, 1, 2, 3]), Some(2.5));
+        assert_eq!(mad(&[1, 2, 3, 4, 100]), Some(1.0));
+        assert_eq!(median(&[]), None);
+    }
+}

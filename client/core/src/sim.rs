@@ -1,0 +1,544 @@
+//! A virtual-time network for the election: candidates behind links with
+//! round-trip time, jitter and loss, relays that die, drain or degrade — and
+//! the real [`Election`] driven through it. No sleeps: a three-minute call is
+//! simulated in milliseconds, deterministically per seed.
+//!
+//! Network model (per candidate):
+//! * RTT samples are `rtt + jitter · N(0,1)`, floored at 30% of `rtt` (a path
+//!   cannot beat light), like netem's normal jitter;
+//! * `loss` is per direction, so a probe round trip is lost with
+//!   `1 − (1 − loss)²`;
+//! * connecting takes `handshake_round_trips` round trips (each lost leg costs a
+//!   200 ms retransmission);
+//! * a dead relay refuses new connections after one RTT; an open WebSocket
+//!   learns of the death at once (TCP reset), an open WebTransport connection
+//!   only through its probes (or the 10 s QUIC idle timeout);
+//! * an unreachable candidate (UDP blocked) never answers and fails after the
+//!   5 s connect timeout.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::time::Duration;
+
+use rallypoint_protocol::v1::ClientContext;
+
+use crate::candidate::{Candidate, TransportKind};
+use crate::election::{Action, Decision, Election, ElectionConfig, Event, Notice};
+use crate::time::Micros;
+
+/// A path's behaviour.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Link {
+    pub rtt: Duration,
+    /// Standard deviation of the RTT.
+    pub jitter: Duration,
+    /// Per-direction packet loss probability.
+    pub loss: f64,
+}
+
+impl Link {
+    pub fn new(rtt_ms: f64, jitter_ms: f64, loss: f64) -> Self {
+        Link {
+            rtt: Duration::from_secs_f64(rtt_ms / 1000.0),
+            jitter: Duration::from_secs_f64(jitter_ms / 1000.0),
+            loss,
+        }
+    }
+}
+
+/// One candidate in a simulated world.
+#[derive(Debug, Clone)]
+pub struct SimCandidate {
+    pub candidate: Candidate,
+    pub link: Link,
+    /// From this time on the link behaves like this (degradation, recovery).
+    pub changes: Vec<(Duration, Link)>,
+    pub dies_at: Option<Duration>,
+    pub drains_at: Option<Duration>,
+    pub unreachable: bool,
+}
+
+impl SimCandidate {
+    pub fn new(region: &str, transport: TransportKind, link: Link) -> Self {
+        SimCandidate {
+            candidate: Candidate {
+                region: region.into(),
+                relay_id: format!("{region}-{}", transport.short()),
+                transport,
+                url: match transport {
+                    TransportKind::WebSocket => format!("ws://{region}.invalid/ws"),
+                    TransportKind::WebTransport => format!("https://{region}.invalid/"),
+                },
+                cert_hash: None,
+                shadow: false,
+            },
+            link,
+            changes: Vec::new(),
+            dies_at: None,
+            drains_at: None,
+            unreachable: false,
+        }
+    }
+
+    /// The link in effect at `t`.
+    pub fn link_at(&self, t: Duration) -> Link {
+        self.changes
+            .iter()
+            .filter(|(at, _)| *at <= t)
+            .last()
+            .map(|(_, l)| *l)
+            .unwrap_or(self.link)
+    }
+
+    fn dead_at(&self, t: Duration) -> bool {
+        self.dies_at.is_some_and(|d| t >= d)
+    }
+}
+
+/// Deterministic randomness (SplitMix64 and Box–Muller): no dependency, the
+/// same numbers on every platform.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed ^ 0x9e37_79b9_7f4a_7c15)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    pub fn normal(&mut self) -> f64 {
+        let u1 = self.unit().max(f64::MIN_POSITIVE);
+        let u2 = self.unit();
+        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Scheduled {
+    Deliver(Event),
+    /// The relay of this candidate dies now: open connections learn of it.
+    Death(usize),
+    Drain(usize),
+}
+
+/// Joins the client made, with when.
+#[derive(Debug, Clone)]
+pub struct Join {
+    pub at: Duration,
+    pub candidate: usize,
+}
+
+pub struct Simulation {
+    pub election: Election,
+    pub world: Vec<SimCandidate>,
+    rng: Rng,
+    now: Micros,
+    queue: BinaryHeap<(Reverse<Micros>, Reverse<u64>, usize)>,
+    scheduled: Vec<Option<Scheduled>>,
+    order: u64,
+    open: Vec<bool>,
+    connecting: Vec<bool>,
+    /// Every decision, with when it was made.
+    pub decisions: Vec<(Duration, Decision)>,
+    pub joins: Vec<Join>,
+    pub unreachable_notices: u32,
+    pub reports: u32,
+}
+
+/// Connect attempts give up after this long.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// QUIC notices a silent peer after this long.
+const QUIC_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Simulation {
+    pub fn new(world: Vec<SimCandidate>, config: ElectionConfig, seed: u64) -> Self {
+        let candidates = world.iter().map(|c| c.candidate.clone()).collect();
+        let election = Election::new(
+            candidates,
+            config,
+            bytes::Bytes::from_static(&[0; 16]),
+            ClientContext {
+                platform: "simulation".into(),
+                ..Default::default()
+            },
+        );
+        let mut sim = Simulation {
+            open: vec![false; world.len()],
+            connecting: vec![false; world.len()],
+            election,
+            world,
+            rng: Rng::new(seed),
+            now: Micros::ZERO,
+            queue: BinaryHeap::new(),
+            scheduled: Vec::new(),
+            order: 0,
+            decisions: Vec::new(),
+            joins: Vec::new(),
+            unreachable_notices: 0,
+            reports: 0,
+        };
+        for id in 0..sim.world.len() {
+            if let Some(at) = sim.world[id].dies_at {
+                sim.schedule(Micros::ZERO + at, Scheduled::Death(id));
+            }
+            if let Some(at) = sim.world[id].drains_at {
+                sim.schedule(Micros::ZERO + at, Scheduled::Drain(id));
+            }
+        }
+        sim.election.start(Micros::ZERO);
+        sim.drain_outputs();
+        sim
+    }
+
+    pub fn now(&self) -> Duration {
+        self.now.since(Micros::ZERO)
+    }
+
+    /// Runs the world until virtual time `until`.
+    pub fn run_until(&mut self, until: Duration) {
+        let end = Micros::ZERO + until;
+        let mut stalled = 0;
+        loop {
+            let next_event = self.queue.peek().map(|(Reverse(t), _, _)| *t);
+            let next_timer = self.election.poll_timeout();
+            let next = match (next_event, next_timer) {
+                (Some(a), Some(b)) => a.min(b),
+                (Some(a), None) => a,
+                (None, Some(b)) => b,
+                (None, None) => break,
+            };
+            if next > end {
+                break;
+            }
+            stalled = if next <= self.now { stalled + 1 } else { 0 };
+            assert!(
+                stalled < 100_000,
+                "the election keeps asking for a timeout at {:?} without progress",
+                self.now()
+            );
+            self.now = next.max(self.now);
+            if next_event == Some(next) {
+                let (_, _, index) = self.queue.pop().expect("peeked");
+                let item = self.scheduled[index].take().expect("scheduled once");
+                self.apply(item);
+            } else {
+                self.election.handle_timeout(self.now);
+            }
+            self.drain_outputs();
+        }
+        self.now = end;
+    }
+
+    fn schedule(&mut self, at: Micros, item: Scheduled) {
+        self.scheduled.push(Some(item));
+        self.order += 1;
+        self.queue
+            .push((Reverse(at), Reverse(self.order), self.scheduled.len() - 1));
+    }
+
+    fn rtt_sample(&mut self, id: usize) -> Duration {
+        let link = self.world[id].link_at(self.now());
+        let rtt = link.rtt.as_secs_f64();
+        let sample = rtt + link.jitter.as_secs_f64() * self.rng.normal();
+        Duration::from_secs_f64(sample.max(0.3 * rtt).max(0.000_05))
+    }
+
+    fn round_trip_lost(&mut self, id: usize) -> bool {
+        let p = self.world[id].link_at(self.now()).loss;
+        let survive = (1.0 - p) * (1.0 - p);
+        self.rng.unit() >= survive
+    }
+
+    fn apply(&mut self, item: Scheduled) {
+        match item {
+            Scheduled::Deliver(event) => {
+                let candidate = match &event {
+                    Event::Connected { candidate }
+                    | Event::ProbeAck { candidate, .. }
+                    | Event::ConnectionLost { candidate, .. }
+                    | Event::Drain { candidate }
+                    | Event::ConnectFailed { candidate, .. } => *candidate,
+                };
+                match event {
+                    Event::Connected { .. } | Event::ConnectFailed { .. }
+                        if !self.connecting[candidate] =>
+                    {
+                        return; // the client gave up on this attempt
+                    }
+                    Event::Connected { .. } => {
+                        self.connecting[candidate] = false;
+                        self.open[candidate] = true;
+                    }
+                    Event::ConnectFailed { .. } => self.connecting[candidate] = false,
+                    Event::ConnectionLost { .. } => {
+                        if !self.open[candidate] {
+                            return; // the client already closed it
+                        }
+                        self.open[candidate] = false;
+                    }
+                    Event::ProbeAck { .. } | Event::Drain { .. } if !self.open[candidate] => return,
+                    _ => {}
+                }
+                self.election.handle(event, self.now);
+            }
+            Scheduled::Death(id) => {
+                if self.open[id] {
+                    let notice = match self.world[id].candidate.transport {
+                        TransportKind::WebSocket => self.world[id].link_at(self.now()).rtt / 2,
+                        TransportKind::WebTransport => QUIC_IDLE_TIMEOUT,
+                    };
+                    self.schedule(
+                        self.now + notice,
+                        Scheduled::Deliver(Event::ConnectionLost {
+                            candidate: id,
+                            reason: "relay died".into(),
+                        }),
+                    );
+                }
+            }
+            Scheduled::Drain(id) => {
+                if self.open[id] {
+                    let half = self.world[id].link_at(self.now()).rtt / 2;
+                    self.schedule(
+                        self.now + half,
+                        Scheduled::Deliver(Event::Drain { candidate: id }),
+                    );
+                }
+            }
+        }
+    }
+
+    fn drain_outputs(&mut self) {
+        while let Some(action) = self.election.poll_action() {
+            self.act(action);
+        }
+        while let Some(notice) = self.election.poll_notice() {
+            match notice {
+                Notice::Decided { decision, .. } => {
+                    self.reports += 1;
+                    self.decisions.push((self.now(), decision));
+                }
+                Notice::NoRelayReachable { .. } => {
+                    self.reports += 1;
+                    self.unreachable_notices += 1;
+                }
+                Notice::CandidateFailed { .. } => {}
+            }
+        }
+    }
+
+    fn act(&mut self, action: Action) {
+        let now = self.now;
+        match action {
+            Action::Open { candidate } => {
+                self.connecting[candidate] = true;
+                let c = &self.world[candidate];
+                if c.unreachable {
+                    self.schedule(
+                        now + CONNECT_TIMEOUT,
+                        Scheduled::Deliver(Event::ConnectFailed {
+                            candidate,
+                            reason: "connect timed out".into(),
+                        }),
+                    );
+                } else if c.dead_at(self.now()) || c.drains_at.is_some_and(|d| self.now() >= d) {
+                    let rtt = self.rtt_sample(candidate);
+                    self.schedule(
+                        now + rtt,
+                        Scheduled::Deliver(Event::ConnectFailed {
+                            candidate,
+                            reason: "connection refused".into(),
+                        }),
+                    );
+                } else {
+                    let mut took = Duration::ZERO;
+                    for _ in 0..self.election.config().handshake_round_trips {
+                        took += self.rtt_sample(candidate);
+                        if self.round_trip_lost(candidate) {
+                            took += Duration::from_millis(200);
+                        }
+                    }
+                    self.schedule(
+                        now + took,
+                        Scheduled::Deliver(Event::Connected { candidate }),
+                    );
+                }
+            }
+            Action::SendProbe { candidate, seq } => {
+                if !self.open[candidate] || self.world[candidate].dead_at(self.now()) {
+                    return;
+                }
+                if self.round_trip_lost(candidate) {
+                    return;
+                }
+                let rtt = self.rtt_sample(candidate);
+                self.schedule(
+                    now + rtt,
+                    Scheduled::Deliver(Event::ProbeAck {
+                        candidate,
+                        seq,
+                        sent_at: now,
+                        received_at: now + rtt,
+                    }),
+                );
+            }
+            Action::Join { candidate, .. } => self.joins.push(Join {
+                at: self.now(),
+                candidate,
+            }),
+            Action::Demote { .. } => {}
+            Action::Close { candidate } => {
+                self.open[candidate] = false;
+                self.connecting[candidate] = false;
+            }
+        }
+    }
+
+    /// The first decision of the initial election, if any.
+    pub fn initial(&self) -> Option<&(Duration, Decision)> {
+        self.decisions.first()
+    }
+
+    /// Switches after the initial decision.
+    pub fn switches(&self) -> usize {
+        self.joins.len().saturating_sub(1)
+    }
+
+    /// The candidate the client served through at `t`.
+    pub fn serving_at(&self, t: Duration) -> Option<usize> {
+        self.joins
+            .iter()
+            .filter(|j| j.at <= t)
+            .last()
+            .map(|j| j.candidate)
+    }
+
+    /// The true median RTT of a candidate at time `t`.
+    pub fn true_rtt(&self, id: usize, t: Duration) -> Duration {
+        self.world[id].link_at(t).rtt
+    }
+
+    /// The lowest true RTT of any usable, electable candidate at `t`.
+    pub fn best_true_rtt(&self, t: Duration) -> Duration {
+        (0..self.world.len())
+            .filter(|&id| {
+                let c = &self.world[id];
+                !c.unreachable && !c.dead_at(t) && !c.candidate.shadow
+            })
+            .map(|id| self.true_rtt(id, t))
+            .min()
+            .unwrap_or(Duration::MAX)
+    }
+}
+
+/// Both transports of two regions, with one link per region.
+pub fn two_regions(a: (&str, Link), b: (&str, Link)) -> Vec<SimCandidate> {
+    vec![
+        SimCandidate::new(a.0, TransportKind::WebSocket, a.1),
+        SimCandidate::new(a.0, TransportKind::WebTransport, a.1),
+        SimCandidate::new(b.0, TransportKind::WebSocket, b.1),
+        SimCandidate::new(b.0, TransportKind::WebTransport, b.1),
+    ]
+}
+
+/// Client locations the product is built for (RTTs from public inter-region
+/// measurements, jitter and loss typical of fixed and mobile access).
+pub fn realistic_scenarios() -> Vec<(&'static str, Vec<SimCandidate>)> {
+    vec![
+        (
+            "client in Singapore",
+            two_regions(
+                ("singapore", Link::new(40.0, 5.0, 0.005)),
+                ("us-east", Link::new(250.0, 5.0, 0.005)),
+            ),
+        ),
+        (
+            "client in New York",
+            two_regions(
+                ("us-east", Link::new(15.0, 3.0, 0.0)),
+                ("singapore", Link::new(240.0, 5.0, 0.0)),
+            ),
+        ),
+        (
+            "client in Frankfurt",
+            two_regions(
+                ("us-east", Link::new(85.0, 5.0, 0.01)),
+                ("singapore", Link::new(165.0, 8.0, 0.01)),
+            ),
+        ),
+        (
+            "mobile client in Jakarta",
+            two_regions(
+                ("singapore", Link::new(60.0, 15.0, 0.02)),
+                ("us-east", Link::new(270.0, 15.0, 0.02)),
+            ),
+        ),
+    ]
+}
+
+/// How initial elections went over many seeds.
+#[derive(Debug, Clone)]
+pub struct InitialElections {
+    pub runs: usize,
+    /// Picks whose true RTT is within 5% of the best true RTT.
+    pub accurate: usize,
+    /// Decision times, sorted.
+    pub decision_ms: Vec<u64>,
+}
+
+impl InitialElections {
+    pub fn accuracy(&self) -> f64 {
+        self.accurate as f64 / self.runs.max(1) as f64
+    }
+
+    /// A quantile of the decision time in milliseconds.
+    pub fn decision_quantile_ms(&self, q: f64) -> u64 {
+        if self.decision_ms.is_empty() {
+            return 0;
+        }
+        let index = ((self.decision_ms.len() - 1) as f64 * q).round() as usize;
+        self.decision_ms[index]
+    }
+}
+
+/// Runs the initial election of `world` for seeds `0..seeds`.
+///
+/// # Panics
+/// If some run makes no initial decision within six virtual seconds.
+pub fn initial_elections(
+    world: &[SimCandidate],
+    config: &ElectionConfig,
+    seeds: u64,
+) -> InitialElections {
+    let mut outcome = InitialElections {
+        runs: 0,
+        accurate: 0,
+        decision_ms: Vec::new(),
+    };
+    for seed in 0..seeds {
+        let mut sim = Simulation::new(world.to_vec(), config.clone(), seed);
+        sim.run_until(Duration::from_secs(6));
+        let (at, decision) = sim.initial().expect("an initial decision").clone();
+        let picked = sim.true_rtt(decision.winner, at).as_secs_f64();
+        let best = sim.best_true_rtt(at).as_secs_f64();
+        outcome.runs += 1;
+        if picked <= best * 1.05 {
+            outcome.accurate += 1;
+        }
+        outcome.decision_ms.push(at.as_millis() as u64);
+    }
+    outcome.decision_ms.sort_unstable();
+    outcome
+}

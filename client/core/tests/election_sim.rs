@@ -1,0 +1,341 @@
+//! The election in virtual time: thousands of seeded scenarios, checking
+//! accuracy, decision time, flapping, failover, drain and degradation.
+
+use std::time::Duration;
+
+use rallypoint_client::TransportKind::{WebSocket as Ws, WebTransport as Wt};
+use rallypoint_client::election::{ElectionConfig, finish_report};
+use rallypoint_client::sim::{
+    Link, SimCandidate, Simulation, initial_elections, realistic_scenarios, two_regions,
+};
+use rallypoint_protocol::v1::{DecisionRule, ElectionTrigger};
+
+const SEEDS: u64 = 400;
+
+#[test]
+fn realistic_scenarios_decide_fast_and_right() {
+    for (name, world) in realistic_scenarios() {
+        let ours = initial_elections(&world, &ElectionConfig::default(), SEEDS);
+        eprintln!(
+            "{name}: accuracy {:.2}%, median decision {} ms",
+            ours.accuracy() * 100.0,
+            ours.decision_quantile_ms(0.5)
+        );
+        assert!(
+            ours.accuracy() >= 0.99,
+            "{name}: accuracy {}",
+            ours.accuracy()
+        );
+        let median = ours.decision_quantile_ms(0.5);
+        assert!(median <= 1000, "{name}: median decision {median} ms");
+    }
+}
+
+#[test]
+fn the_grid_is_never_less_accurate_than_the_fixed_tournament_by_much() {
+    for gap in [0.02, 0.10, 0.50] {
+        for jitter in [0.0, 10.0, 30.0] {
+            for loss in [0.0, 0.05] {
+                let base = 80.0;
+                let world = two_regions(
+                    ("a", Link::new(base, jitter, loss)),
+                    ("b", Link::new(base * (1.0 + gap), jitter, loss)),
+                );
+                let ours = initial_elections(&world, &ElectionConfig::default(), SEEDS);
+                let fixed = initial_elections(&world, &ElectionConfig::fixed_tournament(), SEEDS);
+                eprintln!(
+                    "gap {gap} jitter {jitter} loss {loss}: ours {:.1}% in {} ms, fixed 3 s {:.1}%",
+                    ours.accuracy() * 100.0,
+                    ours.decision_quantile_ms(0.5),
+                    fixed.accuracy() * 100.0
+                );
+                if gap < 0.05 || gap >= 0.5 {
+                    assert!(
+                        ours.accuracy() >= 0.99,
+                        "gap {gap} jitter {jitter} loss {loss}"
+                    );
+                }
+                assert!(
+                    ours.accuracy() + 0.03 >= fixed.accuracy(),
+                    "gap {gap} jitter {jitter} loss {loss}: {} vs fixed {}",
+                    ours.accuracy(),
+                    fixed.accuracy()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_slow_webtransport_server_does_not_beat_a_fast_websocket_one() {
+    let world = vec![
+        SimCandidate::new("singapore", Ws, Link::new(40.0, 2.0, 0.0)),
+        SimCandidate::new("singapore", Wt, Link::new(70.0, 2.0, 0.0)),
+        SimCandidate::new("us-east", Ws, Link::new(250.0, 2.0, 0.0)),
+        SimCandidate::new("us-east", Wt, Link::new(250.0, 2.0, 0.0)),
+    ];
+    for seed in 0..50 {
+        let mut sim = Simulation::new(world.clone(), ElectionConfig::default(), seed);
+        sim.run_until(Duration::from_secs(4));
+        assert_eq!(sim.initial().unwrap().1.winner, 0, "seed {seed}");
+    }
+    // Within the margin WebTransport wins.
+    let mut world = world;
+    world[1].link = Link::new(42.0, 1.0, 0.0);
+    for seed in 0..50 {
+        let mut sim = Simulation::new(world.clone(), ElectionConfig::default(), seed);
+        sim.run_until(Duration::from_secs(4));
+        assert_eq!(sim.initial().unwrap().1.winner, 1, "seed {seed}");
+    }
+}
+
+#[test]
+fn jitter_does_not_cause_flapping() {
+    let world = two_regions(
+        ("singapore", Link::new(40.0, 30.0, 0.03)),
+        ("us-east", Link::new(120.0, 30.0, 0.03)),
+    );
+    for seed in 0..20 {
+        let mut sim = Simulation::new(world.clone(), ElectionConfig::default(), seed);
+        sim.run_until(Duration::from_secs(600));
+        assert_eq!(
+            sim.switches(),
+            0,
+            "seed {seed}: switched {} times",
+            sim.switches()
+        );
+    }
+}
+
+#[test]
+fn losing_the_serving_relay_switches_to_the_standby_at_once() {
+    for (transport_index, name) in [(0usize, "websocket"), (1, "webtransport")] {
+        for seed in 0..50 {
+            let mut world = two_regions(
+                ("singapore", Link::new(40.0, 3.0, 0.0)),
+                ("us-east", Link::new(250.0, 3.0, 0.0)),
+            );
+            // Make the chosen transport clearly win so we know who serves.
+            world[1 - transport_index].link = Link::new(60.0, 3.0, 0.0);
+            world[transport_index].dies_at = Some(Duration::from_secs(20));
+            let mut sim = Simulation::new(world, ElectionConfig::default(), seed);
+            sim.run_until(Duration::from_secs(40));
+            assert_eq!(
+                sim.serving_at(Duration::from_secs(19)),
+                Some(transport_index)
+            );
+            let failover = sim
+                .decisions
+                .iter()
+                .find(|(_, d)| d.trigger == ElectionTrigger::Failover)
+                .unwrap_or_else(|| panic!("{name} seed {seed}: no failover"));
+            let gap = failover.0 - Duration::from_secs(20);
+            assert!(
+                gap <= Duration::from_millis(1200),
+                "{name} seed {seed}: failover took {gap:?}"
+            );
+            assert_eq!(failover.1.rule, DecisionRule::Standby);
+            assert_ne!(
+                sim.serving_at(Duration::from_secs(39)),
+                Some(transport_index)
+            );
+        }
+    }
+}
+
+#[test]
+fn a_drain_moves_the_call_immediately() {
+    let mut world = two_regions(
+        ("singapore", Link::new(40.0, 3.0, 0.0)),
+        ("us-east", Link::new(250.0, 3.0, 0.0)),
+    );
+    world[0].link = Link::new(60.0, 3.0, 0.0); // singapore/wt serves, ws stands by
+    world[1].drains_at = Some(Duration::from_secs(15));
+    let mut sim = Simulation::new(world.clone(), ElectionConfig::default(), 7);
+    sim.run_until(Duration::from_secs(30));
+    let drain = sim
+        .decisions
+        .iter()
+        .find(|(_, d)| d.trigger == ElectionTrigger::Drain)
+        .expect("a drain decision");
+    assert!(
+        drain.0 - Duration::from_secs(15) < Duration::from_millis(100),
+        "{:?}",
+        drain.0
+    );
+    assert_eq!(drain.1.rule, DecisionRule::Standby);
+    assert_eq!(sim.serving_at(Duration::from_secs(29)), Some(0));
+
+    // The whole region drains: no standby left, so a quick election moves the
+    // call to the other region while the draining relay still carries it.
+    world[0].drains_at = Some(Duration::from_secs(15));
+    let mut sim = Simulation::new(world, ElectionConfig::default(), 7);
+    sim.run_until(Duration::from_secs(30));
+    let moved = sim
+        .decisions
+        .iter()
+        .filter(|(at, _)| *at >= Duration::from_secs(15))
+        .last()
+        .expect("a decision after the drain");
+    assert!(
+        moved.0 - Duration::from_secs(15) < Duration::from_millis(1500),
+        "{:?}",
+        moved.0
+    );
+    assert!(
+        sim.serving_at(Duration::from_secs(29)).unwrap() >= 2,
+        "moved to us-east"
+    );
+}
+
+#[test]
+fn a_degraded_relay_is_left_for_a_clearly_better_one() {
+    let mut world = two_regions(
+        ("singapore", Link::new(40.0, 5.0, 0.0)),
+        ("us-east", Link::new(250.0, 5.0, 0.0)),
+    );
+    for c in &mut world[0..2] {
+        c.changes
+            .push((Duration::from_secs(60), Link::new(400.0, 5.0, 0.0)));
+    }
+    let mut sim = Simulation::new(world, ElectionConfig::default(), 3);
+    sim.run_until(Duration::from_secs(120));
+    let switch = sim
+        .decisions
+        .iter()
+        .find(|(_, d)| d.trigger == ElectionTrigger::Degradation)
+        .expect("a degradation switch");
+    assert!(switch.0 > Duration::from_secs(60));
+    assert!(
+        switch.0 < Duration::from_secs(60 + 35),
+        "switched at {:?}",
+        switch.0
+    );
+    assert!(sim.serving_at(Duration::from_secs(119)).unwrap() >= 2);
+}
+
+#[test]
+fn a_better_relay_that_appears_is_adopted() {
+    let mut world = two_regions(
+        ("singapore", Link::new(600.0, 5.0, 0.0)),
+        ("us-east", Link::new(250.0, 5.0, 0.0)),
+    );
+    for c in &mut world[0..2] {
+        c.changes
+            .push((Duration::from_secs(40), Link::new(40.0, 5.0, 0.0)));
+    }
+    let mut sim = Simulation::new(world, ElectionConfig::default(), 5);
+    sim.run_until(Duration::from_secs(100));
+    assert!(sim.serving_at(Duration::from_secs(39)).unwrap() >= 2);
+    assert!(
+        sim.serving_at(Duration::from_secs(99)).unwrap() < 2,
+        "moved to singapore"
+    );
+}
+
+#[test]
+fn when_nothing_is_reachable_it_retries_with_backoff_and_says_so() {
+    let mut world = two_regions(
+        ("singapore", Link::new(40.0, 5.0, 0.0)),
+        ("us-east", Link::new(250.0, 5.0, 0.0)),
+    );
+    for c in &mut world {
+        c.unreachable = true;
+    }
+    let mut sim = Simulation::new(world, ElectionConfig::default(), 1);
+    sim.run_until(Duration::from_secs(60));
+    assert!(sim.joins.is_empty());
+    // Each attempt waits for the 5 s connect timeout, then backs off 1, 2, 4,
+    // 8, 16 s: attempts end at 5, 11, 18, 27, 40 (the sixth would end at 61).
+    assert_eq!(sim.unreachable_notices, 5);
+}
+
+#[test]
+fn a_failed_reelection_never_drops_the_working_connection() {
+    let mut world = two_regions(
+        ("singapore", Link::new(40.0, 3.0, 0.0)),
+        ("us-east", Link::new(250.0, 3.0, 0.0)),
+    );
+    world[0].link = Link::new(60.0, 3.0, 0.0); // singapore/wt serves, ws stands by
+    world[1].dies_at = Some(Duration::from_secs(10));
+    world[2].unreachable = true;
+    world[3].unreachable = true;
+    let mut sim = Simulation::new(world, ElectionConfig::default(), 2);
+    sim.run_until(Duration::from_secs(60));
+    assert_eq!(sim.serving_at(Duration::from_secs(9)), Some(1));
+    assert_eq!(sim.serving_at(Duration::from_secs(59)), Some(0));
+    assert_eq!(sim.joins.len(), 2, "no move after the failover");
+}
+
+#[test]
+fn every_decision_makes_a_valid_report() {
+    let mut world = two_regions(
+        ("singapore", Link::new(40.0, 5.0, 0.01)),
+        ("us-east", Link::new(250.0, 5.0, 0.01)),
+    );
+    world[1].dies_at = Some(Duration::from_secs(10));
+    let config = ElectionConfig::default();
+    let candidates = world.iter().map(|c| c.candidate.clone()).collect();
+    let mut election = rallypoint_client::election::Election::new(
+        candidates,
+        config,
+        bytes::Bytes::from_static(&[9; 16]),
+        Default::default(),
+    );
+    // Drive it by hand for one decision to look at the report itself.
+    let t0 = rallypoint_client::Micros::ZERO;
+    election.start(t0);
+    let mut now = t0;
+    let mut probes = Vec::new();
+    while let Some(action) = election.poll_action() {
+        if let rallypoint_client::election::Action::Open { candidate } = action {
+            election.handle(
+                rallypoint_client::election::Event::Connected { candidate },
+                now + Duration::from_millis(100),
+            );
+        }
+    }
+    now = now + Duration::from_millis(100);
+    for round in 0..20u64 {
+        while let Some(action) = election.poll_action() {
+            if let rallypoint_client::election::Action::SendProbe { candidate, seq } = action {
+                probes.push((candidate, seq, now));
+            }
+        }
+        for (candidate, seq, sent) in probes.drain(..) {
+            let rtt = if candidate < 2 { 40 } else { 250 } + round % 3;
+            election.handle(
+                rallypoint_client::election::Event::ProbeAck {
+                    candidate,
+                    seq,
+                    sent_at: sent,
+                    received_at: sent + Duration::from_millis(rtt),
+                },
+                sent + Duration::from_millis(rtt),
+            );
+        }
+        now = now + Duration::from_millis(200);
+        election.handle_timeout(now);
+    }
+    let mut decided = 0;
+    while let Some(notice) = election.poll_notice() {
+        if let rallypoint_client::election::Notice::Decided {
+            mut report,
+            decision,
+        } = notice
+        {
+            finish_report(&mut report, [1; 16], 1_700_000_000_000);
+            rallypoint_protocol::telemetry::validate(&report).expect("valid report");
+            assert_eq!(report.candidates.len(), 4);
+            assert_eq!(report.winner_index, Some(decision.winner as u32));
+            assert!(report.candidates.iter().all(|c| c.samples > 0));
+            decided += 1;
+        }
+    }
+    assert_eq!(decided, 1);
+
+    // And through the simulator: initial + failover + re-election all report.
+    let mut sim = Simulation::new(world, ElectionConfig::default(), 4);
+    sim.run_until(Duration::from_secs(30));
+    assert!(sim.reports >= 3, "{} reports", sim.reports);
+}
