@@ -13,6 +13,7 @@ pub mod cli;
 pub mod nats;
 pub mod ports;
 pub mod process;
+pub mod proxy;
 pub mod relays;
 pub mod stack;
 pub mod tokens;

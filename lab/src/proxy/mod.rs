@@ -1,0 +1,1 @@
+//! Placeholder: the latency lab proxies are being written.
