@@ -19,6 +19,10 @@ pub struct Cli {
 pub enum Command {
     /// Run the whole system locally: two regions, every part, on loopback.
     Up(UpArgs),
+    /// Run one relay election and show it (live table, then the result).
+    Probe(crate::commands::probe::ProbeArgs),
+    /// A headless participant: elect, join a room, send synthetic media.
+    Join(crate::commands::join::JoinArgs),
     /// Benchmarks that print numbers and ratios against a same-run baseline.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -52,6 +56,8 @@ pub struct UpArgs {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Up(args) => up(args).await,
+        Command::Probe(args) => crate::commands::probe::run(args).await,
+        Command::Join(args) => crate::commands::join::run(args).await,
         Command::Bench(BenchCommand::Relay(args)) => crate::bench::relay::run(args).await,
     }
 }

@@ -10,6 +10,7 @@
 pub mod bench;
 pub mod bins;
 pub mod cli;
+pub mod commands;
 pub mod nats;
 pub mod ports;
 pub mod process;

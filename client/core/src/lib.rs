@@ -7,6 +7,7 @@
 
 pub mod candidate;
 pub mod election;
+pub mod report_json;
 pub mod sim;
 pub mod time;
 

@@ -61,17 +61,29 @@ enum Command {
 
 /// A live connection. Dropping it closes the connection.
 pub struct Connection {
+    sender: Sender,
+    incoming: mpsc::Receiver<Received>,
+}
+
+/// The sending half of a connection; dropping it closes the connection.
+pub struct Sender {
     transport: TransportKind,
     commands: mpsc::UnboundedSender<Command>,
-    incoming: mpsc::Receiver<Received>,
     closed: CancellationToken,
     max_datagram: usize,
     wt: Option<wtransport::Connection>,
 }
 
-impl Drop for Connection {
+impl Drop for Sender {
     fn drop(&mut self) {
         self.closed.cancel();
+    }
+}
+
+impl std::ops::Deref for Connection {
+    type Target = Sender;
+    fn deref(&self) -> &Sender {
+        &self.sender
     }
 }
 
@@ -105,6 +117,23 @@ impl Connection {
             })?
     }
 
+    /// The next frame from the relay; `None` once the connection is closed.
+    pub async fn recv(&mut self) -> Option<Received> {
+        self.incoming.recv().await
+    }
+
+    /// A frame if one is already buffered.
+    pub fn try_recv(&mut self) -> Option<Received> {
+        self.incoming.try_recv().ok()
+    }
+
+    /// Separates sending from receiving, so one task can read while another writes.
+    pub fn into_split(self) -> (Sender, mpsc::Receiver<Received>) {
+        (self.sender, self.incoming)
+    }
+}
+
+impl Sender {
     pub fn transport(&self) -> TransportKind {
         self.transport
     }
@@ -132,16 +161,6 @@ impl Connection {
     /// Sends bytes as they are (tests use this to send malformed frames).
     pub fn send_raw(&self, bytes: Bytes, route: Route) -> bool {
         self.commands.send(Command::Send(bytes, route)).is_ok()
-    }
-
-    /// The next frame from the relay; `None` once the connection is closed.
-    pub async fn recv(&mut self) -> Option<Received> {
-        self.incoming.recv().await
-    }
-
-    /// A frame if one is already buffered.
-    pub fn try_recv(&mut self) -> Option<Received> {
-        self.incoming.try_recv().ok()
     }
 
     /// Closes the connection (gracefully where the transport allows).
@@ -232,12 +251,14 @@ async fn connect_ws(url: &str) -> Result<Connection, String> {
     });
 
     Ok(Connection {
-        transport: TransportKind::WebSocket,
-        commands,
+        sender: Sender {
+            transport: TransportKind::WebSocket,
+            commands,
+            closed,
+            max_datagram: 0,
+            wt: None,
+        },
         incoming,
-        closed,
-        max_datagram: 0,
-        wt: None,
     })
 }
 
@@ -451,11 +472,13 @@ async fn connect_wt(url: &str, cert_hash: Option<[u8; 32]>) -> Result<Connection
     }
 
     Ok(Connection {
-        transport: TransportKind::WebTransport,
-        commands,
+        sender: Sender {
+            transport: TransportKind::WebTransport,
+            commands,
+            closed,
+            max_datagram,
+            wt: Some(connection),
+        },
         incoming,
-        closed,
-        max_datagram,
-        wt: Some(connection),
     })
 }

@@ -4,7 +4,9 @@
 //!   WebTransport, speaking framed `ClientFrame`s / `ServerFrame`s.
 
 pub mod connection;
+pub mod participant;
 pub mod peer;
+pub mod runner;
 
 pub use connection::{ConnectError, Connection, Received, Route};
 pub use peer::{ClientIdentity, Peer, PeerError};

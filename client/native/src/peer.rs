@@ -126,9 +126,21 @@ impl Peer {
         .await
     }
 
+    /// Hangs up: the room is told at once.
     pub fn leave(&self) {
         self.conn
-            .send(&ClientFrame::of(client_frame::Kind::Leave(Leave {})));
+            .send(&ClientFrame::of(client_frame::Kind::Leave(Leave {
+                moving: false,
+            })));
+    }
+
+    /// Leaves the room on this connection because the participant moved to
+    /// another relay; the connection stays open, probe-only.
+    pub fn leave_moving(&self) {
+        self.conn
+            .send(&ClientFrame::of(client_frame::Kind::Leave(Leave {
+                moving: true,
+            })));
     }
 
     pub fn probe(&self, seq: u64, client_send_us: u64) -> bool {

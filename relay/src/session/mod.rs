@@ -234,13 +234,17 @@ impl Session {
             (client_frame::Kind::KeyframeRequest(_), Phase::ProbeOnly(_)) => {
                 self.violation("keyframe request before Join")
             }
-            (client_frame::Kind::Leave(_), Phase::InRoom { .. }) => {
+            (client_frame::Kind::Leave(leave), Phase::InRoom { .. }) => {
                 let Phase::InRoom { identity, room } =
                     std::mem::replace(&mut self.phase, Phase::AwaitingHello)
                 else {
                     unreachable!("matched above");
                 };
-                self.relay.hub.hangup(&room, self.conn, &identity.peer_id);
+                if leave.moving {
+                    self.relay.hub.lost(&room, self.conn, &identity.peer_id);
+                } else {
+                    self.relay.hub.hangup(&room, self.conn, &identity.peer_id);
+                }
                 self.phase = Phase::ProbeOnly(identity);
                 Ok(())
             }

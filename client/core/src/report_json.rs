@@ -1,0 +1,103 @@
+//! The JSON form of an `ElectionReport` that `rallypoint probe --json` prints
+//! and the README documents. Enums are lower-case words, times are
+//! milliseconds with microsecond precision, ids are hex.
+
+use rallypoint_protocol::v1::{
+    CandidateOutcome, DecisionRule, ElectionReport, ElectionTrigger, Transport,
+};
+use serde_json::{Value, json};
+
+pub fn report_json(report: &ElectionReport) -> Value {
+    let ms = |us: u32| us as f64 / 1000.0;
+    let candidates: Vec<Value> = report
+        .candidates
+        .iter()
+        .map(|c| {
+            json!({
+                "region": c.region,
+                "relay_id": c.relay_id,
+                "transport": transport(c.transport),
+                "endpoint": c.endpoint,
+                "shadow": c.shadow,
+                "connect_ms": c.connect_ms,
+                "error": if c.error.is_empty() { Value::Null } else { json!(c.error) },
+                "samples": c.samples,
+                "lost": c.lost,
+                "rtt_ms": if c.samples == 0 { Value::Null } else { json!({
+                    "min": ms(c.rtt_min_us),
+                    "median": ms(c.rtt_median_us),
+                    "p95": ms(c.rtt_p95_us),
+                    "mean": ms(c.rtt_mean_us),
+                    "jitter": ms(c.jitter_us),
+                })},
+                "outcome": outcome(c.outcome),
+            })
+        })
+        .collect();
+    let client = report.client.clone().unwrap_or_default();
+    json!({
+        "schema_version": report.schema_version,
+        "report_id": hex(&report.report_id),
+        "session_id": hex(&report.client_session_id),
+        "session_seq": report.session_seq,
+        "client_time_ms": report.client_time_ms,
+        "trigger": trigger(report.trigger),
+        "rule": rule(report.rule),
+        "decision_ms": report.decision_ms,
+        "winner": report.winner_index,
+        "previous": report.previous_index,
+        "reason": report.reason,
+        "client": {
+            "platform": client.platform,
+            "version": client.client_version,
+            "browser_family": client.browser_family,
+            "effective_connection_type": client.effective_connection_type,
+        },
+        "candidates": candidates,
+    })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn transport(value: i32) -> &'static str {
+    match Transport::try_from(value) {
+        Ok(Transport::Websocket) => "websocket",
+        Ok(Transport::Webtransport) => "webtransport",
+        _ => "unspecified",
+    }
+}
+
+pub fn trigger(value: i32) -> &'static str {
+    match ElectionTrigger::try_from(value) {
+        Ok(ElectionTrigger::Initial) => "initial",
+        Ok(ElectionTrigger::Failover) => "failover",
+        Ok(ElectionTrigger::Degradation) => "degradation",
+        Ok(ElectionTrigger::Drain) => "drain",
+        Ok(ElectionTrigger::Reelection) => "reelection",
+        _ => "unspecified",
+    }
+}
+
+pub fn rule(value: i32) -> &'static str {
+    match DecisionRule::try_from(value) {
+        Ok(DecisionRule::Early) => "early",
+        Ok(DecisionRule::Deadline) => "deadline",
+        Ok(DecisionRule::SoleCandidate) => "sole_candidate",
+        Ok(DecisionRule::Standby) => "standby",
+        Ok(DecisionRule::SustainedImprovement) => "sustained_improvement",
+        Ok(DecisionRule::FirstAnswer) => "first_answer",
+        _ => "unspecified",
+    }
+}
+
+pub fn outcome(value: i32) -> &'static str {
+    match CandidateOutcome::try_from(value) {
+        Ok(CandidateOutcome::Winner) => "winner",
+        Ok(CandidateOutcome::Standby) => "standby",
+        Ok(CandidateOutcome::Loser) => "loser",
+        Ok(CandidateOutcome::Failed) => "failed",
+        _ => "unspecified",
+    }
+}

@@ -1,0 +1,5 @@
+//! `rallypoint` subcommands that act as clients of a running deployment.
+
+pub mod join;
+pub mod probe;
+mod source;

@@ -1,0 +1,236 @@
+//! Scenario files: where the simulated client sits, as the path it has to each
+//! region.
+//!
+//! ```json
+//! {"name": "client in Singapore",
+//!  "links": {"singapore": {"rtt_ms": 40, "jitter_ms": 5, "loss": 0.0},
+//!            "us-east":   {"rtt_ms": 250, "jitter_ms": 5, "loss": 0.0,
+//!                          "down": {"loss": 0.01}}}}
+//! ```
+//!
+//! A link is described the way people measure paths: a round trip (`rtt_ms`),
+//! its standard deviation (`jitter_ms`) and a per-direction loss probability.
+//! Each direction then gets half the round trip and a jitter of
+//! `jitter_ms / √2` (two independent normal legs add up to `jitter_ms`).
+//! Asymmetric paths override any of that per direction with `"up"` (client →
+//! relay) or `"down"` (relay → client), using a one-way `delay_ms`,
+//! `jitter_ms` and `loss`; fields left out keep the derived value.
+//!
+//! Unknown fields are rejected: a typo such as `"jiter_ms"` would otherwise
+//! silently give a jitter-free link.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// A client location: the link to each region, by region name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// For people: "client in Singapore".
+    pub name: String,
+    pub links: BTreeMap<String, LinkSpec>,
+}
+
+/// The path between the client and one region.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkSpec {
+    /// Round-trip delay the proxy adds.
+    pub rtt_ms: f64,
+    /// Standard deviation of the added round-trip delay.
+    #[serde(default)]
+    pub jitter_ms: f64,
+    /// Packet loss probability, per direction (0..=1).
+    #[serde(default)]
+    pub loss: f64,
+    /// Overrides for the client → relay direction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub up: Option<DirectionOverride>,
+    /// Overrides for the relay → client direction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub down: Option<DirectionOverride>,
+}
+
+/// One direction of a link, overriding what is derived from the round trip.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectionOverride {
+    /// One-way delay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_ms: Option<f64>,
+    /// Standard deviation of the one-way delay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jitter_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss: Option<f64>,
+}
+
+/// What one direction of a link does to every packet, resolved from a
+/// [`LinkSpec`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OneWay {
+    pub delay: Duration,
+    /// Standard deviation of the delay.
+    pub jitter: Duration,
+    pub loss: f64,
+}
+
+impl Scenario {
+    /// Reads and checks a scenario file. Errors name the file and the problem.
+    pub fn load(path: impl AsRef<Path>) -> anyhow::Result<Scenario> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read scenario {}: {e}", path.display()))?;
+        Scenario::parse(&text)
+            .map_err(|e| anyhow::anyhow!("invalid scenario {}: {e}", path.display()))
+    }
+
+    /// Parses and checks a scenario from JSON text.
+    pub fn parse(json: &str) -> anyhow::Result<Scenario> {
+        let scenario: Scenario = serde_json::from_str(json)?;
+        scenario.validate()?;
+        Ok(scenario)
+    }
+
+    /// The link to `region`, if the scenario has one.
+    pub fn link(&self, region: &str) -> Option<&LinkSpec> {
+        self.links.get(region)
+    }
+
+    /// Checks every link; the error names the region and the field.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.links.is_empty() {
+            anyhow::bail!("scenario {:?} has no links", self.name);
+        }
+        for (region, link) in &self.links {
+            link.validate()
+                .map_err(|e| anyhow::anyhow!("link {region:?}: {e}"))?;
+        }
+        Ok(())
+    }
+}
+
+impl LinkSpec {
+    /// A symmetric link.
+    pub fn new(rtt_ms: f64, jitter_ms: f64, loss: f64) -> LinkSpec {
+        LinkSpec {
+            rtt_ms,
+            jitter_ms,
+            loss,
+            up: None,
+            down: None,
+        }
+    }
+
+    /// Checks that delays are finite and not negative and losses are
+    /// probabilities, naming the offending field.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        check_delay("rtt_ms", self.rtt_ms)?;
+        check_delay("jitter_ms", self.jitter_ms)?;
+        check_loss("loss", self.loss)?;
+        for (direction, spec) in [("up", &self.up), ("down", &self.down)] {
+            let Some(spec) = spec else { continue };
+            if let Some(delay) = spec.delay_ms {
+                check_delay(&format!("{direction}.delay_ms"), delay)?;
+            }
+            if let Some(jitter) = spec.jitter_ms {
+                check_delay(&format!("{direction}.jitter_ms"), jitter)?;
+            }
+            if let Some(loss) = spec.loss {
+                check_loss(&format!("{direction}.loss"), loss)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The client → relay direction.
+    pub fn up(&self) -> OneWay {
+        self.one_way(self.up.unwrap_or_default())
+    }
+
+    /// The relay → client direction.
+    pub fn down(&self) -> OneWay {
+        self.one_way(self.down.unwrap_or_default())
+    }
+
+    fn one_way(&self, with: DirectionOverride) -> OneWay {
+        let delay_ms = with.delay_ms.unwrap_or(self.rtt_ms / 2.0);
+        let jitter_ms = with
+            .jitter_ms
+            .unwrap_or(self.jitter_ms / std::f64::consts::SQRT_2);
+        OneWay {
+            delay: millis(delay_ms),
+            jitter: millis(jitter_ms),
+            loss: with.loss.unwrap_or(self.loss),
+        }
+    }
+}
+
+fn millis(ms: f64) -> Duration {
+    Duration::from_secs_f64(ms.max(0.0) / 1000.0)
+}
+
+fn check_delay(field: &str, ms: f64) -> anyhow::Result<()> {
+    if !ms.is_finite() || ms < 0.0 {
+        anyhow::bail!("{field} is {ms}, it must be a number of milliseconds ≥ 0");
+    }
+    // Far beyond any real path; also keeps `Duration::from_secs_f64` safe.
+    if ms > 600_000.0 {
+        anyhow::bail!("{field} is {ms}, more than 10 minutes is not a network path");
+    }
+    Ok(())
+}
+
+fn check_loss(field: &str, probability: f64) -> anyhow::Result<()> {
+    if !(0.0..=1.0).contains(&probability) {
+        anyhow::bail!("{field} is {probability}, it must be a probability between 0 and 1");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn symmetric_link_splits_the_round_trip() {
+        let link = LinkSpec::new(40.0, 5.0, 0.01);
+        let up = link.up();
+        assert_eq!(up.delay, Duration::from_millis(20));
+        assert!((up.jitter.as_secs_f64() * 1000.0 - 5.0 / 2f64.sqrt()).abs() < 1e-9);
+        assert_eq!(up.loss, 0.01);
+        assert_eq!(link.down(), up);
+    }
+
+    #[test]
+    fn overrides_replace_only_what_they_name() {
+        let scenario = Scenario::parse(
+            r#"{"name": "x", "links": {"a": {"rtt_ms": 100, "jitter_ms": 0,
+                "up": {"delay_ms": 70}, "down": {"loss": 0.5}}}}"#,
+        )
+        .unwrap();
+        let link = scenario.link("a").unwrap();
+        assert_eq!(link.up().delay, Duration::from_millis(70));
+        assert_eq!(link.up().loss, 0.0);
+        assert_eq!(link.down().delay, Duration::from_millis(50));
+        assert_eq!(link.down().loss, 0.5);
+        assert!(scenario.link("b").is_none());
+    }
+
+    #[test]
+    fn problems_are_named() {
+        let error = |json: &str| Scenario::parse(json).unwrap_err().to_string();
+        assert!(error(r#"{"name": "x", "links": {"a": {"rtt_ms": -1}}}"#).contains("rtt_ms"));
+        assert!(error(r#"{"name": "x", "links": {"a": {"rtt_ms": 1, "loss": 2}}}"#).contains("loss"));
+        assert!(
+            error(r#"{"name": "x", "links": {"a": {"rtt_ms": 1, "up": {"loss": -0.1}}}}"#)
+                .contains("up.loss")
+        );
+        assert!(error(r#"{"name": "x", "links": {"a": {"rtt_ms": 1, "jiter_ms": 2}}}"#)
+            .contains("unknown field `jiter_ms`"));
+        assert!(error(r#"{"name": "x", "links": {}}"#).contains("no links"));
+    }
+}

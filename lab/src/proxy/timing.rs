@@ -1,0 +1,116 @@
+//! Release times and waiting for them precisely.
+//!
+//! The lab's promise is that a proxy adds its delay to within a millisecond.
+//! Async timers cannot keep it (tokio's wheel has 1 ms ticks and fires late
+//! under load), so releases happen on plain threads that sleep until just
+//! before the release time and spin the rest of the way: the kernel's sleep
+//! overshoot (timer slack, wake-up latency, typically 50–200 µs) is absorbed by
+//! the spin, and a thread only spins while it holds a packet that is due within
+//! [`SPIN_MARGIN`].
+
+use std::time::{Duration, Instant};
+
+use rallypoint_client::sim::Rng;
+
+use super::scenario::OneWay;
+
+/// How long before a release time a waiting thread stops sleeping and spins.
+/// Larger than the usual sleep overshoot, small enough to cost little CPU.
+pub(crate) const SPIN_MARGIN: Duration = Duration::from_micros(300);
+
+/// Blocks the thread until `deadline`, never returning early.
+pub(crate) fn wait_until(deadline: Instant) {
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            return;
+        }
+        let left = deadline - now;
+        if left > SPIN_MARGIN {
+            std::thread::sleep(left - SPIN_MARGIN);
+        } else {
+            std::hint::spin_loop();
+        }
+    }
+}
+
+/// One direction of a link with its own random numbers: draws each packet's
+/// delay and whether it is lost. Deterministic for a given seed and order of
+/// packets.
+pub(crate) struct Impairment {
+    delay_secs: f64,
+    jitter_secs: f64,
+    loss: f64,
+    rng: Rng,
+}
+
+impl Impairment {
+    pub(crate) fn new(one_way: OneWay, seed: u64) -> Impairment {
+        Impairment {
+            delay_secs: one_way.delay.as_secs_f64(),
+            jitter_secs: one_way.jitter.as_secs_f64(),
+            loss: one_way.loss,
+            rng: Rng::new(seed),
+        }
+    }
+
+    /// Whether the next packet is lost.
+    pub(crate) fn is_lost(&mut self) -> bool {
+        // Skip the draw on lossless links so they use the same random numbers
+        // for jitter whatever the loss setting of other links.
+        self.loss > 0.0 && self.rng.unit() < self.loss
+    }
+
+    /// The next packet's delay: normal around the link's delay, never negative.
+    pub(crate) fn delay(&mut self) -> Duration {
+        if self.jitter_secs == 0.0 {
+            return Duration::from_secs_f64(self.delay_secs);
+        }
+        let sample = self.delay_secs + self.jitter_secs * self.rng.normal();
+        Duration::from_secs_f64(sample.max(0.0))
+    }
+}
+
+/// Independent seeds for the parts of one proxy (directions, connections),
+/// derived from the proxy's seed so that a whole run is reproducible.
+pub(crate) struct SeedSource(Rng);
+
+impl SeedSource {
+    pub(crate) fn new(seed: u64) -> SeedSource {
+        SeedSource(Rng::new(seed))
+    }
+
+    pub(crate) fn next_seed(&mut self) -> u64 {
+        self.0.next_u64()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wait_until_never_returns_early() {
+        for micros in [0, 50, 400, 2_000] {
+            let deadline = Instant::now() + Duration::from_micros(micros);
+            wait_until(deadline);
+            assert!(Instant::now() >= deadline);
+        }
+    }
+
+    #[test]
+    fn jittered_delays_are_never_negative() {
+        let one_way = OneWay {
+            delay: Duration::from_millis(5),
+            jitter: Duration::from_millis(10),
+            loss: 0.0,
+        };
+        let mut impairment = Impairment::new(one_way, 7);
+        let samples: Vec<f64> = (0..10_000)
+            .map(|_| impairment.delay().as_secs_f64())
+            .collect();
+        assert!(samples.iter().all(|s| *s >= 0.0));
+        assert!(samples.iter().any(|s| *s == 0.0), "clamped at zero");
+        assert!(!impairment.is_lost(), "lossless link never loses");
+    }
+}
