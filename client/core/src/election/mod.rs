@@ -499,9 +499,12 @@ impl Election {
     /// probes at its observed rate would lose in a row by chance less than once
     /// in a million probes. A lossy Wi-Fi must not cause failovers.
     fn lost_probes_for_failover(&self, slot: &Slot) -> u32 {
-        let lost = slot.stats.lost() as f64;
+        // A prior of 1% loss worth ten probes: a fresh window (reset at every
+        // decision) must not look lossy for lack of data. The current run of
+        // losses is left out: it is what is being judged.
+        let lost = slot.stats.lost().saturating_sub(slot.consecutive_lost) as f64;
         let answered = slot.stats.samples() as f64;
-        let rate = (lost + 1.0) / (lost + answered + 2.0);
+        let rate = (lost + 0.1) / (lost + answered + 10.0);
         let by_chance = (1e-6f64.ln() / rate.ln()).ceil();
         (by_chance as u32).clamp(self.config.failover_lost_probes, 10)
     }
