@@ -32,6 +32,11 @@ pub enum Command {
 pub enum BenchCommand {
     /// Relay fan-out (1 sender, N receivers) versus raw NATS pub/sub.
     Relay(crate::bench::relay::RelayBenchArgs),
+    /// Election decision time and accuracy versus the fixed 3 s tournament
+    /// and first-probe, in virtual time.
+    Election(crate::bench::election::ElectionBenchArgs),
+    /// Failover gap with real relays (kill or drain the talker's relay).
+    Failover(crate::bench::failover::FailoverBenchArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -59,6 +64,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Probe(args) => crate::commands::probe::run(args).await,
         Command::Join(args) => crate::commands::join::run(args).await,
         Command::Bench(BenchCommand::Relay(args)) => crate::bench::relay::run(args).await,
+        Command::Bench(BenchCommand::Election(args)) => crate::bench::election::run(args),
+        Command::Bench(BenchCommand::Failover(args)) => crate::bench::failover::run(args).await,
     }
 }
 

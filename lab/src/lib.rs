@@ -9,6 +9,7 @@
 
 pub mod bench;
 pub mod bins;
+pub mod call;
 pub mod cli;
 pub mod commands;
 pub mod nats;

@@ -28,6 +28,7 @@ pub struct RelayProcess {
     /// Hex SHA-256 of the development certificate (WebTransport relays).
     pub cert_hash: Option<String>,
     process: Process,
+    log: std::path::PathBuf,
 }
 
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -35,50 +36,28 @@ const READY_TIMEOUT: Duration = Duration::from_secs(20);
 impl RelayProcess {
     /// Starts a relay and waits until it is ready (NATS connected, serving).
     pub async fn start(spec: RelaySpec, dir: &Path) -> anyhow::Result<Self> {
-        let binary = bins::ours("rallypoint-relay")?;
         std::fs::create_dir_all(dir)?;
-        let http_port = free_tcp();
-        let wt_port = free_udp();
-        let transports: Vec<&str> = spec.transports.iter().map(|t| t.short()).collect();
-        let mut args = vec![
-            "--region".into(),
-            spec.region.clone(),
-            "--relay-id".into(),
-            spec.relay_id.clone(),
-            "--nats-urls".into(),
-            spec.nats_urls.join(","),
-            "--transports".into(),
-            transports.join(","),
-            "--http-listen".into(),
-            format!("127.0.0.1:{http_port}"),
-            "--wt-listen".into(),
-            format!("127.0.0.1:{wt_port}"),
-        ];
-        args.extend(spec.extra_args.iter().cloned());
-        let envs = vec![
-            ("RALLYPOINT_JWT_SECRET".to_owned(), spec.jwt_secret.clone()),
-            (
-                "RUST_LOG".to_owned(),
-                std::env::var("RALLYPOINT_RELAY_LOG").unwrap_or_else(|_| "info".into()),
-            ),
-        ];
         let log = dir.join(format!("{}.log", spec.relay_id));
-        let process = Process::spawn(
-            format!("relay {}", spec.relay_id),
-            &binary,
-            &args,
-            &envs,
-            &log,
-        )?;
+        let (http_port, wt_port) = (free_tcp(), free_udp());
+        let process = spawn(&spec, http_port, wt_port, &log)?;
         let mut relay = RelayProcess {
             spec,
             http_port,
             wt_port,
             cert_hash: None,
             process,
+            log,
         };
         relay.wait_ready(READY_TIMEOUT).await?;
         Ok(relay)
+    }
+
+    /// Starts the relay again on the same ports (after a kill or a drain), so
+    /// the candidate list stays valid. Its development certificate is new.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.process.stop(Duration::from_secs(3)).await;
+        self.process = spawn(&self.spec, self.http_port, self.wt_port, &self.log)?;
+        self.wait_ready(READY_TIMEOUT).await
     }
 
     pub fn http_url(&self) -> String {
@@ -189,4 +168,43 @@ impl RelayProcess {
             self.process.log_tail(20)
         )
     }
+}
+
+/// Starts the relay process on the given ports. The development TLS identity
+/// lives next to the log, so a restarted relay keeps its certificate hash and
+/// the candidate list stays valid.
+fn spawn(spec: &RelaySpec, http_port: u16, wt_port: u16, log: &Path) -> anyhow::Result<Process> {
+    let binary = bins::ours("rallypoint-relay")?;
+    let transports: Vec<&str> = spec.transports.iter().map(|t| t.short()).collect();
+    let mut args = vec![
+        "--region".into(),
+        spec.region.clone(),
+        "--relay-id".into(),
+        spec.relay_id.clone(),
+        "--nats-urls".into(),
+        spec.nats_urls.join(","),
+        "--transports".into(),
+        transports.join(","),
+        "--http-listen".into(),
+        format!("127.0.0.1:{http_port}"),
+        "--wt-listen".into(),
+        format!("127.0.0.1:{wt_port}"),
+        "--dev-identity-dir".into(),
+        log.with_extension("identity").display().to_string(),
+    ];
+    args.extend(spec.extra_args.iter().cloned());
+    let envs = vec![
+        ("RALLYPOINT_JWT_SECRET".to_owned(), spec.jwt_secret.clone()),
+        (
+            "RUST_LOG".to_owned(),
+            std::env::var("RALLYPOINT_RELAY_LOG").unwrap_or_else(|_| "info".into()),
+        ),
+    ];
+    Process::spawn(
+        format!("relay {}", spec.relay_id),
+        &binary,
+        &args,
+        &envs,
+        log,
+    )
 }

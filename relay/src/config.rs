@@ -89,6 +89,12 @@ pub struct TlsConfig {
     #[arg(long, env = "RALLYPOINT_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
 
+    /// Keep the development identity in this directory (cert.pem, key.pem) and
+    /// reuse it across restarts while it has more than a day left, so the
+    /// certificate hash clients were given stays valid.
+    #[arg(long, env = "RALLYPOINT_DEV_IDENTITY_DIR")]
+    pub dev_identity_dir: Option<PathBuf>,
+
     /// Extra subject alternative names for the development certificate.
     #[arg(
         long,

@@ -1,0 +1,166 @@
+//! A two-person call driven by native runners, with a fault in the middle:
+//! the shared core of the failover tests and `rallypoint bench failover`.
+//!
+//! Alice sends synthetic audio (a frame every 20 ms); Bob receives and counts.
+//! The largest gap between two of Alice's frames at Bob is what a caller
+//! would hear as a drop-out.
+
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use rallypoint_client::election::ElectionConfig;
+use rallypoint_client_native::ClientIdentity;
+use rallypoint_client_native::participant::{MediaPlan, MediaSource, ReceiveStats};
+use rallypoint_client_native::runner::{self, Command, Output, RunnerConfig};
+use rallypoint_protocol::v1::{DecisionRule, ElectionTrigger, server_frame};
+use tokio::sync::mpsc;
+
+use crate::stack::Stack;
+
+pub struct Participant {
+    commands: mpsc::UnboundedSender<Command>,
+    outputs: mpsc::UnboundedReceiver<Output>,
+    /// Relay id currently serving.
+    pub serving: Option<String>,
+    pub decisions: Vec<(ElectionTrigger, DecisionRule, String)>,
+    pub stats: ReceiveStats,
+    pub peer_left: Vec<String>,
+}
+
+impl Participant {
+    pub fn start(stack: &Stack, room: &str, user: &str) -> Self {
+        let token = stack
+            .issuer
+            .mint(room, user, user, Duration::from_secs(600));
+        let (commands, outputs) = runner::spawn(
+            stack.candidates(),
+            RunnerConfig {
+                election: ElectionConfig::default(),
+                connect_timeout: Duration::from_secs(5),
+                room: Some(room.into()),
+                identity: ClientIdentity::new(token),
+            },
+        );
+        Participant {
+            commands,
+            outputs,
+            serving: None,
+            decisions: Vec::new(),
+            stats: ReceiveStats::new(Instant::now()),
+            peer_left: Vec::new(),
+        }
+    }
+
+    fn handle(&mut self, output: Output) {
+        match output {
+            Output::Decided {
+                decision,
+                candidate,
+                ..
+            } => {
+                tracing::debug!(?decision.trigger, relay = %candidate.relay_id, "{}", decision.reason);
+                self.serving = Some(candidate.relay_id.clone());
+                self.decisions
+                    .push((decision.trigger, decision.rule, candidate.relay_id));
+            }
+            Output::Room(received) => {
+                if let Some(server_frame::Kind::PeerLeft(left)) = &received.frame.kind {
+                    self.peer_left.push(left.peer_id.clone());
+                }
+                self.stats.record(&received);
+            }
+            _ => {}
+        }
+    }
+
+    pub fn stop(&self) {
+        let _ = self.commands.send(Command::Stop);
+    }
+}
+
+/// Alice talks, Bob listens, for `duration`.
+pub async fn talk(
+    alice: &mut Participant,
+    bob: &mut Participant,
+    source: &mut MediaSource,
+    duration: Duration,
+) {
+    let end = tokio::time::Instant::now() + duration;
+    loop {
+        let due = tokio::time::Instant::from_std(source.next_due());
+        tokio::select! {
+            _ = tokio::time::sleep_until(end) => return,
+            _ = tokio::time::sleep_until(due) => {
+                while let Some(media) = source.poll(Instant::now()) {
+                    if alice.serving.is_some() {
+                        let _ = alice.commands.send(Command::SendMedia(media));
+                    }
+                }
+            }
+            Some(output) = alice.outputs.recv() => alice.handle(output),
+            Some(output) = bob.outputs.recv() => bob.handle(output),
+        }
+    }
+}
+
+/// What one call with a fault showed.
+pub struct FaultedCall {
+    pub alice: Participant,
+    pub bob: Participant,
+    pub frames_before: u64,
+    pub frames_after: u64,
+    /// The relay that received the signal.
+    pub victim: String,
+    /// Largest gap in Alice's audio at Bob around the fault (ms).
+    pub gap_ms: f64,
+}
+
+/// A call in `room`: talk for `settle`, send `signal` to Alice's relay, talk
+/// for `after`.
+pub async fn faulted_call(
+    stack: &Stack,
+    room: &str,
+    signal: Signal,
+    settle: Duration,
+    after: Duration,
+) -> anyhow::Result<FaultedCall> {
+    let mut alice = Participant::start(stack, room, "alice");
+    let mut bob = Participant::start(stack, room, "bob");
+    let mut source = MediaSource::new(
+        MediaPlan {
+            video_fps: 0,
+            ..Default::default()
+        },
+        Instant::now(),
+    );
+    talk(&mut alice, &mut bob, &mut source, settle).await;
+    let frames_before = bob.stats.total_frames();
+    let victim = alice
+        .serving
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("alice never elected a relay"))?;
+    let relay = stack
+        .relays
+        .iter()
+        .find(|r| r.spec.relay_id == victim)
+        .ok_or_else(|| anyhow::anyhow!("alice serves through unknown relay {victim}"))?;
+    relay.signal(signal)?;
+    talk(&mut alice, &mut bob, &mut source, after).await;
+    let frames_after = bob.stats.total_frames();
+    alice.stop();
+    bob.stop();
+    let gap_ms = bob
+        .stats
+        .senders
+        .values()
+        .map(|s| s.max_gap_ms)
+        .fold(0.0, f64::max);
+    Ok(FaultedCall {
+        alice,
+        bob,
+        frames_before,
+        frames_after,
+        victim,
+        gap_ms,
+    })
+}
