@@ -169,8 +169,10 @@ impl LinkSpec {
     }
 }
 
+/// Exact to the nanosecond for whole milliseconds (`from_secs_f64(0.02)` is
+/// a hair under 20 ms).
 fn millis(ms: f64) -> Duration {
-    Duration::from_secs_f64(ms.max(0.0) / 1000.0)
+    Duration::from_nanos((ms.max(0.0) * 1_000_000.0).round() as u64)
 }
 
 fn check_delay(field: &str, ms: f64) -> anyhow::Result<()> {
@@ -200,7 +202,7 @@ mod tests {
         let link = LinkSpec::new(40.0, 5.0, 0.01);
         let up = link.up();
         assert_eq!(up.delay, Duration::from_millis(20));
-        assert!((up.jitter.as_secs_f64() * 1000.0 - 5.0 / 2f64.sqrt()).abs() < 1e-9);
+        assert!((up.jitter.as_secs_f64() * 1000.0 - 5.0 / 2f64.sqrt()).abs() < 1e-6);
         assert_eq!(up.loss, 0.01);
         assert_eq!(link.down(), up);
     }
@@ -224,13 +226,17 @@ mod tests {
     fn problems_are_named() {
         let error = |json: &str| Scenario::parse(json).unwrap_err().to_string();
         assert!(error(r#"{"name": "x", "links": {"a": {"rtt_ms": -1}}}"#).contains("rtt_ms"));
-        assert!(error(r#"{"name": "x", "links": {"a": {"rtt_ms": 1, "loss": 2}}}"#).contains("loss"));
+        assert!(
+            error(r#"{"name": "x", "links": {"a": {"rtt_ms": 1, "loss": 2}}}"#).contains("loss")
+        );
         assert!(
             error(r#"{"name": "x", "links": {"a": {"rtt_ms": 1, "up": {"loss": -0.1}}}}"#)
                 .contains("up.loss")
         );
-        assert!(error(r#"{"name": "x", "links": {"a": {"rtt_ms": 1, "jiter_ms": 2}}}"#)
-            .contains("unknown field `jiter_ms`"));
+        assert!(
+            error(r#"{"name": "x", "links": {"a": {"rtt_ms": 1, "jiter_ms": 2}}}"#)
+                .contains("unknown field `jiter_ms`")
+        );
         assert!(error(r#"{"name": "x", "links": {}}"#).contains("no links"));
     }
 }

@@ -8,6 +8,7 @@
 //! the spin, and a thread only spins while it holds a packet that is due within
 //! [`SPIN_MARGIN`].
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rallypoint_client::sim::Rng;
@@ -85,6 +86,61 @@ impl SeedSource {
     }
 }
 
+/// A release later than this breaks the lab's accuracy promise.
+pub const LATE_RELEASE: Duration = Duration::from_millis(1);
+
+/// What a proxy did, and how punctually: the lab's own accuracy, so that a
+/// run on a machine too busy to keep time can be recognised as such.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProxyStats {
+    /// Datagrams (UDP) or chunks and ends of stream (TCP) passed on.
+    pub released: u64,
+    /// Datagrams dropped by the link's loss (UDP), or chunks that paid the
+    /// retransmission penalty (TCP).
+    pub lost: u64,
+    /// Releases more than [`LATE_RELEASE`] after their release time: the
+    /// proxy did not get the CPU in time, or (TCP) the receiver was not
+    /// reading fast enough.
+    pub late: u64,
+    /// The latest release seen, after its release time.
+    pub worst_lateness: Duration,
+}
+
+/// [`ProxyStats`] as counters shared by a proxy's threads.
+#[derive(Default)]
+pub(crate) struct StatsRecorder {
+    released: AtomicU64,
+    lost: AtomicU64,
+    late: AtomicU64,
+    worst_lateness_ns: AtomicU64,
+}
+
+impl StatsRecorder {
+    /// Counts a release happening now that was due at `release_at`.
+    pub(crate) fn released(&self, release_at: Instant) {
+        let lateness = Instant::now().saturating_duration_since(release_at);
+        self.released.fetch_add(1, Ordering::Relaxed);
+        if lateness > LATE_RELEASE {
+            self.late.fetch_add(1, Ordering::Relaxed);
+        }
+        let nanos = u64::try_from(lateness.as_nanos()).unwrap_or(u64::MAX);
+        self.worst_lateness_ns.fetch_max(nanos, Ordering::Relaxed);
+    }
+
+    pub(crate) fn lost(&self) {
+        self.lost.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> ProxyStats {
+        ProxyStats {
+            released: self.released.load(Ordering::Relaxed),
+            lost: self.lost.load(Ordering::Relaxed),
+            late: self.late.load(Ordering::Relaxed),
+            worst_lateness: Duration::from_nanos(self.worst_lateness_ns.load(Ordering::Relaxed)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,7 +166,7 @@ mod tests {
             .map(|_| impairment.delay().as_secs_f64())
             .collect();
         assert!(samples.iter().all(|s| *s >= 0.0));
-        assert!(samples.iter().any(|s| *s == 0.0), "clamped at zero");
+        assert!(samples.contains(&0.0), "clamped at zero");
         assert!(!impairment.is_lost(), "lossless link never loses");
     }
 }

@@ -1,0 +1,462 @@
+//! The delay proxies on real loopback sockets: added delay accurate to a
+//! millisecond, TCP order and end of stream, UDP loss, one upstream socket per
+//! UDP client, scenario files.
+//!
+//! Servers here are plain threads on blocking sockets, left running until the
+//! test process exits: they keep the measurements free of async scheduling.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use rallypoint_lab::proxy::{LinkSpec, ProxyStats, Scenario, TcpDelayProxy, UdpDelayProxy};
+
+const ANY_LOCAL: &str = "127.0.0.1:0";
+const PATIENCE: Duration = Duration::from_secs(10);
+
+fn any_local() -> SocketAddr {
+    ANY_LOCAL.parse().unwrap()
+}
+
+// ---------------------------------------------------------------- servers --
+
+/// A UDP server that answers every datagram with `reply(datagram, sender)`.
+fn udp_server(reply: impl Fn(&[u8], SocketAddr) -> Vec<u8> + Send + 'static) -> SocketAddr {
+    let socket = UdpSocket::bind(ANY_LOCAL).unwrap();
+    let addr = socket.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut buffer = vec![0u8; 65_536];
+        loop {
+            if let Ok((len, from)) = socket.recv_from(&mut buffer) {
+                let _ = socket.send_to(&reply(&buffer[..len], from), from);
+            }
+        }
+    });
+    addr
+}
+
+fn udp_echo_server() -> SocketAddr {
+    udp_server(|datagram, _| datagram.to_vec())
+}
+
+/// Answers with the address the datagram came from, as text.
+fn udp_address_server() -> SocketAddr {
+    udp_server(|_, from| from.to_string().into_bytes())
+}
+
+/// A TCP server that echoes every connection and passes on end of stream.
+fn tcp_echo_server() -> SocketAddr {
+    tcp_server(|mut stream| {
+        let mut buffer = vec![0u8; 64 * 1024];
+        loop {
+            match stream.read(&mut buffer) {
+                Ok(0) | Err(_) => break,
+                Ok(len) => {
+                    if stream.write_all(&buffer[..len]).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        let _ = stream.shutdown(Shutdown::Write);
+    })
+}
+
+fn tcp_server(serve: impl Fn(TcpStream) + Send + Sync + Copy + 'static) -> SocketAddr {
+    let listener = TcpListener::bind(ANY_LOCAL).unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            stream.set_nodelay(true).unwrap();
+            std::thread::spawn(move || serve(stream));
+        }
+    });
+    addr
+}
+
+// ----------------------------------------------------------- measurement --
+
+/// `count` sequential UDP round trips to `target`, one every `gap`.
+fn udp_round_trips(target: SocketAddr, count: u32, gap: Duration) -> Vec<Duration> {
+    let socket = UdpSocket::bind(ANY_LOCAL).unwrap();
+    socket.connect(target).unwrap();
+    socket.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut buffer = [0u8; 64];
+    (0..count)
+        .map(|seq| {
+            std::thread::sleep(gap);
+            let sent = Instant::now();
+            socket.send(&seq.to_be_bytes()).unwrap();
+            let len = socket.recv(&mut buffer).expect("an answer");
+            assert_eq!(&buffer[..len], seq.to_be_bytes());
+            sent.elapsed()
+        })
+        .collect()
+}
+
+/// `count` ping-pongs over one TCP connection to `target`, one every `gap`.
+fn tcp_round_trips(target: SocketAddr, count: u32, gap: Duration) -> Vec<Duration> {
+    let mut stream = TcpStream::connect(target).unwrap();
+    stream.set_nodelay(true).unwrap();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut buffer = [0u8; 4];
+    (0..count)
+        .map(|seq| {
+            std::thread::sleep(gap);
+            let sent = Instant::now();
+            stream.write_all(&seq.to_be_bytes()).unwrap();
+            stream.read_exact(&mut buffer).expect("an answer");
+            assert_eq!(buffer, seq.to_be_bytes());
+            sent.elapsed()
+        })
+        .collect()
+}
+
+fn quantile(samples: &[Duration], q: f64) -> Duration {
+    let mut sorted = samples.to_vec();
+    sorted.sort();
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
+/// Checks the lab's promise for a 40 ms link: no round trip is faster than
+/// 40 ms, and the median added delay (proxied minus direct) is 40..41.5 ms.
+fn assert_adds_40_ms(
+    transport: &str,
+    direct: &[Duration],
+    proxied: &[Duration],
+    stats: ProxyStats,
+) {
+    let rtt = Duration::from_millis(40);
+    let fastest = quantile(proxied, 0.0);
+    assert!(fastest >= rtt, "{transport}: a round trip took {fastest:?}");
+
+    let direct_median = quantile(direct, 0.5);
+    let errors_ms: Vec<f64> = proxied
+        .iter()
+        .map(|p| ms(*p) - ms(direct_median) - ms(rtt))
+        .collect();
+    let error = |q: f64| {
+        let mut sorted = errors_ms.clone();
+        sorted.sort_by(f64::total_cmp);
+        sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+    };
+    println!(
+        "{transport} 40 ms link, {} round trips: direct median {:.3} ms; \
+         added-delay error median {:+.3} ms, p99 {:+.3} ms, max {:+.3} ms; \
+         proxy releases {} late by > 1 ms of {}, worst {:.3} ms late",
+        proxied.len(),
+        ms(direct_median),
+        error(0.5),
+        error(0.99),
+        error(1.0),
+        stats.late,
+        stats.released,
+        ms(stats.worst_lateness),
+    );
+    assert_eq!(
+        stats.released,
+        2 * proxied.len() as u64,
+        "{transport}: {stats:?}"
+    );
+    let added_median = ms(quantile(proxied, 0.5)) - ms(direct_median);
+    assert!(
+        (40.0..=41.5).contains(&added_median),
+        "{transport}: median added delay {added_median:.3} ms"
+    );
+}
+
+// ----------------------------------------------------------------- tests --
+
+#[test]
+fn udp_adds_the_round_trip_delay_within_a_millisecond() {
+    let echo = udp_echo_server();
+    let proxy = UdpDelayProxy::start(any_local(), echo, LinkSpec::new(40.0, 0.0, 0.0), 1).unwrap();
+    let gap = Duration::from_millis(5);
+    let direct = udp_round_trips(echo, 100, gap);
+    let proxied = udp_round_trips(proxy.local_addr(), 100, gap);
+    assert_adds_40_ms("UDP", &direct, &proxied, proxy.stats());
+}
+
+#[test]
+fn tcp_adds_the_round_trip_delay_within_a_millisecond() {
+    let echo = tcp_echo_server();
+    let proxy = TcpDelayProxy::start(any_local(), echo, LinkSpec::new(40.0, 0.0, 0.0), 1).unwrap();
+    let gap = Duration::from_millis(5);
+    let direct = tcp_round_trips(echo, 100, gap);
+    let proxied = tcp_round_trips(proxy.local_addr(), 100, gap);
+    assert_adds_40_ms("TCP", &direct, &proxied, proxy.stats());
+}
+
+#[test]
+fn udp_jitter_spreads_round_trips_around_the_rtt() {
+    let echo = udp_echo_server();
+    let link = LinkSpec::new(40.0, 10.0, 0.0);
+    let proxy = UdpDelayProxy::start(any_local(), echo, link, 7).unwrap();
+    let round_trips: Vec<f64> = udp_round_trips(proxy.local_addr(), 100, Duration::ZERO)
+        .into_iter()
+        .map(ms)
+        .collect();
+    let mean = round_trips.iter().sum::<f64>() / round_trips.len() as f64;
+    let variance = round_trips.iter().map(|r| (r - mean).powi(2)).sum::<f64>()
+        / (round_trips.len() - 1) as f64;
+    println!(
+        "UDP 40 ms ± 10 ms link: mean {mean:.2} ms, standard deviation {:.2} ms",
+        variance.sqrt()
+    );
+    assert!((36.0..=44.0).contains(&mean), "mean {mean:.2} ms");
+    assert!(
+        (6.0..=14.0).contains(&variance.sqrt()),
+        "σ {:.2} ms",
+        variance.sqrt()
+    );
+}
+
+#[test]
+fn tcp_loss_costs_a_retransmission_not_bytes() {
+    let echo = tcp_echo_server();
+    let link = LinkSpec::new(10.0, 0.0, 1.0);
+    let proxy = TcpDelayProxy::start(any_local(), echo, link, 8).unwrap();
+    let round_trips = tcp_round_trips(proxy.local_addr(), 3, Duration::ZERO);
+    // Every chunk is "lost" once each way: 10 ms + 2 × 200 ms.
+    for round_trip in round_trips {
+        assert!(round_trip >= Duration::from_millis(410), "{round_trip:?}");
+    }
+    // Six chunks, and the end of stream once the client hung up.
+    let lost = proxy.stats().lost;
+    assert!((6..=7).contains(&lost), "{lost} chunks lost");
+}
+
+/// Bytes that differ from their neighbours, so any reordering shows.
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len as u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8 ^ (i >> 16) as u8)
+        .collect()
+}
+
+#[test]
+fn tcp_keeps_order_and_content_under_jitter_and_passes_end_of_stream() {
+    let echo = tcp_echo_server();
+    let proxy = TcpDelayProxy::start(any_local(), echo, LinkSpec::new(40.0, 20.0, 0.0), 2).unwrap();
+    let sent = pattern(2 * 1024 * 1024);
+
+    let mut stream = TcpStream::connect(proxy.local_addr()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let to_send = sent.clone();
+    let writing = std::thread::spawn(move || {
+        for piece in to_send.chunks(7_919) {
+            writer.write_all(piece).unwrap();
+        }
+        // Half-close: the echo server sees end of stream only through the
+        // proxy, then closes its side, which must reach us after the data.
+        writer.shutdown(Shutdown::Write).unwrap();
+    });
+
+    let mut received = Vec::with_capacity(sent.len());
+    stream
+        .read_to_end(&mut received)
+        .expect("the echo and then end of stream");
+    writing.join().unwrap();
+    assert_eq!(received.len(), sent.len());
+    assert!(received == sent, "bytes arrived reordered or changed");
+}
+
+#[test]
+fn tcp_reset_on_one_side_resets_the_other() {
+    let resetting = tcp_server(|stream| {
+        let mut byte = [0u8; 1];
+        // Wait for the client's byte, then abort the connection.
+        let _ = (&stream).read_exact(&mut byte);
+        let socket = tokio::net::TcpSocket::from_std_stream(stream);
+        socket.set_zero_linger().unwrap();
+    });
+    let proxy =
+        TcpDelayProxy::start(any_local(), resetting, LinkSpec::new(10.0, 0.0, 0.0), 3).unwrap();
+    let mut stream = TcpStream::connect(proxy.local_addr()).unwrap();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    stream.write_all(b"x").unwrap();
+    let mut buffer = [0u8; 16];
+    let error = stream
+        .read(&mut buffer)
+        .expect_err("a reset, not end of stream");
+    assert_eq!(error.kind(), ErrorKind::ConnectionReset, "{error}");
+}
+
+#[test]
+fn tcp_unreachable_upstream_resets_the_client() {
+    let closed = TcpListener::bind(ANY_LOCAL).unwrap().local_addr().unwrap();
+    let proxy =
+        TcpDelayProxy::start(any_local(), closed, LinkSpec::new(10.0, 0.0, 0.0), 9).unwrap();
+    let mut stream = TcpStream::connect(proxy.local_addr()).unwrap();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut buffer = [0u8; 16];
+    let error = stream
+        .read(&mut buffer)
+        .expect_err("a reset, not end of stream");
+    assert_eq!(error.kind(), ErrorKind::ConnectionReset, "{error}");
+}
+
+#[test]
+fn udp_loses_each_direction_independently() {
+    let echo = udp_echo_server();
+    let proxy = UdpDelayProxy::start(any_local(), echo, LinkSpec::new(10.0, 0.0, 0.5), 4).unwrap();
+    let socket = UdpSocket::bind(ANY_LOCAL).unwrap();
+    socket.connect(proxy.local_addr()).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
+
+    let receiver = socket.try_clone().unwrap();
+    let receiving = std::thread::spawn(move || {
+        let mut answered = std::collections::HashSet::new();
+        let mut buffer = [0u8; 64];
+        // Answers come 10 ms after their request; a quiet second means done.
+        while let Ok(len) = receiver.recv(&mut buffer) {
+            answered.insert(buffer[..len].to_vec());
+        }
+        answered.len() as u32
+    });
+    const SENT: u32 = 400;
+    for seq in 0..SENT {
+        socket.send(&seq.to_be_bytes()).unwrap();
+        // Paced so that no socket buffer overflows: losses are the proxy's.
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let answered = receiving.join().unwrap();
+    let stats = proxy.stats();
+    // A round trip ends in exactly one loss (either way) or an answer.
+    assert_eq!(stats.lost, (SENT - answered) as u64, "{stats:?}");
+    let lost = 1.0 - answered as f64 / SENT as f64;
+    println!(
+        "UDP loss 0.5 per direction: {:.1}% of round trips lost",
+        lost * 100.0
+    );
+    assert!((0.6..=0.9).contains(&lost), "{:.1}% lost", lost * 100.0);
+}
+
+#[test]
+fn udp_clients_get_their_own_upstream_sockets() {
+    let server = udp_address_server();
+    let proxy = UdpDelayProxy::start(any_local(), server, LinkSpec::new(2.0, 0.0, 0.0), 5).unwrap();
+    let seen_from = |client: &UdpSocket| {
+        client.send(b"who am I").unwrap();
+        let mut buffer = [0u8; 128];
+        let len = client.recv(&mut buffer).expect("an answer");
+        String::from_utf8(buffer[..len].to_vec())
+            .unwrap()
+            .parse::<SocketAddr>()
+            .unwrap()
+    };
+    let client = || {
+        let socket = UdpSocket::bind(ANY_LOCAL).unwrap();
+        socket.connect(proxy.local_addr()).unwrap();
+        socket.set_read_timeout(Some(PATIENCE)).unwrap();
+        socket
+    };
+    let (a, b) = (client(), client());
+    let a_seen = seen_from(&a);
+    let b_seen = seen_from(&b);
+    assert_ne!(
+        a_seen.port(),
+        b_seen.port(),
+        "clients share an upstream socket"
+    );
+    assert_ne!(a_seen.port(), proxy.local_addr().port());
+    assert_eq!(seen_from(&a), a_seen, "a client keeps its upstream socket");
+    assert_eq!(seen_from(&b), b_seen, "answers go back to the right client");
+}
+
+#[test]
+fn stopping_closes_the_proxies() {
+    let udp_echo = udp_echo_server();
+    let mut udp =
+        UdpDelayProxy::start(any_local(), udp_echo, LinkSpec::new(1.0, 0.0, 0.0), 6).unwrap();
+    assert_eq!(
+        udp_round_trips(udp.local_addr(), 1, Duration::ZERO).len(),
+        1
+    );
+    udp.stop();
+    UdpSocket::bind(udp.local_addr()).expect("the UDP port is free again");
+
+    let tcp_echo = tcp_echo_server();
+    let mut tcp =
+        TcpDelayProxy::start(any_local(), tcp_echo, LinkSpec::new(1.0, 0.0, 0.0), 6).unwrap();
+    let mut open = TcpStream::connect(tcp.local_addr()).unwrap();
+    open.set_read_timeout(Some(PATIENCE)).unwrap();
+    open.write_all(b"ping").unwrap();
+    let mut buffer = [0u8; 4];
+    open.read_exact(&mut buffer).unwrap();
+    tcp.stop();
+    let after_stop = open.read(&mut buffer);
+    assert!(
+        matches!(&after_stop, Err(e) if e.kind() == ErrorKind::ConnectionReset),
+        "open connections are reset: {after_stop:?}"
+    );
+    TcpStream::connect(tcp.local_addr()).expect_err("no longer accepting");
+}
+
+// ------------------------------------------------------------- scenarios --
+
+fn write_scenario(json: &str) -> tempfile::NamedTempFile {
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    file.write_all(json.as_bytes()).unwrap();
+    file
+}
+
+#[test]
+fn scenario_load_names_the_file_and_the_problem() {
+    let cases = [
+        (
+            r#"{"name": "x", "links": {"a": {"rtt_ms": -5}}}"#,
+            "rtt_ms is -5",
+        ),
+        (
+            r#"{"name": "x", "links": {"a": {"rtt_ms": 5, "loss": 1.5}}}"#,
+            "loss is 1.5",
+        ),
+        (
+            r#"{"name": "x", "links": {"a": {"rtt_ms": 5, "down": {"delay_ms": -1}}}}"#,
+            "down.delay_ms is -1",
+        ),
+        (
+            r#"{"name": "x", "links": {"a": {"rtt_ms": 5, "latency": 3}}}"#,
+            "unknown field `latency`",
+        ),
+        (r#"{"name": "x", "links": {"a": {"rtt_ms": 5}}"#, "EOF"),
+    ];
+    for (json, problem) in cases {
+        let file = write_scenario(json);
+        let message = Scenario::load(file.path()).unwrap_err().to_string();
+        assert!(
+            message.contains(problem),
+            "{message:?} should name {problem:?}"
+        );
+        let path = file.path().display().to_string();
+        assert!(message.contains(&path), "{message:?} should name the file");
+    }
+    let missing = Scenario::load("/nonexistent/scenario.json").unwrap_err();
+    assert!(missing.to_string().contains("/nonexistent/scenario.json"));
+}
+
+#[test]
+fn shipped_scenarios_load() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+    let expected = [
+        ("singapore.json", "singapore", 40.0, "us-east", 250.0),
+        ("new-york.json", "us-east", 15.0, "singapore", 240.0),
+        ("frankfurt.json", "us-east", 85.0, "singapore", 165.0),
+    ];
+    for (file, near, near_rtt, far, far_rtt) in expected {
+        let scenario = Scenario::load(dir.join(file)).unwrap();
+        assert_eq!(scenario.link(near).unwrap().rtt_ms, near_rtt, "{file}");
+        assert_eq!(scenario.link(far).unwrap().rtt_ms, far_rtt, "{file}");
+        assert!(scenario.link("mars").is_none());
+    }
+}
