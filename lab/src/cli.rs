@@ -56,6 +56,12 @@ pub struct UpArgs {
     /// Serve development tokens at /token.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub dev_tokens: bool,
+
+    /// Latency lab: simulate a client location (JSON scenario, see
+    /// lab/scenarios/). Repeat for several; each gets its own candidate list
+    /// behind delay proxies.
+    #[arg(long)]
+    pub scenario: Vec<PathBuf>,
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -76,6 +82,11 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         jwt_secret: args.jwt_secret,
         dev_tokens: args.dev_tokens,
         relay_args: Vec::new(),
+        scenarios: args
+            .scenario
+            .iter()
+            .map(crate::proxy::Scenario::load)
+            .collect::<anyhow::Result<_>>()?,
     })
     .await?;
     stack.print_endpoints();

@@ -15,6 +15,7 @@ async fn call_then(signal: Signal) -> FaultedCall {
         jwt_secret: Some("failover-test".into()),
         dev_tokens: true,
         relay_args: vec!["--drain-grace".into(), "5s".into()],
+        scenarios: Vec::new(),
     })
     .await
     .expect("stack starts");

@@ -25,6 +25,7 @@ pub async fn run(args: FailoverBenchArgs) -> anyhow::Result<()> {
         jwt_secret: None,
         dev_tokens: false,
         relay_args: vec!["--drain-grace".into(), "3s".into()],
+        scenarios: Vec::new(),
     })
     .await?;
     println!(

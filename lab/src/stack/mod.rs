@@ -6,6 +6,7 @@
 //! "stack server") serves what clients start from: the candidate list, the
 //! development token issuer and the browser app.
 
+pub mod location;
 mod server;
 
 use std::net::SocketAddr;
@@ -15,8 +16,10 @@ use std::time::Duration;
 use rallypoint_client::{Candidate, CandidateList, TransportKind};
 
 use crate::nats::{SuperCluster, SuperClusterSpec};
+use crate::proxy::Scenario;
 use crate::relays::{RelayProcess, RelaySpec};
 use crate::tokens::DevIssuer;
+use location::Location;
 
 /// What `rallypoint up` is asked to start.
 #[derive(Debug, Clone)]
@@ -31,6 +34,9 @@ pub struct StackConfig {
     pub dev_tokens: bool,
     /// Extra flags for every relay.
     pub relay_args: Vec<String>,
+    /// Simulated client locations (latency lab); the first one's candidate
+    /// list is also the default `/candidates.json`.
+    pub scenarios: Vec<Scenario>,
 }
 
 pub struct Stack {
@@ -40,6 +46,7 @@ pub struct Stack {
     pub issuer: DevIssuer,
     pub secret: String,
     pub http: SocketAddr,
+    pub locations: Vec<Location>,
     server: tokio::task::JoinHandle<()>,
 }
 
@@ -75,14 +82,41 @@ impl Stack {
             }
         }
 
+        let mut locations = Vec::new();
+        for (i, scenario) in config.scenarios.iter().enumerate() {
+            progress(&format!(
+                "latency lab: placing delay proxies for {:?}",
+                scenario.name
+            ));
+            locations.push(Location::new(scenario, &relays, i as u64 + 1)?);
+        }
         let issuer = DevIssuer::new(&secret);
-        let candidates = CandidateList {
+        let direct = CandidateList {
             candidates: relays.iter().flat_map(RelayProcess::candidates).collect(),
         };
+        let mut lists: Vec<(String, CandidateList)> = locations
+            .iter()
+            .map(|l| {
+                (
+                    l.slug.clone(),
+                    CandidateList {
+                        candidates: l.candidates.clone(),
+                    },
+                )
+            })
+            .collect();
+        lists.push(("direct".into(), direct.clone()));
+        let default = locations
+            .first()
+            .map(|l| CandidateList {
+                candidates: l.candidates.clone(),
+            })
+            .unwrap_or(direct);
         let (http, server) = server::start(
             config.http,
             server::StackState {
-                candidates,
+                default,
+                lists,
                 issuer: config.dev_tokens.then(|| DevIssuer::new(&secret)),
             },
         )
@@ -94,6 +128,7 @@ impl Stack {
             issuer,
             secret,
             http,
+            locations,
             server,
         })
     }
@@ -115,6 +150,15 @@ impl Stack {
         );
         println!();
         println!("  candidate list   {base}/candidates.json");
+        for location in &self.locations {
+            println!(
+                "    as seen from {:?}: {base}/candidates/{}.json",
+                location.name, location.slug
+            );
+        }
+        if !self.locations.is_empty() {
+            println!("    without delay proxies: {base}/candidates/direct.json");
+        }
         if self.config.dev_tokens {
             println!("  dev tokens       {base}/token?room=<room>&name=<name>");
         }

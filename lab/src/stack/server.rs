@@ -2,7 +2,8 @@
 //!
 //! | path               | answers                                             |
 //! |--------------------|-----------------------------------------------------|
-//! | `/candidates.json` | every region's WebSocket and WebTransport relay URLs (with development certificate hashes) |
+//! | `/candidates.json` | every region's WebSocket and WebTransport relay URLs (with development certificate hashes); through the first simulated location's delay proxies when there is one |
+//! | `/candidates/<location>.json` | the same as seen from one simulated client location (`direct`: no proxies) |
 //! | `/token`           | a development token (`?room=…&name=…`), when the dev issuer is on |
 //! | `/healthz`         | 200                                                 |
 
@@ -22,7 +23,9 @@ use tower_http::cors::CorsLayer;
 use crate::tokens::DevIssuer;
 
 pub struct StackState {
-    pub candidates: CandidateList,
+    pub default: CandidateList,
+    /// Per location slug.
+    pub lists: Vec<(String, CandidateList)>,
     pub issuer: Option<DevIssuer>,
 }
 
@@ -32,6 +35,7 @@ pub async fn start(
 ) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let app = Router::new()
         .route("/candidates.json", get(candidates))
+        .route("/candidates/{file}", get(location_candidates))
         .route("/token", get(token))
         .route("/healthz", get(|| async { "ok" }))
         .layer(CorsLayer::permissive())
@@ -51,7 +55,30 @@ pub async fn start(
 }
 
 async fn candidates(State(state): State<Arc<StackState>>) -> impl IntoResponse {
-    Json(state.candidates.clone())
+    Json(state.default.clone())
+}
+
+async fn location_candidates(
+    State(state): State<Arc<StackState>>,
+    axum::extract::Path(file): axum::extract::Path<String>,
+) -> axum::response::Response {
+    let slug = file.trim_end_matches(".json");
+    match state.lists.iter().find(|(name, _)| name == slug) {
+        Some((_, list)) => Json(list.clone()).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            format!(
+                "no location {slug:?}; known: {}",
+                state
+                    .lists
+                    .iter()
+                    .map(|(n, _)| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )
+            .into_response(),
+    }
 }
 
 #[derive(Deserialize)]

@@ -1,0 +1,85 @@
+//! The election through the latency lab: real relays and NATS, delay proxies
+//! standing in for geography. Each simulated client location must elect the
+//! region that is near it.
+
+use std::time::Duration;
+
+use rallypoint_client::election::ElectionConfig;
+use rallypoint_client_native::ClientIdentity;
+use rallypoint_client_native::runner::{self, Command, Output, RunnerConfig};
+use rallypoint_lab::proxy::Scenario;
+use rallypoint_lab::stack::{Stack, StackConfig};
+
+fn scenario(file: &str) -> Scenario {
+    Scenario::load(format!("{}/scenarios/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_simulated_location_elects_its_nearest_region() {
+    let cases = [
+        (scenario("singapore.json"), "singapore"),
+        (scenario("new-york.json"), "us-east"),
+        (scenario("frankfurt.json"), "us-east"),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let stack = Stack::start(StackConfig {
+        dir: dir.path().to_path_buf(),
+        http: "127.0.0.1:0".parse().unwrap(),
+        jwt_secret: Some("lab-test".into()),
+        dev_tokens: false,
+        relay_args: Vec::new(),
+        scenarios: cases.iter().map(|(s, _)| s.clone()).collect(),
+    })
+    .await
+    .expect("stack starts");
+
+    for (location, (scenario, expected)) in stack.locations.iter().zip(&cases) {
+        let token = stack
+            .issuer
+            .mint("lobby", "prober", "Prober", Duration::from_secs(60));
+        let (commands, mut outputs) = runner::spawn(
+            location.candidates.clone(),
+            RunnerConfig {
+                election: ElectionConfig::default(),
+                connect_timeout: Duration::from_secs(5),
+                room: None,
+                identity: ClientIdentity::new(token),
+            },
+        );
+        let decided = tokio::time::timeout(Duration::from_secs(10), async {
+            while let Some(output) = outputs.recv().await {
+                if let Output::Decided {
+                    candidate, report, ..
+                } = output
+                {
+                    return Some((candidate, report));
+                }
+            }
+            None
+        })
+        .await
+        .expect("decides within 10 s")
+        .expect("decides");
+        let (winner, report) = decided;
+        let _ = commands.send(Command::Stop);
+        eprintln!(
+            "{}: elected {} in {} ms — {}",
+            location.name,
+            winner.label(),
+            report.decision_ms,
+            report.reason
+        );
+        assert_eq!(winner.region, *expected, "{}", location.name);
+        // The report carries every candidate; the winner's RTT is the link's.
+        assert_eq!(report.candidates.len(), 4);
+        let link = scenario.link(&winner.region).unwrap().rtt_ms;
+        let measured =
+            report.candidates[report.winner_index.unwrap() as usize].rtt_median_us as f64 / 1000.0;
+        assert!(
+            measured >= link * 0.8 && measured <= link * 1.5 + 5.0,
+            "{}: measured {measured} ms over a {link} ms link",
+            location.name
+        );
+    }
+    stack.stop().await;
+}
