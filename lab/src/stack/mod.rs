@@ -115,6 +115,7 @@ impl Stack {
         let (http, server) = server::start(
             config.http,
             server::StackState {
+                web_dist: web_dist(),
                 default,
                 lists,
                 issuer: config.dev_tokens.then(|| DevIssuer::new(&secret)),
@@ -149,6 +150,11 @@ impl Stack {
             self.config.dir.display()
         );
         println!();
+        if web_dist().is_some() {
+            println!("  browser app      {base}/");
+        } else {
+            println!("  browser app      not built (scripts/build-web.sh builds client/web/dist)");
+        }
         println!("  candidate list   {base}/candidates.json");
         for location in &self.locations {
             println!(
@@ -203,6 +209,19 @@ impl Stack {
         self.server.abort();
         progress("stopped");
     }
+}
+
+/// The built browser app: `$RALLYPOINT_WEB_DIST`, else `client/web/dist` of
+/// the workspace this binary was built from, if it has an index.html.
+fn web_dist() -> Option<PathBuf> {
+    let candidates = [
+        std::env::var_os("RALLYPOINT_WEB_DIST").map(PathBuf::from),
+        Some(PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../client/web/dist"))),
+    ];
+    candidates
+        .into_iter()
+        .flatten()
+        .find(|dir| dir.join("index.html").is_file())
 }
 
 fn progress(message: &str) {

@@ -6,6 +6,7 @@
 //! | `/candidates/<location>.json` | the same as seen from one simulated client location (`direct`: no proxies) |
 //! | `/token`           | a development token (`?room=…&name=…`), when the dev issuer is on |
 //! | `/healthz`         | 200                                                 |
+//! | `/` and the rest   | the browser app (static files built into `client/web/dist`) |
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,6 +24,8 @@ use tower_http::cors::CorsLayer;
 use crate::tokens::DevIssuer;
 
 pub struct StackState {
+    /// The built browser app, if any.
+    pub web_dist: Option<std::path::PathBuf>,
     pub default: CandidateList,
     /// Per location slug.
     pub lists: Vec<(String, CandidateList)>,
@@ -33,11 +36,16 @@ pub async fn start(
     addr: SocketAddr,
     state: StackState,
 ) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let app = Router::new()
+    let web_dist = state.web_dist.clone();
+    let mut app = Router::new()
         .route("/candidates.json", get(candidates))
         .route("/candidates/{file}", get(location_candidates))
         .route("/token", get(token))
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(|| async { "ok" }));
+    if let Some(dist) = web_dist {
+        app = app.fallback_service(tower_http::services::ServeDir::new(dist));
+    }
+    let app = app
         .layer(CorsLayer::permissive())
         .with_state(Arc::new(state));
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
