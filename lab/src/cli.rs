@@ -87,6 +87,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
             .iter()
             .map(crate::proxy::Scenario::load)
             .collect::<anyhow::Result<_>>()?,
+        telemetry: true,
     })
     .await?;
     stack.print_endpoints();

@@ -11,6 +11,8 @@ pub mod bench;
 pub mod bins;
 pub mod call;
 pub mod cli;
+pub mod clickhouse;
+pub mod collector;
 pub mod commands;
 pub mod nats;
 pub mod ports;

@@ -16,6 +16,7 @@ async fn call_then(signal: Signal) -> FaultedCall {
         dev_tokens: true,
         relay_args: vec!["--drain-grace".into(), "5s".into()],
         scenarios: Vec::new(),
+        telemetry: false,
     })
     .await
     .expect("stack starts");

@@ -29,6 +29,7 @@ async fn each_simulated_location_elects_its_nearest_region() {
         dev_tokens: false,
         relay_args: Vec::new(),
         scenarios: cases.iter().map(|(s, _)| s.clone()).collect(),
+        telemetry: false,
     })
     .await
     .expect("stack starts");

@@ -13,6 +13,7 @@
 pub mod frame;
 pub mod length_prefixed;
 pub mod limits;
+pub mod names;
 pub mod subjects;
 pub mod telemetry;
 pub mod token;

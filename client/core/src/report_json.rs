@@ -2,9 +2,8 @@
 //! and the README documents. Enums are lower-case words, times are
 //! milliseconds with microsecond precision, ids are hex.
 
-use rallypoint_protocol::v1::{
-    CandidateOutcome, DecisionRule, ElectionReport, ElectionTrigger, Transport,
-};
+use rallypoint_protocol::names::{outcome, rule, transport, trigger};
+use rallypoint_protocol::v1::ElectionReport;
 use serde_json::{Value, json};
 
 pub fn report_json(report: &ElectionReport) -> Value {
@@ -59,45 +58,4 @@ pub fn report_json(report: &ElectionReport) -> Value {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-pub fn transport(value: i32) -> &'static str {
-    match Transport::try_from(value) {
-        Ok(Transport::Websocket) => "websocket",
-        Ok(Transport::Webtransport) => "webtransport",
-        _ => "unspecified",
-    }
-}
-
-pub fn trigger(value: i32) -> &'static str {
-    match ElectionTrigger::try_from(value) {
-        Ok(ElectionTrigger::Initial) => "initial",
-        Ok(ElectionTrigger::Failover) => "failover",
-        Ok(ElectionTrigger::Degradation) => "degradation",
-        Ok(ElectionTrigger::Drain) => "drain",
-        Ok(ElectionTrigger::Reelection) => "reelection",
-        _ => "unspecified",
-    }
-}
-
-pub fn rule(value: i32) -> &'static str {
-    match DecisionRule::try_from(value) {
-        Ok(DecisionRule::Early) => "early",
-        Ok(DecisionRule::Deadline) => "deadline",
-        Ok(DecisionRule::SoleCandidate) => "sole_candidate",
-        Ok(DecisionRule::Standby) => "standby",
-        Ok(DecisionRule::SustainedImprovement) => "sustained_improvement",
-        Ok(DecisionRule::FirstAnswer) => "first_answer",
-        _ => "unspecified",
-    }
-}
-
-pub fn outcome(value: i32) -> &'static str {
-    match CandidateOutcome::try_from(value) {
-        Ok(CandidateOutcome::Winner) => "winner",
-        Ok(CandidateOutcome::Standby) => "standby",
-        Ok(CandidateOutcome::Loser) => "loser",
-        Ok(CandidateOutcome::Failed) => "failed",
-        _ => "unspecified",
-    }
 }

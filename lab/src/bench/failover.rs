@@ -26,6 +26,7 @@ pub async fn run(args: FailoverBenchArgs) -> anyhow::Result<()> {
         dev_tokens: false,
         relay_args: vec!["--drain-grace".into(), "3s".into()],
         scenarios: Vec::new(),
+        telemetry: false,
     })
     .await?;
     println!(

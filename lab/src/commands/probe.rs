@@ -173,7 +173,7 @@ fn redraw(views: &[CandidateView], previous_lines: usize) -> usize {
 }
 
 fn print_table(report: &rallypoint_protocol::v1::ElectionReport) {
-    use rallypoint_client::report_json::{outcome, transport};
+    use rallypoint_protocol::names::{outcome, transport};
     eprintln!(
         "{:<12} {:<18} {:<13} {:>8} {:>7} {:>5} {:>10} {:>9}  outcome",
         "region", "relay", "transport", "connect", "samples", "lost", "median ms", "p95 ms"
@@ -207,7 +207,7 @@ fn print_table(report: &rallypoint_protocol::v1::ElectionReport) {
     eprintln!(
         "decided in {} ms ({}), trigger {}",
         report.decision_ms,
-        rallypoint_client::report_json::rule(report.rule),
-        rallypoint_client::report_json::trigger(report.trigger)
+        rallypoint_protocol::names::rule(report.rule),
+        rallypoint_protocol::names::trigger(report.trigger)
     );
 }

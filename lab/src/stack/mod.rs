@@ -15,6 +15,8 @@ use std::time::Duration;
 
 use rallypoint_client::{Candidate, CandidateList, TransportKind};
 
+use crate::clickhouse::ClickHouseServer;
+use crate::collector::{CollectorProcess, CollectorSpec};
 use crate::nats::{SuperCluster, SuperClusterSpec};
 use crate::proxy::Scenario;
 use crate::relays::{RelayProcess, RelaySpec};
@@ -37,6 +39,8 @@ pub struct StackConfig {
     /// Simulated client locations (latency lab); the first one's candidate
     /// list is also the default `/candidates.json`.
     pub scenarios: Vec<Scenario>,
+    /// Start ClickHouse and a collector (election telemetry).
+    pub telemetry: bool,
 }
 
 pub struct Stack {
@@ -47,6 +51,8 @@ pub struct Stack {
     pub secret: String,
     pub http: SocketAddr,
     pub locations: Vec<Location>,
+    pub clickhouse: Option<ClickHouseServer>,
+    pub collectors: Vec<CollectorProcess>,
     server: tokio::task::JoinHandle<()>,
 }
 
@@ -81,6 +87,20 @@ impl Stack {
                 relays.push(RelayProcess::start(spec, &config.dir.join("relays")).await?);
             }
         }
+
+        let (clickhouse, collectors) = if config.telemetry {
+            progress("starting ClickHouse");
+            let clickhouse = ClickHouseServer::start(&config.dir.join("clickhouse")).await?;
+            progress("starting the telemetry collector");
+            let collector = CollectorProcess::start(
+                collector_spec("collector-0", &nats, &clickhouse),
+                &config.dir.join("collectors"),
+            )
+            .await?;
+            (Some(clickhouse), vec![collector])
+        } else {
+            (None, Vec::new())
+        };
 
         let mut locations = Vec::new();
         for (i, scenario) in config.scenarios.iter().enumerate() {
@@ -130,6 +150,8 @@ impl Stack {
             secret,
             http,
             locations,
+            clickhouse,
+            collectors,
             server,
         })
     }
@@ -168,6 +190,12 @@ impl Stack {
         if self.config.dev_tokens {
             println!("  dev tokens       {base}/token?room=<room>&name=<name>");
         }
+        if let Some(clickhouse) = &self.clickhouse {
+            println!("  clickhouse       {}", clickhouse.url());
+        }
+        for collector in &self.collectors {
+            println!("  collector        {}", collector.stats_url());
+        }
         println!();
         for region in REGIONS {
             println!("  region {region}");
@@ -198,11 +226,31 @@ impl Stack {
         println!("Ctrl-C stops everything.");
     }
 
-    /// Stops everything: relays first (they drain), then NATS.
+    /// Another collector sharing the work (tests and benchmarks).
+    pub async fn add_collector(&mut self) -> anyhow::Result<usize> {
+        let clickhouse = self
+            .clickhouse
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("the stack runs without telemetry"))?;
+        let name = format!("collector-{}", self.collectors.len());
+        let spec = collector_spec(&name, &self.nats, clickhouse);
+        self.collectors
+            .push(CollectorProcess::start(spec, &self.config.dir.join("collectors")).await?);
+        Ok(self.collectors.len() - 1)
+    }
+
+    /// Stops everything: relays first (they drain), then collectors, ClickHouse and NATS.
     pub async fn stop(mut self) {
         progress("stopping relays");
         for relay in &mut self.relays {
             relay.stop(Duration::from_secs(3)).await;
+        }
+        for collector in &mut self.collectors {
+            collector.stop().await;
+        }
+        if let Some(clickhouse) = &mut self.clickhouse {
+            progress("stopping ClickHouse");
+            clickhouse.stop().await;
         }
         progress("stopping NATS");
         self.nats.stop().await;
@@ -211,12 +259,30 @@ impl Stack {
     }
 }
 
+/// A collector for the reference regions: telemetry streams R3 in us-east
+/// (3 JetStream servers), R1 in singapore (2 servers: R2 would stop on either
+/// failure), the central stream R3 in us-east next to ClickHouse.
+fn collector_spec(name: &str, nats: &SuperCluster, clickhouse: &ClickHouseServer) -> CollectorSpec {
+    CollectorSpec {
+        name: name.to_owned(),
+        nats_urls: nats.urls("us-east"),
+        regions: vec!["us-east:3".into(), "singapore:1".into()],
+        central_region: "us-east".into(),
+        central_replicas: 3,
+        clickhouse_url: clickhouse.url(),
+        extra_args: Vec::new(),
+    }
+}
+
 /// The built browser app: `$RALLYPOINT_WEB_DIST`, else `client/web/dist` of
 /// the workspace this binary was built from, if it has an index.html.
 fn web_dist() -> Option<PathBuf> {
     let candidates = [
         std::env::var_os("RALLYPOINT_WEB_DIST").map(PathBuf::from),
-        Some(PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../client/web/dist"))),
+        Some(PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../client/web/dist"
+        ))),
     ];
     candidates
         .into_iter()

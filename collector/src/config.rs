@@ -1,0 +1,118 @@
+//! Collector settings: clap flags with environment fallbacks.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+use rallypoint_service::parse_duration;
+
+/// Consumes election reports from JetStream and stores them in ClickHouse.
+///
+/// Several collectors may run at once: they share one durable consumer and
+/// split the work. Delivery is at-least-once; storage is idempotent on the
+/// report id, so a crash between insert and acknowledgement never double-counts.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "rallypoint-collector", version, about, long_about = None)]
+pub struct CollectorConfig {
+    /// NATS server URLs (any region's; the telemetry stream is reached through the super-cluster).
+    #[arg(
+        long,
+        env = "RALLYPOINT_NATS_URLS",
+        value_delimiter = ',',
+        default_value = "nats://127.0.0.1:4222"
+    )]
+    pub nats_urls: Vec<String>,
+
+    /// Regions whose relays publish telemetry, with the JetStream replicas of
+    /// their regional stream: `us-east:3,singapore:1`. The collector makes sure
+    /// each regional stream exists (placed in that region's cluster) and that
+    /// the central stream sources them all.
+    #[arg(long, env = "RALLYPOINT_TELEMETRY_REGIONS", value_delimiter = ',', value_parser = parse_region, required = true)]
+    pub regions: Vec<(String, usize)>,
+
+    /// Cluster (region) that holds the central stream, next to ClickHouse.
+    #[arg(long, env = "RALLYPOINT_CENTRAL_REGION", default_value = "us-east")]
+    pub central_region: String,
+
+    /// Replicas of the central stream.
+    #[arg(long, env = "RALLYPOINT_CENTRAL_REPLICAS", default_value_t = 3)]
+    pub central_replicas: usize,
+
+    /// Durable consumer shared by all collectors.
+    #[arg(long, env = "RALLYPOINT_CONSUMER", default_value = "collector")]
+    pub consumer: String,
+
+    /// ClickHouse HTTP URL.
+    #[arg(
+        long,
+        env = "RALLYPOINT_CLICKHOUSE_URL",
+        default_value = "http://127.0.0.1:8123"
+    )]
+    pub clickhouse_url: String,
+
+    #[arg(long, env = "RALLYPOINT_CLICKHOUSE_USER", default_value = "default")]
+    pub clickhouse_user: String,
+
+    #[arg(
+        long,
+        env = "RALLYPOINT_CLICKHOUSE_PASSWORD",
+        default_value = "",
+        hide_env_values = true
+    )]
+    pub clickhouse_password: String,
+
+    #[arg(
+        long,
+        env = "RALLYPOINT_CLICKHOUSE_DATABASE",
+        default_value = "default"
+    )]
+    pub clickhouse_database: String,
+
+    /// Most reports per ClickHouse insert.
+    #[arg(long, env = "RALLYPOINT_BATCH_SIZE", default_value_t = 5000)]
+    pub batch_size: usize,
+
+    /// Longest wait to fill a batch.
+    #[arg(long, env = "RALLYPOINT_BATCH_WAIT", default_value = "250ms", value_parser = parse_duration)]
+    pub batch_wait: Duration,
+
+    /// Keep reports this many days (TTL on servers with TTL, partition drops otherwise).
+    #[arg(long, env = "RALLYPOINT_RETENTION_DAYS", default_value_t = 90)]
+    pub retention_days: u32,
+
+    /// `/healthz`, `/readyz` and `/stats`.
+    #[arg(
+        long,
+        env = "RALLYPOINT_COLLECTOR_HTTP",
+        default_value = "127.0.0.1:8190"
+    )]
+    pub http_listen: SocketAddr,
+}
+
+fn parse_region(text: &str) -> Result<(String, usize), String> {
+    let (region, replicas) = text
+        .split_once(':')
+        .ok_or_else(|| format!("{text:?}: write region:replicas, e.g. us-east:3"))?;
+    rallypoint_protocol::subjects::validate_region(region).map_err(|e| e.to_string())?;
+    let replicas: usize = replicas
+        .parse()
+        .map_err(|_| format!("{text:?}: replicas must be a number"))?;
+    if !(1..=5).contains(&replicas) {
+        return Err(format!("{text:?}: replicas must be 1 to 5"));
+    }
+    Ok((region.to_owned(), replicas))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn regions() {
+        assert_eq!(
+            super::parse_region("us-east:3").unwrap(),
+            ("us-east".into(), 3)
+        );
+        assert!(super::parse_region("us-east").is_err());
+        assert!(super::parse_region("us east:3").is_err());
+        assert!(super::parse_region("x:9").is_err());
+    }
+}

@@ -1,0 +1,125 @@
+//! The rallypoint collector: election reports from JetStream into ClickHouse.
+//!
+//! * [`streams`] — the regional streams and the central stream that sources them;
+//! * [`rows`] — a message to rows, or a dead letter with a reason;
+//! * [`store`] — idempotent writes to ClickHouse;
+//! * [`schema`] — tables, rollups and migrations (ClickHouse 18.16 to current);
+//! * [`ingest`] — the consume → store → acknowledge loop;
+//! * [`retention`] — partition drops where the server has no TTL.
+
+pub mod config;
+pub mod http;
+pub mod ingest;
+pub mod retention;
+pub mod rows;
+pub mod schema;
+pub mod stats;
+pub mod store;
+pub mod streams;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::CollectorConfig;
+use crate::stats::Stats;
+use crate::store::Store;
+
+/// Runs until `shutdown` resolves; a batch being stored is finished first.
+pub async fn run(
+    config: CollectorConfig,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let nats = async_nats::ConnectOptions::new()
+        .name("rallypoint-collector")
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .connect(config.nats_urls.clone())
+        .await
+        .with_context(|| format!("cannot connect to NATS at {}", config.nats_urls.join(",")))?;
+    let js = async_nats::jetstream::new(nats.clone());
+
+    let store = Arc::new(
+        retry("ClickHouse", || {
+            Store::open(
+                &config.clickhouse_url,
+                &config.clickhouse_user,
+                &config.clickhouse_password,
+                &config.clickhouse_database,
+                config.retention_days,
+            )
+        })
+        .await,
+    );
+    let stream = retry("JetStream streams", || {
+        streams::ensure(
+            &js,
+            &config.regions,
+            &config.central_region,
+            config.central_replicas,
+        )
+    })
+    .await;
+    let consumer = streams::consumer(&stream, &config.consumer).await?;
+
+    let stats = Arc::new(Stats::default());
+    stats::register_instruments(stats.clone());
+    let listener = tokio::net::TcpListener::bind(config.http_listen)
+        .await
+        .with_context(|| format!("cannot listen on --http-listen {}", config.http_listen))?;
+    let router = http::router(stats.clone(), store.clone());
+    let mut background = vec![
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        }),
+        tokio::spawn(ingest::watch_lag(consumer.clone(), stats.clone())),
+    ];
+    if !store.version.has_ttl() {
+        background.push(tokio::spawn(retention::run(
+            store.clone(),
+            config.retention_days,
+        )));
+    }
+
+    tracing::info!(consumer = %config.consumer, "collecting election reports");
+    let stop = CancellationToken::new();
+    let ingest = ingest::Ingest {
+        consumer,
+        store,
+        stats,
+        batch_size: config.batch_size,
+        batch_wait: config.batch_wait,
+    };
+    let stopper = stop.clone();
+    let result = tokio::select! {
+        result = ingest.run(stop) => result,
+        _ = async { shutdown.await; stopper.cancel(); std::future::pending::<()>().await } => unreachable!(),
+    };
+    for task in background {
+        task.abort();
+    }
+    tracing::info!("collector stopped");
+    result
+}
+
+/// Retries `attempt` with backoff until it succeeds, saying what it waits for.
+async fn retry<T, F, Fut>(what: &str, mut attempt: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<T>>,
+{
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match attempt().await {
+            Ok(value) => return value,
+            Err(e) => {
+                tracing::warn!("{what} not ready ({e:#}); retrying in {backoff:?}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}

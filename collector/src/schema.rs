@@ -1,0 +1,296 @@
+//! The ClickHouse schema and its versioned migrations.
+//!
+//! One row per election (`rp_elections`), one per candidate of an election
+//! (`rp_candidates`), refused messages (`rp_dead_letters`), and per-minute
+//! rollups kept by materialized views (`rp_rtt_minute` by region × ISP ×
+//! country × transport, `rp_elections_minute` by winner region × ISP × country
+//! × trigger) with quantile *states*, so dashboards merge minutes instead of
+//! scanning rows.
+//!
+//! The same DDL runs on Debian's ClickHouse 18.16 (what the tests here run
+//! against) and on current ClickHouse (checked in-process with chDB): plain
+//! `DateTime` (no `DateTime64`), no `LowCardinality`, `toStartOfMinute` (no
+//! `toStartOfInterval`). The base tables are `ReplacingMergeTree`s keyed by
+//! the report id, so a duplicate that slipped past the collector's own check
+//! still collapses on merge. Retention: a TTL where the server has TTL (19.6+),
+//! daily partition drops otherwise (see `retention`).
+//!
+//! Migrations are applied in order by every collector at start; each statement
+//! is idempotent (`IF NOT EXISTS`), so collectors starting together are safe.
+
+use clickhouse::Client;
+
+/// A ClickHouse server version, as `SELECT version()` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ServerVersion {
+    pub major: u32,
+    pub minor: u32,
+}
+
+impl ServerVersion {
+    pub fn parse(text: &str) -> Option<Self> {
+        let mut parts = text.trim().split('.');
+        Some(ServerVersion {
+            major: parts.next()?.parse().ok()?,
+            minor: parts.next()?.parse().ok()?,
+        })
+    }
+
+    /// Table TTL arrived in 19.6.
+    pub fn has_ttl(self) -> bool {
+        self >= ServerVersion {
+            major: 19,
+            minor: 6,
+        }
+    }
+
+    /// Typed inserts (`RowBinaryWithNamesAndTypes`) that the client can check
+    /// against the table schema; old servers get plain RowBinary.
+    pub fn has_typed_row_binary(self) -> bool {
+        self >= ServerVersion {
+            major: 24,
+            minor: 1,
+        }
+    }
+}
+
+pub struct Migration {
+    pub version: u32,
+    pub name: &'static str,
+    pub statements: &'static [&'static str],
+}
+
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "elections and candidates",
+        statements: &[
+            "CREATE TABLE IF NOT EXISTS rp_elections (
+                report_id FixedString(16),
+                received_at DateTime,
+                received_ms UInt64,
+                client_time_ms UInt64,
+                session_id FixedString(16),
+                session_seq UInt32,
+                peer_id String,
+                relay_id String,
+                relay_region String,
+                trigger String,
+                rule String,
+                decision_ms UInt32,
+                has_winner UInt8,
+                winner_region String,
+                winner_relay_id String,
+                winner_transport String,
+                winner_rtt_us UInt32,
+                previous_region String,
+                previous_relay_id String,
+                previous_transport String,
+                candidates UInt8,
+                failed UInt8,
+                country String,
+                asn UInt32,
+                isp String,
+                platform String,
+                client_version String,
+                browser_family String,
+                effective_connection_type String,
+                synthetic UInt8,
+                reason String,
+                schema_version UInt16
+            ) ENGINE = ReplacingMergeTree()
+            PARTITION BY toYYYYMMDD(received_at)
+            ORDER BY (received_at, report_id)",
+            "CREATE TABLE IF NOT EXISTS rp_candidates (
+                report_id FixedString(16),
+                received_at DateTime,
+                idx UInt8,
+                session_id FixedString(16),
+                trigger String,
+                region String,
+                relay_id String,
+                transport String,
+                endpoint String,
+                shadow UInt8,
+                connect_ms UInt32,
+                error String,
+                samples UInt32,
+                lost UInt32,
+                rtt_min_us UInt32,
+                rtt_median_us UInt32,
+                rtt_p95_us UInt32,
+                rtt_mean_us UInt32,
+                jitter_us UInt32,
+                outcome String,
+                country String,
+                asn UInt32,
+                isp String,
+                platform String,
+                synthetic UInt8
+            ) ENGINE = ReplacingMergeTree()
+            PARTITION BY toYYYYMMDD(received_at)
+            ORDER BY (received_at, report_id, idx)",
+        ],
+    },
+    Migration {
+        version: 2,
+        name: "dead letters",
+        statements: &["CREATE TABLE IF NOT EXISTS rp_dead_letters (
+                stream_seq UInt64,
+                first_seen DateTime,
+                subject String,
+                reason String,
+                payload_hex String
+            ) ENGINE = ReplacingMergeTree()
+            ORDER BY stream_seq"],
+    },
+    Migration {
+        version: 3,
+        name: "per-minute rollups",
+        statements: &[
+            "CREATE TABLE IF NOT EXISTS rp_rtt_minute (
+                minute DateTime,
+                region String,
+                transport String,
+                country String,
+                isp String,
+                shadow UInt8,
+                synthetic UInt8,
+                measurements AggregateFunction(count),
+                rtt AggregateFunction(quantiles(0.5, 0.9, 0.95, 0.99), UInt32),
+                probes AggregateFunction(sum, UInt32),
+                lost AggregateFunction(sum, UInt32)
+            ) ENGINE = AggregatingMergeTree()
+            PARTITION BY toYYYYMMDD(minute)
+            ORDER BY (minute, region, transport, country, isp, shadow, synthetic)",
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS rp_rtt_minute_mv TO rp_rtt_minute AS
+            SELECT
+                toStartOfMinute(received_at) AS minute,
+                region, transport, country, isp, shadow, synthetic,
+                countState() AS measurements,
+                quantilesState(0.5, 0.9, 0.95, 0.99)(rtt_median_us) AS rtt,
+                sumState(samples) AS probes,
+                sumState(lost) AS lost
+            FROM rp_candidates
+            WHERE samples > 0
+            GROUP BY minute, region, transport, country, isp, shadow, synthetic",
+            "CREATE TABLE IF NOT EXISTS rp_elections_minute (
+                minute DateTime,
+                winner_region String,
+                winner_transport String,
+                trigger String,
+                country String,
+                isp String,
+                synthetic UInt8,
+                elections AggregateFunction(count),
+                decision_ms AggregateFunction(quantiles(0.5, 0.95), UInt32),
+                winner_rtt AggregateFunction(quantiles(0.5, 0.95), UInt32),
+                sessions AggregateFunction(uniq, FixedString(16))
+            ) ENGINE = AggregatingMergeTree()
+            PARTITION BY toYYYYMMDD(minute)
+            ORDER BY (minute, winner_region, winner_transport, trigger, country, isp, synthetic)",
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS rp_elections_minute_mv TO rp_elections_minute AS
+            SELECT
+                toStartOfMinute(received_at) AS minute,
+                winner_region, winner_transport, trigger, country, isp, synthetic,
+                countState() AS elections,
+                quantilesState(0.5, 0.95)(decision_ms) AS decision_ms,
+                quantilesState(0.5, 0.95)(winner_rtt_us) AS winner_rtt,
+                uniqState(session_id) AS sessions
+            FROM rp_elections
+            GROUP BY minute, winner_region, winner_transport, trigger, country, isp, synthetic",
+        ],
+    },
+];
+
+/// Tables with a `received_at`/`minute` column and daily partitions that
+/// retention applies to, with that column.
+pub const RETAINED_TABLES: &[(&str, &str)] = &[
+    ("rp_elections", "received_at"),
+    ("rp_candidates", "received_at"),
+    ("rp_rtt_minute", "minute"),
+    ("rp_elections_minute", "minute"),
+];
+
+const MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS rp_schema_migrations (
+    version UInt32,
+    name String,
+    applied_at DateTime
+) ENGINE = ReplacingMergeTree() ORDER BY version";
+
+/// Applies every migration newer than what the database has. Returns the
+/// schema version now in place.
+pub async fn migrate(client: &Client) -> anyhow::Result<u32> {
+    client
+        .query(MIGRATIONS_TABLE)
+        .execute()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot create rp_schema_migrations: {e}"))?;
+    let applied: u32 = client
+        .query("SELECT max(version) FROM rp_schema_migrations")
+        .fetch_one::<u32>()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot read the schema version: {e}"))?;
+    for migration in MIGRATIONS.iter().filter(|m| m.version > applied) {
+        for statement in migration.statements {
+            client.query(statement).execute().await.map_err(|e| {
+                anyhow::anyhow!(
+                    "migration {} ({}) failed: {e}",
+                    migration.version,
+                    migration.name
+                )
+            })?;
+        }
+        client
+            .query(
+                "INSERT INTO rp_schema_migrations (version, name, applied_at) SELECT ?, ?, now()",
+            )
+            .bind(migration.version)
+            .bind(migration.name)
+            .execute()
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot record migration {}: {e}", migration.version))?;
+        tracing::info!(
+            version = migration.version,
+            name = migration.name,
+            "applied migration"
+        );
+    }
+    Ok(MIGRATIONS
+        .last()
+        .map(|m| m.version)
+        .unwrap_or(0)
+        .max(applied))
+}
+
+/// The server's version.
+pub async fn server_version(client: &Client) -> anyhow::Result<ServerVersion> {
+    let text: String = client
+        .query("SELECT version()")
+        .fetch_one()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach ClickHouse: {e}"))?;
+    ServerVersion::parse(&text)
+        .ok_or_else(|| anyhow::anyhow!("unrecognised ClickHouse version {text:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions() {
+        let old = ServerVersion::parse("18.16.1").unwrap();
+        let new = ServerVersion::parse("25.8.2.1").unwrap();
+        assert!(!old.has_ttl() && new.has_ttl());
+        assert!(!old.has_typed_row_binary() && new.has_typed_row_binary());
+        assert!(ServerVersion::parse("garbage").is_none());
+    }
+
+    #[test]
+    fn migrations_are_numbered_in_order() {
+        for pair in MIGRATIONS.windows(2) {
+            assert!(pair[0].version < pair[1].version);
+        }
+    }
+}

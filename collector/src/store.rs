@@ -1,0 +1,188 @@
+//! Writing to ClickHouse, exactly once per report.
+//!
+//! JetStream delivers at least once: a collector that crashes after its insert
+//! but before its acknowledgement sees the same reports again. Before
+//! inserting, the store asks which of the batch's report ids each table
+//! already holds and inserts only the rest — per table, candidates first, so a
+//! batch whose candidate insert succeeded and election insert failed is
+//! completed, not doubled, on retry. That keeps the materialized rollups exact
+//! (they count inserts, not rows that survive merging); the base tables are
+//! also `ReplacingMergeTree`s on the report id for the rare race of two
+//! collectors inserting the same redelivered report at once.
+
+use std::collections::HashSet;
+
+use clickhouse::Client;
+
+use crate::rows::{CandidateRow, DeadLetterRow, ElectionRow, ReportRows, hex};
+use crate::schema::{self, ServerVersion};
+
+pub struct Store {
+    client: Client,
+    pub version: ServerVersion,
+}
+
+/// What a write did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    pub elections: usize,
+    pub candidates: usize,
+    pub dead_letters: usize,
+    /// Reports already stored (a redelivery): acknowledged, not inserted.
+    pub duplicates: usize,
+}
+
+impl Store {
+    /// Connects, checks the server version, applies migrations and retention.
+    pub async fn open(
+        url: &str,
+        user: &str,
+        password: &str,
+        database: &str,
+        retention_days: u32,
+    ) -> anyhow::Result<Store> {
+        let base = Client::default()
+            .with_url(url)
+            .with_user(user)
+            .with_password(password)
+            .with_database(database)
+            .with_validation(false);
+        let version = schema::server_version(&base).await?;
+        // Typed RowBinary lets the client check rows against the table schema;
+        // servers before it (Debian's 18.16) take plain RowBinary.
+        let client = base.with_validation(version.has_typed_row_binary());
+        schema::migrate(&client).await?;
+        if version.has_ttl() {
+            for (table, column) in schema::RETAINED_TABLES {
+                client
+                    .query(&format!(
+                        "ALTER TABLE {table} MODIFY TTL {column} + toIntervalDay({retention_days})"
+                    ))
+                    .execute()
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot set the retention TTL of {table}: {e}"))?;
+            }
+        }
+        tracing::info!(?version, url, database, "ClickHouse schema ready");
+        Ok(Store { client, version })
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub async fn ping(&self) -> bool {
+        self.client
+            .query("SELECT 1")
+            .fetch_one::<u8>()
+            .await
+            .is_ok()
+    }
+
+    /// Stores reports and dead letters; safe to call again with the same input.
+    pub async fn write(
+        &self,
+        reports: &[ReportRows],
+        dead: &[DeadLetterRow],
+    ) -> anyhow::Result<Written> {
+        let mut written = Written::default();
+        if !reports.is_empty() {
+            let from = reports
+                .iter()
+                .map(|r| r.election.received_at)
+                .min()
+                .unwrap_or(0);
+            let to = reports
+                .iter()
+                .map(|r| r.election.received_at)
+                .max()
+                .unwrap_or(0);
+            let ids: Vec<[u8; 16]> = reports.iter().map(|r| r.election.report_id).collect();
+            let have_candidates = self.existing("rp_candidates", &ids, from, to).await?;
+            let have_elections = self.existing("rp_elections", &ids, from, to).await?;
+
+            let candidates: Vec<&CandidateRow> = reports
+                .iter()
+                .filter(|r| !have_candidates.contains(&r.election.report_id))
+                .flat_map(|r| &r.candidates)
+                .collect();
+            self.insert("rp_candidates", &candidates).await?;
+            let elections: Vec<&ElectionRow> = reports
+                .iter()
+                .map(|r| &r.election)
+                .filter(|e| !have_elections.contains(&e.report_id))
+                .collect();
+            self.insert("rp_elections", &elections).await?;
+            written.candidates = candidates.len();
+            written.elections = elections.len();
+            written.duplicates = reports.len() - elections.len();
+        }
+        if !dead.is_empty() {
+            let dead: Vec<&DeadLetterRow> = dead.iter().collect();
+            self.insert("rp_dead_letters", &dead).await?;
+            written.dead_letters = dead.len();
+        }
+        Ok(written)
+    }
+
+    async fn existing(
+        &self,
+        table: &str,
+        ids: &[[u8; 16]],
+        from: u32,
+        to: u32,
+    ) -> anyhow::Result<HashSet<[u8; 16]>> {
+        let list = ids
+            .iter()
+            .map(|id| format!("'{}'", hex(id).to_uppercase()))
+            .collect::<Vec<_>>()
+            .join(",");
+        // received_at is part of the sorting key: the range prunes partitions and granules.
+        let sql = format!(
+            "SELECT DISTINCT hex(report_id) FROM {table} \
+             WHERE received_at >= {from} AND received_at <= {to} AND hex(report_id) IN ({list})"
+        );
+        let found: Vec<String> = self
+            .client
+            .query(&sql)
+            .fetch_all()
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot check {table} for stored reports: {e}"))?;
+        Ok(found.iter().filter_map(|h| unhex16(h)).collect())
+    }
+
+    async fn insert<T>(&self, table: &str, rows: &[&T]) -> anyhow::Result<()>
+    where
+        T: clickhouse::RowWrite + for<'a> clickhouse::Row<Value<'a> = T>,
+    {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut insert = self
+            .client
+            .insert::<T>(table)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot start an insert into {table}: {e}"))?;
+        for row in rows {
+            insert
+                .write(*row)
+                .await
+                .map_err(|e| anyhow::anyhow!("insert into {table} failed: {e}"))?;
+        }
+        insert
+            .end()
+            .await
+            .map_err(|e| anyhow::anyhow!("insert into {table} failed: {e}"))
+    }
+}
+
+fn unhex16(text: &str) -> Option<[u8; 16]> {
+    if text.len() != 32 {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}

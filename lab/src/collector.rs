@@ -1,0 +1,128 @@
+//! `rallypoint-collector` processes.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use crate::bins;
+use crate::ports::free_tcp;
+use crate::process::Process;
+
+#[derive(Debug, Clone)]
+pub struct CollectorSpec {
+    pub name: String,
+    pub nats_urls: Vec<String>,
+    /// `region:replicas` of every region's telemetry stream.
+    pub regions: Vec<String>,
+    pub central_region: String,
+    pub central_replicas: usize,
+    pub clickhouse_url: String,
+    pub extra_args: Vec<String>,
+}
+
+pub struct CollectorProcess {
+    pub spec: CollectorSpec,
+    pub http_port: u16,
+    log: PathBuf,
+    process: Process,
+}
+
+impl CollectorProcess {
+    /// Starts a collector and waits until it serves its HTTP endpoints.
+    pub async fn start(spec: CollectorSpec, dir: &Path) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let log = dir.join(format!("{}.log", spec.name));
+        let http_port = free_tcp();
+        let process = spawn(&spec, http_port, &log)?;
+        let mut collector = CollectorProcess {
+            spec,
+            http_port,
+            log,
+            process,
+        };
+        collector.wait_ready(Duration::from_secs(60)).await?;
+        Ok(collector)
+    }
+
+    pub fn stats_url(&self) -> String {
+        format!("http://127.0.0.1:{}/stats", self.http_port)
+    }
+
+    pub async fn stats(&self) -> anyhow::Result<serde_json::Value> {
+        Ok(reqwest::get(self.stats_url()).await?.json().await?)
+    }
+
+    pub fn signal(&self, signal: Signal) -> anyhow::Result<()> {
+        self.process.signal(signal)
+    }
+
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.process.stop(Duration::from_secs(5)).await;
+        self.process = spawn(&self.spec, self.http_port, &self.log)?;
+        self.wait_ready(Duration::from_secs(60)).await
+    }
+
+    pub async fn stop(&mut self) {
+        self.process.stop(Duration::from_secs(5)).await;
+    }
+
+    pub fn log_tail(&self, lines: usize) -> String {
+        self.process.log_tail(lines)
+    }
+
+    async fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if !self.process.is_running() {
+                anyhow::bail!(
+                    "collector {} exited:\n{}",
+                    self.spec.name,
+                    self.log_tail(20)
+                );
+            }
+            if let Ok(response) =
+                reqwest::get(format!("http://127.0.0.1:{}/readyz", self.http_port)).await
+                && response.status().is_success()
+            {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        anyhow::bail!(
+            "collector {} not ready after {timeout:?}:\n{}",
+            self.spec.name,
+            self.log_tail(20)
+        )
+    }
+}
+
+fn spawn(spec: &CollectorSpec, http_port: u16, log: &Path) -> anyhow::Result<Process> {
+    let binary = bins::ours("rallypoint-collector")?;
+    let mut args = vec![
+        "--nats-urls".into(),
+        spec.nats_urls.join(","),
+        "--regions".into(),
+        spec.regions.join(","),
+        "--central-region".into(),
+        spec.central_region.clone(),
+        "--central-replicas".into(),
+        spec.central_replicas.to_string(),
+        "--clickhouse-url".into(),
+        spec.clickhouse_url.clone(),
+        "--http-listen".into(),
+        format!("127.0.0.1:{http_port}"),
+    ];
+    args.extend(spec.extra_args.iter().cloned());
+    let envs = vec![(
+        "RUST_LOG".to_owned(),
+        std::env::var("RALLYPOINT_COLLECTOR_LOG").unwrap_or_else(|_| "info".into()),
+    )];
+    Process::spawn(
+        format!("collector {}", spec.name),
+        &binary,
+        &args,
+        &envs,
+        log,
+    )
+}
