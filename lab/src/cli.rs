@@ -23,6 +23,9 @@ pub enum Command {
     Probe(crate::commands::probe::ProbeArgs),
     /// A headless participant: elect, join a room, send synthetic media.
     Join(crate::commands::join::JoinArgs),
+    /// Synthetic election reports (labelled synthetic) through relays,
+    /// JetStream and the collector into ClickHouse.
+    Simulate(crate::commands::simulate::SimulateArgs),
     /// Benchmarks that print numbers and ratios against a same-run baseline.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -69,6 +72,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Up(args) => up(args).await,
         Command::Probe(args) => crate::commands::probe::run(args).await,
         Command::Join(args) => crate::commands::join::run(args).await,
+        Command::Simulate(args) => crate::commands::simulate::run(args).await,
         Command::Bench(BenchCommand::Relay(args)) => crate::bench::relay::run(args).await,
         Command::Bench(BenchCommand::Election(args)) => crate::bench::election::run(args),
         Command::Bench(BenchCommand::Failover(args)) => crate::bench::failover::run(args).await,
@@ -81,13 +85,16 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         http: args.http,
         jwt_secret: args.jwt_secret,
         dev_tokens: args.dev_tokens,
-        relay_args: Vec::new(),
+        // Development relays accept reports faster, so `rallypoint simulate`
+        // can fill the dashboards quickly.
+        relay_args: vec!["--reports-per-minute".into(), "6000".into()],
         scenarios: args
             .scenario
             .iter()
             .map(crate::proxy::Scenario::load)
             .collect::<anyhow::Result<_>>()?,
         telemetry: true,
+        collector_args: Vec::new(),
     })
     .await?;
     stack.print_endpoints();

@@ -19,5 +19,6 @@ pub mod ports;
 pub mod process;
 pub mod proxy;
 pub mod relays;
+pub mod reports;
 pub mod stack;
 pub mod tokens;

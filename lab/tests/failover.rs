@@ -17,6 +17,7 @@ async fn call_then(signal: Signal) -> FaultedCall {
         relay_args: vec!["--drain-grace".into(), "5s".into()],
         scenarios: Vec::new(),
         telemetry: false,
+        collector_args: Vec::new(),
     })
     .await
     .expect("stack starts");

@@ -30,6 +30,7 @@ async fn each_simulated_location_elects_its_nearest_region() {
         relay_args: Vec::new(),
         scenarios: cases.iter().map(|(s, _)| s.clone()).collect(),
         telemetry: false,
+        collector_args: Vec::new(),
     })
     .await
     .expect("stack starts");

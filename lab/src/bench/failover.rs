@@ -27,6 +27,7 @@ pub async fn run(args: FailoverBenchArgs) -> anyhow::Result<()> {
         relay_args: vec!["--drain-grace".into(), "3s".into()],
         scenarios: Vec::new(),
         telemetry: false,
+        collector_args: Vec::new(),
     })
     .await?;
     println!(

@@ -2,4 +2,5 @@
 
 pub mod join;
 pub mod probe;
+pub mod simulate;
 mod source;

@@ -41,6 +41,8 @@ pub struct StackConfig {
     pub scenarios: Vec<Scenario>,
     /// Start ClickHouse and a collector (election telemetry).
     pub telemetry: bool,
+    /// Extra flags for every collector.
+    pub collector_args: Vec<String>,
 }
 
 pub struct Stack {
@@ -93,7 +95,7 @@ impl Stack {
             let clickhouse = ClickHouseServer::start(&config.dir.join("clickhouse")).await?;
             progress("starting the telemetry collector");
             let collector = CollectorProcess::start(
-                collector_spec("collector-0", &nats, &clickhouse),
+                collector_spec("collector-0", &nats, &clickhouse, &config.collector_args),
                 &config.dir.join("collectors"),
             )
             .await?;
@@ -233,7 +235,7 @@ impl Stack {
             .as_ref()
             .ok_or_else(|| anyhow::anyhow!("the stack runs without telemetry"))?;
         let name = format!("collector-{}", self.collectors.len());
-        let spec = collector_spec(&name, &self.nats, clickhouse);
+        let spec = collector_spec(&name, &self.nats, clickhouse, &self.config.collector_args);
         self.collectors
             .push(CollectorProcess::start(spec, &self.config.dir.join("collectors")).await?);
         Ok(self.collectors.len() - 1)
@@ -262,7 +264,12 @@ impl Stack {
 /// A collector for the reference regions: telemetry streams R3 in us-east
 /// (3 JetStream servers), R1 in singapore (2 servers: R2 would stop on either
 /// failure), the central stream R3 in us-east next to ClickHouse.
-fn collector_spec(name: &str, nats: &SuperCluster, clickhouse: &ClickHouseServer) -> CollectorSpec {
+fn collector_spec(
+    name: &str,
+    nats: &SuperCluster,
+    clickhouse: &ClickHouseServer,
+    extra_args: &[String],
+) -> CollectorSpec {
     CollectorSpec {
         name: name.to_owned(),
         nats_urls: nats.urls("us-east"),
@@ -270,7 +277,7 @@ fn collector_spec(name: &str, nats: &SuperCluster, clickhouse: &ClickHouseServer
         central_region: "us-east".into(),
         central_replicas: 3,
         clickhouse_url: clickhouse.url(),
-        extra_args: Vec::new(),
+        extra_args: extra_args.to_vec(),
     }
 }
 

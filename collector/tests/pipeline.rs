@@ -1,0 +1,333 @@
+//! Election telemetry end to end, with real parts only: clients → relays in
+//! both regions (validation, enrichment) → regional JetStream streams → the
+//! central stream → collector → ClickHouse 18.16.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use futures_util::SinkExt;
+use nix::sys::signal::Signal;
+use rallypoint_client::TransportKind;
+use rallypoint_client_native::{ClientIdentity, Peer};
+use rallypoint_lab::clickhouse::ClickHouseServer;
+use rallypoint_lab::commands::simulate::send;
+use rallypoint_lab::reports::ReportGenerator;
+use rallypoint_lab::stack::{Stack, StackConfig};
+use rallypoint_protocol::v1::{
+    ClientFrame, Hello, TelemetryReport, client_frame, telemetry_report,
+};
+use rallypoint_protocol::{PROTOCOL_VERSION, encode};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+async fn stack(dir: &Path, relay_args: Vec<String>, collector_args: Vec<String>) -> Stack {
+    let mut relay_args = relay_args;
+    relay_args.extend(["--reports-per-minute".into(), "1000000".into()]);
+    Stack::start(StackConfig {
+        dir: dir.to_path_buf(),
+        http: "127.0.0.1:0".parse().unwrap(),
+        jwt_secret: Some("telemetry-test".into()),
+        dev_tokens: false,
+        relay_args,
+        scenarios: Vec::new(),
+        telemetry: true,
+        collector_args,
+    })
+    .await
+    .expect("stack starts")
+}
+
+/// Probe-only connections to every relay candidate of both regions.
+async fn peers(stack: &Stack, per_candidate: usize) -> Vec<Peer> {
+    let identity = ClientIdentity::new(stack.issuer.mint(
+        "lobby",
+        "reporter",
+        "Reporter",
+        Duration::from_secs(600),
+    ));
+    let mut peers = Vec::new();
+    for candidate in stack.candidates() {
+        for _ in 0..per_candidate {
+            peers.push(
+                Peer::connect(&candidate, &identity, Duration::from_secs(10))
+                    .await
+                    .unwrap(),
+            );
+        }
+    }
+    peers
+}
+
+/// Sends `count` real (not synthetic) reports through every relay.
+async fn report(stack: &Stack, count: u64, seed: u64) {
+    let generator = ReportGenerator::new(stack.candidates(), seed, false);
+    let outcome = send(peers(stack, 2).await, generator, count, 2000).await;
+    assert_eq!(outcome.refused, 0, "refused: {:?}", outcome.first_refusal);
+    assert_eq!(
+        outcome.accepted, count,
+        "every report is acknowledged by JetStream"
+    );
+}
+
+fn clickhouse(stack: &Stack) -> &ClickHouseServer {
+    stack.clickhouse.as_ref().unwrap()
+}
+
+/// Waits until `sql` returns `expected`, then checks it stays there.
+async fn settles_at(stack: &Stack, sql: &str, expected: u64) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut last = 0;
+    while Instant::now() < deadline {
+        last = clickhouse(stack).count(sql).await.unwrap_or(0);
+        if last >= expected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(last, expected, "{sql}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        clickhouse(stack).count(sql).await.unwrap(),
+        expected,
+        "{sql} changed after settling"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_from_both_regions_are_stored_once_enriched_at_the_edge_without_ips() {
+    let dir = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/make_mmdb.py"
+        ))
+        .arg(dir.path())
+        .status()
+        .expect("python3 runs (scripts/setup.sh installs mmdb-writer)");
+    assert!(status.success(), "making the MaxMind test databases failed");
+    let stack = stack(
+        &dir.path().join("stack"),
+        vec![
+            "--trusted-proxies".into(),
+            "127.0.0.1".into(),
+            "--geoip-db".into(),
+            dir.path().join("asn.mmdb").display().to_string(),
+            "--geoip-db".into(),
+            dir.path().join("country.mmdb").display().to_string(),
+        ],
+        Vec::new(),
+    )
+    .await;
+
+    // 200 reports through all four relays, both regions.
+    report(&stack, 200, 1).await;
+
+    // 50 from a client behind a trusted proxy: the relay derives ASN, ISP and
+    // country from the forwarded address and stores none of it.
+    let ws = stack
+        .relays
+        .iter()
+        .find(|r| r.spec.transports == [TransportKind::WebSocket])
+        .unwrap();
+    let mut request = ws.ws_url().into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("x-forwarded-for", "203.0.113.7".parse().unwrap());
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let hello = ClientFrame::of(client_frame::Kind::Hello(Hello {
+        protocol_version: PROTOCOL_VERSION,
+        token: stack
+            .issuer
+            .mint("lobby", "proxied", "Proxied", Duration::from_secs(60)),
+        client: None,
+        session_id: bytes::Bytes::from_static(b"proxied-session!"),
+    }));
+    socket.send(Message::Binary(encode(&hello))).await.unwrap();
+    let mut generator = ReportGenerator::new(stack.candidates(), 2, false);
+    for _ in 0..50 {
+        let frame = ClientFrame::of(client_frame::Kind::Telemetry(TelemetryReport {
+            kind: Some(telemetry_report::Kind::Election(generator.next())),
+        }));
+        socket.send(Message::Binary(encode(&frame))).await.unwrap();
+    }
+
+    // A poison message straight into a regional stream, then more good reports.
+    let nats = async_nats::connect(stack.nats.urls("singapore")[0].clone())
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::new(nats);
+    js.publish(
+        "telemetry.election.singapore",
+        bytes::Bytes::from_static(b"\xff\xffnot a report"),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    report(&stack, 10, 3).await;
+
+    settles_at(&stack, "SELECT count() FROM rp_elections", 260).await;
+    settles_at(&stack, "SELECT count() FROM rp_candidates", 260 * 4).await;
+    let ch = clickhouse(&stack);
+    assert_eq!(
+        ch.count("SELECT uniqExact(report_id) FROM rp_elections")
+            .await
+            .unwrap(),
+        260
+    );
+    assert_eq!(
+        ch.count("SELECT count() FROM rp_elections WHERE relay_region = 'singapore'")
+            .await
+            .unwrap()
+            > 0,
+        true,
+        "reports came through both regions"
+    );
+    // Dead letter with its reason; the stream kept flowing past it.
+    let reason = ch
+        .query("SELECT reason FROM rp_dead_letters")
+        .await
+        .unwrap();
+    assert!(
+        reason.contains("not an EnrichedElectionReport"),
+        "dead letters: {reason}"
+    );
+    // Edge enrichment from the MaxMind databases.
+    assert_eq!(
+        ch.count("SELECT count() FROM rp_elections WHERE asn = 64500 AND isp = 'Example Fiber' AND country = 'SG'")
+            .await
+            .unwrap(),
+        50
+    );
+    assert_eq!(
+        ch.count("SELECT count() FROM rp_elections WHERE country = 'unknown'")
+            .await
+            .unwrap(),
+        210,
+        "loopback clients have no known network"
+    );
+    // No column can hold an address, and no value does.
+    let ip_columns = ch
+        .query(
+            "SELECT table, name, type FROM system.columns WHERE database = currentDatabase() \
+             AND table LIKE 'rp_%' AND (lower(name) LIKE '%addr%' OR lower(name) = 'ip' \
+             OR lower(name) LIKE '%\\\\_ip%' OR lower(name) LIKE 'ip\\\\_%' OR type LIKE '%IPv%')",
+        )
+        .await
+        .unwrap();
+    assert!(
+        ip_columns.trim().is_empty(),
+        "columns that could hold an IP: {ip_columns}"
+    );
+    for table in ["rp_elections", "rp_candidates", "rp_dead_letters"] {
+        let columns = ch
+            .query(&format!(
+                "SELECT name FROM system.columns WHERE database = currentDatabase() AND table = '{table}' AND type = 'String'"
+            ))
+            .await
+            .unwrap();
+        for column in columns.lines() {
+            let hits = ch
+                .count(&format!(
+                    "SELECT count() FROM {table} WHERE position({column}, '203.0.113') > 0"
+                ))
+                .await
+                .unwrap();
+            assert_eq!(hits, 0, "{table}.{column} holds the client's address");
+        }
+    }
+    // The per-minute rollup counted each measured candidate exactly once.
+    let measured = ch
+        .count("SELECT count() FROM rp_candidates WHERE samples > 0")
+        .await
+        .unwrap();
+    assert_eq!(
+        ch.count("SELECT countMerge(measurements) FROM rp_rtt_minute")
+            .await
+            .unwrap(),
+        measured
+    );
+    assert_eq!(
+        ch.count("SELECT countMerge(elections) FROM rp_elections_minute")
+            .await
+            .unwrap(),
+        260
+    );
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_killed_mid_stream_and_restarted_stores_everything_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut stack = stack(
+        dir.path(),
+        Vec::new(),
+        vec![
+            "--batch-size".into(),
+            "50".into(),
+            "--batch-wait".into(),
+            "20ms".into(),
+        ],
+    )
+    .await;
+    const N: u64 = 1500;
+    let sending = {
+        let generator = ReportGenerator::new(stack.candidates(), 9, false);
+        let peers = peers(&stack, 2).await;
+        tokio::spawn(async move { send(peers, generator, N, 1500).await })
+    };
+    // Kill the collector once some, not all, reports are stored.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let stored = clickhouse(&stack)
+            .count("SELECT count() FROM rp_elections")
+            .await
+            .unwrap();
+        if stored > 0 {
+            assert!(
+                stored < N,
+                "everything was stored before the crash could happen"
+            );
+            stack.collectors[0].signal(Signal::SIGKILL).unwrap();
+            eprintln!("killed the collector with {stored} of {N} stored");
+            break;
+        }
+        assert!(Instant::now() < deadline, "nothing was stored");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let outcome = sending.await.unwrap();
+    assert_eq!(outcome.accepted, N);
+    stack.collectors[0].restart().await.unwrap();
+    settles_at(&stack, "SELECT count() FROM rp_elections", N).await;
+    settles_at(&stack, "SELECT count() FROM rp_candidates", N * 4).await;
+    assert_eq!(
+        clickhouse(&stack)
+            .count("SELECT countMerge(elections) FROM rp_elections_minute")
+            .await
+            .unwrap(),
+        N
+    );
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clickhouse_down_for_30_seconds_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut stack = stack(dir.path(), Vec::new(), Vec::new()).await;
+    report(&stack, 100, 4).await;
+    settles_at(&stack, "SELECT count() FROM rp_elections", 100).await;
+
+    stack.clickhouse.as_mut().unwrap().stop().await;
+    report(&stack, 300, 5).await;
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let stats = stack.collectors[0].stats().await.unwrap();
+    assert!(
+        stats["insert_failures"].as_u64().unwrap() > 0,
+        "the collector noticed the outage: {stats}"
+    );
+    stack.clickhouse.as_mut().unwrap().restart().await.unwrap();
+
+    settles_at(&stack, "SELECT count() FROM rp_elections", 400).await;
+    settles_at(&stack, "SELECT count() FROM rp_candidates", 1600).await;
+    stack.stop().await;
+}

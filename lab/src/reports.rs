@@ -1,0 +1,263 @@
+//! Realistic election reports, for `rallypoint simulate` and the telemetry
+//! tests: a client somewhere in the world (country, ISP, ASN), every
+//! candidate of the deployment measured with an RTT that follows from where
+//! the client and the region are, the winner the election rule would pick.
+
+use bytes::Bytes;
+use rallypoint_client::sim::Rng;
+use rallypoint_client::{Candidate, TransportKind};
+use rallypoint_protocol::telemetry::SCHEMA_VERSION;
+use rallypoint_protocol::v1::{
+    CandidateOutcome, CandidateReport, ClientContext, DecisionRule, ElectionReport, ElectionTrigger,
+};
+
+/// Where simulated clients are: country, ISPs with ASNs, base RTT (ms) to
+/// each known region, and a weight (share of clients).
+pub struct Market {
+    pub country: &'static str,
+    pub isps: &'static [(&'static str, u32)],
+    pub rtt_ms: &'static [(&'static str, f64)],
+    pub weight: f64,
+}
+
+/// Public inter-region RTTs are the order of magnitude; each ISP adds its own access latency.
+pub const MARKETS: &[Market] = &[
+    Market {
+        country: "US",
+        isps: &[
+            ("Comcast", 7922),
+            ("Verizon Fios", 701),
+            ("T-Mobile US", 21928),
+        ],
+        rtt_ms: &[("us-east", 22.0), ("singapore", 235.0)],
+        weight: 0.30,
+    },
+    Market {
+        country: "SG",
+        isps: &[("Singtel", 7473), ("StarHub", 4657), ("M1", 17547)],
+        rtt_ms: &[("us-east", 238.0), ("singapore", 6.0)],
+        weight: 0.12,
+    },
+    Market {
+        country: "ID",
+        isps: &[("Telkomsel", 23693), ("Indosat", 4761)],
+        rtt_ms: &[("us-east", 265.0), ("singapore", 28.0)],
+        weight: 0.10,
+    },
+    Market {
+        country: "IN",
+        isps: &[("Jio", 55836), ("Airtel", 9498)],
+        rtt_ms: &[("us-east", 215.0), ("singapore", 62.0)],
+        weight: 0.14,
+    },
+    Market {
+        country: "DE",
+        isps: &[("Deutsche Telekom", 3320), ("Vodafone DE", 3209)],
+        rtt_ms: &[("us-east", 88.0), ("singapore", 162.0)],
+        weight: 0.12,
+    },
+    Market {
+        country: "BR",
+        isps: &[("Claro BR", 28573), ("Vivo", 26599)],
+        rtt_ms: &[("us-east", 118.0), ("singapore", 320.0)],
+        weight: 0.08,
+    },
+    Market {
+        country: "AU",
+        isps: &[("Telstra", 1221), ("Optus", 4804)],
+        rtt_ms: &[("us-east", 205.0), ("singapore", 95.0)],
+        weight: 0.07,
+    },
+    Market {
+        country: "JP",
+        isps: &[("NTT", 2914), ("KDDI", 2516)],
+        rtt_ms: &[("us-east", 155.0), ("singapore", 72.0)],
+        weight: 0.07,
+    },
+];
+
+/// Base RTT (ms) from a market to a region the table does not know.
+const UNKNOWN_REGION_RTT_MS: f64 = 180.0;
+
+/// Generates reports for one deployment's candidates.
+pub struct ReportGenerator {
+    rng: Rng,
+    candidates: Vec<Candidate>,
+    pub synthetic: bool,
+}
+
+impl ReportGenerator {
+    pub fn new(candidates: Vec<Candidate>, seed: u64, synthetic: bool) -> Self {
+        ReportGenerator {
+            rng: Rng::new(seed),
+            candidates,
+            synthetic,
+        }
+    }
+
+    fn pick_market(&mut self) -> &'static Market {
+        let total: f64 = MARKETS.iter().map(|m| m.weight).sum();
+        let mut x = self.rng.unit() * total;
+        for market in MARKETS {
+            if x < market.weight {
+                return market;
+            }
+            x -= market.weight;
+        }
+        &MARKETS[0]
+    }
+
+    /// One report, as a client in a random market would send it.
+    pub fn next(&mut self) -> ElectionReport {
+        let market = self.pick_market();
+        let (isp, asn) = market.isps[(self.rng.next_u64() % market.isps.len() as u64) as usize];
+        // Each ISP has a stable extra access delay; each client a little more.
+        let access_ms = 2.0 + (asn % 17) as f64 + self.rng.unit() * 8.0;
+        let mut reports: Vec<CandidateReport> = Vec::with_capacity(self.candidates.len());
+        for candidate in &self.candidates {
+            let base = market
+                .rtt_ms
+                .iter()
+                .find(|(r, _)| *r == candidate.region)
+                .map(|(_, ms)| *ms)
+                .unwrap_or(UNKNOWN_REGION_RTT_MS);
+            let failed =
+                candidate.transport == TransportKind::WebTransport && self.rng.unit() < 0.03;
+            if failed {
+                reports.push(CandidateReport {
+                    region: candidate.region.clone(),
+                    relay_id: candidate.relay_id.clone(),
+                    transport: candidate.transport.to_proto() as i32,
+                    error: "WebTransport connect timed out (UDP blocked?)".into(),
+                    outcome: CandidateOutcome::Failed as i32,
+                    endpoint: candidate.endpoint(),
+                    shadow: candidate.shadow,
+                    ..Default::default()
+                });
+                continue;
+            }
+            let rtt_ms = base + access_ms + self.rng.normal().abs() * 2.0;
+            let jitter_ms = 0.5 + self.rng.unit() * 4.0;
+            let us = |ms: f64| (ms * 1000.0).max(1.0) as u32;
+            let samples = 4 + (self.rng.next_u64() % 10) as u32;
+            reports.push(CandidateReport {
+                region: candidate.region.clone(),
+                relay_id: candidate.relay_id.clone(),
+                transport: candidate.transport.to_proto() as i32,
+                connect_ms: (rtt_ms * 3.0) as u32,
+                samples,
+                lost: u32::from(self.rng.unit() < 0.05),
+                rtt_min_us: us(rtt_ms - jitter_ms),
+                rtt_median_us: us(rtt_ms),
+                rtt_p95_us: us(rtt_ms + 2.0 * jitter_ms),
+                rtt_mean_us: us(rtt_ms + 0.2 * jitter_ms),
+                jitter_us: us(jitter_ms),
+                outcome: CandidateOutcome::Loser as i32,
+                endpoint: candidate.endpoint(),
+                shadow: candidate.shadow,
+                ..Default::default()
+            });
+        }
+        let winner = reports
+            .iter()
+            .enumerate()
+            .filter(|(i, r)| r.error.is_empty() && !self.candidates[*i].shadow)
+            .min_by_key(|(_, r)| r.rtt_median_us)
+            .map(|(i, _)| i);
+        if let Some(w) = winner {
+            reports[w].outcome = CandidateOutcome::Winner as i32;
+        }
+        let id: [u8; 16] = std::array::from_fn(|_| self.rng.next_u64() as u8);
+        let session: [u8; 16] = std::array::from_fn(|_| self.rng.next_u64() as u8);
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let failover = self.rng.unit() < 0.04;
+        ElectionReport {
+            schema_version: SCHEMA_VERSION,
+            report_id: Bytes::copy_from_slice(&id),
+            client_session_id: Bytes::copy_from_slice(&session),
+            client_time_ms: now_ms,
+            trigger: if failover {
+                ElectionTrigger::Failover
+            } else {
+                ElectionTrigger::Initial
+            } as i32,
+            rule: if failover {
+                DecisionRule::Standby
+            } else {
+                DecisionRule::Early
+            } as i32,
+            decision_ms: if failover {
+                0
+            } else {
+                400 + (self.rng.unit() * 800.0) as u32
+            },
+            winner_index: winner.map(|w| w as u32),
+            previous_index: None,
+            candidates: reports,
+            client: Some(ClientContext {
+                platform: "browser".into(),
+                client_version: env!("CARGO_PKG_VERSION").into(),
+                browser_family: ["chrome", "edge", "firefox"][(self.rng.next_u64() % 3) as usize]
+                    .into(),
+                effective_connection_type: "4g".into(),
+                synthetic: self.synthetic,
+                synthetic_country: if self.synthetic {
+                    market.country.into()
+                } else {
+                    String::new()
+                },
+                synthetic_asn: if self.synthetic { asn } else { 0 },
+                synthetic_isp: if self.synthetic {
+                    isp.into()
+                } else {
+                    String::new()
+                },
+            }),
+            reason: "synthetic report from rallypoint simulate".into(),
+            session_seq: 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_reports_are_valid_and_elect_the_nearest_region() {
+        let candidates = vec![
+            Candidate {
+                region: "us-east".into(),
+                relay_id: "a".into(),
+                transport: TransportKind::WebSocket,
+                url: "ws://x/ws".into(),
+                cert_hash: None,
+                shadow: false,
+            },
+            Candidate {
+                region: "singapore".into(),
+                relay_id: "b".into(),
+                transport: TransportKind::WebSocket,
+                url: "ws://y/ws".into(),
+                cert_hash: None,
+                shadow: false,
+            },
+        ];
+        let mut generator = ReportGenerator::new(candidates, 7, true);
+        for _ in 0..500 {
+            let report = generator.next();
+            rallypoint_protocol::telemetry::validate(&report).unwrap();
+            let client = report.client.as_ref().unwrap();
+            let winner = &report.candidates[report.winner_index.unwrap() as usize];
+            if client.synthetic_country == "SG" {
+                assert_eq!(winner.region, "singapore");
+            }
+            if client.synthetic_country == "US" {
+                assert_eq!(winner.region, "us-east");
+            }
+        }
+    }
+}
