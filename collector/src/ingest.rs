@@ -127,9 +127,10 @@ impl Ingest {
                 }
             }
         };
-        // Acknowledge only now that ClickHouse has the rows; wait for the
-        // server to confirm, so a batch is not redelivered after a clean stop.
-        let acks = futures_util::future::join_all(batch.iter().map(|m| m.double_ack())).await;
+        // Acknowledge only now that ClickHouse has the rows. Plain acks (no
+        // confirmation round trip each): one lost on a crash means a
+        // redelivery, which the store skips as a duplicate.
+        let acks = futures_util::future::join_all(batch.iter().map(|m| m.ack())).await;
         let failed_acks = acks.iter().filter(|r| r.is_err()).count();
         if failed_acks > 0 {
             tracing::warn!(

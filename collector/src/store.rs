@@ -17,6 +17,9 @@ use clickhouse::Client;
 use crate::rows::{CandidateRow, DeadLetterRow, ElectionRow, ReportRows, hex};
 use crate::schema::{self, ServerVersion};
 
+/// Report ids per existence query (35 bytes of SQL each).
+const ID_CHECK_CHUNK: usize = 2000;
+
 pub struct Store {
     client: Client,
     pub version: ServerVersion,
@@ -132,23 +135,28 @@ impl Store {
         from: u32,
         to: u32,
     ) -> anyhow::Result<HashSet<[u8; 16]>> {
-        let list = ids
-            .iter()
-            .map(|id| format!("'{}'", hex(id).to_uppercase()))
-            .collect::<Vec<_>>()
-            .join(",");
-        // received_at is part of the sorting key: the range prunes partitions and granules.
-        let sql = format!(
-            "SELECT DISTINCT hex(report_id) FROM {table} \
-             WHERE received_at >= {from} AND received_at <= {to} AND hex(report_id) IN ({list})"
-        );
-        let found: Vec<String> = self
-            .client
-            .query(&sql)
-            .fetch_all()
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot check {table} for stored reports: {e}"))?;
-        Ok(found.iter().filter_map(|h| unhex16(h)).collect())
+        let mut found = HashSet::new();
+        // Chunks keep each query far below ClickHouse's max_query_size (256 KiB).
+        for chunk in ids.chunks(ID_CHECK_CHUNK) {
+            let list = chunk
+                .iter()
+                .map(|id| format!("'{}'", hex(id).to_uppercase()))
+                .collect::<Vec<_>>()
+                .join(",");
+            // received_at is part of the sorting key: the range prunes partitions and granules.
+            let sql = format!(
+                "SELECT DISTINCT hex(report_id) FROM {table} \
+                 WHERE received_at >= {from} AND received_at <= {to} AND hex(report_id) IN ({list})"
+            );
+            let hits: Vec<String> = self
+                .client
+                .query(&sql)
+                .fetch_all()
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot check {table} for stored reports: {e}"))?;
+            found.extend(hits.iter().filter_map(|h| unhex16(h)));
+        }
+        Ok(found)
     }
 
     async fn insert<T>(&self, table: &str, rows: &[&T]) -> anyhow::Result<()>

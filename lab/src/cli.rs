@@ -40,6 +40,8 @@ pub enum BenchCommand {
     Election(crate::bench::election::ElectionBenchArgs),
     /// Failover gap with real relays (kill or drain the talker's relay).
     Failover(crate::bench::failover::FailoverBenchArgs),
+    /// Telemetry ingest: JetStream -> collector(s) -> ClickHouse.
+    Ingest(crate::bench::ingest::IngestBenchArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -76,6 +78,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Relay(args)) => crate::bench::relay::run(args).await,
         Command::Bench(BenchCommand::Election(args)) => crate::bench::election::run(args),
         Command::Bench(BenchCommand::Failover(args)) => crate::bench::failover::run(args).await,
+        Command::Bench(BenchCommand::Ingest(args)) => crate::bench::ingest::run(args).await,
     }
 }
 

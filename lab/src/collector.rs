@@ -67,6 +67,15 @@ impl CollectorProcess {
         self.process.stop(Duration::from_secs(5)).await;
     }
 
+    /// Peak resident memory so far (Linux `VmHWM`), in bytes.
+    pub fn peak_memory(&self) -> Option<u64> {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.process.pid()?)).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb * 1024)
+    }
+
     pub fn log_tail(&self, lines: usize) -> String {
         self.process.log_tail(lines)
     }

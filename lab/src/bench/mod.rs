@@ -3,6 +3,7 @@
 
 pub mod election;
 pub mod failover;
+pub mod ingest;
 pub mod relay;
 
 use hdrhistogram::Histogram;

@@ -1,0 +1,68 @@
+//! The schema on current ClickHouse (chDB, in-process): every migration, the
+//! TTL statements old servers skip, and the rollups fed by their views.
+
+use rallypoint_collector::schema::{MIGRATIONS, RETAINED_TABLES};
+use serde_json::json;
+
+#[test]
+fn the_schema_and_rollups_work_on_modern_clickhouse() {
+    let ddl: Vec<&str> = MIGRATIONS
+        .iter()
+        .flat_map(|m| m.statements.iter().copied())
+        .collect();
+    let ttl: Vec<String> = RETAINED_TABLES
+        .iter()
+        .map(|(table, column)| {
+            format!("ALTER TABLE {table} MODIFY TTL {column} + toIntervalDay(90)")
+        })
+        .collect();
+    let candidate = |id: &str, idx: u8, region: &str, rtt: u32| {
+        format!(
+            "INSERT INTO rp_candidates (report_id, received_at, idx, region, transport, samples, rtt_median_us, country, isp) \
+             VALUES ('{id}', toDateTime('2026-11-23 10:00:30'), {idx}, '{region}', 'webtransport', 5, {rtt}, 'SG', 'Singtel')"
+        )
+    };
+    let spec = json!({
+        "ddl": ddl,
+        "ttl": ttl,
+        "seed": [
+            candidate("aaaaaaaaaaaaaaaa", 0, "singapore", 40000),
+            candidate("aaaaaaaaaaaaaaaa", 1, "us-east", 250000),
+            candidate("bbbbbbbbbbbbbbbb", 0, "singapore", 42000),
+            "INSERT INTO rp_elections (report_id, received_at, winner_region, decision_ms, country, isp) \
+             VALUES ('aaaaaaaaaaaaaaaa', toDateTime('2026-11-23 10:00:30'), 'singapore', 600, 'SG', 'Singtel')",
+        ],
+        "checks": [
+            {
+                "name": "rtt rollup per region",
+                "sql": "SELECT region, countMerge(measurements), quantilesMerge(0.5, 0.9, 0.95, 0.99)(rtt)[1] \
+                        FROM rp_rtt_minute GROUP BY region ORDER BY region",
+                "expect": [["singapore", "2", "41000"], ["us-east", "1", "250000"]],
+            },
+            {
+                "name": "elections rollup",
+                "sql": "SELECT winner_region, countMerge(elections) FROM rp_elections_minute GROUP BY winner_region",
+                "expect": [["singapore", "1"]],
+            },
+            {
+                "name": "ttl is set",
+                "sql": "SELECT count() FROM system.tables WHERE database = 'rp' AND create_table_query LIKE '%TTL%'",
+                "expect": [["4"]],
+            },
+        ],
+    });
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), spec.to_string()).unwrap();
+    let output = std::process::Command::new("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/chdb_check.py"))
+        .arg(file.path())
+        .output()
+        .expect("python3 runs (scripts/setup.sh installs chdb)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "chDB check failed:\n{stdout}\n{stderr}"
+    );
+    eprintln!("{stdout}");
+}

@@ -1,0 +1,184 @@
+//! Telemetry ingest benchmark: election reports published to the regional
+//! JetStream streams as fast as JetStream takes them, through the central
+//! stream and the collector(s), into ClickHouse 18.16 — all real, all on this
+//! machine. Reported: sustained reports/s and candidate rows/s from the first
+//! publish to the last row visible in ClickHouse, p50/p99 ingest lag (publish →
+//! visible, from polling the stored count), collector peak memory. One and two
+//! collectors in the same run.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rallypoint_protocol::encode;
+use rallypoint_protocol::v1::EnrichedElectionReport;
+
+use crate::reports::ReportGenerator;
+use crate::stack::{Stack, StackConfig};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct IngestBenchArgs {
+    /// Reports per run.
+    #[arg(long, default_value_t = 200_000)]
+    pub reports: usize,
+    /// Collector batch size.
+    #[arg(long, default_value_t = 10_000)]
+    pub batch_size: usize,
+}
+
+pub async fn run(args: IngestBenchArgs) -> anyhow::Result<()> {
+    println!(
+        "telemetry ingest: {} reports (4 candidates each) per run, JetStream (regional R3/R1 + central R3) -> collector -> ClickHouse 18.16",
+        args.reports
+    );
+    println!();
+    println!(
+        "| collectors | reports/s | candidate rows/s | lag p50 ms | lag p99 ms | collector peak RSS MiB |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for collectors in [1, 2] {
+        let row = one_run(&args, collectors).await?;
+        println!("{row}");
+    }
+    Ok(())
+}
+
+async fn one_run(args: &IngestBenchArgs, collectors: usize) -> anyhow::Result<String> {
+    let dir = tempfile::tempdir()?;
+    eprintln!("[bench] starting the stack ({collectors} collector(s))");
+    let mut stack = Stack::start(StackConfig {
+        dir: dir.path().to_path_buf(),
+        http: "127.0.0.1:0".parse()?,
+        jwt_secret: None,
+        dev_tokens: false,
+        relay_args: Vec::new(),
+        scenarios: Vec::new(),
+        telemetry: true,
+        collector_args: vec![
+            "--batch-size".into(),
+            args.batch_size.to_string(),
+            "--batch-wait".into(),
+            "100ms".into(),
+        ],
+    })
+    .await?;
+    for _ in 1..collectors {
+        stack.add_collector().await?;
+    }
+
+    eprintln!("[bench] generating {} reports", args.reports);
+    let mut generator = ReportGenerator::new(stack.candidates(), 42, true);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as u64;
+    let payloads: Vec<(String, String, Bytes)> = (0..args.reports)
+        .map(|i| {
+            let report = generator.next();
+            let region = if i % 3 == 0 { "singapore" } else { "us-east" };
+            let id: String = report
+                .report_id
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            let enriched = EnrichedElectionReport {
+                report: Some(report),
+                relay_id: format!("{region}-bench"),
+                relay_region: region.into(),
+                received_ms: now_ms,
+                asn: 64500,
+                isp: "Example".into(),
+                country: "SG".into(),
+                peer_id: "bench".into(),
+            };
+            (
+                rallypoint_protocol::subjects::telemetry_election(region),
+                id,
+                encode(&enriched),
+            )
+        })
+        .collect();
+
+    let nats = async_nats::connect(stack.nats.urls("us-east")).await?;
+    let js = async_nats::jetstream::new(nats);
+    let clickhouse = stack.clickhouse.as_ref().expect("telemetry on");
+    let started = Instant::now();
+    let publisher = tokio::spawn(async move {
+        let mut published = Vec::with_capacity(payloads.len());
+        let mut pending = std::collections::VecDeque::new();
+        for (subject, id, payload) in payloads {
+            let message = async_nats::jetstream::message::PublishMessage::build()
+                .payload(payload)
+                .message_id(id);
+            pending.push_back(js.send_publish(subject, message).await?);
+            published.push(started.elapsed());
+            if pending.len() >= 4096 {
+                pending.pop_front().expect("non-empty").await?;
+            }
+        }
+        for ack in pending {
+            ack.await?;
+        }
+        anyhow::Ok(published)
+    });
+
+    // Poll the stored count to see when each report became visible.
+    let mut visible: Vec<(Duration, u64)> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut last_report = Instant::now();
+    loop {
+        let stored = clickhouse
+            .count("SELECT count() FROM rp_elections")
+            .await
+            .unwrap_or(0);
+        visible.push((started.elapsed(), stored));
+        if stored >= args.reports as u64 {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "ingest did not finish in 10 minutes ({stored} stored)"
+        );
+        if last_report.elapsed() >= Duration::from_secs(2) {
+            eprintln!(
+                "[bench] {:>6.1}s: {stored} stored",
+                started.elapsed().as_secs_f64()
+            );
+            last_report = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let published = publisher.await??;
+    let total = visible.last().expect("polled").0;
+    let rows = clickhouse
+        .count("SELECT count() FROM rp_candidates")
+        .await?;
+    let mut lags: Vec<f64> = published
+        .iter()
+        .enumerate()
+        .map(|(i, at)| {
+            let seen = visible
+                .iter()
+                .find(|(_, stored)| *stored > i as u64)
+                .map(|(t, _)| *t)
+                .unwrap_or(total);
+            seen.saturating_sub(*at).as_secs_f64() * 1000.0
+        })
+        .collect();
+    lags.sort_by(f64::total_cmp);
+    let q = |p: f64| lags[((lags.len() - 1) as f64 * p) as usize];
+    let peak = stack
+        .collectors
+        .iter()
+        .filter_map(|c| c.peak_memory())
+        .max()
+        .unwrap_or(0);
+    let row = format!(
+        "| {collectors} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",
+        args.reports as f64 / total.as_secs_f64(),
+        rows as f64 / total.as_secs_f64(),
+        q(0.5),
+        q(0.99),
+        peak as f64 / (1024.0 * 1024.0)
+    );
+    stack.stop().await;
+    Ok(row)
+}
