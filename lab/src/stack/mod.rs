@@ -55,6 +55,8 @@ pub struct Stack {
     pub locations: Vec<Location>,
     pub clickhouse: Option<ClickHouseServer>,
     pub collectors: Vec<CollectorProcess>,
+    /// The dashboard's URL and process, with telemetry.
+    pub dashboard: Option<(String, crate::process::Process)>,
     server: tokio::task::JoinHandle<()>,
 }
 
@@ -102,6 +104,13 @@ impl Stack {
             (Some(clickhouse), vec![collector])
         } else {
             (None, Vec::new())
+        };
+        let dashboard = match &clickhouse {
+            Some(clickhouse) => {
+                progress("starting the dashboard");
+                Some(start_dashboard(clickhouse, &config.dir).await?)
+            }
+            None => None,
         };
 
         let mut locations = Vec::new();
@@ -154,6 +163,7 @@ impl Stack {
             locations,
             clickhouse,
             collectors,
+            dashboard,
             server,
         })
     }
@@ -191,6 +201,9 @@ impl Stack {
         }
         if self.config.dev_tokens {
             println!("  dev tokens       {base}/token?room=<room>&name=<name>");
+        }
+        if let Some((url, _)) = &self.dashboard {
+            println!("  dashboard        {url}/");
         }
         if let Some(clickhouse) = &self.clickhouse {
             println!("  clickhouse       {}", clickhouse.url());
@@ -250,6 +263,9 @@ impl Stack {
         for collector in &mut self.collectors {
             collector.stop().await;
         }
+        if let Some((_, dashboard)) = &mut self.dashboard {
+            dashboard.stop(Duration::from_secs(3)).await;
+        }
         if let Some(clickhouse) = &mut self.clickhouse {
             progress("stopping ClickHouse");
             clickhouse.stop().await;
@@ -279,6 +295,39 @@ fn collector_spec(
         clickhouse_url: clickhouse.url(),
         extra_args: extra_args.to_vec(),
     }
+}
+
+/// Starts `rallypoint-dashboard` on a free port and waits for it to answer.
+async fn start_dashboard(
+    clickhouse: &ClickHouseServer,
+    dir: &std::path::Path,
+) -> anyhow::Result<(String, crate::process::Process)> {
+    let port = crate::ports::free_tcp();
+    let args = vec![
+        "--listen".to_owned(),
+        format!("127.0.0.1:{port}"),
+        "--clickhouse-url".to_owned(),
+        clickhouse.url(),
+    ];
+    let process = crate::process::Process::spawn(
+        "dashboard",
+        &crate::bins::ours("rallypoint-dashboard")?,
+        &args,
+        &[],
+        &dir.join("dashboard.log"),
+    )?;
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        if reqwest::get(format!("{url}/healthz"))
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return Ok((url, process));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    anyhow::bail!("the dashboard did not start:\n{}", process.log_tail(20))
 }
 
 /// The built browser app: `$RALLYPOINT_WEB_DIST`, else `client/web/dist` of

@@ -1,0 +1,139 @@
+//! What the views show, read from ClickHouse.
+//!
+//! Every query is written for both Debian's ClickHouse 18.16 and current
+//! ClickHouse (the tests run them on both): buckets are computed with
+//! `intDiv` rather than `toStartOfInterval`, and every selected value is cast
+//! to the exact type of its Rust field, because old servers cannot tell the
+//! client the column types (plain RowBinary).
+//!
+//! Main views read the per-minute rollups; each of them also has a `raw`
+//! variant over the base tables, which the benchmark compares against.
+
+pub mod capacity;
+pub mod matrix;
+pub mod outcomes;
+pub mod overview;
+pub mod sessions;
+
+use clickhouse::Client;
+
+use crate::filters::{Filters, Window, sql_string};
+
+#[derive(Clone)]
+pub struct Db {
+    client: Client,
+    /// Every statement run, when recording (tests replay them on chDB).
+    recorded: Option<std::sync::Arc<std::sync::Mutex<Vec<String>>>>,
+}
+
+impl Db {
+    pub fn new(url: &str, user: &str, password: &str, database: &str) -> Self {
+        Db {
+            client: Client::default()
+                .with_url(url)
+                .with_user(user)
+                .with_password(password)
+                .with_database(database)
+                .with_validation(false),
+            recorded: None,
+        }
+    }
+
+    /// Keeps a copy of every statement from now on.
+    pub fn recording(mut self) -> Self {
+        self.recorded = Some(Default::default());
+        self
+    }
+
+    /// The statements run so far (when recording).
+    pub fn recorded(&self) -> Vec<String> {
+        self.recorded
+            .as_ref()
+            .map(|r| r.lock().expect("recorder lock").clone())
+            .unwrap_or_default()
+    }
+
+    pub async fn rows<T>(&self, sql: &str) -> anyhow::Result<Vec<T>>
+    where
+        T: clickhouse::RowOwned + clickhouse::RowRead,
+    {
+        if let Some(recorded) = &self.recorded {
+            recorded.lock().expect("recorder lock").push(sql.to_owned());
+        }
+        self.client
+            .query(sql)
+            .fetch_all()
+            .await
+            .map_err(|e| anyhow::anyhow!("query failed: {e}\n{sql}"))
+    }
+}
+
+/// Which tables a query reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Per-minute rollups (what the dashboard uses).
+    Rollup,
+    /// Base tables (benchmark baseline).
+    Raw,
+}
+
+/// A named series of (unix seconds, value) points.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    pub name: String,
+    pub points: Vec<(u32, f64)>,
+}
+
+/// Groups (t, key, value) rows into one series per key, keys sorted.
+pub fn series(rows: impl IntoIterator<Item = (u32, String, f64)>) -> Vec<Series> {
+    let mut by_key: std::collections::BTreeMap<String, Vec<(u32, f64)>> = Default::default();
+    for (t, key, value) in rows {
+        by_key.entry(key).or_default().push((t, value));
+    }
+    by_key
+        .into_iter()
+        .map(|(name, mut points)| {
+            points.sort_by_key(|p| p.0);
+            Series { name, points }
+        })
+        .collect()
+}
+
+/// `WHERE` conditions built from filters, for a table's column names.
+pub struct Conditions(Vec<String>);
+
+impl Conditions {
+    /// Time range on `time_column`, and synthetic exclusion.
+    pub fn new(time_column: &str, window: Window, filters: &Filters) -> Self {
+        let mut c = vec![
+            format!("{time_column} >= toDateTime({})", window.from),
+            format!("{time_column} <= toDateTime({})", window.to),
+        ];
+        if !filters.include_synthetic() {
+            c.push("synthetic = 0".into());
+        }
+        Conditions(c)
+    }
+
+    /// Adds `column = value` when the filter is set.
+    pub fn eq(mut self, column: &str, value: &Option<String>) -> Self {
+        if let Some(value) = value.as_deref().filter(|v| !v.is_empty()) {
+            self.0.push(format!("{column} = {}", sql_string(value)));
+        }
+        self
+    }
+
+    pub fn and(mut self, condition: &str) -> Self {
+        self.0.push(condition.to_owned());
+        self
+    }
+
+    pub fn sql(&self) -> String {
+        self.0.join(" AND ")
+    }
+}
+
+/// Bucket expression: `column` rounded down to `bucket` seconds, as unix seconds.
+pub fn bucket(column: &str, bucket: u32) -> String {
+    format!("toUInt32(intDiv(toUInt32({column}), {bucket}) * {bucket})")
+}

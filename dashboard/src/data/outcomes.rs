@@ -1,0 +1,79 @@
+//! Outcomes: which region wins for which ISP and country, how often
+//! WebTransport is chosen, and why calls moved.
+
+use clickhouse::Row;
+use serde::Deserialize;
+
+use super::{Conditions, Db};
+use crate::filters::Filters;
+
+#[derive(Debug, Clone, PartialEq, Row, Deserialize)]
+pub struct Share {
+    /// The group (ISP, country or "all").
+    pub group: String,
+    /// What was chosen (region or transport).
+    pub choice: String,
+    pub elections: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Row, Deserialize)]
+pub struct Reason {
+    pub trigger: String,
+    pub rule: String,
+    pub count: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcomes {
+    pub by_isp: Vec<Share>,
+    pub by_country: Vec<Share>,
+    pub transports: Vec<Share>,
+    pub reasons: Vec<Reason>,
+}
+
+pub async fn load(db: &Db, filters: &Filters, now: u32) -> anyhow::Result<Outcomes> {
+    let window = filters.window(now);
+    let initial = || {
+        Conditions::new("minute", window, filters)
+            .eq("country", &filters.country)
+            .eq("winner_transport", &filters.transport)
+            .and("trigger = 'initial'")
+            .and("winner_region != ''")
+            .sql()
+    };
+    let share = |group: &str, choice: &str| {
+        format!(
+            "SELECT {group} AS group, {choice} AS choice, toUInt64(countMerge(elections)) AS elections
+             FROM rp_elections_minute WHERE {} GROUP BY group, choice ORDER BY group, choice",
+            initial()
+        )
+    };
+    Ok(Outcomes {
+        by_isp: db.rows(&share("isp", "winner_region")).await?,
+        by_country: db.rows(&share("country", "winner_region")).await?,
+        transports: db.rows(&share("'all'", "winner_transport")).await?,
+        reasons: db
+            .rows(&format!(
+                "SELECT trigger, rule, toUInt64(count()) AS count FROM rp_elections
+                 WHERE {} AND trigger != 'initial' GROUP BY trigger, rule ORDER BY count DESC, trigger, rule",
+                Conditions::new("received_at", window, filters)
+                    .eq("country", &filters.country)
+                    .sql()
+            ))
+            .await?,
+    })
+}
+
+/// Shares within each group, as fractions, for `group`.
+pub fn fractions<'a>(shares: &'a [Share], group: &str) -> Vec<(&'a str, f64)> {
+    let total: u64 = shares
+        .iter()
+        .filter(|s| s.group == group)
+        .map(|s| s.elections)
+        .sum();
+    shares
+        .iter()
+        .filter(|s| s.group == group && total > 0)
+        .map(|s| (s.choice.as_str(), s.elections as f64 / total as f64))
+        .collect()
+}

@@ -1,0 +1,126 @@
+//! Overview: election volume, winners' RTT per region, failover rate and the
+//! distribution of decision times.
+
+use clickhouse::Row;
+use serde::Deserialize;
+
+use super::{Conditions, Db, Series, Source, bucket, series};
+use crate::filters::Filters;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Overview {
+    /// Elections per bucket, one series per winner region.
+    pub elections: Vec<Series>,
+    /// Winners' p50 / p95 RTT (ms) per winner region.
+    pub rtt_p50: Vec<Series>,
+    pub rtt_p95: Vec<Series>,
+    /// Failovers and drains per initial election, per bucket.
+    pub failover_rate: Series,
+    /// Initial elections by decision time, in 100 ms buckets: (lower bound ms, count).
+    pub decision_histogram: Vec<(u32, u64)>,
+    pub total_elections: u64,
+    pub total_failovers: u64,
+}
+
+#[derive(Row, Deserialize)]
+struct RegionPoint {
+    t: u32,
+    region: String,
+    elections: u64,
+    p50: f64,
+    p95: f64,
+}
+
+#[derive(Row, Deserialize)]
+struct TriggerPoint {
+    t: u32,
+    initial: u64,
+    failovers: u64,
+}
+
+#[derive(Row, Deserialize)]
+struct Bin {
+    lower_ms: u32,
+    count: u64,
+}
+
+pub async fn load(
+    db: &Db,
+    filters: &Filters,
+    now: u32,
+    source: Source,
+) -> anyhow::Result<Overview> {
+    let window = filters.window(now);
+    let (table, time, count, rtt) = match source {
+        Source::Rollup => (
+            "rp_elections_minute",
+            "minute",
+            "countMerge(elections)",
+            "quantilesMerge(0.5, 0.95)(winner_rtt)",
+        ),
+        Source::Raw => (
+            "rp_elections",
+            "received_at",
+            "count()",
+            "quantiles(0.5, 0.95)(winner_rtt_us)",
+        ),
+    };
+    let filtered = || {
+        Conditions::new(time, window, filters)
+            .eq("country", &filters.country)
+            .eq("isp", &filters.isp)
+            .eq("winner_transport", &filters.transport)
+    };
+    let t = bucket(time, window.bucket);
+    let regions: Vec<RegionPoint> = db
+        .rows(&format!(
+            "SELECT t, region, elections, toFloat64(q[1] / 1000) AS p50, toFloat64(q[2] / 1000) AS p95 FROM (
+                SELECT {t} AS t, winner_region AS region, toUInt64({count}) AS elections, {rtt} AS q
+                FROM {table} WHERE {} AND winner_region != ''
+                GROUP BY t, region) ORDER BY t, region",
+            filtered().sql()
+        ))
+        .await?;
+    let triggers: Vec<TriggerPoint> = db
+        .rows(&format!(
+            "SELECT {t} AS t,
+                toUInt64(sumIf(n, trigger = 'initial')) AS initial,
+                toUInt64(sumIf(n, trigger IN ('failover', 'drain'))) AS failovers
+             FROM (SELECT {time}, trigger, toUInt64({count}) AS n FROM {table} WHERE {} GROUP BY {time}, trigger)
+             GROUP BY t ORDER BY t",
+            filtered().sql()
+        ))
+        .await?;
+    let bins: Vec<Bin> = db
+        .rows(&format!(
+            "SELECT toUInt32(intDiv(decision_ms, 100) * 100) AS lower_ms, toUInt64(count()) AS count
+             FROM rp_elections WHERE {} AND trigger = 'initial'
+             GROUP BY lower_ms ORDER BY lower_ms",
+            Conditions::new("received_at", window, filters)
+                .eq("country", &filters.country)
+                .eq("isp", &filters.isp)
+                .eq("winner_transport", &filters.transport)
+                .sql()
+        ))
+        .await?;
+    Ok(Overview {
+        elections: series(
+            regions
+                .iter()
+                .map(|r| (r.t, r.region.clone(), r.elections as f64)),
+        ),
+        rtt_p50: series(regions.iter().map(|r| (r.t, r.region.clone(), r.p50))),
+        rtt_p95: series(regions.iter().map(|r| (r.t, r.region.clone(), r.p95))),
+        failover_rate: Series {
+            name: "failovers per call".into(),
+            points: triggers
+                .iter()
+                .filter(|p| p.initial > 0)
+                .map(|p| (p.t, p.failovers as f64 / p.initial as f64))
+                .collect(),
+        },
+        total_elections: triggers.iter().map(|p| p.initial).sum(),
+        total_failovers: triggers.iter().map(|p| p.failovers).sum(),
+        decision_histogram: bins.iter().map(|b| (b.lower_ms, b.count)).collect(),
+    })
+}

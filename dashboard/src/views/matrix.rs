@@ -1,0 +1,95 @@
+//! Region × ISP heatmap: median RTT (colour), p95 and sample counts; a cell
+//! links to its time series.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use leptos::prelude::*;
+
+use crate::charts::{LineChart, trim};
+use crate::data::Series;
+use crate::data::matrix::Cell;
+use crate::filters::{Filters, Window};
+
+/// Green under 50 ms, through yellow, to red at 300 ms and above.
+fn heat(p50_ms: f64) -> String {
+    let t = ((p50_ms - 50.0) / 250.0).clamp(0.0, 1.0);
+    let hue = 120.0 * (1.0 - t);
+    format!("background: hsl({hue:.0} 70% 80%)")
+}
+
+pub fn view(cells: Vec<Cell>, filters: &Filters) -> AnyView {
+    if cells.is_empty() {
+        return view! { <main><div class="card wide"><h2>"Region × ISP"</h2><p class="empty">"No measurements in this time range."</p></div></main> }.into_any();
+    }
+    let regions: BTreeSet<String> = cells.iter().map(|c| c.region.clone()).collect();
+    let mut by_isp: BTreeMap<String, BTreeMap<String, Cell>> = BTreeMap::new();
+    for cell in cells {
+        by_isp
+            .entry(cell.isp.clone())
+            .or_default()
+            .insert(cell.region.clone(), cell);
+    }
+    let header = regions
+        .iter()
+        .map(|r| view! { <th scope="col" class="num">{r.clone()}</th> })
+        .collect::<Vec<_>>();
+    let rows = by_isp
+        .into_iter()
+        .map(|(isp, row)| {
+            let cells = regions
+                .iter()
+                .map(|region| match row.get(region) {
+                    Some(cell) => {
+                        let href = format!(
+                            "/matrix/cell{}",
+                            Filters { region: Some(region.clone()), isp: Some(isp.clone()), ..filters.clone() }.with("", None)
+                        );
+                        view! {
+                            <td class="num heat" style=heat(cell.p50_ms) data-region=region.clone() data-isp=isp.clone()
+                                data-p50-ms=trim(cell.p50_ms) data-p95-ms=trim(cell.p95_ms) data-samples=cell.samples.to_string()>
+                                <a href=href title=format!("{isp} to {region}: time series")>
+                                    <b>{format!("{} ms", trim(cell.p50_ms))}</b><br/>
+                                    <small>{format!("p95 {} ms · n={}", trim(cell.p95_ms), cell.samples)}</small>
+                                </a>
+                            </td>
+                        }
+                        .into_any()
+                    }
+                    None => view! { <td class="num">"–"</td> }.into_any(),
+                })
+                .collect::<Vec<_>>();
+            view! { <tr><th scope="row">{isp}</th>{cells}</tr> }
+        })
+        .collect::<Vec<_>>();
+    view! {
+        <main>
+            <div class="card wide">
+                <h2>"Median RTT from each ISP to each region (all measured candidates)"</h2>
+                <table data-view="matrix">
+                    <thead><tr><th scope="col">"ISP"</th>{header}</tr></thead>
+                    <tbody>{rows}</tbody>
+                </table>
+                <p><small>"Colour: median RTT, green under 50 ms to red at 300 ms. Click a cell for its time series."</small></p>
+            </div>
+        </main>
+    }
+    .into_any()
+}
+
+pub fn cell_view(series: Vec<Series>, filters: &Filters, window: Window) -> AnyView {
+    let title = format!(
+        "RTT from {} to {}",
+        filters.isp.clone().unwrap_or_else(|| "every ISP".into()),
+        filters
+            .region
+            .clone()
+            .unwrap_or_else(|| "every region".into())
+    );
+    view! {
+        <main>
+            <LineChart title=title unit="ms" series=series from=window.from to=window.to/>
+            <div class="card"><a href=format!("/matrix{}", Filters { region: None, isp: None, ..filters.clone() }.with("", None))>"← back to the matrix"</a></div>
+        </main>
+    }
+    .into_any()
+}

@@ -1,0 +1,468 @@
+//! Every view's numbers, from a known dataset stored through the collector's
+//! real write path into a real ClickHouse 18.16, checked against values
+//! worked out by hand from that dataset; then every query the views ran,
+//! replayed on current ClickHouse (chDB).
+
+use std::sync::Arc;
+
+use rallypoint_collector::rows::{CandidateRow, ElectionRow, ReportRows};
+use rallypoint_collector::store::Store;
+use rallypoint_dashboard::data::{Db, Source, capacity, matrix, outcomes, overview, sessions};
+use rallypoint_dashboard::filters::Filters;
+use rallypoint_lab::clickhouse::ClickHouseServer;
+
+/// 2026-11-24 00:00 UTC: the dashboard's "now" in this test.
+const UNTIL: u32 = 1_795_478_400;
+/// Every report arrived two hours before.
+const AT: u32 = UNTIL - 7_200;
+
+struct Candidate(&'static str, &'static str, u32, bool);
+
+fn report(
+    id: u8,
+    session: u8,
+    seq: u32,
+    trigger: &str,
+    decision_ms: u32,
+    (country, isp, asn): (&str, &str, u32),
+    candidates: &[Candidate],
+    winner: usize,
+) -> ReportRows {
+    let report_id = [id; 16];
+    let session_id = [session; 16];
+    let rows: Vec<CandidateRow> = candidates
+        .iter()
+        .enumerate()
+        .map(
+            |(idx, Candidate(region, transport, rtt_ms, shadow))| CandidateRow {
+                report_id,
+                received_at: AT,
+                idx: idx as u8,
+                session_id,
+                trigger: trigger.into(),
+                region: (*region).into(),
+                relay_id: format!("{region}-{transport}"),
+                transport: (*transport).into(),
+                endpoint: "relay.example:443".into(),
+                shadow: u8::from(*shadow),
+                connect_ms: rtt_ms * 3,
+                error: String::new(),
+                samples: 5,
+                lost: 0,
+                rtt_min_us: rtt_ms * 1000 - 500,
+                rtt_median_us: rtt_ms * 1000,
+                rtt_p95_us: rtt_ms * 1000 + 2000,
+                rtt_mean_us: rtt_ms * 1000 + 100,
+                jitter_us: 800,
+                outcome: if idx == winner { "winner" } else { "loser" }.into(),
+                country: country.into(),
+                asn,
+                isp: isp.into(),
+                platform: "browser".into(),
+                synthetic: 0,
+            },
+        )
+        .collect();
+    let w = &rows[winner];
+    ReportRows {
+        election: ElectionRow {
+            report_id,
+            received_at: AT,
+            received_ms: AT as u64 * 1000,
+            client_time_ms: AT as u64 * 1000,
+            session_id,
+            session_seq: seq,
+            peer_id: format!("peer{session}"),
+            relay_id: w.relay_id.clone(),
+            relay_region: w.region.clone(),
+            trigger: trigger.into(),
+            rule: if trigger == "initial" {
+                "early"
+            } else {
+                "standby"
+            }
+            .into(),
+            decision_ms,
+            has_winner: 1,
+            winner_region: w.region.clone(),
+            winner_relay_id: w.relay_id.clone(),
+            winner_transport: w.transport.clone(),
+            winner_rtt_us: w.rtt_median_us,
+            previous_region: if trigger == "initial" {
+                String::new()
+            } else {
+                "singapore".into()
+            },
+            previous_relay_id: String::new(),
+            previous_transport: String::new(),
+            candidates: rows.len() as u8,
+            failed: 0,
+            country: country.into(),
+            asn,
+            isp: isp.into(),
+            platform: "browser".into(),
+            client_version: "test".into(),
+            browser_family: "chrome".into(),
+            effective_connection_type: "4g".into(),
+            synthetic: 0,
+            reason: format!("test report {id}"),
+            schema_version: 1,
+        },
+        candidates: rows,
+    }
+}
+
+const SINGTEL: (&str, &str, u32) = ("SG", "Singtel", 7473);
+const COMCAST: (&str, &str, u32) = ("US", "Comcast", 7922);
+
+/// Singtel clients: singapore ~40 ms, us-east ~250 ms, WebTransport wins.
+/// Comcast clients: us-east ~20 ms (WebSocket; WebTransport 10 ms slower),
+/// singapore ~240 ms, and a shadow region "frankfurt" measured at 15–17 ms.
+fn dataset() -> Vec<ReportRows> {
+    let sg = |id: u8, ms: u32, decision: u32| {
+        report(
+            id,
+            id,
+            0,
+            "initial",
+            decision,
+            SINGTEL,
+            &[
+                Candidate("singapore", "websocket", ms, false),
+                Candidate("singapore", "webtransport", ms + 1, false),
+                Candidate("us-east", "websocket", 210 + ms, false),
+                Candidate("us-east", "webtransport", 211 + ms, false),
+            ],
+            1,
+        )
+    };
+    let us = |id: u8, ms: u32, decision: u32| {
+        report(
+            id,
+            id,
+            0,
+            "initial",
+            decision,
+            COMCAST,
+            &[
+                Candidate("us-east", "websocket", ms, false),
+                Candidate("us-east", "webtransport", ms + 10, false),
+                Candidate("singapore", "websocket", 220 + ms, false),
+                Candidate("singapore", "webtransport", 221 + ms, false),
+                Candidate("frankfurt", "websocket", ms - 5, true),
+            ],
+            0,
+        )
+    };
+    vec![
+        sg(1, 40, 500),
+        sg(2, 42, 700),
+        sg(3, 44, 1200),
+        us(4, 20, 400),
+        us(5, 21, 450),
+        us(6, 22, 600),
+        // Session 1 fails over to its standby.
+        report(
+            7,
+            1,
+            1,
+            "failover",
+            0,
+            SINGTEL,
+            &[Candidate("singapore", "websocket", 40, false)],
+            0,
+        ),
+    ]
+}
+
+fn filters() -> Filters {
+    Filters {
+        range: Some("24h".into()),
+        until: Some(UNTIL),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_view_shows_the_numbers_the_data_implies_on_old_and_new_clickhouse() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut clickhouse = ClickHouseServer::start(dir.path()).await.unwrap();
+    let store = Store::open(&clickhouse.url(), "default", "", "default", 90)
+        .await
+        .unwrap();
+    store.write(&dataset(), &[]).await.unwrap();
+    let db = Db::new(&clickhouse.url(), "default", "", "default").recording();
+    let f = filters();
+
+    // Overview.
+    let o = overview::load(&db, &f, UNTIL, Source::Rollup)
+        .await
+        .unwrap();
+    assert_eq!(o.total_elections, 6, "calls started");
+    assert_eq!(o.total_failovers, 1);
+    let total = |name: &str| -> f64 {
+        o.elections
+            .iter()
+            .find(|s| s.name == name)
+            .map(|s| s.points.iter().map(|p| p.1).sum())
+            .unwrap_or(0.0)
+    };
+    assert_eq!(total("singapore"), 4.0, "3 initial + 1 failover");
+    assert_eq!(total("us-east"), 3.0);
+    let us_p50 = o
+        .rtt_p50
+        .iter()
+        .find(|s| s.name == "us-east")
+        .unwrap()
+        .points[0]
+        .1;
+    assert_eq!(us_p50, 21.0, "median of 20, 21, 22 ms");
+    assert_eq!(o.failover_rate.points[0].1, 1.0 / 6.0);
+    assert_eq!(
+        o.decision_histogram,
+        vec![(400, 2), (500, 1), (600, 1), (700, 1), (1200, 1)]
+    );
+    assert_eq!(
+        overview::load(&db, &f, UNTIL, Source::Raw).await.unwrap(),
+        o,
+        "rollups agree with raw rows"
+    );
+
+    // Region × ISP.
+    let cells = matrix::cells(&db, &f, UNTIL, Source::Rollup).await.unwrap();
+    let cell = |region: &str, isp: &str| {
+        cells
+            .iter()
+            .find(|c| c.region == region && c.isp == isp)
+            .cloned()
+    };
+    let sg = cell("singapore", "Singtel").unwrap();
+    assert_eq!(
+        sg.samples, 7,
+        "ws and wt of 3 elections, plus the failover's"
+    );
+    assert_eq!(sg.p50_ms, 42.0, "median of 40, 40, 41, 42, 43, 44, 45");
+    assert_eq!(cell("us-east", "Comcast").unwrap().samples, 6);
+    assert!(
+        cell("frankfurt", "Comcast").is_none(),
+        "shadow regions stay out of the matrix"
+    );
+    assert_eq!(
+        matrix::cells(&db, &f, UNTIL, Source::Raw).await.unwrap(),
+        cells
+    );
+    let only_wt = Filters {
+        transport: Some("webtransport".into()),
+        ..f.clone()
+    };
+    let wt = matrix::cells(&db, &only_wt, UNTIL, Source::Rollup)
+        .await
+        .unwrap();
+    assert_eq!(
+        wt.iter()
+            .find(|c| c.region == "singapore" && c.isp == "Singtel")
+            .unwrap()
+            .p50_ms,
+        43.0
+    );
+    let series = matrix::cell_series(
+        &db,
+        &Filters {
+            region: Some("us-east".into()),
+            isp: Some("Comcast".into()),
+            ..f.clone()
+        },
+        UNTIL,
+    )
+    .await
+    .unwrap();
+    assert_eq!(series.len(), 2, "p50 and p95");
+
+    // Outcomes.
+    let out = outcomes::load(&db, &f, UNTIL).await.unwrap();
+    let share = |shares: &[outcomes::Share], group: &str, choice: &str| {
+        outcomes::fractions(shares, group)
+            .into_iter()
+            .find(|(c, _)| *c == choice)
+            .map(|(_, f)| f)
+    };
+    assert_eq!(share(&out.by_isp, "Singtel", "singapore"), Some(1.0));
+    assert_eq!(share(&out.by_isp, "Comcast", "us-east"), Some(1.0));
+    assert_eq!(share(&out.by_country, "US", "us-east"), Some(1.0));
+    assert_eq!(share(&out.transports, "all", "webtransport"), Some(0.5));
+    assert_eq!(out.reasons.len(), 1);
+    assert_eq!(
+        (
+            out.reasons[0].trigger.as_str(),
+            out.reasons[0].rule.as_str(),
+            out.reasons[0].count
+        ),
+        ("failover", "standby", 1)
+    );
+
+    // Capacity: sessions by hour and day.
+    let hourly = capacity::hourly(&db, &f, UNTIL).await.unwrap();
+    let hour = AT - AT % 3600;
+    assert_eq!(
+        hourly
+            .iter()
+            .map(|h| (h.hour, h.region.as_str(), h.sessions))
+            .collect::<Vec<_>>(),
+        vec![(hour, "singapore", 3), (hour, "us-east", 3)]
+    );
+    let daily = capacity::daily(&hourly, UNTIL);
+    assert_eq!(
+        daily[0].days,
+        vec![(AT - AT % 86_400, 3, 0)],
+        "peak 3; 23 empty hours make p95 0"
+    );
+
+    // What-if: without singapore, Singtel clients go to us-east, 210 ms worse.
+    let removed = capacity::what_if(
+        &db,
+        &f,
+        UNTIL,
+        &capacity::WhatIf {
+            remove: Some("singapore".into()),
+            add: None,
+        },
+    )
+    .await
+    .unwrap();
+    let singtel = removed.groups.iter().find(|g| g.isp == "Singtel").unwrap();
+    assert_eq!(
+        (singtel.elections, singtel.moved, singtel.stranded),
+        (3, 3, 0)
+    );
+    assert_eq!(singtel.delta_p50_ms, 210.0);
+    let comcast = removed.groups.iter().find(|g| g.isp == "Comcast").unwrap();
+    assert_eq!((comcast.moved, comcast.delta_p50_ms), (0, 0.0));
+    let after = |r: &capacity::WhatIfResult, region: &str| {
+        r.regions
+            .iter()
+            .find(|x| x.region == region)
+            .map(|x| (x.before, x.after))
+    };
+    assert_eq!(after(&removed, "us-east"), Some((3, 6)));
+    assert_eq!(after(&removed, "singapore"), Some((3, 0)));
+    // With the shadow region frankfurt launched, Comcast clients gain 5 ms.
+    let added = capacity::what_if(
+        &db,
+        &f,
+        UNTIL,
+        &capacity::WhatIf {
+            remove: None,
+            add: Some("frankfurt".into()),
+        },
+    )
+    .await
+    .unwrap();
+    let comcast = added.groups.iter().find(|g| g.isp == "Comcast").unwrap();
+    assert_eq!(
+        (comcast.moved, comcast.delta_p50_ms, comcast.new_p50_ms),
+        (3, -5.0, 16.0)
+    );
+    assert_eq!(after(&added, "frankfurt"), Some((0, 3)));
+
+    // Session explorer: session 1's elections in order.
+    let id: String = [1u8; 16].iter().map(|b| format!("{b:02x}")).collect();
+    let (elections, candidates) = sessions::session(&db, &id).await.unwrap();
+    assert_eq!(
+        elections
+            .iter()
+            .map(|e| e.trigger.as_str())
+            .collect::<Vec<_>>(),
+        ["initial", "failover"]
+    );
+    assert_eq!(candidates.len(), 5);
+    assert_eq!(sessions::recent(&db, &f, UNTIL).await.unwrap().len(), 6);
+
+    // The pages render those numbers (with their test hooks) and an error state.
+    let app = rallypoint_dashboard::http::router(Arc::new(rallypoint_dashboard::http::Dashboard {
+        db: db.clone(),
+        refresh_seconds: 30,
+    }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let get = |path: String| async move {
+        let response = reqwest::get(format!("http://{addr}{path}")).await.unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    };
+    let q = format!("range=24h&until={UNTIL}");
+    for (path, needle) in [
+        (format!("/?{q}"), "Calls started".to_owned()),
+        (format!("/matrix?{q}"), r#"data-p50-ms="42""#.to_owned()),
+        (format!("/outcomes?{q}"), "singapore 100.0%".to_owned()),
+        (
+            format!("/capacity?{q}&remove=singapore"),
+            r#"data-delta-p50="210""#.to_owned(),
+        ),
+        (
+            format!("/sessions?{q}&session={id}"),
+            r#"data-trigger="failover""#.to_owned(),
+        ),
+        (
+            format!("/matrix/cell?{q}&region=us-east&isp=Comcast"),
+            "RTT from Comcast to us-east".to_owned(),
+        ),
+    ] {
+        let (status, body) = get(path.clone()).await;
+        assert_eq!(status, 200, "{path}");
+        assert!(body.contains(&needle), "{path} lacks {needle}");
+    }
+    let (_, empty) = get("/?range=1h&until=1000000".into()).await;
+    assert!(empty.contains("No data in this time range"), "empty state");
+
+    // Every statement the views ran also runs on current ClickHouse.
+    let statements = db.recorded();
+    assert!(
+        statements.len() >= 12,
+        "{} statements recorded",
+        statements.len()
+    );
+    replay_on_chdb(&statements);
+
+    clickhouse.stop().await;
+    let (status, body) = get(format!("/?{q}")).await;
+    assert_eq!(status, 503);
+    assert!(
+        body.contains("role=\"alert\""),
+        "error state when ClickHouse is down"
+    );
+}
+
+fn replay_on_chdb(statements: &[String]) {
+    let ddl: Vec<&str> = rallypoint_collector::schema::MIGRATIONS
+        .iter()
+        .flat_map(|m| m.statements.iter().copied())
+        .collect();
+    let checks: Vec<serde_json::Value> = statements
+        .iter()
+        .enumerate()
+        .map(|(i, sql)| serde_json::json!({ "name": format!("dashboard statement {i}"), "sql": sql }))
+        .collect();
+    let seed = [
+        "INSERT INTO rp_candidates (report_id, received_at, idx, trigger, region, transport, samples, rtt_median_us, country, isp) \
+         VALUES ('aaaaaaaaaaaaaaaa', toDateTime(1795471200), 0, 'initial', 'singapore', 'websocket', 5, 40000, 'SG', 'Singtel')",
+        "INSERT INTO rp_elections (report_id, received_at, session_id, trigger, winner_region, winner_transport, winner_rtt_us, decision_ms, country, isp) \
+         VALUES ('aaaaaaaaaaaaaaaa', toDateTime(1795471200), 'ssssssssssssssss', 'initial', 'singapore', 'websocket', 40000, 500, 'SG', 'Singtel')",
+    ];
+    let spec = serde_json::json!({ "ddl": ddl, "ttl": [], "seed": seed, "checks": checks });
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), spec.to_string()).unwrap();
+    let output = std::process::Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../collector/tests/chdb_check.py"
+        ))
+        .arg(file.path())
+        .output()
+        .expect("python3 runs (scripts/setup.sh installs chdb)");
+    assert!(
+        output.status.success(),
+        "a dashboard query fails on current ClickHouse:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
