@@ -6,4 +6,5 @@ cd "$(dirname "$0")/.."
 eval "$(scripts/setup.sh run)"
 echo "[run] building (first build takes a few minutes)" >&2
 cargo build --workspace --bins
+scripts/build-web.sh
 exec target/debug/rallypoint up "$@"

@@ -37,8 +37,38 @@ apt_install() {
   fi
 }
 
+# ClickHouse: Debian's server (18.16) is the one reachable here; the schema
+# and queries are also checked against current ClickHouse in-process (chDB).
+if ! [ -x /usr/sbin/clickhouse-server ] && ! have clickhouse-server; then
+  apt_install clickhouse-server
+fi
+
+# Browser app (scripts/build-web.sh): the wasm target, a wasm-bindgen-cli equal
+# to Cargo.lock's wasm-bindgen, and trunk 0.21.14 (0.22 needs a newer rustc).
+root="$(cd "$(dirname "$0")/.." && pwd)"
+if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
+  step "adding the wasm32-unknown-unknown target"
+  rustup target add wasm32-unknown-unknown >&2
+fi
+wb_want=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/"/, "", $3); print $3 }' "$root/Cargo.lock")
+if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$wb_want" ]; then
+  step "installing wasm-bindgen-cli $wb_want (cargo, a few minutes)"
+  cargo install wasm-bindgen-cli --version "$wb_want" >&2
+fi
+if [ "$(trunk --version 2>/dev/null | awk '{print $2}')" != "0.21.14" ]; then
+  step "installing trunk 0.21.14 (cargo, about 11 minutes)"
+  cargo install trunk --version 0.21.14 --locked >&2
+fi
+
 if [ "$mode" = test ]; then
-  :
+  # Browser tests: Debian's chromium driven by playwright-core (npm ci in
+  # client/web/tests); chDB checks queries on the modern engine; mmdb-writer
+  # makes the MaxMind-format databases of the enrichment test.
+  apt_install chromium
+  if ! python3 -c 'import chdb, mmdb_writer' >/dev/null 2>&1; then
+    step "installing chdb and mmdb-writer (pip)"
+    pip install --quiet --disable-pip-version-check chdb mmdb-writer
+  fi
 fi
 
 echo "export PATH=\"$py_scripts:\$PATH\""

@@ -14,4 +14,6 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --no-fail-fast
 fi
+echo "[test] running the browser tests (chromium, two simulated locations)" >&2
+scripts/test-web.sh
 echo "[test] all green in $(( $(date +%s) - started ))s" >&2

@@ -5,7 +5,9 @@
 //! rollups kept by materialized views (`rp_rtt_minute` by region × ISP ×
 //! country × transport, `rp_elections_minute` by winner region × ISP × country
 //! × trigger) with quantile *states*, so dashboards merge minutes instead of
-//! scanning rows.
+//! scanning rows; the same per hour (`rp_rtt_hour`, `rp_elections_hour`) for
+//! week- and month-long ranges. Hourly rollups fill from their creation on
+//! (a new deployment has no history to backfill).
 //!
 //! The same DDL runs on Debian's ClickHouse 18.16 (what the tests here run
 //! against) and on current ClickHouse (checked in-process with chDB): plain
@@ -201,6 +203,63 @@ pub const MIGRATIONS: &[Migration] = &[
             GROUP BY minute, winner_region, winner_transport, trigger, country, isp, synthetic",
         ],
     },
+    Migration {
+        version: 4,
+        name: "per-hour rollups for long ranges",
+        statements: &[
+            "CREATE TABLE IF NOT EXISTS rp_rtt_hour (
+                hour DateTime,
+                region String,
+                transport String,
+                country String,
+                isp String,
+                shadow UInt8,
+                synthetic UInt8,
+                measurements AggregateFunction(count),
+                rtt AggregateFunction(quantiles(0.5, 0.9, 0.95, 0.99), UInt32),
+                probes AggregateFunction(sum, UInt32),
+                lost AggregateFunction(sum, UInt32)
+            ) ENGINE = AggregatingMergeTree()
+            PARTITION BY toYYYYMMDD(hour)
+            ORDER BY (hour, region, transport, country, isp, shadow, synthetic)",
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS rp_rtt_hour_mv TO rp_rtt_hour AS
+            SELECT
+                toStartOfHour(received_at) AS hour,
+                region, transport, country, isp, shadow, synthetic,
+                countState() AS measurements,
+                quantilesState(0.5, 0.9, 0.95, 0.99)(rtt_median_us) AS rtt,
+                sumState(samples) AS probes,
+                sumState(lost) AS lost
+            FROM rp_candidates
+            WHERE samples > 0
+            GROUP BY hour, region, transport, country, isp, shadow, synthetic",
+            "CREATE TABLE IF NOT EXISTS rp_elections_hour (
+                hour DateTime,
+                winner_region String,
+                winner_transport String,
+                trigger String,
+                country String,
+                isp String,
+                synthetic UInt8,
+                elections AggregateFunction(count),
+                decision_ms AggregateFunction(quantiles(0.5, 0.95), UInt32),
+                winner_rtt AggregateFunction(quantiles(0.5, 0.95), UInt32),
+                sessions AggregateFunction(uniq, FixedString(16))
+            ) ENGINE = AggregatingMergeTree()
+            PARTITION BY toYYYYMMDD(hour)
+            ORDER BY (hour, winner_region, winner_transport, trigger, country, isp, synthetic)",
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS rp_elections_hour_mv TO rp_elections_hour AS
+            SELECT
+                toStartOfHour(received_at) AS hour,
+                winner_region, winner_transport, trigger, country, isp, synthetic,
+                countState() AS elections,
+                quantilesState(0.5, 0.95)(decision_ms) AS decision_ms,
+                quantilesState(0.5, 0.95)(winner_rtt_us) AS winner_rtt,
+                uniqState(session_id) AS sessions
+            FROM rp_elections
+            GROUP BY hour, winner_region, winner_transport, trigger, country, isp, synthetic",
+        ],
+    },
 ];
 
 /// Tables with a `received_at`/`minute` column and daily partitions that
@@ -210,6 +269,8 @@ pub const RETAINED_TABLES: &[(&str, &str)] = &[
     ("rp_candidates", "received_at"),
     ("rp_rtt_minute", "minute"),
     ("rp_elections_minute", "minute"),
+    ("rp_rtt_hour", "hour"),
+    ("rp_elections_hour", "hour"),
 ];
 
 const MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS rp_schema_migrations (

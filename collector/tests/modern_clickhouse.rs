@@ -47,7 +47,7 @@ fn the_schema_and_rollups_work_on_modern_clickhouse() {
             {
                 "name": "ttl is set",
                 "sql": "SELECT count() FROM system.tables WHERE database = 'rp' AND create_table_query LIKE '%TTL%'",
-                "expect": [["4"]],
+                "expect": [["6"]],
             },
         ],
     });

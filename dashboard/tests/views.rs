@@ -227,6 +227,27 @@ async fn every_view_shows_the_numbers_the_data_implies_on_old_and_new_clickhouse
         o,
         "rollups agree with raw rows"
     );
+    // A week: hourly buckets from the hourly rollups, still equal to raw.
+    let week = Filters {
+        range: Some("7d".into()),
+        ..f.clone()
+    };
+    let weekly = overview::load(&db, &week, UNTIL, Source::Rollup)
+        .await
+        .unwrap();
+    assert_eq!(weekly.total_elections, 6);
+    assert_eq!(
+        overview::load(&db, &week, UNTIL, Source::Raw)
+            .await
+            .unwrap(),
+        weekly
+    );
+    assert_eq!(
+        matrix::cells(&db, &week, UNTIL, Source::Rollup)
+            .await
+            .unwrap(),
+        matrix::cells(&db, &week, UNTIL, Source::Raw).await.unwrap()
+    );
 
     // Region × ISP.
     let cells = matrix::cells(&db, &f, UNTIL, Source::Rollup).await.unwrap();

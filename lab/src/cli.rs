@@ -42,6 +42,8 @@ pub enum BenchCommand {
     Failover(crate::bench::failover::FailoverBenchArgs),
     /// Telemetry ingest: JetStream -> collector(s) -> ClickHouse.
     Ingest(crate::bench::ingest::IngestBenchArgs),
+    /// Dashboard view latency over millions of seeded elections, rollups vs raw.
+    Dashboard(crate::bench::dashboard::DashboardBenchArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -79,6 +81,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Election(args)) => crate::bench::election::run(args),
         Command::Bench(BenchCommand::Failover(args)) => crate::bench::failover::run(args).await,
         Command::Bench(BenchCommand::Ingest(args)) => crate::bench::ingest::run(args).await,
+        Command::Bench(BenchCommand::Dashboard(args)) => crate::bench::dashboard::run(args).await,
     }
 }
 

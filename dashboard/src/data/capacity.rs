@@ -40,11 +40,11 @@ pub async fn hourly(db: &Db, filters: &Filters, now: u32) -> anyhow::Result<Vec<
     let mut window = filters.window(now);
     window.from = window.from.min(window.to.saturating_sub(MIN_LOOKBACK));
     db.rows(&format!(
-        "SELECT toUInt32(toStartOfHour(minute)) AS hour, winner_region AS region,
+        "SELECT toUInt32(hour) AS hour, winner_region AS region,
             toUInt64(uniqMerge(sessions)) AS sessions
-         FROM rp_elections_minute WHERE {} AND winner_region != ''
+         FROM rp_elections_hour WHERE {} AND winner_region != ''
          GROUP BY hour, region ORDER BY hour, region",
-        Conditions::new("minute", window, filters)
+        Conditions::new("hour", window, filters)
             .eq("country", &filters.country)
             .sql()
     ))

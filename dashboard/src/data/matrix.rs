@@ -4,8 +4,8 @@
 use clickhouse::Row;
 use serde::Deserialize;
 
-use super::{Conditions, Db, Series, Source, bucket, series};
-use crate::filters::Filters;
+use super::{Conditions, Db, Series, Source, bucket, rollup, series};
+use crate::filters::{Filters, Window};
 
 #[derive(Debug, Clone, PartialEq, Row, Deserialize)]
 pub struct Cell {
@@ -16,16 +16,22 @@ pub struct Cell {
     pub samples: u64,
 }
 
-fn source_parts(source: Source) -> (&'static str, &'static str, &'static str, &'static str) {
+fn source_parts(
+    source: Source,
+    window: Window,
+) -> (String, &'static str, &'static str, &'static str) {
     match source {
-        Source::Rollup => (
-            "rp_rtt_minute",
-            "minute",
-            "quantilesMerge(0.5, 0.9, 0.95, 0.99)(rtt)",
-            "countMerge(measurements)",
-        ),
+        Source::Rollup => {
+            let (resolution, time) = rollup(window);
+            (
+                format!("rp_rtt_{resolution}"),
+                time,
+                "quantilesMerge(0.5, 0.9, 0.95, 0.99)(rtt)",
+                "countMerge(measurements)",
+            )
+        }
         Source::Raw => (
-            "rp_candidates",
+            "rp_candidates".to_owned(),
             "received_at",
             "quantiles(0.5, 0.9, 0.95, 0.99)(rtt_median_us)",
             "count()",
@@ -51,7 +57,7 @@ pub async fn cells(
     now: u32,
     source: Source,
 ) -> anyhow::Result<Vec<Cell>> {
-    let (table, time, quantiles, count) = source_parts(source);
+    let (table, time, quantiles, count) = source_parts(source, filters.window(now));
     db.rows(&format!(
         "SELECT region, isp, toFloat64(q[1] / 1000) AS p50_ms, toFloat64(q[3] / 1000) AS p95_ms, measured AS samples FROM (
             SELECT region, isp, {quantiles} AS q, toUInt64({count}) AS measured
@@ -71,8 +77,8 @@ struct Point {
 
 /// One cell over time: p50 and p95 series (ms).
 pub async fn cell_series(db: &Db, filters: &Filters, now: u32) -> anyhow::Result<Vec<Series>> {
-    let (table, time, quantiles, _) = source_parts(Source::Rollup);
     let window = filters.window(now);
+    let (table, time, quantiles, _) = source_parts(Source::Rollup, window);
     let t = bucket(time, window.bucket);
     let points: Vec<Point> = db
         .rows(&format!(

@@ -71,10 +71,20 @@ impl Db {
 /// Which tables a query reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
-    /// Per-minute rollups (what the dashboard uses).
+    /// Rollups (what the dashboard uses): per minute, or per hour when the
+    /// chart's buckets are an hour or more.
     Rollup,
     /// Base tables (benchmark baseline).
     Raw,
+}
+
+/// The rollup resolution for a window: `(table suffix, time column)`.
+pub fn rollup(window: Window) -> (&'static str, &'static str) {
+    if window.bucket >= 3600 {
+        ("hour", "hour")
+    } else {
+        ("minute", "minute")
+    }
 }
 
 /// A named series of (unix seconds, value) points.

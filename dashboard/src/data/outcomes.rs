@@ -4,7 +4,7 @@
 use clickhouse::Row;
 use serde::Deserialize;
 
-use super::{Conditions, Db};
+use super::{Conditions, Db, rollup};
 use crate::filters::Filters;
 
 #[derive(Debug, Clone, PartialEq, Row, Deserialize)]
@@ -33,8 +33,9 @@ pub struct Outcomes {
 
 pub async fn load(db: &Db, filters: &Filters, now: u32) -> anyhow::Result<Outcomes> {
     let window = filters.window(now);
+    let (resolution, time) = rollup(window);
     let initial = || {
-        Conditions::new("minute", window, filters)
+        Conditions::new(time, window, filters)
             .eq("country", &filters.country)
             .eq("winner_transport", &filters.transport)
             .and("trigger = 'initial'")
@@ -44,7 +45,7 @@ pub async fn load(db: &Db, filters: &Filters, now: u32) -> anyhow::Result<Outcom
     let share = |group: &str, choice: &str| {
         format!(
             "SELECT {group} AS group, {choice} AS choice, toUInt64(countMerge(elections)) AS elections
-             FROM rp_elections_minute WHERE {} GROUP BY group, choice ORDER BY group, choice",
+             FROM rp_elections_{resolution} WHERE {} GROUP BY group, choice ORDER BY group, choice",
             initial()
         )
     };

@@ -4,7 +4,7 @@
 use clickhouse::Row;
 use serde::Deserialize;
 
-use super::{Conditions, Db, Series, Source, bucket, series};
+use super::{Conditions, Db, Series, Source, bucket, rollup, series};
 use crate::filters::Filters;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -52,14 +52,17 @@ pub async fn load(
 ) -> anyhow::Result<Overview> {
     let window = filters.window(now);
     let (table, time, count, rtt) = match source {
-        Source::Rollup => (
-            "rp_elections_minute",
-            "minute",
-            "countMerge(elections)",
-            "quantilesMerge(0.5, 0.95)(winner_rtt)",
-        ),
+        Source::Rollup => {
+            let (resolution, time) = rollup(window);
+            (
+                format!("rp_elections_{resolution}"),
+                time,
+                "countMerge(elections)",
+                "quantilesMerge(0.5, 0.95)(winner_rtt)",
+            )
+        }
         Source::Raw => (
-            "rp_elections",
+            "rp_elections".to_owned(),
             "received_at",
             "count()",
             "quantiles(0.5, 0.95)(winner_rtt_us)",

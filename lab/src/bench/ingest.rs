@@ -8,7 +8,6 @@
 
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use rallypoint_protocol::encode;
 use rallypoint_protocol::v1::EnrichedElectionReport;
 
@@ -65,49 +64,39 @@ async fn one_run(args: &IngestBenchArgs, collectors: usize) -> anyhow::Result<St
         stack.add_collector().await?;
     }
 
-    eprintln!("[bench] generating {} reports", args.reports);
+    // Reports are generated as they are published, stamped with the time a
+    // relay would have received them (the collector's duplicate check looks at
+    // that time range, as it would in production).
     let mut generator = ReportGenerator::new(stack.candidates(), 42, true);
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_millis() as u64;
-    let payloads: Vec<(String, String, Bytes)> = (0..args.reports)
-        .map(|i| {
+    let nats = async_nats::connect(stack.nats.urls("us-east")).await?;
+    let js = async_nats::jetstream::new(nats);
+    let clickhouse = stack.clickhouse.as_ref().expect("telemetry on");
+    let total = args.reports;
+    let started = Instant::now();
+    let publisher = tokio::spawn(async move {
+        let mut published = Vec::with_capacity(total);
+        let mut pending = std::collections::VecDeque::new();
+        for i in 0..total {
             let report = generator.next();
             let region = if i % 3 == 0 { "singapore" } else { "us-east" };
-            let id: String = report
-                .report_id
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect();
+            let id: String = report.report_id.iter().map(|b| format!("{b:02x}")).collect();
+            let received_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_millis() as u64;
             let enriched = EnrichedElectionReport {
                 report: Some(report),
                 relay_id: format!("{region}-bench"),
                 relay_region: region.into(),
-                received_ms: now_ms,
+                received_ms,
                 asn: 64500,
                 isp: "Example".into(),
                 country: "SG".into(),
                 peer_id: "bench".into(),
             };
-            (
-                rallypoint_protocol::subjects::telemetry_election(region),
-                id,
-                encode(&enriched),
-            )
-        })
-        .collect();
-
-    let nats = async_nats::connect(stack.nats.urls("us-east")).await?;
-    let js = async_nats::jetstream::new(nats);
-    let clickhouse = stack.clickhouse.as_ref().expect("telemetry on");
-    let started = Instant::now();
-    let publisher = tokio::spawn(async move {
-        let mut published = Vec::with_capacity(payloads.len());
-        let mut pending = std::collections::VecDeque::new();
-        for (subject, id, payload) in payloads {
             let message = async_nats::jetstream::message::PublishMessage::build()
-                .payload(payload)
+                .payload(encode(&enriched))
                 .message_id(id);
+            let subject = rallypoint_protocol::subjects::telemetry_election(region);
             pending.push_back(js.send_publish(subject, message).await?);
             published.push(started.elapsed());
             if pending.len() >= 4096 {
@@ -117,6 +106,7 @@ async fn one_run(args: &IngestBenchArgs, collectors: usize) -> anyhow::Result<St
         for ack in pending {
             ack.await?;
         }
+        eprintln!("[bench] published {total} in {:.1}s", started.elapsed().as_secs_f64());
         anyhow::Ok(published)
     });
 

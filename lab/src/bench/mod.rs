@@ -1,6 +1,7 @@
 //! Benchmarks that print numbers and ratios against a baseline measured in the
 //! same run (`rallypoint bench …`). Results are recorded in BENCHMARKS.md.
 
+pub mod dashboard;
 pub mod election;
 pub mod failover;
 pub mod ingest;

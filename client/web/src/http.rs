@@ -1,0 +1,43 @@
+//! What the page fetches from the stack server before a call: the candidate
+//! list and a token.
+
+use rallypoint_client::CandidateList;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::JsFuture;
+
+/// Fetches `path` and returns its body, or a message for people.
+async fn get_text(path: &str) -> Result<(u16, String), String> {
+    let window = web_sys::window().ok_or("no window")?;
+    let response = JsFuture::from(window.fetch_with_str(path))
+        .await
+        .map_err(|_| format!("cannot reach the server for {path}: is it running?"))?;
+    let response: web_sys::Response = response.dyn_into().map_err(|_| "not a response")?;
+    let body = JsFuture::from(response.text().map_err(|_| "unreadable response")?)
+        .await
+        .map_err(|_| format!("the server's answer for {path} was cut short"))?
+        .as_string()
+        .unwrap_or_default();
+    Ok((response.status(), body))
+}
+
+/// The candidate list at `path`.
+pub async fn candidates(path: &str) -> Result<CandidateList, String> {
+    let (status, body) = get_text(path).await?;
+    if status != 200 {
+        return Err(format!(
+            "The relay list ({path}) is unavailable: {} {}",
+            status,
+            body.trim()
+        ));
+    }
+    CandidateList::parse(&body).map_err(|e| format!("The relay list is unusable: {e}"))
+}
+
+/// A token for `room` and `name` from the development issuer.
+pub async fn token(room: &str, name: &str) -> Result<String, String> {
+    let (status, body) = get_text(&crate::params::token_path(room, name)).await?;
+    match status {
+        200 => Ok(body.trim().to_owned()),
+        _ => Err(format!("Token rejected by the issuer: {}", body.trim())),
+    }
+}

@@ -1,0 +1,160 @@
+//! Call statistics a person (and the browser test) reads: end-to-end latency
+//! percentiles, bitrates, and the longest freeze. Times are milliseconds on
+//! whatever clock the caller uses (the browser's wall clock for latency, so
+//! sender and receiver agree; `performance.now()` for rates and freezes).
+
+use std::collections::VecDeque;
+
+/// The most recent latency samples, with percentiles over them.
+#[derive(Debug, Clone)]
+pub struct LatencyWindow {
+    samples: VecDeque<f64>,
+    capacity: usize,
+}
+
+impl LatencyWindow {
+    /// Keeps the last `capacity` samples (at 30 fps, 1 800 is a minute of video).
+    pub fn new(capacity: usize) -> Self {
+        LatencyWindow {
+            samples: VecDeque::with_capacity(capacity),
+            capacity,
+        }
+    }
+
+    pub fn record(&mut self, ms: f64) {
+        if !ms.is_finite() {
+            return;
+        }
+        if self.samples.len() == self.capacity {
+            self.samples.pop_front();
+        }
+        self.samples.push_back(ms);
+    }
+
+    pub fn len(&self) -> usize {
+        self.samples.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.samples.is_empty()
+    }
+
+    /// The `q` quantile (0..=1, nearest rank), `None` without samples.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        if self.samples.is_empty() {
+            return None;
+        }
+        let mut sorted: Vec<f64> = self.samples.iter().copied().collect();
+        sorted.sort_by(f64::total_cmp);
+        let rank = ((q.clamp(0.0, 1.0) * sorted.len() as f64).ceil() as usize).max(1);
+        Some(sorted[rank - 1])
+    }
+}
+
+/// Bits per second over a sliding window.
+#[derive(Debug, Clone)]
+pub struct RateMeter {
+    window_ms: f64,
+    events: VecDeque<(f64, usize)>,
+    bytes_in_window: usize,
+}
+
+impl RateMeter {
+    pub fn new(window_ms: f64) -> Self {
+        RateMeter {
+            window_ms,
+            events: VecDeque::new(),
+            bytes_in_window: 0,
+        }
+    }
+
+    pub fn record(&mut self, now_ms: f64, bytes: usize) {
+        self.expire(now_ms);
+        self.events.push_back((now_ms, bytes));
+        self.bytes_in_window += bytes;
+    }
+
+    /// The rate over the last window, in kbit/s.
+    pub fn kbps(&mut self, now_ms: f64) -> f64 {
+        self.expire(now_ms);
+        self.bytes_in_window as f64 * 8.0 / self.window_ms
+    }
+
+    fn expire(&mut self, now_ms: f64) {
+        while let Some(&(at, bytes)) = self.events.front() {
+            if now_ms - at <= self.window_ms {
+                break;
+            }
+            self.events.pop_front();
+            self.bytes_in_window -= bytes;
+        }
+    }
+}
+
+/// The longest time between two consecutive frames: what a person sees as a
+/// freeze (a failover shows up here).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct FreezeTracker {
+    last: Option<f64>,
+    /// Longest gap so far, in ms.
+    pub longest_ms: f64,
+}
+
+impl FreezeTracker {
+    pub fn frame(&mut self, now_ms: f64) {
+        if let Some(last) = self.last {
+            let gap = now_ms - last;
+            self.longest_ms = self.longest_ms.max(gap);
+        }
+        self.last = Some(now_ms);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_by_nearest_rank() {
+        let mut w = LatencyWindow::new(100);
+        assert_eq!(w.quantile(0.5), None);
+        for ms in 1..=100 {
+            w.record(ms as f64);
+        }
+        assert_eq!(w.quantile(0.5), Some(50.0));
+        assert_eq!(w.quantile(0.95), Some(95.0));
+        assert_eq!(w.quantile(1.0), Some(100.0));
+        assert_eq!(w.quantile(0.0), Some(1.0));
+    }
+
+    #[test]
+    fn the_window_forgets_old_samples() {
+        let mut w = LatencyWindow::new(3);
+        for ms in [500.0, 10.0, 20.0, 30.0] {
+            w.record(ms);
+        }
+        assert_eq!(w.len(), 3);
+        assert_eq!(w.quantile(1.0), Some(30.0));
+        w.record(f64::NAN);
+        assert_eq!(w.len(), 3, "a NaN is not a sample");
+    }
+
+    #[test]
+    fn rate_counts_only_the_window() {
+        let mut m = RateMeter::new(1000.0);
+        m.record(0.0, 1000);
+        m.record(500.0, 1000);
+        assert_eq!(m.kbps(900.0), 16.0);
+        assert_eq!(m.kbps(1400.0), 8.0);
+        assert_eq!(m.kbps(5000.0), 0.0);
+    }
+
+    #[test]
+    fn the_longest_gap_is_the_freeze() {
+        let mut f = FreezeTracker::default();
+        for t in [0.0, 33.0, 66.0, 900.0, 933.0] {
+            f.frame(t);
+        }
+        assert_eq!(f.longest_ms, 834.0);
+    }
+}
