@@ -51,18 +51,8 @@ fn the_schema_and_rollups_work_on_modern_clickhouse() {
             },
         ],
     });
-    let file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(file.path(), spec.to_string()).unwrap();
-    let output = std::process::Command::new("python3")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/chdb_check.py"))
-        .arg(file.path())
-        .output()
-        .expect("python3 runs (scripts/setup.sh installs chdb)");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "chDB check failed:\n{stdout}\n{stderr}"
-    );
-    eprintln!("{stdout}");
+    match rallypoint_lab::chdb::check(&spec) {
+        Ok(stdout) => eprintln!("{stdout}"),
+        Err(e) => panic!("chDB check failed:\n{e}"),
+    }
 }

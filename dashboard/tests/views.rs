@@ -470,20 +470,7 @@ fn replay_on_chdb(statements: &[String]) {
          VALUES ('aaaaaaaaaaaaaaaa', toDateTime(1795471200), 'ssssssssssssssss', 'initial', 'singapore', 'websocket', 40000, 500, 'SG', 'Singtel')",
     ];
     let spec = serde_json::json!({ "ddl": ddl, "ttl": [], "seed": seed, "checks": checks });
-    let file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(file.path(), spec.to_string()).unwrap();
-    let output = std::process::Command::new("python3")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../collector/tests/chdb_check.py"
-        ))
-        .arg(file.path())
-        .output()
-        .expect("python3 runs (scripts/setup.sh installs chdb)");
-    assert!(
-        output.status.success(),
-        "a dashboard query fails on current ClickHouse:\n{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    if let Err(e) = rallypoint_lab::chdb::check(&spec) {
+        panic!("a dashboard query fails on current ClickHouse:\n{e}");
+    }
 }

@@ -10,6 +10,7 @@
 pub mod bench;
 pub mod bins;
 pub mod call;
+pub mod chdb;
 pub mod cli;
 pub mod clickhouse;
 pub mod collector;

@@ -7,7 +7,7 @@
 //!   the schema and a small known dataset (`grafana/seed.rs`): every query must
 //!   return rows with the columns its panel needs, and one or more panels per
 //!   dashboard must show exactly the numbers computed here from the seed;
-//! * on current ClickHouse in-process (chDB, `collector/tests/chdb_check.py`)
+//! * on current ClickHouse in-process (chDB, `lab/tools/chdb_check.py`)
 //!   with the same schema and seed: every query must run.
 
 #[path = "grafana/expand.rs"]
@@ -274,22 +274,8 @@ fn every_panel_runs_on_modern_clickhouse() {
         "seed": seed::inserts(&seed::elections()),
         "checks": checks,
     });
-    let file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(file.path(), spec.to_string()).unwrap();
-    let output = std::process::Command::new("python3")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../collector/tests/chdb_check.py"
-        ))
-        .arg(file.path())
-        .output()
-        .expect("python3 runs (scripts/setup.sh installs chdb)");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "chDB check failed:\n{stdout}\n{stderr}"
-    );
+    let stdout =
+        rallypoint_lab::chdb::check(&spec).unwrap_or_else(|e| panic!("chDB check failed:\n{e}"));
     let ok = stdout.lines().filter(|l| l.starts_with("ok: ")).count();
     assert_eq!(ok, checks.len(), "chDB ran only some queries:\n{stdout}");
     eprintln!("chDB: {ok} queries ran in {:?}", started.elapsed());

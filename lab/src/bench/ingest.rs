@@ -79,7 +79,11 @@ async fn one_run(args: &IngestBenchArgs, collectors: usize) -> anyhow::Result<St
         for i in 0..total {
             let report = generator.next();
             let region = if i % 3 == 0 { "singapore" } else { "us-east" };
-            let id: String = report.report_id.iter().map(|b| format!("{b:02x}")).collect();
+            let id: String = report
+                .report_id
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
             let received_ms = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)?
                 .as_millis() as u64;
@@ -106,7 +110,10 @@ async fn one_run(args: &IngestBenchArgs, collectors: usize) -> anyhow::Result<St
         for ack in pending {
             ack.await?;
         }
-        eprintln!("[bench] published {total} in {:.1}s", started.elapsed().as_secs_f64());
+        eprintln!(
+            "[bench] published {total} in {:.1}s",
+            started.elapsed().as_secs_f64()
+        );
         anyhow::Ok(published)
     });
 
