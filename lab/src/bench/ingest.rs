@@ -35,13 +35,28 @@ pub async fn run(args: IngestBenchArgs) -> anyhow::Result<()> {
     );
     println!("|---|---|---|---|---|---|");
     for collectors in [1, 2] {
-        let row = one_run(&args, collectors).await?;
+        let row = one_run(&args, collectors, false).await?;
+        println!("{row}");
+    }
+    println!();
+    println!("Backlog drain (collectors stopped while the reports are published, then started):");
+    println!();
+    println!("| collectors | reports/s | candidate rows/s | collector peak RSS MiB |");
+    println!("|---|---|---|---|");
+    for collectors in [1, 2] {
+        let row = one_run(&args, collectors, true).await?;
         println!("{row}");
     }
     Ok(())
 }
 
-async fn one_run(args: &IngestBenchArgs, collectors: usize) -> anyhow::Result<String> {
+/// One run; with `backlog`, the collectors are stopped while publishing and
+/// the row reports how fast they drain the stream afterwards.
+async fn one_run(
+    args: &IngestBenchArgs,
+    collectors: usize,
+    backlog: bool,
+) -> anyhow::Result<String> {
     let dir = tempfile::tempdir()?;
     eprintln!("[bench] starting the stack ({collectors} collector(s))");
     let mut stack = Stack::start(StackConfig {
@@ -62,6 +77,11 @@ async fn one_run(args: &IngestBenchArgs, collectors: usize) -> anyhow::Result<St
     .await?;
     for _ in 1..collectors {
         stack.add_collector().await?;
+    }
+    if backlog {
+        for collector in &mut stack.collectors {
+            collector.stop().await;
+        }
     }
 
     // Reports are generated as they are published, stamped with the time a
@@ -117,32 +137,34 @@ async fn one_run(args: &IngestBenchArgs, collectors: usize) -> anyhow::Result<St
         anyhow::Ok(published)
     });
 
-    // Poll the stored count to see when each report became visible.
-    let mut visible: Vec<(Duration, u64)> = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(600);
-    let mut last_report = Instant::now();
-    loop {
-        let stored = clickhouse
-            .count("SELECT count() FROM rp_elections")
-            .await
+    if backlog {
+        publisher.await??;
+        let drain_started = Instant::now();
+        for collector in &mut stack.collectors {
+            collector.restart().await?;
+        }
+        wait_stored(clickhouse, args.reports as u64, drain_started).await?;
+        let took = drain_started.elapsed().as_secs_f64();
+        let rows = clickhouse
+            .count("SELECT count() FROM rp_candidates")
+            .await?;
+        let peak = stack
+            .collectors
+            .iter()
+            .filter_map(|c| c.peak_memory())
+            .max()
             .unwrap_or(0);
-        visible.push((started.elapsed(), stored));
-        if stored >= args.reports as u64 {
-            break;
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "ingest did not finish in 10 minutes ({stored} stored)"
+        let row = format!(
+            "| {collectors} | {:.0} | {:.0} | {:.0} |",
+            args.reports as f64 / took,
+            rows as f64 / took,
+            peak as f64 / (1024.0 * 1024.0)
         );
-        if last_report.elapsed() >= Duration::from_secs(2) {
-            eprintln!(
-                "[bench] {:>6.1}s: {stored} stored",
-                started.elapsed().as_secs_f64()
-            );
-            last_report = Instant::now();
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        stack.stop().await;
+        return Ok(row);
     }
+
+    let visible = wait_stored(clickhouse, args.reports as u64, started).await?;
     let published = publisher.await??;
     let total = visible.last().expect("polled").0;
     let rows = clickhouse
@@ -178,4 +200,38 @@ async fn one_run(args: &IngestBenchArgs, collectors: usize) -> anyhow::Result<St
     );
     stack.stop().await;
     Ok(row)
+}
+
+/// Polls the stored election count until it reaches `expected`; returns
+/// (time since `since`, count) at every poll.
+async fn wait_stored(
+    clickhouse: &crate::clickhouse::ClickHouseServer,
+    expected: u64,
+    since: Instant,
+) -> anyhow::Result<Vec<(Duration, u64)>> {
+    let mut visible = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut last_report = Instant::now();
+    loop {
+        let stored = clickhouse
+            .count("SELECT count() FROM rp_elections")
+            .await
+            .unwrap_or(0);
+        visible.push((since.elapsed(), stored));
+        if stored >= expected {
+            return Ok(visible);
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "ingest did not finish in 10 minutes ({stored} stored)"
+        );
+        if last_report.elapsed() >= Duration::from_secs(2) {
+            eprintln!(
+                "[bench] {:>6.1}s: {stored} stored",
+                since.elapsed().as_secs_f64()
+            );
+            last_report = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
