@@ -72,6 +72,13 @@ pub struct CollectorConfig {
     #[arg(long, env = "RALLYPOINT_BATCH_SIZE", default_value_t = 5000)]
     pub batch_size: usize,
 
+    /// Batches in flight at once in this process, each pulled, stored and
+    /// acknowledged on its own: while one batch waits for ClickHouse, the
+    /// next is already being pulled and decoded. Memory stays bounded by
+    /// `workers × batch-size` reports.
+    #[arg(long, env = "RALLYPOINT_COLLECTOR_WORKERS", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub workers: u16,
+
     /// Longest wait to fill a batch.
     #[arg(long, env = "RALLYPOINT_BATCH_WAIT", default_value = "250ms", value_parser = parse_duration)]
     pub batch_wait: Duration,

@@ -84,25 +84,46 @@ pub async fn run(
         )));
     }
 
-    tracing::info!(consumer = %config.consumer, "collecting election reports");
+    tracing::info!(consumer = %config.consumer, workers = config.workers, "collecting election reports");
     let stop = CancellationToken::new();
-    let ingest = ingest::Ingest {
-        consumer,
-        store,
-        stats,
-        batch_size: config.batch_size,
-        batch_wait: config.batch_wait,
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..config.workers {
+        let ingest = ingest::Ingest {
+            consumer: consumer.clone(),
+            store: store.clone(),
+            stats: stats.clone(),
+            batch_size: config.batch_size,
+            batch_wait: config.batch_wait,
+        };
+        workers.spawn(ingest.run(stop.clone()));
+    }
+    // The first worker to end (stopped, or its consumer gone) ends them all;
+    // each finishes the batch it is storing before it returns.
+    let mut result = tokio::select! {
+        ended = workers.join_next() => flatten(ended),
+        _ = shutdown => Ok(()),
     };
-    let stopper = stop.clone();
-    let result = tokio::select! {
-        result = ingest.run(stop) => result,
-        _ = async { shutdown.await; stopper.cancel(); std::future::pending::<()>().await } => unreachable!(),
-    };
+    stop.cancel();
+    while let Some(ended) = workers.join_next().await {
+        if result.is_ok() {
+            result = flatten(Some(ended));
+        }
+    }
     for task in background {
         task.abort();
     }
     tracing::info!("collector stopped");
     result
+}
+
+fn flatten(
+    ended: Option<Result<anyhow::Result<()>, tokio::task::JoinError>>,
+) -> anyhow::Result<()> {
+    match ended {
+        Some(Ok(result)) => result,
+        Some(Err(e)) => Err(anyhow::anyhow!("an ingest worker failed: {e}")),
+        None => Ok(()),
+    }
 }
 
 /// Retries `attempt` with backoff until it succeeds, saying what it waits for.

@@ -9,16 +9,31 @@
 //! (they count inserts, not rows that survive merging); the base tables are
 //! also `ReplacingMergeTree`s on the report id for the rare race of two
 //! collectors inserting the same redelivered report at once.
+//!
+//! The check is most of what a write costs ClickHouse if done naively (a list
+//! of thousands of ids to parse, a function applied to every scanned row), so
+//! it asks by the seconds the batch was received in — the sorting key's
+//! prefix — and intersects in Rust. A live batch spans a second or two; a
+//! batch spread over many seconds (a replayed, interleaved backlog) asks for
+//! its ids explicitly instead.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 
-use clickhouse::Client;
+use clickhouse::{Client, Row};
+use serde::Deserialize;
 
 use crate::rows::{CandidateRow, DeadLetterRow, ElectionRow, ReportRows, hex};
 use crate::schema::{self, ServerVersion};
 
-/// Report ids per existence query (35 bytes of SQL each).
+/// Report ids per explicit existence query (35 bytes of SQL each).
 const ID_CHECK_CHUNK: usize = 2000;
+/// Batches received over more distinct seconds than this are checked by id.
+const SECONDS_CHECK_MAX: usize = 16;
+
+#[derive(Row, Deserialize)]
+struct StoredId {
+    report_id: [u8; 16],
+}
 
 pub struct Store {
     client: Client,
@@ -90,19 +105,8 @@ impl Store {
     ) -> anyhow::Result<Written> {
         let mut written = Written::default();
         if !reports.is_empty() {
-            let from = reports
-                .iter()
-                .map(|r| r.election.received_at)
-                .min()
-                .unwrap_or(0);
-            let to = reports
-                .iter()
-                .map(|r| r.election.received_at)
-                .max()
-                .unwrap_or(0);
-            let ids: Vec<[u8; 16]> = reports.iter().map(|r| r.election.report_id).collect();
-            let have_candidates = self.existing("rp_candidates", &ids, from, to).await?;
-            let have_elections = self.existing("rp_elections", &ids, from, to).await?;
+            let have_candidates = self.existing("rp_candidates", reports).await?;
+            let have_elections = self.existing("rp_elections", reports).await?;
 
             let candidates: Vec<&CandidateRow> = reports
                 .iter()
@@ -128,22 +132,56 @@ impl Store {
         Ok(written)
     }
 
+    /// The ids of `reports` that `table` already holds.
     async fn existing(
         &self,
         table: &str,
-        ids: &[[u8; 16]],
-        from: u32,
-        to: u32,
+        reports: &[ReportRows],
     ) -> anyhow::Result<HashSet<[u8; 16]>> {
+        let ids: HashSet<[u8; 16]> = reports.iter().map(|r| r.election.report_id).collect();
+        let seconds: BTreeSet<u32> = reports.iter().map(|r| r.election.received_at).collect();
+        if seconds.len() > SECONDS_CHECK_MAX {
+            return self.existing_by_id(table, &ids, &seconds).await;
+        }
+        let list = seconds
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        let stored: Vec<StoredId> = self
+            .client
+            .query(&format!(
+                "SELECT DISTINCT report_id FROM {table} WHERE received_at IN ({list})"
+            ))
+            .fetch_all()
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot check {table} for stored reports: {e}"))?;
+        Ok(stored
+            .into_iter()
+            .map(|row| row.report_id)
+            .filter(|id| ids.contains(id))
+            .collect())
+    }
+
+    async fn existing_by_id(
+        &self,
+        table: &str,
+        ids: &HashSet<[u8; 16]>,
+        seconds: &BTreeSet<u32>,
+    ) -> anyhow::Result<HashSet<[u8; 16]>> {
+        let (from, to) = (
+            seconds.first().copied().unwrap_or(0),
+            seconds.last().copied().unwrap_or(0),
+        );
+        let ids: Vec<&[u8; 16]> = ids.iter().collect();
         let mut found = HashSet::new();
         // Chunks keep each query far below ClickHouse's max_query_size (256 KiB).
         for chunk in ids.chunks(ID_CHECK_CHUNK) {
             let list = chunk
                 .iter()
-                .map(|id| format!("'{}'", hex(id).to_uppercase()))
+                .map(|id| format!("'{}'", hex(*id).to_uppercase()))
                 .collect::<Vec<_>>()
                 .join(",");
-            // received_at is part of the sorting key: the range prunes partitions and granules.
             let sql = format!(
                 "SELECT DISTINCT hex(report_id) FROM {table} \
                  WHERE received_at >= {from} AND received_at <= {to} AND hex(report_id) IN ({list})"

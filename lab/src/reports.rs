@@ -222,30 +222,36 @@ impl ReportGenerator {
     }
 }
 
+/// The local stack's shape without a running stack: both regions, WebSocket
+/// and WebTransport each (for benchmarks that write reports straight to
+/// ClickHouse).
+pub fn two_region_candidates() -> Vec<Candidate> {
+    let mut candidates = Vec::new();
+    for region in ["us-east", "singapore"] {
+        for (transport, scheme) in [
+            (TransportKind::WebSocket, "ws"),
+            (TransportKind::WebTransport, "https"),
+        ] {
+            candidates.push(Candidate {
+                region: region.into(),
+                relay_id: format!("{region}-{scheme}-0"),
+                transport,
+                url: format!("{scheme}://{region}.invalid/"),
+                cert_hash: None,
+                shadow: false,
+            });
+        }
+    }
+    candidates
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn generated_reports_are_valid_and_elect_the_nearest_region() {
-        let candidates = vec![
-            Candidate {
-                region: "us-east".into(),
-                relay_id: "a".into(),
-                transport: TransportKind::WebSocket,
-                url: "ws://x/ws".into(),
-                cert_hash: None,
-                shadow: false,
-            },
-            Candidate {
-                region: "singapore".into(),
-                relay_id: "b".into(),
-                transport: TransportKind::WebSocket,
-                url: "ws://y/ws".into(),
-                cert_hash: None,
-                shadow: false,
-            },
-        ];
+        let candidates = two_region_candidates();
         let mut generator = ReportGenerator::new(candidates, 7, true);
         for _ in 0..500 {
             let report = generator.next();

@@ -4,14 +4,19 @@
 //! machine. Reported: sustained reports/s and candidate rows/s from the first
 //! publish to the last row visible in ClickHouse, p50/p99 ingest lag (publish →
 //! visible, from polling the stored count), collector peak memory. One and two
-//! collectors in the same run.
+//! collectors in the same run, plus the ceiling of ClickHouse alone: the
+//! collector's writes without NATS.
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use rallypoint_collector::rows::{ReportRows, rows};
+use rallypoint_collector::store::Store;
 use rallypoint_protocol::encode;
-use rallypoint_protocol::v1::EnrichedElectionReport;
+use rallypoint_protocol::v1::{ElectionReport, EnrichedElectionReport};
 
-use crate::reports::ReportGenerator;
+use crate::clickhouse::ClickHouseServer;
+use crate::reports::{ReportGenerator, two_region_candidates};
 use crate::stack::{Stack, StackConfig};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -22,12 +27,31 @@ pub struct IngestBenchArgs {
     /// Collector batch size.
     #[arg(long, default_value_t = 10_000)]
     pub batch_size: usize,
+    /// Batches in flight per collector (the collector's `--workers`).
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
 }
 
 pub async fn run(args: IngestBenchArgs) -> anyhow::Result<()> {
     println!(
         "telemetry ingest: {} reports (4 candidates each) per run, JetStream (regional R3/R1 + central R3) -> collector -> ClickHouse 18.16",
         args.reports
+    );
+    println!();
+    println!("ClickHouse alone (the collector's store writing the same rows, no NATS):");
+    println!();
+    println!("| writers | reports/s | candidate rows/s |");
+    println!("|---|---|---|");
+    for writers in [1, args.workers.max(2)] {
+        println!(
+            "{}",
+            clickhouse_alone(args.reports, args.batch_size, writers).await?
+        );
+    }
+    println!();
+    println!(
+        "End to end, publishing and collecting at once ({} batches in flight per collector):",
+        args.workers
     );
     println!();
     println!(
@@ -72,6 +96,8 @@ async fn one_run(
             args.batch_size.to_string(),
             "--batch-wait".into(),
             "100ms".into(),
+            "--workers".into(),
+            args.workers.to_string(),
         ],
     })
     .await?;
@@ -104,19 +130,7 @@ async fn one_run(
                 .iter()
                 .map(|b| format!("{b:02x}"))
                 .collect();
-            let received_ms = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)?
-                .as_millis() as u64;
-            let enriched = EnrichedElectionReport {
-                report: Some(report),
-                relay_id: format!("{region}-bench"),
-                relay_region: region.into(),
-                received_ms,
-                asn: 64500,
-                isp: "Example".into(),
-                country: "SG".into(),
-                peer_id: "bench".into(),
-            };
+            let enriched = enrich(report, region);
             let message = async_nats::jetstream::message::PublishMessage::build()
                 .payload(encode(&enriched))
                 .message_id(id);
@@ -200,6 +214,83 @@ async fn one_run(
     );
     stack.stop().await;
     Ok(row)
+}
+
+/// A report as a relay would publish it, received now.
+fn enrich(report: ElectionReport, region: &str) -> EnrichedElectionReport {
+    let received_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    EnrichedElectionReport {
+        report: Some(report),
+        relay_id: format!("{region}-bench"),
+        relay_region: region.into(),
+        received_ms,
+        asn: 64500,
+        isp: "Example".into(),
+        country: "SG".into(),
+        peer_id: "bench".into(),
+    }
+}
+
+/// The collector's store writing `reports` (decoded beforehand, so only the
+/// writes are timed) in batches from `writers` concurrent tasks to a fresh
+/// ClickHouse: what the end-to-end path could reach if NATS cost nothing.
+async fn clickhouse_alone(
+    reports: usize,
+    batch_size: usize,
+    writers: usize,
+) -> anyhow::Result<String> {
+    let dir = tempfile::tempdir()?;
+    eprintln!("[bench] ClickHouse alone, {writers} writer(s): preparing {reports} reports");
+    let mut server = ClickHouseServer::start(dir.path()).await?;
+    let store = Arc::new(Store::open(&server.url(), "default", "", "default", 90).await?);
+    let mut generator = ReportGenerator::new(two_region_candidates(), 42, true);
+    let mut batches = Vec::new();
+    let mut batch: Vec<ReportRows> = Vec::with_capacity(batch_size);
+    for i in 0..reports {
+        let region = if i % 3 == 0 { "singapore" } else { "us-east" };
+        let payload = encode(&enrich(generator.next(), region));
+        batch.push(
+            rows(&payload)
+                .map_err(|reason| anyhow::anyhow!("generated report rejected: {reason}"))?,
+        );
+        if batch.len() == batch_size {
+            batches.push(std::mem::take(&mut batch));
+        }
+    }
+    if !batch.is_empty() {
+        batches.push(batch);
+    }
+    let queue = Arc::new(Mutex::new(batches));
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..writers {
+        let queue = queue.clone();
+        let store = store.clone();
+        tasks.spawn(async move {
+            let mut candidates = 0;
+            loop {
+                let next = queue.lock().expect("not poisoned").pop();
+                let Some(batch) = next else {
+                    return anyhow::Ok(candidates);
+                };
+                candidates += store.write(&batch, &[]).await?.candidates;
+            }
+        });
+    }
+    let mut candidates = 0;
+    while let Some(done) = tasks.join_next().await {
+        candidates += done??;
+    }
+    let took = started.elapsed().as_secs_f64();
+    server.stop().await;
+    Ok(format!(
+        "| {writers} | {:.0} | {:.0} |",
+        reports as f64 / took,
+        candidates as f64 / took
+    ))
 }
 
 /// Polls the stored election count until it reaches `expected`; returns
