@@ -28,9 +28,12 @@ impl Stats {
     }
 }
 
+/// A counter exported over OpenTelemetry: name, description, how to read it.
+type CounterSpec = (&'static str, &'static str, fn(&Stats) -> u64);
+
 pub fn register_instruments(stats: Arc<Stats>) {
     let meter = opentelemetry::global::meter("rallypoint-collector");
-    let counters: [(&'static str, &'static str, fn(&Stats) -> u64); 6] = [
+    let counters: [CounterSpec; 6] = [
         ("rallypoint.collector.elections", "Elections stored", |s| {
             s.elections_stored.load(Relaxed)
         }),

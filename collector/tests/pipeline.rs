@@ -146,7 +146,7 @@ async fn reports_from_both_regions_are_stored_once_enriched_at_the_edge_without_
     let mut generator = ReportGenerator::new(stack.candidates(), 2, false);
     for _ in 0..50 {
         let frame = ClientFrame::of(client_frame::Kind::Telemetry(TelemetryReport {
-            kind: Some(telemetry_report::Kind::Election(generator.next())),
+            kind: Some(telemetry_report::Kind::Election(generator.next_report())),
         }));
         socket.send(Message::Binary(encode(&frame))).await.unwrap();
     }
@@ -175,12 +175,11 @@ async fn reports_from_both_regions_are_stored_once_enriched_at_the_edge_without_
             .unwrap(),
         260
     );
-    assert_eq!(
+    assert!(
         ch.count("SELECT count() FROM rp_elections WHERE relay_region = 'singapore'")
             .await
             .unwrap()
             > 0,
-        true,
         "reports came through both regions"
     );
     // Dead letter with its reason; the stream kept flowing past it.

@@ -21,7 +21,7 @@ fn batch(
     (0..count)
         .map(|i| {
             let enriched = EnrichedElectionReport {
-                report: Some(generator.next()),
+                report: Some(generator.next_report()),
                 relay_id: "us-east-ws-0".into(),
                 relay_region: "us-east".into(),
                 received_ms: first_ms + i as u64 * spread_seconds * 1000,

@@ -18,6 +18,7 @@ const AT: u32 = UNTIL - 7_200;
 
 struct Candidate(&'static str, &'static str, u32, bool);
 
+#[allow(clippy::too_many_arguments)] // one argument per column of the seeded row
 fn report(
     id: u8,
     session: u8,

@@ -108,7 +108,7 @@ impl ReportGenerator {
     }
 
     /// One report, as a client in a random market would send it.
-    pub fn next(&mut self) -> ElectionReport {
+    pub fn next_report(&mut self) -> ElectionReport {
         let market = self.pick_market();
         let (isp, asn) = market.isps[(self.rng.next_u64() % market.isps.len() as u64) as usize];
         // Each ISP has a stable extra access delay; each client a little more.
@@ -254,7 +254,7 @@ mod tests {
         let candidates = two_region_candidates();
         let mut generator = ReportGenerator::new(candidates, 7, true);
         for _ in 0..500 {
-            let report = generator.next();
+            let report = generator.next_report();
             rallypoint_protocol::telemetry::validate(&report).unwrap();
             let client = report.client.as_ref().unwrap();
             let winner = &report.candidates[report.winner_index.unwrap() as usize];

@@ -68,6 +68,10 @@ impl Stats {
 
 /// Registers observable OpenTelemetry instruments over `stats`. The callbacks
 /// run only when a meter provider exports, i.e. when OTLP export is configured.
+/// An instrument exported over OpenTelemetry: name, description, how to read it.
+type CounterSpec = (&'static str, &'static str, fn(&Stats) -> u64);
+type GaugeSpec = (&'static str, &'static str, fn(&Stats) -> i64);
+
 pub fn register_instruments(stats: Arc<Stats>, relay_id: &str, region: &str) {
     let meter = opentelemetry::global::meter("rallypoint-relay");
     let base = vec![
@@ -108,7 +112,7 @@ pub fn register_instruments(stats: Arc<Stats>, relay_id: &str, region: &str) {
         })
         .build();
 
-    let gauges: [(&'static str, &'static str, fn(&Stats) -> i64); 2] = [
+    let gauges: [GaugeSpec; 2] = [
         (
             "rallypoint.relay.rooms.active",
             "Rooms with a participant on this relay",
@@ -129,7 +133,7 @@ pub fn register_instruments(stats: Arc<Stats>, relay_id: &str, region: &str) {
             .build();
     }
 
-    let counters: [(&'static str, &'static str, fn(&Stats) -> u64); 10] = [
+    let counters: [CounterSpec; 10] = [
         (
             "rallypoint.relay.media.packets.in",
             "Media frames received from clients",

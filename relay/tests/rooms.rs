@@ -204,13 +204,13 @@ async fn presence_within(
     let mut events = Vec::new();
     let deadline = tokio::time::Instant::now() + window;
     while let Ok(Some(received)) = tokio::time::timeout_at(deadline, peer.recv()).await {
-        match received.frame.kind {
-            Some(
-                kind @ (server_frame::Kind::PeerJoined(_)
-                | server_frame::Kind::PeerLeft(_)
-                | server_frame::Kind::PeerMoved(_)),
-            ) => events.push(kind),
-            _ => {}
+        if let Some(
+            kind @ (server_frame::Kind::PeerJoined(_)
+            | server_frame::Kind::PeerLeft(_)
+            | server_frame::Kind::PeerMoved(_)),
+        ) = received.frame.kind
+        {
+            events.push(kind)
         }
     }
     events

@@ -84,8 +84,7 @@ impl SimCandidate {
     pub fn link_at(&self, t: Duration) -> Link {
         self.changes
             .iter()
-            .filter(|(at, _)| *at <= t)
-            .last()
+            .rfind(|(at, _)| *at <= t)
             .map(|(_, l)| *l)
             .unwrap_or(self.link)
     }
@@ -418,11 +417,7 @@ impl Simulation {
 
     /// The candidate the client served through at `t`.
     pub fn serving_at(&self, t: Duration) -> Option<usize> {
-        self.joins
-            .iter()
-            .filter(|j| j.at <= t)
-            .last()
-            .map(|j| j.candidate)
+        self.joins.iter().rfind(|j| j.at <= t).map(|j| j.candidate)
     }
 
     /// The true median RTT of a candidate at time `t`.

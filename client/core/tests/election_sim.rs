@@ -49,7 +49,7 @@ fn the_grid_is_never_less_accurate_than_the_fixed_tournament_by_much() {
                     ours.decision_quantile_ms(0.5),
                     fixed.accuracy() * 100.0
                 );
-                if gap < 0.05 || gap >= 0.5 {
+                if !(0.05..0.5).contains(&gap) {
                     assert!(
                         ours.accuracy() >= 0.99,
                         "gap {gap} jitter {jitter} loss {loss}"
@@ -174,8 +174,7 @@ fn a_drain_moves_the_call_immediately() {
     let moved = sim
         .decisions
         .iter()
-        .filter(|(at, _)| *at >= Duration::from_secs(15))
-        .last()
+        .rfind(|(at, _)| *at >= Duration::from_secs(15))
         .expect("a decision after the drain");
     assert!(
         moved.0 - Duration::from_secs(15) < Duration::from_millis(1500),

@@ -51,6 +51,9 @@ pub enum Command {
 }
 
 /// What the runner tells the application.
+// A decision carries its full report; outputs come a few times per election,
+// so boxing it would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Output {
     /// The election decided (initially, or a switch); the room is joined

@@ -123,7 +123,7 @@ async fn one_run(
         let mut published = Vec::with_capacity(total);
         let mut pending = std::collections::VecDeque::new();
         for i in 0..total {
-            let report = generator.next();
+            let report = generator.next_report();
             let region = if i % 3 == 0 { "singapore" } else { "us-east" };
             let id: String = report
                 .report_id
@@ -251,7 +251,7 @@ async fn clickhouse_alone(
     let mut batch: Vec<ReportRows> = Vec::with_capacity(batch_size);
     for i in 0..reports {
         let region = if i % 3 == 0 { "singapore" } else { "us-east" };
-        let payload = encode(&enrich(generator.next(), region));
+        let payload = encode(&enrich(generator.next_report(), region));
         batch.push(
             rows(&payload)
                 .map_err(|reason| anyhow::anyhow!("generated report rejected: {reason}"))?,

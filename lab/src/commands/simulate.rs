@@ -129,7 +129,7 @@ pub async fn send(
     let mut last_progress = Instant::now();
     for i in 0..count {
         let frame = ClientFrame::of(client_frame::Kind::Telemetry(TelemetryReport {
-            kind: Some(telemetry_report::Kind::Election(generator.next())),
+            kind: Some(telemetry_report::Kind::Election(generator.next_report())),
         }));
         senders[(i as usize) % senders.len()].send(&frame);
         while let Ok((accepted, reason)) = acks.try_recv() {

@@ -39,13 +39,13 @@ impl Location {
                 match candidate.transport {
                     TransportKind::WebSocket => {
                         let upstream = format!("127.0.0.1:{}", relay.http_port).parse()?;
-                        let proxy = TcpDelayProxy::start(listen, upstream, link.clone(), seed)?;
+                        let proxy = TcpDelayProxy::start(listen, upstream, *link, seed)?;
                         candidate.url = format!("ws://{}/ws", proxy.local_addr());
                         tcp_proxies.push(proxy);
                     }
                     TransportKind::WebTransport => {
                         let upstream = format!("127.0.0.1:{}", relay.wt_port).parse()?;
-                        let proxy = UdpDelayProxy::start(listen, upstream, link.clone(), seed)?;
+                        let proxy = UdpDelayProxy::start(listen, upstream, *link, seed)?;
                         candidate.url = format!("https://{}/", proxy.local_addr());
                         udp_proxies.push(proxy);
                     }

@@ -39,6 +39,9 @@ use outbox::{Control, Outbox};
 use rallypoint_protocol::token::Claims;
 
 /// What a transport adapter hands to the session.
+// Nearly every value is a `Frame`; boxing it would add an allocation per
+// frame to save space only on the rare `Invalid`.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Inbound {
     Frame {
