@@ -6,8 +6,10 @@
 //! country × transport, `rp_elections_minute` by winner region × ISP × country
 //! × trigger) with quantile *states*, so dashboards merge minutes instead of
 //! scanning rows; the same per hour (`rp_rtt_hour`, `rp_elections_hour`) for
-//! week- and month-long ranges. Hourly rollups fill from their creation on
-//! (a new deployment has no history to backfill).
+//! week- and month-long ranges; and decision-time histograms per minute and
+//! hour (`rp_decisions_*`, 100 ms bins in a `sumMap` state) so the overview
+//! never scans elections. Rollups fill from their creation on (a new
+//! deployment has no history to backfill).
 //!
 //! The same DDL runs on Debian's ClickHouse 18.16 (what the tests here run
 //! against) and on current ClickHouse (checked in-process with chDB): plain
@@ -260,6 +262,48 @@ pub const MIGRATIONS: &[Migration] = &[
             GROUP BY hour, winner_region, winner_transport, trigger, country, isp, synthetic",
         ],
     },
+    Migration {
+        version: 5,
+        name: "decision-time histograms",
+        statements: &[
+            "CREATE TABLE IF NOT EXISTS rp_decisions_minute (
+                minute DateTime,
+                trigger String,
+                winner_transport String,
+                country String,
+                isp String,
+                synthetic UInt8,
+                bins AggregateFunction(sumMap, Array(UInt32), Array(UInt64))
+            ) ENGINE = AggregatingMergeTree()
+            PARTITION BY toYYYYMMDD(minute)
+            ORDER BY (minute, trigger, winner_transport, country, isp, synthetic)",
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS rp_decisions_minute_mv TO rp_decisions_minute AS
+            SELECT
+                toStartOfMinute(received_at) AS minute,
+                trigger, winner_transport, country, isp, synthetic,
+                sumMapState([toUInt32(intDiv(decision_ms, 100) * 100)], [toUInt64(1)]) AS bins
+            FROM rp_elections
+            GROUP BY minute, trigger, winner_transport, country, isp, synthetic",
+            "CREATE TABLE IF NOT EXISTS rp_decisions_hour (
+                hour DateTime,
+                trigger String,
+                winner_transport String,
+                country String,
+                isp String,
+                synthetic UInt8,
+                bins AggregateFunction(sumMap, Array(UInt32), Array(UInt64))
+            ) ENGINE = AggregatingMergeTree()
+            PARTITION BY toYYYYMMDD(hour)
+            ORDER BY (hour, trigger, winner_transport, country, isp, synthetic)",
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS rp_decisions_hour_mv TO rp_decisions_hour AS
+            SELECT
+                toStartOfHour(received_at) AS hour,
+                trigger, winner_transport, country, isp, synthetic,
+                sumMapState([toUInt32(intDiv(decision_ms, 100) * 100)], [toUInt64(1)]) AS bins
+            FROM rp_elections
+            GROUP BY hour, trigger, winner_transport, country, isp, synthetic",
+        ],
+    },
 ];
 
 /// Tables with a `received_at`/`minute` column and daily partitions that
@@ -271,6 +315,8 @@ pub const RETAINED_TABLES: &[(&str, &str)] = &[
     ("rp_elections_minute", "minute"),
     ("rp_rtt_hour", "hour"),
     ("rp_elections_hour", "hour"),
+    ("rp_decisions_minute", "minute"),
+    ("rp_decisions_hour", "hour"),
 ];
 
 const MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS rp_schema_migrations (

@@ -94,18 +94,24 @@ pub async fn load(
             filtered().sql()
         ))
         .await?;
-    let bins: Vec<Bin> = db
-        .rows(&format!(
+    let initial = filtered().and("trigger = 'initial'").sql();
+    let histogram = match source {
+        // The rollup holds each minute's (or hour's) bins as a map state:
+        // merge them, then turn the map back into rows.
+        Source::Rollup => format!(
+            "SELECT toUInt32(bin) AS lower_ms, toUInt64(n) AS count FROM (
+                SELECT sumMapMerge(bins) AS merged FROM rp_decisions_{resolution} WHERE {initial})
+             ARRAY JOIN tupleElement(merged, 1) AS bin, tupleElement(merged, 2) AS n
+             ORDER BY lower_ms",
+            resolution = rollup(window).0
+        ),
+        Source::Raw => format!(
             "SELECT toUInt32(intDiv(decision_ms, 100) * 100) AS lower_ms, toUInt64(count()) AS count
-             FROM rp_elections WHERE {} AND trigger = 'initial'
-             GROUP BY lower_ms ORDER BY lower_ms",
-            Conditions::new("received_at", window, filters)
-                .eq("country", &filters.country)
-                .eq("isp", &filters.isp)
-                .eq("winner_transport", &filters.transport)
-                .sql()
-        ))
-        .await?;
+             FROM rp_elections WHERE {initial}
+             GROUP BY lower_ms ORDER BY lower_ms"
+        ),
+    };
+    let bins: Vec<Bin> = db.rows(&histogram).await?;
     Ok(Overview {
         elections: series(
             regions
