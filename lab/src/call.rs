@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use rallypoint_client::election::ElectionConfig;
+use rallypoint_client::session::Update;
 use rallypoint_client_native::ClientIdentity;
 use rallypoint_client_native::participant::{MediaPlan, MediaSource, ReceiveStats};
 use rallypoint_client_native::runner::{self, Command, Output, RunnerConfig};
@@ -53,11 +54,11 @@ impl Participant {
 
     fn handle(&mut self, output: Output) {
         match output {
-            Output::Decided {
+            Output::Session(Update::Decided {
                 decision,
                 candidate,
                 ..
-            } => {
+            }) => {
                 tracing::debug!(?decision.trigger, relay = %candidate.relay_id, "{}", decision.reason);
                 self.serving = Some(candidate.relay_id.clone());
                 self.decisions

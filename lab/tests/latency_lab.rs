@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use rallypoint_client::election::ElectionConfig;
+use rallypoint_client::session::Update;
 use rallypoint_client_native::ClientIdentity;
 use rallypoint_client_native::runner::{self, Command, Output, RunnerConfig};
 use rallypoint_lab::proxy::Scenario;
@@ -50,9 +51,9 @@ async fn each_simulated_location_elects_its_nearest_region() {
         );
         let decided = tokio::time::timeout(Duration::from_secs(10), async {
             while let Some(output) = outputs.recv().await {
-                if let Output::Decided {
+                if let Output::Session(Update::Decided {
                     candidate, report, ..
-                } = output
+                }) = output
                 {
                     return Some((candidate, report));
                 }

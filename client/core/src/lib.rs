@@ -3,11 +3,15 @@
 //! client, the `rallypoint` CLI, virtual-time simulations and the browser.
 //!
 //! * [`candidate`] — the relays a client can elect (region, relay id, transport, URL).
+//! * [`election`] — the tournament, the rules, failover and the reports.
+//! * [`session`] — the protocol around the election: frames in and out, the
+//!   room through the winner, reports kept until a relay acknowledges them.
 //! * [`time`] — the core's notion of time: microseconds handed in by the driver.
 
 pub mod candidate;
 pub mod election;
 pub mod report_json;
+pub mod session;
 pub mod sim;
 pub mod time;
 

@@ -1,33 +1,23 @@
-//! Drives the sans-IO [`Election`] with real connections.
+//! Runs the sans-IO client [`Session`] (and the election inside it) on real
+//! connections with tokio.
 //!
-//! One task owns the election and every candidate's sending half; each
+//! One task owns the session and every candidate's sending half; each
 //! connection's frames arrive on one channel, tagged with the candidate and
-//! stamped when they were read off the socket. The runner turns the election's
-//! actions into connects, probes, joins and closes, hands room traffic of the
-//! serving connection to the application, and delivers every election report
-//! to a relay — keeping the ones made while no relay was reachable until one is.
+//! stamped when they were read off the socket. The runner carries out the
+//! session's transmits (connect, send, close) and hands the application what
+//! it needs: decisions, the live table, room traffic of the serving relay.
+//! What those frames mean is the session's business, shared with the browser.
 
-use std::collections::VecDeque;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use rallypoint_client::election::{
-    Action, CandidateId, CandidateView, Decision, Election, ElectionConfig, Event, Notice,
-    finish_report,
-};
+use rallypoint_client::election::{CandidateView, ElectionConfig};
+use rallypoint_client::session::{FrameUse, REPORT_RETRY, Session, Transmit, Update};
 use rallypoint_client::{Candidate, Micros};
-use rallypoint_protocol::v1::{
-    ClientFrame, ElectionReport, Join, Media, TelemetryReport, client_frame, server_frame,
-    telemetry_report,
-};
+use rallypoint_protocol::v1::{KeyframeRequest, Media, client_frame};
 use tokio::sync::mpsc;
 
 use crate::connection::{Received, Sender};
 use crate::peer::{ClientIdentity, Peer};
-
-/// Reports kept while no relay is reachable (oldest dropped beyond this).
-const MAX_PENDING_REPORTS: usize = 64;
-/// How often unacknowledged reports are offered again.
-const REPORT_RETRY: Duration = Duration::from_secs(20);
 
 #[derive(Debug, Clone)]
 pub struct RunnerConfig {
@@ -51,54 +41,37 @@ pub enum Command {
 }
 
 /// What the runner tells the application.
-// A decision carries its full report; outputs come a few times per election,
-// so boxing it would buy nothing.
+// Sized by the decision's report; at call rates (tens of room frames per
+// second) the bigger channel slot costs nothing worth a box per update.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Output {
-    /// The election decided (initially, or a switch); the room is joined
-    /// through the winner when the runner has a room.
-    Decided {
-        decision: Decision,
-        candidate: Candidate,
-        report: ElectionReport,
-    },
-    CandidateFailed {
-        candidate: Candidate,
-        reason: String,
-    },
-    NoRelayReachable {
-        retry_in: Duration,
-        attempt: u32,
-    },
+    /// What the session said: a decision (the room is joined through the
+    /// winner when the runner has a room), a failed or refusing candidate,
+    /// no relay reachable, election reports delivered.
+    Session(Update),
     /// Live statistics, after every change worth redrawing.
     Snapshot(Vec<CandidateView>),
     /// A frame from the room through the serving relay (media, presence,
     /// keyframe requests), stamped with its arrival.
     Room(Received),
-    /// A report was accepted or refused by the relay's intake.
-    ReportAck {
-        accepted: bool,
-        reason: String,
-    },
 }
 
 enum Input {
-    Connected(CandidateId, Peer),
-    ConnectFailed(CandidateId, String),
-    Frame(CandidateId, u64, Received),
-    Closed(CandidateId, u64),
+    Connected(usize, Peer),
+    ConnectFailed(usize, String),
+    Frame(usize, u64, Received),
+    Closed(usize, u64),
 }
 
 struct Runner {
     config: RunnerConfig,
-    election: Election,
+    session: Session,
     origin: Instant,
+    /// Each candidate's sending half, with the generation of its connection
+    /// (frames of a replaced connection are ignored).
     senders: Vec<Option<(u64, Sender)>>,
     generation: u64,
-    serving: Option<CandidateId>,
-    /// Reports not yet acknowledged, and whether one is in flight.
-    pending_reports: VecDeque<(ElectionReport, bool)>,
     inputs: mpsc::UnboundedSender<Input>,
     outputs: mpsc::UnboundedSender<Output>,
 }
@@ -124,37 +97,38 @@ async fn run(
     outputs: mpsc::UnboundedSender<Output>,
 ) {
     let (input_tx, mut inputs) = mpsc::unbounded_channel();
+    let info = &config.identity.info;
     let client = rallypoint_protocol::v1::ClientContext {
-        platform: config.identity.info.platform.clone(),
-        client_version: config.identity.info.client_version.clone(),
-        browser_family: config.identity.info.browser_family.clone(),
-        effective_connection_type: config.identity.info.effective_connection_type.clone(),
+        platform: info.platform.clone(),
+        client_version: info.client_version.clone(),
+        browser_family: info.browser_family.clone(),
+        effective_connection_type: info.effective_connection_type.clone(),
         ..Default::default()
     };
-    let election = Election::new(
+    let session = Session::new(
         candidates.clone(),
         config.election.clone(),
         config.identity.session_id.clone(),
         client,
+        config.room.clone(),
+        Box::new(|| (rand::random(), unix_ms())),
     );
     let mut runner = Runner {
         senders: (0..candidates.len()).map(|_| None).collect(),
         config,
-        election,
+        session,
         origin: Instant::now(),
         generation: 0,
-        serving: None,
-        pending_reports: VecDeque::new(),
         inputs: input_tx,
         outputs,
     };
-    runner.election.start(Micros::ZERO);
+    runner.session.start(Micros::ZERO);
     runner.pump();
     // Reports refused for a passing reason are offered again now and then.
     let mut report_retry = tokio::time::interval(REPORT_RETRY);
     loop {
         let deadline = runner
-            .election
+            .session
             .poll_timeout()
             .map(|t| tokio::time::Instant::from_std(runner.origin + Duration::from_micros(t.0)));
         tokio::select! {
@@ -166,10 +140,10 @@ async fn run(
                 None | Some(Command::Stop) => break,
                 Some(command) => runner.command(command),
             },
-            _ = report_retry.tick() => runner.flush_reports(),
+            _ = report_retry.tick() => runner.session.flush_reports(),
             _ = sleep_until(deadline) => {
                 let now = runner.now();
-                runner.election.handle_timeout(now);
+                runner.session.handle_timeout(now);
             }
         }
         runner.pump();
@@ -184,6 +158,13 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 impl Runner {
     fn now(&self) -> Micros {
         self.at(Instant::now())
@@ -194,6 +175,7 @@ impl Runner {
     }
 
     fn input(&mut self, input: Input) {
+        let now = self.now();
         match input {
             Input::Connected(id, peer) => {
                 let (sender, mut receiver) = peer.conn.into_split();
@@ -209,140 +191,59 @@ impl Runner {
                     }
                     let _ = tx.send(Input::Closed(id, generation));
                 });
-                let now = self.now();
-                self.election
-                    .handle(Event::Connected { candidate: id }, now);
+                self.session.connected(id, now);
             }
-            Input::ConnectFailed(id, reason) => {
-                let now = self.now();
-                self.election.handle(
-                    Event::ConnectFailed {
-                        candidate: id,
-                        reason,
-                    },
-                    now,
-                );
-            }
+            Input::ConnectFailed(id, reason) => self.session.connect_failed(id, reason, now),
             Input::Frame(id, generation, received) => {
-                if self.current_generation(id) == Some(generation) {
-                    self.frame(id, received);
+                if self.current_generation(id) != Some(generation) {
+                    return;
+                }
+                let at = self.at(received.at);
+                if self.session.frame(id, &received.frame, at, now) == FrameUse::Room {
+                    let _ = self.outputs.send(Output::Room(received));
                 }
             }
             Input::Closed(id, generation) => {
                 if self.current_generation(id) == Some(generation) {
                     self.senders[id] = None;
-                    let now = self.now();
-                    self.election.handle(
-                        Event::ConnectionLost {
-                            candidate: id,
-                            reason: "connection closed by the relay or the network".into(),
-                        },
-                        now,
-                    );
+                    self.session.closed(id, now);
                 }
             }
         }
     }
 
-    fn current_generation(&self, id: CandidateId) -> Option<u64> {
+    fn current_generation(&self, id: usize) -> Option<u64> {
         self.senders[id].as_ref().map(|(g, _)| *g)
     }
 
-    fn frame(&mut self, id: CandidateId, received: Received) {
-        let Some(kind) = &received.frame.kind else {
-            return;
-        };
-        match kind {
-            server_frame::Kind::ProbeAck(ack) => {
-                let event = Event::ProbeAck {
-                    candidate: id,
-                    seq: ack.seq,
-                    sent_at: Micros(ack.client_send_us),
-                    received_at: self.at(received.at),
-                };
-                let now = self.now();
-                self.election.handle(event, now);
-            }
-            server_frame::Kind::Drain(_) => {
-                let now = self.now();
-                self.election.handle(Event::Drain { candidate: id }, now);
-            }
-            server_frame::Kind::Error(error) => {
-                let now = self.now();
-                self.senders[id] = None;
-                self.election.handle(
-                    Event::ConnectionLost {
-                        candidate: id,
-                        reason: format!("relay refused: {}", error.message),
-                    },
-                    now,
-                );
-            }
-            server_frame::Kind::TelemetryAck(ack) => {
-                let settled = ack.accepted || ack.reason.starts_with("invalid");
-                self.pending_reports.retain_mut(|(report, in_flight)| {
-                    if report.report_id != ack.report_id {
-                        return true;
-                    }
-                    // Refused for a passing reason (rate limit, stream down):
-                    // send again with the next flush.
-                    *in_flight = false;
-                    !settled
-                });
-                let _ = self.outputs.send(Output::ReportAck {
-                    accepted: ack.accepted,
-                    reason: ack.reason.clone(),
-                });
-            }
-            server_frame::Kind::Welcome(_) => {}
-            _ if Some(id) == self.serving => {
-                let _ = self.outputs.send(Output::Room(received));
-            }
-            _ => {}
-        }
-    }
-
     fn command(&mut self, command: Command) {
-        let frame = match command {
-            Command::SendMedia(media) => ClientFrame::of(client_frame::Kind::Media(media)),
+        let kind = match command {
+            Command::SendMedia(media) => client_frame::Kind::Media(media),
             Command::RequestKeyframe { peer_id, kind } => {
-                ClientFrame::of(client_frame::Kind::KeyframeRequest(
-                    rallypoint_protocol::v1::KeyframeRequest { peer_id, kind },
-                ))
+                client_frame::Kind::KeyframeRequest(KeyframeRequest { peer_id, kind })
             }
             Command::Stop => return,
         };
-        if let Some(sender) = self.serving.and_then(|id| self.sender(id)) {
-            sender.send(&frame);
-        }
+        self.session.send_to_room(kind);
     }
 
-    fn sender(&self, id: CandidateId) -> Option<&Sender> {
-        self.senders[id].as_ref().map(|(_, s)| s)
-    }
-
-    /// Carries out the election's actions and forwards its notices.
+    /// Carries out the session's transmits and forwards its updates.
     fn pump(&mut self) {
-        let mut changed = false;
-        while let Some(action) = self.election.poll_action() {
-            changed = true;
-            self.act(action);
+        while let Some(transmit) = self.session.poll_transmit() {
+            self.transmit(transmit);
         }
-        while let Some(notice) = self.election.poll_notice() {
-            changed = true;
-            self.notice(notice);
+        while let Some(update) = self.session.poll_update() {
+            let _ = self.outputs.send(Output::Session(update));
         }
-        if changed {
-            let _ = self
-                .outputs
-                .send(Output::Snapshot(self.election.snapshot()));
+        if self.session.take_decided() {
+            let _ = self.outputs.send(Output::Snapshot(self.session.snapshot()));
         }
     }
 
-    fn act(&mut self, action: Action) {
-        match action {
-            Action::Open { candidate } => {
-                let target = self.election.candidate(candidate).clone();
+    fn transmit(&mut self, transmit: Transmit) {
+        match transmit {
+            Transmit::Connect(candidate) => {
+                let target = self.session.candidate(candidate).clone();
                 let identity = self.config.identity.clone();
                 let timeout = self.config.connect_timeout;
                 let tx = self.inputs.clone();
@@ -354,130 +255,21 @@ impl Runner {
                     let _ = tx.send(input);
                 });
             }
-            Action::SendProbe { candidate, seq } => {
-                let now = self.now();
-                if let Some(sender) = self.sender(candidate) {
-                    sender.send(&ClientFrame::of(client_frame::Kind::Probe(
-                        rallypoint_protocol::v1::Probe {
-                            seq,
-                            client_send_us: now.0,
-                        },
-                    )));
+            Transmit::Send(candidate, frame) => {
+                if let Some((_, sender)) = &self.senders[candidate] {
+                    sender.send(&frame);
                 }
             }
-            Action::Join {
-                candidate,
-                join_seq,
-            } => {
-                self.serving = Some(candidate);
-                if let (Some(room), Some(sender)) = (&self.config.room, self.sender(candidate)) {
-                    sender.send(&ClientFrame::of(client_frame::Kind::Join(Join {
-                        room: room.clone(),
-                        join_seq,
-                    })));
-                }
-                // Whatever was in flight on the previous relay may be lost.
-                for (_, in_flight) in &mut self.pending_reports {
-                    *in_flight = false;
-                }
-                self.flush_reports();
-            }
-            Action::Demote { candidate } => {
-                if self.config.room.is_some()
-                    && let Some(sender) = self.sender(candidate)
-                {
-                    sender.send(&ClientFrame::of(client_frame::Kind::Leave(
-                        rallypoint_protocol::v1::Leave { moving: true },
-                    )));
-                }
-            }
-            Action::Close { candidate } => {
-                if self.serving == Some(candidate) {
-                    self.serving = None;
-                }
-                self.senders[candidate] = None;
-            }
-        }
-    }
-
-    fn notice(&mut self, notice: Notice) {
-        match notice {
-            Notice::Decided {
-                decision,
-                mut report,
-            } => {
-                stamp(&mut report);
-                self.queue_report(report.clone());
-                let candidate = self.election.candidate(decision.winner).clone();
-                let _ = self.outputs.send(Output::Decided {
-                    decision,
-                    candidate,
-                    report,
-                });
-            }
-            Notice::CandidateFailed { candidate, reason } => {
-                let candidate = self.election.candidate(candidate).clone();
-                let _ = self
-                    .outputs
-                    .send(Output::CandidateFailed { candidate, reason });
-            }
-            Notice::NoRelayReachable {
-                retry_in,
-                attempt,
-                mut report,
-            } => {
-                stamp(&mut report);
-                self.queue_report(report);
-                let _ = self
-                    .outputs
-                    .send(Output::NoRelayReachable { retry_in, attempt });
-            }
-        }
-    }
-
-    fn queue_report(&mut self, report: ElectionReport) {
-        if self.pending_reports.len() == MAX_PENDING_REPORTS {
-            self.pending_reports.pop_front();
-        }
-        self.pending_reports.push_back((report, false));
-        self.flush_reports();
-    }
-
-    /// Sends kept reports that are not in flight through the serving relay;
-    /// they stay kept until the relay acknowledges them.
-    fn flush_reports(&mut self) {
-        let Some(sender) = self
-            .serving
-            .and_then(|id| self.senders[id].as_ref().map(|(_, s)| s))
-        else {
-            return;
-        };
-        for (report, in_flight) in self.pending_reports.iter_mut().filter(|(_, f)| !*f) {
-            *in_flight = sender.send(&ClientFrame::of(client_frame::Kind::Telemetry(
-                TelemetryReport {
-                    kind: Some(telemetry_report::Kind::Election(report.clone())),
-                },
-            )));
+            Transmit::Close(candidate) => self.senders[candidate] = None,
         }
     }
 
     fn hang_up(&mut self) {
-        if let Some(sender) = self.serving.and_then(|id| self.sender(id))
-            && self.config.room.is_some()
+        if let Some((id, leave)) = self.session.hang_up()
+            && let Some((_, sender)) = &self.senders[id]
         {
-            sender.send(&ClientFrame::of(client_frame::Kind::Leave(
-                rallypoint_protocol::v1::Leave { moving: false },
-            )));
+            sender.send(&leave);
             sender.close();
         }
     }
-}
-
-/// Gives a report its random id and the wall-clock time.
-fn stamp(report: &mut ElectionReport) {
-    let unix_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    finish_report(report, rand::random(), unix_ms);
 }

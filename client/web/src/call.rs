@@ -32,6 +32,7 @@ use crate::media::video::{VideoReceiver, VideoSender};
 use crate::media::{Decoded, MediaSink, capture};
 use crate::stats::{FreezeTracker, LatencyWindow, RateMeter};
 use crate::transport::Received;
+use rallypoint_client::session::Update as SessionUpdate;
 
 /// A connection attempt (connect + Hello + Welcome) gives up after this.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -321,10 +322,11 @@ impl Call {
     fn on_output(self: &Rc<Self>, output: Output) {
         match output {
             Output::Snapshot(views) => self.on_snapshot(&views),
-            Output::Decided {
+            Output::Session(SessionUpdate::Decided {
                 decision,
                 candidate,
-            } => {
+                ..
+            }) => {
                 let label = candidate.label();
                 let moved = self
                     .state
@@ -354,7 +356,7 @@ impl Call {
                     }
                 }
             }
-            Output::CandidateFailed { candidate, .. } => {
+            Output::Session(SessionUpdate::CandidateFailed { candidate, .. }) => {
                 let lost_serving = self
                     .state
                     .serving
@@ -363,7 +365,7 @@ impl Call {
                     self.state.phase.set(Phase::Reconnecting { via: None });
                 }
             }
-            Output::Refused { code, message, .. } => {
+            Output::Session(SessionUpdate::Refused { code, message, .. }) => {
                 let fatal = matches!(
                     code,
                     ErrorCode::Unauthenticated | ErrorCode::TokenExpired | ErrorCode::WrongRoom
@@ -376,11 +378,13 @@ impl Call {
                     )));
                 }
             }
-            Output::NoRelayReachable { retry_in, attempt } => {
+            Output::Session(SessionUpdate::NoRelayReachable { retry_in, attempt }) => {
                 self.state.phase.set(Phase::NoRelay { retry_in, attempt });
             }
             Output::Room(received) => self.on_room(received),
-            Output::Reports { delivered, pending } => self.state.reports.set((delivered, pending)),
+            Output::Session(SessionUpdate::Reports {
+                delivered, pending, ..
+            }) => self.state.reports.set((delivered, pending)),
         }
     }
 

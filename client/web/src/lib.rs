@@ -13,7 +13,6 @@
 
 pub mod client_info;
 pub mod params;
-pub mod reports;
 pub mod route;
 pub mod stats;
 

@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use rallypoint_client::election::ElectionConfig;
+use rallypoint_client::session::Update;
 use rallypoint_client_native::ClientIdentity;
 use rallypoint_client_native::participant::{MediaPlan, MediaSource, ReceiveStats};
 use rallypoint_client_native::runner::{self, Command, Output, RunnerConfig};
@@ -87,13 +88,13 @@ pub async fn run(args: JoinArgs) -> anyhow::Result<()> {
             }
             output = outputs.recv() => match output {
                 None => break,
-                Some(Output::Decided { decision, candidate, .. }) => {
+                Some(Output::Session(Update::Decided { decision, candidate, .. })) => {
                     serving = true;
                     // A new relay path: everyone needs a fresh keyframe of us.
                     source.request_keyframe();
                     eprintln!("[join] {:?}: now via {} — {}", decision.trigger, candidate.label(), decision.reason);
                 }
-                Some(Output::NoRelayReachable { retry_in, attempt }) => {
+                Some(Output::Session(Update::NoRelayReachable { retry_in, attempt })) => {
                     serving = false;
                     eprintln!("[join] no relay reachable (attempt {attempt}); retrying in {retry_in:?}");
                 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use rallypoint_client::election::{CandidateView, ElectionConfig, Role};
 use rallypoint_client::report_json::report_json;
+use rallypoint_client::session::Update;
 use rallypoint_client_native::ClientIdentity;
 use rallypoint_client_native::runner::{self, Command, Output, RunnerConfig};
 use rallypoint_service::parse_duration;
@@ -64,18 +65,23 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<()> {
                 drawn_lines = redraw(&views, drawn_lines);
             }
             Output::Snapshot(_) => {}
-            Output::CandidateFailed { candidate, reason } if !live => {
+            Output::Session(Update::CandidateFailed { candidate, reason }) if !live => {
                 eprintln!("{}: failed: {reason}", candidate.label());
             }
-            Output::CandidateFailed { .. } => {}
-            Output::NoRelayReachable { retry_in, attempt } => {
+            Output::Session(Update::Refused {
+                candidate, message, ..
+            }) if !live => {
+                eprintln!("{}: refused: {message}", candidate.label());
+            }
+            Output::Session(Update::CandidateFailed { .. } | Update::Refused { .. }) => {}
+            Output::Session(Update::NoRelayReachable { retry_in, attempt }) => {
                 eprintln!("no relay reachable (attempt {attempt}); retrying in {retry_in:?}");
             }
-            Output::Decided {
+            Output::Session(Update::Decided {
                 decision,
                 candidate,
                 report,
-            } => {
+            }) => {
                 eprintln!();
                 eprintln!(
                     "elected {} ({}) — {}",
@@ -87,7 +93,7 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<()> {
                 decided = Some(report);
                 break;
             }
-            Output::Room(_) | Output::ReportAck { .. } => {}
+            Output::Room(_) | Output::Session(Update::Reports { .. }) => {}
         }
     }
     let Some(report) = decided else {
@@ -96,8 +102,8 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<()> {
     // Give the report a moment to reach the relay's intake.
     let ack = tokio::time::timeout(Duration::from_secs(3), async {
         while let Some(output) = outputs.recv().await {
-            if let Output::ReportAck { accepted, reason } = output {
-                return Some((accepted, reason));
+            if let Output::Session(Update::Reports { ack: Some(ack), .. }) = output {
+                return Some((ack.accepted, ack.reason));
             }
         }
         None

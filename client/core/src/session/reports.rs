@@ -2,7 +2,7 @@
 //!
 //! Every decision makes a report; the client keeps each one until a relay
 //! acknowledges it, so reports made while no relay was reachable (the ones
-//! planners most need) arrive once one is. Same rules as the native runner.
+//! planners most need) arrive once one is.
 
 use std::collections::VecDeque;
 
