@@ -1,0 +1,169 @@
+{{/*
+Shared pieces of the templates. lab/tests/helm.rs reads these as text: an
+`include` of a block stands alone on its line, and every setting reaches a
+binary as an environment variable named exactly as in its `--help`.
+*/}}
+
+{{/*
+Prefix of every resource name: `<release>-<region>`, or the release name alone
+when it already names the region. Relay ids are pod names, so the region in
+them keeps relay ids unique across regions.
+*/}}
+{{- define "rallypoint.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 40 | trimSuffix "-" -}}
+{{- else if contains .Values.region .Release.Name -}}
+{{- .Release.Name | trunc 40 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Values.region | trunc 40 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "rallypoint.selectorLabels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "rallypoint.labels" -}}
+{{ include "rallypoint.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+rallypoint/region: {{ .Values.region | quote }}
+{{- end -}}
+
+{{/*
+Logging and OpenTelemetry: read by every binary through rallypoint-service
+(service/src/observability.rs), not by clap, so not in any `--help`.
+*/}}
+{{- define "rallypoint.observabilityEnv" -}}
+- name: RUST_LOG
+  value: {{ .Values.logFilter | quote }}
+{{- if .Values.otel.endpoint }}
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ .Values.otel.endpoint | quote }}
+{{- end }}
+{{- end -}}
+
+{{/*
+Probes on the HTTP listener (the container port named `http`): alive while the
+process serves /healthz, ready while /readyz says so (for a relay: NATS
+connected, not draining, below its connection limit). Three missed liveness
+probes take 30 s, longer than a relay's drain, during which /healthz is gone.
+*/}}
+{{- define "rallypoint.probes" -}}
+startupProbe:
+  httpGet:
+    path: /healthz
+    port: http
+  periodSeconds: 2
+  failureThreshold: 30
+livenessProbe:
+  httpGet:
+    path: /healthz
+    port: http
+  periodSeconds: 10
+  failureThreshold: 3
+readinessProbe:
+  httpGet:
+    path: /readyz
+    port: http
+  periodSeconds: 5
+  failureThreshold: 2
+{{- end -}}
+
+{{/* What the WebSocket and the WebTransport relays share. */}}
+{{- define "rallypoint.relayEnv" -}}
+- name: RALLYPOINT_REGION
+  value: {{ required "region is required, e.g. us-east" .Values.region | quote }}
+# Pod names are unique, and carry the region (rallypoint.fullname).
+- name: RALLYPOINT_RELAY_ID
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+- name: RALLYPOINT_NATS_URLS
+  value: {{ join "," .Values.nats.urls | quote }}
+- name: RALLYPOINT_DRAIN_GRACE
+  value: {{ .Values.relay.drainGrace | quote }}
+- name: RALLYPOINT_MAX_CONNECTIONS
+  value: {{ .Values.relay.maxConnections | quote }}
+{{- if eq .Values.jwt.algorithm "hs256" }}
+- name: RALLYPOINT_JWT_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ required "jwt.secretRef.name is required: the Secret holding the token key" .Values.jwt.secretRef.name }}
+      key: {{ .Values.jwt.secretRef.key }}
+{{- else }}
+- name: RALLYPOINT_JWT_PUBLIC_KEY
+  value: /etc/rallypoint/jwt/public.pem
+{{- end }}
+{{- if .Values.jwt.issuer }}
+- name: RALLYPOINT_JWT_ISSUER
+  value: {{ .Values.jwt.issuer | quote }}
+{{- end }}
+{{- if .Values.relay.trustedProxies }}
+- name: RALLYPOINT_TRUSTED_PROXIES
+  value: {{ join "," .Values.relay.trustedProxies | quote }}
+{{- end }}
+{{- if .Values.relay.geoip.claimName }}
+- name: RALLYPOINT_GEOIP_DB
+  value: "/var/lib/rallypoint/geoip/{{ .Values.relay.geoip.file }}"
+{{- end }}
+{{ include "rallypoint.observabilityEnv" . }}
+{{- end -}}
+
+{{/* Files the relays read: the Ed25519 public key, the GeoIP database. */}}
+{{- define "rallypoint.relayVolumeMounts" -}}
+{{- if ne .Values.jwt.algorithm "hs256" }}
+- name: jwt
+  mountPath: /etc/rallypoint/jwt
+  readOnly: true
+{{- end }}
+{{- if .Values.relay.geoip.claimName }}
+- name: geoip
+  mountPath: /var/lib/rallypoint/geoip
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{- define "rallypoint.relayVolumes" -}}
+{{- if ne .Values.jwt.algorithm "hs256" }}
+- name: jwt
+  secret:
+    secretName: {{ required "jwt.secretRef.name is required: the Secret holding the token key" .Values.jwt.secretRef.name }}
+    items:
+      - key: {{ .Values.jwt.secretRef.key }}
+        path: public.pem
+{{- end }}
+{{- if .Values.relay.geoip.claimName }}
+- name: geoip
+  persistentVolumeClaim:
+    claimName: {{ .Values.relay.geoip.claimName }}
+    readOnly: true
+{{- end }}
+{{- end -}}
+
+{{/* ClickHouse, for the collector and the dashboard. */}}
+{{- define "rallypoint.clickhouseEnv" -}}
+- name: RALLYPOINT_CLICKHOUSE_URL
+  value: {{ .Values.clickhouse.url | quote }}
+- name: RALLYPOINT_CLICKHOUSE_USER
+  value: {{ .Values.clickhouse.user | quote }}
+- name: RALLYPOINT_CLICKHOUSE_DATABASE
+  value: {{ .Values.clickhouse.database | quote }}
+{{- if .Values.clickhouse.passwordSecretRef.name }}
+- name: RALLYPOINT_CLICKHOUSE_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.clickhouse.passwordSecretRef.name }}
+      key: {{ .Values.clickhouse.passwordSecretRef.key }}
+{{- end }}
+{{ include "rallypoint.observabilityEnv" . }}
+{{- end -}}
+
+{{/* `us-east:3,singapore:1`, the collector's --regions. */}}
+{{- define "rallypoint.telemetryRegions" -}}
+{{- range $i, $r := .Values.collector.regions -}}
+{{- if $i }},{{ end }}{{ $r.name }}:{{ $r.replicas }}
+{{- end -}}
+{{- end -}}
