@@ -95,20 +95,24 @@ pub async fn load(
         ))
         .await?;
     let initial = filtered().and("trigger = 'initial'").sql();
-    let histogram = match source {
-        // The rollup holds each minute's (or hour's) bins as a map state:
-        // merge them, then turn the map back into rows.
-        Source::Rollup => format!(
-            "SELECT toUInt32(bin) AS lower_ms, toUInt64(n) AS count FROM (
-                SELECT sumMapMerge(bins) AS merged FROM rp_decisions_{resolution} WHERE {initial})
-             ARRAY JOIN tupleElement(merged, 1) AS bin, tupleElement(merged, 2) AS n
-             ORDER BY lower_ms",
-            resolution = rollup(window).0
-        ),
-        Source::Raw => format!(
-            "SELECT toUInt32(intDiv(decision_ms, 100) * 100) AS lower_ms, toUInt64(count()) AS count
-             FROM rp_elections WHERE {initial}
+    // Only long ranges have a histogram rollup (hourly bins): a day of
+    // elections scans quickly, and every rollup costs each insert.
+    let histogram = match (source, rollup(window).0) {
+        (Source::Rollup, "hour") => format!(
+            "SELECT lower_ms, toUInt64(sum(elections)) AS count
+             FROM rp_decisions_hour WHERE {initial}
              GROUP BY lower_ms ORDER BY lower_ms"
+        ),
+        _ => format!(
+            "SELECT toUInt32(intDiv(decision_ms, 100) * 100) AS lower_ms, toUInt64(count()) AS count
+             FROM rp_elections WHERE {}
+             GROUP BY lower_ms ORDER BY lower_ms",
+            Conditions::new("received_at", window, filters)
+                .eq("country", &filters.country)
+                .eq("isp", &filters.isp)
+                .eq("winner_transport", &filters.transport)
+                .and("trigger = 'initial'")
+                .sql()
         ),
     };
     let bins: Vec<Bin> = db.rows(&histogram).await?;
