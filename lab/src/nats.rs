@@ -83,10 +83,30 @@ pub struct SuperCluster {
 }
 
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Start-ups tried before giving up. Ports are found free and then handed to
+/// nats-server, so another process can take one in between; a second try
+/// with fresh ports rules that out.
+const START_ATTEMPTS: usize = 2;
 
 impl SuperCluster {
-    /// Writes configs, starts every server and waits until the super-cluster is whole.
+    /// Writes configs, starts every server and waits until the super-cluster
+    /// is whole; tries again once, on fresh ports, if it does not come up.
     pub async fn start(spec: SuperClusterSpec, dir: &Path) -> anyhow::Result<Self> {
+        let mut attempt = 1;
+        loop {
+            let attempt_dir = dir.join(format!("attempt-{attempt}"));
+            match Self::start_once(spec.clone(), &attempt_dir).await {
+                Ok(cluster) => return Ok(cluster),
+                Err(e) if attempt < START_ATTEMPTS => {
+                    eprintln!("[nats] {e:#}; starting again on fresh ports");
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn start_once(spec: SuperClusterSpec, dir: &Path) -> anyhow::Result<Self> {
         let binary = bins::external(
             "nats-server",
             "RALLYPOINT_NATS_SERVER",
@@ -121,7 +141,10 @@ impl SuperCluster {
         for i in 0..cluster.servers.len() {
             cluster.launch(i)?;
         }
-        cluster.wait_whole(READY_TIMEOUT).await?;
+        if let Err(e) = cluster.wait_whole(READY_TIMEOUT).await {
+            cluster.stop().await;
+            return Err(e);
+        }
         Ok(cluster)
     }
 
@@ -201,11 +224,10 @@ impl SuperCluster {
         let clusters = self.spec.clusters.clone();
         loop {
             let mut problem = None;
+            // Every server first: one that exited explains the others' missing
+            // routes better than their symptoms do.
             for server in &mut self.servers {
-                if server.process.is_none() {
-                    continue;
-                }
-                if !server.is_running() {
+                if server.process.is_some() && !server.is_running() {
                     let tail = server
                         .process
                         .as_ref()
@@ -216,15 +238,27 @@ impl SuperCluster {
                         server.name
                     );
                 }
+            }
+            for (index, server) in self.servers.iter().enumerate() {
+                if server.process.is_none() {
+                    continue;
+                }
                 if let Err(e) = check_server(&http, server, &clusters).await {
-                    problem = Some(format!("{}: {e}", server.name));
+                    problem = Some((index, format!("{}: {e}", server.name)));
                     break;
                 }
             }
             match problem {
                 None => return Ok(()),
-                Some(problem) if Instant::now() >= deadline => {
-                    anyhow::bail!("NATS super-cluster not ready after {timeout:?}: {problem}")
+                Some((index, problem)) if Instant::now() >= deadline => {
+                    let tail = self.servers[index]
+                        .process
+                        .as_ref()
+                        .map(|p| p.log_tail(10))
+                        .unwrap_or_default();
+                    anyhow::bail!(
+                        "NATS super-cluster not ready after {timeout:?}: {problem}\n{tail}"
+                    )
                 }
                 Some(_) => tokio::time::sleep(Duration::from_millis(100)).await,
             }
