@@ -11,16 +11,16 @@ use js_sys::{Float32Array, Uint8Array};
 use rallypoint_protocol::v1::{Media, TrackKind};
 use wasm_bindgen::prelude::Closure;
 use wasm_bindgen::{JsCast, JsValue};
-use wasm_bindgen_futures::{JsFuture, spawn_local};
+use wasm_bindgen_futures::spawn_local;
 use web_sys::{
     AudioContext, AudioData, AudioDataCopyToOptions, AudioDecoder, AudioDecoderConfig,
     AudioDecoderInit, AudioEncoder, AudioEncoderConfig, AudioEncoderInit, AudioSampleFormat,
     CodecState, EncodedAudioChunk, EncodedAudioChunkInit, EncodedAudioChunkType, MediaStreamTrack,
-    MediaStreamTrackProcessor, MediaStreamTrackProcessorInit, ReadableStreamDefaultReader,
+    ReadableStreamDefaultReader,
 };
 
 use super::playout::Playout;
-use super::{Decoded, MediaSink};
+use super::{Decoded, MediaSink, next_chunk, track_reader};
 use crate::clock;
 
 pub const CODEC: &str = "opus";
@@ -51,15 +51,7 @@ struct SenderState {
 
 impl AudioSender {
     pub fn start(track: &MediaStreamTrack, sink: MediaSink) -> Result<Self, String> {
-        let processor = MediaStreamTrackProcessor::new(&MediaStreamTrackProcessorInit::new(track))
-            .map_err(|e| {
-                format!(
-                    "cannot read the microphone: {}",
-                    crate::transport::describe(&e)
-                )
-            })?;
-        let reader: ReadableStreamDefaultReader =
-            processor.readable().get_reader().unchecked_into();
+        let reader = track_reader(track, "microphone")?;
         let shared: Rc<RefCell<Option<Rc<SenderState>>>> = Rc::new(RefCell::new(None));
         let output = {
             let shared = shared.clone();
@@ -89,7 +81,7 @@ impl AudioSender {
             let state = state.clone();
             let reader = reader.clone();
             spawn_local(async move {
-                while let Some(data) = read_data(&reader).await {
+                while let Some(data) = next_chunk::<AudioData>(&reader).await {
                     state.encode(data);
                 }
             });
@@ -115,20 +107,6 @@ impl Drop for AudioSender {
             let _ = self.state.encoder.close();
         }
     }
-}
-
-async fn read_data(reader: &ReadableStreamDefaultReader) -> Option<AudioData> {
-    let result = JsFuture::from(reader.read()).await.ok()?;
-    let done = js_sys::Reflect::get(&result, &"done".into())
-        .ok()?
-        .as_bool()?;
-    if done {
-        return None;
-    }
-    js_sys::Reflect::get(&result, &"value".into())
-        .ok()?
-        .dyn_into()
-        .ok()
 }
 
 impl SenderState {

@@ -21,6 +21,42 @@ pub mod capture;
 #[cfg(target_arch = "wasm32")]
 pub mod video;
 
+/// Reads a camera or microphone track raw (frames or samples), for an encoder.
+#[cfg(target_arch = "wasm32")]
+pub fn track_reader(
+    track: &web_sys::MediaStreamTrack,
+    what: &str,
+) -> Result<web_sys::ReadableStreamDefaultReader, String> {
+    use wasm_bindgen::JsCast;
+    let processor = web_sys::MediaStreamTrackProcessor::new(
+        &web_sys::MediaStreamTrackProcessorInit::new(track),
+    )
+    .map_err(|e| format!("cannot read the {what}: {}", crate::transport::describe(&e)))?;
+    Ok(processor.readable().get_reader().unchecked_into())
+}
+
+/// The next frame or sample block from a [`track_reader`]; `None` when the
+/// track ended or reading failed.
+#[cfg(target_arch = "wasm32")]
+pub async fn next_chunk<T: wasm_bindgen::JsCast>(
+    reader: &web_sys::ReadableStreamDefaultReader,
+) -> Option<T> {
+    use wasm_bindgen::JsCast;
+    let result = wasm_bindgen_futures::JsFuture::from(reader.read())
+        .await
+        .ok()?;
+    let done = js_sys::Reflect::get(&result, &"done".into())
+        .ok()?
+        .as_bool()?;
+    if done {
+        return None;
+    }
+    js_sys::Reflect::get(&result, &"value".into())
+        .ok()?
+        .dyn_into()
+        .ok()
+}
+
 /// Where encoded media goes (the call hands it to the serving connection).
 #[cfg(target_arch = "wasm32")]
 pub type MediaSink = std::rc::Rc<dyn Fn(rallypoint_protocol::v1::Media)>;

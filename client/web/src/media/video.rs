@@ -12,18 +12,17 @@ use js_sys::Uint8Array;
 use rallypoint_protocol::v1::{Media, TrackKind};
 use wasm_bindgen::prelude::Closure;
 use wasm_bindgen::{JsCast, JsValue};
-use wasm_bindgen_futures::{JsFuture, spawn_local};
+use wasm_bindgen_futures::spawn_local;
 use web_sys::{
     CanvasRenderingContext2d, CodecState, EncodedVideoChunk, EncodedVideoChunkInit,
     EncodedVideoChunkType, HtmlCanvasElement, LatencyMode, MediaStreamTrack,
-    MediaStreamTrackProcessor, MediaStreamTrackProcessorInit, ReadableStreamDefaultReader,
-    VideoDecoder, VideoDecoderConfig, VideoDecoderInit, VideoEncoder, VideoEncoderConfig,
-    VideoEncoderEncodeOptions, VideoEncoderInit, VideoFrame,
+    ReadableStreamDefaultReader, VideoDecoder, VideoDecoderConfig, VideoDecoderInit, VideoEncoder,
+    VideoEncoderConfig, VideoEncoderEncodeOptions, VideoEncoderInit, VideoFrame,
 };
 
 use super::keyframes::KeyframePolicy;
 use super::reorder::Reorder;
-use super::{Decoded, MediaSink};
+use super::{Decoded, MediaSink, next_chunk, track_reader};
 use crate::clock;
 
 pub const CODEC: &str = "vp8";
@@ -63,10 +62,7 @@ struct SenderState {
 
 impl VideoSender {
     pub fn start(track: &MediaStreamTrack, sink: MediaSink) -> Result<Self, String> {
-        let processor = MediaStreamTrackProcessor::new(&MediaStreamTrackProcessorInit::new(track))
-            .map_err(|e| format!("cannot read the camera: {}", crate::transport::describe(&e)))?;
-        let reader: ReadableStreamDefaultReader =
-            processor.readable().get_reader().unchecked_into();
+        let reader = track_reader(track, "camera")?;
         let shared: Rc<RefCell<Option<Rc<SenderState>>>> = Rc::new(RefCell::new(None));
         let output = {
             let shared = shared.clone();
@@ -98,7 +94,7 @@ impl VideoSender {
             let state = state.clone();
             let reader = reader.clone();
             spawn_local(async move {
-                while let Some(frame) = read_frame(&reader).await {
+                while let Some(frame) = next_chunk::<VideoFrame>(&reader).await {
                     state.encode(frame);
                 }
             });
@@ -132,20 +128,6 @@ impl Drop for VideoSender {
             let _ = self.state.encoder.close();
         }
     }
-}
-
-async fn read_frame(reader: &ReadableStreamDefaultReader) -> Option<VideoFrame> {
-    let result = JsFuture::from(reader.read()).await.ok()?;
-    let done = js_sys::Reflect::get(&result, &"done".into())
-        .ok()?
-        .as_bool()?;
-    if done {
-        return None;
-    }
-    js_sys::Reflect::get(&result, &"value".into())
-        .ok()?
-        .dyn_into()
-        .ok()
 }
 
 impl SenderState {
