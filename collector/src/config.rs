@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
+use rallypoint_service::clickhouse::ClickHouseArgs;
 use rallypoint_service::parse_duration;
 
 /// Consumes election reports from JetStream and stores them in ClickHouse.
@@ -42,31 +43,8 @@ pub struct CollectorConfig {
     #[arg(long, env = "RALLYPOINT_CONSUMER", default_value = "collector")]
     pub consumer: String,
 
-    /// ClickHouse HTTP URL.
-    #[arg(
-        long,
-        env = "RALLYPOINT_CLICKHOUSE_URL",
-        default_value = "http://127.0.0.1:8123"
-    )]
-    pub clickhouse_url: String,
-
-    #[arg(long, env = "RALLYPOINT_CLICKHOUSE_USER", default_value = "default")]
-    pub clickhouse_user: String,
-
-    #[arg(
-        long,
-        env = "RALLYPOINT_CLICKHOUSE_PASSWORD",
-        default_value = "",
-        hide_env_values = true
-    )]
-    pub clickhouse_password: String,
-
-    #[arg(
-        long,
-        env = "RALLYPOINT_CLICKHOUSE_DATABASE",
-        default_value = "default"
-    )]
-    pub clickhouse_database: String,
+    #[command(flatten)]
+    pub clickhouse: ClickHouseArgs,
 
     /// Most reports per ClickHouse insert.
     #[arg(long, env = "RALLYPOINT_BATCH_SIZE", default_value_t = 5000)]

@@ -45,10 +45,10 @@ pub async fn run(
     let store = Arc::new(
         retry("ClickHouse", || {
             Store::open(
-                &config.clickhouse_url,
-                &config.clickhouse_user,
-                &config.clickhouse_password,
-                &config.clickhouse_database,
+                &config.clickhouse.url,
+                &config.clickhouse.user,
+                &config.clickhouse.password,
+                &config.clickhouse.database,
                 config.retention_days,
             )
         })

@@ -105,8 +105,10 @@ impl Store {
     ) -> anyhow::Result<Written> {
         let mut written = Written::default();
         if !reports.is_empty() {
-            let have_candidates = self.existing("rp_candidates", reports).await?;
-            let have_elections = self.existing("rp_elections", reports).await?;
+            let ids: HashSet<[u8; 16]> = reports.iter().map(|r| r.election.report_id).collect();
+            let seconds: BTreeSet<u32> = reports.iter().map(|r| r.election.received_at).collect();
+            let have_candidates = self.existing("rp_candidates", &ids, &seconds).await?;
+            let have_elections = self.existing("rp_elections", &ids, &seconds).await?;
 
             let candidates: Vec<&CandidateRow> = reports
                 .iter()
@@ -132,16 +134,15 @@ impl Store {
         Ok(written)
     }
 
-    /// The ids of `reports` that `table` already holds.
+    /// Which of `ids` (received in `seconds`) `table` already holds.
     async fn existing(
         &self,
         table: &str,
-        reports: &[ReportRows],
+        ids: &HashSet<[u8; 16]>,
+        seconds: &BTreeSet<u32>,
     ) -> anyhow::Result<HashSet<[u8; 16]>> {
-        let ids: HashSet<[u8; 16]> = reports.iter().map(|r| r.election.report_id).collect();
-        let seconds: BTreeSet<u32> = reports.iter().map(|r| r.election.received_at).collect();
         if seconds.len() > SECONDS_CHECK_MAX {
-            return self.existing_by_id(table, &ids, &seconds).await;
+            return self.existing_by_id(table, ids, seconds).await;
         }
         let list = seconds
             .iter()

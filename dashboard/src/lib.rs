@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Parser;
+use rallypoint_service::clickhouse::ClickHouseArgs;
 
 /// Serves the dashboard.
 #[derive(Debug, Clone, Parser)]
@@ -29,27 +30,8 @@ pub struct DashboardConfig {
         default_value = "127.0.0.1:8091"
     )]
     pub listen: SocketAddr,
-    #[arg(
-        long,
-        env = "RALLYPOINT_CLICKHOUSE_URL",
-        default_value = "http://127.0.0.1:8123"
-    )]
-    pub clickhouse_url: String,
-    #[arg(long, env = "RALLYPOINT_CLICKHOUSE_USER", default_value = "default")]
-    pub clickhouse_user: String,
-    #[arg(
-        long,
-        env = "RALLYPOINT_CLICKHOUSE_PASSWORD",
-        default_value = "",
-        hide_env_values = true
-    )]
-    pub clickhouse_password: String,
-    #[arg(
-        long,
-        env = "RALLYPOINT_CLICKHOUSE_DATABASE",
-        default_value = "default"
-    )]
-    pub clickhouse_database: String,
+    #[command(flatten)]
+    pub clickhouse: ClickHouseArgs,
     /// Pages refresh their data this often (0: never).
     #[arg(long, env = "RALLYPOINT_DASHBOARD_REFRESH", default_value_t = 30)]
     pub refresh_seconds: u32,
@@ -61,17 +43,17 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let dashboard = Arc::new(http::Dashboard {
         db: data::Db::new(
-            &config.clickhouse_url,
-            &config.clickhouse_user,
-            &config.clickhouse_password,
-            &config.clickhouse_database,
+            &config.clickhouse.url,
+            &config.clickhouse.user,
+            &config.clickhouse.password,
+            &config.clickhouse.database,
         ),
         refresh_seconds: config.refresh_seconds,
     });
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on --listen {}", config.listen))?;
-    tracing::info!(listen = %config.listen, clickhouse = %config.clickhouse_url, "dashboard serving");
+    tracing::info!(listen = %config.listen, clickhouse = %config.clickhouse.url, "dashboard serving");
     axum::serve(listener, http::router(dashboard))
         .with_graceful_shutdown(shutdown)
         .await?;

@@ -1,6 +1,7 @@
 //! Plumbing shared by the relay, the collector, the dashboard and the
 //! `rallypoint` CLI, so each binary's `main` stays a few lines long.
 
+pub mod clickhouse;
 pub mod duration;
 pub mod observability;
 pub mod shutdown;

@@ -68,12 +68,14 @@ pub async fn load(
             "quantiles(0.5, 0.95)(winner_rtt_us)",
         ),
     };
-    let filtered = || {
+    // Every election table has these columns; only the time column differs.
+    let filtered_on = |time: &str| {
         Conditions::new(time, window, filters)
             .eq("country", &filters.country)
             .eq("isp", &filters.isp)
             .eq("winner_transport", &filters.transport)
     };
+    let filtered = || filtered_on(time);
     let t = bucket(time, window.bucket);
     let regions: Vec<RegionPoint> = db
         .rows(&format!(
@@ -107,12 +109,7 @@ pub async fn load(
             "SELECT toUInt32(intDiv(decision_ms, 100) * 100) AS lower_ms, toUInt64(count()) AS count
              FROM rp_elections WHERE {}
              GROUP BY lower_ms ORDER BY lower_ms",
-            Conditions::new("received_at", window, filters)
-                .eq("country", &filters.country)
-                .eq("isp", &filters.isp)
-                .eq("winner_transport", &filters.transport)
-                .and("trigger = 'initial'")
-                .sql()
+            filtered_on("received_at").and("trigger = 'initial'").sql()
         ),
     };
     let bins: Vec<Bin> = db.rows(&histogram).await?;

@@ -162,17 +162,12 @@ async fn one_run(
         let rows = clickhouse
             .count("SELECT count() FROM rp_candidates")
             .await?;
-        let peak = stack
-            .collectors
-            .iter()
-            .filter_map(|c| c.peak_memory())
-            .max()
-            .unwrap_or(0);
+        let peak = peak_collector_mib(&stack);
         let row = format!(
             "| {collectors} | {:.0} | {:.0} | {:.0} |",
             args.reports as f64 / took,
             rows as f64 / took,
-            peak as f64 / (1024.0 * 1024.0)
+            peak
         );
         stack.stop().await;
         return Ok(row);
@@ -198,22 +193,28 @@ async fn one_run(
         .collect();
     lags.sort_by(f64::total_cmp);
     let q = |p: f64| lags[((lags.len() - 1) as f64 * p) as usize];
-    let peak = stack
-        .collectors
-        .iter()
-        .filter_map(|c| c.peak_memory())
-        .max()
-        .unwrap_or(0);
+    let peak = peak_collector_mib(&stack);
     let row = format!(
         "| {collectors} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",
         args.reports as f64 / total.as_secs_f64(),
         rows as f64 / total.as_secs_f64(),
         q(0.5),
         q(0.99),
-        peak as f64 / (1024.0 * 1024.0)
+        peak
     );
     stack.stop().await;
     Ok(row)
+}
+
+/// The largest peak resident memory of the stack's collectors, MiB.
+fn peak_collector_mib(stack: &Stack) -> f64 {
+    let peak = stack
+        .collectors
+        .iter()
+        .filter_map(|c| c.peak_memory())
+        .max()
+        .unwrap_or(0);
+    peak as f64 / (1024.0 * 1024.0)
 }
 
 /// A report as a relay would publish it, received now.
