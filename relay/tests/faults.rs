@@ -76,7 +76,7 @@ async fn malformed_and_oversize_frames_close_only_that_connection() {
     let lab = Lab::two_regions(&[]).await;
     let (mut alice, ja) = lab.participant(0, WebSocket, "r", "alice").await;
     let (bob, _) = lab.participant(0, WebTransport, "r", "bob").await;
-    wait_sees(&mut alice, &ja, bob.peer_id()).await;
+    wait_sees(&mut alice, &ja, &[bob.peer_id()]).await;
 
     let cases: Vec<(_, Bytes, Route, ErrorCode)> = vec![
         (
@@ -185,8 +185,8 @@ async fn killing_a_nats_server_of_the_region_keeps_the_room_flowing() {
     let mut lab = Lab::two_regions(&[]).await;
     let (mut alice, ja) = lab.participant(0, WebSocket, "r", "alice").await; // us-east
     let (mut bob, jb) = lab.participant(1, WebTransport, "r", "bob").await; // singapore
-    wait_sees(&mut alice, &ja, bob.peer_id()).await;
-    wait_sees(&mut bob, &jb, alice.peer_id()).await;
+    wait_sees(&mut alice, &ja, &[bob.peer_id()]).await;
+    wait_sees(&mut bob, &jb, &[alice.peer_id()]).await;
 
     // Crash the us-east server the us-east relay is connected to.
     let victim = server_serving(&lab, "us-east", "rallypoint-relay us-east-0").await;

@@ -29,11 +29,12 @@ async fn participants_in_two_regions_share_a_room_over_mixed_transports() {
         (&mut carol, &jc),
         (&mut dave, &jd),
     ] {
-        for other in &ids {
-            if other != peer.peer_id() {
-                wait_sees(peer, joined, other).await;
-            }
-        }
+        let others: Vec<&str> = ids
+            .iter()
+            .map(String::as_str)
+            .filter(|id| *id != peer.peer_id())
+            .collect();
+        wait_sees(peer, joined, &others).await;
     }
 
     const FRAMES: u64 = 20;
@@ -138,7 +139,7 @@ async fn a_participant_that_moves_relay_is_seen_moving_not_leaving() {
             .unwrap();
     bob.join("r", 0, T).await.unwrap();
     let bob_id = bob.peer_id().to_owned();
-    wait_sees(&mut alice, &Default::default(), &bob_id).await;
+    wait_sees(&mut alice, &Default::default(), &[&bob_id]).await;
 
     // Bob's relay "dies" for him: he moves to us-east with the same identity.
     bob.conn.abort();
@@ -171,7 +172,7 @@ async fn a_participant_that_moves_relay_is_seen_moving_not_leaving() {
     // Carol vanishes for good: she is reported as left after the grace period.
     let (carol, _) = lab.participant(1, WebSocket, "r", "carol").await;
     let carol_id = carol.peer_id().to_owned();
-    wait_sees(&mut alice, &Default::default(), &carol_id).await;
+    wait_sees(&mut alice, &Default::default(), &[&carol_id]).await;
     carol.conn.abort();
     let left = alice
         .expect("PeerLeft", T, |kind| match kind {

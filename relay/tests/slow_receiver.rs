@@ -17,7 +17,7 @@ async fn a_receiver_that_stops_reading_loses_frames_alone_and_the_sender_is_aske
     let lab = Lab::two_regions(&["--media-queue", "64"]).await;
     let (mut alice, _) = lab.participant(0, WebSocket, "r", "alice").await;
     let (mut bob, jb) = lab.participant(0, WebSocket, "r", "bob").await;
-    wait_sees(&mut bob, &jb, alice.peer_id()).await;
+    wait_sees(&mut bob, &jb, &[alice.peer_id()]).await;
 
     // A raw client that joins and then never reads again.
     let (mut stalled, _) = tokio_tungstenite::connect_async(lab.relays[0].ws_url())

@@ -129,22 +129,32 @@ pub async fn send_audio(peer: &Peer, count: u64, size: usize, gap: Duration) {
     }
 }
 
-/// Waits until `peer` knows that `other` is in the room — from its Joined
-/// snapshot or a later PeerJoined — so media published now reaches it through
-/// every gateway.
-pub async fn wait_sees(peer: &mut Peer, joined: &Joined, other: &str) {
-    if joined.participants.iter().any(|p| p.peer_id == other) {
-        return;
+/// Waits until `peer` knows that every one of `others` is in the room — from
+/// its Joined snapshot or later PeerJoined frames — so media published now
+/// reaches it through every gateway.
+///
+/// All of `others` are awaited at once: PeerJoined frames arrive in whatever
+/// order the relays learn of the joins (a local join can overtake an earlier
+/// remote one), and a frame read while waiting for one peer must still count
+/// for the others.
+pub async fn wait_sees(peer: &mut Peer, joined: &Joined, others: &[&str]) {
+    let mut unseen: Vec<String> = others
+        .iter()
+        .filter(|other| !joined.participants.iter().any(|p| p.peer_id == **other))
+        .map(|other| other.to_string())
+        .collect();
+    while !unseen.is_empty() {
+        let waiting_for = format!("PeerJoined of {}", unseen.join(", "));
+        let seen = peer
+            .expect(&waiting_for, T, |kind| match kind {
+                server_frame::Kind::PeerJoined(j) => j
+                    .peer
+                    .as_ref()
+                    .and_then(|p| unseen.iter().position(|id| *id == p.peer_id)),
+                _ => None,
+            })
+            .await
+            .expect("sees the other participants");
+        unseen.swap_remove(seen);
     }
-    let other = other.to_owned();
-    peer.expect("PeerJoined", T, |kind| match kind {
-        server_frame::Kind::PeerJoined(j)
-            if j.peer.as_ref().is_some_and(|p| p.peer_id == other) =>
-        {
-            Some(())
-        }
-        _ => None,
-    })
-    .await
-    .expect("sees the other participant");
 }
