@@ -114,6 +114,16 @@ pub struct FaultedCall {
     pub victim: String,
     /// Largest gap in Alice's audio at Bob around the fault (ms).
     pub gap_ms: f64,
+    /// How many of Alice's decisions came before the fault.
+    decisions_before_fault: usize,
+}
+
+impl FaultedCall {
+    /// Alice's decisions caused by the fault (or later), without any she
+    /// made while the call settled.
+    pub fn alice_decisions_after_fault(&self) -> &[(ElectionTrigger, DecisionRule, String)] {
+        &self.alice.decisions[self.decisions_before_fault..]
+    }
 }
 
 /// A call in `room`: talk for `settle`, send `signal` to Alice's relay, talk
@@ -145,6 +155,7 @@ pub async fn faulted_call(
         .iter()
         .find(|r| r.spec.relay_id == victim)
         .ok_or_else(|| anyhow::anyhow!("alice serves through unknown relay {victim}"))?;
+    let decisions_before_fault = alice.decisions.len();
     relay.signal(signal)?;
     talk(&mut alice, &mut bob, &mut source, after).await;
     let frames_after = bob.stats.total_frames();
@@ -163,5 +174,6 @@ pub async fn faulted_call(
         frames_after,
         victim,
         gap_ms,
+        decisions_before_fault,
     })
 }

@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_that_stops_reading_loses_frames_alone_and_the_sender_is_asked_for_a_keyframe() {
-    let lab = Lab::two_regions(&["--media-queue", "64"]).await;
+    let lab = Lab::two_regions(&["--media-queue", "128"]).await;
     let (mut alice, _) = lab.participant(0, WebSocket, "r", "alice").await;
     let (mut bob, jb) = lab.participant(0, WebSocket, "r", "bob").await;
     wait_sees(&mut bob, &jb, &[alice.peer_id()]).await;
@@ -49,7 +49,9 @@ async fn a_receiver_that_stops_reading_loses_frames_alone_and_the_sender_is_aske
         }
     }
 
-    // ~19 MB of video: far more than the stalled client's socket buffers hold.
+    // ~19 MB of video: far more than the stalled client's queue (4 MB) and
+    // socket buffers hold. Paced so that the healthy receiver has ~0.4 s of
+    // queue to ride out a stall of its own on a loaded machine.
     const FRAMES: u64 = 600;
     let payload = Bytes::from(vec![7u8; 32 * 1024]);
     let receive = tokio::spawn(async move {
@@ -58,7 +60,7 @@ async fn a_receiver_that_stops_reading_loses_frames_alone_and_the_sender_is_aske
     });
     for seq in 0..FRAMES {
         alice.send_media(TrackKind::Video, seq, 0, seq % 100 == 0, payload.clone());
-        tokio::time::sleep(Duration::from_millis(2)).await;
+        tokio::time::sleep(Duration::from_millis(3)).await;
     }
     let bob_got = receive.await.unwrap();
     assert_eq!(

@@ -115,9 +115,36 @@ pub async fn media_until(peer: &mut Peer, count: usize, timeout: Duration) -> Ve
     media
 }
 
-/// Sends `count` audio frames of `size` bytes, `gap` apart.
-pub async fn send_audio(peer: &Peer, count: u64, size: usize, gap: Duration) {
-    for seq in 0..count {
+/// The sequence numbers in `seqs` of `sender`'s media that reach `peer`,
+/// waiting until all of them arrived or `timeout` passed. Frames outside
+/// `seqs` (late ones of an earlier burst) are skipped.
+pub async fn media_seqs_from(
+    peer: &mut Peer,
+    sender: &str,
+    seqs: std::ops::Range<u64>,
+    timeout: Duration,
+) -> Vec<u64> {
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + timeout;
+    while got.len() < seqs.clone().count() {
+        match tokio::time::timeout_at(deadline, peer.recv()).await {
+            Ok(Some(received)) => {
+                if let Some(server_frame::Kind::Media(m)) = received.frame.kind
+                    && m.sender == sender
+                    && seqs.contains(&m.seq)
+                {
+                    got.push(m.seq);
+                }
+            }
+            _ => break,
+        }
+    }
+    got
+}
+
+/// Sends audio frames numbered `seqs`, of `size` bytes, `gap` apart.
+pub async fn send_audio(peer: &Peer, seqs: std::ops::Range<u64>, size: usize, gap: Duration) {
+    for seq in seqs {
         peer.send_media(
             rallypoint_protocol::v1::TrackKind::Audio,
             seq,
