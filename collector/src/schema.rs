@@ -291,6 +291,40 @@ pub const MIGRATIONS: &[Migration] = &[
             GROUP BY hour, trigger, winner_transport, country, isp, synthetic, lower_ms",
         ],
     },
+    Migration {
+        version: 6,
+        name: "per-day RTT rollup for month-long ranges",
+        statements: &[
+            // UTC days (not `toStartOfDay`, which follows the server's time
+            // zone), so the dashboard can tell which hours a day row covers.
+            "CREATE TABLE IF NOT EXISTS rp_rtt_day (
+                day DateTime,
+                region String,
+                transport String,
+                country String,
+                isp String,
+                shadow UInt8,
+                synthetic UInt8,
+                measurements AggregateFunction(count),
+                rtt AggregateFunction(quantiles(0.5, 0.9, 0.95, 0.99), UInt32),
+                probes AggregateFunction(sum, UInt32),
+                lost AggregateFunction(sum, UInt32)
+            ) ENGINE = AggregatingMergeTree()
+            PARTITION BY toYYYYMMDD(day)
+            ORDER BY (day, region, transport, country, isp, shadow, synthetic)",
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS rp_rtt_day_mv TO rp_rtt_day AS
+            SELECT
+                toDateTime(intDiv(toUInt32(received_at), 86400) * 86400) AS day,
+                region, transport, country, isp, shadow, synthetic,
+                countState() AS measurements,
+                quantilesState(0.5, 0.9, 0.95, 0.99)(rtt_median_us) AS rtt,
+                sumState(samples) AS probes,
+                sumState(lost) AS lost
+            FROM rp_candidates
+            WHERE samples > 0
+            GROUP BY day, region, transport, country, isp, shadow, synthetic",
+        ],
+    },
 ];
 
 /// Tables with a `received_at`/`minute` column and daily partitions that
@@ -303,6 +337,7 @@ pub const RETAINED_TABLES: &[(&str, &str)] = &[
     ("rp_rtt_hour", "hour"),
     ("rp_elections_hour", "hour"),
     ("rp_decisions_hour", "hour"),
+    ("rp_rtt_day", "day"),
 ];
 
 const MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS rp_schema_migrations (

@@ -454,6 +454,99 @@ async fn every_view_shows_the_numbers_the_data_implies_on_old_and_new_clickhouse
     );
 }
 
+/// `report` as if it had arrived at `at`.
+fn arrived(mut report: ReportRows, at: u32) -> ReportRows {
+    report.election.received_at = at;
+    report.election.received_ms = at as u64 * 1000;
+    report.election.client_time_ms = at as u64 * 1000;
+    for candidate in &mut report.candidates {
+        candidate.received_at = at;
+    }
+    report
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_month_of_cells_merges_whole_days_and_the_hours_at_the_edges() {
+    const HOUR: u32 = 3_600;
+    const DAY: u32 = 86_400;
+    // 19:00 to 19:00: the first and last days are partial.
+    let until = UNTIL - 5 * HOUR;
+    let from = until - 30 * DAY;
+    let singtel = |id: u8, ms: u32, at: u32| {
+        arrived(
+            report(
+                id,
+                id,
+                0,
+                "initial",
+                500,
+                SINGTEL,
+                &[
+                    Candidate("singapore", "websocket", ms, false),
+                    Candidate("us-east", "websocket", 200 + ms, false),
+                ],
+                0,
+            ),
+            at,
+        )
+    };
+    let inside = [
+        singtel(1, 40, from + 30 * 60),  // first, partial day: an hour row
+        singtel(2, 41, from + 5 * HOUR), // midnight: the first whole day
+        singtel(3, 42, from + 10 * DAY), // whole days
+        singtel(4, 43, from + 20 * DAY + 7),
+        singtel(5, 44, until - 5 * HOUR - 1), // last, partial day: hour rows
+        singtel(6, 45, until - 2 * HOUR),
+    ];
+    let outside = [
+        singtel(7, 90, from - 2 * HOUR),
+        singtel(8, 91, until + 3 * HOUR),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let clickhouse = ClickHouseServer::start(dir.path()).await.unwrap();
+    let store = Store::open(&clickhouse.url(), "default", "", "default", 90)
+        .await
+        .unwrap();
+    let all: Vec<ReportRows> = inside.iter().chain(&outside).cloned().collect();
+    store.write(&all, &[]).await.unwrap();
+    let db = Db::new(&clickhouse.url(), "default", "", "default").recording();
+    let month = Filters {
+        range: Some("30d".into()),
+        until: Some(until),
+        ..Default::default()
+    };
+
+    let cells = matrix::cells(&db, &month, until, Source::Rollup)
+        .await
+        .unwrap();
+    let statement = db.recorded().pop().unwrap();
+    assert!(
+        statement.contains("rp_rtt_day") && statement.contains("rp_rtt_hour"),
+        "a month reads days and edge hours: {statement}"
+    );
+    let singapore = cells
+        .iter()
+        .find(|c| c.region == "singapore" && c.isp == "Singtel")
+        .unwrap();
+    assert_eq!(
+        singapore.samples,
+        inside.len() as u64,
+        "every report in the window once, none outside"
+    );
+    assert_eq!(
+        singapore.p50_ms, 42.5,
+        "median of 40..=45 ms (interpolated)"
+    );
+    assert_eq!(
+        matrix::cells(&db, &month, until, Source::Raw)
+            .await
+            .unwrap(),
+        cells,
+        "days plus edge hours agree with the raw rows"
+    );
+    replay_on_chdb(&db.recorded());
+}
+
 fn replay_on_chdb(statements: &[String]) {
     let ddl: Vec<&str> = rallypoint_collector::schema::MIGRATIONS
         .iter()

@@ -4,7 +4,7 @@
 use clickhouse::Row;
 use serde::Deserialize;
 
-use super::{Conditions, Db, Series, Source, bucket, rollup, series};
+use super::{Conditions, Db, Series, Source, bucket, rollup, series, whole_days};
 use crate::filters::{Filters, Window};
 
 #[derive(Debug, Clone, PartialEq, Row, Deserialize)]
@@ -16,37 +16,64 @@ pub struct Cell {
     pub samples: u64,
 }
 
-fn source_parts(
-    source: Source,
-    window: Window,
-) -> (String, &'static str, &'static str, &'static str) {
+/// Quantile and count expressions over the rollup states or the raw rows.
+fn aggregates(source: Source) -> (&'static str, &'static str) {
     match source {
-        Source::Rollup => {
-            let (resolution, time) = rollup(window);
-            (
-                format!("rp_rtt_{resolution}"),
-                time,
-                "quantilesMerge(0.5, 0.9, 0.95, 0.99)(rtt)",
-                "countMerge(measurements)",
-            )
-        }
-        Source::Raw => (
-            "rp_candidates".to_owned(),
-            "received_at",
-            "quantiles(0.5, 0.9, 0.95, 0.99)(rtt_median_us)",
-            "count()",
+        Source::Rollup => (
+            "quantilesMerge(0.5, 0.9, 0.95, 0.99)(rtt)",
+            "countMerge(measurements)",
         ),
+        Source::Raw => ("quantiles(0.5, 0.9, 0.95, 0.99)(rtt_median_us)", "count()"),
     }
 }
 
-fn conditions(time: &str, filters: &Filters, now: u32, source: Source) -> Conditions {
-    let c = Conditions::new(time, filters.window(now), filters)
+fn conditions(time: &str, window: Window, filters: &Filters, source: Source) -> Conditions {
+    let c = Conditions::new(time, window, filters)
         .eq("country", &filters.country)
         .eq("transport", &filters.transport)
         .and("shadow = 0");
     match source {
         Source::Raw => c.and("samples > 0"),
         Source::Rollup => c,
+    }
+}
+
+/// The rows the cells aggregate: `FROM …` (with its `WHERE`). Windows of a
+/// week or more merge whole days from `rp_rtt_day` and the partial days at
+/// the edges from `rp_rtt_hour` — over 30 days, ~30 states per cell instead
+/// of 720.
+fn cell_rows(filters: &Filters, now: u32, source: Source) -> String {
+    let window = filters.window(now);
+    match (source, whole_days(window)) {
+        (Source::Raw, _) => format!(
+            "rp_candidates WHERE {}",
+            conditions("received_at", window, filters, source).sql()
+        ),
+        (Source::Rollup, Some((first, end))) => {
+            let days = Window {
+                from: first,
+                to: end - 1,
+                ..window
+            };
+            format!(
+                "(SELECT region, isp, rtt, measurements FROM rp_rtt_day WHERE {}
+                  UNION ALL
+                  SELECT region, isp, rtt, measurements FROM rp_rtt_hour WHERE {})",
+                conditions("day", days, filters, source).sql(),
+                conditions("hour", window, filters, source)
+                    .and(&format!(
+                        "(hour < toDateTime({first}) OR hour >= toDateTime({end}))"
+                    ))
+                    .sql(),
+            )
+        }
+        (Source::Rollup, None) => {
+            let (resolution, time) = rollup(window);
+            format!(
+                "rp_rtt_{resolution} WHERE {}",
+                conditions(time, window, filters, source).sql()
+            )
+        }
     }
 }
 
@@ -57,13 +84,13 @@ pub async fn cells(
     now: u32,
     source: Source,
 ) -> anyhow::Result<Vec<Cell>> {
-    let (table, time, quantiles, count) = source_parts(source, filters.window(now));
+    let (quantiles, count) = aggregates(source);
     db.rows(&format!(
         "SELECT region, isp, toFloat64(q[1] / 1000) AS p50_ms, toFloat64(q[3] / 1000) AS p95_ms, measured AS samples FROM (
             SELECT region, isp, {quantiles} AS q, toUInt64({count}) AS measured
-            FROM {table} WHERE {} GROUP BY region, isp)
+            FROM {} GROUP BY region, isp)
          ORDER BY isp, region",
-        conditions(time, filters, now, source).sql()
+        cell_rows(filters, now, source)
     ))
     .await
 }
@@ -75,16 +102,18 @@ struct Point {
     p95: f64,
 }
 
-/// One cell over time: p50 and p95 series (ms).
+/// One cell over time: p50 and p95 series (ms), from the minute or hour
+/// rollup (one chart bucket merges at most a few hours).
 pub async fn cell_series(db: &Db, filters: &Filters, now: u32) -> anyhow::Result<Vec<Series>> {
     let window = filters.window(now);
-    let (table, time, quantiles, _) = source_parts(Source::Rollup, window);
+    let (resolution, time) = rollup(window);
+    let (quantiles, _) = aggregates(Source::Rollup);
     let t = bucket(time, window.bucket);
     let points: Vec<Point> = db
         .rows(&format!(
             "SELECT t, toFloat64(q[1] / 1000) AS p50, toFloat64(q[3] / 1000) AS p95 FROM (
-                SELECT {t} AS t, {quantiles} AS q FROM {table} WHERE {} GROUP BY t) ORDER BY t",
-            conditions(time, filters, now, Source::Rollup)
+                SELECT {t} AS t, {quantiles} AS q FROM rp_rtt_{resolution} WHERE {} GROUP BY t) ORDER BY t",
+            conditions(time, window, filters, Source::Rollup)
                 .eq("region", &filters.region)
                 .eq("isp", &filters.isp)
                 .sql()

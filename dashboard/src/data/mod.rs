@@ -87,6 +87,23 @@ pub fn rollup(window: Window) -> (&'static str, &'static str) {
     }
 }
 
+/// The whole UTC days inside a window whose charts use hourly buckets, as
+/// `[first, end)` in unix seconds, when there is at least one: month-long
+/// aggregates read those from a per-day rollup and only the partial days at
+/// the edges from the hourly one. Each hour row is counted once either way
+/// (an hour row starts within `[from, to]`, like the hourly query alone).
+pub fn whole_days(window: Window) -> Option<(u32, u32)> {
+    const DAY: u32 = 86_400;
+    const HOUR: u32 = 3_600;
+    if window.bucket < HOUR {
+        return None;
+    }
+    let first = window.from.div_ceil(DAY) * DAY;
+    // A day whose last hour row (day + 23 h) still starts within the window.
+    let end = (window.to + HOUR) / DAY * DAY;
+    (end > first).then_some((first, end))
+}
+
 /// A named series of (unix seconds, value) points.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Series {
@@ -146,4 +163,46 @@ impl Conditions {
 /// Bucket expression: `column` rounded down to `bucket` seconds, as unix seconds.
 pub fn bucket(column: &str, bucket: u32) -> String {
     format!("toUInt32(intDiv(toUInt32({column}), {bucket}) * {bucket})")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: u32 = 86_400;
+    const MIDNIGHT: u32 = 20_000 * DAY;
+
+    fn window(from: u32, to: u32, bucket: u32) -> Window {
+        Window { from, to, bucket }
+    }
+
+    #[test]
+    fn whole_days_cover_only_days_whose_every_hour_is_in_the_window() {
+        // Midnight to midnight: every day, and the hour row starting at `to`
+        // is left to the hourly rollup.
+        assert_eq!(
+            whole_days(window(MIDNIGHT, MIDNIGHT + 7 * DAY, 3_600)),
+            Some((MIDNIGHT, MIDNIGHT + 7 * DAY))
+        );
+        // 19:00 to 19:00: the partial first and last days are hours.
+        let from = MIDNIGHT + 19 * 3_600;
+        assert_eq!(
+            whole_days(window(from, from + 30 * DAY, 21_600)),
+            Some((MIDNIGHT + DAY, MIDNIGHT + 30 * DAY))
+        );
+        // A day ending at 23:00 still has all 24 hour rows (the last starts at 23:00).
+        assert_eq!(
+            whole_days(window(MIDNIGHT, MIDNIGHT + 23 * 3_600, 3_600)),
+            Some((MIDNIGHT, MIDNIGHT + DAY))
+        );
+        assert_eq!(
+            whole_days(window(MIDNIGHT, MIDNIGHT + 22 * 3_600, 3_600)),
+            None
+        );
+    }
+
+    #[test]
+    fn short_windows_never_read_days() {
+        assert_eq!(whole_days(window(MIDNIGHT, MIDNIGHT + DAY, 900)), None);
+    }
 }

@@ -53,6 +53,8 @@ pub async fn run(args: DashboardBenchArgs) -> anyhow::Result<()> {
         "rp_rtt_minute",
         "rp_elections_hour",
         "rp_rtt_hour",
+        "rp_decisions_hour",
+        "rp_rtt_day",
     ] {
         clickhouse
             .query(&format!("OPTIMIZE TABLE {table} FINAL"))
