@@ -6,13 +6,16 @@
 //! country × transport, `rp_elections_minute` by winner region × ISP × country
 //! × trigger) with quantile *states*, so dashboards merge minutes instead of
 //! scanning rows; the same per hour (`rp_rtt_hour`, `rp_elections_hour`) for
-//! week- and month-long ranges; and a decision-time histogram per hour
+//! week- and month-long ranges; a decision-time histogram per hour
 //! (`rp_decisions_hour`, a summed count per 100 ms bin) so the overview does
-//! not scan weeks of elections. Every view costs every insert (`rallypoint
-//! bench ingest`, ClickHouse alone: ~60 k reports/s without it, ~53 k with
-//! it; ~42 k with a per-minute one as well, ~25 k with `sumMap` states
-//! instead of summed bins) — so none for short ranges, which scan quickly. Rollups fill from their creation on (a new
-//! deployment has no history to backfill).
+//! not scan weeks of elections; and RTT per UTC day (`rp_rtt_day`) so a
+//! month of region × ISP merges 30 states per cell, not 720. Every view
+//! costs every insert (`rallypoint bench ingest`, ClickHouse alone: ~60 k
+//! reports/s without the histogram, ~53 k with it, 26–44 k with the per-day
+//! RTT as well; ~42 k with a per-minute histogram, ~25 k with `sumMap`
+//! states instead of summed bins) — so none for short ranges, which scan
+//! quickly. Rollups fill from their creation on (a new deployment has no
+//! history to backfill).
 //!
 //! The same DDL runs on Debian's ClickHouse 18.16 (what the tests here run
 //! against) and on current ClickHouse (checked in-process with chDB): plain

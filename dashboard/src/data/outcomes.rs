@@ -49,19 +49,30 @@ pub async fn load(db: &Db, filters: &Filters, now: u32) -> anyhow::Result<Outcom
             initial()
         )
     };
+    let reasons = format!(
+        "SELECT trigger, rule, toUInt64(count()) AS count FROM rp_elections
+         WHERE {} AND trigger != 'initial' GROUP BY trigger, rule ORDER BY count DESC, trigger, rule",
+        Conditions::new("received_at", window, filters)
+            .eq("country", &filters.country)
+            .sql()
+    );
+    let (by_isp, by_country, transports) = (
+        share("isp", "winner_region"),
+        share("country", "winner_region"),
+        share("'all'", "winner_transport"),
+    );
+    // Independent queries, run together: the view waits for the slowest.
+    let (by_isp, by_country, transports, reasons) = tokio::try_join!(
+        db.rows(&by_isp),
+        db.rows(&by_country),
+        db.rows(&transports),
+        db.rows(&reasons),
+    )?;
     Ok(Outcomes {
-        by_isp: db.rows(&share("isp", "winner_region")).await?,
-        by_country: db.rows(&share("country", "winner_region")).await?,
-        transports: db.rows(&share("'all'", "winner_transport")).await?,
-        reasons: db
-            .rows(&format!(
-                "SELECT trigger, rule, toUInt64(count()) AS count FROM rp_elections
-                 WHERE {} AND trigger != 'initial' GROUP BY trigger, rule ORDER BY count DESC, trigger, rule",
-                Conditions::new("received_at", window, filters)
-                    .eq("country", &filters.country)
-                    .sql()
-            ))
-            .await?,
+        by_isp,
+        by_country,
+        transports,
+        reasons,
     })
 }
 

@@ -77,25 +77,21 @@ pub async fn load(
     };
     let filtered = || filtered_on(time);
     let t = bucket(time, window.bucket);
-    let regions: Vec<RegionPoint> = db
-        .rows(&format!(
+    let regions = format!(
             "SELECT t, region, elections, toFloat64(q[1] / 1000) AS p50, toFloat64(q[2] / 1000) AS p95 FROM (
                 SELECT {t} AS t, winner_region AS region, toUInt64({count}) AS elections, {rtt} AS q
                 FROM {table} WHERE {} AND winner_region != ''
                 GROUP BY t, region) ORDER BY t, region",
-            filtered().sql()
-        ))
-        .await?;
-    let triggers: Vec<TriggerPoint> = db
-        .rows(&format!(
+        filtered().sql()
+    );
+    let triggers = format!(
             "SELECT {t} AS t,
                 toUInt64(sumIf(n, trigger = 'initial')) AS initial,
                 toUInt64(sumIf(n, trigger IN ('failover', 'drain'))) AS failovers
              FROM (SELECT {time}, trigger, toUInt64({count}) AS n FROM {table} WHERE {} GROUP BY {time}, trigger)
              GROUP BY t ORDER BY t",
-            filtered().sql()
-        ))
-        .await?;
+        filtered().sql()
+    );
     let initial = filtered().and("trigger = 'initial'").sql();
     // Only long ranges have a histogram rollup (hourly bins): a day of
     // elections scans quickly, and every rollup costs each insert.
@@ -112,7 +108,10 @@ pub async fn load(
             filtered_on("received_at").and("trigger = 'initial'").sql()
         ),
     };
-    let bins: Vec<Bin> = db.rows(&histogram).await?;
+    // Independent queries, run together: the view waits for the slowest,
+    // not the sum.
+    let (regions, triggers, bins): (Vec<RegionPoint>, Vec<TriggerPoint>, Vec<Bin>) =
+        tokio::try_join!(db.rows(&regions), db.rows(&triggers), db.rows(&histogram))?;
     Ok(Overview {
         elections: series(
             regions
