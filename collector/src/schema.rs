@@ -8,11 +8,11 @@
 //! scanning rows; the same per hour (`rp_rtt_hour`, `rp_elections_hour`) for
 //! week- and month-long ranges; a decision-time histogram per hour
 //! (`rp_decisions_hour`, a summed count per 100 ms bin) so the overview does
-//! not scan weeks of elections; and RTT per UTC day (`rp_rtt_day`) so a
-//! month of region × ISP merges 30 states per cell, not 720. Every view
+//! not scan weeks of elections; and per UTC day (`rp_rtt_day`,
+//! `rp_elections_day`) so a month merges 30 states per cell, not 720. Every view
 //! costs every insert (`rallypoint bench ingest`, ClickHouse alone: ~60 k
-//! reports/s without the histogram, ~53 k with it, 26–44 k with the per-day
-//! RTT as well; ~42 k with a per-minute histogram, ~25 k with `sumMap`
+//! reports/s without the histogram, ~53 k with it, 26–48 k with the per-day
+//! views as well (runs vary widely); ~42 k with a per-minute histogram, ~25 k with `sumMap`
 //! states instead of summed bins) — so none for short ranges, which scan
 //! quickly. Rollups fill from their creation on (a new deployment has no
 //! history to backfill).
@@ -328,6 +328,35 @@ pub const MIGRATIONS: &[Migration] = &[
             GROUP BY day, region, transport, country, isp, shadow, synthetic",
         ],
     },
+    Migration {
+        version: 7,
+        name: "per-day election counts and winner RTT for month-long ranges",
+        statements: &[
+            // Only what the overview and outcomes read over whole days: no
+            // decision-time or session states (each would cost every insert).
+            "CREATE TABLE IF NOT EXISTS rp_elections_day (
+                day DateTime,
+                winner_region String,
+                winner_transport String,
+                trigger String,
+                country String,
+                isp String,
+                synthetic UInt8,
+                elections AggregateFunction(count),
+                winner_rtt AggregateFunction(quantiles(0.5, 0.95), UInt32)
+            ) ENGINE = AggregatingMergeTree()
+            PARTITION BY toYYYYMMDD(day)
+            ORDER BY (day, winner_region, winner_transport, trigger, country, isp, synthetic)",
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS rp_elections_day_mv TO rp_elections_day AS
+            SELECT
+                toDateTime(intDiv(toUInt32(received_at), 86400) * 86400) AS day,
+                winner_region, winner_transport, trigger, country, isp, synthetic,
+                countState() AS elections,
+                quantilesState(0.5, 0.95)(winner_rtt_us) AS winner_rtt
+            FROM rp_elections
+            GROUP BY day, winner_region, winner_transport, trigger, country, isp, synthetic",
+        ],
+    },
 ];
 
 /// Tables with a `received_at`/`minute` column and daily partitions that
@@ -341,6 +370,7 @@ pub const RETAINED_TABLES: &[(&str, &str)] = &[
     ("rp_elections_hour", "hour"),
     ("rp_decisions_hour", "hour"),
     ("rp_rtt_day", "day"),
+    ("rp_elections_day", "day"),
 ];
 
 const MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS rp_schema_migrations (

@@ -10,7 +10,8 @@ pub const RANGES: &[(&str, u32, u32)] = &[
     ("6h", 21_600, 300),
     ("24h", 86_400, 900),
     ("7d", 604_800, 3_600),
-    ("30d", 2_592_000, 21_600),
+    // Daily buckets: a month's charts come from the per-day rollups.
+    ("30d", 2_592_000, 86_400),
 ];
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]

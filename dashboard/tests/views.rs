@@ -544,6 +544,32 @@ async fn a_month_of_cells_merges_whole_days_and_the_hours_at_the_edges() {
         cells,
         "days plus edge hours agree with the raw rows"
     );
+
+    // The overview's daily buckets and the outcomes read the same way.
+    let overview = overview::load(&db, &month, until, Source::Rollup)
+        .await
+        .unwrap();
+    assert!(
+        db.recorded()
+            .iter()
+            .any(|sql| sql.contains("rp_elections_day") && sql.contains("rp_elections_hour")),
+        "a month's overview reads days and edge hours"
+    );
+    assert_eq!(overview.total_elections, inside.len() as u64);
+    assert_eq!(
+        overview::load(&db, &month, until, Source::Raw)
+            .await
+            .unwrap(),
+        overview,
+        "daily buckets from days plus edge hours agree with the raw rows"
+    );
+    let out = outcomes::load(&db, &month, until).await.unwrap();
+    let counted: u64 = out.by_isp.iter().map(|s| s.elections).sum();
+    assert_eq!(
+        counted,
+        inside.len() as u64,
+        "every election in the window once"
+    );
     replay_on_chdb(&db.recorded());
 }
 

@@ -4,7 +4,9 @@
 use clickhouse::Row;
 use serde::Deserialize;
 
-use super::{Conditions, Db, Series, Source, bucket, rollup, series, whole_days};
+use super::{
+    Conditions, Db, Series, Source, bucket, rollup_rows, series, whole_day_buckets, whole_days,
+};
 use crate::filters::{Filters, Window};
 
 #[derive(Debug, Clone, PartialEq, Row, Deserialize)]
@@ -44,35 +46,21 @@ fn conditions(time: &str, window: Window, filters: &Filters, source: Source) -> 
 /// of 720.
 fn cell_rows(filters: &Filters, now: u32, source: Source) -> String {
     let window = filters.window(now);
-    match (source, whole_days(window)) {
-        (Source::Raw, _) => format!(
+    let conditions = |time: &str, window: Window| conditions(time, window, filters, source);
+    match source {
+        Source::Raw => format!(
             "rp_candidates WHERE {}",
-            conditions("received_at", window, filters, source).sql()
+            conditions("received_at", window).sql()
         ),
-        (Source::Rollup, Some((first, end))) => {
-            let days = Window {
-                from: first,
-                to: end - 1,
-                ..window
-            };
-            format!(
-                "(SELECT region, isp, rtt, measurements FROM rp_rtt_day WHERE {}
-                  UNION ALL
-                  SELECT region, isp, rtt, measurements FROM rp_rtt_hour WHERE {})",
-                conditions("day", days, filters, source).sql(),
-                conditions("hour", window, filters, source)
-                    .and(&format!(
-                        "(hour < toDateTime({first}) OR hour >= toDateTime({end}))"
-                    ))
-                    .sql(),
+        Source::Rollup => {
+            rollup_rows(
+                "rp_rtt",
+                "region, isp, rtt, measurements",
+                window,
+                whole_days(window),
+                conditions,
             )
-        }
-        (Source::Rollup, None) => {
-            let (resolution, time) = rollup(window);
-            format!(
-                "rp_rtt_{resolution} WHERE {}",
-                conditions(time, window, filters, source).sql()
-            )
+            .0
         }
     }
 }
@@ -102,21 +90,26 @@ struct Point {
     p95: f64,
 }
 
-/// One cell over time: p50 and p95 series (ms), from the minute or hour
-/// rollup (one chart bucket merges at most a few hours).
+/// One cell over time: p50 and p95 series (ms), per chart bucket.
 pub async fn cell_series(db: &Db, filters: &Filters, now: u32) -> anyhow::Result<Vec<Series>> {
     let window = filters.window(now);
-    let (resolution, time) = rollup(window);
     let (quantiles, _) = aggregates(Source::Rollup);
+    let (from, time) = rollup_rows(
+        "rp_rtt",
+        "region, isp, rtt",
+        window,
+        whole_day_buckets(window),
+        |time, window| {
+            conditions(time, window, filters, Source::Rollup)
+                .eq("region", &filters.region)
+                .eq("isp", &filters.isp)
+        },
+    );
     let t = bucket(time, window.bucket);
     let points: Vec<Point> = db
         .rows(&format!(
             "SELECT t, toFloat64(q[1] / 1000) AS p50, toFloat64(q[3] / 1000) AS p95 FROM (
-                SELECT {t} AS t, {quantiles} AS q FROM rp_rtt_{resolution} WHERE {} GROUP BY t) ORDER BY t",
-            conditions(time, window, filters, Source::Rollup)
-                .eq("region", &filters.region)
-                .eq("isp", &filters.isp)
-                .sql()
+                SELECT {t} AS t, {quantiles} AS q FROM {from} GROUP BY t) ORDER BY t"
         ))
         .await?;
     Ok(series(points.iter().flat_map(|p| {

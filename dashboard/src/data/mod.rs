@@ -104,6 +104,61 @@ pub fn whole_days(window: Window) -> Option<(u32, u32)> {
     (end > first).then_some((first, end))
 }
 
+/// [`whole_days`] for charts whose every bucket is whole days (a day
+/// rollup row must fall in one bucket).
+pub fn whole_day_buckets(window: Window) -> Option<(u32, u32)> {
+    whole_days(window).filter(|_| window.bucket.is_multiple_of(86_400))
+}
+
+/// Where a rollup query reads its rows: `FROM …` (with its `WHERE`) and the
+/// name of the time column there.
+///
+/// With `days` (from [`whole_days`]), the rows are the per-day rollup
+/// (`{family}_day`) for those days and the hourly one (`{family}_hour`) for
+/// the rest of the window, under one time column `at`; both tables must have
+/// `columns` with the same state types. Otherwise one table at the
+/// resolution [`rollup`] picks. `conditions` gives the filters for a time
+/// column and a window.
+pub fn rollup_rows(
+    family: &str,
+    columns: &str,
+    window: Window,
+    days: Option<(u32, u32)>,
+    conditions: impl Fn(&str, Window) -> Conditions,
+) -> (String, &'static str) {
+    match days {
+        Some((first, end)) => {
+            let whole = Window {
+                from: first,
+                to: end - 1,
+                ..window
+            };
+            let from = format!(
+                "(SELECT day AS at, {columns} FROM {family}_day WHERE {}
+                  UNION ALL
+                  SELECT hour AS at, {columns} FROM {family}_hour WHERE {})",
+                conditions("day", whole).sql(),
+                conditions("hour", window)
+                    .and(&format!(
+                        "(hour < toDateTime({first}) OR hour >= toDateTime({end}))"
+                    ))
+                    .sql(),
+            );
+            (from, "at")
+        }
+        None => {
+            let (resolution, time) = rollup(window);
+            (
+                format!(
+                    "{family}_{resolution} WHERE {}",
+                    conditions(time, window).sql()
+                ),
+                time,
+            )
+        }
+    }
+}
+
 /// A named series of (unix seconds, value) points.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Series {

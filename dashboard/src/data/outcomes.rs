@@ -4,7 +4,7 @@
 use clickhouse::Row;
 use serde::Deserialize;
 
-use super::{Conditions, Db, rollup};
+use super::{Conditions, Db, rollup_rows, whole_days};
 use crate::filters::Filters;
 
 #[derive(Debug, Clone, PartialEq, Row, Deserialize)]
@@ -33,20 +33,24 @@ pub struct Outcomes {
 
 pub async fn load(db: &Db, filters: &Filters, now: u32) -> anyhow::Result<Outcomes> {
     let window = filters.window(now);
-    let (resolution, time) = rollup(window);
-    let initial = || {
+    let initial = |time: &str, window| {
         Conditions::new(time, window, filters)
             .eq("country", &filters.country)
             .eq("winner_transport", &filters.transport)
             .and("trigger = 'initial'")
             .and("winner_region != ''")
-            .sql()
     };
+    let (from, _) = rollup_rows(
+        "rp_elections",
+        "isp, country, winner_region, winner_transport, elections",
+        window,
+        whole_days(window),
+        initial,
+    );
     let share = |group: &str, choice: &str| {
         format!(
             "SELECT {group} AS group, {choice} AS choice, toUInt64(countMerge(elections)) AS elections
-             FROM rp_elections_{resolution} WHERE {} GROUP BY group, choice ORDER BY group, choice",
-            initial()
+             FROM {from} GROUP BY group, choice ORDER BY group, choice"
         )
     };
     let reasons = format!(

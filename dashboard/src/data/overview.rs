@@ -4,7 +4,9 @@
 use clickhouse::Row;
 use serde::Deserialize;
 
-use super::{Conditions, Db, Series, Source, bucket, rollup, series};
+use super::{
+    Conditions, Db, Series, Source, bucket, rollup, rollup_rows, series, whole_day_buckets,
+};
 use crate::filters::Filters;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -51,61 +53,78 @@ pub async fn load(
     source: Source,
 ) -> anyhow::Result<Overview> {
     let window = filters.window(now);
-    let (table, time, count, rtt) = match source {
-        Source::Rollup => {
-            let (resolution, time) = rollup(window);
-            (
-                format!("rp_elections_{resolution}"),
-                time,
-                "countMerge(elections)",
-                "quantilesMerge(0.5, 0.95)(winner_rtt)",
-            )
-        }
-        Source::Raw => (
-            "rp_elections".to_owned(),
-            "received_at",
-            "count()",
-            "quantiles(0.5, 0.95)(winner_rtt_us)",
-        ),
-    };
     // Every election table has these columns; only the time column differs.
-    let filtered_on = |time: &str| {
+    let filtered_on = |time: &str, window| {
         Conditions::new(time, window, filters)
             .eq("country", &filters.country)
             .eq("isp", &filters.isp)
             .eq("winner_transport", &filters.transport)
     };
-    let filtered = || filtered_on(time);
+    // Rows (`FROM … WHERE …`), their time column, and the aggregates over them.
+    let rows = |columns: &str, only_won: bool| {
+        let conditions = |time: &str, window| {
+            let c = filtered_on(time, window);
+            if only_won {
+                c.and("winner_region != ''")
+            } else {
+                c
+            }
+        };
+        match source {
+            Source::Rollup => rollup_rows(
+                "rp_elections",
+                columns,
+                window,
+                whole_day_buckets(window),
+                conditions,
+            ),
+            Source::Raw => (
+                format!(
+                    "rp_elections WHERE {}",
+                    conditions("received_at", window).sql()
+                ),
+                "received_at",
+            ),
+        }
+    };
+    let (count, rtt) = match source {
+        Source::Rollup => (
+            "countMerge(elections)",
+            "quantilesMerge(0.5, 0.95)(winner_rtt)",
+        ),
+        Source::Raw => ("count()", "quantiles(0.5, 0.95)(winner_rtt_us)"),
+    };
+    let (from, time) = rows("winner_region, elections, winner_rtt", true);
     let t = bucket(time, window.bucket);
     let regions = format!(
-            "SELECT t, region, elections, toFloat64(q[1] / 1000) AS p50, toFloat64(q[2] / 1000) AS p95 FROM (
-                SELECT {t} AS t, winner_region AS region, toUInt64({count}) AS elections, {rtt} AS q
-                FROM {table} WHERE {} AND winner_region != ''
-                GROUP BY t, region) ORDER BY t, region",
-        filtered().sql()
+        "SELECT t, region, elections, toFloat64(q[1] / 1000) AS p50, toFloat64(q[2] / 1000) AS p95 FROM (
+            SELECT {t} AS t, winner_region AS region, toUInt64({count}) AS elections, {rtt} AS q
+            FROM {from} GROUP BY t, region) ORDER BY t, region"
     );
+    let (from, time) = rows("trigger, elections", false);
+    let t = bucket(time, window.bucket);
     let triggers = format!(
-            "SELECT {t} AS t,
-                toUInt64(sumIf(n, trigger = 'initial')) AS initial,
-                toUInt64(sumIf(n, trigger IN ('failover', 'drain'))) AS failovers
-             FROM (SELECT {time}, trigger, toUInt64({count}) AS n FROM {table} WHERE {} GROUP BY {time}, trigger)
-             GROUP BY t ORDER BY t",
-        filtered().sql()
+        "SELECT {t} AS t,
+            toUInt64(sumIf(n, trigger = 'initial')) AS initial,
+            toUInt64(sumIf(n, trigger IN ('failover', 'drain'))) AS failovers
+         FROM (SELECT {time}, trigger, toUInt64({count}) AS n FROM {from} GROUP BY {time}, trigger)
+         GROUP BY t ORDER BY t"
     );
-    let initial = filtered().and("trigger = 'initial'").sql();
+    let initial = |time| filtered_on(time, window).and("trigger = 'initial'").sql();
     // Only long ranges have a histogram rollup (hourly bins): a day of
     // elections scans quickly, and every rollup costs each insert.
     let histogram = match (source, rollup(window).0) {
         (Source::Rollup, "hour") => format!(
             "SELECT lower_ms, toUInt64(sum(elections)) AS count
-             FROM rp_decisions_hour WHERE {initial}
-             GROUP BY lower_ms ORDER BY lower_ms"
+             FROM rp_decisions_hour WHERE {}
+             GROUP BY lower_ms ORDER BY lower_ms",
+            initial("hour")
         ),
         _ => format!(
             "SELECT toUInt32(intDiv(decision_ms, 100) * 100) AS lower_ms, toUInt64(count()) AS count
              FROM rp_elections WHERE {}
              GROUP BY lower_ms ORDER BY lower_ms",
-            filtered_on("received_at").and("trigger = 'initial'").sql()
+            initial("received_at")
         ),
     };
     // Independent queries, run together: the view waits for the slowest,

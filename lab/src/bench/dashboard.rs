@@ -55,6 +55,7 @@ pub async fn run(args: DashboardBenchArgs) -> anyhow::Result<()> {
         "rp_rtt_hour",
         "rp_decisions_hour",
         "rp_rtt_day",
+        "rp_elections_day",
     ] {
         clickhouse
             .query(&format!("OPTIMIZE TABLE {table} FINAL"))
