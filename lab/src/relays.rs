@@ -65,7 +65,13 @@ impl RelayProcess {
     }
 
     pub fn ws_url(&self) -> String {
-        format!("ws://127.0.0.1:{}/ws", self.http_port)
+        let scheme = if self.ws_tls() { "wss" } else { "ws" };
+        format!("{scheme}://127.0.0.1:{}/ws", self.http_port)
+    }
+
+    /// Whether the relay serves its HTTP listener (and `/ws`) over TLS.
+    pub fn ws_tls(&self) -> bool {
+        self.spec.extra_args.iter().any(|a| a == "--ws-tls")
     }
 
     pub fn wt_url(&self) -> String {
@@ -85,9 +91,11 @@ impl RelayProcess {
                     TransportKind::WebSocket => self.ws_url(),
                     TransportKind::WebTransport => self.wt_url(),
                 },
+                // Pinned like WebTransport when `wss://` uses the
+                // development certificate.
                 cert_hash: match transport {
-                    TransportKind::WebSocket => None,
-                    TransportKind::WebTransport => self.cert_hash.clone(),
+                    TransportKind::WebSocket if !self.ws_tls() => None,
+                    _ => self.cert_hash.clone(),
                 },
                 shadow: false,
             })
@@ -130,6 +138,20 @@ impl RelayProcess {
         self.process.log_tail(lines)
     }
 
+    /// Readiness of a `--ws-tls` relay: `/readyz` over TLS pinned to the
+    /// development certificate it saved, whose hash the candidates carry.
+    async fn ready_over_tls(&mut self) -> anyhow::Result<()> {
+        let hash = crate::pinned_https::cert_hash(&self.identity_dir().join("cert.pem"))?;
+        let (status, body) = crate::pinned_https::get(self.http_port, "/readyz", hash).await?;
+        anyhow::ensure!(status == 200, "/readyz answered {status}: {body}");
+        self.cert_hash = Some(hash.iter().map(|b| format!("{b:02x}")).collect());
+        Ok(())
+    }
+
+    fn identity_dir(&self) -> std::path::PathBuf {
+        identity_dir(&self.log)
+    }
+
     async fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(2))
@@ -143,6 +165,14 @@ impl RelayProcess {
                     self.spec.relay_id,
                     self.process.log_tail(20)
                 );
+            }
+            if self.ws_tls() {
+                match self.ready_over_tls().await {
+                    Ok(()) => return Ok(()),
+                    Err(e) => last = e.to_string(),
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
             }
             match http.get(format!("{}/readyz", self.http_url())).send().await {
                 Ok(response) if response.status().is_success() => {
@@ -170,6 +200,11 @@ impl RelayProcess {
     }
 }
 
+/// Where a relay keeps its development TLS identity: next to its log.
+fn identity_dir(log: &Path) -> std::path::PathBuf {
+    log.with_extension("identity")
+}
+
 /// Starts the relay process on the given ports. The development TLS identity
 /// lives next to the log, so a restarted relay keeps its certificate hash and
 /// the candidate list stays valid.
@@ -190,7 +225,7 @@ fn spawn(spec: &RelaySpec, http_port: u16, wt_port: u16, log: &Path) -> anyhow::
         "--wt-listen".into(),
         format!("127.0.0.1:{wt_port}"),
         "--dev-identity-dir".into(),
-        log.with_extension("identity").display().to_string(),
+        identity_dir(log).display().to_string(),
     ];
     args.extend(spec.extra_args.iter().cloned());
     let envs = vec![

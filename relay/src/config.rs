@@ -79,9 +79,10 @@ pub enum TransportKind {
 
 #[derive(Debug, Clone, Args)]
 pub struct TlsConfig {
-    /// PEM certificate chain for WebTransport. Without it (and the key), the relay
-    /// makes a self-signed development identity (ECDSA P-256, valid 13 days) whose
-    /// SHA-256 it serves at `/cert-hash` for `serverCertificateHashes`.
+    /// PEM certificate chain for WebTransport (and the HTTP listener with
+    /// `--ws-tls`). Without it (and the key), the relay makes a self-signed
+    /// development identity (ECDSA P-256, valid 13 days) whose SHA-256 it
+    /// serves at `/cert-hash` for `serverCertificateHashes`.
     #[arg(long, env = "RALLYPOINT_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
 
@@ -94,6 +95,13 @@ pub struct TlsConfig {
     /// certificate hash clients were given stays valid.
     #[arg(long, env = "RALLYPOINT_DEV_IDENTITY_DIR")]
     pub dev_identity_dir: Option<PathBuf>,
+
+    /// Serve the HTTP listener (`/ws` and every other route) over TLS with
+    /// the same identity, for `wss://` with no TLS-terminating proxy in
+    /// front. Off by default: behind an ingress or load balancer that
+    /// terminates TLS the relay speaks plain HTTP.
+    #[arg(long, env = "RALLYPOINT_WS_TLS")]
+    pub ws_tls: bool,
 
     /// Extra subject alternative names for the development certificate.
     #[arg(

@@ -62,7 +62,7 @@ pub async fn run(config: RelayConfig, shutdown: impl Future<Output = ()>) -> any
         geo,
         stats.clone(),
     );
-    let identity = if config.serves(TransportKind::Wt) {
+    let identity = if config.serves(TransportKind::Wt) || config.tls.ws_tls {
         Some(tls::load(&config.tls).await?)
     } else {
         None
@@ -79,28 +79,43 @@ pub async fn run(config: RelayConfig, shutdown: impl Future<Output = ()>) -> any
         identity.as_ref().map(|i| i.cert_hash),
     ));
 
-    // Nagle's algorithm would hold small frames (probe answers, audio) for up
-    // to a delayed-ACK period: latency is the product here.
-    let listener = tokio::net::TcpListener::bind(config.http_listen)
+    let http_tls = match (&identity, config.tls.ws_tls) {
+        (Some(identity), true) => Some(identity.http_tls_config()?),
+        _ => None,
+    };
+    let tcp = tokio::net::TcpListener::bind(config.http_listen)
         .await
-        .with_context(|| format!("cannot listen on --http-listen {}", config.http_listen))?
-        .tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
+        .with_context(|| format!("cannot listen on --http-listen {}", config.http_listen))?;
+    let routes = http::router(relay.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let mut http_stop = drain_rx.clone();
-    let http = tokio::spawn(
-        axum::serve(
-            listener,
-            http::router(relay.clone()).into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = http_stop.wait_for(|draining| *draining).await;
-        })
-        .into_future(),
-    );
+    let stopped = async move {
+        let _ = http_stop.wait_for(|draining| *draining).await;
+    };
+    let http = match http_tls {
+        Some(tls) => tokio::spawn(
+            axum::serve(
+                transport::tls_listener::TlsListener::new(tcp, tls)?.tap_io(|_| {}),
+                routes,
+            )
+            .with_graceful_shutdown(stopped)
+            .into_future(),
+        ),
+        // Nagle's algorithm would hold small frames (probe answers, audio) for
+        // up to a delayed-ACK period: latency is the product here.
+        None => tokio::spawn(
+            axum::serve(
+                tcp.tap_io(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                }),
+                routes,
+            )
+            .with_graceful_shutdown(stopped)
+            .into_future(),
+        ),
+    };
 
     let mut wt_endpoint = None;
-    if let Some(identity) = identity {
+    if let Some(identity) = identity.filter(|_| config.serves(TransportKind::Wt)) {
         let server_config = wtransport::ServerConfig::builder()
             .with_bind_address(config.wt_listen)
             .with_identity(identity.identity)

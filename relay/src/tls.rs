@@ -1,4 +1,5 @@
-//! The WebTransport server identity.
+//! The relay's TLS identity: WebTransport's, and the HTTP listener's with
+//! `--ws-tls`.
 //!
 //! Production: a certificate chain and key from PEM files (`--tls-cert`,
 //! `--tls-key`), e.g. from cert-manager. Development: a self-signed ECDSA P-256
@@ -6,8 +7,11 @@
 //! `serverCertificateHashes` only when it is ECDSA and valid for at most 14
 //! days — whose SHA-256 is served at `/cert-hash`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use wtransport::Identity;
 
 use crate::config::TlsConfig;
@@ -20,21 +24,55 @@ pub struct ServerIdentity {
     /// SHA-256 of the leaf certificate.
     pub cert_hash: [u8; 32],
     pub self_signed: bool,
+    /// The private key as rustls takes it (wtransport does not say which
+    /// encoding a loaded key has).
+    key: PrivateKeyDer<'static>,
+}
+
+impl ServerIdentity {
+    /// A TLS server configuration with this identity, for the HTTP listener
+    /// (`--ws-tls`: `wss://` and the other routes over HTTPS/1.1).
+    pub fn http_tls_config(&self) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+        let chain: Vec<CertificateDer<'static>> = self
+            .identity
+            .certificate_chain()
+            .as_slice()
+            .iter()
+            .map(|c| CertificateDer::from(c.der().to_vec()))
+            .collect();
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, self.key.clone_key())
+        .map_err(|e| anyhow::anyhow!("the TLS certificate and key do not fit together: {e}"))?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
+    }
 }
 
 pub async fn load(config: &TlsConfig) -> anyhow::Result<ServerIdentity> {
-    let (identity, self_signed) = match (&config.tls_cert, &config.tls_key) {
-        (Some(cert), Some(key)) => {
-            let identity = Identity::load_pemfiles(cert, key).await.map_err(|e| {
+    let (identity, key, self_signed) = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key_file)) => {
+            let identity = Identity::load_pemfiles(cert, key_file).await.map_err(|e| {
                 anyhow::anyhow!(
                     "cannot load the TLS identity from {} and {}: {e}",
                     cert.display(),
-                    key.display()
+                    key_file.display()
                 )
             })?;
-            (identity, false)
+            let key = PrivateKeyDer::from_pem_file(key_file).map_err(|e| {
+                anyhow::anyhow!("cannot read the private key in {}: {e}", key_file.display())
+            })?;
+            (identity, key, false)
         }
-        _ => (development_identity(config).await?, true),
+        _ => {
+            let identity = development_identity(config).await?;
+            // wtransport makes and saves development keys as PKCS#8.
+            let key = PrivatePkcs8KeyDer::from(identity.private_key().secret_der().to_vec()).into();
+            (identity, key, true)
+        }
     };
     let leaf = identity
         .certificate_chain()
@@ -46,6 +84,7 @@ pub async fn load(config: &TlsConfig) -> anyhow::Result<ServerIdentity> {
         identity,
         cert_hash,
         self_signed,
+        key,
     })
 }
 

@@ -100,7 +100,9 @@ impl Connection {
         };
         let attempt = async {
             match candidate.transport {
-                TransportKind::WebSocket => connect_ws(&candidate.url).await.map_err(fail),
+                TransportKind::WebSocket => connect_ws(&candidate.url, candidate.cert_hash_bytes())
+                    .await
+                    .map_err(fail),
                 TransportKind::WebTransport => {
                     connect_wt(&candidate.url, candidate.cert_hash_bytes())
                         .await
@@ -182,13 +184,23 @@ impl Sender {
     }
 }
 
-async fn connect_ws(url: &str) -> Result<Connection, String> {
+/// Connects over `ws://`, or `wss://` (checked against the system's roots,
+/// or pinned to `cert_hash` when the candidate has one; see [`crate::tls`]).
+async fn connect_ws(url: &str, cert_hash: Option<[u8; 32]>) -> Result<Connection, String> {
     let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
         .max_message_size(Some(limits::MAX_FRAME + 64 * 1024))
         .max_frame_size(Some(limits::MAX_FRAME + 64 * 1024));
-    let (socket, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true)
-        .await
-        .map_err(|e| format!("WebSocket connect failed: {e}"))?;
+    let connector = if url.starts_with("wss://") {
+        Some(tokio_tungstenite::Connector::Rustls(
+            crate::tls::client_config(cert_hash)?,
+        ))
+    } else {
+        None
+    };
+    let (socket, _) =
+        tokio_tungstenite::connect_async_tls_with_config(url, Some(config), true, connector)
+            .await
+            .map_err(|e| format!("WebSocket connect failed: {e}"))?;
     let (mut sink, mut stream) = socket.split();
     let (commands, mut command_rx) = mpsc::unbounded_channel();
     let (incoming_tx, incoming) = mpsc::channel(INCOMING_QUEUE);

@@ -7,6 +7,7 @@ pub mod connection;
 pub mod participant;
 pub mod peer;
 pub mod runner;
+pub mod tls;
 
 pub use connection::{ConnectError, Connection, Received, Route};
 pub use peer::{ClientIdentity, Peer, PeerError};
