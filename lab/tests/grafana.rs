@@ -100,12 +100,34 @@ fn queries(dashboard: &Dashboard) -> Vec<Query<'_>> {
     out
 }
 
-impl Query<'_> {
+impl<'a> Query<'a> {
     fn expanded(&self) -> String {
-        let sql = expand::expand(self.sql, &self.variables, &RANGE)
+        self.expanded_for(&RANGE)
+    }
+
+    fn expanded_for(&self, range: &Range) -> String {
+        let sql = expand::expand(self.sql, &self.variables, range)
             .unwrap_or_else(|e| panic!("{}: {e}", self.name));
         assert!(!sql.contains('$'), "{}: left unexpanded:\n{sql}", self.name);
         sql
+    }
+
+    /// The same query with the variable `name` set to `value`.
+    fn with(&self, name: &str, value: &str) -> Query<'a> {
+        let mut variables = self.variables.clone();
+        variables.insert(name.into(), Value::Single(value.into()));
+        Query {
+            name: format!("{} ({name} = {value})", self.name),
+            panel: self.panel,
+            timeseries: self.timeseries,
+            sql: self.sql,
+            variables,
+        }
+    }
+
+    /// Whether the query reads the rollup the `rollup` variable picks.
+    fn follows_the_rollup(&self) -> bool {
+        self.sql.contains("${rollup}")
     }
 
     /// Field names the panel's options refer to (matrix and bar chart fields,
@@ -253,6 +275,38 @@ async fn every_panel_runs_on_clickhouse_18_and_shows_the_seeded_numbers() {
     checks.region_isp(&real).await;
     checks.outcomes(&real).await;
     checks.capacity(&real).await;
+    checks.rollup_follows_the_range().await;
+
+    // Beyond 36 hours the panels read the hourly rollups: over the seeded,
+    // hour-aligned fortnight they must show what the per-minute ones show.
+    let mut compared = 0;
+    for dashboard in &dashboards {
+        for query in queries(dashboard) {
+            if !query.follows_the_rollup() {
+                continue;
+            }
+            let by_minute = run(&clickhouse, &query.with("rollup", "minute").expanded()).await;
+            let by_hour = run(&clickhouse, &query.with("rollup", "hour").expanded()).await;
+            assert_eq!(by_hour.columns, by_minute.columns, "{}", query.name);
+            let same =
+                by_hour.rows.len() == by_minute.rows.len()
+                    && by_hour.rows.iter().zip(&by_minute.rows).all(|(h, m)| {
+                        h.len() == m.len() && h.iter().zip(m).all(|(a, b)| a.matches(b))
+                    });
+            assert!(
+                same,
+                "{}: the hourly rollup shows\n{}\nthe per-minute one\n{}",
+                query.name,
+                table(&by_hour.rows),
+                table(&by_minute.rows)
+            );
+            compared += 1;
+        }
+    }
+    assert!(
+        compared >= 15,
+        "only {compared} queries follow the rollup variable"
+    );
 
     clickhouse.stop().await;
     eprintln!("ClickHouse 18.16 checks took {:?}", started.elapsed());
@@ -265,6 +319,10 @@ fn every_panel_runs_on_modern_clickhouse() {
     let mut checks = Vec::new();
     for dashboard in &dashboards {
         for query in queries(dashboard) {
+            if query.follows_the_rollup() {
+                let hourly = query.with("rollup", "hour");
+                checks.push(json!({"name": hourly.name, "sql": hourly.expanded()}));
+            }
             checks.push(json!({"name": query.name, "sql": query.expanded()}));
         }
     }
@@ -472,6 +530,32 @@ impl Checks<'_> {
             table(&actual)
         );
         eprintln!("values ok: {file} / {title} ({} rows)", actual.len());
+    }
+
+    /// The hidden `rollup` variable: per minute up to 36 hours, per hour beyond.
+    async fn rollup_follows_the_range(&self) {
+        for dashboard in self.dashboards {
+            for query in queries(dashboard) {
+                if !query.name.ends_with("/ variable rollup") {
+                    continue;
+                }
+                for (span, expected) in [(DAY, "minute"), (36 * HOUR, "minute"), (7 * DAY, "hour")]
+                {
+                    let range = Range {
+                        from: BASE,
+                        to: BASE + span,
+                        interval_s: 60,
+                    };
+                    let result = run(self.clickhouse, &query.expanded_for(&range)).await;
+                    assert_eq!(
+                        result.rows,
+                        vec![row![expected]],
+                        "{}: over {span} s",
+                        query.name
+                    );
+                }
+            }
+        }
     }
 
     async fn variable_countries(&self, real: &[&Election]) {
