@@ -63,7 +63,12 @@ pub async fn run(
         )
     })
     .await;
-    let consumer = streams::consumer(&stream, &config.consumer).await?;
+    // Right after the streams are created (a fresh stack), the central
+    // stream may still be electing its leader: opening the consumer times out.
+    let consumer = retry("JetStream consumer", || {
+        streams::consumer(&stream, &config.consumer)
+    })
+    .await;
 
     let stats = Arc::new(Stats::default());
     stats::register_instruments(stats.clone());

@@ -18,9 +18,23 @@ pub fn cert_hash(cert_pem: &Path) -> anyhow::Result<[u8; 32]> {
     Ok(Sha256::digest(der.as_ref()).into())
 }
 
+/// How long one request may take (a relay that accepts and then stalls must
+/// not hold up its readiness check).
+const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// `GET path` on `127.0.0.1:port` over TLS pinned to `cert_hash`: the status
 /// code and body.
 pub async fn get(port: u16, path: &str, cert_hash: [u8; 32]) -> anyhow::Result<(u16, String)> {
+    tokio::time::timeout(TIMEOUT, get_unbounded(port, path, cert_hash))
+        .await
+        .with_context(|| format!("GET {path} over TLS took over {TIMEOUT:?}"))?
+}
+
+async fn get_unbounded(
+    port: u16,
+    path: &str,
+    cert_hash: [u8; 32],
+) -> anyhow::Result<(u16, String)> {
     let config = rallypoint_client_native::tls::client_config(Some(cert_hash))
         .map_err(anyhow::Error::msg)?;
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;

@@ -92,6 +92,9 @@ pub async fn run(config: RelayConfig, shutdown: impl Future<Output = ()>) -> any
         let _ = http_stop.wait_for(|draining| *draining).await;
     };
     let http = match http_tls {
+        // `tap_io` does nothing to the stream; it is there because axum
+        // provides `ConnectInfo<SocketAddr>` for `TapIo` listeners (and
+        // `TcpListener`) only.
         Some(tls) => tokio::spawn(
             axum::serve(
                 transport::tls_listener::TlsListener::new(tcp, tls)?.tap_io(|_| {}),

@@ -36,7 +36,14 @@ pub fn client_config(cert_hash: Option<[u8; 32]>) -> Result<Arc<ClientConfig>, S
     Ok(Arc::new(config))
 }
 
+/// The system's root certificates, read once (reading them is blocking file
+/// I/O, and every probe connection would repeat it).
 fn system_roots() -> Result<RootCertStore, String> {
+    static ROOTS: std::sync::OnceLock<Result<RootCertStore, String>> = std::sync::OnceLock::new();
+    ROOTS.get_or_init(load_system_roots).clone()
+}
+
+fn load_system_roots() -> Result<RootCertStore, String> {
     let found = rustls_native_certs::load_native_certs();
     let mut roots = RootCertStore::empty();
     let (added, _) = roots.add_parsable_certificates(found.certs);
@@ -50,7 +57,10 @@ fn system_roots() -> Result<RootCertStore, String> {
 }
 
 /// Accepts exactly the certificate whose SHA-256 is `hash`; signatures are
-/// still checked, so the server must hold its key.
+/// still checked, so the server must hold its key. Unlike a browser's
+/// `serverCertificateHashes`, the validity period is not checked: the hash
+/// names one certificate, and the relay replaces its development identity
+/// before it expires.
 #[derive(Debug)]
 struct PinnedCertificate {
     hash: [u8; 32],
@@ -69,6 +79,8 @@ impl ServerCertVerifier for PinnedCertificate {
         if Sha256::digest(end_entity.as_ref()).as_slice() == self.hash {
             Ok(ServerCertVerified::assertion())
         } else {
+            // `General` keeps the reason readable in the client's error
+            // ("invalid peer certificate: Other(OtherError(..))" otherwise).
             Err(rustls::Error::General(
                 "the relay's certificate does not match the candidate's cert_hash".into(),
             ))
