@@ -9,13 +9,16 @@
 //! week- and month-long ranges; a decision-time histogram per hour
 //! (`rp_decisions_hour`, a summed count per 100 ms bin) so the overview does
 //! not scan weeks of elections; and per UTC day (`rp_rtt_day`,
-//! `rp_elections_day`) so a month merges 30 states per cell, not 720. Every view
+//! `rp_elections_day`) so a month merges ~54 states per cell (29 days and
+//! the edge hours), not 720 — with the first day each holds completely in
+//! `rp_rollup_coverage`. Every view
 //! costs every insert (`rallypoint bench ingest`, ClickHouse alone: ~60 k
 //! reports/s without the histogram, ~53 k with it, 26–48 k with the per-day
 //! views as well (runs vary widely); ~42 k with a per-minute histogram, ~25 k with `sumMap`
 //! states instead of summed bins) — so none for short ranges, which scan
-//! quickly. Rollups fill from their creation on (a new deployment has no
-//! history to backfill).
+//! quickly. Rollups fill from their creation on: a new deployment has no
+//! history to backfill, and on an upgraded one the dashboard reads the days
+//! before a per-day rollup was made from the hourly rollups (migration 8).
 //!
 //! The same DDL runs on Debian's ClickHouse 18.16 (what the tests here run
 //! against) and on current ClickHouse (checked in-process with chDB): plain
@@ -26,7 +29,9 @@
 //! daily partition drops otherwise (see `retention`).
 //!
 //! Migrations are applied in order by every collector at start; each statement
-//! is idempotent (`IF NOT EXISTS`), so collectors starting together are safe.
+//! is idempotent (`IF NOT EXISTS`), or, for the rollup coverage records
+//! (migration 8), harmless when repeated, so collectors starting together
+//! are safe.
 
 use clickhouse::Client;
 
@@ -357,6 +362,34 @@ pub const MIGRATIONS: &[Migration] = &[
             GROUP BY day, winner_region, winner_transport, trigger, country, isp, synthetic",
         ],
     },
+    Migration {
+        version: 8,
+        name: "where the per-day rollups are complete",
+        statements: &[
+            // A per-day rollup fills from its creation on. On a database that
+            // already had reports, the days before (and the day it was made
+            // on) are missing from it: readers must take those days from the
+            // hourly rollup. Readers use the latest `complete_from` of a
+            // rollup, so collectors that start together and both record it
+            // are safe.
+            "CREATE TABLE IF NOT EXISTS rp_rollup_coverage (
+                rollup String,
+                complete_from DateTime,
+                recorded_at DateTime
+            ) ENGINE = MergeTree()
+            ORDER BY rollup",
+            "INSERT INTO rp_rollup_coverage (rollup, complete_from, recorded_at)
+            SELECT 'rp_rtt_day',
+                toDateTime(if(count() = 0, 0, intDiv(toUInt32(now()), 86400) * 86400 + 86400)),
+                now()
+            FROM rp_candidates",
+            "INSERT INTO rp_rollup_coverage (rollup, complete_from, recorded_at)
+            SELECT 'rp_elections_day',
+                toDateTime(if(count() = 0, 0, intDiv(toUInt32(now()), 86400) * 86400 + 86400)),
+                now()
+            FROM rp_elections",
+        ],
+    },
 ];
 
 /// Tables with a `received_at`/`minute` column and daily partitions that
@@ -382,6 +415,12 @@ const MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS rp_schema_migrations 
 /// Applies every migration newer than what the database has. Returns the
 /// schema version now in place.
 pub async fn migrate(client: &Client) -> anyhow::Result<u32> {
+    migrate_to(client, u32::MAX).await
+}
+
+/// Applies the migrations newer than what the database has, up to `target`
+/// (tests use it to make a database of an older schema).
+pub async fn migrate_to(client: &Client, target: u32) -> anyhow::Result<u32> {
     client
         .query(MIGRATIONS_TABLE)
         .execute()
@@ -392,7 +431,10 @@ pub async fn migrate(client: &Client) -> anyhow::Result<u32> {
         .fetch_one::<u32>()
         .await
         .map_err(|e| anyhow::anyhow!("cannot read the schema version: {e}"))?;
-    for migration in MIGRATIONS.iter().filter(|m| m.version > applied) {
+    for migration in MIGRATIONS
+        .iter()
+        .filter(|m| m.version > applied && m.version <= target)
+    {
         for statement in migration.statements {
             client.query(statement).execute().await.map_err(|e| {
                 anyhow::anyhow!(
@@ -418,8 +460,10 @@ pub async fn migrate(client: &Client) -> anyhow::Result<u32> {
         );
     }
     Ok(MIGRATIONS
-        .last()
+        .iter()
         .map(|m| m.version)
+        .filter(|v| *v <= target)
+        .max()
         .unwrap_or(0)
         .max(applied))
 }

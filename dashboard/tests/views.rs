@@ -454,6 +454,15 @@ async fn every_view_shows_the_numbers_the_data_implies_on_old_and_new_clickhouse
     );
 }
 
+/// The 30-day range ending at `until`.
+fn thirty_days_until(until: u32) -> Filters {
+    Filters {
+        range: Some("30d".into()),
+        until: Some(until),
+        ..Default::default()
+    }
+}
+
 /// `report` as if it had arrived at `at`.
 fn arrived(mut report: ReportRows, at: u32) -> ReportRows {
     report.election.received_at = at;
@@ -497,6 +506,9 @@ async fn a_month_of_cells_merges_whole_days_and_the_hours_at_the_edges() {
         singtel(4, 43, from + 20 * DAY + 7),
         singtel(5, 44, until - 5 * HOUR - 1), // last, partial day: hour rows
         singtel(6, 45, until - 2 * HOUR),
+        // Either side of the last midnight, where days give way to hours.
+        singtel(9, 41, until - 19 * HOUR - 1),
+        singtel(10, 44, until - 19 * HOUR),
     ];
     let outside = [
         singtel(7, 90, from - 2 * HOUR),
@@ -510,11 +522,7 @@ async fn a_month_of_cells_merges_whole_days_and_the_hours_at_the_edges() {
     let all: Vec<ReportRows> = inside.iter().chain(&outside).cloned().collect();
     store.write(&all, &[]).await.unwrap();
     let db = Db::new(&clickhouse.url(), "default", "", "default").recording();
-    let month = Filters {
-        range: Some("30d".into()),
-        until: Some(until),
-        ..Default::default()
-    };
+    let month = thirty_days_until(until);
 
     let cells = matrix::cells(&db, &month, until, Source::Rollup)
         .await
@@ -571,6 +579,82 @@ async fn a_month_of_cells_merges_whole_days_and_the_hours_at_the_edges() {
         "every election in the window once"
     );
     replay_on_chdb(&db.recorded());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgraded_database_reads_the_days_before_its_per_day_rollups_from_hours() {
+    const HOUR: u32 = 3_600;
+    const DAY: u32 = 86_400;
+    let until = UNTIL - 5 * HOUR;
+    // A month of reports stored under schema 5 (before the per-day rollups).
+    let dir = tempfile::tempdir().unwrap();
+    let clickhouse = ClickHouseServer::start(dir.path()).await.unwrap();
+    let client = clickhouse::Client::default()
+        .with_url(clickhouse.url())
+        .with_validation(false);
+    rallypoint_collector::schema::migrate_to(&client, 5)
+        .await
+        .unwrap();
+    let times = [
+        until - 29 * DAY,
+        until - 20 * DAY,
+        until - 3 * DAY,
+        until - HOUR,
+    ];
+    for (i, at) in times.iter().enumerate() {
+        let id = format!("{:016}", i);
+        clickhouse
+            .query(&format!(
+                "INSERT INTO rp_candidates (report_id, received_at, idx, trigger, region, transport, samples, rtt_median_us, country, isp) \
+                 VALUES ('{id}', toDateTime({at}), 0, 'initial', 'singapore', 'websocket', 5, 40000, 'SG', 'Singtel')"
+            ))
+            .await
+            .unwrap();
+        clickhouse
+            .query(&format!(
+                "INSERT INTO rp_elections (report_id, received_at, session_id, trigger, winner_region, winner_transport, winner_rtt_us, decision_ms, country, isp) \
+                 VALUES ('{id}', toDateTime({at}), '{id}', 'initial', 'singapore', 'websocket', 40000, 500, 'SG', 'Singtel')"
+            ))
+            .await
+            .unwrap();
+    }
+    // Today's collector upgrades it: the per-day rollups start empty.
+    Store::open(&clickhouse.url(), "default", "", "default", 3650)
+        .await
+        .unwrap();
+    assert_eq!(
+        clickhouse
+            .count("SELECT count() FROM rp_rtt_day")
+            .await
+            .unwrap(),
+        0
+    );
+
+    let db = Db::new(&clickhouse.url(), "default", "", "default").recording();
+    let month = thirty_days_until(until);
+    let cells = matrix::cells(&db, &month, until, Source::Rollup)
+        .await
+        .unwrap();
+    assert_eq!(
+        cells.iter().map(|c| c.samples).sum::<u64>(),
+        times.len() as u64,
+        "every report of the month, though the per-day rollup has none of them"
+    );
+    let overview = overview::load(&db, &month, until, Source::Rollup)
+        .await
+        .unwrap();
+    assert_eq!(overview.total_elections, times.len() as u64);
+    let out = outcomes::load(&db, &month, until).await.unwrap();
+    assert_eq!(
+        out.by_isp.iter().map(|s| s.elections).sum::<u64>(),
+        times.len() as u64
+    );
+    assert!(
+        db.recorded()
+            .iter()
+            .all(|sql| !sql.contains("FROM rp_rtt_day") && !sql.contains("FROM rp_elections_day")),
+        "no view reads days the per-day rollups do not hold"
+    );
 }
 
 fn replay_on_chdb(statements: &[String]) {

@@ -79,14 +79,14 @@ pub enum TransportKind {
 
 #[derive(Debug, Clone, Args)]
 pub struct TlsConfig {
-    /// PEM certificate chain for WebTransport (and the HTTP listener with
+    /// Path to the PEM certificate chain for WebTransport (and the HTTP listener with
     /// `--ws-tls`). Without it (and the key), the relay makes a self-signed
     /// development identity (ECDSA P-256, valid 13 days) whose SHA-256 it
     /// serves at `/cert-hash` for `serverCertificateHashes`.
     #[arg(long, env = "RALLYPOINT_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
 
-    /// PEM private key matching `--tls-cert`.
+    /// Path to the PEM private key matching `--tls-cert`.
     #[arg(long, env = "RALLYPOINT_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
 
@@ -119,8 +119,8 @@ pub struct AuthConfig {
     #[arg(long, env = "RALLYPOINT_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
 
-    /// EdDSA (Ed25519) public key in PEM, instead of an HS256 secret: relays can
-    /// verify tokens without being able to mint them.
+    /// Path to an EdDSA (Ed25519) public key, a PEM file, instead of an HS256
+    /// secret: relays can verify tokens without being able to mint them.
     #[arg(long, env = "RALLYPOINT_JWT_PUBLIC_KEY", conflicts_with = "jwt_secret")]
     pub jwt_public_key: Option<PathBuf>,
 

@@ -5,7 +5,8 @@ use clickhouse::Row;
 use serde::Deserialize;
 
 use super::{
-    Conditions, Db, Series, Source, bucket, rollup_rows, series, whole_day_buckets, whole_days,
+    Conditions, Db, Series, Source, bucket, covered_days, rollup_rows, series, whole_day_buckets,
+    whole_days,
 };
 use crate::filters::{Filters, Window};
 
@@ -42,9 +43,9 @@ fn conditions(time: &str, window: Window, filters: &Filters, source: Source) -> 
 
 /// The rows the cells aggregate: `FROM …` (with its `WHERE`). Windows of a
 /// week or more merge whole days from `rp_rtt_day` and the partial days at
-/// the edges from `rp_rtt_hour` — over 30 days, ~30 states per cell instead
+/// the edges from `rp_rtt_hour` — over 30 days, ~54 states per cell instead
 /// of 720.
-fn cell_rows(filters: &Filters, now: u32, source: Source) -> String {
+fn cell_rows(filters: &Filters, now: u32, source: Source, days: Option<(u32, u32)>) -> String {
     let window = filters.window(now);
     let conditions = |time: &str, window: Window| conditions(time, window, filters, source);
     match source {
@@ -57,7 +58,7 @@ fn cell_rows(filters: &Filters, now: u32, source: Source) -> String {
                 "rp_rtt",
                 "region, isp, rtt, measurements",
                 window,
-                whole_days(window),
+                days,
                 conditions,
             )
             .0
@@ -73,12 +74,13 @@ pub async fn cells(
     source: Source,
 ) -> anyhow::Result<Vec<Cell>> {
     let (quantiles, count) = aggregates(source);
+    let days = covered_days(db, "rp_rtt", whole_days(filters.window(now))).await?;
     db.rows(&format!(
         "SELECT region, isp, toFloat64(q[1] / 1000) AS p50_ms, toFloat64(q[3] / 1000) AS p95_ms, measured AS samples FROM (
             SELECT region, isp, {quantiles} AS q, toUInt64({count}) AS measured
             FROM {} GROUP BY region, isp)
          ORDER BY isp, region",
-        cell_rows(filters, now, source)
+        cell_rows(filters, now, source, days)
     ))
     .await
 }
@@ -94,11 +96,12 @@ struct Point {
 pub async fn cell_series(db: &Db, filters: &Filters, now: u32) -> anyhow::Result<Vec<Series>> {
     let window = filters.window(now);
     let (quantiles, _) = aggregates(Source::Rollup);
+    let days = covered_days(db, "rp_rtt", whole_day_buckets(window)).await?;
     let (from, time) = rollup_rows(
         "rp_rtt",
         "region, isp, rtt",
         window,
-        whole_day_buckets(window),
+        days,
         |time, window| {
             conditions(time, window, filters, Source::Rollup)
                 .eq("region", &filters.region)

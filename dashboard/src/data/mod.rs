@@ -6,14 +6,19 @@
 //! to the exact type of its Rust field, because old servers cannot tell the
 //! client the column types (plain RowBinary).
 //!
-//! Main views read the per-minute rollups; each of them also has a `raw`
-//! variant over the base tables, which the benchmark compares against.
+//! Main views read the rollups — per minute, per hour when their chart
+//! buckets are an hour or more, and whole UTC days from the per-day rollups
+//! (where those hold the days completely) with the partial days at the edges
+//! from the hourly ones. Each view also has a `raw` variant over the base
+//! tables, which the tests and the benchmark compare against.
 
 pub mod capacity;
 pub mod matrix;
 pub mod outcomes;
 pub mod overview;
 pub mod sessions;
+
+use std::collections::HashMap;
 
 use clickhouse::Client;
 
@@ -24,6 +29,14 @@ pub struct Db {
     client: Client,
     /// Every statement run, when recording (tests replay them on chDB).
     recorded: Option<std::sync::Arc<std::sync::Mutex<Vec<String>>>>,
+    /// Per-day rollup → the first day it holds completely, once known.
+    day_rollups_complete_from: std::sync::Arc<std::sync::Mutex<HashMap<String, u32>>>,
+}
+
+#[derive(clickhouse::Row, serde::Deserialize)]
+struct Coverage {
+    records: u64,
+    complete_from: u32,
 }
 
 impl Db {
@@ -36,7 +49,43 @@ impl Db {
                 .with_database(database)
                 .with_validation(false),
             recorded: None,
+            day_rollups_complete_from: Default::default(),
         }
+    }
+
+    /// The first day (unix seconds, a UTC midnight) from which the per-day
+    /// rollup `rollup` holds every report; `None` while the collector has
+    /// not recorded it (a schema before migration 8). A rollup made on a
+    /// database that already had reports lacks the days before.
+    pub async fn day_rollup_complete_from(&self, rollup: &str) -> anyhow::Result<Option<u32>> {
+        let known = |db: &Db| {
+            db.day_rollups_complete_from
+                .lock()
+                .expect("coverage lock")
+                .get(rollup)
+                .copied()
+        };
+        if let Some(from) = known(self) {
+            return Ok(Some(from));
+        }
+        let coverage: Vec<Coverage> = self
+            .rows(&format!(
+                "SELECT toUInt64(count()) AS records, toUInt32(max(complete_from)) AS complete_from
+                 FROM rp_rollup_coverage WHERE rollup = {}",
+                sql_string(rollup)
+            ))
+            .await
+            // No such table: a schema before migration 8, so no coverage.
+            .unwrap_or_default();
+        let Some(coverage) = coverage.first().filter(|c| c.records > 0) else {
+            return Ok(None);
+        };
+        let from = coverage.complete_from.div_ceil(DAY) * DAY;
+        self.day_rollups_complete_from
+            .lock()
+            .expect("coverage lock")
+            .insert(rollup.to_owned(), from);
+        Ok(Some(from))
     }
 
     /// Keeps a copy of every statement from now on.
@@ -78,6 +127,9 @@ pub enum Source {
     Raw,
 }
 
+const DAY: u32 = 86_400;
+const HOUR: u32 = 3_600;
+
 /// The rollup resolution for a window: `(table suffix, time column)`.
 pub fn rollup(window: Window) -> (&'static str, &'static str) {
     if window.bucket >= 3600 {
@@ -93,8 +145,6 @@ pub fn rollup(window: Window) -> (&'static str, &'static str) {
 /// the edges from the hourly one. Each hour row is counted once either way
 /// (an hour row starts within `[from, to]`, like the hourly query alone).
 pub fn whole_days(window: Window) -> Option<(u32, u32)> {
-    const DAY: u32 = 86_400;
-    const HOUR: u32 = 3_600;
     if window.bucket < HOUR {
         return None;
     }
@@ -107,7 +157,27 @@ pub fn whole_days(window: Window) -> Option<(u32, u32)> {
 /// [`whole_days`] for charts whose every bucket is whole days (a day
 /// rollup row must fall in one bucket).
 pub fn whole_day_buckets(window: Window) -> Option<(u32, u32)> {
-    whole_days(window).filter(|_| window.bucket.is_multiple_of(86_400))
+    whole_days(window).filter(|_| window.bucket.is_multiple_of(DAY))
+}
+
+/// Of `days` (from [`whole_days`]), those the per-day rollup `{family}_day`
+/// holds completely; the others are read from the hourly rollup.
+pub async fn covered_days(
+    db: &Db,
+    family: &str,
+    days: Option<(u32, u32)>,
+) -> anyhow::Result<Option<(u32, u32)>> {
+    let Some((first, end)) = days else {
+        return Ok(None);
+    };
+    let Some(complete_from) = db
+        .day_rollup_complete_from(&format!("{family}_day"))
+        .await?
+    else {
+        return Ok(None);
+    };
+    let first = first.max(complete_from);
+    Ok((end > first).then_some((first, end)))
 }
 
 /// Where a rollup query reads its rows: `FROM …` (with its `WHERE`) and the
@@ -242,7 +312,7 @@ mod tests {
         // 19:00 to 19:00: the partial first and last days are hours.
         let from = MIDNIGHT + 19 * 3_600;
         assert_eq!(
-            whole_days(window(from, from + 30 * DAY, 21_600)),
+            whole_days(window(from, from + 30 * DAY, DAY)),
             Some((MIDNIGHT + DAY, MIDNIGHT + 30 * DAY))
         );
         // A day ending at 23:00 still has all 24 hour rows (the last starts at 23:00).

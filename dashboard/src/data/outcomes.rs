@@ -4,7 +4,7 @@
 use clickhouse::Row;
 use serde::Deserialize;
 
-use super::{Conditions, Db, rollup_rows, whole_days};
+use super::{Conditions, Db, covered_days, rollup_rows, whole_days};
 use crate::filters::Filters;
 
 #[derive(Debug, Clone, PartialEq, Row, Deserialize)]
@@ -40,11 +40,12 @@ pub async fn load(db: &Db, filters: &Filters, now: u32) -> anyhow::Result<Outcom
             .and("trigger = 'initial'")
             .and("winner_region != ''")
     };
+    let days = covered_days(db, "rp_elections", whole_days(window)).await?;
     let (from, _) = rollup_rows(
         "rp_elections",
         "isp, country, winner_region, winner_transport, elections",
         window,
-        whole_days(window),
+        days,
         initial,
     );
     let share = |group: &str, choice: &str| {

@@ -5,7 +5,8 @@ use clickhouse::Row;
 use serde::Deserialize;
 
 use super::{
-    Conditions, Db, Series, Source, bucket, rollup, rollup_rows, series, whole_day_buckets,
+    Conditions, Db, Series, Source, bucket, covered_days, rollup, rollup_rows, series,
+    whole_day_buckets,
 };
 use crate::filters::Filters;
 
@@ -60,6 +61,10 @@ pub async fn load(
             .eq("isp", &filters.isp)
             .eq("winner_transport", &filters.transport)
     };
+    let days = match source {
+        Source::Rollup => covered_days(db, "rp_elections", whole_day_buckets(window)).await?,
+        Source::Raw => None,
+    };
     // Rows (`FROM … WHERE …`), their time column, and the aggregates over them.
     let rows = |columns: &str, only_won: bool| {
         let conditions = |time: &str, window| {
@@ -71,13 +76,7 @@ pub async fn load(
             }
         };
         match source {
-            Source::Rollup => rollup_rows(
-                "rp_elections",
-                columns,
-                window,
-                whole_day_buckets(window),
-                conditions,
-            ),
+            Source::Rollup => rollup_rows("rp_elections", columns, window, days, conditions),
             Source::Raw => (
                 format!(
                     "rp_elections WHERE {}",

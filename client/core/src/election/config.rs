@@ -6,7 +6,7 @@ use std::time::Duration;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoppingRule {
     /// rallypoint's rule: stop as soon as the leader is clearly best (see
-    /// [`super::rule`]), else at the deadline; robust estimate = median.
+    /// [`super::rule`]), else at the deadline; robust estimate = Hodges–Lehmann.
     Sequential,
     /// Baseline (the reference design): always run to the deadline, pick the
     /// lowest *mean* RTT.
