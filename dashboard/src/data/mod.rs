@@ -144,6 +144,9 @@ pub fn rollup(window: Window) -> (&'static str, &'static str) {
 /// aggregates read those from a per-day rollup and only the partial days at
 /// the edges from the hourly one. Each hour row is counted once either way
 /// (an hour row starts within `[from, to]`, like the hourly query alone).
+/// This assumes the server's time zone is a whole number of hours from UTC
+/// (UTC is what the deployment uses): the hourly rollups start their hours
+/// with `toStartOfHour`, which follows it, while days are UTC.
 pub fn whole_days(window: Window) -> Option<(u32, u32)> {
     if window.bucket < HOUR {
         return None;

@@ -1,8 +1,9 @@
 //! The HTTP listener behind TLS (`--ws-tls`): `wss://` with no proxy in front.
 //!
-//! Handshakes run on their own tasks, bounded in time, so one slow or silent
-//! client never holds up the next; axum is handed a connection once its
-//! handshake has completed.
+//! Handshakes run on their own tasks, bounded in time and in number, so one
+//! slow or silent client never holds up the next and a flood of connections
+//! cannot pile up tasks; axum is handed a connection once its handshake has
+//! completed.
 
 use std::io;
 use std::net::SocketAddr;
@@ -10,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
@@ -19,6 +20,8 @@ use tokio_rustls::server::TlsStream;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Completed handshakes waiting for axum to take them.
 const READY_QUEUE: usize = 64;
+/// Handshakes in progress at most; a connection beyond is closed at once.
+const MAX_HANDSHAKES: usize = 1024;
 
 pub struct TlsListener {
     local_addr: SocketAddr,
@@ -50,6 +53,7 @@ async fn accept_loop(
     acceptor: TlsAcceptor,
     ready: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
 ) {
+    let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
     loop {
         let (stream, peer) = match tcp.accept().await {
             Ok(accepted) => accepted,
@@ -60,11 +64,16 @@ async fn accept_loop(
                 continue;
             }
         };
+        let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "{MAX_HANDSHAKES} TLS handshakes in progress; closing this connection");
+            continue;
+        };
         // Probe answers and audio are small frames: no Nagle delay.
         let _ = stream.set_nodelay(true);
         let acceptor = acceptor.clone();
         let ready = ready.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => {
                     let _ = ready.send((tls, peer)).await;
