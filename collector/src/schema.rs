@@ -11,7 +11,8 @@
 //! not scan weeks of elections; and per UTC day (`rp_rtt_day`,
 //! `rp_elections_day`) so a month merges ~54 states per cell (29 days and
 //! the edge hours), not 720 — with the first day each holds completely in
-//! `rp_rollup_coverage`. Every view
+//! `rp_rollup_coverage`; and later elections by trigger and rule per hour
+//! (`rp_moves_hour`, summed counts) for why calls moved. Every view
 //! costs every insert (`rallypoint bench ingest`, ClickHouse alone: ~60 k
 //! reports/s without the histogram, ~53 k with it, 26–48 k with the per-day
 //! views as well (runs vary widely); ~42 k with a per-minute histogram, ~25 k with `sumMap`
@@ -390,6 +391,32 @@ pub const MIGRATIONS: &[Migration] = &[
             FROM rp_elections",
         ],
     },
+    Migration {
+        version: 9,
+        name: "later elections by trigger and rule per hour",
+        statements: &[
+            // Why calls moved, for long ranges: only elections after the
+            // initial one (a few percent), so it costs inserts little.
+            "CREATE TABLE IF NOT EXISTS rp_moves_hour (
+                hour DateTime,
+                trigger String,
+                rule String,
+                country String,
+                synthetic UInt8,
+                elections UInt64
+            ) ENGINE = SummingMergeTree(elections)
+            PARTITION BY toYYYYMMDD(hour)
+            ORDER BY (hour, trigger, rule, country, synthetic)",
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS rp_moves_hour_mv TO rp_moves_hour AS
+            SELECT
+                toStartOfHour(received_at) AS hour,
+                trigger, rule, country, synthetic,
+                count() AS elections
+            FROM rp_elections
+            WHERE trigger != 'initial'
+            GROUP BY hour, trigger, rule, country, synthetic",
+        ],
+    },
 ];
 
 /// Tables with a `received_at`/`minute` column and daily partitions that
@@ -404,6 +431,7 @@ pub const RETAINED_TABLES: &[(&str, &str)] = &[
     ("rp_decisions_hour", "hour"),
     ("rp_rtt_day", "day"),
     ("rp_elections_day", "day"),
+    ("rp_moves_hour", "hour"),
 ];
 
 const MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS rp_schema_migrations (

@@ -321,6 +321,11 @@ async fn every_view_shows_the_numbers_the_data_implies_on_old_and_new_clickhouse
         ),
         ("failover", "standby", 1)
     );
+    assert_eq!(
+        outcomes::load(&db, &week, UNTIL).await.unwrap().reasons,
+        out.reasons,
+        "a week counts why calls moved from the hourly rollup, the same"
+    );
 
     // Capacity: sessions by hour and day.
     let hourly = capacity::hourly(&db, &f, UNTIL).await.unwrap();

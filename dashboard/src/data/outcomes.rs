@@ -4,7 +4,7 @@
 use clickhouse::Row;
 use serde::Deserialize;
 
-use super::{Conditions, Db, covered_days, rollup_rows, whole_days};
+use super::{Conditions, Db, covered_days, rollup, rollup_rows, whole_days};
 use crate::filters::Filters;
 
 #[derive(Debug, Clone, PartialEq, Row, Deserialize)]
@@ -54,12 +54,31 @@ pub async fn load(db: &Db, filters: &Filters, now: u32) -> anyhow::Result<Outcom
              FROM {from} GROUP BY group, choice ORDER BY group, choice"
         )
     };
+    // Long ranges count from the hourly rollup of later elections; a day
+    // of elections scans quickly.
+    let (reasons_from, counted) = match rollup(window) {
+        ("hour", time) => (
+            format!(
+                "rp_moves_hour WHERE {}",
+                Conditions::new(time, window, filters)
+                    .eq("country", &filters.country)
+                    .sql()
+            ),
+            "sum(elections)",
+        ),
+        _ => (
+            format!(
+                "rp_elections WHERE {} AND trigger != 'initial'",
+                Conditions::new("received_at", window, filters)
+                    .eq("country", &filters.country)
+                    .sql()
+            ),
+            "count()",
+        ),
+    };
     let reasons = format!(
-        "SELECT trigger, rule, toUInt64(count()) AS count FROM rp_elections
-         WHERE {} AND trigger != 'initial' GROUP BY trigger, rule ORDER BY count DESC, trigger, rule",
-        Conditions::new("received_at", window, filters)
-            .eq("country", &filters.country)
-            .sql()
+        "SELECT trigger, rule, toUInt64({counted}) AS count FROM {reasons_from}
+         GROUP BY trigger, rule ORDER BY count DESC, trigger, rule"
     );
     let (by_isp, by_country, transports) = (
         share("isp", "winner_region"),

@@ -56,6 +56,7 @@ pub async fn run(args: DashboardBenchArgs) -> anyhow::Result<()> {
         "rp_decisions_hour",
         "rp_rtt_day",
         "rp_elections_day",
+        "rp_moves_hour",
     ] {
         clickhouse
             .query(&format!("OPTIMIZE TABLE {table} FINAL"))
