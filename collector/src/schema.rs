@@ -14,7 +14,7 @@
 //! `rp_rollup_coverage`; and later elections by trigger and rule per hour
 //! (`rp_moves_hour`, summed counts) for why calls moved. Every view
 //! costs every insert (`rallypoint bench ingest`, ClickHouse alone: ~60 k
-//! reports/s without the histogram, ~53 k with it, 26–48 k with the per-day
+//! reports/s without the histogram, ~53 k with it, 26–49 k with the per-day
 //! views as well (runs vary widely); ~42 k with a per-minute histogram, ~25 k with `sumMap`
 //! states instead of summed bins) — so none for short ranges, which scan
 //! quickly. Rollups fill from their creation on: a new deployment has no
