@@ -415,6 +415,13 @@ pub const MIGRATIONS: &[Migration] = &[
             FROM rp_elections
             WHERE trigger != 'initial'
             GROUP BY hour, trigger, rule, country, synthetic",
+            // Like the per-day rollups (migration 8): complete from the next
+            // full hour on a database that already had elections.
+            "INSERT INTO rp_rollup_coverage (rollup, complete_from, recorded_at)
+            SELECT 'rp_moves_hour',
+                toDateTime(if(count() = 0, 0, intDiv(toUInt32(now()), 3600) * 3600 + 3600)),
+                now()
+            FROM rp_elections",
         ],
     },
 ];

@@ -623,7 +623,17 @@ async fn an_upgraded_database_reads_the_days_before_its_per_day_rollups_from_hou
             .await
             .unwrap();
     }
-    // Today's collector upgrades it: the per-day rollups start empty.
+    // One call moved, before the upgrade too.
+    clickhouse
+        .query(&format!(
+            "INSERT INTO rp_elections (report_id, received_at, session_id, trigger, rule, winner_region, winner_transport, winner_rtt_us, decision_ms, country, isp) \
+             VALUES ('moved-0000000000', toDateTime({}), '{:016}', 'failover', 'standby', 'singapore', 'websocket', 40000, 0, 'SG', 'Singtel')",
+            until - 3 * DAY + HOUR,
+            2
+        ))
+        .await
+        .unwrap();
+    // Today's collector upgrades it: the new rollups start empty.
     Store::open(&clickhouse.url(), "default", "", "default", 3650)
         .await
         .unwrap();
@@ -654,10 +664,22 @@ async fn an_upgraded_database_reads_the_days_before_its_per_day_rollups_from_hou
         out.by_isp.iter().map(|s| s.elections).sum::<u64>(),
         times.len() as u64
     );
-    assert!(
-        db.recorded()
+    assert_eq!(
+        out.reasons
             .iter()
-            .all(|sql| !sql.contains("FROM rp_rtt_day") && !sql.contains("FROM rp_elections_day")),
+            .map(|r| (r.trigger.as_str(), r.rule.as_str(), r.count))
+            .collect::<Vec<_>>(),
+        vec![("failover", "standby", 1)],
+        "why calls moved, though the hourly rollup of moves is newer"
+    );
+    assert!(
+        db.recorded().iter().all(|sql| [
+            "FROM rp_rtt_day",
+            "FROM rp_elections_day",
+            "FROM rp_moves_hour"
+        ]
+        .iter()
+        .all(|table| !sql.contains(table))),
         "no view reads days the per-day rollups do not hold"
     );
 }

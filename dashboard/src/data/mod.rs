@@ -29,8 +29,8 @@ pub struct Db {
     client: Client,
     /// Every statement run, when recording (tests replay them on chDB).
     recorded: Option<std::sync::Arc<std::sync::Mutex<Vec<String>>>>,
-    /// Per-day rollup → the first day it holds completely, once known.
-    day_rollups_complete_from: std::sync::Arc<std::sync::Mutex<HashMap<String, u32>>>,
+    /// Rollup → the time from which it holds every report, once known.
+    rollups_complete_from: std::sync::Arc<std::sync::Mutex<HashMap<String, u32>>>,
 }
 
 #[derive(clickhouse::Row, serde::Deserialize)]
@@ -49,17 +49,17 @@ impl Db {
                 .with_database(database)
                 .with_validation(false),
             recorded: None,
-            day_rollups_complete_from: Default::default(),
+            rollups_complete_from: Default::default(),
         }
     }
 
-    /// The first day (unix seconds, a UTC midnight) from which the per-day
-    /// rollup `rollup` holds every report; `None` while the collector has
-    /// not recorded it (a schema before migration 8). A rollup made on a
-    /// database that already had reports lacks the days before.
-    pub async fn day_rollup_complete_from(&self, rollup: &str) -> anyhow::Result<Option<u32>> {
+    /// The time (unix seconds) from which the rollup `rollup` holds every
+    /// report; `None` while the collector has not recorded it (a schema
+    /// before the rollup's migration). A rollup made on a database that
+    /// already had reports lacks the time before.
+    pub async fn rollup_complete_from(&self, rollup: &str) -> anyhow::Result<Option<u32>> {
         let known = |db: &Db| {
-            db.day_rollups_complete_from
+            db.rollups_complete_from
                 .lock()
                 .expect("coverage lock")
                 .get(rollup)
@@ -75,13 +75,20 @@ impl Db {
                 sql_string(rollup)
             ))
             .await
-            // No such table: a schema before migration 8, so no coverage.
-            .unwrap_or_default();
+            // No such table (a schema before migration 8): no coverage, and
+            // the views read the hourly rollups or raw rows. Any other
+            // failure is logged and treated the same way.
+            .unwrap_or_else(|e| {
+                if !e.to_string().contains("rp_rollup_coverage") {
+                    tracing::warn!("cannot read the rollup coverage: {e:#}");
+                }
+                Vec::new()
+            });
         let Some(coverage) = coverage.first().filter(|c| c.records > 0) else {
             return Ok(None);
         };
-        let from = coverage.complete_from.div_ceil(DAY) * DAY;
-        self.day_rollups_complete_from
+        let from = coverage.complete_from;
+        self.rollups_complete_from
             .lock()
             .expect("coverage lock")
             .insert(rollup.to_owned(), from);
@@ -173,13 +180,11 @@ pub async fn covered_days(
     let Some((first, end)) = days else {
         return Ok(None);
     };
-    let Some(complete_from) = db
-        .day_rollup_complete_from(&format!("{family}_day"))
-        .await?
-    else {
+    let Some(complete_from) = db.rollup_complete_from(&format!("{family}_day")).await? else {
         return Ok(None);
     };
-    let first = first.max(complete_from);
+    // Recorded as a UTC midnight; rounded up in case it is not.
+    let first = first.max(complete_from.div_ceil(DAY) * DAY);
     Ok((end > first).then_some((first, end)))
 }
 

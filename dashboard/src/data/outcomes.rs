@@ -54,10 +54,11 @@ pub async fn load(db: &Db, filters: &Filters, now: u32) -> anyhow::Result<Outcom
              FROM {from} GROUP BY group, choice ORDER BY group, choice"
         )
     };
-    // Long ranges count from the hourly rollup of later elections; a day
-    // of elections scans quickly.
-    let (reasons_from, counted) = match rollup(window) {
-        ("hour", time) => (
+    // Long ranges count from the hourly rollup of later elections, when it
+    // holds the whole window; a day of elections scans quickly.
+    let moves_complete_from = db.rollup_complete_from("rp_moves_hour").await?;
+    let (reasons_from, counted) = match (rollup(window), moves_complete_from) {
+        (("hour", time), Some(from)) if window.from >= from => (
             format!(
                 "rp_moves_hour WHERE {}",
                 Conditions::new(time, window, filters)
