@@ -193,6 +193,4 @@ pub fn rows(payload: &[u8]) -> Result<ReportRows, String> {
 }
 
 /// Lower-case hex (dead-letter payloads, id filters).
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use rallypoint_protocol::hex;

@@ -144,7 +144,29 @@ impl RelayProcess {
         let hash = crate::pinned_https::cert_hash(&self.identity_dir().join("cert.pem"))?;
         let (status, body) = crate::pinned_https::get(self.http_port, "/readyz", hash).await?;
         anyhow::ensure!(status == 200, "/readyz answered {status}: {body}");
-        self.cert_hash = Some(hash.iter().map(|b| format!("{b:02x}")).collect());
+        self.cert_hash = Some(rallypoint_protocol::hex(&hash));
+        Ok(())
+    }
+
+    /// Readiness of a plain-HTTP relay: `/readyz`, then the WebTransport
+    /// certificate hash the candidates carry.
+    async fn ready_over_http(&mut self, http: &reqwest::Client) -> anyhow::Result<()> {
+        let response = http
+            .get(format!("{}/readyz", self.http_url()))
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            anyhow::bail!("{}", response.text().await.unwrap_or_default());
+        }
+        if self.spec.transports.contains(&TransportKind::WebTransport) {
+            let hash: serde_json::Value = http
+                .get(format!("{}/cert-hash", self.http_url()))
+                .send()
+                .await?
+                .json()
+                .await?;
+            self.cert_hash = hash["hex"].as_str().map(str::to_owned);
+        }
         Ok(())
     }
 
@@ -166,28 +188,13 @@ impl RelayProcess {
                     self.process.log_tail(20)
                 );
             }
-            if self.ws_tls() {
-                match self.ready_over_tls().await {
-                    Ok(()) => return Ok(()),
-                    Err(e) => last = e.to_string(),
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-            match http.get(format!("{}/readyz", self.http_url())).send().await {
-                Ok(response) if response.status().is_success() => {
-                    if self.spec.transports.contains(&TransportKind::WebTransport) {
-                        let hash: serde_json::Value = http
-                            .get(format!("{}/cert-hash", self.http_url()))
-                            .send()
-                            .await?
-                            .json()
-                            .await?;
-                        self.cert_hash = hash["hex"].as_str().map(str::to_owned);
-                    }
-                    return Ok(());
-                }
-                Ok(response) => last = response.text().await.unwrap_or_default(),
+            let ready = if self.ws_tls() {
+                self.ready_over_tls().await
+            } else {
+                self.ready_over_http(&http).await
+            };
+            match ready {
+                Ok(()) => return Ok(()),
                 Err(e) => last = e.to_string(),
             }
             tokio::time::sleep(Duration::from_millis(50)).await;

@@ -30,3 +30,9 @@ pub const PROTOCOL_VERSION: u32 = 1;
 pub use frame::{FrameError, decode_client_frame, decode_server_frame, encode};
 /// Re-exported so users decode messages with the exact prost this crate generated for.
 pub use prost;
+
+/// Lower-case hex, as ids and certificate hashes are written in JSON, logs
+/// and ClickHouse filters.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -47,7 +47,7 @@ async fn cert_hash(State(relay): State<Arc<RelayState>>) -> impl IntoResponse {
     match relay.cert_hash {
         Some(hash) => Json(json!({
             "algorithm": "sha-256",
-            "hex": hash.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+            "hex": rallypoint_protocol::hex(&hash),
         }))
         .into_response(),
         None => (

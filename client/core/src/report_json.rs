@@ -2,6 +2,7 @@
 //! and the README documents. Enums are lower-case words, times are
 //! milliseconds with microsecond precision, ids are hex.
 
+use rallypoint_protocol::hex;
 use rallypoint_protocol::names::{outcome, rule, transport, trigger};
 use rallypoint_protocol::v1::ElectionReport;
 use serde_json::{Value, json};
@@ -54,8 +55,4 @@ pub fn report_json(report: &ElectionReport) -> Value {
         },
         "candidates": candidates,
     })
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -74,7 +74,7 @@ pub async fn cells(
     source: Source,
 ) -> anyhow::Result<Vec<Cell>> {
     let (quantiles, count) = aggregates(source);
-    let days = covered_days(db, "rp_rtt", whole_days(filters.window(now))).await?;
+    let days = covered_days(db, "rp_rtt", whole_days(filters.window(now))).await;
     db.rows(&format!(
         "SELECT region, isp, toFloat64(q[1] / 1000) AS p50_ms, toFloat64(q[3] / 1000) AS p95_ms, measured AS samples FROM (
             SELECT region, isp, {quantiles} AS q, toUInt64({count}) AS measured
@@ -96,7 +96,7 @@ struct Point {
 pub async fn cell_series(db: &Db, filters: &Filters, now: u32) -> anyhow::Result<Vec<Series>> {
     let window = filters.window(now);
     let (quantiles, _) = aggregates(Source::Rollup);
-    let days = covered_days(db, "rp_rtt", whole_day_buckets(window)).await?;
+    let days = covered_days(db, "rp_rtt", whole_day_buckets(window)).await;
     let (from, time) = rollup_rows(
         "rp_rtt",
         "region, isp, rtt",

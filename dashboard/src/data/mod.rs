@@ -57,16 +57,15 @@ impl Db {
     /// report; `None` while the collector has not recorded it (a schema
     /// before the rollup's migration). A rollup made on a database that
     /// already had reports lacks the time before.
-    pub async fn rollup_complete_from(&self, rollup: &str) -> anyhow::Result<Option<u32>> {
-        let known = |db: &Db| {
-            db.rollups_complete_from
-                .lock()
-                .expect("coverage lock")
-                .get(rollup)
-                .copied()
-        };
-        if let Some(from) = known(self) {
-            return Ok(Some(from));
+    pub async fn rollup_complete_from(&self, rollup: &str) -> Option<u32> {
+        let known = self
+            .rollups_complete_from
+            .lock()
+            .expect("coverage lock")
+            .get(rollup)
+            .copied();
+        if known.is_some() {
+            return known;
         }
         let coverage: Vec<Coverage> = self
             .rows(&format!(
@@ -79,20 +78,18 @@ impl Db {
             // the views read the hourly rollups or raw rows. Any other
             // failure is logged and treated the same way.
             .unwrap_or_else(|e| {
-                if !e.to_string().contains("rp_rollup_coverage") {
+                // ClickHouse's UNKNOWN_TABLE is code 60 on old and new servers.
+                if !e.to_string().contains("Code: 60") {
                     tracing::warn!("cannot read the rollup coverage: {e:#}");
                 }
                 Vec::new()
             });
-        let Some(coverage) = coverage.first().filter(|c| c.records > 0) else {
-            return Ok(None);
-        };
-        let from = coverage.complete_from;
+        let from = coverage.first().filter(|c| c.records > 0)?.complete_from;
         self.rollups_complete_from
             .lock()
             .expect("coverage lock")
             .insert(rollup.to_owned(), from);
-        Ok(Some(from))
+        Some(from)
     }
 
     /// Keeps a copy of every statement from now on.
@@ -128,7 +125,8 @@ impl Db {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
     /// Rollups (what the dashboard uses): per minute, or per hour when the
-    /// chart's buckets are an hour or more.
+    /// chart's buckets are an hour or more, with whole days from the per-day
+    /// rollups where they hold them.
     Rollup,
     /// Base tables (benchmark baseline).
     Raw,
@@ -139,7 +137,7 @@ const HOUR: u32 = 3_600;
 
 /// The rollup resolution for a window: `(table suffix, time column)`.
 pub fn rollup(window: Window) -> (&'static str, &'static str) {
-    if window.bucket >= 3600 {
+    if window.bucket >= HOUR {
         ("hour", "hour")
     } else {
         ("minute", "minute")
@@ -172,20 +170,12 @@ pub fn whole_day_buckets(window: Window) -> Option<(u32, u32)> {
 
 /// Of `days` (from [`whole_days`]), those the per-day rollup `{family}_day`
 /// holds completely; the others are read from the hourly rollup.
-pub async fn covered_days(
-    db: &Db,
-    family: &str,
-    days: Option<(u32, u32)>,
-) -> anyhow::Result<Option<(u32, u32)>> {
-    let Some((first, end)) = days else {
-        return Ok(None);
-    };
-    let Some(complete_from) = db.rollup_complete_from(&format!("{family}_day")).await? else {
-        return Ok(None);
-    };
+pub async fn covered_days(db: &Db, family: &str, days: Option<(u32, u32)>) -> Option<(u32, u32)> {
+    let (first, end) = days?;
+    let complete_from = db.rollup_complete_from(&format!("{family}_day")).await?;
     // Recorded as a UTC midnight; rounded up in case it is not.
     let first = first.max(complete_from.div_ceil(DAY) * DAY);
-    Ok((end > first).then_some((first, end)))
+    (end > first).then_some((first, end))
 }
 
 /// Where a rollup query reads its rows: `FROM …` (with its `WHERE`) and the

@@ -40,7 +40,7 @@ pub async fn load(db: &Db, filters: &Filters, now: u32) -> anyhow::Result<Outcom
             .and("trigger = 'initial'")
             .and("winner_region != ''")
     };
-    let days = covered_days(db, "rp_elections", whole_days(window)).await?;
+    let days = covered_days(db, "rp_elections", whole_days(window)).await;
     let (from, _) = rollup_rows(
         "rp_elections",
         "isp, country, winner_region, winner_transport, elections",
@@ -56,7 +56,7 @@ pub async fn load(db: &Db, filters: &Filters, now: u32) -> anyhow::Result<Outcom
     };
     // Long ranges count from the hourly rollup of later elections, when it
     // holds the whole window; a day of elections scans quickly.
-    let moves_complete_from = db.rollup_complete_from("rp_moves_hour").await?;
+    let moves_complete_from = db.rollup_complete_from("rp_moves_hour").await;
     let (reasons_from, counted) = match (rollup(window), moves_complete_from) {
         (("hour", time), Some(from)) if window.from >= from => (
             format!(

@@ -62,29 +62,19 @@ pub async fn load(
             .eq("winner_transport", &filters.transport)
     };
     let days = match source {
-        Source::Rollup => covered_days(db, "rp_elections", whole_day_buckets(window)).await?,
+        Source::Rollup => covered_days(db, "rp_elections", whole_day_buckets(window)).await,
         Source::Raw => None,
     };
-    // Rows (`FROM … WHERE …`), their time column, and the aggregates over them.
-    let rows = |columns: &str, only_won: bool| {
-        let conditions = |time: &str, window| {
-            let c = filtered_on(time, window);
-            if only_won {
-                c.and("winner_region != ''")
-            } else {
-                c
-            }
-        };
-        match source {
-            Source::Rollup => rollup_rows("rp_elections", columns, window, days, conditions),
-            Source::Raw => (
-                format!(
-                    "rp_elections WHERE {}",
-                    conditions("received_at", window).sql()
-                ),
-                "received_at",
+    // Rows (`FROM … WHERE …`) and their time column.
+    let rows = |columns: &str| match source {
+        Source::Rollup => rollup_rows("rp_elections", columns, window, days, filtered_on),
+        Source::Raw => (
+            format!(
+                "rp_elections WHERE {}",
+                filtered_on("received_at", window).sql()
             ),
-        }
+            "received_at",
+        ),
     };
     let (count, rtt) = match source {
         Source::Rollup => (
@@ -93,14 +83,15 @@ pub async fn load(
         ),
         Source::Raw => ("count()", "quantiles(0.5, 0.95)(winner_rtt_us)"),
     };
-    let (from, time) = rows("winner_region, elections, winner_rtt", true);
+    // Elections without a winner have no region to chart.
+    let (from, time) = rows("winner_region, elections, winner_rtt");
     let t = bucket(time, window.bucket);
     let regions = format!(
         "SELECT t, region, elections, toFloat64(q[1] / 1000) AS p50, toFloat64(q[2] / 1000) AS p95 FROM (
             SELECT {t} AS t, winner_region AS region, toUInt64({count}) AS elections, {rtt} AS q
-            FROM {from} GROUP BY t, region) ORDER BY t, region"
+            FROM {from} GROUP BY t, region HAVING region != '') ORDER BY t, region"
     );
-    let (from, time) = rows("trigger, elections", false);
+    let (from, time) = rows("trigger, elections");
     let t = bucket(time, window.bucket);
     let triggers = format!(
         "SELECT {t} AS t,

@@ -161,6 +161,4 @@ fn non_empty_or_unknown(text: &str) -> String {
 }
 
 /// Lower-case hex of an id (report ids become `Nats-Msg-Id`s).
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use rallypoint_protocol::hex;
