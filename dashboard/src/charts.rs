@@ -54,6 +54,16 @@ pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
+/// A legend's colour sample: an SVG square whose colour is an attribute,
+/// which the Content-Security-Policy allows, where a `style=` would not be.
+pub fn swatch(color: &'static str) -> impl IntoView {
+    view! {
+        <svg class="swatch" viewBox="0 0 1 1" aria-hidden="true">
+            <rect width="1" height="1" rx="0.15" fill=color/>
+        </svg>
+    }
+}
+
 /// Formats a unix time as `YYYY-MM-DD HH:MM` UTC.
 pub fn timestamp(t: u32) -> String {
     let (y, mo, d) = civil_from_days((t / 86_400) as i64);
@@ -112,7 +122,7 @@ pub fn LineChart(
     let legend = series
         .iter()
         .enumerate()
-        .map(|(i, s)| view! { <li><span class="swatch" style=format!("background:{}", PALETTE[i % PALETTE.len()])></span>{s.name.clone()}</li> })
+        .map(|(i, s)| view! { <li>{swatch(PALETTE[i % PALETTE.len()])}{s.name.clone()}</li> })
         .collect::<Vec<_>>();
     view! {
         <figure class="chart">

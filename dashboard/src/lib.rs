@@ -4,12 +4,14 @@
 //! * [`views`] — Leptos views rendered on the server;
 //! * [`charts`] — SVG charts;
 //! * [`filters`] — the URL-carried filters all views share;
-//! * [`http`] — the axum routes.
+//! * [`http`] — the axum routes;
+//! * [`middleware`] — request ids and security headers around every answer.
 
 pub mod charts;
 pub mod data;
 pub mod filters;
 pub mod http;
+pub mod middleware;
 pub mod views;
 
 use std::future::Future;

@@ -3,178 +3,14 @@
 //! worked out by hand from that dataset; then every query the views ran,
 //! replayed on current ClickHouse (chDB).
 
-use std::sync::Arc;
+mod common;
 
-use rallypoint_collector::rows::{CandidateRow, ElectionRow, ReportRows};
+use common::{AT, Candidate, SINGTEL, UNTIL, arrived, dataset, replay_on_chdb, report, serve};
+use rallypoint_collector::rows::ReportRows;
 use rallypoint_collector::store::Store;
 use rallypoint_dashboard::data::{Db, Source, capacity, matrix, outcomes, overview, sessions};
 use rallypoint_dashboard::filters::Filters;
 use rallypoint_lab::clickhouse::ClickHouseServer;
-
-/// 2026-11-24 00:00 UTC: the dashboard's "now" in this test.
-const UNTIL: u32 = 1_795_478_400;
-/// Every report arrived two hours before.
-const AT: u32 = UNTIL - 7_200;
-
-struct Candidate(&'static str, &'static str, u32, bool);
-
-#[allow(clippy::too_many_arguments)] // one argument per column of the seeded row
-fn report(
-    id: u8,
-    session: u8,
-    seq: u32,
-    trigger: &str,
-    decision_ms: u32,
-    (country, isp, asn): (&str, &str, u32),
-    candidates: &[Candidate],
-    winner: usize,
-) -> ReportRows {
-    let report_id = [id; 16];
-    let session_id = [session; 16];
-    let rows: Vec<CandidateRow> = candidates
-        .iter()
-        .enumerate()
-        .map(
-            |(idx, Candidate(region, transport, rtt_ms, shadow))| CandidateRow {
-                report_id,
-                received_at: AT,
-                idx: idx as u8,
-                session_id,
-                trigger: trigger.into(),
-                region: (*region).into(),
-                relay_id: format!("{region}-{transport}"),
-                transport: (*transport).into(),
-                endpoint: "relay.example:443".into(),
-                shadow: u8::from(*shadow),
-                connect_ms: rtt_ms * 3,
-                error: String::new(),
-                samples: 5,
-                lost: 0,
-                rtt_min_us: rtt_ms * 1000 - 500,
-                rtt_median_us: rtt_ms * 1000,
-                rtt_p95_us: rtt_ms * 1000 + 2000,
-                rtt_mean_us: rtt_ms * 1000 + 100,
-                jitter_us: 800,
-                outcome: if idx == winner { "winner" } else { "loser" }.into(),
-                country: country.into(),
-                asn,
-                isp: isp.into(),
-                platform: "browser".into(),
-                synthetic: 0,
-            },
-        )
-        .collect();
-    let w = &rows[winner];
-    ReportRows {
-        election: ElectionRow {
-            report_id,
-            received_at: AT,
-            received_ms: AT as u64 * 1000,
-            client_time_ms: AT as u64 * 1000,
-            session_id,
-            session_seq: seq,
-            peer_id: format!("peer{session}"),
-            relay_id: w.relay_id.clone(),
-            relay_region: w.region.clone(),
-            trigger: trigger.into(),
-            rule: if trigger == "initial" {
-                "early"
-            } else {
-                "standby"
-            }
-            .into(),
-            decision_ms,
-            has_winner: 1,
-            winner_region: w.region.clone(),
-            winner_relay_id: w.relay_id.clone(),
-            winner_transport: w.transport.clone(),
-            winner_rtt_us: w.rtt_median_us,
-            previous_region: if trigger == "initial" {
-                String::new()
-            } else {
-                "singapore".into()
-            },
-            previous_relay_id: String::new(),
-            previous_transport: String::new(),
-            candidates: rows.len() as u8,
-            failed: 0,
-            country: country.into(),
-            asn,
-            isp: isp.into(),
-            platform: "browser".into(),
-            client_version: "test".into(),
-            browser_family: "chrome".into(),
-            effective_connection_type: "4g".into(),
-            synthetic: 0,
-            reason: format!("test report {id}"),
-            schema_version: 1,
-        },
-        candidates: rows,
-    }
-}
-
-const SINGTEL: (&str, &str, u32) = ("SG", "Singtel", 7473);
-const COMCAST: (&str, &str, u32) = ("US", "Comcast", 7922);
-
-/// Singtel clients: singapore ~40 ms, us-east ~250 ms, WebTransport wins.
-/// Comcast clients: us-east ~20 ms (WebSocket; WebTransport 10 ms slower),
-/// singapore ~240 ms, and a shadow region "frankfurt" measured at 15–17 ms.
-fn dataset() -> Vec<ReportRows> {
-    let sg = |id: u8, ms: u32, decision: u32| {
-        report(
-            id,
-            id,
-            0,
-            "initial",
-            decision,
-            SINGTEL,
-            &[
-                Candidate("singapore", "websocket", ms, false),
-                Candidate("singapore", "webtransport", ms + 1, false),
-                Candidate("us-east", "websocket", 210 + ms, false),
-                Candidate("us-east", "webtransport", 211 + ms, false),
-            ],
-            1,
-        )
-    };
-    let us = |id: u8, ms: u32, decision: u32| {
-        report(
-            id,
-            id,
-            0,
-            "initial",
-            decision,
-            COMCAST,
-            &[
-                Candidate("us-east", "websocket", ms, false),
-                Candidate("us-east", "webtransport", ms + 10, false),
-                Candidate("singapore", "websocket", 220 + ms, false),
-                Candidate("singapore", "webtransport", 221 + ms, false),
-                Candidate("frankfurt", "websocket", ms - 5, true),
-            ],
-            0,
-        )
-    };
-    vec![
-        sg(1, 40, 500),
-        sg(2, 42, 700),
-        sg(3, 44, 1200),
-        us(4, 20, 400),
-        us(5, 21, 450),
-        us(6, 22, 600),
-        // Session 1 fails over to its standby.
-        report(
-            7,
-            1,
-            1,
-            "failover",
-            0,
-            SINGTEL,
-            &[Candidate("singapore", "websocket", 40, false)],
-            0,
-        ),
-    ]
-}
 
 fn filters() -> Filters {
     Filters {
@@ -405,13 +241,7 @@ async fn every_view_shows_the_numbers_the_data_implies_on_old_and_new_clickhouse
     assert_eq!(sessions::recent(&db, &f, UNTIL).await.unwrap().len(), 6);
 
     // The pages render those numbers (with their test hooks) and an error state.
-    let app = rallypoint_dashboard::http::router(Arc::new(rallypoint_dashboard::http::Dashboard {
-        db: db.clone(),
-        refresh_seconds: 30,
-    }));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let addr = serve(db.clone()).await;
     let get = |path: String| async move {
         let response = reqwest::get(format!("http://{addr}{path}")).await.unwrap();
         (response.status().as_u16(), response.text().await.unwrap())
@@ -466,17 +296,6 @@ fn thirty_days_until(until: u32) -> Filters {
         until: Some(until),
         ..Default::default()
     }
-}
-
-/// `report` as if it had arrived at `at`.
-fn arrived(mut report: ReportRows, at: u32) -> ReportRows {
-    report.election.received_at = at;
-    report.election.received_ms = at as u64 * 1000;
-    report.election.client_time_ms = at as u64 * 1000;
-    for candidate in &mut report.candidates {
-        candidate.received_at = at;
-    }
-    report
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -682,26 +501,4 @@ async fn an_upgraded_database_reads_the_days_before_its_per_day_rollups_from_hou
         .all(|table| !sql.contains(table))),
         "no view reads days the per-day rollups do not hold"
     );
-}
-
-fn replay_on_chdb(statements: &[String]) {
-    let ddl: Vec<&str> = rallypoint_collector::schema::MIGRATIONS
-        .iter()
-        .flat_map(|m| m.statements.iter().copied())
-        .collect();
-    let checks: Vec<serde_json::Value> = statements
-        .iter()
-        .enumerate()
-        .map(|(i, sql)| serde_json::json!({ "name": format!("dashboard statement {i}"), "sql": sql }))
-        .collect();
-    let seed = [
-        "INSERT INTO rp_candidates (report_id, received_at, idx, trigger, region, transport, samples, rtt_median_us, country, isp) \
-         VALUES ('aaaaaaaaaaaaaaaa', toDateTime(1795471200), 0, 'initial', 'singapore', 'websocket', 5, 40000, 'SG', 'Singtel')",
-        "INSERT INTO rp_elections (report_id, received_at, session_id, trigger, winner_region, winner_transport, winner_rtt_us, decision_ms, country, isp) \
-         VALUES ('aaaaaaaaaaaaaaaa', toDateTime(1795471200), 'ssssssssssssssss', 'initial', 'singapore', 'websocket', 40000, 500, 'SG', 'Singtel')",
-    ];
-    let spec = serde_json::json!({ "ddl": ddl, "ttl": [], "seed": seed, "checks": checks });
-    if let Err(e) = rallypoint_lab::chdb::check(&spec) {
-        panic!("a dashboard query fails on current ClickHouse:\n{e}");
-    }
 }

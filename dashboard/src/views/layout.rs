@@ -1,9 +1,21 @@
 //! The page around every view: navigation, the filter form (which writes the
 //! URL), the data time stamp and the auto-refresh.
+//!
+//! Pages carry no inline script or style (not even `style=` attributes): the
+//! stylesheet and the script are files of the dashboard, so the
+//! Content-Security-Policy can allow exactly `'self'` (see `middleware`).
+
+use std::sync::LazyLock;
 
 use leptos::prelude::*;
 
 use crate::filters::{Filters, RANGES};
+use crate::middleware::RequestId;
+
+/// Where the pages' stylesheet is served.
+pub const STYLESHEET_PATH: &str = "/assets/dashboard.css";
+/// Where the pages' script is served.
+pub const SCRIPT_PATH: &str = "/assets/refresh.js";
 
 pub const VIEWS: &[(&str, &str)] = &[
     ("/", "Overview"),
@@ -32,22 +44,29 @@ figcaption, h2 { font-weight: 600; margin: 0 0 .5rem; font-size: 1rem; }
 .kpi b { display: block; font-size: 1.6rem; }
 svg .grid { stroke: #e3e6eb; } svg .tick, svg .unit { font-size: 11px; fill: #5b6270; }
 ul.legend { list-style: none; display: flex; gap: 1rem; padding: 0; margin: .25rem 0 0; font-size: .85rem; flex-wrap: wrap; }
-.swatch { display: inline-block; width: .8rem; height: .8rem; border-radius: 2px; margin-right: .3rem; vertical-align: middle; }
+.swatch { display: inline-block; width: .8rem; height: .8rem; margin-right: .3rem; vertical-align: middle; }
 table { border-collapse: collapse; width: 100%; font-size: .9rem; }
 th, td { padding: .3rem .5rem; border-bottom: 1px solid #e3e6eb; text-align: left; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 td.heat a { color: inherit; display: block; text-decoration: none; }
-.bar { display: flex; height: 1rem; border-radius: 3px; overflow: hidden; min-width: 10rem; }
-.bar span { display: block; height: 100%; }
+svg.bar { display: block; width: 100%; height: 1rem; min-width: 10rem; border-radius: 3px; }
 .error { background: #fde8e8; color: #8a1c1c; padding: 1rem; border-radius: 6px; }
 footer { padding: .5rem 1rem; color: #5b6270; font-size: .8rem; }
 #refresh[data-loading]::after { content: " · refreshing…"; }
 :focus-visible { outline: 3px solid #fca311; outline-offset: 2px; }
 "#;
 
+/// The stylesheet every page links: the layout's rules and the heatmap's
+/// colour steps.
+pub fn stylesheet() -> &'static str {
+    static SHEET: LazyLock<String> =
+        LazyLock::new(|| format!("{STYLE}{}", crate::views::matrix::heat_rules()));
+    &SHEET
+}
+
 /// Replaces `<main>` with a fresh copy every `seconds` while the tab is visible;
 /// `#refresh` shows the loading state meanwhile.
-const REFRESH: &str = r#"
+pub const SCRIPT: &str = r#"
 (function () {
   const every = Number(document.body.dataset.refresh) * 1000;
   if (!every) return;
@@ -99,7 +118,7 @@ pub fn page(
                 <meta charset="utf-8"/>
                 <meta name="viewport" content="width=device-width, initial-scale=1"/>
                 <title>{format!("{title} · rallypoint")}</title>
-                <style>{STYLE}</style>
+                <link rel="stylesheet" href=STYLESHEET_PATH/>
             </head>
             <body data-refresh=refresh_seconds.to_string()>
                 <header>
@@ -128,7 +147,7 @@ pub fn page(
                 </form>
                 {body}
                 <footer><span id="refresh">{format!("Data as of {} UTC", crate::charts::timestamp(now))}</span></footer>
-                <script>{REFRESH}</script>
+                <script src=SCRIPT_PATH></script>
             </body>
         </html>
     };
@@ -148,13 +167,27 @@ fn keep(filters: &Filters) -> String {
     kept.with("", None)
 }
 
-/// The error state of a view whose data could not be loaded.
-pub fn error_view(message: String) -> AnyView {
+/// The error state of a view whose data could not be loaded: what happened
+/// in words for people, and the request id under which the detail is logged.
+pub fn unavailable_view(id: &RequestId) -> AnyView {
     view! {
         <main>
             <div class="error wide" role="alert">
-                <b>"The data could not be loaded. "</b>{message}
-                " The page retries on its own; check that ClickHouse is reachable."
+                <b>"The data could not be loaded. "</b>
+                "The page retries on its own; if this lasts, check that ClickHouse is reachable. "
+                "The dashboard's log has the details under request id "<code>{id.to_string()}</code>"."
+            </div>
+        </main>
+    }
+    .into_any()
+}
+
+/// A path that is no view.
+pub fn not_found_view() -> AnyView {
+    view! {
+        <main>
+            <div class="error wide" role="alert">
+                <b>"There is no such page. "</b>"The views are linked above."
             </div>
         </main>
     }

@@ -10,11 +10,28 @@ use crate::data::Series;
 use crate::data::matrix::Cell;
 use crate::filters::{Filters, Window};
 
-/// Green under 50 ms, through yellow, to red at 300 ms and above.
-fn heat(p50_ms: f64) -> String {
+/// Heat steps past green: a cell's colour is one of `HEAT_STEPS + 1` hues,
+/// 10° apart, each a class in the stylesheet (the Content-Security-Policy
+/// allows no inline `style=`).
+const HEAT_STEPS: u32 = 12;
+
+/// Green under 50 ms, through yellow, to red at 300 ms and above: the step
+/// whose hue is `10° × step`.
+fn heat_step(p50_ms: f64) -> u32 {
     let t = ((p50_ms - 50.0) / 250.0).clamp(0.0, 1.0);
-    let hue = 120.0 * (1.0 - t);
-    format!("background: hsl({hue:.0} 70% 80%)")
+    ((1.0 - t) * f64::from(HEAT_STEPS)).round() as u32
+}
+
+/// The stylesheet rules for every heat step.
+pub fn heat_rules() -> String {
+    (0..=HEAT_STEPS)
+        .map(|step| {
+            format!(
+                "td.heat-{step} {{ background: hsl({} 70% 80%); }}\n",
+                step * 10
+            )
+        })
+        .collect()
 }
 
 pub fn view(cells: Vec<Cell>, filters: &Filters) -> AnyView {
@@ -45,7 +62,7 @@ pub fn view(cells: Vec<Cell>, filters: &Filters) -> AnyView {
                             Filters { region: Some(region.clone()), isp: Some(isp.clone()), ..filters.clone() }.with("", None)
                         );
                         view! {
-                            <td class="num heat" style=heat(cell.p50_ms) data-region=region.clone() data-isp=isp.clone()
+                            <td class=format!("num heat heat-{}", heat_step(cell.p50_ms)) data-region=region.clone() data-isp=isp.clone()
                                 data-p50-ms=trim(cell.p50_ms) data-p95-ms=trim(cell.p95_ms) data-samples=cell.samples.to_string()>
                                 <a href=href title=format!("{isp} to {region}: time series")>
                                     <b>{format!("{} ms", trim(cell.p50_ms))}</b><br/>

@@ -5,8 +5,32 @@ use std::collections::BTreeSet;
 
 use leptos::prelude::*;
 
-use crate::charts::PALETTE;
+use crate::charts::{PALETTE, swatch};
 use crate::data::outcomes::{Outcomes, Share, fractions};
+
+/// One group's shares as a bar of coloured segments: an SVG, whose widths
+/// and colours are attributes the Content-Security-Policy allows (inline
+/// `style=` widths would be blocked).
+fn share_bar(parts: &[(&str, f64)], color: impl Fn(&str) -> &'static str) -> AnyView {
+    let mut x = 0.0;
+    let segments = parts
+        .iter()
+        .map(|(choice, f)| {
+            let width = f * 100.0;
+            let segment = view! {
+                <rect x=format!("{x:.1}") width=format!("{width:.1}") height="1" fill=color(choice)>
+                    <title>{format!("{choice}: {width:.1}%")}</title>
+                </rect>
+            };
+            x += width;
+            segment
+        })
+        .collect::<Vec<_>>();
+    view! {
+        <svg class="bar" viewBox="0 0 100 1" preserveAspectRatio="none" aria-hidden="true">{segments}</svg>
+    }
+    .into_any()
+}
 
 fn share_table(caption: &str, kind: &str, shares: &[Share]) -> AnyView {
     if shares.is_empty() {
@@ -31,11 +55,12 @@ fn share_table(caption: &str, kind: &str, shares: &[Share]) -> AnyView {
         .iter()
         .map(|group| {
             let parts = fractions(shares, group);
-            let total: u64 = shares.iter().filter(|s| &s.group == group).map(|s| s.elections).sum();
-            let bar = parts
+            let total: u64 = shares
                 .iter()
-                .map(|(choice, f)| view! { <span style=format!("width:{:.1}%;background:{}", f * 100.0, color(choice)) title=format!("{choice}: {:.1}%", f * 100.0)></span> })
-                .collect::<Vec<_>>();
+                .filter(|s| &s.group == group)
+                .map(|s| s.elections)
+                .sum();
+            let bar = share_bar(&parts, color);
             let text = parts
                 .iter()
                 .map(|(choice, f)| format!("{choice} {:.1}%", f * 100.0))
@@ -44,7 +69,7 @@ fn share_table(caption: &str, kind: &str, shares: &[Share]) -> AnyView {
             view! {
                 <tr data-group=group.clone()>
                     <th scope="row">{group.clone()}</th>
-                    <td><div class="bar" aria-hidden="true">{bar}</div></td>
+                    <td>{bar}</td>
                     <td data-shares=text.clone()>{text.clone()}</td>
                     <td class="num">{total}</td>
                 </tr>
@@ -53,7 +78,7 @@ fn share_table(caption: &str, kind: &str, shares: &[Share]) -> AnyView {
         .collect::<Vec<_>>();
     let legend = choices
         .iter()
-        .map(|c| view! { <li><span class="swatch" style=format!("background:{}", color(c))></span>{c.clone()}</li> })
+        .map(|c| view! { <li>{swatch(color(c))}{c.clone()}</li> })
         .collect::<Vec<_>>();
     view! {
         <div class="card">

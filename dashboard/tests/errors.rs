@@ -1,0 +1,184 @@
+//! What people see when something fails, and what frames every answer:
+//! a failed query shows a request id and no SQL or ClickHouse text (the
+//! detail is in the log under that id); every answer carries the security
+//! headers, and the pages need nothing those headers forbid.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::{
+    DEADLINE, VIEWS, assert_secure_headers, assert_shows_no_internals, dataset, fixture, get,
+    get_pinned,
+};
+use rallypoint_lab::clickhouse::ClickHouseServer;
+
+/// Starts the dashboard binary over `clickhouse_url`, logging to `log`.
+fn start_dashboard(clickhouse_url: &str, log: &std::path::Path) -> (tokio::process::Child, u16) {
+    let port = rallypoint_lab::ports::free_tcp();
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_rallypoint-dashboard"))
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--clickhouse-url")
+        .arg(clickhouse_url)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .stderr(std::fs::File::create(log).unwrap())
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    (child, port)
+}
+
+/// Waits until `addr` answers `/healthz`.
+async fn wait_ready(addr: SocketAddr) {
+    let started = std::time::Instant::now();
+    while reqwest::get(format!("http://{addr}/healthz"))
+        .await
+        .is_err()
+    {
+        assert!(started.elapsed() < DEADLINE, "the dashboard never came up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until the log has a line with every one of `words`; returns it.
+async fn logged_line(log: &std::path::Path, words: &[&str]) -> String {
+    let started = std::time::Instant::now();
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(line) = text.lines().find(|l| words.iter().all(|w| l.contains(w))) {
+            return line.to_owned();
+        }
+        assert!(
+            started.elapsed() < DEADLINE,
+            "no log line has all of {words:?}:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_query_shows_a_request_id_and_logs_the_detail_under_it() {
+    // A ClickHouse without the schema: every view's query fails there, with
+    // ClickHouse's own error text.
+    let dir = tempfile::tempdir().unwrap();
+    let clickhouse = ClickHouseServer::start(&dir.path().join("clickhouse"))
+        .await
+        .unwrap();
+    let log = dir.path().join("dashboard.log");
+    let (_dashboard, port) = start_dashboard(&clickhouse.url(), &log);
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    wait_ready(addr).await;
+
+    let mut ids = Vec::new();
+    for (path, params) in VIEWS {
+        let answer = get(addr, path, params).await;
+        let what = format!("{path} without the schema");
+        assert_eq!(answer.status, 503, "{what}: {}", answer.body);
+        assert_shows_no_internals(&what, &answer.body);
+        assert_secure_headers(&what, &answer.headers);
+        let id = answer
+            .headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_else(|| panic!("{what} has no X-Request-Id"))
+            .to_owned();
+        assert!(
+            answer.body.contains(&id),
+            "{what} shows its request id {id}"
+        );
+        assert!(answer.body.contains(r#"role="alert""#), "{what}");
+        // The detail is in the log, under the same id.
+        let line = logged_line(&log, &[&id, "DB::Exception"]).await;
+        assert!(
+            line.contains("rp_"),
+            "the logged detail names the table: {line}"
+        );
+        ids.push(id);
+    }
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), VIEWS.len(), "every request has its own id");
+}
+
+/// Script and style elements and attributes a strict CSP blocks, found in
+/// `page`.
+fn inline_code(page: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for (i, _) in page.match_indices("<script") {
+        let tag = &page[i..i + page[i..].find('>').unwrap()];
+        if !tag.contains(" src=") {
+            found.push(format!("inline script: {tag}"));
+        }
+    }
+    for pattern in [
+        "<style",
+        " style=",
+        " onclick=",
+        " onload=",
+        " onerror=",
+        "javascript:",
+    ] {
+        if page.contains(pattern) {
+            found.push(pattern.to_owned());
+        }
+    }
+    found
+}
+
+/// The `/assets/…` files a page links to.
+fn assets(page: &str) -> Vec<String> {
+    page.match_indices("\"/assets/")
+        .map(|(i, _)| {
+            let rest = &page[i + 1..];
+            rest[..rest.find('"').unwrap()].to_owned()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_answer_is_framed_by_security_headers_and_pages_need_nothing_they_forbid() {
+    let fx = fixture(&dataset()).await;
+    let mut linked = std::collections::BTreeSet::new();
+    for (path, params) in VIEWS {
+        let params: Vec<(&'static str, &str)> = params.to_vec();
+        let answer = get_pinned(fx.addr, path, &params).await;
+        assert_eq!(answer.status, 200, "{path}: {}", answer.body);
+        assert_secure_headers(path, &answer.headers);
+        assert_eq!(inline_code(&answer.body), Vec::<String>::new(), "{path}");
+        linked.extend(assets(&answer.body));
+    }
+    assert!(
+        linked.iter().any(|a| a.ends_with(".css")) && linked.iter().any(|a| a.ends_with(".js")),
+        "pages link their stylesheet and script: {linked:?}"
+    );
+    for asset in &linked {
+        let answer = get(fx.addr, asset, &[]).await;
+        assert_eq!(answer.status, 200, "{asset}");
+        assert_secure_headers(asset, &answer.headers);
+        let kind = if asset.ends_with(".css") {
+            "text/css"
+        } else {
+            "text/javascript"
+        };
+        let content_type = answer
+            .headers
+            .get("content-type")
+            .unwrap()
+            .to_str()
+            .unwrap();
+        assert!(content_type.starts_with(kind), "{asset}: {content_type}");
+        assert!(answer.body.len() > 100, "{asset} has content");
+    }
+    for (path, status) in [("/healthz", 200), ("/nowhere", 404)] {
+        let answer = get(fx.addr, path, &[]).await;
+        assert_eq!(answer.status, status, "{path}");
+        assert_secure_headers(path, &answer.headers);
+    }
+    let bad = get(fx.addr, "/sessions", &[("session", "zz")]).await;
+    assert_secure_headers("a 400", &bad.headers);
+}
