@@ -127,7 +127,12 @@ fn encode(value: &str) -> String {
         .collect()
 }
 
-/// A string made safe to embed in SQL as a literal.
+/// A string made safe to embed in SQL as a literal: the only way a filter
+/// value reaches a query. In a ClickHouse string literal only `\` escapes
+/// and only an unescaped `'` ends it (on 18.16 and on current servers), so
+/// escaping those two keeps any text — quotes, `?`, newlines, NUL — inside
+/// one literal. (`?` is nothing to ClickHouse; see `Db::rows` for why it is
+/// nothing to the client either.)
 pub fn sql_string(value: &str) -> String {
     let mut out = String::with_capacity(value.len() + 2);
     out.push('\'');

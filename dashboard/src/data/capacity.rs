@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use clickhouse::Row;
 use serde::Deserialize;
 
-use super::{Conditions, Db};
+use super::{Conditions, Db, filtered};
 use crate::filters::{Filters, Window, sql_string};
 
 /// Capacity always looks back at least this far, so daily peaks and
@@ -156,6 +156,14 @@ pub async fn what_if(
     if let Some(remove) = &question.remove {
         after = format!("{after} AND region != {}", sql_string(remove));
     }
+    let initial = Conditions::new("received_at", window, filters)
+        .eq("country", &filters.country)
+        .and("trigger = 'initial'");
+    let candidates = filtered(
+        "rp_candidates",
+        "report_id, country, isp, region, rtt_median_us, samples, error, shadow",
+        &initial,
+    );
     let per_election = format!(
         "SELECT report_id, any(country) AS country, any(isp) AS isp,
             argMinIf(region, rtt_median_us, {before}) AS old_region,
@@ -163,12 +171,9 @@ pub async fn what_if(
             argMinIf(region, rtt_median_us, {after}) AS new_region,
             toInt64(minIf(rtt_median_us, {after})) AS new_rtt,
             countIf({after}) AS new_usable
-         FROM rp_candidates WHERE {} AND trigger = 'initial'
+         FROM {candidates}
          GROUP BY report_id
-         HAVING countIf({before}) > 0",
-        Conditions::new("received_at", window, filters)
-            .eq("country", &filters.country)
-            .sql()
+         HAVING countIf({before}) > 0"
     );
     let groups = db
         .rows(&format!(

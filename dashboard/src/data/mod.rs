@@ -106,6 +106,21 @@ impl Db {
             .unwrap_or_default()
     }
 
+    /// Runs `sql` exactly as written.
+    ///
+    /// Filter values are in the text as literals made by [`sql_string`]
+    /// (through [`Conditions::eq`] and the what-if question): ClickHouse
+    /// 18.16 has no server-side query parameters (`{name:Type}` came in
+    /// 19.x), and the clickhouse crate's `.bind()` would put the same kind of
+    /// escaped literal into the text, only later. The text goes through
+    /// `query_raw`, not `query`: `query` reads every `?` in the text as a
+    /// bind placeholder — in a value too, so `isp=Ask?` failed as an unbound
+    /// argument, `Ask??` silently became `Ask?` and `?fields` a column list.
+    /// Binding instead would make every fragment's placeholders line up with
+    /// the values in textual order across composed queries (a `UNION ALL` of
+    /// two filtered tables, a subquery used twice), which is easy to get
+    /// silently wrong; with `query_raw` nothing in the text is special to
+    /// the client, and each value is escaped once, where it enters.
     pub async fn rows<T>(&self, sql: &str) -> anyhow::Result<Vec<T>>
     where
         T: clickhouse::RowOwned + clickhouse::RowRead,
@@ -114,7 +129,7 @@ impl Db {
             recorded.lock().expect("recorder lock").push(sql.to_owned());
         }
         self.client
-            .query(sql)
+            .query_raw(sql)
             .fetch_all()
             .await
             .map_err(|e| anyhow::anyhow!("query failed: {e}\n{sql}"))
@@ -281,6 +296,14 @@ impl Conditions {
     pub fn sql(&self) -> String {
         self.0.join(" AND ")
     }
+}
+
+/// `(SELECT {columns} FROM {table} WHERE {conditions})`: rows filtered
+/// before an aggregate over them. A query that selects `any(isp) AS isp`
+/// cannot filter on `isp` in its own `WHERE`: ClickHouse resolves the name
+/// to the alias there, an aggregate, and refuses the query.
+pub fn filtered(table: &str, columns: &str, conditions: &Conditions) -> String {
+    format!("(SELECT {columns} FROM {table} WHERE {})", conditions.sql())
 }
 
 /// Bucket expression: `column` rounded down to `bucket` seconds, as unix seconds.

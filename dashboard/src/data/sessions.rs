@@ -4,7 +4,7 @@
 use clickhouse::Row;
 use serde::Deserialize;
 
-use super::{Conditions, Db};
+use super::{Conditions, Db, filtered};
 use crate::filters::Filters;
 
 #[derive(Debug, Clone, PartialEq, Row, Deserialize)]
@@ -47,14 +47,18 @@ pub struct SessionCandidate {
 }
 
 pub async fn recent(db: &Db, filters: &Filters, now: u32) -> anyhow::Result<Vec<RecentSession>> {
+    let conditions = Conditions::new("received_at", filters.window(now), filters)
+        .eq("country", &filters.country)
+        .eq("isp", &filters.isp);
     db.rows(&format!(
         "SELECT lower(hex(session_id)) AS session, toUInt32(min(received_at)) AS first_seen,
             toUInt64(count()) AS elections, any(country) AS country, any(isp) AS isp
-         FROM rp_elections WHERE {} GROUP BY session ORDER BY first_seen DESC LIMIT 25",
-        Conditions::new("received_at", filters.window(now), filters)
-            .eq("country", &filters.country)
-            .eq("isp", &filters.isp)
-            .sql()
+         FROM {} GROUP BY session ORDER BY first_seen DESC LIMIT 25",
+        filtered(
+            "rp_elections",
+            "session_id, received_at, country, isp",
+            &conditions
+        )
     ))
     .await
 }
