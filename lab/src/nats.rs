@@ -190,12 +190,20 @@ impl SuperCluster {
 
     /// Starts a killed server again and waits for the super-cluster to be whole.
     pub async fn restart(&mut self, name: &str) -> anyhow::Result<()> {
-        let index = self
-            .servers
-            .iter()
-            .position(|s| s.name == name)
-            .ok_or_else(|| anyhow::anyhow!("no NATS server named {name}"))?;
-        self.launch(index)?;
+        self.restart_all(&[name]).await
+    }
+
+    /// Starts several killed servers again (a whole region, say), then waits
+    /// for the super-cluster to be whole.
+    pub async fn restart_all(&mut self, names: &[&str]) -> anyhow::Result<()> {
+        for name in names {
+            let index = self
+                .servers
+                .iter()
+                .position(|s| s.name == *name)
+                .ok_or_else(|| anyhow::anyhow!("no NATS server named {name}"))?;
+            self.launch(index)?;
+        }
         self.wait_whole(READY_TIMEOUT).await
     }
 

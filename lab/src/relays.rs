@@ -24,6 +24,8 @@ pub struct RelaySpec {
 pub struct RelayProcess {
     pub spec: RelaySpec,
     pub http_port: u16,
+    /// `/healthz`, `/readyz`, `/stats`: the admin listener.
+    pub admin_port: u16,
     pub wt_port: u16,
     /// Hex SHA-256 of the development certificate (WebTransport relays).
     pub cert_hash: Option<String>,
@@ -38,11 +40,12 @@ impl RelayProcess {
     pub async fn start(spec: RelaySpec, dir: &Path) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let log = dir.join(format!("{}.log", spec.relay_id));
-        let (http_port, wt_port) = (free_tcp(), free_udp());
-        let process = spawn(&spec, http_port, wt_port, &log)?;
+        let (http_port, admin_port, wt_port) = (free_tcp(), free_tcp(), free_udp());
+        let process = spawn(&spec, [http_port, admin_port, wt_port], &log)?;
         let mut relay = RelayProcess {
             spec,
             http_port,
+            admin_port,
             wt_port,
             cert_hash: None,
             process,
@@ -56,12 +59,23 @@ impl RelayProcess {
     /// the candidate list stays valid. Its development certificate is new.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.process.stop(Duration::from_secs(3)).await;
-        self.process = spawn(&self.spec, self.http_port, self.wt_port, &self.log)?;
+        let ports = [self.http_port, self.admin_port, self.wt_port];
+        self.process = spawn(&self.spec, ports, &self.log)?;
         self.wait_ready(READY_TIMEOUT).await
     }
 
     pub fn http_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    /// The admin listener (`/healthz`, `/readyz`, `/stats`).
+    pub fn admin_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.admin_port)
+    }
+
+    /// The relay process's id (to read its `/proc` entries).
+    pub fn pid(&self) -> Option<u32> {
+        self.process.pid()
     }
 
     pub fn ws_url(&self) -> String {
@@ -112,7 +126,7 @@ impl RelayProcess {
 
     /// The relay's counters (`/stats`).
     pub async fn stats(&self) -> anyhow::Result<serde_json::Value> {
-        Ok(reqwest::get(format!("{}/stats", self.http_url()))
+        Ok(reqwest::get(format!("{}/stats", self.admin_url()))
             .await?
             .json()
             .await?)
@@ -138,27 +152,22 @@ impl RelayProcess {
         self.process.log_tail(lines)
     }
 
-    /// Readiness of a `--ws-tls` relay: `/readyz` over TLS pinned to the
-    /// development certificate it saved, whose hash the candidates carry.
-    async fn ready_over_tls(&mut self) -> anyhow::Result<()> {
-        let hash = crate::pinned_https::cert_hash(&self.identity_dir().join("cert.pem"))?;
-        let (status, body) = crate::pinned_https::get(self.http_port, "/readyz", hash).await?;
-        anyhow::ensure!(status == 200, "/readyz answered {status}: {body}");
-        self.cert_hash = Some(rallypoint_protocol::hex(&hash));
-        Ok(())
-    }
-
-    /// Readiness of a plain-HTTP relay: `/readyz`, then the WebTransport
-    /// certificate hash the candidates carry.
-    async fn ready_over_http(&mut self, http: &reqwest::Client) -> anyhow::Result<()> {
+    /// Readiness: `/readyz` on the admin listener, then the certificate hash
+    /// the candidates carry — from the development certificate the relay
+    /// saved (`--ws-tls`, where `/cert-hash` is behind TLS), else from
+    /// `/cert-hash`.
+    async fn ready(&mut self, http: &reqwest::Client) -> anyhow::Result<()> {
         let response = http
-            .get(format!("{}/readyz", self.http_url()))
+            .get(format!("{}/readyz", self.admin_url()))
             .send()
             .await?;
         if !response.status().is_success() {
             anyhow::bail!("{}", response.text().await.unwrap_or_default());
         }
-        if self.spec.transports.contains(&TransportKind::WebTransport) {
+        if self.ws_tls() {
+            let hash = crate::pinned_https::cert_hash(&self.identity_dir().join("cert.pem"))?;
+            self.cert_hash = Some(rallypoint_protocol::hex(&hash));
+        } else if self.spec.transports.contains(&TransportKind::WebTransport) {
             let hash: serde_json::Value = http
                 .get(format!("{}/cert-hash", self.http_url()))
                 .send()
@@ -188,12 +197,7 @@ impl RelayProcess {
                     self.process.log_tail(20)
                 );
             }
-            let ready = if self.ws_tls() {
-                self.ready_over_tls().await
-            } else {
-                self.ready_over_http(&http).await
-            };
-            match ready {
+            match self.ready(&http).await {
                 Ok(()) => return Ok(()),
                 Err(e) => last = e.to_string(),
             }
@@ -215,7 +219,8 @@ fn identity_dir(log: &Path) -> std::path::PathBuf {
 /// Starts the relay process on the given ports. The development TLS identity
 /// lives next to the log, so a restarted relay keeps its certificate hash and
 /// the candidate list stays valid.
-fn spawn(spec: &RelaySpec, http_port: u16, wt_port: u16, log: &Path) -> anyhow::Result<Process> {
+fn spawn(spec: &RelaySpec, ports: [u16; 3], log: &Path) -> anyhow::Result<Process> {
+    let [http_port, admin_port, wt_port] = ports;
     let binary = bins::ours("rallypoint-relay")?;
     let transports: Vec<&str> = spec.transports.iter().map(|t| t.short()).collect();
     let mut args = vec![
@@ -229,6 +234,8 @@ fn spawn(spec: &RelaySpec, http_port: u16, wt_port: u16, log: &Path) -> anyhow::
         transports.join(","),
         "--http-listen".into(),
         format!("127.0.0.1:{http_port}"),
+        "--admin-listen".into(),
+        format!("127.0.0.1:{admin_port}"),
         "--wt-listen".into(),
         format!("127.0.0.1:{wt_port}"),
         "--dev-identity-dir".into(),

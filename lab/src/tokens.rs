@@ -34,6 +34,7 @@ impl DevIssuer {
             exp: now + ttl.as_secs(),
             iss: Some(DEV_ISSUER.to_owned()),
             iat: Some(now),
+            ..Default::default()
         })
     }
 

@@ -81,3 +81,106 @@ async fn a_draining_relay_hands_the_call_over_without_a_leave() {
     );
     assert!(call.bob.peer_left.is_empty(), "bob was told alice left");
 }
+
+/// A relay cut off from NATS must not keep its callers: with every NATS
+/// server of Alice's region killed, her relay stops answering probes and
+/// drains her, and she is on a relay of the other region within 3 s, with
+/// media flowing again. When NATS returns, the relay serves again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_a_regions_nats_moves_its_callers_to_the_other_region() {
+    use std::time::Instant;
+
+    use rallypoint_client_native::participant::{MediaPlan, MediaSource};
+    use rallypoint_lab::call::{Participant, talk};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut stack = Stack::start(StackConfig {
+        dir: dir.path().to_path_buf(),
+        http: "127.0.0.1:0".parse().unwrap(),
+        jwt_secret: Some("nats-loss-test".into()),
+        dev_tokens: true,
+        relay_args: Vec::new(),
+        scenarios: Vec::new(),
+        telemetry: false,
+        collector_args: Vec::new(),
+    })
+    .await
+    .expect("stack starts");
+    let mut alice = Participant::start(&stack, "call", "alice");
+    let mut bob = Participant::start(&stack, "call", "bob");
+    let mut source = MediaSource::new(
+        MediaPlan {
+            video_fps: 0,
+            ..Default::default()
+        },
+        Instant::now(),
+    );
+    talk(&mut alice, &mut bob, &mut source, Duration::from_secs(5)).await;
+    let region_of = |stack: &Stack, relay_id: &str| {
+        stack
+            .relays
+            .iter()
+            .find(|r| r.spec.relay_id == relay_id)
+            .map(|r| r.spec.region.clone())
+            .expect("a relay of the stack")
+    };
+    let serving = alice.serving.clone().expect("alice elected a relay");
+    let lost_region = region_of(&stack, &serving);
+    let doomed: Vec<String> = stack
+        .nats
+        .servers()
+        .iter()
+        .filter(|s| s.cluster == lost_region)
+        .map(|s| s.name.clone())
+        .collect();
+    let killed_at = Instant::now();
+    for server in &doomed {
+        stack.nats.kill(server).await.unwrap();
+    }
+    let mut moved_after = None;
+    while killed_at.elapsed() < Duration::from_secs(8) {
+        talk(&mut alice, &mut bob, &mut source, Duration::from_millis(50)).await;
+        let now_serving = alice.serving.clone().unwrap_or_default();
+        if moved_after.is_none() && region_of(&stack, &now_serving) != lost_region {
+            moved_after = Some(killed_at.elapsed());
+        }
+    }
+    let moved_after = moved_after.unwrap_or_else(|| {
+        panic!(
+            "alice stayed in {lost_region} with its NATS gone: {:?}",
+            alice.decisions
+        )
+    });
+    eprintln!("moved out of {lost_region} {moved_after:?} after its NATS died");
+    assert!(
+        moved_after <= Duration::from_secs(3),
+        "moved only after {moved_after:?}"
+    );
+    let frames = bob.stats.total_frames();
+    talk(&mut alice, &mut bob, &mut source, Duration::from_secs(2)).await;
+    assert!(
+        bob.stats.total_frames() > frames + 50,
+        "media resumed through the other region"
+    );
+
+    // NATS back: the relay serves again without a restart.
+    let doomed: Vec<&str> = doomed.iter().map(String::as_str).collect();
+    stack.nats.restart_all(&doomed).await.unwrap();
+    let relay = stack
+        .relays
+        .iter()
+        .find(|r| r.spec.relay_id == serving)
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let stats = relay.stats().await.unwrap();
+        if stats["cut_off_from_nats"] == false {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never recovered: {stats}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    alice.stop();
+    bob.stop();
+    stack.stop().await;
+}

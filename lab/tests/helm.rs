@@ -29,10 +29,11 @@ const BINARIES: [&str; 3] = [
     "rallypoint-dashboard",
 ];
 
-/// The variable holding each binary's HTTP listener (`/healthz`, `/readyz`).
+/// The variable holding each binary's HTTP listener (`/healthz`, `/readyz`);
+/// the relay's is its admin listener.
 fn http_listen_env(binary: &str) -> &'static str {
     match binary {
-        "rallypoint-relay" => "RALLYPOINT_HTTP_LISTEN",
+        "rallypoint-relay" => "RALLYPOINT_ADMIN_LISTEN",
         "rallypoint-collector" => "RALLYPOINT_COLLECTOR_HTTP",
         "rallypoint-dashboard" => "RALLYPOINT_DASHBOARD_LISTEN",
         other => panic!("no HTTP listener known for {other}"),

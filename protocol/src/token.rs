@@ -11,10 +11,12 @@
 //! | `exp`  | expiry, unix seconds                     |
 //! | `iat`  | issued at, unix seconds (optional)       |
 //! | `iss`  | issuer (optional; relays may require one) |
+//! | `nbf`  | not before, unix seconds (optional)      |
+//! | `aud`  | audience (optional; relays may require one) |
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Claims {
     pub sub: String,
     pub name: String,
@@ -24,4 +26,8 @@ pub struct Claims {
     pub iss: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iat: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
 }

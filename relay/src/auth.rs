@@ -31,11 +31,16 @@ impl AuthError {
     }
 }
 
+/// Longest display name shown to a room, in bytes; longer names are cut (at a
+/// character boundary). Keeps a full room's roster within one control frame.
+pub const MAX_DISPLAY_NAME: usize = 64;
+
 /// Verifies tokens with the deployment's shared key.
 #[derive(Clone)]
 pub struct TokenVerifier {
     key: DecodingKey,
     validation: Validation,
+    max_lifetime: u64,
 }
 
 impl TokenVerifier {
@@ -61,11 +66,25 @@ impl TokenVerifier {
         };
         let mut validation = Validation::new(algorithm);
         validation.leeway = 5;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.validate_nbf = true;
         if let Some(issuer) = &config.jwt_issuer {
             validation.set_issuer(&[issuer]);
         }
-        Ok(TokenVerifier { key, validation })
+        match &config.jwt_audience {
+            Some(audience) => {
+                validation.set_audience(&[audience]);
+                validation.set_required_spec_claims(&["exp", "sub", "aud"]);
+            }
+            None => {
+                validation.validate_aud = false;
+                validation.set_required_spec_claims(&["exp", "sub"]);
+            }
+        }
+        Ok(TokenVerifier {
+            key,
+            validation,
+            max_lifetime: config.max_token_lifetime.as_secs(),
+        })
     }
 
     /// Checks signature, expiry and issuer, then that the claims are usable.
@@ -96,6 +115,14 @@ impl TokenVerifier {
                     ErrorCode::Unauthenticated,
                     "token issuer is not the one this relay trusts",
                 ),
+                ErrorKind::ImmatureSignature => AuthError::new(
+                    ErrorCode::Unauthenticated,
+                    "token is not valid yet (nbf is in the future): check the issuer's clock",
+                ),
+                ErrorKind::InvalidAudience => AuthError::new(
+                    ErrorCode::Unauthenticated,
+                    "token audience is not this deployment",
+                ),
                 ErrorKind::MissingRequiredClaim(claim) => AuthError::new(
                     ErrorCode::Unauthenticated,
                     format!("token lacks the required claim {claim:?}"),
@@ -106,7 +133,18 @@ impl TokenVerifier {
                 ),
             },
         )?;
-        let claims = data.claims;
+        let mut claims = data.claims;
+        let issued = claims.iat.unwrap_or_else(now_unix);
+        if claims.exp.saturating_sub(issued) > self.max_lifetime {
+            return Err(AuthError::new(
+                ErrorCode::Unauthenticated,
+                format!(
+                    "token lives longer than the {} s this relay accepts; issue shorter tokens and refresh them",
+                    self.max_lifetime
+                ),
+            ));
+        }
+        truncate_at_char(&mut claims.name, MAX_DISPLAY_NAME);
         rallypoint_protocol::subjects::validate_room(&claims.room).map_err(|e| {
             AuthError::new(ErrorCode::Unauthenticated, format!("token room claim: {e}"))
         })?;
@@ -122,8 +160,32 @@ impl TokenVerifier {
     /// True while `claims` has not expired (checked again at Join: a probe-only
     /// connection may sit for a while before it is elected).
     pub fn still_valid(&self, claims: &Claims, now_unix: u64) -> bool {
-        claims.exp + self.validation.leeway > now_unix
+        self.expiry_with_leeway(claims) > now_unix
     }
+
+    /// When `claims` stop being accepted (unix seconds), overflow-safe.
+    pub fn expiry_with_leeway(&self, claims: &Claims) -> u64 {
+        claims.exp.saturating_add(self.validation.leeway)
+    }
+}
+
+fn now_unix() -> u64 {
+    crate::state::unix_micros() / 1_000_000
+}
+
+fn truncate_at_char(text: &mut String, max: usize) {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+}
+
+/// Whether `text` has the shape of a [`peer_id`] (24 lowercase hex digits).
+pub fn is_peer_id(text: &str) -> bool {
+    text.len() == 24 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// The participant's id in its room: derived from the token's user id and the
@@ -145,29 +207,116 @@ mod tests {
     use jsonwebtoken::{EncodingKey, Header};
 
     fn verifier() -> TokenVerifier {
+        verifier_with(None)
+    }
+
+    fn verifier_with(audience: Option<&str>) -> TokenVerifier {
         TokenVerifier::from_config(&AuthConfig {
             jwt_secret: Some("s3cret".into()),
             jwt_public_key: None,
             jwt_issuer: None,
+            jwt_audience: audience.map(str::to_owned),
+            max_token_lifetime: std::time::Duration::from_secs(3600),
         })
         .unwrap()
     }
 
     fn token(secret: &str, room: &str, exp: u64) -> String {
-        let claims = Claims {
-            sub: "u1".into(),
-            name: "Ada".into(),
-            room: room.into(),
-            exp,
-            iss: None,
-            iat: None,
-        };
+        sign(
+            secret,
+            &Claims {
+                sub: "u1".into(),
+                name: "Ada".into(),
+                room: room.into(),
+                exp,
+                ..Default::default()
+            },
+        )
+    }
+
+    fn sign(secret: &str, claims: &Claims) -> String {
         jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
-            &claims,
+            claims,
             &EncodingKey::from_secret(secret.as_bytes()),
         )
         .unwrap()
+    }
+
+    fn claims(exp: u64) -> Claims {
+        Claims {
+            sub: "u1".into(),
+            name: "Ada".into(),
+            room: "r1".into(),
+            exp,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn an_expiry_at_the_end_of_time_does_not_overflow() {
+        let v = verifier();
+        assert!(v.still_valid(&claims(u64::MAX), now()));
+        assert_eq!(v.expiry_with_leeway(&claims(u64::MAX)), u64::MAX);
+    }
+
+    #[test]
+    fn tokens_living_longer_than_the_maximum_are_refused() {
+        let v = verifier();
+        let forever = v.verify(&token("s3cret", "r1", now() + 7200)).unwrap_err();
+        assert!(forever.message.contains("longer"), "{}", forever.message);
+        let issued_long_ago = Claims {
+            iat: Some(now() - 7000),
+            ..claims(now() + 600)
+        };
+        assert!(v.verify(&sign("s3cret", &issued_long_ago)).is_err());
+        assert!(v.verify(&token("s3cret", "r1", now() + 1800)).is_ok());
+    }
+
+    #[test]
+    fn not_before_and_audience_are_checked() {
+        let early = Claims {
+            nbf: Some(now() + 600),
+            ..claims(now() + 900)
+        };
+        let refused = verifier().verify(&sign("s3cret", &early)).unwrap_err();
+        assert!(
+            refused.message.contains("not valid yet"),
+            "{}",
+            refused.message
+        );
+
+        let for_us = Claims {
+            aud: Some("rallypoint".into()),
+            ..claims(now() + 60)
+        };
+        let for_others = Claims {
+            aud: Some("elsewhere".into()),
+            ..claims(now() + 60)
+        };
+        let strict = verifier_with(Some("rallypoint"));
+        assert!(strict.verify(&sign("s3cret", &for_us)).is_ok());
+        assert!(strict.verify(&sign("s3cret", &for_others)).is_err());
+        assert!(strict.verify(&token("s3cret", "r1", now() + 60)).is_err());
+        // Without a configured audience, tokens with or without one pass.
+        assert!(verifier().verify(&sign("s3cret", &for_others)).is_ok());
+    }
+
+    #[test]
+    fn display_names_are_cut_to_fit_a_roster() {
+        let long = Claims {
+            name: "é".repeat(100),
+            ..claims(now() + 60)
+        };
+        let name = verifier().verify(&sign("s3cret", &long)).unwrap().name;
+        assert!(name.len() <= MAX_DISPLAY_NAME && name.starts_with("éé"));
+    }
+
+    #[test]
+    fn peer_ids_have_one_shape() {
+        assert!(is_peer_id(&peer_id("u1", b"s1")));
+        assert!(!is_peer_id("../../etc"));
+        assert!(!is_peer_id(&"a".repeat(25)));
     }
 
     fn now() -> u64 {

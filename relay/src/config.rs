@@ -42,10 +42,19 @@ pub struct RelayConfig {
     )]
     pub transports: Vec<TransportKind>,
 
-    /// HTTP listener: `/ws` (when WebSocket is served), `/healthz`, `/readyz`,
-    /// `/cert-hash`, `/stats`.
+    /// Public HTTP listener: `/ws` (when WebSocket is served) and `/cert-hash`,
+    /// nothing else.
     #[arg(long, env = "RALLYPOINT_HTTP_LISTEN", default_value = "127.0.0.1:8080")]
     pub http_listen: SocketAddr,
+
+    /// Admin listener, for operators and probes only: `/healthz`, `/readyz`,
+    /// `/stats`. Keep it off the public network.
+    #[arg(
+        long,
+        env = "RALLYPOINT_ADMIN_LISTEN",
+        default_value = "127.0.0.1:9091"
+    )]
+    pub admin_listen: SocketAddr,
 
     /// WebTransport (HTTP/3 over QUIC, UDP) listener.
     #[arg(long, env = "RALLYPOINT_WT_LISTEN", default_value = "127.0.0.1:4433")]
@@ -127,6 +136,15 @@ pub struct AuthConfig {
     /// Expected `iss` claim; unset accepts any issuer.
     #[arg(long, env = "RALLYPOINT_JWT_ISSUER")]
     pub jwt_issuer: Option<String>,
+
+    /// Expected `aud` claim; unset accepts tokens with or without one.
+    #[arg(long, env = "RALLYPOINT_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// Longest token lifetime accepted (`exp` minus `iat`, or minus now when
+    /// the token has no `iat`). Calls outlive tokens by refreshing them.
+    #[arg(long, env = "RALLYPOINT_MAX_TOKEN_LIFETIME", default_value = "24h", value_parser = parse_duration)]
+    pub max_token_lifetime: Duration,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -141,13 +159,75 @@ pub struct Limits {
     #[arg(long, env = "RALLYPOINT_CONTROL_QUEUE", default_value_t = 256)]
     pub control_queue: usize,
 
-    /// Most concurrent client connections; more are refused.
+    /// Most concurrent client connections, counted from accept (TCP) or the
+    /// first QUIC packet, before any authentication: a hard cap, more are
+    /// closed at once.
     #[arg(long, env = "RALLYPOINT_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
+
+    /// Most concurrent connections of one token subject (user id).
+    #[arg(
+        long,
+        env = "RALLYPOINT_MAX_CONNECTIONS_PER_TOKEN",
+        default_value_t = 16
+    )]
+    pub max_connections_per_token: usize,
+
+    /// Deadline for a TLS handshake, or a QUIC handshake plus the WebTransport
+    /// CONNECT, and for a complete HTTP request header.
+    #[arg(long, env = "RALLYPOINT_HANDSHAKE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub handshake_timeout: Duration,
 
     /// A connection must authenticate (Hello) within this time.
     #[arg(long, env = "RALLYPOINT_HELLO_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub hello_timeout: Duration,
+
+    /// Most participants in one room; a Join beyond gets a RoomFull error.
+    /// Keeps the Joined roster well under the 64 KiB control-frame limit.
+    #[arg(long, env = "RALLYPOINT_MAX_ROOM_SIZE", default_value_t = 100)]
+    pub max_room_size: usize,
+
+    /// Join and Leave frames per connection per minute (bursts of as many).
+    #[arg(long, env = "RALLYPOINT_ROOM_OPS_PER_MINUTE", default_value_t = 20)]
+    pub room_ops_per_minute: u32,
+
+    /// Keyframe requests per connection per second (bursts of ten times as
+    /// many, for the requests after a move).
+    #[arg(
+        long,
+        env = "RALLYPOINT_KEYFRAME_REQUESTS_PER_SECOND",
+        default_value_t = 5
+    )]
+    pub keyframe_requests_per_second: u32,
+
+    /// Probes answered per connection per second (bursts of as many); clients
+    /// probe every 200 ms, or faster early in an election.
+    #[arg(long, env = "RALLYPOINT_PROBES_PER_SECOND", default_value_t = 25)]
+    pub probes_per_second: u32,
+
+    /// Media frames per sender per second (bursts of as many): audio, camera
+    /// and screen together are about 110.
+    #[arg(
+        long,
+        env = "RALLYPOINT_MEDIA_FRAMES_PER_SECOND",
+        default_value_t = 250
+    )]
+    pub media_frames_per_second: u32,
+
+    /// Media payload bytes per sender per second, with bursts of up to twice
+    /// the media payload limit (keyframes). The default is 8 Mbit/s.
+    #[arg(
+        long,
+        env = "RALLYPOINT_MEDIA_BYTES_PER_SECOND",
+        default_value_t = 1_000_000
+    )]
+    pub media_bytes_per_second: u32,
+
+    /// After NATS has been unreachable this long the relay stops answering
+    /// probes and tells its in-room clients to move (Drain): a relay that
+    /// cannot reach the room must not win elections.
+    #[arg(long, env = "RALLYPOINT_NATS_LOSS_GRACE", default_value = "2s", value_parser = parse_duration)]
+    pub nats_loss_grace: Duration,
 
     /// A participant whose connection vanished is reported as left after this
     /// long, unless it reappears on some relay first (then it moved).

@@ -1,11 +1,18 @@
-//! The relay's HTTP surface: the WebSocket endpoint and the operational ones.
+//! The relay's HTTP surfaces, on two listeners.
+//!
+//! Public (`--http-listen`), what clients need and nothing more:
 //!
 //! | path         | answers                                                  |
 //! |--------------|----------------------------------------------------------|
 //! | `/ws`        | WebSocket upgrade (when WebSocket is served)             |
+//! | `/cert-hash` | the WebTransport certificate's SHA-256, for `serverCertificateHashes` |
+//!
+//! Admin (`--admin-listen`), for probes and operators, never exposed:
+//!
+//! | path         | answers                                                  |
+//! |--------------|----------------------------------------------------------|
 //! | `/healthz`   | 200 while the process runs                               |
 //! | `/readyz`    | 200 when NATS is connected and the relay accepts clients, else 503 with the reason |
-//! | `/cert-hash` | the WebTransport certificate's SHA-256, for `serverCertificateHashes` |
 //! | `/stats`     | the relay's counters as JSON                             |
 
 use std::sync::Arc;
@@ -23,17 +30,25 @@ use crate::config::TransportKind;
 use crate::state::RelayState;
 use crate::transport::ws;
 
-pub fn router(relay: Arc<RelayState>) -> Router {
-    let mut router = Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/cert-hash", get(cert_hash))
-        .route("/stats", get(stats));
+/// The public listener's routes.
+pub fn public_router(relay: Arc<RelayState>) -> Router {
+    // Browsers on the app's origin may fetch the certificate hash
+    // cross-origin; it is public information.
+    let mut router =
+        Router::new().route("/cert-hash", get(cert_hash).layer(CorsLayer::permissive()));
     if relay.config.serves(TransportKind::Ws) {
         router = router.route("/ws", get(ws::upgrade));
     }
-    // Browsers on the app's origin fetch /cert-hash and /readyz cross-origin.
-    router.layer(CorsLayer::permissive()).with_state(relay)
+    router.with_state(relay)
+}
+
+/// The admin listener's routes.
+pub fn admin_router(relay: Arc<RelayState>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/stats", get(stats))
+        .with_state(relay)
 }
 
 async fn readyz(State(relay): State<Arc<RelayState>>) -> impl IntoResponse {
@@ -63,5 +78,7 @@ async fn stats(State(relay): State<Arc<RelayState>>) -> impl IntoResponse {
     value["relay_id"] = json!(relay.config.relay_id);
     value["region"] = json!(relay.config.region);
     value["rooms_served"] = json!(relay.hub.room_count());
+    value["connection_slots_in_use"] = json!(relay.budget.in_use());
+    value["cut_off_from_nats"] = json!(relay.is_cut_off());
     Json(value)
 }

@@ -9,10 +9,13 @@
 //! * [`intake`] — election telemetry validation, enrichment and publishing.
 
 pub mod auth;
+pub mod backbone;
+pub mod budget;
 pub mod config;
 pub mod http;
 pub mod intake;
 pub mod metrics;
+pub mod rate;
 pub mod rooms;
 pub mod session;
 pub mod state;
@@ -20,12 +23,10 @@ pub mod tls;
 pub mod transport;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use axum::serve::ListenerExt as _;
 use tokio::sync::watch;
 
 use crate::auth::TokenVerifier;
@@ -34,6 +35,10 @@ use crate::intake::{GeoLookup, Intake};
 use crate::metrics::Stats;
 use crate::rooms::{Hub, RoomSettings};
 use crate::state::RelayState;
+use crate::transport::http_server::{self, Deadlines};
+
+/// Sockets the admin listener holds at once: probes and scrapes only.
+const ADMIN_CONNECTIONS: usize = 64;
 
 /// Runs the relay until `shutdown` resolves, then drains: every client gets
 /// `Drain`, new connections are refused, and the relay exits when the last
@@ -52,6 +57,7 @@ pub async fn run(config: RelayConfig, shutdown: impl Future<Output = ()>) -> any
         RoomSettings {
             grace: config.limits.presence_grace,
             beat: config.limits.roster_beat,
+            max_size: config.limits.max_room_size,
         },
         stats.clone(),
     );
@@ -68,6 +74,7 @@ pub async fn run(config: RelayConfig, shutdown: impl Future<Output = ()>) -> any
         None
     };
     let (drain_tx, drain_rx) = watch::channel(false);
+    let cut_off = backbone::watch_cut_off(nats.clone(), config.limits.nats_loss_grace);
     let relay = Arc::new(RelayState::new(
         config.clone(),
         verifier,
@@ -77,6 +84,7 @@ pub async fn run(config: RelayConfig, shutdown: impl Future<Output = ()>) -> any
         intake,
         drain_rx.clone(),
         identity.as_ref().map(|i| i.cert_hash),
+        cut_off,
     ));
 
     let http_tls = match (&identity, config.tls.ws_tls) {
@@ -86,46 +94,36 @@ pub async fn run(config: RelayConfig, shutdown: impl Future<Output = ()>) -> any
     let tcp = tokio::net::TcpListener::bind(config.http_listen)
         .await
         .with_context(|| format!("cannot listen on --http-listen {}", config.http_listen))?;
-    let routes = http::router(relay.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    let mut http_stop = drain_rx.clone();
-    let stopped = async move {
-        let _ = http_stop.wait_for(|draining| *draining).await;
+    let admin_tcp = tokio::net::TcpListener::bind(config.admin_listen)
+        .await
+        .with_context(|| format!("cannot listen on --admin-listen {}", config.admin_listen))?;
+    let deadlines = Deadlines {
+        tls_handshake: config.limits.handshake_timeout,
+        request_header: config.limits.handshake_timeout,
     };
-    let http = match http_tls {
-        // `tap_io` does nothing to the stream; it is there because axum
-        // provides `ConnectInfo<SocketAddr>` for `TapIo` listeners (and
-        // `TcpListener`) only.
-        Some(tls) => tokio::spawn(
-            axum::serve(
-                transport::tls_listener::TlsListener::new(tcp, tls)?.tap_io(|_| {}),
-                routes,
-            )
-            .with_graceful_shutdown(stopped)
-            .into_future(),
-        ),
-        // Nagle's algorithm would hold small frames (probe answers, audio) for
-        // up to a delayed-ACK period: latency is the product here.
-        None => tokio::spawn(
-            axum::serve(
-                tcp.tap_io(|tcp| {
-                    let _ = tcp.set_nodelay(true);
-                }),
-                routes,
-            )
-            .with_graceful_shutdown(stopped)
-            .into_future(),
-        ),
-    };
+    let http = tokio::spawn(http_server::serve(
+        tcp,
+        http_tls,
+        http::public_router(relay.clone()),
+        relay.budget.clone(),
+        deadlines,
+        drain_rx.clone(),
+    ));
+    // The admin listener keeps answering while draining (/readyz says so);
+    // it stops with the process.
+    let (_admin_stop_tx, admin_stop) = watch::channel(false);
+    let admin = tokio::spawn(http_server::serve(
+        admin_tcp,
+        None,
+        http::admin_router(relay.clone()),
+        budget::ConnectionBudget::new(ADMIN_CONNECTIONS),
+        deadlines,
+        admin_stop,
+    ));
 
     let mut wt_endpoint = None;
     if let Some(identity) = identity.filter(|_| config.serves(TransportKind::Wt)) {
-        let server_config = wtransport::ServerConfig::builder()
-            .with_bind_address(config.wt_listen)
-            .with_identity(identity.identity)
-            .keep_alive_interval(Some(Duration::from_secs(2)))
-            .max_idle_timeout(Some(Duration::from_secs(10)))
-            .context("invalid WebTransport idle timeout")?
-            .build();
+        let server_config = transport::wt::server_config(config.wt_listen, identity.identity)?;
         let endpoint = Arc::new(
             wtransport::Endpoint::server(server_config)
                 .with_context(|| format!("cannot listen on --wt-listen {}", config.wt_listen))?,
@@ -146,6 +144,7 @@ pub async fn run(config: RelayConfig, shutdown: impl Future<Output = ()>) -> any
         relay_id = %config.relay_id,
         region = %config.region,
         http = %config.http_listen,
+        admin = %config.admin_listen,
         transports = ?config.transports,
         "relay started"
     );
@@ -174,6 +173,7 @@ pub async fn run(config: RelayConfig, shutdown: impl Future<Output = ()>) -> any
         endpoint.close(wtransport::VarInt::from_u32(2), b"relay shut down");
     }
     let _ = tokio::time::timeout(Duration::from_secs(2), http).await;
+    admin.abort();
     // NATS may be gone already (the whole machine is stopping): do not wait on it.
     let _ = tokio::time::timeout(Duration::from_secs(1), nats.flush()).await;
     tracing::info!("relay stopped");

@@ -34,6 +34,20 @@ pub struct Stats {
     pub reports_accepted: AtomicU64,
     pub reports_rejected: AtomicU64,
     pub drains_sent: AtomicU64,
+    /// Probes not answered because the relay was cut off from NATS.
+    pub probes_withheld: AtomicU64,
+    /// Probes, keyframe requests and media frames over their sender's budget.
+    pub probes_over_budget: AtomicU64,
+    pub keyframe_requests_over_budget: AtomicU64,
+    pub media_over_budget: AtomicU64,
+    /// Media frames too large for the NATS server's max_payload.
+    pub media_refused_oversize: AtomicU64,
+    /// Media frames not published because NATS was unreachable or slow.
+    pub media_unpublished: AtomicU64,
+    /// Joins refused because the room was full.
+    pub room_full_refusals: AtomicU64,
+    /// Room commands dropped because the room's queue was full.
+    pub room_commands_dropped: AtomicU64,
 }
 
 impl Stats {
@@ -133,7 +147,7 @@ pub fn register_instruments(stats: Arc<Stats>, relay_id: &str, region: &str) {
             .build();
     }
 
-    let counters: [CounterSpec; 10] = [
+    let counters: [CounterSpec; 18] = [
         (
             "rallypoint.relay.media.packets.in",
             "Media frames received from clients",
@@ -181,6 +195,46 @@ pub fn register_instruments(stats: Arc<Stats>, relay_id: &str, region: &str) {
             "rallypoint.relay.reports.rejected",
             "Election reports refused",
             |s| s.reports_rejected.load(Relaxed),
+        ),
+        (
+            "rallypoint.relay.probes.withheld",
+            "Probes not answered while cut off from NATS",
+            |s| s.probes_withheld.load(Relaxed),
+        ),
+        (
+            "rallypoint.relay.probes.over_budget",
+            "Probes over their connection's budget",
+            |s| s.probes_over_budget.load(Relaxed),
+        ),
+        (
+            "rallypoint.relay.keyframe_requests.over_budget",
+            "Keyframe requests over their connection's budget",
+            |s| s.keyframe_requests_over_budget.load(Relaxed),
+        ),
+        (
+            "rallypoint.relay.media.over_budget",
+            "Media frames over their sender's budget",
+            |s| s.media_over_budget.load(Relaxed),
+        ),
+        (
+            "rallypoint.relay.media.refused_oversize",
+            "Media frames larger than NATS accepts",
+            |s| s.media_refused_oversize.load(Relaxed),
+        ),
+        (
+            "rallypoint.relay.media.unpublished",
+            "Media frames not published (NATS unreachable or slow)",
+            |s| s.media_unpublished.load(Relaxed),
+        ),
+        (
+            "rallypoint.relay.rooms.full_refusals",
+            "Joins refused because the room was full",
+            |s| s.room_full_refusals.load(Relaxed),
+        ),
+        (
+            "rallypoint.relay.rooms.commands_dropped",
+            "Room commands dropped on a full queue",
+            |s| s.room_commands_dropped.load(Relaxed),
         ),
     ];
     for (name, description, read) in counters {

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::watch;
 
 use crate::auth::TokenVerifier;
+use crate::budget::{ConnectionBudget, SubjectConnections};
 use crate::config::RelayConfig;
 use crate::intake::Intake;
 use crate::metrics::Stats;
@@ -22,6 +23,13 @@ pub struct RelayState {
     pub draining: watch::Receiver<bool>,
     /// SHA-256 of the WebTransport certificate, for `serverCertificateHashes`.
     pub cert_hash: Option<[u8; 32]>,
+    /// Every client socket and handshake, from accept on.
+    pub budget: ConnectionBudget,
+    /// Connections per token subject.
+    pub subjects: SubjectConnections,
+    /// `true` while NATS has been unreachable for longer than its grace
+    /// (see [`crate::backbone`]).
+    pub cut_off: watch::Receiver<bool>,
     next_conn: AtomicU64,
 }
 
@@ -36,8 +44,14 @@ impl RelayState {
         intake: Intake,
         draining: watch::Receiver<bool>,
         cert_hash: Option<[u8; 32]>,
+        cut_off: watch::Receiver<bool>,
     ) -> Self {
+        let budget = ConnectionBudget::new(config.limits.max_connections);
+        let subjects = SubjectConnections::new(config.limits.max_connections_per_token);
         RelayState {
+            budget,
+            subjects,
+            cut_off,
             config,
             verifier,
             hub,
@@ -58,8 +72,13 @@ impl RelayState {
         *self.draining.borrow()
     }
 
-    /// Ready means: connected to NATS, not draining, below the connection limit.
-    pub fn readiness(&self) -> Result<(), String> {
+    pub fn is_cut_off(&self) -> bool {
+        *self.cut_off.borrow()
+    }
+
+    /// Whether a new session may start: not draining, connected to NATS.
+    /// (The connection budget was taken at accept already.)
+    pub fn accepts_sessions(&self) -> Result<(), String> {
         if self.is_draining() {
             return Err("draining: this relay is shutting down".into());
         }
@@ -67,9 +86,15 @@ impl RelayState {
         if state != async_nats::connection::State::Connected {
             return Err(format!("NATS is {state:?}"));
         }
-        let active = self.stats.connections_active();
-        if active >= self.config.limits.max_connections as i64 {
-            return Err(format!("at the connection limit ({active})"));
+        Ok(())
+    }
+
+    /// Ready means: accepting sessions and below the connection limit.
+    pub fn readiness(&self) -> Result<(), String> {
+        self.accepts_sessions()?;
+        let in_use = self.budget.in_use();
+        if in_use >= self.budget.limit() {
+            return Err(format!("at the connection limit ({in_use})"));
         }
         Ok(())
     }

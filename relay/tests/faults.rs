@@ -51,6 +51,7 @@ async fn bad_tokens_get_a_clear_error_then_the_connection_closes() {
             exp: 1_000_000,
             iss: None,
             iat: None,
+            ..Default::default()
         });
         let (code, message) =
             refused_code(Peer::connect(&candidate, &ClientIdentity::new(expired), T).await);

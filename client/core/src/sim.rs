@@ -388,7 +388,7 @@ impl Simulation {
                     Scheduled::Deliver(Event::ProbeAck {
                         candidate,
                         seq,
-                        sent_at: now,
+                        relay_hold: Duration::ZERO,
                         received_at: now + rtt,
                     }),
                 );

@@ -307,7 +307,7 @@ fn every_decision_makes_a_valid_report() {
                 rallypoint_client::election::Event::ProbeAck {
                     candidate,
                     seq,
-                    sent_at: sent,
+                    relay_hold: Duration::ZERO,
                     received_at: sent + Duration::from_millis(rtt),
                 },
                 sent + Duration::from_millis(rtt),

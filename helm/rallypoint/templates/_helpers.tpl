@@ -46,7 +46,8 @@ Logging and OpenTelemetry: read by every binary through rallypoint-service
 {{- end -}}
 
 {{/*
-Probes on the HTTP listener (the container port named `http`): alive while the
+Probes on the HTTP listener (the container port named `http`; for a relay its
+admin listener, the public one is named `public`): alive while the
 process serves /healthz, ready while /readyz says so (for a relay: NATS
 connected, not draining, below its connection limit). Three missed liveness
 probes take 30 s, longer than a relay's drain, during which /healthz is gone.
@@ -83,6 +84,8 @@ readinessProbe:
       fieldPath: metadata.name
 - name: RALLYPOINT_NATS_URLS
   value: {{ join "," .Values.nats.urls | quote }}
+- name: RALLYPOINT_ADMIN_LISTEN
+  value: "0.0.0.0:{{ .Values.relay.adminPort }}"
 - name: RALLYPOINT_DRAIN_GRACE
   value: {{ .Values.relay.drainGrace | quote }}
 - name: RALLYPOINT_MAX_CONNECTIONS

@@ -86,7 +86,18 @@ pub async fn run(args: RelayBenchArgs) -> anyhow::Result<()> {
             transports: vec![transport],
             nats_urls: vec![url.clone()],
             jwt_secret: secret.into(),
-            extra_args: vec!["--media-queue".into(), "4096".into()],
+            // A blast measures the forwarding path, not the per-sender
+            // budgets a call is held to.
+            extra_args: [
+                "--media-queue",
+                "4096",
+                "--media-bytes-per-second",
+                "4000000000",
+                "--media-frames-per-second",
+                "4000000",
+            ]
+            .map(String::from)
+            .to_vec(),
         },
         &dir.path().join("relay"),
     )

@@ -223,7 +223,7 @@ impl Stack {
                         "    relay {:<8} {}  (health {}/readyz)",
                         candidate.transport.short(),
                         candidate.url,
-                        relay.http_url()
+                        relay.admin_url()
                     );
                 }
             }

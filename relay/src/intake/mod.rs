@@ -8,7 +8,6 @@
 //! window, and once more by the collector's idempotent insert.
 
 mod geo;
-mod rate;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -22,7 +21,6 @@ use rallypoint_protocol::v1::{
 use rallypoint_protocol::{encode, subjects, telemetry};
 
 pub use geo::{GeoLookup, NetworkInfo, client_address};
-pub use rate::RateLimiter;
 
 use crate::metrics::Stats;
 use crate::session::outbox::Outbox;

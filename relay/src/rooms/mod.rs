@@ -12,6 +12,7 @@ mod room;
 pub mod roster;
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -31,7 +32,16 @@ pub struct RoomSettings {
     pub grace: Duration,
     /// How often this relay states its roster of each room.
     pub beat: Duration,
+    /// Most participants in a room (across all relays).
+    pub max_size: usize,
 }
+
+/// Commands queued per room task. Join and Leave are rate-limited per
+/// connection, so only a room under attack from many connections fills it.
+const ROOM_QUEUE: usize = 1024;
+/// Longest wait for NATS to take a publish: past it, the message is dropped
+/// (media) or logged (room events) instead of wedging the caller.
+pub(crate) const PUBLISH_TIMEOUT: Duration = Duration::from_millis(500);
 
 #[derive(Clone)]
 pub struct Hub {
@@ -48,7 +58,7 @@ struct HubInner {
 }
 
 struct RoomSlot {
-    commands: mpsc::UnboundedSender<Command>,
+    commands: mpsc::Sender<Command>,
     held: usize,
 }
 
@@ -97,7 +107,8 @@ impl Hub {
     }
 
     /// Adds a connection to a room. The room task answers the client with
-    /// `Joined` on its outbox and announces it to the room.
+    /// `Joined` (or a `RoomFull` error) on its outbox and announces it to the
+    /// room. False when the room's queue is full: the join did not happen.
     pub fn join(
         &self,
         room: &str,
@@ -105,25 +116,30 @@ impl Hub {
         participant: Participant,
         join_seq: u64,
         outbox: Outbox,
-    ) {
+    ) -> bool {
         let mut rooms = self.inner.rooms.lock().expect("room map lock poisoned");
         let slot = rooms.entry(room.to_owned()).or_insert_with(|| {
-            let (commands, receiver) = mpsc::unbounded_channel();
+            let (commands, receiver) = mpsc::channel(ROOM_QUEUE);
             tokio::spawn(room::run(self.clone(), room.to_owned(), receiver));
             RoomSlot { commands, held: 0 }
         });
-        slot.held += 1;
-        let _ = slot.commands.send(Command::Join {
+        let joining = Command::Join {
             conn,
             participant,
             join_seq,
             outbox,
-        });
+        };
+        if slot.commands.try_send(joining).is_err() {
+            self.inner.stats.room_commands_dropped.fetch_add(1, Relaxed);
+            return false;
+        }
+        slot.held += 1;
+        true
     }
 
     /// The participant hung up.
     pub fn hangup(&self, room: &str, conn: ConnId, peer_id: &str) {
-        self.send(
+        self.deliver(
             room,
             Command::Hangup {
                 conn,
@@ -134,7 +150,7 @@ impl Hub {
 
     /// The participant's connection vanished: it may be moving to another relay.
     pub fn lost(&self, room: &str, conn: ConnId, peer_id: &str) {
-        self.send(
+        self.deliver(
             room,
             Command::Lost {
                 conn,
@@ -143,30 +159,46 @@ impl Hub {
         );
     }
 
-    /// A participant asks `target` for a keyframe.
+    /// A participant asks `target` for a keyframe; dropped when the room is
+    /// too busy (a keyframe request is a hint, and the next one repairs).
     pub fn keyframe_request(&self, room: &str, requester: &str, target: &str, kind: TrackKind) {
-        self.send(
-            room,
-            Command::KeyframeRequest {
+        let rooms = self.inner.rooms.lock().expect("room map lock poisoned");
+        if let Some(slot) = rooms.get(room) {
+            let request = Command::KeyframeRequest {
                 requester: requester.to_owned(),
                 target: target.to_owned(),
                 kind,
-            },
-        );
+            };
+            if slot.commands.try_send(request).is_err() {
+                self.inner.stats.room_commands_dropped.fetch_add(1, Relaxed);
+            }
+        }
     }
 
     /// Publishes a sender's media frame (an encoded `ServerFrame{media}`) to the
-    /// room. While NATS is disconnected the frame is dropped rather than
-    /// buffered: stale media is worse than none.
+    /// room. While NATS is disconnected or slow the frame is dropped rather
+    /// than buffered: stale media is worse than none. A frame larger than the
+    /// NATS server takes is refused here, counted, instead of vanishing there.
     pub async fn publish_media(&self, room: &str, sender: &str, frame: Bytes) -> bool {
-        if self.inner.nats.connection_state() != async_nats::connection::State::Connected {
+        let stats = &self.inner.stats;
+        let nats = &self.inner.nats;
+        if frame.len() > nats.server_info().max_payload {
+            stats.media_refused_oversize.fetch_add(1, Relaxed);
             return false;
         }
-        self.inner
-            .nats
-            .publish(subjects::room_media(room, sender), frame)
-            .await
-            .is_ok()
+        if nats.connection_state() != async_nats::connection::State::Connected {
+            stats.media_unpublished.fetch_add(1, Relaxed);
+            return false;
+        }
+        let publish = nats.publish(subjects::room_media(room, sender), frame);
+        let published = matches!(
+            tokio::time::timeout(PUBLISH_TIMEOUT, publish).await,
+            Ok(Ok(()))
+        );
+        if !published {
+            stats.media_unpublished.fetch_add(1, Relaxed);
+        }
+        published
     }
 
     /// Rooms with a task on this relay.
@@ -178,10 +210,16 @@ impl Hub {
             .len()
     }
 
-    fn send(&self, room: &str, command: Command) {
+    /// Sends a command that must not be lost (it frees a slot): when the
+    /// queue is full it is delivered by a task that waits its turn.
+    fn deliver(&self, room: &str, command: Command) {
         let rooms = self.inner.rooms.lock().expect("room map lock poisoned");
-        if let Some(slot) = rooms.get(room) {
-            let _ = slot.commands.send(command);
+        let Some(slot) = rooms.get(room) else { return };
+        if let Err(mpsc::error::TrySendError::Full(command)) = slot.commands.try_send(command) {
+            let commands = slot.commands.clone();
+            tokio::spawn(async move {
+                let _ = commands.send(command).await;
+            });
         }
     }
 
@@ -195,7 +233,9 @@ impl Hub {
         slot.held = slot.held.saturating_sub(1);
         if slot.held == 0 {
             let slot = rooms.remove(room).expect("present above");
-            let _ = slot.commands.send(Command::Stop);
+            // Dropping the last sender stops the task too, once it has
+            // drained what is queued; Stop only makes it sooner.
+            let _ = slot.commands.try_send(Command::Stop);
         }
     }
 }

@@ -43,7 +43,7 @@ struct Room {
     keyframe_asked: HashMap<(String, i32), Instant>,
 }
 
-pub(super) async fn run(hub: Hub, name: String, mut commands: mpsc::UnboundedReceiver<Command>) {
+pub(super) async fn run(hub: Hub, name: String, mut commands: mpsc::Receiver<Command>) {
     let inner = &hub.inner;
     let mut subscriber = match inner.nats.subscribe(subjects::room_wildcard(&name)).await {
         Ok(subscriber) => subscriber,
@@ -89,7 +89,10 @@ pub(super) async fn run(hub: Hub, name: String, mut commands: mpsc::UnboundedRec
                 }
             }
             _ = tick.tick() => {
-                let effects = room.roster.tick(Instant::now());
+                let now = Instant::now();
+                room.keyframe_asked
+                    .retain(|_, asked| now.duration_since(*asked) < KEYFRAME_REQUEST_INTERVAL);
+                let effects = room.roster.tick(now);
                 room.apply(effects).await;
             }
         }
@@ -100,7 +103,7 @@ pub(super) async fn run(hub: Hub, name: String, mut commands: mpsc::UnboundedRec
 }
 
 /// The room could not be served (NATS client closed): refuse every join.
-async fn refuse_all(hub: &Hub, name: &str, commands: &mut mpsc::UnboundedReceiver<Command>) {
+async fn refuse_all(hub: &Hub, name: &str, commands: &mut mpsc::Receiver<Command>) {
     let refusal = encode(&ServerFrame::error(
         ErrorCode::Unavailable,
         "this relay lost its NATS connection; elect another relay",
@@ -131,6 +134,19 @@ impl Room {
                 outbox,
             } => {
                 let peer_id = participant.peer_id.clone();
+                let max_size = self.hub.inner.settings.max_size;
+                if !self.roster.contains(&peer_id) && self.roster.len() >= max_size {
+                    self.stats().room_full_refusals.fetch_add(1, Relaxed);
+                    outbox.control(crate::session::outbox::Control::CloseWith(encode(
+                        &ServerFrame::error(
+                            ErrorCode::RoomFull,
+                            format!("room {} is full ({max_size} participants)", self.name),
+                        ),
+                    )));
+                    // The slot this join holds is freed when the refused
+                    // session ends (as a Lost).
+                    return;
+                }
                 let (others, effects) = self.roster.local_join(conn, participant, join_seq);
                 outbox.frame(encode(&ServerFrame::of(server_frame::Kind::Joined(
                     Joined {
@@ -169,7 +185,13 @@ impl Room {
                 requester,
                 target,
                 kind,
-            } => self.request_keyframe(&target, &requester, kind).await,
+            } => {
+                // Only for someone in the room: anything else would publish
+                // across gateways for nobody, and grow `keyframe_asked`.
+                if self.roster.contains(&target) {
+                    self.request_keyframe(&target, &requester, kind).await;
+                }
+            }
             Command::Stop => unreachable!("handled by the loop"),
         }
     }
@@ -317,10 +339,18 @@ impl Room {
         .await;
     }
 
+    /// Publishes a room event, giving up after [`super::PUBLISH_TIMEOUT`]: a
+    /// room task that waits on an unreachable NATS would answer no Join.
+    /// Presence repairs itself: the next roster beat restates it.
     async fn publish(&self, event: RoomEvent) {
         let subject = subjects::room_control(&self.name);
-        if let Err(e) = self.hub.inner.nats.publish(subject, encode(&event)).await {
-            tracing::warn!(room = %self.name, "cannot publish a room event: {e}");
+        let publish = self.hub.inner.nats.publish(subject, encode(&event));
+        match tokio::time::timeout(super::PUBLISH_TIMEOUT, publish).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(room = %self.name, "cannot publish a room event: {e}"),
+            Err(_) => {
+                tracing::warn!(room = %self.name, "NATS did not take a room event in time; dropped")
+            }
         }
     }
 }

@@ -291,6 +291,20 @@ impl Roster {
             .any(|e| matches!(e.place, Place::Local { .. }))
     }
 
+    /// How many participants the room has, wherever they are.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Whether `peer_id` is in the room, wherever it is.
+    pub fn contains(&self, peer_id: &str) -> bool {
+        self.entries.contains_key(peer_id)
+    }
+
     /// Participants currently in the room, wherever they are.
     pub fn participants(&self) -> impl Iterator<Item = &Participant> {
         self.entries.values().map(|e| &e.participant)

@@ -24,16 +24,19 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use rallypoint_protocol::v1::{
-    ClientFrame, Drain, ErrorCode, Hello, Media, Participant, ProbeAck, ServerFrame, TrackKind,
-    Welcome, client_frame, server_frame, telemetry_report,
+    ClientFrame, Drain, ErrorCode, Hello, Media, Participant, ProbeAck, Refresh, ServerFrame,
+    TokenRefreshed, TrackKind, Welcome, client_frame, server_frame, telemetry_report,
 };
 use rallypoint_protocol::{FrameError, PROTOCOL_VERSION, encode, limits};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::auth::peer_id;
+use crate::budget::SubjectSlot;
 use crate::config::TransportKind;
-use crate::intake::{RateLimiter, ReportSource};
+use crate::intake::ReportSource;
 use crate::metrics::Stats;
+use crate::rate::RateLimiter;
 use crate::state::{RelayState, unix_micros};
 use outbox::{Control, Outbox};
 use rallypoint_protocol::token::Claims;
@@ -64,6 +67,9 @@ pub struct ConnectionInfo {
     pub client_ip: Option<IpAddr>,
     /// Largest ServerFrame the transport sends as one datagram (0: none).
     pub max_datagram_size: u32,
+    /// Fired once Hello is accepted: the transport starts reading what only
+    /// an authenticated client may send (WebTransport datagrams and streams).
+    pub welcomed: CancellationToken,
 }
 
 enum Phase {
@@ -75,6 +81,44 @@ enum Phase {
 struct Identity {
     claims: Claims,
     peer_id: String,
+    /// This connection's share of its subject's connection budget.
+    _subject: SubjectSlot,
+}
+
+/// The per-connection budgets after authentication (see `--help`).
+struct Budgets {
+    room_ops: RateLimiter,
+    keyframe_requests: RateLimiter,
+    probes: RateLimiter,
+    media_frames: RateLimiter,
+    media_bytes: RateLimiter,
+    reports: RateLimiter,
+}
+
+impl Budgets {
+    fn new(config: &crate::config::RelayConfig, now: Instant) -> Self {
+        let limits = &config.limits;
+        let per_second =
+            |rate: u32, burst: u32| RateLimiter::new(f64::from(burst), f64::from(rate), now);
+        Budgets {
+            room_ops: RateLimiter::per_minute(limits.room_ops_per_minute, now),
+            keyframe_requests: per_second(
+                limits.keyframe_requests_per_second,
+                limits.keyframe_requests_per_second.saturating_mul(10),
+            ),
+            probes: per_second(limits.probes_per_second, limits.probes_per_second),
+            media_frames: per_second(
+                limits.media_frames_per_second,
+                limits.media_frames_per_second,
+            ),
+            media_bytes: RateLimiter::new(
+                (2 * limits::MAX_MEDIA_PAYLOAD) as f64,
+                f64::from(limits.media_bytes_per_second),
+                now,
+            ),
+            reports: RateLimiter::per_minute(config.telemetry.reports_per_minute, now),
+        }
+    }
 }
 
 /// The session sent an Error and asked the writer to close the connection.
@@ -99,18 +143,24 @@ pub async fn run(
     let conn = relay.next_conn_id();
     let mut session = Session {
         relay: relay.clone(),
+        budgets: Budgets::new(&relay.config, Instant::now()),
         info,
         conn,
         outbox: outbox.clone(),
         phase: Phase::AwaitingHello,
-        reports: RateLimiter::per_minute(relay.config.telemetry.reports_per_minute, Instant::now()),
+        token_expiry: None,
     };
     let mut draining = relay.draining.clone();
+    let mut cut_off = relay.cut_off.clone();
     let limits = &relay.config.limits;
     let hello_deadline = tokio::time::sleep(limits.hello_timeout);
     tokio::pin!(hello_deadline);
     let idle = tokio::time::sleep(limits.idle_timeout);
     tokio::pin!(idle);
+    // Armed at Hello and at each Refresh (far away until then).
+    let token_deadline = tokio::time::sleep(FAR_FUTURE);
+    tokio::pin!(token_deadline);
+    let mut armed_expiry = None;
     let mut drained = false;
 
     let end = loop {
@@ -131,8 +181,34 @@ pub async fn run(
                     if session.handle(frame, datagram, received_us).await.is_err() {
                         break SessionEnd::Refused;
                     }
+                    if session.token_expiry != armed_expiry {
+                        armed_expiry = session.token_expiry;
+                        if let Some(expiry) = armed_expiry {
+                            token_deadline.as_mut().reset(deadline_at_unix(expiry));
+                        }
+                    }
                 }
             },
+            _ = &mut token_deadline, if armed_expiry.is_some() => {
+                session.refuse(
+                    ErrorCode::TokenExpired,
+                    "token expired during the call; send Refresh with a fresh token before it expires",
+                );
+                break SessionEnd::Refused;
+            }
+            changed = cut_off.changed() => {
+                if changed.is_err() {
+                    continue;
+                }
+                let is_cut_off = *cut_off.borrow_and_update();
+                if is_cut_off && matches!(session.phase, Phase::InRoom { .. }) {
+                    relay.stats.drains_sent.fetch_add(1, Relaxed);
+                    outbox.frame(encode(&ServerFrame::of(server_frame::Kind::Drain(Drain {
+                        reason: "this relay lost its connection to the other relays; move now".into(),
+                        deadline_ms: 0,
+                    }))));
+                }
+            }
             _ = &mut hello_deadline, if matches!(session.phase, Phase::AwaitingHello) => {
                 session.refuse(
                     ErrorCode::Unauthenticated,
@@ -169,13 +245,29 @@ pub async fn run(
     end
 }
 
+/// "Never", for a timer that is not armed yet (tokio's own far future is
+/// about 30 years; this is plenty and overflow-safe).
+const FAR_FUTURE: std::time::Duration = std::time::Duration::from_secs(86_400 * 365);
+
+/// The tokio instant at which the wall clock reads `unix_seconds`.
+fn deadline_at_unix(unix_seconds: u64) -> tokio::time::Instant {
+    let now_us = unix_micros();
+    let left = unix_seconds
+        .saturating_mul(1_000_000)
+        .saturating_sub(now_us)
+        .min(FAR_FUTURE.as_micros() as u64);
+    tokio::time::Instant::now() + std::time::Duration::from_micros(left)
+}
+
 struct Session {
     relay: Arc<RelayState>,
     info: ConnectionInfo,
     conn: u64,
     outbox: Outbox,
     phase: Phase,
-    reports: RateLimiter,
+    budgets: Budgets,
+    /// When the connection's token expires, leeway included (unix seconds).
+    token_expiry: Option<u64>,
 }
 
 impl Session {
@@ -201,6 +293,16 @@ impl Session {
                 Err(Refused)
             }
             (client_frame::Kind::Probe(probe), _) => {
+                // A relay cut off from NATS must lose elections: silence is
+                // what every client already treats as a dead relay.
+                if self.relay.is_cut_off() {
+                    self.relay.stats.probes_withheld.fetch_add(1, Relaxed);
+                    return Ok(());
+                }
+                if !self.budgets.probes.try_take(Instant::now()) {
+                    self.relay.stats.probes_over_budget.fetch_add(1, Relaxed);
+                    return Ok(());
+                }
                 let ack = ProbeAck {
                     seq: probe.seq,
                     client_send_us: probe.client_send_us,
@@ -216,7 +318,11 @@ impl Session {
                 });
                 Ok(())
             }
-            (client_frame::Kind::Join(join), Phase::ProbeOnly(_)) => self.join(join),
+            (client_frame::Kind::Refresh(refresh), _) => self.refresh(refresh),
+            (client_frame::Kind::Join(join), Phase::ProbeOnly(_)) => {
+                self.take_room_op()?;
+                self.join(join)
+            }
             (client_frame::Kind::Join(_), Phase::InRoom { .. }) => {
                 self.violation("already in a room; send Leave before joining again")
             }
@@ -228,6 +334,16 @@ impl Session {
                 self.violation("media before Join: a connection under test may only probe")
             }
             (client_frame::Kind::KeyframeRequest(request), Phase::InRoom { identity, room }) => {
+                if !crate::auth::is_peer_id(&request.peer_id) {
+                    return self.violation("KeyframeRequest.peer_id is not a peer id");
+                }
+                if !self.budgets.keyframe_requests.try_take(Instant::now()) {
+                    self.relay
+                        .stats
+                        .keyframe_requests_over_budget
+                        .fetch_add(1, Relaxed);
+                    return Ok(());
+                }
                 let kind = TrackKind::try_from(request.kind).unwrap_or(TrackKind::Video);
                 self.relay
                     .hub
@@ -238,6 +354,7 @@ impl Session {
                 self.violation("keyframe request before Join")
             }
             (client_frame::Kind::Leave(leave), Phase::InRoom { .. }) => {
+                self.take_room_op()?;
                 let Phase::InRoom { identity, room } =
                     std::mem::replace(&mut self.phase, Phase::AwaitingHello)
                 else {
@@ -259,8 +376,8 @@ impl Session {
                 let Some(telemetry_report::Kind::Election(report)) = report.kind else {
                     return self.violation("telemetry report without content");
                 };
-                if !self.reports.try_take(Instant::now()) {
-                    let retry = self.reports.retry_after();
+                if !self.budgets.reports.try_take(Instant::now()) {
+                    let retry = self.budgets.reports.retry_after();
                     self.outbox
                         .frame(encode(&ServerFrame::of(server_frame::Kind::TelemetryAck(
                             rallypoint_protocol::v1::TelemetryAck {
@@ -308,7 +425,18 @@ impl Session {
             );
             return Err(Refused);
         }
+        let Some(subject) = self.relay.subjects.try_admit(&claims.sub) else {
+            self.refuse(
+                ErrorCode::RateLimited,
+                format!(
+                    "this token's user already has {} connections to this relay; close some first",
+                    self.relay.subjects.limit()
+                ),
+            );
+            return Err(Refused);
+        };
         let peer_id = peer_id(&claims.sub, &hello.session_id);
+        let token_expires_unix = claims.exp;
         self.outbox
             .frame(encode(&ServerFrame::of(server_frame::Kind::Welcome(
                 Welcome {
@@ -317,10 +445,59 @@ impl Session {
                     region: self.relay.config.region.clone(),
                     protocol_version: PROTOCOL_VERSION,
                     max_datagram_size: self.info.max_datagram_size,
+                    token_expires_unix,
                 },
             ))));
-        self.phase = Phase::ProbeOnly(Identity { claims, peer_id });
+        self.token_expiry = Some(self.relay.verifier.expiry_with_leeway(&claims));
+        self.phase = Phase::ProbeOnly(Identity {
+            claims,
+            peer_id,
+            _subject: subject,
+        });
+        self.info.welcomed.cancel();
         Ok(())
+    }
+
+    /// A fresh token for the same user and room keeps the call going.
+    fn refresh(&mut self, refresh: Refresh) -> Result<(), Refused> {
+        let claims = match self.relay.verifier.verify(&refresh.token) {
+            Ok(claims) => claims,
+            Err(e) => {
+                self.relay.stats.auth_failures.fetch_add(1, Relaxed);
+                self.refuse(e.code, format!("Refresh: {}", e.message));
+                return Err(Refused);
+            }
+        };
+        let identity = match &mut self.phase {
+            Phase::ProbeOnly(identity) | Phase::InRoom { identity, .. } => identity,
+            Phase::AwaitingHello => unreachable!("Refresh before Hello is refused earlier"),
+        };
+        if claims.sub != identity.claims.sub || claims.room != identity.claims.room {
+            return self.violation("Refresh must carry a token for the same user and room");
+        }
+        let token_expires_unix = claims.exp;
+        self.token_expiry = Some(self.relay.verifier.expiry_with_leeway(&claims));
+        identity.claims = claims;
+        self.outbox.frame(encode(&ServerFrame::of(
+            server_frame::Kind::TokenRefreshed(TokenRefreshed { token_expires_unix }),
+        )));
+        Ok(())
+    }
+
+    /// Join and Leave are rare in a real call; a loop of them is an attack
+    /// on everyone else in the room (each is announced to every relay).
+    fn take_room_op(&mut self) -> Result<(), Refused> {
+        if self.budgets.room_ops.try_take(Instant::now()) {
+            return Ok(());
+        }
+        self.refuse(
+            ErrorCode::RateLimited,
+            format!(
+                "more than {} Join/Leave per minute; reconnect later",
+                self.relay.config.limits.room_ops_per_minute
+            ),
+        );
+        Err(Refused)
     }
 
     fn join(&mut self, join: rallypoint_protocol::v1::Join) -> Result<(), Refused> {
@@ -335,6 +512,13 @@ impl Session {
                     "this token admits to room {:?}, not {:?}; ask the issuer for a token for that room",
                     identity.claims.room, join.room
                 ),
+            );
+            return Err(Refused);
+        }
+        if self.relay.is_cut_off() {
+            self.refuse(
+                ErrorCode::Unavailable,
+                "this relay lost its connection to the other relays; elect another relay",
             );
             return Err(Refused);
         }
@@ -354,13 +538,20 @@ impl Session {
             display_name: identity.claims.name.clone(),
             ..Default::default()
         };
-        self.relay.hub.join(
+        let joined = self.relay.hub.join(
             &join.room,
             self.conn,
             participant,
             join.join_seq,
             self.outbox.clone(),
         );
+        if !joined {
+            self.refuse(
+                ErrorCode::Unavailable,
+                "this room is too busy on this relay right now; try again or elect another relay",
+            );
+            return Err(Refused);
+        }
         self.phase = Phase::InRoom {
             identity,
             room: join.room,
@@ -383,6 +574,18 @@ impl Session {
             return self.violation("media kind must be audio or video");
         }
         let stats = &self.relay.stats;
+        let now = Instant::now();
+        // Both budgets are checked before either is taken from.
+        let frames_ok = self.budgets.media_frames.try_take(now);
+        if !frames_ok
+            || !self
+                .budgets
+                .media_bytes
+                .try_take_n(media.payload.len() as f64, now)
+        {
+            stats.media_over_budget.fetch_add(1, Relaxed);
+            return Ok(());
+        }
         Stats::add(&stats.media_packets_in, 1);
         Stats::add(&stats.media_bytes_in, media.payload.len() as u64);
         media.sender = sender.to_owned();

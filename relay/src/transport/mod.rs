@@ -2,7 +2,7 @@
 //! session's [`Inbound`](crate::session::Inbound) items and write its outbox.
 //! Framing lives in `rallypoint_protocol`; protocol rules live in `session`.
 
-pub mod tls_listener;
+pub mod http_server;
 pub mod ws;
 pub mod wt;
 

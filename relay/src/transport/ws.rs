@@ -13,6 +13,7 @@ use rallypoint_protocol::limits;
 use tokio::sync::mpsc;
 
 use super::{ERROR_FLUSH, inbound, is_invalid, malformed};
+use crate::budget::OpenConnection;
 use crate::config::TransportKind;
 use crate::intake::client_address;
 use crate::session::outbox::{Control, OutboxReceiver, Outgoing, outbox};
@@ -22,6 +23,11 @@ use crate::state::RelayState;
 /// Slack above the largest frame so an oversize frame reaches our decoder and
 /// gets a polite Error instead of a torn connection.
 const MESSAGE_SLACK: usize = 64 * 1024;
+/// tungstenite's read chunk and initial write buffer (128 KiB each by
+/// default, allocated per connection before Hello). Frames are mostly audio
+/// and probes of ~100 bytes; larger ones take a few more reads.
+const READ_BUFFER: usize = 8 * 1024;
+const WRITE_BUFFER: usize = 8 * 1024;
 
 pub async fn upgrade(
     State(relay): State<Arc<RelayState>>,
@@ -29,7 +35,7 @@ pub async fn upgrade(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    if let Err(reason) = relay.readiness() {
+    if let Err(reason) = relay.accepts_sessions() {
         return (StatusCode::SERVICE_UNAVAILABLE, reason).into_response();
     }
     let forwarded = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
@@ -40,11 +46,13 @@ pub async fn upgrade(
     );
     ws.max_message_size(limits::MAX_FRAME + MESSAGE_SLACK)
         .max_frame_size(limits::MAX_FRAME + MESSAGE_SLACK)
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
         .on_upgrade(move |socket| serve(relay, socket, client_ip))
 }
 
 async fn serve(relay: Arc<RelayState>, socket: WebSocket, client_ip: std::net::IpAddr) {
-    relay.stats.connection_opened(TransportKind::Ws);
+    let _open = OpenConnection::new(relay.stats.clone(), TransportKind::Ws);
     let (sink, mut stream) = socket.split();
     let limits = &relay.config.limits;
     let (outbox, outgoing) = outbox(limits.control_queue, limits.media_queue);
@@ -76,25 +84,27 @@ async fn serve(relay: Arc<RelayState>, socket: WebSocket, client_ip: std::net::I
             }
         }
     });
-    let writer = tokio::spawn(write(sink, outgoing, outbox.kill_switch()));
+    let mut writer = tokio::spawn(write(sink, outgoing, outbox.kill_switch()));
 
     let info = ConnectionInfo {
         transport: TransportKind::Ws,
         client_ip: Some(client_ip),
         max_datagram_size: 0,
+        welcomed: tokio_util::sync::CancellationToken::new(),
     };
     if session::run(relay.clone(), info, inbound_rx, outbox.clone()).await == SessionEnd::Refused {
         // Give the writer a moment to deliver the Error frame.
-        let _ = tokio::time::timeout(ERROR_FLUSH, writer).await;
+        let _ = tokio::time::timeout(ERROR_FLUSH, &mut writer).await;
     }
     outbox.kill();
-    if tokio::time::timeout(ERROR_FLUSH, &mut reader)
-        .await
-        .is_err()
-    {
-        reader.abort();
+    // Both halves must go for the socket to close: a client that stopped
+    // reading would otherwise hold its socket (and our kernel buffers) for as
+    // long as it likes.
+    for task in [&mut writer, &mut reader] {
+        if tokio::time::timeout(ERROR_FLUSH, &mut *task).await.is_err() {
+            task.abort();
+        }
     }
-    relay.stats.connection_closed(TransportKind::Ws);
 }
 
 /// Writes queued frames, flushing only when the queue is momentarily empty:
@@ -128,7 +138,11 @@ async fn write(
                     break 'writing;
                 }
             };
-            if sink.feed(Message::Binary(bytes)).await.is_err() {
+            let fed = tokio::select! {
+                fed = sink.feed(Message::Binary(bytes)) => fed.is_ok(),
+                _ = kill.cancelled() => false,
+            };
+            if !fed {
                 break 'writing;
             }
             match outgoing.try_next() {
@@ -136,9 +150,13 @@ async fn write(
                 None => break,
             }
         }
-        if sink.flush().await.is_err() {
+        let flushed = tokio::select! {
+            flushed = sink.flush() => flushed.is_ok(),
+            _ = kill.cancelled() => false,
+        };
+        if !flushed {
             break;
         }
     }
-    let _ = sink.close().await;
+    let _ = tokio::time::timeout(ERROR_FLUSH, sink.close()).await;
 }

@@ -10,6 +10,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -22,6 +23,7 @@ use wtransport::endpoint::endpoint_side::Server;
 use wtransport::{Connection, Endpoint, RecvStream, SendStream, VarInt};
 
 use super::{ERROR_FLUSH, inbound, is_invalid};
+use crate::budget::{ConnectionSlot, OpenConnection};
 use crate::config::TransportKind;
 use crate::metrics::Stats;
 use crate::session::outbox::{Control, OutboxReceiver, Outgoing, outbox};
@@ -31,16 +33,63 @@ use crate::state::RelayState;
 /// Outgoing unidirectional streams in flight per connection; beyond this a
 /// large media frame is dropped like any frame for a slow receiver.
 const MAX_OUTGOING_STREAMS: usize = 32;
+/// Inbound unidirectional streams (one large media frame each) read at once
+/// per connection. Further streams wait, unaccepted, inside QUIC's own limits.
+const MAX_INBOUND_STREAMS: usize = 4;
+/// The unidirectional streams HTTP/3 itself keeps open (control, QPACK
+/// encoder and decoder).
+const H3_UNI_STREAMS: u32 = 3;
+/// A media stream must be complete (FIN) within this time: a 1 MiB keyframe
+/// at 2 Mbit/s takes about 4 s.
+const INBOUND_STREAM_DEADLINE: Duration = Duration::from_secs(5);
+/// Datagrams QUIC keeps for us while the session is busy (probes, audio).
+const DATAGRAM_RECEIVE_BUFFER: usize = 64 * 1024;
+/// Handshakes in progress above which a client must first prove its address
+/// (QUIC retry), so spoofed Initial packets cannot hold slots.
+const RETRY_ABOVE_HANDSHAKES: usize = 64;
 /// Application close codes.
 const CLOSE_REFUSED: u32 = 1;
 const CLOSE_DRAINED: u32 = 2;
 
+/// The relay's WebTransport server settings: QUIC flow control sized so one
+/// connection can buffer at most a few maximal media frames.
+pub fn server_config(
+    listen: std::net::SocketAddr,
+    identity: wtransport::Identity,
+) -> anyhow::Result<wtransport::ServerConfig> {
+    use wtransport::quinn::VarInt as QuicVarInt;
+    let frame = QuicVarInt::from_u32((limits::MAX_FRAME + limits::LENGTH_PREFIX) as u32);
+    let mut transport = wtransport::config::QuicTransportConfig::default();
+    transport
+        .max_concurrent_uni_streams(QuicVarInt::from_u32(
+            H3_UNI_STREAMS + MAX_INBOUND_STREAMS as u32,
+        ))
+        // The session's CONNECT stream and our control stream, and a spare.
+        .max_concurrent_bidi_streams(QuicVarInt::from_u32(4))
+        .stream_receive_window(frame)
+        .receive_window(QuicVarInt::from_u32(2 * (limits::MAX_FRAME as u32)))
+        .datagram_receive_buffer_size(Some(DATAGRAM_RECEIVE_BUFFER));
+    Ok(wtransport::ServerConfig::builder()
+        .with_bind_address(listen)
+        .with_custom_transport(identity, transport)
+        .keep_alive_interval(Some(Duration::from_secs(2)))
+        .max_idle_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| anyhow::anyhow!("invalid WebTransport idle timeout: {e}"))?
+        .build())
+}
+
 /// Accepts WebTransport sessions until `stop` turns true.
+///
+/// Every QUIC connection attempt takes a slot of the relay's connection budget
+/// from its first packet (refused at the limit), must prove its address when
+/// many handshakes are in progress, and must finish the QUIC handshake and
+/// the WebTransport CONNECT within `--handshake-timeout`.
 pub async fn accept_loop(
     relay: Arc<RelayState>,
     endpoint: Arc<Endpoint<Server>>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let handshakes = Arc::new(AtomicUsize::new(0));
     loop {
         tokio::select! {
             biased;
@@ -50,50 +99,100 @@ pub async fn accept_loop(
                 }
             }
             incoming = endpoint.accept() => {
-                tokio::spawn(handle_incoming(relay.clone(), incoming));
+                if !incoming.remote_address_validated()
+                    && handshakes.load(Relaxed) >= RETRY_ABOVE_HANDSHAKES
+                {
+                    incoming.retry();
+                    continue;
+                }
+                let Some(slot) = relay.budget.try_admit() else {
+                    tracing::debug!(limit = relay.budget.limit(), "at the connection limit; refusing a QUIC connection");
+                    incoming.refuse();
+                    continue;
+                };
+                let handshake = Handshake::start(&handshakes);
+                tokio::spawn(handle_incoming(relay.clone(), incoming, slot, handshake));
             }
         }
     }
     tracing::info!("stopped accepting WebTransport sessions");
 }
 
-async fn handle_incoming(relay: Arc<RelayState>, incoming: IncomingSession) {
-    let request = match incoming.await {
-        Ok(request) => request,
-        Err(e) => {
-            tracing::debug!("WebTransport handshake failed: {e}");
-            return;
-        }
-    };
-    if let Err(reason) = relay.readiness() {
-        tracing::info!(%reason, "refusing a WebTransport session");
-        request.too_many_requests().await;
-        return;
-    }
-    match request.accept().await {
-        Ok(connection) => serve(relay, connection).await,
-        Err(e) => tracing::debug!("accepting a WebTransport session failed: {e}"),
+/// Counts a handshake in progress until dropped.
+struct Handshake(Arc<AtomicUsize>);
+
+impl Handshake {
+    fn start(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Relaxed);
+        Handshake(count.clone())
     }
 }
 
-async fn serve(relay: Arc<RelayState>, connection: Connection) {
-    relay.stats.connection_opened(TransportKind::Wt);
+impl Drop for Handshake {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+}
+
+async fn handle_incoming(
+    relay: Arc<RelayState>,
+    incoming: IncomingSession,
+    slot: ConnectionSlot,
+    handshake: Handshake,
+) {
+    let deadline = relay.config.limits.handshake_timeout;
+    let accepted = tokio::time::timeout(deadline, async {
+        let request = incoming
+            .await
+            .map_err(|e| format!("WebTransport handshake failed: {e}"))?;
+        if let Err(reason) = relay.accepts_sessions() {
+            tracing::info!(%reason, "refusing a WebTransport session");
+            request.too_many_requests().await;
+            return Err(reason);
+        }
+        request
+            .accept()
+            .await
+            .map_err(|e| format!("accepting a WebTransport session failed: {e}"))
+    })
+    .await;
+    drop(handshake);
+    match accepted {
+        Ok(Ok(connection)) => serve(relay, connection, slot).await,
+        Ok(Err(reason)) => tracing::debug!("{reason}"),
+        Err(_) => tracing::debug!(
+            ?deadline,
+            "WebTransport handshake and CONNECT took too long"
+        ),
+    }
+}
+
+async fn serve(relay: Arc<RelayState>, connection: Connection, _slot: ConnectionSlot) {
+    let _open = OpenConnection::new(relay.stats.clone(), TransportKind::Wt);
     let limits = &relay.config.limits;
     let control = tokio::time::timeout(limits.hello_timeout, connection.accept_bi()).await;
     let Ok(Ok((control_send, control_recv))) = control else {
         connection.close(VarInt::from_u32(CLOSE_REFUSED), b"no control stream opened");
-        relay.stats.connection_closed(TransportKind::Wt);
         return;
     };
     let client_ip: IpAddr = connection.remote_address().ip().to_canonical();
     let max_datagram_size = connection.max_datagram_size().unwrap_or(0);
     let (outbox, outgoing) = outbox(limits.control_queue, limits.media_queue);
     let (inbound_tx, inbound_rx) = mpsc::channel(64);
+    let welcomed = CancellationToken::new();
 
+    // Datagrams and media streams are read only once Hello was accepted:
+    // before that QUIC holds them within its flow-control limits.
     let readers = [
         tokio::spawn(read_control(control_recv, inbound_tx.clone())),
-        tokio::spawn(read_datagrams(connection.clone(), inbound_tx.clone())),
-        tokio::spawn(read_streams(connection.clone(), inbound_tx)),
+        tokio::spawn(after(
+            welcomed.clone(),
+            read_datagrams(connection.clone(), inbound_tx.clone()),
+        )),
+        tokio::spawn(after(
+            welcomed.clone(),
+            read_streams(connection.clone(), inbound_tx),
+        )),
     ];
     let writer = tokio::spawn(write(
         connection.clone(),
@@ -108,6 +207,7 @@ async fn serve(relay: Arc<RelayState>, connection: Connection) {
         transport: TransportKind::Wt,
         client_ip: Some(client_ip),
         max_datagram_size: max_datagram_size as u32,
+        welcomed,
     };
     if session::run(relay.clone(), info, inbound_rx, outbox.clone()).await == SessionEnd::Refused {
         let _ = tokio::time::timeout(ERROR_FLUSH + Duration::from_secs(1), writer).await;
@@ -122,7 +222,12 @@ async fn serve(relay: Arc<RelayState>, connection: Connection) {
         CLOSE_REFUSED
     };
     connection.close(VarInt::from_u32(code), b"session ended");
-    relay.stats.connection_closed(TransportKind::Wt);
+}
+
+/// Runs `task` once `gate` fires.
+async fn after(gate: CancellationToken, task: impl std::future::Future<Output = ()>) {
+    gate.cancelled().await;
+    task.await
 }
 
 async fn forward(tx: &mpsc::Sender<Inbound>, item: Inbound) -> bool {
@@ -165,13 +270,32 @@ async fn read_datagrams(connection: Connection, tx: mpsc::Sender<Inbound>) {
 }
 
 /// Each unidirectional stream carries exactly one frame (a large media frame).
+/// At most [`MAX_INBOUND_STREAMS`] are read at once, each within
+/// [`INBOUND_STREAM_DEADLINE`]: a client cannot make the relay hold more
+/// than a few frames' worth of its bytes.
 async fn read_streams(connection: Connection, tx: mpsc::Sender<Inbound>) {
-    while let Ok(stream) = connection.accept_uni().await {
+    let reading = Arc::new(Semaphore::new(MAX_INBOUND_STREAMS));
+    loop {
+        let Ok(permit) = reading.clone().acquire_owned().await else {
+            return;
+        };
+        let Ok(stream) = connection.accept_uni().await else {
+            return;
+        };
         let tx = tx.clone();
         tokio::spawn(async move {
-            let item = match read_whole(stream, limits::MAX_FRAME).await {
-                Ok(bytes) => inbound(bytes, false),
-                Err(e) => Inbound::Invalid(e),
+            let _permit = permit;
+            let read = tokio::time::timeout(
+                INBOUND_STREAM_DEADLINE,
+                read_whole(stream, limits::MAX_FRAME),
+            )
+            .await;
+            let item = match read {
+                Ok(Ok(bytes)) => inbound(bytes, false),
+                Ok(Err(e)) => Inbound::Invalid(e),
+                Err(_) => Inbound::Invalid(FrameError::Malformed(format!(
+                    "a media stream was not finished within {INBOUND_STREAM_DEADLINE:?}"
+                ))),
             };
             let _ = forward(&tx, item).await;
         });

@@ -58,13 +58,17 @@ pub enum Event {
         candidate: CandidateId,
         reason: String,
     },
-    /// A probe answer. `sent_at` is the time echoed in the answer and
-    /// `received_at` the time the frame was read off the socket — not when the
-    /// driver got round to handling it.
+    /// A probe answer. `received_at` is the time the frame was read off the
+    /// socket — not when the driver got round to handling it — and
+    /// `relay_hold` how long the relay says it held the probe. The RTT is
+    /// measured from the election's own record of when probe `seq` left,
+    /// never from a time echoed by the relay (which a relay, or anyone on a
+    /// `ws://` path, could fake); the hold is subtracted only up to
+    /// [`MAX_RELAY_HOLD`], so a lying relay gains at most that much.
     ProbeAck {
         candidate: CandidateId,
         seq: u64,
-        sent_at: Micros,
+        relay_hold: Duration,
         received_at: Micros,
     },
     ConnectionLost {
@@ -149,17 +153,30 @@ enum Conn {
     Connected,
 }
 
+/// Most relay hold time subtracted from a measured RTT. An honest relay
+/// holds a probe for microseconds; more is a busy relay, whose delay the
+/// client feels all the same, or a lie.
+pub const MAX_RELAY_HOLD: Duration = Duration::from_millis(2);
+
+/// A probe this election sent, by its own clock.
+#[derive(Debug, Clone, Copy)]
+struct SentProbe {
+    seq: u64,
+    sent_at: Micros,
+    until: Micros,
+}
+
 #[derive(Debug, Clone)]
 struct Slot {
     candidate: Candidate,
     conn: Conn,
     role: Role,
     stats: RttStats,
-    /// (seq, deadline) of probes in flight, oldest first.
-    outstanding: VecDeque<(u64, Micros)>,
-    /// (seq, counted lost at) of probes past their deadline: an answer that
-    /// still comes is a late sample, not a loss.
-    late: VecDeque<(u64, Micros)>,
+    /// Probes in flight, oldest first; `until` is the answer's deadline.
+    outstanding: VecDeque<SentProbe>,
+    /// Probes past their deadline (`until`: when counted lost): an answer
+    /// that still comes is a late sample, not a loss.
+    late: VecDeque<SentProbe>,
     next_probe: Option<Micros>,
     consecutive_lost: u32,
     connect_time: Option<Duration>,
@@ -324,7 +341,7 @@ impl Election {
             if probing {
                 consider(slot.next_probe);
             }
-            consider(slot.outstanding.front().map(|(_, deadline)| *deadline));
+            consider(slot.outstanding.front().map(|probe| probe.until));
         }
         if let Some(t) = &self.tournament {
             if !t.overtime {
@@ -358,9 +375,9 @@ impl Election {
             Event::ProbeAck {
                 candidate,
                 seq,
-                sent_at,
+                relay_hold,
                 received_at,
-            } => self.on_probe_ack(candidate, seq, received_at.since(sent_at), now),
+            } => self.on_probe_ack(candidate, seq, relay_hold, received_at, now),
             Event::Drain { candidate } => self.on_drain(candidate, now),
         }
     }
@@ -452,14 +469,25 @@ impl Election {
         }
     }
 
-    fn on_probe_ack(&mut self, id: CandidateId, seq: u64, rtt: Duration, now: Micros) {
+    fn on_probe_ack(
+        &mut self,
+        id: CandidateId,
+        seq: u64,
+        relay_hold: Duration,
+        received_at: Micros,
+        now: Micros,
+    ) {
         let slot = &mut self.slots[id];
-        if let Some(position) = slot.outstanding.iter().position(|(s, _)| *s == seq) {
-            slot.outstanding.remove(position);
-            slot.stats.record(now, rtt);
-        } else if let Some(position) = slot.late.iter().position(|(s, _)| *s == seq) {
-            slot.late.remove(position);
-            slot.stats.record_late(now, rtt);
+        let rtt = |probe: SentProbe| {
+            let measured = received_at.since(probe.sent_at);
+            measured.saturating_sub(relay_hold.min(MAX_RELAY_HOLD))
+        };
+        if let Some(position) = slot.outstanding.iter().position(|p| p.seq == seq) {
+            let probe = slot.outstanding.remove(position).expect("found above");
+            slot.stats.record(now, rtt(probe));
+        } else if let Some(position) = slot.late.iter().position(|p| p.seq == seq) {
+            let probe = slot.late.remove(position).expect("found above");
+            slot.stats.record_late(now, rtt(probe));
         } else {
             return; // not ours (a closed connection's probe)
         }
@@ -526,7 +554,11 @@ impl Election {
         let seq = self.next_seq;
         self.next_seq += 1;
         let slot = &mut self.slots[id];
-        slot.outstanding.push_back((seq, now + timeout));
+        slot.outstanding.push_back(SentProbe {
+            seq,
+            sent_at: now,
+            until: now + timeout,
+        });
         slot.next_probe = Some(due.max(now - interval) + interval);
         if slot.role == Role::Reprobe {
             slot.reprobe_left -= 1;
@@ -542,17 +574,20 @@ impl Election {
         while slot
             .late
             .front()
-            .is_some_and(|(_, at)| now.since(*at) > keep_late)
+            .is_some_and(|probe| now.since(probe.until) > keep_late)
         {
             slot.late.pop_front();
         }
         while slot
             .outstanding
             .front()
-            .is_some_and(|(_, deadline)| *deadline <= now)
+            .is_some_and(|probe| probe.until <= now)
         {
-            let (seq, _) = slot.outstanding.pop_front().expect("checked");
-            slot.late.push_back((seq, now));
+            let probe = slot.outstanding.pop_front().expect("checked");
+            slot.late.push_back(SentProbe {
+                until: now,
+                ..probe
+            });
             slot.stats.record_lost();
             slot.consecutive_lost += 1;
             lost += 1;

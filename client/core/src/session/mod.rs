@@ -189,7 +189,9 @@ impl Session {
                 let event = Event::ProbeAck {
                     candidate: id,
                     seq: ack.seq,
-                    sent_at: Micros(ack.client_send_us),
+                    relay_hold: Duration::from_micros(
+                        ack.relay_send_us.saturating_sub(ack.relay_recv_us),
+                    ),
                     received_at,
                 };
                 self.election.handle(event, now);

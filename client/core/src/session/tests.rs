@@ -32,6 +32,10 @@ struct Net {
     closed: Vec<CandidateId>,
     updates: Vec<Update>,
     room_frames: usize,
+    /// A relay that lies in its probe answers: it echoes a send time 1 ms
+    /// before its answer arrives and claims to have held the probe for all
+    /// but 1 ms of the round trip.
+    liar: Option<CandidateId>,
 }
 
 impl Net {
@@ -62,6 +66,7 @@ impl Net {
             closed: Vec::new(),
             updates: Vec::new(),
             room_frames: 0,
+            liar: None,
         }
     }
 
@@ -79,12 +84,23 @@ impl Net {
                 }
                 Transmit::Send(id, frame) => {
                     if let Some(client_frame::Kind::Probe(probe)) = &frame.kind {
-                        let ack = ServerFrame::of(server_frame::Kind::ProbeAck(ProbeAck {
-                            seq: probe.seq,
-                            client_send_us: probe.client_send_us,
-                            ..Default::default()
-                        }));
                         let at = Micros(self.now.0 + self.rtt_ms[id] * 1000);
+                        let ack = if self.liar == Some(id) {
+                            ProbeAck {
+                                seq: probe.seq,
+                                client_send_us: at.0 - 1_000,
+                                relay_recv_us: 0,
+                                relay_send_us: (self.rtt_ms[id] - 1) * 1000,
+                                ..Default::default()
+                            }
+                        } else {
+                            ProbeAck {
+                                seq: probe.seq,
+                                client_send_us: probe.client_send_us,
+                                ..Default::default()
+                            }
+                        };
+                        let ack = ServerFrame::of(server_frame::Kind::ProbeAck(ack));
                         self.in_flight.push((at, id, ack));
                     }
                     self.sent.push((id, frame));
@@ -187,6 +203,20 @@ fn every_candidate_is_connected_and_probed_and_only_the_winner_joins() {
         "the election report goes to the winner"
     );
     assert_eq!(net.reports_sent_to(1), 0);
+}
+
+#[test]
+fn a_relay_cannot_look_closer_than_it_is() {
+    let mut net = Net::new(Some(ROOM), vec![true, true]);
+    net.liar = Some(1);
+    net.session.start(Micros::ZERO);
+    net.run_until(4_000);
+    assert_eq!(net.decisions().len(), 1);
+    assert_eq!(
+        net.decisions()[0].region,
+        "singapore",
+        "the honest 20 ms relay wins over the 120 ms one claiming 1 ms"
+    );
 }
 
 #[test]

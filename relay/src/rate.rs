@@ -1,9 +1,11 @@
-//! Per-connection report rate limit: a token bucket, so a burst after a
-//! reconnect (reports kept while offline) passes but a flood does not.
+//! Token buckets: every budget after authentication (reports, room
+//! operations, keyframe requests, probes, media frames and bytes) is one,
+//! so a burst (reports kept while offline, keyframe requests after a move)
+//! passes but a sustained flood does not.
 
 use std::time::{Duration, Instant};
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct RateLimiter {
     capacity: f64,
     tokens: f64,
@@ -12,24 +14,36 @@ pub struct RateLimiter {
 }
 
 impl RateLimiter {
-    /// `per_minute` reports on average, bursts of up to `per_minute`.
+    /// `per_minute` on average, bursts of up to `per_minute`.
     pub fn per_minute(per_minute: u32, now: Instant) -> Self {
         let capacity = f64::from(per_minute.max(1));
+        Self::new(capacity, capacity / 60.0, now)
+    }
+
+    /// `per_second` on average, bursts of up to `burst`.
+    pub fn new(burst: f64, per_second: f64, now: Instant) -> Self {
+        let capacity = burst.max(1.0);
         RateLimiter {
             capacity,
             tokens: capacity,
-            per_second: capacity / 60.0,
+            per_second: per_second.max(f64::MIN_POSITIVE),
             last: now,
         }
     }
 
     /// Takes one token if there is one.
     pub fn try_take(&mut self, now: Instant) -> bool {
+        self.try_take_n(1.0, now)
+    }
+
+    /// Takes `n` tokens if there are that many (a frame's bytes, say). A
+    /// cost above the burst can never pass.
+    pub fn try_take_n(&mut self, n: f64, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.last);
         self.last = now;
         self.tokens = (self.tokens + elapsed.as_secs_f64() * self.per_second).min(self.capacity);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+        if self.tokens >= n {
+            self.tokens -= n;
             true
         } else {
             false
@@ -56,5 +70,15 @@ mod tests {
         assert!(!limiter.try_take(t0));
         assert!(!limiter.try_take(t0 + Duration::from_secs(19)));
         assert!(limiter.try_take(t0 + Duration::from_secs(21)));
+    }
+
+    #[test]
+    fn byte_budgets_take_many_tokens_at_once() {
+        let t0 = Instant::now();
+        let mut bytes = RateLimiter::new(1000.0, 500.0, t0);
+        assert!(bytes.try_take_n(800.0, t0));
+        assert!(!bytes.try_take_n(800.0, t0));
+        assert!(bytes.try_take_n(800.0, t0 + Duration::from_secs(2)));
+        assert!(!bytes.try_take_n(1001.0, t0 + Duration::from_secs(60)));
     }
 }
