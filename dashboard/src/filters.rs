@@ -44,6 +44,16 @@ pub struct Filters {
     pub session: Option<String>,
 }
 
+/// The latest `until` the dashboard answers for: 2100-01-01 00:00 UTC.
+/// ClickHouse's `DateTime` ends in 2106, and the views round windows to
+/// whole hours and days past their end, which must stay within `u32`.
+pub const MAX_UNTIL: u32 = 4_102_444_800;
+
+/// The longest text value a filter may have. ISP names, the longest real
+/// values, stay well under it; a longer one is a mistake or an attack, and
+/// repeated in a query's text it could pass ClickHouse's query size limit.
+pub const MAX_VALUE_CHARS: usize = 200;
+
 /// The resolved time window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Window {
@@ -71,6 +81,75 @@ impl Filters {
             from: to.saturating_sub(seconds),
             to,
             bucket,
+        }
+    }
+
+    /// Why no view can answer these filters, in words for the person who
+    /// typed the URL; `Ok` when they can. Checked before any query runs.
+    pub fn check(&self) -> Result<(), String> {
+        self.check_lengths()?;
+        self.check_range()?;
+        self.check_until()?;
+        self.check_synthetic()
+    }
+
+    /// A range, when given, is one of [`RANGES`] (an empty one means the
+    /// default).
+    fn check_range(&self) -> Result<(), String> {
+        match self.range.as_deref().filter(|r| !r.is_empty()) {
+            Some(range) if !RANGES.iter().any(|(name, _, _)| *name == range) => {
+                let names: Vec<&str> = RANGES.iter().map(|(name, _, _)| *name).collect();
+                Err(format!(
+                    "The range parameter must be one of {}.",
+                    names.join(", ")
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// `until` is at most [`MAX_UNTIL`].
+    fn check_until(&self) -> Result<(), String> {
+        match self.until {
+            Some(until) if until > MAX_UNTIL => Err(format!(
+                "The until parameter must be a unix time (seconds) no later than {MAX_UNTIL}, the start of 2100."
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// `synthetic` is a yes (1) or no (0).
+    fn check_synthetic(&self) -> Result<(), String> {
+        match self.synthetic {
+            Some(s) if s > 1 => Err(
+                "The synthetic parameter must be 0 (leave synthetic reports out) or 1 (include them)."
+                    .into(),
+            ),
+            _ => Ok(()),
+        }
+    }
+
+    /// Every text value within [`MAX_VALUE_CHARS`].
+    fn check_lengths(&self) -> Result<(), String> {
+        let values = [
+            ("range", &self.range),
+            ("country", &self.country),
+            ("transport", &self.transport),
+            ("isp", &self.isp),
+            ("region", &self.region),
+            ("remove", &self.remove),
+            ("add", &self.add),
+            ("session", &self.session),
+        ];
+        match values.iter().find(|(_, value)| {
+            value
+                .as_deref()
+                .is_some_and(|v| v.chars().count() > MAX_VALUE_CHARS)
+        }) {
+            Some((name, _)) => Err(format!(
+                "The {name} parameter is longer than {MAX_VALUE_CHARS} characters."
+            )),
+            None => Ok(()),
         }
     }
 
@@ -176,6 +255,24 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(bad.range_name(), "24h");
+    }
+
+    #[test]
+    fn checks_accept_the_edges_and_refuse_past_them() {
+        let with = |change: fn(&mut Filters)| {
+            let mut f = Filters::default();
+            change(&mut f);
+            f.check()
+        };
+        assert_eq!(with(|f| f.until = Some(MAX_UNTIL)), Ok(()));
+        assert!(with(|f| f.until = Some(MAX_UNTIL + 1)).is_err());
+        assert_eq!(with(|f| f.isp = Some("é".repeat(MAX_VALUE_CHARS))), Ok(()));
+        assert!(with(|f| f.isp = Some("é".repeat(MAX_VALUE_CHARS + 1))).is_err());
+        assert_eq!(with(|f| f.range = Some(String::new())), Ok(()));
+        assert_eq!(with(|f| f.range = Some("30d".into())), Ok(()));
+        assert!(with(|f| f.range = Some("100y".into())).is_err());
+        assert_eq!(with(|f| f.synthetic = Some(1)), Ok(()));
+        assert!(with(|f| f.synthetic = Some(2)).is_err());
     }
 
     #[test]

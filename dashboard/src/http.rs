@@ -1,23 +1,33 @@
 //! Routes: one small handler per view; each loads its data, renders the page,
-//! and shows an error state (not a blank page) when ClickHouse fails. The
-//! error state gives people a request id, never the query or ClickHouse's
-//! words: those go to the log, under the same id.
+//! and shows an error state (not a blank page) when it cannot:
+//!
+//! * a URL no view can answer (an impossible time, an unknown range, a
+//!   malformed session id, a value too long) is refused with a 400 that
+//!   says why, before any query runs;
+//! * a failed query is a 503 that gives people a request id, never the
+//!   query or ClickHouse's words: those go to the log, under the same id.
 
 use std::sync::Arc;
 
-use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::Router;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{FromRequestParts, Query, State};
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, Uri};
+use axum::middleware;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use axum::{Extension, Router, middleware};
 use leptos::prelude::*;
 
+use crate::data::sessions::SessionId;
 use crate::data::{Db, Source, capacity, matrix, outcomes, overview, sessions};
 use crate::filters::Filters;
 use crate::middleware::{RequestId, with_request_id, with_security_headers};
 use crate::views;
-use crate::views::layout::{SCRIPT_PATH, STYLESHEET_PATH, not_found_view, page, unavailable_view};
+use crate::views::layout::{
+    SCRIPT_PATH, STYLESHEET_PATH, not_found_view, page, refused_view, unavailable_view,
+};
 
 pub struct Dashboard {
     pub db: Db,
@@ -61,16 +71,14 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 
 /// Any other path: a page that says so, with the navigation to go on.
 async fn not_found() -> Response {
-    let filters = Filters::default();
-    let html = page(
+    render(
+        StatusCode::NOT_FOUND,
         "",
         "Not found",
-        &filters,
-        now(&filters),
+        &Filters::default(),
         0,
         not_found_view(),
-    );
-    (StatusCode::NOT_FOUND, Html(html)).into_response()
+    )
 }
 
 fn now(filters: &Filters) -> u32 {
@@ -82,121 +90,202 @@ fn now(filters: &Filters) -> u32 {
     })
 }
 
-/// The page for a view's data, or its error state: the error's detail
+/// What every view handler gets: the request's id and the URL's filters,
+/// read and checked. A URL whose filters cannot be read or answered never
+/// reaches a handler: it gets a 400 page that says why.
+pub struct ViewRequest {
+    id: RequestId,
+    filters: Filters,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ViewRequest {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Response> {
+        let id = parts
+            .extensions
+            .get::<RequestId>()
+            .cloned()
+            .expect("the router gives every request an id");
+        match read_filters(&parts.uri) {
+            Ok(filters) => Ok(ViewRequest { id, filters }),
+            Err(message) => Err(refused(
+                parts.uri.path(),
+                "Cannot show this",
+                &Filters::default(),
+                &id,
+                &message,
+            )),
+        }
+    }
+}
+
+/// The filters in `uri`, or why they cannot be read or answered.
+fn read_filters(uri: &Uri) -> Result<Filters, String> {
+    let Query(filters) = Query::<Filters>::try_from_uri(uri).map_err(unreadable)?;
+    filters.check()?;
+    Ok(filters)
+}
+
+/// Why a query string cannot be read, in words for people: the parser's
+/// own message names the parameter and what is wrong with its value (a
+/// negative or too large number, a duplicate).
+fn unreadable(rejection: QueryRejection) -> String {
+    let detail = std::error::Error::source(&rejection)
+        .map_or_else(|| rejection.body_text(), ToString::to_string);
+    format!("The address has a value the dashboard cannot read ({detail}).")
+}
+
+/// Why a view shows no data.
+enum Failure {
+    /// The URL asks for what no view can answer: a 400 that says why.
+    Refused(String),
+    /// Loading the data failed: a 503; the detail goes to the log only.
+    Unavailable(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Failure::Unavailable(e)
+    }
+}
+
+/// The page for a view's data, or its error state. A failure's detail
 /// (which may hold the query and ClickHouse's message) is logged under the
 /// request id; the page shows only the id.
 fn respond(
     d: &Dashboard,
     path: &str,
     title: &str,
-    filters: &Filters,
-    id: &RequestId,
-    body: anyhow::Result<AnyView>,
+    r: &ViewRequest,
+    body: Result<AnyView, impl Into<Failure>>,
 ) -> Response {
-    let (status, body) = match body {
-        Ok(body) => (StatusCode::OK, body),
-        Err(e) => {
-            tracing::warn!(request_id = %id, path, error = ?format!("{e:#}"), "a view's data could not be loaded");
-            (StatusCode::SERVICE_UNAVAILABLE, unavailable_view(id))
+    let body: Result<AnyView, Failure> = body.map_err(Into::into);
+    match body {
+        Ok(body) => render(
+            StatusCode::OK,
+            path,
+            title,
+            &r.filters,
+            d.refresh_seconds,
+            body,
+        ),
+        Err(Failure::Refused(message)) => refused(path, title, &r.filters, &r.id, &message),
+        Err(Failure::Unavailable(e)) => {
+            tracing::warn!(request_id = %r.id, path, error = ?format!("{e:#}"), "a view's data could not be loaded");
+            let body = unavailable_view(&r.id);
+            render(
+                StatusCode::SERVICE_UNAVAILABLE,
+                path,
+                title,
+                &r.filters,
+                d.refresh_seconds,
+                body,
+            )
         }
-    };
-    let html = page(path, title, filters, now(filters), d.refresh_seconds, body);
+    }
+}
+
+/// The 400 page: what cannot be answered and why, without auto-refresh
+/// (the same URL would be refused again).
+fn refused(path: &str, title: &str, filters: &Filters, id: &RequestId, message: &str) -> Response {
+    tracing::info!(request_id = %id, path, message, "refused");
+    let body = refused_view(message, id);
+    render(StatusCode::BAD_REQUEST, path, title, filters, 0, body)
+}
+
+fn render(
+    status: StatusCode,
+    path: &str,
+    title: &str,
+    filters: &Filters,
+    refresh_seconds: u32,
+    body: AnyView,
+) -> Response {
+    let html = page(path, title, filters, now(filters), refresh_seconds, body);
     (status, Html(html)).into_response()
 }
 
-async fn overview_page(
-    State(d): State<Arc<Dashboard>>,
-    Extension(id): Extension<RequestId>,
-    Query(f): Query<Filters>,
-) -> Response {
-    let at = now(&f);
-    let body = overview::load(&d.db, &f, at, Source::Rollup)
+async fn overview_page(State(d): State<Arc<Dashboard>>, r: ViewRequest) -> Response {
+    let f = &r.filters;
+    let at = now(f);
+    let body = overview::load(&d.db, f, at, Source::Rollup)
         .await
         .map(|data| views::overview::view(data, f.window(at)));
-    respond(&d, "/", "Overview", &f, &id, body)
+    respond(&d, "/", "Overview", &r, body)
 }
 
-async fn matrix_page(
-    State(d): State<Arc<Dashboard>>,
-    Extension(id): Extension<RequestId>,
-    Query(f): Query<Filters>,
-) -> Response {
-    let body = matrix::cells(&d.db, &f, now(&f), Source::Rollup)
+async fn matrix_page(State(d): State<Arc<Dashboard>>, r: ViewRequest) -> Response {
+    let f = &r.filters;
+    let body = matrix::cells(&d.db, f, now(f), Source::Rollup)
         .await
-        .map(|cells| views::matrix::view(cells, &f));
-    respond(&d, "/matrix", "Region × ISP", &f, &id, body)
+        .map(|cells| views::matrix::view(cells, f));
+    respond(&d, "/matrix", "Region × ISP", &r, body)
 }
 
-async fn cell_page(
-    State(d): State<Arc<Dashboard>>,
-    Extension(id): Extension<RequestId>,
-    Query(f): Query<Filters>,
-) -> Response {
-    let at = now(&f);
-    let body = matrix::cell_series(&d.db, &f, at)
+async fn cell_page(State(d): State<Arc<Dashboard>>, r: ViewRequest) -> Response {
+    let f = &r.filters;
+    let at = now(f);
+    let body = matrix::cell_series(&d.db, f, at)
         .await
-        .map(|series| views::matrix::cell_view(series, &f, f.window(at)));
-    respond(&d, "/matrix", "Region × ISP", &f, &id, body)
+        .map(|series| views::matrix::cell_view(series, f, f.window(at)));
+    respond(&d, "/matrix", "Region × ISP", &r, body)
 }
 
-async fn outcomes_page(
-    State(d): State<Arc<Dashboard>>,
-    Extension(id): Extension<RequestId>,
-    Query(f): Query<Filters>,
-) -> Response {
-    let body = outcomes::load(&d.db, &f, now(&f))
+async fn outcomes_page(State(d): State<Arc<Dashboard>>, r: ViewRequest) -> Response {
+    let f = &r.filters;
+    let body = outcomes::load(&d.db, f, now(f))
         .await
         .map(views::outcomes::view);
-    respond(&d, "/outcomes", "Outcomes", &f, &id, body)
+    respond(&d, "/outcomes", "Outcomes", &r, body)
 }
 
-async fn capacity_page(
-    State(d): State<Arc<Dashboard>>,
-    Extension(id): Extension<RequestId>,
-    Query(f): Query<Filters>,
-) -> Response {
-    let at = now(&f);
-    let body = async {
-        let hourly = capacity::hourly(&d.db, &f, at).await?;
-        let day_end = at - at % 86_400 + 86_400;
-        let daily = capacity::daily(&hourly, day_end);
-        let regions: Vec<String> = daily.iter().map(|d| d.region.clone()).collect();
-        let question = capacity::WhatIf {
-            remove: f.remove.clone().filter(|r| !r.is_empty()),
-            add: f.add.clone().filter(|r| !r.is_empty()),
-        };
-        let what_if = if question.remove.is_some() || question.add.is_some() {
-            Some(capacity::what_if(&d.db, &f, at, &question).await?)
-        } else {
-            None
-        };
-        anyhow::Ok(views::capacity::view(
-            hourly,
-            daily,
-            what_if,
-            &f,
-            f.window(at),
-            regions,
-        ))
-    }
-    .await;
-    respond(&d, "/capacity", "Capacity", &f, &id, body)
+async fn capacity_page(State(d): State<Arc<Dashboard>>, r: ViewRequest) -> Response {
+    let body = capacity_view(&d.db, &r.filters).await;
+    respond(&d, "/capacity", "Capacity", &r, body)
 }
 
-async fn sessions_page(
-    State(d): State<Arc<Dashboard>>,
-    Extension(id): Extension<RequestId>,
-    Query(f): Query<Filters>,
-) -> Response {
-    let body = match f.session.as_deref().filter(|s| !s.is_empty()) {
-        Some(id) => sessions::session(&d.db, id)
-            .await
-            .map(|(elections, candidates)| {
-                views::sessions::session_view(id, elections, candidates)
-            }),
-        None => sessions::recent(&d.db, &f, now(&f))
-            .await
-            .map(|recent| views::sessions::recent_view(recent, &f)),
+/// The capacity view: load by hour and day, and the what-if when asked.
+async fn capacity_view(db: &Db, f: &Filters) -> anyhow::Result<AnyView> {
+    let at = now(f);
+    let hourly = capacity::hourly(db, f, at).await?;
+    let day_end = at - at % 86_400 + 86_400;
+    let daily = capacity::daily(&hourly, day_end);
+    let regions: Vec<String> = daily.iter().map(|d| d.region.clone()).collect();
+    let question = capacity::WhatIf {
+        remove: f.remove.clone().filter(|r| !r.is_empty()),
+        add: f.add.clone().filter(|r| !r.is_empty()),
     };
-    respond(&d, "/sessions", "Sessions", &f, &id, body)
+    let what_if = if question.remove.is_some() || question.add.is_some() {
+        Some(capacity::what_if(db, f, at, &question).await?)
+    } else {
+        None
+    };
+    Ok(views::capacity::view(
+        hourly,
+        daily,
+        what_if,
+        f,
+        f.window(at),
+        regions,
+    ))
+}
+
+async fn sessions_page(State(d): State<Arc<Dashboard>>, r: ViewRequest) -> Response {
+    let f = &r.filters;
+    let body = match f.session.as_deref().filter(|s| !s.is_empty()) {
+        Some(text) => one_session(&d.db, text).await,
+        None => sessions::recent(&d.db, f, now(f))
+            .await
+            .map(|recent| views::sessions::recent_view(recent, f))
+            .map_err(Failure::from),
+    };
+    respond(&d, "/sessions", "Sessions", &r, body)
+}
+
+/// One session's elections, or a 400 for a session id that is none.
+async fn one_session(db: &Db, text: &str) -> Result<AnyView, Failure> {
+    let id = SessionId::parse(text).map_err(Failure::Refused)?;
+    let (elections, candidates) = sessions::session(db, &id).await?;
+    Ok(views::sessions::session_view(text, elections, candidates))
 }

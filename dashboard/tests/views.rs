@@ -229,7 +229,8 @@ async fn every_view_shows_the_numbers_the_data_implies_on_old_and_new_clickhouse
 
     // Session explorer: session 1's elections in order.
     let id: String = [1u8; 16].iter().map(|b| format!("{b:02x}")).collect();
-    let (elections, candidates) = sessions::session(&db, &id).await.unwrap();
+    let session = sessions::SessionId::parse(&id).unwrap();
+    let (elections, candidates) = sessions::session(&db, &session).await.unwrap();
     assert_eq!(
         elections
             .iter()

@@ -63,15 +63,28 @@ pub async fn recent(db: &Db, filters: &Filters, now: u32) -> anyhow::Result<Vec<
     .await
 }
 
+/// A client session id, checked: 16 bytes as 32 hex digits, upper case (as
+/// ClickHouse's `hex()` writes them), so it can be compared in SQL as is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionId(String);
+
+impl SessionId {
+    /// The id in `text`, or why it is none, in words for people.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if text.len() == 32 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            Ok(SessionId(text.to_ascii_uppercase()))
+        } else {
+            Err("A session id is 32 hex characters (0-9 and a-f).".into())
+        }
+    }
+}
+
 /// The elections (ordered) and candidates of one session, any time.
 pub async fn session(
     db: &Db,
-    session_hex: &str,
+    session: &SessionId,
 ) -> anyhow::Result<(Vec<SessionElection>, Vec<SessionCandidate>)> {
-    if session_hex.len() != 32 || !session_hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        anyhow::bail!("a session id is 32 hex characters");
-    }
-    let id = session_hex.to_uppercase();
+    let id = &session.0;
     let elections = db
         .rows(&format!(
             "SELECT lower(hex(report_id)) AS report, toUInt32(received_at) AS received_at, session_seq,

@@ -182,6 +182,19 @@ pub fn unavailable_view(id: &RequestId) -> AnyView {
     .into_any()
 }
 
+/// A URL no view can answer: why, in words for people, and the request id.
+pub fn refused_view(message: &str, id: &RequestId) -> AnyView {
+    view! {
+        <main>
+            <div class="error wide" role="alert">
+                <b>"This page cannot be shown for this address. "</b>{message.to_owned()}
+                " Change the filters above, or start again from a view. (Request id "<code>{id.to_string()}</code>".)"
+            </div>
+        </main>
+    }
+    .into_any()
+}
+
 /// A path that is no view.
 pub fn not_found_view() -> AnyView {
     view! {
