@@ -151,8 +151,8 @@ impl From<anyhow::Error> for Failure {
 }
 
 /// The page for a view's data, or its error state. A failure's detail
-/// (which may hold the query and ClickHouse's message) is logged under the
-/// request id; the page shows only the id.
+/// (which may hold the query and ClickHouse's message) is logged in the
+/// request's span, under its id; the page shows only the id.
 fn respond(
     d: &Dashboard,
     path: &str,
@@ -172,7 +172,7 @@ fn respond(
         ),
         Err(Failure::Refused(message)) => refused(path, title, &r.filters, &r.id, &message),
         Err(Failure::Unavailable(e)) => {
-            tracing::warn!(request_id = %r.id, path, error = ?format!("{e:#}"), "a view's data could not be loaded");
+            tracing::warn!(path, error = ?format!("{e:#}"), "a view's data could not be loaded");
             let body = unavailable_view(&r.id);
             render(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -189,7 +189,7 @@ fn respond(
 /// The 400 page: what cannot be answered and why, without auto-refresh
 /// (the same URL would be refused again).
 fn refused(path: &str, title: &str, filters: &Filters, id: &RequestId, message: &str) -> Response {
-    tracing::info!(request_id = %id, path, message, "refused");
+    tracing::info!(path, reason = message, "refused");
     let body = refused_view(message, id);
     render(StatusCode::BAD_REQUEST, path, title, filters, 0, body)
 }
