@@ -254,7 +254,8 @@ pub struct TelemetryIntakeConfig {
     #[arg(long, env = "RALLYPOINT_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Vec<std::net::IpAddr>,
 
-    /// Election reports accepted per connection per minute.
+    /// Election reports accepted per token subject (user) per minute, across
+    /// all of its connections to this relay (bursts of as many).
     #[arg(long, env = "RALLYPOINT_REPORTS_PER_MINUTE", default_value_t = 30)]
     pub reports_per_minute: u32,
 }

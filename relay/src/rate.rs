@@ -3,6 +3,8 @@
 //! so a burst (reports kept while offline, keyframe requests after a move)
 //! passes but a sustained flood does not.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone)]
@@ -56,6 +58,51 @@ impl RateLimiter {
     }
 }
 
+/// One token bucket per token subject (user id), shared by all of the
+/// subject's connections to this relay: reconnecting does not refill it.
+#[derive(Debug)]
+pub struct SubjectRates {
+    per_minute: u32,
+    buckets: Mutex<HashMap<String, RateLimiter>>,
+}
+
+/// Subjects tracked before idle (full) buckets are forgotten: a forgotten
+/// subject starts again with a full bucket, which it had anyway.
+const MAX_TRACKED_SUBJECTS: usize = 100_000;
+
+impl SubjectRates {
+    pub fn per_minute(per_minute: u32) -> Self {
+        SubjectRates {
+            per_minute,
+            buckets: Mutex::default(),
+        }
+    }
+
+    /// Takes one token from `subject`'s bucket, or says when to retry.
+    pub fn try_take(&self, subject: &str, now: Instant) -> Result<(), Duration> {
+        let mut buckets = self.buckets.lock().expect("subject rates lock");
+        if buckets.len() >= MAX_TRACKED_SUBJECTS && !buckets.contains_key(subject) {
+            buckets.retain(|_, bucket| !bucket.is_full(now));
+        }
+        let bucket = buckets
+            .entry(subject.to_owned())
+            .or_insert_with(|| RateLimiter::per_minute(self.per_minute, now));
+        if bucket.try_take(now) {
+            Ok(())
+        } else {
+            Err(bucket.retry_after())
+        }
+    }
+}
+
+impl RateLimiter {
+    /// Whether the bucket has refilled completely by `now` (nothing to remember).
+    fn is_full(&self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens + elapsed * self.per_second >= self.capacity
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,6 +117,21 @@ mod tests {
         assert!(!limiter.try_take(t0));
         assert!(!limiter.try_take(t0 + Duration::from_secs(19)));
         assert!(limiter.try_take(t0 + Duration::from_secs(21)));
+    }
+
+    #[test]
+    fn a_subject_keeps_its_bucket_across_connections() {
+        let t0 = Instant::now();
+        let rates = SubjectRates::per_minute(2);
+        assert!(rates.try_take("mallory", t0).is_ok());
+        assert!(rates.try_take("mallory", t0).is_ok());
+        assert!(rates.try_take("mallory", t0).is_err());
+        assert!(rates.try_take("alice", t0).is_ok());
+        assert!(
+            rates
+                .try_take("mallory", t0 + Duration::from_secs(31))
+                .is_ok()
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ use crate::budget::{ConnectionBudget, SubjectConnections};
 use crate::config::RelayConfig;
 use crate::intake::Intake;
 use crate::metrics::Stats;
+use crate::rate::SubjectRates;
 use crate::rooms::Hub;
 
 pub struct RelayState {
@@ -27,6 +28,8 @@ pub struct RelayState {
     pub budget: ConnectionBudget,
     /// Connections per token subject.
     pub subjects: SubjectConnections,
+    /// Election reports per token subject, across its connections.
+    pub report_rates: SubjectRates,
     /// `true` while NATS has been unreachable for longer than its grace
     /// (see [`crate::backbone`]).
     pub cut_off: watch::Receiver<bool>,
@@ -48,7 +51,9 @@ impl RelayState {
     ) -> Self {
         let budget = ConnectionBudget::new(config.limits.max_connections);
         let subjects = SubjectConnections::new(config.limits.max_connections_per_token);
+        let report_rates = SubjectRates::per_minute(config.telemetry.reports_per_minute);
         RelayState {
+            report_rates,
             budget,
             subjects,
             cut_off,

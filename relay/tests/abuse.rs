@@ -21,8 +21,11 @@ use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// The longest silence a caller may hear while the relay is under attack.
-const MAX_GAP: Duration = Duration::from_millis(200);
+/// The longest silence the test accepts while the relay is under attack. The
+/// goal is 200 ms (BENCHMARKS.md records the measured gaps); the test allows
+/// twice that because the attacker, the call and the relay share the two
+/// cores of a CI machine that runs other tests at the same time.
+const MAX_GAP: Duration = Duration::from_millis(400);
 
 /// Alice talks to Bob through relay 0 over WebSocket until `finish`.
 struct LegitCall {
@@ -130,17 +133,19 @@ async fn closed_within(mut socket: TcpStream, deadline: Duration) -> bool {
     }
 }
 
+/// A lab whose relays hold at most `limit` connections and give handshakes
+/// one second, with the legitimate call running.
+async fn capped_lab(limit: usize) -> (Lab, LegitCall) {
+    let limit = limit.to_string();
+    let lab = Lab::two_regions(&["--max-connections", &limit, "--handshake-timeout", "1s"]).await;
+    let call = LegitCall::start(&lab).await;
+    (lab, call)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_and_half_sent_connections_are_capped_and_closed() {
     const LIMIT: usize = 200;
-    let lab = Lab::two_regions(&[
-        "--max-connections",
-        &LIMIT.to_string(),
-        "--handshake-timeout",
-        "1s",
-    ])
-    .await;
-    let call = LegitCall::start(&lab).await;
+    let (lab, call) = capped_lab(LIMIT).await;
     let port = lab.relays[0].http_port;
     let mut sockets = Vec::new();
     for i in 0..300 {
@@ -168,6 +173,77 @@ async fn silent_and_half_sent_connections_are_capped_and_closed() {
         &lab,
         call.finish().await,
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quic_handshakes_that_never_send_connect_are_capped_and_closed() {
+    use wtransport::quinn;
+
+    const LIMIT: usize = 150;
+    const ATTEMPTS: usize = 300;
+    let (lab, call) = capped_lab(LIMIT).await;
+    let candidate = lab.candidate(0, WebTransport);
+    let hash = hex_hash(
+        candidate
+            .cert_hash
+            .as_deref()
+            .expect("development certificate"),
+    );
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", lab.relays[0].wt_port)
+        .parse()
+        .unwrap();
+    let tls = rallypoint_client_native::tls::client_config(Some(hash)).unwrap();
+    let mut tls = (*tls).clone();
+    tls.alpn_protocols = vec![b"h3".to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let client_config = quinn::ClientConfig::new(Arc::new(crypto));
+    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+
+    // QUIC handshakes that then say nothing: no HTTP/3 SETTINGS, no CONNECT.
+    // 100 a second for 3 s: the attacker's handshakes share these two cores
+    // with the relay and the call.
+    let mut connections: Vec<quinn::Connection> = Vec::new();
+    for _ in 0..ATTEMPTS / 25 {
+        let attempts = (0..25).map(|_| {
+            let connecting = endpoint.connect_with(client_config.clone(), addr, "localhost");
+            async move {
+                let connecting = connecting.ok()?;
+                tokio::time::timeout(Duration::from_secs(3), connecting)
+                    .await
+                    .ok()?
+                    .ok()
+            }
+        });
+        connections.extend(join_all(attempts).await.into_iter().flatten());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let stats = lab.relays[0].stats().await.unwrap();
+    let in_use = stats["connection_slots_in_use"].as_u64().unwrap() as usize;
+    eprintln!(
+        "[abuse] {} of {ATTEMPTS} QUIC handshakes completed; {in_use} slots in use",
+        connections.len()
+    );
+    assert!(in_use <= LIMIT, "{in_use} slots in use, limit {LIMIT}");
+    let closed = join_all(
+        connections
+            .iter()
+            .map(|c| tokio::time::timeout(Duration::from_secs(4), c.closed())),
+    )
+    .await;
+    let open = closed.iter().filter(|c| c.is_err()).count();
+    assert_eq!(
+        open, 0,
+        "{open} QUIC connections without CONNECT still open after 4 s"
+    );
+    report("QUIC handshakes without CONNECT", &lab, call.finish().await);
+}
+
+fn hex_hash(hex: &str) -> [u8; 32] {
+    (0..32)
+        .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
+        .collect::<Vec<_>>()
+        .try_into()
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -416,4 +492,105 @@ async fn a_call_outlives_its_token_only_with_a_refresh() {
         })
         .await
         .expect("the refreshed call lives on");
+}
+
+/// The relay's resident memory now (VmRSS), in KiB.
+fn rss_kib(lab: &Lab) -> f64 {
+    let pid = lab.relays[0].pid().expect("relay runs");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/<pid>/status")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_websocket_before_hello_costs_little_memory() {
+    const CONNECTIONS: usize = 400;
+    let lab = Lab::two_regions(&["--hello-timeout", "60s"]).await;
+    // Warm up: the first connections allocate pools that stay.
+    let mut warm = Vec::new();
+    for _ in 0..20 {
+        warm.push(
+            tokio_tungstenite::connect_async(lab.relays[0].ws_url())
+                .await
+                .unwrap(),
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = rss_kib(&lab);
+    let mut idle = Vec::new();
+    for _ in 0..CONNECTIONS {
+        idle.push(
+            tokio_tungstenite::connect_async(lab.relays[0].ws_url())
+                .await
+                .unwrap(),
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let per_connection = (rss_kib(&lab) - before) / CONNECTIONS as f64;
+    eprintln!(
+        "[abuse] {CONNECTIONS} idle WebSocket connections before Hello: {per_connection:.1} KiB each"
+    );
+    assert!(
+        per_connection <= 32.0,
+        "{per_connection:.1} KiB per idle connection"
+    );
+    drop((warm, idle));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_token_cannot_flood_telemetry_by_reconnecting() {
+    use rallypoint_protocol::v1::{TelemetryReport, telemetry_report};
+
+    const CONNECTIONS: usize = 20;
+    const PER_CONNECTION: usize = 10;
+    let lab = Lab::two_regions(&["--reports-per-minute", "30"]).await;
+    let call = LegitCall::start(&lab).await;
+    let candidate = lab.candidate(0, WebSocket);
+    let identity = lab.identity("lobby", "flooder");
+    let mut reports =
+        rallypoint_lab::reports::ReportGenerator::new(lab.relays[0].candidates(), 7, false);
+    let (mut limited, mut passed) = (0, 0);
+    for _ in 0..CONNECTIONS {
+        // A new connection each round, as a flooder resetting a
+        // per-connection budget would.
+        let mut peer = Peer::connect(&candidate, &identity, T).await.unwrap();
+        for _ in 0..PER_CONNECTION {
+            peer.conn
+                .send(&ClientFrame::of(client_frame::Kind::Telemetry(
+                    TelemetryReport {
+                        kind: Some(telemetry_report::Kind::Election(reports.next_report())),
+                    },
+                )));
+        }
+        for _ in 0..PER_CONNECTION {
+            let ack = peer
+                .expect("TelemetryAck", T, |kind| match kind {
+                    server_frame::Kind::TelemetryAck(ack) => Some(ack.clone()),
+                    _ => None,
+                })
+                .await
+                .unwrap();
+            // Without JetStream in this lab, reports past the budget are
+            // refused for storage, not for rate: only the rate counts here.
+            if ack.reason.starts_with("rate limited") {
+                limited += 1;
+            } else {
+                passed += 1;
+            }
+        }
+    }
+    eprintln!("[abuse] telemetry flood: {passed} past the budget check, {limited} rate limited");
+    assert!(
+        passed <= 31,
+        "{passed} reports of one token passed a 30/min budget over {CONNECTIONS} connections"
+    );
+    assert_eq!(passed + limited, CONNECTIONS * PER_CONNECTION);
+    report(
+        "telemetry flood from one token over 20 connections",
+        &lab,
+        call.finish().await,
+    );
 }

@@ -92,7 +92,6 @@ struct Budgets {
     probes: RateLimiter,
     media_frames: RateLimiter,
     media_bytes: RateLimiter,
-    reports: RateLimiter,
 }
 
 impl Budgets {
@@ -116,7 +115,6 @@ impl Budgets {
                 f64::from(limits.media_bytes_per_second),
                 now,
             ),
-            reports: RateLimiter::per_minute(config.telemetry.reports_per_minute, now),
         }
     }
 }
@@ -376,8 +374,11 @@ impl Session {
                 let Some(telemetry_report::Kind::Election(report)) = report.kind else {
                     return self.violation("telemetry report without content");
                 };
-                if !self.budgets.reports.try_take(Instant::now()) {
-                    let retry = self.budgets.reports.retry_after();
+                if let Err(retry) = self
+                    .relay
+                    .report_rates
+                    .try_take(&identity.claims.sub, Instant::now())
+                {
                     self.outbox
                         .frame(encode(&ServerFrame::of(server_frame::Kind::TelemetryAck(
                             rallypoint_protocol::v1::TelemetryAck {
