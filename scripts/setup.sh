@@ -69,6 +69,13 @@ if [ "$mode" = test ]; then
     step "installing chdb and mmdb-writer (pip)"
     pip install --quiet --disable-pip-version-check chdb mmdb-writer
   fi
+  # The Helm charts rendered by real Helm (lab/tests/helm_render.rs):
+  # helm-python-sdk embeds Helm v4's library (no helm binary to fetch), and
+  # kubernetes-validate ships the Kubernetes 1.31 schemas, offline.
+  if ! python3 -c 'import helm_python, kubernetes_validate' >/dev/null 2>&1; then
+    step "installing helm-python-sdk and kubernetes-validate (pip)"
+    pip install --quiet --disable-pip-version-check helm-python-sdk==0.2.2 kubernetes-validate==1.37.0
+  fi
 fi
 
 echo "export PATH=\"$py_scripts:\$PATH\""

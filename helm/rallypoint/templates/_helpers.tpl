@@ -170,3 +170,51 @@ readinessProbe:
 {{- if $i }},{{ end }}{{ $r.name }}:{{ $r.replicas }}
 {{- end -}}
 {{- end -}}
+
+{{/*
+The candidate list as JSON: for each region of candidates.regions, its
+WebSocket and its WebTransport relay Service, `relay_id` being the Service's
+name. Another region's Services are `<release>-<region>-relay-*` only if its
+release has this one's name (README: `rallypoint` everywhere), so a release
+named otherwise may list only itself. Fails unless this region is listed and,
+in the central region, the regions are exactly collector.regions: relays,
+telemetry and candidates name the same regions.
+*/}}
+{{- define "rallypoint.candidates" -}}
+{{- $own := include "rallypoint.fullname" . -}}
+{{- $sameNaming := eq $own (printf "%s-%s" .Release.Name .Values.region | trunc 40 | trimSuffix "-") -}}
+{{- $names := list -}}
+{{- $list := list -}}
+{{- range .Values.candidates.regions -}}
+{{- if has .name $names -}}
+{{- fail (printf "candidates.regions lists %s twice" .name) -}}
+{{- end -}}
+{{- $names = append $names .name -}}
+{{- $prefix := printf "%s-%s" $.Release.Name .name | trunc 40 | trimSuffix "-" -}}
+{{- if eq .name $.Values.region -}}
+{{- $prefix = $own -}}
+{{- else if not $sameNaming -}}
+{{- fail (printf "candidates.regions lists %s, whose relay Services are named <release>-%s-relay-*: give every region's release the same name, without the region in it or fullnameOverride" .name .name) -}}
+{{- end -}}
+{{- $ws := dict "region" .name "relay_id" (printf "%s-relay-ws" $prefix) "transport" "websocket" "url" .websocket -}}
+{{- $wt := dict "region" .name "relay_id" (printf "%s-relay-wt" $prefix) "transport" "webtransport" "url" .webtransport -}}
+{{- if .shadow -}}
+{{- $_ := set $ws "shadow" true -}}
+{{- $_ := set $wt "shadow" true -}}
+{{- end -}}
+{{- $list = append (append $list $ws) $wt -}}
+{{- end -}}
+{{- if not (has .Values.region $names) -}}
+{{- fail (printf "candidates.regions must list this region, %s" .Values.region) -}}
+{{- end -}}
+{{- if .Values.central.enabled -}}
+{{- $telemetry := list -}}
+{{- range .Values.collector.regions -}}
+{{- $telemetry = append $telemetry .name -}}
+{{- end -}}
+{{- if ne (sortAlpha $names | join ",") (sortAlpha $telemetry | join ",") -}}
+{{- fail (printf "candidates.regions (%s) and collector.regions (%s) must name the same regions" (sortAlpha $names | join ", ") (sortAlpha $telemetry | join ", ")) -}}
+{{- end -}}
+{{- end -}}
+{{- dict "candidates" $list | toPrettyJson -}}
+{{- end -}}

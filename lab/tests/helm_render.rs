@@ -1,0 +1,338 @@
+//! The Helm charts rendered by real Helm: `helm/tools/render.py` renders every
+//! `helm/examples/*.yaml` with Helm v4's library (helm-python-sdk), our chart
+//! with the region examples and the official NATS chart
+//! (`../shared/vendor/nats-chart` beside the repository) with the NATS
+//! examples; lints them (`helm lint --strict`) and validates every manifest
+//! strictly against the Kubernetes 1.31 schemas (kubernetes-validate), plus
+//! the checks the API server would make that the schemas cannot (Services and
+//! probes aimed at ports that exist, no duplicate keys, ...).
+//!
+//! `lab/tests/helm.rs` reads the templates as text and checks them against the
+//! binaries; this is what Helm and Kubernetes make of them. The Python tools
+//! come from `scripts/setup.sh test`. The tests below also break a copy of the
+//! chart in each way the check must catch, so it is known to be able to fail.
+//!
+//! From the rendered manifests, the browser app's candidate list (a ConfigMap)
+//! is checked against the relays Helm renders: the same regions as the relays
+//! and the collector, and each `relay_id` a Service of that region's relays
+//! carrying the candidate's transport.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use rallypoint_client::{CandidateList, TransportKind};
+use serde_json::Value;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .expect("repository root")
+}
+
+/// Runs the render check; (passed, everything it printed).
+fn render(args: &[&Path]) -> (bool, String) {
+    let script = repo().join("helm/tools/render.py");
+    let output = Command::new("python3")
+        .arg(&script)
+        .args(args)
+        .current_dir(std::env::temp_dir())
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "python3 {}: {e} (run scripts/setup.sh test)",
+                script.display()
+            )
+        });
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// A copy of `helm/rallypoint` with one template edited: `from` (which must
+/// be there) replaced by `to`. Removed when dropped.
+struct BrokenChart(PathBuf);
+
+impl BrokenChart {
+    fn new(name: &str, template: &str, from: &str, to: &str) -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("rallypoint-helm-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let chart = dir.join("rallypoint");
+        copy_dir(&repo().join("helm/rallypoint"), &chart);
+        let path = chart.join("templates").join(template);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains(from), "{template} no longer has {from:?}");
+        std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
+        BrokenChart(dir)
+    }
+
+    fn chart(&self) -> PathBuf {
+        self.0.join("rallypoint")
+    }
+}
+
+impl Drop for BrokenChart {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn assert_fails(broken: &BrokenChart, expected: &str) {
+    let (passed, output) = render(&[Path::new("--chart"), &broken.chart()]);
+    assert!(!passed, "the check passed a broken chart:\n{output}");
+    assert!(
+        output.contains(expected),
+        "the check failed, but not with {expected:?}:\n{output}"
+    );
+}
+
+#[test]
+fn every_example_renders_lints_and_validates_with_real_helm() {
+    let (passed, output) = render(&[]);
+    println!("{output}");
+    assert!(
+        passed,
+        "helm/examples do not render, lint or validate with real Helm \
+         (python3 helm/tools/render.py --out DIR writes the manifests):\n{output}"
+    );
+    for example in [
+        "us-east.yaml",
+        "singapore.yaml",
+        "nats-us-east.yaml",
+        "nats-singapore.yaml",
+    ] {
+        assert!(
+            output.contains(&format!("ok   {example} ")),
+            "{example} was not rendered:\n{output}"
+        );
+    }
+}
+
+#[test]
+fn a_template_helm_cannot_render_fails_the_check() {
+    let broken = BrokenChart::new(
+        "template",
+        "relay-pdb.yaml",
+        "maxUnavailable: {{ .Values.relay.podDisruptionBudget.maxUnavailable }}",
+        "maxUnavailable: {{ .Values.relay.podDisruptionBudget.maxUnavailable }",
+    );
+    assert_fails(&broken, "helm template failed");
+}
+
+#[test]
+fn a_manifest_kubernetes_would_reject_fails_the_check() {
+    // An unknown field (strict validation) ...
+    let broken = BrokenChart::new("field", "relay-ws.yaml", "maxSurge: 1", "maxSurges: 1");
+    assert_fails(&broken, "'maxSurges' was unexpected");
+    // ... and a wrong type.
+    let broken = BrokenChart::new(
+        "type",
+        "relay-wt.yaml",
+        "containerPort: {{ .Values.relay.wt.udpPort }}",
+        "containerPort: \"{{ .Values.relay.wt.udpPort }}\"",
+    );
+    assert_fails(&broken, "'4433' is not of type 'integer'");
+}
+
+#[test]
+fn a_service_aimed_at_a_port_no_relay_has_fails_the_check() {
+    let broken = BrokenChart::new(
+        "port",
+        "relay-ws.yaml",
+        "targetPort: public",
+        "targetPort: admin",
+    );
+    assert_fails(
+        &broken,
+        "targets 'admin'/TCP, which no selected container has",
+    );
+}
+
+// ---------------------------------------------------------------- the candidate list
+
+/// Every manifest Helm rendered from one region example (`render.py --out`).
+fn manifests(dir: &Path) -> Vec<Value> {
+    let mut docs = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        for doc in yaml_serde::Deserializer::from_str(&text) {
+            let doc: Value = serde::Deserialize::deserialize(doc)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            if !doc.is_null() {
+                docs.push(doc);
+            }
+        }
+    }
+    docs
+}
+
+fn env<'a>(deployment: &'a Value, name: &str) -> Option<&'a str> {
+    deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()?
+        .iter()
+        .find(|e| e["name"] == name)?["value"]
+        .as_str()
+}
+
+/// The Deployments a Service's selector picks.
+fn selected<'a>(service: &Value, docs: &'a [Value]) -> Vec<&'a Value> {
+    let selector = service["spec"]["selector"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    docs.iter()
+        .filter(|d| d["kind"] == "Deployment")
+        .filter(|d| {
+            let labels = &d["spec"]["template"]["metadata"]["labels"];
+            !selector.is_empty() && selector.iter().all(|(k, v)| &labels[k] == v)
+        })
+        .collect()
+}
+
+#[test]
+fn the_candidate_list_names_the_relays_regions_and_services() {
+    let out = std::env::temp_dir().join(format!("rallypoint-helm-out-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let (passed, output) = render(&[Path::new("--out"), &out]);
+    assert!(passed, "{output}");
+
+    let examples: Vec<String> = std::fs::read_dir(repo().join("helm/examples"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".yaml") && !name.starts_with("nats-"))
+        .map(|name| name.trim_end_matches(".yaml").to_owned())
+        .collect();
+    let mut lists = BTreeMap::new();
+    let mut relay_regions = BTreeSet::new();
+    let mut telemetry_regions = BTreeSet::new();
+    for example in &examples {
+        let docs = manifests(&out.join(example).join("rallypoint/templates"));
+        let region = docs
+            .iter()
+            .filter(|d| d["kind"] == "Deployment")
+            .find_map(|d| env(d, "RALLYPOINT_REGION"))
+            .unwrap_or_else(|| panic!("{example}: no relay"))
+            .to_owned();
+        relay_regions.insert(region.clone());
+        if let Some(regions) = docs
+            .iter()
+            .find_map(|d| env(d, "RALLYPOINT_TELEMETRY_REGIONS"))
+        {
+            telemetry_regions.extend(
+                regions
+                    .split(',')
+                    .map(|r| r.split(':').next().unwrap().to_owned()),
+            );
+        }
+
+        let config_map = docs
+            .iter()
+            .find(|d| {
+                d["kind"] == "ConfigMap"
+                    && d["metadata"]["name"]
+                        .as_str()
+                        .unwrap()
+                        .ends_with("-candidates")
+            })
+            .unwrap_or_else(|| panic!("{example}: no candidate list ConfigMap"));
+        let json = config_map["data"]["candidates.json"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{example}: the ConfigMap has no candidates.json"));
+        let list = CandidateList::parse(json)
+            .unwrap_or_else(|e| panic!("{example}: the browser app refuses the list: {e}\n{json}"));
+
+        // This region's candidates are its relay Services, one per transport.
+        let own: Vec<_> = list
+            .candidates
+            .iter()
+            .filter(|c| c.region == region)
+            .collect();
+        for transport in [TransportKind::WebSocket, TransportKind::WebTransport] {
+            let candidates: Vec<_> = own.iter().filter(|c| c.transport == transport).collect();
+            assert_eq!(
+                candidates.len(),
+                1,
+                "{example}: {region} needs one {transport:?} candidate: {own:?}"
+            );
+            let candidate = candidates[0];
+            let service = docs
+                .iter()
+                .find(|d| {
+                    d["kind"] == "Service" && d["metadata"]["name"] == candidate.relay_id.as_str()
+                })
+                .unwrap_or_else(|| {
+                    panic!(
+                        "{example}: relay_id {} is no Service Helm renders",
+                        candidate.relay_id
+                    )
+                });
+            let (transports, protocol) = match transport {
+                TransportKind::WebSocket => ("ws", "TCP"),
+                TransportKind::WebTransport => ("wt", "UDP"),
+            };
+            let relays = selected(service, &docs);
+            assert!(
+                !relays.is_empty(),
+                "{example}: Service {} selects no relay",
+                candidate.relay_id
+            );
+            for relay in relays {
+                assert_eq!(
+                    env(relay, "RALLYPOINT_TRANSPORTS"),
+                    Some(transports),
+                    "{example}: {} is not a {transports} relay",
+                    candidate.relay_id
+                );
+                assert_eq!(env(relay, "RALLYPOINT_REGION"), Some(region.as_str()));
+            }
+            assert!(
+                service["spec"]["ports"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|p| p["protocol"] == protocol),
+                "{example}: Service {} has no {protocol} port for {transport:?}",
+                candidate.relay_id
+            );
+        }
+        lists.insert(example.clone(), list);
+    }
+    let _ = std::fs::remove_dir_all(&out);
+
+    let first = lists.values().next().unwrap();
+    for (example, list) in &lists {
+        assert_eq!(
+            list, first,
+            "{example} has another candidate list than the other regions"
+        );
+    }
+    let candidate_regions: BTreeSet<String> =
+        first.candidates.iter().map(|c| c.region.clone()).collect();
+    assert_eq!(
+        candidate_regions, relay_regions,
+        "candidates and relays name other regions"
+    );
+    assert_eq!(
+        telemetry_regions, relay_regions,
+        "the collector and the relays name other regions"
+    );
+}
