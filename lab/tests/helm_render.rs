@@ -166,6 +166,31 @@ fn a_service_aimed_at_a_port_no_relay_has_fails_the_check() {
     );
 }
 
+#[test]
+fn a_candidate_list_without_its_own_region_fails_the_check() {
+    let dir = std::env::temp_dir().join(format!("rallypoint-helm-examples-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    copy_dir(&repo().join("helm/examples"), &dir);
+    let path = dir.join("singapore.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let from = "    - name: singapore\n";
+    assert!(
+        text.contains(from),
+        "singapore.yaml no longer lists singapore's candidates"
+    );
+    std::fs::write(&path, text.replacen(from, "    - name: elsewhere\n", 1)).unwrap();
+    let (passed, output) = render(&[Path::new("--examples"), &dir]);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        !passed,
+        "the check passed a region missing from its own candidate list:\n{output}"
+    );
+    assert!(
+        output.contains("candidates.regions must list this region, singapore"),
+        "{output}"
+    );
+}
+
 // ---------------------------------------------------------------- the candidate list
 
 /// Every manifest Helm rendered from one region example (`render.py --out`).
