@@ -7,9 +7,15 @@
 //! session's transmits (connect, send, close) and hands the application what
 //! it needs: decisions, the live table, room traffic of the serving relay.
 //! What those frames mean is the session's business, shared with the browser.
+//!
+//! A call that should outlive its token gets a [`TokenSource`]
+//! ([`spawn_refreshing`]): the runner calls it when the session asks, ahead
+//! of expiry. Without one, relays end the call when the token expires, and
+//! the session reports that as a `TokenExpired` refusal.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use futures_util::future::BoxFuture;
 use rallypoint_client::election::{CandidateView, ElectionConfig};
 use rallypoint_client::session::{FrameUse, REPORT_RETRY, Session, Transmit, Update};
 use rallypoint_client::{Candidate, Micros};
@@ -18,6 +24,11 @@ use tokio::sync::mpsc;
 
 use crate::connection::{Received, Sender};
 use crate::peer::{ClientIdentity, Peer};
+
+/// Where a long call gets a fresh token for the same user and room: the
+/// deployment's issuer. Called ahead of the current token's expiry, one
+/// fetch at a time; on an error the session asks again a little later.
+pub type TokenSource = Box<dyn FnMut() -> BoxFuture<'static, anyhow::Result<String>> + Send>;
 
 #[derive(Debug, Clone)]
 pub struct RunnerConfig {
@@ -62,6 +73,7 @@ enum Input {
     ConnectFailed(usize, String),
     Frame(usize, u64, Received),
     Closed(usize, u64),
+    Token(anyhow::Result<String>),
 }
 
 struct Runner {
@@ -74,25 +86,47 @@ struct Runner {
     generation: u64,
     inputs: mpsc::UnboundedSender<Input>,
     outputs: mpsc::UnboundedSender<Output>,
+    tokens: Option<TokenSource>,
+    /// A token fetch is under way (the session may ask again meanwhile).
+    fetching: bool,
 }
 
-/// Starts a runner; it runs until [`Command::Stop`] or until `commands` closes.
-pub fn spawn(
-    candidates: Vec<Candidate>,
-    config: RunnerConfig,
-) -> (
+type Channels = (
     mpsc::UnboundedSender<Command>,
     mpsc::UnboundedReceiver<Output>,
-) {
+);
+
+/// Starts a runner; it runs until [`Command::Stop`] or until `commands`
+/// closes. The call lasts as long as the identity's token.
+pub fn spawn(candidates: Vec<Candidate>, config: RunnerConfig) -> Channels {
+    start(candidates, config, None)
+}
+
+/// Like [`spawn`], for a call that outlives its token: fresh ones come from
+/// `tokens` and are sent on every connection before the current one expires.
+pub fn spawn_refreshing(
+    candidates: Vec<Candidate>,
+    config: RunnerConfig,
+    tokens: TokenSource,
+) -> Channels {
+    start(candidates, config, Some(tokens))
+}
+
+fn start(
+    candidates: Vec<Candidate>,
+    config: RunnerConfig,
+    tokens: Option<TokenSource>,
+) -> Channels {
     let (command_tx, command_rx) = mpsc::unbounded_channel();
     let (output_tx, output_rx) = mpsc::unbounded_channel();
-    tokio::spawn(run(candidates, config, command_rx, output_tx));
+    tokio::spawn(run(candidates, config, tokens, command_rx, output_tx));
     (command_tx, output_rx)
 }
 
 async fn run(
     candidates: Vec<Candidate>,
     config: RunnerConfig,
+    tokens: Option<TokenSource>,
     mut commands: mpsc::UnboundedReceiver<Command>,
     outputs: mpsc::UnboundedSender<Output>,
 ) {
@@ -111,6 +145,7 @@ async fn run(
         config.identity.session_id.clone(),
         client,
         config.room.clone(),
+        config.identity.token.clone(),
         Box::new(|| (rand::random(), unix_ms())),
     );
     let mut runner = Runner {
@@ -121,6 +156,8 @@ async fn run(
         generation: 0,
         inputs: input_tx,
         outputs,
+        tokens,
+        fetching: false,
     };
     runner.session.start(Micros::ZERO);
     runner.pump();
@@ -177,8 +214,8 @@ impl Runner {
     fn input(&mut self, input: Input) {
         let now = self.now();
         match input {
-            Input::Connected(id, peer) => {
-                let (sender, mut receiver) = peer.conn.into_split();
+            Input::Connected(id, Peer { conn, welcome, .. }) => {
+                let (sender, mut receiver) = conn.into_split();
                 self.generation += 1;
                 let generation = self.generation;
                 self.senders[id] = Some((generation, sender));
@@ -191,7 +228,7 @@ impl Runner {
                     }
                     let _ = tx.send(Input::Closed(id, generation));
                 });
-                self.session.connected(id, now);
+                self.session.connected(id, &welcome, now);
             }
             Input::ConnectFailed(id, reason) => self.session.connect_failed(id, reason, now),
             Input::Frame(id, generation, received) => {
@@ -209,7 +246,27 @@ impl Runner {
                     self.session.closed(id, now);
                 }
             }
+            Input::Token(token) => {
+                self.fetching = false;
+                match token {
+                    Ok(token) => self.session.refresh_token(token),
+                    Err(e) => tracing::warn!("no fresh token: {e:#}"),
+                }
+            }
         }
+    }
+
+    /// Asks the token source for a fresh token, unless one is on its way.
+    fn fetch_token(&mut self) {
+        let Some(source) = self.tokens.as_mut().filter(|_| !self.fetching) else {
+            return;
+        };
+        self.fetching = true;
+        let fetch = source();
+        let tx = self.inputs.clone();
+        tokio::spawn(async move {
+            let _ = tx.send(Input::Token(fetch.await));
+        });
     }
 
     fn current_generation(&self, id: usize) -> Option<u64> {
@@ -244,7 +301,10 @@ impl Runner {
         match transmit {
             Transmit::Connect(candidate) => {
                 let target = self.session.candidate(candidate).clone();
-                let identity = self.config.identity.clone();
+                let identity = ClientIdentity {
+                    token: self.session.token().to_owned(),
+                    ..self.config.identity.clone()
+                };
                 let timeout = self.config.connect_timeout;
                 let tx = self.inputs.clone();
                 tokio::spawn(async move {
@@ -261,6 +321,10 @@ impl Runner {
                 }
             }
             Transmit::Close(candidate) => self.senders[candidate] = None,
+            Transmit::FetchToken { expires_unix } => {
+                tracing::debug!(expires_unix, "fresh token needed");
+                self.fetch_token();
+            }
         }
     }
 

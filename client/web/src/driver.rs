@@ -8,6 +8,10 @@
 //! needs: decisions, refusals, the live table, the serving relay's room
 //! traffic, and how the election reports are doing. What the frames mean is
 //! the session's business, shared with the native client.
+//!
+//! When the session asks for a fresh token, ahead of expiry, the driver gets
+//! one from the same development issuer the lobby used, for the same user,
+//! and hands it in: the call outlives its first token.
 
 use std::time::Duration;
 
@@ -23,8 +27,8 @@ use rallypoint_protocol::v1::{
 };
 use wasm_bindgen_futures::spawn_local;
 
-use crate::clock;
 use crate::transport::{self, ConnectError, Connected, Connection, Received};
+use crate::{clock, http};
 
 /// Live tables are redrawn at most this often between decisions.
 const SNAPSHOT_EVERY: Duration = Duration::from_millis(200);
@@ -34,6 +38,7 @@ pub struct DriverConfig {
     pub election: ElectionConfig,
     pub connect_timeout: Duration,
     pub room: String,
+    /// The first token; the session keeps the newest.
     pub token: String,
     /// Random bytes fixed for the whole call: with the token's user id they
     /// make the peer id, so every relay knows this participant as the same one.
@@ -75,6 +80,7 @@ enum Input {
     ConnectFailed(usize, ConnectError),
     Frame(usize, u64, Received),
     Closed(usize, u64),
+    Token(Result<String, String>),
 }
 
 struct Driver {
@@ -87,6 +93,8 @@ struct Driver {
     last_snapshot: Option<Micros>,
     inputs: mpsc::UnboundedSender<Input>,
     outputs: mpsc::UnboundedSender<Output>,
+    /// A token fetch is under way (the session may ask again meanwhile).
+    fetching: bool,
 }
 
 /// Starts a driver; it runs until [`Command::Stop`] or until the command
@@ -124,6 +132,7 @@ async fn run(
         config.session_id.clone(),
         client,
         Some(config.room.clone()),
+        config.token.clone(),
         Box::new(|| (clock::random_id(), clock::unix_ms())),
     );
     let mut driver = Driver {
@@ -134,6 +143,7 @@ async fn run(
         last_snapshot: None,
         inputs: input_tx,
         outputs,
+        fetching: false,
     };
     driver.session.start(clock::now());
     driver.pump(true);
@@ -177,7 +187,11 @@ impl Driver {
             Input::Connected(id, connected) => {
                 self.generation += 1;
                 let generation = self.generation;
-                let Connected { conn, mut incoming } = connected;
+                let Connected {
+                    conn,
+                    mut incoming,
+                    welcome,
+                } = connected;
                 self.connections[id] = Some((generation, conn));
                 let tx = self.inputs.clone();
                 spawn_local(async move {
@@ -191,7 +205,7 @@ impl Driver {
                     }
                     let _ = tx.unbounded_send(Input::Closed(id, generation));
                 });
-                self.session.connected(id, now);
+                self.session.connected(id, &welcome, now);
                 true
             }
             Input::ConnectFailed(id, error) => {
@@ -226,7 +240,29 @@ impl Driver {
                 self.session.closed(id, now);
                 true
             }
+            Input::Token(token) => {
+                self.fetching = false;
+                match token {
+                    Ok(token) => self.session.refresh_token(token),
+                    Err(message) => web_sys::console::warn_1(&message.into()),
+                }
+                false
+            }
         }
+    }
+
+    /// Fetches a fresh token for the same user and room, unless one is on
+    /// its way.
+    fn fetch_token(&mut self) {
+        if self.fetching {
+            return;
+        }
+        self.fetching = true;
+        let current = self.session.token().to_owned();
+        let tx = self.inputs.clone();
+        spawn_local(async move {
+            let _ = tx.unbounded_send(Input::Token(http::fresh_token(&current).await));
+        });
     }
 
     fn current_generation(&self, id: usize) -> Option<u64> {
@@ -276,7 +312,7 @@ impl Driver {
                 let target = self.session.candidate(candidate).clone();
                 let hello = Hello {
                     protocol_version: PROTOCOL_VERSION,
-                    token: self.config.token.clone(),
+                    token: self.session.token().to_owned(),
                     client: Some(self.config.info.clone()),
                     session_id: self.config.session_id.clone(),
                 };
@@ -296,6 +332,7 @@ impl Driver {
                 }
             }
             Transmit::Close(candidate) => self.connections[candidate] = None,
+            Transmit::FetchToken { .. } => self.fetch_token(),
         }
     }
 

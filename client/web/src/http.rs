@@ -33,6 +33,18 @@ pub async fn candidates(path: &str) -> Result<CandidateList, String> {
     CandidateList::parse(&body).map_err(|e| format!("The relay list is unusable: {e}"))
 }
 
+/// A fresh token for the same user, room and name as `current` from the
+/// development issuer, so a long call outlives its first token.
+pub async fn fresh_token(current: &str) -> Result<String, String> {
+    let path = crate::params::refresh_path(current)
+        .ok_or("the current token names no user and room to refresh")?;
+    let (status, body) = get_text(&path).await?;
+    match status {
+        200 => Ok(body.trim().to_owned()),
+        _ => Err(format!("no fresh token from the issuer: {}", body.trim())),
+    }
+}
+
 /// A token for `room` and `name` from the development issuer.
 pub async fn token(room: &str, name: &str) -> Result<String, String> {
     let (status, body) = get_text(&crate::params::token_path(room, name)).await?;

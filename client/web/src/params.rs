@@ -2,6 +2,8 @@
 //! client location of the latency lab (its candidate list is served at
 //! `/candidates/<slug>.json`), `?room=` and `?name=` pre-fill the lobby.
 
+use rallypoint_protocol::token::Claims;
+
 /// Settings read from the page's query string.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PageParams {
@@ -48,6 +50,45 @@ pub fn token_path(room: &str, name: &str) -> String {
         percent_encode(room),
         percent_encode(name)
     )
+}
+
+/// Where the development issuer mints a fresh token like `token`: the same
+/// room, name and user (`sub`) — the issuer picks a new user unless told,
+/// and relays take a `Refresh` only for the same user and room. `None` for
+/// a token that is not a JWT with those claims. The token is read, not
+/// verified: it is the app's own.
+pub fn refresh_path(token: &str) -> Option<String> {
+    let payload = token.split('.').nth(1)?;
+    let claims: Claims = serde_json::from_slice(&base64url_decode(payload)?).ok()?;
+    Some(format!(
+        "{}&user={}",
+        token_path(&claims.room, &claims.name),
+        percent_encode(&claims.sub)
+    ))
+}
+
+/// Decodes unpadded base64url (a JWT part); `None` on anything else.
+fn base64url_decode(s: &str) -> Option<Vec<u8>> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => Some(c - b'A'),
+        b'a'..=b'z' => Some(c - b'a' + 26),
+        b'0'..=b'9' => Some(c - b'0' + 52),
+        b'-' => Some(62),
+        b'_' => Some(63),
+        _ => None,
+    };
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let (mut bits, mut held) = (0u32, 0u32);
+    for c in s.bytes() {
+        bits = bits << 6 | u32::from(value(c)?);
+        held += 6;
+        if held >= 8 {
+            held -= 8;
+            out.push((bits >> held) as u8);
+            bits &= (1 << held) - 1;
+        }
+    }
+    Some(out)
 }
 
 /// Checks the lobby's inputs before anything is fetched, with messages for people.
@@ -135,6 +176,26 @@ mod tests {
             token_path("standup", "Zoë & co"),
             "/token?room=standup&name=Zo%C3%AB%20%26%20co"
         );
+    }
+
+    #[test]
+    fn a_fresh_token_is_asked_for_the_same_user_room_and_name() {
+        // {"sub":"dev-00ab","name":"Zoë & co","room":"standup","exp":1790000000,"iss":"rallypoint-dev"}
+        let token = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.\
+            eyJzdWIiOiJkZXYtMDBhYiIsIm5hbWUiOiJab8OrICYgY28iLCJyb29tIjoic3RhbmR1cCIsImV4cCI6MTc5MDAwMDAwMCwiaXNzIjoicmFsbHlwb2ludC1kZXYifQ.\
+            c2lnbmF0dXJl";
+        assert_eq!(
+            refresh_path(token).as_deref(),
+            Some("/token?room=standup&name=Zo%C3%AB%20%26%20co&user=dev-00ab")
+        );
+        assert_eq!(refresh_path("not-a-token"), None);
+        assert_eq!(refresh_path("a.!!!.c"), None);
+    }
+
+    #[test]
+    fn base64url_decodes_both_url_safe_digits() {
+        assert_eq!(base64url_decode("-_8").unwrap(), vec![0xfb, 0xff]);
+        assert_eq!(base64url_decode("aGk").unwrap(), b"hi");
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! means on the wire: which frame each election action becomes (probes, joins,
 //! demotions), what each server frame means for the election (probe answers,
 //! Drain, refusals), which frames are room traffic for the application, and
-//! the election reports kept until a relay acknowledges them.
+//! the election reports kept until a relay acknowledges them, and the token
+//! kept fresh so a long call outlives it ([`token`]).
 //!
 //! Like the election it owns no socket and no clock: the native runner and the
 //! browser driver feed it connection events and frames with the time, carry
@@ -13,13 +14,15 @@
 //! virtual time.
 
 pub mod reports;
+pub mod token;
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
 use rallypoint_protocol::v1::{
-    ClientContext, ClientFrame, ElectionReport, ErrorCode, Join, Leave, Probe, ServerFrame,
-    TelemetryAck, TelemetryReport, client_frame, server_frame, telemetry_report,
+    ClientContext, ClientFrame, ElectionReport, ErrorCode, Join, Leave, Probe, Refresh,
+    ServerFrame, TelemetryAck, TelemetryReport, Welcome, client_frame, server_frame,
+    telemetry_report,
 };
 
 use crate::Candidate;
@@ -29,12 +32,14 @@ use crate::election::{
 };
 use crate::time::Micros;
 use reports::ReportQueue;
+use token::TokenKeeper;
 
 /// How often reports refused for a passing reason are offered again.
 pub const REPORT_RETRY: Duration = Duration::from_secs(20);
 
-/// A report's random id and the wall-clock time (unix ms): what only the
-/// I/O layer can supply.
+/// A random id and the wall-clock time (unix ms): what only the I/O layer
+/// can supply. Reports are stamped with both; token expiry (unix seconds)
+/// is turned into the driver's clock with the time.
 pub type Stamp = Box<dyn FnMut() -> ([u8; 16], u64) + Send>;
 
 /// What the I/O layer does on the network for the session.
@@ -43,14 +48,20 @@ pub type Stamp = Box<dyn FnMut() -> ([u8; 16], u64) + Send>;
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Transmit {
-    /// Open a probe-only connection to the candidate (the Hello with the
-    /// token is the I/O layer's); answer with [`Session::connected`] or
-    /// [`Session::connect_failed`].
+    /// Open a probe-only connection to the candidate (the Hello is the I/O
+    /// layer's; it presents [`Session::token`], the newest); answer with
+    /// [`Session::connected`] or [`Session::connect_failed`].
     Connect(CandidateId),
     /// Send the frame on the candidate's connection, if it still has one.
     Send(CandidateId, ClientFrame),
     /// Drop the candidate's connection.
     Close(CandidateId),
+    /// Get a fresh token for the same user and room (the current one
+    /// expires at `expires_unix`, unix seconds) and hand it in with
+    /// [`Session::refresh_token`]; asked again later while none comes. A
+    /// driver that cannot get tokens ignores it: relays then end the call
+    /// with `TokenExpired`.
+    FetchToken { expires_unix: u64 },
 }
 
 /// What the application hears.
@@ -108,6 +119,7 @@ pub struct Session {
     open: Vec<bool>,
     serving: Option<CandidateId>,
     reports: ReportQueue,
+    tokens: TokenKeeper,
     stamp: Stamp,
     transmits: VecDeque<Transmit>,
     updates: VecDeque<Update>,
@@ -122,15 +134,18 @@ impl Session {
         session_id: bytes::Bytes,
         client: ClientContext,
         room: Option<String>,
+        token: String,
         stamp: Stamp,
     ) -> Self {
         let open = vec![false; candidates.len()];
+        let tokens = TokenKeeper::new(token, candidates.len());
         Session {
             election: Election::new(candidates, config, session_id, client),
             room,
             open,
             serving: None,
             reports: ReportQueue::default(),
+            tokens,
             stamp,
             transmits: VecDeque::new(),
             updates: VecDeque::new(),
@@ -144,11 +159,31 @@ impl Session {
         self.drain(now);
     }
 
-    pub fn connected(&mut self, id: CandidateId, now: Micros) {
+    /// The candidate's connection said `welcome` to its Hello.
+    pub fn connected(&mut self, id: CandidateId, welcome: &Welcome, now: Micros) {
         self.open[id] = true;
+        self.token_expiry(id, welcome.token_expires_unix, now);
         self.election
             .handle(Event::Connected { candidate: id }, now);
         self.drain(now);
+    }
+
+    /// The newest token: what a new connection presents in Hello.
+    pub fn token(&self) -> &str {
+        self.tokens.token()
+    }
+
+    /// A fresh token for the same user and room (after
+    /// [`Transmit::FetchToken`], or whenever the application has one): every
+    /// open connection, serving or not, is refreshed with it, and new ones
+    /// present it.
+    pub fn refresh_token(&mut self, token: String) {
+        self.tokens.replace(token);
+        for id in 0..self.open.len() {
+            if self.open[id] {
+                self.send_refresh(id);
+            }
+        }
     }
 
     pub fn connect_failed(&mut self, id: CandidateId, reason: String, now: Micros) {
@@ -217,6 +252,10 @@ impl Session {
                 self.report_progress(Some(ack.clone()));
                 FrameUse::Consumed(false)
             }
+            server_frame::Kind::TokenRefreshed(refreshed) => {
+                self.token_expiry(id, refreshed.token_expires_unix, now);
+                FrameUse::Consumed(false)
+            }
             server_frame::Kind::Welcome(_) => FrameUse::Consumed(false),
             _ if Some(id) == self.serving => FrameUse::Room,
             _ => FrameUse::Consumed(false),
@@ -235,11 +274,18 @@ impl Session {
     }
 
     pub fn poll_timeout(&self) -> Option<Micros> {
-        self.election.poll_timeout()
+        [self.election.poll_timeout(), self.tokens.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     pub fn handle_timeout(&mut self, now: Micros) {
         self.election.handle_timeout(now);
+        if let Some(expires_unix) = self.tokens.handle_timeout(now) {
+            self.transmits
+                .push_back(Transmit::FetchToken { expires_unix });
+        }
         self.drain(now);
     }
 
@@ -305,6 +351,24 @@ impl Session {
         self.reports.pending()
     }
 
+    /// A relay said when the token of `id`'s connection expires; a
+    /// connection still on an older token gets the newest at once.
+    fn token_expiry(&mut self, id: CandidateId, expires_unix: u64, now: Micros) {
+        let (_, wall_ms) = (self.stamp)();
+        if self.tokens.expiry(id, expires_unix, wall_ms, now) {
+            self.send_refresh(id);
+        }
+    }
+
+    fn send_refresh(&mut self, id: CandidateId) {
+        self.tokens.presenting(id);
+        let token = self.tokens.token().to_owned();
+        self.transmits.push_back(Transmit::Send(
+            id,
+            ClientFrame::of(client_frame::Kind::Refresh(Refresh { token })),
+        ));
+    }
+
     fn serving_connection(&self) -> Option<CandidateId> {
         self.serving.filter(|&id| self.open[id])
     }
@@ -336,7 +400,10 @@ impl Session {
 
     fn act(&mut self, action: Action, now: Micros) {
         match action {
-            Action::Open { candidate } => self.transmits.push_back(Transmit::Connect(candidate)),
+            Action::Open { candidate } => {
+                self.tokens.presenting(candidate);
+                self.transmits.push_back(Transmit::Connect(candidate));
+            }
             Action::SendProbe { candidate, seq } => self.transmits.push_back(Transmit::Send(
                 candidate,
                 ClientFrame::of(client_frame::Kind::Probe(Probe {

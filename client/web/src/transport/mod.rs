@@ -21,7 +21,7 @@ use futures::channel::mpsc;
 use rallypoint_client::{Candidate, Micros, TransportKind};
 use rallypoint_protocol::encode;
 use rallypoint_protocol::v1::{
-    ClientFrame, ErrorCode, Hello, ServerFrame, client_frame, server_frame,
+    ClientFrame, ErrorCode, Hello, ServerFrame, Welcome, client_frame, server_frame,
 };
 
 use crate::clock;
@@ -111,6 +111,8 @@ impl Connection {
 pub struct Connected {
     pub conn: Connection,
     pub incoming: Incoming,
+    /// What the relay said: among others, when the token expires.
+    pub welcome: Welcome,
 }
 
 /// Connects to `candidate` and authenticates with `hello`, giving up after
@@ -134,8 +136,12 @@ pub async fn connect(
         conn.send(&ClientFrame::of(client_frame::Kind::Hello(hello)));
         while let Some(received) = incoming.next().await {
             match received.frame.kind {
-                Some(server_frame::Kind::Welcome(_)) => {
-                    return Ok(Connected { conn, incoming });
+                Some(server_frame::Kind::Welcome(welcome)) => {
+                    return Ok(Connected {
+                        conn,
+                        incoming,
+                        welcome,
+                    });
                 }
                 Some(server_frame::Kind::Error(error)) => {
                     return Err(ConnectError::Refused {

@@ -1,0 +1,188 @@
+//! A call outlives its token only when the runner has fresh ones: a real
+//! NATS server and relay process on loopback, two runners in one room with
+//! 3-second tokens (a relay serves a token 5 s past its expiry), one with a
+//! token source and one without, and a plain participant watching the room.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rallypoint_client::election::ElectionConfig;
+use rallypoint_client::session::Update;
+use rallypoint_client::{Candidate, TransportKind};
+use rallypoint_client_native::runner::{self, Command, Output, RunnerConfig, TokenSource};
+use rallypoint_client_native::{ClientIdentity, Peer};
+use rallypoint_lab::nats::{ClusterSpec, SuperCluster, SuperClusterSpec};
+use rallypoint_lab::relays::{RelayProcess, RelaySpec};
+use rallypoint_lab::tokens::DevIssuer;
+use rallypoint_protocol::v1::{ErrorCode, Media, TrackKind, server_frame};
+use tokio::sync::mpsc;
+
+const SECRET: &str = "token-refresh-test-secret";
+const ROOM: &str = "long-call";
+const T: Duration = Duration::from_secs(10);
+const TOKEN_LIFE: Duration = Duration::from_secs(3);
+/// A token's expiry plus the relay's leeway, and a margin: by then every
+/// connection on an unrefreshed token is gone.
+const PAST_EXPIRY: Duration = Duration::from_secs(3 + 5 + 2);
+
+struct Lab {
+    _dir: tempfile::TempDir,
+    _nats: SuperCluster,
+    relay: RelayProcess,
+}
+
+/// One NATS server and one relay serving both transports.
+async fn lab() -> Lab {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = SuperClusterSpec {
+        clusters: vec![ClusterSpec {
+            name: "us-east".into(),
+            servers: 1,
+        }],
+        jetstream: false,
+    };
+    let nats = SuperCluster::start(spec, &dir.path().join("nats"))
+        .await
+        .expect("NATS starts");
+    let relay = RelaySpec {
+        region: "us-east".into(),
+        relay_id: "us-east-0".into(),
+        transports: vec![TransportKind::WebSocket, TransportKind::WebTransport],
+        nats_urls: nats.urls("us-east"),
+        jwt_secret: SECRET.into(),
+        extra_args: Vec::new(),
+    };
+    let relay = RelayProcess::start(relay, &dir.path().join("relays"))
+        .await
+        .expect("relay starts");
+    Lab {
+        _dir: dir,
+        _nats: nats,
+        relay,
+    }
+}
+
+fn short_token(user: &str) -> String {
+    DevIssuer::new(SECRET).mint(ROOM, user, user, TOKEN_LIFE)
+}
+
+fn config(user: &str) -> RunnerConfig {
+    RunnerConfig {
+        election: ElectionConfig::default(),
+        connect_timeout: T,
+        room: Some(ROOM.into()),
+        identity: ClientIdentity::new(short_token(user)),
+    }
+}
+
+/// Mints another short token for `user` each time, counting the calls.
+fn token_source(user: &'static str, calls: Arc<AtomicUsize>) -> TokenSource {
+    Box::new(move || {
+        calls.fetch_add(1, Ordering::Relaxed);
+        Box::pin(async move { Ok(short_token(user)) })
+    })
+}
+
+/// Waits for the runner's first decision: it is in the room.
+async fn decided(outputs: &mut mpsc::UnboundedReceiver<Output>) {
+    tokio::time::timeout(T, async {
+        while let Some(output) = outputs.recv().await {
+            if let Output::Session(Update::Decided { .. }) = output {
+                return;
+            }
+        }
+        panic!("the runner stopped before deciding");
+    })
+    .await
+    .expect("a decision");
+}
+
+/// The refusals a runner reported until `until`.
+async fn refusals_until(
+    outputs: &mut mpsc::UnboundedReceiver<Output>,
+    until: Instant,
+) -> Vec<ErrorCode> {
+    let mut refusals = Vec::new();
+    let until = tokio::time::Instant::from_std(until);
+    while let Ok(Some(output)) = tokio::time::timeout_at(until, outputs.recv()).await {
+        if let Output::Session(Update::Refused { code, .. }) = output {
+            refusals.push(code);
+        }
+    }
+    refusals
+}
+
+fn audio(seq: u64) -> Media {
+    Media {
+        kind: TrackKind::Audio as i32,
+        seq,
+        payload: Bytes::from_static(&[1; 40]),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_outlives_its_token_only_with_a_token_source() {
+    let lab = lab().await;
+    let candidates: Vec<Candidate> = lab.relay.candidates();
+    let mut watcher = Peer::connect(
+        &lab.relay.candidate(TransportKind::WebSocket),
+        &ClientIdentity::new(DevIssuer::new(SECRET).mint(
+            ROOM,
+            "watcher",
+            "watcher",
+            Duration::from_secs(600),
+        )),
+        T,
+    )
+    .await
+    .expect("the watcher connects");
+    watcher.join(ROOM, 0, T).await.expect("the watcher joins");
+
+    let fetched = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let (refreshing, mut refreshing_out) = runner::spawn_refreshing(
+        candidates.clone(),
+        config("refreshing"),
+        token_source("refreshing", fetched.clone()),
+    );
+    let (_expiring, mut expiring_out) = runner::spawn(candidates, config("expiring"));
+    decided(&mut refreshing_out).await;
+    decided(&mut expiring_out).await;
+
+    let past_expiry = started + PAST_EXPIRY;
+    let (refreshing_refusals, expiring_refusals) = tokio::join!(
+        refusals_until(&mut refreshing_out, past_expiry),
+        refusals_until(&mut expiring_out, past_expiry),
+    );
+    assert!(
+        expiring_refusals.contains(&ErrorCode::TokenExpired),
+        "without a token source the relay ends the call: {expiring_refusals:?}"
+    );
+    assert_eq!(
+        refreshing_refusals,
+        vec![],
+        "the refreshed call was never refused"
+    );
+    assert!(
+        fetched.load(Ordering::Relaxed) >= 2,
+        "a fresh token for each short one: {} fetched",
+        fetched.load(Ordering::Relaxed)
+    );
+
+    // Long past its first token, the refreshed call still reaches the room.
+    for seq in 0..20 {
+        refreshing.send(Command::SendMedia(audio(seq))).unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    watcher
+        .expect("media from the refreshed call", T, |kind| match kind {
+            server_frame::Kind::Media(m) if m.seq < 20 => Some(()),
+            _ => None,
+        })
+        .await
+        .expect("the refreshed call lives on");
+    let _ = refreshing.send(Command::Stop);
+}
