@@ -268,6 +268,32 @@ test('a token the relays reject ends the call with a clear message', async () =>
   await page.close();
 });
 
+test('a call outlives its short token: the page fetches a fresh one for the same user', async () => {
+  const page = await browser.context.newPage();
+  const tokens = [];
+  await page.route('**/token?*', async (route) => {
+    const url = new URL(route.request().url());
+    // Only the lobby's token is short: 3 s, where relays allow 5 s past expiry.
+    if (tokens.length === 0) url.searchParams.set('ttl', '3');
+    const response = await route.fetch({ url: url.toString() });
+    const body = await response.text();
+    tokens.push(JSON.parse(Buffer.from(body.split('.')[1], 'base64url').toString()));
+    await route.fulfill({ response, body });
+  });
+  await page.goto(`${stack.base}/?location=client-in-new-york&room=${room}-refresh&name=Rhea`);
+  await page.getByRole('button', { name: 'Join', exact: true }).click();
+  await page.locator('[data-phase="in-call"]').waitFor({ timeout: 20_000 });
+  // Past the first token's expiry and the relays' leeway: without a fresh
+  // token the relay ends the call (TokenExpired) and the page says so.
+  await page.waitForTimeout(Math.max(0, tokens[0].exp * 1000 + 8_000 - Date.now()));
+  const state = await pageState(page);
+  assert.equal(state.phase, 'in-call', JSON.stringify(state));
+  assert.ok(tokens.length >= 2, 'a fresh token was fetched');
+  assert.equal(tokens[1].sub, tokens[0].sub, 'for the same user');
+  assert.equal(tokens[1].room, tokens[0].room);
+  await page.close();
+});
+
 test('with every relay gone, the pages say no relay is reachable', async () => {
   for (const id of relays.filter((id) => !killed.has(id))) {
     stack.killRelay(id);

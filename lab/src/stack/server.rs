@@ -4,7 +4,7 @@
 //! |--------------------|-----------------------------------------------------|
 //! | `/candidates.json` | every region's WebSocket and WebTransport relay URLs (with development certificate hashes); through the first simulated location's delay proxies when there is one |
 //! | `/candidates/<location>.json` | the same as seen from one simulated client location (`direct`: no proxies) |
-//! | `/token`           | a development token (`?room=…&name=…`), when the dev issuer is on |
+//! | `/token`           | a development token (`?room=…&name=…`, optional `&user=…` to keep the user id of an earlier one, `&ttl=<seconds>` for less than 12 h), when the dev issuer is on |
 //! | `/healthz`         | 200                                                 |
 //! | `/` and the rest   | the browser app (static files built into `client/web/dist`) |
 
@@ -95,7 +95,14 @@ struct TokenRequest {
     name: String,
     #[serde(default)]
     user: Option<String>,
+    /// Seconds the token lives, at most (and by default) `TOKEN_TTL`: tests
+    /// ask for short ones to see a call outlive its token by refreshing it.
+    #[serde(default)]
+    ttl: Option<u64>,
 }
+
+/// How long development tokens live; browsers refresh them well before.
+const TOKEN_TTL: Duration = Duration::from_secs(12 * 3600);
 
 async fn token(
     State(state): State<Arc<StackState>>,
@@ -117,11 +124,18 @@ async fn token(
             "name must be 1 to 64 characters".to_owned(),
         );
     }
+    let ttl = match request.ttl.map(Duration::from_secs) {
+        None => TOKEN_TTL,
+        Some(ttl) if !ttl.is_zero() && ttl <= TOKEN_TTL => ttl,
+        Some(_) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("ttl must be 1 to {} seconds", TOKEN_TTL.as_secs()),
+            );
+        }
+    };
     let user = request
         .user
         .unwrap_or_else(|| format!("dev-{:016x}", rand::random::<u64>()));
-    (
-        StatusCode::OK,
-        issuer.mint(&request.room, &user, name, Duration::from_secs(12 * 3600)),
-    )
+    (StatusCode::OK, issuer.mint(&request.room, &user, name, ttl))
 }
