@@ -20,6 +20,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use leptos::prelude::*;
 
+use crate::auth::{Auth, require_identity};
 use crate::data::sessions::SessionId;
 use crate::data::{Db, Source, capacity, matrix, outcomes, overview, sessions};
 use crate::filters::Filters;
@@ -32,9 +33,16 @@ use crate::views::layout::{
 pub struct Dashboard {
     pub db: Db,
     pub refresh_seconds: u32,
+    /// Who may see it: every route but `/healthz` asks.
+    pub auth: Arc<Auth>,
 }
 
+/// The routes, behind (innermost first) authentication, the request id and
+/// the security headers, so that 401s and 403s carry both. Serve with
+/// `into_make_service_with_connect_info::<SocketAddr>()` for
+/// `--trusted-proxies` to match anyone (without it no peer is trusted).
 pub fn router(dashboard: Arc<Dashboard>) -> Router {
+    let auth = dashboard.auth.clone();
     Router::new()
         .route("/", get(overview_page))
         .route("/matrix", get(matrix_page))
@@ -47,6 +55,7 @@ pub fn router(dashboard: Arc<Dashboard>) -> Router {
         .route(SCRIPT_PATH, get(script))
         .fallback(not_found)
         .with_state(dashboard)
+        .layer(middleware::from_fn_with_state(auth, require_identity))
         .layer(middleware::from_fn(with_request_id))
         .layer(middleware::from_fn(with_security_headers))
 }

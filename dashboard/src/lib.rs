@@ -5,8 +5,10 @@
 //! * [`charts`] — SVG charts;
 //! * [`filters`] — the URL-carried filters all views share;
 //! * [`http`] — the axum routes;
-//! * [`middleware`] — request ids and security headers around every answer.
+//! * [`middleware`] — request ids and security headers around every answer;
+//! * [`auth`] — who may see it: a users file, a trusted proxy's header.
 
+pub mod auth;
 pub mod charts;
 pub mod data;
 pub mod filters;
@@ -37,12 +39,41 @@ pub struct DashboardConfig {
     /// Pages refresh their data this often (0: never).
     #[arg(long, env = "RALLYPOINT_DASHBOARD_REFRESH", default_value_t = 30)]
     pub refresh_seconds: u32,
+    #[command(flatten)]
+    pub auth: auth::AuthArgs,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Prints a users-file line (NAME:$argon2id$…) for the password read
+    /// from standard input (its first line).
+    HashPassword {
+        /// The user's name.
+        name: String,
+    },
+}
+
+/// `hash-password NAME`: the users-file line for the password on stdin.
+pub fn hash_password_command(name: &str) -> anyhow::Result<String> {
+    let mut password = String::new();
+    std::io::stdin()
+        .read_line(&mut password)
+        .context("cannot read the password from standard input")?;
+    let password = password.trim_end_matches(['\n', '\r']);
+    auth::users_line(name, password)
 }
 
 pub async fn run(
     config: DashboardConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    // Before anything else: without a way to know who asks, do not serve.
+    let auth = config.auth.build()?;
+    if auth.is_open() && !config.listen.ip().is_loopback() {
+        tracing::warn!(listen = %config.listen, "--no-auth on an address other hosts can reach: anyone who can connect sees the dashboard");
+    }
     let dashboard = Arc::new(http::Dashboard {
         db: data::Db::new(
             &config.clickhouse.url,
@@ -51,12 +82,15 @@ pub async fn run(
             &config.clickhouse.database,
         ),
         refresh_seconds: config.refresh_seconds,
+        auth: Arc::new(auth),
     });
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on --listen {}", config.listen))?;
-    tracing::info!(listen = %config.listen, clickhouse = %config.clickhouse.url, "dashboard serving");
-    axum::serve(listener, http::router(dashboard))
+    tracing::info!(listen = %config.listen, clickhouse = %config.clickhouse.url, auth = %dashboard.auth.describe(), "dashboard serving");
+    // The peer's address: --trusted-proxies are matched against it.
+    let app = http::router(dashboard).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await?;
     Ok(())

@@ -49,12 +49,28 @@ impl std::fmt::Display for RequestId {
 }
 
 /// Gives the request an id (in its extensions, for handlers), runs it inside
-/// a `request` span carrying the id, and returns the id in `X-Request-Id`.
+/// a `request` span carrying the id and the user (recorded by
+/// [`crate::auth::require_identity`]; `-` when no one signed in), logs one
+/// line per answer, and returns the id in `X-Request-Id`.
 pub async fn with_request_id(mut request: Request, next: Next) -> Response {
     let id = RequestId::next();
     request.extensions_mut().insert(id.clone());
-    let span = tracing::info_span!("request", id = %id);
-    let mut response = next.run(request).instrument(span).await;
+    let span = tracing::info_span!("request", id = %id, user = tracing::field::Empty);
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let started = std::time::Instant::now();
+    let mut response = next.run(request).instrument(span.clone()).await;
+    if path != "/healthz" {
+        span.in_scope(|| {
+            tracing::info!(
+                %method,
+                path,
+                status = response.status().as_u16(),
+                ms = started.elapsed().as_millis() as u64,
+                "answered"
+            );
+        });
+    }
     let value = HeaderValue::from_str(id.as_str()).expect("hex digits are a header value");
     response.headers_mut().insert("x-request-id", value);
     response

@@ -5,45 +5,13 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::{
     DEADLINE, VIEWS, assert_secure_headers, assert_shows_no_internals, dataset, fixture, get,
-    get_pinned,
+    get_pinned, start_binary, wait_ready,
 };
 use rallypoint_lab::clickhouse::ClickHouseServer;
-
-/// Starts the dashboard binary over `clickhouse_url`, logging to `log`.
-fn start_dashboard(clickhouse_url: &str, log: &std::path::Path) -> (tokio::process::Child, u16) {
-    let port = rallypoint_lab::ports::free_tcp();
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_rallypoint-dashboard"))
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--clickhouse-url")
-        .arg(clickhouse_url)
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-        .stderr(std::fs::File::create(log).unwrap())
-        .stdout(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    (child, port)
-}
-
-/// Waits until `addr` answers `/healthz`.
-async fn wait_ready(addr: SocketAddr) {
-    let started = std::time::Instant::now();
-    while reqwest::get(format!("http://{addr}/healthz"))
-        .await
-        .is_err()
-    {
-        assert!(started.elapsed() < DEADLINE, "the dashboard never came up");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 /// Waits until the log has a line with every one of `words`; returns it.
 async fn logged_line(log: &std::path::Path, words: &[&str]) -> String {
@@ -70,9 +38,8 @@ async fn a_failed_query_shows_a_request_id_and_logs_the_detail_under_it() {
         .await
         .unwrap();
     let log = dir.path().join("dashboard.log");
-    let (_dashboard, port) = start_dashboard(&clickhouse.url(), &log);
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    wait_ready(addr).await;
+    let (_dashboard, addr) = start_binary(&clickhouse.url(), &["--no-auth"], &log);
+    wait_ready(addr, &log).await;
 
     let mut ids = Vec::new();
     for (path, params) in VIEWS {

@@ -23,18 +23,26 @@ let stack;
 let browser;
 let page;
 let dashboard;
+let authorization;
 
 before(async () => {
   mkdirSync(artifacts, { recursive: true });
   stack = await startStack({ bin, repo, webDist });
   dashboard = stack.log().match(/dashboard\s+(http:\/\/127\.0\.0\.1:\d+)\//)?.[1];
   assert.ok(dashboard, `rallypoint up printed no dashboard URL:\n${stack.log()}`);
+  // The dashboard asks who is there; rallypoint up prints its development sign-in.
+  const [, user, password] = stack.log().match(/sign in as (\S+), password (\S+)/) ?? [];
+  assert.ok(password, `rallypoint up printed no dashboard sign-in:\n${stack.log()}`);
+  const unauthenticated = await fetch(`${dashboard}/`);
+  assert.equal(unauthenticated.status, 401, 'the dashboard answers no one who has not signed in');
+  authorization = `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`;
   // 600 labelled synthetic reports from eight markets, through the relays.
   await promisify(execFile)(bin, [
     'simulate', '--stack', stack.base, '--reports', '600', '--rate', '300', '--connections', '2',
   ], { cwd: repo, timeout: 120_000 });
   browser = await launchChromium();
   page = await browser.context.newPage();
+  await page.setExtraHTTPHeaders({ authorization });
 });
 
 after(async () => {

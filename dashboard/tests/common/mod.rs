@@ -196,6 +196,7 @@ pub async fn serve(db: Db) -> SocketAddr {
     let app = rallypoint_dashboard::http::router(Arc::new(rallypoint_dashboard::http::Dashboard {
         db,
         refresh_seconds: 30,
+        auth: Arc::new(rallypoint_dashboard::auth::Auth::none()),
     }));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -205,6 +206,48 @@ pub async fn serve(db: Db) -> SocketAddr {
 
 /// Longest any answer may take.
 pub const DEADLINE: Duration = Duration::from_secs(10);
+
+/// Starts the dashboard binary over `clickhouse_url` on a free loopback
+/// port with `args`, logging to `log`; killed when dropped.
+pub fn start_binary(
+    clickhouse_url: &str,
+    args: &[&str],
+    log: &std::path::Path,
+) -> (tokio::process::Child, SocketAddr) {
+    let port = rallypoint_lab::ports::free_tcp();
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_rallypoint-dashboard"))
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--clickhouse-url")
+        .arg(clickhouse_url)
+        .args(args)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .stderr(std::fs::File::create(log).unwrap())
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    (child, ([127, 0, 0, 1], port).into())
+}
+
+/// Waits until `addr` answers `/healthz`; fails with the `log` if it never
+/// does.
+pub async fn wait_ready(addr: SocketAddr, log: &std::path::Path) {
+    let started = std::time::Instant::now();
+    while reqwest::get(format!("http://{addr}/healthz"))
+        .await
+        .is_err()
+    {
+        assert!(
+            started.elapsed() < DEADLINE,
+            "the dashboard never came up:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
 
 /// Every view, with the parameters that make it do its full work (a cell,
 /// a what-if question, one session).

@@ -55,8 +55,8 @@ pub struct Stack {
     pub locations: Vec<Location>,
     pub clickhouse: Option<ClickHouseServer>,
     pub collectors: Vec<CollectorProcess>,
-    /// The dashboard's URL and process, with telemetry.
-    pub dashboard: Option<(String, crate::process::Process)>,
+    /// The dashboard, with telemetry.
+    pub dashboard: Option<Dashboard>,
     server: tokio::task::JoinHandle<()>,
 }
 
@@ -202,8 +202,14 @@ impl Stack {
         if self.config.dev_tokens {
             println!("  dev tokens       {base}/token?room=<room>&name=<name>");
         }
-        if let Some((url, _)) = &self.dashboard {
-            println!("  dashboard        {url}/");
+        if let Some(dashboard) = &self.dashboard {
+            println!("  dashboard        {}/", dashboard.url);
+            println!(
+                "    sign in as {}, password {} (development users file {})",
+                dashboard.user,
+                dashboard.password,
+                dashboard.users_file.display()
+            );
         }
         if let Some(clickhouse) = &self.clickhouse {
             println!("  clickhouse       {}", clickhouse.url());
@@ -263,8 +269,8 @@ impl Stack {
         for collector in &mut self.collectors {
             collector.stop().await;
         }
-        if let Some((_, dashboard)) = &mut self.dashboard {
-            dashboard.stop(Duration::from_secs(3)).await;
+        if let Some(dashboard) = &mut self.dashboard {
+            dashboard.process.stop(Duration::from_secs(3)).await;
         }
         if let Some(clickhouse) = &mut self.clickhouse {
             progress("stopping ClickHouse");
@@ -297,17 +303,47 @@ fn collector_spec(
     }
 }
 
+/// The dashboard `rallypoint up` started, and how to sign in to it.
+pub struct Dashboard {
+    pub url: String,
+    pub user: String,
+    pub password: String,
+    pub users_file: PathBuf,
+    pub process: crate::process::Process,
+}
+
 /// Starts `rallypoint-dashboard` on a free port and waits for it to answer.
+///
+/// It asks who is there like any other deployment (the dashboard refuses
+/// to start otherwise): one user, `dev`, with a random password printed with
+/// its URL, in a users file readable only by the owner next to the stack's
+/// data. `--no-auth` on loopback would not be enough: every local user, and
+/// any web page through DNS rebinding, could read it; and the browser tests
+/// sign in through the same path people do.
 async fn start_dashboard(
     clickhouse: &ClickHouseServer,
     dir: &std::path::Path,
-) -> anyhow::Result<(String, crate::process::Process)> {
+) -> anyhow::Result<Dashboard> {
     let port = crate::ports::free_tcp();
+    let user = "dev".to_owned();
+    let password = format!("{:032x}", rand::random::<u128>());
+    let users_file = dir.join("dashboard-users");
+    let line = {
+        let (user, password) = (user.clone(), password.clone());
+        // Argon2 is slow on purpose (a second in debug builds).
+        tokio::task::spawn_blocking(move || {
+            rallypoint_dashboard::auth::users_line(&user, &password)
+        })
+        .await??
+    };
+    write_private(&users_file, &format!("{line}\n"))?;
     let args = vec![
         "--listen".to_owned(),
         format!("127.0.0.1:{port}"),
         "--clickhouse-url".to_owned(),
         clickhouse.url(),
+        "--auth-users-file".to_owned(),
+        users_file.display().to_string(),
     ];
     let process = crate::process::Process::spawn(
         "dashboard",
@@ -323,11 +359,37 @@ async fn start_dashboard(
             .await
             .is_ok_and(|r| r.status().is_success())
         {
-            return Ok((url, process));
+            return Ok(Dashboard {
+                url,
+                user,
+                password,
+                users_file,
+                process,
+            });
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     anyhow::bail!("the dashboard did not start:\n{}", process.log_tail(20))
+}
+
+/// Writes `text` to a new file at `path` that only its owner may read.
+fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(anyhow::anyhow!("cannot replace {}: {e}", path.display()));
+        }
+        _ => {}
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    file.write_all(text.as_bytes())?;
+    Ok(())
 }
 
 /// The built browser app: `$RALLYPOINT_WEB_DIST`, else `client/web/dist` of
