@@ -57,6 +57,10 @@ pub struct Server {
     pub cluster_port: u16,
     pub gateway_port: u16,
     pub monitor_port: u16,
+    /// Where other regions reach this server's gateway: a TCP proxy in
+    /// front of it when the super-cluster was started with
+    /// [`SuperCluster::start_with_gateway_proxies`], so tests can cut the link.
+    pub gateway_proxy_port: Option<u16>,
     config: PathBuf,
     log: PathBuf,
     process: Option<Process>,
@@ -80,6 +84,8 @@ pub struct SuperCluster {
     binary: PathBuf,
     servers: Vec<Server>,
     spec: SuperClusterSpec,
+    /// The running gateway proxies (empty while the gateways are cut).
+    gateway_proxies: Vec<crate::proxy::TcpDelayProxy>,
 }
 
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -92,10 +98,23 @@ impl SuperCluster {
     /// Writes configs, starts every server and waits until the super-cluster
     /// is whole; tries again once, on fresh ports, if it does not come up.
     pub async fn start(spec: SuperClusterSpec, dir: &Path) -> anyhow::Result<Self> {
+        Self::start_with(spec, dir, false).await
+    }
+
+    /// Like [`Self::start`], with every gateway reached through a TCP proxy,
+    /// so [`Self::cut_gateways`] can partition the regions.
+    pub async fn start_with_gateway_proxies(
+        spec: SuperClusterSpec,
+        dir: &Path,
+    ) -> anyhow::Result<Self> {
+        Self::start_with(spec, dir, true).await
+    }
+
+    async fn start_with(spec: SuperClusterSpec, dir: &Path, proxied: bool) -> anyhow::Result<Self> {
         let mut attempt = 1;
         loop {
             let attempt_dir = dir.join(format!("attempt-{attempt}"));
-            match Self::start_once(spec.clone(), &attempt_dir).await {
+            match Self::start_once(spec.clone(), &attempt_dir, proxied).await {
                 Ok(cluster) => return Ok(cluster),
                 Err(e) if attempt < START_ATTEMPTS => {
                     eprintln!("[nats] {e:#}; starting again on fresh ports");
@@ -106,7 +125,7 @@ impl SuperCluster {
         }
     }
 
-    async fn start_once(spec: SuperClusterSpec, dir: &Path) -> anyhow::Result<Self> {
+    async fn start_once(spec: SuperClusterSpec, dir: &Path, proxied: bool) -> anyhow::Result<Self> {
         let binary = bins::external(
             "nats-server",
             "RALLYPOINT_NATS_SERVER",
@@ -126,6 +145,7 @@ impl SuperCluster {
                     cluster_port: free_tcp(),
                     gateway_port: free_tcp(),
                     monitor_port: free_tcp(),
+                    gateway_proxy_port: proxied.then(free_tcp),
                     process: None,
                 });
             }
@@ -137,7 +157,9 @@ impl SuperCluster {
             binary,
             servers,
             spec,
+            gateway_proxies: Vec::new(),
         };
+        cluster.open_gateway_proxies()?;
         for i in 0..cluster.servers.len() {
             cluster.launch(i)?;
         }
@@ -176,6 +198,42 @@ impl SuperCluster {
 
     pub fn cluster_names(&self) -> Vec<String> {
         self.spec.clusters.iter().map(|c| c.name.clone()).collect()
+    }
+
+    /// Partitions the regions: every gateway connection is reset and no new
+    /// one gets through until [`Self::heal_gateways`]. Routes inside each
+    /// region and client connections are untouched.
+    pub fn cut_gateways(&mut self) {
+        self.gateway_proxies.clear();
+    }
+
+    /// Reopens the gateway proxies cut by [`Self::cut_gateways`] and waits
+    /// for the super-cluster to be whole again.
+    pub async fn heal_gateways(&mut self) -> anyhow::Result<()> {
+        self.open_gateway_proxies()?;
+        self.wait_whole(READY_TIMEOUT).await
+    }
+
+    fn open_gateway_proxies(&mut self) -> anyhow::Result<()> {
+        let direct = crate::proxy::LinkSpec {
+            rtt_ms: 0.0,
+            jitter_ms: 0.0,
+            loss: 0.0,
+            up: None,
+            down: None,
+        };
+        for server in &self.servers {
+            if let Some(port) = server.gateway_proxy_port {
+                self.gateway_proxies
+                    .push(crate::proxy::TcpDelayProxy::start(
+                        ([127, 0, 0, 1], port).into(),
+                        ([127, 0, 0, 1], server.gateway_port).into(),
+                        direct,
+                        port.into(),
+                    )?);
+            }
+        }
+        Ok(())
     }
 
     /// Crashes one server (SIGKILL), as a machine failure would.
@@ -345,7 +403,10 @@ fn config_for(server: &Server, all: &[Server], spec: &SuperClusterSpec, dir: &Pa
                 let urls: Vec<String> = all
                     .iter()
                     .filter(|s| s.cluster == c.name)
-                    .map(|s| quote(&format!("nats://127.0.0.1:{}", s.gateway_port)))
+                    .map(|s| {
+                        let port = s.gateway_proxy_port.unwrap_or(s.gateway_port);
+                        quote(&format!("nats://127.0.0.1:{port}"))
+                    })
                     .collect();
                 format!(
                     "    {{ name: {}, urls: [{}] }}",
@@ -354,8 +415,14 @@ fn config_for(server: &Server, all: &[Server], spec: &SuperClusterSpec, dir: &Pa
                 )
             })
             .collect();
+        // Through a proxy, the gateway advertises the proxy's address, so
+        // the regions' gossip leads the other side there too.
+        let advertise = server
+            .gateway_proxy_port
+            .map(|port| format!("  advertise: \"127.0.0.1:{port}\"\n"))
+            .unwrap_or_default();
         config += &format!(
-            "gateway {{\n  name: {cluster}\n  listen: \"127.0.0.1:{port}\"\n  gateways: [\n{gateways}\n  ]\n}}\n",
+            "gateway {{\n  name: {cluster}\n  listen: \"127.0.0.1:{port}\"\n{advertise}  gateways: [\n{gateways}\n  ]\n}}\n",
             cluster = quote(&server.cluster),
             port = server.gateway_port,
             gateways = gateways.join(",\n"),

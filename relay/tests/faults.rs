@@ -259,3 +259,59 @@ async fn assert_closed(peer: &mut Peer) {
         "the relay must close the connection after the Error"
     );
 }
+
+/// What `peer` heard about `other` within `window`: "joined", "moved" and
+/// "left", in order.
+async fn presence_of(peer: &mut Peer, other: &str, window: Duration) -> Vec<&'static str> {
+    let mut heard = Vec::new();
+    let deadline = tokio::time::Instant::now() + window;
+    while let Ok(Some(received)) = tokio::time::timeout_at(deadline, peer.recv()).await {
+        let about = |p: &Option<rallypoint_protocol::v1::Participant>| {
+            p.as_ref().is_some_and(|p| p.peer_id == other)
+        };
+        match received.frame.kind {
+            Some(server_frame::Kind::PeerJoined(j)) if about(&j.peer) => heard.push("joined"),
+            Some(server_frame::Kind::PeerMoved(m)) if about(&m.peer) => heard.push("moved"),
+            Some(server_frame::Kind::PeerLeft(l)) if l.peer_id == other => heard.push("left"),
+            _ => {}
+        }
+    }
+    heard
+}
+
+/// The regions partitioned for 30 s and healed: each side sees the other
+/// leave (once its presence grace has passed), then come back — once, with
+/// no ghost left behind and no duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_cut_for_30_s_is_a_leave_then_a_join_with_no_ghosts() {
+    // Keep the idle test connections open through the partition.
+    let mut lab = Lab::two_regions_partitionable(&["--idle-timeout", "120s"]).await;
+    let (mut alice, ja) = lab.participant(0, WebSocket, "split", "alice").await;
+    let (mut bob, jb) = lab.participant(1, WebSocket, "split", "bob").await;
+    let (alice_id, bob_id) = (alice.peer_id().to_owned(), bob.peer_id().to_owned());
+    wait_sees(&mut alice, &ja, &[&bob_id]).await;
+    wait_sees(&mut bob, &jb, &[&alice_id]).await;
+
+    let cut_at = Instant::now();
+    lab.nats.cut_gateways();
+    let (during_alice, during_bob) = tokio::join!(
+        presence_of(&mut alice, &bob_id, Duration::from_secs(30)),
+        presence_of(&mut bob, &alice_id, Duration::from_secs(30)),
+    );
+    assert_eq!(during_alice, ["left"], "alice during the cut");
+    assert_eq!(during_bob, ["left"], "bob during the cut");
+
+    lab.nats.heal_gateways().await.expect("the gateways heal");
+    eprintln!("healed {:?} after the cut", cut_at.elapsed());
+    let (after_alice, after_bob) = tokio::join!(
+        presence_of(&mut alice, &bob_id, Duration::from_secs(8)),
+        presence_of(&mut bob, &alice_id, Duration::from_secs(8)),
+    );
+    assert_eq!(after_alice, ["joined"], "alice after the heal");
+    assert_eq!(after_bob, ["joined"], "bob after the heal");
+
+    // And media flows again across the healed gateway.
+    send_audio(&alice, 0..5, 100, Duration::from_millis(20)).await;
+    let got = media_seqs_from(&mut bob, &alice_id, 0..5, T).await;
+    assert_eq!(got.len(), 5, "media after the heal: {got:?}");
+}

@@ -27,11 +27,24 @@ impl Lab {
     /// us-east (3 NATS servers) + singapore (2), one relay per region serving
     /// both transports.
     pub async fn two_regions(extra_relay_args: &[&str]) -> Lab {
+        Self::start(extra_relay_args, false).await
+    }
+
+    /// Like [`Lab::two_regions`], with the gateways between the regions
+    /// behind proxies, so `lab.nats.cut_gateways()` partitions them.
+    pub async fn two_regions_partitionable(extra_relay_args: &[&str]) -> Lab {
+        Self::start(extra_relay_args, true).await
+    }
+
+    async fn start(extra_relay_args: &[&str], partitionable: bool) -> Lab {
         let dir = tempfile::tempdir().unwrap();
-        let nats =
-            SuperCluster::start(SuperClusterSpec::reference(false), &dir.path().join("nats"))
-                .await
-                .expect("NATS super-cluster starts");
+        let (spec, nats_dir) = (SuperClusterSpec::reference(false), dir.path().join("nats"));
+        let nats = if partitionable {
+            SuperCluster::start_with_gateway_proxies(spec, &nats_dir).await
+        } else {
+            SuperCluster::start(spec, &nats_dir).await
+        }
+        .expect("NATS super-cluster starts");
         let mut lab = Lab {
             dir,
             nats,
