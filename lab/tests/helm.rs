@@ -41,10 +41,11 @@ fn http_listen_env(binary: &str) -> &'static str {
 }
 
 /// Settings that are file paths whose files must come from a Secret.
-const SECRET_FILES: [&str; 3] = [
+const SECRET_FILES: [&str; 4] = [
     "RALLYPOINT_TLS_CERT",
     "RALLYPOINT_TLS_KEY",
     "RALLYPOINT_JWT_PUBLIC_KEY",
+    "RALLYPOINT_DASHBOARD_AUTH_USERS_FILE",
 ];
 
 /// What a relay does after its drain grace period before it exits
