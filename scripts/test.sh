@@ -19,4 +19,6 @@ else
 fi
 echo "[test] running the browser tests (chromium, two simulated locations)" >&2
 scripts/test-web.sh
+echo "[test] fuzzing the wire decoders and the relay session (bounded)" >&2
+scripts/fuzz.sh
 echo "[test] all green in $(( $(date +%s) - started ))s" >&2

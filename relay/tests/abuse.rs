@@ -594,3 +594,80 @@ async fn one_token_cannot_flood_telemetry_by_reconnecting() {
         call.finish().await,
     );
 }
+
+/// Sockets the relay process holds open (its file descriptors that are sockets).
+fn open_sockets(lab: &Lab) -> usize {
+    let pid = lab.relays[0].pid().expect("relay runs");
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .filter(|target| target.to_string_lossy().starts_with("socket:"))
+        .count()
+}
+
+/// Clients that stop reading while the relay has much to tell them are
+/// disconnected — their sockets closed, not merely forgotten — while they
+/// still hold their end open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_stop_reading_are_disconnected_not_forgotten() {
+    use futures_util::SinkExt;
+    use rallypoint_protocol::v1::{Hello, Probe};
+    use tokio_tungstenite::tungstenite::Message;
+
+    const STALLED: usize = 5;
+    let lab = Lab::two_regions(&["--control-queue", "8", "--probes-per-second", "1000000"]).await;
+    let call = LegitCall::start(&lab).await;
+    let before = open_sockets(&lab);
+    let mut stalled = Vec::new();
+    for i in 0..STALLED {
+        let (mut ws, _) = tokio_tungstenite::connect_async(lab.relays[0].ws_url())
+            .await
+            .unwrap();
+        let hello = ClientFrame::of(client_frame::Kind::Hello(Hello {
+            protocol_version: rallypoint_protocol::PROTOCOL_VERSION,
+            token: lab.issuer.mint(
+                "lobby",
+                &format!("stalled{i}"),
+                "S",
+                Duration::from_secs(60),
+            ),
+            client: None,
+            session_id: Bytes::from_static(b"0123456789abcdef"),
+        }));
+        ws.send(Message::Binary(rallypoint_protocol::encode(&hello)))
+            .await
+            .unwrap();
+        // Far more probe answers than kernel buffers hold, never read.
+        for seq in 0..60_000u64 {
+            let probe = ClientFrame::of(client_frame::Kind::Probe(Probe {
+                seq,
+                client_send_us: 0,
+            }));
+            if tokio::time::timeout(
+                Duration::from_secs(1),
+                ws.feed(Message::Binary(rallypoint_protocol::encode(&probe))),
+            )
+            .await
+            .is_err()
+            {
+                break;
+            }
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), ws.flush()).await;
+        stalled.push(ws);
+    }
+    // The relay drops them (control queue full) and must then let go of
+    // their sockets within its flush grace.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut held = open_sockets(&lab).saturating_sub(before);
+    while held > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        held = open_sockets(&lab).saturating_sub(before);
+    }
+    assert_eq!(
+        held, 0,
+        "the relay still holds {held} sockets of clients it dropped"
+    );
+    report("5 clients that stop reading", &lab, call.finish().await);
+    drop(stalled);
+}
