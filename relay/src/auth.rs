@@ -134,7 +134,9 @@ impl TokenVerifier {
             },
         )?;
         let mut claims = data.claims;
-        let issued = claims.iat.unwrap_or_else(now_unix);
+        // A claimed issue time in the future would shorten the lifetime seen.
+        let now = now_unix();
+        let issued = claims.iat.map_or(now, |iat| iat.min(now));
         if claims.exp.saturating_sub(issued) > self.max_lifetime {
             return Err(AuthError::new(
                 ErrorCode::Unauthenticated,
@@ -270,6 +272,11 @@ mod tests {
             ..claims(now() + 600)
         };
         assert!(v.verify(&sign("s3cret", &issued_long_ago)).is_err());
+        let claims_to_be_young = Claims {
+            iat: Some(now() + 7000),
+            ..claims(now() + 7200)
+        };
+        assert!(v.verify(&sign("s3cret", &claims_to_be_young)).is_err());
         assert!(v.verify(&token("s3cret", "r1", now() + 1800)).is_ok());
     }
 

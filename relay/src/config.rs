@@ -187,7 +187,8 @@ pub struct Limits {
     #[arg(long, env = "RALLYPOINT_MAX_ROOM_SIZE", default_value_t = 100)]
     pub max_room_size: usize,
 
-    /// Join and Leave frames per connection per minute (bursts of as many).
+    /// Join, Leave and Refresh frames per token subject (user) per minute,
+    /// across its connections (bursts of as many).
     #[arg(long, env = "RALLYPOINT_ROOM_OPS_PER_MINUTE", default_value_t = 20)]
     pub room_ops_per_minute: u32,
 

@@ -30,6 +30,8 @@ pub struct RelayState {
     pub subjects: SubjectConnections,
     /// Election reports per token subject, across its connections.
     pub report_rates: SubjectRates,
+    /// Join, Leave and Refresh per token subject, across its connections.
+    pub room_op_rates: SubjectRates,
     /// `true` while NATS has been unreachable for longer than its grace
     /// (see [`crate::backbone`]).
     pub cut_off: watch::Receiver<bool>,
@@ -52,8 +54,10 @@ impl RelayState {
         let budget = ConnectionBudget::new(config.limits.max_connections);
         let subjects = SubjectConnections::new(config.limits.max_connections_per_token);
         let report_rates = SubjectRates::per_minute(config.telemetry.reports_per_minute);
+        let room_op_rates = SubjectRates::per_minute(config.limits.room_ops_per_minute);
         RelayState {
             report_rates,
+            room_op_rates,
             budget,
             subjects,
             cut_off,

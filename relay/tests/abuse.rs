@@ -155,10 +155,23 @@ async fn silent_and_half_sent_connections_are_capped_and_closed() {
         }
         sockets.push(socket);
     }
+    // Over the limit, a socket is closed at once, long before any deadline
+    // (the 1 s handshake deadline has not passed for any socket here).
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let stats = lab.relays[0].stats().await.unwrap();
-    let in_use = stats["connection_slots_in_use"].as_u64().unwrap() as usize;
-    assert!(in_use <= LIMIT, "{in_use} slots in use, limit {LIMIT}");
+    let mut first_closed = 0;
+    for socket in &mut sockets {
+        let mut byte = [0u8; 1];
+        if let Ok(Ok(0) | Err(_)) =
+            tokio::time::timeout(Duration::from_millis(1), socket.peek(&mut byte)).await
+        {
+            first_closed += 1;
+        }
+    }
+    let over = 300 - (LIMIT - 2); // the call holds two slots
+    assert!(
+        first_closed >= over,
+        "only {first_closed} of 300 closed at once; {over} were over the limit"
+    );
 
     let closed = join_all(
         sockets
@@ -348,7 +361,9 @@ async fn hoard_streams(url: &str, hash: [u8; 32], token: Option<String>, streams
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn floods_inside_the_room_are_held_to_their_budgets() {
-    let lab = Lab::two_regions(&[]).await;
+    // Keyframe requests get a budget large enough that only the room
+    // membership check can keep requests for nobody off the bus.
+    let lab = Lab::two_regions(&["--keyframe-requests-per-second", "1000000"]).await;
     let call = LegitCall::start(&lab).await;
     let (mallory, _) = lab.participant(0, WebSocket, "call", "mallory").await;
 
@@ -377,7 +392,6 @@ async fn floods_inside_the_room_are_held_to_their_budgets() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let stats = lab.relays[0].stats().await.unwrap();
     eprintln!("[abuse] after the floods: {stats}");
-    assert!(stats["keyframe_requests_over_budget"].as_u64().unwrap() > 4_000);
     assert!(
         stats["keyframe_requests_sent"].as_u64().unwrap() < 100,
         "requests for nobody were published: {stats}"
@@ -411,6 +425,18 @@ async fn join_leave_churn_is_refused_once_over_budget() {
     let (after, code) = refused.expect("the churn was never refused");
     assert_eq!(code, ErrorCode::RateLimited);
     assert!(after <= 20, "refused only after {after} rounds");
+    // A new connection of the same user does not get a fresh budget.
+    let mut again = Peer::connect(
+        &lab.candidate(0, WebSocket),
+        &lab.identity("call", "mallory"),
+        T,
+    )
+    .await
+    .unwrap();
+    match again.join("call", 0, T).await {
+        Err(PeerError::Refused { code, .. }) => assert_eq!(code, ErrorCode::RateLimited),
+        other => panic!("reconnecting refilled the budget: {:?}", other.is_ok()),
+    }
     report("Join/Leave churn", &lab, call.finish().await);
 }
 
@@ -432,6 +458,16 @@ async fn rooms_and_tokens_have_limits() {
         }
         other => panic!("a fourth participant got in: {other:?}"),
     }
+    // Refused means gone: the relay closes the connection, so nothing the
+    // refused client sends reaches the room.
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        while d.recv().await.is_some() {}
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the refused participant's connection stayed open"
+    );
 
     let identity = lab.identity("other", "mallory");
     let candidate = lab.candidate(0, WebSocket);
@@ -553,6 +589,7 @@ async fn one_token_cannot_flood_telemetry_by_reconnecting() {
     let mut reports =
         rallypoint_lab::reports::ReportGenerator::new(lab.relays[0].candidates(), 7, false);
     let (mut limited, mut passed) = (0, 0);
+    let started = Instant::now();
     for _ in 0..CONNECTIONS {
         // A new connection each round, as a flooder resetting a
         // per-connection budget would.
@@ -583,9 +620,11 @@ async fn one_token_cannot_flood_telemetry_by_reconnecting() {
         }
     }
     eprintln!("[abuse] telemetry flood: {passed} past the budget check, {limited} rate limited");
+    // A burst of 30, then half a report a second.
+    let budget = 30 + (started.elapsed().as_secs_f64() / 2.0).ceil() as usize;
     assert!(
-        passed <= 31,
-        "{passed} reports of one token passed a 30/min budget over {CONNECTIONS} connections"
+        passed <= budget,
+        "{passed} reports of one token passed a 30/min budget (at most {budget} by now) over {CONNECTIONS} connections"
     );
     assert_eq!(passed + limited, CONNECTIONS * PER_CONNECTION);
     report(

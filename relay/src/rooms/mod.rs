@@ -182,7 +182,7 @@ impl Hub {
     pub async fn publish_media(&self, room: &str, sender: &str, frame: Bytes) -> bool {
         let stats = &self.inner.stats;
         let nats = &self.inner.nats;
-        if frame.len() > nats.server_info().max_payload {
+        if frame.len() > nats.max_payload() {
             stats.media_refused_oversize.fetch_add(1, Relaxed);
             return false;
         }

@@ -87,7 +87,6 @@ struct Identity {
 
 /// The per-connection budgets after authentication (see `--help`).
 struct Budgets {
-    room_ops: RateLimiter,
     keyframe_requests: RateLimiter,
     probes: RateLimiter,
     media_frames: RateLimiter,
@@ -100,7 +99,6 @@ impl Budgets {
         let per_second =
             |rate: u32, burst: u32| RateLimiter::new(f64::from(burst), f64::from(rate), now);
         Budgets {
-            room_ops: RateLimiter::per_minute(limits.room_ops_per_minute, now),
             keyframe_requests: per_second(
                 limits.keyframe_requests_per_second,
                 limits.keyframe_requests_per_second.saturating_mul(10),
@@ -160,6 +158,7 @@ pub async fn run(
     tokio::pin!(token_deadline);
     let mut armed_expiry = None;
     let mut drained = false;
+    let mut cut_off_gone = false;
 
     let end = loop {
         tokio::select! {
@@ -194,8 +193,9 @@ pub async fn run(
                 );
                 break SessionEnd::Refused;
             }
-            changed = cut_off.changed() => {
+            changed = cut_off.changed(), if !cut_off_gone => {
                 if changed.is_err() {
+                    cut_off_gone = true;
                     continue;
                 }
                 let is_cut_off = *cut_off.borrow_and_update();
@@ -316,7 +316,10 @@ impl Session {
                 });
                 Ok(())
             }
-            (client_frame::Kind::Refresh(refresh), _) => self.refresh(refresh),
+            (client_frame::Kind::Refresh(refresh), _) => {
+                self.take_room_op()?;
+                self.refresh(refresh)
+            }
             (client_frame::Kind::Join(join), Phase::ProbeOnly(_)) => {
                 self.take_room_op()?;
                 self.join(join)
@@ -485,16 +488,27 @@ impl Session {
         Ok(())
     }
 
-    /// Join and Leave are rare in a real call; a loop of them is an attack
-    /// on everyone else in the room (each is announced to every relay).
+    /// Join, Leave and Refresh are rare in a real call; a loop of them is an
+    /// attack on everyone else in the room (each Join and Leave is announced
+    /// to every relay, each Refresh costs a signature check). The budget is
+    /// the token subject's, so reconnecting does not refill it.
     fn take_room_op(&mut self) -> Result<(), Refused> {
-        if self.budgets.room_ops.try_take(Instant::now()) {
+        let subject = match &self.phase {
+            Phase::ProbeOnly(identity) | Phase::InRoom { identity, .. } => &identity.claims.sub,
+            Phase::AwaitingHello => return Ok(()),
+        };
+        if self
+            .relay
+            .room_op_rates
+            .try_take(subject, Instant::now())
+            .is_ok()
+        {
             return Ok(());
         }
         self.refuse(
             ErrorCode::RateLimited,
             format!(
-                "more than {} Join/Leave per minute; reconnect later",
+                "more than {} Join, Leave or Refresh per minute for this user; try again later",
                 self.relay.config.limits.room_ops_per_minute
             ),
         );
@@ -576,7 +590,7 @@ impl Session {
         }
         let stats = &self.relay.stats;
         let now = Instant::now();
-        // Both budgets are checked before either is taken from.
+        // A frame over either budget is dropped (its frame token is spent).
         let frames_ok = self.budgets.media_frames.try_take(now);
         if !frames_ok
             || !self

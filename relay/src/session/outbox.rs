@@ -79,9 +79,14 @@ pub fn outbox(control_capacity: usize, media_capacity: usize) -> (Outbox, Outbox
 impl Outbox {
     /// Queues a control item. A full control queue disconnects the client.
     pub fn control(&self, item: Control) {
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.control.try_send(item) {
-            tracing::warn!("control queue full: disconnecting a client that stopped reading");
-            self.kill.cancel();
+        match self.control.try_send(item) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!("control queue full: disconnecting a client that stopped reading");
+                self.kill.cancel();
+            }
+            // The writer is gone: so is the connection.
+            Err(mpsc::error::TrySendError::Closed(_)) => self.kill.cancel(),
         }
     }
 

@@ -92,18 +92,20 @@ async fn serve(relay: Arc<RelayState>, socket: WebSocket, client_ip: std::net::I
         max_datagram_size: 0,
         welcomed: tokio_util::sync::CancellationToken::new(),
     };
-    if session::run(relay.clone(), info, inbound_rx, outbox.clone()).await == SessionEnd::Refused {
-        // Give the writer a moment to deliver the Error frame.
-        let _ = tokio::time::timeout(ERROR_FLUSH, &mut writer).await;
+    let end = session::run(relay.clone(), info, inbound_rx, outbox.clone()).await;
+    // A refused session lets the writer deliver the Error frame first.
+    if end == SessionEnd::Vanished {
+        outbox.kill();
     }
-    outbox.kill();
     // Both halves must go for the socket to close: a client that stopped
     // reading would otherwise hold its socket (and our kernel buffers) for as
-    // long as it likes.
+    // long as it likes. Each handle is awaited once (a finished JoinHandle
+    // must not be polled again).
     for task in [&mut writer, &mut reader] {
         if tokio::time::timeout(ERROR_FLUSH, &mut *task).await.is_err() {
             task.abort();
         }
+        outbox.kill();
     }
 }
 
@@ -159,4 +161,7 @@ async fn write(
         }
     }
     let _ = tokio::time::timeout(ERROR_FLUSH, sink.close()).await;
+    // Nothing more reaches this client: its session must end too (a refusal
+    // queued by a room task, say, is not seen by the session otherwise).
+    kill.cancel();
 }

@@ -357,8 +357,12 @@ async fn write(
                 }
             }
             Outgoing::Control(Control::CloseWith(frame)) => {
-                let _ = control.write_all(&length_prefixed::encode(&frame)).await;
-                let _ = control.finish().await;
+                let error = length_prefixed::encode(&frame);
+                let _ = tokio::time::timeout(ERROR_FLUSH, async {
+                    let _ = control.write_all(&error).await;
+                    let _ = control.finish().await;
+                })
+                .await;
                 // Let the peer read the Error before the connection closes.
                 let _ = tokio::time::timeout(Duration::from_secs(1), control.stopped()).await;
                 connection.close(
@@ -393,4 +397,6 @@ async fn write(
             }
         }
     }
+    // Nothing more reaches this client: its session must end too.
+    kill.cancel();
 }
