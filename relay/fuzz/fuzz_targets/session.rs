@@ -45,7 +45,9 @@ static WORLD: LazyLock<World> = LazyLock::new(|| {
         sub: "fuzzer".into(),
         name: "Fuzzer".into(),
         room: "fuzz".into(),
-        exp: now + 3600,
+        // Just under the relay's 24 h maximum lifetime: long fuzz runs keep
+        // exercising a valid session, not only the expiry refusal.
+        exp: now + 23 * 3600,
         iat: Some(now),
         ..Default::default()
     };
