@@ -16,7 +16,6 @@ pub mod clickhouse;
 pub mod collector;
 pub mod commands;
 pub mod nats;
-pub mod pinned_https;
 pub mod ports;
 pub mod process;
 pub mod proxy;

@@ -165,7 +165,7 @@ impl RelayProcess {
             anyhow::bail!("{}", response.text().await.unwrap_or_default());
         }
         if self.ws_tls() {
-            let hash = crate::pinned_https::cert_hash(&self.identity_dir().join("cert.pem"))?;
+            let hash = cert_hash(&self.identity_dir().join("cert.pem"))?;
             self.cert_hash = Some(rallypoint_protocol::hex(&hash));
         } else if self.spec.transports.contains(&TransportKind::WebTransport) {
             let hash: serde_json::Value = http
@@ -209,6 +209,17 @@ impl RelayProcess {
             self.process.log_tail(20)
         )
     }
+}
+
+/// SHA-256 of the certificate in `cert_pem` (DER), as candidates carry it.
+fn cert_hash(cert_pem: &Path) -> anyhow::Result<[u8; 32]> {
+    use anyhow::Context as _;
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    use sha2::{Digest, Sha256};
+    let der = CertificateDer::from_pem_file(cert_pem)
+        .with_context(|| format!("cannot read the relay certificate {}", cert_pem.display()))?;
+    Ok(Sha256::digest(der.as_ref()).into())
 }
 
 /// Where a relay keeps its development TLS identity: next to its log.

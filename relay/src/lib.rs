@@ -29,11 +29,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tokio::sync::watch;
 
-use crate::auth::TokenVerifier;
 use crate::config::{RelayConfig, TransportKind};
-use crate::intake::{GeoLookup, Intake};
 use crate::metrics::Stats;
-use crate::rooms::{Hub, RoomSettings};
 use crate::state::RelayState;
 use crate::transport::http_server::{self, Deadlines};
 
@@ -45,29 +42,11 @@ const ADMIN_CONNECTIONS: usize = 64;
 /// client has gone or the drain grace period ends.
 pub async fn run(config: RelayConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     config.validate()?;
-    let verifier = TokenVerifier::from_config(&config.auth)?;
-    let geo = GeoLookup::open(&config.telemetry.geoip_db)?;
+    // Returns at once (retry_on_initial_connect): a bad key file or GeoIP
+    // database still fails the start before anything listens.
     let nats = connect_nats(&config).await?;
     let stats = Arc::new(Stats::default());
     metrics::register_instruments(stats.clone(), &config.relay_id, &config.region);
-    let hub = Hub::new(
-        nats.clone(),
-        config.relay_id.clone(),
-        config.region.clone(),
-        RoomSettings {
-            grace: config.limits.presence_grace,
-            beat: config.limits.roster_beat,
-            max_size: config.limits.max_room_size,
-        },
-        stats.clone(),
-    );
-    let intake = Intake::new(
-        nats.clone(),
-        config.relay_id.clone(),
-        config.region.clone(),
-        geo,
-        stats.clone(),
-    );
     let identity = if config.serves(TransportKind::Wt) || config.tls.ws_tls {
         Some(tls::load(&config.tls).await?)
     } else {
@@ -75,17 +54,14 @@ pub async fn run(config: RelayConfig, shutdown: impl Future<Output = ()>) -> any
     };
     let (drain_tx, drain_rx) = watch::channel(false);
     let cut_off = backbone::watch_cut_off(nats.clone(), config.limits.nats_loss_grace);
-    let relay = Arc::new(RelayState::new(
+    let relay = Arc::new(RelayState::assemble(
         config.clone(),
-        verifier,
-        hub,
-        stats.clone(),
         nats.clone(),
-        intake,
+        stats.clone(),
         drain_rx.clone(),
         identity.as_ref().map(|i| i.cert_hash),
         cut_off,
-    ));
+    )?);
 
     let http_tls = match (&identity, config.tls.ws_tls) {
         (Some(identity), true) => Some(identity.http_tls_config()?),

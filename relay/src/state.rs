@@ -8,10 +8,10 @@ use tokio::sync::watch;
 use crate::auth::TokenVerifier;
 use crate::budget::{ConnectionBudget, SubjectConnections};
 use crate::config::RelayConfig;
-use crate::intake::Intake;
+use crate::intake::{GeoLookup, Intake};
 use crate::metrics::Stats;
 use crate::rate::SubjectRates;
-use crate::rooms::Hub;
+use crate::rooms::{Hub, RoomSettings};
 
 pub struct RelayState {
     pub config: RelayConfig,
@@ -39,27 +39,39 @@ pub struct RelayState {
 }
 
 impl RelayState {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
+    /// Everything a relay's connections share, built from its settings:
+    /// the token verifier, the rooms hub and the telemetry intake over
+    /// `nats`, and the budgets. `run` and the session fuzz target both
+    /// start here.
+    pub fn assemble(
         config: RelayConfig,
-        verifier: TokenVerifier,
-        hub: Hub,
-        stats: Arc<Stats>,
         nats: async_nats::Client,
-        intake: Intake,
+        stats: Arc<Stats>,
         draining: watch::Receiver<bool>,
         cert_hash: Option<[u8; 32]>,
         cut_off: watch::Receiver<bool>,
-    ) -> Self {
-        let budget = ConnectionBudget::new(config.limits.max_connections);
-        let subjects = SubjectConnections::new(config.limits.max_connections_per_token);
-        let report_rates = SubjectRates::per_minute(config.telemetry.reports_per_minute);
-        let room_op_rates = SubjectRates::per_minute(config.limits.room_ops_per_minute);
-        RelayState {
-            report_rates,
-            room_op_rates,
-            budget,
-            subjects,
+    ) -> anyhow::Result<Self> {
+        let verifier = TokenVerifier::from_config(&config.auth)?;
+        let geo = GeoLookup::open(&config.telemetry.geoip_db)?;
+        let (relay_id, region) = (config.relay_id.clone(), config.region.clone());
+        let settings = RoomSettings {
+            grace: config.limits.presence_grace,
+            beat: config.limits.roster_beat,
+            max_size: config.limits.max_room_size,
+        };
+        let hub = Hub::new(
+            nats.clone(),
+            relay_id.clone(),
+            region.clone(),
+            settings,
+            stats.clone(),
+        );
+        let intake = Intake::new(nats.clone(), relay_id, region, geo, stats.clone());
+        Ok(RelayState {
+            budget: ConnectionBudget::new(config.limits.max_connections),
+            subjects: SubjectConnections::new(config.limits.max_connections_per_token),
+            report_rates: SubjectRates::per_minute(config.telemetry.reports_per_minute),
+            room_op_rates: SubjectRates::per_minute(config.limits.room_ops_per_minute),
             cut_off,
             config,
             verifier,
@@ -70,7 +82,7 @@ impl RelayState {
             draining,
             cert_hash,
             next_conn: AtomicU64::new(1),
-        }
+        })
     }
 
     pub fn next_conn_id(&self) -> u64 {

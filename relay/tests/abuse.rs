@@ -196,12 +196,9 @@ async fn quic_handshakes_that_never_send_connect_are_capped_and_closed() {
     const ATTEMPTS: usize = 300;
     let (lab, call) = capped_lab(LIMIT).await;
     let candidate = lab.candidate(0, WebTransport);
-    let hash = hex_hash(
-        candidate
-            .cert_hash
-            .as_deref()
-            .expect("development certificate"),
-    );
+    let hash = candidate
+        .cert_hash_bytes()
+        .expect("development certificate");
     let addr: std::net::SocketAddr = format!("127.0.0.1:{}", lab.relays[0].wt_port)
         .parse()
         .unwrap();
@@ -251,14 +248,6 @@ async fn quic_handshakes_that_never_send_connect_are_capped_and_closed() {
     report("QUIC handshakes without CONNECT", &lab, call.finish().await);
 }
 
-fn hex_hash(hex: &str) -> [u8; 32] {
-    (0..32)
-        .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
-        .collect::<Vec<_>>()
-        .try_into()
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webtransport_streams_without_fin_cannot_hoard_memory() {
     let lab = Lab::two_regions(&[]).await;
@@ -266,14 +255,8 @@ async fn webtransport_streams_without_fin_cannot_hoard_memory() {
     let before = peak_rss_mib(&lab);
     let candidate = lab.candidate(0, WebTransport);
     let hash = candidate
-        .cert_hash
-        .clone()
+        .cert_hash_bytes()
         .expect("development certificate");
-    let hash: [u8; 32] = (0..32)
-        .map(|i| u8::from_str_radix(&hash[2 * i..2 * i + 2], 16).unwrap())
-        .collect::<Vec<_>>()
-        .try_into()
-        .unwrap();
     // Ten connections, half of them authenticated, each trying to park 32
     // unfinished 1 MiB streams: over 300 MiB if the relay buffered them.
     let attacks = (0..10).map(|i| {

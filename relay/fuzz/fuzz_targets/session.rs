@@ -14,11 +14,8 @@ use libfuzzer_sys::fuzz_target;
 use rallypoint_protocol::token::Claims;
 use rallypoint_protocol::v1::{ClientFrame, Hello, client_frame};
 use rallypoint_protocol::{PROTOCOL_VERSION, decode_client_frame, length_prefixed, limits};
-use rallypoint_relay::auth::TokenVerifier;
 use rallypoint_relay::config::{RelayConfig, TransportKind};
-use rallypoint_relay::intake::{GeoLookup, Intake};
 use rallypoint_relay::metrics::Stats;
-use rallypoint_relay::rooms::{Hub, RoomSettings};
 use rallypoint_relay::session::outbox::outbox;
 use rallypoint_relay::session::{self, ConnectionInfo, Inbound};
 use rallypoint_relay::state::{RelayState, unix_micros};
@@ -89,32 +86,11 @@ async fn relay() -> (Arc<RelayState>, (watch::Sender<bool>, watch::Sender<bool>)
         .connect("nats://127.0.0.1:1")
         .await
         .unwrap();
-    let stats = Arc::new(Stats::default());
-    let hub = Hub::new(
-        nats.clone(),
-        config.relay_id.clone(),
-        config.region.clone(),
-        RoomSettings {
-            grace: config.limits.presence_grace,
-            beat: config.limits.roster_beat,
-            max_size: config.limits.max_room_size,
-        },
-        stats.clone(),
-    );
-    let intake = Intake::new(
-        nats.clone(),
-        config.relay_id.clone(),
-        config.region.clone(),
-        GeoLookup::open(&[] as &[std::path::PathBuf]).unwrap(),
-        stats.clone(),
-    );
-    let verifier = TokenVerifier::from_config(&config.auth).unwrap();
     let (draining_tx, draining) = watch::channel(false);
     // Never cut off: the fuzzer explores the in-room paths too.
     let (cut_off_tx, cut_off) = watch::channel(false);
-    let relay = RelayState::new(
-        config, verifier, hub, stats, nats, intake, draining, None, cut_off,
-    );
+    let stats = Arc::new(Stats::default());
+    let relay = RelayState::assemble(config, nats, stats, draining, None, cut_off).unwrap();
     (Arc::new(relay), (draining_tx, cut_off_tx))
 }
 
