@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use rallypoint_service::clickhouse::ClickHouseArgs;
+use rallypoint_service::nats::NatsArgs;
 use rallypoint_service::parse_duration;
 
 /// Consumes election reports from JetStream and stores them in ClickHouse.
@@ -12,22 +13,55 @@ use rallypoint_service::parse_duration;
 /// Several collectors may run at once: they share one durable consumer and
 /// split the work. Delivery is at-least-once; storage is idempotent on the
 /// report id, so a crash between insert and acknowledgement never double-counts.
+///
+/// The streams and the consumer are made by `rallypoint-collector setup`, run
+/// once (and after every change of layout) with administrator credentials:
+/// a collector's own NATS user may read its consumer, not create or delete
+/// streams.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "rallypoint-collector", version, about, long_about = None)]
-pub struct CollectorConfig {
-    /// NATS server URLs (any region's; the telemetry stream is reached through the super-cluster).
-    #[arg(
-        long,
-        env = "RALLYPOINT_NATS_URLS",
-        value_delimiter = ',',
-        default_value = "nats://127.0.0.1:4222"
-    )]
-    pub nats_urls: Vec<String>,
+#[command(
+    name = "rallypoint-collector",
+    version,
+    about,
+    long_about = None,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
 
+    #[command(flatten)]
+    pub run: CollectorConfig,
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Creates or updates the telemetry streams and the collectors' consumer,
+    /// then exits. Needs NATS credentials allowed to manage JetStream.
+    Setup(SetupConfig),
+}
+
+/// What `setup` needs: administrator access and the layout to create.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SetupConfig {
+    /// NATS of any region (`--nats-*`), with administrator credentials.
+    #[command(flatten)]
+    pub nats: NatsArgs,
+
+    #[command(flatten)]
+    pub layout: StreamLayout,
+
+    #[command(flatten)]
+    pub consumer: ConsumerName,
+}
+
+/// Where telemetry is stored in JetStream.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StreamLayout {
     /// Regions whose relays publish telemetry, with the JetStream replicas of
-    /// their regional stream: `us-east:3,singapore:1`. The collector makes sure
-    /// each regional stream exists (placed in that region's cluster) and that
-    /// the central stream sources them all.
+    /// their regional stream: `us-east:3,singapore:1`. Each regional stream is
+    /// placed in its region's cluster; the central stream sources them all.
     #[arg(long, env = "RALLYPOINT_TELEMETRY_REGIONS", value_delimiter = ',', value_parser = parse_region, required = true)]
     pub regions: Vec<(String, usize)>,
 
@@ -38,10 +72,26 @@ pub struct CollectorConfig {
     /// Replicas of the central stream.
     #[arg(long, env = "RALLYPOINT_CENTRAL_REPLICAS", default_value_t = 3)]
     pub central_replicas: usize,
+}
 
+/// The durable consumer all collectors share.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConsumerName {
     /// Durable consumer shared by all collectors.
     #[arg(long, env = "RALLYPOINT_CONSUMER", default_value = "collector")]
     pub consumer: String,
+}
+
+/// How one collector process runs.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CollectorConfig {
+    /// NATS of any region (`--nats-*`; the central stream is reached through
+    /// the super-cluster), with the collector's credentials.
+    #[command(flatten)]
+    pub nats: NatsArgs,
+
+    #[command(flatten)]
+    pub consumer: ConsumerName,
 
     #[command(flatten)]
     pub clickhouse: ClickHouseArgs,

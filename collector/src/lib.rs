@@ -24,22 +24,70 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::CollectorConfig;
+use crate::config::{CollectorConfig, SetupConfig};
 use crate::stats::Stats;
 use crate::store::Store;
+
+/// How collectors appear to NATS; their permissions allow replies under this
+/// inbox prefix only.
+pub const COLLECTOR_IDENTITY: rallypoint_service::nats::ClientIdentity<'static> =
+    rallypoint_service::nats::ClientIdentity {
+        name: "rallypoint-collector",
+        inbox_prefix: rallypoint_protocol::subjects::COLLECTOR_INBOX_PREFIX,
+    };
+
+/// Creates or updates the streams and the consumer, then returns: the one
+/// step that needs JetStream administrator rights.
+pub async fn setup(config: SetupConfig) -> anyhow::Result<()> {
+    let nats = rallypoint_service::nats::connect(
+        &config.nats,
+        rallypoint_service::nats::ClientIdentity {
+            name: "rallypoint-collector setup",
+            inbox_prefix: rallypoint_protocol::subjects::ADMIN_INBOX_PREFIX,
+        },
+    )
+    .await?;
+    let js = async_nats::jetstream::new(nats.clone());
+    let deadline = Duration::from_secs(60);
+    let work = async {
+        let layout = &config.layout;
+        // Right after the servers start, the meta group may still be electing
+        // its leader, and a new central stream its own: try again a while.
+        let stream = retry("JetStream streams", || {
+            streams::ensure(
+                &js,
+                &layout.regions,
+                &layout.central_region,
+                layout.central_replicas,
+            )
+        })
+        .await;
+        retry("JetStream consumer", || {
+            streams::consumer(&stream, &config.consumer.consumer)
+        })
+        .await;
+    };
+    tokio::time::timeout(deadline, work).await.map_err(|_| {
+        anyhow::anyhow!(
+            "setup did not finish within {deadline:?}: is JetStream up in cluster {} and are these admin credentials?",
+            config.layout.central_region
+        )
+    })?;
+    nats.flush().await.ok();
+    tracing::info!(
+        stream = streams::CENTRAL_STREAM,
+        consumer = %config.consumer.consumer,
+        "telemetry streams and consumer are set up"
+    );
+    Ok(())
+}
 
 /// Runs until `shutdown` resolves; a batch being stored is finished first.
 pub async fn run(
     config: CollectorConfig,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let nats = async_nats::ConnectOptions::new()
-        .name("rallypoint-collector")
-        .retry_on_initial_connect()
-        .max_reconnects(None)
-        .connect(config.nats_urls.clone())
-        .await
-        .with_context(|| format!("cannot connect to NATS at {}", config.nats_urls.join(",")))?;
+    let nats = rallypoint_service::nats::connect(&config.nats, COLLECTOR_IDENTITY).await?;
     let js = async_nats::jetstream::new(nats.clone());
 
     let store = Arc::new(
@@ -47,26 +95,17 @@ pub async fn run(
             Store::open(
                 &config.clickhouse.url,
                 &config.clickhouse.user,
-                &config.clickhouse.password,
+                config.clickhouse.password.expose(),
                 &config.clickhouse.database,
                 config.retention_days,
             )
         })
         .await,
     );
-    let stream = retry("JetStream streams", || {
-        streams::ensure(
-            &js,
-            &config.regions,
-            &config.central_region,
-            config.central_replicas,
-        )
-    })
-    .await;
-    // Right after the streams are created (a fresh stack), the central
-    // stream may still be electing its leader: opening the consumer times out.
+    // The streams and the consumer are `setup`'s to make; until it has run
+    // (a Job next to this Deployment, say), wait and say so.
     let consumer = retry("JetStream consumer", || {
-        streams::consumer(&stream, &config.consumer)
+        streams::open_consumer(&js, &config.consumer.consumer)
     })
     .await;
 
@@ -89,7 +128,7 @@ pub async fn run(
         )));
     }
 
-    tracing::info!(consumer = %config.consumer, workers = config.workers, "collecting election reports");
+    tracing::info!(consumer = %config.consumer.consumer, workers = config.workers, "collecting election reports");
     let stop = CancellationToken::new();
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..config.workers {

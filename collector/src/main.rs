@@ -1,12 +1,18 @@
 use clap::Parser;
-use rallypoint_collector::config::CollectorConfig;
+use rallypoint_collector::config::{Cli, Command};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let config = CollectorConfig::parse();
+    let cli = Cli::parse();
     let _otel = rallypoint_service::observability::init("rallypoint-collector", &[]);
-    match rallypoint_collector::run(config, rallypoint_service::shutdown::terminate_signal()).await
-    {
+    let result = match cli.command {
+        Some(Command::Setup(setup)) => rallypoint_collector::setup(setup).await,
+        None => {
+            rallypoint_collector::run(cli.run, rallypoint_service::shutdown::terminate_signal())
+                .await
+        }
+    };
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");

@@ -105,3 +105,21 @@ pub async fn consumer(
         .await
         .map_err(|e| anyhow::anyhow!("cannot create or open consumer {name}: {e}"))
 }
+
+/// Opens the central stream's consumer made by `setup`; the collector's
+/// credentials may read it, not create it.
+pub async fn open_consumer(
+    js: &jetstream::Context,
+    name: &str,
+) -> anyhow::Result<consumer::PullConsumer> {
+    let stream = js.get_stream(CENTRAL_STREAM).await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot open stream {CENTRAL_STREAM} ({e}); run `rallypoint-collector setup` with administrator credentials first"
+        )
+    })?;
+    stream.get_consumer(name).await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot open consumer {name} of {CENTRAL_STREAM} ({e}); run `rallypoint-collector setup --consumer {name}` first"
+        )
+    })
+}

@@ -11,6 +11,7 @@ use rallypoint_client::TransportKind;
 use rallypoint_client_native::{ClientIdentity, Peer};
 use rallypoint_lab::clickhouse::ClickHouseServer;
 use rallypoint_lab::commands::simulate::send;
+use rallypoint_lab::nats::NatsRole;
 use rallypoint_lab::reports::ReportGenerator;
 use rallypoint_lab::stack::{Stack, StackConfig};
 use rallypoint_protocol::v1::{
@@ -152,7 +153,11 @@ async fn reports_from_both_regions_are_stored_once_enriched_at_the_edge_without_
     }
 
     // A poison message straight into a regional stream, then more good reports.
-    let nats = async_nats::connect(stack.nats.urls("singapore")[0].clone())
+    // As singapore's relays (the only ones allowed to publish there).
+    let nats = stack
+        .nats
+        .access(NatsRole::Relay("singapore".into()), "singapore")
+        .connect()
         .await
         .unwrap();
     let js = async_nats::jetstream::new(nats);

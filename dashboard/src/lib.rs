@@ -78,7 +78,7 @@ pub async fn run(
         db: data::Db::new(
             &config.clickhouse.url,
             &config.clickhouse.user,
-            &config.clickhouse.password,
+            config.clickhouse.password.expose(),
             &config.clickhouse.database,
         ),
         refresh_seconds: config.refresh_seconds,

@@ -26,6 +26,9 @@ pub enum Command {
     /// Synthetic election reports (labelled synthetic) through relays,
     /// JetStream and the collector into ClickHouse.
     Simulate(crate::commands::simulate::SimulateArgs),
+    /// Make a deployment's NATS users: NKey seeds per role, and the accounts
+    /// block for the NATS servers' configuration.
+    NatsUsers(crate::commands::nats_users::NatsUsersArgs),
     /// Benchmarks that print numbers and ratios against a same-run baseline.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -77,6 +80,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Probe(args) => crate::commands::probe::run(args).await,
         Command::Join(args) => crate::commands::join::run(args).await,
         Command::Simulate(args) => crate::commands::simulate::run(args).await,
+        Command::NatsUsers(args) => crate::commands::nats_users::run(args),
         Command::Bench(BenchCommand::Relay(args)) => crate::bench::relay::run(args).await,
         Command::Bench(BenchCommand::Election(args)) => crate::bench::election::run(args),
         Command::Bench(BenchCommand::Failover(args)) => crate::bench::failover::run(args).await,

@@ -12,7 +12,10 @@ use crate::process::Process;
 #[derive(Debug, Clone)]
 pub struct CollectorSpec {
     pub name: String,
-    pub nats_urls: Vec<String>,
+    /// NATS as the collector's user.
+    pub nats: crate::nats::NatsAccess,
+    /// NATS as an administrator, for `rallypoint-collector setup`.
+    pub admin: crate::nats::NatsAccess,
     /// `region:replicas` of every region's telemetry stream.
     pub regions: Vec<String>,
     pub central_region: String,
@@ -30,8 +33,11 @@ pub struct CollectorProcess {
 
 impl CollectorProcess {
     /// Starts a collector and waits until it serves its HTTP endpoints.
+    /// The streams and the consumer are made first, by `rallypoint-collector
+    /// setup` with administrator credentials, as an operator would.
     pub async fn start(spec: CollectorSpec, dir: &Path) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)?;
+        setup(&spec, dir).await?;
         let log = dir.join(format!("{}.log", spec.name));
         let http_port = free_tcp();
         let process = spawn(&spec, http_port, &log)?;
@@ -106,22 +112,56 @@ impl CollectorProcess {
     }
 }
 
-fn spawn(spec: &CollectorSpec, http_port: u16, log: &Path) -> anyhow::Result<Process> {
+/// How long `rallypoint-collector setup` may take (it waits for JetStream
+/// leaders itself, up to a minute).
+const SETUP_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Runs `rallypoint-collector setup` for `spec`'s layout, as the administrator.
+pub async fn setup(spec: &CollectorSpec, dir: &Path) -> anyhow::Result<()> {
     let binary = bins::ours("rallypoint-collector")?;
-    let mut args = vec![
-        "--nats-urls".into(),
-        spec.nats_urls.join(","),
+    let mut args = vec!["setup".to_owned()];
+    args.extend(spec.admin.cli_args());
+    args.extend([
         "--regions".into(),
         spec.regions.join(","),
         "--central-region".into(),
         spec.central_region.clone(),
         "--central-replicas".into(),
         spec.central_replicas.to_string(),
+    ]);
+    let log = dir.join(format!("{}-setup.log", spec.name));
+    let mut process = Process::spawn(
+        format!("collector setup {}", spec.name),
+        &binary,
+        &args,
+        &[("RUST_LOG".to_owned(), "info".to_owned())],
+        &log,
+    )?;
+    match process.wait(SETUP_TIMEOUT).await {
+        Some(status) if status.success() => Ok(()),
+        Some(status) => anyhow::bail!(
+            "rallypoint-collector setup failed ({status}):\n{}",
+            process.log_tail(20)
+        ),
+        None => {
+            process.stop(Duration::from_secs(2)).await;
+            anyhow::bail!(
+                "rallypoint-collector setup did not finish in {SETUP_TIMEOUT:?}:\n{}",
+                process.log_tail(20)
+            )
+        }
+    }
+}
+
+fn spawn(spec: &CollectorSpec, http_port: u16, log: &Path) -> anyhow::Result<Process> {
+    let binary = bins::ours("rallypoint-collector")?;
+    let mut args = spec.nats.cli_args();
+    args.extend([
         "--clickhouse-url".into(),
         spec.clickhouse_url.clone(),
         "--http-listen".into(),
         format!("127.0.0.1:{http_port}"),
-    ];
+    ]);
     args.extend(spec.extra_args.iter().cloned());
     let envs = vec![(
         "RUST_LOG".to_owned(),

@@ -16,6 +16,7 @@ pub mod clickhouse;
 pub mod collector;
 pub mod commands;
 pub mod nats;
+pub mod pki;
 pub mod ports;
 pub mod process;
 pub mod proxy;

@@ -15,7 +15,8 @@ pub struct RelaySpec {
     pub region: String,
     pub relay_id: String,
     pub transports: Vec<TransportKind>,
-    pub nats_urls: Vec<String>,
+    /// This region's NATS, as the relay's user.
+    pub nats: crate::nats::NatsAccess,
     pub jwt_secret: String,
     /// More `--flag value` arguments (limits, grace periods, …).
     pub extra_args: Vec<String>,
@@ -239,8 +240,6 @@ fn spawn(spec: &RelaySpec, ports: [u16; 3], log: &Path) -> anyhow::Result<Proces
         spec.region.clone(),
         "--relay-id".into(),
         spec.relay_id.clone(),
-        "--nats-urls".into(),
-        spec.nats_urls.join(","),
         "--transports".into(),
         transports.join(","),
         "--http-listen".into(),
@@ -252,6 +251,7 @@ fn spawn(spec: &RelaySpec, ports: [u16; 3], log: &Path) -> anyhow::Result<Proces
         "--dev-identity-dir".into(),
         identity_dir(log).display().to_string(),
     ];
+    args.extend(spec.nats.cli_args());
     args.extend(spec.extra_args.iter().cloned());
     let envs = vec![
         ("RALLYPOINT_JWT_SECRET".to_owned(), spec.jwt_secret.clone()),

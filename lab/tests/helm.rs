@@ -40,12 +40,17 @@ fn http_listen_env(binary: &str) -> &'static str {
     }
 }
 
+/// Subcommands the chart runs as Jobs (`args` names the subcommand).
+const SUBCOMMANDS: [&str; 1] = ["rallypoint-collector setup"];
+
 /// Settings that are file paths whose files must come from a Secret.
-const SECRET_FILES: [&str; 4] = [
+const SECRET_FILES: [&str; 6] = [
     "RALLYPOINT_TLS_CERT",
     "RALLYPOINT_TLS_KEY",
     "RALLYPOINT_JWT_PUBLIC_KEY",
     "RALLYPOINT_DASHBOARD_AUTH_USERS_FILE",
+    "RALLYPOINT_NATS_CA",
+    "RALLYPOINT_NATS_NKEY_FILE",
 ];
 
 /// What a relay does after its drain grace period before it exits
@@ -349,9 +354,16 @@ static HELP: LazyLock<BTreeMap<&'static str, Help>> = LazyLock::new(|| {
     let env = Regex::new(r"\[env: ([A-Z0-9_]+)(=)?").unwrap();
     BINARIES
         .iter()
+        .chain(SUBCOMMANDS.iter())
         .map(|&binary| {
-            let path = rallypoint_lab::bins::ours(binary).unwrap_or_else(|e| panic!("{e:#}"));
-            let output = Command::new(&path).arg("--help").output().unwrap();
+            let mut words = binary.split(' ');
+            let program = words.next().unwrap();
+            let path = rallypoint_lab::bins::ours(program).unwrap_or_else(|e| panic!("{e:#}"));
+            let output = Command::new(&path)
+                .args(words)
+                .arg("--help")
+                .output()
+                .unwrap();
             assert!(output.status.success(), "{binary} --help failed");
             let text = String::from_utf8(output.stdout).unwrap();
             let env = env
@@ -611,31 +623,71 @@ impl Container<'_> {
     }
 }
 
-fn containers(shapes: &[Shape]) -> Vec<Container<'_>> {
+/// Every container of every `kind` workload, with the program its image runs.
+fn workload_containers<'a>(
+    shapes: &'a [Shape],
+    kind: &'static str,
+) -> impl Iterator<Item = (&'a Shape, &'a Value, &'a Value, String)> {
     let image = Regex::new(r"/(rallypoint-[a-z]+):").unwrap();
-    let mut found = Vec::new();
-    for shape in shapes {
-        for deployment in shape.of_kind("Deployment") {
-            for container in deployment["spec"]["template"]["spec"]["containers"]
+    shapes.iter().flat_map(move |shape| {
+        let image = image.clone();
+        shape.of_kind(kind).flat_map(move |workload| {
+            let image = image.clone();
+            workload["spec"]["template"]["spec"]["containers"]
                 .as_array()
                 .unwrap()
-            {
-                let binary = image
-                    .captures(container["image"].as_str().unwrap())
-                    .map(|c| c[1].to_owned())
-                    .unwrap_or_else(|| panic!("{}: not one of our images", shape.file));
-                assert!(
-                    BINARIES.contains(&binary.as_str()),
-                    "unknown binary {binary}"
-                );
-                found.push(Container {
-                    shape,
-                    deployment,
-                    container,
-                    binary,
-                });
-            }
-        }
+                .iter()
+                .map(move |container| {
+                    let program = image
+                        .captures(container["image"].as_str().unwrap())
+                        .map(|c| c[1].to_owned())
+                        .unwrap_or_else(|| panic!("{}: not one of our images", shape.file));
+                    (shape, workload, container, program)
+                })
+        })
+    })
+}
+
+/// Containers of Jobs, each running one of [`SUBCOMMANDS`].
+fn job_containers(shapes: &[Shape]) -> Vec<Container<'_>> {
+    let mut found = Vec::new();
+    for (shape, job, container, program) in workload_containers(shapes, "Job") {
+        let args: Vec<&str> = container["args"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        let binary = format!("{program} {}", args.join(" "));
+        assert!(
+            SUBCOMMANDS.contains(&binary.as_str()),
+            "{}: a Job runs {binary}, not a known subcommand",
+            shape.file
+        );
+        found.push(Container {
+            shape,
+            deployment: job,
+            container,
+            binary,
+        });
+    }
+    assert_eq!(found.len(), SUBCOMMANDS.len(), "a Job per subcommand");
+    found
+}
+
+fn containers(shapes: &[Shape]) -> Vec<Container<'_>> {
+    let mut found = Vec::new();
+    for (shape, deployment, container, binary) in workload_containers(shapes, "Deployment") {
+        assert!(
+            BINARIES.contains(&binary.as_str()),
+            "unknown binary {binary}"
+        );
+        found.push(Container {
+            shape,
+            deployment,
+            container,
+            binary,
+        });
     }
     let binaries: BTreeSet<_> = found.iter().map(|c| c.binary.as_str()).collect();
     assert_eq!(
@@ -656,10 +708,22 @@ fn templates_set_only_real_settings() {
             "rallypoint-service no longer documents {name}"
         );
     }
-    for container in containers(&shapes) {
+    for container in containers(&shapes)
+        .into_iter()
+        .chain(job_containers(&shapes))
+    {
         let help = &HELP[container.binary.as_str()];
-        assert!(
-            container.container["args"].is_null(),
+        // Arguments name a Job's subcommand and nothing else.
+        let subcommand: Vec<&str> = container.binary.split(' ').skip(1).collect();
+        let args: Vec<&str> = container.container["args"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a.as_str())
+            .collect();
+        assert_eq!(
+            args,
+            subcommand,
             "{}: settings go in env",
             container.label()
         );
@@ -819,7 +883,7 @@ fn webtransport_is_udp_with_certificates_from_secrets() {
             .all(|e| !e["name"].as_str().unwrap().starts_with("RALLYPOINT_DEV_")),
         "production relays never use the development identity"
     );
-    for container in &containers {
+    for container in containers.iter().chain(&job_containers(&shapes)) {
         for name in SECRET_FILES {
             let Some(path) = container.env_value(name) else {
                 continue;
@@ -1017,6 +1081,56 @@ fn nats_examples_form_the_super_cluster() {
         assert!(
             replicas <= servers && replicas % 2 == 1,
             "{stream}: R{replicas} on {servers} servers"
+        );
+    }
+}
+
+/// Every region's NATS runs TLS on client ports, routes and gateways (the
+/// last two verifying each other), and holds the users and permissions the
+/// code and the local stack use — no anonymous user, nothing broader.
+#[test]
+fn nats_examples_are_secured_like_the_local_stack() {
+    use rallypoint_lab::nats::access::{ACCOUNT, roles};
+    let nats = nats_examples();
+    let regions: Vec<String> = nats.iter().map(|(r, _)| r.clone()).collect();
+    let expected: BTreeSet<String> = roles(&regions)
+        .iter()
+        .map(|role| role.permissions().to_json().to_string())
+        .collect();
+    for (region, values) in &nats {
+        let config = &values["config"];
+        assert_eq!(
+            config["nats"]["tls"]["enabled"], true,
+            "{region}: client TLS"
+        );
+        for link in ["cluster", "gateway"] {
+            let tls = &config[link]["tls"];
+            assert_eq!(tls["enabled"], true, "{region}: {link} TLS");
+            assert_eq!(tls["merge"]["verify"], true, "{region}: {link} mutual TLS");
+            assert!(tls["merge"]["ca_file"].is_string(), "{region}: {link} CA");
+        }
+        let merge = &config["merge"];
+        assert!(
+            merge["no_auth_user"].is_null() && merge["authorization"].is_null(),
+            "{region}: nobody is anonymous"
+        );
+        let accounts = merge["accounts"].as_object().expect("accounts");
+        assert_eq!(accounts.len(), 1, "{region}: one account");
+        let users = accounts[ACCOUNT]["users"].as_array().expect("users");
+        let found: BTreeSet<String> = users
+            .iter()
+            .map(|user| {
+                let key = user["nkey"].as_str().unwrap();
+                assert!(
+                    key.starts_with('U') && nkeys::KeyPair::from_public_key(key).is_ok(),
+                    "{region}: {key} is a user's public NKey"
+                );
+                user["permissions"].to_string()
+            })
+            .collect();
+        assert_eq!(
+            found, expected,
+            "{region}: permissions differ from the code's"
         );
     }
 }

@@ -118,6 +118,16 @@ pub fn telemetry_dead_letter(source: &str) -> String {
     format!("{TELEMETRY_DEAD_LETTER_PREFIX}.{source}")
 }
 
+/// Reply subjects of relays (JetStream acknowledgements of their telemetry).
+/// Each role has its own inbox prefix so its NATS permissions can allow its
+/// own replies and nothing else: a relay must not read what JetStream
+/// delivers to the collectors.
+pub const RELAY_INBOX_PREFIX: &str = "_INBOX_relay";
+/// Reply subjects of collectors (the messages their consumer delivers).
+pub const COLLECTOR_INBOX_PREFIX: &str = "_INBOX_collector";
+/// Reply subjects of administrators and tools.
+pub const ADMIN_INBOX_PREFIX: &str = "_INBOX_admin";
+
 /// The NATS header carrying a dead letter's reason.
 pub const DEAD_LETTER_REASON_HEADER: &str = "Rallypoint-Reason";
 

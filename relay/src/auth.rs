@@ -47,7 +47,7 @@ impl TokenVerifier {
     pub fn from_config(config: &AuthConfig) -> anyhow::Result<Self> {
         let (key, algorithm) = match (&config.jwt_secret, &config.jwt_public_key) {
             (Some(secret), _) => (
-                DecodingKey::from_secret(secret.as_bytes()),
+                DecodingKey::from_secret(secret.expose().as_bytes()),
                 Algorithm::HS256,
             ),
             (None, Some(path)) => {

@@ -24,14 +24,9 @@ pub struct RelayConfig {
     #[arg(long, env = "RALLYPOINT_RELAY_ID")]
     pub relay_id: String,
 
-    /// NATS server URLs of this region's cluster, comma-separated.
-    #[arg(
-        long,
-        env = "RALLYPOINT_NATS_URLS",
-        value_delimiter = ',',
-        default_value = "nats://127.0.0.1:4222"
-    )]
-    pub nats_urls: Vec<String>,
+    /// This region's NATS cluster: URLs, credential, CA (`--nats-*`).
+    #[command(flatten)]
+    pub nats: rallypoint_service::nats::NatsArgs,
 
     /// Which client transports to serve.
     #[arg(
@@ -126,7 +121,7 @@ pub struct TlsConfig {
 pub struct AuthConfig {
     /// HS256 secret shared by all regions' relays and the token issuer.
     #[arg(long, env = "RALLYPOINT_JWT_SECRET", hide_env_values = true)]
-    pub jwt_secret: Option<String>,
+    pub jwt_secret: Option<rallypoint_service::secret::Secret>,
 
     /// Path to an EdDSA (Ed25519) public key, a PEM file, instead of an HS256
     /// secret: relays can verify tokens without being able to mint them.

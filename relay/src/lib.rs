@@ -157,33 +157,12 @@ pub async fn run(config: RelayConfig, shutdown: impl Future<Output = ()>) -> any
 }
 
 async fn connect_nats(config: &RelayConfig) -> anyhow::Result<async_nats::Client> {
-    let relay_id = config.relay_id.clone();
-    let options = async_nats::ConnectOptions::new()
-        .name(format!("rallypoint-relay {relay_id}"))
-        .retry_on_initial_connect()
-        .max_reconnects(None)
-        .connection_timeout(Duration::from_secs(3))
-        .reconnect_delay_callback(|attempt| {
-            Duration::from_millis((100 * 2u64.saturating_pow(attempt.min(5) as u32)).min(2_000))
-        })
-        .event_callback(move |event| {
-            let relay_id = relay_id.clone();
-            async move {
-                match event {
-                    async_nats::Event::Connected => tracing::info!(%relay_id, "NATS connected"),
-                    async_nats::Event::Disconnected => {
-                        tracing::warn!(%relay_id, "NATS disconnected; reconnecting")
-                    }
-                    other => tracing::info!(%relay_id, "NATS: {other}"),
-                }
-            }
-        });
-    async_nats::connect_with_options(config.nats_urls.clone(), options)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot connect to NATS at {}; check --nats-urls",
-                config.nats_urls.join(",")
-            )
-        })
+    rallypoint_service::nats::connect(
+        &config.nats,
+        rallypoint_service::nats::ClientIdentity {
+            name: &format!("rallypoint-relay {}", config.relay_id),
+            inbox_prefix: rallypoint_protocol::subjects::RELAY_INBOX_PREFIX,
+        },
+    )
+    .await
 }

@@ -32,7 +32,7 @@ pub struct ClickHouseArgs {
         default_value = "",
         hide_env_values = true
     )]
-    pub password: String,
+    pub password: crate::secret::Secret,
 
     #[arg(
         id = "clickhouse_database",

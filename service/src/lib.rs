@@ -3,7 +3,9 @@
 
 pub mod clickhouse;
 pub mod duration;
+pub mod nats;
 pub mod observability;
+pub mod secret;
 pub mod shutdown;
 
 pub use duration::parse_duration;

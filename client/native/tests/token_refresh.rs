@@ -13,7 +13,7 @@ use rallypoint_client::session::Update;
 use rallypoint_client::{Candidate, TransportKind};
 use rallypoint_client_native::runner::{self, Command, Output, RunnerConfig, TokenSource};
 use rallypoint_client_native::{ClientIdentity, Peer};
-use rallypoint_lab::nats::{ClusterSpec, SuperCluster, SuperClusterSpec};
+use rallypoint_lab::nats::{ClusterSpec, NatsRole, SuperCluster, SuperClusterSpec};
 use rallypoint_lab::relays::{RelayProcess, RelaySpec};
 use rallypoint_lab::tokens::DevIssuer;
 use rallypoint_protocol::v1::{ErrorCode, Media, TrackKind, server_frame};
@@ -42,6 +42,7 @@ async fn lab() -> Lab {
             servers: 1,
         }],
         jetstream: false,
+        secure: true,
     };
     let nats = SuperCluster::start(spec, &dir.path().join("nats"))
         .await
@@ -50,7 +51,7 @@ async fn lab() -> Lab {
         region: "us-east".into(),
         relay_id: "us-east-0".into(),
         transports: vec![TransportKind::WebSocket, TransportKind::WebTransport],
-        nats_urls: nats.urls("us-east"),
+        nats: nats.access(NatsRole::Relay("us-east".into()), "us-east"),
         jwt_secret: SECRET.into(),
         extra_args: Vec::new(),
     };

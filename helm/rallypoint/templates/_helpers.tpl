@@ -82,8 +82,7 @@ readinessProbe:
   valueFrom:
     fieldRef:
       fieldPath: metadata.name
-- name: RALLYPOINT_NATS_URLS
-  value: {{ join "," .Values.nats.urls | quote }}
+{{ include "rallypoint.natsEnv" . }}
 - name: RALLYPOINT_ADMIN_LISTEN
   value: "0.0.0.0:{{ .Values.relay.adminPort }}"
 - name: RALLYPOINT_DRAIN_GRACE
@@ -115,8 +114,41 @@ readinessProbe:
 {{ include "rallypoint.observabilityEnv" . }}
 {{- end -}}
 
+{{/*
+NATS over TLS with an NKey: URLs, the CA and the seed, as files from Secrets
+mounted by rallypoint.natsVolumeMounts.
+*/}}
+{{- define "rallypoint.natsEnv" -}}
+- name: RALLYPOINT_NATS_URLS
+  value: {{ join "," .Values.nats.urls | quote }}
+- name: RALLYPOINT_NATS_CA
+  value: /etc/rallypoint/nats-ca/ca.crt
+- name: RALLYPOINT_NATS_NKEY_FILE
+  value: /etc/rallypoint/nats-user/seed
+{{- end -}}
+
+{{- define "rallypoint.natsVolumeMounts" -}}
+- name: nats-ca
+  mountPath: /etc/rallypoint/nats-ca
+  readOnly: true
+- name: nats-user
+  mountPath: /etc/rallypoint/nats-user
+  readOnly: true
+{{- end -}}
+
+{{/* The CA that signed the NATS servers; each pod adds its own role's seed as `nats-user`. */}}
+{{- define "rallypoint.natsCaVolume" -}}
+- name: nats-ca
+  secret:
+    secretName: {{ required "nats.ca.secretName is required: the Secret with the NATS CA" .Values.nats.ca.secretName }}
+    items:
+      - key: ca.crt
+        path: ca.crt
+{{- end -}}
+
 {{/* Files the relays read: the Ed25519 public key, the GeoIP database. */}}
 {{- define "rallypoint.relayVolumeMounts" -}}
+{{ include "rallypoint.natsVolumeMounts" . }}
 {{- if ne .Values.jwt.algorithm "hs256" }}
 - name: jwt
   mountPath: /etc/rallypoint/jwt
@@ -130,6 +162,14 @@ readinessProbe:
 {{- end -}}
 
 {{- define "rallypoint.relayVolumes" -}}
+{{ include "rallypoint.natsCaVolume" . }}
+- name: nats-user
+  secret:
+    secretName: {{ required "nats.users.relay.secretName is required" .Values.nats.users.relay.secretName }}
+    defaultMode: 0400
+    items:
+      - key: seed
+        path: seed
 {{- if ne .Values.jwt.algorithm "hs256" }}
 - name: jwt
   secret:

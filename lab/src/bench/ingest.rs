@@ -114,7 +114,11 @@ async fn one_run(
     // relay would have received them (the collector's duplicate check looks at
     // that time range, as it would in production).
     let mut generator = ReportGenerator::new(stack.candidates(), 42, true);
-    let nats = async_nats::connect(stack.nats.urls("us-east")).await?;
+    let nats = stack
+        .nats
+        .access(crate::nats::NatsRole::Admin, "us-east")
+        .connect()
+        .await?;
     let js = async_nats::jetstream::new(nats);
     let clickhouse = stack.clickhouse.as_ref().expect("telemetry on");
     let total = args.reports;

@@ -21,7 +21,7 @@ use rallypoint_client_native::{ClientIdentity, Peer};
 use rallypoint_protocol::v1::{TrackKind, server_frame};
 
 use super::{latency_histogram, summary_ms};
-use crate::nats::{ClusterSpec, SuperCluster, SuperClusterSpec};
+use crate::nats::{ClusterSpec, NatsAccess, NatsRole, SuperCluster, SuperClusterSpec};
 use crate::relays::{RelayProcess, RelaySpec};
 use crate::tokens::DevIssuer;
 
@@ -71,9 +71,11 @@ pub async fn run(args: RelayBenchArgs) -> anyhow::Result<()> {
             servers: 1,
         }],
         jetstream: false,
+        secure: true,
     };
     let mut nats = SuperCluster::start(spec, &dir.path().join("nats")).await?;
-    let url = nats.urls("bench")[0].clone();
+    // The raw NATS baseline runs over the same TLS as the relay's own link.
+    let baseline = nats.access(NatsRole::Admin, "bench");
     let secret = "bench-secret";
     let transport = match args.transport {
         BenchTransport::Ws => TransportKind::WebSocket,
@@ -84,7 +86,7 @@ pub async fn run(args: RelayBenchArgs) -> anyhow::Result<()> {
             region: "bench".into(),
             relay_id: "bench-0".into(),
             transports: vec![transport],
-            nats_urls: vec![url.clone()],
+            nats: nats.access(NatsRole::Relay("bench".into()), "bench"),
             jwt_secret: secret.into(),
             // A blast measures the forwarding path, not the per-sender
             // budgets a call is held to.
@@ -104,9 +106,9 @@ pub async fn run(args: RelayBenchArgs) -> anyhow::Result<()> {
     .await?;
 
     eprintln!("[bench] raw NATS: latency phase");
-    let nats_latency = nats_path_latency(&url, &args).await?;
+    let nats_latency = nats_path_latency(&baseline, &args).await?;
     eprintln!("[bench] raw NATS: throughput phase");
-    let (nats_tput, nats_frac) = nats_path_throughput(&url, &args).await?;
+    let (nats_tput, nats_frac) = nats_path_throughput(&baseline, &args).await?;
     eprintln!("[bench] relay ({transport:?}): latency phase");
     let issuer = DevIssuer::new(secret);
     let candidate = relay.candidate(transport);
@@ -168,14 +170,14 @@ fn sent_us(payload: &[u8]) -> Option<u64> {
 
 /// (histogram of all receivers, delivered fraction)
 async fn nats_path_latency(
-    url: &str,
+    nats: &NatsAccess,
     args: &RelayBenchArgs,
 ) -> anyhow::Result<(Histogram<u64>, f64)> {
     let origin = Instant::now();
     let subject = "bench.latency";
     let mut receivers = Vec::new();
     for _ in 0..args.receivers {
-        let client = async_nats::connect(url).await?;
+        let client = nats.connect().await?;
         let mut sub = client.subscribe(subject).await?;
         client.flush().await?;
         let expected = args.latency_packets;
@@ -198,7 +200,7 @@ async fn nats_path_latency(
             (h, n)
         }));
     }
-    let publisher = async_nats::connect(url).await?;
+    let publisher = nats.connect().await?;
     let gap = Duration::from_secs_f64(1.0 / args.latency_rate as f64);
     let mut tick = tokio::time::interval(gap);
     for _ in 0..args.latency_packets {
@@ -226,14 +228,18 @@ async fn collect_latency(
 }
 
 /// (packets/s per receiver, delivered fraction)
-async fn nats_path_throughput(url: &str, args: &RelayBenchArgs) -> anyhow::Result<(f64, f64)> {
+async fn nats_path_throughput(
+    nats: &NatsAccess,
+    args: &RelayBenchArgs,
+) -> anyhow::Result<(f64, f64)> {
     let subject = "bench.throughput";
     let start = Arc::new(std::sync::OnceLock::<Instant>::new());
     let mut receivers = Vec::new();
     for _ in 0..args.receivers {
-        let client = async_nats::ConnectOptions::new()
+        let client = nats
+            .options()?
             .subscription_capacity(1 << 16)
-            .connect(url)
+            .connect(nats.urls())
             .await?;
         let mut sub = client.subscribe(subject).await?;
         client.flush().await?;
@@ -254,7 +260,7 @@ async fn nats_path_throughput(url: &str, args: &RelayBenchArgs) -> anyhow::Resul
             (n, last)
         }));
     }
-    let publisher = async_nats::connect(url).await?;
+    let publisher = nats.connect().await?;
     let body = payload(args.size, 0);
     start.get_or_init(Instant::now);
     for _ in 0..args.throughput_packets {

@@ -17,7 +17,7 @@ use rallypoint_client::{Candidate, CandidateList, TransportKind};
 
 use crate::clickhouse::ClickHouseServer;
 use crate::collector::{CollectorProcess, CollectorSpec};
-use crate::nats::{SuperCluster, SuperClusterSpec};
+use crate::nats::{NatsRole, SuperCluster, SuperClusterSpec};
 use crate::proxy::Scenario;
 use crate::relays::{RelayProcess, RelaySpec};
 use crate::tokens::DevIssuer;
@@ -84,7 +84,7 @@ impl Stack {
                     region: region.into(),
                     relay_id,
                     transports: vec![transport],
-                    nats_urls: nats.urls(region),
+                    nats: nats.access(NatsRole::Relay(region.into()), region),
                     jwt_secret: secret.clone(),
                     extra_args: config.relay_args.clone(),
                 };
@@ -217,6 +217,16 @@ impl Stack {
         for collector in &self.collectors {
             println!("  collector        {}", collector.stats_url());
         }
+        if let Some(security) = self.nats.security() {
+            println!(
+                "  nats access      TLS with CA {}; NKey users, one per role (admin: {})",
+                security.ca.display(),
+                security
+                    .seed_file(&NatsRole::Admin)
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            );
+        }
         println!();
         for region in REGIONS {
             println!("  region {region}");
@@ -294,7 +304,8 @@ fn collector_spec(
 ) -> CollectorSpec {
     CollectorSpec {
         name: name.to_owned(),
-        nats_urls: nats.urls("us-east"),
+        nats: nats.access(NatsRole::Collector, "us-east"),
+        admin: nats.access(NatsRole::Admin, "us-east"),
         regions: vec!["us-east:3".into(), "singapore:1".into()],
         central_region: "us-east".into(),
         central_replicas: 3,

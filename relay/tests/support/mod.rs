@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use rallypoint_client::{Candidate, TransportKind};
 use rallypoint_client_native::{ClientIdentity, Peer};
-use rallypoint_lab::nats::{SuperCluster, SuperClusterSpec};
+use rallypoint_lab::nats::{NatsRole, SuperCluster, SuperClusterSpec};
 use rallypoint_lab::relays::{RelayProcess, RelaySpec};
 use rallypoint_lab::tokens::DevIssuer;
 use rallypoint_protocol::v1::{Joined, Media, server_frame};
@@ -63,7 +63,7 @@ impl Lab {
             region: region.into(),
             relay_id: relay_id.into(),
             transports: vec![TransportKind::WebSocket, TransportKind::WebTransport],
-            nats_urls: self.nats.urls(region),
+            nats: self.nats.access(NatsRole::Relay(region.into()), region),
             jwt_secret: SECRET.into(),
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
         };

