@@ -14,6 +14,7 @@
 //! | `/healthz`   | 200 while the process runs                               |
 //! | `/readyz`    | 200 when NATS is connected and the relay accepts clients, else 503 with the reason |
 //! | `/stats`     | the relay's counters as JSON                             |
+//! | `/metrics`   | the same counters, readiness and NATS state for Prometheus (text format) |
 
 use std::sync::Arc;
 
@@ -27,6 +28,7 @@ use serde_json::json;
 use tower_http::cors::CorsLayer;
 
 use crate::config::TransportKind;
+use crate::metrics;
 use crate::state::RelayState;
 use crate::transport::ws;
 
@@ -42,12 +44,17 @@ pub fn public_router(relay: Arc<RelayState>) -> Router {
     router.with_state(relay)
 }
 
-/// The admin listener's routes.
+/// The admin listener's routes. Built once per relay, it also registers the
+/// gauges of what `/readyz` and `/stats` report beyond the counters
+/// (readiness, NATS, the connection budget), so `/metrics` and OTLP carry
+/// them too.
 pub fn admin_router(relay: Arc<RelayState>) -> Router {
+    metrics::register_state_instruments(&relay);
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/stats", get(stats))
+        .route("/metrics", get(rallypoint_service::exposition::handler))
         .with_state(relay)
 }
 

@@ -3,6 +3,7 @@
 
 pub mod clickhouse;
 pub mod duration;
+pub mod exposition;
 pub mod observability;
 pub mod shutdown;
 
