@@ -5,47 +5,19 @@
 //! ones the relay and collector export is checked against a live scrape in
 //! `tests/prometheus.rs`.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+#[path = "prometheus/promtool.rs"]
+mod promtool;
 
-use rallypoint_lab::bins;
+use std::path::PathBuf;
 
 fn prometheus_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../prometheus")
 }
 
-fn promtool() -> PathBuf {
-    bins::external(
-        "promtool",
-        "PROMTOOL",
-        "install Debian's prometheus package (scripts/setup.sh test does)",
-    )
-    .unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// Runs `promtool args…`, failing the test with its output unless it succeeds.
-fn promtool_ok(args: &[&Path]) -> String {
-    let output = Command::new(promtool())
-        .args(args)
-        .current_dir(prometheus_dir())
-        .output()
-        .expect("promtool runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(output.status.success(), "promtool {args:?} failed:\n{text}");
-    text
-}
-
 #[test]
 fn rules_pass_promtool_check() {
-    let text = promtool_ok(&[
-        "check".as_ref(),
-        "rules".as_ref(),
-        "rallypoint-rules.yml".as_ref(),
-    ]);
+    let text = promtool::check_rules(&prometheus_dir().join("rallypoint-rules.yml"))
+        .unwrap_or_else(|e| panic!("promtool check rules:\n{e}"));
     assert!(text.contains("SUCCESS: 11 rules found"), "{text}");
 }
 
@@ -77,8 +49,9 @@ fn alerts_fire_and_stay_quiet_as_the_unit_tests_say() {
             "no unit test in prometheus/tests makes {alert} fire"
         );
     }
-    let mut args: Vec<&Path> = vec!["test".as_ref(), "rules".as_ref()];
-    args.extend(tests.iter().map(PathBuf::as_path));
-    let text = promtool_ok(&args);
+    let mut args = vec![PathBuf::from("test"), PathBuf::from("rules")];
+    args.extend(tests);
+    let text = promtool::run(&prometheus_dir(), &args)
+        .unwrap_or_else(|e| panic!("promtool test rules:\n{e}"));
     assert!(!text.contains("FAILED"), "{text}");
 }

@@ -19,6 +19,8 @@
 mod expand;
 #[path = "grafana/promql.rs"]
 mod promql;
+#[path = "prometheus/promtool.rs"]
+mod promtool;
 #[path = "grafana/seed.rs"]
 mod seed;
 
@@ -171,6 +173,16 @@ impl<'a> Query<'a> {
     }
 }
 
+/// A data source provisioning file (`grafana/provisioning/datasources/`)
+/// says each of `needles`.
+fn assert_provisioned(file: &str, needles: &[&str]) {
+    let path = grafana_dir().join("provisioning/datasources").join(file);
+    let text = std::fs::read_to_string(&path).unwrap();
+    for needle in needles {
+        assert!(text.contains(needle), "{file} lacks {needle}");
+    }
+}
+
 #[test]
 fn dashboards_and_provisioning_are_well_formed() {
     let dashboards = dashboards();
@@ -245,20 +257,15 @@ fn dashboards_and_provisioning_are_well_formed() {
             );
         }
     }
-    let datasource =
-        std::fs::read_to_string(grafana_dir().join("provisioning/datasources/clickhouse.yaml"))
-            .unwrap();
-    for needle in [
-        "type: grafana-clickhouse-datasource",
-        "uid: rallypoint-clickhouse",
-        "${RALLYPOINT_CLICKHOUSE_HOST}",
-        "protocol: http",
-    ] {
-        assert!(
-            datasource.contains(needle),
-            "datasource provisioning lacks {needle}"
-        );
-    }
+    assert_provisioned(
+        "clickhouse.yaml",
+        &[
+            "type: grafana-clickhouse-datasource",
+            "uid: rallypoint-clickhouse",
+            "${RALLYPOINT_CLICKHOUSE_HOST}",
+            "protocol: http",
+        ],
+    );
     let provider =
         std::fs::read_to_string(grafana_dir().join("provisioning/dashboards/rallypoint.yaml"))
             .unwrap();
@@ -349,37 +356,18 @@ fn relay_health_dashboard_is_well_formed_and_its_promql_parses() {
     let file = dir.path().join("dashboard-rules.yml");
     // JSON is YAML.
     std::fs::write(&file, rules.to_string()).unwrap();
-    let promtool = rallypoint_lab::bins::external(
-        "promtool",
-        "PROMTOOL",
-        "install Debian's prometheus package (scripts/setup.sh test does)",
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    let output = std::process::Command::new(promtool)
-        .args(["check", "rules"])
-        .arg(&file)
-        .output()
-        .expect("promtool runs");
-    assert!(
-        output.status.success(),
-        "a dashboard expression is not valid PromQL:\n{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-
-    let datasource =
-        std::fs::read_to_string(grafana_dir().join("provisioning/datasources/prometheus.yaml"))
-            .unwrap();
-    for needle in [
-        "type: prometheus",
-        "uid: rallypoint-prometheus",
-        "${RALLYPOINT_PROMETHEUS_URL}",
-    ] {
-        assert!(
-            datasource.contains(needle),
-            "prometheus.yaml lacks {needle}"
-        );
+    if let Err(e) = promtool::check_rules(&file) {
+        panic!("a dashboard expression is not valid PromQL:\n{e}");
     }
+
+    assert_provisioned(
+        "prometheus.yaml",
+        &[
+            "type: prometheus",
+            "uid: rallypoint-prometheus",
+            "${RALLYPOINT_PROMETHEUS_URL}",
+        ],
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,6 +21,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+#[path = "prometheus/promtool.rs"]
+mod promtool;
+
 use rallypoint_client::{CandidateList, TransportKind};
 use serde_json::Value;
 
@@ -210,6 +213,13 @@ fn manifests(dir: &Path) -> Vec<Value> {
     docs
 }
 
+/// The ConfigMap whose name ends in `suffix`.
+fn config_map<'a>(docs: &'a [Value], suffix: &str) -> Option<&'a Value> {
+    docs.iter().find(|d| {
+        d["kind"] == "ConfigMap" && d["metadata"]["name"].as_str().unwrap().ends_with(suffix)
+    })
+}
+
 fn env<'a>(deployment: &'a Value, name: &str) -> Option<&'a str> {
     deployment["spec"]["template"]["spec"]["containers"][0]["env"]
         .as_array()?
@@ -269,15 +279,7 @@ fn the_candidate_list_names_the_relays_regions_and_services() {
             );
         }
 
-        let config_map = docs
-            .iter()
-            .find(|d| {
-                d["kind"] == "ConfigMap"
-                    && d["metadata"]["name"]
-                        .as_str()
-                        .unwrap()
-                        .ends_with("-candidates")
-            })
+        let config_map = config_map(&docs, "-candidates")
             .unwrap_or_else(|| panic!("{example}: no candidate list ConfigMap"));
         let json = config_map["data"]["candidates.json"]
             .as_str()
@@ -422,16 +424,8 @@ fn relay_and_collector_pods_are_annotated_for_scraping_and_the_rules_ship_unchan
     assert_eq!(annotated, BTreeSet::from(SCRAPED.map(String::from)));
 
     // us-east ships the rules as a ConfigMap, exactly the rules file.
-    let config_map = docs
-        .iter()
-        .find(|d| {
-            d["kind"] == "ConfigMap"
-                && d["metadata"]["name"]
-                    .as_str()
-                    .unwrap()
-                    .ends_with("-alert-rules")
-        })
-        .expect("us-east renders the alert rules ConfigMap");
+    let config_map =
+        config_map(&docs, "-alert-rules").expect("us-east renders the alert rules ConfigMap");
     let shipped: Value =
         yaml_serde::from_str(config_map["data"]["rallypoint-rules.yml"].as_str().unwrap()).unwrap();
     assert_eq!(shipped, alert_rules());
@@ -564,22 +558,10 @@ fn operator_options_render_pod_monitors_and_the_rules_as_a_prometheus_rule() {
     );
     // Its spec is a rules file: promtool checks it as one. JSON is YAML.
     std::fs::write(&rule_file, rule["spec"].to_string()).unwrap();
-    let promtool = rallypoint_lab::bins::external(
-        "promtool",
-        "PROMTOOL",
-        "install Debian's prometheus package (scripts/setup.sh test does)",
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    let check = Command::new(promtool)
-        .args(["check", "rules"])
-        .arg(&rule_file)
-        .output()
-        .unwrap();
+    let check = promtool::check_rules(&rule_file);
     let _ = std::fs::remove_dir_all(&dir);
-    let text = String::from_utf8_lossy(&check.stdout);
-    assert!(
-        check.status.success() && text.contains("SUCCESS: 11 rules found"),
-        "promtool on the PrometheusRule's spec:\n{text}{}",
-        String::from_utf8_lossy(&check.stderr)
-    );
+    match check {
+        Ok(text) => assert!(text.contains("SUCCESS: 11 rules found"), "{text}"),
+        Err(e) => panic!("promtool on the PrometheusRule's spec:\n{e}"),
+    }
 }
