@@ -95,8 +95,9 @@ fn the_relay_pushes_its_metrics_over_otlp_while_serving_metrics() {
     // known while setting the environment the relay process inherits.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let endpoint = format!("http://{}", listener.local_addr().unwrap());
-    // SAFETY: no other thread of this process exists yet (nextest runs each
-    // test in its own process, and the runtime is built below).
+    // SAFETY: this is the only test of its binary and the runtime is built
+    // below, so no other thread reads the environment meanwhile (nextest
+    // also gives each test its own process).
     unsafe {
         std::env::set_var("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint);
         std::env::set_var("OTEL_METRIC_EXPORT_INTERVAL", "500");
