@@ -65,6 +65,9 @@ if [ "$mode" = test ]; then
   # client/web/tests); chDB checks queries on the modern engine; mmdb-writer
   # makes the MaxMind-format databases of the enrichment test.
   apt_install chromium
+  # A real Prometheus (2.42) scrapes a relay and a collector, and its promtool
+  # checks and unit-tests the alert rules (lab/tests/prometheus.rs, alert_rules.rs).
+  apt_install prometheus
   if ! python3 -c 'import chdb, mmdb_writer' >/dev/null 2>&1; then
     step "installing chdb and mmdb-writer (pip)"
     pip install --quiet --disable-pip-version-check chdb mmdb-writer

@@ -1,4 +1,5 @@
-//! `/healthz` (process up), `/readyz` (ClickHouse reachable), `/stats` (counters).
+//! `/healthz` (process up), `/readyz` (ClickHouse reachable), `/stats` (counters),
+//! `/metrics` (the same counters and the stream lag, Prometheus text format).
 
 use std::sync::Arc;
 
@@ -35,5 +36,6 @@ pub fn router(stats: Arc<Stats>, store: Arc<Store>) -> Router {
                 Json(serde_json::to_value(&*s.stats).unwrap_or_default())
             }),
         )
+        .route("/metrics", get(rallypoint_service::exposition::handler))
         .with_state(Shared { stats, store })
 }

@@ -1,5 +1,7 @@
 //! The collector's counters: atomics served at `/stats` and observed by
-//! OpenTelemetry instruments (exported when OTLP is configured).
+//! OpenTelemetry instruments when scraped (`/metrics`) or pushed over OTLP.
+//! Units are set on the instruments, so Prometheus names end in `_total`
+//! for counters (`rallypoint_collector_messages_total`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -28,43 +30,62 @@ impl Stats {
     }
 }
 
-/// A counter exported over OpenTelemetry: name, description, how to read it.
-type CounterSpec = (&'static str, &'static str, fn(&Stats) -> u64);
+/// A counter exported over OpenTelemetry: name, unit, description, how to read it.
+type CounterSpec = (&'static str, &'static str, &'static str, fn(&Stats) -> u64);
 
+const COUNTERS: [CounterSpec; 7] = [
+    (
+        "rallypoint.collector.messages",
+        "{message}",
+        "Messages received from JetStream",
+        |s| s.messages.load(Relaxed),
+    ),
+    (
+        "rallypoint.collector.elections.stored",
+        "{election}",
+        "Elections stored",
+        |s| s.elections_stored.load(Relaxed),
+    ),
+    (
+        "rallypoint.collector.candidate_rows.stored",
+        "{row}",
+        "Candidate rows stored",
+        |s| s.candidates_stored.load(Relaxed),
+    ),
+    (
+        "rallypoint.collector.duplicates.skipped",
+        "{report}",
+        "Redelivered reports skipped",
+        |s| s.duplicates_skipped.load(Relaxed),
+    ),
+    (
+        "rallypoint.collector.dead_letters",
+        "{message}",
+        "Messages dead-lettered",
+        |s| s.dead_letters.load(Relaxed),
+    ),
+    (
+        "rallypoint.collector.batches",
+        "{batch}",
+        "Batches written to ClickHouse",
+        |s| s.batches.load(Relaxed),
+    ),
+    (
+        "rallypoint.collector.insert_failures",
+        "{batch}",
+        "Failed ClickHouse writes (retried)",
+        |s| s.insert_failures.load(Relaxed),
+    ),
+];
+
+/// Registers the instruments over `stats` on the global meter provider.
 pub fn register_instruments(stats: Arc<Stats>) {
     let meter = opentelemetry::global::meter("rallypoint-collector");
-    let counters: [CounterSpec; 6] = [
-        ("rallypoint.collector.elections", "Elections stored", |s| {
-            s.elections_stored.load(Relaxed)
-        }),
-        (
-            "rallypoint.collector.candidate_rows",
-            "Candidate rows stored",
-            |s| s.candidates_stored.load(Relaxed),
-        ),
-        (
-            "rallypoint.collector.duplicates",
-            "Redelivered reports skipped",
-            |s| s.duplicates_skipped.load(Relaxed),
-        ),
-        (
-            "rallypoint.collector.dead_letters",
-            "Messages dead-lettered",
-            |s| s.dead_letters.load(Relaxed),
-        ),
-        (
-            "rallypoint.collector.insert_failures",
-            "Failed ClickHouse writes (retried)",
-            |s| s.insert_failures.load(Relaxed),
-        ),
-        ("rallypoint.collector.messages", "Messages received", |s| {
-            s.messages.load(Relaxed)
-        }),
-    ];
-    for (name, description, read) in counters {
+    for (name, unit, description, read) in COUNTERS {
         let s = stats.clone();
         meter
             .u64_observable_counter(name)
+            .with_unit(unit)
             .with_description(description)
             .with_callback(move |o| o.observe(read(&s), &[]))
             .build();
@@ -72,7 +93,10 @@ pub fn register_instruments(stats: Arc<Stats>) {
     let s = stats.clone();
     meter
         .u64_observable_gauge("rallypoint.collector.lag")
-        .with_description("Reports waiting in the stream for a collector")
+        .with_unit("{message}")
+        .with_description(
+            "Reports waiting in the stream for a collector (pending) or delivered and not yet acknowledged (ack_pending)",
+        )
         .with_callback(move |o| {
             o.observe(s.lag.load(Relaxed), &[KeyValue::new("kind", "pending")]);
             o.observe(

@@ -9,9 +9,18 @@
 //!   dashboard must show exactly the numbers computed here from the seed;
 //! * on current ClickHouse in-process (chDB, `lab/tools/chdb_check.py`)
 //!   with the same schema and seed: every query must run.
+//!
+//! The relay-health dashboard reads Prometheus instead: here its structure
+//! and its PromQL's syntax (by promtool); in `tests/prometheus.rs` every
+//! expression runs on a real Prometheus scraping a real relay and collector
+//! and may read only metrics they export.
 
 #[path = "grafana/expand.rs"]
 mod expand;
+#[path = "grafana/promql.rs"]
+mod promql;
+#[path = "prometheus/promtool.rs"]
+mod promtool;
 #[path = "grafana/seed.rs"]
 mod seed;
 
@@ -42,7 +51,15 @@ struct Dashboard {
     json: Json,
 }
 
+/// The ClickHouse dashboards (every one but the Prometheus relay-health one).
 fn dashboards() -> Vec<Dashboard> {
+    all_dashboards()
+        .into_iter()
+        .filter(|d| d.file != promql::FILE)
+        .collect()
+}
+
+fn all_dashboards() -> Vec<Dashboard> {
     let mut files: Vec<_> = std::fs::read_dir(grafana_dir().join("dashboards"))
         .expect("grafana/dashboards exists")
         .map(|entry| entry.unwrap().path())
@@ -156,6 +173,16 @@ impl<'a> Query<'a> {
     }
 }
 
+/// A data source provisioning file (`grafana/provisioning/datasources/`)
+/// says each of `needles`.
+fn assert_provisioned(file: &str, needles: &[&str]) {
+    let path = grafana_dir().join("provisioning/datasources").join(file);
+    let text = std::fs::read_to_string(&path).unwrap();
+    for needle in needles {
+        assert!(text.contains(needle), "{file} lacks {needle}");
+    }
+}
+
 #[test]
 fn dashboards_and_provisioning_are_well_formed() {
     let dashboards = dashboards();
@@ -170,11 +197,17 @@ fn dashboards_and_provisioning_are_well_formed() {
         ])
     );
     let mut uids = BTreeSet::new();
-    for d in &dashboards {
+    for d in &all_dashboards() {
         let uid = d.json["uid"]
             .as_str()
             .unwrap_or_else(|| panic!("{}: no uid", d.file));
-        assert!(uids.insert(uid), "{}: uid {uid} is used twice", d.file);
+        assert!(
+            uids.insert(uid.to_owned()),
+            "{}: uid {uid} is used twice",
+            d.file
+        );
+    }
+    for d in &dashboards {
         assert!(
             d.json["title"].as_str().is_some_and(|t| !t.is_empty()),
             "{}: no title",
@@ -224,24 +257,117 @@ fn dashboards_and_provisioning_are_well_formed() {
             );
         }
     }
-    let datasource =
-        std::fs::read_to_string(grafana_dir().join("provisioning/datasources/clickhouse.yaml"))
-            .unwrap();
-    for needle in [
-        "type: grafana-clickhouse-datasource",
-        "uid: rallypoint-clickhouse",
-        "${RALLYPOINT_CLICKHOUSE_HOST}",
-        "protocol: http",
-    ] {
-        assert!(
-            datasource.contains(needle),
-            "datasource provisioning lacks {needle}"
-        );
-    }
+    assert_provisioned(
+        "clickhouse.yaml",
+        &[
+            "type: grafana-clickhouse-datasource",
+            "uid: rallypoint-clickhouse",
+            "${RALLYPOINT_CLICKHOUSE_HOST}",
+            "protocol: http",
+        ],
+    );
     let provider =
         std::fs::read_to_string(grafana_dir().join("provisioning/dashboards/rallypoint.yaml"))
             .unwrap();
     assert!(provider.contains("type: file"));
+}
+
+/// The relay-health dashboard: Prometheus only, the panels an SRE needs,
+/// every expression valid PromQL (checked by promtool as recording rules),
+/// and its data source provisioned beside the ClickHouse one.
+#[test]
+fn relay_health_dashboard_is_well_formed_and_its_promql_parses() {
+    let all = all_dashboards();
+    assert!(
+        all.iter().any(|d| d.file == promql::FILE),
+        "grafana/dashboards/{} exists",
+        promql::FILE
+    );
+    let dashboard = promql::dashboard();
+    let mut panel_ids = BTreeSet::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        let title = panel["title"].as_str().expect("every panel has a title");
+        assert!(
+            panel_ids.insert(panel["id"].as_u64().unwrap()),
+            "duplicate panel id"
+        );
+        assert_eq!(
+            panel["datasource"]["uid"],
+            promql::PROMETHEUS_UID,
+            "{title}"
+        );
+        let targets = panel["targets"].as_array().unwrap();
+        assert!(!targets.is_empty(), "{title}: no query");
+        let mut ref_ids = BTreeSet::new();
+        for target in targets {
+            assert_eq!(
+                target["datasource"]["uid"],
+                promql::PROMETHEUS_UID,
+                "{title}"
+            );
+            assert!(
+                ref_ids.insert(target["refId"].as_str().unwrap()),
+                "{title}: refId twice"
+            );
+        }
+    }
+    for variable in dashboard["templating"]["list"].as_array().unwrap() {
+        assert_eq!(variable["datasource"]["uid"], promql::PROMETHEUS_UID);
+        assert_eq!(
+            variable["allValue"], ".*",
+            "{}: All must match every value",
+            variable["name"]
+        );
+        let query = promql::expand(variable["query"]["query"].as_str().unwrap())
+            .unwrap_or_else(|e| panic!("variable {}: {e}", variable["name"]));
+        assert!(query.starts_with("label_values("), "{query}");
+    }
+
+    let expressions = promql::expressions(&dashboard);
+    let read: BTreeSet<String> = expressions
+        .iter()
+        .flat_map(|e| promql::metric_names(&e.promql))
+        .collect();
+    // What the issue asks the dashboard to show.
+    for needed in [
+        "rallypoint_relay_connections_active",
+        "rallypoint_relay_rooms_active",
+        "rallypoint_relay_media_packets_total",
+        "rallypoint_relay_media_io_bytes_total",
+        "rallypoint_relay_media_dropped_total",
+        "rallypoint_relay_probes_total",
+        "rallypoint_relay_nats_connected",
+        "rallypoint_relay_reports_total",
+        "rallypoint_collector_lag",
+        "rallypoint_collector_dead_letters_total",
+    ] {
+        assert!(read.contains(needed), "no panel shows {needed}");
+    }
+
+    // promtool parses each expression as a recording rule's.
+    let dir = tempfile::tempdir().unwrap();
+    let rules = json!({"groups": [{
+        "name": "relay-health-dashboard",
+        "rules": expressions.iter().enumerate().map(|(i, e)| json!({
+            "record": format!("dashboard:expression_{i}"),
+            "expr": e.promql,
+        })).collect::<Vec<_>>(),
+    }]});
+    let file = dir.path().join("dashboard-rules.yml");
+    // JSON is YAML.
+    std::fs::write(&file, rules.to_string()).unwrap();
+    if let Err(e) = promtool::check_rules(&file) {
+        panic!("a dashboard expression is not valid PromQL:\n{e}");
+    }
+
+    assert_provisioned(
+        "prometheus.yaml",
+        &[
+            "type: prometheus",
+            "uid: rallypoint-prometheus",
+            "${RALLYPOINT_PROMETHEUS_URL}",
+        ],
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

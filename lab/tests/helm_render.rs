@@ -21,6 +21,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+#[path = "prometheus/promtool.rs"]
+mod promtool;
+
 use rallypoint_client::{CandidateList, TransportKind};
 use serde_json::Value;
 
@@ -210,6 +213,13 @@ fn manifests(dir: &Path) -> Vec<Value> {
     docs
 }
 
+/// The ConfigMap whose name ends in `suffix`.
+fn config_map<'a>(docs: &'a [Value], suffix: &str) -> Option<&'a Value> {
+    docs.iter().find(|d| {
+        d["kind"] == "ConfigMap" && d["metadata"]["name"].as_str().unwrap().ends_with(suffix)
+    })
+}
+
 fn env<'a>(deployment: &'a Value, name: &str) -> Option<&'a str> {
     deployment["spec"]["template"]["spec"]["containers"][0]["env"]
         .as_array()?
@@ -269,15 +279,7 @@ fn the_candidate_list_names_the_relays_regions_and_services() {
             );
         }
 
-        let config_map = docs
-            .iter()
-            .find(|d| {
-                d["kind"] == "ConfigMap"
-                    && d["metadata"]["name"]
-                        .as_str()
-                        .unwrap()
-                        .ends_with("-candidates")
-            })
+        let config_map = config_map(&docs, "-candidates")
             .unwrap_or_else(|| panic!("{example}: no candidate list ConfigMap"));
         let json = config_map["data"]["candidates.json"]
             .as_str()
@@ -360,4 +362,206 @@ fn the_candidate_list_names_the_relays_regions_and_services() {
         telemetry_regions, relay_regions,
         "the collector and the relays name other regions"
     );
+}
+
+// ---------------------------------------------------------------- Prometheus
+
+/// The alert rules the chart ships (`files/rallypoint-rules.yml`), parsed.
+fn alert_rules() -> Value {
+    let text =
+        std::fs::read_to_string(repo().join("helm/rallypoint/files/rallypoint-rules.yml")).unwrap();
+    yaml_serde::from_str(&text).unwrap()
+}
+
+/// The port named `name` of a Deployment's first container.
+fn container_port(deployment: &Value, name: &str) -> Option<u64> {
+    deployment["spec"]["template"]["spec"]["containers"][0]["ports"]
+        .as_array()?
+        .iter()
+        .find(|p| p["name"] == name)?["containerPort"]
+        .as_u64()
+}
+
+fn component(deployment: &Value) -> &str {
+    deployment["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"]
+        .as_str()
+        .unwrap_or_default()
+}
+
+/// Relays and the collector serve /metrics on the port named `http`.
+const SCRAPED: [&str; 3] = ["relay-ws", "relay-wt", "collector"];
+
+#[test]
+fn relay_and_collector_pods_are_annotated_for_scraping_and_the_rules_ship_unchanged() {
+    let out = std::env::temp_dir().join(format!("rallypoint-helm-scrape-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let (passed, output) = render(&[Path::new("--out"), &out]);
+    assert!(passed, "{output}");
+    let docs = manifests(&out.join("us-east/rallypoint/templates"));
+    let _ = std::fs::remove_dir_all(&out);
+
+    let mut annotated = BTreeSet::new();
+    for deployment in docs.iter().filter(|d| d["kind"] == "Deployment") {
+        let annotations = &deployment["spec"]["template"]["metadata"]["annotations"];
+        let component = component(deployment);
+        if !SCRAPED.contains(&component) {
+            assert!(
+                annotations["prometheus.io/scrape"].is_null(),
+                "{component} serves no /metrics but asks to be scraped"
+            );
+            continue;
+        }
+        let port = container_port(deployment, "http").expect("a port named http");
+        assert_eq!(annotations["prometheus.io/scrape"], "true", "{component}");
+        assert_eq!(
+            annotations["prometheus.io/port"],
+            port.to_string(),
+            "{component}"
+        );
+        assert_eq!(annotations["prometheus.io/path"], "/metrics", "{component}");
+        annotated.insert(component.to_owned());
+    }
+    assert_eq!(annotated, BTreeSet::from(SCRAPED.map(String::from)));
+
+    // us-east ships the rules as a ConfigMap, exactly the rules file.
+    let config_map =
+        config_map(&docs, "-alert-rules").expect("us-east renders the alert rules ConfigMap");
+    let shipped: Value =
+        yaml_serde::from_str(config_map["data"]["rallypoint-rules.yml"].as_str().unwrap()).unwrap();
+    assert_eq!(shipped, alert_rules());
+}
+
+#[test]
+fn operator_options_render_pod_monitors_and_the_rules_as_a_prometheus_rule() {
+    // us-east with the Prometheus Operator's objects instead of annotations.
+    let dir = std::env::temp_dir().join(format!("rallypoint-helm-operator-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (examples, out) = (dir.join("examples"), dir.join("out"));
+    copy_dir(&repo().join("helm/examples"), &examples);
+    let path = examples.join("us-east.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let from = "metrics:\n  rules:\n    configMap: true\n";
+    assert!(
+        text.contains(from),
+        "us-east.yaml no longer ships the rules"
+    );
+    let to = "metrics:\n  podAnnotations: false\n  podMonitor:\n    enabled: true\n    \
+              interval: 30s\n    labels: {release: kube-prometheus-stack}\n  rules:\n    \
+              configMap: false\n    prometheusRule: true\n    labels: {release: kube-prometheus-stack}\n";
+    std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
+    let (_, output) = render(&[Path::new("--examples"), &examples, Path::new("--out"), &out]);
+    let docs = manifests(&out.join("us-east/rallypoint/templates"));
+    let rule_file = dir.join("prometheus-rule.yml");
+
+    // Helm renders and lints them, and everything else validates strictly;
+    // the Kubernetes schemas do not know the Operator's kinds, checked below.
+    let problems: Vec<&str> = output.lines().filter(|l| l.starts_with("  - ")).collect();
+    assert!(
+        problems.len() == 3
+            && problems.iter().all(|p| {
+                p.contains("Couldn't find schema for kind PodMonitor with api version monitoring.coreos.com/v1")
+                    || p.contains("Couldn't find schema for kind PrometheusRule with api version monitoring.coreos.com/v1")
+            }),
+        "problems beyond the Operator's kinds:\n{output}"
+    );
+
+    let deployments: Vec<&Value> = docs.iter().filter(|d| d["kind"] == "Deployment").collect();
+    let monitors: Vec<&Value> = docs.iter().filter(|d| d["kind"] == "PodMonitor").collect();
+    assert_eq!(
+        monitors.len(),
+        2,
+        "a PodMonitor for relays, one for the collector"
+    );
+    let mut scraped = BTreeSet::new();
+    for monitor in monitors {
+        let name = monitor["metadata"]["name"].as_str().unwrap();
+        assert_eq!(
+            monitor["metadata"]["labels"]["release"],
+            "kube-prometheus-stack"
+        );
+        let selector = &monitor["spec"]["selector"];
+        let picks = |labels: &Value| {
+            selector["matchLabels"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .all(|(k, v)| &labels[k] == v)
+                && selector["matchExpressions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .all(|e| {
+                        assert_eq!(e["operator"], "In", "{name}");
+                        e["values"]
+                            .as_array()
+                            .unwrap()
+                            .contains(&labels[e["key"].as_str().unwrap()])
+                    })
+        };
+        let endpoint = &monitor["spec"]["podMetricsEndpoints"][0];
+        assert_eq!(endpoint["path"], "/metrics", "{name}");
+        assert_eq!(endpoint["interval"], "30s", "{name}");
+        let job = endpoint["relabelings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["targetLabel"] == "job")
+            .and_then(|r| r["replacement"].as_str())
+            .unwrap_or_else(|| panic!("{name}: no job label"));
+        for deployment in deployments
+            .iter()
+            .filter(|d| picks(&d["spec"]["template"]["metadata"]["labels"]))
+        {
+            let component = component(deployment);
+            let port = endpoint["port"].as_str().unwrap();
+            assert!(
+                container_port(deployment, port).is_some(),
+                "{name}: {component} has no port {port}"
+            );
+            // The alert rules select relay and collector jobs by name.
+            let kind = if component.starts_with("relay") {
+                "relay"
+            } else {
+                component
+            };
+            assert!(
+                job.contains(kind),
+                "{name}: {component} scraped as job {job}"
+            );
+            assert!(
+                scraped.insert(component.to_owned()),
+                "{component} scraped twice"
+            );
+        }
+    }
+    assert_eq!(scraped, BTreeSet::from(SCRAPED.map(String::from)));
+    assert!(
+        deployments
+            .iter()
+            .all(|d| d["spec"]["template"]["metadata"]["annotations"].is_null()),
+        "annotations with PodMonitors: every pod would be scraped twice"
+    );
+
+    let rule = docs
+        .iter()
+        .find(|d| d["kind"] == "PrometheusRule")
+        .expect("a PrometheusRule");
+    assert_eq!(rule["apiVersion"], "monitoring.coreos.com/v1");
+    assert_eq!(
+        rule["metadata"]["labels"]["release"],
+        "kube-prometheus-stack"
+    );
+    assert_eq!(
+        rule["spec"],
+        alert_rules(),
+        "the PrometheusRule is the rules file"
+    );
+    // Its spec is a rules file: promtool checks it as one. JSON is YAML.
+    std::fs::write(&rule_file, rule["spec"].to_string()).unwrap();
+    let check = promtool::check_rules(&rule_file);
+    let _ = std::fs::remove_dir_all(&dir);
+    match check {
+        Ok(text) => assert!(text.contains("SUCCESS: 11 rules found"), "{text}"),
+        Err(e) => panic!("promtool on the PrometheusRule's spec:\n{e}"),
+    }
 }

@@ -14,6 +14,7 @@
 //! | `/healthz`   | 200 while the process runs                               |
 //! | `/readyz`    | 200 when NATS is connected and the relay accepts clients, else 503 with the reason |
 //! | `/stats`     | the relay's counters as JSON                             |
+//! | `/metrics`   | the same counters, readiness and NATS state for Prometheus (text format) |
 
 use std::sync::Arc;
 
@@ -42,12 +43,13 @@ pub fn public_router(relay: Arc<RelayState>) -> Router {
     router.with_state(relay)
 }
 
-/// The admin listener's routes.
+/// The admin listener's routes: health, readiness, stats and `/metrics`.
 pub fn admin_router(relay: Arc<RelayState>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/stats", get(stats))
+        .route("/metrics", get(rallypoint_service::exposition::handler))
         .with_state(relay)
 }
 

@@ -85,6 +85,9 @@ pub async fn run(config: RelayConfig, shutdown: impl Future<Output = ()>) -> any
         deadlines,
         drain_rx.clone(),
     ));
+    // What /readyz and /stats report beyond the counters (readiness, NATS,
+    // the connection budget), as gauges for /metrics and OTLP too.
+    metrics::register_state_instruments(&relay);
     // The admin listener keeps answering while draining (/readyz says so);
     // it stops with the process.
     let (_admin_stop_tx, admin_stop) = watch::channel(false);

@@ -1,14 +1,23 @@
 //! The relay's counters: plain atomics (cheap on the hot path, served as JSON at
-//! `/stats`) observed by OpenTelemetry instruments at export time, so there is
-//! one source of truth and no cost when export is off.
+//! `/stats`) observed by OpenTelemetry instruments only when they are scraped
+//! (`/metrics`, see `rallypoint_service::exposition`) or pushed over OTLP, so
+//! there is one source of truth and no cost on the hot path.
+//!
+//! Instrument names carry no unit (OpenTelemetry's rule); the unit is set on
+//! the instrument and Prometheus names gain it as a suffix, counters `_total`:
+//! `rallypoint.relay.media.io` (`By`) is scraped as
+//! `rallypoint_relay_media_io_bytes_total`. Kinds of one thing are one
+//! instrument with an attribute (drops by `reason`, probes by `outcome`), so a
+//! dashboard sums or splits them without knowing every kind.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Weak};
 
 use opentelemetry::KeyValue;
 use serde::Serialize;
 
 use crate::config::TransportKind;
+use crate::state::RelayState;
 
 #[derive(Debug, Default, Serialize)]
 pub struct Stats {
@@ -80,169 +89,285 @@ impl Stats {
     }
 }
 
-/// Registers observable OpenTelemetry instruments over `stats`. The callbacks
-/// run only when a meter provider exports, i.e. when OTLP export is configured.
-/// An instrument exported over OpenTelemetry: name, description, how to read it.
-type CounterSpec = (&'static str, &'static str, fn(&Stats) -> u64);
-type GaugeSpec = (&'static str, &'static str, fn(&Stats) -> i64);
+/// An attribute that tells one series of an instrument from the others.
+type Attr = Option<(&'static str, &'static str)>;
 
-pub fn register_instruments(stats: Arc<Stats>, relay_id: &str, region: &str) {
-    let meter = opentelemetry::global::meter("rallypoint-relay");
-    let base = vec![
+/// One series of an instrument: its attribute and how to read it.
+type Series<T> = (Attr, fn(&Stats) -> T);
+
+/// An instrument over [`Stats`]: name, unit, description, and its series.
+struct Instrument<T: 'static> {
+    name: &'static str,
+    unit: &'static str,
+    description: &'static str,
+    series: &'static [Series<T>],
+}
+
+const WS: Attr = Some(("transport", "websocket"));
+const WT: Attr = Some(("transport", "webtransport"));
+const RECEIVE: Attr = Some(("network.io.direction", "receive"));
+const TRANSMIT: Attr = Some(("network.io.direction", "transmit"));
+
+const GAUGES: &[Instrument<i64>] = &[
+    Instrument {
+        name: "rallypoint.relay.connections.active",
+        unit: "{connection}",
+        description: "Open client connections",
+        series: &[
+            (WS, |s| s.ws_connections_active.load(Relaxed)),
+            (WT, |s| s.wt_connections_active.load(Relaxed)),
+        ],
+    },
+    Instrument {
+        name: "rallypoint.relay.rooms.active",
+        unit: "{room}",
+        description: "Rooms with a participant on this relay",
+        series: &[(None, |s| s.rooms_active.load(Relaxed))],
+    },
+    Instrument {
+        name: "rallypoint.relay.participants.active",
+        unit: "{participant}",
+        description: "Participants joined through this relay",
+        series: &[(None, |s| s.participants_active.load(Relaxed))],
+    },
+];
+
+const COUNTERS: &[Instrument<u64>] = &[
+    Instrument {
+        name: "rallypoint.relay.connections.opened",
+        unit: "{connection}",
+        description: "Client connections accepted",
+        series: &[
+            (WS, |s| s.ws_connections_opened.load(Relaxed)),
+            (WT, |s| s.wt_connections_opened.load(Relaxed)),
+        ],
+    },
+    Instrument {
+        name: "rallypoint.relay.media.packets",
+        unit: "{packet}",
+        description: "Media frames received from clients and queued to clients",
+        series: &[
+            (RECEIVE, |s| s.media_packets_in.load(Relaxed)),
+            (TRANSMIT, |s| s.media_packets_out.load(Relaxed)),
+        ],
+    },
+    Instrument {
+        name: "rallypoint.relay.media.io",
+        unit: "By",
+        description: "Media bytes received from clients and queued to clients",
+        series: &[
+            (RECEIVE, |s| s.media_bytes_in.load(Relaxed)),
+            (TRANSMIT, |s| s.media_bytes_out.load(Relaxed)),
+        ],
+    },
+    Instrument {
+        name: "rallypoint.relay.media.dropped",
+        unit: "{packet}",
+        description: "Media frames not delivered, by reason",
+        series: &[
+            (Some(("reason", "receiver_queue_full")), |s| {
+                s.media_dropped.load(Relaxed)
+            }),
+            (Some(("reason", "awaiting_keyframe")), |s| {
+                s.media_skipped_awaiting_keyframe.load(Relaxed)
+            }),
+            (Some(("reason", "over_budget")), |s| {
+                s.media_over_budget.load(Relaxed)
+            }),
+            (Some(("reason", "oversize")), |s| {
+                s.media_refused_oversize.load(Relaxed)
+            }),
+            (Some(("reason", "nats_unavailable")), |s| {
+                s.media_unpublished.load(Relaxed)
+            }),
+        ],
+    },
+    Instrument {
+        name: "rallypoint.relay.keyframe_requests",
+        unit: "{request}",
+        description: "Keyframe requests sent on, or refused over their connection's budget",
+        series: &[
+            (Some(("outcome", "sent")), |s| {
+                s.keyframe_requests_sent.load(Relaxed)
+            }),
+            (Some(("outcome", "over_budget")), |s| {
+                s.keyframe_requests_over_budget.load(Relaxed)
+            }),
+        ],
+    },
+    Instrument {
+        name: "rallypoint.relay.probes",
+        unit: "{probe}",
+        description: "RTT probes: answered, withheld while cut off from NATS, or over budget",
+        series: &[
+            (Some(("outcome", "answered")), |s| {
+                s.probes_answered.load(Relaxed)
+            }),
+            (Some(("outcome", "withheld")), |s| {
+                s.probes_withheld.load(Relaxed)
+            }),
+            (Some(("outcome", "over_budget")), |s| {
+                s.probes_over_budget.load(Relaxed)
+            }),
+        ],
+    },
+    Instrument {
+        name: "rallypoint.relay.reports",
+        unit: "{report}",
+        description: "Election reports published to JetStream or refused",
+        series: &[
+            (Some(("outcome", "accepted")), |s| {
+                s.reports_accepted.load(Relaxed)
+            }),
+            (Some(("outcome", "rejected")), |s| {
+                s.reports_rejected.load(Relaxed)
+            }),
+        ],
+    },
+    Instrument {
+        name: "rallypoint.relay.frames.rejected",
+        unit: "{frame}",
+        description: "Malformed, oversize or out-of-protocol frames",
+        series: &[(None, |s| s.frames_rejected.load(Relaxed))],
+    },
+    Instrument {
+        name: "rallypoint.relay.auth.failures",
+        unit: "{token}",
+        description: "Refused tokens",
+        series: &[(None, |s| s.auth_failures.load(Relaxed))],
+    },
+    Instrument {
+        name: "rallypoint.relay.drains.sent",
+        unit: "{connection}",
+        description: "Connections told to move away (Drain) on shutdown",
+        series: &[(None, |s| s.drains_sent.load(Relaxed))],
+    },
+    Instrument {
+        name: "rallypoint.relay.rooms.full_refusals",
+        unit: "{join}",
+        description: "Joins refused because the room was full",
+        series: &[(None, |s| s.room_full_refusals.load(Relaxed))],
+    },
+    Instrument {
+        name: "rallypoint.relay.rooms.commands_dropped",
+        unit: "{command}",
+        description: "Room commands dropped on a full queue",
+        series: &[(None, |s| s.room_commands_dropped.load(Relaxed))],
+    },
+];
+
+/// The attributes of every series: the relay's identity, plus `extra`.
+fn attributes(relay_id: &str, region: &str, extra: Attr) -> Vec<KeyValue> {
+    let mut attrs = vec![
         KeyValue::new("relay.id", relay_id.to_owned()),
         KeyValue::new("relay.region", region.to_owned()),
     ];
-    let with = |extra: KeyValue| {
-        let mut attrs = base.clone();
-        attrs.push(extra);
-        attrs
-    };
+    if let Some((key, value)) = extra {
+        attrs.push(KeyValue::new(key, value));
+    }
+    attrs
+}
 
-    let (s, ws, wt) = (
-        stats.clone(),
-        with(KeyValue::new("transport", "websocket")),
-        with(KeyValue::new("transport", "webtransport")),
-    );
-    meter
-        .i64_observable_up_down_counter("rallypoint.relay.connections.active")
-        .with_description("Open client connections")
-        .with_callback(move |o| {
-            o.observe(s.ws_connections_active.load(Relaxed), &ws);
-            o.observe(s.wt_connections_active.load(Relaxed), &wt);
-        })
-        .build();
+/// An instrument's series with their attributes, ready for a callback.
+type Observations<T> = Vec<(Vec<KeyValue>, fn(&Stats) -> T)>;
 
-    let (s, ws, wt) = (
-        stats.clone(),
-        with(KeyValue::new("transport", "websocket")),
-        with(KeyValue::new("transport", "webtransport")),
-    );
-    meter
-        .u64_observable_counter("rallypoint.relay.connections.opened")
-        .with_description("Client connections accepted")
-        .with_callback(move |o| {
-            o.observe(s.ws_connections_opened.load(Relaxed), &ws);
-            o.observe(s.wt_connections_opened.load(Relaxed), &wt);
-        })
-        .build();
+fn observations<T>(instrument: &Instrument<T>, relay_id: &str, region: &str) -> Observations<T> {
+    instrument
+        .series
+        .iter()
+        .map(|&(attr, read)| (attributes(relay_id, region, attr), read))
+        .collect()
+}
 
-    let gauges: [GaugeSpec; 2] = [
-        (
-            "rallypoint.relay.rooms.active",
-            "Rooms with a participant on this relay",
-            |s| s.rooms_active.load(Relaxed),
-        ),
-        (
-            "rallypoint.relay.participants.active",
-            "Participants joined through this relay",
-            |s| s.participants_active.load(Relaxed),
-        ),
-    ];
-    for (name, description, read) in gauges {
-        let (s, attrs) = (stats.clone(), base.clone());
+/// Registers the observable instruments over `stats` on the global meter
+/// provider; their callbacks run when the metrics are scraped or exported.
+pub fn register_instruments(stats: Arc<Stats>, relay_id: &str, region: &str) {
+    let meter = opentelemetry::global::meter("rallypoint-relay");
+    for gauge in GAUGES {
+        let (s, series) = (stats.clone(), observations(gauge, relay_id, region));
         meter
-            .i64_observable_up_down_counter(name)
-            .with_description(description)
-            .with_callback(move |o| o.observe(read(&s), &attrs))
+            .i64_observable_up_down_counter(gauge.name)
+            .with_unit(gauge.unit)
+            .with_description(gauge.description)
+            .with_callback(move |o| series.iter().for_each(|(a, read)| o.observe(read(&s), a)))
             .build();
     }
-
-    let counters: [CounterSpec; 18] = [
-        (
-            "rallypoint.relay.media.packets.in",
-            "Media frames received from clients",
-            |s| s.media_packets_in.load(Relaxed),
-        ),
-        (
-            "rallypoint.relay.media.bytes.in",
-            "Media payload bytes received from clients",
-            |s| s.media_bytes_in.load(Relaxed),
-        ),
-        (
-            "rallypoint.relay.media.packets.out",
-            "Media frames queued to clients",
-            |s| s.media_packets_out.load(Relaxed),
-        ),
-        (
-            "rallypoint.relay.media.bytes.out",
-            "Media frame bytes queued to clients",
-            |s| s.media_bytes_out.load(Relaxed),
-        ),
-        (
-            "rallypoint.relay.media.dropped",
-            "Media frames dropped for slow receivers",
-            |s| s.media_dropped.load(Relaxed),
-        ),
-        (
-            "rallypoint.relay.probes.answered",
-            "RTT probes answered",
-            |s| s.probes_answered.load(Relaxed),
-        ),
-        (
-            "rallypoint.relay.frames.rejected",
-            "Malformed, oversize or out-of-protocol frames",
-            |s| s.frames_rejected.load(Relaxed),
-        ),
-        ("rallypoint.relay.auth.failures", "Refused tokens", |s| {
-            s.auth_failures.load(Relaxed)
-        }),
-        (
-            "rallypoint.relay.reports.accepted",
-            "Election reports published to JetStream",
-            |s| s.reports_accepted.load(Relaxed),
-        ),
-        (
-            "rallypoint.relay.reports.rejected",
-            "Election reports refused",
-            |s| s.reports_rejected.load(Relaxed),
-        ),
-        (
-            "rallypoint.relay.probes.withheld",
-            "Probes not answered while cut off from NATS",
-            |s| s.probes_withheld.load(Relaxed),
-        ),
-        (
-            "rallypoint.relay.probes.over_budget",
-            "Probes over their connection's budget",
-            |s| s.probes_over_budget.load(Relaxed),
-        ),
-        (
-            "rallypoint.relay.keyframe_requests.over_budget",
-            "Keyframe requests over their connection's budget",
-            |s| s.keyframe_requests_over_budget.load(Relaxed),
-        ),
-        (
-            "rallypoint.relay.media.over_budget",
-            "Media frames over their sender's budget",
-            |s| s.media_over_budget.load(Relaxed),
-        ),
-        (
-            "rallypoint.relay.media.refused_oversize",
-            "Media frames larger than NATS accepts",
-            |s| s.media_refused_oversize.load(Relaxed),
-        ),
-        (
-            "rallypoint.relay.media.unpublished",
-            "Media frames not published (NATS unreachable or slow)",
-            |s| s.media_unpublished.load(Relaxed),
-        ),
-        (
-            "rallypoint.relay.rooms.full_refusals",
-            "Joins refused because the room was full",
-            |s| s.room_full_refusals.load(Relaxed),
-        ),
-        (
-            "rallypoint.relay.rooms.commands_dropped",
-            "Room commands dropped on a full queue",
-            |s| s.room_commands_dropped.load(Relaxed),
-        ),
-    ];
-    for (name, description, read) in counters {
-        let (s, attrs) = (stats.clone(), base.clone());
+    for counter in COUNTERS {
+        let (s, series) = (stats.clone(), observations(counter, relay_id, region));
         meter
-            .u64_observable_counter(name)
+            .u64_observable_counter(counter.name)
+            .with_unit(counter.unit)
+            .with_description(counter.description)
+            .with_callback(move |o| series.iter().for_each(|(a, read)| o.observe(read(&s), a)))
+            .build();
+    }
+}
+
+/// A gauge over the relay's whole state (not only its counters).
+type StateGauge = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&RelayState) -> i64,
+);
+
+const STATE_GAUGES: [StateGauge; 6] = [
+    (
+        "rallypoint.relay.ready",
+        "",
+        "1 while /readyz answers 200 (NATS connected, not draining, below the connection limit)",
+        |r| r.readiness().is_ok().into(),
+    ),
+    (
+        "rallypoint.relay.nats.connected",
+        "",
+        "1 while the relay's NATS connection is up",
+        |r| (r.nats.connection_state() == async_nats::connection::State::Connected).into(),
+    ),
+    (
+        "rallypoint.relay.nats.cut_off",
+        "",
+        "1 while NATS has been unreachable for longer than its grace (probes withheld)",
+        |r| r.is_cut_off().into(),
+    ),
+    (
+        "rallypoint.relay.draining",
+        "",
+        "1 once the relay is shutting down",
+        |r| r.is_draining().into(),
+    ),
+    (
+        "rallypoint.relay.connection_slots.in_use",
+        "{connection}",
+        "Client sockets and handshakes held, counted against the connection limit",
+        |r| r.budget.in_use() as i64,
+    ),
+    (
+        "rallypoint.relay.connection_slots.limit",
+        "{connection}",
+        "The connection limit (--max-connections)",
+        |r| r.budget.limit() as i64,
+    ),
+];
+
+/// Registers gauges of readiness, NATS and the connection budget: what an
+/// SRE alerts on. They hold the relay weakly, so a relay that has stopped
+/// (in a process that runs more than one) reports nothing rather than being
+/// kept alive by its metrics.
+pub fn register_state_instruments(relay: &Arc<RelayState>) {
+    let meter = opentelemetry::global::meter("rallypoint-relay");
+    let attrs = attributes(&relay.config.relay_id, &relay.config.region, None);
+    for (name, unit, description, read) in STATE_GAUGES {
+        let (weak, attrs): (Weak<RelayState>, _) = (Arc::downgrade(relay), attrs.clone());
+        meter
+            .i64_observable_gauge(name)
+            .with_unit(unit)
             .with_description(description)
-            .with_callback(move |o| o.observe(read(&s), &attrs))
+            .with_callback(move |o| {
+                if let Some(relay) = weak.upgrade() {
+                    o.observe(read(&relay), &attrs);
+                }
+            })
             .build();
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod clickhouse;
 pub mod duration;
+pub mod exposition;
 pub mod nats;
 pub mod observability;
 pub mod secret;

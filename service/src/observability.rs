@@ -1,9 +1,12 @@
 //! Logs through `tracing`; traces and metrics through OpenTelemetry.
 //!
-//! Export is on only when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (the standard
-//! OTLP variables, including `OTEL_EXPORTER_OTLP_HEADERS`, are honoured by the
-//! exporter). Without it, metrics go to OpenTelemetry's no-op provider and cost
-//! nothing. `RUST_LOG` filters logs (default `info`).
+//! Metrics always go to a meter provider with a Prometheus reader, served as
+//! `GET /metrics` by each server (see [`crate::exposition`]); its instruments
+//! are observed only when scraped or exported, so an unscraped process pays
+//! nothing for them. OTLP push is added when `OTEL_EXPORTER_OTLP_ENDPOINT` is
+//! set (the standard OTLP variables, including `OTEL_EXPORTER_OTLP_HEADERS`,
+//! are honoured by the exporter): metrics from the same instruments, and
+//! traces. `RUST_LOG` filters logs (default `info`).
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::Resource;
@@ -34,23 +37,9 @@ impl Drop for Guard {
     }
 }
 
-/// Installs logging, and OTLP export when configured. Call once, first thing in `main`.
+/// Installs logging, the metrics pipeline, and OTLP export when configured.
+/// Call once, first thing in `main`.
 pub fn init(service_name: &'static str, attributes: &[(&'static str, String)]) -> Guard {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let fmt = tracing_subscriber::fmt::layer()
-        .with_target(false)
-        .with_writer(std::io::stderr);
-    let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok();
-    let Some(endpoint) = endpoint.filter(|e| !e.is_empty()) else {
-        tracing_subscriber::registry()
-            .with(fmt.with_filter(filter))
-            .init();
-        return Guard {
-            tracer: None,
-            meter: None,
-        };
-    };
-
     let resource = Resource::builder()
         .with_service_name(service_name)
         .with_attributes(
@@ -59,46 +48,77 @@ pub fn init(service_name: &'static str, attributes: &[(&'static str, String)]) -
                 .map(|(k, v)| opentelemetry::KeyValue::new(*k, v.clone())),
         )
         .build();
-    let (tracer, meter) = match exporters(resource) {
-        Ok(providers) => providers,
-        Err(e) => {
-            tracing_subscriber::registry()
-                .with(fmt.with_filter(filter))
-                .init();
-            tracing::error!(%endpoint, "OpenTelemetry export disabled: {e:#}");
-            return Guard {
-                tracer: None,
-                meter: None,
-            };
-        }
+    let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .ok()
+        .filter(|e| !e.is_empty());
+    let (otlp, otlp_error) = match endpoint.as_ref().map(|_| otlp_exporters()) {
+        Some(Ok(exporters)) => (Some(exporters), None),
+        Some(Err(e)) => (None, Some(e)),
+        None => (None, None),
     };
+    let (spans, metrics) = otlp.unzip();
+
+    let mut meter = SdkMeterProvider::builder().with_resource(resource.clone());
+    let prometheus_error = match crate::exposition::reader() {
+        Ok(reader) => {
+            meter = meter.with_reader(reader);
+            None
+        }
+        Err(e) => Some(e),
+    };
+    if let Some(metrics) = metrics {
+        meter = meter.with_periodic_exporter(metrics);
+    }
+    let meter = meter.build();
     opentelemetry::global::set_meter_provider(meter.clone());
-    let otel = tracing_opentelemetry::layer().with_tracer(tracer.tracer(service_name));
+
+    let tracer = spans.map(|spans| {
+        SdkTracerProvider::builder()
+            .with_batch_exporter(spans)
+            .with_resource(resource)
+            .build()
+    });
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_target(false)
+        .with_writer(std::io::stderr);
+    let otel = tracer.as_ref().map(|tracer| {
+        tracing_opentelemetry::layer()
+            .with_tracer(tracer.tracer(service_name))
+            .with_filter(EnvFilter::new("info"))
+    });
     tracing_subscriber::registry()
         .with(fmt.with_filter(filter))
-        .with(otel.with_filter(EnvFilter::new("info")))
+        .with(otel)
         .init();
-    tracing::info!(%endpoint, "exporting traces and metrics over OTLP/HTTP");
+
+    if let Some(e) = prometheus_error {
+        tracing::error!("Prometheus exposition disabled: {e:#}");
+    }
+    match (&endpoint, otlp_error) {
+        (Some(endpoint), Some(e)) => {
+            tracing::error!(%endpoint, "OpenTelemetry export disabled: {e:#}")
+        }
+        (Some(endpoint), None) => {
+            tracing::info!(%endpoint, "exporting traces and metrics over OTLP/HTTP")
+        }
+        (None, _) => {}
+    }
     Guard {
-        tracer: Some(tracer),
+        tracer,
         meter: Some(meter),
     }
 }
 
-fn exporters(resource: Resource) -> anyhow::Result<(SdkTracerProvider, SdkMeterProvider)> {
+fn otlp_exporters() -> anyhow::Result<(
+    opentelemetry_otlp::SpanExporter,
+    opentelemetry_otlp::MetricExporter,
+)> {
     let spans = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
         .build()?;
-    let tracer = SdkTracerProvider::builder()
-        .with_batch_exporter(spans)
-        .with_resource(resource.clone())
-        .build();
     let metrics = opentelemetry_otlp::MetricExporter::builder()
         .with_http()
         .build()?;
-    let meter = SdkMeterProvider::builder()
-        .with_periodic_exporter(metrics)
-        .with_resource(resource)
-        .build();
-    Ok((tracer, meter))
+    Ok((spans, metrics))
 }

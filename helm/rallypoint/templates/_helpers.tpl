@@ -73,6 +73,16 @@ readinessProbe:
   failureThreshold: 2
 {{- end -}}
 
+{{/*
+Annotations for a Prometheus that discovers pods by annotation
+(metrics.podAnnotations); the context is the port /metrics is served on.
+*/}}
+{{- define "rallypoint.scrapeAnnotations" -}}
+prometheus.io/scrape: "true"
+prometheus.io/port: {{ . | quote }}
+prometheus.io/path: /metrics
+{{- end -}}
+
 {{/* What the WebSocket and the WebTransport relays share. */}}
 {{- define "rallypoint.relayEnv" -}}
 - name: RALLYPOINT_REGION
