@@ -45,6 +45,17 @@ pub struct RelayBenchArgs {
     /// Client transport through the relay.
     #[arg(long, value_enum, default_value = "ws")]
     pub transport: BenchTransport,
+    /// NATS as deployed (`on`: TLS and NKey users), plain (`off`), or both
+    /// one after the other with the cost of security as ratios (`compare`).
+    #[arg(long, value_enum, default_value = "on")]
+    pub nats_security: NatsSecurityMode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum NatsSecurityMode {
+    On,
+    Off,
+    Compare,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -62,25 +73,75 @@ pub struct PathResult {
     pub throughput_delivered_fraction: f64,
 }
 
+/// Both paths measured against one NATS server, secured or not.
+struct Measurement {
+    nats_latency: (Histogram<u64>, f64),
+    nats_throughput: (f64, f64),
+    relay_latency: (Histogram<u64>, f64),
+    relay_throughput: (f64, f64),
+}
+
 pub async fn run(args: RelayBenchArgs) -> anyhow::Result<()> {
+    let transport = match args.transport {
+        BenchTransport::Ws => TransportKind::WebSocket,
+        BenchTransport::Wt => TransportKind::WebTransport,
+    };
+    println!();
+    println!(
+        "relay fan-out: 1 sender -> {} receivers, {} B packets, relay over {:?}",
+        args.receivers, args.size, transport
+    );
+    println!(
+        "latency phase: {} packets at {}/s; throughput phase: {} packets as fast as accepted",
+        args.latency_packets, args.latency_rate, args.throughput_packets
+    );
+    let modes: &[bool] = match args.nats_security {
+        NatsSecurityMode::On => &[true],
+        NatsSecurityMode::Off => &[false],
+        NatsSecurityMode::Compare => &[false, true],
+    };
+    let mut results = Vec::new();
+    for &secure in modes {
+        let measurement = measure(&args, transport, secure).await?;
+        print_measurement(&measurement, secure);
+        results.push(measurement);
+    }
+    if let [plain, secured] = &results[..] {
+        let (pp50, pp99, _) = summary_ms(&plain.relay_latency.0);
+        let (sp50, sp99, _) = summary_ms(&secured.relay_latency.0);
+        println!();
+        println!(
+            "cost of NATS TLS + NKeys on the relay path: latency p50 {:+.3} ms, p99 {:+.3} ms; \
+             throughput secured / plain: relay {:.2}, raw NATS {:.2}",
+            sp50 - pp50,
+            sp99 - pp99,
+            secured.relay_throughput.0 / plain.relay_throughput.0,
+            secured.nats_throughput.0 / plain.nats_throughput.0,
+        );
+    }
+    Ok(())
+}
+
+async fn measure(
+    args: &RelayBenchArgs,
+    transport: TransportKind,
+    secure: bool,
+) -> anyhow::Result<Measurement> {
     let dir = tempfile::tempdir()?;
-    eprintln!("[bench] starting one NATS server and one relay");
+    let label = if secure { "TLS + NKeys" } else { "plain" };
+    eprintln!("[bench] starting one NATS server ({label}) and one relay");
     let spec = SuperClusterSpec {
         clusters: vec![ClusterSpec {
             name: "bench".into(),
             servers: 1,
         }],
         jetstream: false,
-        secure: true,
+        secure,
     };
     let mut nats = SuperCluster::start(spec, &dir.path().join("nats")).await?;
-    // The raw NATS baseline runs over the same TLS as the relay's own link.
+    // The raw NATS baseline runs over the same link security as the relay's.
     let baseline = nats.access(NatsRole::Admin, "bench");
     let secret = "bench-secret";
-    let transport = match args.transport {
-        BenchTransport::Ws => TransportKind::WebSocket,
-        BenchTransport::Wt => TransportKind::WebTransport,
-    };
     let mut relay = RelayProcess::start(
         RelaySpec {
             region: "bench".into(),
@@ -105,44 +166,54 @@ pub async fn run(args: RelayBenchArgs) -> anyhow::Result<()> {
     )
     .await?;
 
-    eprintln!("[bench] raw NATS: latency phase");
-    let nats_latency = nats_path_latency(&baseline, &args).await?;
-    eprintln!("[bench] raw NATS: throughput phase");
-    let (nats_tput, nats_frac) = nats_path_throughput(&baseline, &args).await?;
-    eprintln!("[bench] relay ({transport:?}): latency phase");
+    eprintln!("[bench] raw NATS ({label}): latency phase");
+    let nats_latency = nats_path_latency(&baseline, args).await?;
+    eprintln!("[bench] raw NATS ({label}): throughput phase");
+    let nats_throughput = nats_path_throughput(&baseline, args).await?;
+    eprintln!("[bench] relay ({transport:?}, NATS {label}): latency phase");
     let issuer = DevIssuer::new(secret);
     let candidate = relay.candidate(transport);
-    let relay_latency = relay_path_latency(&candidate, &issuer, &args).await?;
-    eprintln!("[bench] relay ({transport:?}): throughput phase");
-    let (relay_tput, relay_frac) = relay_path_throughput(&candidate, &issuer, &args).await?;
+    let relay_latency = relay_path_latency(&candidate, &issuer, args).await?;
+    eprintln!("[bench] relay ({transport:?}, NATS {label}): throughput phase");
+    let relay_throughput = relay_path_throughput(&candidate, &issuer, args).await?;
+    relay.stop(Duration::from_secs(3)).await;
+    nats.stop().await;
+    Ok(Measurement {
+        nats_latency,
+        nats_throughput,
+        relay_latency,
+        relay_throughput,
+    })
+}
 
-    let (np50, np99, nmax) = summary_ms(&nats_latency.0);
-    let (rp50, rp99, rmax) = summary_ms(&relay_latency.0);
+fn print_measurement(m: &Measurement, secure: bool) {
+    let (np50, np99, nmax) = summary_ms(&m.nats_latency.0);
+    let (rp50, rp99, rmax) = summary_ms(&m.relay_latency.0);
+    let (nats_tput, nats_frac) = m.nats_throughput;
+    let (relay_tput, relay_frac) = m.relay_throughput;
     println!();
     println!(
-        "relay fan-out: 1 sender -> {} receivers, {} B packets, relay over {:?}",
-        args.receivers, args.size, transport
+        "NATS {}:",
+        if secure {
+            "with TLS and NKey users (as deployed)"
+        } else {
+            "plain TCP, anonymous"
+        }
     );
-    println!(
-        "latency phase: {} packets at {}/s; throughput phase: {} packets as fast as accepted",
-        args.latency_packets, args.latency_rate, args.throughput_packets
-    );
-    println!();
     println!(
         "| path | p50 ms | p99 ms | max ms | delivered (latency) | throughput pkts/s per receiver | delivered (throughput) |"
     );
     println!("|---|---|---|---|---|---|---|");
     println!(
         "| raw NATS | {np50:.3} | {np99:.3} | {nmax:.3} | {:.2}% | {nats_tput:.0} | {:.2}% |",
-        nats_latency.1 * 100.0,
+        m.nats_latency.1 * 100.0,
         nats_frac * 100.0
     );
     println!(
         "| relay | {rp50:.3} | {rp99:.3} | {rmax:.3} | {:.2}% | {relay_tput:.0} | {:.2}% |",
-        relay_latency.1 * 100.0,
+        m.relay_latency.1 * 100.0,
         relay_frac * 100.0
     );
-    println!();
     println!(
         "added latency by the relay: p50 {:+.3} ms, p99 {:+.3} ms (target: p99 <= 1 ms)",
         rp50 - np50,
@@ -152,9 +223,6 @@ pub async fn run(args: RelayBenchArgs) -> anyhow::Result<()> {
         "relay throughput / raw NATS throughput: {:.2} (target: >= 0.70)",
         relay_tput / nats_tput
     );
-    relay.stop(Duration::from_secs(3)).await;
-    nats.stop().await;
-    Ok(())
 }
 
 fn payload(size: usize, sent_us: u64) -> Bytes {
