@@ -25,7 +25,7 @@ use std::process::Command;
 mod promtool;
 
 use rallypoint_client::{CandidateList, TransportKind};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -564,4 +564,79 @@ fn operator_options_render_pod_monitors_and_the_rules_as_a_prometheus_rule() {
         Ok(text) => assert!(text.contains("SUCCESS: 11 rules found"), "{text}"),
         Err(e) => panic!("promtool on the PrometheusRule's spec:\n{e}"),
     }
+}
+
+/// Every pod of ours (Deployments and the setup Job) is selected by exactly
+/// one NetworkPolicy that restricts both directions, and the policies say
+/// what the trust model says: only the ingress namespace reaches the
+/// dashboard, relays reach only NATS (and DNS), nobody but the collector,
+/// the dashboard reach ClickHouse's port.
+#[test]
+fn network_policies_cover_every_pod_and_allow_only_what_each_needs() {
+    let out = std::env::temp_dir().join(format!("rallypoint-helm-netpol-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let (passed, output) = render(&[Path::new("--out"), &out]);
+    assert!(passed, "{output}");
+    let docs = manifests(&out.join("us-east/rallypoint/templates"));
+    let _ = std::fs::remove_dir_all(&out);
+
+    let policies: Vec<&Value> = docs
+        .iter()
+        .filter(|d| d["kind"] == "NetworkPolicy")
+        .collect();
+    let pods = docs
+        .iter()
+        .filter(|d| d["kind"] == "Deployment" || d["kind"] == "Job");
+    let mut by_component = BTreeMap::new();
+    for pod in pods {
+        let labels = &pod["spec"]["template"]["metadata"]["labels"];
+        let component = labels["app.kubernetes.io/component"].as_str().unwrap();
+        let matching: Vec<&&Value> = policies
+            .iter()
+            .filter(|p| {
+                p["spec"]["podSelector"]["matchLabels"]
+                    .as_object()
+                    .unwrap()
+                    .iter()
+                    .all(|(k, v)| &labels[k] == v)
+            })
+            .collect();
+        assert_eq!(matching.len(), 1, "{component}: one policy selects it");
+        let types = &matching[0]["spec"]["policyTypes"];
+        assert_eq!(
+            types,
+            &json!(["Ingress", "Egress"]),
+            "{component}: both directions"
+        );
+        by_component.insert(component.to_owned(), (*matching[0]).clone());
+    }
+    let egress_ports = |component: &str| -> BTreeSet<u64> {
+        by_component[component]["spec"]["egress"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|rule| rule["ports"].as_array().unwrap().iter())
+            .map(|p| p["port"].as_u64().unwrap())
+            .collect()
+    };
+    // DNS everywhere; us-east exports OTLP (port 4318) from every part.
+    let with =
+        |ports: &[u64]| -> BTreeSet<u64> { [53, 4318].iter().chain(ports).copied().collect() };
+    for relay in ["relay-ws", "relay-wt"] {
+        assert_eq!(egress_ports(relay), with(&[4222]), "{relay}");
+    }
+    assert_eq!(egress_ports("collector"), with(&[4222, 8123]));
+    assert_eq!(egress_ports("collector-setup"), with(&[4222]));
+    assert_eq!(egress_ports("dashboard"), with(&[8123]));
+    let dashboard_in = &by_component["dashboard"]["spec"]["ingress"];
+    assert_eq!(dashboard_in.as_array().unwrap().len(), 1);
+    assert_eq!(
+        dashboard_in[0]["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+        "ingress-nginx",
+        "only the ingress controller reaches the dashboard"
+    );
+    assert!(
+        by_component["collector-setup"]["spec"]["ingress"].is_null(),
+        "nothing reaches the setup Job"
+    );
 }

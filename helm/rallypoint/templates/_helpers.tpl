@@ -268,3 +268,33 @@ telemetry and candidates name the same regions.
 {{- end -}}
 {{- dict "candidates" $list | toPrettyJson -}}
 {{- end -}}
+
+{{/* Egress every part needs: DNS, and the OTLP collector when export is on. */}}
+{{- define "rallypoint.commonEgress" -}}
+- ports:
+    - port: 53
+      protocol: UDP
+    - port: 53
+      protocol: TCP
+{{- if .Values.otel.endpoint }}
+- ports:
+    - port: {{ .Values.networkPolicy.otlpPort }}
+      protocol: TCP
+{{- end }}
+{{- end -}}
+
+{{/* Egress to ClickHouse: its pods in this namespace, or an address block outside. */}}
+{{- define "rallypoint.clickhouseEgress" -}}
+- to:
+    {{- if .Values.networkPolicy.clickhouse.cidr }}
+    - ipBlock:
+        cidr: {{ .Values.networkPolicy.clickhouse.cidr }}
+    {{- else }}
+    - podSelector:
+        matchLabels:
+          {{- required "networkPolicy.clickhouse.podLabels or .cidr is required in the central region" .Values.networkPolicy.clickhouse.podLabels | toYaml | nindent 10 }}
+    {{- end }}
+  ports:
+    - port: {{ .Values.networkPolicy.clickhouse.port }}
+      protocol: TCP
+{{- end -}}
