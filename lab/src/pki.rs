@@ -84,15 +84,22 @@ fn distinguished_name(common_name: &str) -> DistinguishedName {
     name
 }
 
-/// Writes a secret: created readable and writable by the owner only, so it
-/// is never readable by others, not even for a moment.
+/// Writes a secret readable and writable by the owner only: any old file is
+/// removed first and the new one created 0600, so the secret is never
+/// readable by others, not even for a moment, and an old file's wider mode
+/// is never kept.
 pub fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(anyhow::anyhow!("cannot replace {}: {e}", path.display()));
+        }
+        _ => {}
+    }
     let mut file = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
         .open(path)
         .with_context(|| format!("cannot write {}", path.display()))?;

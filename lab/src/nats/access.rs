@@ -182,6 +182,11 @@ impl NatsSecurity {
             .with_context(|| format!("no NATS user for {role:?} in this super-cluster"))
     }
 
+    /// Every user's seed file.
+    pub fn seed_files(&self) -> impl Iterator<Item = &Path> {
+        self.users.iter().map(|u| u.seed_file.as_path())
+    }
+
     /// Server configuration: the account with its users, and TLS on the client port.
     pub fn server_config(&self) -> String {
         let users: Vec<(NatsRole, String)> = self

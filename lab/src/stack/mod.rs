@@ -347,7 +347,7 @@ async fn start_dashboard(
         })
         .await??
     };
-    write_private(&users_file, &format!("{line}\n"))?;
+    crate::pki::write_private(&users_file, format!("{line}\n").as_bytes())?;
     let args = vec![
         "--listen".to_owned(),
         format!("127.0.0.1:{port}"),
@@ -381,26 +381,6 @@ async fn start_dashboard(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     anyhow::bail!("the dashboard did not start:\n{}", process.log_tail(20))
-}
-
-/// Writes `text` to a new file at `path` that only its owner may read.
-fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            return Err(anyhow::anyhow!("cannot replace {}: {e}", path.display()));
-        }
-        _ => {}
-    }
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
-    file.write_all(text.as_bytes())?;
-    Ok(())
 }
 
 /// The built browser app: `$RALLYPOINT_WEB_DIST`, else `client/web/dist` of
