@@ -39,6 +39,26 @@ pub struct CollectorConfig {
     #[arg(long, env = "RALLYPOINT_CENTRAL_REPLICAS", default_value_t = 3)]
     pub central_replicas: usize,
 
+    /// How long JetStream drops a report id seen before (a client resending
+    /// through another region). Copies after it are caught by the store.
+    #[arg(long, env = "RALLYPOINT_DUPLICATE_WINDOW", default_value = "10m", value_parser = parse_duration)]
+    pub duplicate_window: Duration,
+
+    /// Most bytes each regional telemetry stream holds (oldest dropped first).
+    /// Every JetStream server of a region reserves it, plus the central
+    /// stream's in the central region: keep both within `max_file_store`.
+    #[arg(long, env = "RALLYPOINT_REGIONAL_MAX_BYTES", default_value = "1GiB", value_parser = parse_bytes)]
+    pub regional_max_bytes: u64,
+
+    /// Most bytes the central telemetry stream holds (oldest dropped first).
+    #[arg(long, env = "RALLYPOINT_CENTRAL_MAX_BYTES", default_value = "2GiB", value_parser = parse_bytes)]
+    pub central_max_bytes: u64,
+
+    /// Largest message a telemetry stream accepts: the largest valid report
+    /// (a 64 KiB client frame) plus the relay's enrichment.
+    #[arg(long, env = "RALLYPOINT_MAX_MSG_SIZE", default_value = "80KiB", value_parser = parse_bytes)]
+    pub max_msg_size: u64,
+
     /// Durable consumer shared by all collectors.
     #[arg(long, env = "RALLYPOINT_CONSUMER", default_value = "collector")]
     pub consumer: String,
@@ -74,6 +94,62 @@ pub struct CollectorConfig {
     pub http_listen: SocketAddr,
 }
 
+impl CollectorConfig {
+    /// The stream settings these flags ask for; refuses sizes JetStream cannot take.
+    pub fn stream_bounds(&self) -> anyhow::Result<crate::streams::StreamBounds> {
+        let max_msg_size = i32::try_from(self.max_msg_size)
+            .map_err(|_| anyhow::anyhow!("--max-msg-size {} is above 2 GiB", self.max_msg_size))?;
+        let bytes = |flag: &str, value: u64| {
+            i64::try_from(value).map_err(|_| anyhow::anyhow!("{flag} {value} is too large"))
+        };
+        let bounds = crate::streams::StreamBounds {
+            duplicate_window: self.duplicate_window,
+            regional_max_bytes: bytes("--regional-max-bytes", self.regional_max_bytes)?,
+            central_max_bytes: bytes("--central-max-bytes", self.central_max_bytes)?,
+            max_msg_size,
+        };
+        for (flag, value) in [
+            ("--regional-max-bytes", bounds.regional_max_bytes),
+            ("--central-max-bytes", bounds.central_max_bytes),
+        ] {
+            if value < i64::from(max_msg_size) {
+                anyhow::bail!("{flag} {value} is smaller than --max-msg-size {max_msg_size}");
+            }
+        }
+        if self.duplicate_window.is_zero() {
+            anyhow::bail!("--duplicate-window must be longer than zero");
+        }
+        Ok(bounds)
+    }
+}
+
+/// Parses `80KiB`, `1GiB`, `512MiB` or a plain number of bytes (clap `value_parser`).
+fn parse_bytes(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let at = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(at);
+    let value: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} does not start with a whole number"))?;
+    let scale: u64 = match unit {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {text:?}; use B, KiB, MiB or GiB"
+            ));
+        }
+    };
+    value
+        .checked_mul(scale)
+        .filter(|bytes| *bytes > 0)
+        .ok_or_else(|| format!("{text:?} must be between 1 byte and 16 EiB"))
+}
+
 fn parse_region(text: &str) -> Result<(String, usize), String> {
     let (region, replicas) = text
         .split_once(':')
@@ -99,5 +175,16 @@ mod tests {
         assert!(super::parse_region("us-east").is_err());
         assert!(super::parse_region("us east:3").is_err());
         assert!(super::parse_region("x:9").is_err());
+    }
+
+    #[test]
+    fn byte_sizes() {
+        assert_eq!(super::parse_bytes("80KiB").unwrap(), 80 * 1024);
+        assert_eq!(super::parse_bytes("2GiB").unwrap(), 2 << 30);
+        assert_eq!(super::parse_bytes("4096").unwrap(), 4096);
+        assert!(super::parse_bytes("1GB").is_err(), "ambiguous unit");
+        assert!(super::parse_bytes("0").is_err());
+        assert!(super::parse_bytes("KiB").is_err());
+        assert!(super::parse_bytes("99999999999GiB").is_err());
     }
 }

@@ -33,6 +33,7 @@ pub async fn run(
     config: CollectorConfig,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    let bounds = config.stream_bounds()?;
     let nats = async_nats::ConnectOptions::new()
         .name("rallypoint-collector")
         .retry_on_initial_connect()
@@ -60,6 +61,7 @@ pub async fn run(
             &config.regions,
             &config.central_region,
             config.central_replicas,
+            &bounds,
         )
     })
     .await;
