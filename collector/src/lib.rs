@@ -2,14 +2,18 @@
 //!
 //! * [`streams`] — the regional streams and the central stream that sources them;
 //! * [`rows`] — a message to rows, or a dead letter with a reason;
-//! * [`store`] — idempotent writes to ClickHouse;
+//! * [`store`] — exactly-once writes to ClickHouse, by report id;
+//! * [`keys`] — which reports are stored, filed by the report's own clock;
+//! * [`in_flight`] — report ids this process is storing right now;
 //! * [`schema`] — tables, rollups and migrations (ClickHouse 18.16 to current);
 //! * [`ingest`] — the consume → store → acknowledge loop;
 //! * [`retention`] — partition drops where the server has no TTL.
 
 pub mod config;
 pub mod http;
+pub mod in_flight;
 pub mod ingest;
+pub mod keys;
 pub mod retention;
 pub mod rows;
 pub mod schema;

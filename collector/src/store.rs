@@ -1,27 +1,53 @@
-//! Writing to ClickHouse, exactly once per report.
+//! Writing to ClickHouse, exactly once per report id — whatever relay, region
+//! or time a copy arrives through.
 //!
-//! JetStream delivers at least once: a collector that crashes after its insert
-//! but before its acknowledgement sees the same reports again. Before
-//! inserting, the store asks which of the batch's report ids each table
-//! already holds and inserts only the rest — per table, candidates first, so a
-//! batch whose candidate insert succeeded and election insert failed is
-//! completed, not doubled, on retry. That keeps the materialized rollups exact
-//! (they count inserts, not rows that survive merging); the base tables are
-//! also `ReplacingMergeTree`s on the report id for the rare race of two
-//! collectors inserting the same redelivered report at once.
+//! JetStream delivers at least once, and a report can arrive as several
+//! messages: a collector that crashes after its insert but before its
+//! acknowledgement sees the same message again, and a client that lost its
+//! acks resends through another region, which after JetStream's duplicate
+//! window is a new message with a new receive time. A write therefore:
 //!
-//! The check is most of what a write costs ClickHouse if done naively (a list
-//! of thousands of ids to parse, a function applied to every scanned row), so
-//! it asks by the seconds the batch was received in — the sorting key's
-//! prefix — and intersects in Rust. A live batch spans a second or two; a
-//! batch spread over many seconds (a replayed, interleaved backlog) asks for
-//! its ids explicitly instead.
+//! 1. looks the batch's report ids up in the key table (`keys`), which is
+//!    filed by the report's own clock, not by when a copy arrived;
+//! 2. claims the ids it did not find, with this copy's receive second;
+//! 3. files every report under its *first* copy's receive second;
+//! 4. asks which of the batch's report ids each base table already holds at
+//!    those seconds and inserts only the rest — per table, candidates first,
+//!    so a batch whose candidate insert succeeded and election insert failed
+//!    is completed, not doubled, on retry.
+//!
+//! The materialized rollups count inserts, not rows that survive merging, so
+//! only rows that passed this check ever reach them: every rollup counts each
+//! report once. The base tables are also `ReplacingMergeTree`s on
+//! (first receive second, report id) for the one case the check cannot see:
+//! two collectors storing copies of the same report at the same instant.
+//! Within one process the workers never do (`in_flight`); across processes
+//! it needs two copies in flight at once, which the central stream's
+//! duplicate window prevents for copies less than a window apart.
+//!
+//! Why a key table and not another sorting key for the base tables: the
+//! rollups' views and the dashboards read the base tables by receive time, a
+//! deployment's existing tables would have to be copied to change their key,
+//! and the key table is small (three columns) and filled from the existing
+//! elections by a migration, so copies of reports stored before the upgrade
+//! are recognised too. (Stop the collectors of the old version before
+//! starting the new one: reports an old collector stores after the migration
+//! have no key.)
+//!
+//! The base-table check is most of what a write costs ClickHouse if done
+//! naively (a list of thousands of ids to parse, a function applied to every
+//! scanned row), so it asks by the seconds the batch was received in — the
+//! sorting key's prefix — and intersects in Rust. A live batch spans a second
+//! or two; a batch spread over many seconds (a replayed, interleaved backlog)
+//! asks for its ids explicitly instead.
 
 use std::collections::{BTreeSet, HashSet};
 
 use clickhouse::{Client, Row};
 use serde::Deserialize;
 
+use crate::in_flight::InFlight;
+use crate::keys::{self, KeyRow};
 use crate::rows::{CandidateRow, DeadLetterRow, ElectionRow, ReportRows, hex};
 use crate::schema::{self, ServerVersion};
 
@@ -38,6 +64,7 @@ struct StoredId {
 pub struct Store {
     client: Client,
     pub version: ServerVersion,
+    in_flight: InFlight,
 }
 
 /// What a write did.
@@ -82,7 +109,11 @@ impl Store {
             }
         }
         tracing::info!(?version, url, database, "ClickHouse schema ready");
-        Ok(Store { client, version })
+        Ok(Store {
+            client,
+            version,
+            in_flight: InFlight::default(),
+        })
     }
 
     pub fn client(&self) -> &Client {
@@ -105,6 +136,38 @@ impl Store {
     ) -> anyhow::Result<Written> {
         let mut written = Written::default();
         if !reports.is_empty() {
+            // Copies of these reports other workers of this process are
+            // storing right now are waited for, then found stored.
+            let _writing = self
+                .in_flight
+                .reserve(reports.iter().map(|r| r.election.report_id))
+                .await?;
+            let first_seen = keys::first_seen(&self.client, reports).await?;
+            let claims: Vec<KeyRow> = keys::claims(
+                reports
+                    .iter()
+                    .filter(|r| !first_seen.contains_key(&r.election.report_id)),
+            );
+            self.insert("rp_report_keys", &claims.iter().collect::<Vec<_>>())
+                .await?;
+            // Later copies are filed where their first copy was.
+            let refiled: Vec<ReportRows> = reports
+                .iter()
+                .filter_map(|r| {
+                    let first = *first_seen.get(&r.election.report_id)?;
+                    (first != r.election.received_at).then(|| r.received_at(first))
+                })
+                .collect();
+            let reports: Vec<&ReportRows> = reports
+                .iter()
+                .filter(|r| {
+                    first_seen
+                        .get(&r.election.report_id)
+                        .is_none_or(|first| *first == r.election.received_at)
+                })
+                .chain(&refiled)
+                .collect();
+
             let ids: HashSet<[u8; 16]> = reports.iter().map(|r| r.election.report_id).collect();
             let seconds: BTreeSet<u32> = reports.iter().map(|r| r.election.received_at).collect();
             let have_candidates = self.existing("rp_candidates", &ids, &seconds).await?;
