@@ -70,10 +70,16 @@ pub struct CollectorConfig {
     #[arg(long, env = "RALLYPOINT_BATCH_SIZE", default_value_t = 5000)]
     pub batch_size: usize,
 
+    /// Most payload bytes per batch (and fetched ahead per worker): what
+    /// bounds memory when reports are large. At least 1 MiB, so any message
+    /// NATS can carry fits in a batch.
+    #[arg(long, env = "RALLYPOINT_BATCH_BYTES", default_value = "16MiB", value_parser = parse_bytes)]
+    pub batch_bytes: u64,
+
     /// Batches in flight at once in this process, each pulled, stored and
     /// acknowledged on its own: while one batch waits for ClickHouse, the
     /// next is already being pulled and decoded. Memory stays bounded by
-    /// `workers × batch-size` reports.
+    /// `workers × batch-bytes` (a few times that once decoded).
     #[arg(long, env = "RALLYPOINT_COLLECTOR_WORKERS", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub workers: u16,
 
@@ -94,7 +100,23 @@ pub struct CollectorConfig {
     pub http_listen: SocketAddr,
 }
 
+/// The smallest `--batch-bytes`: NATS's default largest message.
+pub const MIN_BATCH_BYTES: u64 = 1 << 20;
+
 impl CollectorConfig {
+    /// `--batch-bytes`, refused below [`MIN_BATCH_BYTES`] (a larger message
+    /// would never fit in a pull and stall the consumer).
+    pub fn batch_bytes(&self) -> anyhow::Result<usize> {
+        if self.batch_bytes < MIN_BATCH_BYTES {
+            anyhow::bail!(
+                "--batch-bytes {} is below {MIN_BATCH_BYTES} (1 MiB, the largest NATS message)",
+                self.batch_bytes
+            );
+        }
+        usize::try_from(self.batch_bytes)
+            .map_err(|_| anyhow::anyhow!("--batch-bytes {} is too large", self.batch_bytes))
+    }
+
     /// The stream settings these flags ask for; refuses sizes JetStream cannot take.
     pub fn stream_bounds(&self) -> anyhow::Result<crate::streams::StreamBounds> {
         let max_msg_size = i32::try_from(self.max_msg_size)

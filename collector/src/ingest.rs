@@ -1,7 +1,9 @@
 //! The consume → store → acknowledge loop.
 //!
-//! A batch is up to `batch_size` messages or whatever arrived within
-//! `batch_wait`. Messages that cannot be stored (undecodable, invalid) become
+//! A batch is up to `batch_size` messages, or `batch_bytes` of payload, or
+//! whatever arrived within `batch_wait`: count alone is not a bound — 5000
+//! maximum-size reports decode to more than a gigabyte — so the bytes bound
+//! the batch and what the pull fetches ahead of it. Messages that cannot be stored (undecodable, invalid) become
 //! dead letters with their reason, in the same write: they never block the
 //! stream and are never retried. Acknowledgements are sent only after the
 //! write succeeded. While ClickHouse is down the loop retries the same batch
@@ -31,6 +33,7 @@ pub struct Ingest {
     pub store: Arc<Store>,
     pub stats: Arc<Stats>,
     pub batch_size: usize,
+    pub batch_bytes: usize,
     pub batch_wait: Duration,
 }
 
@@ -40,6 +43,7 @@ impl Ingest {
             .consumer
             .stream()
             .max_messages_per_batch(self.batch_size)
+            .max_bytes_per_batch(self.batch_bytes)
             .messages()
             .await
             .map_err(|e| anyhow::anyhow!("cannot start consuming: {e}"))?;
@@ -58,10 +62,14 @@ impl Ingest {
                 None => anyhow::bail!("the consumer's message stream ended"),
             }
             let deadline = tokio::time::Instant::now() + self.batch_wait;
-            while batch.len() < self.batch_size {
+            let mut bytes = batch[0].payload.len();
+            while batch.len() < self.batch_size && bytes < self.batch_bytes {
                 tokio::select! {
                     message = messages.next() => match message {
-                        Some(Ok(message)) => batch.push(message),
+                        Some(Ok(message)) => {
+                            bytes += message.payload.len();
+                            batch.push(message);
+                        }
                         Some(Err(e)) => tracing::warn!("consumer: {e}"),
                         None => break,
                     },

@@ -38,6 +38,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let bounds = config.stream_bounds()?;
+    let batch_bytes = config.batch_bytes()?;
     let nats = async_nats::ConnectOptions::new()
         .name("rallypoint-collector")
         .retry_on_initial_connect()
@@ -104,6 +105,7 @@ pub async fn run(
             store: store.clone(),
             stats: stats.clone(),
             batch_size: config.batch_size,
+            batch_bytes,
             batch_wait: config.batch_wait,
         };
         workers.spawn(ingest.run(stop.clone()));
