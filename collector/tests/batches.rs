@@ -1,10 +1,11 @@
-//! Batches bounded by bytes, with real parts: a backlog of large reports in
-//! the telemetry streams of a NATS super-cluster, one collector process and
-//! ClickHouse 18.16.
+//! Batches with real parts — a backlog in the telemetry streams of a NATS
+//! super-cluster, one collector process, ClickHouse 18.16: bounded by bytes,
+//! and split around reports ClickHouse refuses.
 
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
+use rallypoint_collector::store::Store;
 use rallypoint_collector::streams::{self, StreamBounds};
 use rallypoint_lab::clickhouse::ClickHouseServer;
 use rallypoint_lab::collector::{CollectorProcess, CollectorSpec};
@@ -46,89 +47,132 @@ fn large_report(generator: &mut ReportGenerator) -> EnrichedElectionReport {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_backlog_of_large_reports_is_taken_in_batches_bounded_by_bytes() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut nats = SuperCluster::start(SuperClusterSpec::reference(true), &dir.path().join("nats"))
-        .await
-        .unwrap();
-    let mut clickhouse = ClickHouseServer::start(&dir.path().join("clickhouse"))
-        .await
-        .unwrap();
-    let js = jetstream::new(
-        async_nats::connect(nats.urls("us-east")[0].clone())
+/// Streams with a backlog, ClickHouse, and collectors to start on them.
+struct Backlog {
+    dir: tempfile::TempDir,
+    nats: SuperCluster,
+    clickhouse: ClickHouseServer,
+    js: jetstream::Context,
+}
+
+impl Backlog {
+    async fn start() -> Backlog {
+        let dir = tempfile::tempdir().unwrap();
+        let nats = SuperCluster::start(SuperClusterSpec::reference(true), &dir.path().join("nats"))
             .await
-            .unwrap(),
-    );
-    let regions = vec![("us-east".to_owned(), 3), ("singapore".to_owned(), 1)];
-    let bounds = StreamBounds {
-        duplicate_window: Duration::from_secs(600),
-        regional_max_bytes: 256 << 20,
-        central_max_bytes: 512 << 20,
-        max_msg_size: 80 * 1024,
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while let Err(e) = streams::ensure(&js, &regions, "us-east", 3, &bounds).await {
-        assert!(Instant::now() < deadline, "{e:#}");
-        tokio::time::sleep(Duration::from_millis(500)).await;
+            .unwrap();
+        let clickhouse = ClickHouseServer::start(&dir.path().join("clickhouse"))
+            .await
+            .unwrap();
+        let js = jetstream::new(
+            async_nats::connect(nats.urls("us-east")[0].clone())
+                .await
+                .unwrap(),
+        );
+        let regions = vec![("us-east".to_owned(), 3), ("singapore".to_owned(), 1)];
+        let bounds = StreamBounds {
+            duplicate_window: Duration::from_secs(600),
+            regional_max_bytes: 256 << 20,
+            central_max_bytes: 512 << 20,
+            max_msg_size: 80 * 1024,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while let Err(e) = streams::ensure(&js, &regions, "us-east", 3, &bounds).await {
+            assert!(Instant::now() < deadline, "{e:#}");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        Backlog {
+            dir,
+            nats,
+            clickhouse,
+            js,
+        }
     }
 
-    // The backlog a collector finds after an outage.
+    /// Publishes like a us-east relay; returns the payload's size.
+    async fn publish(&self, enriched: &EnrichedElectionReport) -> usize {
+        rallypoint_protocol::telemetry::validate(enriched.report.as_ref().unwrap()).unwrap();
+        let payload = encode(enriched);
+        let size = payload.len();
+        let message = jetstream::message::PublishMessage::build()
+            .payload(payload)
+            .message_id(hex(&enriched.report.as_ref().unwrap().report_id));
+        self.js
+            .send_publish("telemetry.election.us-east", message)
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        size
+    }
+
+    async fn collector(&self, extra_args: &[&str]) -> CollectorProcess {
+        let mut args: Vec<String> = [
+            "--regional-max-bytes",
+            "256MiB",
+            "--central-max-bytes",
+            "512MiB",
+        ]
+        .into_iter()
+        .chain(extra_args.iter().copied())
+        .map(String::from)
+        .collect();
+        args.extend(["--workers".into(), "1".into()]);
+        CollectorProcess::start(
+            CollectorSpec {
+                name: "collector-0".into(),
+                nats_urls: self.nats.urls("us-east"),
+                regions: vec!["us-east:3".into(), "singapore:1".into()],
+                central_region: "us-east".into(),
+                central_replicas: 3,
+                clickhouse_url: self.clickhouse.url(),
+                extra_args: args,
+            },
+            &self.dir.path().join("collector"),
+        )
+        .await
+        .unwrap()
+    }
+
+    async fn stop(mut self, mut collector: CollectorProcess) {
+        collector.stop().await;
+        self.clickhouse.stop().await;
+        self.nats.stop().await;
+    }
+}
+
+/// The collector's `/stats` once `done` accepts them (90 s at most).
+async fn stats_when(
+    collector: &CollectorProcess,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let stats = collector.stats().await.unwrap();
+        if done(&stats) {
+            return stats;
+        }
+        assert!(Instant::now() < deadline, "not done: {stats}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_of_large_reports_is_taken_in_batches_bounded_by_bytes() {
+    let backlog = Backlog::start().await;
     const N: u64 = 400;
     let mut generator =
         ReportGenerator::new(rallypoint_lab::reports::two_region_candidates(), 21, false);
     let mut total_bytes = 0;
     for _ in 0..N {
-        let enriched = large_report(&mut generator);
-        rallypoint_protocol::telemetry::validate(enriched.report.as_ref().unwrap()).unwrap();
-        let id = hex(&enriched.report.as_ref().unwrap().report_id);
-        let payload = encode(&enriched);
-        total_bytes += payload.len();
-        let message = jetstream::message::PublishMessage::build()
-            .payload(payload)
-            .message_id(id);
-        js.send_publish("telemetry.election.us-east", message)
-            .await
-            .unwrap()
-            .await
-            .unwrap();
+        total_bytes += backlog.publish(&large_report(&mut generator)).await;
     }
 
     const BATCH_BYTES: usize = 1 << 20;
-    let mut collector = CollectorProcess::start(
-        CollectorSpec {
-            name: "collector-0".into(),
-            nats_urls: nats.urls("us-east"),
-            regions: vec!["us-east:3".into(), "singapore:1".into()],
-            central_region: "us-east".into(),
-            central_replicas: 3,
-            clickhouse_url: clickhouse.url(),
-            extra_args: vec![
-                "--batch-bytes".into(),
-                "1MiB".into(),
-                "--batch-wait".into(),
-                "3s".into(),
-                "--workers".into(),
-                "1".into(),
-                "--regional-max-bytes".into(),
-                "256MiB".into(),
-                "--central-max-bytes".into(),
-                "512MiB".into(),
-            ],
-        },
-        &dir.path().join("collector"),
-    )
-    .await
-    .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let stats = loop {
-        let stats = collector.stats().await.unwrap();
-        if stats["elections_stored"].as_u64() == Some(N) {
-            break stats;
-        }
-        assert!(Instant::now() < deadline, "not all stored: {stats}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let collector = backlog
+        .collector(&["--batch-bytes", "1MiB", "--batch-wait", "3s"])
+        .await;
+    let stats = stats_when(&collector, |s| s["elections_stored"].as_u64() == Some(N)).await;
     let batches = stats["batches"].as_u64().unwrap();
     let fewest = total_bytes.div_ceil(BATCH_BYTES) as u64;
     eprintln!(
@@ -140,13 +184,66 @@ async fn a_backlog_of_large_reports_is_taken_in_batches_bounded_by_bytes() {
         "{batches} batches for {total_bytes} bytes: not bounded by 1 MiB"
     );
     assert_eq!(
-        clickhouse
+        backlog
+            .clickhouse
             .count("SELECT count() FROM rp_elections")
             .await
             .unwrap(),
         N
     );
-    collector.stop().await;
-    clickhouse.stop().await;
-    nats.stop().await;
+    backlog.stop(collector).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_clickhouse_keeps_refusing_are_dead_lettered_and_the_rest_of_their_batch_stored() {
+    let backlog = Backlog::start().await;
+    // A ClickHouse that refuses some reports for good: a column computed at
+    // insert (before anything is written) that throws for one ISP.
+    Store::open(&backlog.clickhouse.url(), "default", "", "default", 90)
+        .await
+        .unwrap();
+    backlog
+        .clickhouse
+        .query("ALTER TABLE rp_candidates ADD COLUMN refuse UInt8 MATERIALIZED throwIf(isp = 'Poison')")
+        .await
+        .unwrap();
+    const GOOD: u64 = 300;
+    const POISON: u64 = 3;
+    let mut generator =
+        ReportGenerator::new(rallypoint_lab::reports::two_region_candidates(), 22, false);
+    for i in 0..GOOD + POISON {
+        let mut enriched = large_report(&mut generator);
+        if i % 100 == 50 {
+            enriched.isp = "Poison".into();
+        }
+        backlog.publish(&enriched).await;
+    }
+    let collector = backlog.collector(&["--batch-wait", "2s"]).await;
+    let stats = stats_when(&collector, |s| {
+        s["elections_stored"].as_u64() == Some(GOOD) && s["dead_letters"].as_u64() == Some(POISON)
+    })
+    .await;
+    eprintln!("{stats}");
+    let ch = &backlog.clickhouse;
+    assert_eq!(
+        ch.count("SELECT count() FROM rp_dead_letters WHERE position(reason, 'ClickHouse refused it') > 0")
+            .await
+            .unwrap(),
+        POISON
+    );
+    for sql in [
+        "SELECT uniqExact(report_id) FROM rp_elections",
+        "SELECT count() FROM rp_elections",
+        "SELECT uniqExact(report_id) FROM rp_candidates",
+        "SELECT countMerge(elections) FROM rp_elections_minute",
+    ] {
+        assert_eq!(ch.count(sql).await.unwrap(), GOOD, "{sql}");
+    }
+    assert_eq!(
+        ch.count("SELECT count() FROM rp_elections WHERE isp = 'Poison'")
+            .await
+            .unwrap(),
+        0
+    );
+    backlog.stop(collector).await;
 }
