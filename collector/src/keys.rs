@@ -38,8 +38,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::rows::ReportRows;
 
-/// Client seconds per lookup query (11 bytes of SQL each).
-const SECONDS_PER_QUERY: usize = 2000;
+/// Reports per lookup query (about 80 bytes of SQL each: far below
+/// ClickHouse's 256 KiB `max_query_size`).
+const REPORTS_PER_QUERY: usize = 2000;
 
 #[derive(Debug, Clone, Row, Serialize, Deserialize, PartialEq)]
 pub struct KeyRow {
@@ -67,40 +68,57 @@ pub async fn first_seen(
     client: &Client,
     reports: &[ReportRows],
 ) -> anyhow::Result<HashMap<[u8; 16], u32>> {
-    let wanted: HashSet<[u8; 16]> = reports.iter().map(|r| r.election.report_id).collect();
-    let seconds: Vec<u32> = reports
-        .iter()
-        .map(client_second)
-        .collect::<BTreeSet<u32>>()
-        .into_iter()
-        .collect();
     let mut found: HashMap<[u8; 16], u32> = HashMap::new();
-    for chunk in seconds.chunks(SECONDS_PER_QUERY) {
+    for chunk in reports.chunks(REPORTS_PER_QUERY) {
+        let seconds: BTreeSet<u32> = chunk.iter().map(client_second).collect();
+        let ids: Vec<[u8; 16]> = chunk.iter().map(|r| r.election.report_id).collect();
         let rows: Vec<FirstSeen> = client
-            .query(&lookup_sql(chunk))
+            .query(&lookup_sql(seconds, &ids))
             .fetch_all()
             .await
             .map_err(|e| anyhow::anyhow!("cannot read report keys: {e}"))?;
         for row in rows {
-            if wanted.contains(&row.report_id) {
-                found
-                    .entry(row.report_id)
-                    .and_modify(|first| *first = (*first).min(row.received_at))
-                    .or_insert(row.received_at);
-            }
+            found
+                .entry(row.report_id)
+                .and_modify(|first| *first = (*first).min(row.received_at))
+                .or_insert(row.received_at);
         }
     }
     Ok(found)
 }
 
-/// Every key filed under `seconds` (a slice of the table's sorting key).
-pub fn lookup_sql(seconds: &[u32]) -> String {
-    let list = seconds
-        .iter()
-        .map(u32::to_string)
+/// The keys of `ids` filed under `seconds`. The seconds narrow the read to
+/// slices of the sorting key; the ids keep a crowded second (many reports
+/// claiming one clock reading) from coming back whole.
+pub fn lookup_sql(seconds: impl IntoIterator<Item = u32>, ids: &[[u8; 16]]) -> String {
+    let seconds = seconds
+        .into_iter()
+        .map(|s| s.to_string())
         .collect::<Vec<_>>()
         .join(",");
-    format!("SELECT report_id, received_at FROM rp_report_keys WHERE client_second IN ({list})")
+    format!(
+        "SELECT report_id, received_at FROM rp_report_keys \
+         WHERE client_second IN ({seconds}) AND report_id IN ({})",
+        id_literals(ids)
+    )
+}
+
+/// Report ids as SQL string literals (`'\xAB…'`, 66 bytes each), to compare
+/// with a `FixedString(16)` column as they are — no function on every row.
+pub fn id_literals<'a>(ids: impl IntoIterator<Item = &'a [u8; 16]>) -> String {
+    use std::fmt::Write as _;
+    let mut sql = String::new();
+    for id in ids {
+        if !sql.is_empty() {
+            sql.push(',');
+        }
+        sql.push('\'');
+        for byte in id {
+            let _ = write!(sql, "\\x{byte:02X}");
+        }
+        sql.push('\'');
+    }
+    sql
 }
 
 /// The key rows claiming `reports` (each id once) received when they say.
@@ -115,4 +133,25 @@ pub fn claims<'a>(reports: impl IntoIterator<Item = &'a ReportRows>) -> Vec<KeyR
             received_at: r.election.received_at,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_escaped_byte_for_byte() {
+        let mut id = [0u8; 16];
+        id[0] = b'\'';
+        id[15] = 0xff;
+        assert_eq!(
+            id_literals(&[id, [0xab; 16]]),
+            format!(
+                "'\\x27{}\\xFF','{}'",
+                "\\x00".repeat(14),
+                "\\xAB".repeat(16)
+            )
+        );
+        assert_eq!(id_literals(&[]), "");
+    }
 }

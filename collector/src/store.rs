@@ -48,10 +48,10 @@ use serde::Deserialize;
 
 use crate::in_flight::InFlight;
 use crate::keys::{self, KeyRow};
-use crate::rows::{CandidateRow, DeadLetterRow, ElectionRow, ReportRows, hex};
+use crate::rows::{CandidateRow, DeadLetterRow, ElectionRow, ReportRows};
 use crate::schema::{self, ServerVersion};
 
-/// Report ids per explicit existence query (35 bytes of SQL each).
+/// Report ids per explicit existence query (67 bytes of SQL each).
 const ID_CHECK_CHUNK: usize = 2000;
 /// Batches received over more distinct seconds than this are checked by id.
 const SECONDS_CHECK_MAX: usize = 16;
@@ -241,22 +241,18 @@ impl Store {
         let mut found = HashSet::new();
         // Chunks keep each query far below ClickHouse's max_query_size (256 KiB).
         for chunk in ids.chunks(ID_CHECK_CHUNK) {
-            let list = chunk
-                .iter()
-                .map(|id| format!("'{}'", hex(*id).to_uppercase()))
-                .collect::<Vec<_>>()
-                .join(",");
             let sql = format!(
-                "SELECT DISTINCT hex(report_id) FROM {table} \
-                 WHERE received_at >= {from} AND received_at <= {to} AND hex(report_id) IN ({list})"
+                "SELECT DISTINCT report_id FROM {table} \
+                 WHERE received_at >= {from} AND received_at <= {to} AND report_id IN ({})",
+                keys::id_literals(chunk.iter().copied())
             );
-            let hits: Vec<String> = self
+            let hits: Vec<StoredId> = self
                 .client
                 .query(&sql)
                 .fetch_all()
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot check {table} for stored reports: {e}"))?;
-            found.extend(hits.iter().filter_map(|h| unhex16(h)));
+            found.extend(hits.into_iter().map(|hit| hit.report_id));
         }
         Ok(found)
     }
@@ -284,15 +280,4 @@ impl Store {
             .await
             .map_err(|e| anyhow::anyhow!("insert into {table} failed: {e}"))
     }
-}
-
-fn unhex16(text: &str) -> Option<[u8; 16]> {
-    if text.len() != 32 {
-        return None;
-    }
-    let mut out = [0u8; 16];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
-    }
-    Some(out)
 }

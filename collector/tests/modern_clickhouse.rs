@@ -60,7 +60,7 @@ fn the_schema_and_rollups_work_on_modern_clickhouse() {
             },
             {
                 "name": "report keys backfilled, filed by the report's clock, looked up by client second",
-                "sql": format!("SELECT report_id, toString(received_at) FROM ({})", lookup_sql(&[1795428029, 1795428030])),
+                "sql": format!("SELECT report_id, toString(received_at) FROM ({})", lookup_sql([1795428029, 1795428030], &[*b"aaaaaaaaaaaaaaaa", *b"bbbbbbbbbbbbbbbb"])),
                 "expect": [["aaaaaaaaaaaaaaaa", "2026-11-23 10:00:30"]],
             },
             {
