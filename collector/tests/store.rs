@@ -57,6 +57,23 @@ fn candidates_of(reports: &[ReportRows]) -> usize {
     reports.iter().map(|r| r.candidates.len()).sum()
 }
 
+/// A ClickHouse 18.16 of its own with the current schema.
+async fn fresh_store() -> (tempfile::TempDir, ClickHouseServer, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ClickHouseServer::start(dir.path()).await.unwrap();
+    let store = Store::open(&server.url(), "default", "", "default", 90)
+        .await
+        .unwrap();
+    (dir, server, store)
+}
+
+/// A client writing straight to the tables (what the store would not do).
+fn raw_client(server: &ClickHouseServer) -> clickhouse::Client {
+    clickhouse::Client::default()
+        .with_url(server.url())
+        .with_validation(false)
+}
+
 async fn counts(server: &ClickHouseServer) -> (u64, u64) {
     (
         server
@@ -72,11 +89,7 @@ async fn counts(server: &ClickHouseServer) -> (u64, u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rewriting_stored_reports_adds_nothing_and_overlaps_add_only_the_new_ones() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = ClickHouseServer::start(dir.path()).await.unwrap();
-    let store = Store::open(&server.url(), "default", "", "default", 90)
-        .await
-        .unwrap();
+    let (_dir, server, store) = fresh_store().await;
     let mut generator = ReportGenerator::new(two_region_candidates(), 3, true);
     let now_ms = 1_790_000_000_000;
 
@@ -160,11 +173,7 @@ fn all_equal(counts: &[(&str, u64)], expected: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_copy_from_another_region_and_a_claim_without_rows_are_stored_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = ClickHouseServer::start(dir.path()).await.unwrap();
-    let store = Store::open(&server.url(), "default", "", "default", 90)
-        .await
-        .unwrap();
+    let (_dir, server, store) = fresh_store().await;
     let mut generator = ReportGenerator::new(two_region_candidates(), 5, true);
     let t0 = 1_790_000_000_000;
     let reports: Vec<ElectionReport> = (0..200).map(|_| generator.next_report()).collect();
@@ -197,9 +206,7 @@ async fn a_late_copy_from_another_region_and_a_claim_without_rows_are_stored_onc
     // A crash after the claim, before the rows: the keys alone are there.
     let claimed: Vec<ElectionReport> = (0..50).map(|_| generator.next_report()).collect();
     let original = received(&claimed, "us-east", t0 + 5_000, 0);
-    let client = clickhouse::Client::default()
-        .with_url(server.url())
-        .with_validation(false);
+    let client = raw_client(&server);
     let mut insert = client
         .insert::<rallypoint_collector::keys::KeyRow>("rp_report_keys")
         .await
@@ -234,9 +241,7 @@ async fn a_late_copy_from_another_region_and_a_claim_without_rows_are_stored_onc
 async fn reports_stored_before_the_key_migration_are_recognised_in_a_late_copy() {
     let dir = tempfile::tempdir().unwrap();
     let server = ClickHouseServer::start(dir.path()).await.unwrap();
-    let client = clickhouse::Client::default()
-        .with_url(server.url())
-        .with_validation(false);
+    let client = raw_client(&server);
     // A deployment of the schema before report keys, with reports in it.
     assert_eq!(schema::migrate_to(&client, 9).await.unwrap(), 9);
     let mut generator = ReportGenerator::new(two_region_candidates(), 6, true);
