@@ -263,3 +263,24 @@ async fn reports_stored_before_the_key_migration_are_recognised_in_a_late_copy()
     assert_eq!(copy.duplicates, 120, "{copy:?}");
     all_equal(&report_counts(&server).await, 120);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_storing_copies_of_the_same_reports_at_once_store_them_once() {
+    let (_dir, server, store) = fresh_store().await;
+    let mut generator = ReportGenerator::new(two_region_candidates(), 8, true);
+    let t0 = 1_790_000_000_000;
+    for round in 0..5u64 {
+        let reports: Vec<ElectionReport> = (0..300).map(|_| generator.next_report()).collect();
+        let through_us = received(&reports, "us-east", t0 + round * 1000, 0);
+        let through_sg = received(&reports, "singapore", t0 + round * 1000 + 700_000, 0);
+        let (a, b) = tokio::join!(store.write(&through_us, &[]), store.write(&through_sg, &[]));
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert_eq!(a.elections + b.elections, 300, "round {round}: {a:?} {b:?}");
+        assert_eq!(
+            a.duplicates + b.duplicates,
+            300,
+            "round {round}: {a:?} {b:?}"
+        );
+    }
+    all_equal(&report_counts(&server).await, 1500);
+}
