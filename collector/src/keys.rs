@@ -91,14 +91,27 @@ pub async fn first_seen(
 /// slices of the sorting key; the ids keep a crowded second (many reports
 /// claiming one clock reading) from coming back whole.
 pub fn lookup_sql(seconds: impl IntoIterator<Item = u32>, ids: &[[u8; 16]]) -> String {
+    format!(
+        "SELECT report_id, received_at FROM rp_report_keys WHERE {}",
+        in_seconds_with_ids("client_second", seconds, ids)
+    )
+}
+
+/// `{column} IN (seconds) AND report_id IN (ids)`: how every id check here
+/// asks ClickHouse — the seconds are a sorting-key prefix, so only their
+/// slices are read; the ids are compared as they are stored.
+pub fn in_seconds_with_ids<'a>(
+    column: &str,
+    seconds: impl IntoIterator<Item = u32>,
+    ids: impl IntoIterator<Item = &'a [u8; 16]>,
+) -> String {
     let seconds = seconds
         .into_iter()
         .map(|s| s.to_string())
         .collect::<Vec<_>>()
         .join(",");
     format!(
-        "SELECT report_id, received_at FROM rp_report_keys \
-         WHERE client_second IN ({seconds}) AND report_id IN ({})",
+        "{column} IN ({seconds}) AND report_id IN ({})",
         id_literals(ids)
     )
 }

@@ -38,8 +38,9 @@
 //! naively (a list of thousands of ids to parse, a function applied to every
 //! scanned row), so it asks by the seconds the batch was received in — the
 //! sorting key's prefix — and intersects in Rust. A live batch spans a second
-//! or two; a batch spread over many seconds (a replayed, interleaved backlog)
-//! asks for its ids explicitly instead.
+//! or two; a batch spread over many seconds (a replayed, interleaved backlog,
+//! or late copies filed at their first copies' seconds) asks for its ids at
+//! their seconds instead.
 
 use std::collections::{BTreeSet, HashSet};
 
@@ -51,7 +52,7 @@ use crate::keys::{self, KeyRow};
 use crate::rows::{CandidateRow, DeadLetterRow, ElectionRow, ReportRows};
 use crate::schema::{self, ServerVersion};
 
-/// Report ids per explicit existence query (67 bytes of SQL each).
+/// Reports per explicit existence query (about 80 bytes of SQL each).
 const ID_CHECK_CHUNK: usize = 2000;
 /// Batches received over more distinct seconds than this are checked by id.
 const SECONDS_CHECK_MAX: usize = 16;
@@ -168,10 +169,8 @@ impl Store {
                 .chain(&refiled)
                 .collect();
 
-            let ids: HashSet<[u8; 16]> = reports.iter().map(|r| r.election.report_id).collect();
-            let seconds: BTreeSet<u32> = reports.iter().map(|r| r.election.received_at).collect();
-            let have_candidates = self.existing("rp_candidates", &ids, &seconds).await?;
-            let have_elections = self.existing("rp_elections", &ids, &seconds).await?;
+            let have_candidates = self.existing("rp_candidates", &reports).await?;
+            let have_elections = self.existing("rp_elections", &reports).await?;
 
             let candidates: Vec<&CandidateRow> = reports
                 .iter()
@@ -197,16 +196,17 @@ impl Store {
         Ok(written)
     }
 
-    /// Which of `ids` (received in `seconds`) `table` already holds.
+    /// Which of `reports` (at their receive seconds) `table` already holds.
     async fn existing(
         &self,
         table: &str,
-        ids: &HashSet<[u8; 16]>,
-        seconds: &BTreeSet<u32>,
+        reports: &[&ReportRows],
     ) -> anyhow::Result<HashSet<[u8; 16]>> {
+        let seconds: BTreeSet<u32> = reports.iter().map(|r| r.election.received_at).collect();
         if seconds.len() > SECONDS_CHECK_MAX {
-            return self.existing_by_id(table, ids, seconds).await;
+            return self.existing_by_id(table, reports).await;
         }
+        let ids: HashSet<[u8; 16]> = reports.iter().map(|r| r.election.report_id).collect();
         let list = seconds
             .iter()
             .map(u32::to_string)
@@ -227,24 +227,26 @@ impl Store {
             .collect())
     }
 
+    /// The same, asking for the ids at their own seconds (a backlog spread
+    /// over many seconds, or late copies filed at their first copies').
     async fn existing_by_id(
         &self,
         table: &str,
-        ids: &HashSet<[u8; 16]>,
-        seconds: &BTreeSet<u32>,
+        reports: &[&ReportRows],
     ) -> anyhow::Result<HashSet<[u8; 16]>> {
-        let (from, to) = (
-            seconds.first().copied().unwrap_or(0),
-            seconds.last().copied().unwrap_or(0),
-        );
-        let ids: Vec<&[u8; 16]> = ids.iter().collect();
         let mut found = HashSet::new();
         // Chunks keep each query far below ClickHouse's max_query_size (256 KiB).
-        for chunk in ids.chunks(ID_CHECK_CHUNK) {
+        for chunk in reports.chunks(ID_CHECK_CHUNK) {
             let sql = format!(
-                "SELECT DISTINCT report_id FROM {table} \
-                 WHERE received_at >= {from} AND received_at <= {to} AND report_id IN ({})",
-                keys::id_literals(chunk.iter().copied())
+                "SELECT DISTINCT report_id FROM {table} WHERE {}",
+                keys::in_seconds_with_ids(
+                    "received_at",
+                    chunk
+                        .iter()
+                        .map(|r| r.election.received_at)
+                        .collect::<BTreeSet<_>>(),
+                    chunk.iter().map(|r| &r.election.report_id),
+                )
             );
             let hits: Vec<StoredId> = self
                 .client

@@ -179,11 +179,12 @@ async fn a_late_copy_from_another_region_and_a_claim_without_rows_are_stored_onc
     let reports: Vec<ElectionReport> = (0..200).map(|_| generator.next_report()).collect();
 
     let first = store
-        .write(&received(&reports, "us-east", t0, 0), &[])
+        .write(&received(&reports, "us-east", t0, 1), &[])
         .await
         .unwrap();
     assert_eq!(first.elections, 200);
-    // Eleven minutes later, through singapore, spread over new seconds.
+    // Eleven minutes later, through singapore: filed at the first copies'
+    // 200 seconds, so checked by id at those seconds.
     let copy = received(&reports, "singapore", t0 + 660_000, 1);
     let again = store.write(&copy, &[]).await.unwrap();
     assert_eq!(
@@ -248,7 +249,7 @@ async fn reports_stored_before_the_key_migration_are_recognised_in_a_late_copy()
     let t0 = 1_790_000_000_000;
     let reports: Vec<ElectionReport> = (0..120).map(|_| generator.next_report()).collect();
     let mut insert = client.insert::<ElectionRow>("rp_elections").await.unwrap();
-    for rows in received(&reports, "us-east", t0, 0) {
+    for rows in received(&reports, "us-east", t0, 1) {
         insert.write(&rows.election).await.unwrap();
     }
     insert.end().await.unwrap();
