@@ -11,8 +11,9 @@
 //! While ClickHouse is down (it does not answer a ping) the loop retries the
 //! same batch with backoff, keeps its messages from being redelivered
 //! elsewhere ("in progress"), and pulls nothing new: memory stays bounded by
-//! one batch. A part of a batch that keeps failing while ClickHouse answers
-//! is split in two, again and again, until the reports ClickHouse refuses
+//! one batch. A part of a batch that ClickHouse keeps refusing (an exception
+//! about the data, not a busy or failing server) while it answers pings is
+//! split in two, again and again, until the reports ClickHouse refuses
 //! are alone: those become dead letters with ClickHouse's error (and their
 //! payload, for a replay once the cause is fixed), the rest is stored — one
 //! bad report no longer holds up the stream for ever.
@@ -201,7 +202,10 @@ impl Ingest {
                 };
                 self.stats.insert_failures.fetch_add(1, Relaxed);
                 failures += 1;
-                if failures >= FAILURES_BEFORE_SPLIT && !part.is_empty() && self.store.ping().await
+                if failures >= FAILURES_BEFORE_SPLIT
+                    && !part.is_empty()
+                    && refuses_the_data(&error)
+                    && self.store.ping().await
                 {
                     if part.len() == 1 {
                         tracing::warn!(
@@ -296,6 +300,47 @@ impl<'a> Held<'a> {
     }
 }
 
+/// ClickHouse error codes that say nothing about the rows sent: the server is
+/// busy, short of memory, restarting, or the network failed. A batch failing
+/// with these waits (splitting it would only make more, smaller inserts and
+/// could dead-letter good reports).
+const TRANSIENT_CODES: &[u32] = &[
+    3,    // UNEXPECTED_END_OF_FILE
+    32,   // ATTEMPT_TO_READ_AFTER_EOF
+    159,  // TIMEOUT_EXCEEDED
+    164,  // READONLY
+    202,  // TOO_MANY_SIMULTANEOUS_QUERIES
+    203,  // NO_FREE_CONNECTION
+    209,  // SOCKET_TIMEOUT
+    210,  // NETWORK_ERROR
+    236,  // ABORTED
+    241,  // MEMORY_LIMIT_EXCEEDED
+    242,  // TABLE_IS_READ_ONLY
+    252,  // TOO_MANY_PARTS
+    319,  // UNKNOWN_STATUS_OF_INSERT
+    394,  // QUERY_WAS_CANCELLED
+    425,  // SYSTEM_ERROR
+    999,  // KEEPER_EXCEPTION
+    1000, // POCO_EXCEPTION
+];
+
+/// Whether ClickHouse refused what was sent (an exception with a code not in
+/// [`TRANSIENT_CODES`]), rather than failed for reasons of its own or of the
+/// network (no code at all).
+fn refuses_the_data(error: &anyhow::Error) -> bool {
+    let text = format!("{error:#}");
+    let Some(at) = text.find("Code: ") else {
+        return false;
+    };
+    let digits: String = text[at + 6..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits
+        .parse::<u32>()
+        .is_ok_and(|code| !TRANSIENT_CODES.contains(&code))
+}
+
 /// A message that will not be stored, with the reason and (up to 64 KiB of)
 /// its payload for a replay.
 fn dead_letter(message: &jetstream::Message, reason: String) -> DeadLetterRow {
@@ -323,5 +368,32 @@ pub async fn watch_lag(mut consumer: jetstream::consumer::PullConsumer, stats: A
                 .ack_pending
                 .store(info.num_ack_pending as u64, Relaxed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::refuses_the_data;
+
+    #[test]
+    fn only_refusals_of_the_data_split_a_batch() {
+        let refusal = |text: &str| {
+            refuses_the_data(&anyhow::anyhow!("insert into rp_candidates failed: {text}"))
+        };
+        // 18.16 and current servers word it differently.
+        assert!(refusal(
+            "bad response: Code: 395, e.displayText() = DB::Exception: Value passed to 'throwIf' function is non zero"
+        ));
+        assert!(refusal(
+            "bad response: Code: 53. DB::Exception: Type mismatch"
+        ));
+        assert!(!refusal(
+            "bad response: Code: 252, e.displayText() = DB::Exception: Too many parts (300)"
+        ));
+        assert!(!refusal(
+            "bad response: Code: 241. DB::Exception: Memory limit (total) exceeded"
+        ));
+        assert!(!refusal("network error: connection refused"));
+        assert!(!refusal("bad response: Code: x"));
     }
 }
