@@ -31,8 +31,8 @@ use crate::rows::{DeadLetterRow, ReportRows, hex, rows};
 use crate::stats::Stats;
 use crate::store::{Store, Written};
 
-/// Messages held while retrying are marked in progress this often (the
-/// consumer's ack wait is 30 s).
+/// Messages held while writing or retrying are marked in progress this often
+/// (the consumer's ack wait is 30 s).
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -189,7 +189,10 @@ impl Ingest {
             let mut failures = 0;
             let mut backoff = BACKOFF_MIN;
             loop {
-                let error = match self.store.write(&reports[part.clone()], letters).await {
+                let error = match held
+                    .during(self.store.write(&reports[part.clone()], letters))
+                    .await
+                {
                     Ok(written) => {
                         total.elections += written.elections;
                         total.candidates += written.candidates;
@@ -244,7 +247,7 @@ impl Ingest {
     ) -> Option<usize> {
         let mut backoff = BACKOFF_MIN;
         loop {
-            match self.store.write(&[], letters).await {
+            match held.during(self.store.write(&[], letters)).await {
                 Ok(written) => return Some(written.dead_letters),
                 Err(e) => {
                     self.stats.insert_failures.fetch_add(1, Relaxed);
@@ -275,8 +278,8 @@ impl Ingest {
     }
 }
 
-/// A batch's messages while it is retried: marked in progress every
-/// [`PROGRESS_EVERY`] so JetStream does not hand them to another worker.
+/// A batch's messages while it is written and retried: marked in progress
+/// every [`PROGRESS_EVERY`] so JetStream does not hand them to another worker.
 struct Held<'a> {
     batch: &'a [jetstream::Message],
     last_progress: tokio::time::Instant,
@@ -287,6 +290,21 @@ impl<'a> Held<'a> {
         Held {
             batch,
             last_progress: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Runs `work` (a write), keeping the messages in progress while it
+    /// lasts: an insert slower than the consumer's ack wait must not have its
+    /// messages redelivered to another collector, which would store them
+    /// again while this one still is.
+    async fn during<T>(&mut self, work: impl std::future::Future<Output = T>) -> T {
+        tokio::pin!(work);
+        loop {
+            let due = self.last_progress + PROGRESS_EVERY;
+            tokio::select! {
+                done = &mut work => return done,
+                _ = tokio::time::sleep_until(due) => self.keep().await,
+            }
         }
     }
 

@@ -106,7 +106,7 @@ impl Backlog {
         size
     }
 
-    async fn collector(&self, extra_args: &[&str]) -> CollectorProcess {
+    async fn collector(&self, name: &str, extra_args: &[&str]) -> CollectorProcess {
         let mut args: Vec<String> = [
             "--regional-max-bytes",
             "256MiB",
@@ -117,10 +117,9 @@ impl Backlog {
         .chain(extra_args.iter().copied())
         .map(String::from)
         .collect();
-        args.extend(["--workers".into(), "1".into()]);
         CollectorProcess::start(
             CollectorSpec {
-                name: "collector-0".into(),
+                name: name.into(),
                 nats_urls: self.nats.urls("us-east"),
                 regions: vec!["us-east:3".into(), "singapore:1".into()],
                 central_region: "us-east".into(),
@@ -134,8 +133,10 @@ impl Backlog {
         .unwrap()
     }
 
-    async fn stop(mut self, mut collector: CollectorProcess) {
-        collector.stop().await;
+    async fn stop(mut self, collectors: Vec<CollectorProcess>) {
+        for mut collector in collectors {
+            collector.stop().await;
+        }
         self.clickhouse.stop().await;
         self.nats.stop().await;
     }
@@ -170,7 +171,17 @@ async fn a_backlog_of_large_reports_is_taken_in_batches_bounded_by_bytes() {
 
     const BATCH_BYTES: usize = 1 << 20;
     let collector = backlog
-        .collector(&["--batch-bytes", "1MiB", "--batch-wait", "3s"])
+        .collector(
+            "collector-0",
+            &[
+                "--batch-bytes",
+                "1MiB",
+                "--batch-wait",
+                "3s",
+                "--workers",
+                "1",
+            ],
+        )
         .await;
     let stats = stats_when(&collector, |s| s["elections_stored"].as_u64() == Some(N)).await;
     let batches = stats["batches"].as_u64().unwrap();
@@ -191,7 +202,7 @@ async fn a_backlog_of_large_reports_is_taken_in_batches_bounded_by_bytes() {
             .unwrap(),
         N
     );
-    backlog.stop(collector).await;
+    backlog.stop(vec![collector]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -218,7 +229,9 @@ async fn reports_clickhouse_keeps_refusing_are_dead_lettered_and_the_rest_of_the
         }
         backlog.publish(&enriched).await;
     }
-    let collector = backlog.collector(&["--batch-wait", "2s"]).await;
+    let collector = backlog
+        .collector("collector-0", &["--batch-wait", "2s", "--workers", "1"])
+        .await;
     let stats = stats_when(&collector, |s| {
         s["elections_stored"].as_u64() == Some(GOOD) && s["dead_letters"].as_u64() == Some(POISON)
     })
@@ -245,5 +258,73 @@ async fn reports_clickhouse_keeps_refusing_are_dead_lettered_and_the_rest_of_the
             .unwrap(),
         0
     );
-    backlog.stop(collector).await;
+    backlog.stop(vec![collector]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_insert_slower_than_the_ack_wait_is_not_stored_again_by_another_collector() {
+    let backlog = Backlog::start().await;
+    // A ClickHouse that takes about 38 s for every candidate insert: 13
+    // columns computed at insert, each sleeping its own (different, or they
+    // would be computed once) near-maximum 3 s — longer than the consumer's
+    // 30 s ack wait.
+    Store::open(&backlog.clickhouse.url(), "default", "", "default", 90)
+        .await
+        .unwrap();
+    for i in 0..13 {
+        backlog
+            .clickhouse
+            .query(&format!(
+                "ALTER TABLE rp_candidates ADD COLUMN slow_{i} UInt8 MATERIALIZED sleep({:.2})",
+                3.0 - 0.01 * f64::from(i)
+            ))
+            .await
+            .unwrap();
+    }
+    const N: u64 = 40;
+    let mut generator =
+        ReportGenerator::new(rallypoint_lab::reports::two_region_candidates(), 24, false);
+    for _ in 0..N {
+        backlog.publish(&large_report(&mut generator)).await;
+    }
+    let first = backlog
+        .collector("collector-0", &["--batch-wait", "1s", "--workers", "1"])
+        .await;
+    stats_when(&first, |s| s["messages"].as_u64() == Some(N)).await;
+    // A second collector, idle, ready to take whatever JetStream redelivers.
+    let second = backlog
+        .collector("collector-1", &["--batch-wait", "1s", "--workers", "2"])
+        .await;
+    let started = Instant::now();
+    stats_when(&first, |s| s["elections_stored"].as_u64() == Some(N)).await;
+    eprintln!(
+        "the slow batch took {:?} after the second collector started",
+        started.elapsed()
+    );
+    // Past the ack wait again: nothing redelivered in the meantime either.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let idle = second.stats().await.unwrap();
+    assert_eq!(idle["messages"].as_u64(), Some(0), "redelivered: {idle}");
+    let ch = &backlog.clickhouse;
+    assert_eq!(
+        ch.count("SELECT count() FROM rp_elections").await.unwrap(),
+        N
+    );
+    let candidates = ch.count("SELECT count() FROM rp_candidates").await.unwrap();
+    assert_eq!(
+        ch.count("SELECT uniqExact(report_id, idx) FROM rp_candidates")
+            .await
+            .unwrap(),
+        candidates,
+        "candidate rows stored twice"
+    );
+    assert_eq!(
+        ch.count("SELECT countMerge(measurements) FROM rp_rtt_minute")
+            .await
+            .unwrap(),
+        ch.count("SELECT count() FROM rp_candidates WHERE samples > 0")
+            .await
+            .unwrap()
+    );
+    backlog.stop(vec![first, second]).await;
 }
