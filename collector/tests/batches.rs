@@ -107,7 +107,7 @@ impl Backlog {
     }
 
     async fn collector(&self, name: &str, extra_args: &[&str]) -> CollectorProcess {
-        let mut args: Vec<String> = [
+        let args: Vec<String> = [
             "--regional-max-bytes",
             "256MiB",
             "--central-max-bytes",
@@ -131,6 +131,22 @@ impl Backlog {
         )
         .await
         .unwrap()
+    }
+
+    /// The collector's schema, plus candidate columns computed at insert
+    /// (`name`, expression): how these tests make ClickHouse misbehave.
+    async fn with_candidate_columns(&self, columns: &[(String, String)]) {
+        Store::open(&self.clickhouse.url(), "default", "", "default", 90)
+            .await
+            .unwrap();
+        for (name, expression) in columns {
+            self.clickhouse
+                .query(&format!(
+                    "ALTER TABLE rp_candidates ADD COLUMN {name} UInt8 MATERIALIZED {expression}"
+                ))
+                .await
+                .unwrap();
+        }
     }
 
     async fn stop(mut self, collectors: Vec<CollectorProcess>) {
@@ -210,14 +226,9 @@ async fn reports_clickhouse_keeps_refusing_are_dead_lettered_and_the_rest_of_the
     let backlog = Backlog::start().await;
     // A ClickHouse that refuses some reports for good: a column computed at
     // insert (before anything is written) that throws for one ISP.
-    Store::open(&backlog.clickhouse.url(), "default", "", "default", 90)
-        .await
-        .unwrap();
     backlog
-        .clickhouse
-        .query("ALTER TABLE rp_candidates ADD COLUMN refuse UInt8 MATERIALIZED throwIf(isp = 'Poison')")
-        .await
-        .unwrap();
+        .with_candidate_columns(&[("refuse".into(), "throwIf(isp = 'Poison')".into())])
+        .await;
     const GOOD: u64 = 300;
     const POISON: u64 = 3;
     let mut generator =
@@ -268,19 +279,15 @@ async fn an_insert_slower_than_the_ack_wait_is_not_stored_again_by_another_colle
     // columns computed at insert, each sleeping its own (different, or they
     // would be computed once) near-maximum 3 s — longer than the consumer's
     // 30 s ack wait.
-    Store::open(&backlog.clickhouse.url(), "default", "", "default", 90)
-        .await
-        .unwrap();
-    for i in 0..13 {
-        backlog
-            .clickhouse
-            .query(&format!(
-                "ALTER TABLE rp_candidates ADD COLUMN slow_{i} UInt8 MATERIALIZED sleep({:.2})",
-                3.0 - 0.01 * f64::from(i)
-            ))
-            .await
-            .unwrap();
-    }
+    let slow: Vec<(String, String)> = (0..13)
+        .map(|i| {
+            (
+                format!("slow_{i}"),
+                format!("sleep({:.2})", 3.0 - 0.01 * f64::from(i)),
+            )
+        })
+        .collect();
+    backlog.with_candidate_columns(&slow).await;
     const N: u64 = 40;
     let mut generator =
         ReportGenerator::new(rallypoint_lab::reports::two_region_candidates(), 24, false);
