@@ -21,9 +21,13 @@
 //! report once. The base tables are also `ReplacingMergeTree`s on
 //! (first receive second, report id) for the one case the check cannot see:
 //! two collectors storing copies of the same report at the same instant.
-//! Within one process the workers never do (`in_flight`); across processes
-//! it needs two copies in flight at once, which the central stream's
-//! duplicate window prevents for copies less than a window apart.
+//! Within one process the workers never do (`in_flight`). Across processes
+//! the same message is not handed out twice while its write lasts (`ingest`
+//! keeps it in progress), so it needs two *different* copies in flight at
+//! once — at least a duplicate window apart in the central stream, which
+//! happens only while collectors catch up on a backlog that long. That
+//! residue is stated, not solved: closing it needs a lock ClickHouse does
+//! not have.
 //!
 //! Why a key table and not another sorting key for the base tables: the
 //! rollups' views and the dashboards read the base tables by receive time, a
