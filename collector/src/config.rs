@@ -72,6 +72,55 @@ pub struct StreamLayout {
     /// Replicas of the central stream.
     #[arg(long, env = "RALLYPOINT_CENTRAL_REPLICAS", default_value_t = 3)]
     pub central_replicas: usize,
+
+    /// How long JetStream drops a report id seen before (a client resending
+    /// through another region). Copies after it are caught by the store.
+    #[arg(long, env = "RALLYPOINT_DUPLICATE_WINDOW", default_value = "10m", value_parser = parse_duration)]
+    pub duplicate_window: Duration,
+
+    /// Most bytes each regional telemetry stream holds (oldest dropped first).
+    /// Every JetStream server of a region reserves it, plus the central
+    /// stream's in the central region: keep both within `max_file_store`.
+    #[arg(long, env = "RALLYPOINT_REGIONAL_MAX_BYTES", default_value = "1GiB", value_parser = parse_bytes)]
+    pub regional_max_bytes: u64,
+
+    /// Most bytes the central telemetry stream holds (oldest dropped first).
+    #[arg(long, env = "RALLYPOINT_CENTRAL_MAX_BYTES", default_value = "2GiB", value_parser = parse_bytes)]
+    pub central_max_bytes: u64,
+
+    /// Largest message a telemetry stream accepts: the largest valid report
+    /// (a 64 KiB client frame) plus the relay's enrichment.
+    #[arg(long, env = "RALLYPOINT_MAX_MSG_SIZE", default_value = "80KiB", value_parser = parse_bytes)]
+    pub max_msg_size: u64,
+}
+
+impl StreamLayout {
+    /// The stream settings these flags ask for; refuses sizes JetStream cannot take.
+    pub fn stream_bounds(&self) -> anyhow::Result<crate::streams::StreamBounds> {
+        let max_msg_size = i32::try_from(self.max_msg_size)
+            .map_err(|_| anyhow::anyhow!("--max-msg-size {} is above 2 GiB", self.max_msg_size))?;
+        let bytes = |flag: &str, value: u64| {
+            i64::try_from(value).map_err(|_| anyhow::anyhow!("{flag} {value} is too large"))
+        };
+        let bounds = crate::streams::StreamBounds {
+            duplicate_window: self.duplicate_window,
+            regional_max_bytes: bytes("--regional-max-bytes", self.regional_max_bytes)?,
+            central_max_bytes: bytes("--central-max-bytes", self.central_max_bytes)?,
+            max_msg_size,
+        };
+        for (flag, value) in [
+            ("--regional-max-bytes", bounds.regional_max_bytes),
+            ("--central-max-bytes", bounds.central_max_bytes),
+        ] {
+            if value < i64::from(max_msg_size) {
+                anyhow::bail!("{flag} {value} is smaller than --max-msg-size {max_msg_size}");
+            }
+        }
+        if self.duplicate_window.is_zero() {
+            anyhow::bail!("--duplicate-window must be longer than zero");
+        }
+        Ok(bounds)
+    }
 }
 
 /// The durable consumer all collectors share.
@@ -100,10 +149,16 @@ pub struct CollectorConfig {
     #[arg(long, env = "RALLYPOINT_BATCH_SIZE", default_value_t = 5000)]
     pub batch_size: usize,
 
+    /// Most payload bytes per batch (and fetched ahead per worker): what
+    /// bounds memory when reports are large. At least 1 MiB, so any message
+    /// NATS can carry fits in a batch.
+    #[arg(long, env = "RALLYPOINT_BATCH_BYTES", default_value = "16MiB", value_parser = parse_bytes)]
+    pub batch_bytes: u64,
+
     /// Batches in flight at once in this process, each pulled, stored and
     /// acknowledged on its own: while one batch waits for ClickHouse, the
     /// next is already being pulled and decoded. Memory stays bounded by
-    /// `workers × batch-size` reports.
+    /// `workers × batch-bytes` (a few times that once decoded).
     #[arg(long, env = "RALLYPOINT_COLLECTOR_WORKERS", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub workers: u16,
 
@@ -122,6 +177,51 @@ pub struct CollectorConfig {
         default_value = "127.0.0.1:8190"
     )]
     pub http_listen: SocketAddr,
+}
+
+/// The smallest `--batch-bytes`: NATS's default largest message.
+pub const MIN_BATCH_BYTES: u64 = 1 << 20;
+
+impl CollectorConfig {
+    /// `--batch-bytes`, refused below [`MIN_BATCH_BYTES`] (a larger message
+    /// would never fit in a pull and stall the consumer).
+    pub fn batch_bytes(&self) -> anyhow::Result<usize> {
+        if self.batch_bytes < MIN_BATCH_BYTES {
+            anyhow::bail!(
+                "--batch-bytes {} is below {MIN_BATCH_BYTES} (1 MiB, the largest NATS message)",
+                self.batch_bytes
+            );
+        }
+        usize::try_from(self.batch_bytes)
+            .map_err(|_| anyhow::anyhow!("--batch-bytes {} is too large", self.batch_bytes))
+    }
+}
+
+/// Parses `80KiB`, `1GiB`, `512MiB` or a plain number of bytes (clap `value_parser`).
+fn parse_bytes(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let at = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(at);
+    let value: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} does not start with a whole number"))?;
+    let scale: u64 = match unit {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {text:?}; use B, KiB, MiB or GiB"
+            ));
+        }
+    };
+    value
+        .checked_mul(scale)
+        .filter(|bytes| *bytes > 0)
+        .ok_or_else(|| format!("{text:?} must be between 1 byte and 16 EiB"))
 }
 
 fn parse_region(text: &str) -> Result<(String, usize), String> {
@@ -149,5 +249,16 @@ mod tests {
         assert!(super::parse_region("us-east").is_err());
         assert!(super::parse_region("us east:3").is_err());
         assert!(super::parse_region("x:9").is_err());
+    }
+
+    #[test]
+    fn byte_sizes() {
+        assert_eq!(super::parse_bytes("80KiB").unwrap(), 80 * 1024);
+        assert_eq!(super::parse_bytes("2GiB").unwrap(), 2 << 30);
+        assert_eq!(super::parse_bytes("4096").unwrap(), 4096);
+        assert!(super::parse_bytes("1GB").is_err(), "ambiguous unit");
+        assert!(super::parse_bytes("0").is_err());
+        assert!(super::parse_bytes("KiB").is_err());
+        assert!(super::parse_bytes("99999999999GiB").is_err());
     }
 }

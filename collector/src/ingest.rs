@@ -1,15 +1,26 @@
 //! The consume → store → acknowledge loop.
 //!
-//! A batch is up to `batch_size` messages or whatever arrived within
-//! `batch_wait`. Messages that cannot be stored (undecodable, invalid) become
-//! dead letters with their reason, in the same write: they never block the
-//! stream and are never retried. Acknowledgements are sent only after the
-//! write succeeded. While ClickHouse is down the loop retries the same batch
-//! with backoff, keeps its messages from being redelivered elsewhere
-//! ("in progress"), and pulls nothing new: memory stays bounded by one batch.
+//! A batch is up to `batch_size` messages, or `batch_bytes` of payload, or
+//! whatever arrived within `batch_wait`: count alone is not a bound — 5000
+//! maximum-size reports decode to more than a gigabyte — so the bytes bound
+//! the batch and what the pull fetches ahead of it.
+//!
+//! Messages that cannot be stored (undecodable, invalid) become dead letters
+//! with their reason, in the same write: they never block the stream and are
+//! never retried. Acknowledgements are sent only after the write succeeded.
+//! While ClickHouse is down (it does not answer a ping) the loop retries the
+//! same batch with backoff, keeps its messages from being redelivered
+//! elsewhere ("in progress"), and pulls nothing new: memory stays bounded by
+//! one batch. A part of a batch that ClickHouse keeps refusing (an exception
+//! about the data, not a busy or failing server) while it answers pings is
+//! split in two, again and again, until the reports ClickHouse refuses
+//! are alone: those become dead letters with ClickHouse's error (and their
+//! payload, for a replay once the cause is fixed), the rest is stored — one
+//! bad report no longer holds up the stream for ever.
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind};
@@ -18,19 +29,23 @@ use tokio_util::sync::CancellationToken;
 
 use crate::rows::{DeadLetterRow, ReportRows, hex, rows};
 use crate::stats::Stats;
-use crate::store::Store;
+use crate::store::{Store, Written};
 
-/// Messages held while retrying are marked in progress this often (the
-/// consumer's ack wait is 30 s).
+/// Messages held while writing or retrying are marked in progress this often
+/// (the consumer's ack wait is 30 s).
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Failures of one part of a batch, while ClickHouse answers pings, before
+/// it is split in two (a single report: dead-lettered with the error).
+const FAILURES_BEFORE_SPLIT: u32 = 3;
 
 pub struct Ingest {
     pub consumer: jetstream::consumer::PullConsumer,
     pub store: Arc<Store>,
     pub stats: Arc<Stats>,
     pub batch_size: usize,
+    pub batch_bytes: usize,
     pub batch_wait: Duration,
 }
 
@@ -40,6 +55,7 @@ impl Ingest {
             .consumer
             .stream()
             .max_messages_per_batch(self.batch_size)
+            .max_bytes_per_batch(self.batch_bytes)
             .messages()
             .await
             .map_err(|e| anyhow::anyhow!("cannot start consuming: {e}"))?;
@@ -58,10 +74,14 @@ impl Ingest {
                 None => anyhow::bail!("the consumer's message stream ended"),
             }
             let deadline = tokio::time::Instant::now() + self.batch_wait;
-            while batch.len() < self.batch_size {
+            let mut bytes = batch[0].payload.len();
+            while batch.len() < self.batch_size && bytes < self.batch_bytes {
                 tokio::select! {
                     message = messages.next() => match message {
-                        Some(Ok(message)) => batch.push(message),
+                        Some(Ok(message)) => {
+                            bytes += message.payload.len();
+                            batch.push(message);
+                        }
                         Some(Err(e)) => tracing::warn!("consumer: {e}"),
                         None => break,
                     },
@@ -78,55 +98,47 @@ impl Ingest {
     /// (the batch will be redelivered).
     async fn process(&self, batch: Vec<jetstream::Message>, stop: &CancellationToken) -> bool {
         Stats::add(&self.stats.messages, batch.len());
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as u32)
-            .unwrap_or(0);
         let mut reports: Vec<ReportRows> = Vec::with_capacity(batch.len());
+        // The message each report came from (for its dead letter).
+        let mut origin: Vec<usize> = Vec::with_capacity(batch.len());
         let mut seen = HashSet::new();
         let mut dead = Vec::new();
-        for message in &batch {
+        for (index, message) in batch.iter().enumerate() {
             match rows(&message.payload) {
                 // The same report twice in one batch (a redelivery racing the
                 // original): store it once, acknowledge both.
                 Ok(report) if !seen.insert(report.election.report_id) => {}
-                Ok(report) => reports.push(report),
-                Err(reason) => dead.push(DeadLetterRow {
-                    stream_seq: message.info().map(|i| i.stream_sequence).unwrap_or(0),
-                    first_seen: now,
-                    subject: message.subject.to_string(),
-                    reason,
-                    payload_hex: hex(&message.payload[..message.payload.len().min(64 * 1024)]),
-                }),
+                Ok(report) => {
+                    reports.push(report);
+                    origin.push(index);
+                }
+                Err(reason) => dead.push(dead_letter(message, reason)),
             }
         }
-        let mut backoff = BACKOFF_MIN;
-        let mut last_progress = tokio::time::Instant::now();
-        let written = loop {
-            match self.store.write(&reports, &dead).await {
-                Ok(written) => break written,
-                Err(e) => {
-                    self.stats
-                        .insert_failures
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    tracing::warn!(
-                        reports = reports.len(),
-                        "storing a batch failed ({e:#}); retrying in {backoff:?}"
-                    );
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = stop.cancelled() => return false,
-                    }
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
-                    if last_progress.elapsed() >= PROGRESS_EVERY {
-                        for message in &batch {
-                            let _ = message.ack_with(AckKind::Progress).await;
-                        }
-                        last_progress = tokio::time::Instant::now();
-                    }
-                }
-            }
+        // Copies of a report within this batch: acknowledged, not stored.
+        let repeated = batch.len() - dead.len() - reports.len();
+        let mut held = Held::new(&batch);
+        let Some((mut written, refused)) =
+            self.store_isolating(&reports, &dead, &mut held, stop).await
+        else {
+            return false;
         };
+        if !refused.is_empty() {
+            // Reports ClickHouse refuses on their own become dead letters
+            // (with the undecodable messages, if no write carried those).
+            let mut letters: Vec<DeadLetterRow> = refused
+                .iter()
+                .map(|(at, reason)| dead_letter(&batch[origin[*at]], reason.clone()))
+                .collect();
+            if written.dead_letters == 0 {
+                letters.append(&mut dead);
+            }
+            dead = letters;
+            let Some(stored) = self.store_letters(&dead, &mut held, stop).await else {
+                return false;
+            };
+            written.dead_letters += stored;
+        }
         // Acknowledge only now that ClickHouse has the rows. Plain acks (no
         // confirmation round trip each): one lost on a crash means a
         // redelivery, which the store skips as a duplicate.
@@ -142,7 +154,7 @@ impl Ingest {
         Stats::add(&self.stats.candidates_stored, written.candidates);
         Stats::add(
             &self.stats.duplicates_skipped,
-            written.duplicates + (batch.len() - dead.len() - reports.len()),
+            written.duplicates + repeated,
         );
         Stats::add(&self.stats.dead_letters, written.dead_letters);
         Stats::add(&self.stats.batches, 1);
@@ -153,6 +165,214 @@ impl Ingest {
         }
         true
     }
+
+    /// Stores `reports` (and `dead` with the first part written), splitting
+    /// a part that keeps failing while ClickHouse answers pings, until the
+    /// reports it refuses are alone. Returns what was written and the
+    /// refused reports (index, ClickHouse's error); `None` when stopped.
+    /// While ClickHouse does not answer nothing is split: the whole batch
+    /// waits for it.
+    async fn store_isolating(
+        &self,
+        reports: &[ReportRows],
+        dead: &[DeadLetterRow],
+        held: &mut Held<'_>,
+        stop: &CancellationToken,
+    ) -> Option<(Written, Vec<(usize, String)>)> {
+        let mut total = Written::default();
+        let mut refused = Vec::new();
+        // Parts still to write, the next on top.
+        let mut parts: Vec<std::ops::Range<usize>> = Vec::new();
+        parts.push(0..reports.len());
+        let mut letters = dead;
+        while let Some(part) = parts.pop() {
+            let mut failures = 0;
+            let mut backoff = BACKOFF_MIN;
+            loop {
+                let error = match held
+                    .during(self.store.write(&reports[part.clone()], letters))
+                    .await
+                {
+                    Ok(written) => {
+                        total.elections += written.elections;
+                        total.candidates += written.candidates;
+                        total.duplicates += written.duplicates;
+                        total.dead_letters += written.dead_letters;
+                        letters = &[];
+                        break;
+                    }
+                    Err(e) => e,
+                };
+                self.stats.insert_failures.fetch_add(1, Relaxed);
+                failures += 1;
+                if failures >= FAILURES_BEFORE_SPLIT
+                    && !part.is_empty()
+                    && refuses_the_data(&error)
+                    && self.store.ping().await
+                {
+                    if part.len() == 1 {
+                        tracing::warn!(
+                            "ClickHouse keeps refusing one report ({error:#}): dead-lettering it"
+                        );
+                        refused.push((part.start, format!("ClickHouse refused it: {error:#}")));
+                    } else {
+                        tracing::warn!(
+                            reports = part.len(),
+                            "a batch keeps failing while ClickHouse answers ({error:#}); splitting it"
+                        );
+                        let middle = part.start + part.len() / 2;
+                        parts.push(middle..part.end);
+                        parts.push(part.start..middle);
+                    }
+                    break;
+                }
+                tracing::warn!(
+                    reports = part.len(),
+                    "storing a batch failed ({error:#}); retrying in {backoff:?}"
+                );
+                if !self.pause(&mut backoff, held, stop).await {
+                    return None;
+                }
+            }
+        }
+        Some((total, refused))
+    }
+
+    /// Stores dead letters, retrying until it succeeds; `None` when stopped.
+    async fn store_letters(
+        &self,
+        letters: &[DeadLetterRow],
+        held: &mut Held<'_>,
+        stop: &CancellationToken,
+    ) -> Option<usize> {
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            match held.during(self.store.write(&[], letters)).await {
+                Ok(written) => return Some(written.dead_letters),
+                Err(e) => {
+                    self.stats.insert_failures.fetch_add(1, Relaxed);
+                    tracing::warn!("storing dead letters failed ({e:#}); retrying in {backoff:?}");
+                    if !self.pause(&mut backoff, held, stop).await {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits `backoff` (then doubles it), keeping the held messages from
+    /// being redelivered elsewhere. False when stopped.
+    async fn pause(
+        &self,
+        backoff: &mut Duration,
+        held: &mut Held<'_>,
+        stop: &CancellationToken,
+    ) -> bool {
+        tokio::select! {
+            _ = tokio::time::sleep(*backoff) => {}
+            _ = stop.cancelled() => return false,
+        }
+        *backoff = (*backoff * 2).min(BACKOFF_MAX);
+        held.keep().await;
+        true
+    }
+}
+
+/// A batch's messages while it is written and retried: marked in progress
+/// every [`PROGRESS_EVERY`] so JetStream does not hand them to another worker.
+struct Held<'a> {
+    batch: &'a [jetstream::Message],
+    last_progress: tokio::time::Instant,
+}
+
+impl<'a> Held<'a> {
+    fn new(batch: &'a [jetstream::Message]) -> Self {
+        Held {
+            batch,
+            last_progress: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Runs `work` (a write), keeping the messages in progress while it
+    /// lasts: an insert slower than the consumer's ack wait must not have its
+    /// messages redelivered to another collector, which would store them
+    /// again while this one still is.
+    async fn during<T>(&mut self, work: impl std::future::Future<Output = T>) -> T {
+        tokio::pin!(work);
+        loop {
+            let due = self.last_progress + PROGRESS_EVERY;
+            tokio::select! {
+                done = &mut work => return done,
+                _ = tokio::time::sleep_until(due) => self.keep().await,
+            }
+        }
+    }
+
+    async fn keep(&mut self) {
+        if self.last_progress.elapsed() >= PROGRESS_EVERY {
+            for message in self.batch {
+                let _ = message.ack_with(AckKind::Progress).await;
+            }
+            self.last_progress = tokio::time::Instant::now();
+        }
+    }
+}
+
+/// ClickHouse error codes that say nothing about the rows sent: the server is
+/// busy, short of memory, restarting, or the network failed. A batch failing
+/// with these waits (splitting it would only make more, smaller inserts and
+/// could dead-letter good reports).
+const TRANSIENT_CODES: &[u32] = &[
+    3,    // UNEXPECTED_END_OF_FILE
+    32,   // ATTEMPT_TO_READ_AFTER_EOF
+    159,  // TIMEOUT_EXCEEDED
+    164,  // READONLY
+    202,  // TOO_MANY_SIMULTANEOUS_QUERIES
+    203,  // NO_FREE_CONNECTION
+    209,  // SOCKET_TIMEOUT
+    210,  // NETWORK_ERROR
+    236,  // ABORTED
+    241,  // MEMORY_LIMIT_EXCEEDED
+    242,  // TABLE_IS_READ_ONLY
+    252,  // TOO_MANY_PARTS
+    319,  // UNKNOWN_STATUS_OF_INSERT
+    394,  // QUERY_WAS_CANCELLED
+    425,  // SYSTEM_ERROR
+    999,  // KEEPER_EXCEPTION
+    1000, // POCO_EXCEPTION
+];
+
+/// Whether ClickHouse refused what was sent (an exception with a code not in
+/// [`TRANSIENT_CODES`]), rather than failed for reasons of its own or of the
+/// network (no code at all).
+fn refuses_the_data(error: &anyhow::Error) -> bool {
+    let text = format!("{error:#}");
+    let Some(at) = text.find("Code: ") else {
+        return false;
+    };
+    let digits: String = text[at + 6..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits
+        .parse::<u32>()
+        .is_ok_and(|code| !TRANSIENT_CODES.contains(&code))
+}
+
+/// A message that will not be stored, with the reason and (up to 64 KiB of)
+/// its payload for a replay.
+fn dead_letter(message: &jetstream::Message, reason: String) -> DeadLetterRow {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as u32)
+        .unwrap_or(0);
+    DeadLetterRow {
+        stream_seq: message.info().map(|i| i.stream_sequence).unwrap_or(0),
+        first_seen: now,
+        subject: message.subject.to_string(),
+        reason,
+        payload_hex: hex(&message.payload[..message.payload.len().min(64 * 1024)]),
+    }
 }
 
 /// Keeps `lag` and `ack_pending` current.
@@ -161,13 +381,37 @@ pub async fn watch_lag(mut consumer: jetstream::consumer::PullConsumer, stats: A
     loop {
         tick.tick().await;
         if let Ok(info) = consumer.info().await {
+            stats.lag.store(info.num_pending, Relaxed);
             stats
-                .lag
-                .store(info.num_pending, std::sync::atomic::Ordering::Relaxed);
-            stats.ack_pending.store(
-                info.num_ack_pending as u64,
-                std::sync::atomic::Ordering::Relaxed,
-            );
+                .ack_pending
+                .store(info.num_ack_pending as u64, Relaxed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::refuses_the_data;
+
+    #[test]
+    fn only_refusals_of_the_data_split_a_batch() {
+        let refusal = |text: &str| {
+            refuses_the_data(&anyhow::anyhow!("insert into rp_candidates failed: {text}"))
+        };
+        // 18.16 and current servers word it differently.
+        assert!(refusal(
+            "bad response: Code: 395, e.displayText() = DB::Exception: Value passed to 'throwIf' function is non zero"
+        ));
+        assert!(refusal(
+            "bad response: Code: 53. DB::Exception: Type mismatch"
+        ));
+        assert!(!refusal(
+            "bad response: Code: 252, e.displayText() = DB::Exception: Too many parts (300)"
+        ));
+        assert!(!refusal(
+            "bad response: Code: 241. DB::Exception: Memory limit (total) exceeded"
+        ));
+        assert!(!refusal("network error: connection refused"));
+        assert!(!refusal("bad response: Code: x"));
     }
 }

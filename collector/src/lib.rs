@@ -2,14 +2,18 @@
 //!
 //! * [`streams`] — the regional streams and the central stream that sources them;
 //! * [`rows`] — a message to rows, or a dead letter with a reason;
-//! * [`store`] — idempotent writes to ClickHouse;
+//! * [`store`] — exactly-once writes to ClickHouse, by report id;
+//! * [`keys`] — which reports are stored, filed by the report's own clock;
+//! * [`in_flight`] — report ids this process is storing right now;
 //! * [`schema`] — tables, rollups and migrations (ClickHouse 18.16 to current);
 //! * [`ingest`] — the consume → store → acknowledge loop;
 //! * [`retention`] — partition drops where the server has no TTL.
 
 pub mod config;
 pub mod http;
+pub mod in_flight;
 pub mod ingest;
+pub mod keys;
 pub mod retention;
 pub mod rows;
 pub mod schema;
@@ -48,6 +52,7 @@ pub async fn setup(config: SetupConfig) -> anyhow::Result<()> {
     )
     .await?;
     let js = async_nats::jetstream::new(nats.clone());
+    let bounds = config.layout.stream_bounds()?;
     let deadline = Duration::from_secs(60);
     let work = async {
         let layout = &config.layout;
@@ -59,6 +64,7 @@ pub async fn setup(config: SetupConfig) -> anyhow::Result<()> {
                 &layout.regions,
                 &layout.central_region,
                 layout.central_replicas,
+                &bounds,
             )
         })
         .await;
@@ -87,6 +93,7 @@ pub async fn run(
     config: CollectorConfig,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    let batch_bytes = config.batch_bytes()?;
     let nats = rallypoint_service::nats::connect(&config.nats, COLLECTOR_IDENTITY).await?;
     let js = async_nats::jetstream::new(nats.clone());
 
@@ -137,6 +144,7 @@ pub async fn run(
             store: store.clone(),
             stats: stats.clone(),
             batch_size: config.batch_size,
+            batch_bytes,
             batch_wait: config.batch_wait,
         };
         workers.spawn(ingest.run(stop.clone()));

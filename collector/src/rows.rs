@@ -89,6 +89,19 @@ pub struct ReportRows {
     pub candidates: Vec<CandidateRow>,
 }
 
+impl ReportRows {
+    /// The same rows filed under another receive second (that of the
+    /// report's first copy, see `keys`).
+    pub fn received_at(&self, second: u32) -> ReportRows {
+        let mut rows = self.clone();
+        rows.election.received_at = second;
+        for candidate in &mut rows.candidates {
+            candidate.received_at = second;
+        }
+        rows
+    }
+}
+
 /// Decodes and validates a message payload into rows; `Err` is the reason to
 /// dead-letter it.
 pub fn rows(payload: &[u8]) -> Result<ReportRows, String> {

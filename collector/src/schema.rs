@@ -24,8 +24,13 @@
 //! The same DDL runs on Debian's ClickHouse 18.16 (what the tests here run
 //! against) and on current ClickHouse (checked in-process with chDB): plain
 //! `DateTime` (no `DateTime64`), no `LowCardinality`, `toStartOfMinute` (no
-//! `toStartOfInterval`). The base tables are `ReplacingMergeTree`s keyed by
-//! the report id, so a duplicate that slipped past the collector's own check
+//! `toStartOfInterval`). Each report is stored once, whatever time or region
+//! a copy arrives through: `rp_report_keys` (migration 10), filed by the
+//! report's own clock, gives every copy its first copy's receive second, and
+//! the store inserts only what the base tables lack (see `store`, `keys`), so
+//! the rollups — fed by the views from those inserts only — count each report
+//! once. The base tables are also `ReplacingMergeTree`s keyed by the receive
+//! second and the report id, so a copy that slipped past the check anyway
 //! still collapses on merge. Retention: a TTL where the server has TTL (19.6+),
 //! daily partition drops otherwise (see `retention`).
 //!
@@ -424,6 +429,32 @@ pub const MIGRATIONS: &[Migration] = &[
             FROM rp_elections",
         ],
     },
+    Migration {
+        version: 10,
+        name: "report keys: exactly once whatever time a copy arrives",
+        statements: &[
+            // Filed by the report's own clock, so every copy finds its key;
+            // holds the first copy's receive second, under which the store
+            // files every copy (see `keys`). Small granules: lookups read a
+            // few client seconds, not whole 8192-row granules around each.
+            "CREATE TABLE IF NOT EXISTS rp_report_keys (
+                client_second UInt32,
+                report_id FixedString(16),
+                received_at DateTime
+            ) ENGINE = ReplacingMergeTree()
+            PARTITION BY toYYYYMMDD(received_at)
+            ORDER BY (client_second, report_id)
+            SETTINGS index_granularity = 1024",
+            // Reports stored before this migration get their keys, so a late
+            // copy of one is recognised too. A plain scan (no GROUP BY: it
+            // would hold every id in memory); a report stored twice before,
+            // or the statement run twice by collectors starting together,
+            // writes its key twice: readers take the earliest.
+            "INSERT INTO rp_report_keys (client_second, report_id, received_at)
+            SELECT toUInt32(least(intDiv(client_time_ms, 1000), 4294967295)), report_id, received_at
+            FROM rp_elections",
+        ],
+    },
 ];
 
 /// Tables with a `received_at`/`minute` column and daily partitions that
@@ -439,6 +470,7 @@ pub const RETAINED_TABLES: &[(&str, &str)] = &[
     ("rp_rtt_day", "day"),
     ("rp_elections_day", "day"),
     ("rp_moves_hour", "hour"),
+    ("rp_report_keys", "received_at"),
 ];
 
 const MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS rp_schema_migrations (

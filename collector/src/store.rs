@@ -1,31 +1,62 @@
-//! Writing to ClickHouse, exactly once per report.
+//! Writing to ClickHouse, exactly once per report id — whatever relay, region
+//! or time a copy arrives through.
 //!
-//! JetStream delivers at least once: a collector that crashes after its insert
-//! but before its acknowledgement sees the same reports again. Before
-//! inserting, the store asks which of the batch's report ids each table
-//! already holds and inserts only the rest — per table, candidates first, so a
-//! batch whose candidate insert succeeded and election insert failed is
-//! completed, not doubled, on retry. That keeps the materialized rollups exact
-//! (they count inserts, not rows that survive merging); the base tables are
-//! also `ReplacingMergeTree`s on the report id for the rare race of two
-//! collectors inserting the same redelivered report at once.
+//! JetStream delivers at least once, and a report can arrive as several
+//! messages: a collector that crashes after its insert but before its
+//! acknowledgement sees the same message again, and a client that lost its
+//! acks resends through another region, which after JetStream's duplicate
+//! window is a new message with a new receive time. A write therefore:
 //!
-//! The check is most of what a write costs ClickHouse if done naively (a list
-//! of thousands of ids to parse, a function applied to every scanned row), so
-//! it asks by the seconds the batch was received in — the sorting key's
-//! prefix — and intersects in Rust. A live batch spans a second or two; a
-//! batch spread over many seconds (a replayed, interleaved backlog) asks for
-//! its ids explicitly instead.
+//! 1. looks the batch's report ids up in the key table (`keys`), which is
+//!    filed by the report's own clock, not by when a copy arrived;
+//! 2. claims the ids it did not find, with this copy's receive second;
+//! 3. files every report under its *first* copy's receive second;
+//! 4. asks which of the batch's report ids each base table already holds at
+//!    those seconds and inserts only the rest — per table, candidates first,
+//!    so a batch whose candidate insert succeeded and election insert failed
+//!    is completed, not doubled, on retry.
+//!
+//! The materialized rollups count inserts, not rows that survive merging, so
+//! only rows that passed this check ever reach them: every rollup counts each
+//! report once. The base tables are also `ReplacingMergeTree`s on
+//! (first receive second, report id) for the one case the check cannot see:
+//! two collectors storing copies of the same report at the same instant.
+//! Within one process the workers never do (`in_flight`). Across processes
+//! the same message is not handed out twice while its write lasts (`ingest`
+//! keeps it in progress), so it needs two *different* copies in flight at
+//! once — at least a duplicate window apart in the central stream, which
+//! happens only while collectors catch up on a backlog that long. That
+//! residue is stated, not solved: closing it needs a lock ClickHouse does
+//! not have.
+//!
+//! Why a key table and not another sorting key for the base tables: the
+//! rollups' views and the dashboards read the base tables by receive time, a
+//! deployment's existing tables would have to be copied to change their key,
+//! and the key table is small (three columns) and filled from the existing
+//! elections by a migration, so copies of reports stored before the upgrade
+//! are recognised too. (Stop the collectors of the old version before
+//! starting the new one: reports an old collector stores after the migration
+//! have no key.)
+//!
+//! The base-table check is most of what a write costs ClickHouse if done
+//! naively (a list of thousands of ids to parse, a function applied to every
+//! scanned row), so it asks by the seconds the batch was received in — the
+//! sorting key's prefix — and intersects in Rust. A live batch spans a second
+//! or two; a batch spread over many seconds (a replayed, interleaved backlog,
+//! or late copies filed at their first copies' seconds) asks for its ids at
+//! their seconds instead.
 
 use std::collections::{BTreeSet, HashSet};
 
 use clickhouse::{Client, Row};
 use serde::Deserialize;
 
-use crate::rows::{CandidateRow, DeadLetterRow, ElectionRow, ReportRows, hex};
+use crate::in_flight::InFlight;
+use crate::keys::{self, KeyRow};
+use crate::rows::{CandidateRow, DeadLetterRow, ElectionRow, ReportRows};
 use crate::schema::{self, ServerVersion};
 
-/// Report ids per explicit existence query (35 bytes of SQL each).
+/// Reports per explicit existence query (about 80 bytes of SQL each).
 const ID_CHECK_CHUNK: usize = 2000;
 /// Batches received over more distinct seconds than this are checked by id.
 const SECONDS_CHECK_MAX: usize = 16;
@@ -38,6 +69,7 @@ struct StoredId {
 pub struct Store {
     client: Client,
     pub version: ServerVersion,
+    in_flight: InFlight,
 }
 
 /// What a write did.
@@ -82,7 +114,11 @@ impl Store {
             }
         }
         tracing::info!(?version, url, database, "ClickHouse schema ready");
-        Ok(Store { client, version })
+        Ok(Store {
+            client,
+            version,
+            in_flight: InFlight::default(),
+        })
     }
 
     pub fn client(&self) -> &Client {
@@ -105,10 +141,40 @@ impl Store {
     ) -> anyhow::Result<Written> {
         let mut written = Written::default();
         if !reports.is_empty() {
-            let ids: HashSet<[u8; 16]> = reports.iter().map(|r| r.election.report_id).collect();
-            let seconds: BTreeSet<u32> = reports.iter().map(|r| r.election.received_at).collect();
-            let have_candidates = self.existing("rp_candidates", &ids, &seconds).await?;
-            let have_elections = self.existing("rp_elections", &ids, &seconds).await?;
+            // Copies of these reports other workers of this process are
+            // storing right now are waited for, then found stored.
+            let _writing = self
+                .in_flight
+                .reserve(reports.iter().map(|r| r.election.report_id))
+                .await?;
+            let first_seen = keys::first_seen(&self.client, reports).await?;
+            let claims: Vec<KeyRow> = keys::claims(
+                reports
+                    .iter()
+                    .filter(|r| !first_seen.contains_key(&r.election.report_id)),
+            );
+            self.insert("rp_report_keys", &claims.iter().collect::<Vec<_>>())
+                .await?;
+            // Later copies are filed where their first copy was.
+            let refiled: Vec<ReportRows> = reports
+                .iter()
+                .filter_map(|r| {
+                    let first = *first_seen.get(&r.election.report_id)?;
+                    (first != r.election.received_at).then(|| r.received_at(first))
+                })
+                .collect();
+            let reports: Vec<&ReportRows> = reports
+                .iter()
+                .filter(|r| {
+                    first_seen
+                        .get(&r.election.report_id)
+                        .is_none_or(|first| *first == r.election.received_at)
+                })
+                .chain(&refiled)
+                .collect();
+
+            let have_candidates = self.existing("rp_candidates", &reports).await?;
+            let have_elections = self.existing("rp_elections", &reports).await?;
 
             let candidates: Vec<&CandidateRow> = reports
                 .iter()
@@ -134,16 +200,17 @@ impl Store {
         Ok(written)
     }
 
-    /// Which of `ids` (received in `seconds`) `table` already holds.
+    /// Which of `reports` (at their receive seconds) `table` already holds.
     async fn existing(
         &self,
         table: &str,
-        ids: &HashSet<[u8; 16]>,
-        seconds: &BTreeSet<u32>,
+        reports: &[&ReportRows],
     ) -> anyhow::Result<HashSet<[u8; 16]>> {
+        let seconds: BTreeSet<u32> = reports.iter().map(|r| r.election.received_at).collect();
         if seconds.len() > SECONDS_CHECK_MAX {
-            return self.existing_by_id(table, ids, seconds).await;
+            return self.existing_by_id(table, reports).await;
         }
+        let ids: HashSet<[u8; 16]> = reports.iter().map(|r| r.election.report_id).collect();
         let list = seconds
             .iter()
             .map(u32::to_string)
@@ -164,36 +231,34 @@ impl Store {
             .collect())
     }
 
+    /// The same, asking for the ids at their own seconds (a backlog spread
+    /// over many seconds, or late copies filed at their first copies').
     async fn existing_by_id(
         &self,
         table: &str,
-        ids: &HashSet<[u8; 16]>,
-        seconds: &BTreeSet<u32>,
+        reports: &[&ReportRows],
     ) -> anyhow::Result<HashSet<[u8; 16]>> {
-        let (from, to) = (
-            seconds.first().copied().unwrap_or(0),
-            seconds.last().copied().unwrap_or(0),
-        );
-        let ids: Vec<&[u8; 16]> = ids.iter().collect();
         let mut found = HashSet::new();
         // Chunks keep each query far below ClickHouse's max_query_size (256 KiB).
-        for chunk in ids.chunks(ID_CHECK_CHUNK) {
-            let list = chunk
-                .iter()
-                .map(|id| format!("'{}'", hex(*id).to_uppercase()))
-                .collect::<Vec<_>>()
-                .join(",");
+        for chunk in reports.chunks(ID_CHECK_CHUNK) {
             let sql = format!(
-                "SELECT DISTINCT hex(report_id) FROM {table} \
-                 WHERE received_at >= {from} AND received_at <= {to} AND hex(report_id) IN ({list})"
+                "SELECT DISTINCT report_id FROM {table} WHERE {}",
+                keys::in_seconds_with_ids(
+                    "received_at",
+                    chunk
+                        .iter()
+                        .map(|r| r.election.received_at)
+                        .collect::<BTreeSet<_>>(),
+                    chunk.iter().map(|r| &r.election.report_id),
+                )
             );
-            let hits: Vec<String> = self
+            let hits: Vec<StoredId> = self
                 .client
                 .query(&sql)
                 .fetch_all()
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot check {table} for stored reports: {e}"))?;
-            found.extend(hits.iter().filter_map(|h| unhex16(h)));
+            found.extend(hits.into_iter().map(|hit| hit.report_id));
         }
         Ok(found)
     }
@@ -221,15 +286,4 @@ impl Store {
             .await
             .map_err(|e| anyhow::anyhow!("insert into {table} failed: {e}"))
     }
-}
-
-fn unhex16(text: &str) -> Option<[u8; 16]> {
-    if text.len() != 32 {
-        return None;
-    }
-    let mut out = [0u8; 16];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
-    }
-    Some(out)
 }

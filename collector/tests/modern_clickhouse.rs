@@ -1,6 +1,7 @@
 //! The schema on current ClickHouse (chDB, in-process): every migration, the
 //! TTL statements old servers skip, and the rollups fed by their views.
 
+use rallypoint_collector::keys::lookup_sql;
 use rallypoint_collector::schema::{MIGRATIONS, RETAINED_TABLES};
 use serde_json::json;
 
@@ -22,6 +23,11 @@ fn the_schema_and_rollups_work_on_modern_clickhouse() {
              VALUES ('{id}', toDateTime('2026-11-23 10:00:30'), {idx}, '{region}', 'webtransport', 5, {rtt}, 'SG', 'Singtel')"
         )
     };
+    let backfill = MIGRATIONS
+        .iter()
+        .find(|m| m.version == 10)
+        .expect("the report-key migration")
+        .statements[1];
     let spec = json!({
         "ddl": ddl,
         "ttl": ttl,
@@ -29,8 +35,10 @@ fn the_schema_and_rollups_work_on_modern_clickhouse() {
             candidate("aaaaaaaaaaaaaaaa", 0, "singapore", 40000),
             candidate("aaaaaaaaaaaaaaaa", 1, "us-east", 250000),
             candidate("bbbbbbbbbbbbbbbb", 0, "singapore", 42000),
-            "INSERT INTO rp_elections (report_id, received_at, winner_region, decision_ms, country, isp) \
-             VALUES ('aaaaaaaaaaaaaaaa', toDateTime('2026-11-23 10:00:30'), 'singapore', 600, 'SG', 'Singtel')",
+            "INSERT INTO rp_elections (report_id, received_at, client_time_ms, winner_region, decision_ms, country, isp) \
+             VALUES ('aaaaaaaaaaaaaaaa', toDateTime('2026-11-23 10:00:30'), 1795428029750, 'singapore', 600, 'SG', 'Singtel')",
+            // The key backfill of an existing deployment, now with a report to file.
+            backfill,
         ],
         "checks": [
             {
@@ -49,6 +57,11 @@ fn the_schema_and_rollups_work_on_modern_clickhouse() {
                 "sql": "SELECT lower_ms, sum(elections) FROM rp_decisions_hour \
                         WHERE country = 'SG' GROUP BY lower_ms",
                 "expect": [["600", "1"]],
+            },
+            {
+                "name": "report keys backfilled, filed by the report's clock, looked up by client second",
+                "sql": format!("SELECT report_id, toString(received_at) FROM ({})", lookup_sql([1795428029, 1795428030], &[*b"aaaaaaaaaaaaaaaa", *b"bbbbbbbbbbbbbbbb"])),
+                "expect": [["aaaaaaaaaaaaaaaa", "2026-11-23 10:00:30"]],
             },
             {
                 "name": "ttl is set",

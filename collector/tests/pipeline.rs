@@ -15,13 +15,24 @@ use rallypoint_lab::nats::NatsRole;
 use rallypoint_lab::reports::ReportGenerator;
 use rallypoint_lab::stack::{Stack, StackConfig};
 use rallypoint_protocol::v1::{
-    ClientFrame, Hello, TelemetryReport, client_frame, telemetry_report,
+    ClientFrame, ElectionReport, Hello, TelemetryReport, client_frame, server_frame,
+    telemetry_report,
 };
 use rallypoint_protocol::{PROTOCOL_VERSION, encode};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 async fn stack(dir: &Path, relay_args: Vec<String>, collector_args: Vec<String>) -> Stack {
+    stack_with_streams(dir, relay_args, collector_args, Vec::new()).await
+}
+
+/// Like [`stack`], with flags for `rallypoint-collector setup` too.
+async fn stack_with_streams(
+    dir: &Path,
+    relay_args: Vec<String>,
+    collector_args: Vec<String>,
+    stream_args: Vec<String>,
+) -> Stack {
     let mut relay_args = relay_args;
     relay_args.extend(["--reports-per-minute".into(), "1000000".into()]);
     Stack::start(StackConfig {
@@ -33,6 +44,7 @@ async fn stack(dir: &Path, relay_args: Vec<String>, collector_args: Vec<String>)
         scenarios: Vec::new(),
         telemetry: true,
         collector_args,
+        stream_args,
     })
     .await
     .expect("stack starts")
@@ -333,5 +345,187 @@ async fn clickhouse_down_for_30_seconds_loses_nothing() {
 
     settles_at(&stack, "SELECT count() FROM rp_elections", 400).await;
     settles_at(&stack, "SELECT count() FROM rp_candidates", 1600).await;
+    stack.stop().await;
+}
+
+/// Sends `reports` through the first relay of `region` as one client would,
+/// and waits until the relay has acknowledged every one (JetStream stored it,
+/// or dropped it as a copy inside the duplicate window).
+async fn send_through(stack: &Stack, region: &str, reports: &[ElectionReport]) {
+    let candidate = stack
+        .candidates()
+        .into_iter()
+        .find(|c| c.region == region && c.transport == TransportKind::WebSocket)
+        .unwrap_or_else(|| panic!("no WebSocket relay in {region}"));
+    let identity = ClientIdentity::new(stack.issuer.mint(
+        "lobby",
+        "resender",
+        "Resender",
+        Duration::from_secs(600),
+    ));
+    let mut peer = Peer::connect(&candidate, &identity, Duration::from_secs(10))
+        .await
+        .unwrap();
+    for report in reports {
+        peer.conn
+            .send(&ClientFrame::of(client_frame::Kind::Telemetry(
+                TelemetryReport {
+                    kind: Some(telemetry_report::Kind::Election(report.clone())),
+                },
+            )));
+    }
+    for _ in reports {
+        let (accepted, reason) = peer
+            .expect(
+                "a telemetry ack",
+                Duration::from_secs(30),
+                |kind| match kind {
+                    server_frame::Kind::TelemetryAck(ack) => {
+                        Some((ack.accepted, ack.reason.clone()))
+                    }
+                    _ => None,
+                },
+            )
+            .await
+            .unwrap();
+        assert!(accepted, "{region} refused a report: {reason}");
+    }
+}
+
+/// Waits until the central stream has sourced everything the regional
+/// streams hold and the collector has acknowledged all of it.
+async fn drained(stack: &Stack) {
+    let nats = stack
+        .nats
+        .access(NatsRole::Admin, "us-east")
+        .connect()
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::new(nats);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut quiet_checks = 0;
+    loop {
+        let mut stream = js.get_stream("TELEMETRY").await.unwrap();
+        let info = stream.info().await.unwrap().clone();
+        let sourced = info.sources.iter().all(|s| s.lag == 0);
+        let consumer_info = stream
+            .get_consumer::<async_nats::jetstream::consumer::pull::Config>("collector")
+            .await
+            .unwrap()
+            .info()
+            .await
+            .unwrap()
+            .clone();
+        let consumed = consumer_info.num_pending == 0
+            && consumer_info.num_ack_pending == 0
+            && consumer_info.ack_floor.stream_sequence == info.state.last_sequence;
+        quiet_checks = if sourced && consumed {
+            quiet_checks + 1
+        } else {
+            0
+        };
+        if quiet_checks == 3 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "telemetry not drained: sources {:?}, consumer {consumer_info:?}, stream {:?}",
+            info.sources,
+            info.state
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Every count the dashboards read equals the number of distinct reports:
+/// the raw tables hold each once (without `FINAL`) and every rollup counted
+/// each once.
+async fn counted_once(stack: &Stack, reports: u64) {
+    let ch = clickhouse(stack);
+    let count = |sql: &'static str| async move { ch.count(sql).await.unwrap() };
+    assert_eq!(
+        count("SELECT uniqExact(report_id) FROM rp_elections").await,
+        reports
+    );
+    assert_eq!(
+        count("SELECT count() FROM rp_elections").await,
+        reports,
+        "raw elections"
+    );
+    let measured = count("SELECT count() FROM rp_candidates WHERE samples > 0").await;
+    assert_eq!(
+        count("SELECT uniqExact(report_id, idx) FROM rp_candidates WHERE samples > 0").await,
+        measured,
+        "raw candidates"
+    );
+    let moves = count("SELECT count() FROM rp_elections WHERE trigger != 'initial'").await;
+    for (rollup, expected) in [
+        (
+            "SELECT countMerge(elections) FROM rp_elections_minute",
+            reports,
+        ),
+        (
+            "SELECT countMerge(elections) FROM rp_elections_hour",
+            reports,
+        ),
+        (
+            "SELECT countMerge(elections) FROM rp_elections_day",
+            reports,
+        ),
+        ("SELECT sum(elections) FROM rp_decisions_hour", reports),
+        ("SELECT sum(elections) FROM rp_moves_hour", moves),
+        (
+            "SELECT countMerge(measurements) FROM rp_rtt_minute",
+            measured,
+        ),
+        ("SELECT countMerge(measurements) FROM rp_rtt_hour", measured),
+        ("SELECT countMerge(measurements) FROM rp_rtt_day", measured),
+    ] {
+        assert_eq!(count(rollup).await, expected, "{rollup}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_resent_through_another_region_is_counted_once_inside_and_after_the_duplicate_window()
+ {
+    const WINDOW: Duration = Duration::from_secs(3);
+    const N: u64 = 40;
+    let dir = tempfile::tempdir().unwrap();
+    let stack = stack_with_streams(
+        dir.path(),
+        Vec::new(),
+        Vec::new(),
+        vec![
+            "--duplicate-window".into(),
+            format!("{}s", WINDOW.as_secs()),
+        ],
+    )
+    .await;
+    let mut generator = ReportGenerator::new(stack.candidates(), 12, false);
+
+    // A client whose acks were lost resends through singapore after
+    // JetStream has forgotten the ids: every copy reaches the collector.
+    let late: Vec<ElectionReport> = (0..N).map(|_| generator.next_report()).collect();
+    send_through(&stack, "us-east", &late).await;
+    drained(&stack).await;
+    tokio::time::sleep(WINDOW + Duration::from_secs(2)).await;
+    send_through(&stack, "singapore", &late).await;
+    drained(&stack).await;
+    counted_once(&stack, N).await;
+    let stats = stack.collectors[0].stats().await.unwrap();
+    assert_eq!(
+        stats["duplicates_skipped"].as_u64().unwrap(),
+        N,
+        "the collector saw and skipped every late copy: {stats}"
+    );
+
+    // The same reports through both regions at once.
+    let at_once: Vec<ElectionReport> = (0..N).map(|_| generator.next_report()).collect();
+    tokio::join!(
+        send_through(&stack, "us-east", &at_once),
+        send_through(&stack, "singapore", &at_once)
+    );
+    drained(&stack).await;
+    counted_once(&stack, 2 * N).await;
     stack.stop().await;
 }

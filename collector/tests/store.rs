@@ -2,14 +2,18 @@
 //! written again (a redelivery) adds nothing, a batch overlapping stored
 //! reports adds only the new ones — both for live batches (checked by the
 //! seconds they were received in) and for batches spread over many seconds
-//! (checked by id).
+//! (checked by id). A copy of a report that arrives later, through another
+//! region, is filed with the first and counted once — also for reports
+//! stored before the report-key migration.
 
+use rallypoint_collector::rows::ElectionRow;
 use rallypoint_collector::rows::{ReportRows, rows};
+use rallypoint_collector::schema;
 use rallypoint_collector::store::{Store, Written};
 use rallypoint_lab::clickhouse::ClickHouseServer;
 use rallypoint_lab::reports::{ReportGenerator, two_region_candidates};
 use rallypoint_protocol::encode;
-use rallypoint_protocol::v1::EnrichedElectionReport;
+use rallypoint_protocol::v1::{ElectionReport, EnrichedElectionReport};
 
 /// `count` reports received `spread_seconds` apart, starting at `first_ms`.
 fn batch(
@@ -18,12 +22,26 @@ fn batch(
     first_ms: u64,
     spread_seconds: u64,
 ) -> Vec<ReportRows> {
-    (0..count)
-        .map(|i| {
+    let reports: Vec<ElectionReport> = (0..count).map(|_| generator.next_report()).collect();
+    received(&reports, "us-east", first_ms, spread_seconds)
+}
+
+/// `reports` as the relay of `region` enriches them, received
+/// `spread_seconds` apart from `first_ms` on.
+fn received(
+    reports: &[ElectionReport],
+    region: &str,
+    first_ms: u64,
+    spread_seconds: u64,
+) -> Vec<ReportRows> {
+    reports
+        .iter()
+        .enumerate()
+        .map(|(i, report)| {
             let enriched = EnrichedElectionReport {
-                report: Some(generator.next_report()),
-                relay_id: "us-east-ws-0".into(),
-                relay_region: "us-east".into(),
+                report: Some(report.clone()),
+                relay_id: format!("{region}-ws-0"),
+                relay_region: region.into(),
                 received_ms: first_ms + i as u64 * spread_seconds * 1000,
                 asn: 64500,
                 isp: "Example".into(),
@@ -37,6 +55,23 @@ fn batch(
 
 fn candidates_of(reports: &[ReportRows]) -> usize {
     reports.iter().map(|r| r.candidates.len()).sum()
+}
+
+/// A ClickHouse 18.16 of its own with the current schema.
+async fn fresh_store() -> (tempfile::TempDir, ClickHouseServer, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ClickHouseServer::start(dir.path()).await.unwrap();
+    let store = Store::open(&server.url(), "default", "", "default", 90)
+        .await
+        .unwrap();
+    (dir, server, store)
+}
+
+/// A client writing straight to the tables (what the store would not do).
+fn raw_client(server: &ClickHouseServer) -> clickhouse::Client {
+    clickhouse::Client::default()
+        .with_url(server.url())
+        .with_validation(false)
 }
 
 async fn counts(server: &ClickHouseServer) -> (u64, u64) {
@@ -54,11 +89,7 @@ async fn counts(server: &ClickHouseServer) -> (u64, u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rewriting_stored_reports_adds_nothing_and_overlaps_add_only_the_new_ones() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = ClickHouseServer::start(dir.path()).await.unwrap();
-    let store = Store::open(&server.url(), "default", "", "default", 90)
-        .await
-        .unwrap();
+    let (_dir, server, store) = fresh_store().await;
     let mut generator = ReportGenerator::new(two_region_candidates(), 3, true);
     let now_ms = 1_790_000_000_000;
 
@@ -116,4 +147,141 @@ async fn rewriting_stored_reports_adds_nothing_and_overlaps_add_only_the_new_one
             "{name}: stored candidate rows"
         );
     }
+}
+
+/// Raw distinct reports, raw rows, and what each rollup counted.
+async fn report_counts(server: &ClickHouseServer) -> Vec<(&'static str, u64)> {
+    let mut counts = Vec::new();
+    for sql in [
+        "SELECT uniqExact(report_id) FROM rp_elections",
+        "SELECT count() FROM rp_elections",
+        "SELECT countMerge(elections) FROM rp_elections_minute",
+        "SELECT countMerge(elections) FROM rp_elections_hour",
+        "SELECT countMerge(elections) FROM rp_elections_day",
+        "SELECT sum(elections) FROM rp_decisions_hour",
+    ] {
+        counts.push((sql, server.count(sql).await.unwrap()));
+    }
+    counts
+}
+
+fn all_equal(counts: &[(&str, u64)], expected: u64) {
+    for (sql, count) in counts {
+        assert_eq!(*count, expected, "{sql}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_copy_from_another_region_and_a_claim_without_rows_are_stored_once() {
+    let (_dir, server, store) = fresh_store().await;
+    let mut generator = ReportGenerator::new(two_region_candidates(), 5, true);
+    let t0 = 1_790_000_000_000;
+    let reports: Vec<ElectionReport> = (0..200).map(|_| generator.next_report()).collect();
+
+    let first = store
+        .write(&received(&reports, "us-east", t0, 1), &[])
+        .await
+        .unwrap();
+    assert_eq!(first.elections, 200);
+    // Eleven minutes later, through singapore: filed at the first copies'
+    // 200 seconds, so checked by id at those seconds.
+    let copy = received(&reports, "singapore", t0 + 660_000, 1);
+    let again = store.write(&copy, &[]).await.unwrap();
+    assert_eq!(
+        again,
+        Written {
+            duplicates: 200,
+            ..Written::default()
+        }
+    );
+    all_equal(&report_counts(&server).await, 200);
+    assert_eq!(
+        server
+            .count("SELECT count() FROM rp_elections WHERE relay_region = 'singapore'")
+            .await
+            .unwrap(),
+        0,
+        "the first copy's rows stay"
+    );
+
+    // A crash after the claim, before the rows: the keys alone are there.
+    let claimed: Vec<ElectionReport> = (0..50).map(|_| generator.next_report()).collect();
+    let original = received(&claimed, "us-east", t0 + 5_000, 0);
+    let client = raw_client(&server);
+    let mut insert = client
+        .insert::<rallypoint_collector::keys::KeyRow>("rp_report_keys")
+        .await
+        .unwrap();
+    for key in rallypoint_collector::keys::claims(&original) {
+        insert.write(&key).await.unwrap();
+    }
+    insert.end().await.unwrap();
+    // Another region's copy stores them, filed at the first copy's second;
+    // the original, redelivered, finds them stored.
+    let late = store
+        .write(&received(&claimed, "singapore", t0 + 900_000, 0), &[])
+        .await
+        .unwrap();
+    assert_eq!(late.elections, 50);
+    let redelivered = store.write(&original, &[]).await.unwrap();
+    assert_eq!(redelivered.duplicates, 50);
+    all_equal(&report_counts(&server).await, 250);
+    assert_eq!(
+        server
+            .count(&format!(
+                "SELECT count() FROM rp_elections WHERE relay_region = 'singapore' AND received_at = {}",
+                (t0 + 5_000) / 1000
+            ))
+            .await
+            .unwrap(),
+        50
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_stored_before_the_key_migration_are_recognised_in_a_late_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ClickHouseServer::start(dir.path()).await.unwrap();
+    let client = raw_client(&server);
+    // A deployment of the schema before report keys, with reports in it.
+    assert_eq!(schema::migrate_to(&client, 9).await.unwrap(), 9);
+    let mut generator = ReportGenerator::new(two_region_candidates(), 6, true);
+    let t0 = 1_790_000_000_000;
+    let reports: Vec<ElectionReport> = (0..120).map(|_| generator.next_report()).collect();
+    let mut insert = client.insert::<ElectionRow>("rp_elections").await.unwrap();
+    for rows in received(&reports, "us-east", t0, 1) {
+        insert.write(&rows.election).await.unwrap();
+    }
+    insert.end().await.unwrap();
+
+    let store = Store::open(&server.url(), "default", "", "default", 90)
+        .await
+        .unwrap();
+    let copy = store
+        .write(&received(&reports, "singapore", t0 + 3_600_000, 0), &[])
+        .await
+        .unwrap();
+    assert_eq!(copy.duplicates, 120, "{copy:?}");
+    all_equal(&report_counts(&server).await, 120);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_storing_copies_of_the_same_reports_at_once_store_them_once() {
+    let (_dir, server, store) = fresh_store().await;
+    let mut generator = ReportGenerator::new(two_region_candidates(), 8, true);
+    let t0 = 1_790_000_000_000;
+    for round in 0..5u64 {
+        let reports: Vec<ElectionReport> = (0..300).map(|_| generator.next_report()).collect();
+        let through_us = received(&reports, "us-east", t0 + round * 1000, 0);
+        let through_sg = received(&reports, "singapore", t0 + round * 1000 + 700_000, 0);
+        let (a, b) = tokio::join!(store.write(&through_us, &[]), store.write(&through_sg, &[]));
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert_eq!(a.elections + b.elections, 300, "round {round}: {a:?} {b:?}");
+        assert_eq!(
+            a.duplicates + b.duplicates,
+            300,
+            "round {round}: {a:?} {b:?}"
+        );
+    }
+    all_equal(&report_counts(&server).await, 1500);
 }

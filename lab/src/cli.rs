@@ -105,6 +105,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
             .collect::<anyhow::Result<_>>()?,
         telemetry: true,
         collector_args: Vec::new(),
+        stream_args: Vec::new(),
     })
     .await?;
     stack.print_endpoints();

@@ -21,7 +21,11 @@ pub struct CollectorSpec {
     pub central_region: String,
     pub central_replicas: usize,
     pub clickhouse_url: String,
+    /// Flags for the collector process.
     pub extra_args: Vec<String>,
+    /// Flags for `rallypoint-collector setup` only: stream bounds, the
+    /// duplicate window.
+    pub setup_args: Vec<String>,
 }
 
 pub struct CollectorProcess {
@@ -129,6 +133,7 @@ pub async fn setup(spec: &CollectorSpec, dir: &Path) -> anyhow::Result<()> {
         "--central-replicas".into(),
         spec.central_replicas.to_string(),
     ]);
+    args.extend(spec.setup_args.iter().cloned());
     let log = dir.join(format!("{}-setup.log", spec.name));
     let mut process = Process::spawn(
         format!("collector setup {}", spec.name),

@@ -18,6 +18,7 @@ async fn call_then(signal: Signal) -> FaultedCall {
         scenarios: Vec::new(),
         telemetry: false,
         collector_args: Vec::new(),
+        stream_args: Vec::new(),
     })
     .await
     .expect("stack starts");
@@ -103,6 +104,7 @@ async fn losing_a_regions_nats_moves_its_callers_to_the_other_region() {
         scenarios: Vec::new(),
         telemetry: false,
         collector_args: Vec::new(),
+        stream_args: Vec::new(),
     })
     .await
     .expect("stack starts");

@@ -32,6 +32,7 @@ async fn each_simulated_location_elects_its_nearest_region() {
         scenarios: cases.iter().map(|(s, _)| s.clone()).collect(),
         telemetry: false,
         collector_args: Vec::new(),
+        stream_args: Vec::new(),
     })
     .await
     .expect("stack starts");

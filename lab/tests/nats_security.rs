@@ -13,6 +13,15 @@ use futures_util::StreamExt as _;
 use rallypoint_lab::nats::{NatsAccess, NatsRole, SuperCluster, SuperClusterSpec};
 use rallypoint_service::nats::NatsArgs;
 
+/// Small streams: this test stores a handful of messages.
+const BOUNDS: rallypoint_collector::streams::StreamBounds =
+    rallypoint_collector::streams::StreamBounds {
+        duplicate_window: Duration::from_secs(60),
+        regional_max_bytes: 64 << 20,
+        central_max_bytes: 128 << 20,
+        max_msg_size: 80 * 1024,
+    };
+
 /// How long a message that would arrive is given to arrive.
 const QUIET: Duration = Duration::from_millis(700);
 
@@ -137,7 +146,7 @@ async fn a_relay_can_serve_rooms_and_its_own_telemetry_and_nothing_more() {
     let admin = admin_access.connect().await.unwrap();
     let js = async_nats::jetstream::new(admin.clone());
     let regions = [("us-east".to_owned(), 3), ("singapore".to_owned(), 1)];
-    rallypoint_collector::streams::ensure(&js, &regions, "us-east", 3)
+    rallypoint_collector::streams::ensure(&js, &regions, "us-east", 3, &BOUNDS)
         .await
         .expect("the administrator creates the streams");
 
@@ -203,7 +212,7 @@ async fn a_collector_reads_its_consumer_and_never_touches_rooms() {
         .unwrap();
     let js = async_nats::jetstream::new(admin.clone());
     let regions = [("us-east".to_owned(), 3), ("singapore".to_owned(), 1)];
-    let stream = rallypoint_collector::streams::ensure(&js, &regions, "us-east", 3)
+    let stream = rallypoint_collector::streams::ensure(&js, &regions, "us-east", 3, &BOUNDS)
         .await
         .unwrap();
     rallypoint_collector::streams::consumer(&stream, "collector")

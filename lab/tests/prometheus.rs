@@ -106,6 +106,7 @@ async fn prometheus_scrapes_real_relay_and_collector_series_that_dashboard_and_a
             central_replicas: 1,
             clickhouse_url: clickhouse.url(),
             extra_args: Vec::new(),
+            setup_args: Vec::new(),
         },
         &dir.path().join("collectors"),
     )

@@ -43,6 +43,7 @@ async fn run() {
         scenarios: Vec::new(),
         telemetry: true,
         collector_args: Vec::new(),
+        stream_args: Vec::new(),
     })
     .await
     .expect("stack starts");

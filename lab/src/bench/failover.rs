@@ -28,6 +28,7 @@ pub async fn run(args: FailoverBenchArgs) -> anyhow::Result<()> {
         scenarios: Vec::new(),
         telemetry: false,
         collector_args: Vec::new(),
+        stream_args: Vec::new(),
     })
     .await?;
     println!(

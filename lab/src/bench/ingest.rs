@@ -99,6 +99,7 @@ async fn one_run(
             "--workers".into(),
             args.workers.to_string(),
         ],
+        stream_args: Vec::new(),
     })
     .await?;
     for _ in 1..collectors {

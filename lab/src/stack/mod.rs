@@ -43,6 +43,9 @@ pub struct StackConfig {
     pub telemetry: bool,
     /// Extra flags for every collector.
     pub collector_args: Vec<String>,
+    /// Extra flags for `rallypoint-collector setup` (stream bounds, the
+    /// duplicate window).
+    pub stream_args: Vec<String>,
 }
 
 pub struct Stack {
@@ -97,7 +100,13 @@ impl Stack {
             let clickhouse = ClickHouseServer::start(&config.dir.join("clickhouse")).await?;
             progress("starting the telemetry collector");
             let collector = CollectorProcess::start(
-                collector_spec("collector-0", &nats, &clickhouse, &config.collector_args),
+                collector_spec(
+                    "collector-0",
+                    &nats,
+                    &clickhouse,
+                    &config.collector_args,
+                    &config.stream_args,
+                ),
                 &config.dir.join("collectors"),
             )
             .await?;
@@ -264,7 +273,13 @@ impl Stack {
             .as_ref()
             .ok_or_else(|| anyhow::anyhow!("the stack runs without telemetry"))?;
         let name = format!("collector-{}", self.collectors.len());
-        let spec = collector_spec(&name, &self.nats, clickhouse, &self.config.collector_args);
+        let spec = collector_spec(
+            &name,
+            &self.nats,
+            clickhouse,
+            &self.config.collector_args,
+            &self.config.stream_args,
+        );
         self.collectors
             .push(CollectorProcess::start(spec, &self.config.dir.join("collectors")).await?);
         Ok(self.collectors.len() - 1)
@@ -301,6 +316,7 @@ fn collector_spec(
     nats: &SuperCluster,
     clickhouse: &ClickHouseServer,
     extra_args: &[String],
+    setup_args: &[String],
 ) -> CollectorSpec {
     CollectorSpec {
         name: name.to_owned(),
@@ -311,6 +327,7 @@ fn collector_spec(
         central_replicas: 3,
         clickhouse_url: clickhouse.url(),
         extra_args: extra_args.to_vec(),
+        setup_args: setup_args.to_vec(),
     }
 }
 

@@ -1,0 +1,339 @@
+//! Batches with real parts — a backlog in the telemetry streams of a NATS
+//! super-cluster, one collector process, ClickHouse 18.16: bounded by bytes,
+//! and split around reports ClickHouse refuses.
+
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use rallypoint_collector::store::Store;
+use rallypoint_collector::streams::{self, StreamBounds};
+use rallypoint_lab::clickhouse::ClickHouseServer;
+use rallypoint_lab::collector::{CollectorProcess, CollectorSpec};
+use rallypoint_lab::nats::{NatsRole, SuperCluster, SuperClusterSpec};
+use rallypoint_lab::reports::ReportGenerator;
+use rallypoint_protocol::v1::EnrichedElectionReport;
+use rallypoint_protocol::{encode, hex};
+
+/// A valid report near the largest a client may send: 16 candidates with
+/// long endpoints and the longest reason.
+fn large_report(generator: &mut ReportGenerator) -> EnrichedElectionReport {
+    let mut report = generator.next_report();
+    report.reason = "r".repeat(512);
+    let loser = report
+        .candidates
+        .iter()
+        .find(|c| c.error.is_empty())
+        .cloned()
+        .unwrap();
+    report.candidates.truncate(4);
+    while report.candidates.len() < 16 {
+        report.candidates.push(loser.clone());
+    }
+    for candidate in &mut report.candidates {
+        candidate.endpoint = format!("wss://{}/", "e".repeat(500));
+    }
+    if let Some(winner) = report.winner_index {
+        report.winner_index = Some(winner.min(3));
+    }
+    EnrichedElectionReport {
+        report: Some(report),
+        relay_id: "us-east-ws-0".into(),
+        relay_region: "us-east".into(),
+        received_ms: 1_790_000_000_000,
+        asn: 64500,
+        isp: "Example".into(),
+        country: "US".into(),
+        peer_id: "p".into(),
+    }
+}
+
+/// Streams with a backlog, ClickHouse, and collectors to start on them.
+struct Backlog {
+    dir: tempfile::TempDir,
+    nats: SuperCluster,
+    clickhouse: ClickHouseServer,
+    js: jetstream::Context,
+}
+
+impl Backlog {
+    async fn start() -> Backlog {
+        let dir = tempfile::tempdir().unwrap();
+        let nats = SuperCluster::start(SuperClusterSpec::reference(true), &dir.path().join("nats"))
+            .await
+            .unwrap();
+        let clickhouse = ClickHouseServer::start(&dir.path().join("clickhouse"))
+            .await
+            .unwrap();
+        let js = jetstream::new(
+            nats.access(NatsRole::Admin, "us-east")
+                .connect()
+                .await
+                .unwrap(),
+        );
+        let regions = vec![("us-east".to_owned(), 3), ("singapore".to_owned(), 1)];
+        let bounds = StreamBounds {
+            duplicate_window: Duration::from_secs(600),
+            regional_max_bytes: 256 << 20,
+            central_max_bytes: 512 << 20,
+            max_msg_size: 80 * 1024,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while let Err(e) = streams::ensure(&js, &regions, "us-east", 3, &bounds).await {
+            assert!(Instant::now() < deadline, "{e:#}");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        Backlog {
+            dir,
+            nats,
+            clickhouse,
+            js,
+        }
+    }
+
+    /// Publishes like a us-east relay; returns the payload's size.
+    async fn publish(&self, enriched: &EnrichedElectionReport) -> usize {
+        rallypoint_protocol::telemetry::validate(enriched.report.as_ref().unwrap()).unwrap();
+        let payload = encode(enriched);
+        let size = payload.len();
+        let message = jetstream::message::PublishMessage::build()
+            .payload(payload)
+            .message_id(hex(&enriched.report.as_ref().unwrap().report_id));
+        self.js
+            .send_publish("telemetry.election.us-east", message)
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        size
+    }
+
+    async fn collector(&self, name: &str, extra_args: &[&str]) -> CollectorProcess {
+        let args: Vec<String> = extra_args.iter().copied().map(String::from).collect();
+        let setup_args = [
+            "--regional-max-bytes",
+            "256MiB",
+            "--central-max-bytes",
+            "512MiB",
+        ]
+        .map(String::from)
+        .to_vec();
+        CollectorProcess::start(
+            CollectorSpec {
+                name: name.into(),
+                nats: self.nats.access(NatsRole::Collector, "us-east"),
+                admin: self.nats.access(NatsRole::Admin, "us-east"),
+                regions: vec!["us-east:3".into(), "singapore:1".into()],
+                central_region: "us-east".into(),
+                central_replicas: 3,
+                clickhouse_url: self.clickhouse.url(),
+                extra_args: args,
+                setup_args,
+            },
+            &self.dir.path().join("collector"),
+        )
+        .await
+        .unwrap()
+    }
+
+    /// The collector's schema, plus candidate columns computed at insert
+    /// (`name`, expression): how these tests make ClickHouse misbehave.
+    async fn with_candidate_columns(&self, columns: &[(String, String)]) {
+        Store::open(&self.clickhouse.url(), "default", "", "default", 90)
+            .await
+            .unwrap();
+        for (name, expression) in columns {
+            self.clickhouse
+                .query(&format!(
+                    "ALTER TABLE rp_candidates ADD COLUMN {name} UInt8 MATERIALIZED {expression}"
+                ))
+                .await
+                .unwrap();
+        }
+    }
+
+    async fn stop(mut self, collectors: Vec<CollectorProcess>) {
+        for mut collector in collectors {
+            collector.stop().await;
+        }
+        self.clickhouse.stop().await;
+        self.nats.stop().await;
+    }
+}
+
+/// The collector's `/stats` once `done` accepts them (90 s at most).
+async fn stats_when(
+    collector: &CollectorProcess,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let stats = collector.stats().await.unwrap();
+        if done(&stats) {
+            return stats;
+        }
+        assert!(Instant::now() < deadline, "not done: {stats}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_of_large_reports_is_taken_in_batches_bounded_by_bytes() {
+    let backlog = Backlog::start().await;
+    const N: u64 = 400;
+    let mut generator =
+        ReportGenerator::new(rallypoint_lab::reports::two_region_candidates(), 21, false);
+    let mut total_bytes = 0;
+    for _ in 0..N {
+        total_bytes += backlog.publish(&large_report(&mut generator)).await;
+    }
+
+    const BATCH_BYTES: usize = 1 << 20;
+    let collector = backlog
+        .collector(
+            "collector-0",
+            &[
+                "--batch-bytes",
+                "1MiB",
+                "--batch-wait",
+                "3s",
+                "--workers",
+                "1",
+            ],
+        )
+        .await;
+    let stats = stats_when(&collector, |s| s["elections_stored"].as_u64() == Some(N)).await;
+    let batches = stats["batches"].as_u64().unwrap();
+    let fewest = total_bytes.div_ceil(BATCH_BYTES) as u64;
+    eprintln!(
+        "{N} reports, {total_bytes} bytes of payload, {batches} batches (at least {fewest}); peak RSS {:?}",
+        collector.peak_memory()
+    );
+    assert!(
+        batches >= fewest,
+        "{batches} batches for {total_bytes} bytes: not bounded by 1 MiB"
+    );
+    assert_eq!(
+        backlog
+            .clickhouse
+            .count("SELECT count() FROM rp_elections")
+            .await
+            .unwrap(),
+        N
+    );
+    backlog.stop(vec![collector]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_clickhouse_keeps_refusing_are_dead_lettered_and_the_rest_of_their_batch_stored() {
+    let backlog = Backlog::start().await;
+    // A ClickHouse that refuses some reports for good: a column computed at
+    // insert (before anything is written) that throws for one ISP.
+    backlog
+        .with_candidate_columns(&[("refuse".into(), "throwIf(isp = 'Poison')".into())])
+        .await;
+    const GOOD: u64 = 300;
+    const POISON: u64 = 3;
+    let mut generator =
+        ReportGenerator::new(rallypoint_lab::reports::two_region_candidates(), 22, false);
+    for i in 0..GOOD + POISON {
+        let mut enriched = large_report(&mut generator);
+        if i % 100 == 50 {
+            enriched.isp = "Poison".into();
+        }
+        backlog.publish(&enriched).await;
+    }
+    let collector = backlog
+        .collector("collector-0", &["--batch-wait", "2s", "--workers", "1"])
+        .await;
+    let stats = stats_when(&collector, |s| {
+        s["elections_stored"].as_u64() == Some(GOOD) && s["dead_letters"].as_u64() == Some(POISON)
+    })
+    .await;
+    eprintln!("{stats}");
+    let ch = &backlog.clickhouse;
+    assert_eq!(
+        ch.count("SELECT count() FROM rp_dead_letters WHERE position(reason, 'ClickHouse refused it') > 0")
+            .await
+            .unwrap(),
+        POISON
+    );
+    for sql in [
+        "SELECT uniqExact(report_id) FROM rp_elections",
+        "SELECT count() FROM rp_elections",
+        "SELECT uniqExact(report_id) FROM rp_candidates",
+        "SELECT countMerge(elections) FROM rp_elections_minute",
+    ] {
+        assert_eq!(ch.count(sql).await.unwrap(), GOOD, "{sql}");
+    }
+    assert_eq!(
+        ch.count("SELECT count() FROM rp_elections WHERE isp = 'Poison'")
+            .await
+            .unwrap(),
+        0
+    );
+    backlog.stop(vec![collector]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_insert_slower_than_the_ack_wait_is_not_stored_again_by_another_collector() {
+    let backlog = Backlog::start().await;
+    // A ClickHouse that takes about 38 s for every candidate insert: 13
+    // columns computed at insert, each sleeping its own (different, or they
+    // would be computed once) near-maximum 3 s — longer than the consumer's
+    // 30 s ack wait.
+    let slow: Vec<(String, String)> = (0..13)
+        .map(|i| {
+            (
+                format!("slow_{i}"),
+                format!("sleep({:.2})", 3.0 - 0.01 * f64::from(i)),
+            )
+        })
+        .collect();
+    backlog.with_candidate_columns(&slow).await;
+    const N: u64 = 40;
+    let mut generator =
+        ReportGenerator::new(rallypoint_lab::reports::two_region_candidates(), 24, false);
+    for _ in 0..N {
+        backlog.publish(&large_report(&mut generator)).await;
+    }
+    let first = backlog
+        .collector("collector-0", &["--batch-wait", "1s", "--workers", "1"])
+        .await;
+    stats_when(&first, |s| s["messages"].as_u64() == Some(N)).await;
+    // A second collector, idle, ready to take whatever JetStream redelivers.
+    let second = backlog
+        .collector("collector-1", &["--batch-wait", "1s", "--workers", "2"])
+        .await;
+    let started = Instant::now();
+    stats_when(&first, |s| s["elections_stored"].as_u64() == Some(N)).await;
+    eprintln!(
+        "the slow batch took {:?} after the second collector started",
+        started.elapsed()
+    );
+    // Past the ack wait again: nothing redelivered in the meantime either.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let idle = second.stats().await.unwrap();
+    assert_eq!(idle["messages"].as_u64(), Some(0), "redelivered: {idle}");
+    let ch = &backlog.clickhouse;
+    assert_eq!(
+        ch.count("SELECT count() FROM rp_elections").await.unwrap(),
+        N
+    );
+    let candidates = ch.count("SELECT count() FROM rp_candidates").await.unwrap();
+    assert_eq!(
+        ch.count("SELECT uniqExact(report_id, idx) FROM rp_candidates")
+            .await
+            .unwrap(),
+        candidates,
+        "candidate rows stored twice"
+    );
+    assert_eq!(
+        ch.count("SELECT countMerge(measurements) FROM rp_rtt_minute")
+            .await
+            .unwrap(),
+        ch.count("SELECT count() FROM rp_candidates WHERE samples > 0")
+            .await
+            .unwrap()
+    );
+    backlog.stop(vec![first, second]).await;
+}
