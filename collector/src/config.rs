@@ -54,6 +54,17 @@ pub struct SetupConfig {
 
     #[command(flatten)]
     pub consumer: ConsumerName,
+
+    /// ClickHouse as its administrator (`--clickhouse-*`): schema
+    /// migrations, the retention TTL.
+    #[command(flatten)]
+    pub clickhouse: ClickHouseArgs,
+
+    /// Keep reports this many days: a TTL where the server has one; on
+    /// servers without (18.16), each `setup` run drops the partitions past
+    /// it, so run `setup` daily there (a CronJob, say).
+    #[arg(long, env = "RALLYPOINT_RETENTION_DAYS", default_value_t = 90)]
+    pub retention_days: u32,
 }
 
 /// Where telemetry is stored in JetStream.
@@ -165,10 +176,6 @@ pub struct CollectorConfig {
     /// Longest wait to fill a batch.
     #[arg(long, env = "RALLYPOINT_BATCH_WAIT", default_value = "250ms", value_parser = parse_duration)]
     pub batch_wait: Duration,
-
-    /// Keep reports this many days (TTL on servers with TTL, partition drops otherwise).
-    #[arg(long, env = "RALLYPOINT_RETENTION_DAYS", default_value_t = 90)]
-    pub retention_days: u32,
 
     /// `/healthz`, `/readyz` and `/stats`.
     #[arg(

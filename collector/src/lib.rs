@@ -53,6 +53,20 @@ pub async fn setup(config: SetupConfig) -> anyhow::Result<()> {
     .await?;
     let js = async_nats::jetstream::new(nats.clone());
     let bounds = config.layout.stream_bounds()?;
+    let clickhouse = &config.clickhouse;
+    let store = Store::open(
+        &clickhouse.url,
+        &clickhouse.user,
+        clickhouse.password.expose(),
+        &clickhouse.database,
+        config.retention_days,
+    )
+    .await
+    .context("cannot set up the ClickHouse schema (are these the administrator's credentials?)")?;
+    if !store.version.has_ttl() {
+        let dropped = retention::drop_expired(&store, config.retention_days).await?;
+        tracing::info!(dropped, "partitions past the retention period dropped");
+    }
     let deadline = Duration::from_secs(60);
     let work = async {
         let layout = &config.layout;
@@ -99,12 +113,11 @@ pub async fn run(
 
     let store = Arc::new(
         retry("ClickHouse", || {
-            Store::open(
+            Store::connect(
                 &config.clickhouse.url,
                 &config.clickhouse.user,
                 config.clickhouse.password.expose(),
                 &config.clickhouse.database,
-                config.retention_days,
             )
         })
         .await,
@@ -122,18 +135,12 @@ pub async fn run(
         .await
         .with_context(|| format!("cannot listen on --http-listen {}", config.http_listen))?;
     let router = http::router(stats.clone(), store.clone());
-    let mut background = vec![
+    let background = vec![
         tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;
         }),
         tokio::spawn(ingest::watch_lag(consumer.clone(), stats.clone())),
     ];
-    if !store.version.has_ttl() {
-        background.push(tokio::spawn(retention::run(
-            store.clone(),
-            config.retention_days,
-        )));
-    }
 
     tracing::info!(consumer = %config.consumer.consumer, workers = config.workers, "collecting election reports");
     let stop = CancellationToken::new();

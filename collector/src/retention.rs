@@ -1,7 +1,7 @@
 //! Retention on servers without TTL: drop daily partitions older than the
-//! retention period. (Servers with TTL get `MODIFY TTL` at start instead.)
-
-use std::time::Duration;
+//! retention period, an administrator's DDL that `rallypoint-collector
+//! setup` runs (run it daily on such servers). Servers with TTL get
+//! `MODIFY TTL` in the same step instead.
 
 use crate::schema::RETAINED_TABLES;
 use crate::store::Store;
@@ -34,15 +34,4 @@ pub async fn drop_expired(store: &Store, days: u32) -> anyhow::Result<usize> {
         }
     }
     Ok(dropped)
-}
-
-/// Runs [`drop_expired`] hourly until the task is dropped.
-pub async fn run(store: std::sync::Arc<Store>, days: u32) {
-    let mut tick = tokio::time::interval(Duration::from_secs(3600));
-    loop {
-        tick.tick().await;
-        if let Err(e) = drop_expired(&store, days).await {
-            tracing::warn!("retention: {e:#}");
-        }
-    }
 }

@@ -535,6 +535,21 @@ pub async fn migrate_to(client: &Client, target: u32) -> anyhow::Result<u32> {
         .max(applied))
 }
 
+/// The newest schema version this build knows.
+pub fn latest_version() -> u32 {
+    MIGRATIONS.iter().map(|m| m.version).max().unwrap_or(0)
+}
+
+/// The schema version the database has, without changing anything (a
+/// collector's own user may not run DDL: `setup` migrates).
+pub async fn applied_version(client: &Client) -> anyhow::Result<u32> {
+    client
+        .query("SELECT max(version) FROM rp_schema_migrations")
+        .fetch_one::<u32>()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot read the schema version: {e}"))
+}
+
 /// The server's version.
 pub async fn server_version(client: &Client) -> anyhow::Result<ServerVersion> {
     let text: String = client

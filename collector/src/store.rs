@@ -83,13 +83,63 @@ pub struct Written {
 }
 
 impl Store {
-    /// Connects, checks the server version, applies migrations and retention.
+    /// Connects as an administrator, applies migrations and (where the
+    /// server has TTL) the retention period: what `rallypoint-collector setup`
+    /// and tests do.
     pub async fn open(
         url: &str,
         user: &str,
         password: &str,
         database: &str,
         retention_days: u32,
+    ) -> anyhow::Result<Store> {
+        let store = Self::client_for(url, user, password, database).await?;
+        schema::migrate(&store.client).await?;
+        if store.version.has_ttl() {
+            for (table, column) in schema::RETAINED_TABLES {
+                store
+                    .client
+                    .query(&format!(
+                        "ALTER TABLE {table} MODIFY TTL {column} + toIntervalDay({retention_days})"
+                    ))
+                    .execute()
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot set the retention TTL of {table}: {e}"))?;
+            }
+        }
+        tracing::info!(version = ?store.version, url, database, "ClickHouse schema ready");
+        Ok(store)
+    }
+
+    /// Connects as the collector, whose user may read and insert but not
+    /// change the schema: fails, saying to run `setup`, unless the database
+    /// has exactly the schema this build writes.
+    pub async fn connect(
+        url: &str,
+        user: &str,
+        password: &str,
+        database: &str,
+    ) -> anyhow::Result<Store> {
+        let store = Self::client_for(url, user, password, database).await?;
+        let applied = schema::applied_version(&store.client)
+            .await
+            .unwrap_or_default();
+        let latest = schema::latest_version();
+        if applied != latest {
+            anyhow::bail!(
+                "the ClickHouse schema is at version {applied}, this collector writes {latest}: \
+                 run `rallypoint-collector setup` with the ClickHouse administrator first"
+            );
+        }
+        tracing::info!(version = ?store.version, url, database, "ClickHouse schema is current");
+        Ok(store)
+    }
+
+    async fn client_for(
+        url: &str,
+        user: &str,
+        password: &str,
+        database: &str,
     ) -> anyhow::Result<Store> {
         let base = Client::default()
             .with_url(url)
@@ -101,19 +151,6 @@ impl Store {
         // Typed RowBinary lets the client check rows against the table schema;
         // servers before it (Debian's 18.16) take plain RowBinary.
         let client = base.with_validation(version.has_typed_row_binary());
-        schema::migrate(&client).await?;
-        if version.has_ttl() {
-            for (table, column) in schema::RETAINED_TABLES {
-                client
-                    .query(&format!(
-                        "ALTER TABLE {table} MODIFY TTL {column} + toIntervalDay({retention_days})"
-                    ))
-                    .execute()
-                    .await
-                    .map_err(|e| anyhow::anyhow!("cannot set the retention TTL of {table}: {e}"))?;
-            }
-        }
-        tracing::info!(?version, url, database, "ClickHouse schema ready");
         Ok(Store {
             client,
             version,

@@ -5,9 +5,8 @@
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
-use rallypoint_collector::store::Store;
 use rallypoint_collector::streams::{self, StreamBounds};
-use rallypoint_lab::clickhouse::ClickHouseServer;
+use rallypoint_lab::clickhouse::{ClickHouseRole, ClickHouseServer};
 use rallypoint_lab::collector::{CollectorProcess, CollectorSpec};
 use rallypoint_lab::nats::{NatsRole, SuperCluster, SuperClusterSpec};
 use rallypoint_lab::reports::ReportGenerator;
@@ -125,7 +124,8 @@ impl Backlog {
                 regions: vec!["us-east:3".into(), "singapore:1".into()],
                 central_region: "us-east".into(),
                 central_replicas: 3,
-                clickhouse_url: self.clickhouse.url(),
+                clickhouse: self.clickhouse.login(ClickHouseRole::Collector),
+                clickhouse_admin: self.clickhouse.login(ClickHouseRole::Admin),
                 extra_args: args,
                 setup_args,
             },
@@ -138,9 +138,7 @@ impl Backlog {
     /// The collector's schema, plus candidate columns computed at insert
     /// (`name`, expression): how these tests make ClickHouse misbehave.
     async fn with_candidate_columns(&self, columns: &[(String, String)]) {
-        Store::open(&self.clickhouse.url(), "default", "", "default", 90)
-            .await
-            .unwrap();
+        self.clickhouse.admin_store(90).await.unwrap();
         for (name, expression) in columns {
             self.clickhouse
                 .query(&format!(

@@ -61,9 +61,7 @@ fn candidates_of(reports: &[ReportRows]) -> usize {
 async fn fresh_store() -> (tempfile::TempDir, ClickHouseServer, Store) {
     let dir = tempfile::tempdir().unwrap();
     let server = ClickHouseServer::start(dir.path()).await.unwrap();
-    let store = Store::open(&server.url(), "default", "", "default", 90)
-        .await
-        .unwrap();
+    let store = server.admin_store(90).await.unwrap();
     (dir, server, store)
 }
 
@@ -71,6 +69,8 @@ async fn fresh_store() -> (tempfile::TempDir, ClickHouseServer, Store) {
 fn raw_client(server: &ClickHouseServer) -> clickhouse::Client {
     clickhouse::Client::default()
         .with_url(server.url())
+        .with_user("default")
+        .with_password(server.admin_password())
         .with_validation(false)
 }
 
@@ -254,9 +254,7 @@ async fn reports_stored_before_the_key_migration_are_recognised_in_a_late_copy()
     }
     insert.end().await.unwrap();
 
-    let store = Store::open(&server.url(), "default", "", "default", 90)
-        .await
-        .unwrap();
+    let store = server.admin_store(90).await.unwrap();
     let copy = store
         .write(&received(&reports, "singapore", t0 + 3_600_000, 0), &[])
         .await

@@ -155,8 +155,30 @@ enum Failure {
 
 impl From<anyhow::Error> for Failure {
     fn from(e: anyhow::Error) -> Self {
-        Failure::Unavailable(e)
+        match past_a_limit(&e) {
+            Some(message) => {
+                tracing::info!(error = ?format!("{e:#}"), "a query went past the dashboard's limits");
+                Failure::Refused(message.to_owned())
+            }
+            None => Failure::Unavailable(e),
+        }
     }
+}
+
+/// ClickHouse's answer when a query would cost more than the dashboard's
+/// read-only user may spend (its profile's `max_rows_to_read`,
+/// `max_bytes_to_read`, `max_execution_time`, `max_result_rows`): a
+/// question too big to ask, not an outage, so people get a 400 that says
+/// what to change instead of a scan or a "retry" page.
+fn past_a_limit(error: &anyhow::Error) -> Option<&'static str> {
+    const TOO_LARGE: &str = "This range would read more data than the dashboard may in one \
+        page. Choose a shorter time range, or filter by country, ISP or transport.";
+    let text = format!("{error:#}");
+    // TOO_MANY_ROWS, TIMEOUT_EXCEEDED, TOO_MANY_BYTES, TOO_MANY_ROWS_OR_BYTES.
+    ["Code: 158,", "Code: 159,", "Code: 307,", "Code: 396,"]
+        .iter()
+        .any(|code| text.contains(code))
+        .then_some(TOO_LARGE)
 }
 
 /// The page for a view's data, or its error state. A failure's detail
@@ -297,4 +319,21 @@ async fn one_session(db: &Db, text: &str) -> Result<AnyView, Failure> {
     let id = SessionId::parse(text).map_err(Failure::Refused)?;
     let (elections, candidates) = sessions::session(db, &id).await?;
     Ok(views::sessions::session_view(text, elections, candidates))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::past_a_limit;
+
+    #[test]
+    fn a_query_past_the_readers_limits_is_a_question_too_big_not_an_outage() {
+        let too_many_rows = anyhow::anyhow!(
+            "query failed: bad response: Code: 158, e.displayText() = DB::Exception: Limit for rows to read exceeded"
+        );
+        let message = past_a_limit(&too_many_rows).expect("a limit");
+        assert!(message.contains("shorter time range"), "{message}");
+        assert!(!message.contains("Code"), "no ClickHouse text for people");
+        let down = anyhow::anyhow!("query failed: error trying to connect: Connection refused");
+        assert!(past_a_limit(&down).is_none());
+    }
 }

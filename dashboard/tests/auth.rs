@@ -12,9 +12,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::{DEADLINE, VIEWS, assert_secure_headers, dataset, pinned, start_binary, wait_ready};
-use rallypoint_collector::store::Store;
 use rallypoint_dashboard::auth::users_line;
-use rallypoint_lab::clickhouse::ClickHouseServer;
+use rallypoint_lab::clickhouse::{ClickHouseRole, ClickHouseServer};
 
 const ALICE_PASSWORD: &str = "correct horse battery staple";
 /// Bob signs in with the recommended Argon2id parameters
@@ -69,9 +68,7 @@ async fn basic_users_a_trusted_proxy_and_an_allow_list() {
     let clickhouse = ClickHouseServer::start(&dir.path().join("clickhouse"))
         .await
         .unwrap();
-    let store = Store::open(&clickhouse.url(), "default", "", "default", 90)
-        .await
-        .unwrap();
+    let store = clickhouse.admin_store(90).await.unwrap();
     store.write(&dataset(), &[]).await.unwrap();
 
     let users = dir.path().join("users");
@@ -83,7 +80,7 @@ async fn basic_users_a_trusted_proxy_and_an_allow_list() {
     std::fs::write(&users, text).unwrap();
     let log = dir.path().join("dashboard.log");
     let (_dashboard, addr) = start_binary(
-        &clickhouse.url(),
+        &clickhouse.login(ClickHouseRole::Dashboard),
         &[
             "--auth-users-file",
             users.to_str().unwrap(),
@@ -385,8 +382,13 @@ async fn hash_password_makes_a_line_the_dashboard_accepts() {
     let users = dir.path().join("users");
     std::fs::write(&users, &line).unwrap();
     let log = dir.path().join("dashboard.log");
+    let nowhere = rallypoint_lab::clickhouse::ClickHouseLogin {
+        url: "http://127.0.0.1:9".into(),
+        user: "rallypoint_dashboard".into(),
+        password: String::new(),
+    };
     let (_dashboard, addr) = start_binary(
-        "http://127.0.0.1:9",
+        &nowhere,
         &["--auth-users-file", users.to_str().unwrap()],
         &log,
     );

@@ -11,7 +11,7 @@ use common::{
     DEADLINE, VIEWS, assert_secure_headers, assert_shows_no_internals, dataset, fixture, get,
     get_pinned, start_binary, wait_ready,
 };
-use rallypoint_lab::clickhouse::ClickHouseServer;
+use rallypoint_lab::clickhouse::{ClickHouseRole, ClickHouseServer};
 
 /// Waits until the log has a line with every one of `words`; returns it.
 async fn logged_line(log: &std::path::Path, words: &[&str]) -> String {
@@ -38,7 +38,11 @@ async fn a_failed_query_shows_a_request_id_and_logs_the_detail_under_it() {
         .await
         .unwrap();
     let log = dir.path().join("dashboard.log");
-    let (_dashboard, addr) = start_binary(&clickhouse.url(), &["--no-auth"], &log);
+    let (_dashboard, addr) = start_binary(
+        &clickhouse.login(ClickHouseRole::Dashboard),
+        &["--no-auth"],
+        &log,
+    );
     wait_ready(addr, &log).await;
 
     let mut ids = Vec::new();

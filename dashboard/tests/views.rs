@@ -7,7 +7,6 @@ mod common;
 
 use common::{AT, Candidate, SINGTEL, UNTIL, arrived, dataset, replay_on_chdb, report, serve};
 use rallypoint_collector::rows::ReportRows;
-use rallypoint_collector::store::Store;
 use rallypoint_dashboard::data::{Db, Source, capacity, matrix, outcomes, overview, sessions};
 use rallypoint_dashboard::filters::Filters;
 use rallypoint_lab::clickhouse::ClickHouseServer;
@@ -24,11 +23,15 @@ fn filters() -> Filters {
 async fn every_view_shows_the_numbers_the_data_implies_on_old_and_new_clickhouse() {
     let dir = tempfile::tempdir().unwrap();
     let mut clickhouse = ClickHouseServer::start(dir.path()).await.unwrap();
-    let store = Store::open(&clickhouse.url(), "default", "", "default", 90)
-        .await
-        .unwrap();
+    let store = clickhouse.admin_store(90).await.unwrap();
     store.write(&dataset(), &[]).await.unwrap();
-    let db = Db::new(&clickhouse.url(), "default", "", "default").recording();
+    let db = Db::new(
+        &clickhouse.url(),
+        "default",
+        &clickhouse.admin_password(),
+        "default",
+    )
+    .recording();
     let f = filters();
 
     // Overview.
@@ -341,12 +344,16 @@ async fn a_month_of_cells_merges_whole_days_and_the_hours_at_the_edges() {
     ];
     let dir = tempfile::tempdir().unwrap();
     let clickhouse = ClickHouseServer::start(dir.path()).await.unwrap();
-    let store = Store::open(&clickhouse.url(), "default", "", "default", 90)
-        .await
-        .unwrap();
+    let store = clickhouse.admin_store(90).await.unwrap();
     let all: Vec<ReportRows> = inside.iter().chain(&outside).cloned().collect();
     store.write(&all, &[]).await.unwrap();
-    let db = Db::new(&clickhouse.url(), "default", "", "default").recording();
+    let db = Db::new(
+        &clickhouse.url(),
+        "default",
+        &clickhouse.admin_password(),
+        "default",
+    )
+    .recording();
     let month = thirty_days_until(until);
 
     let cells = matrix::cells(&db, &month, until, Source::Rollup)
@@ -416,6 +423,8 @@ async fn an_upgraded_database_reads_the_days_before_its_per_day_rollups_from_hou
     let clickhouse = ClickHouseServer::start(dir.path()).await.unwrap();
     let client = clickhouse::Client::default()
         .with_url(clickhouse.url())
+        .with_user("default")
+        .with_password(clickhouse.admin_password())
         .with_validation(false);
     rallypoint_collector::schema::migrate_to(&client, 5)
         .await
@@ -454,9 +463,7 @@ async fn an_upgraded_database_reads_the_days_before_its_per_day_rollups_from_hou
         .await
         .unwrap();
     // Today's collector upgrades it: the new rollups start empty.
-    Store::open(&clickhouse.url(), "default", "", "default", 3650)
-        .await
-        .unwrap();
+    clickhouse.admin_store(3650).await.unwrap();
     assert_eq!(
         clickhouse
             .count("SELECT count() FROM rp_rtt_day")
@@ -465,7 +472,13 @@ async fn an_upgraded_database_reads_the_days_before_its_per_day_rollups_from_hou
         0
     );
 
-    let db = Db::new(&clickhouse.url(), "default", "", "default").recording();
+    let db = Db::new(
+        &clickhouse.url(),
+        "default",
+        &clickhouse.admin_password(),
+        "default",
+    )
+    .recording();
     let month = thirty_days_until(until);
     let cells = matrix::cells(&db, &month, until, Source::Rollup)
         .await

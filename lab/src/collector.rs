@@ -20,7 +20,10 @@ pub struct CollectorSpec {
     pub regions: Vec<String>,
     pub central_region: String,
     pub central_replicas: usize,
-    pub clickhouse_url: String,
+    /// ClickHouse as the collector's user (read and insert).
+    pub clickhouse: crate::clickhouse::ClickHouseLogin,
+    /// ClickHouse as its administrator, for `setup` (migrations, retention).
+    pub clickhouse_admin: crate::clickhouse::ClickHouseLogin,
     /// Flags for the collector process.
     pub extra_args: Vec<String>,
     /// Flags for `rallypoint-collector setup` only: stream bounds, the
@@ -133,13 +136,17 @@ pub async fn setup(spec: &CollectorSpec, dir: &Path) -> anyhow::Result<()> {
         "--central-replicas".into(),
         spec.central_replicas.to_string(),
     ]);
+    args.extend(spec.clickhouse_admin.cli_args());
     args.extend(spec.setup_args.iter().cloned());
     let log = dir.join(format!("{}-setup.log", spec.name));
     let mut process = Process::spawn(
         format!("collector setup {}", spec.name),
         &binary,
         &args,
-        &[("RUST_LOG".to_owned(), "info".to_owned())],
+        &[
+            ("RUST_LOG".to_owned(), "info".to_owned()),
+            spec.clickhouse_admin.env(),
+        ],
         &log,
     )?;
     match process.wait(SETUP_TIMEOUT).await {
@@ -161,17 +168,16 @@ pub async fn setup(spec: &CollectorSpec, dir: &Path) -> anyhow::Result<()> {
 fn spawn(spec: &CollectorSpec, http_port: u16, log: &Path) -> anyhow::Result<Process> {
     let binary = bins::ours("rallypoint-collector")?;
     let mut args = spec.nats.cli_args();
-    args.extend([
-        "--clickhouse-url".into(),
-        spec.clickhouse_url.clone(),
-        "--http-listen".into(),
-        format!("127.0.0.1:{http_port}"),
-    ]);
+    args.extend(spec.clickhouse.cli_args());
+    args.extend(["--http-listen".into(), format!("127.0.0.1:{http_port}")]);
     args.extend(spec.extra_args.iter().cloned());
-    let envs = vec![(
-        "RUST_LOG".to_owned(),
-        std::env::var("RALLYPOINT_COLLECTOR_LOG").unwrap_or_else(|_| "info".into()),
-    )];
+    let envs = vec![
+        (
+            "RUST_LOG".to_owned(),
+            std::env::var("RALLYPOINT_COLLECTOR_LOG").unwrap_or_else(|_| "info".into()),
+        ),
+        spec.clickhouse.env(),
+    ];
     Process::spawn(
         format!("collector {}", spec.name),
         &binary,

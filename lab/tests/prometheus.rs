@@ -22,7 +22,7 @@ use bytes::Bytes;
 use rallypoint_client::TransportKind;
 use rallypoint_client_native::participant::unix_micros;
 use rallypoint_client_native::{ClientIdentity, Peer};
-use rallypoint_lab::clickhouse::ClickHouseServer;
+use rallypoint_lab::clickhouse::{ClickHouseRole, ClickHouseServer};
 use rallypoint_lab::collector::{CollectorProcess, CollectorSpec};
 use rallypoint_lab::commands::simulate::send;
 use rallypoint_lab::nats::{ClusterSpec, NatsRole, SuperCluster, SuperClusterSpec};
@@ -104,7 +104,8 @@ async fn prometheus_scrapes_real_relay_and_collector_series_that_dashboard_and_a
             regions: vec![format!("{REGION}:1")],
             central_region: REGION.into(),
             central_replicas: 1,
-            clickhouse_url: clickhouse.url(),
+            clickhouse: clickhouse.login(ClickHouseRole::Collector),
+            clickhouse_admin: clickhouse.login(ClickHouseRole::Admin),
             extra_args: Vec::new(),
             setup_args: Vec::new(),
         },

@@ -10,10 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rallypoint_collector::rows::{CandidateRow, ElectionRow, ReportRows};
-use rallypoint_collector::store::Store;
 use rallypoint_dashboard::data::Db;
 use rallypoint_dashboard::filters::Filters;
-use rallypoint_lab::clickhouse::ClickHouseServer;
+use rallypoint_lab::clickhouse::{ClickHouseRole, ClickHouseServer};
 
 /// 2026-11-24 00:00 UTC: the dashboard's "now" in this test.
 pub const UNTIL: u32 = 1_795_478_400;
@@ -210,16 +209,17 @@ pub const DEADLINE: Duration = Duration::from_secs(10);
 /// Starts the dashboard binary over `clickhouse_url` on a free loopback
 /// port with `args`, logging to `log`; killed when dropped.
 pub fn start_binary(
-    clickhouse_url: &str,
+    clickhouse: &rallypoint_lab::clickhouse::ClickHouseLogin,
     args: &[&str],
     log: &std::path::Path,
 ) -> (tokio::process::Child, SocketAddr) {
     let port = rallypoint_lab::ports::free_tcp();
+    let (password_env, password) = clickhouse.env();
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_rallypoint-dashboard"))
         .arg("--listen")
         .arg(format!("127.0.0.1:{port}"))
-        .arg("--clickhouse-url")
-        .arg(clickhouse_url)
+        .args(clickhouse.cli_args())
+        .env(password_env, password)
         .args(args)
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
@@ -278,11 +278,10 @@ pub struct Fixture {
 pub async fn fixture(reports: &[ReportRows]) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let clickhouse = ClickHouseServer::start(dir.path()).await.unwrap();
-    let store = Store::open(&clickhouse.url(), "default", "", "default", 90)
-        .await
-        .unwrap();
+    let store = clickhouse.admin_store(90).await.unwrap();
     store.write(reports, &[]).await.unwrap();
-    let db = Db::new(&clickhouse.url(), "default", "", "default").recording();
+    let reader = clickhouse.login(ClickHouseRole::Dashboard);
+    let db = Db::new(&reader.url, &reader.user, &reader.password, "default").recording();
     let addr = serve(db.clone()).await;
     Fixture {
         _dir: dir,

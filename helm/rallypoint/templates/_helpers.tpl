@@ -200,17 +200,8 @@ mounted by rallypoint.natsVolumeMounts.
 {{- define "rallypoint.clickhouseEnv" -}}
 - name: RALLYPOINT_CLICKHOUSE_URL
   value: {{ .Values.clickhouse.url | quote }}
-- name: RALLYPOINT_CLICKHOUSE_USER
-  value: {{ .Values.clickhouse.user | quote }}
 - name: RALLYPOINT_CLICKHOUSE_DATABASE
   value: {{ .Values.clickhouse.database | quote }}
-{{- if .Values.clickhouse.passwordSecretRef.name }}
-- name: RALLYPOINT_CLICKHOUSE_PASSWORD
-  valueFrom:
-    secretKeyRef:
-      name: {{ .Values.clickhouse.passwordSecretRef.name }}
-      key: {{ .Values.clickhouse.passwordSecretRef.key }}
-{{- end }}
 {{ include "rallypoint.observabilityEnv" . }}
 {{- end -}}
 

@@ -5,7 +5,6 @@
 
 use std::time::{Duration, Instant};
 
-use rallypoint_collector::store::Store;
 use rallypoint_dashboard::data::{Db, Source, capacity, matrix, outcomes, overview, sessions};
 use rallypoint_dashboard::filters::Filters;
 
@@ -27,7 +26,7 @@ const CHUNK: u64 = 1_000_000;
 pub async fn run(args: DashboardBenchArgs) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let mut clickhouse = ClickHouseServer::start(dir.path()).await?;
-    Store::open(&clickhouse.url(), "default", "", "default", 90).await?;
+    clickhouse.admin_store(90).await?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs();
@@ -62,7 +61,12 @@ pub async fn run(args: DashboardBenchArgs) -> anyhow::Result<()> {
             .query(&format!("OPTIMIZE TABLE {table} FINAL"))
             .await?;
     }
-    let db = Db::new(&clickhouse.url(), "default", "", "default");
+    let db = Db::new(
+        &clickhouse.url(),
+        "default",
+        &clickhouse.admin_password(),
+        "default",
+    );
     let now = now as u32;
     println!(
         "dashboard view latency, ClickHouse 18.16 with {} elections ({} candidate rows) over {DAYS} days; {} runs each",

@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rallypoint_collector::rows::{ReportRows, rows};
-use rallypoint_collector::store::Store;
 use rallypoint_protocol::encode;
 use rallypoint_protocol::v1::{ElectionReport, EnrichedElectionReport};
 
@@ -251,7 +250,7 @@ async fn clickhouse_alone(
     let dir = tempfile::tempdir()?;
     eprintln!("[bench] ClickHouse alone, {writers} writer(s): preparing {reports} reports");
     let mut server = ClickHouseServer::start(dir.path()).await?;
-    let store = Arc::new(Store::open(&server.url(), "default", "", "default", 90).await?);
+    let store = Arc::new(server.admin_store(90).await?);
     let mut generator = ReportGenerator::new(two_region_candidates(), 42, true);
     let mut batches = Vec::new();
     let mut batch: Vec<ReportRows> = Vec::with_capacity(batch_size);

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use rallypoint_client::{Candidate, CandidateList, TransportKind};
 
-use crate::clickhouse::ClickHouseServer;
+use crate::clickhouse::{ClickHouseRole, ClickHouseServer};
 use crate::collector::{CollectorProcess, CollectorSpec};
 use crate::nats::{NatsRole, SuperCluster, SuperClusterSpec};
 use crate::proxy::Scenario;
@@ -325,7 +325,8 @@ fn collector_spec(
         regions: vec!["us-east:3".into(), "singapore:1".into()],
         central_region: "us-east".into(),
         central_replicas: 3,
-        clickhouse_url: clickhouse.url(),
+        clickhouse: clickhouse.login(ClickHouseRole::Collector),
+        clickhouse_admin: clickhouse.login(ClickHouseRole::Admin),
         extra_args: extra_args.to_vec(),
         setup_args: setup_args.to_vec(),
     }
@@ -365,19 +366,19 @@ async fn start_dashboard(
         .await??
     };
     crate::pki::write_private(&users_file, format!("{line}\n").as_bytes())?;
-    let args = vec![
-        "--listen".to_owned(),
-        format!("127.0.0.1:{port}"),
-        "--clickhouse-url".to_owned(),
-        clickhouse.url(),
+    // The dashboard reads as its own read-only, limited ClickHouse user.
+    let reader = clickhouse.login(ClickHouseRole::Dashboard);
+    let mut args = vec!["--listen".to_owned(), format!("127.0.0.1:{port}")];
+    args.extend(reader.cli_args());
+    args.extend([
         "--auth-users-file".to_owned(),
         users_file.display().to_string(),
-    ];
+    ]);
     let process = crate::process::Process::spawn(
         "dashboard",
         &crate::bins::ours("rallypoint-dashboard")?,
         &args,
-        &[],
+        &[reader.env()],
         &dir.join("dashboard.log"),
     )?;
     let url = format!("http://127.0.0.1:{port}");
