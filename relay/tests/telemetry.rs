@@ -132,3 +132,89 @@ async fn only_simulator_tokens_may_send_synthetic_reports() {
         ("Forged Networks", 64_512, "AQ")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_naming_unknown_regions_or_values_are_refused_as_invalid() {
+    let lab = Lab::two_regions_with_jetstream(&["--known-regions", "us-east,singapore"]).await;
+    let mut stream = telemetry_stream(&lab).await;
+    let mut generator = ReportGenerator::new(lab.relays[0].candidates(), 5, false);
+    let mut peer = Peer::connect(
+        &lab.candidate(0, WebSocket),
+        &lab.identity("lobby", "client"),
+        T,
+    )
+    .await
+    .expect("connects");
+
+    let mut made_up_region = generator.next_report();
+    made_up_region.candidates[0].region = "atlantis".into();
+    let mut made_up_rule = generator.next_report();
+    made_up_rule.rule = 77;
+    let mut made_up_outcome = generator.next_report();
+    made_up_outcome.candidates[0].outcome = 0;
+    for (what, report, words) in [
+        ("a region", made_up_region, "atlantis"),
+        ("a rule", made_up_rule, "rule"),
+        ("an outcome", made_up_outcome, "outcome"),
+    ] {
+        let ack = submit(&mut peer, report).await;
+        assert!(!ack.accepted, "a report with made-up {what} was accepted");
+        assert_eq!(ack.refusal(), TelemetryRefusal::Invalid, "{}", ack.reason);
+        assert!(ack.reason.contains(words), "{what}: {}", ack.reason);
+    }
+    let real = generator.next_report();
+    let ack = submit(&mut peer, real.clone()).await;
+    assert!(ack.accepted, "a real report was refused: {}", ack.reason);
+
+    let ids: Vec<_> = stored(&mut stream)
+        .await
+        .into_iter()
+        .map(|r| r.report.unwrap().report_id)
+        .collect();
+    assert_eq!(ids, vec![real.report_id], "only the real report is stored");
+}
+
+/// The flood: one token reconnecting over and over (a fresh
+/// connection, and so a fresh per-connection budget, every half second),
+/// shortened from 60 s to 10 s with a budget of 12 a minute.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_token_reconnecting_twenty_times_gets_no_more_than_its_budget_stored() {
+    const PER_MINUTE: usize = 12;
+    const CONNECTIONS: usize = 20;
+    const PER_CONNECTION: usize = 5;
+    let lab = Lab::two_regions_with_jetstream(&["--reports-per-minute", "12"]).await;
+    let mut stream = telemetry_stream(&lab).await;
+    let candidate = lab.candidate(0, WebSocket);
+    let identity = lab.identity("lobby", "flooder");
+    let mut generator = ReportGenerator::new(lab.relays[0].candidates(), 11, false);
+    let (mut accepted, mut limited) = (0, 0);
+    let started = tokio::time::Instant::now();
+    for round in 0..CONNECTIONS {
+        let mut peer = Peer::connect(&candidate, &identity, T)
+            .await
+            .expect("connects");
+        for _ in 0..PER_CONNECTION {
+            let ack = submit(&mut peer, generator.next_report()).await;
+            match (ack.accepted, ack.refusal()) {
+                (true, _) => accepted += 1,
+                (false, TelemetryRefusal::RateLimited) => limited += 1,
+                (false, other) => panic!("refused as {other:?}: {}", ack.reason),
+            }
+        }
+        drop(peer);
+        tokio::time::sleep_until(started + Duration::from_millis(500) * (round as u32 + 1)).await;
+    }
+    let elapsed = started.elapsed();
+    // A burst of the whole budget, then one report every five seconds.
+    let budget = PER_MINUTE + (elapsed.as_secs_f64() * PER_MINUTE as f64 / 60.0).ceil() as usize;
+    eprintln!(
+        "[telemetry] one token, {CONNECTIONS} connections over {elapsed:.1?}: {accepted} accepted, {limited} rate limited (budget {budget})"
+    );
+    assert_eq!(accepted + limited, CONNECTIONS * PER_CONNECTION);
+    assert!(
+        (PER_MINUTE..=budget).contains(&accepted),
+        "{accepted} reports accepted for one token with a budget of {budget}"
+    );
+    let stored = stored(&mut stream).await.len();
+    assert_eq!(stored, accepted, "what was acknowledged is what is stored");
+}
