@@ -325,7 +325,11 @@ mod tests {
         assert_eq!(validate_for(&valid(), KnownRegions::Only(&known)), Ok(()));
         let mut r = valid();
         r.candidates[0].region = "atlantis".into();
-        assert_eq!(validate(&r), Ok(()), "any well-formed region without a list");
+        assert_eq!(
+            validate(&r),
+            Ok(()),
+            "any well-formed region without a list"
+        );
         assert_eq!(
             validate_for(&r, KnownRegions::Only(&known)),
             Err(ReportError::UnknownRegion {
@@ -341,7 +345,13 @@ mod tests {
         assert!(refusal_is_final(TelemetryRefusal::SyntheticNotAllowed, ""));
         assert!(!refusal_is_final(TelemetryRefusal::RateLimited, "invalid"));
         assert!(!refusal_is_final(TelemetryRefusal::Unavailable, ""));
-        assert!(refusal_is_final(TelemetryRefusal::Unspecified, "invalid report: x"));
-        assert!(!refusal_is_final(TelemetryRefusal::Unspecified, "rate limited"));
+        assert!(refusal_is_final(
+            TelemetryRefusal::Unspecified,
+            "invalid report: x"
+        ));
+        assert!(!refusal_is_final(
+            TelemetryRefusal::Unspecified,
+            "rate limited"
+        ));
     }
 }

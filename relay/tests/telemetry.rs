@@ -56,7 +56,12 @@ async fn submit(peer: &mut Peer, report: ElectionReport) -> TelemetryAck {
 
 /// Every report the stream holds.
 async fn stored(stream: &mut async_nats::jetstream::stream::Stream) -> Vec<EnrichedElectionReport> {
-    let last = stream.info().await.expect("stream info").state.last_sequence;
+    let last = stream
+        .info()
+        .await
+        .expect("stream info")
+        .state
+        .last_sequence;
     let mut reports = Vec::new();
     for seq in 1..=last {
         let message = stream.get_raw_message(seq).await.expect("stored message");
@@ -67,7 +72,10 @@ async fn stored(stream: &mut async_nats::jetstream::stream::Stream) -> Vec<Enric
 
 fn synthetic(generator: &mut ReportGenerator) -> ElectionReport {
     let mut report = generator.next_report();
-    let client = report.client.as_mut().expect("generated reports say their client");
+    let client = report
+        .client
+        .as_mut()
+        .expect("generated reports say their client");
     assert!(client.synthetic, "the generator labels its reports");
     client.synthetic_isp = "Forged Networks".into();
     client.synthetic_asn = 64_512;
@@ -128,7 +136,11 @@ async fn only_simulator_tokens_may_send_synthetic_reports() {
         "only the simulator's report is stored"
     );
     assert_eq!(
-        (reports[0].isp.as_str(), reports[0].asn, reports[0].country.as_str()),
+        (
+            reports[0].isp.as_str(),
+            reports[0].asn,
+            reports[0].country.as_str()
+        ),
         ("Forged Networks", 64_512, "AQ")
     );
 }

@@ -140,7 +140,11 @@ mod tests {
         let why = "reworded for people";
         q.on_ack(&refused(1, TelemetryRefusal::Invalid, why));
         q.on_ack(&refused(2, TelemetryRefusal::SyntheticNotAllowed, why));
-        q.on_ack(&refused(3, TelemetryRefusal::RateLimited, "invalid-looking text"));
+        q.on_ack(&refused(
+            3,
+            TelemetryRefusal::RateLimited,
+            "invalid-looking text",
+        ));
         q.on_ack(&refused(4, TelemetryRefusal::Unavailable, why));
         let kept: Vec<_> = q.take_unsent().into_iter().map(|r| r.report_id).collect();
         assert_eq!(kept, vec![report(3).report_id, report(4).report_id]);
