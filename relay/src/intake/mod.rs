@@ -131,7 +131,9 @@ impl Intake {
     fn enrich(&self, report: ElectionReport, source: ReportSource<'_>) -> EnrichedElectionReport {
         let network = match &report.client {
             // `rallypoint simulate` invents a network context for its labelled
-            // synthetic reports; real reports always get the edge lookup.
+            // synthetic reports (`submit` let them through only from a token
+            // with the simulator's claim); real reports always get the edge
+            // lookup.
             Some(client) if client.synthetic => NetworkInfo {
                 asn: client.synthetic_asn,
                 isp: non_empty_or_unknown(&client.synthetic_isp),
