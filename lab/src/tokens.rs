@@ -21,13 +21,28 @@ impl DevIssuer {
         }
     }
 
-    /// A token admitting `user` (shown as `name`) to `room` for `ttl`.
+    /// A token admitting `user` (shown as `name`) to `room` for `ttl`: what
+    /// browsers get. It may not send synthetic reports.
     pub fn mint(&self, room: &str, user: &str, name: &str, ttl: Duration) -> String {
+        self.mint_claims(&Self::claims(room, user, name, ttl))
+    }
+
+    /// Like [`DevIssuer::mint`], with the `synthetic` claim: for
+    /// `rallypoint simulate` only, whose reports are labelled synthetic and
+    /// carry invented networks. Never hand one to a browser.
+    pub fn mint_simulator(&self, room: &str, user: &str, name: &str, ttl: Duration) -> String {
+        self.mint_claims(&Claims {
+            synthetic: true,
+            ..Self::claims(room, user, name, ttl)
+        })
+    }
+
+    fn claims(room: &str, user: &str, name: &str, ttl: Duration) -> Claims {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs();
-        self.mint_claims(&Claims {
+        Claims {
             sub: user.to_owned(),
             name: name.to_owned(),
             room: room.to_owned(),
@@ -35,7 +50,7 @@ impl DevIssuer {
             iss: Some(DEV_ISSUER.to_owned()),
             iat: Some(now),
             ..Default::default()
-        })
+        }
     }
 
     /// A token with exactly these claims (tests mint expired ones with it).

@@ -7,7 +7,10 @@
 
 use crate::limits::MAX_REPORT_CANDIDATES;
 use crate::subjects::validate_region;
-use crate::v1::{CandidateReport, ElectionReport, ElectionTrigger, Transport};
+use crate::v1::{
+    CandidateOutcome, CandidateReport, DecisionRule, ElectionReport, ElectionTrigger,
+    TelemetryRefusal, Transport,
+};
 
 /// Report schema versions this build understands.
 pub const SUPPORTED_SCHEMA_VERSIONS: std::ops::RangeInclusive<u32> = 1..=1;
@@ -36,6 +39,10 @@ pub enum ReportError {
     CandidateCount(usize),
     #[error("trigger is missing or unknown ({0})")]
     BadTrigger(i32),
+    #[error("rule is missing or unknown ({0})")]
+    BadRule(i32),
+    #[error("candidate {index}: region {region:?} is not one this deployment serves or plans")]
+    UnknownRegion { index: usize, region: String },
     #[error("{field} = {index} does not name one of the {count} candidates")]
     BadIndex {
         field: &'static str,
@@ -50,8 +57,35 @@ pub enum ReportError {
     TextTooLong { field: &'static str },
 }
 
+/// The regions a report's candidates may name: those of the deployment's
+/// candidate lists (shadow regions included). A report naming any other region
+/// is made up, and would put a region that does not exist on the dashboards.
+#[derive(Debug, Clone, Copy)]
+pub enum KnownRegions<'a> {
+    /// Any well-formed region name (a relay not told its deployment's regions,
+    /// or the collector, which stores what relays already checked).
+    Any,
+    /// Exactly these.
+    Only(&'a [String]),
+}
+
+impl KnownRegions<'_> {
+    fn allows(&self, region: &str) -> bool {
+        match self {
+            KnownRegions::Any => true,
+            KnownRegions::Only(known) => known.iter().any(|k| k == region),
+        }
+    }
+}
+
 /// Checks a report against the schema's bounds.
 pub fn validate(report: &ElectionReport) -> Result<(), ReportError> {
+    validate_for(report, KnownRegions::Any)
+}
+
+/// Checks a report against the schema's bounds, and its candidates' regions
+/// against `regions` (what a relay does before publishing).
+pub fn validate_for(report: &ElectionReport, regions: KnownRegions<'_>) -> Result<(), ReportError> {
     if !SUPPORTED_SCHEMA_VERSIONS.contains(&report.schema_version) {
         return Err(ReportError::UnsupportedVersion(report.schema_version));
     }
@@ -65,6 +99,10 @@ pub fn validate(report: &ElectionReport) -> Result<(), ReportError> {
         Ok(ElectionTrigger::Unspecified) | Err(_) => {
             return Err(ReportError::BadTrigger(report.trigger));
         }
+        Ok(_) => {}
+    }
+    match DecisionRule::try_from(report.rule) {
+        Ok(DecisionRule::Unspecified) | Err(_) => return Err(ReportError::BadRule(report.rule)),
         Ok(_) => {}
     }
     for (field, index) in [
@@ -102,8 +140,26 @@ pub fn validate(report: &ElectionReport) -> Result<(), ReportError> {
     }
     for (index, candidate) in report.candidates.iter().enumerate() {
         check_candidate(candidate).map_err(|problem| ReportError::Candidate { index, problem })?;
+        if !regions.allows(&candidate.region) {
+            return Err(ReportError::UnknownRegion {
+                index,
+                region: candidate.region.clone(),
+            });
+        }
     }
     Ok(())
+}
+
+/// Whether a report refused for `refusal` must be dropped rather than sent
+/// again: the same report would be refused the same way, whichever relay
+/// gets it. A relay too old to send a code (`Unspecified`) is judged by its
+/// human `reason`, which then began with "invalid" for such reports.
+pub fn refusal_is_final(refusal: TelemetryRefusal, reason: &str) -> bool {
+    match refusal {
+        TelemetryRefusal::Invalid | TelemetryRefusal::SyntheticNotAllowed => true,
+        TelemetryRefusal::RateLimited | TelemetryRefusal::Unavailable => false,
+        TelemetryRefusal::Unspecified => reason.starts_with("invalid"),
+    }
 }
 
 fn check_id(field: &'static str, id: &[u8]) -> Result<(), ReportError> {
@@ -127,6 +183,12 @@ fn check_candidate(c: &CandidateReport) -> Result<(), String> {
     validate_region(&c.region).map_err(|e| e.to_string())?;
     if c.relay_id.is_empty() || c.relay_id.len() > 128 {
         return Err("relay_id must be 1 to 128 bytes".into());
+    }
+    match CandidateOutcome::try_from(c.outcome) {
+        Ok(CandidateOutcome::Unspecified) | Err(_) => {
+            return Err(format!("outcome {} is missing or unknown", c.outcome));
+        }
+        Ok(_) => {}
     }
     match Transport::try_from(c.transport) {
         Ok(Transport::Websocket | Transport::Webtransport) => {}
@@ -189,6 +251,7 @@ mod tests {
             report_id: Bytes::from(vec![1; 16]),
             client_session_id: Bytes::from(vec![2; 16]),
             trigger: ElectionTrigger::Initial as i32,
+            rule: DecisionRule::Early as i32,
             decision_ms: 800,
             winner_index: Some(0),
             candidates: vec![CandidateReport {
@@ -239,5 +302,56 @@ mod tests {
         let mut r = valid();
         r.candidates[0].samples = 0;
         assert!(validate(&r).is_err(), "statistics without samples");
+    }
+
+    #[test]
+    fn rule_and_outcome_must_be_known_and_specified() {
+        for rule in [DecisionRule::Unspecified as i32, 99] {
+            let mut r = valid();
+            r.rule = rule;
+            assert_eq!(validate(&r), Err(ReportError::BadRule(rule)));
+        }
+        for outcome in [CandidateOutcome::Unspecified as i32, 99] {
+            let mut r = valid();
+            r.candidates[0].outcome = outcome;
+            let err = validate(&r).unwrap_err().to_string();
+            assert!(err.contains("candidate 0: outcome"), "{err}");
+        }
+    }
+
+    #[test]
+    fn candidate_regions_must_be_known_when_the_regions_are() {
+        let known = ["us-east".to_owned(), "singapore".to_owned()];
+        assert_eq!(validate_for(&valid(), KnownRegions::Only(&known)), Ok(()));
+        let mut r = valid();
+        r.candidates[0].region = "atlantis".into();
+        assert_eq!(
+            validate(&r),
+            Ok(()),
+            "any well-formed region without a list"
+        );
+        assert_eq!(
+            validate_for(&r, KnownRegions::Only(&known)),
+            Err(ReportError::UnknownRegion {
+                index: 0,
+                region: "atlantis".into()
+            })
+        );
+    }
+
+    #[test]
+    fn only_schema_and_forgery_refusals_are_final() {
+        assert!(refusal_is_final(TelemetryRefusal::Invalid, ""));
+        assert!(refusal_is_final(TelemetryRefusal::SyntheticNotAllowed, ""));
+        assert!(!refusal_is_final(TelemetryRefusal::RateLimited, "invalid"));
+        assert!(!refusal_is_final(TelemetryRefusal::Unavailable, ""));
+        assert!(refusal_is_final(
+            TelemetryRefusal::Unspecified,
+            "invalid report: x"
+        ));
+        assert!(!refusal_is_final(
+            TelemetryRefusal::Unspecified,
+            "rate limited"
+        ));
     }
 }

@@ -13,6 +13,12 @@
 //! | `iss`  | issuer (optional; relays may require one) |
 //! | `nbf`  | not before, unix seconds (optional)      |
 //! | `aud`  | audience (optional; relays may require one) |
+//! | `synthetic` | `true` only in tokens minted for `rallypoint simulate` (optional) |
+//!
+//! `synthetic` lets a token's reports be labelled synthetic and carry the
+//! network context (country, ASN, ISP) the simulator invented; a relay refuses
+//! synthetic reports from any other token, or anyone could put made-up
+//! networks on the dashboards. Issuers for browsers never set it.
 
 use serde::{Deserialize, Serialize};
 
@@ -30,4 +36,6 @@ pub struct Claims {
     pub nbf: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aud: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub synthetic: bool,
 }

@@ -254,6 +254,26 @@ pub struct TelemetryIntakeConfig {
     /// all of its connections to this relay (bursts of as many).
     #[arg(long, env = "RALLYPOINT_REPORTS_PER_MINUTE", default_value_t = 30)]
     pub reports_per_minute: u32,
+
+    /// Every region a client's candidate list may name, shadow (planned)
+    /// regions included, e.g. `us-east,singapore`: reports naming any other
+    /// region are refused as invalid. Must include this relay's region. Unset,
+    /// any well-formed region name passes (so set it in production: the Helm
+    /// chart does, from `candidates.regions`).
+    #[arg(long, env = "RALLYPOINT_KNOWN_REGIONS", value_delimiter = ',')]
+    pub known_regions: Vec<String>,
+}
+
+impl TelemetryIntakeConfig {
+    /// The regions reports are checked against.
+    pub fn known_regions(&self) -> rallypoint_protocol::telemetry::KnownRegions<'_> {
+        use rallypoint_protocol::telemetry::KnownRegions;
+        if self.known_regions.is_empty() {
+            KnownRegions::Any
+        } else {
+            KnownRegions::Only(&self.known_regions)
+        }
+    }
 }
 
 impl RelayConfig {
@@ -276,6 +296,18 @@ impl RelayConfig {
         if self.transports.is_empty() {
             anyhow::bail!("--transports is empty: serve ws, wt or both");
         }
+        let known = &self.telemetry.known_regions;
+        for region in known {
+            rallypoint_protocol::subjects::validate_region(region)
+                .map_err(|e| anyhow::anyhow!("--known-regions: {e}"))?;
+        }
+        if !known.is_empty() && !known.contains(&self.region) {
+            anyhow::bail!(
+                "--known-regions ({}) does not list this relay's region {}: list every region of the candidate lists",
+                known.join(","),
+                self.region
+            );
+        }
         Ok(())
     }
 }
@@ -295,8 +327,42 @@ mod tests {
             "RALLYPOINT_TLS_CERT",
             "RALLYPOINT_JWT_SECRET",
             "RALLYPOINT_MEDIA_QUEUE",
+            "RALLYPOINT_KNOWN_REGIONS",
         ] {
             assert!(help.contains(env), "--help does not mention {env}");
         }
+    }
+
+    fn parse(extra: &[&str]) -> RelayConfig {
+        let args = [
+            "rallypoint-relay",
+            "--region",
+            "us-east",
+            "--relay-id",
+            "us-east-0",
+            "--jwt-secret",
+            "s",
+        ];
+        RelayConfig::try_parse_from(args.iter().chain(extra)).expect("parses")
+    }
+
+    #[test]
+    fn known_regions_must_be_names_and_include_this_region() {
+        assert!(parse(&[]).validate().is_ok(), "unset: any region");
+        assert!(
+            parse(&["--known-regions", "us-east,singapore"])
+                .validate()
+                .is_ok()
+        );
+        let err = parse(&["--known-regions", "singapore"])
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("us-east"), "{err}");
+        let err = parse(&["--known-regions", "us-east,sing apore"])
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--known-regions"), "{err}");
     }
 }

@@ -595,7 +595,7 @@ async fn one_token_cannot_flood_telemetry_by_reconnecting() {
                 .unwrap();
             // Without JetStream in this lab, reports past the budget are
             // refused for storage, not for rate: only the rate counts here.
-            if ack.reason.starts_with("rate limited") {
+            if ack.refusal() == rallypoint_protocol::v1::TelemetryRefusal::RateLimited {
                 limited += 1;
             } else {
                 passed += 1;

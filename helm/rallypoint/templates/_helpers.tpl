@@ -117,6 +117,12 @@ prometheus.io/path: /metrics
 - name: RALLYPOINT_TRUSTED_PROXIES
   value: {{ join "," .Values.relay.trustedProxies | quote }}
 {{- end }}
+{{- if .Values.candidates.regions }}
+# Every region the clients' candidate lists name: reports naming any other
+# region are refused.
+- name: RALLYPOINT_KNOWN_REGIONS
+  value: {{ include "rallypoint.candidateRegions" . | quote }}
+{{- end }}
 {{- if .Values.relay.geoip.claimName }}
 - name: RALLYPOINT_GEOIP_DB
   value: "/var/lib/rallypoint/geoip/{{ .Values.relay.geoip.file }}"
@@ -209,6 +215,13 @@ mounted by rallypoint.natsVolumeMounts.
 {{- define "rallypoint.telemetryRegions" -}}
 {{- range $i, $r := .Values.collector.regions -}}
 {{- if $i }},{{ end }}{{ $r.name }}:{{ $r.replicas }}
+{{- end -}}
+{{- end -}}
+
+{{/* `us-east,singapore`: the names of candidates.regions, the relays' --known-regions. */}}
+{{- define "rallypoint.candidateRegions" -}}
+{{- range $i, $r := .Values.candidates.regions -}}
+{{- if $i }},{{ end }}{{ $r.name }}
 {{- end -}}
 {{- end -}}
 

@@ -2,6 +2,11 @@
 //! real path — relay intake (validation, enrichment) → JetStream → collector →
 //! ClickHouse — for demos and load. Every report is labelled synthetic
 //! (`client.synthetic`), so dashboards can tell it from real traffic.
+//!
+//! Relays accept synthetic reports (and the networks they invent) only from
+//! tokens with the `synthetic` claim, which the stack's `/token` never grants
+//! (browsers get their tokens there): the simulator mints its own with the
+//! deployment's secret, or is given one with `--token`.
 
 use std::time::{Duration, Instant};
 
@@ -12,6 +17,10 @@ use rallypoint_protocol::v1::{
 
 use super::source::Source;
 use crate::reports::ReportGenerator;
+use crate::tokens::DevIssuer;
+
+/// Lifetime of the simulator's own token (relays accept up to 24 h).
+const SIMULATOR_TOKEN_TTL: Duration = Duration::from_secs(12 * 3600);
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct SimulateArgs {
@@ -26,9 +35,17 @@ pub struct SimulateArgs {
     #[arg(long, default_value_t = 200)]
     pub rate: u64,
 
-    /// Connections per relay candidate (relays rate-limit reports per connection).
+    /// Connections per relay candidate (relays rate-limit reports per token
+    /// subject, so more connections spread the load, not the budget).
     #[arg(long, default_value_t = 4)]
     pub connections: usize,
+
+    /// The relays' token secret (`rallypoint up --jwt-secret`, or
+    /// RALLYPOINT_JWT_SECRET in both shells): the simulator mints its own
+    /// token with the `synthetic` claim. Without it, `--token` must carry
+    /// that claim.
+    #[arg(long, env = "RALLYPOINT_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
 
     /// Seed of the generator (same seed, same reports).
     #[arg(long, default_value_t = 1)]
@@ -36,7 +53,24 @@ pub struct SimulateArgs {
 }
 
 pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
-    let (candidates, token) = args.source.resolve("lobby", "rallypoint simulate").await?;
+    let mut source = args.source.clone();
+    match (&args.jwt_secret, &source.token) {
+        (Some(secret), _) => {
+            source.token = Some(DevIssuer::new(secret).mint_simulator(
+                "lobby",
+                "rallypoint-simulate",
+                "rallypoint simulate",
+                SIMULATOR_TOKEN_TTL,
+            ));
+        }
+        (None, Some(_)) => {}
+        (None, None) => anyhow::bail!(
+            "synthetic reports need a token with the `synthetic` claim, which the stack's /token \
+             never grants: pass --jwt-secret (the secret the relays verify with; start \
+             `rallypoint up` with the same RALLYPOINT_JWT_SECRET) or --token"
+        ),
+    }
+    let (candidates, token) = source.resolve("lobby", "rallypoint simulate").await?;
     let identity = ClientIdentity::new(token);
     let mut peers = Vec::new();
     for candidate in &candidates {

@@ -15,8 +15,10 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use bytes::Bytes;
+use rallypoint_protocol::telemetry::KnownRegions;
 use rallypoint_protocol::v1::{
-    ElectionReport, EnrichedElectionReport, ServerFrame, TelemetryAck, server_frame,
+    ElectionReport, EnrichedElectionReport, ServerFrame, TelemetryAck, TelemetryRefusal,
+    server_frame,
 };
 use rallypoint_protocol::{encode, subjects, telemetry};
 
@@ -42,6 +44,9 @@ pub struct Intake {
 pub struct ReportSource<'a> {
     pub client_ip: Option<IpAddr>,
     pub peer_id: &'a str,
+    /// The token carries the simulator's `synthetic` claim: only then may a
+    /// report be labelled synthetic and bring its own network context.
+    pub may_send_synthetic: bool,
 }
 
 impl Intake {
@@ -62,15 +67,32 @@ impl Intake {
         }
     }
 
-    /// Validates and enriches `report`, then publishes it in the background and
-    /// answers the client on `outbox` with a `TelemetryAck` once JetStream has
-    /// stored it (or refused). Never blocks the connection's frame loop.
-    pub fn submit(&self, report: ElectionReport, source: ReportSource<'_>, outbox: &Outbox) {
+    /// Validates (against `regions`) and enriches `report`, then publishes it
+    /// in the background and answers the client on `outbox` with a
+    /// `TelemetryAck` once JetStream has stored it (or refused). Never blocks
+    /// the connection's frame loop.
+    pub fn submit(
+        &self,
+        report: ElectionReport,
+        source: ReportSource<'_>,
+        regions: KnownRegions<'_>,
+        outbox: &Outbox,
+    ) {
         let report_id = report.report_id.clone();
-        if let Err(e) = telemetry::validate(&report) {
-            self.stats.reports_rejected.fetch_add(1, Relaxed);
-            outbox.frame(ack(report_id, Err(format!("invalid report: {e}"))));
-            return;
+        if let Err(e) = telemetry::validate_for(&report, regions) {
+            let reason = format!("invalid report: {e}");
+            return self.refuse(report_id, TelemetryRefusal::Invalid, reason, outbox);
+        }
+        if report.client.as_ref().is_some_and(|c| c.synthetic) && !source.may_send_synthetic {
+            let reason = "synthetic reports are accepted only from tokens minted for the \
+                          simulator (claim `synthetic`); send real reports without the label"
+                .to_owned();
+            return self.refuse(
+                report_id,
+                TelemetryRefusal::SyntheticNotAllowed,
+                reason,
+                outbox,
+            );
         }
         let enriched = self.enrich(report, source);
         let subject = subjects::telemetry_election(&self.region);
@@ -78,19 +100,40 @@ impl Intake {
         let stats = self.stats.clone();
         let outbox = outbox.clone();
         tokio::spawn(async move {
-            let result = publish(&jetstream, subject, &report_id, encode(&enriched)).await;
-            match &result {
-                Ok(()) => stats.reports_accepted.fetch_add(1, Relaxed),
-                Err(_) => stats.reports_rejected.fetch_add(1, Relaxed),
+            let frame = match publish(&jetstream, subject, &report_id, encode(&enriched)).await {
+                Ok(()) => {
+                    stats.reports_accepted.fetch_add(1, Relaxed);
+                    ack(report_id, None)
+                }
+                Err(reason) => {
+                    stats.reports_rejected.fetch_add(1, Relaxed);
+                    ack(report_id, Some((TelemetryRefusal::Unavailable, reason)))
+                }
             };
-            outbox.frame(ack(report_id, result));
+            outbox.frame(frame);
         });
+    }
+
+    /// Refuses a report: counted, and answered with a code the client acts on
+    /// and a reason for people. Every refusal of a report goes through here
+    /// or through the publish failure above.
+    pub fn refuse(
+        &self,
+        report_id: Bytes,
+        refusal: TelemetryRefusal,
+        reason: String,
+        outbox: &Outbox,
+    ) {
+        self.stats.reports_rejected.fetch_add(1, Relaxed);
+        outbox.frame(ack(report_id, Some((refusal, reason))));
     }
 
     fn enrich(&self, report: ElectionReport, source: ReportSource<'_>) -> EnrichedElectionReport {
         let network = match &report.client {
             // `rallypoint simulate` invents a network context for its labelled
-            // synthetic reports; real reports always get the edge lookup.
+            // synthetic reports (`submit` let them through only from a token
+            // with the simulator's claim); real reports always get the edge
+            // lookup.
             Some(client) if client.synthetic => NetworkInfo {
                 asn: client.synthetic_asn,
                 isp: non_empty_or_unknown(&client.synthetic_isp),
@@ -136,16 +179,15 @@ async fn publish(
     }
 }
 
-fn ack(report_id: Bytes, result: Result<(), String>) -> Bytes {
-    let (accepted, reason) = match result {
-        Ok(()) => (true, String::new()),
-        Err(reason) => (false, reason),
-    };
+/// A `TelemetryAck`: accepted when `refused` is `None`.
+fn ack(report_id: Bytes, refused: Option<(TelemetryRefusal, String)>) -> Bytes {
+    let (refusal, reason) = refused.unwrap_or((TelemetryRefusal::Unspecified, String::new()));
     encode(&ServerFrame::of(server_frame::Kind::TelemetryAck(
         TelemetryAck {
             report_id,
-            accepted,
+            accepted: refusal == TelemetryRefusal::Unspecified,
             reason,
+            refusal: refusal as i32,
         },
     )))
 }

@@ -25,7 +25,8 @@ use std::time::Instant;
 use bytes::Bytes;
 use rallypoint_protocol::v1::{
     ClientFrame, Drain, ErrorCode, Hello, Media, Participant, ProbeAck, Refresh, ServerFrame,
-    TokenRefreshed, TrackKind, Welcome, client_frame, server_frame, telemetry_report,
+    TelemetryRefusal, TokenRefreshed, TrackKind, Welcome, client_frame, server_frame,
+    telemetry_report,
 };
 use rallypoint_protocol::{FrameError, PROTOCOL_VERSION, encode, limits};
 use tokio::sync::mpsc;
@@ -382,22 +383,23 @@ impl Session {
                     .report_rates
                     .try_take(&identity.claims.sub, Instant::now())
                 {
-                    self.outbox
-                        .frame(encode(&ServerFrame::of(server_frame::Kind::TelemetryAck(
-                            rallypoint_protocol::v1::TelemetryAck {
-                                report_id: report.report_id,
-                                accepted: false,
-                                reason: format!("rate limited: retry in {} ms", retry.as_millis()),
-                            },
-                        ))));
-                    self.relay.stats.reports_rejected.fetch_add(1, Relaxed);
+                    self.relay.intake.refuse(
+                        report.report_id,
+                        TelemetryRefusal::RateLimited,
+                        format!("rate limited: retry in {} ms", retry.as_millis()),
+                        &self.outbox,
+                    );
                     return Ok(());
                 }
                 let source = ReportSource {
                     client_ip: self.info.client_ip,
                     peer_id: &identity.peer_id,
+                    may_send_synthetic: identity.claims.synthetic,
                 };
-                self.relay.intake.submit(report, source, &self.outbox);
+                let regions = self.relay.config.telemetry.known_regions();
+                self.relay
+                    .intake
+                    .submit(report, source, regions, &self.outbox);
                 Ok(())
             }
         }

@@ -27,18 +27,27 @@ impl Lab {
     /// us-east (3 NATS servers) + singapore (2), one relay per region serving
     /// both transports.
     pub async fn two_regions(extra_relay_args: &[&str]) -> Lab {
-        Self::start(extra_relay_args, false).await
+        Self::start(extra_relay_args, false, false).await
+    }
+
+    /// Like [`Lab::two_regions`], with JetStream, for telemetry tests (the
+    /// test makes the stream it needs).
+    pub async fn two_regions_with_jetstream(extra_relay_args: &[&str]) -> Lab {
+        Self::start(extra_relay_args, false, true).await
     }
 
     /// Like [`Lab::two_regions`], with the gateways between the regions
     /// behind proxies, so `lab.nats.cut_gateways()` partitions them.
     pub async fn two_regions_partitionable(extra_relay_args: &[&str]) -> Lab {
-        Self::start(extra_relay_args, true).await
+        Self::start(extra_relay_args, true, false).await
     }
 
-    async fn start(extra_relay_args: &[&str], partitionable: bool) -> Lab {
+    async fn start(extra_relay_args: &[&str], partitionable: bool, jetstream: bool) -> Lab {
         let dir = tempfile::tempdir().unwrap();
-        let (spec, nats_dir) = (SuperClusterSpec::reference(false), dir.path().join("nats"));
+        let (spec, nats_dir) = (
+            SuperClusterSpec::reference(jetstream),
+            dir.path().join("nats"),
+        );
         let nats = if partitionable {
             SuperCluster::start_with_gateway_proxies(spec, &nats_dir).await
         } else {

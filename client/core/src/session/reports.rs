@@ -6,6 +6,7 @@
 
 use std::collections::VecDeque;
 
+use rallypoint_protocol::telemetry::refusal_is_final;
 use rallypoint_protocol::v1::{ElectionReport, TelemetryAck};
 
 /// Reports kept while no relay is reachable (oldest dropped beyond this).
@@ -47,11 +48,13 @@ impl ReportQueue {
         }
     }
 
-    /// Settles a report: accepted, or refused as invalid (sending it again
-    /// would be refused again). Refused for a passing reason (rate limit,
-    /// stream down), it is offered again later.
+    /// Settles a report: accepted, or refused for good (invalid, or a
+    /// synthetic label the token may not use: sending it again would be
+    /// refused again). Refused for a passing reason (rate limit, stream
+    /// down), it is offered again later. Decided by the ack's code, never
+    /// by its wording, which is for people.
     pub fn on_ack(&mut self, ack: &TelemetryAck) {
-        let settled = ack.accepted || ack.reason.starts_with("invalid");
+        let settled = ack.accepted || refusal_is_final(ack.refusal(), &ack.reason);
         let before = self.pending.len();
         self.pending.retain_mut(|(report, in_flight)| {
             if report.report_id != ack.report_id {
@@ -78,6 +81,7 @@ impl ReportQueue {
 mod tests {
     use super::*;
     use bytes::Bytes;
+    use rallypoint_protocol::v1::TelemetryRefusal;
 
     fn report(id: u8) -> ElectionReport {
         ElectionReport {
@@ -91,6 +95,14 @@ mod tests {
             report_id: Bytes::from(vec![id; 16]),
             accepted,
             reason: reason.into(),
+            ..Default::default()
+        }
+    }
+
+    fn refused(id: u8, refusal: TelemetryRefusal, reason: &str) -> TelemetryAck {
+        TelemetryAck {
+            refusal: refusal as i32,
+            ..ack(id, false, reason)
         }
     }
 
@@ -105,7 +117,7 @@ mod tests {
     }
 
     #[test]
-    fn a_passing_refusal_is_retried_but_an_invalid_report_is_dropped() {
+    fn a_relay_without_codes_is_judged_by_its_reason() {
         let mut q = ReportQueue::default();
         q.push(report(1));
         q.push(report(2));
@@ -116,6 +128,27 @@ mod tests {
         let again = q.take_unsent();
         assert_eq!(again.len(), 1);
         assert_eq!(again[0].report_id, report(1).report_id);
+    }
+
+    #[test]
+    fn a_refusal_is_judged_by_its_code_not_its_wording() {
+        let mut q = ReportQueue::default();
+        for id in 1..=4 {
+            q.push(report(id));
+        }
+        q.take_unsent();
+        let why = "reworded for people";
+        q.on_ack(&refused(1, TelemetryRefusal::Invalid, why));
+        q.on_ack(&refused(2, TelemetryRefusal::SyntheticNotAllowed, why));
+        q.on_ack(&refused(
+            3,
+            TelemetryRefusal::RateLimited,
+            "invalid-looking text",
+        ));
+        q.on_ack(&refused(4, TelemetryRefusal::Unavailable, why));
+        let kept: Vec<_> = q.take_unsent().into_iter().map(|r| r.report_id).collect();
+        assert_eq!(kept, vec![report(3).report_id, report(4).report_id]);
+        assert_eq!(q.delivered(), 0);
     }
 
     #[test]

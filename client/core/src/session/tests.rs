@@ -479,6 +479,7 @@ fn reports_made_while_no_relay_was_reachable_are_sent_once_one_is() {
             report_id: first,
             accepted: true,
             reason: String::new(),
+            ..Default::default()
         })),
     );
     assert_eq!(net.session.reports_pending(), 1);

@@ -1,0 +1,232 @@
+//! What a relay's telemetry intake lets through, against the real relay
+//! binary and a real JetStream stream: forged inputs are refused with a code
+//! the client can act on, and nothing of them is stored.
+
+mod support;
+
+use std::time::Duration;
+
+use rallypoint_client::TransportKind::WebSocket;
+use rallypoint_client_native::{ClientIdentity, Peer};
+use rallypoint_lab::nats::NatsRole;
+use rallypoint_lab::reports::ReportGenerator;
+use rallypoint_protocol::v1::{
+    ClientFrame, ElectionReport, EnrichedElectionReport, TelemetryAck, TelemetryRefusal,
+    TelemetryReport, client_frame, server_frame, telemetry_report,
+};
+use rallypoint_protocol::{prost::Message, subjects};
+use support::*;
+
+const STREAM: &str = "TEST_TELEMETRY";
+
+/// A stream holding every region's telemetry, as the collector's would.
+async fn telemetry_stream(lab: &Lab) -> async_nats::jetstream::stream::Stream {
+    let admin = lab
+        .nats
+        .access(NatsRole::Admin, "us-east")
+        .connect()
+        .await
+        .expect("admin connects");
+    async_nats::jetstream::new(admin)
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: STREAM.into(),
+            subjects: vec![format!("{}.>", subjects::TELEMETRY_ELECTION_PREFIX)],
+            ..Default::default()
+        })
+        .await
+        .expect("stream created")
+}
+
+/// Sends `report` and waits for its acknowledgement.
+async fn submit(peer: &mut Peer, report: ElectionReport) -> TelemetryAck {
+    let id = report.report_id.clone();
+    peer.conn
+        .send(&ClientFrame::of(client_frame::Kind::Telemetry(
+            TelemetryReport {
+                kind: Some(telemetry_report::Kind::Election(report)),
+            },
+        )));
+    peer.expect("TelemetryAck", T, |kind| match kind {
+        server_frame::Kind::TelemetryAck(ack) if ack.report_id == id => Some(ack.clone()),
+        _ => None,
+    })
+    .await
+    .expect("acknowledged")
+}
+
+/// Every report the stream holds.
+async fn stored(stream: &mut async_nats::jetstream::stream::Stream) -> Vec<EnrichedElectionReport> {
+    let last = stream
+        .info()
+        .await
+        .expect("stream info")
+        .state
+        .last_sequence;
+    let mut reports = Vec::new();
+    for seq in 1..=last {
+        let message = stream.get_raw_message(seq).await.expect("stored message");
+        reports.push(EnrichedElectionReport::decode(message.payload).expect("decodes"));
+    }
+    reports
+}
+
+fn synthetic(generator: &mut ReportGenerator) -> ElectionReport {
+    let mut report = generator.next_report();
+    let client = report
+        .client
+        .as_mut()
+        .expect("generated reports say their client");
+    assert!(client.synthetic, "the generator labels its reports");
+    client.synthetic_isp = "Forged Networks".into();
+    client.synthetic_asn = 64_512;
+    client.synthetic_country = "AQ".into();
+    report
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_simulator_tokens_may_send_synthetic_reports() {
+    let lab = Lab::two_regions_with_jetstream(&[]).await;
+    let mut stream = telemetry_stream(&lab).await;
+    let candidate = lab.candidate(0, WebSocket);
+    let mut generator = ReportGenerator::new(lab.relays[0].candidates(), 3, true);
+
+    // A browser's token: its synthetic report is refused, and says why.
+    let mut browser = Peer::connect(&candidate, &lab.identity("lobby", "browser"), T)
+        .await
+        .expect("connects");
+    let forged = synthetic(&mut generator);
+    let ack = submit(&mut browser, forged.clone()).await;
+    assert!(!ack.accepted, "a forged synthetic report was accepted");
+    assert_eq!(
+        ack.refusal(),
+        TelemetryRefusal::SyntheticNotAllowed,
+        "refused as {:?}: {}",
+        ack.refusal(),
+        ack.reason
+    );
+    assert!(
+        ack.reason.contains("synthetic"),
+        "the reason says what was wrong: {}",
+        ack.reason
+    );
+
+    // The simulator's token: the same kind of report is stored with the
+    // network it invented.
+    let simulator = ClientIdentity::new(lab.issuer.mint_simulator(
+        "lobby",
+        "simulator",
+        "simulator",
+        Duration::from_secs(600),
+    ));
+    let mut simulator = Peer::connect(&candidate, &simulator, T)
+        .await
+        .expect("connects");
+    let labelled = synthetic(&mut generator);
+    let ack = submit(&mut simulator, labelled.clone()).await;
+    assert!(ack.accepted, "simulator report refused: {}", ack.reason);
+    assert_eq!(ack.refusal(), TelemetryRefusal::Unspecified);
+
+    let reports = stored(&mut stream).await;
+    assert_eq!(
+        reports
+            .iter()
+            .map(|r| r.report.as_ref().unwrap().report_id.clone())
+            .collect::<Vec<_>>(),
+        vec![labelled.report_id],
+        "only the simulator's report is stored"
+    );
+    assert_eq!(
+        (
+            reports[0].isp.as_str(),
+            reports[0].asn,
+            reports[0].country.as_str()
+        ),
+        ("Forged Networks", 64_512, "AQ")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_naming_unknown_regions_or_values_are_refused_as_invalid() {
+    let lab = Lab::two_regions_with_jetstream(&["--known-regions", "us-east,singapore"]).await;
+    let mut stream = telemetry_stream(&lab).await;
+    let mut generator = ReportGenerator::new(lab.relays[0].candidates(), 5, false);
+    let mut peer = Peer::connect(
+        &lab.candidate(0, WebSocket),
+        &lab.identity("lobby", "client"),
+        T,
+    )
+    .await
+    .expect("connects");
+
+    let mut made_up_region = generator.next_report();
+    made_up_region.candidates[0].region = "atlantis".into();
+    let mut made_up_rule = generator.next_report();
+    made_up_rule.rule = 77;
+    let mut made_up_outcome = generator.next_report();
+    made_up_outcome.candidates[0].outcome = 0;
+    for (what, report, words) in [
+        ("a region", made_up_region, "atlantis"),
+        ("a rule", made_up_rule, "rule"),
+        ("an outcome", made_up_outcome, "outcome"),
+    ] {
+        let ack = submit(&mut peer, report).await;
+        assert!(!ack.accepted, "a report with made-up {what} was accepted");
+        assert_eq!(ack.refusal(), TelemetryRefusal::Invalid, "{}", ack.reason);
+        assert!(ack.reason.contains(words), "{what}: {}", ack.reason);
+    }
+    let real = generator.next_report();
+    let ack = submit(&mut peer, real.clone()).await;
+    assert!(ack.accepted, "a real report was refused: {}", ack.reason);
+
+    let ids: Vec<_> = stored(&mut stream)
+        .await
+        .into_iter()
+        .map(|r| r.report.unwrap().report_id)
+        .collect();
+    assert_eq!(ids, vec![real.report_id], "only the real report is stored");
+}
+
+/// The flood: one token reconnecting over and over (a fresh
+/// connection, and so a fresh per-connection budget, every half second),
+/// shortened from 60 s to 10 s with a budget of 12 a minute.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_token_reconnecting_twenty_times_gets_no_more_than_its_budget_stored() {
+    const PER_MINUTE: usize = 12;
+    const CONNECTIONS: usize = 20;
+    const PER_CONNECTION: usize = 5;
+    let lab = Lab::two_regions_with_jetstream(&["--reports-per-minute", "12"]).await;
+    let mut stream = telemetry_stream(&lab).await;
+    let candidate = lab.candidate(0, WebSocket);
+    let identity = lab.identity("lobby", "flooder");
+    let mut generator = ReportGenerator::new(lab.relays[0].candidates(), 11, false);
+    let (mut accepted, mut limited) = (0, 0);
+    let started = tokio::time::Instant::now();
+    for round in 0..CONNECTIONS {
+        let mut peer = Peer::connect(&candidate, &identity, T)
+            .await
+            .expect("connects");
+        for _ in 0..PER_CONNECTION {
+            let ack = submit(&mut peer, generator.next_report()).await;
+            match (ack.accepted, ack.refusal()) {
+                (true, _) => accepted += 1,
+                (false, TelemetryRefusal::RateLimited) => limited += 1,
+                (false, other) => panic!("refused as {other:?}: {}", ack.reason),
+            }
+        }
+        drop(peer);
+        tokio::time::sleep_until(started + Duration::from_millis(500) * (round as u32 + 1)).await;
+    }
+    let elapsed = started.elapsed();
+    // A burst of the whole budget, then one report every five seconds.
+    let budget = PER_MINUTE + (elapsed.as_secs_f64() * PER_MINUTE as f64 / 60.0).ceil() as usize;
+    eprintln!(
+        "[telemetry] one token, {CONNECTIONS} connections over {elapsed:.1?}: {accepted} accepted, {limited} rate limited (budget {budget})"
+    );
+    assert_eq!(accepted + limited, CONNECTIONS * PER_CONNECTION);
+    assert!(
+        (PER_MINUTE..=budget).contains(&accepted),
+        "{accepted} reports accepted for one token with a budget of {budget}"
+    );
+    let stored = stored(&mut stream).await.len();
+    assert_eq!(stored, accepted, "what was acknowledged is what is stored");
+}
