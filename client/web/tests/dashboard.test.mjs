@@ -39,7 +39,7 @@ before(async () => {
   // 600 labelled synthetic reports from eight markets, through the relays.
   await promisify(execFile)(bin, [
     'simulate', '--stack', stack.base, '--reports', '600', '--rate', '300', '--connections', '2',
-  ], { cwd: repo, timeout: 120_000 });
+  ], { cwd: repo, timeout: 120_000, env: { ...process.env, RALLYPOINT_JWT_SECRET: stack.jwtSecret } });
   browser = await launchChromium();
   page = await browser.context.newPage();
   await page.setExtraHTTPHeaders({ authorization });

@@ -6,13 +6,18 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { once } from 'node:events';
+import { randomBytes } from 'node:crypto';
 
 /**
  * Starts `rallypoint up` and resolves once it printed its endpoints.
- * @returns {Promise<{base: string, stop: () => Promise<void>, killRelay: (id: string) => number, log: () => string}>}
+ * @returns {Promise<{base: string, jwtSecret: string, stop: () => Promise<void>, killRelay: (id: string) => number, log: () => string}>}
  */
 export async function startStack({ bin, repo, webDist, timeoutMs = 120_000 }) {
   const dir = mkdtempSync(join(tmpdir(), 'rallypoint-web-test-'));
+  // The relays' token secret, known to the test: `rallypoint simulate` mints
+  // its own simulator tokens with it (the stack's /token never grants the
+  // synthetic claim).
+  const jwtSecret = `web-test-${randomBytes(16).toString('hex')}`;
   const child = spawn(
     bin,
     [
@@ -24,7 +29,7 @@ export async function startStack({ bin, repo, webDist, timeoutMs = 120_000 }) {
     ],
     {
       cwd: repo,
-      env: { ...process.env, RALLYPOINT_WEB_DIST: webDist },
+      env: { ...process.env, RALLYPOINT_WEB_DIST: webDist, RALLYPOINT_JWT_SECRET: jwtSecret },
       stdio: ['ignore', 'pipe', 'pipe'],
     },
   );
@@ -52,6 +57,7 @@ export async function startStack({ bin, repo, webDist, timeoutMs = 120_000 }) {
 
   return {
     base,
+    jwtSecret,
     log: () => output,
     /** SIGKILLs the relay `id` that this stack started; returns its pid. */
     killRelay(id) {
