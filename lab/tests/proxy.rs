@@ -79,18 +79,11 @@ fn tcp_server(serve: impl Fn(TcpStream) + Send + Sync + Copy + 'static) -> Socke
 
 /// `count` sequential UDP round trips to `target`, one every `gap`.
 fn udp_round_trips(target: SocketAddr, count: u32, gap: Duration) -> Vec<Duration> {
-    let socket = UdpSocket::bind(ANY_LOCAL).unwrap();
-    socket.connect(target).unwrap();
-    socket.set_read_timeout(Some(PATIENCE)).unwrap();
-    let mut buffer = [0u8; 64];
+    let mut pinger = Pinger::new(target);
     (0..count)
         .map(|seq| {
             std::thread::sleep(gap);
-            let sent = Instant::now();
-            socket.send(&seq.to_be_bytes()).unwrap();
-            let len = socket.recv(&mut buffer).expect("an answer");
-            assert_eq!(&buffer[..len], seq.to_be_bytes());
-            sent.elapsed()
+            pinger.round_trip(seq)
         })
         .collect()
 }
@@ -199,15 +192,20 @@ fn udp_jitter_spreads_round_trips_around_the_rtt() {
     let echo = udp_echo_server();
     let link = LinkSpec::new(40.0, 10.0, 0.0);
     let proxy = UdpDelayProxy::start(any_local(), echo, link, 7).unwrap();
-    let round_trips: Vec<f64> = udp_round_trips(proxy.local_addr(), 100, Duration::ZERO)
-        .into_iter()
-        .map(ms)
+    // The baseline, measured in the same run: a proxy that adds nothing.
+    // Each jittered round trip is paired with a direct one taken just
+    // before it, so what the machine's load adds (scheduling, a busy test
+    // run) is in both and cancels out of their difference.
+    let direct = UdpDelayProxy::start(any_local(), echo, LinkSpec::new(0.0, 0.0, 0.0), 8).unwrap();
+    let mut through_direct = Pinger::new(direct.local_addr());
+    let mut through_jitter = Pinger::new(proxy.local_addr());
+    let added: Vec<f64> = (0..100)
+        .map(|seq| ms(through_jitter.round_trip(seq)) - ms(through_direct.round_trip(seq)))
         .collect();
-    let mean = round_trips.iter().sum::<f64>() / round_trips.len() as f64;
-    let variance = round_trips.iter().map(|r| (r - mean).powi(2)).sum::<f64>()
-        / (round_trips.len() - 1) as f64;
+    let mean = added.iter().sum::<f64>() / added.len() as f64;
+    let variance = added.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / (added.len() - 1) as f64;
     println!(
-        "UDP 40 ms ± 10 ms link: mean {mean:.2} ms, standard deviation {:.2} ms",
+        "UDP 40 ms ± 10 ms link, over a direct proxy: mean {mean:.2} ms added, standard deviation {:.2} ms",
         variance.sqrt()
     );
     assert!((36.0..=44.0).contains(&mean), "mean {mean:.2} ms");
@@ -216,6 +214,29 @@ fn udp_jitter_spreads_round_trips_around_the_rtt() {
         "σ {:.2} ms",
         variance.sqrt()
     );
+}
+
+/// One UDP socket sending numbered pings to `target`, one at a time.
+struct Pinger {
+    socket: UdpSocket,
+}
+
+impl Pinger {
+    fn new(target: SocketAddr) -> Self {
+        let socket = UdpSocket::bind(ANY_LOCAL).unwrap();
+        socket.connect(target).unwrap();
+        socket.set_read_timeout(Some(PATIENCE)).unwrap();
+        Pinger { socket }
+    }
+
+    fn round_trip(&mut self, seq: u32) -> Duration {
+        let mut buffer = [0u8; 64];
+        let sent = Instant::now();
+        self.socket.send(&seq.to_be_bytes()).unwrap();
+        let len = self.socket.recv(&mut buffer).expect("an answer");
+        assert_eq!(&buffer[..len], seq.to_be_bytes());
+        sent.elapsed()
+    }
 }
 
 #[test]

@@ -29,7 +29,11 @@ use rallypoint_client::CandidateList;
 #[command(name = "rallypoint-static", version)]
 struct Args {
     /// Listen address.
-    #[arg(long, env = "RALLYPOINT_STATIC_LISTEN", default_value = "127.0.0.1:8080")]
+    #[arg(
+        long,
+        env = "RALLYPOINT_STATIC_LISTEN",
+        default_value = "127.0.0.1:8080"
+    )]
     listen: SocketAddr,
     /// Directory of the built browser app (trunk's `dist/`).
     #[arg(long, env = "RALLYPOINT_STATIC_DIR", default_value = "client/web/dist")]
@@ -62,12 +66,20 @@ async fn run(args: Args) -> Result<(), String> {
     }
     let mut app = Router::new().route("/healthz", get(|| async { "ok" }));
     if let Some(path) = args.candidates.clone() {
-        app = app.route("/candidates.json", get(candidates).with_state(Arc::new(path)));
+        app = app.route(
+            "/candidates.json",
+            get(candidates).with_state(Arc::new(path)),
+        );
     }
     let app = app.fallback_service(tower_http::services::ServeDir::new(&args.dir));
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
-        .map_err(|e| format!("cannot listen on {}: {e}; pick another with --listen", args.listen))?;
+        .map_err(|e| {
+            format!(
+                "cannot listen on {}: {e}; pick another with --listen",
+                args.listen
+            )
+        })?;
     eprintln!(
         "rallypoint-static: serving {} on http://{}{}",
         args.dir.display(),
