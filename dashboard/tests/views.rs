@@ -7,9 +7,9 @@ mod common;
 
 use common::{AT, Candidate, SINGTEL, UNTIL, arrived, dataset, replay_on_chdb, report, serve};
 use rallypoint_collector::rows::ReportRows;
-use rallypoint_dashboard::data::{Db, Source, capacity, matrix, outcomes, overview, sessions};
+use rallypoint_dashboard::data::{Source, capacity, matrix, outcomes, overview, sessions};
 use rallypoint_dashboard::filters::Filters;
-use rallypoint_lab::clickhouse::ClickHouseServer;
+use rallypoint_lab::clickhouse::{ClickHouseRole, ClickHouseServer};
 
 fn filters() -> Filters {
     Filters {
@@ -25,13 +25,7 @@ async fn every_view_shows_the_numbers_the_data_implies_on_old_and_new_clickhouse
     let mut clickhouse = ClickHouseServer::start(dir.path()).await.unwrap();
     let store = clickhouse.admin_store(90).await.unwrap();
     store.write(&dataset(), &[]).await.unwrap();
-    let db = Db::new(
-        &clickhouse.url(),
-        "default",
-        &clickhouse.admin_password(),
-        "default",
-    )
-    .recording();
+    let db = clickhouse.dashboard_db(ClickHouseRole::Admin).recording();
     let f = filters();
 
     // Overview.
@@ -347,13 +341,7 @@ async fn a_month_of_cells_merges_whole_days_and_the_hours_at_the_edges() {
     let store = clickhouse.admin_store(90).await.unwrap();
     let all: Vec<ReportRows> = inside.iter().chain(&outside).cloned().collect();
     store.write(&all, &[]).await.unwrap();
-    let db = Db::new(
-        &clickhouse.url(),
-        "default",
-        &clickhouse.admin_password(),
-        "default",
-    )
-    .recording();
+    let db = clickhouse.dashboard_db(ClickHouseRole::Admin).recording();
     let month = thirty_days_until(until);
 
     let cells = matrix::cells(&db, &month, until, Source::Rollup)
@@ -472,13 +460,7 @@ async fn an_upgraded_database_reads_the_days_before_its_per_day_rollups_from_hou
         0
     );
 
-    let db = Db::new(
-        &clickhouse.url(),
-        "default",
-        &clickhouse.admin_password(),
-        "default",
-    )
-    .recording();
+    let db = clickhouse.dashboard_db(ClickHouseRole::Admin).recording();
     let month = thirty_days_until(until);
     let cells = matrix::cells(&db, &month, until, Source::Rollup)
         .await

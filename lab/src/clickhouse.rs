@@ -159,6 +159,12 @@ impl ClickHouseServer {
         .await
     }
 
+    /// The dashboard's data access over this server, logged in as `role`.
+    pub fn dashboard_db(&self, role: ClickHouseRole) -> rallypoint_dashboard::data::Db {
+        let login = self.login(role);
+        rallypoint_dashboard::data::Db::new(&login.url, &login.user, &login.password, "default")
+    }
+
     /// The administrator's password (user `default`), for tests and tools.
     pub fn admin_password(&self) -> String {
         self.login(ClickHouseRole::Admin).password

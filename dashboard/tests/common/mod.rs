@@ -280,8 +280,9 @@ pub async fn fixture(reports: &[ReportRows]) -> Fixture {
     let clickhouse = ClickHouseServer::start(dir.path()).await.unwrap();
     let store = clickhouse.admin_store(90).await.unwrap();
     store.write(reports, &[]).await.unwrap();
-    let reader = clickhouse.login(ClickHouseRole::Dashboard);
-    let db = Db::new(&reader.url, &reader.user, &reader.password, "default").recording();
+    let db = clickhouse
+        .dashboard_db(ClickHouseRole::Dashboard)
+        .recording();
     let addr = serve(db.clone()).await;
     Fixture {
         _dir: dir,

@@ -5,10 +5,10 @@
 
 use std::time::{Duration, Instant};
 
-use rallypoint_dashboard::data::{Db, Source, capacity, matrix, outcomes, overview, sessions};
+use rallypoint_dashboard::data::{Source, capacity, matrix, outcomes, overview, sessions};
 use rallypoint_dashboard::filters::Filters;
 
-use crate::clickhouse::ClickHouseServer;
+use crate::clickhouse::{ClickHouseRole, ClickHouseServer};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct DashboardBenchArgs {
@@ -61,12 +61,7 @@ pub async fn run(args: DashboardBenchArgs) -> anyhow::Result<()> {
             .query(&format!("OPTIMIZE TABLE {table} FINAL"))
             .await?;
     }
-    let db = Db::new(
-        &clickhouse.url(),
-        "default",
-        &clickhouse.admin_password(),
-        "default",
-    );
+    let db = clickhouse.dashboard_db(ClickHouseRole::Admin);
     let now = now as u32;
     println!(
         "dashboard view latency, ClickHouse 18.16 with {} elections ({} candidate rows) over {DAYS} days; {} runs each",
