@@ -53,16 +53,11 @@ pub async fn setup(config: SetupConfig) -> anyhow::Result<()> {
     .await?;
     let js = async_nats::jetstream::new(nats.clone());
     let bounds = config.layout.stream_bounds()?;
-    let clickhouse = &config.clickhouse;
-    let store = Store::open(
-        &clickhouse.url,
-        &clickhouse.user,
-        clickhouse.password.expose(),
-        &clickhouse.database,
-        config.retention_days,
-    )
-    .await
-    .context("cannot set up the ClickHouse schema (are these the administrator's credentials?)")?;
+    let store = Store::open(&config.clickhouse, config.retention_days)
+        .await
+        .context(
+            "cannot set up the ClickHouse schema (are these the administrator's credentials?)",
+        )?;
     if !store.version.has_ttl() {
         let dropped = retention::drop_expired(&store, config.retention_days).await?;
         tracing::info!(dropped, "partitions past the retention period dropped");
@@ -111,17 +106,7 @@ pub async fn run(
     let nats = rallypoint_service::nats::connect(&config.nats, COLLECTOR_IDENTITY).await?;
     let js = async_nats::jetstream::new(nats.clone());
 
-    let store = Arc::new(
-        retry("ClickHouse", || {
-            Store::connect(
-                &config.clickhouse.url,
-                &config.clickhouse.user,
-                config.clickhouse.password.expose(),
-                &config.clickhouse.database,
-            )
-        })
-        .await,
-    );
+    let store = Arc::new(retry("ClickHouse", || Store::connect(&config.clickhouse)).await);
     // The streams and the consumer are `setup`'s to make; until it has run
     // (a Job next to this Deployment, say), wait and say so.
     let consumer = retry("JetStream consumer", || {

@@ -49,6 +49,7 @@
 use std::collections::{BTreeSet, HashSet};
 
 use clickhouse::{Client, Row};
+use rallypoint_service::clickhouse::ClickHouseArgs;
 use serde::Deserialize;
 
 use crate::in_flight::InFlight;
@@ -86,14 +87,8 @@ impl Store {
     /// Connects as an administrator, applies migrations and (where the
     /// server has TTL) the retention period: what `rallypoint-collector setup`
     /// and tests do.
-    pub async fn open(
-        url: &str,
-        user: &str,
-        password: &str,
-        database: &str,
-        retention_days: u32,
-    ) -> anyhow::Result<Store> {
-        let store = Self::client_for(url, user, password, database).await?;
+    pub async fn open(login: &ClickHouseArgs, retention_days: u32) -> anyhow::Result<Store> {
+        let store = Self::client_for(login).await?;
         schema::migrate(&store.client).await?;
         if store.version.has_ttl() {
             for (table, column) in schema::RETAINED_TABLES {
@@ -107,20 +102,15 @@ impl Store {
                     .map_err(|e| anyhow::anyhow!("cannot set the retention TTL of {table}: {e}"))?;
             }
         }
-        tracing::info!(version = ?store.version, url, database, "ClickHouse schema ready");
+        tracing::info!(version = ?store.version, url = %login.redacted_url(), database = %login.database, "ClickHouse schema ready");
         Ok(store)
     }
 
     /// Connects as the collector, whose user may read and insert but not
     /// change the schema: fails, saying to run `setup`, unless the database
     /// has exactly the schema this build writes.
-    pub async fn connect(
-        url: &str,
-        user: &str,
-        password: &str,
-        database: &str,
-    ) -> anyhow::Result<Store> {
-        let store = Self::client_for(url, user, password, database).await?;
+    pub async fn connect(login: &ClickHouseArgs) -> anyhow::Result<Store> {
+        let store = Self::client_for(login).await?;
         let applied = schema::applied_version(&store.client)
             .await
             .unwrap_or_default();
@@ -131,22 +121,12 @@ impl Store {
                  run `rallypoint-collector setup` with the ClickHouse administrator first"
             );
         }
-        tracing::info!(version = ?store.version, url, database, "ClickHouse schema is current");
+        tracing::info!(version = ?store.version, url = %login.redacted_url(), database = %login.database, "ClickHouse schema is current");
         Ok(store)
     }
 
-    async fn client_for(
-        url: &str,
-        user: &str,
-        password: &str,
-        database: &str,
-    ) -> anyhow::Result<Store> {
-        let base = Client::default()
-            .with_url(url)
-            .with_user(user)
-            .with_password(password)
-            .with_database(database)
-            .with_validation(false);
+    async fn client_for(login: &ClickHouseArgs) -> anyhow::Result<Store> {
+        let base = login.client()?;
         let version = schema::server_version(&base).await?;
         // Typed RowBinary lets the client check rows against the table schema;
         // servers before it (Debian's 18.16) take plain RowBinary.

@@ -10,7 +10,7 @@ use rallypoint_collector::rows::ElectionRow;
 use rallypoint_collector::rows::{ReportRows, rows};
 use rallypoint_collector::schema;
 use rallypoint_collector::store::{Store, Written};
-use rallypoint_lab::clickhouse::ClickHouseServer;
+use rallypoint_lab::clickhouse::{ClickHouseRole, ClickHouseServer};
 use rallypoint_lab::reports::{ReportGenerator, two_region_candidates};
 use rallypoint_protocol::encode;
 use rallypoint_protocol::v1::{ElectionReport, EnrichedElectionReport};
@@ -67,11 +67,7 @@ async fn fresh_store() -> (tempfile::TempDir, ClickHouseServer, Store) {
 
 /// A client writing straight to the tables (what the store would not do).
 fn raw_client(server: &ClickHouseServer) -> clickhouse::Client {
-    clickhouse::Client::default()
-        .with_url(server.url())
-        .with_user("default")
-        .with_password(server.admin_password())
-        .with_validation(false)
+    server.login(ClickHouseRole::Admin).args().client().unwrap()
 }
 
 async fn counts(server: &ClickHouseServer) -> (u64, u64) {

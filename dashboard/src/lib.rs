@@ -75,19 +75,14 @@ pub async fn run(
         tracing::warn!(listen = %config.listen, "--no-auth on an address other hosts can reach: anyone who can connect sees the dashboard");
     }
     let dashboard = Arc::new(http::Dashboard {
-        db: data::Db::new(
-            &config.clickhouse.url,
-            &config.clickhouse.user,
-            config.clickhouse.password.expose(),
-            &config.clickhouse.database,
-        ),
+        db: data::Db::new(&config.clickhouse)?,
         refresh_seconds: config.refresh_seconds,
         auth: Arc::new(auth),
     });
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on --listen {}", config.listen))?;
-    tracing::info!(listen = %config.listen, clickhouse = %config.clickhouse.url, auth = %dashboard.auth.describe(), "dashboard serving");
+    tracing::info!(listen = %config.listen, clickhouse = %config.clickhouse.redacted_url(), auth = %dashboard.auth.describe(), "dashboard serving");
     // The peer's address: --trusted-proxies are matched against it.
     let app = http::router(dashboard).into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app)

@@ -383,9 +383,12 @@ async fn hash_password_makes_a_line_the_dashboard_accepts() {
     std::fs::write(&users, &line).unwrap();
     let log = dir.path().join("dashboard.log");
     let nowhere = rallypoint_lab::clickhouse::ClickHouseLogin {
-        url: "http://127.0.0.1:9".into(),
+        url: "https://127.0.0.1:9".into(),
         user: "rallypoint_dashboard".into(),
         password: String::new(),
+        ca: rallypoint_lab::pki::DevCa::create(dir.path(), "unused")
+            .unwrap()
+            .cert,
     };
     let (_dashboard, addr) = start_binary(
         &nowhere,

@@ -409,11 +409,11 @@ async fn an_upgraded_database_reads_the_days_before_its_per_day_rollups_from_hou
     // A month of reports stored under schema 5 (before the per-day rollups).
     let dir = tempfile::tempdir().unwrap();
     let clickhouse = ClickHouseServer::start(dir.path()).await.unwrap();
-    let client = clickhouse::Client::default()
-        .with_url(clickhouse.url())
-        .with_user("default")
-        .with_password(clickhouse.admin_password())
-        .with_validation(false);
+    let client = clickhouse
+        .login(ClickHouseRole::Admin)
+        .args()
+        .client()
+        .unwrap();
     rallypoint_collector::schema::migrate_to(&client, 5)
         .await
         .unwrap();

@@ -11,20 +11,32 @@
 //! | `rallypoint_collector` | read and insert; no DDL (`allow_ddl = 0`) |
 //! | `rallypoint_dashboard` | read only (`readonly = 1`: no writes, no changing its limits), with [`READER_LIMITS`] |
 //! | `rallypoint_grafana`   | the same as the dashboard |
+//!
+//! It speaks HTTPS only (no plain HTTP or native TCP port), with a
+//! certificate from a development CA of its own ([`ClickHouseServer::ca`]):
+//! every part logs in over TLS, as in production.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use rallypoint_service::clickhouse::ClickHouseArgs;
+use rallypoint_service::secret::Secret;
+
 use crate::bins;
+use crate::pki::{CertFiles, DevCa};
 use crate::ports::free_tcp;
 use crate::process::Process;
 
 pub struct ClickHouseServer {
     dir: PathBuf,
-    pub http_port: u16,
-    tcp_port: u16,
+    /// The HTTPS port, the only one it listens on.
+    pub https_port: u16,
+    ca: PathBuf,
+    certificate: CertFiles,
     process: Option<Process>,
     passwords: [String; 4],
+    /// [`READER_LIMITS`] with these settings replaced.
+    reader_limits: Vec<(String, String)>,
 }
 
 /// Who logs in to ClickHouse.
@@ -68,6 +80,8 @@ pub struct ClickHouseLogin {
     pub url: String,
     pub user: String,
     pub password: String,
+    /// The CA that signed the server's certificate.
+    pub ca: PathBuf,
 }
 
 /// The password never prints.
@@ -77,20 +91,29 @@ impl std::fmt::Debug for ClickHouseLogin {
             .field("url", &self.url)
             .field("user", &self.user)
             .field("password", &"***")
+            .field("ca", &self.ca)
             .finish()
     }
 }
 
 impl ClickHouseLogin {
-    /// `--clickhouse-url` and `--clickhouse-user`; the password goes in the
-    /// environment ([`Self::env`]), never on a command line others can read.
+    /// `--clickhouse-url`, `--clickhouse-user` and `--clickhouse-ca`; the
+    /// password goes in the environment ([`Self::env`]), never on a command
+    /// line others can read.
     pub fn cli_args(&self) -> Vec<String> {
         vec![
             "--clickhouse-url".into(),
             self.url.clone(),
             "--clickhouse-user".into(),
             self.user.clone(),
+            "--clickhouse-ca".into(),
+            self.ca.display().to_string(),
         ]
+    }
+
+    /// The same login as in-process settings (database `default`).
+    pub fn args(&self) -> ClickHouseArgs {
+        ClickHouseArgs::new(&self.url, &self.user, Secret::new(&self.password)).with_ca(&self.ca)
     }
 
     pub fn env(&self) -> (String, String) {
@@ -104,32 +127,68 @@ impl ClickHouseLogin {
 /// What a reading user (dashboard, Grafana) may cost the server per query,
 /// and how many of its queries run at once. A query past a limit fails
 /// (the dashboard says "range too large") instead of scanning on.
-pub const READER_LIMITS: &str = "<readonly>1</readonly>\
-<max_execution_time>20</max_execution_time>\
-<max_rows_to_read>200000000</max_rows_to_read>\
-<max_bytes_to_read>20000000000</max_bytes_to_read>\
-<max_result_rows>1000000</max_result_rows>\
-<max_concurrent_queries_for_user>32</max_concurrent_queries_for_user>";
+pub const READER_LIMITS: &[(&str, &str)] = &[
+    ("readonly", "1"),
+    ("max_execution_time", "20"),
+    ("max_rows_to_read", "200000000"),
+    ("max_bytes_to_read", "20000000000"),
+    ("max_result_rows", "1000000"),
+    ("max_concurrent_queries_for_user", "32"),
+];
 
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl ClickHouseServer {
     pub async fn start(dir: &Path) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(dir)?;
+        Self::start_with_reader_limits(dir, &[]).await
+    }
+
+    /// A server whose reading users have `overrides` in place of some of
+    /// [`READER_LIMITS`]: a test can reach a limit with a few rows.
+    pub async fn start_with_reader_limits(
+        dir: &Path,
+        overrides: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
+        let tls = dir.join("tls");
+        std::fs::create_dir_all(&tls)?;
+        let ca = DevCa::create(&tls, "clickhouse-ca")?;
+        let certificate = ca.issue_loopback(&tls, "clickhouse")?;
         let mut server = ClickHouseServer {
             dir: dir.to_path_buf(),
-            http_port: free_tcp(),
-            tcp_port: free_tcp(),
+            https_port: free_tcp(),
+            ca: ca.cert.clone(),
+            certificate,
             process: None,
             passwords: std::array::from_fn(|_| format!("{:032x}", rand::random::<u128>())),
+            reader_limits: READER_LIMITS
+                .iter()
+                .map(|(name, default)| {
+                    let value = overrides
+                        .iter()
+                        .find(|(o, _)| o == name)
+                        .map_or(*default, |(_, v)| *v);
+                    (name.to_string(), value.to_string())
+                })
+                .collect(),
         };
+        if let Some((unknown, _)) = overrides
+            .iter()
+            .find(|(o, _)| !READER_LIMITS.iter().any(|(name, _)| name == o))
+        {
+            anyhow::bail!("{unknown} is not one of the reader limits");
+        }
         server.write_config()?;
         server.launch().await?;
         Ok(server)
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.http_port)
+        format!("https://127.0.0.1:{}", self.https_port)
+    }
+
+    /// The CA certificate (PEM) clients trust for this server.
+    pub fn ca(&self) -> &Path {
+        &self.ca
     }
 
     /// `role`'s login to this server.
@@ -139,6 +198,7 @@ impl ClickHouseServer {
             url: self.url(),
             user: role.user().to_owned(),
             password: self.passwords[index].clone(),
+            ca: self.ca.clone(),
         }
     }
 
@@ -148,12 +208,8 @@ impl ClickHouseServer {
         &self,
         retention_days: u32,
     ) -> anyhow::Result<rallypoint_collector::store::Store> {
-        let admin = self.login(ClickHouseRole::Admin);
         rallypoint_collector::store::Store::open(
-            &admin.url,
-            &admin.user,
-            &admin.password,
-            "default",
+            &self.login(ClickHouseRole::Admin).args(),
             retention_days,
         )
         .await
@@ -161,8 +217,8 @@ impl ClickHouseServer {
 
     /// The dashboard's data access over this server, logged in as `role`.
     pub fn dashboard_db(&self, role: ClickHouseRole) -> rallypoint_dashboard::data::Db {
-        let login = self.login(role);
-        rallypoint_dashboard::data::Db::new(&login.url, &login.user, &login.password, "default")
+        rallypoint_dashboard::data::Db::new(&self.login(role).args())
+            .expect("the lab's TLS settings are usable")
     }
 
     /// The administrator's password (user `default`), for tests and tools.
@@ -183,22 +239,24 @@ impl ClickHouseServer {
         self.launch().await
     }
 
-    /// Runs a query over HTTP and returns the body (TabSeparated).
+    /// Runs a query as the administrator and returns the body
+    /// (TabSeparated). `?` in `sql` is a bind placeholder: avoid it.
     pub async fn query(&self, sql: &str) -> anyhow::Result<String> {
-        let admin = self.login(ClickHouseRole::Admin);
-        let response = reqwest::Client::new()
-            .post(self.url())
-            .header("X-ClickHouse-User", admin.user)
-            .header("X-ClickHouse-Key", admin.password)
-            .body(sql.to_owned())
-            .send()
-            .await?;
-        let status = response.status();
-        let body = response.text().await?;
-        if !status.is_success() {
-            anyhow::bail!("ClickHouse refused {sql:?}: {body}");
-        }
-        Ok(body)
+        self.query_as(ClickHouseRole::Admin, sql).await
+    }
+
+    /// Runs a query as `role` and returns the body (TabSeparated).
+    pub async fn query_as(&self, role: ClickHouseRole, sql: &str) -> anyhow::Result<String> {
+        let body = self
+            .login(role)
+            .args()
+            .client()?
+            .query(sql)
+            .fetch_bytes("TabSeparated")?
+            .collect()
+            .await
+            .map_err(|e| anyhow::anyhow!("ClickHouse refused {sql:?} as {}: {e}", role.user()))?;
+        Ok(String::from_utf8_lossy(&body).into_owned())
     }
 
     /// A query returning one number.
@@ -223,9 +281,10 @@ impl ClickHouseServer {
             &self.dir.join("stdout.log"),
         )?);
         let deadline = Instant::now() + READY_TIMEOUT;
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(1))
-            .build()?;
+        let mut probe = self.login(ClickHouseRole::Admin).args();
+        probe.connect_timeout = Duration::from_secs(1);
+        probe.io_timeout = Duration::from_secs(1);
+        let probe = probe.client()?;
         loop {
             let process = self.process.as_mut().expect("launched above");
             if !process.is_running() {
@@ -234,13 +293,15 @@ impl ClickHouseServer {
                     self.dir.join("server.err.log").display()
                 );
             }
-            if let Ok(response) = http.get(format!("{}/ping", self.url())).send().await
-                && response.status().is_success()
-            {
-                return Ok(());
-            }
+            let last_error = match probe.query("SELECT 1").fetch_one::<u8>().await {
+                Ok(_) => return Ok(()),
+                Err(e) => e.to_string(),
+            };
             if Instant::now() > deadline {
-                anyhow::bail!("ClickHouse not ready after {READY_TIMEOUT:?}");
+                anyhow::bail!(
+                    "ClickHouse not ready over HTTPS after {READY_TIMEOUT:?} ({last_error}); see {}",
+                    self.dir.join("server.err.log").display()
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -264,13 +325,18 @@ impl ClickHouseServer {
                 )
             })
             .collect();
+        let reader_limits: String = self
+            .reader_limits
+            .iter()
+            .map(|(name, value)| format!("<{name}>{value}</{name}>"))
+            .collect();
         format!(
             r#"<?xml version="1.0"?>
 <yandex>
   <profiles>
     <default><max_memory_usage>4000000000</max_memory_usage></default>
     <writer><max_memory_usage>4000000000</max_memory_usage><allow_ddl>0</allow_ddl></writer>
-    <reader><max_memory_usage>2000000000</max_memory_usage>{READER_LIMITS}</reader>
+    <reader><max_memory_usage>2000000000</max_memory_usage>{reader_limits}</reader>
   </profiles>
   <users>
 {users}  </users>
@@ -297,8 +363,18 @@ impl ClickHouseServer {
     <count>1</count>
   </logger>
   <listen_host>127.0.0.1</listen_host>
-  <http_port>{http}</http_port>
-  <tcp_port>{tcp}</tcp_port>
+  <https_port>{https}</https_port>
+  <openSSL>
+    <server>
+      <certificateFile>{cert}</certificateFile>
+      <privateKeyFile>{key}</privateKeyFile>
+      <verificationMode>none</verificationMode>
+      <loadDefaultCAFile>false</loadDefaultCAFile>
+      <cacheSessions>true</cacheSessions>
+      <disableProtocols>sslv2,sslv3,tlsv1,tlsv1_1</disableProtocols>
+      <preferServerCiphers>true</preferServerCiphers>
+    </server>
+  </openSSL>
   <path>{dir}/data/</path>
   <tmp_path>{dir}/tmp/</tmp_path>
   <user_files_path>{dir}/user_files/</user_files_path>
@@ -310,8 +386,9 @@ impl ClickHouseServer {
   <max_concurrent_queries>100</max_concurrent_queries>
 </yandex>
 "#,
-                http = self.http_port,
-                tcp = self.tcp_port,
+                https = self.https_port,
+                cert = self.certificate.cert.display(),
+                key = self.certificate.key.display(),
             ),
         )?;
         crate::pki::write_private(&self.dir.join("users.xml"), self.users_xml().as_bytes())?;

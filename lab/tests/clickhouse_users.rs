@@ -2,21 +2,29 @@
 //! without a password; the collector reads and inserts but cannot change the
 //! schema; the dashboard's and Grafana's users only read, cannot lift their
 //! own limits, and a query past those limits fails instead of scanning on.
+//! Every login is over TLS, and a client that does not trust the server's CA
+//! (or would send its password in the clear) does not get to log in.
 
 use rallypoint_lab::clickhouse::{ClickHouseLogin, ClickHouseRole, ClickHouseServer};
+use rallypoint_lab::pki::DevCa;
 
 async fn run(login: &ClickHouseLogin, sql: &str) -> Result<String, String> {
-    let response = reqwest::Client::new()
-        .post(&login.url)
-        .header("X-ClickHouse-User", &login.user)
-        .header("X-ClickHouse-Key", &login.password)
-        .body(sql.to_owned())
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    let ok = response.status().is_success();
-    let body = response.text().await.map_err(|e| e.to_string())?;
-    if ok { Ok(body) } else { Err(body) }
+    let client = login.args().client().map_err(|e| format!("{e:#}"))?;
+    let body = async {
+        client
+            .query(sql)
+            .fetch_bytes("TabSeparated")?
+            .collect()
+            .await
+    }
+    .await
+    .map_err(chain)?;
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
+/// An error with its causes, as the binaries log it (`{:#}`).
+fn chain(error: clickhouse::error::Error) -> String {
+    format!("{:#}", anyhow::Error::from(error))
 }
 
 fn refused_with(result: Result<String, String>, code: &str, what: &str) {
@@ -117,4 +125,104 @@ async fn each_part_may_do_what_it_needs_and_nothing_more() {
         server.count("SELECT count() FROM rp_probe").await.unwrap(),
         1
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_client_that_trusts_the_servers_ca_logs_in_and_only_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ClickHouseServer::start(&dir.path().join("clickhouse"))
+        .await
+        .unwrap();
+    let admin = server.login(ClickHouseRole::Admin);
+    assert!(admin.url.starts_with("https://"), "{}", admin.url);
+    assert_eq!(run(&admin, "SELECT 1").await.unwrap().trim(), "1");
+
+    // A CA that did not sign the server's certificate: the handshake fails
+    // before any password is sent.
+    let stranger = DevCa::create(dir.path(), "stranger").unwrap();
+    let mut wrong_ca = admin.clone();
+    wrong_ca.ca = stranger.cert.clone();
+    let error = run(&wrong_ca, "SELECT 1").await.unwrap_err();
+    assert!(
+        error.to_lowercase().contains("certificate"),
+        "a wrong CA must fail the TLS handshake, got: {error}"
+    );
+
+    // Plain HTTP to the HTTPS port: refused by the client before it connects.
+    let mut plain = admin.clone();
+    plain.url = admin.url.replacen("https://", "http://", 1);
+    let error = run(&plain, "SELECT 1").await.unwrap_err();
+    assert!(
+        error.contains("--clickhouse-ca") && error.contains("not https://"),
+        "{error}"
+    );
+
+    // An unreadable CA file names the flag and the file.
+    let mut missing = admin.clone();
+    missing.ca = dir.path().join("no-such-ca.pem");
+    let error = run(&missing, "SELECT 1").await.unwrap_err();
+    assert!(
+        error.contains("--clickhouse-ca") && error.contains("no-such-ca.pem"),
+        "{error}"
+    );
+}
+
+/// A ClickHouse that accepts connections and then says nothing (a hung
+/// server, a black-holed packet) fails a request within the client's
+/// deadlines instead of holding it: once during the TLS handshake (the
+/// connect deadline) and once after a plain request was sent (the I/O
+/// deadline). The silent server is a real socket that reads and never writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_clickhouse_fails_requests_at_the_deadlines() {
+    use rallypoint_service::clickhouse::ClickHouseArgs;
+    use rallypoint_service::secret::Secret;
+    use std::time::{Duration, Instant};
+    use tokio::io::AsyncReadExt as _;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut sink = vec![0u8; 4096];
+                while matches!(socket.read(&mut sink).await, Ok(n) if n > 0) {}
+            });
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let ca = DevCa::create(dir.path(), "ca").unwrap();
+    let deadline = Duration::from_millis(300);
+    let cases = [
+        (
+            "TLS handshake",
+            format!("https://{addr}"),
+            Some(ca.cert.clone()),
+        ),
+        ("answer", format!("http://{addr}"), None),
+    ];
+    for (stage, url, ca) in cases {
+        let mut args = ClickHouseArgs::new(url, "default", Secret::new("unused"));
+        args.ca = ca;
+        args.connect_timeout = deadline;
+        args.io_timeout = deadline;
+        let started = Instant::now();
+        // The outer bound only keeps a broken client from hanging the suite.
+        let outcome = tokio::time::timeout(
+            Duration::from_secs(30),
+            args.client().unwrap().query("SELECT 1").fetch_one::<u8>(),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("a silent server held the request past 30 s ({stage})"));
+        let error = chain(outcome.expect_err("a silent server cannot answer"));
+        // tokio's "deadline has elapsed" (connect, TLS included) or an I/O
+        // "timed out" (hyper-timeout's read deadline).
+        assert!(
+            error.contains("deadline has elapsed") || error.contains("timed out"),
+            "{stage}: expected a timeout, got {error} after {:?}",
+            started.elapsed()
+        );
+    }
 }

@@ -264,6 +264,8 @@ fn dashboards_and_provisioning_are_well_formed() {
             "uid: rallypoint-clickhouse",
             "${RALLYPOINT_CLICKHOUSE_HOST}",
             "protocol: http",
+            "secure: true",
+            "tlsAuthWithCACert: true",
         ],
     );
     let provider =

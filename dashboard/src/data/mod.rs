@@ -21,6 +21,7 @@ pub mod sessions;
 use std::collections::HashMap;
 
 use clickhouse::Client;
+use rallypoint_service::clickhouse::ClickHouseArgs;
 
 use crate::filters::{Filters, Window, sql_string};
 
@@ -40,17 +41,13 @@ struct Coverage {
 }
 
 impl Db {
-    pub fn new(url: &str, user: &str, password: &str, database: &str) -> Self {
-        Db {
-            client: Client::default()
-                .with_url(url)
-                .with_user(user)
-                .with_password(password)
-                .with_database(database)
-                .with_validation(false),
+    /// Data access as `login`; fails only on unusable TLS settings.
+    pub fn new(login: &ClickHouseArgs) -> anyhow::Result<Self> {
+        Ok(Db {
+            client: login.client()?,
             recorded: None,
             rollups_complete_from: Default::default(),
-        }
+        })
     }
 
     /// The time (unix seconds) from which the rollup `rollup` holds every

@@ -221,7 +221,11 @@ impl Stack {
             );
         }
         if let Some(clickhouse) = &self.clickhouse {
-            println!("  clickhouse       {}", clickhouse.url());
+            println!(
+                "  clickhouse       {} (TLS, CA {})",
+                clickhouse.url(),
+                clickhouse.ca().display()
+            );
         }
         for collector in &self.collectors {
             println!("  collector        {}", collector.stats_url());
