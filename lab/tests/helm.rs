@@ -44,13 +44,14 @@ fn http_listen_env(binary: &str) -> &'static str {
 const SUBCOMMANDS: [&str; 1] = ["rallypoint-collector setup"];
 
 /// Settings that are file paths whose files must come from a Secret.
-const SECRET_FILES: [&str; 6] = [
+const SECRET_FILES: [&str; 7] = [
     "RALLYPOINT_TLS_CERT",
     "RALLYPOINT_TLS_KEY",
     "RALLYPOINT_JWT_PUBLIC_KEY",
     "RALLYPOINT_DASHBOARD_AUTH_USERS_FILE",
     "RALLYPOINT_NATS_CA",
     "RALLYPOINT_NATS_NKEY_FILE",
+    "RALLYPOINT_CLICKHOUSE_CA",
 ];
 
 /// What a relay does after its drain grace period before it exits
@@ -1137,4 +1138,105 @@ fn nats_examples_are_secured_like_the_local_stack() {
             "{region}: permissions differ from the code's"
         );
     }
+}
+
+/// The cert-manager examples issue exactly the Secrets the NATS and
+/// rallypoint examples mount, for the names clients reach the servers by:
+/// a renamed Secret or a new gateway address must change both sides.
+#[test]
+fn cert_manager_examples_issue_what_the_charts_mount() {
+    let dir = helm_dir().join("examples/cert-manager");
+    let mut regions = 0;
+    for path in files(&dir, "yaml") {
+        let region = stem(&path);
+        regions += 1;
+        let documents: Vec<Value> = read(&path)
+            .split("\n---\n")
+            .map(|doc| yaml_serde::from_str(doc).unwrap_or_else(|e| panic!("{region}: {e}")))
+            .collect();
+        let issuers: BTreeSet<&str> = documents
+            .iter()
+            .filter(|d| d["kind"] == "ClusterIssuer")
+            .filter_map(|d| d["metadata"]["name"].as_str())
+            .collect();
+        let certificates: BTreeMap<&str, &Value> = documents
+            .iter()
+            .filter(|d| d["kind"] == "Certificate")
+            .map(|d| (d["spec"]["secretName"].as_str().unwrap(), &d["spec"]))
+            .collect();
+        for (secret, spec) in &certificates {
+            assert!(
+                issuers.contains(spec["issuerRef"]["name"].as_str().unwrap()),
+                "{region}: {secret} names an issuer the example does not define"
+            );
+        }
+        let names = |secret: &str| -> (Vec<String>, Vec<String>) {
+            let spec = certificates
+                .get(secret)
+                .unwrap_or_else(|| panic!("{region}: no Certificate writes {secret}"));
+            let strings = |v: &Value| -> Vec<String> {
+                v.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|s| s.as_str().unwrap().to_owned())
+                    .collect()
+            };
+            (strings(&spec["dnsNames"]), strings(&spec["usages"]))
+        };
+
+        // NATS: every link's Secret, the client Service's name, the gateway's
+        // advertised name; a client certificate too (mutual TLS between servers).
+        let nats = yaml(&helm_dir().join(format!("examples/nats-{region}.yaml")));
+        for link in ["nats", "cluster", "gateway"] {
+            let secret = nats["config"][link]["tls"]["secretName"].as_str().unwrap();
+            let (dns, usages) = names(secret);
+            assert!(
+                usages.contains(&"client auth".to_owned()),
+                "{region}: {secret} {usages:?}"
+            );
+            let gateway = nats["config"]["gateway"]["merge"]["advertise"]
+                .as_str()
+                .unwrap();
+            let gateway = gateway.rsplit_once(':').unwrap().0;
+            assert!(
+                dns.iter().any(|d| d == gateway),
+                "{region}: {secret} lacks {gateway}"
+            );
+        }
+        let ours = merge(
+            &defaults(),
+            &yaml(&helm_dir().join(format!("examples/{region}.yaml"))),
+        );
+        for url in ours["nats"]["urls"].as_array().unwrap() {
+            let host = url.as_str().unwrap().trim_start_matches("tls://");
+            let host = host.rsplit_once(':').unwrap().0;
+            let (dns, _) = names("nats-server-tls");
+            assert!(
+                dns.iter().any(|d| d == host),
+                "{region}: nats-server-tls lacks {host}"
+            );
+        }
+
+        // ClickHouse, where this region runs the collector and dashboard.
+        if let Some(url) = ours["clickhouse"]["url"].as_str().filter(|u| !u.is_empty()) {
+            let host = url
+                .trim_start_matches("https://")
+                .split([':', '/'])
+                .next()
+                .unwrap();
+            assert!(url.starts_with("https://"), "{region}: {url}");
+            let (dns, usages) = names("clickhouse-server-tls");
+            assert!(
+                dns.iter().any(|d| d == host),
+                "{region}: clickhouse-server-tls lacks {host}"
+            );
+            assert!(usages.contains(&"server auth".to_owned()));
+            assert!(
+                ours["clickhouse"]["ca"]["secretName"]
+                    .as_str()
+                    .is_some_and(|s| !s.is_empty())
+            );
+        }
+    }
+    assert!(regions >= 1, "no cert-manager example in {}", dir.display());
 }

@@ -625,9 +625,10 @@ fn network_policies_cover_every_pod_and_allow_only_what_each_needs() {
     for relay in ["relay-ws", "relay-wt"] {
         assert_eq!(egress_ports(relay), with(&[4222]), "{relay}");
     }
-    assert_eq!(egress_ports("collector"), with(&[4222, 8123]));
-    assert_eq!(egress_ports("collector-setup"), with(&[4222]));
-    assert_eq!(egress_ports("dashboard"), with(&[8123]));
+    // ClickHouse over HTTPS; the setup Job migrates its schema.
+    assert_eq!(egress_ports("collector"), with(&[4222, 8443]));
+    assert_eq!(egress_ports("collector-setup"), with(&[4222, 8443]));
+    assert_eq!(egress_ports("dashboard"), with(&[8443]));
     let dashboard_in = &by_component["dashboard"]["spec"]["ingress"];
     assert_eq!(dashboard_in.as_array().unwrap().len(), 1);
     assert_eq!(

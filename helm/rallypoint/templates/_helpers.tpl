@@ -208,7 +208,31 @@ mounted by rallypoint.natsVolumeMounts.
   value: {{ .Values.clickhouse.url | quote }}
 - name: RALLYPOINT_CLICKHOUSE_DATABASE
   value: {{ .Values.clickhouse.database | quote }}
+{{- if .Values.clickhouse.ca.secretName }}
+- name: RALLYPOINT_CLICKHOUSE_CA
+  value: /etc/rallypoint/clickhouse-ca/ca.crt
+{{- end }}
 {{ include "rallypoint.observabilityEnv" . }}
+{{- end -}}
+
+{{/* The CA that signed ClickHouse's certificate, where clickhouse.ca names one. */}}
+{{- define "rallypoint.clickhouseCaVolumeMount" -}}
+{{- if .Values.clickhouse.ca.secretName }}
+- name: clickhouse-ca
+  mountPath: /etc/rallypoint/clickhouse-ca
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{- define "rallypoint.clickhouseCaVolume" -}}
+{{- if .Values.clickhouse.ca.secretName }}
+- name: clickhouse-ca
+  secret:
+    secretName: {{ .Values.clickhouse.ca.secretName }}
+    items:
+      - key: ca.crt
+        path: ca.crt
+{{- end }}
 {{- end -}}
 
 {{/* `us-east:3,singapore:1`, the collector's --regions. */}}
