@@ -8,8 +8,8 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    DEADLINE, VIEWS, assert_secure_headers, assert_shows_no_internals, dataset, fixture, get,
-    get_pinned, start_binary, wait_ready,
+    DEADLINE, UNTIL, VIEWS, assert_secure_headers, assert_shows_no_internals, dataset, fixture,
+    get, get_pinned, start_binary, wait_ready,
 };
 use rallypoint_lab::clickhouse::{ClickHouseRole, ClickHouseServer};
 
@@ -152,4 +152,68 @@ async fn every_answer_is_framed_by_security_headers_and_pages_need_nothing_they_
     }
     let bad = get(fx.addr, "/sessions", &[("session", "zz")]).await;
     assert_secure_headers("a 400", &bad.headers);
+}
+
+/// A range that would read more than the dashboard's ClickHouse user may is
+/// a clear "choose a shorter range" page (400), from every view, quickly and
+/// without ClickHouse's text; a 100-year range is refused before any query.
+/// The limit is ClickHouse's own (the reader profile), lowered here so that
+/// a few reports reach it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_range_past_the_readers_limits_is_a_clear_page_not_a_scan() {
+    let dir = tempfile::tempdir().unwrap();
+    let clickhouse = ClickHouseServer::start_with_reader_limits(
+        &dir.path().join("clickhouse"),
+        &[("max_rows_to_read", "3")],
+    )
+    .await
+    .unwrap();
+    let store = clickhouse.admin_store(90).await.unwrap();
+    store.write(&dataset(), &[]).await.unwrap();
+    let log = dir.path().join("dashboard.log");
+    let (_dashboard, addr) = start_binary(
+        &clickhouse.login(ClickHouseRole::Dashboard),
+        &["--no-auth"],
+        &log,
+    );
+    wait_ready(addr, &log).await;
+
+    let mut too_large = 0;
+    for (path, params) in VIEWS {
+        let until = UNTIL.to_string();
+        let mut query: Vec<(&str, &str)> = vec![("range", "30d"), ("until", &until)];
+        query.extend(params.iter().copied());
+        let answer = get(addr, path, &query).await;
+        let what = format!("{path} over 30 days past the row limit");
+        assert_shows_no_internals(&what, &answer.body);
+        assert_secure_headers(&what, &answer.headers);
+        if answer.status == 400 {
+            assert!(
+                answer.body.contains("shorter time range"),
+                "{what}: {}",
+                answer.body
+            );
+            too_large += 1;
+        } else {
+            // A view whose queries stay under 3 rows read answers as usual.
+            assert_eq!(answer.status, 200, "{what}: {}", answer.body);
+        }
+    }
+    assert!(
+        too_large >= VIEWS.len() - 1,
+        "only {too_large} of {} views hit the limit: the test no longer reaches it",
+        VIEWS.len()
+    );
+
+    // A hundred years: refused by the dashboard itself, before ClickHouse.
+    for (path, _) in VIEWS {
+        let answer = get(addr, path, &[("range", "100y")]).await;
+        assert_eq!(answer.status, 400, "{path}?range=100y: {}", answer.body);
+        assert!(
+            answer.body.contains("range parameter must be one of"),
+            "{}",
+            answer.body
+        );
+        assert_shows_no_internals(path, &answer.body);
+    }
 }
