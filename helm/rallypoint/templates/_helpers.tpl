@@ -326,3 +326,71 @@ telemetry and candidates name the same regions.
     - port: {{ .Values.networkPolicy.clickhouse.port }}
       protocol: TCP
 {{- end -}}
+
+{{/*
+The pod of `rallypoint-collector setup` with the administrators' credentials:
+the post-install/upgrade Job's and the daily CronJob's (collector-setup.yaml).
+*/}}
+{{- define "rallypoint.collectorSetupPod" -}}
+metadata:
+  labels:
+    {{- include "rallypoint.selectorLabels" . | nindent 4 }}
+    app.kubernetes.io/component: collector-setup
+spec:
+  restartPolicy: OnFailure
+  automountServiceAccountToken: false
+  {{- with .Values.imagePullSecrets }}
+  imagePullSecrets:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  securityContext:
+    {{- toYaml .Values.podSecurityContext | nindent 4 }}
+  containers:
+    - name: setup
+      image: "{{ .Values.image.registry }}/rallypoint-collector:{{ .Values.image.tag | default .Chart.AppVersion }}"
+      imagePullPolicy: {{ .Values.image.pullPolicy }}
+      args: ["setup"]
+      securityContext:
+        {{- toYaml .Values.securityContext | nindent 8 }}
+      env:
+        {{- include "rallypoint.natsEnv" . | nindent 8 }}
+        - name: RALLYPOINT_TELEMETRY_REGIONS
+          value: {{ include "rallypoint.telemetryRegions" . | quote }}
+        - name: RALLYPOINT_CENTRAL_REGION
+          value: {{ required "region is required, e.g. us-east" .Values.region | quote }}
+        - name: RALLYPOINT_CENTRAL_REPLICAS
+          value: {{ .Values.collector.centralReplicas | quote }}
+        - name: RALLYPOINT_CONSUMER
+          value: {{ .Values.collector.consumer | quote }}
+        - name: RALLYPOINT_RETENTION_DAYS
+          value: {{ .Values.collector.retentionDays | quote }}
+        {{- include "rallypoint.clickhouseEnv" . | nindent 8 }}
+        - name: RALLYPOINT_CLICKHOUSE_USER
+          value: {{ .Values.clickhouse.users.admin.name | quote }}
+        {{- if .Values.clickhouse.users.admin.passwordSecretRef.name }}
+        - name: RALLYPOINT_CLICKHOUSE_PASSWORD
+          valueFrom:
+            secretKeyRef:
+              name: {{ .Values.clickhouse.users.admin.passwordSecretRef.name }}
+              key: {{ .Values.clickhouse.users.admin.passwordSecretRef.key }}
+        {{- end }}
+      resources:
+        requests:
+          cpu: 50m
+          memory: 32Mi
+        limits:
+          memory: 64Mi
+      volumeMounts:
+        {{- include "rallypoint.natsVolumeMounts" . | nindent 8 }}
+        {{- include "rallypoint.clickhouseCaVolumeMount" . | nindent 8 }}
+  volumes:
+    {{- include "rallypoint.natsCaVolume" . | nindent 4 }}
+    {{- include "rallypoint.clickhouseCaVolume" . | nindent 4 }}
+    - name: nats-user
+      secret:
+        secretName: {{ required "nats.users.admin.secretName is required" .Values.nats.users.admin.secretName }}
+        defaultMode: 0400
+        items:
+          - key: seed
+            path: seed
+{{- end -}}
