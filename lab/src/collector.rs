@@ -82,11 +82,7 @@ impl CollectorProcess {
 
     /// Peak resident memory so far (Linux `VmHWM`), in bytes.
     pub fn peak_memory(&self) -> Option<u64> {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.process.pid()?)).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-        let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kb * 1024)
+        crate::usage::peak_rss_bytes(self.process.pid()?)
     }
 
     pub fn log_tail(&self, lines: usize) -> String {

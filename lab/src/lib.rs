@@ -24,3 +24,4 @@ pub mod relays;
 pub mod reports;
 pub mod stack;
 pub mod tokens;
+pub mod usage;

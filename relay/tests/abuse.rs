@@ -14,6 +14,7 @@ use bytes::Bytes;
 use futures_util::future::join_all;
 use rallypoint_client::TransportKind::{WebSocket, WebTransport};
 use rallypoint_client_native::{Peer, PeerError};
+use rallypoint_lab::usage;
 use rallypoint_protocol::v1::{
     ClientFrame, ErrorCode, Refresh, TrackKind, client_frame, server_frame,
 };
@@ -39,6 +40,8 @@ fn allowed_gap(reference_gap: Duration) -> Duration {
 /// through relay 1 (the reference), both over WebSocket, until `finish`.
 struct LegitCall {
     started: tokio::time::Instant,
+    /// The attacked relay's CPU time when the attack began.
+    cpu_at_start: f64,
     stop: Arc<AtomicBool>,
     attacked: Call,
     reference: Call,
@@ -52,6 +55,10 @@ struct Call {
 
 /// What the attacked call carried, and the reference call's longest gap.
 struct CallOutcome {
+    /// The attacked relay's CPU time when the attack began, and the
+    /// attack's length so far.
+    cpu_at_start: f64,
+    elapsed: Duration,
     frames: u64,
     gap: Duration,
     reference_gap: Duration,
@@ -120,6 +127,7 @@ impl LegitCall {
         tokio::time::sleep(Duration::from_millis(500)).await;
         LegitCall {
             started: tokio::time::Instant::now(),
+            cpu_at_start: relay_cpu_seconds(lab),
             stop,
             attacked,
             reference,
@@ -134,6 +142,8 @@ impl LegitCall {
         let (frames, gap) = self.attacked.finish().await;
         let (_, reference_gap) = self.reference.finish().await;
         CallOutcome {
+            cpu_at_start: self.cpu_at_start,
+            elapsed: self.started.elapsed(),
             frames,
             gap,
             reference_gap,
@@ -141,28 +151,37 @@ impl LegitCall {
     }
 }
 
+fn relay_pid(lab: &Lab) -> u32 {
+    lab.relays[0].pid().expect("relay runs")
+}
+
 /// The relay's peak resident memory so far (VmHWM), in MiB.
 fn peak_rss_mib(lab: &Lab) -> f64 {
-    let pid = lab.relays[0].pid().expect("relay runs");
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM in /proc/<pid>/status");
-    kib / 1024.0
+    usage::peak_rss_bytes(relay_pid(lab)).expect("the relay runs") as f64 / MIB
 }
+
+/// The relay's CPU time so far, in seconds.
+fn relay_cpu_seconds(lab: &Lab) -> f64 {
+    usage::cpu_seconds(relay_pid(lab)).expect("the relay runs")
+}
+
+const MIB: f64 = 1024.0 * 1024.0;
 
 fn report(attack: &str, lab: &Lab, call: CallOutcome) {
     let CallOutcome {
+        cpu_at_start,
+        elapsed,
         frames,
         gap,
         reference_gap,
     } = call;
+    let cpu = relay_cpu_seconds(lab) - cpu_at_start;
     eprintln!(
-        "[abuse] {attack}: relay peak RSS {:.1} MiB; call got {frames} frames, longest gap {} ms \
-         (unattacked reference call: {} ms)",
+        "[abuse] {attack}: relay peak RSS {:.1} MiB, CPU {cpu:.2} s in {:.1} s ({:.0}% of a core); \
+         call got {frames} frames, longest gap {} ms (unattacked reference call: {} ms)",
         peak_rss_mib(lab),
+        elapsed.as_secs_f64(),
+        100.0 * cpu / elapsed.as_secs_f64(),
         gap.as_millis(),
         reference_gap.as_millis()
     );
@@ -201,10 +220,11 @@ async fn capped_lab(limit: usize) -> (Lab, LegitCall) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_and_half_sent_connections_are_capped_and_closed() {
     const LIMIT: usize = 200;
+    const ATTEMPTS: usize = 2_000;
     let (lab, call) = capped_lab(LIMIT).await;
     let port = lab.relays[0].http_port;
     let mut sockets = Vec::new();
-    for i in 0..300 {
+    for i in 0..ATTEMPTS {
         let mut socket = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
         if i % 3 == 0 {
             let _ = socket.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\n").await;
@@ -223,10 +243,10 @@ async fn silent_and_half_sent_connections_are_capped_and_closed() {
             first_closed += 1;
         }
     }
-    let over = 300 - (LIMIT - 2); // the call holds two slots
+    let over = ATTEMPTS - (LIMIT - 2); // the call holds two slots
     assert!(
         first_closed >= over,
-        "only {first_closed} of 300 closed at once; {over} were over the limit"
+        "only {first_closed} of {ATTEMPTS} closed at once; {over} were over the limit"
     );
 
     let closed = join_all(
@@ -238,7 +258,7 @@ async fn silent_and_half_sent_connections_are_capped_and_closed() {
     let open = closed.iter().filter(|c| !**c).count();
     assert_eq!(open, 0, "{open} silent connections still open after 4 s");
     report(
-        "300 silent/half-sent TCP connections",
+        &format!("{ATTEMPTS} silent/half-sent TCP connections"),
         &lab,
         call.finish().await,
     );
@@ -249,7 +269,7 @@ async fn quic_handshakes_that_never_send_connect_are_capped_and_closed() {
     use wtransport::quinn;
 
     const LIMIT: usize = 150;
-    const ATTEMPTS: usize = 300;
+    const ATTEMPTS: usize = 1_000;
     let (lab, call) = capped_lab(LIMIT).await;
     let candidate = lab.candidate(0, WebTransport);
     let hash = candidate
@@ -266,7 +286,7 @@ async fn quic_handshakes_that_never_send_connect_are_capped_and_closed() {
     let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
 
     // QUIC handshakes that then say nothing: no HTTP/3 SETTINGS, no CONNECT.
-    // 100 a second for 3 s: the attacker's handshakes share these two cores
+    // 100 a second for 10 s: the attacker's handshakes share these two cores
     // with the relay and the call.
     let mut connections: Vec<quinn::Connection> = Vec::new();
     for _ in 0..ATTEMPTS / 25 {
@@ -301,7 +321,11 @@ async fn quic_handshakes_that_never_send_connect_are_capped_and_closed() {
         open, 0,
         "{open} QUIC connections without CONNECT still open after 4 s"
     );
-    report("QUIC handshakes without CONNECT", &lab, call.finish().await);
+    report(
+        &format!("{ATTEMPTS} QUIC handshakes without CONNECT"),
+        &lab,
+        call.finish().await,
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -571,13 +595,7 @@ async fn a_call_outlives_its_token_only_with_a_refresh() {
 
 /// The relay's resident memory now (VmRSS), in KiB.
 fn rss_kib(lab: &Lab) -> f64 {
-    let pid = lab.relays[0].pid().expect("relay runs");
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/<pid>/status")
+    usage::rss_bytes(relay_pid(lab)).expect("the relay runs") as f64 / 1024.0
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
