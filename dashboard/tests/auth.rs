@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{DEADLINE, VIEWS, assert_secure_headers, dataset, pinned, start_binary, wait_ready};
+use common::{DEADLINE, VIEWS, assert_secure_headers, dataset, pinned, start_binary};
 use rallypoint_dashboard::auth::users_line;
 use rallypoint_lab::clickhouse::{ClickHouseRole, ClickHouseServer};
 
@@ -92,8 +92,8 @@ async fn basic_users_a_trusted_proxy_and_an_allow_list() {
             "alice,carol@example.com",
         ],
         &log,
-    );
-    wait_ready(addr, &log).await;
+    )
+    .await;
     let local = client(PROXY);
     let elsewhere = client(ELSEWHERE);
     let url = |path: &str| format!("http://{addr}{path}");
@@ -394,8 +394,8 @@ async fn hash_password_makes_a_line_the_dashboard_accepts() {
         &nowhere,
         &["--auth-users-file", users.to_str().unwrap()],
         &log,
-    );
-    wait_ready(addr, &log).await;
+    )
+    .await;
     let path = rallypoint_dashboard::views::layout::STYLESHEET_PATH;
     let local = client(PROXY);
     for (password, status) in [("dave's password", 200), ("dave's password ", 401)] {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::{
     DEADLINE, UNTIL, VIEWS, assert_secure_headers, assert_shows_no_internals, dataset, fixture,
-    get, get_pinned, start_binary, wait_ready,
+    get, get_pinned, start_binary,
 };
 use rallypoint_lab::clickhouse::{ClickHouseRole, ClickHouseServer};
 
@@ -42,8 +42,8 @@ async fn a_failed_query_shows_a_request_id_and_logs_the_detail_under_it() {
         &clickhouse.login(ClickHouseRole::Dashboard),
         &["--no-auth"],
         &log,
-    );
-    wait_ready(addr, &log).await;
+    )
+    .await;
 
     let mut ids = Vec::new();
     for (path, params) in VIEWS {
@@ -175,8 +175,8 @@ async fn a_range_past_the_readers_limits_is_a_clear_page_not_a_scan() {
         &clickhouse.login(ClickHouseRole::Dashboard),
         &["--no-auth"],
         &log,
-    );
-    wait_ready(addr, &log).await;
+    )
+    .await;
 
     let mut too_large = 0;
     for (path, params) in VIEWS {

@@ -206,9 +206,10 @@ pub async fn serve(db: Db) -> SocketAddr {
 /// Longest any answer may take.
 pub const DEADLINE: Duration = Duration::from_secs(10);
 
-/// Starts the dashboard binary over `clickhouse_url` on a free loopback
-/// port with `args`, logging to `log`; killed when dropped.
-pub fn start_binary(
+/// Starts the dashboard binary over `clickhouse` on a free loopback port
+/// with `args`, logging to `log`, and waits until it answers; killed when
+/// dropped.
+pub async fn start_binary(
     clickhouse: &rallypoint_lab::clickhouse::ClickHouseLogin,
     args: &[&str],
     log: &std::path::Path,
@@ -229,12 +230,14 @@ pub fn start_binary(
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    (child, ([127, 0, 0, 1], port).into())
+    let addr = ([127, 0, 0, 1], port).into();
+    wait_ready(addr, log).await;
+    (child, addr)
 }
 
 /// Waits until `addr` answers `/healthz`; fails with the `log` if it never
 /// does.
-pub async fn wait_ready(addr: SocketAddr, log: &std::path::Path) {
+async fn wait_ready(addr: SocketAddr, log: &std::path::Path) {
     let started = std::time::Instant::now();
     while reqwest::get(format!("http://{addr}/healthz"))
         .await
