@@ -60,9 +60,10 @@ pub struct SetupConfig {
     #[command(flatten)]
     pub clickhouse: ClickHouseArgs,
 
-    /// Keep reports this many days: a TTL where the server has one; on
-    /// servers without (18.16), each `setup` run drops the partitions past
-    /// it, so run `setup` daily there (a CronJob, say).
+    /// Keep reports and dead letters this many days: a TTL where the server
+    /// has one; on servers without (18.16), each `setup` run drops the
+    /// partitions past it and deletes older dead letters, so run `setup`
+    /// daily there (the chart's CronJob does).
     #[arg(long, env = "RALLYPOINT_RETENTION_DAYS", default_value_t = 90)]
     pub retention_days: u32,
 }

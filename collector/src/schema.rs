@@ -455,6 +455,16 @@ pub const MIGRATIONS: &[Migration] = &[
             FROM rp_elections",
         ],
     },
+    Migration {
+        version: 11,
+        name: "privacy: no participant identity in telemetry",
+        // The peer id was an unkeyed hash of the user id and the session
+        // id: a guessed user id could be confirmed against it, and the
+        // session id already links a session's reports. Dropped with the
+        // rows already stored.
+        // (18.16 has no DROP COLUMN IF EXISTS: see `already_applied`.)
+        statements: &["ALTER TABLE rp_elections DROP COLUMN peer_id"],
+    },
 ];
 
 /// Tables with a `received_at`/`minute` column and daily partitions that
@@ -473,6 +483,12 @@ pub const RETAINED_TABLES: &[(&str, &str)] = &[
     ("rp_report_keys", "received_at"),
 ];
 
+/// Tables without daily partitions that retention applies to, with their
+/// time column. Without TTL their expired rows are deleted (a mutation)
+/// instead of dropped by partition: dead letters are few, and hold report
+/// payloads that must not outlive the reports.
+pub const RETAINED_UNPARTITIONED: &[(&str, &str)] = &[("rp_dead_letters", "first_seen")];
+
 const MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS rp_schema_migrations (
     version UInt32,
     name String,
@@ -487,6 +503,15 @@ pub async fn migrate(client: &Client) -> anyhow::Result<u32> {
 
 /// Applies the migrations newer than what the database has, up to `target`
 /// (tests use it to make a database of an older schema).
+/// Whether `statement` failed only because an earlier run, interrupted
+/// before it recorded its migration, already did it: a column to drop that
+/// is gone (code 44 on 18.16, 10 on current servers; the message is the
+/// same). Every other statement is written to be repeatable (`IF NOT
+/// EXISTS`).
+fn already_applied(statement: &str, error: &str) -> bool {
+    statement.contains(" DROP COLUMN ") && error.contains("Cannot find column")
+}
+
 pub async fn migrate_to(client: &Client, target: u32) -> anyhow::Result<u32> {
     client
         .query(MIGRATIONS_TABLE)
@@ -503,13 +528,17 @@ pub async fn migrate_to(client: &Client, target: u32) -> anyhow::Result<u32> {
         .filter(|m| m.version > applied && m.version <= target)
     {
         for statement in migration.statements {
-            client.query(statement).execute().await.map_err(|e| {
-                anyhow::anyhow!(
+            match client.query(statement).execute().await {
+                Ok(()) => {}
+                Err(e) if already_applied(statement, &e.to_string()) => {
+                    tracing::info!(statement, "already applied by an interrupted run");
+                }
+                Err(e) => anyhow::bail!(
                     "migration {} ({}) failed: {e}",
                     migration.version,
                     migration.name
-                )
-            })?;
+                ),
+            }
         }
         client
             .query(

@@ -91,7 +91,10 @@ impl Store {
         let store = Self::client_for(login).await?;
         schema::migrate(&store.client).await?;
         if store.version.has_ttl() {
-            for (table, column) in schema::RETAINED_TABLES {
+            let retained = schema::RETAINED_TABLES
+                .iter()
+                .chain(schema::RETAINED_UNPARTITIONED);
+            for (table, column) in retained {
                 store
                     .client
                     .query(&format!(

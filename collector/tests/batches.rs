@@ -42,7 +42,6 @@ fn large_report(generator: &mut ReportGenerator) -> EnrichedElectionReport {
         asn: 64500,
         isp: "Example".into(),
         country: "US".into(),
-        peer_id: "p".into(),
     }
 }
 

@@ -46,7 +46,6 @@ fn received(
                 asn: 64500,
                 isp: "Example".into(),
                 country: "US".into(),
-                peer_id: "p".into(),
             };
             rows(&encode(&enriched)).expect("a generated report is valid")
         })
@@ -278,4 +277,101 @@ async fn two_workers_storing_copies_of_the_same_reports_at_once_store_them_once(
         );
     }
     all_equal(&report_counts(&server).await, 1500);
+}
+
+/// Retention on a server without TTL (18.16): `setup`'s partition drops
+/// take every table's days past the period, dead letters past it are
+/// deleted too (they hold report payloads), and everything newer stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_removes_what_is_past_the_period_and_nothing_newer() {
+    const DAY_MS: u64 = 86_400_000;
+    let (_dir, server, store) = fresh_store().await;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let mut generator = ReportGenerator::new(two_region_candidates(), 7, true);
+    let old = batch(&mut generator, 20, now_ms - 100 * DAY_MS, 60);
+    let fresh = batch(&mut generator, 30, now_ms - DAY_MS, 60);
+    let dead = |seq: u64, age_days: u64| rallypoint_collector::rows::DeadLetterRow {
+        stream_seq: seq,
+        first_seen: ((now_ms - age_days * DAY_MS) / 1000) as u32,
+        subject: "telemetry.election.us-east".into(),
+        reason: "test".into(),
+        payload_hex: "00".into(),
+    };
+    store
+        .write(&[old, fresh].concat(), &[dead(1, 100), dead(2, 1)])
+        .await
+        .unwrap();
+    assert_eq!(counts(&server).await.0, 50);
+
+    let cleared = rallypoint_collector::retention::drop_expired(&store, 90)
+        .await
+        .unwrap();
+    assert!(cleared > 0, "nothing was past 90 days?");
+    for (table, column) in schema::RETAINED_TABLES {
+        let expired = server
+            .count(&format!(
+                "SELECT count() FROM {table} WHERE {column} < now() - toIntervalDay(90)"
+            ))
+            .await
+            .unwrap();
+        assert_eq!(expired, 0, "{table} keeps rows past the period");
+    }
+    assert_eq!(counts(&server).await.0, 30, "the last 90 days stay");
+    // The dead letters' delete is a mutation, applied in the background.
+    let started = std::time::Instant::now();
+    loop {
+        let left = server
+            .count("SELECT count() FROM rp_dead_letters")
+            .await
+            .unwrap();
+        let fresh_left = server
+            .count("SELECT count() FROM rp_dead_letters WHERE stream_seq = 2")
+            .await
+            .unwrap();
+        assert_eq!(fresh_left, 1, "a day-old dead letter was deleted");
+        if left == 1 {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "the expired dead letter is still there after 30 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// Telemetry stores no participant identity: the session id links a
+/// session's reports, and nothing derived from the user id is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_participant_identity_is_stored() {
+    let (_dir, server, store) = fresh_store().await;
+    let columns = server
+        .query(
+            "SELECT name FROM system.columns \
+             WHERE database = currentDatabase() AND table LIKE 'rp_%' ORDER BY name",
+        )
+        .await
+        .unwrap();
+    for forbidden in ["peer_id", "user_id", "client_ip", "ip"] {
+        assert!(
+            !columns.lines().any(|c| c == forbidden),
+            "a table has a {forbidden} column"
+        );
+    }
+    // A setup interrupted after dropping the column but before recording
+    // migration 11 runs it again without failing.
+    server
+        .query("ALTER TABLE rp_schema_migrations DELETE WHERE version = 11")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    while schema::applied_version(store.client()).await.unwrap() == 11 {
+        assert!(started.elapsed() < std::time::Duration::from_secs(30));
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    schema::migrate(store.client()).await.unwrap();
+    assert_eq!(schema::applied_version(store.client()).await.unwrap(), 11);
 }

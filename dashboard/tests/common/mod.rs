@@ -76,7 +76,6 @@ pub fn report(
             client_time_ms: AT as u64 * 1000,
             session_id,
             session_seq: seq,
-            peer_id: format!("peer{session}"),
             relay_id: w.relay_id.clone(),
             relay_region: w.region.clone(),
             trigger: trigger.into(),

@@ -189,10 +189,10 @@ fn seed_candidates(offset: u64, count: u64, total: u64, now: u64) -> String {
 
 fn seed_elections(offset: u64, count: u64, total: u64, now: u64) -> String {
     format!(
-        "INSERT INTO rp_elections (report_id, received_at, received_ms, client_time_ms, session_id, session_seq, peer_id,
+        "INSERT INTO rp_elections (report_id, received_at, received_ms, client_time_ms, session_id, session_seq,
             relay_id, relay_region, trigger, rule, decision_ms, has_winner, winner_region, winner_relay_id, winner_transport,
             winner_rtt_us, candidates, country, asn, isp, platform, synthetic, reason, schema_version)
-         SELECT rid, at, toUInt64(toUInt32(at)) * 1000, toUInt64(toUInt32(at)) * 1000, sid, toUInt32(number % 3), 'peer',
+         SELECT rid, at, toUInt64(toUInt32(at)) * 1000, toUInt64(toUInt32(at)) * 1000, sid, toUInt32(number % 3),
             concat(region, '-0'), region, trig, if(trig = 'initial', 'early', 'standby'), toUInt32(300 + number % 900), toUInt8(1),
             region, concat(region, '-0'), 'webtransport', toUInt32(rtt * 1000), toUInt8(4),
             {COUNTRIES}[m], toUInt32(64500 + m), {ISPS}[m], 'browser', toUInt8(1), 'seeded', toUInt16(1)

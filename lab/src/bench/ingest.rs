@@ -235,7 +235,6 @@ fn enrich(report: ElectionReport, region: &str) -> EnrichedElectionReport {
         asn: 64500,
         isp: "Example".into(),
         country: "SG".into(),
-        peer_id: "bench".into(),
     }
 }
 

@@ -41,9 +41,8 @@ pub struct Intake {
 }
 
 /// Where a report came from, as far as the intake may know.
-pub struct ReportSource<'a> {
+pub struct ReportSource {
     pub client_ip: Option<IpAddr>,
-    pub peer_id: &'a str,
     /// The token carries the simulator's `synthetic` claim: only then may a
     /// report be labelled synthetic and bring its own network context.
     pub may_send_synthetic: bool,
@@ -74,7 +73,7 @@ impl Intake {
     pub fn submit(
         &self,
         report: ElectionReport,
-        source: ReportSource<'_>,
+        source: ReportSource,
         regions: KnownRegions<'_>,
         outbox: &Outbox,
     ) {
@@ -128,7 +127,7 @@ impl Intake {
         outbox.frame(ack(report_id, Some((refusal, reason))));
     }
 
-    fn enrich(&self, report: ElectionReport, source: ReportSource<'_>) -> EnrichedElectionReport {
+    fn enrich(&self, report: ElectionReport, source: ReportSource) -> EnrichedElectionReport {
         let network = match &report.client {
             // `rallypoint simulate` invents a network context for its labelled
             // synthetic reports (`submit` let them through only from a token
@@ -152,7 +151,6 @@ impl Intake {
             asn: network.asn,
             isp: network.isp,
             country: network.country,
-            peer_id: source.peer_id.to_owned(),
         }
     }
 }

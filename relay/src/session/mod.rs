@@ -393,7 +393,6 @@ impl Session {
                 }
                 let source = ReportSource {
                     client_ip: self.info.client_ip,
-                    peer_id: &identity.peer_id,
                     may_send_synthetic: identity.claims.synthetic,
                 };
                 let regions = self.relay.config.telemetry.known_regions();
