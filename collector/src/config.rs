@@ -178,6 +178,12 @@ pub struct CollectorConfig {
     #[arg(long, env = "RALLYPOINT_BATCH_WAIT", default_value = "250ms", value_parser = parse_duration)]
     pub batch_wait: Duration,
 
+    /// `/readyz` turns red when reports have waited this long with none
+    /// stored (ClickHouse answering but refusing every batch, a table
+    /// missing, a wedged worker).
+    #[arg(long, env = "RALLYPOINT_STUCK_AFTER", default_value = "2m", value_parser = parse_duration)]
+    pub stuck_after: Duration,
+
     /// `/healthz`, `/readyz` and `/stats`.
     #[arg(
         long,

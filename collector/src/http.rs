@@ -1,32 +1,45 @@
-//! `/healthz` (process up), `/readyz` (ClickHouse reachable), `/stats` (counters),
+//! `/healthz` (process up), `/readyz` (ClickHouse reachable and reports
+//! being stored: see `progress`), `/stats` (counters),
 //! `/metrics` (the same counters and the stream lag, Prometheus text format).
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 
+use crate::progress::Progress;
 use crate::stats::Stats;
 use crate::store::Store;
 
+/// What the endpoints read.
 #[derive(Clone)]
-struct Shared {
-    stats: Arc<Stats>,
-    store: Arc<Store>,
+pub struct Shared {
+    pub stats: Arc<Stats>,
+    pub store: Arc<Store>,
+    pub progress: Arc<Progress>,
+    pub stuck_after: Duration,
 }
 
-pub fn router(stats: Arc<Stats>, store: Arc<Store>) -> Router {
+pub fn router(shared: Shared) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route(
             "/readyz",
             get(|State(s): State<Shared>| async move {
-                if s.store.ping().await {
-                    (StatusCode::OK, "ready")
-                } else {
-                    (StatusCode::SERVICE_UNAVAILABLE, "ClickHouse unreachable")
+                if !s.store.ping().await {
+                    return (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "ClickHouse unreachable".into(),
+                    );
+                }
+                let waiting = s.stats.lag.load(Relaxed) + s.stats.ack_pending.load(Relaxed);
+                match s.progress.stuck(waiting, s.stuck_after) {
+                    Some(why) => (StatusCode::SERVICE_UNAVAILABLE, why),
+                    None => (StatusCode::OK, "ready".to_owned()),
                 }
             }),
         )
@@ -37,5 +50,5 @@ pub fn router(stats: Arc<Stats>, store: Arc<Store>) -> Router {
             }),
         )
         .route("/metrics", get(rallypoint_service::exposition::handler))
-        .with_state(Shared { stats, store })
+        .with_state(shared)
 }

@@ -27,6 +27,7 @@ use async_nats::jetstream::{self, AckKind};
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
+use crate::progress::Progress;
 use crate::rows::{DeadLetterRow, ReportRows, hex, rows};
 use crate::stats::Stats;
 use crate::store::{Store, Written};
@@ -44,6 +45,8 @@ pub struct Ingest {
     pub consumer: jetstream::consumer::PullConsumer,
     pub store: Arc<Store>,
     pub stats: Arc<Stats>,
+    /// Marked after every batch stored (`/readyz` reads it).
+    pub progress: Arc<Progress>,
     pub batch_size: usize,
     pub batch_bytes: usize,
     pub batch_wait: Duration,
@@ -158,6 +161,7 @@ impl Ingest {
         );
         Stats::add(&self.stats.dead_letters, written.dead_letters);
         Stats::add(&self.stats.batches, 1);
+        self.progress.advanced();
         if written.dead_letters > 0 {
             for letter in &dead {
                 tracing::warn!(seq = letter.stream_seq, reason = %letter.reason, "dead-lettered a message");
@@ -319,10 +323,23 @@ impl<'a> Held<'a> {
 }
 
 /// ClickHouse error codes that say nothing about the rows sent: the server is
-/// busy, short of memory, restarting, or the network failed. A batch failing
-/// with these waits (splitting it would only make more, smaller inserts and
-/// could dead-letter good reports).
+/// busy, short of memory, restarting, or the network failed; or the schema
+/// or the login is wrong (a table detached or dropped, rights taken away),
+/// which an operator fixes while every report is fine. A batch failing with
+/// these waits, and `/readyz` turns red once it has waited `--stuck-after`:
+/// splitting it would only make more, smaller inserts and dead-letter good
+/// reports — with a missing table, every one of them.
 const TRANSIENT_CODES: &[u32] = &[
+    16,   // NO_SUCH_COLUMN_IN_TABLE
+    60,   // UNKNOWN_TABLE
+    81,   // UNKNOWN_DATABASE
+    192,  // UNKNOWN_USER
+    193,  // WRONG_PASSWORD
+    194,  // REQUIRED_PASSWORD
+    195,  // IP_ADDRESS_NOT_ALLOWED
+    291,  // DATABASE_ACCESS_DENIED
+    497,  // ACCESS_DENIED
+    516,  // AUTHENTICATION_FAILED
     3,    // UNEXPECTED_END_OF_FILE
     32,   // ATTEMPT_TO_READ_AFTER_EOF
     159,  // TIMEOUT_EXCEEDED

@@ -14,6 +14,7 @@ pub mod http;
 pub mod in_flight;
 pub mod ingest;
 pub mod keys;
+pub mod progress;
 pub mod retention;
 pub mod rows;
 pub mod schema;
@@ -116,10 +117,16 @@ pub async fn run(
 
     let stats = Arc::new(Stats::default());
     stats::register_instruments(stats.clone());
+    let progress = Arc::new(progress::Progress::default());
     let listener = tokio::net::TcpListener::bind(config.http_listen)
         .await
         .with_context(|| format!("cannot listen on --http-listen {}", config.http_listen))?;
-    let router = http::router(stats.clone(), store.clone());
+    let router = http::router(http::Shared {
+        stats: stats.clone(),
+        store: store.clone(),
+        progress: progress.clone(),
+        stuck_after: config.stuck_after,
+    });
     let background = vec![
         tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;
@@ -135,6 +142,7 @@ pub async fn run(
             consumer: consumer.clone(),
             store: store.clone(),
             stats: stats.clone(),
+            progress: progress.clone(),
             batch_size: config.batch_size,
             batch_bytes,
             batch_wait: config.batch_wait,

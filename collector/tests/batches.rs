@@ -334,3 +334,80 @@ async fn an_insert_slower_than_the_ack_wait_is_not_stored_again_by_another_colle
     );
     backlog.stop(vec![first, second]).await;
 }
+
+/// The collector's `/readyz`: status and body.
+async fn readyz(collector: &CollectorProcess) -> (u16, String) {
+    let url = format!("http://127.0.0.1:{}/readyz", collector.http_port);
+    let response = reqwest::get(url).await.unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+/// A ClickHouse that answers but cannot store anything (a table the store
+/// needs is detached: an operator's mistake, not the reports' fault) makes
+/// the collector wait, not dead-letter every report, and turns `/readyz`
+/// red once reports have waited `--stuck-after`; when the table is back,
+/// everything is stored exactly once and `/readyz` is green again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_that_cannot_store_says_it_is_stuck_and_loses_nothing() {
+    let backlog = Backlog::start().await;
+    let collector = backlog
+        .collector("collector-0", &["--stuck-after", "2s", "--workers", "1"])
+        .await;
+    assert_eq!(readyz(&collector).await.0, 200);
+    let ch = &backlog.clickhouse;
+    ch.query("DETACH TABLE rp_report_keys").await.unwrap();
+
+    const N: u64 = 40;
+    let mut generator =
+        ReportGenerator::new(rallypoint_lab::reports::two_region_candidates(), 31, false);
+    for _ in 0..N {
+        backlog.publish(&large_report(&mut generator)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let why = loop {
+        let (status, body) = readyz(&collector).await;
+        if status == 503 {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "/readyz stayed {status}: {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        why.contains("stuck") && why.contains("reports waiting"),
+        "{why}"
+    );
+    // Long enough for a batch split down to single reports (three failures
+    // a level, 200 ms backoff on) to dead-letter its first ones: it must not.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let stats = collector.stats().await.unwrap();
+    assert_eq!(
+        stats["dead_letters"], 0,
+        "good reports were dead-lettered: {stats}"
+    );
+    assert_eq!(stats["elections_stored"], 0, "{stats}");
+
+    ch.query("ATTACH TABLE rp_report_keys").await.unwrap();
+    stats_when(&collector, |s| s["elections_stored"].as_u64() == Some(N)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while readyz(&collector).await.0 != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "/readyz stayed red after recovery"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for sql in [
+        "SELECT count() FROM rp_elections",
+        "SELECT uniqExact(report_id) FROM rp_candidates",
+        "SELECT countMerge(elections) FROM rp_elections_minute",
+    ] {
+        assert_eq!(ch.count(sql).await.unwrap(), N, "{sql}");
+    }
+    assert_eq!(
+        ch.count("SELECT count() FROM rp_dead_letters")
+            .await
+            .unwrap(),
+        0
+    );
+    backlog.stop(vec![collector]).await;
+}
