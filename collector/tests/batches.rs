@@ -106,7 +106,21 @@ impl Backlog {
     }
 
     async fn collector(&self, name: &str, extra_args: &[&str]) -> CollectorProcess {
+        let url = self.clickhouse.url();
+        self.collector_via(&url, name, extra_args).await
+    }
+
+    /// A collector that reaches ClickHouse at `clickhouse_url` (a proxy);
+    /// its setup goes straight to the server.
+    async fn collector_via(
+        &self,
+        clickhouse_url: &str,
+        name: &str,
+        extra_args: &[&str],
+    ) -> CollectorProcess {
         let args: Vec<String> = extra_args.iter().copied().map(String::from).collect();
+        let mut clickhouse = self.clickhouse.login(ClickHouseRole::Collector);
+        clickhouse.url = clickhouse_url.to_owned();
         let setup_args = [
             "--regional-max-bytes",
             "256MiB",
@@ -123,7 +137,7 @@ impl Backlog {
                 regions: vec!["us-east:3".into(), "singapore:1".into()],
                 central_region: "us-east".into(),
                 central_replicas: 3,
-                clickhouse: self.clickhouse.login(ClickHouseRole::Collector),
+                clickhouse,
                 clickhouse_admin: self.clickhouse.login(ClickHouseRole::Admin),
                 extra_args: args,
                 setup_args,
@@ -409,5 +423,131 @@ async fn a_collector_that_cannot_store_says_it_is_stuck_and_loses_nothing() {
             .unwrap(),
         0
     );
+    backlog.stop(vec![collector]).await;
+}
+
+/// A TCP proxy in front of ClickHouse that, once, lets a large request
+/// through (an insert: the server commits it) and then eats the answer,
+/// keeping the connection open and silent: the one fault here that a real
+/// server cannot be made to produce on cue. TLS passes through untouched; the request is
+/// told apart from key lookups by its size.
+struct AnswerEater {
+    addr: std::net::SocketAddr,
+    eaten: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl AnswerEater {
+    /// Bytes a client must have sent on a connection before its answers
+    /// are eaten: more than any lookup, less than a batch of large reports.
+    const REQUEST_BYTES: usize = 64 * 1024;
+
+    async fn start(upstream: std::net::SocketAddr) -> AnswerEater {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let eaten = std::sync::Arc::new(AtomicUsize::new(0));
+        let armed = std::sync::Arc::new(AtomicBool::new(true));
+        let counter = eaten.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                    continue;
+                };
+                let (armed, counter) = (armed.clone(), counter.clone());
+                tokio::spawn(async move {
+                    let (mut client_read, mut client_write) = client.into_split();
+                    let (mut server_read, mut server_write) = server.into_split();
+                    let sent = std::sync::Arc::new(AtomicUsize::new(0));
+                    let sent_up = sent.clone();
+                    let up = tokio::spawn(async move {
+                        let mut buf = vec![0u8; 16 * 1024];
+                        while let Ok(n) = client_read.read(&mut buf).await {
+                            if n == 0 || server_write.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                            sent_up.fetch_add(n, Ordering::Relaxed);
+                        }
+                    });
+                    let mut buf = vec![0u8; 16 * 1024];
+                    let mut eating = false;
+                    while let Ok(n) = server_read.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        if !eating
+                            && sent.load(Ordering::Relaxed) > Self::REQUEST_BYTES
+                            && armed.swap(false, Ordering::Relaxed)
+                        {
+                            // The answer to a committed insert, and all
+                            // after it on this connection: never delivered,
+                            // and the connection stays open, silent.
+                            counter.fetch_add(1, Ordering::Relaxed);
+                            eating = true;
+                        }
+                        if eating {
+                            continue;
+                        }
+                        if client_write.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                    up.abort();
+                });
+            }
+        });
+        AnswerEater { addr, eaten }
+    }
+}
+
+/// ClickHouse commits an insert whose answer never reaches the collector
+/// (a dropped connection, a lost packet): the collector gives up on the
+/// request at its I/O deadline instead of waiting for ever, stores the batch
+/// again, and the report keys keep every report counted once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_insert_whose_answer_is_lost_is_counted_once() {
+    let backlog = Backlog::start().await;
+    let upstream: std::net::SocketAddr = format!("127.0.0.1:{}", backlog.clickhouse.https_port)
+        .parse()
+        .unwrap();
+    let eater = AnswerEater::start(upstream).await;
+    const N: u64 = 60;
+    let mut generator =
+        ReportGenerator::new(rallypoint_lab::reports::two_region_candidates(), 41, false);
+    for _ in 0..N {
+        backlog.publish(&large_report(&mut generator)).await;
+    }
+    let collector = backlog
+        .collector_via(
+            &format!("https://{}", eater.addr),
+            "collector-0",
+            &[
+                "--clickhouse-io-timeout",
+                "3s",
+                "--workers",
+                "1",
+                "--batch-wait",
+                "1s",
+            ],
+        )
+        .await;
+    let stats = stats_when(&collector, |s| s["elections_stored"].as_u64() == Some(N)).await;
+    assert_eq!(
+        eater.eaten.load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "the proxy never ate an answer: the test did not test"
+    );
+    assert!(
+        stats["insert_failures"].as_u64().unwrap() >= 1,
+        "the lost answer was not noticed: {stats}"
+    );
+    let ch = &backlog.clickhouse;
+    for sql in [
+        "SELECT count() FROM rp_elections",
+        "SELECT uniqExact(report_id) FROM rp_candidates",
+        "SELECT countMerge(elections) FROM rp_elections_minute",
+    ] {
+        assert_eq!(ch.count(sql).await.unwrap(), N, "{sql}");
+    }
     backlog.stop(vec![collector]).await;
 }
