@@ -40,6 +40,56 @@ pub enum Command {
     /// Creates or updates the telemetry streams and the collectors' consumer,
     /// then exits. Needs NATS credentials allowed to manage JetStream.
     Setup(SetupConfig),
+    /// Rebuilds the rollups of whole days from the raw tables (after a
+    /// rollup was lost or damaged, or to fill a new one for older days),
+    /// then exits. Needs the ClickHouse administrator. Days that are over
+    /// only; stop the collectors first, or a report arriving for a day being
+    /// rebuilt may be counted twice.
+    RebuildRollups(RebuildConfig),
+}
+
+/// What `rebuild-rollups` needs.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RebuildConfig {
+    /// ClickHouse as its administrator (`--clickhouse-*`).
+    #[command(flatten)]
+    pub clickhouse: ClickHouseArgs,
+
+    /// First day to rebuild, `YYYY-MM-DD` (the server's time zone, as the
+    /// tables' daily partitions).
+    #[arg(long, value_parser = parse_day)]
+    pub from: u32,
+
+    /// Last day to rebuild (included), `YYYY-MM-DD`; before today.
+    #[arg(long, value_parser = parse_day)]
+    pub to: u32,
+
+    /// Only these rollup tables (e.g. `rp_rtt_hour`), comma-separated;
+    /// every rollup by default.
+    #[arg(long, value_delimiter = ',')]
+    pub rollup: Vec<String>,
+}
+
+/// `2026-11-30` → `20261130`, the tables' partition names.
+fn parse_day(text: &str) -> Result<u32, String> {
+    let parts: Vec<&str> = text.split('-').collect();
+    let parsed = match parts.as_slice() {
+        [y, m, d] if y.len() == 4 && m.len() == 2 && d.len() == 2 => y
+            .parse::<u32>()
+            .ok()
+            .zip(m.parse::<u32>().ok())
+            .zip(d.parse::<u32>().ok())
+            .map(|((y, m), d)| (y, m, d)),
+        _ => None,
+    };
+    match parsed {
+        Some((y, m, d))
+            if (1970..=2105).contains(&y) && (1..=12).contains(&m) && (1..=31).contains(&d) =>
+        {
+            Ok(y * 10_000 + m * 100 + d)
+        }
+        _ => Err(format!("{text:?} is not a day (YYYY-MM-DD)")),
+    }
 }
 
 /// What `setup` needs: administrator access and the layout to create.

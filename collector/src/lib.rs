@@ -7,7 +7,8 @@
 //! * [`in_flight`] — report ids this process is storing right now;
 //! * [`schema`] — tables, rollups and migrations (ClickHouse 18.16 to current);
 //! * [`ingest`] — the consume → store → acknowledge loop;
-//! * [`retention`] — partition drops where the server has no TTL.
+//! * [`retention`] — partition drops where the server has no TTL;
+//! * [`rebuild`] — rollups of whole days rebuilt from the raw tables.
 
 pub mod config;
 pub mod http;
@@ -15,6 +16,7 @@ pub mod in_flight;
 pub mod ingest;
 pub mod keys;
 pub mod progress;
+pub mod rebuild;
 pub mod retention;
 pub mod rows;
 pub mod schema;
@@ -29,7 +31,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{CollectorConfig, SetupConfig};
+use crate::config::{CollectorConfig, RebuildConfig, SetupConfig};
 use crate::stats::Stats;
 use crate::store::Store;
 
@@ -40,6 +42,78 @@ pub const COLLECTOR_IDENTITY: rallypoint_service::nats::ClientIdentity<'static> 
         name: "rallypoint-collector",
         inbox_prefix: rallypoint_protocol::subjects::COLLECTOR_INBOX_PREFIX,
     };
+
+/// Rebuilds the rollups of the days `config` names, printing each as it
+/// goes; refuses today and later (reports still arrive for them).
+pub async fn rebuild_rollups(config: RebuildConfig) -> anyhow::Result<()> {
+    if config.from > config.to {
+        anyhow::bail!("--from {} is after --to {}", config.from, config.to);
+    }
+    let store = Store::connect(&config.clickhouse).await?;
+    let client = store.client();
+    let today: u32 = client
+        .query("SELECT toUInt32(toYYYYMMDD(today()))")
+        .fetch_one()
+        .await
+        .context("cannot read ClickHouse's date")?;
+    if config.to >= today {
+        anyhow::bail!(
+            "--to {} is not over yet (ClickHouse's today is {today}): rebuild days before today",
+            config.to
+        );
+    }
+    let mut rollups = rebuild::rollups(client).await?;
+    if !config.rollup.is_empty() {
+        if let Some(unknown) = config
+            .rollup
+            .iter()
+            .find(|name| !rollups.iter().any(|r| &r.table == *name))
+        {
+            let known: Vec<&str> = rollups.iter().map(|r| r.table.as_str()).collect();
+            anyhow::bail!(
+                "--rollup {unknown} is not a rollup; the rollups are {}",
+                known.join(", ")
+            );
+        }
+        rollups.retain(|r| config.rollup.contains(&r.table));
+    }
+    // At most ten years of days: a bound for the scan, not a limit anyone meets.
+    let days: Vec<u32> = client
+        .query(
+            "SELECT toUInt32(toYYYYMMDD(toDate(?) + number)) FROM numbers(3660) \
+             WHERE toDate(?) + number <= toDate(?) ORDER BY number",
+        )
+        .bind(day_text(config.from))
+        .bind(day_text(config.from))
+        .bind(day_text(config.to))
+        .fetch_all()
+        .await
+        .context("cannot list the days")?;
+    let total = days.len() * rollups.len();
+    let mut done = 0;
+    for day in &days {
+        for rollup in &rollups {
+            rebuild::rebuild_day(client, rollup, *day).await?;
+            done += 1;
+            eprintln!(
+                "[rebuild] {} for {} ({done}/{total})",
+                rollup.table,
+                day_text(*day)
+            );
+        }
+    }
+    eprintln!("[rebuild] {total} rollup days rebuilt");
+    Ok(())
+}
+
+fn day_text(day: u32) -> String {
+    format!(
+        "{:04}-{:02}-{:02}",
+        day / 10_000,
+        day / 100 % 100,
+        day % 100
+    )
+}
 
 /// Creates or updates the streams and the consumer, then returns: the one
 /// step that needs JetStream administrator rights.

@@ -375,3 +375,135 @@ async fn no_participant_identity_is_stored() {
     schema::migrate(store.client()).await.unwrap();
     assert_eq!(schema::applied_version(store.client()).await.unwrap(), 11);
 }
+
+/// Every rollup's counts per time bucket, as text: `countMerge` of count
+/// states, `sum` of summed counts.
+async fn rollup_counts(server: &ClickHouseServer) -> Vec<(String, String)> {
+    let tables = server
+        .query(
+            "SELECT name FROM system.tables WHERE database = currentDatabase() \
+             AND engine IN ('AggregatingMergeTree', 'SummingMergeTree') ORDER BY name",
+        )
+        .await
+        .unwrap();
+    let mut counts = Vec::new();
+    for table in tables.lines() {
+        let columns = server
+            .query(&format!(
+                "SELECT name, type FROM system.columns \
+                 WHERE database = currentDatabase() AND table = '{table}'"
+            ))
+            .await
+            .unwrap();
+        let column = |wanted: &[&str]| {
+            columns.lines().find_map(|l| {
+                let (name, kind) = l.split_once('\t')?;
+                wanted
+                    .contains(&name)
+                    .then(|| (name.to_owned(), kind.to_owned()))
+            })
+        };
+        let (time, _) = column(&["minute", "hour", "day"]).expect("a time column");
+        let (count, kind) = column(&["elections", "measurements"]).expect("a count column");
+        let aggregate = if kind.starts_with("AggregateFunction") {
+            format!("countMerge({count})")
+        } else {
+            format!("sum({count})")
+        };
+        let text = server
+            .query(&format!(
+                "SELECT {time}, {aggregate} FROM {table} GROUP BY {time} ORDER BY {time}"
+            ))
+            .await
+            .unwrap();
+        counts.push((table.to_owned(), text));
+    }
+    counts
+}
+
+/// `rallypoint-collector rebuild-rollups` puts back rollups that were lost
+/// or damaged, day by day, exactly as the views had built them; it refuses
+/// today, a reversed range and an unknown rollup, saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebuilding_rollups_restores_exactly_what_the_views_built() {
+    const DAY_MS: u64 = 86_400_000;
+    let (_dir, server, store) = fresh_store().await;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let mut generator = ReportGenerator::new(two_region_candidates(), 11, true);
+    // Two days ago and three days ago, spread over a few hours each.
+    let reports = [
+        batch(&mut generator, 40, now_ms - 3 * DAY_MS, 400),
+        batch(&mut generator, 40, now_ms - 2 * DAY_MS, 400),
+    ]
+    .concat();
+    store.write(&reports, &[]).await.unwrap();
+    let built = rollup_counts(&server).await;
+    assert_eq!(built.len(), 8, "{built:?}");
+
+    // Damage: one rollup loses every day, another gets counted twice.
+    let days: Vec<String> = server
+        .query(
+            "SELECT DISTINCT toString(toYYYYMMDD(received_at)) AS day FROM rp_elections ORDER BY day",
+        )
+        .await
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    for day in &days {
+        server
+            .query(&format!("ALTER TABLE rp_rtt_hour DROP PARTITION {day}"))
+            .await
+            .unwrap();
+    }
+    server
+        .query("INSERT INTO rp_moves_hour SELECT * FROM rp_moves_hour")
+        .await
+        .unwrap();
+    assert_ne!(
+        rollup_counts(&server).await,
+        built,
+        "the damage did not show"
+    );
+
+    let admin = server.login(ClickHouseRole::Admin);
+    let rebuild = |args: &[&str]| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_rallypoint-collector"));
+        command
+            .arg("rebuild-rollups")
+            .args(admin.cli_args())
+            .args(args)
+            .env(admin.env().0, admin.env().1)
+            .env("RUST_LOG", "warn");
+        command.output().unwrap()
+    };
+    let day = |yyyymmdd: &str| format!("{}-{}-{}", &yyyymmdd[..4], &yyyymmdd[4..6], &yyyymmdd[6..]);
+    let (first, last) = (day(&days[0]), day(days.last().unwrap()));
+    let output = rebuild(&["--from", &first, "--to", &last]);
+    let progress = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{progress}");
+    assert!(progress.contains("[rebuild] rp_rtt_hour for"), "{progress}");
+    assert_eq!(rollup_counts(&server).await, built, "{progress}");
+
+    // Refusals name what is wrong and change nothing.
+    let today = server.query("SELECT toString(today())").await.unwrap();
+    let refused = |args: &[&str], says: &str| {
+        let output = rebuild(args);
+        let error = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(
+            !output.status.success() && error.contains(says),
+            "{args:?}: {error}"
+        );
+    };
+    refused(&["--from", &first, "--to", today.trim()], "not over yet");
+    refused(&["--from", &last, "--to", &first], "after --to");
+    refused(
+        &["--from", &first, "--to", &last, "--rollup", "rp_nothing"],
+        "not a rollup",
+    );
+    refused(&["--from", "2026-13-01", "--to", &last], "not a day");
+    assert_eq!(rollup_counts(&server).await, built);
+}

@@ -1,0 +1,152 @@
+//! Rebuilding the rollups of whole days from the raw tables: after a
+//! rollup was lost or damaged (a dropped partition, a view that failed), or
+//! to fill a rollup added by a migration for the days before it.
+//!
+//! Each rollup is rebuilt with the `SELECT` of its own materialized view,
+//! read back from ClickHouse (`SHOW CREATE TABLE`), so the rebuild computes
+//! exactly what the view computes and there is no second copy of the SQL to
+//! drift. The view's source table is narrowed to one day (and read `FINAL`,
+//! so copies not merged yet count once), the day is built in a staging
+//! table, and `REPLACE PARTITION` swaps it in whole: readers see the old day
+//! or the new one, never half of it.
+//!
+//! Reports arriving for a day while it is rebuilt would be counted by the
+//! view and again by the rebuild: rebuild days that are over (today is
+//! refused) with the collectors stopped, or accept that a late copy filed
+//! under such a day during the rebuild is counted twice.
+
+use anyhow::Context as _;
+use clickhouse::Client;
+
+/// One rollup: the view that feeds it, its table and the view's `SELECT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rollup {
+    pub view: String,
+    pub table: String,
+    /// The view's query, its source table named as `{source}`.
+    pub select: String,
+    pub source: String,
+}
+
+/// Every rollup view of the schema (`rp_*_mv`), in name order.
+pub async fn rollups(client: &Client) -> anyhow::Result<Vec<Rollup>> {
+    let views: Vec<String> = client
+        .query(
+            "SELECT name FROM system.tables WHERE database = currentDatabase() \
+             AND engine = 'MaterializedView' AND name LIKE 'rp\\\\_%\\\\_mv' ORDER BY name",
+        )
+        .fetch_all()
+        .await
+        .context("cannot list the rollup views")?;
+    let mut rollups = Vec::new();
+    for view in views {
+        let create: String = client
+            .query(&format!("SHOW CREATE TABLE {view}"))
+            .fetch_one()
+            .await
+            .with_context(|| format!("cannot read the definition of {view}"))?;
+        rollups.push(parse_view(&view, &create)?);
+    }
+    Ok(rollups)
+}
+
+/// `CREATE MATERIALIZED VIEW db.v TO db.t [(columns)] AS SELECT … FROM db.s …`
+/// into its parts.
+fn parse_view(view: &str, create: &str) -> anyhow::Result<Rollup> {
+    // One line with single spaces, as 18.16 prints it; current servers
+    // break it over lines and quote column names, which changes nothing
+    // here (the views hold no string with runs of spaces).
+    let create = create.split_whitespace().collect::<Vec<_>>().join(" ");
+    let create = create.as_str();
+    let unreadable = || anyhow::anyhow!("cannot read the definition of {view}: {create}");
+    let after_to = &create[create.find(" TO ").ok_or_else(unreadable)? + 4..];
+    let table = after_to
+        .split(|c: char| c.is_whitespace() || c == '(')
+        .next()
+        .ok_or_else(unreadable)?;
+    let select = &after_to[after_to.find(" AS SELECT ").ok_or_else(unreadable)? + 4..];
+    let from = select.find(" FROM ").ok_or_else(unreadable)? + 6;
+    let source_len = select[from..]
+        .find(|c: char| c.is_whitespace())
+        .unwrap_or(select.len() - from);
+    let source = &select[from..from + source_len];
+    let templated = format!(
+        "{}{{source}}{}",
+        &select[..from],
+        &select[from + source_len..]
+    );
+    Ok(Rollup {
+        view: view.to_owned(),
+        table: unqualified(table).to_owned(),
+        select: templated,
+        source: unqualified(source).to_owned(),
+    })
+}
+
+fn unqualified(name: &str) -> &str {
+    name.rsplit('.').next().unwrap_or(name)
+}
+
+/// Rebuilds `rollup` for `day` (`YYYYMMDD`) from its source table.
+pub async fn rebuild_day(client: &Client, rollup: &Rollup, day: u32) -> anyhow::Result<()> {
+    let staging = format!("{}_rebuild", rollup.table);
+    let source = format!(
+        "(SELECT * FROM {} FINAL WHERE toYYYYMMDD(received_at) = {day})",
+        rollup.source
+    );
+    let select = rollup.select.replace("{source}", &source);
+    let steps = [
+        format!("DROP TABLE IF EXISTS {staging}"),
+        format!("CREATE TABLE {staging} AS {}", rollup.table),
+        format!("INSERT INTO {staging} {select}"),
+        format!(
+            "ALTER TABLE {} REPLACE PARTITION {day} FROM {staging}",
+            rollup.table
+        ),
+        format!("DROP TABLE {staging}"),
+    ];
+    for step in steps {
+        client
+            .query(&step)
+            .execute()
+            .await
+            .with_context(|| format!("rebuilding {} for {day} failed at: {step}", rollup.table))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_view_definition_splits_into_table_query_and_source() {
+        let create = "CREATE MATERIALIZED VIEW default.rp_moves_hour_mv TO default.rp_moves_hour \
+            (hour DateTime, elections UInt64) AS SELECT toStartOfHour(received_at) AS hour, \
+            count() AS elections FROM default.rp_elections WHERE trigger != 'initial' GROUP BY hour";
+        let rollup = parse_view("rp_moves_hour_mv", create).unwrap();
+        assert_eq!(rollup.table, "rp_moves_hour");
+        assert_eq!(rollup.source, "rp_elections");
+        assert!(rollup.select.starts_with("SELECT toStartOfHour"));
+        assert!(
+            rollup.select.contains("FROM {source} WHERE trigger"),
+            "{}",
+            rollup.select
+        );
+        assert!(parse_view("v", "CREATE VIEW v AS SELECT 1").is_err());
+        // As current servers print it.
+        let modern = "CREATE MATERIALIZED VIEW default.rp_moves_hour_mv TO default.rp_moves_hour\n(\n    \
+            `hour` DateTime\n)\nAS SELECT\n    toStartOfHour(received_at) AS hour\nFROM default.rp_elections\n\
+            WHERE trigger != 'initial'\nGROUP BY hour";
+        let rollup = parse_view("rp_moves_hour_mv", modern).unwrap();
+        assert_eq!(
+            (rollup.table.as_str(), rollup.source.as_str()),
+            ("rp_moves_hour", "rp_elections")
+        );
+        assert!(
+            rollup.select.contains("FROM {source} WHERE"),
+            "{}",
+            rollup.select
+        );
+    }
+}
