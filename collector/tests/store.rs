@@ -279,17 +279,22 @@ async fn two_workers_storing_copies_of_the_same_reports_at_once_store_them_once(
     all_equal(&report_counts(&server).await, 1500);
 }
 
+const DAY_MS: u64 = 86_400_000;
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
 /// Retention on a server without TTL (18.16): `setup`'s partition drops
 /// take every table's days past the period, dead letters past it are
 /// deleted too (they hold report payloads), and everything newer stays.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_removes_what_is_past_the_period_and_nothing_newer() {
-    const DAY_MS: u64 = 86_400_000;
     let (_dir, server, store) = fresh_store().await;
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
+    let now_ms = now_ms();
     let mut generator = ReportGenerator::new(two_region_candidates(), 7, true);
     let old = batch(&mut generator, 20, now_ms - 100 * DAY_MS, 60);
     let fresh = batch(&mut generator, 30, now_ms - DAY_MS, 60);
@@ -426,12 +431,8 @@ async fn rollup_counts(server: &ClickHouseServer) -> Vec<(String, String)> {
 /// today, a reversed range and an unknown rollup, saying why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rebuilding_rollups_restores_exactly_what_the_views_built() {
-    const DAY_MS: u64 = 86_400_000;
     let (_dir, server, store) = fresh_store().await;
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
+    let now_ms = now_ms();
     let mut generator = ReportGenerator::new(two_region_candidates(), 11, true);
     // Two days ago and three days ago, spread over a few hours each.
     let reports = [
