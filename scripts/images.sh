@@ -12,7 +12,8 @@
 # IMAGE_TAG. Push with `podman push <image>` after `podman login`.
 #
 # Each image is a static musl binary (release profile, debug line tables
-# stripped), Debian's CA bundle, and /etc/passwd naming the chart's user
+# stripped; IMAGE_PROFILE=dev builds unoptimised binaries instead, what the
+# test suite does to check every image in a fraction of the time), Debian's CA bundle, and /etc/passwd naming the chart's user
 # 65532; the web image adds trunk's dist/. Nothing is pulled: podman builds
 # daemonless (--isolation=chroot). scripts/images-smoke.sh checks them.
 #
@@ -75,16 +76,22 @@ ca_bundle=/etc/ssl/certs/ca-certificates.crt
 
 # --- binaries ---------------------------------------------------------------
 t=$(date +%s)
-step "cargo build --release --target $musl (relay, collector, dashboard, rallypoint, rallypoint-static)"
+profile="${IMAGE_PROFILE:-release}"
+case "$profile" in
+  release) profile_dir=release ;;
+  dev) profile_dir=debug ;;
+  *) fail "IMAGE_PROFILE must be release or dev, not $profile" ;;
+esac
+step "cargo build --profile $profile --target $musl (relay, collector, dashboard, rallypoint, rallypoint-static)"
 # ring compiles C and assembly for the target: musl-gcc is its C compiler.
 export CC_x86_64_unknown_linux_musl=musl-gcc
-cargo build --release --locked --target "$musl" \
+cargo build --profile "$profile" --locked --target "$musl" \
   -p rallypoint-relay -p rallypoint-collector -p rallypoint-dashboard -p rallypoint-lab \
   --bin rallypoint-relay --bin rallypoint-collector --bin rallypoint-dashboard \
   --bin rallypoint --bin rallypoint-static \
-  || fail "the musl release build failed (output above); a C compiler error in ring means musl-gcc is missing (apt-get install musl-tools)"
+  || fail "the musl $profile build failed (output above); a C compiler error in ring means musl-gcc is missing (apt-get install musl-tools)"
 step "binaries built in $(elapsed "$t")"
-bindir="target/$musl/release"
+bindir="target/$musl/$profile_dir"
 
 t=$(date +%s)
 step "building the browser app (scripts/build-web.sh)"

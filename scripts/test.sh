@@ -21,4 +21,10 @@ echo "[test] running the browser tests (chromium, two simulated locations)" >&2
 scripts/test-web.sh
 echo "[test] fuzzing the wire decoders and the relay session (bounded)" >&2
 scripts/fuzz.sh
+# Unoptimised binaries: the images are the chart's, built and checked the
+# same way, in minutes rather than the release build's ~45 (the host build
+# above already compiled the build scripts and proc-macros they share).
+echo "[test] building every image (debug binaries) and smoke-testing each" >&2
+IMAGE_PROFILE=dev scripts/images.sh
+scripts/images-smoke.sh
 echo "[test] all green in $(( $(date +%s) - started ))s" >&2
