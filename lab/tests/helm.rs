@@ -23,10 +23,11 @@ use std::sync::LazyLock;
 use regex::Regex;
 use serde_json::{Value, json};
 
-const BINARIES: [&str; 3] = [
+const BINARIES: [&str; 4] = [
     "rallypoint-relay",
     "rallypoint-collector",
     "rallypoint-dashboard",
+    "rallypoint-static",
 ];
 
 /// The variable holding each binary's HTTP listener (`/healthz`, `/readyz`);
@@ -36,6 +37,7 @@ fn http_listen_env(binary: &str) -> &'static str {
         "rallypoint-relay" => "RALLYPOINT_ADMIN_LISTEN",
         "rallypoint-collector" => "RALLYPOINT_COLLECTOR_HTTP",
         "rallypoint-dashboard" => "RALLYPOINT_DASHBOARD_LISTEN",
+        "rallypoint-static" => "RALLYPOINT_STATIC_LISTEN",
         other => panic!("no HTTP listener known for {other}"),
     }
 }
@@ -641,12 +643,21 @@ fn workload_containers<'a>(
                 .map(move |container| {
                     let program = image
                         .captures(container["image"].as_str().unwrap())
-                        .map(|c| c[1].to_owned())
+                        .map(|c| image_binary(&c[1]).to_owned())
                         .unwrap_or_else(|| panic!("{}: not one of our images", shape.file));
                     (shape, workload, container, program)
                 })
         })
     })
+}
+
+/// The binary an image runs: its name, but for the browser app's image
+/// (images/web.Containerfile), whose server is rallypoint-static.
+fn image_binary(image: &str) -> &str {
+    match image {
+        "rallypoint-web" => "rallypoint-static",
+        other => other,
+    }
 }
 
 /// Containers of Jobs, each running one of [`SUBCOMMANDS`].
@@ -763,7 +774,11 @@ fn probes_use_the_binaries_http_listener() {
     for container in containers(&shapes) {
         let label = container.label();
         let help = &HELP[container.binary.as_str()];
-        let ready = if help.text.contains("/readyz") {
+        // The web server is ready while it serves a valid candidate list
+        // (503 otherwise), the others when their /readyz says so.
+        let ready = if container.binary == "rallypoint-static" {
+            "/candidates.json"
+        } else if help.text.contains("/readyz") {
             "/readyz"
         } else {
             "/healthz"
@@ -953,10 +968,8 @@ fn images_are_pinned() {
                 .render(&container.container["image"], &values, &chart)
                 .unwrap();
             let (repository, tag) = image.rsplit_once(':').unwrap();
-            assert!(
-                repository.ends_with(&format!("/{}", container.binary)),
-                "{image}"
-            );
+            let (_, image_name) = repository.rsplit_once('/').unwrap();
+            assert_eq!(image_binary(image_name), container.binary, "{image}");
             assert!(
                 !tag.is_empty() && tag != "latest",
                 "{name}: {image} is not pinned"

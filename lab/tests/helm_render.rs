@@ -536,10 +536,10 @@ fn operator_options_render_pod_monitors_and_the_rules_as_a_prometheus_rule() {
     }
     assert_eq!(scraped, BTreeSet::from(SCRAPED.map(String::from)));
     assert!(
-        deployments
-            .iter()
-            .all(|d| d["spec"]["template"]["metadata"]["annotations"].is_null()),
-        "annotations with PodMonitors: every pod would be scraped twice"
+        deployments.iter().all(|d| {
+            d["spec"]["template"]["metadata"]["annotations"]["prometheus.io/scrape"].is_null()
+        }),
+        "scrape annotations with PodMonitors: every pod would be scraped twice"
     );
 
     let rule = docs
