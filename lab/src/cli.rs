@@ -29,6 +29,9 @@ pub enum Command {
     /// Make a deployment's NATS users: NKey seeds per role, and the accounts
     /// block for the NATS servers' configuration.
     NatsUsers(crate::commands::nats_users::NatsUsersArgs),
+    /// Make a deployment's ClickHouse users: users.xml (a user per part,
+    /// least privilege, passwords as SHA-256) and a password file each.
+    ClickhouseUsers(crate::commands::clickhouse_users::ClickHouseUsersArgs),
     /// Benchmarks that print numbers and ratios against a same-run baseline.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -81,6 +84,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Join(args) => crate::commands::join::run(args).await,
         Command::Simulate(args) => crate::commands::simulate::run(args).await,
         Command::NatsUsers(args) => crate::commands::nats_users::run(args),
+        Command::ClickhouseUsers(args) => crate::commands::clickhouse_users::run(args),
         Command::Bench(BenchCommand::Relay(args)) => crate::bench::relay::run(args).await,
         Command::Bench(BenchCommand::Election(args)) => crate::bench::election::run(args),
         Command::Bench(BenchCommand::Failover(args)) => crate::bench::failover::run(args).await,

@@ -49,7 +49,7 @@ pub enum ClickHouseRole {
 }
 
 impl ClickHouseRole {
-    const ALL: [ClickHouseRole; 4] = [
+    pub const ALL: [ClickHouseRole; 4] = [
         ClickHouseRole::Admin,
         ClickHouseRole::Collector,
         ClickHouseRole::Dashboard,
@@ -135,6 +135,64 @@ pub const READER_LIMITS: &[(&str, &str)] = &[
     ("max_result_rows", "1000000"),
     ("max_concurrent_queries_for_user", "32"),
 ];
+
+/// ClickHouse's users file (`users.xml`) for rallypoint: a user per role
+/// with its profile, passwords only as SHA-256. The local stack and
+/// `rallypoint clickhouse-users` (a deployment's file) both write it here.
+pub struct UsersConfig {
+    /// (user name, role, password)
+    pub users: Vec<(String, ClickHouseRole, String)>,
+    /// Addresses or blocks the users may log in from (`<networks><ip>`).
+    pub networks: Vec<String>,
+    /// The reading users' limits ([`READER_LIMITS`], or lowered ones).
+    pub reader_limits: Vec<(String, String)>,
+}
+
+impl UsersConfig {
+    pub fn xml(&self) -> String {
+        use sha2::Digest as _;
+        let networks: String = self
+            .networks
+            .iter()
+            .map(|ip| format!("<ip>{ip}</ip>"))
+            .collect();
+        let users: String = self
+            .users
+            .iter()
+            .map(|(user, role, password)| {
+                let hash = sha2::Sha256::digest(password.as_bytes());
+                let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+                format!(
+                    "    <{user}><password_sha256_hex>{hex}</password_sha256_hex>\
+<networks>{networks}</networks>\
+<profile>{profile}</profile><quota>default</quota></{user}>\n",
+                    profile = role.profile(),
+                )
+            })
+            .collect();
+        let reader_limits: String = self
+            .reader_limits
+            .iter()
+            .map(|(name, value)| format!("<{name}>{value}</{name}>"))
+            .collect();
+        format!(
+            r#"<?xml version="1.0"?>
+<yandex>
+  <profiles>
+    <default><max_memory_usage>4000000000</max_memory_usage></default>
+    <writer><max_memory_usage>4000000000</max_memory_usage><allow_ddl>0</allow_ddl></writer>
+    <reader><max_memory_usage>2000000000</max_memory_usage>{reader_limits}</reader>
+  </profiles>
+  <users>
+{users}  </users>
+  <quotas><default><interval><duration>3600</duration><queries>0</queries><errors>0</errors>
+    <result_rows>0</result_rows><read_rows>0</read_rows><execution_time>0</execution_time>
+  </interval></default></quotas>
+</yandex>
+"#
+        )
+    }
+}
 
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -309,43 +367,16 @@ impl ClickHouseServer {
 
     /// Every role's user with its profile; passwords only as SHA-256.
     fn users_xml(&self) -> String {
-        use sha2::Digest as _;
-        let users: String = ClickHouseRole::ALL
-            .iter()
-            .zip(&self.passwords)
-            .map(|(role, password)| {
-                let hash = sha2::Sha256::digest(password.as_bytes());
-                let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
-                format!(
-                    "    <{user}><password_sha256_hex>{hex}</password_sha256_hex>\
-<networks><ip>::1</ip><ip>127.0.0.1</ip></networks>\
-<profile>{profile}</profile><quota>default</quota></{user}>\n",
-                    user = role.user(),
-                    profile = role.profile(),
-                )
-            })
-            .collect();
-        let reader_limits: String = self
-            .reader_limits
-            .iter()
-            .map(|(name, value)| format!("<{name}>{value}</{name}>"))
-            .collect();
-        format!(
-            r#"<?xml version="1.0"?>
-<yandex>
-  <profiles>
-    <default><max_memory_usage>4000000000</max_memory_usage></default>
-    <writer><max_memory_usage>4000000000</max_memory_usage><allow_ddl>0</allow_ddl></writer>
-    <reader><max_memory_usage>2000000000</max_memory_usage>{reader_limits}</reader>
-  </profiles>
-  <users>
-{users}  </users>
-  <quotas><default><interval><duration>3600</duration><queries>0</queries><errors>0</errors>
-    <result_rows>0</result_rows><read_rows>0</read_rows><execution_time>0</execution_time>
-  </interval></default></quotas>
-</yandex>
-"#
-        )
+        UsersConfig {
+            users: ClickHouseRole::ALL
+                .iter()
+                .zip(&self.passwords)
+                .map(|(role, password)| (role.user().to_owned(), *role, password.clone()))
+                .collect(),
+            networks: vec!["::1".into(), "127.0.0.1".into()],
+            reader_limits: self.reader_limits.clone(),
+        }
+        .xml()
     }
 
     fn write_config(&self) -> anyhow::Result<()> {

@@ -84,6 +84,13 @@ fn distinguished_name(common_name: &str) -> DistinguishedName {
     name
 }
 
+/// Creates a directory for secrets, usable by the owner only (0700). Fails
+/// if it exists: credentials are made once and never overwritten.
+pub fn create_private_dir(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    std::fs::DirBuilder::new().mode(0o700).create(path)
+}
+
 /// Writes a secret readable and writable by the owner only: any old file is
 /// removed first and the new one created 0600, so the secret is never
 /// readable by others, not even for a moment, and an old file's wider mode

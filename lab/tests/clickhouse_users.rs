@@ -226,3 +226,89 @@ async fn a_silent_clickhouse_fails_requests_at_the_deadlines() {
         );
     }
 }
+
+/// `rallypoint clickhouse-users` makes a deployment's users.xml: a real
+/// ClickHouse loads it, each user logs in with its password file, and the
+/// dashboard's user only reads. The same profiles as the local stack's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deployment_users_file_gives_each_part_its_rights() {
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let server = ClickHouseServer::start(&dir.path().join("clickhouse"))
+        .await
+        .unwrap();
+    server
+        .query("CREATE TABLE rp_probe (x UInt64) ENGINE = MergeTree ORDER BY x")
+        .await
+        .unwrap();
+    let users = dir.path().join("users");
+    let output = std::process::Command::new(rallypoint_lab::bins::ours("rallypoint").unwrap())
+        .args(["clickhouse-users", "--dir", users.to_str().unwrap()])
+        .args(["--networks", "127.0.0.1,::1"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{said}");
+    assert!(
+        said.contains("kubectl create secret generic rallypoint-clickhouse"),
+        "{said}"
+    );
+    let xml = std::fs::read_to_string(users.join("users.xml")).unwrap();
+    let password =
+        |user: &str| std::fs::read_to_string(users.join(format!("{user}.password"))).unwrap();
+    assert!(
+        !xml.contains(&password("rallypoint_admin")),
+        "a password in clear"
+    );
+    use std::os::unix::fs::PermissionsExt as _;
+    for file in ["users.xml", "rallypoint_admin.password"] {
+        let mode = std::fs::metadata(users.join(file))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "{file} is readable by others");
+    }
+
+    // The server takes the new users file on a reload, without a restart.
+    std::fs::write(dir.path().join("clickhouse/users.xml"), &xml).unwrap();
+    server.query("SYSTEM RELOAD CONFIG").await.unwrap();
+    let login = |user: &str| {
+        let mut login = server.login(ClickHouseRole::Admin);
+        login.user = user.to_owned();
+        login.password = password(user);
+        login
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while let Err(e) = run(&login("rallypoint_admin"), "SELECT 1").await {
+        assert!(
+            Instant::now() < deadline,
+            "ClickHouse never loaded the new users file: {e}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    run(
+        &login("rallypoint_collector"),
+        "INSERT INTO rp_probe VALUES (1)",
+    )
+    .await
+    .unwrap();
+    refused_with(
+        run(&login("rallypoint_collector"), "DROP TABLE rp_probe").await,
+        "Code: ",
+        "the collector dropping a table",
+    );
+    for reader in ["rallypoint_dashboard", "rallypoint_grafana"] {
+        assert_eq!(
+            run(&login(reader), "SELECT count() FROM rp_probe")
+                .await
+                .unwrap()
+                .trim(),
+            "1"
+        );
+        refused_with(
+            run(&login(reader), "INSERT INTO rp_probe VALUES (2)").await,
+            "Code: 164",
+            "a reader inserting",
+        );
+    }
+}

@@ -1,5 +1,7 @@
-//! `rallypoint` subcommands that act as clients of a running deployment.
+//! `rallypoint` subcommands that act on a deployment: as its clients, or
+//! making its credentials.
 
+pub mod clickhouse_users;
 pub mod join;
 pub mod nats_users;
 pub mod probe;

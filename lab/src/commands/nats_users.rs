@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 
 use crate::nats::access::{accounts_config, create_user, roles};
+use crate::pki::create_private_dir;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct NatsUsersArgs {
@@ -30,18 +31,12 @@ pub fn run(args: NatsUsersArgs) -> anyhow::Result<()> {
         rallypoint_protocol::subjects::validate_region(region)
             .map_err(|e| anyhow::anyhow!("--regions {region}: {e}"))?;
     }
-    {
-        use std::os::unix::fs::DirBuilderExt as _;
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&args.dir)
-            .with_context(|| {
-                format!(
-                    "cannot create --dir {} (it must not exist: seeds are never overwritten)",
-                    args.dir.display()
-                )
-            })?;
-    }
+    create_private_dir(&args.dir).with_context(|| {
+        format!(
+            "cannot create --dir {} (it must not exist: seeds are never overwritten)",
+            args.dir.display()
+        )
+    })?;
     let mut users = Vec::new();
     for role in roles(&args.regions) {
         let (seed_file, public_key) = create_user(&args.dir, &role)?;
