@@ -24,7 +24,9 @@ scripts/fuzz.sh
 # Unoptimised binaries: the images are the chart's, built and checked the
 # same way, in minutes rather than the release build's ~45 (the host build
 # above already compiled the build scripts and proc-macros they share).
+# A registry name of their own, so these never overwrite (or get pushed as)
+# the release images scripts/images.sh builds by default.
 echo "[test] building every image (debug binaries) and smoke-testing each" >&2
-IMAGE_PROFILE=dev scripts/images.sh
-scripts/images-smoke.sh
+IMAGE_PROFILE=dev IMAGE_REGISTRY=localhost/rallypoint-test scripts/images.sh
+IMAGE_REGISTRY=localhost/rallypoint-test scripts/images-smoke.sh
 echo "[test] all green in $(( $(date +%s) - started ))s" >&2

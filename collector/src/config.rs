@@ -84,12 +84,40 @@ fn parse_day(text: &str) -> Result<u32, String> {
     };
     match parsed {
         Some((y, m, d))
-            if (1970..=2105).contains(&y) && (1..=12).contains(&m) && (1..=31).contains(&d) =>
+            if (1970..=2105).contains(&y)
+                && (1..=12).contains(&m)
+                && (1..=days_in_month(y, m)).contains(&d) =>
         {
             Ok(y * 10_000 + m * 100 + d)
         }
         _ => Err(format!("{text:?} is not a day (YYYY-MM-DD)")),
     }
+}
+
+fn days_in_month(year: u32, month: u32) -> u32 {
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    match month {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Days since 1970-01-01 of a `YYYYMMDD` day (Howard Hinnant's
+/// days-from-civil), to count the days of a range.
+pub fn day_number(day: u32) -> i64 {
+    let (y, m, d) = (
+        i64::from(day / 10_000),
+        i64::from(day / 100 % 100),
+        i64::from(day % 100),
+    );
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let year_of_era = y - era * 400;
+    let day_of_year = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
 }
 
 /// What `setup` needs: administrator access and the layout to create.
@@ -228,9 +256,9 @@ pub struct CollectorConfig {
     #[arg(long, env = "RALLYPOINT_BATCH_WAIT", default_value = "250ms", value_parser = parse_duration)]
     pub batch_wait: Duration,
 
-    /// `/readyz` turns red when reports have waited this long with none
-    /// stored (ClickHouse answering but refusing every batch, a table
-    /// missing, a wedged worker).
+    /// `/readyz` turns red when a batch this process took has waited this
+    /// long to be stored (ClickHouse answering but refusing every batch, a
+    /// table missing, a wedged worker).
     #[arg(long, env = "RALLYPOINT_STUCK_AFTER", default_value = "2m", value_parser = parse_duration)]
     pub stuck_after: Duration,
 
@@ -304,6 +332,20 @@ fn parse_region(text: &str) -> Result<(String, usize), String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn days_are_calendar_days() {
+        use super::{day_number, parse_day};
+        assert_eq!(parse_day("2024-02-29"), Ok(20240229));
+        assert!(parse_day("2026-02-29").is_err());
+        assert!(parse_day("2026-04-31").is_err());
+        assert!(parse_day("2026-13-01").is_err());
+        assert!(parse_day("26-01-01").is_err());
+        assert_eq!(day_number(19700101), 0);
+        assert_eq!(day_number(20261201) - day_number(20261130), 1);
+        assert_eq!(day_number(20250301) - day_number(20250228), 1);
+        assert_eq!(day_number(20240301) - day_number(20240228), 2);
+    }
+
     #[test]
     fn regions() {
         assert_eq!(

@@ -1,9 +1,8 @@
-//! `/healthz` (process up), `/readyz` (ClickHouse reachable and reports
-//! being stored: see `progress`), `/stats` (counters),
+//! `/healthz` (process up), `/readyz` (ClickHouse reachable, and no batch
+//! waiting past `--stuck-after`: see `progress`), `/stats` (counters),
 //! `/metrics` (the same counters and the stream lag, Prometheus text format).
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -36,8 +35,7 @@ pub fn router(shared: Shared) -> Router {
                         "ClickHouse unreachable".into(),
                     );
                 }
-                let waiting = s.stats.lag.load(Relaxed) + s.stats.ack_pending.load(Relaxed);
-                match s.progress.stuck(waiting, s.stuck_after) {
+                match s.progress.stuck(s.stuck_after) {
                     Some(why) => (StatusCode::SERVICE_UNAVAILABLE, why),
                     None => (StatusCode::OK, "ready".to_owned()),
                 }

@@ -45,7 +45,7 @@ pub struct Ingest {
     pub consumer: jetstream::consumer::PullConsumer,
     pub store: Arc<Store>,
     pub stats: Arc<Stats>,
-    /// Marked after every batch stored (`/readyz` reads it).
+    /// The batches this process holds (`/readyz` reads it).
     pub progress: Arc<Progress>,
     pub batch_size: usize,
     pub batch_bytes: usize,
@@ -91,6 +91,7 @@ impl Ingest {
                     _ = tokio::time::sleep_until(deadline) => break,
                 }
             }
+            let _holding = self.progress.hold(batch.len());
             if !self.process(batch, &stop).await {
                 return Ok(());
             }
@@ -161,7 +162,6 @@ impl Ingest {
         );
         Stats::add(&self.stats.dead_letters, written.dead_letters);
         Stats::add(&self.stats.batches, 1);
-        self.progress.advanced();
         if written.dead_letters > 0 {
             for letter in &dead {
                 tracing::warn!(seq = letter.stream_seq, reason = %letter.reason, "dead-lettered a message");

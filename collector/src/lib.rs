@@ -34,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{CollectorConfig, RebuildConfig, SetupConfig};
 use crate::stats::Stats;
 use crate::store::Store;
+use rallypoint_service::clickhouse::ClickHouseArgs;
 
 /// How collectors appear to NATS; their permissions allow replies under this
 /// inbox prefix only.
@@ -49,7 +50,7 @@ pub async fn rebuild_rollups(config: RebuildConfig) -> anyhow::Result<()> {
     if config.from > config.to {
         anyhow::bail!("--from {} is after --to {}", config.from, config.to);
     }
-    let store = Store::connect(&config.clickhouse).await?;
+    let store = Store::connect(&for_long_statements(&config.clickhouse)).await?;
     let client = store.client();
     let today: u32 = client
         .query("SELECT toUInt32(toYYYYMMDD(today()))")
@@ -89,11 +90,24 @@ pub async fn rebuild_rollups(config: RebuildConfig) -> anyhow::Result<()> {
         .fetch_all()
         .await
         .context("cannot list the days")?;
+    let expected =
+        crate::config::day_number(config.to) - crate::config::day_number(config.from) + 1;
+    if days.len() as i64 != expected {
+        anyhow::bail!(
+            "--from {} --to {} spans {expected} days; rebuild at most ten years at once",
+            day_text(config.from),
+            day_text(config.to)
+        );
+    }
+    let mut columns = Vec::new();
+    for rollup in &rollups {
+        columns.push(rebuild::columns(client, &rollup.table).await?);
+    }
     let total = days.len() * rollups.len();
     let mut done = 0;
     for day in &days {
-        for rollup in &rollups {
-            rebuild::rebuild_day(client, rollup, *day).await?;
+        for (rollup, columns) in rollups.iter().zip(&columns) {
+            rebuild::rebuild_day(client, rollup, columns, *day).await?;
             done += 1;
             eprintln!(
                 "[rebuild] {} for {} ({done}/{total})",
@@ -104,6 +118,16 @@ pub async fn rebuild_rollups(config: RebuildConfig) -> anyhow::Result<()> {
     }
     eprintln!("[rebuild] {total} rollup days rebuilt");
     Ok(())
+}
+
+/// The administrator's statements (a migration's backfill, a day's rebuild)
+/// send nothing until they finish, which can take minutes on a large table:
+/// their I/O deadline is at least ten minutes, whatever the running
+/// collector's is. The Job's own deadline still bounds them.
+fn for_long_statements(login: &ClickHouseArgs) -> ClickHouseArgs {
+    let mut login = login.clone();
+    login.io_timeout = login.io_timeout.max(Duration::from_secs(600));
+    login
 }
 
 fn day_text(day: u32) -> String {
@@ -128,14 +152,18 @@ pub async fn setup(config: SetupConfig) -> anyhow::Result<()> {
     .await?;
     let js = async_nats::jetstream::new(nats.clone());
     let bounds = config.layout.stream_bounds()?;
-    let store = Store::open(&config.clickhouse, config.retention_days)
-        .await
-        .context(
-            "cannot set up the ClickHouse schema (are these the administrator's credentials?)",
-        )?;
+    let store = Store::open(
+        &for_long_statements(&config.clickhouse),
+        config.retention_days,
+    )
+    .await
+    .context("cannot set up the ClickHouse schema (are these the administrator's credentials?)")?;
     if !store.version.has_ttl() {
         let dropped = retention::drop_expired(&store, config.retention_days).await?;
-        tracing::info!(dropped, "partitions past the retention period dropped");
+        tracing::info!(
+            cleared = dropped,
+            "expired partitions dropped and expired dead letters deleted"
+        );
     }
     let deadline = Duration::from_secs(60);
     let work = async {

@@ -1,56 +1,66 @@
-//! Whether the collector is getting anywhere. A collector can answer pings
+//! Whether this collector is getting anywhere. A collector can answer pings
 //! and still store nothing: a table detached or renamed, its user's rights
 //! taken away, a worker wedged. Then reports wait in JetStream, the
 //! dashboards go stale, and only `/readyz` can tell an orchestrator or an
-//! SRE. It turns red when reports are waiting and no batch has been stored
-//! for `--stuck-after`.
+//! SRE. It turns red when a batch this process took has waited longer than
+//! `--stuck-after` to be stored.
+//!
+//! Per process, not per consumer: the consumer's lag is shared by every
+//! collector, so a healthy collector without deliveries would look stuck
+//! while another one holds the messages.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-/// When the last batch was stored (or the collector started).
-#[derive(Debug)]
+/// The batches this process holds, each with when it was taken.
+#[derive(Debug, Default)]
 pub struct Progress {
-    last_ms: AtomicU64,
+    next: AtomicU64,
+    held: Mutex<HashMap<u64, (Instant, usize)>>,
 }
 
-impl Default for Progress {
-    fn default() -> Self {
-        Progress {
-            last_ms: AtomicU64::new(now_ms()),
-        }
+/// A batch held until it is stored (or given back): dropping it lets go.
+pub struct Holding<'a> {
+    progress: &'a Progress,
+    id: u64,
+}
+
+impl Drop for Holding<'_> {
+    fn drop(&mut self) {
+        self.progress
+            .held
+            .lock()
+            .expect("progress lock")
+            .remove(&self.id);
     }
 }
 
 impl Progress {
-    /// A batch was stored and acknowledged.
-    pub fn advanced(&self) {
-        self.last_ms.store(now_ms(), Relaxed);
+    /// A batch of `reports` messages was taken from the consumer.
+    pub fn hold(&self, reports: usize) -> Holding<'_> {
+        let id = self.next.fetch_add(1, Relaxed);
+        self.held
+            .lock()
+            .expect("progress lock")
+            .insert(id, (Instant::now(), reports));
+        Holding { progress: self, id }
     }
 
-    /// How long since the last batch was stored.
-    pub fn stalled_for(&self) -> Duration {
-        Duration::from_millis(now_ms().saturating_sub(self.last_ms.load(Relaxed)))
-    }
-
-    /// Why the collector is stuck, if `waiting` reports wait and nothing
-    /// has been stored for longer than `stuck_after`.
-    pub fn stuck(&self, waiting: u64, stuck_after: Duration) -> Option<String> {
-        let stalled = self.stalled_for();
-        (waiting > 0 && stalled > stuck_after).then(|| {
+    /// Why this collector is stuck, if its oldest batch has waited longer
+    /// than `stuck_after`.
+    pub fn stuck(&self, stuck_after: Duration) -> Option<String> {
+        let held = self.held.lock().expect("progress lock");
+        let (since, reports) = held.values().min_by_key(|(since, _)| *since)?;
+        let waited = since.elapsed();
+        (waited > stuck_after).then(|| {
             format!(
-                "stuck: {waiting} reports waiting and none stored for {} s; see the log",
-                stalled.as_secs()
+                "stuck: a batch of {reports} reports has waited {} s to be stored; see the log",
+                waited.as_secs()
             )
         })
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -58,20 +68,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn stuck_only_with_reports_waiting_past_the_limit() {
+    fn stuck_only_while_a_batch_waits_past_the_limit() {
         let progress = Progress::default();
-        progress
-            .last_ms
-            .store(now_ms() - 10_000, std::sync::atomic::Ordering::Relaxed);
-        let limit = Duration::from_secs(5);
-        assert!(progress.stuck(0, limit).is_none(), "idle is not stuck");
-        let why = progress.stuck(3, limit).expect("3 waiting for 10 s");
-        assert!(why.contains("3 reports waiting"), "{why}");
-        assert!(progress.stuck(3, Duration::from_secs(60)).is_none());
-        progress.advanced();
         assert!(
-            progress.stuck(3, limit).is_none(),
-            "a stored batch resets it"
+            progress.stuck(Duration::ZERO).is_none(),
+            "idle is not stuck"
         );
+        let old = progress.hold(3);
+        std::thread::sleep(Duration::from_millis(20));
+        let _new = progress.hold(5);
+        let why = progress
+            .stuck(Duration::from_millis(10))
+            .expect("the old batch waited");
+        assert!(why.contains("batch of 3 reports"), "{why}");
+        assert!(progress.stuck(Duration::from_secs(60)).is_none());
+        drop(old);
+        assert!(progress.stuck(Duration::from_secs(60)).is_none());
+        let why = progress
+            .stuck(Duration::ZERO)
+            .expect("the newer batch still waits");
+        assert!(why.contains("batch of 5 reports"), "{why}");
     }
 }

@@ -83,22 +83,51 @@ fn parse_view(view: &str, create: &str) -> anyhow::Result<Rollup> {
     })
 }
 
+/// The columns of `table`, in order.
+pub async fn columns(client: &Client, table: &str) -> anyhow::Result<Vec<String>> {
+    client
+        .query("SELECT name FROM system.columns WHERE database = currentDatabase() AND table = ?")
+        .bind(table)
+        .fetch_all()
+        .await
+        .with_context(|| format!("cannot read the columns of {table}"))
+}
+
 fn unqualified(name: &str) -> &str {
     name.rsplit('.').next().unwrap_or(name)
 }
 
 /// Rebuilds `rollup` for `day` (`YYYYMMDD`) from its source table.
-pub async fn rebuild_day(client: &Client, rollup: &Rollup, day: u32) -> anyhow::Result<()> {
+///
+/// The source is read from the day before to the day after: a rollup's
+/// partition `day` is the server's local day of its time column, and the
+/// per-day rollups file rows under UTC days, so on a server outside UTC a
+/// partition holds reports received on a neighbouring local day. Staging
+/// then holds partial neighbours too; only partition `day` is swapped in.
+/// The view's output is inserted by column name, as the view itself does.
+pub async fn rebuild_day(
+    client: &Client,
+    rollup: &Rollup,
+    columns: &[String],
+    day: u32,
+) -> anyhow::Result<()> {
     let staging = format!("{}_rebuild", rollup.table);
+    let date = format!(
+        "toDate('{:04}-{:02}-{:02}')",
+        day / 10_000,
+        day / 100 % 100,
+        day % 100
+    );
     let source = format!(
-        "(SELECT * FROM {} FINAL WHERE toYYYYMMDD(received_at) = {day})",
+        "(SELECT * FROM {} FINAL WHERE toDate(received_at) BETWEEN {date} - 1 AND {date} + 1)",
         rollup.source
     );
     let select = rollup.select.replace("{source}", &source);
+    let columns = columns.join(", ");
     let steps = [
         format!("DROP TABLE IF EXISTS {staging}"),
         format!("CREATE TABLE {staging} AS {}", rollup.table),
-        format!("INSERT INTO {staging} {select}"),
+        format!("INSERT INTO {staging} ({columns}) SELECT {columns} FROM ({select})"),
         format!(
             "ALTER TABLE {} REPLACE PARTITION {day} FROM {staging}",
             rollup.table

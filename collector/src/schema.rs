@@ -501,8 +501,6 @@ pub async fn migrate(client: &Client) -> anyhow::Result<u32> {
     migrate_to(client, u32::MAX).await
 }
 
-/// Applies the migrations newer than what the database has, up to `target`
-/// (tests use it to make a database of an older schema).
 /// Whether `statement` failed only because an earlier run, interrupted
 /// before it recorded its migration, already did it: a column to drop that
 /// is gone (code 44 on 18.16, 10 on current servers; the message is the
@@ -512,6 +510,8 @@ fn already_applied(statement: &str, error: &str) -> bool {
     statement.contains(" DROP COLUMN ") && error.contains("Cannot find column")
 }
 
+/// Applies the migrations newer than what the database has, up to `target`
+/// (tests use it to make a database of an older schema).
 pub async fn migrate_to(client: &Client, target: u32) -> anyhow::Result<u32> {
     client
         .query(MIGRATIONS_TABLE)

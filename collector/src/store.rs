@@ -95,11 +95,26 @@ impl Store {
                 .iter()
                 .chain(schema::RETAINED_UNPARTITIONED);
             for (table, column) in retained {
+                let ttl = format!("TTL {column} + toIntervalDay({retention_days})");
+                // MODIFY TTL makes current servers rewrite every part to
+                // apply it: only when the period changed, not on each daily
+                // setup run.
+                let engine: String = store
+                    .client
+                    .query(
+                        "SELECT engine_full FROM system.tables \
+                         WHERE database = currentDatabase() AND name = ?",
+                    )
+                    .bind(*table)
+                    .fetch_one()
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot read the definition of {table}: {e}"))?;
+                if engine.contains(&ttl) {
+                    continue;
+                }
                 store
                     .client
-                    .query(&format!(
-                        "ALTER TABLE {table} MODIFY TTL {column} + toIntervalDay({retention_days})"
-                    ))
+                    .query(&format!("ALTER TABLE {table} MODIFY {ttl}"))
                     .execute()
                     .await
                     .map_err(|e| anyhow::anyhow!("cannot set the retention TTL of {table}: {e}"))?;

@@ -93,6 +93,8 @@ pub struct ClickHouseArgs {
     /// Longest silence from ClickHouse on an open request (no answer byte,
     /// no progress sending) before the request fails. Longer than the
     /// readers' `max_execution_time`, so a slow query fails there first.
+    /// (`rallypoint-collector setup` and `rebuild-rollups` use at least
+    /// 10 min: their statements answer only when done.)
     #[arg(
         id = "clickhouse_io_timeout",
         long = "clickhouse-io-timeout",

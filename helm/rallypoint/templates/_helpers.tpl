@@ -311,7 +311,7 @@ telemetry and candidates name the same regions.
 {{- end }}
 {{- end -}}
 
-{{/* Egress to ClickHouse: its pods in this namespace, or an address block outside. */}}
+{{/* Egress to ClickHouse: its pods (in this namespace, or in the one namespaceLabels names), or an address block outside. */}}
 {{- define "rallypoint.clickhouseEgress" -}}
 - to:
     {{- if .Values.networkPolicy.clickhouse.cidr }}
@@ -321,6 +321,11 @@ telemetry and candidates name the same regions.
     - podSelector:
         matchLabels:
           {{- required "networkPolicy.clickhouse.podLabels or .cidr is required in the central region" .Values.networkPolicy.clickhouse.podLabels | toYaml | nindent 10 }}
+      {{- with .Values.networkPolicy.clickhouse.namespaceLabels }}
+      namespaceSelector:
+        matchLabels:
+          {{- toYaml . | nindent 10 }}
+      {{- end }}
     {{- end }}
   ports:
     - port: {{ .Values.networkPolicy.clickhouse.port }}

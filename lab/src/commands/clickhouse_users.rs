@@ -20,9 +20,10 @@ pub struct ClickHouseUsersArgs {
     #[arg(long)]
     pub dir: PathBuf,
 
-    /// Addresses or blocks the users may log in from, comma-separated (the
-    /// pods' network; NetworkPolicies narrow it further).
-    #[arg(long, value_delimiter = ',', default_value = "::/0")]
+    /// Addresses or blocks the users may log in from, comma-separated: the
+    /// pods' network (NetworkPolicies narrow it further). No default: `::/0`
+    /// (anywhere) has to be asked for.
+    #[arg(long, value_delimiter = ',', required = true)]
     pub networks: Vec<String>,
 }
 
