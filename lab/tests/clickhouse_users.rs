@@ -176,7 +176,7 @@ async fn only_a_client_that_trusts_the_servers_ca_logs_in_and_only_over_tls() {
 async fn a_silent_clickhouse_fails_requests_at_the_deadlines() {
     use rallypoint_service::clickhouse::ClickHouseArgs;
     use rallypoint_service::secret::Secret;
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
     use tokio::io::AsyncReadExt as _;
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -194,43 +194,43 @@ async fn a_silent_clickhouse_fails_requests_at_the_deadlines() {
     });
     let dir = tempfile::tempdir().unwrap();
     let ca = DevCa::create(dir.path(), "ca").unwrap();
-    // Each case sets its own deadline short and the other one long: the
-    // request must end near the short one, which only that deadline explains.
-    let (short, long) = (Duration::from_millis(300), Duration::from_secs(60));
+    // Each case sets its own deadline short and the other one longer than
+    // the test waits: only the short one can end the request in time, and
+    // each deadline fails in its own words.
+    let (short, long) = (Duration::from_millis(300), Duration::from_secs(600));
     let cases = [
         (
             "TLS handshake",
             format!("https://{addr}"),
             Some(ca.cert.clone()),
             (short, long),
+            // tokio's timeout around the connector (TCP and TLS).
+            "deadline has elapsed",
         ),
-        ("answer", format!("http://{addr}"), None, (long, short)),
+        // hyper-timeout's read deadline on an open connection.
+        (
+            "answer",
+            format!("http://{addr}"),
+            None,
+            (long, short),
+            "timed out",
+        ),
     ];
-    for (stage, url, ca, (connect, io)) in cases {
+    for (stage, url, ca, (connect, io), says) in cases {
         let mut args = ClickHouseArgs::new(url, "default", Secret::new("unused"));
         args.ca = ca;
         args.connect_timeout = connect;
         args.io_timeout = io;
-        let started = Instant::now();
-        // The outer bound only keeps a broken client from hanging the suite.
         let outcome = tokio::time::timeout(
             Duration::from_secs(30),
             args.client().unwrap().query("SELECT 1").fetch_one::<u8>(),
         )
         .await
         .unwrap_or_else(|_| panic!("a silent server held the request past 30 s ({stage})"));
-        let took = started.elapsed();
         let error = chain(outcome.expect_err("a silent server cannot answer"));
-        // tokio's "deadline has elapsed" (connect, TLS included) or an I/O
-        // "timed out" (hyper-timeout's read deadline).
         assert!(
-            error.contains("deadline has elapsed") || error.contains("timed out"),
-            "{stage}: expected a timeout, got {error} after {took:?}"
-        );
-        // Far from the long deadline (60 s), whatever the machine's load.
-        assert!(
-            took < Duration::from_secs(20),
-            "{stage}: ended after {took:?}, not at its {short:?} deadline"
+            error.contains(says),
+            "{stage}: expected its deadline ({says:?}), got {error}"
         );
     }
 }
@@ -240,7 +240,7 @@ async fn a_silent_clickhouse_fails_requests_at_the_deadlines() {
 /// dashboard's user only reads. The same profiles as the local stack's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_deployment_users_file_gives_each_part_its_rights() {
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
     let dir = tempfile::tempdir().unwrap();
     let server = ClickHouseServer::start(&dir.path().join("clickhouse"))
         .await
