@@ -51,17 +51,7 @@ git diff --quiet HEAD 2>/dev/null || revision="$revision-dirty"
 source_url="$(awk -F'"' '/^repository *=/ { print $2; exit }' Cargo.toml)"
 
 # --- what is missing -------------------------------------------------------
-apt_install() {
-  local missing=()
-  for pkg in "$@"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
-  if [ "${#missing[@]}" -gt 0 ]; then
-    step "installing ${missing[*]} (apt)"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq >/dev/null || fail "apt-get update failed: check the network to Debian's mirrors"
-    apt-get install -y -qq "${missing[@]}" >/dev/null \
-      || fail "apt-get install ${missing[*]} failed: run it by hand to see why"
-  fi
-}
+source "$root/scripts/apt.sh"
 apt_install podman musl-tools ca-certificates binutils
 if ! rustup target list --installed | grep -qx "$musl"; then
   step "adding the $musl target (rustup)"

