@@ -120,6 +120,38 @@ pub fn day_number(day: u32) -> i64 {
     era * 146_097 + day_of_era - 719_468
 }
 
+/// The `YYYYMMDD` day `days` days after 1970-01-01 (the inverse of
+/// [`day_number`]).
+fn day_at(days: i64) -> u32 {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z - era * 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let mp = (5 * day_of_year + 2) / 153;
+    let d = day_of_year - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = year_of_era + era * 400 + i64::from(m <= 2);
+    (y * 10_000 + m * 100 + d) as u32
+}
+
+/// `count` consecutive days from `first` (`YYYYMMDD`).
+pub fn days_from(first: u32, count: i64) -> Vec<u32> {
+    let start = day_number(first);
+    (start..start + count).map(day_at).collect()
+}
+
+/// `20261130` → `2026-11-30`.
+pub fn day_text(day: u32) -> String {
+    format!(
+        "{:04}-{:02}-{:02}",
+        day / 10_000,
+        day / 100 % 100,
+        day % 100
+    )
+}
+
 /// What `setup` needs: administrator access and the layout to create.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SetupConfig {
@@ -344,6 +376,15 @@ mod tests {
         assert_eq!(day_number(20261201) - day_number(20261130), 1);
         assert_eq!(day_number(20250301) - day_number(20250228), 1);
         assert_eq!(day_number(20240301) - day_number(20240228), 2);
+        assert_eq!(
+            super::days_from(20240227, 4),
+            [20240227, 20240228, 20240229, 20240301]
+        );
+        assert_eq!(
+            super::days_from(20261230, 3),
+            [20261230, 20261231, 20270101]
+        );
+        assert_eq!(super::day_text(20261130), "2026-11-30");
     }
 
     #[test]

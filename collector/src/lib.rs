@@ -31,7 +31,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{CollectorConfig, RebuildConfig, SetupConfig};
+use crate::config::{CollectorConfig, SetupConfig};
 use crate::stats::Stats;
 use crate::store::Store;
 use rallypoint_service::clickhouse::ClickHouseArgs;
@@ -44,99 +44,14 @@ pub const COLLECTOR_IDENTITY: rallypoint_service::nats::ClientIdentity<'static> 
         inbox_prefix: rallypoint_protocol::subjects::COLLECTOR_INBOX_PREFIX,
     };
 
-/// Rebuilds the rollups of the days `config` names, printing each as it
-/// goes; refuses today and later (reports still arrive for them).
-pub async fn rebuild_rollups(config: RebuildConfig) -> anyhow::Result<()> {
-    if config.from > config.to {
-        anyhow::bail!("--from {} is after --to {}", config.from, config.to);
-    }
-    let store = Store::connect(&for_long_statements(&config.clickhouse)).await?;
-    let client = store.client();
-    let today: u32 = client
-        .query("SELECT toUInt32(toYYYYMMDD(today()))")
-        .fetch_one()
-        .await
-        .context("cannot read ClickHouse's date")?;
-    if config.to >= today {
-        anyhow::bail!(
-            "--to {} is not over yet (ClickHouse's today is {today}): rebuild days before today",
-            config.to
-        );
-    }
-    let mut rollups = rebuild::rollups(client).await?;
-    if !config.rollup.is_empty() {
-        if let Some(unknown) = config
-            .rollup
-            .iter()
-            .find(|name| !rollups.iter().any(|r| &r.table == *name))
-        {
-            let known: Vec<&str> = rollups.iter().map(|r| r.table.as_str()).collect();
-            anyhow::bail!(
-                "--rollup {unknown} is not a rollup; the rollups are {}",
-                known.join(", ")
-            );
-        }
-        rollups.retain(|r| config.rollup.contains(&r.table));
-    }
-    // At most ten years of days: a bound for the scan, not a limit anyone meets.
-    let days: Vec<u32> = client
-        .query(
-            "SELECT toUInt32(toYYYYMMDD(toDate(?) + number)) FROM numbers(3660) \
-             WHERE toDate(?) + number <= toDate(?) ORDER BY number",
-        )
-        .bind(day_text(config.from))
-        .bind(day_text(config.from))
-        .bind(day_text(config.to))
-        .fetch_all()
-        .await
-        .context("cannot list the days")?;
-    let expected =
-        crate::config::day_number(config.to) - crate::config::day_number(config.from) + 1;
-    if days.len() as i64 != expected {
-        anyhow::bail!(
-            "--from {} --to {} spans {expected} days; rebuild at most ten years at once",
-            day_text(config.from),
-            day_text(config.to)
-        );
-    }
-    let mut columns = Vec::new();
-    for rollup in &rollups {
-        columns.push(rebuild::columns(client, &rollup.table).await?);
-    }
-    let total = days.len() * rollups.len();
-    let mut done = 0;
-    for day in &days {
-        for (rollup, columns) in rollups.iter().zip(&columns) {
-            rebuild::rebuild_day(client, rollup, columns, *day).await?;
-            done += 1;
-            eprintln!(
-                "[rebuild] {} for {} ({done}/{total})",
-                rollup.table,
-                day_text(*day)
-            );
-        }
-    }
-    eprintln!("[rebuild] {total} rollup days rebuilt");
-    Ok(())
-}
-
 /// The administrator's statements (a migration's backfill, a day's rebuild)
 /// send nothing until they finish, which can take minutes on a large table:
 /// their I/O deadline is at least ten minutes, whatever the running
 /// collector's is. The Job's own deadline still bounds them.
-fn for_long_statements(login: &ClickHouseArgs) -> ClickHouseArgs {
+pub(crate) fn for_long_statements(login: &ClickHouseArgs) -> ClickHouseArgs {
     let mut login = login.clone();
     login.io_timeout = login.io_timeout.max(Duration::from_secs(600));
     login
-}
-
-fn day_text(day: u32) -> String {
-    format!(
-        "{:04}-{:02}-{:02}",
-        day / 10_000,
-        day / 100 % 100,
-        day % 100
-    )
 }
 
 /// Creates or updates the streams and the consumer, then returns: the one

@@ -7,9 +7,7 @@ async fn main() -> std::process::ExitCode {
     let _otel = rallypoint_service::observability::init("rallypoint-collector", &[]);
     let result = match cli.command {
         Some(Command::Setup(setup)) => rallypoint_collector::setup(setup).await,
-        Some(Command::RebuildRollups(rebuild)) => {
-            rallypoint_collector::rebuild_rollups(rebuild).await
-        }
+        Some(Command::RebuildRollups(rebuild)) => rallypoint_collector::rebuild::run(rebuild).await,
         None => {
             rallypoint_collector::run(cli.run, rallypoint_service::shutdown::terminate_signal())
                 .await

@@ -18,6 +18,78 @@
 use anyhow::Context as _;
 use clickhouse::Client;
 
+use crate::config::{RebuildConfig, day_number, day_text, days_from};
+use crate::store::Store;
+
+/// Longest range rebuilt at once: ten years of days.
+const MAX_DAYS: i64 = 3_660;
+
+/// `rebuild-rollups`: rebuilds the rollups of the days `config` names,
+/// printing each as it goes; refuses today and later (reports still arrive
+/// for them).
+pub async fn run(config: RebuildConfig) -> anyhow::Result<()> {
+    let span = day_number(config.to) - day_number(config.from) + 1;
+    if span < 1 {
+        anyhow::bail!(
+            "--from {} is after --to {}",
+            day_text(config.from),
+            day_text(config.to)
+        );
+    }
+    if span > MAX_DAYS {
+        anyhow::bail!(
+            "--from {} --to {} spans {span} days; rebuild at most {MAX_DAYS} at once",
+            day_text(config.from),
+            day_text(config.to)
+        );
+    }
+    let store = Store::connect(&crate::for_long_statements(&config.clickhouse)).await?;
+    let client = store.client();
+    let today: u32 = client
+        .query("SELECT toUInt32(toYYYYMMDD(today()))")
+        .fetch_one()
+        .await
+        .context("cannot read ClickHouse's date")?;
+    if config.to >= today {
+        anyhow::bail!(
+            "--to {} is not over yet (ClickHouse's today is {}): rebuild days before today",
+            day_text(config.to),
+            day_text(today)
+        );
+    }
+    let mut rollups = rollups(client).await?;
+    if let Some(unknown) = config
+        .rollup
+        .iter()
+        .find(|name| !rollups.iter().any(|r| &r.table == *name))
+    {
+        let known: Vec<&str> = rollups.iter().map(|r| r.table.as_str()).collect();
+        anyhow::bail!(
+            "--rollup {unknown} is not a rollup; the rollups are {}",
+            known.join(", ")
+        );
+    }
+    if !config.rollup.is_empty() {
+        rollups.retain(|r| config.rollup.contains(&r.table));
+    }
+    let days = days_from(config.from, span);
+    let total = days.len() * rollups.len();
+    let mut done = 0;
+    for day in &days {
+        for rollup in &rollups {
+            rebuild_day(client, rollup, *day).await?;
+            done += 1;
+            eprintln!(
+                "[rebuild] {} for {} ({done}/{total})",
+                rollup.table,
+                day_text(*day)
+            );
+        }
+    }
+    eprintln!("[rebuild] {total} rollup days rebuilt");
+    Ok(())
+}
+
 /// One rollup: the view that feeds it, its table and the view's `SELECT`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rollup {
@@ -26,6 +98,8 @@ pub struct Rollup {
     /// The view's query, its source table named as `{source}`.
     pub select: String,
     pub source: String,
+    /// The rollup table's columns (the rebuild inserts by name).
+    pub columns: Vec<String>,
 }
 
 /// Every rollup view of the schema (`rp_*_mv`), in name order.
@@ -45,7 +119,9 @@ pub async fn rollups(client: &Client) -> anyhow::Result<Vec<Rollup>> {
             .fetch_one()
             .await
             .with_context(|| format!("cannot read the definition of {view}"))?;
-        rollups.push(parse_view(&view, &create)?);
+        let mut rollup = parse_view(&view, &create)?;
+        rollup.columns = columns(client, &rollup.table).await?;
+        rollups.push(rollup);
     }
     Ok(rollups)
 }
@@ -80,11 +156,12 @@ fn parse_view(view: &str, create: &str) -> anyhow::Result<Rollup> {
         table: unqualified(table).to_owned(),
         select: templated,
         source: unqualified(source).to_owned(),
+        columns: Vec::new(),
     })
 }
 
-/// The columns of `table`, in order.
-pub async fn columns(client: &Client, table: &str) -> anyhow::Result<Vec<String>> {
+/// The columns of `table`.
+async fn columns(client: &Client, table: &str) -> anyhow::Result<Vec<String>> {
     client
         .query("SELECT name FROM system.columns WHERE database = currentDatabase() AND table = ?")
         .bind(table)
@@ -105,25 +182,15 @@ fn unqualified(name: &str) -> &str {
 /// partition holds reports received on a neighbouring local day. Staging
 /// then holds partial neighbours too; only partition `day` is swapped in.
 /// The view's output is inserted by column name, as the view itself does.
-pub async fn rebuild_day(
-    client: &Client,
-    rollup: &Rollup,
-    columns: &[String],
-    day: u32,
-) -> anyhow::Result<()> {
+pub async fn rebuild_day(client: &Client, rollup: &Rollup, day: u32) -> anyhow::Result<()> {
     let staging = format!("{}_rebuild", rollup.table);
-    let date = format!(
-        "toDate('{:04}-{:02}-{:02}')",
-        day / 10_000,
-        day / 100 % 100,
-        day % 100
-    );
+    let date = format!("toDate('{}')", day_text(day));
     let source = format!(
         "(SELECT * FROM {} FINAL WHERE toDate(received_at) BETWEEN {date} - 1 AND {date} + 1)",
         rollup.source
     );
     let select = rollup.select.replace("{source}", &source);
-    let columns = columns.join(", ");
+    let columns = rollup.columns.join(", ");
     let steps = [
         format!("DROP TABLE IF EXISTS {staging}"),
         format!("CREATE TABLE {staging} AS {}", rollup.table),
