@@ -240,7 +240,7 @@ async fn a_silent_clickhouse_fails_requests_at_the_deadlines() {
 /// dashboard's user only reads. The same profiles as the local stack's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_deployment_users_file_gives_each_part_its_rights() {
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
     let dir = tempfile::tempdir().unwrap();
     let server = ClickHouseServer::start(&dir.path().join("clickhouse"))
         .await
