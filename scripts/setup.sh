@@ -59,6 +59,8 @@ if [ "$mode" = test ]; then
   # A real Prometheus (2.42) scrapes a relay and a collector, and its promtool
   # checks and unit-tests the alert rules (lab/tests/prometheus.rs, alert_rules.rs).
   apt_install prometheus
+  # ZooKeeper (3.8) for the two-server ClickHouse cluster (collector/tests/cluster.rs).
+  apt_install zookeeper
   if ! python3 -c 'import chdb, mmdb_writer' >/dev/null 2>&1; then
     step "installing chdb and mmdb-writer (pip)"
     pip install --quiet --disable-pip-version-check chdb mmdb-writer

@@ -6,6 +6,7 @@
 //! * [`keys`] — which reports are stored, filed by the report's own clock;
 //! * [`in_flight`] — report ids this process is storing right now;
 //! * [`schema`] — tables, rollups and migrations (ClickHouse 18.16 to current);
+//! * [`layout`] — the schema on one server or replicated over a cluster;
 //! * [`ingest`] — the consume → store → acknowledge loop;
 //! * [`retention`] — partition drops where the server has no TTL;
 //! * [`rebuild`] — rollups of whole days rebuilt from the raw tables.
@@ -15,6 +16,7 @@ pub mod http;
 pub mod in_flight;
 pub mod ingest;
 pub mod keys;
+pub mod layout;
 pub mod progress;
 pub mod rebuild;
 pub mod retention;

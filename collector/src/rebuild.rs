@@ -44,6 +44,14 @@ pub async fn run(config: RebuildConfig) -> anyhow::Result<()> {
         );
     }
     let store = Store::connect(&crate::for_long_statements(&config.clickhouse)).await?;
+    if store.layout.is_clustered() {
+        // Each shard would rebuild from its own rows through replicated
+        // staging tables: not built yet.
+        anyhow::bail!(
+            "rebuild-rollups works on a single ClickHouse server only, not yet with \
+             --clickhouse-cluster (each shard's rollups would be rebuilt from its own rows)"
+        );
+    }
     let client = store.client();
     let today: u32 = client
         .query("SELECT toUInt32(toYYYYMMDD(today()))")

@@ -34,12 +34,17 @@
 //! still collapses on merge. Retention: a TTL where the server has TTL (19.6+),
 //! daily partition drops otherwise (see `retention`).
 //!
-//! Migrations are applied in order by every collector at start; each statement
+//! On a ClickHouse cluster the same schema is replicated on every server and
+//! read through `Distributed` tables (see `layout`).
+//!
+//! Migrations are applied in order by `rallypoint-collector setup`; each statement
 //! is idempotent (`IF NOT EXISTS`), or, for the rollup coverage records
 //! (migration 8), harmless when repeated, so collectors starting together
 //! are safe.
 
 use clickhouse::Client;
+
+use crate::layout::Layout;
 
 /// A ClickHouse server version, as `SELECT version()` reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -489,7 +494,7 @@ pub const RETAINED_TABLES: &[(&str, &str)] = &[
 /// payloads that must not outlive the reports.
 pub const RETAINED_UNPARTITIONED: &[(&str, &str)] = &[("rp_dead_letters", "first_seen")];
 
-const MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS rp_schema_migrations (
+pub(crate) const MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS rp_schema_migrations (
     version UInt32,
     name String,
     applied_at DateTime
@@ -497,27 +502,30 @@ const MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS rp_schema_migrations 
 
 /// Applies every migration newer than what the database has. Returns the
 /// schema version now in place.
-pub async fn migrate(client: &Client) -> anyhow::Result<u32> {
-    migrate_to(client, u32::MAX).await
+pub async fn migrate(client: &Client, layout: &Layout) -> anyhow::Result<u32> {
+    migrate_to(client, layout, u32::MAX).await
 }
 
 /// Whether `statement` failed only because an earlier run, interrupted
 /// before it recorded its migration, already did it: a column to drop that
 /// is gone (code 44 on 18.16, 10 on current servers; the message is the
-/// same). Every other statement is written to be repeatable (`IF NOT
-/// EXISTS`).
+/// same, also inside a cluster's per-server errors). Every other statement
+/// is written to be repeatable (`IF NOT EXISTS`).
 fn already_applied(statement: &str, error: &str) -> bool {
     statement.contains(" DROP COLUMN ") && error.contains("Cannot find column")
 }
 
 /// Applies the migrations newer than what the database has, up to `target`
 /// (tests use it to make a database of an older schema).
-pub async fn migrate_to(client: &Client, target: u32) -> anyhow::Result<u32> {
-    client
-        .query(MIGRATIONS_TABLE)
-        .execute()
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot create rp_schema_migrations: {e}"))?;
+pub async fn migrate_to(client: &Client, layout: &Layout, target: u32) -> anyhow::Result<u32> {
+    check_layout(client, layout).await?;
+    for statement in layout.statements(MIGRATIONS_TABLE)? {
+        client
+            .query(&statement)
+            .execute()
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot create rp_schema_migrations: {e}"))?;
+    }
     let applied: u32 = client
         .query("SELECT max(version) FROM rp_schema_migrations")
         .fetch_one::<u32>()
@@ -527,17 +535,19 @@ pub async fn migrate_to(client: &Client, target: u32) -> anyhow::Result<u32> {
         .iter()
         .filter(|m| m.version > applied && m.version <= target)
     {
-        for statement in migration.statements {
-            match client.query(statement).execute().await {
-                Ok(()) => {}
-                Err(e) if already_applied(statement, &e.to_string()) => {
-                    tracing::info!(statement, "already applied by an interrupted run");
+        for single in migration.statements {
+            for statement in layout.statements(single)? {
+                match client.query(&statement).execute().await {
+                    Ok(()) => {}
+                    Err(e) if already_applied(&statement, &e.to_string()) => {
+                        tracing::info!(statement, "already applied by an interrupted run");
+                    }
+                    Err(e) => anyhow::bail!(
+                        "migration {} ({}) failed: {e}",
+                        migration.version,
+                        migration.name
+                    ),
                 }
-                Err(e) => anyhow::bail!(
-                    "migration {} ({}) failed: {e}",
-                    migration.version,
-                    migration.name
-                ),
             }
         }
         client
@@ -562,6 +572,34 @@ pub async fn migrate_to(client: &Client, target: u32) -> anyhow::Result<u32> {
         .max()
         .unwrap_or(0)
         .max(applied))
+}
+
+/// Refuses to migrate a database made for the other layout: a clustered
+/// setup over single-server tables (or the reverse) would leave half the
+/// schema in each, and moving rows between them is an operator's job.
+async fn check_layout(client: &Client, layout: &Layout) -> anyhow::Result<()> {
+    let engines: Vec<String> = client
+        .query(
+            "SELECT engine FROM system.tables \
+             WHERE database = currentDatabase() AND name = 'rp_schema_migrations'",
+        )
+        .fetch_all()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot read the existing schema: {e}"))?;
+    let Some(engine) = engines.first() else {
+        return Ok(());
+    };
+    match (engine == "Distributed", layout.is_clustered()) {
+        (true, false) => anyhow::bail!(
+            "this database's schema is spread over a ClickHouse cluster: \
+             pass its name with --clickhouse-cluster"
+        ),
+        (false, true) => anyhow::bail!(
+            "this database has a single-server schema; --clickhouse-cluster does not convert it: \
+             set up the cluster in a new database, or drop --clickhouse-cluster"
+        ),
+        _ => Ok(()),
+    }
 }
 
 /// The newest schema version this build knows.

@@ -54,6 +54,7 @@ use serde::Deserialize;
 
 use crate::in_flight::InFlight;
 use crate::keys::{self, KeyRow};
+use crate::layout::Layout;
 use crate::rows::{CandidateRow, DeadLetterRow, ElectionRow, ReportRows};
 use crate::schema::{self, ServerVersion};
 
@@ -70,6 +71,7 @@ struct StoredId {
 pub struct Store {
     client: Client,
     pub version: ServerVersion,
+    pub layout: Layout,
     in_flight: InFlight,
 }
 
@@ -89,12 +91,13 @@ impl Store {
     /// and tests do.
     pub async fn open(login: &ClickHouseArgs, retention_days: u32) -> anyhow::Result<Store> {
         let store = Self::client_for(login).await?;
-        schema::migrate(&store.client).await?;
+        schema::migrate(&store.client, &store.layout).await?;
         if store.version.has_ttl() {
             let retained = schema::RETAINED_TABLES
                 .iter()
                 .chain(schema::RETAINED_UNPARTITIONED);
             for (table, column) in retained {
+                let table = store.layout.local_table(table);
                 let ttl = format!("TTL {column} + toIntervalDay({retention_days})");
                 // MODIFY TTL makes current servers rewrite every part to
                 // apply it: only when the period changed, not on each daily
@@ -105,16 +108,17 @@ impl Store {
                         "SELECT engine_full FROM system.tables \
                          WHERE database = currentDatabase() AND name = ?",
                     )
-                    .bind(*table)
+                    .bind(&table)
                     .fetch_one()
                     .await
                     .map_err(|e| anyhow::anyhow!("cannot read the definition of {table}: {e}"))?;
                 if engine.contains(&ttl) {
                     continue;
                 }
+                let on_cluster = store.layout.on_cluster();
                 store
                     .client
-                    .query(&format!("ALTER TABLE {table} MODIFY {ttl}"))
+                    .query(&format!("ALTER TABLE {table}{on_cluster} MODIFY {ttl}"))
                     .execute()
                     .await
                     .map_err(|e| anyhow::anyhow!("cannot set the retention TTL of {table}: {e}"))?;
@@ -144,7 +148,14 @@ impl Store {
     }
 
     async fn client_for(login: &ClickHouseArgs) -> anyhow::Result<Store> {
-        let base = login.client()?;
+        let layout = Layout::of(login)?;
+        let mut base = login.client()?;
+        if layout.is_clustered() {
+            // An insert into a `Distributed` table answers once the rows are
+            // in a replica, not queued on this server's disk: an
+            // acknowledged report is stored.
+            base = base.with_setting("insert_distributed_sync", "1");
+        }
         let version = schema::server_version(&base).await?;
         // Typed RowBinary lets the client check rows against the table schema;
         // servers before it (Debian's 18.16) take plain RowBinary.
@@ -152,6 +163,7 @@ impl Store {
         Ok(Store {
             client,
             version,
+            layout,
             in_flight: InFlight::default(),
         })
     }

@@ -2,6 +2,7 @@
 //! TTL statements old servers skip, and the rollups fed by their views.
 
 use rallypoint_collector::keys::lookup_sql;
+use rallypoint_collector::layout::Layout;
 use rallypoint_collector::schema::{MIGRATIONS, RETAINED_TABLES};
 use serde_json::json;
 
@@ -73,5 +74,26 @@ fn the_schema_and_rollups_work_on_modern_clickhouse() {
     match rallypoint_lab::chdb::check(&spec) {
         Ok(stdout) => eprintln!("{stdout}"),
         Err(e) => panic!("chDB check failed:\n{e}"),
+    }
+}
+
+/// The clustered schema (`--clickhouse-cluster`) needs ZooKeeper and a
+/// cluster, which an in-process engine lacks: current ClickHouse parses
+/// every statement of it (the 18.16 cluster in `cluster.rs` runs them).
+#[test]
+fn the_clustered_schema_parses_on_modern_clickhouse() {
+    let layout = Layout::Cluster {
+        name: "rallypoint".into(),
+        database: "telemetry".into(),
+    };
+    let statements: Vec<String> = MIGRATIONS
+        .iter()
+        .flat_map(|m| m.statements.iter())
+        .flat_map(|statement| layout.statements(statement).unwrap())
+        .collect();
+    assert!(statements.len() > MIGRATIONS.len() * 2);
+    let spec = json!({ "parse": statements });
+    if let Err(failure) = rallypoint_lab::chdb::check(&spec) {
+        panic!("{failure}");
     }
 }

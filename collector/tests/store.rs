@@ -6,14 +6,14 @@
 //! region, is filed with the first and counted once — also for reports
 //! stored before the report-key migration.
 
+use rallypoint_collector::layout::Layout;
 use rallypoint_collector::rows::ElectionRow;
-use rallypoint_collector::rows::{ReportRows, rows};
+use rallypoint_collector::rows::ReportRows;
 use rallypoint_collector::schema;
 use rallypoint_collector::store::{Store, Written};
 use rallypoint_lab::clickhouse::{ClickHouseRole, ClickHouseServer};
-use rallypoint_lab::reports::{ReportGenerator, two_region_candidates};
-use rallypoint_protocol::encode;
-use rallypoint_protocol::v1::{ElectionReport, EnrichedElectionReport};
+use rallypoint_lab::reports::{ReportGenerator, received, two_region_candidates};
+use rallypoint_protocol::v1::ElectionReport;
 
 /// `count` reports received `spread_seconds` apart, starting at `first_ms`.
 fn batch(
@@ -24,32 +24,6 @@ fn batch(
 ) -> Vec<ReportRows> {
     let reports: Vec<ElectionReport> = (0..count).map(|_| generator.next_report()).collect();
     received(&reports, "us-east", first_ms, spread_seconds)
-}
-
-/// `reports` as the relay of `region` enriches them, received
-/// `spread_seconds` apart from `first_ms` on.
-fn received(
-    reports: &[ElectionReport],
-    region: &str,
-    first_ms: u64,
-    spread_seconds: u64,
-) -> Vec<ReportRows> {
-    reports
-        .iter()
-        .enumerate()
-        .map(|(i, report)| {
-            let enriched = EnrichedElectionReport {
-                report: Some(report.clone()),
-                relay_id: format!("{region}-ws-0"),
-                relay_region: region.into(),
-                received_ms: first_ms + i as u64 * spread_seconds * 1000,
-                asn: 64500,
-                isp: "Example".into(),
-                country: "US".into(),
-            };
-            rows(&encode(&enriched)).expect("a generated report is valid")
-        })
-        .collect()
 }
 
 fn candidates_of(reports: &[ReportRows]) -> usize {
@@ -239,7 +213,12 @@ async fn reports_stored_before_the_key_migration_are_recognised_in_a_late_copy()
     let server = ClickHouseServer::start(dir.path()).await.unwrap();
     let client = raw_client(&server);
     // A deployment of the schema before report keys, with reports in it.
-    assert_eq!(schema::migrate_to(&client, 9).await.unwrap(), 9);
+    assert_eq!(
+        schema::migrate_to(&client, &Layout::Single, 9)
+            .await
+            .unwrap(),
+        9
+    );
     let mut generator = ReportGenerator::new(two_region_candidates(), 6, true);
     let t0 = 1_790_000_000_000;
     let reports: Vec<ElectionReport> = (0..120).map(|_| generator.next_report()).collect();
@@ -377,7 +356,9 @@ async fn no_participant_identity_is_stored() {
         assert!(started.elapsed() < std::time::Duration::from_secs(30));
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    schema::migrate(store.client()).await.unwrap();
+    schema::migrate(store.client(), &store.layout)
+        .await
+        .unwrap();
     assert_eq!(schema::applied_version(store.client()).await.unwrap(), 11);
 }
 

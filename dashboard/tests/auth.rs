@@ -389,6 +389,7 @@ async fn hash_password_makes_a_line_the_dashboard_accepts() {
         ca: rallypoint_lab::pki::DevCa::create(dir.path(), "unused")
             .unwrap()
             .cert,
+        cluster: None,
     };
     let (_dashboard, addr) = start_binary(
         &nowhere,

@@ -414,9 +414,13 @@ async fn an_upgraded_database_reads_the_days_before_its_per_day_rollups_from_hou
         .args()
         .client()
         .unwrap();
-    rallypoint_collector::schema::migrate_to(&client, 5)
-        .await
-        .unwrap();
+    rallypoint_collector::schema::migrate_to(
+        &client,
+        &rallypoint_collector::layout::Layout::Single,
+        5,
+    )
+    .await
+    .unwrap();
     let times = [
         until - 29 * DAY,
         until - 20 * DAY,

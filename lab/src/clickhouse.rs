@@ -15,6 +15,13 @@
 //! It speaks HTTPS only (no plain HTTP or native TCP port), with a
 //! certificate from a development CA of its own ([`ClickHouseServer::ca`]):
 //! every part logs in over TLS, as in production.
+//!
+//! [`ClickHouseCluster`] starts several servers as the replicas of one shard
+//! of a cluster, with a real ZooKeeper: what `--clickhouse-cluster` runs on.
+//! Its servers also talk to each other — native TCP for `Distributed`
+//! queries, the interserver HTTP port for replication — in plain text on
+//! loopback (18.16's secure variants are not exercised here; a deployment
+//! across machines sets `<secure>` and the `*_secure`/`https` ports).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -26,6 +33,7 @@ use crate::bins;
 use crate::pki::{CertFiles, DevCa};
 use crate::ports::free_tcp;
 use crate::process::Process;
+use crate::zookeeper::ZooKeeper;
 
 pub struct ClickHouseServer {
     dir: PathBuf,
@@ -37,6 +45,18 @@ pub struct ClickHouseServer {
     passwords: [String; 4],
     /// [`READER_LIMITS`] with these settings replaced.
     reader_limits: Vec<(String, String)>,
+    membership: Option<Membership>,
+}
+
+/// What a server of a [`ClickHouseCluster`] knows of it.
+#[derive(Clone)]
+struct Membership {
+    cluster: String,
+    zookeeper_port: u16,
+    /// Every replica's native TCP port, this one's at `replica`.
+    replica_ports: Vec<u16>,
+    replica: usize,
+    interserver_port: u16,
 }
 
 /// Who logs in to ClickHouse.
@@ -82,6 +102,8 @@ pub struct ClickHouseLogin {
     pub password: String,
     /// The CA that signed the server's certificate.
     pub ca: PathBuf,
+    /// The cluster the schema spans (`--clickhouse-cluster`), if any.
+    pub cluster: Option<String>,
 }
 
 /// The password never prints.
@@ -92,6 +114,7 @@ impl std::fmt::Debug for ClickHouseLogin {
             .field("user", &self.user)
             .field("password", &"***")
             .field("ca", &self.ca)
+            .field("cluster", &self.cluster)
             .finish()
     }
 }
@@ -101,19 +124,28 @@ impl ClickHouseLogin {
     /// password goes in the environment ([`Self::env`]), never on a command
     /// line others can read.
     pub fn cli_args(&self) -> Vec<String> {
-        vec![
+        let mut args = vec![
             "--clickhouse-url".into(),
             self.url.clone(),
             "--clickhouse-user".into(),
             self.user.clone(),
             "--clickhouse-ca".into(),
             self.ca.display().to_string(),
-        ]
+        ];
+        if let Some(cluster) = &self.cluster {
+            args.extend(["--clickhouse-cluster".into(), cluster.clone()]);
+        }
+        args
     }
 
     /// The same login as in-process settings (database `default`).
     pub fn args(&self) -> ClickHouseArgs {
-        ClickHouseArgs::new(&self.url, &self.user, Secret::new(&self.password)).with_ca(&self.ca)
+        let args = ClickHouseArgs::new(&self.url, &self.user, Secret::new(&self.password))
+            .with_ca(&self.ca);
+        match &self.cluster {
+            Some(cluster) => args.with_cluster(cluster),
+            None => args,
+        }
     }
 
     pub fn env(&self) -> (String, String) {
@@ -207,36 +239,34 @@ impl ClickHouseServer {
         dir: &Path,
         overrides: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
-        let tls = dir.join("tls");
-        std::fs::create_dir_all(&tls)?;
-        let ca = DevCa::create(&tls, "clickhouse-ca")?;
-        let certificate = ca.issue_loopback(&tls, "clickhouse")?;
-        let mut server = ClickHouseServer {
+        let reader_limits = reader_limits(overrides)?;
+        let ca = DevCa::create(&create_tls_dir(dir)?, "clickhouse-ca")?;
+        let mut server = Self::prepare(dir, &ca, random_passwords(), reader_limits, None)?;
+        server.launch().await?;
+        Ok(server)
+    }
+
+    /// A server's certificate, users and configuration in `dir`, not
+    /// started.
+    fn prepare(
+        dir: &Path,
+        ca: &DevCa,
+        passwords: [String; 4],
+        reader_limits: Vec<(String, String)>,
+        membership: Option<Membership>,
+    ) -> anyhow::Result<Self> {
+        let certificate = ca.issue_loopback(&create_tls_dir(dir)?, "clickhouse")?;
+        let server = ClickHouseServer {
             dir: dir.to_path_buf(),
             https_port: free_tcp(),
             ca: ca.cert.clone(),
             certificate,
             process: None,
-            passwords: std::array::from_fn(|_| format!("{:032x}", rand::random::<u128>())),
-            reader_limits: READER_LIMITS
-                .iter()
-                .map(|(name, default)| {
-                    let value = overrides
-                        .iter()
-                        .find(|(o, _)| o == name)
-                        .map_or(*default, |(_, v)| *v);
-                    (name.to_string(), value.to_string())
-                })
-                .collect(),
+            passwords,
+            reader_limits,
+            membership,
         };
-        if let Some((unknown, _)) = overrides
-            .iter()
-            .find(|(o, _)| !READER_LIMITS.iter().any(|(name, _)| name == o))
-        {
-            anyhow::bail!("{unknown} is not one of the reader limits");
-        }
         server.write_config()?;
-        server.launch().await?;
         Ok(server)
     }
 
@@ -257,6 +287,7 @@ impl ClickHouseServer {
             user: role.user().to_owned(),
             password: self.passwords[index].clone(),
             ca: self.ca.clone(),
+            cluster: self.membership.as_ref().map(|m| m.cluster.clone()),
         }
     }
 
@@ -294,7 +325,11 @@ impl ClickHouseServer {
     /// Starts it again on the same ports and data.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.stop().await;
-        self.launch().await
+        self.launch().await?;
+        if self.membership.is_some() {
+            self.connected_to_zookeeper().await?;
+        }
+        Ok(())
     }
 
     /// Runs a query as the administrator and returns the body
@@ -365,6 +400,62 @@ impl ClickHouseServer {
         }
     }
 
+    /// A cluster member's ports, its cluster (one shard of every replica,
+    /// reached as the administrator), ZooKeeper and its macros.
+    fn cluster_xml(&self) -> String {
+        let Some(member) = &self.membership else {
+            return String::new();
+        };
+        let admin = &self.passwords[0];
+        let replicas: String = member
+            .replica_ports
+            .iter()
+            .map(|port| {
+                format!(
+                    "<replica><host>127.0.0.1</host><port>{port}</port>\
+                     <user>default</user><password>{admin}</password></replica>"
+                )
+            })
+            .collect();
+        format!(
+            r#"  <tcp_port>{tcp}</tcp_port>
+  <interserver_http_port>{interserver}</interserver_http_port>
+  <interserver_http_host>127.0.0.1</interserver_http_host>
+  <remote_servers><{name}><shard><internal_replication>true</internal_replication>{replicas}</shard></{name}></remote_servers>
+  <zookeeper><node><host>127.0.0.1</host><port>{zookeeper}</port></node></zookeeper>
+  <macros><shard>01</shard><replica>replica{index}</replica></macros>
+  <distributed_ddl><path>/clickhouse/task_queue/ddl</path></distributed_ddl>
+"#,
+            tcp = member.replica_ports[member.replica],
+            interserver = member.interserver_port,
+            name = member.cluster,
+            zookeeper = member.zookeeper_port,
+            index = member.replica + 1,
+        )
+    }
+
+    /// Waits until a cluster member's ZooKeeper session is up: until then
+    /// replicated tables are read-only and `ON CLUSTER` queries wait.
+    async fn connected_to_zookeeper(&self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            let last_error = match self
+                .query("SELECT count() FROM system.zookeeper WHERE path = '/'")
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(e) => e,
+            };
+            if Instant::now() > deadline {
+                anyhow::bail!(
+                    "ClickHouse has no ZooKeeper session after {READY_TIMEOUT:?} ({last_error}); see {}",
+                    self.dir.join("server.err.log").display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Every role's user with its profile; passwords only as SHA-256.
     fn users_xml(&self) -> String {
         UsersConfig {
@@ -415,15 +506,91 @@ impl ClickHouseServer {
   <default_database>default</default_database>
   <mark_cache_size>268435456</mark_cache_size>
   <max_concurrent_queries>100</max_concurrent_queries>
-</yandex>
+{cluster}</yandex>
 "#,
                 https = self.https_port,
                 cert = self.certificate.cert.display(),
                 key = self.certificate.key.display(),
+                cluster = self.cluster_xml(),
             ),
         )?;
         crate::pki::write_private(&self.dir.join("users.xml"), self.users_xml().as_bytes())?;
         Ok(())
+    }
+}
+
+/// [`READER_LIMITS`] with `overrides` in place.
+fn reader_limits(overrides: &[(&str, &str)]) -> anyhow::Result<Vec<(String, String)>> {
+    if let Some((unknown, _)) = overrides
+        .iter()
+        .find(|(o, _)| !READER_LIMITS.iter().any(|(name, _)| name == o))
+    {
+        anyhow::bail!("{unknown} is not one of the reader limits");
+    }
+    Ok(READER_LIMITS
+        .iter()
+        .map(|(name, default)| {
+            let value = overrides
+                .iter()
+                .find(|(o, _)| o == name)
+                .map_or(*default, |(_, v)| *v);
+            (name.to_string(), value.to_string())
+        })
+        .collect())
+}
+
+fn random_passwords() -> [String; 4] {
+    std::array::from_fn(|_| format!("{:032x}", rand::random::<u128>()))
+}
+
+fn create_tls_dir(dir: &Path) -> anyhow::Result<PathBuf> {
+    let tls = dir.join("tls");
+    std::fs::create_dir_all(&tls)?;
+    Ok(tls)
+}
+
+/// Servers holding one shard of a cluster as its replicas, with a
+/// ZooKeeper; every server has the same users and passwords and trusts the
+/// same CA, so a login works on any of them.
+pub struct ClickHouseCluster {
+    pub name: String,
+    pub replicas: Vec<ClickHouseServer>,
+    pub zookeeper: ZooKeeper,
+}
+
+impl ClickHouseCluster {
+    pub async fn start(dir: &Path, name: &str, replicas: usize) -> anyhow::Result<Self> {
+        let zookeeper = ZooKeeper::start(&dir.join("zookeeper")).await?;
+        let ca = DevCa::create(&create_tls_dir(dir)?, "clickhouse-ca")?;
+        let passwords = random_passwords();
+        let replica_ports: Vec<u16> = (0..replicas).map(|_| free_tcp()).collect();
+        let mut servers = Vec::with_capacity(replicas);
+        for replica in 0..replicas {
+            let member_dir = dir.join(format!("replica{}", replica + 1));
+            std::fs::create_dir_all(&member_dir)?;
+            let membership = Membership {
+                cluster: name.to_owned(),
+                zookeeper_port: zookeeper.port,
+                replica_ports: replica_ports.clone(),
+                replica,
+                interserver_port: free_tcp(),
+            };
+            let mut server = ClickHouseServer::prepare(
+                &member_dir,
+                &ca,
+                passwords.clone(),
+                reader_limits(&[])?,
+                Some(membership),
+            )?;
+            server.launch().await?;
+            server.connected_to_zookeeper().await?;
+            servers.push(server);
+        }
+        Ok(ClickHouseCluster {
+            name: name.to_owned(),
+            replicas: servers,
+            zookeeper,
+        })
     }
 }
 

@@ -25,3 +25,4 @@ pub mod reports;
 pub mod stack;
 pub mod tokens;
 pub mod usage;
+pub mod zookeeper;

@@ -267,3 +267,31 @@ mod tests {
         }
     }
 }
+
+/// `reports` as the relay of `region` enriches them (ASN 64500, ISP
+/// "Example", US), received `spread_seconds` apart from `first_ms` on: the
+/// rows the collector stores.
+pub fn received(
+    reports: &[ElectionReport],
+    region: &str,
+    first_ms: u64,
+    spread_seconds: u64,
+) -> Vec<rallypoint_collector::rows::ReportRows> {
+    reports
+        .iter()
+        .enumerate()
+        .map(|(i, report)| {
+            let enriched = rallypoint_protocol::v1::EnrichedElectionReport {
+                report: Some(report.clone()),
+                relay_id: format!("{region}-ws-0"),
+                relay_region: region.into(),
+                received_ms: first_ms + i as u64 * spread_seconds * 1000,
+                asn: 64500,
+                isp: "Example".into(),
+                country: "US".into(),
+            };
+            rallypoint_collector::rows::rows(&rallypoint_protocol::encode(&enriched))
+                .expect("a generated report is valid")
+        })
+        .collect()
+}

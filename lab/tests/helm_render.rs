@@ -56,6 +56,22 @@ fn render(args: &[&Path]) -> (bool, String) {
     (output.status.success(), text)
 }
 
+/// Renders every example after replacing `from` with `to` in a copy of
+/// us-east.yaml: (the scratch directory, with the manifests under `out/`;
+/// whether the check passed; what it printed).
+fn render_us_east_with(tag: &str, from: &str, to: &str) -> (PathBuf, bool, String) {
+    let dir = std::env::temp_dir().join(format!("rallypoint-helm-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (examples, out) = (dir.join("examples"), dir.join("out"));
+    copy_dir(&repo().join("helm/examples"), &examples);
+    let path = examples.join("us-east.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains(from), "us-east.yaml no longer has {from:?}");
+    std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
+    let (passed, output) = render(&[Path::new("--examples"), &examples, Path::new("--out"), &out]);
+    (dir, passed, output)
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
@@ -434,23 +450,12 @@ fn relay_and_collector_pods_are_annotated_for_scraping_and_the_rules_ship_unchan
 #[test]
 fn operator_options_render_pod_monitors_and_the_rules_as_a_prometheus_rule() {
     // us-east with the Prometheus Operator's objects instead of annotations.
-    let dir = std::env::temp_dir().join(format!("rallypoint-helm-operator-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let (examples, out) = (dir.join("examples"), dir.join("out"));
-    copy_dir(&repo().join("helm/examples"), &examples);
-    let path = examples.join("us-east.yaml");
-    let text = std::fs::read_to_string(&path).unwrap();
     let from = "metrics:\n  rules:\n    configMap: true\n";
-    assert!(
-        text.contains(from),
-        "us-east.yaml no longer ships the rules"
-    );
     let to = "metrics:\n  podAnnotations: false\n  podMonitor:\n    enabled: true\n    \
               interval: 30s\n    labels: {release: kube-prometheus-stack}\n  rules:\n    \
               configMap: false\n    prometheusRule: true\n    labels: {release: kube-prometheus-stack}\n";
-    std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
-    let (_, output) = render(&[Path::new("--examples"), &examples, Path::new("--out"), &out]);
-    let docs = manifests(&out.join("us-east/rallypoint/templates"));
+    let (dir, _, output) = render_us_east_with("operator", from, to);
+    let docs = manifests(&dir.join("out/us-east/rallypoint/templates"));
     let rule_file = dir.join("prometheus-rule.yml");
 
     // Helm renders and lints them, and everything else validates strictly;
@@ -640,4 +645,61 @@ fn network_policies_cover_every_pod_and_allow_only_what_each_needs() {
         by_component["collector-setup"]["spec"]["ingress"].is_null(),
         "nothing reaches the setup Job"
     );
+}
+
+/// The pod spec of a Deployment or Job, or of a CronJob's Job.
+fn pod_spec(doc: &Value) -> &Value {
+    match doc["kind"].as_str() {
+        Some("CronJob") => &doc["spec"]["jobTemplate"]["spec"]["template"]["spec"],
+        _ => &doc["spec"]["template"]["spec"],
+    }
+}
+
+#[test]
+fn a_clickhouse_cluster_reaches_every_part_that_opens_the_schema() {
+    // us-east (where the collector and dashboard run) on a clustered ClickHouse.
+    let from = "  database: rallypoint\n";
+    let clustered = "  database: rallypoint\n  cluster: rallypoint\n";
+    let (dir, passed, output) = render_us_east_with("cluster", from, clustered);
+    assert!(passed, "{output}");
+
+    let docs = manifests(&dir.join("out/us-east/rallypoint/templates"));
+    let mut opened = Vec::new();
+    for doc in &docs {
+        let Some(containers) = pod_spec(doc)["containers"].as_array() else {
+            continue;
+        };
+        for container in containers {
+            let env = container["env"].as_array().cloned().unwrap_or_default();
+            let value = |name: &str| {
+                env.iter()
+                    .find(|e| e["name"] == name)
+                    .and_then(|e| e["value"].as_str())
+                    .map(str::to_owned)
+            };
+            if value("RALLYPOINT_CLICKHOUSE_URL").is_some() {
+                assert_eq!(
+                    value("RALLYPOINT_CLICKHOUSE_CLUSTER").as_deref(),
+                    Some("rallypoint"),
+                    "{} {}",
+                    doc["kind"],
+                    doc["metadata"]["name"]
+                );
+                opened.push(format!(
+                    "{}/{}",
+                    doc["kind"].as_str().unwrap(),
+                    container["name"].as_str().unwrap()
+                ));
+            }
+        }
+    }
+    opened.sort();
+    // The collector, its setup Job and daily CronJob, and the dashboard.
+    assert_eq!(opened.len(), 4, "{opened:?}");
+
+    // A name that cannot go into DDL unquoted is refused by the chart.
+    let unquotable = "  database: rallypoint\n  cluster: \"rp; DROP\"\n";
+    let (dir, passed, output) = render_us_east_with("cluster", from, unquotable);
+    assert!(!passed && output.contains("cluster"), "{output}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

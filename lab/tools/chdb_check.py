@@ -4,9 +4,12 @@ cannot show: that the same DDL, the TTL statements and the queries work on
 current ClickHouse.
 
 Input: a JSON file with {"ddl": [statements...], "ttl": [statements...],
-"checks": [{"name":..., "sql":..., "expect": [[row values as strings]...]}]}.
-Statements run in a fresh database; sample rows are inserted between the DDL
-and the checks. Exits non-zero naming the first statement that failed.
+"checks": [{"name":..., "sql":..., "expect": [[row values as strings]...]}],
+"parse": [statements...]}. Statements run in a fresh database; sample rows
+are inserted between the DDL and the checks. "parse" statements are only
+parsed (formatQuery): ones that need what an in-process engine lacks, such as
+a cluster and ZooKeeper. Exits non-zero naming the first statement that
+failed.
 """
 import json
 import sys
@@ -30,7 +33,10 @@ def main(path):
                 sys.exit(1)
 
         print("chDB", run("SELECT version()").strip())
-        for sql in spec["ddl"] + spec["ttl"]:
+        for sql in spec.get("parse", []):
+            literal = sql.replace("\\", "\\\\").replace("'", "\\'")
+            run(f"SELECT formatQuery('{literal}')")
+        for sql in spec.get("ddl", []) + spec.get("ttl", []):
             run(sql)
         for sql in spec.get("seed", []):
             run(sql)

@@ -103,6 +103,18 @@ pub struct ClickHouseArgs {
         value_parser = parse_duration
     )]
     pub io_timeout: Duration,
+    /// The ClickHouse cluster (a `remote_servers` entry of every server's
+    /// configuration) the schema spans: each table is replicated on every
+    /// server of it (`Replicated*MergeTree`, `<table>_local`) and read and
+    /// written through a `Distributed` table of the table's own name, and
+    /// `setup` runs its DDL `ON CLUSTER`. Unset: one server.
+    #[arg(
+        id = "clickhouse_cluster",
+        long = "clickhouse-cluster",
+        value_name = "NAME",
+        env = "RALLYPOINT_CLICKHOUSE_CLUSTER"
+    )]
+    pub cluster: Option<String>,
 }
 
 /// How long an idle pooled connection is kept: less than the server's
@@ -122,7 +134,14 @@ impl ClickHouseArgs {
             ca: None,
             connect_timeout: Duration::from_secs(5),
             io_timeout: Duration::from_secs(60),
+            cluster: None,
         }
+    }
+
+    /// The same settings with the schema spread over `cluster`.
+    pub fn with_cluster(mut self, cluster: impl Into<String>) -> Self {
+        self.cluster = Some(cluster.into());
+        self
     }
 
     /// The same settings trusting only the CA in `ca`.
@@ -230,6 +249,7 @@ impl fmt::Debug for ClickHouseArgs {
             .field("ca", &self.ca)
             .field("connect_timeout", &self.connect_timeout)
             .field("io_timeout", &self.io_timeout)
+            .field("cluster", &self.cluster)
             .finish()
     }
 }

@@ -208,6 +208,10 @@ mounted by rallypoint.natsVolumeMounts.
   value: {{ .Values.clickhouse.url | quote }}
 - name: RALLYPOINT_CLICKHOUSE_DATABASE
   value: {{ .Values.clickhouse.database | quote }}
+{{- if .Values.clickhouse.cluster }}
+- name: RALLYPOINT_CLICKHOUSE_CLUSTER
+  value: {{ .Values.clickhouse.cluster | quote }}
+{{- end }}
 {{- if .Values.clickhouse.ca.secretName }}
 - name: RALLYPOINT_CLICKHOUSE_CA
   value: /etc/rallypoint/clickhouse-ca/ca.crt

@@ -1,0 +1,263 @@
+//! The schema over a ClickHouse cluster (`--clickhouse-cluster`): two real
+//! 18.16 servers as the two replicas of one shard, with a real ZooKeeper,
+//! beside a single server given the same reports.
+//!
+//! One shard of two replicas, not two shards: one server stores 46–50 k
+//! reports/s (BENCHMARKS.md), several times what the whole pipeline
+//! delivers, so what a growing deployment needs first from a second server
+//! is surviving the loss of one. Sharding uses the same DDL (rows with a
+//! report id are sharded by it, see `layout`) but is not exercised here.
+
+use std::time::{Duration, Instant};
+
+use rallypoint_collector::retention;
+use rallypoint_collector::rows::{DeadLetterRow, ReportRows};
+use rallypoint_collector::store::Store;
+use rallypoint_dashboard::data::{Db, Source, matrix, outcomes, overview};
+use rallypoint_dashboard::filters::Filters;
+use rallypoint_lab::clickhouse::{ClickHouseCluster, ClickHouseRole, ClickHouseServer};
+use rallypoint_lab::reports::{ReportGenerator, received, two_region_candidates};
+use rallypoint_protocol::v1::ElectionReport;
+
+const HOUR_MS: u64 = 3_600_000;
+const DAY_MS: u64 = 24 * HOUR_MS;
+const REPLICATION_DEADLINE: Duration = Duration::from_secs(60);
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// Writes `rows` (and `dead` letters) through both stores.
+async fn write_both(clustered: &Store, alone: &Store, rows: &[ReportRows], dead: &[DeadLetterRow]) {
+    clustered.write(rows, dead).await.unwrap();
+    alone.write(rows, dead).await.unwrap();
+}
+
+fn dead_letter(stream_seq: u64, first_seen_ms: u64) -> DeadLetterRow {
+    DeadLetterRow {
+        stream_seq,
+        first_seen: (first_seen_ms / 1000) as u32,
+        subject: "telemetry.election.us-east".into(),
+        reason: "test".into(),
+        payload_hex: "00".into(),
+    }
+}
+
+/// What the dashboard shows over the last day, from rollups and raw rows.
+async fn dashboard_numbers(db: &Db, until: u32) -> String {
+    let day = Filters {
+        range: Some("24h".into()),
+        until: Some(until),
+        synthetic: Some(1),
+        ..Default::default()
+    };
+    let mut shown = String::new();
+    for source in [Source::Rollup, Source::Raw] {
+        shown += &format!(
+            "{:?}\n{:?}\n",
+            overview::load(db, &day, until, source).await.unwrap(),
+            matrix::cells(db, &day, until, source).await.unwrap()
+        );
+    }
+    shown + &format!("{:?}", outcomes::load(db, &day, until).await.unwrap())
+}
+
+/// Rows of each replicated table on `server` itself (not through the
+/// `Distributed` tables, which could read another replica).
+async fn local_rows(server: &ClickHouseServer) -> String {
+    server
+        .query(
+            "SELECT table, sum(rows) FROM system.parts \
+             WHERE database = currentDatabase() AND active AND table LIKE 'rp_%_local' \
+             GROUP BY table ORDER BY table",
+        )
+        .await
+        .unwrap()
+}
+
+/// Waits until every replica holds the same rows as `reference`.
+async fn replicas_agree(cluster: &ClickHouseCluster) -> String {
+    let deadline = Instant::now() + REPLICATION_DEADLINE;
+    loop {
+        let mut tables = Vec::new();
+        for replica in &cluster.replicas {
+            tables.push(local_rows(replica).await);
+        }
+        if tables.windows(2).all(|pair| pair[0] == pair[1]) {
+            return tables.remove(0);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replicas still differ after {REPLICATION_DEADLINE:?}: {tables:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Waits until `sql` on `server` counts `expected`.
+async fn eventually(server: &ClickHouseServer, sql: &str, expected: u64) {
+    let deadline = Instant::now() + REPLICATION_DEADLINE;
+    loop {
+        let count = server.count(sql).await.unwrap();
+        if count == expected {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{sql}: {count}, not {expected}, after {REPLICATION_DEADLINE:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_stores_each_report_once_survives_a_replica_restart_and_reads_like_one_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = ClickHouseCluster::start(&dir.path().join("cluster"), "rallypoint", 2)
+        .await
+        .unwrap();
+    let single = ClickHouseServer::start(&dir.path().join("single"))
+        .await
+        .unwrap();
+    let admin = cluster.replicas[0].login(ClickHouseRole::Admin).args();
+    let cluster_admin = Store::open(&admin, 90).await.unwrap();
+    let single_admin = single.admin_store(90).await.unwrap();
+    // Set up again, as the daily job does: nothing changes.
+    Store::open(&admin, 90).await.unwrap();
+    // Without the cluster's name, setup refuses rather than make
+    // single-server tables beside the clustered ones.
+    let mut unclustered = admin.clone();
+    unclustered.cluster = None;
+    let refused = Store::open(&unclustered, 30).await.err().expect("refused");
+    assert!(
+        refused.to_string().contains("--clickhouse-cluster"),
+        "{refused}"
+    );
+    let collector = |server: &ClickHouseServer| server.login(ClickHouseRole::Collector).args();
+    let through_first = Store::connect(&collector(&cluster.replicas[0]))
+        .await
+        .unwrap();
+    let alone = Store::connect(&collector(&single)).await.unwrap();
+
+    let mut generator = ReportGenerator::new(two_region_candidates(), 21, true);
+    let mut reports =
+        |count| -> Vec<ElectionReport> { (0..count).map(|_| generator.next_report()).collect() };
+    let t0 = now_ms() - 6 * HOUR_MS;
+    // Reports and a dead letter past the 90-day retention, for later.
+    let expired = reports(40);
+    let long_ago = now_ms() - 100 * DAY_MS;
+    let old_rows = received(&expired, "us-east", long_ago, 60);
+    let old_dead = [dead_letter(1, long_ago)];
+    write_both(&through_first, &alone, &old_rows, &old_dead).await;
+    let first = reports(300);
+    let (first_rows, dead) = (received(&first, "us-east", t0, 20), [dead_letter(2, t0)]);
+    write_both(&through_first, &alone, &first_rows, &dead).await;
+    // A redelivery, and late copies through another region an hour later.
+    write_both(&through_first, &alone, &first_rows, &dead).await;
+    let late = received(&first[..100], "singapore", t0 + HOUR_MS, 1);
+    write_both(&through_first, &alone, &late, &[]).await;
+
+    // The second replica is down while reports are stored through the first.
+    cluster.replicas[1].stop().await;
+    let while_down = reports(200);
+    write_both(
+        &through_first,
+        &alone,
+        &received(&while_down, "us-east", t0 + 2 * HOUR_MS, 10),
+        &[],
+    )
+    .await;
+    cluster.replicas[1].restart().await.unwrap();
+    replicas_agree(&cluster).await;
+
+    // The collector fails over to the second replica while the first is down.
+    cluster.replicas[0].stop().await;
+    let through_second = Store::connect(&collector(&cluster.replicas[1]))
+        .await
+        .unwrap();
+    let after_failover = reports(150);
+    let rows = received(&after_failover, "singapore", t0 + 3 * HOUR_MS, 10);
+    write_both(&through_second, &alone, &rows, &[]).await;
+    // ... where a late copy of a report the first replica stored is found.
+    write_both(
+        &through_second,
+        &alone,
+        &received(&while_down[..50], "singapore", t0 + 4 * HOUR_MS, 1),
+        &[],
+    )
+    .await;
+    cluster.replicas[0].restart().await.unwrap();
+    replicas_agree(&cluster).await;
+
+    // Retention, run by setup through one server, reaches every replica
+    // (deleting rows is a mutation, done in the background).
+    assert!(retention::drop_expired(&cluster_admin, 90).await.unwrap() > 0);
+    assert!(retention::drop_expired(&single_admin, 90).await.unwrap() > 0);
+    let distinct = (first.len() + while_down.len() + after_failover.len()) as u64;
+    for replica in &cluster.replicas {
+        eventually(replica, "SELECT count() FROM rp_dead_letters_local", 1).await;
+        eventually(replica, "SELECT count() FROM rp_elections_local", distinct).await;
+        eventually(
+            replica,
+            "SELECT count() FROM rp_report_keys_local",
+            distinct,
+        )
+        .await;
+    }
+    let tables = replicas_agree(&cluster).await;
+
+    // Each report once, on every replica; the expired ones nowhere.
+    for replica in &cluster.replicas {
+        assert_eq!(
+            replica
+                .count("SELECT count() FROM rp_elections_local")
+                .await
+                .unwrap(),
+            distinct,
+            "{tables}"
+        );
+    }
+    assert_eq!(
+        single
+            .count("SELECT count() FROM rp_elections")
+            .await
+            .unwrap(),
+        distinct
+    );
+    // Every view's numbers, read through either replica, equal one server's.
+    let until = (now_ms() / 1000) as u32;
+    let expected = dashboard_numbers(&single.dashboard_db(ClickHouseRole::Dashboard), until).await;
+    assert!(expected.contains("total_elections: "), "{expected}");
+    for replica in &cluster.replicas {
+        let shown =
+            dashboard_numbers(&replica.dashboard_db(ClickHouseRole::Dashboard), until).await;
+        assert_eq!(shown, expected);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_server_schema_is_not_taken_for_a_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let single = ClickHouseServer::start(dir.path()).await.unwrap();
+    single.admin_store(30).await.unwrap();
+    let as_cluster = single
+        .login(ClickHouseRole::Admin)
+        .args()
+        .with_cluster("rallypoint");
+    let refused = Store::open(&as_cluster, 30).await.err().expect("refused");
+    assert!(
+        refused.to_string().contains("single-server schema"),
+        "{refused}"
+    );
+    // Nothing was created for the cluster.
+    assert_eq!(
+        single
+            .count("SELECT count() FROM system.tables WHERE name LIKE '%_local'")
+            .await
+            .unwrap(),
+        0
+    );
+}
