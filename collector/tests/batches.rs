@@ -10,11 +10,19 @@ use rallypoint_lab::clickhouse::{ClickHouseRole, ClickHouseServer};
 use rallypoint_lab::collector::{CollectorProcess, CollectorSpec};
 use rallypoint_lab::nats::{NatsRole, SuperCluster, SuperClusterSpec};
 use rallypoint_lab::reports::ReportGenerator;
+use rallypoint_protocol::limits::MAX_REPORT_CANDIDATES;
 use rallypoint_protocol::v1::EnrichedElectionReport;
 use rallypoint_protocol::{encode, hex};
 
-/// A valid report near the largest a client may send: 16 candidates with
-/// long endpoints and the longest reason.
+/// The longest text field a report may carry (`telemetry::validate`).
+const MAX_TEXT: usize = 512;
+/// The streams' bounds here: a backlog of 12 000 of the largest reports
+/// (about 250 MB) must fit without the oldest being discarded.
+const REGIONAL_MAX_BYTES: i64 = 768 << 20;
+const CENTRAL_MAX_BYTES: i64 = 1 << 30;
+
+/// A valid report as large as a client may send: the most candidates, each
+/// with the longest endpoint, and the longest reason.
 fn large_report(generator: &mut ReportGenerator) -> EnrichedElectionReport {
     let mut report = generator.next_report();
     report.reason = "r".repeat(512);
@@ -25,11 +33,11 @@ fn large_report(generator: &mut ReportGenerator) -> EnrichedElectionReport {
         .cloned()
         .unwrap();
     report.candidates.truncate(4);
-    while report.candidates.len() < 16 {
+    while report.candidates.len() < MAX_REPORT_CANDIDATES {
         report.candidates.push(loser.clone());
     }
     for candidate in &mut report.candidates {
-        candidate.endpoint = format!("wss://{}/", "e".repeat(500));
+        candidate.endpoint = format!("wss://{}/", "e".repeat(MAX_TEXT - 7));
     }
     if let Some(winner) = report.winner_index {
         report.winner_index = Some(winner.min(3));
@@ -71,8 +79,8 @@ impl Backlog {
         let regions = vec![("us-east".to_owned(), 3), ("singapore".to_owned(), 1)];
         let bounds = StreamBounds {
             duplicate_window: Duration::from_secs(600),
-            regional_max_bytes: 256 << 20,
-            central_max_bytes: 512 << 20,
+            regional_max_bytes: REGIONAL_MAX_BYTES,
+            central_max_bytes: CENTRAL_MAX_BYTES,
             max_msg_size: 80 * 1024,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -86,6 +94,33 @@ impl Backlog {
             clickhouse,
             js,
         }
+    }
+
+    /// Publishes `reports` like a us-east relay, many in flight at once;
+    /// returns the payloads' total size.
+    async fn publish_all(&self, reports: &[EnrichedElectionReport]) -> usize {
+        let mut total = 0;
+        for chunk in reports.chunks(256) {
+            let mut acks = Vec::with_capacity(chunk.len());
+            for enriched in chunk {
+                let payload = encode(enriched);
+                total += payload.len();
+                let message = jetstream::message::PublishMessage::build()
+                    .payload(payload)
+                    .message_id(hex(&enriched.report.as_ref().unwrap().report_id));
+                acks.push(
+                    self.js
+                        .send_publish("telemetry.election.us-east", message)
+                        .await
+                        .unwrap(),
+                );
+            }
+            let acks = acks.into_iter().map(std::future::IntoFuture::into_future);
+            for ack in futures_util::future::join_all(acks).await {
+                ack.unwrap();
+            }
+        }
+        total
     }
 
     /// Publishes like a us-east relay; returns the payload's size.
@@ -121,14 +156,12 @@ impl Backlog {
         let args: Vec<String> = extra_args.iter().copied().map(String::from).collect();
         let mut clickhouse = self.clickhouse.login(ClickHouseRole::Collector);
         clickhouse.url = clickhouse_url.to_owned();
-        let setup_args = [
-            "--regional-max-bytes",
-            "256MiB",
-            "--central-max-bytes",
-            "512MiB",
-        ]
-        .map(String::from)
-        .to_vec();
+        let setup_args = vec![
+            "--regional-max-bytes".into(),
+            format!("{}MiB", REGIONAL_MAX_BYTES >> 20),
+            "--central-max-bytes".into(),
+            format!("{}MiB", CENTRAL_MAX_BYTES >> 20),
+        ];
         CollectorProcess::start(
             CollectorSpec {
                 name: name.into(),
@@ -230,6 +263,61 @@ async fn a_backlog_of_large_reports_is_taken_in_batches_bounded_by_bytes() {
             .await
             .unwrap(),
         N
+    );
+    backlog.stop(vec![collector]).await;
+}
+
+/// The chart's memory limit for a collector (helm/rallypoint/values.yaml).
+const CHART_MEMORY_LIMIT: u64 = 1 << 30;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twelve_thousand_of_the_largest_reports_are_stored_within_the_charts_memory_limit() {
+    let backlog = Backlog::start().await;
+    const N: u64 = 12_000;
+    let mut generator =
+        ReportGenerator::new(rallypoint_lab::reports::two_region_candidates(), 22, false);
+    let reports: Vec<EnrichedElectionReport> =
+        (0..N).map(|_| large_report(&mut generator)).collect();
+    for enriched in &reports[..1] {
+        rallypoint_protocol::telemetry::validate(enriched.report.as_ref().unwrap()).unwrap();
+    }
+    let started = Instant::now();
+    let total_bytes = backlog.publish_all(&reports).await;
+    eprintln!(
+        "published {N} reports, {} MiB, in {:?}",
+        total_bytes >> 20,
+        started.elapsed()
+    );
+    drop(reports);
+
+    // The collector as the chart runs it: default batches and workers.
+    let started = Instant::now();
+    let collector = backlog.collector("collector-0", &[]).await;
+    stats_when(&collector, |s| s["elections_stored"].as_u64() == Some(N)).await;
+    let peak = collector.peak_memory().expect("the collector's peak RSS");
+    eprintln!(
+        "stored {N} in {:?}; collector peak RSS {} MiB (limit {} MiB)",
+        started.elapsed(),
+        peak >> 20,
+        CHART_MEMORY_LIMIT >> 20
+    );
+    assert!(
+        peak < CHART_MEMORY_LIMIT,
+        "peak RSS {peak} bytes is over the chart's limit"
+    );
+    let count = |sql: &'static str| async { backlog.clickhouse.count(sql).await.unwrap() };
+    assert_eq!(
+        count("SELECT uniqExact(report_id) FROM rp_elections").await,
+        N
+    );
+    assert_eq!(count("SELECT count() FROM rp_elections").await, N);
+    assert_eq!(
+        count("SELECT countMerge(elections) FROM rp_elections_minute").await,
+        N
+    );
+    assert_eq!(
+        count("SELECT count() FROM rp_candidates").await,
+        N * MAX_REPORT_CANDIDATES as u64
     );
     backlog.stop(vec![collector]).await;
 }

@@ -2,12 +2,17 @@
 //! both regions (validation, enrichment) → regional JetStream streams → the
 //! central stream → collector → ClickHouse 18.16.
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+use bytes::Bytes;
 
 use futures_util::SinkExt;
 use nix::sys::signal::Signal;
-use rallypoint_client::TransportKind;
+use rallypoint_client::{Candidate, TransportKind};
 use rallypoint_client_native::{ClientIdentity, Peer};
 use rallypoint_lab::clickhouse::ClickHouseServer;
 use rallypoint_lab::commands::simulate::send;
@@ -527,5 +532,202 @@ async fn a_report_resent_through_another_region_is_counted_once_inside_and_after
     );
     drained(&stack).await;
     counted_once(&stack, 2 * N).await;
+    stack.stop().await;
+}
+
+/// How a resending client fared.
+#[derive(Debug, Default)]
+struct Delivery {
+    sends: u64,
+    refusals: u64,
+    connections: u64,
+}
+
+/// Reports sent per round of [`deliver_all`] (a round lasts ~10 ms).
+const SENDS_PER_ROUND: usize = 4;
+/// A report sent and not answered this long is sent again.
+const RESEND_AFTER: Duration = Duration::from_secs(2);
+
+/// Delivers every report as the real client does (it keeps a report until a
+/// relay accepted it: client/core's session reports): through `candidates`
+/// in turn, sending again what is refused or not answered within
+/// [`RESEND_AFTER`] through the next one, reconnecting where a connection
+/// died. `accepted` counts as acks arrive, so a test can strike mid-burst.
+async fn deliver_all(
+    candidates: Vec<Candidate>,
+    identity: ClientIdentity,
+    reports: Vec<ElectionReport>,
+    accepted: Arc<AtomicU64>,
+) -> Delivery {
+    let mut delivery = Delivery::default();
+    let mut pending: HashMap<Bytes, (ElectionReport, Option<Instant>)> = reports
+        .into_iter()
+        .map(|r| (r.report_id.clone(), (r, None)))
+        .collect();
+    let mut peers: Vec<Option<Peer>> = candidates.iter().map(|_| None).collect();
+    let mut next = 0;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !pending.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "{} reports never accepted: {delivery:?}",
+            pending.len()
+        );
+        let due: Vec<Bytes> = pending
+            .iter()
+            .filter(|(_, (_, sent))| sent.is_none_or(|at| at.elapsed() >= RESEND_AFTER))
+            .map(|(id, _)| id.clone())
+            .take(SENDS_PER_ROUND)
+            .collect();
+        for id in due {
+            let entry = pending.get_mut(&id).unwrap();
+            let frame = ClientFrame::of(client_frame::Kind::Telemetry(TelemetryReport {
+                kind: Some(telemetry_report::Kind::Election(entry.0.clone())),
+            }));
+            // Marked sent even when no relay takes it: tried again later.
+            entry.1 = Some(Instant::now());
+            for _ in 0..candidates.len() {
+                let at = next % candidates.len();
+                next += 1;
+                if peers[at].is_none() {
+                    match Peer::connect(&candidates[at], &identity, Duration::from_secs(2)).await {
+                        Ok(peer) => {
+                            peers[at] = Some(peer);
+                            delivery.connections += 1;
+                        }
+                        Err(_) => continue,
+                    }
+                }
+                if peers[at].as_ref().unwrap().conn.send(&frame) {
+                    delivery.sends += 1;
+                    break;
+                }
+                peers[at] = None;
+            }
+        }
+        for peer in peers.iter_mut().flatten() {
+            while let Some(received) = peer.conn.try_recv() {
+                let Some(server_frame::Kind::TelemetryAck(ack)) = received.frame.kind else {
+                    continue;
+                };
+                if ack.accepted {
+                    if pending.remove(&ack.report_id).is_some() {
+                        accepted.fetch_add(1, Ordering::Relaxed);
+                    }
+                } else {
+                    delivery.refusals += 1;
+                    if let Some(entry) = pending.get_mut(&ack.report_id) {
+                        entry.1 = None;
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    delivery
+}
+
+/// Starts delivering `n` reports through `candidates` and returns once a
+/// third of them are accepted, with the delivery still running.
+async fn a_third_delivered(
+    stack: &Stack,
+    candidates: Vec<Candidate>,
+    n: u64,
+    seed: u64,
+) -> tokio::task::JoinHandle<Delivery> {
+    let mut generator = ReportGenerator::new(stack.candidates(), seed, false);
+    let reports: Vec<ElectionReport> = (0..n).map(|_| generator.next_report()).collect();
+    let identity = ClientIdentity::new(stack.issuer.mint(
+        "lobby",
+        "chaos",
+        "Chaos",
+        Duration::from_secs(600),
+    ));
+    let accepted = Arc::new(AtomicU64::new(0));
+    let delivering = tokio::spawn(deliver_all(candidates, identity, reports, accepted.clone()));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while accepted.load(Ordering::Relaxed) < n / 3 {
+        assert!(Instant::now() < deadline, "the burst did not get going");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let so_far = accepted.load(Ordering::Relaxed);
+    assert!(
+        so_far < n,
+        "the burst was over before the fault ({so_far} of {n})"
+    );
+    eprintln!("striking with {so_far} of {n} reports accepted");
+    delivering
+}
+
+fn websocket_candidates(stack: &Stack, region: Option<&str>) -> Vec<Candidate> {
+    stack
+        .candidates()
+        .into_iter()
+        .filter(|c| c.transport == TransportKind::WebSocket)
+        .filter(|c| region.is_none_or(|r| c.region == r))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_killed_while_its_clients_resend_elsewhere_loses_and_doubles_nothing() {
+    const N: u64 = 900;
+    let dir = tempfile::tempdir().unwrap();
+    let stack = stack(dir.path(), Vec::new(), Vec::new()).await;
+    let candidates = websocket_candidates(&stack, None);
+    let victim = stack
+        .relays
+        .iter()
+        .position(|r| r.candidates().iter().any(|c| c.url == candidates[0].url))
+        .expect("the first candidate's relay");
+    let delivering = a_third_delivered(&stack, candidates, N, 31).await;
+    stack.relays[victim].signal(Signal::SIGKILL).unwrap();
+    let delivery = delivering.await.unwrap();
+    eprintln!("after the relay's death: {delivery:?}");
+    assert!(
+        delivery.sends > N,
+        "nothing in flight to the killed relay was sent again: {delivery:?}"
+    );
+    drained(&stack).await;
+    counted_once(&stack, N).await;
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_regional_stream_leader_killed_during_a_burst_loses_and_doubles_nothing() {
+    const N: u64 = 900;
+    let dir = tempfile::tempdir().unwrap();
+    let mut stack = stack(dir.path(), Vec::new(), Vec::new()).await;
+    let nats = stack
+        .nats
+        .access(NatsRole::Admin, "us-east")
+        .connect()
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::new(nats);
+    let regional = rallypoint_collector::streams::regional_stream("us-east");
+    let leader = |js: async_nats::jetstream::Context| {
+        let regional = regional.clone();
+        async move {
+            let mut stream = js.get_stream(&regional).await.unwrap();
+            let info = stream.info().await.unwrap();
+            info.cluster.as_ref().and_then(|c| c.leader.clone())
+        }
+    };
+    let before = leader(js.clone())
+        .await
+        .expect("the regional stream has a leader");
+
+    let candidates = websocket_candidates(&stack, Some("us-east"));
+    let delivering = a_third_delivered(&stack, candidates, N, 32).await;
+    stack.nats.kill(&before).await.unwrap();
+    let delivery = delivering.await.unwrap();
+    eprintln!("after the leader's death: {delivery:?}");
+    let after = leader(js.clone()).await;
+    assert!(
+        after.is_some() && after.as_ref() != Some(&before),
+        "a new leader took over: {after:?}"
+    );
+    drained(&stack).await;
+    counted_once(&stack, N).await;
     stack.stop().await;
 }
