@@ -397,16 +397,21 @@ async fn send_through(stack: &Stack, region: &str, reports: &[ElectionReport]) {
     }
 }
 
-/// Waits until the central stream has sourced everything the regional
-/// streams hold and the collector has acknowledged all of it.
-async fn drained(stack: &Stack) {
+/// JetStream as the administrator, through us-east.
+async fn admin_jetstream(stack: &Stack) -> async_nats::jetstream::Context {
     let nats = stack
         .nats
         .access(NatsRole::Admin, "us-east")
         .connect()
         .await
         .unwrap();
-    let js = async_nats::jetstream::new(nats);
+    async_nats::jetstream::new(nats)
+}
+
+/// Waits until the central stream has sourced everything the regional
+/// streams hold and the collector has acknowledged all of it.
+async fn drained(stack: &Stack) {
+    let js = admin_jetstream(stack).await;
     let deadline = Instant::now() + Duration::from_secs(90);
     let mut quiet_checks = 0;
     loop {
@@ -697,13 +702,7 @@ async fn the_regional_stream_leader_killed_during_a_burst_loses_and_doubles_noth
     const N: u64 = 900;
     let dir = tempfile::tempdir().unwrap();
     let mut stack = stack(dir.path(), Vec::new(), Vec::new()).await;
-    let nats = stack
-        .nats
-        .access(NatsRole::Admin, "us-east")
-        .connect()
-        .await
-        .unwrap();
-    let js = async_nats::jetstream::new(nats);
+    let js = admin_jetstream(&stack).await;
     let regional = rallypoint_collector::streams::regional_stream("us-east");
     let leader = |js: async_nats::jetstream::Context| {
         let regional = regional.clone();
