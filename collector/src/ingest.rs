@@ -27,6 +27,7 @@ use async_nats::jetstream::{self, AckKind};
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
+use crate::lease::Validity;
 use crate::progress::Progress;
 use crate::rows::{DeadLetterRow, ReportRows, hex, rows};
 use crate::stats::Stats;
@@ -50,6 +51,8 @@ pub struct Ingest {
     pub batch_size: usize,
     pub batch_bytes: usize,
     pub batch_wait: Duration,
+    /// Whether this process may still write (see `lease`).
+    pub lease: Validity,
 }
 
 impl Ingest {
@@ -98,8 +101,8 @@ impl Ingest {
         }
     }
 
-    /// Stores a batch and acknowledges it. False when stopped before storing
-    /// (the batch will be redelivered).
+    /// Stores a batch and acknowledges it. False when stopped, or the lease
+    /// lapsed, before storing (the batch will be redelivered).
     async fn process(&self, batch: Vec<jetstream::Message>, stop: &CancellationToken) -> bool {
         Stats::add(&self.stats.messages, batch.len());
         let mut reports: Vec<ReportRows> = Vec::with_capacity(batch.len());
@@ -173,7 +176,8 @@ impl Ingest {
     /// Stores `reports` (and `dead` with the first part written), splitting
     /// a part that keeps failing while ClickHouse answers pings, until the
     /// reports it refuses are alone. Returns what was written and the
-    /// refused reports (index, ClickHouse's error); `None` when stopped.
+    /// refused reports (index, ClickHouse's error); `None` when stopped or
+    /// no longer holding the lease.
     /// While ClickHouse does not answer nothing is split: the whole batch
     /// waits for it.
     async fn store_isolating(
@@ -193,6 +197,9 @@ impl Ingest {
             let mut failures = 0;
             let mut backoff = BACKOFF_MIN;
             loop {
+                if !self.lease.holds() {
+                    return None;
+                }
                 let error = match held
                     .during(self.store.write(&reports[part.clone()], letters))
                     .await
@@ -251,6 +258,9 @@ impl Ingest {
     ) -> Option<usize> {
         let mut backoff = BACKOFF_MIN;
         loop {
+            if !self.lease.holds() {
+                return None;
+            }
             match held.during(self.store.write(&[], letters)).await {
                 Ok(written) => return Some(written.dead_letters),
                 Err(e) => {
@@ -383,8 +393,10 @@ fn dead_letter(message: &jetstream::Message, reason: String) -> DeadLetterRow {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as u32)
         .unwrap_or(0);
+    let info = message.info().ok();
     DeadLetterRow {
-        stream_seq: message.info().map(|i| i.stream_sequence).unwrap_or(0),
+        stream_seq: info.as_ref().map_or(0, |i| i.stream_sequence),
+        stream: info.map(|i| i.stream.to_owned()).unwrap_or_default(),
         first_seen: now,
         subject: message.subject.to_string(),
         reason,
@@ -392,17 +404,22 @@ fn dead_letter(message: &jetstream::Message, reason: String) -> DeadLetterRow {
     }
 }
 
-/// Keeps `lag` and `ack_pending` current.
-pub async fn watch_lag(mut consumer: jetstream::consumer::PullConsumer, stats: Arc<Stats>) {
+/// Keeps the lag (messages not yet delivered) and the messages delivered
+/// but not acknowledged, summed over the regional streams' consumers.
+pub async fn watch_lag(mut consumers: Vec<jetstream::consumer::PullConsumer>, stats: Arc<Stats>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
-        if let Ok(info) = consumer.info().await {
-            stats.lag.store(info.num_pending, Relaxed);
-            stats
-                .ack_pending
-                .store(info.num_ack_pending as u64, Relaxed);
+        let (mut lag, mut ack_pending) = (0, 0);
+        for consumer in &mut consumers {
+            // A region out of reach is left out of the sum for this tick.
+            if let Ok(info) = consumer.info().await {
+                lag += info.num_pending;
+                ack_pending += info.num_ack_pending as u64;
+            }
         }
+        stats.lag.store(lag, Relaxed);
+        stats.ack_pending.store(ack_pending, Relaxed);
     }
 }
 

@@ -183,7 +183,7 @@ impl Clustered<'_> {
         ))
     }
 
-    /// `<t> DROP COLUMN <c>` → on the replicated local tables (once per
+    /// `<t> DROP COLUMN <c>` or `ADD COLUMN …` → on the replicated local tables (once per
     /// shard, replicated from there); the `Distributed` tables are made
     /// again over the changed columns, because 18.16 runs no `ALTER` `ON
     /// CLUSTER` on a table that is not replicated. (The rows are in the
@@ -191,7 +191,8 @@ impl Clustered<'_> {
     /// which the collector retries.)
     fn alter(&self, rest: &str) -> Option<Vec<String>> {
         let (table, change) = split_name(rest)?;
-        if !change.trim_start().starts_with("DROP COLUMN ") {
+        let change_kind = change.trim_start();
+        if !(change_kind.starts_with("DROP COLUMN ") || change_kind.starts_with("ADD COLUMN ")) {
             return None;
         }
         let shard_key = shard_key(created_columns(table)?);

@@ -1,6 +1,6 @@
 //! The rallypoint collector: election reports from JetStream into ClickHouse.
 //!
-//! * [`streams`] — the regional streams and the central stream that sources them;
+//! * [`streams`] — the regional streams the collectors consume;
 //! * [`rows`] — a message to rows, or a dead letter with a reason;
 //! * [`store`] — exactly-once writes to ClickHouse, by report id;
 //! * [`keys`] — which reports are stored, filed by the report's own clock;
@@ -8,6 +8,7 @@
 //! * [`schema`] — tables, rollups and migrations (ClickHouse 18.16 to current);
 //! * [`layout`] — the schema on one server or replicated over a cluster;
 //! * [`ingest`] — the consume → store → acknowledge loop;
+//! * [`lease`] — one active collector at a time, the others standing by;
 //! * [`retention`] — partition drops where the server has no TTL;
 //! * [`rebuild`] — rollups of whole days rebuilt from the raw tables.
 
@@ -17,6 +18,7 @@ pub mod in_flight;
 pub mod ingest;
 pub mod keys;
 pub mod layout;
+pub mod lease;
 pub mod progress;
 pub mod rebuild;
 pub mod retention;
@@ -28,6 +30,7 @@ pub mod streams;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -83,41 +86,51 @@ pub async fn setup(config: SetupConfig) -> anyhow::Result<()> {
         );
     }
     let deadline = Duration::from_secs(60);
+    let regions = &config.layout.regions.regions;
     let work = async {
-        let layout = &config.layout;
         // Right after the servers start, the meta group may still be electing
-        // its leader, and a new central stream its own: try again a while.
-        let stream = retry("JetStream streams", || {
-            streams::ensure(
-                &js,
-                &layout.regions,
-                &layout.central_region,
-                layout.central_replicas,
-                &bounds,
-            )
+        // its leader, and a new stream its own: try again a while.
+        let streams = retry("JetStream streams", || {
+            streams::ensure(&js, regions, &bounds)
         })
         .await;
-        retry("JetStream consumer", || {
-            streams::consumer(&stream, &config.consumer.consumer)
+        for stream in &streams {
+            retry("JetStream consumer", || {
+                streams::consumer(stream, &config.consumer.consumer)
+            })
+            .await;
+        }
+        retry("retiring the central stream", || {
+            streams::retire_central(&js)
+        })
+        .await;
+        retry("the collector lease bucket", || {
+            lease::ensure_bucket(
+                &js,
+                &config.lease.region,
+                config.lease.replicas,
+                config.lease.ttl,
+            )
         })
         .await;
     };
     tokio::time::timeout(deadline, work).await.map_err(|_| {
         anyhow::anyhow!(
-            "setup did not finish within {deadline:?}: is JetStream up in cluster {} and are these admin credentials?",
-            config.layout.central_region
+            "setup did not finish within {deadline:?}: is JetStream up in every region's cluster and are these admin credentials?"
         )
     })?;
     nats.flush().await.ok();
     tracing::info!(
-        stream = streams::CENTRAL_STREAM,
+        regions = regions.len(),
         consumer = %config.consumer.consumer,
-        "telemetry streams and consumer are set up"
+        "telemetry streams and consumers are set up"
     );
     Ok(())
 }
 
 /// Runs until `shutdown` resolves; a batch being stored is finished first.
+/// Stores telemetry while it holds the collector lease (see `lease`), and
+/// stands by, ready, while another process does.
 pub async fn run(
     config: CollectorConfig,
     shutdown: impl Future<Output = ()>,
@@ -127,12 +140,13 @@ pub async fn run(
     let js = async_nats::jetstream::new(nats.clone());
 
     let store = Arc::new(retry("ClickHouse", || Store::connect(&config.clickhouse)).await);
-    // The streams and the consumer are `setup`'s to make; until it has run
-    // (a Job next to this Deployment, say), wait and say so.
-    let consumer = retry("JetStream consumer", || {
-        streams::open_consumer(&js, &config.consumer.consumer)
+    // The streams, consumers and lease bucket are `setup`'s to make; until
+    // it has run (a Job next to this Deployment, say), wait and say so.
+    let consumers = retry("JetStream consumers", || {
+        streams::open_consumers(&js, &config.regions.regions, &config.consumer.consumer)
     })
     .await;
+    let leases = retry("the collector lease bucket", || lease::Leases::open(&js)).await;
 
     let stats = Arc::new(Stats::default());
     stats::register_instruments(stats.clone());
@@ -150,36 +164,64 @@ pub async fn run(
         tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;
         }),
-        tokio::spawn(ingest::watch_lag(consumer.clone(), stats.clone())),
+        tokio::spawn(ingest::watch_lag(consumers.clone(), stats.clone())),
     ];
 
-    tracing::info!(consumer = %config.consumer.consumer, workers = config.workers, "collecting election reports");
-    let stop = CancellationToken::new();
-    let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..config.workers {
-        let ingest = ingest::Ingest {
-            consumer: consumer.clone(),
-            store: store.clone(),
-            stats: stats.clone(),
-            progress: progress.clone(),
-            batch_size: config.batch_size,
-            batch_bytes,
-            batch_wait: config.batch_wait,
+    let shutting_down = CancellationToken::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    let result = loop {
+        let acquired = tokio::select! {
+            lease = leases.acquire(&config.consumer.consumer, &shutting_down) => lease,
+            _ = &mut shutdown => None,
         };
-        workers.spawn(ingest.run(stop.clone()));
-    }
-    // The first worker to end (stopped, or its consumer gone) ends them all;
-    // each finishes the batch it is storing before it returns.
-    let mut result = tokio::select! {
-        ended = workers.join_next() => flatten(ended),
-        _ = shutdown => Ok(()),
-    };
-    stop.cancel();
-    while let Some(ended) = workers.join_next().await {
-        if result.is_ok() {
-            result = flatten(Some(ended));
+        let Some(lease) = acquired else {
+            break Ok(());
+        };
+        stats.active.store(1, Relaxed);
+        tracing::info!(consumer = %config.consumer.consumer, streams = consumers.len(), workers = config.workers, "collecting election reports");
+        let (lost, release) = (CancellationToken::new(), CancellationToken::new());
+        let validity = lease.validity();
+        let keeper = tokio::spawn(lease.keep(lost.clone(), release.clone()));
+        let stop = CancellationToken::new();
+        let mut workers = tokio::task::JoinSet::new();
+        for consumer in &consumers {
+            for _ in 0..config.workers {
+                let ingest = ingest::Ingest {
+                    consumer: consumer.clone(),
+                    store: store.clone(),
+                    stats: stats.clone(),
+                    progress: progress.clone(),
+                    batch_size: config.batch_size,
+                    batch_bytes,
+                    batch_wait: config.batch_wait,
+                    lease: validity.clone(),
+                };
+                workers.spawn(ingest.run(stop.clone()));
+            }
         }
-    }
+        // A worker that ends (stopped, its lease lapsed, or its consumer
+        // gone) ends them all; each finishes the batch it is storing first,
+        // and the lease is released only once none is writing.
+        let (mut result, stopping) = tokio::select! {
+            ended = workers.join_next() => (flatten(ended), false),
+            _ = lost.cancelled() => (Ok(()), false),
+            _ = &mut shutdown => (Ok(()), true),
+        };
+        stop.cancel();
+        while let Some(ended) = workers.join_next().await {
+            if result.is_ok() {
+                result = flatten(Some(ended));
+            }
+        }
+        release.cancel();
+        let _ = keeper.await;
+        stats.active.store(0, Relaxed);
+        if stopping || result.is_err() {
+            shutting_down.cancel();
+            break result;
+        }
+        // The lease lapsed or was taken over: stand by for it again.
+    };
     for task in background {
         task.abort();
     }

@@ -74,7 +74,11 @@ pub struct CandidateRow {
 
 #[derive(Debug, Clone, Row, Serialize, PartialEq)]
 pub struct DeadLetterRow {
+    /// The message's sequence in `stream`: with it, the dead letter's key
+    /// (a redelivered message is dead-lettered once).
     pub stream_seq: u64,
+    /// The regional stream it came from.
+    pub stream: String,
     pub first_seen: u32,
     pub subject: String,
     pub reason: String,

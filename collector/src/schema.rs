@@ -83,6 +83,10 @@ impl ServerVersion {
 pub struct Migration {
     pub version: u32,
     pub name: &'static str,
+    /// A query answering 1 when the database already has what the
+    /// statements make (a newer earlier migration made it so on a fresh
+    /// database): the migration is then recorded without running them.
+    pub done_when: Option<&'static str>,
     pub statements: &'static [&'static str],
 }
 
@@ -90,6 +94,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
         name: "elections and candidates",
+        done_when: None,
         statements: &[
             "CREATE TABLE IF NOT EXISTS rp_elections (
                 report_id FixedString(16),
@@ -161,18 +166,23 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 2,
         name: "dead letters",
+        done_when: None,
+        // Keyed by stream and sequence since migration 12 (which gives a
+        // database made before it the same shape).
         statements: &["CREATE TABLE IF NOT EXISTS rp_dead_letters (
                 stream_seq UInt64,
+                stream String,
                 first_seen DateTime,
                 subject String,
                 reason String,
                 payload_hex String
             ) ENGINE = ReplacingMergeTree()
-            ORDER BY stream_seq"],
+            ORDER BY (stream_seq, stream)"],
     },
     Migration {
         version: 3,
         name: "per-minute rollups",
+        done_when: None,
         statements: &[
             "CREATE TABLE IF NOT EXISTS rp_rtt_minute (
                 minute DateTime,
@@ -230,6 +240,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 4,
         name: "per-hour rollups for long ranges",
+        done_when: None,
         statements: &[
             "CREATE TABLE IF NOT EXISTS rp_rtt_hour (
                 hour DateTime,
@@ -287,6 +298,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 5,
         name: "decision-time histogram per hour",
+        done_when: None,
         statements: &[
             "CREATE TABLE IF NOT EXISTS rp_decisions_hour (
                 hour DateTime,
@@ -313,6 +325,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 6,
         name: "per-day RTT rollup for month-long ranges",
+        done_when: None,
         statements: &[
             // UTC days (not `toStartOfDay`, which follows the server's time
             // zone), so the dashboard can tell which hours a day row covers.
@@ -347,6 +360,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 7,
         name: "per-day election counts and winner RTT for month-long ranges",
+        done_when: None,
         statements: &[
             // Only what the overview and outcomes read over whole days: no
             // decision-time or session states (each would cost every insert).
@@ -376,6 +390,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 8,
         name: "where the per-day rollups are complete",
+        done_when: None,
         statements: &[
             // A per-day rollup fills from its creation on. On a database that
             // already had reports, the days before (and the day it was made
@@ -404,6 +419,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 9,
         name: "later elections by trigger and rule per hour",
+        done_when: None,
         statements: &[
             // Why calls moved, for long ranges: only elections after the
             // initial one (a few percent), so it costs inserts little.
@@ -437,6 +453,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 10,
         name: "report keys: exactly once whatever time a copy arrives",
+        done_when: None,
         statements: &[
             // Filed by the report's own clock, so every copy finds its key;
             // holds the first copy's receive second, under which the store
@@ -463,12 +480,30 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 11,
         name: "privacy: no participant identity in telemetry",
+        done_when: None,
         // The peer id was an unkeyed hash of the user id and the session
         // id: a guessed user id could be confirmed against it, and the
         // session id already links a session's reports. Dropped with the
         // rows already stored.
         // (18.16 has no DROP COLUMN IF EXISTS: see `already_applied`.)
         statements: &["ALTER TABLE rp_elections DROP COLUMN peer_id"],
+    },
+    Migration {
+        version: 12,
+        name: "dead letters keyed by stream and sequence",
+        // A database made since has the column from migration 2: the only
+        // way to it on a cluster, whose replicated tables cannot change
+        // their key on 18.16.
+        done_when: Some(
+            "SELECT toUInt8(count() > 0) FROM system.columns WHERE database = currentDatabase() \
+             AND table IN ('rp_dead_letters', 'rp_dead_letters_local') AND name = 'stream'",
+        ),
+        // The collectors read every regional stream, whose sequences
+        // overlap: a dead letter is known by both. (Rows from before were
+        // all from the one central stream: their stream stays empty.)
+        statements: &["ALTER TABLE rp_dead_letters \
+            ADD COLUMN stream String AFTER stream_seq, \
+            MODIFY ORDER BY (stream_seq, stream)"],
     },
 ];
 
@@ -509,10 +544,12 @@ pub async fn migrate(client: &Client, layout: &Layout) -> anyhow::Result<u32> {
 /// Whether `statement` failed only because an earlier run, interrupted
 /// before it recorded its migration, already did it: a column to drop that
 /// is gone (code 44 on 18.16, 10 on current servers; the message is the
-/// same, also inside a cluster's per-server errors). Every other statement
-/// is written to be repeatable (`IF NOT EXISTS`).
+/// same, also inside a cluster's per-server errors), or one to add that is
+/// there. Every other statement is written to be repeatable (`IF NOT
+/// EXISTS`).
 fn already_applied(statement: &str, error: &str) -> bool {
     statement.contains(" DROP COLUMN ") && error.contains("Cannot find column")
+        || statement.contains(" ADD COLUMN ") && error.contains("already exists")
 }
 
 /// Applies the migrations newer than what the database has, up to `target`
@@ -535,7 +572,22 @@ pub async fn migrate_to(client: &Client, layout: &Layout, target: u32) -> anyhow
         .iter()
         .filter(|m| m.version > applied && m.version <= target)
     {
-        for single in migration.statements {
+        let in_place = match migration.done_when {
+            Some(done) => {
+                let present: u8 = client.query(done).fetch_one().await.map_err(|e| {
+                    anyhow::anyhow!("cannot check for migration {}: {e}", migration.version)
+                })?;
+                present == 1
+            }
+            None => false,
+        };
+        let statements = if in_place {
+            tracing::info!(version = migration.version, "already in place");
+            &[][..]
+        } else {
+            migration.statements
+        };
+        for single in statements {
             for statement in layout.statements(single)? {
                 match client.query(&statement).execute().await {
                     Ok(()) => {}

@@ -22,6 +22,8 @@ pub struct Stats {
     pub lag: AtomicU64,
     /// Messages delivered but not yet acknowledged.
     pub ack_pending: AtomicU64,
+    /// 1 while this process holds the lease and stores, 0 while it stands by.
+    pub active: AtomicU64,
 }
 
 impl Stats {
@@ -104,5 +106,14 @@ pub fn register_instruments(stats: Arc<Stats>) {
                 &[KeyValue::new("kind", "ack_pending")],
             );
         })
+        .build();
+    let s = stats.clone();
+    meter
+        .u64_observable_gauge("rallypoint.collector.active")
+        .with_unit("1")
+        .with_description(
+            "1 while this collector holds the lease and stores telemetry, 0 while it stands by",
+        )
+        .with_callback(move |o| o.observe(s.active.load(Relaxed), &[]))
         .build();
 }

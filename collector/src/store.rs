@@ -20,14 +20,11 @@
 //! only rows that passed this check ever reach them: every rollup counts each
 //! report once. The base tables are also `ReplacingMergeTree`s on
 //! (first receive second, report id) for the one case the check cannot see:
-//! two collectors storing copies of the same report at the same instant.
-//! Within one process the workers never do (`in_flight`). Across processes
-//! the same message is not handed out twice while its write lasts (`ingest`
-//! keeps it in progress), so it needs two *different* copies in flight at
-//! once — at least a duplicate window apart in the central stream, which
-//! happens only while collectors catch up on a backlog that long. That
-//! residue is stated, not solved: closing it needs a lock ClickHouse does
-//! not have.
+//! two writers storing copies of the same report at the same instant.
+//! Within one process the workers never do (`in_flight`), and only one
+//! process stores at a time (`lease`: ClickHouse has no lock to do it
+//! with). What is left is stated in `lease`: a write already under way when
+//! its process's lease lapses.
 //!
 //! Why a key table and not another sorting key for the base tables: the
 //! rollups' views and the dashboards read the base tables by receive time, a

@@ -39,6 +39,7 @@ async fn write_both(clustered: &Store, alone: &Store, rows: &[ReportRows], dead:
 fn dead_letter(stream_seq: u64, first_seen_ms: u64) -> DeadLetterRow {
     DeadLetterRow {
         stream_seq,
+        stream: "TELEMETRY_US_EAST".into(),
         first_seen: (first_seen_ms / 1000) as u32,
         subject: "telemetry.election.us-east".into(),
         reason: "test".into(),

@@ -8,8 +8,17 @@ use serde_json::json;
 
 #[test]
 fn the_schema_and_rollups_work_on_modern_clickhouse() {
+    // A fresh database: migrations that only bring an older one to what an
+    // earlier migration now makes are skipped (`done_when`), as `migrate`
+    // does; they are parsed.
     let ddl: Vec<&str> = MIGRATIONS
         .iter()
+        .filter(|m| m.done_when.is_none())
+        .flat_map(|m| m.statements.iter().copied())
+        .collect();
+    let upgrades: Vec<&str> = MIGRATIONS
+        .iter()
+        .filter(|m| m.done_when.is_some())
         .flat_map(|m| m.statements.iter().copied())
         .collect();
     let ttl: Vec<String> = RETAINED_TABLES
@@ -30,6 +39,7 @@ fn the_schema_and_rollups_work_on_modern_clickhouse() {
         .expect("the report-key migration")
         .statements[1];
     let spec = json!({
+        "parse": upgrades,
         "ddl": ddl,
         "ttl": ttl,
         "seed": [

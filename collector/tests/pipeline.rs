@@ -1,6 +1,6 @@
 //! Election telemetry end to end, with real parts only: clients → relays in
-//! both regions (validation, enrichment) → regional JetStream streams → the
-//! central stream → collector → ClickHouse 18.16.
+//! both regions (validation, enrichment) → regional JetStream streams →
+//! collector → ClickHouse 18.16.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -408,28 +408,34 @@ async fn admin_jetstream(stack: &Stack) -> async_nats::jetstream::Context {
     async_nats::jetstream::new(nats)
 }
 
-/// Waits until the central stream has sourced everything the regional
-/// streams hold and the collector has acknowledged all of it.
+/// Waits until the collector has acknowledged everything every regional
+/// stream holds.
 async fn drained(stack: &Stack) {
     let js = admin_jetstream(stack).await;
     let deadline = Instant::now() + Duration::from_secs(90);
     let mut quiet_checks = 0;
     loop {
-        let mut stream = js.get_stream("TELEMETRY").await.unwrap();
-        let info = stream.info().await.unwrap().clone();
-        let sourced = info.sources.iter().all(|s| s.lag == 0);
-        let consumer_info = stream
-            .get_consumer::<async_nats::jetstream::consumer::pull::Config>("collector")
-            .await
-            .unwrap()
-            .info()
-            .await
-            .unwrap()
-            .clone();
-        let consumed = consumer_info.num_pending == 0
-            && consumer_info.num_ack_pending == 0
-            && consumer_info.ack_floor.stream_sequence == info.state.last_sequence;
-        quiet_checks = if sourced && consumed {
+        let mut behind = Vec::new();
+        for region in ["us-east", "singapore"] {
+            let name = rallypoint_collector::streams::regional_stream(region);
+            let mut stream = js.get_stream(&name).await.unwrap();
+            let last = stream.info().await.unwrap().state.last_sequence;
+            let consumer = stream
+                .get_consumer::<async_nats::jetstream::consumer::pull::Config>("collector")
+                .await
+                .unwrap()
+                .info()
+                .await
+                .unwrap()
+                .clone();
+            let consumed = consumer.num_pending == 0
+                && consumer.num_ack_pending == 0
+                && consumer.ack_floor.stream_sequence == last;
+            if !consumed {
+                behind.push(format!("{name}: last {last}, consumer {consumer:?}"));
+            }
+        }
+        quiet_checks = if behind.is_empty() {
             quiet_checks + 1
         } else {
             0
@@ -439,9 +445,7 @@ async fn drained(stack: &Stack) {
         }
         assert!(
             Instant::now() < deadline,
-            "telemetry not drained: sources {:?}, consumer {consumer_info:?}, stream {:?}",
-            info.sources,
-            info.state
+            "telemetry not drained: {behind:#?}"
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -727,6 +731,50 @@ async fn the_regional_stream_leader_killed_during_a_burst_loses_and_doubles_noth
         "a new leader took over: {after:?}"
     );
     drained(&stack).await;
+    counted_once(&stack, N).await;
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_through_both_regions_at_once_are_counted_once_with_two_collectors() {
+    const N: u64 = 2000;
+    let dir = tempfile::tempdir().unwrap();
+    let mut stack = stack(dir.path(), Vec::new(), Vec::new()).await;
+    stack.add_collector().await.unwrap();
+    let mut generator = ReportGenerator::new(stack.candidates(), 33, false);
+    let reports: Vec<ElectionReport> = (0..N).map(|_| generator.next_report()).collect();
+    let identity = || {
+        ClientIdentity::new(
+            stack
+                .issuer
+                .mint("lobby", "twice", "Twice", Duration::from_secs(600)),
+        )
+    };
+    // Every report through each region, both at once.
+    let (through_us, through_sg) = tokio::join!(
+        deliver_all(
+            websocket_candidates(&stack, Some("us-east")),
+            identity(),
+            reports.clone(),
+            Arc::default()
+        ),
+        deliver_all(
+            websocket_candidates(&stack, Some("singapore")),
+            identity(),
+            reports,
+            Arc::default()
+        )
+    );
+    eprintln!("{through_us:?} {through_sg:?}");
+    drained(&stack).await;
+    let stats = [
+        stack.collectors[0].stats().await.unwrap(),
+        stack.collectors[1].stats().await.unwrap(),
+    ];
+    eprintln!(
+        "stored by each collector: {} and {}",
+        stats[0]["elections_stored"], stats[1]["elections_stored"]
+    );
     counted_once(&stack, N).await;
     stack.stop().await;
 }

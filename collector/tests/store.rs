@@ -279,6 +279,7 @@ async fn retention_removes_what_is_past_the_period_and_nothing_newer() {
     let fresh = batch(&mut generator, 30, now_ms - DAY_MS, 60);
     let dead = |seq: u64, age_days: u64| rallypoint_collector::rows::DeadLetterRow {
         stream_seq: seq,
+        stream: "TELEMETRY_US_EAST".into(),
         first_seen: ((now_ms - age_days * DAY_MS) / 1000) as u32,
         subject: "telemetry.election.us-east".into(),
         reason: "test".into(),
@@ -346,20 +347,23 @@ async fn no_participant_identity_is_stored() {
         );
     }
     // A setup interrupted after dropping the column but before recording
-    // migration 11 runs it again without failing.
+    // migration 11 (and so the ones after) runs them again without failing.
     server
-        .query("ALTER TABLE rp_schema_migrations DELETE WHERE version = 11")
+        .query("ALTER TABLE rp_schema_migrations DELETE WHERE version >= 11")
         .await
         .unwrap();
     let started = std::time::Instant::now();
-    while schema::applied_version(store.client()).await.unwrap() == 11 {
+    while schema::applied_version(store.client()).await.unwrap() >= 11 {
         assert!(started.elapsed() < std::time::Duration::from_secs(30));
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     schema::migrate(store.client(), &store.layout)
         .await
         .unwrap();
-    assert_eq!(schema::applied_version(store.client()).await.unwrap(), 11);
+    assert_eq!(
+        schema::applied_version(store.client()).await.unwrap(),
+        schema::latest_version()
+    );
 }
 
 /// Every rollup's counts per time bucket, as text: `countMerge` of count
@@ -488,4 +492,88 @@ async fn rebuilding_rollups_restores_exactly_what_the_views_built() {
     );
     refused(&["--from", "2026-13-01", "--to", &last], "not a day");
     assert_eq!(rollup_counts(&server).await, built);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_known_by_stream_and_sequence() {
+    let (_dir, clickhouse, store) = fresh_store().await;
+    // Each regional stream numbers its messages from 1: the same sequence
+    // in two streams is two dead letters; a redelivery of one is the same.
+    let dead = |stream: &str| rallypoint_collector::rows::DeadLetterRow {
+        stream_seq: 7,
+        stream: stream.into(),
+        first_seen: (now_ms() / 1000) as u32,
+        subject: "telemetry.election.x".into(),
+        reason: "test".into(),
+        payload_hex: "00".into(),
+    };
+    let letters = [dead("TELEMETRY_US_EAST"), dead("TELEMETRY_SINGAPORE")];
+    store.write(&[], &letters).await.unwrap();
+    store.write(&[], &letters[..1]).await.unwrap();
+    clickhouse
+        .query("OPTIMIZE TABLE rp_dead_letters FINAL")
+        .await
+        .unwrap();
+    assert_eq!(
+        clickhouse
+            .count("SELECT count() FROM rp_dead_letters")
+            .await
+            .unwrap(),
+        2
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_databases_dead_letters_are_rekeyed_by_stream_and_keep_their_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ClickHouseServer::start(dir.path()).await.unwrap();
+    let client = raw_client(&server);
+    // The dead-letter table as migration 2 made it before migration 12.
+    server
+        .query(
+            "CREATE TABLE rp_dead_letters (stream_seq UInt64, first_seen DateTime, \
+             subject String, reason String, payload_hex String) \
+             ENGINE = ReplacingMergeTree() ORDER BY stream_seq",
+        )
+        .await
+        .unwrap();
+    server
+        .query("INSERT INTO rp_dead_letters VALUES (7, now(), 'telemetry.election.us-east', 'old', '00')")
+        .await
+        .unwrap();
+    assert_eq!(
+        schema::migrate_to(&client, &Layout::Single, 11)
+            .await
+            .unwrap(),
+        11
+    );
+    let key = "SELECT sorting_key FROM system.tables \
+               WHERE database = currentDatabase() AND name = 'rp_dead_letters'";
+    assert_eq!(server.query(key).await.unwrap().trim(), "stream_seq");
+
+    let store = server.admin_store(90).await.unwrap();
+    assert_eq!(
+        server.query(key).await.unwrap().trim(),
+        "stream_seq, stream"
+    );
+    let letter = rallypoint_collector::rows::DeadLetterRow {
+        stream_seq: 7,
+        stream: "TELEMETRY_SINGAPORE".into(),
+        first_seen: (now_ms() / 1000) as u32,
+        subject: "telemetry.election.singapore".into(),
+        reason: "new".into(),
+        payload_hex: "00".into(),
+    };
+    store.write(&[], &[letter]).await.unwrap();
+    server
+        .query("OPTIMIZE TABLE rp_dead_letters FINAL")
+        .await
+        .unwrap();
+    assert_eq!(
+        server
+            .query("SELECT stream, reason FROM rp_dead_letters ORDER BY reason")
+            .await
+            .unwrap(),
+        "TELEMETRY_SINGAPORE\tnew\n\told\n"
+    );
 }

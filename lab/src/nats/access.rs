@@ -63,6 +63,11 @@ impl NatsRole {
                     "$JS.API.CONSUMER.INFO.*.*",
                     "$JS.API.CONSUMER.MSG.NEXT.*.*",
                     "$JS.ACK.>",
+                    // The collector lease (collector/src/lease.rs): its key's
+                    // updates, and reading it back.
+                    "$KV.RALLYPOINT_COLLECTORS.>",
+                    "$JS.API.DIRECT.GET.KV_RALLYPOINT_COLLECTORS.>",
+                    "$JS.API.STREAM.MSG.GET.KV_RALLYPOINT_COLLECTORS",
                 ]),
                 subscribe: vec![inbox],
             },
