@@ -126,6 +126,24 @@ else
 fi
 kill "$relay_pid" 2>/dev/null || true
 
+# --- collector: alive at once, not ready until ClickHouse and setup are there --
+image="$registry/rallypoint-collector:$tag"
+port="$(free_port)"
+EXTRA_ENV="RUST_LOG=info" \
+  in_image "$work/rallypoint-collector" "$image" --nats-urls "nats://127.0.0.1:$nats_port" \
+  --regions smoke:1 --clickhouse-url "http://127.0.0.1:$(free_port)" \
+  --http-listen "127.0.0.1:$port" >"$work/collector.log" 2>&1 &
+collector_pid=$!; pids+=("$collector_pid")
+if wait_http "http://127.0.0.1:$port/healthz" 30 "$collector_pid"; then
+  ok "rallypoint-collector answers /healthz (NATS at 127.0.0.1:$nats_port, no ClickHouse)"
+  readyz="$(curl -sS --max-time 2 -w ' %{http_code}' "http://127.0.0.1:$port/readyz" 2>&1)"
+  [[ "$readyz" == starting*503 ]] && ok "rallypoint-collector says it is starting (/readyz 503)" \
+    || bad "rallypoint-collector /readyz: ${readyz:-no answer} (want 503, starting)"
+else
+  bad "rallypoint-collector did not answer /healthz within 30 s; its log: $(tail -20 "$work/collector.log")"
+fi
+kill "$collector_pid" 2>/dev/null || true
+
 # --- dashboard --------------------------------------------------------------
 image="$registry/rallypoint-dashboard:$tag"
 port="$(free_port)"

@@ -165,13 +165,17 @@ pub struct SetupConfig {
     #[command(flatten)]
     pub consumer: ConsumerName,
 
-    #[command(flatten)]
-    pub lease: LeaseLayout,
-
     /// ClickHouse as its administrator (`--clickhouse-*`): schema
     /// migrations, the retention TTL.
     #[command(flatten)]
     pub clickhouse: ClickHouseArgs,
+
+    /// How long the collector lease outlives its holder (see `lease`; the
+    /// bucket lives with the central stream): a standby collector takes
+    /// over within this of the active one dying, at once when it stops
+    /// cleanly.
+    #[arg(long, env = "RALLYPOINT_LEASE_TTL", default_value = "10s", value_parser = parse_duration)]
+    pub lease_ttl: Duration,
 
     /// Keep reports and dead letters this many days: a TTL where the server
     /// has one; on servers without (18.16), each `setup` run drops the
@@ -181,22 +185,22 @@ pub struct SetupConfig {
     pub retention_days: u32,
 }
 
-/// The regions whose relays publish telemetry, each into a stream of its
-/// own that the collectors consume.
-#[derive(Debug, Clone, clap::Args)]
-pub struct TelemetryRegions {
-    /// Regions whose relays publish telemetry, with the JetStream replicas of
-    /// their regional stream: `us-east:3,singapore:1`. Each regional stream is
-    /// placed in its region's cluster; the collectors consume them all.
-    #[arg(long, env = "RALLYPOINT_TELEMETRY_REGIONS", value_delimiter = ',', value_parser = parse_region, required = true)]
-    pub regions: Vec<(String, usize)>,
-}
-
 /// Where telemetry is stored in JetStream.
 #[derive(Debug, Clone, clap::Args)]
 pub struct StreamLayout {
-    #[command(flatten)]
-    pub regions: TelemetryRegions,
+    /// Regions whose relays publish telemetry, with the JetStream replicas of
+    /// their regional stream: `us-east:3,singapore:1`. Each regional stream is
+    /// placed in its region's cluster; the central stream sources them all.
+    #[arg(long, env = "RALLYPOINT_TELEMETRY_REGIONS", value_delimiter = ',', value_parser = parse_region, required = true)]
+    pub regions: Vec<(String, usize)>,
+
+    /// Cluster (region) that holds the central stream, next to ClickHouse.
+    #[arg(long, env = "RALLYPOINT_CENTRAL_REGION", default_value = "us-east")]
+    pub central_region: String,
+
+    /// Replicas of the central stream.
+    #[arg(long, env = "RALLYPOINT_CENTRAL_REPLICAS", default_value_t = 3)]
+    pub central_replicas: usize,
 
     /// How long JetStream drops a report id seen before (a client resending
     /// through another region). Copies after it are caught by the store.
@@ -204,10 +208,14 @@ pub struct StreamLayout {
     pub duplicate_window: Duration,
 
     /// Most bytes each regional telemetry stream holds (oldest dropped first).
-    /// Every JetStream server of a region reserves it: keep it within
-    /// `max_file_store`.
-    #[arg(long, env = "RALLYPOINT_REGIONAL_MAX_BYTES", default_value = "2GiB", value_parser = parse_bytes)]
+    /// Every JetStream server of a region reserves it, plus the central
+    /// stream's in the central region: keep both within `max_file_store`.
+    #[arg(long, env = "RALLYPOINT_REGIONAL_MAX_BYTES", default_value = "1GiB", value_parser = parse_bytes)]
     pub regional_max_bytes: u64,
+
+    /// Most bytes the central telemetry stream holds (oldest dropped first).
+    #[arg(long, env = "RALLYPOINT_CENTRAL_MAX_BYTES", default_value = "2GiB", value_parser = parse_bytes)]
+    pub central_max_bytes: u64,
 
     /// Largest message a telemetry stream accepts: the largest valid report
     /// (a 64 KiB client frame) plus the relay's enrichment.
@@ -226,44 +234,22 @@ impl StreamLayout {
         let bounds = crate::streams::StreamBounds {
             duplicate_window: self.duplicate_window,
             regional_max_bytes: bytes("--regional-max-bytes", self.regional_max_bytes)?,
+            central_max_bytes: bytes("--central-max-bytes", self.central_max_bytes)?,
             max_msg_size,
         };
-        if bounds.regional_max_bytes < i64::from(max_msg_size) {
-            anyhow::bail!(
-                "--regional-max-bytes {} is smaller than --max-msg-size {max_msg_size}",
-                bounds.regional_max_bytes
-            );
+        for (flag, value) in [
+            ("--regional-max-bytes", bounds.regional_max_bytes),
+            ("--central-max-bytes", bounds.central_max_bytes),
+        ] {
+            if value < i64::from(max_msg_size) {
+                anyhow::bail!("{flag} {value} is smaller than --max-msg-size {max_msg_size}");
+            }
         }
         if self.duplicate_window.is_zero() {
             anyhow::bail!("--duplicate-window must be longer than zero");
         }
         Ok(bounds)
     }
-}
-
-/// Where the collector lease lives (see `lease`): next to the collectors.
-#[derive(Debug, Clone, clap::Args)]
-pub struct LeaseLayout {
-    /// Cluster (region) of the lease bucket: where the collectors run.
-    #[arg(
-        long = "lease-region",
-        env = "RALLYPOINT_LEASE_REGION",
-        required = true
-    )]
-    pub region: String,
-
-    /// Replicas of the lease bucket (at most that region's JetStream servers).
-    #[arg(
-        long = "lease-replicas",
-        env = "RALLYPOINT_LEASE_REPLICAS",
-        default_value_t = 3
-    )]
-    pub replicas: usize,
-
-    /// How long a lease outlives its holder: a standby collector takes over
-    /// within this of the active one dying (at once when it stops cleanly).
-    #[arg(long = "lease-ttl", env = "RALLYPOINT_LEASE_TTL", default_value = "10s", value_parser = parse_duration)]
-    pub ttl: Duration,
 }
 
 /// The durable consumer all collectors share.
@@ -277,14 +263,10 @@ pub struct ConsumerName {
 /// How one collector process runs.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CollectorConfig {
-    /// NATS of any region (`--nats-*`; every region's stream is reached
-    /// through the super-cluster), with the collector's credentials.
+    /// NATS of any region (`--nats-*`; the central stream is reached through
+    /// the super-cluster), with the collector's credentials.
     #[command(flatten)]
     pub nats: NatsArgs,
-
-    /// The regional streams to consume (the replicas are `setup`'s).
-    #[command(flatten)]
-    pub regions: TelemetryRegions,
 
     #[command(flatten)]
     pub consumer: ConsumerName,
@@ -302,11 +284,10 @@ pub struct CollectorConfig {
     #[arg(long, env = "RALLYPOINT_BATCH_BYTES", default_value = "16MiB", value_parser = parse_bytes)]
     pub batch_bytes: u64,
 
-    /// Batches in flight at once per regional stream in this process, each
-    /// pulled, stored and acknowledged on its own: while one batch waits for
-    /// ClickHouse, the next is already being pulled and decoded. Memory
-    /// stays bounded by `regions × workers × batch-bytes` (a few times that
-    /// once decoded).
+    /// Batches in flight at once in this process, each pulled, stored and
+    /// acknowledged on its own: while one batch waits for ClickHouse, the
+    /// next is already being pulled and decoded. Memory stays bounded by
+    /// `workers × batch-bytes` (a few times that once decoded).
     #[arg(long, env = "RALLYPOINT_COLLECTOR_WORKERS", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub workers: u16,
 

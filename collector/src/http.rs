@@ -1,8 +1,11 @@
-//! `/healthz` (process up), `/readyz` (ClickHouse reachable, and no batch
-//! waiting past `--stuck-after`: see `progress`), `/stats` (counters),
-//! `/metrics` (the same counters and the stream lag, Prometheus text format).
+//! `/healthz` (process up), `/readyz` (started — ClickHouse, the consumers
+//! and the lease bucket found — ClickHouse reachable, and no batch waiting
+//! past `--stuck-after`: see `progress`), `/stats` (counters), `/metrics`
+//! (the same counters and the stream lag, Prometheus text format). Served
+//! from the start, so a collector waiting for its dependencies is alive
+//! (not restarted) and says what it waits for.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::extract::State;
@@ -18,7 +21,8 @@ use crate::store::Store;
 #[derive(Clone)]
 pub struct Shared {
     pub stats: Arc<Stats>,
-    pub store: Arc<Store>,
+    /// Set once the collector has everything it needs to start.
+    pub store: Arc<OnceLock<Arc<Store>>>,
     pub progress: Arc<Progress>,
     pub stuck_after: Duration,
 }
@@ -29,7 +33,15 @@ pub fn router(shared: Shared) -> Router {
         .route(
             "/readyz",
             get(|State(s): State<Shared>| async move {
-                if !s.store.ping().await {
+                let Some(store) = s.store.get() else {
+                    return (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "starting: waiting for ClickHouse, the JetStream consumers and the lease \
+                         bucket (see the log; has `rallypoint-collector setup` run?)"
+                            .into(),
+                    );
+                };
+                if !store.ping().await {
                     return (
                         StatusCode::SERVICE_UNAVAILABLE,
                         "ClickHouse unreachable".into(),

@@ -404,22 +404,17 @@ fn dead_letter(message: &jetstream::Message, reason: String) -> DeadLetterRow {
     }
 }
 
-/// Keeps the lag (messages not yet delivered) and the messages delivered
-/// but not acknowledged, summed over the regional streams' consumers.
-pub async fn watch_lag(mut consumers: Vec<jetstream::consumer::PullConsumer>, stats: Arc<Stats>) {
+/// Keeps `lag` and `ack_pending` current.
+pub async fn watch_lag(mut consumer: jetstream::consumer::PullConsumer, stats: Arc<Stats>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
-        let (mut lag, mut ack_pending) = (0, 0);
-        for consumer in &mut consumers {
-            // A region out of reach is left out of the sum for this tick.
-            if let Ok(info) = consumer.info().await {
-                lag += info.num_pending;
-                ack_pending += info.num_ack_pending as u64;
-            }
+        if let Ok(info) = consumer.info().await {
+            stats.lag.store(info.num_pending, Relaxed);
+            stats
+                .ack_pending
+                .store(info.num_ack_pending as u64, Relaxed);
         }
-        stats.lag.store(lag, Relaxed);
-        stats.ack_pending.store(ack_pending, Relaxed);
     }
 }
 

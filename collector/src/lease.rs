@@ -1,13 +1,15 @@
 //! One active collector at a time.
 //!
-//! Copies of one report can arrive through two regions' streams at once (a
-//! client resending after a failover). Within a process the workers never
+//! Copies of one report reach the collectors as two messages when they
+//! arrive more than a duplicate window apart (a client resending through
+//! another region after a long outage). Within a process the workers never
 //! store two copies at once (`in_flight`); two processes could — both find
-//! no key, both insert, and every rollup counts the report twice (measured:
-//! 95 of 2 000 reports sent through both regions at once, with two
-//! collectors and no lease). ClickHouse has no lock to prevent it, so the
+//! no key, both insert, and every rollup counts the report twice. Measured
+//! without the lease: two collectors draining a backlog that held two such
+//! copies of 2 000 reports stored 496 of them twice
+//! (`tests/pipeline.rs`). ClickHouse has no lock to prevent it, so the
 //! processes take turns: a lease in a NATS key-value bucket ([`BUCKET`], one
-//! key per consumer name). The active collector renews it every quarter of
+//! key per consumer name, next to the central stream). The active collector renews it every quarter of
 //! the bucket's `max_age` (its TTL: an entry not renewed expires); the others
 //! wait, ready, and one takes over once it has expired — within a TTL of the
 //! active one dying, at once when it stops cleanly (it deletes the key). One

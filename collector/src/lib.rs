@@ -1,6 +1,6 @@
 //! The rallypoint collector: election reports from JetStream into ClickHouse.
 //!
-//! * [`streams`] — the regional streams the collectors consume;
+//! * [`streams`] — the regional streams and the central stream that sources them;
 //! * [`rows`] — a message to rows, or a dead letter with a reason;
 //! * [`store`] — exactly-once writes to ClickHouse, by report id;
 //! * [`keys`] — which reports are stored, filed by the report's own clock;
@@ -86,44 +86,45 @@ pub async fn setup(config: SetupConfig) -> anyhow::Result<()> {
         );
     }
     let deadline = Duration::from_secs(60);
-    let regions = &config.layout.regions.regions;
     let work = async {
+        let layout = &config.layout;
         // Right after the servers start, the meta group may still be electing
-        // its leader, and a new stream its own: try again a while.
-        let streams = retry("JetStream streams", || {
-            streams::ensure(&js, regions, &bounds)
+        // its leader, and a new central stream its own: try again a while.
+        let stream = retry("JetStream streams", || {
+            streams::ensure(
+                &js,
+                &layout.regions,
+                &layout.central_region,
+                layout.central_replicas,
+                &bounds,
+            )
         })
         .await;
-        for stream in &streams {
-            retry("JetStream consumer", || {
-                streams::consumer(stream, &config.consumer.consumer)
-            })
-            .await;
-        }
-        retry("retiring the central stream", || {
-            streams::retire_central(&js)
+        retry("JetStream consumer", || {
+            streams::consumer(&stream, &config.consumer.consumer)
         })
         .await;
         retry("the collector lease bucket", || {
             lease::ensure_bucket(
                 &js,
-                &config.lease.region,
-                config.lease.replicas,
-                config.lease.ttl,
+                &layout.central_region,
+                layout.central_replicas,
+                config.lease_ttl,
             )
         })
         .await;
     };
     tokio::time::timeout(deadline, work).await.map_err(|_| {
         anyhow::anyhow!(
-            "setup did not finish within {deadline:?}: is JetStream up in every region's cluster and are these admin credentials?"
+            "setup did not finish within {deadline:?}: is JetStream up in cluster {} and are these admin credentials?",
+            config.layout.central_region
         )
     })?;
     nats.flush().await.ok();
     tracing::info!(
-        regions = regions.len(),
+        stream = streams::CENTRAL_STREAM,
         consumer = %config.consumer.consumer,
-        "telemetry streams and consumers are set up"
+        "telemetry streams and consumer are set up"
     );
     Ok(())
 }
@@ -139,36 +140,51 @@ pub async fn run(
     let nats = rallypoint_service::nats::connect(&config.nats, COLLECTOR_IDENTITY).await?;
     let js = async_nats::jetstream::new(nats.clone());
 
-    let store = Arc::new(retry("ClickHouse", || Store::connect(&config.clickhouse)).await);
-    // The streams, consumers and lease bucket are `setup`'s to make; until
-    // it has run (a Job next to this Deployment, say), wait and say so.
-    let consumers = retry("JetStream consumers", || {
-        streams::open_consumers(&js, &config.regions.regions, &config.consumer.consumer)
-    })
-    .await;
-    let leases = retry("the collector lease bucket", || lease::Leases::open(&js)).await;
-
     let stats = Arc::new(Stats::default());
     stats::register_instruments(stats.clone());
     let progress = Arc::new(progress::Progress::default());
+    let started = Arc::new(std::sync::OnceLock::new());
     let listener = tokio::net::TcpListener::bind(config.http_listen)
         .await
         .with_context(|| format!("cannot listen on --http-listen {}", config.http_listen))?;
     let router = http::router(http::Shared {
         stats: stats.clone(),
-        store: store.clone(),
+        store: started.clone(),
         progress: progress.clone(),
         stuck_after: config.stuck_after,
     });
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+
+    let mut shutdown = std::pin::pin!(shutdown);
+    let dependencies = async {
+        let store = Arc::new(retry("ClickHouse", || Store::connect(&config.clickhouse)).await);
+        // The streams, the consumer and the lease bucket are `setup`'s to make;
+        // until it has run (a Job next to this Deployment, say), wait and
+        // say so.
+        let consumer = retry("JetStream consumer", || {
+            streams::open_consumer(&js, &config.consumer.consumer)
+        })
+        .await;
+        let leases = retry("the collector lease bucket", || lease::Leases::open(&js)).await;
+        (store, consumer, leases)
+    };
+    let (store, consumer, leases) = tokio::select! {
+        ready = dependencies => ready,
+        _ = &mut shutdown => {
+            server.abort();
+            tracing::info!("collector stopped before it started");
+            return Ok(());
+        }
+    };
+    let _ = started.set(store.clone());
     let background = vec![
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, router).await;
-        }),
-        tokio::spawn(ingest::watch_lag(consumers.clone(), stats.clone())),
+        server,
+        tokio::spawn(ingest::watch_lag(consumer.clone(), stats.clone())),
     ];
 
     let shutting_down = CancellationToken::new();
-    let mut shutdown = std::pin::pin!(shutdown);
     let result = loop {
         let acquired = tokio::select! {
             lease = leases.acquire(&config.consumer.consumer, &shutting_down) => lease,
@@ -178,26 +194,24 @@ pub async fn run(
             break Ok(());
         };
         stats.active.store(1, Relaxed);
-        tracing::info!(consumer = %config.consumer.consumer, streams = consumers.len(), workers = config.workers, "collecting election reports");
+        tracing::info!(consumer = %config.consumer.consumer, workers = config.workers, "collecting election reports");
         let (lost, release) = (CancellationToken::new(), CancellationToken::new());
         let validity = lease.validity();
         let keeper = tokio::spawn(lease.keep(lost.clone(), release.clone()));
         let stop = CancellationToken::new();
         let mut workers = tokio::task::JoinSet::new();
-        for consumer in &consumers {
-            for _ in 0..config.workers {
-                let ingest = ingest::Ingest {
-                    consumer: consumer.clone(),
-                    store: store.clone(),
-                    stats: stats.clone(),
-                    progress: progress.clone(),
-                    batch_size: config.batch_size,
-                    batch_bytes,
-                    batch_wait: config.batch_wait,
-                    lease: validity.clone(),
-                };
-                workers.spawn(ingest.run(stop.clone()));
-            }
+        for _ in 0..config.workers {
+            let ingest = ingest::Ingest {
+                consumer: consumer.clone(),
+                store: store.clone(),
+                stats: stats.clone(),
+                progress: progress.clone(),
+                batch_size: config.batch_size,
+                batch_bytes,
+                batch_wait: config.batch_wait,
+                lease: validity.clone(),
+            };
+            workers.spawn(ingest.run(stop.clone()));
         }
         // A worker that ends (stopped, its lease lapsed, or its consumer
         // gone) ends them all; each finishes the batch it is storing first,

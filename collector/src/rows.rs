@@ -77,7 +77,8 @@ pub struct DeadLetterRow {
     /// The message's sequence in `stream`: with it, the dead letter's key
     /// (a redelivered message is dead-lettered once).
     pub stream_seq: u64,
-    /// The regional stream it came from.
+    /// The stream it came from (its sequences start again at 1 when it is
+    /// made anew).
     pub stream: String,
     pub first_seen: u32,
     pub subject: String,

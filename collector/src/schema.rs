@@ -498,9 +498,10 @@ pub const MIGRATIONS: &[Migration] = &[
             "SELECT toUInt8(count() > 0) FROM system.columns WHERE database = currentDatabase() \
              AND table IN ('rp_dead_letters', 'rp_dead_letters_local') AND name = 'stream'",
         ),
-        // The collectors read every regional stream, whose sequences
-        // overlap: a dead letter is known by both. (Rows from before were
-        // all from the one central stream: their stream stays empty.)
+        // A sequence alone merged two dead letters when the stream was made
+        // anew (its sequences start at 1 again) or another stream was read:
+        // a dead letter is known by both. (Rows from before keep an empty
+        // stream.)
         statements: &["ALTER TABLE rp_dead_letters \
             ADD COLUMN stream String AFTER stream_seq, \
             MODIFY ORDER BY (stream_seq, stream)"],

@@ -16,9 +16,10 @@ use rallypoint_protocol::{encode, hex};
 
 /// The longest text field a report may carry (`telemetry::validate`).
 const MAX_TEXT: usize = 512;
-/// The streams' bound here: a backlog of 12 000 of the largest reports
+/// The streams' bounds here: a backlog of 12 000 of the largest reports
 /// (about 250 MB) must fit without the oldest being discarded.
 const REGIONAL_MAX_BYTES: i64 = 768 << 20;
+const CENTRAL_MAX_BYTES: i64 = 1 << 30;
 
 /// A valid report as large as a client may send: the most candidates, each
 /// with the longest endpoint, and the longest reason.
@@ -79,10 +80,11 @@ impl Backlog {
         let bounds = StreamBounds {
             duplicate_window: Duration::from_secs(600),
             regional_max_bytes: REGIONAL_MAX_BYTES,
+            central_max_bytes: CENTRAL_MAX_BYTES,
             max_msg_size: 80 * 1024,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
-        while let Err(e) = streams::ensure(&js, &regions, &bounds).await {
+        while let Err(e) = streams::ensure(&js, &regions, "us-east", 3, &bounds).await {
             assert!(Instant::now() < deadline, "{e:#}");
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
@@ -157,6 +159,8 @@ impl Backlog {
         let setup_args = vec![
             "--regional-max-bytes".into(),
             format!("{}MiB", REGIONAL_MAX_BYTES >> 20),
+            "--central-max-bytes".into(),
+            format!("{}MiB", CENTRAL_MAX_BYTES >> 20),
         ];
         CollectorProcess::start(
             CollectorSpec {
@@ -164,8 +168,8 @@ impl Backlog {
                 nats: self.nats.access(NatsRole::Collector, "us-east"),
                 admin: self.nats.access(NatsRole::Admin, "us-east"),
                 regions: vec!["us-east:3".into(), "singapore:1".into()],
-                lease_region: "us-east".into(),
-                lease_replicas: 3,
+                central_region: "us-east".into(),
+                central_replicas: 3,
                 clickhouse,
                 clickhouse_admin: self.clickhouse.login(ClickHouseRole::Admin),
                 extra_args: args,

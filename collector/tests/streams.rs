@@ -1,17 +1,17 @@
 //! The telemetry streams on a real NATS super-cluster: created bounded,
-//! streams an older collector made brought to the bounds (and its central
-//! copy retired), and a message larger than the largest report refused at
-//! publish.
+//! streams an older collector made brought to the bounds, and a message
+//! larger than the largest report refused at publish.
 
 use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
-use rallypoint_collector::streams::{self, RETIRED_CENTRAL_STREAM, StreamBounds};
+use rallypoint_collector::streams::{self, CENTRAL_STREAM, StreamBounds};
 use rallypoint_lab::nats::{NatsRole, SuperCluster, SuperClusterSpec};
 
 const BOUNDS: StreamBounds = StreamBounds {
     duplicate_window: Duration::from_secs(90),
     regional_max_bytes: 64 << 20,
+    central_max_bytes: 128 << 20,
     max_msg_size: 80 * 1024,
 };
 
@@ -20,11 +20,11 @@ fn regions() -> Vec<(String, usize)> {
 }
 
 /// Retries while the JetStream meta group of a fresh super-cluster settles.
-async fn ensure(js: &jetstream::Context) -> Vec<stream::Stream> {
+async fn ensure(js: &jetstream::Context) -> stream::Stream {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        match streams::ensure(js, &regions(), &BOUNDS).await {
-            Ok(streams) => return streams,
+        match streams::ensure(js, &regions(), "us-east", 3, &BOUNDS).await {
+            Ok(central) => return central,
             Err(e) if tokio::time::Instant::now() < deadline => {
                 eprintln!("streams not ready yet: {e:#}");
                 tokio::time::sleep(Duration::from_millis(500)).await;
@@ -96,30 +96,8 @@ async fn streams_an_older_collector_made_are_bounded_and_oversized_reports_refus
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     assert_eq!(config(&js, "TELEMETRY_US_EAST").await.max_bytes, -1);
-    // ... and the central stream older setups made to copy it.
-    js.create_stream(stream::Config {
-        name: RETIRED_CENTRAL_STREAM.into(),
-        sources: Some(vec![stream::Source {
-            name: streams::regional_stream("us-east"),
-            ..Default::default()
-        }]),
-        placement: Some(stream::Placement {
-            cluster: Some("us-east".into()),
-            tags: Vec::new(),
-        }),
-        num_replicas: 3,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
 
-    assert_eq!(ensure(&js).await.len(), 2);
-    assert!(streams::retire_central(&js).await.unwrap());
-    assert!(
-        js.get_stream(RETIRED_CENTRAL_STREAM).await.is_err(),
-        "the central copy is gone"
-    );
-    assert!(!streams::retire_central(&js).await.unwrap(), "once");
+    ensure(&js).await;
     assert_bounded(
         &config(&js, "TELEMETRY_US_EAST").await,
         BOUNDS.regional_max_bytes,
@@ -128,6 +106,9 @@ async fn streams_an_older_collector_made_are_bounded_and_oversized_reports_refus
         &config(&js, "TELEMETRY_SINGAPORE").await,
         BOUNDS.regional_max_bytes,
     );
+    let central = config(&js, CENTRAL_STREAM).await;
+    assert_bounded(&central, BOUNDS.central_max_bytes);
+    assert_eq!(central.sources.map_or(0, |s| s.len()), 2);
     assert_eq!(
         config(&js, "TELEMETRY_US_EAST").await.num_replicas,
         3,

@@ -18,9 +18,8 @@ pub struct CollectorSpec {
     pub admin: crate::nats::NatsAccess,
     /// `region:replicas` of every region's telemetry stream.
     pub regions: Vec<String>,
-    /// The region of the collector lease bucket, and its replicas.
-    pub lease_region: String,
-    pub lease_replicas: usize,
+    pub central_region: String,
+    pub central_replicas: usize,
     /// ClickHouse as the collector's user (read and insert).
     pub clickhouse: crate::clickhouse::ClickHouseLogin,
     /// ClickHouse as its administrator, for `setup` (migrations, retention).
@@ -128,10 +127,10 @@ pub async fn setup(spec: &CollectorSpec, dir: &Path) -> anyhow::Result<()> {
     args.extend([
         "--regions".into(),
         spec.regions.join(","),
-        "--lease-region".into(),
-        spec.lease_region.clone(),
-        "--lease-replicas".into(),
-        spec.lease_replicas.to_string(),
+        "--central-region".into(),
+        spec.central_region.clone(),
+        "--central-replicas".into(),
+        spec.central_replicas.to_string(),
     ]);
     args.extend(spec.clickhouse_admin.cli_args());
     args.extend(spec.setup_args.iter().cloned());
@@ -165,7 +164,6 @@ pub async fn setup(spec: &CollectorSpec, dir: &Path) -> anyhow::Result<()> {
 fn spawn(spec: &CollectorSpec, http_port: u16, log: &Path) -> anyhow::Result<Process> {
     let binary = bins::ours("rallypoint-collector")?;
     let mut args = spec.nats.cli_args();
-    args.extend(["--regions".into(), spec.regions.join(",")]);
     args.extend(spec.clickhouse.cli_args());
     args.extend(["--http-listen".into(), format!("127.0.0.1:{http_port}")]);
     args.extend(spec.extra_args.iter().cloned());

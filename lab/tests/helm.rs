@@ -1071,20 +1071,19 @@ fn nats_examples_form_the_super_cluster() {
         );
         rallypoint_protocol::subjects::validate_region(&region).unwrap();
     }
-    // The collector creates each regional stream in its region's cluster,
-    // and its lease bucket in its own: no more replicas than the cluster has
+    // The collector creates each regional stream in its region's cluster and
+    // the central one in its own: no more replicas than the cluster has
     // servers, and an odd number (R2 stops when either server does).
     let (central, values) = region_examples()
         .into_iter()
         .find(|(_, v)| v["central"]["enabled"] == true)
         .expect("a central region");
     let collector = &values["collector"];
-    let lease = (
-        "the collector lease".to_owned(),
+    let mut streams = vec![(
+        "TELEMETRY".to_owned(),
         central.clone(),
-        collector["leaseReplicas"].as_u64().unwrap(),
-    );
-    let mut streams = Vec::new();
+        collector["centralReplicas"].as_u64().unwrap(),
+    )];
     for stream in collector["regions"].as_array().unwrap() {
         let region = stream["name"].as_str().unwrap().to_owned();
         streams.push((
@@ -1093,9 +1092,8 @@ fn nats_examples_form_the_super_cluster() {
             stream["replicas"].as_u64().unwrap(),
         ));
     }
-    let consumed: BTreeSet<String> = streams.iter().map(|s| s.1.clone()).collect();
-    assert_eq!(consumed, regions, "the collector consumes every region");
-    streams.push(lease);
+    let sourced: BTreeSet<String> = streams.iter().skip(1).map(|s| s.1.clone()).collect();
+    assert_eq!(sourced, regions, "the collector sources every region");
     for (stream, cluster, replicas) in streams {
         let servers = servers[&cluster];
         assert!(

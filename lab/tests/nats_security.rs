@@ -18,6 +18,7 @@ const BOUNDS: rallypoint_collector::streams::StreamBounds =
     rallypoint_collector::streams::StreamBounds {
         duplicate_window: Duration::from_secs(60),
         regional_max_bytes: 64 << 20,
+        central_max_bytes: 128 << 20,
         max_msg_size: 80 * 1024,
     };
 
@@ -145,7 +146,7 @@ async fn a_relay_can_serve_rooms_and_its_own_telemetry_and_nothing_more() {
     let admin = admin_access.connect().await.unwrap();
     let js = async_nats::jetstream::new(admin.clone());
     let regions = [("us-east".to_owned(), 3), ("singapore".to_owned(), 1)];
-    rallypoint_collector::streams::ensure(&js, &regions, &BOUNDS)
+    rallypoint_collector::streams::ensure(&js, &regions, "us-east", 3, &BOUNDS)
         .await
         .expect("the administrator creates the streams");
 
@@ -185,10 +186,10 @@ async fn a_relay_can_serve_rooms_and_its_own_telemetry_and_nothing_more() {
     let mut api = relay.subscribe("$JS.API.>").await.unwrap();
     relay.flush().await.unwrap();
     assert!(violation_mentions(&violations, "$JS.API.>").await);
-    assert!(relay_js.delete_stream("TELEMETRY_US_EAST").await.is_err());
-    assert!(violation_mentions(&violations, "$JS.API.STREAM.DELETE.TELEMETRY_US_EAST").await);
+    assert!(relay_js.delete_stream("TELEMETRY").await.is_err());
+    assert!(violation_mentions(&violations, "$JS.API.STREAM.DELETE.TELEMETRY").await);
     assert!(
-        js.get_stream("TELEMETRY_US_EAST").await.is_ok(),
+        js.get_stream("TELEMETRY").await.is_ok(),
         "the stream survived"
     );
     admin.publish("$JS.API.INFO", "".into()).await.unwrap();
@@ -211,24 +212,20 @@ async fn a_collector_reads_its_consumer_and_never_touches_rooms() {
         .unwrap();
     let js = async_nats::jetstream::new(admin.clone());
     let regions = [("us-east".to_owned(), 3), ("singapore".to_owned(), 1)];
-    let streams = rallypoint_collector::streams::ensure(&js, &regions, &BOUNDS)
+    let stream = rallypoint_collector::streams::ensure(&js, &regions, "us-east", 3, &BOUNDS)
         .await
         .unwrap();
-    for stream in &streams {
-        rallypoint_collector::streams::consumer(stream, "collector")
-            .await
-            .unwrap();
-    }
+    rallypoint_collector::streams::consumer(&stream, "collector")
+        .await
+        .unwrap();
 
     let collector = lab.nats.access(NatsRole::Collector, "us-east");
     let (client, violations) = connect_watched(&collector).await;
     let collector_js = async_nats::jetstream::new(client.clone());
-    // What it needs: its consumers, one per region, across the gateway too.
-    let consumers =
-        rallypoint_collector::streams::open_consumers(&collector_js, &regions, "collector")
-            .await
-            .expect("the collector opens the consumers setup made");
-    assert_eq!(consumers.len(), 2);
+    // What it needs: its consumer.
+    rallypoint_collector::streams::open_consumer(&collector_js, "collector")
+        .await
+        .expect("the collector opens the consumer setup made");
 
     // Rooms: neither way.
     assert!(!receives(&collector, &admin, "rp.room.r1.media.p1").await);
@@ -239,14 +236,9 @@ async fn a_collector_reads_its_consumer_and_never_touches_rooms() {
     client.flush().await.unwrap();
     assert!(violation_mentions(&violations, "rp.room.r1.ctl").await);
     // Nor stream administration.
+    assert!(collector_js.delete_stream("TELEMETRY").await.is_err());
     assert!(
-        collector_js
-            .delete_stream("TELEMETRY_US_EAST")
-            .await
-            .is_err()
-    );
-    assert!(
-        js.get_stream("TELEMETRY_US_EAST").await.is_ok(),
+        js.get_stream("TELEMETRY").await.is_ok(),
         "the stream survived"
     );
     assert!(

@@ -365,10 +365,10 @@ spec:
         {{- include "rallypoint.natsEnv" . | nindent 8 }}
         - name: RALLYPOINT_TELEMETRY_REGIONS
           value: {{ include "rallypoint.telemetryRegions" . | quote }}
-        - name: RALLYPOINT_LEASE_REGION
+        - name: RALLYPOINT_CENTRAL_REGION
           value: {{ required "region is required, e.g. us-east" .Values.region | quote }}
-        - name: RALLYPOINT_LEASE_REPLICAS
-          value: {{ .Values.collector.leaseReplicas | quote }}
+        - name: RALLYPOINT_CENTRAL_REPLICAS
+          value: {{ .Values.collector.centralReplicas | quote }}
         - name: RALLYPOINT_CONSUMER
           value: {{ .Values.collector.consumer | quote }}
         - name: RALLYPOINT_RETENTION_DAYS

@@ -1,11 +1,14 @@
 //! Telemetry ingest benchmark: election reports published to the regional
 //! JetStream streams as fast as JetStream takes them, through the central
-//! stream and the collector(s), into ClickHouse 18.16 — all real, all on this
-//! machine. Reported: sustained reports/s and candidate rows/s from the first
-//! publish to the last row visible in ClickHouse, p50/p99 ingest lag (publish →
-//! visible, from polling the stored count), collector peak memory. One and two
-//! collectors in the same run, plus the ceiling of ClickHouse alone: the
-//! collector's writes without NATS.
+//! stream and the collector(s), into ClickHouse 18.16 — all real, all on
+//! this machine.
+//! Reported: sustained reports/s and candidate rows/s from the first publish
+//! to the last row visible in ClickHouse, p50/p99 ingest lag (publish →
+//! visible, from polling the stored count), collector peak memory. One and
+//! two collectors (the second standing by: see the collector's `lease`) in
+//! the same run, with two baselines measured in it: JetStream alone (the
+//! same publishing while no collector runs) and ClickHouse alone (the
+//! collector's writes without NATS).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -49,37 +52,58 @@ pub async fn run(args: IngestBenchArgs) -> anyhow::Result<()> {
     }
     println!();
     println!(
-        "End to end, publishing and collecting at once ({} batches in flight per collector):",
+        "Backlog drain (no collector running while the reports are published: JetStream alone; then the collectors start):"
+    );
+    println!();
+    println!(
+        "| collectors | JetStream alone reports/s | drain reports/s | candidate rows/s | collector peak RSS MiB |"
+    );
+    println!("|---|---|---|---|---|");
+    let mut jetstream_alone = Vec::new();
+    for collectors in [1, 2] {
+        let run = one_run(&args, collectors, None).await?;
+        jetstream_alone.push(run.published_per_second);
+        println!("{}", run.row);
+    }
+    let jetstream_alone = jetstream_alone.iter().sum::<f64>() / jetstream_alone.len() as f64;
+    println!();
+    println!(
+        "End to end, publishing and collecting at once ({} batches in flight per collector), \
+         as a ratio to JetStream alone above ({jetstream_alone:.0} reports/s, the mean of its two runs):",
         args.workers
     );
     println!();
     println!(
-        "| collectors | reports/s | candidate rows/s | lag p50 ms | lag p99 ms | collector peak RSS MiB |"
+        "| collectors | reports/s | ratio to JetStream alone | candidate rows/s | lag p50 ms | lag p99 ms | collector peak RSS MiB |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
     for collectors in [1, 2] {
-        let row = one_run(&args, collectors, false).await?;
-        println!("{row}");
-    }
-    println!();
-    println!("Backlog drain (collectors stopped while the reports are published, then started):");
-    println!();
-    println!("| collectors | reports/s | candidate rows/s | collector peak RSS MiB |");
-    println!("|---|---|---|---|");
-    for collectors in [1, 2] {
-        let row = one_run(&args, collectors, true).await?;
-        println!("{row}");
+        println!(
+            "{}",
+            one_run(&args, collectors, Some(jetstream_alone)).await?.row
+        );
     }
     Ok(())
 }
 
-/// One run; with `backlog`, the collectors are stopped while publishing and
-/// the row reports how fast they drain the stream afterwards.
+/// What one run measured.
+struct RunResult {
+    /// Its table row.
+    row: String,
+    /// Reports JetStream acknowledged per second while publishing.
+    published_per_second: f64,
+}
+
+/// One run. Without `jetstream_alone` (a backlog run) the collectors are
+/// stopped while publishing, and the row says how fast JetStream alone took
+/// the reports and how fast the collectors drain them afterwards; with it,
+/// they run throughout, and the row compares their rate with it.
 async fn one_run(
     args: &IngestBenchArgs,
     collectors: usize,
-    backlog: bool,
-) -> anyhow::Result<String> {
+    jetstream_alone: Option<f64>,
+) -> anyhow::Result<RunResult> {
+    let backlog = jetstream_alone.is_none();
     let dir = tempfile::tempdir()?;
     eprintln!("[bench] starting the stack ({collectors} collector(s))");
     let mut stack = Stack::start(StackConfig {
@@ -148,15 +172,13 @@ async fn one_run(
         for ack in pending {
             ack.await?;
         }
-        eprintln!(
-            "[bench] published {total} in {:.1}s",
-            started.elapsed().as_secs_f64()
-        );
-        anyhow::Ok(published)
+        let took = started.elapsed();
+        eprintln!("[bench] published {total} in {:.1}s", took.as_secs_f64());
+        anyhow::Ok((published, took))
     });
 
     if backlog {
-        publisher.await??;
+        let (_, publishing) = publisher.await??;
         let drain_started = Instant::now();
         for collector in &mut stack.collectors {
             collector.restart().await?;
@@ -167,18 +189,22 @@ async fn one_run(
             .count("SELECT count() FROM rp_candidates")
             .await?;
         let peak = peak_collector_mib(&stack);
+        let published_per_second = args.reports as f64 / publishing.as_secs_f64();
         let row = format!(
-            "| {collectors} | {:.0} | {:.0} | {:.0} |",
+            "| {collectors} | {published_per_second:.0} | {:.0} | {:.0} | {:.0} |",
             args.reports as f64 / took,
             rows as f64 / took,
             peak
         );
         stack.stop().await;
-        return Ok(row);
+        return Ok(RunResult {
+            row,
+            published_per_second,
+        });
     }
 
     let visible = wait_stored(clickhouse, args.reports as u64, started).await?;
-    let published = publisher.await??;
+    let (published, publishing) = publisher.await??;
     let total = visible.last().expect("polled").0;
     let rows = clickhouse
         .count("SELECT count() FROM rp_candidates")
@@ -198,16 +224,20 @@ async fn one_run(
     lags.sort_by(f64::total_cmp);
     let q = |p: f64| lags[((lags.len() - 1) as f64 * p) as usize];
     let peak = peak_collector_mib(&stack);
+    let stored_per_second = args.reports as f64 / total.as_secs_f64();
     let row = format!(
-        "| {collectors} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",
-        args.reports as f64 / total.as_secs_f64(),
+        "| {collectors} | {stored_per_second:.0} | {:.2} | {:.0} | {:.0} | {:.0} | {:.0} |",
+        stored_per_second / jetstream_alone.expect("an end-to-end run has its baseline"),
         rows as f64 / total.as_secs_f64(),
         q(0.5),
         q(0.99),
         peak
     );
     stack.stop().await;
-    Ok(row)
+    Ok(RunResult {
+        row,
+        published_per_second: args.reports as f64 / publishing.as_secs_f64(),
+    })
 }
 
 /// The largest peak resident memory of the stack's collectors, MiB.

@@ -314,7 +314,7 @@ impl Stack {
 
 /// A collector for the reference regions: telemetry streams R3 in us-east
 /// (3 JetStream servers), R1 in singapore (2 servers: R2 would stop on either
-/// failure), consumed from us-east, next to ClickHouse.
+/// failure), the central stream R3 in us-east next to ClickHouse.
 fn collector_spec(
     name: &str,
     nats: &SuperCluster,
@@ -327,8 +327,8 @@ fn collector_spec(
         nats: nats.access(NatsRole::Collector, "us-east"),
         admin: nats.access(NatsRole::Admin, "us-east"),
         regions: vec!["us-east:3".into(), "singapore:1".into()],
-        lease_region: "us-east".into(),
-        lease_replicas: 3,
+        central_region: "us-east".into(),
+        central_replicas: 3,
         clickhouse: clickhouse.login(ClickHouseRole::Collector),
         clickhouse_admin: clickhouse.login(ClickHouseRole::Admin),
         extra_args: extra_args.to_vec(),
