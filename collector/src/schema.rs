@@ -508,6 +508,17 @@ pub const MIGRATIONS: &[Migration] = &[
     },
 ];
 
+/// The statements a fresh database runs, in order: those of every
+/// migration but the ones that only bring an older database to what an
+/// earlier migration now makes (`done_when`), which `migrate` skips there.
+/// What tests replay on servers of their own.
+pub fn fresh_schema() -> impl Iterator<Item = &'static str> {
+    MIGRATIONS
+        .iter()
+        .filter(|m| m.done_when.is_none())
+        .flat_map(|m| m.statements.iter().copied())
+}
+
 /// Tables with a `received_at`/`minute` column and daily partitions that
 /// retention applies to, with that column.
 pub const RETAINED_TABLES: &[(&str, &str)] = &[

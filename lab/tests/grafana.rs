@@ -28,7 +28,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use expand::{Range, Value, Variables};
-use rallypoint_collector::schema::MIGRATIONS;
+use rallypoint_collector::schema::fresh_schema;
 use rallypoint_lab::clickhouse::ClickHouseServer;
 use seed::{BASE, DAY, Election, HOUR, distinct, group, quantile};
 use serde_json::{Value as Json, json};
@@ -377,7 +377,7 @@ async fn every_panel_runs_on_clickhouse_18_and_shows_the_seeded_numbers() {
     let started = std::time::Instant::now();
     let dir = tempfile::tempdir().unwrap();
     let mut clickhouse = ClickHouseServer::start(dir.path()).await.unwrap();
-    for statement in MIGRATIONS.iter().flat_map(|m| m.statements) {
+    for statement in fresh_schema() {
         clickhouse.query(statement).await.unwrap();
     }
     let elections = seed::elections();
@@ -455,7 +455,7 @@ fn every_panel_runs_on_modern_clickhouse() {
         }
     }
     let spec = json!({
-        "ddl": MIGRATIONS.iter().flat_map(|m| m.statements.iter().copied()).collect::<Vec<_>>(),
+        "ddl": fresh_schema().collect::<Vec<_>>(),
         "ttl": [],
         "seed": seed::inserts(&seed::elections()),
         "checks": checks,

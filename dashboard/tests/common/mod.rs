@@ -419,10 +419,7 @@ pub fn calls_started(body: &str) -> u64 {
 }
 
 pub fn replay_on_chdb(statements: &[String]) {
-    let ddl: Vec<&str> = rallypoint_collector::schema::MIGRATIONS
-        .iter()
-        .flat_map(|m| m.statements.iter().copied())
-        .collect();
+    let ddl: Vec<&str> = rallypoint_collector::schema::fresh_schema().collect();
     let checks: Vec<serde_json::Value> = statements
         .iter()
         .enumerate()
