@@ -131,7 +131,7 @@ image="$registry/rallypoint-collector:$tag"
 port="$(free_port)"
 EXTRA_ENV="RUST_LOG=info" \
   in_image "$work/rallypoint-collector" "$image" --nats-urls "nats://127.0.0.1:$nats_port" \
-  --regions smoke:1 --clickhouse-url "http://127.0.0.1:$(free_port)" \
+  --clickhouse-url "http://127.0.0.1:$(free_port)" \
   --http-listen "127.0.0.1:$port" >"$work/collector.log" 2>&1 &
 collector_pid=$!; pids+=("$collector_pid")
 if wait_http "http://127.0.0.1:$port/healthz" 30 "$collector_pid"; then
