@@ -389,10 +389,7 @@ fn refuses_the_data(error: &anyhow::Error) -> bool {
 /// A message that will not be stored, with the reason and (up to 64 KiB of)
 /// its payload for a replay.
 fn dead_letter(message: &jetstream::Message, reason: String) -> DeadLetterRow {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as u32)
-        .unwrap_or(0);
+    let now = rallypoint_service::clock::unix_seconds() as u32;
     let info = message.info().ok();
     DeadLetterRow {
         stream_seq: info.as_ref().map_or(0, |i| i.stream_sequence),

@@ -24,10 +24,7 @@ const DAY_MS: u64 = 24 * HOUR_MS;
 const REPLICATION_DEADLINE: Duration = Duration::from_secs(60);
 
 fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
+    rallypoint_service::clock::unix_millis()
 }
 
 /// Writes `rows` (and `dead` letters) through both stores.

@@ -261,10 +261,7 @@ async fn two_workers_storing_copies_of_the_same_reports_at_once_store_them_once(
 const DAY_MS: u64 = 86_400_000;
 
 fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
+    rallypoint_service::clock::unix_millis()
 }
 
 /// Retention on a server without TTL (18.16): `setup`'s partition drops

@@ -91,12 +91,9 @@ async fn not_found() -> Response {
 }
 
 fn now(filters: &Filters) -> u32 {
-    filters.until.unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as u32)
-            .unwrap_or(0)
-    })
+    filters
+        .until
+        .unwrap_or_else(|| rallypoint_service::clock::unix_seconds() as u32)
 }
 
 /// What every view handler gets: the request's id and the URL's filters,

@@ -169,10 +169,7 @@ impl ReportGenerator {
         }
         let id: [u8; 16] = std::array::from_fn(|_| self.rng.next_u64() as u8);
         let session: [u8; 16] = std::array::from_fn(|_| self.rng.next_u64() as u8);
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+        let now_ms = rallypoint_service::clock::unix_millis();
         let failover = self.rng.unit() < 0.04;
         ElectionReport {
             schema_version: SCHEMA_VERSION,

@@ -2,7 +2,7 @@
 //! verify (`rallypoint_protocol::token::Claims`). Production deployments mint
 //! tokens in their own backend with the same shared secret or an Ed25519 key.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use rallypoint_protocol::token::Claims;
@@ -38,10 +38,7 @@ impl DevIssuer {
     }
 
     fn claims(room: &str, user: &str, name: &str, ttl: Duration) -> Claims {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
+        let now = rallypoint_service::clock::unix_seconds();
         Claims {
             sub: user.to_owned(),
             name: name.to_owned(),

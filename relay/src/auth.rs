@@ -135,7 +135,7 @@ impl TokenVerifier {
         )?;
         let mut claims = data.claims;
         // A claimed issue time in the future would shorten the lifetime seen.
-        let now = now_unix();
+        let now = rallypoint_service::clock::unix_seconds();
         let issued = claims.iat.map_or(now, |iat| iat.min(now));
         if claims.exp.saturating_sub(issued) > self.max_lifetime {
             return Err(AuthError::new(
@@ -169,10 +169,6 @@ impl TokenVerifier {
     pub fn expiry_with_leeway(&self, claims: &Claims) -> u64 {
         claims.exp.saturating_add(self.validation.leeway)
     }
-}
-
-fn now_unix() -> u64 {
-    crate::state::unix_micros() / 1_000_000
 }
 
 fn truncate_at_char(text: &mut String, max: usize) {
@@ -326,12 +322,7 @@ mod tests {
         assert!(!is_peer_id(&"a".repeat(25)));
     }
 
-    fn now() -> u64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
-    }
+    use rallypoint_service::clock::unix_seconds as now;
 
     #[test]
     fn accepts_a_good_token() {

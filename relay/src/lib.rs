@@ -7,6 +7,9 @@
 //! * [`session`] — the per-connection protocol (Hello, probes, Join, media);
 //! * [`rooms`] — room membership, roster and media fan-out over NATS;
 //! * [`intake`] — election telemetry validation, enrichment and publishing.
+//!
+//! Beneath them, [`outbox`]: what the relay sends one client, which
+//! sessions, rooms and the intake all write to and the transports drain.
 
 pub mod auth;
 pub mod backbone;
@@ -15,6 +18,7 @@ pub mod config;
 pub mod http;
 pub mod intake;
 pub mod metrics;
+pub mod outbox;
 pub mod rate;
 pub mod rooms;
 pub mod session;

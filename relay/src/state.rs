@@ -120,11 +120,3 @@ impl RelayState {
         Ok(())
     }
 }
-
-/// Microseconds since the unix epoch (the relay's clock in probe answers).
-pub fn unix_micros() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
-}

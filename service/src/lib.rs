@@ -2,6 +2,7 @@
 //! `rallypoint` CLI, so each binary's `main` stays a few lines long.
 
 pub mod clickhouse;
+pub mod clock;
 pub mod duration;
 pub mod exposition;
 pub mod nats;

@@ -27,9 +27,7 @@ pub async fn run(args: DashboardBenchArgs) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let mut clickhouse = ClickHouseServer::start(dir.path()).await?;
     clickhouse.admin_store(90).await?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_secs();
+    let now = rallypoint_service::clock::unix_seconds();
     let started = Instant::now();
     for offset in (0..args.elections).step_by(CHUNK as usize) {
         let count = CHUNK.min(args.elections - offset);

@@ -253,10 +253,7 @@ fn peak_collector_mib(stack: &Stack) -> f64 {
 
 /// A report as a relay would publish it, received now.
 fn enrich(report: ElectionReport, region: &str) -> EnrichedElectionReport {
-    let received_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
+    let received_ms = rallypoint_service::clock::unix_millis();
     EnrichedElectionReport {
         report: Some(report),
         relay_id: format!("{region}-bench"),

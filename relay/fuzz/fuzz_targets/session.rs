@@ -16,9 +16,10 @@ use rallypoint_protocol::v1::{ClientFrame, Hello, client_frame};
 use rallypoint_protocol::{PROTOCOL_VERSION, decode_client_frame, length_prefixed, limits};
 use rallypoint_relay::config::{RelayConfig, TransportKind};
 use rallypoint_relay::metrics::Stats;
-use rallypoint_relay::session::outbox::outbox;
+use rallypoint_relay::outbox::outbox;
 use rallypoint_relay::session::{self, ConnectionInfo, Inbound};
-use rallypoint_relay::state::{RelayState, unix_micros};
+use rallypoint_relay::state::RelayState;
+use rallypoint_service::clock::unix_micros;
 use tokio::sync::{mpsc, watch};
 
 const SECRET: &str = "fuzz-secret";

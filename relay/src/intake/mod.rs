@@ -25,7 +25,7 @@ use rallypoint_protocol::{encode, subjects, telemetry};
 pub use geo::{GeoLookup, NetworkInfo, client_address};
 
 use crate::metrics::Stats;
-use crate::session::outbox::Outbox;
+use crate::outbox::Outbox;
 
 /// How long a relay waits for JetStream to acknowledge a report.
 const PUBLISH_ACK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -147,7 +147,7 @@ impl Intake {
             report: Some(report),
             relay_id: self.relay_id.clone(),
             relay_region: self.region.clone(),
-            received_ms: crate::state::unix_micros() / 1000,
+            received_ms: rallypoint_service::clock::unix_millis(),
             asn: network.asn,
             isp: network.isp,
             country: network.country,

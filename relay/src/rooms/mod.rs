@@ -22,7 +22,7 @@ use rallypoint_protocol::v1::{Participant, TrackKind};
 use tokio::sync::mpsc;
 
 use crate::metrics::Stats;
-use crate::session::outbox::Outbox;
+use crate::outbox::Outbox;
 use roster::ConnId;
 
 /// Timing of presence.

@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use super::roster::{ConnId, Departure, Effect, Roster};
 use super::{Command, Hub};
 use crate::metrics::Stats;
-use crate::session::outbox::{MediaOffer, Outbox};
+use crate::outbox::{MediaOffer, Outbox};
 
 /// How often grace periods and silent relays are checked.
 const TICK: Duration = Duration::from_millis(250);
@@ -111,7 +111,7 @@ async fn refuse_all(hub: &Hub, name: &str, commands: &mut mpsc::Receiver<Command
     while let Some(command) = commands.recv().await {
         match command {
             Command::Join { outbox, .. } => {
-                outbox.control(crate::session::outbox::Control::CloseWith(refusal.clone()));
+                outbox.control(crate::outbox::Control::CloseWith(refusal.clone()));
                 hub.release(name);
             }
             Command::Stop => return,
@@ -137,7 +137,7 @@ impl Room {
                 let max_size = self.hub.inner.settings.max_size;
                 if !self.roster.contains(&peer_id) && self.roster.len() >= max_size {
                     self.stats().room_full_refusals.fetch_add(1, Relaxed);
-                    outbox.control(crate::session::outbox::Control::CloseWith(encode(
+                    outbox.control(crate::outbox::Control::CloseWith(encode(
                         &ServerFrame::error(
                             ErrorCode::RoomFull,
                             format!("room {} is full ({max_size} participants)", self.name),

@@ -2,7 +2,7 @@
 //!
 //! The transport adapters (`transport::ws`, `transport::wt`) decode frames and
 //! hand them to [`run`] as [`Inbound`] items, and write whatever the session
-//! queues on its [`outbox::Outbox`]. The session enforces the protocol:
+//! queues on its [`crate::outbox::Outbox`]. The session enforces the protocol:
 //!
 //! ```text
 //!   AwaitingHello --Hello(valid token)--> ProbeOnly --Join(token's room)--> InRoom
@@ -14,8 +14,6 @@
 //! telemetry, nothing else: it is in no room and costs the room nothing.
 //! Any violation gets an `Error` frame naming the problem, then the connection
 //! is closed; other connections are untouched.
-
-pub mod outbox;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -37,10 +35,11 @@ use crate::budget::SubjectSlot;
 use crate::config::TransportKind;
 use crate::intake::ReportSource;
 use crate::metrics::Stats;
+use crate::outbox::{Control, Outbox};
 use crate::rate::RateLimiter;
-use crate::state::{RelayState, unix_micros};
-use outbox::{Control, Outbox};
+use crate::state::RelayState;
 use rallypoint_protocol::token::Claims;
+use rallypoint_service::clock::unix_micros;
 
 /// What a transport adapter hands to the session.
 // Nearly every value is a `Frame`; boxing it would add an allocation per
@@ -541,7 +540,7 @@ impl Session {
         if !self
             .relay
             .verifier
-            .still_valid(&identity.claims, unix_micros() / 1_000_000)
+            .still_valid(&identity.claims, rallypoint_service::clock::unix_seconds())
         {
             self.refuse(
                 ErrorCode::TokenExpired,

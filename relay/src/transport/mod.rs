@@ -12,7 +12,7 @@ use bytes::Bytes;
 use rallypoint_protocol::{FrameError, decode_client_frame};
 
 use crate::session::Inbound;
-use crate::state::unix_micros;
+use rallypoint_service::clock::unix_micros;
 
 /// How long a refused connection's writer may take to deliver the Error frame.
 const ERROR_FLUSH: Duration = Duration::from_secs(2);

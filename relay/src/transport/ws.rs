@@ -16,7 +16,7 @@ use super::{ERROR_FLUSH, inbound, is_invalid, malformed};
 use crate::budget::OpenConnection;
 use crate::config::TransportKind;
 use crate::intake::client_address;
-use crate::session::outbox::{Control, OutboxReceiver, Outgoing, outbox};
+use crate::outbox::{Control, OutboxReceiver, Outgoing, outbox};
 use crate::session::{self, ConnectionInfo, SessionEnd};
 use crate::state::RelayState;
 

@@ -26,7 +26,7 @@ use super::{ERROR_FLUSH, inbound, is_invalid};
 use crate::budget::{ConnectionSlot, OpenConnection};
 use crate::config::TransportKind;
 use crate::metrics::Stats;
-use crate::session::outbox::{Control, OutboxReceiver, Outgoing, outbox};
+use crate::outbox::{Control, OutboxReceiver, Outgoing, outbox};
 use crate::session::{self, ConnectionInfo, Inbound, SessionEnd};
 use crate::state::RelayState;
 
