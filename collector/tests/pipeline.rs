@@ -39,7 +39,15 @@ async fn stack_with_streams(
     stream_args: Vec<String>,
 ) -> Stack {
     let mut relay_args = relay_args;
-    relay_args.extend(["--reports-per-minute".into(), "1000000".into()]);
+    relay_args.extend(
+        [
+            "--reports-per-minute",
+            "1000000",
+            "--reports-per-minute-per-address",
+            "1000000",
+        ]
+        .map(String::from),
+    );
     Stack::start(StackConfig {
         dir: dir.to_path_buf(),
         http: "127.0.0.1:0".parse().unwrap(),

@@ -100,8 +100,16 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         jwt_secret: args.jwt_secret,
         dev_tokens: args.dev_tokens,
         // Development relays accept reports faster, so `rallypoint simulate`
-        // can fill the dashboards quickly.
-        relay_args: vec!["--reports-per-minute".into(), "6000".into()],
+        // (every client on this machine's address) can fill the dashboards
+        // quickly.
+        relay_args: [
+            "--reports-per-minute",
+            "6000",
+            "--reports-per-minute-per-address",
+            "60000",
+        ]
+        .map(String::from)
+        .to_vec(),
         scenarios: args
             .scenario
             .iter()

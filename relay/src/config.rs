@@ -255,6 +255,17 @@ pub struct TelemetryIntakeConfig {
     #[arg(long, env = "RALLYPOINT_REPORTS_PER_MINUTE", default_value_t = 30)]
     pub reports_per_minute: u32,
 
+    /// Election reports accepted per client address per minute, whatever
+    /// the tokens (an IPv6 client counts by its /64, which one host can
+    /// hold whole): one machine with many tokens gets no more. Generous,
+    /// since many users can share an address behind a NAT.
+    #[arg(
+        long,
+        env = "RALLYPOINT_REPORTS_PER_MINUTE_PER_ADDRESS",
+        default_value_t = 600
+    )]
+    pub reports_per_minute_per_address: u32,
+
     /// Every region a client's candidate list may name, shadow (planned)
     /// regions included, e.g. `us-east,singapore`: reports naming any other
     /// region are refused as invalid. Must include this relay's region. Unset,

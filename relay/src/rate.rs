@@ -58,8 +58,9 @@ impl RateLimiter {
     }
 }
 
-/// One token bucket per token subject (user id), shared by all of the
-/// subject's connections to this relay: reconnecting does not refill it.
+/// One token bucket per key — a token subject (user id), or a client
+/// address ([`address_key`]) — shared by all of the key's connections to
+/// this relay: reconnecting does not refill it.
 #[derive(Debug)]
 pub struct SubjectRates {
     per_minute: u32,
@@ -91,6 +92,19 @@ impl SubjectRates {
             Ok(())
         } else {
             Err(bucket.retry_after())
+        }
+    }
+}
+
+/// The key a client address is limited by: an IPv4 address, or an IPv6
+/// address's /64 (the smallest block a host is usually given, so one host
+/// cannot spread over 2^64 addresses).
+pub fn address_key(ip: std::net::IpAddr) -> String {
+    match ip.to_canonical() {
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+        std::net::IpAddr::V6(v6) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
         }
     }
 }
@@ -132,6 +146,15 @@ mod tests {
                 .try_take("mallory", t0 + Duration::from_secs(31))
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn an_ipv6_host_counts_by_its_64_and_mapped_ipv4_as_ipv4() {
+        let key = |s: &str| address_key(s.parse().unwrap());
+        assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2:ffff::9"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(key("::ffff:192.0.2.7"), key("192.0.2.7"));
+        assert_ne!(key("192.0.2.7"), key("192.0.2.8"));
     }
 
     #[test]

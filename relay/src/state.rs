@@ -30,6 +30,8 @@ pub struct RelayState {
     pub subjects: SubjectConnections,
     /// Election reports per token subject, across its connections.
     pub report_rates: SubjectRates,
+    /// Election reports per client address (see [`crate::rate::address_key`]).
+    pub address_report_rates: SubjectRates,
     /// Join, Leave and Refresh per token subject, across its connections.
     pub room_op_rates: SubjectRates,
     /// `true` while NATS has been unreachable for longer than its grace
@@ -71,6 +73,9 @@ impl RelayState {
             budget: ConnectionBudget::new(config.limits.max_connections),
             subjects: SubjectConnections::new(config.limits.max_connections_per_token),
             report_rates: SubjectRates::per_minute(config.telemetry.reports_per_minute),
+            address_report_rates: SubjectRates::per_minute(
+                config.telemetry.reports_per_minute_per_address,
+            ),
             room_op_rates: SubjectRates::per_minute(config.limits.room_ops_per_minute),
             cut_off,
             config,

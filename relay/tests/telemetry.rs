@@ -186,6 +186,46 @@ async fn reports_naming_unknown_regions_or_values_are_refused_as_invalid() {
     assert_eq!(ids, vec![real.report_id], "only the real report is stored");
 }
 
+/// Sends `count` reports through `peer`; (accepted, rate limited). Any
+/// other refusal fails the test.
+async fn submit_counting(
+    peer: &mut Peer,
+    generator: &mut ReportGenerator,
+    count: usize,
+) -> (usize, usize) {
+    let (mut accepted, mut limited) = (0, 0);
+    for _ in 0..count {
+        let ack = submit(peer, generator.next_report()).await;
+        match (ack.accepted, ack.refusal()) {
+            (true, _) => accepted += 1,
+            (false, TelemetryRefusal::RateLimited) => limited += 1,
+            (false, other) => panic!("refused as {other:?}: {}", ack.reason),
+        }
+    }
+    (accepted, limited)
+}
+
+/// Checks `accepted` against a budget of `per_minute` (a burst of the
+/// whole budget, then its rate) over the time since `started`, and that
+/// what was acknowledged is what is stored.
+async fn within_budget(
+    stream: &mut async_nats::jetstream::stream::Stream,
+    whose: &str,
+    per_minute: usize,
+    started: tokio::time::Instant,
+    accepted: usize,
+) {
+    let elapsed = started.elapsed();
+    let budget = per_minute + (elapsed.as_secs_f64() * per_minute as f64 / 60.0).ceil() as usize;
+    eprintln!("[telemetry] {whose}, over {elapsed:.1?}: {accepted} accepted (budget {budget})");
+    assert!(
+        (per_minute..=budget).contains(&accepted),
+        "{accepted} reports accepted for {whose} with a budget of {budget}"
+    );
+    let stored = stored(stream).await.len();
+    assert_eq!(stored, accepted, "what was acknowledged is what is stored");
+}
+
 /// The flood: one token reconnecting over and over (a fresh
 /// connection, and so a fresh per-connection budget, every half second),
 /// shortened from 60 s to 10 s with a budget of 12 a minute.
@@ -205,28 +245,42 @@ async fn one_token_reconnecting_twenty_times_gets_no_more_than_its_budget_stored
         let mut peer = Peer::connect(&candidate, &identity, T)
             .await
             .expect("connects");
-        for _ in 0..PER_CONNECTION {
-            let ack = submit(&mut peer, generator.next_report()).await;
-            match (ack.accepted, ack.refusal()) {
-                (true, _) => accepted += 1,
-                (false, TelemetryRefusal::RateLimited) => limited += 1,
-                (false, other) => panic!("refused as {other:?}: {}", ack.reason),
-            }
-        }
+        let (a, l) = submit_counting(&mut peer, &mut generator, PER_CONNECTION).await;
+        (accepted, limited) = (accepted + a, limited + l);
         drop(peer);
         tokio::time::sleep_until(started + Duration::from_millis(500) * (round as u32 + 1)).await;
     }
-    let elapsed = started.elapsed();
-    // A burst of the whole budget, then one report every five seconds.
-    let budget = PER_MINUTE + (elapsed.as_secs_f64() * PER_MINUTE as f64 / 60.0).ceil() as usize;
-    eprintln!(
-        "[telemetry] one token, {CONNECTIONS} connections over {elapsed:.1?}: {accepted} accepted, {limited} rate limited (budget {budget})"
-    );
     assert_eq!(accepted + limited, CONNECTIONS * PER_CONNECTION);
-    assert!(
-        (PER_MINUTE..=budget).contains(&accepted),
-        "{accepted} reports accepted for one token with a budget of {budget}"
-    );
-    let stored = stored(&mut stream).await.len();
-    assert_eq!(stored, accepted, "what was acknowledged is what is stored");
+    within_budget(&mut stream, "one token", PER_MINUTE, started, accepted).await;
+}
+
+/// Many tokens from one machine: each within its own budget, together held
+/// to the address's (all of this test's clients come from 127.0.0.1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_tokens_from_one_address_get_no_more_than_the_address_budget() {
+    const PER_ADDRESS: usize = 20;
+    const TOKENS: usize = 10;
+    const PER_TOKEN: usize = 5;
+    let lab = Lab::two_regions_with_jetstream(&[
+        "--reports-per-minute",
+        "1000",
+        "--reports-per-minute-per-address",
+        "20",
+    ])
+    .await;
+    let mut stream = telemetry_stream(&lab).await;
+    let candidate = lab.candidate(0, WebSocket);
+    let mut generator = ReportGenerator::new(lab.relays[0].candidates(), 12, false);
+    let (mut accepted, mut limited) = (0, 0);
+    let started = tokio::time::Instant::now();
+    for token in 0..TOKENS {
+        let identity = lab.identity("lobby", &format!("sybil-{token}"));
+        let mut peer = Peer::connect(&candidate, &identity, T)
+            .await
+            .expect("connects");
+        let (a, l) = submit_counting(&mut peer, &mut generator, PER_TOKEN).await;
+        (accepted, limited) = (accepted + a, limited + l);
+    }
+    assert_eq!(accepted + limited, TOKENS * PER_TOKEN);
+    within_budget(&mut stream, "one address", PER_ADDRESS, started, accepted).await;
 }
