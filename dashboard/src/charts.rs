@@ -1,5 +1,12 @@
 //! Charts as plain SVG rendered on the server: axes with units, a legend,
 //! and an explicit empty state. No JavaScript needed to read them.
+//!
+//! Layout rules that keep labels readable at any width (the SVG scales as a
+//! whole): the unit sits in a strip above the plot, never in the tick
+//! column; the first and last time labels are anchored inward, so neither
+//! is clipped; lines join contiguous buckets only and break where data is
+//! missing; and every point has a hover target larger than its dot, whose
+//! tooltip says the series, value, unit and time.
 
 use leptos::prelude::*;
 
@@ -14,7 +21,8 @@ const WIDTH: f64 = 640.0;
 const HEIGHT: f64 = 220.0;
 const LEFT: f64 = 56.0;
 const RIGHT: f64 = 12.0;
-const TOP: f64 = 12.0;
+/// Room above the plot for the unit label.
+const TOP: f64 = 26.0;
 const BOTTOM: f64 = 28.0;
 
 /// A rounded-up axis maximum and tick step.
@@ -99,23 +107,35 @@ pub fn LineChart(
     let ticks: Vec<f64> = (0..=((y_max / step).round() as usize))
         .map(|i| i as f64 * step)
         .collect();
-    let x_ticks: Vec<u32> = (0..=4).map(|i| from + span / 4 * i).collect();
+    let x_ticks: Vec<(u32, &'static str)> = (0..=4)
+        .map(|i| {
+            let anchor = match i {
+                0 => "start",
+                4 => "end",
+                _ => "middle",
+            };
+            (from + span / 4 * i, anchor)
+        })
+        .collect();
+    let bucket = bucket_width(&series);
     let lines = series
         .iter()
         .enumerate()
         .map(|(i, s)| {
-            let d = s
-                .points
-                .iter()
-                .enumerate()
-                .map(|(j, (t, v))| format!("{}{:.1},{:.1}", if j == 0 { "M" } else { "L" }, x(*t), y(*v)))
-                .collect::<String>();
             let color = PALETTE[i % PALETTE.len()];
             let dots = s
                 .points
                 .iter()
-                .map(|(t, v)| view! { <circle cx=format!("{:.1}", x(*t)) cy=format!("{:.1}", y(*v)) r="2" fill=color><title>{format!("{}: {} {}", s.name, trim(*v), unit)}</title></circle> })
+                .map(|(t, v)| {
+                    let (cx, cy) = (format!("{:.1}", x(*t)), format!("{:.1}", y(*v)));
+                    let tip = format!("{}: {} {} at {} UTC", s.name, trim(*v), unit, timestamp(*t));
+                    view! { <g class="point">
+                        <circle cx=cx.clone() cy=cy.clone() r="2.5" fill=color/>
+                        <circle cx=cx cy=cy r="8" fill="transparent" class="hover"><title>{tip}</title></circle>
+                    </g> }
+                })
                 .collect::<Vec<_>>();
+            let d = path(&s.points, bucket, x, y);
             view! { <g><path d=d fill="none" stroke=color stroke-width="2"/>{dots}</g> }
         })
         .collect::<Vec<_>>();
@@ -134,10 +154,10 @@ pub fn LineChart(
                         <text x=LEFT - 6.0 y=format!("{:.1}", y(v) + 4.0) text-anchor="end" class="tick">{trim(v)}</text>
                     </g>
                 }).collect::<Vec<_>>()}
-                {x_ticks.into_iter().map(|t| view! {
-                    <text x=format!("{:.1}", x(t)) y=HEIGHT - 8.0 text-anchor="middle" class="tick">{time_label(t, span)}</text>
+                {x_ticks.into_iter().map(|(t, anchor)| view! {
+                    <text x=format!("{:.1}", x(t)) y=HEIGHT - 8.0 text-anchor=anchor class="tick">{time_label(t, span)}</text>
                 }).collect::<Vec<_>>()}
-                <text x="12" y=TOP + 4.0 class="unit">{unit}</text>
+                <text x=LEFT y=TOP - 10.0 class="unit">{unit}</text>
                 {lines}
             </svg>
             <ul class="legend">{legend}</ul>
@@ -173,7 +193,7 @@ pub fn BarChart(
                         <text x=LEFT - 6.0 y=format!("{:.1}", y(v) + 4.0) text-anchor="end" class="tick">{trim(v)}</text>
                     </g> }
                 }).collect::<Vec<_>>()}
-                <text x="12" y=TOP + 4.0 class="unit">{unit}</text>
+                <text x=LEFT y=TOP - 10.0 class="unit">{unit}</text>
                 <text x=WIDTH - RIGHT y=HEIGHT - 2.0 text-anchor="end" class="unit">{x_unit}</text>
                 {bars.iter().enumerate().map(|(i, (label, v))| {
                     let x0 = LEFT + i as f64 * slot;
@@ -191,6 +211,43 @@ pub fn BarChart(
         </figure>
     }
     .into_any()
+}
+
+/// The spacing of a chart's buckets: the smallest gap between two
+/// consecutive points of any series (a series of one point has none).
+fn bucket_width(series: &[Series]) -> Option<u32> {
+    series
+        .iter()
+        .flat_map(|s| s.points.windows(2).map(|w| w[1].0.saturating_sub(w[0].0)))
+        .filter(|gap| *gap > 0)
+        .min()
+}
+
+/// An SVG path through `points` that breaks where a bucket is missing (a
+/// gap longer than one and a half buckets), so lines never bridge an hour
+/// without data.
+fn path(
+    points: &[(u32, f64)],
+    bucket: Option<u32>,
+    x: impl Fn(u32) -> f64,
+    y: impl Fn(f64) -> f64,
+) -> String {
+    let mut d = String::new();
+    let mut previous: Option<u32> = None;
+    for (t, v) in points {
+        let joined = match (previous, bucket) {
+            (Some(p), Some(b)) => u64::from(t.saturating_sub(p)) * 2 <= u64::from(b) * 3,
+            _ => false,
+        };
+        d.push_str(&format!(
+            "{}{:.1},{:.1}",
+            if joined { "L" } else { "M" },
+            x(*t),
+            y(*v)
+        ));
+        previous = Some(*t);
+    }
+    d
 }
 
 /// A number without pointless decimals.
@@ -213,6 +270,57 @@ mod tests {
         assert_eq!(nice_max(87.0), (100.0, 20.0));
         assert_eq!(nice_max(0.0), (1.0, 0.25));
         assert_eq!(nice_max(4.2), (5.0, 1.0));
+    }
+
+    fn rendered(points: Vec<(u32, f64)>) -> String {
+        let series = vec![Series {
+            name: "us-east".into(),
+            points,
+        }];
+        view! { <LineChart title="t".into() unit="ms" series=series from=0 to=4 * 3600/> }.to_html()
+    }
+
+    #[test]
+    fn lines_break_where_buckets_are_missing() {
+        let hour = 3600;
+        let html = rendered(vec![
+            (0, 1.0),
+            (hour, 2.0),
+            (3 * hour, 3.0),
+            (4 * hour, 1.0),
+        ]);
+        let d = html
+            .split("<path d=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap();
+        assert_eq!(d.matches('M').count(), 2, "{d}");
+        assert_eq!(d.matches('L').count(), 2, "{d}");
+    }
+
+    #[test]
+    fn the_unit_sits_above_the_plot_and_the_edge_labels_inside_it() {
+        let html = rendered(vec![(0, 1250.0), (3600, 80.0)]);
+        // The unit's baseline is above the top gridline, whose tick label
+        // sits at the plot's top.
+        let unit_y: f64 = html
+            .split("class=\"unit\"")
+            .next()
+            .unwrap()
+            .rsplit("y=\"")
+            .next()
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(unit_y + 4.0 < TOP, "unit at y={unit_y}, plot from {TOP}");
+        assert!(html.contains("text-anchor=\"start\" class=\"tick\">00:00"));
+        assert!(html.contains("text-anchor=\"end\" class=\"tick\">04:00"));
+        assert!(html.contains("us-east: 1250 ms at 1970-01-01 00:00 UTC"));
     }
 
     #[test]
