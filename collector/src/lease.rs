@@ -43,6 +43,8 @@ pub async fn ensure_bucket(
     replicas: usize,
     ttl: Duration,
 ) -> anyhow::Result<()> {
+    // Any error opening it (missing, most likely): creating it says what
+    // is wrong if something else is.
     match js.get_key_value(BUCKET).await {
         Ok(bucket) => {
             let mut info = bucket.status().await?.info;
@@ -97,14 +99,11 @@ impl Leases {
         Ok(Leases { bucket, ttl })
     }
 
-    /// Waits until this process holds the lease on `key`; `None` when
-    /// stopped first.
-    pub async fn acquire(&self, key: &str, stop: &CancellationToken) -> Option<Lease> {
+    /// Waits until this process holds the lease on `key` (a caller stops
+    /// waiting by dropping the future).
+    pub async fn acquire(&self, key: &str) -> Lease {
         // Who holds it, for an operator reading the bucket.
-        let started = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos();
+        let started = rallypoint_service::clock::unix_micros();
         let host = std::env::var("HOSTNAME").unwrap_or_default();
         let holder = Bytes::from(format!("{host}/{}/{started}", std::process::id()));
         let mut waiting_said = false;
@@ -113,13 +112,13 @@ impl Leases {
             match self.bucket.create(key, holder.clone()).await {
                 Ok(revision) => {
                     tracing::info!(key, "holding the collector lease: storing telemetry");
-                    return Some(Lease {
+                    return Lease {
                         leases: self.clone(),
                         key: key.to_owned(),
                         holder,
                         revision,
                         valid_until: Validity(Arc::new(Mutex::new(sent + self.fenced()))),
-                    });
+                    };
                 }
                 Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
                     if !waiting_said {
@@ -129,10 +128,7 @@ impl Leases {
                 }
                 Err(e) => tracing::warn!(key, "cannot take the collector lease: {e}"),
             }
-            tokio::select! {
-                _ = tokio::time::sleep(self.ttl / 4) => {}
-                _ = stop.cancelled() => return None,
-            }
+            tokio::time::sleep(self.ttl / 4).await;
         }
     }
 

@@ -184,14 +184,10 @@ pub async fn run(
         tokio::spawn(ingest::watch_lag(consumer.clone(), stats.clone())),
     ];
 
-    let shutting_down = CancellationToken::new();
     let result = loop {
-        let acquired = tokio::select! {
-            lease = leases.acquire(&config.consumer.consumer, &shutting_down) => lease,
-            _ = &mut shutdown => None,
-        };
-        let Some(lease) = acquired else {
-            break Ok(());
+        let lease = tokio::select! {
+            lease = leases.acquire(&config.consumer.consumer) => lease,
+            _ = &mut shutdown => break Ok(()),
         };
         stats.active.store(1, Relaxed);
         tracing::info!(consumer = %config.consumer.consumer, workers = config.workers, "collecting election reports");
@@ -231,7 +227,6 @@ pub async fn run(
         let _ = keeper.await;
         stats.active.store(0, Relaxed);
         if stopping || result.is_err() {
-            shutting_down.cancel();
             break result;
         }
         // The lease lapsed or was taken over: stand by for it again.

@@ -715,24 +715,19 @@ async fn the_regional_stream_leader_killed_during_a_burst_loses_and_doubles_noth
     let mut stack = stack(dir.path(), Vec::new(), Vec::new()).await;
     let js = admin_jetstream(&stack).await;
     let regional = rallypoint_collector::streams::regional_stream("us-east");
-    let leader = |js: async_nats::jetstream::Context| {
-        let regional = regional.clone();
-        async move {
-            let mut stream = js.get_stream(&regional).await.unwrap();
-            let info = stream.info().await.unwrap();
-            info.cluster.as_ref().and_then(|c| c.leader.clone())
-        }
+    let leader = || async {
+        let mut stream = js.get_stream(&regional).await.unwrap();
+        let info = stream.info().await.unwrap();
+        info.cluster.as_ref().and_then(|c| c.leader.clone())
     };
-    let before = leader(js.clone())
-        .await
-        .expect("the regional stream has a leader");
+    let before = leader().await.expect("the regional stream has a leader");
 
     let candidates = websocket_candidates(&stack, Some("us-east"));
     let delivering = a_third_delivered(&stack, candidates, N, 32).await;
     stack.nats.kill(&before).await.unwrap();
     let delivery = delivering.await.unwrap();
     eprintln!("after the leader's death: {delivery:?}");
-    let after = leader(js.clone()).await;
+    let after = leader().await;
     assert!(
         after.is_some() && after.as_ref() != Some(&before),
         "a new leader took over: {after:?}"
