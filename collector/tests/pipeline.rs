@@ -77,7 +77,7 @@ async fn with_duplicate_window(dir: &Path, window: Duration) -> Stack {
 
 /// Probe-only connections to every relay candidate of both regions.
 async fn peers(stack: &Stack, per_candidate: usize) -> Vec<Peer> {
-    let identity = ClientIdentity::new(stack.issuer.mint(
+    let identity = rallypoint_client_native::identity(stack.issuer.mint(
         "lobby",
         "reporter",
         "Reporter",
@@ -382,7 +382,7 @@ async fn send_through(stack: &Stack, region: &str, reports: &[ElectionReport]) {
         .into_iter()
         .find(|c| c.region == region && c.transport == TransportKind::WebSocket)
         .unwrap_or_else(|| panic!("no WebSocket relay in {region}"));
-    let identity = ClientIdentity::new(stack.issuer.mint(
+    let identity = rallypoint_client_native::identity(stack.issuer.mint(
         "lobby",
         "resender",
         "Resender",
@@ -653,7 +653,7 @@ async fn a_third_delivered(
 ) -> tokio::task::JoinHandle<Delivery> {
     let mut generator = ReportGenerator::new(stack.candidates(), seed, false);
     let reports: Vec<ElectionReport> = (0..n).map(|_| generator.next_report()).collect();
-    let identity = ClientIdentity::new(stack.issuer.mint(
+    let identity = rallypoint_client_native::identity(stack.issuer.mint(
         "lobby",
         "chaos",
         "Chaos",
@@ -758,11 +758,12 @@ async fn copies_past_the_window_in_a_backlog_two_collectors_drain_are_counted_on
     let mut generator = ReportGenerator::new(stack.candidates(), 33, false);
     let reports: Vec<ElectionReport> = (0..N).map(|_| generator.next_report()).collect();
     let identity = || {
-        ClientIdentity::new(
-            stack
-                .issuer
-                .mint("lobby", "twice", "Twice", Duration::from_secs(600)),
-        )
+        rallypoint_client_native::identity(stack.issuer.mint(
+            "lobby",
+            "twice",
+            "Twice",
+            Duration::from_secs(600),
+        ))
     };
     // Every report through us-east, then again through singapore once
     // JetStream has forgotten the ids: 2 N messages wait.

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use rallypoint_client::election::ElectionConfig;
 use rallypoint_client::session::Update;
-use rallypoint_client_native::ClientIdentity;
 use rallypoint_client_native::participant::{MediaPlan, MediaSource, ReceiveStats};
 use rallypoint_client_native::runner::{self, Command, Output, RunnerConfig};
 use rallypoint_protocol::v1::{DecisionRule, ElectionTrigger, server_frame};
@@ -39,7 +38,7 @@ impl Participant {
                 election: ElectionConfig::default(),
                 connect_timeout: Duration::from_secs(5),
                 room: Some(room.into()),
-                identity: ClientIdentity::new(token),
+                identity: rallypoint_client_native::identity(token),
             },
         );
         Participant {

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use rallypoint_client::election::ElectionConfig;
 use rallypoint_client::session::Update;
-use rallypoint_client_native::ClientIdentity;
 use rallypoint_client_native::runner::{self, Command, Output, RunnerConfig};
 use rallypoint_lab::proxy::Scenario;
 use rallypoint_lab::stack::{Stack, StackConfig};
@@ -47,7 +46,7 @@ async fn each_simulated_location_elects_its_nearest_region() {
                 election: ElectionConfig::default(),
                 connect_timeout: Duration::from_secs(5),
                 room: None,
-                identity: ClientIdentity::new(token),
+                identity: rallypoint_client_native::identity(token),
             },
         );
         let decided = tokio::time::timeout(Duration::from_secs(10), async {

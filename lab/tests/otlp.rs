@@ -15,7 +15,7 @@ use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point};
 use prost::Message as _;
 use rallypoint_client::TransportKind;
-use rallypoint_client_native::{ClientIdentity, Peer};
+use rallypoint_client_native::Peer;
 use rallypoint_lab::nats::{ClusterSpec, NatsRole, SuperCluster, SuperClusterSpec};
 use rallypoint_lab::relays::{RelayProcess, RelaySpec};
 use rallypoint_lab::tokens::DevIssuer;
@@ -159,8 +159,12 @@ async fn pushes(listener: std::net::TcpListener) {
         relay.log_tail(20)
     );
 
-    let identity =
-        ClientIdentity::new(DevIssuer::new(SECRET).mint("otlp", "alice", "Alice", T * 60));
+    let identity = rallypoint_client_native::identity(DevIssuer::new(SECRET).mint(
+        "otlp",
+        "alice",
+        "Alice",
+        T * 60,
+    ));
     let _alice = Peer::connect(&relay.candidate(TransportKind::WebSocket), &identity, T)
         .await
         .expect("alice connects");

@@ -20,8 +20,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rallypoint_client::TransportKind;
+use rallypoint_client_native::Peer;
 use rallypoint_client_native::participant::unix_micros;
-use rallypoint_client_native::{ClientIdentity, Peer};
 use rallypoint_lab::clickhouse::{ClickHouseRole, ClickHouseServer};
 use rallypoint_lab::collector::{CollectorProcess, CollectorSpec};
 use rallypoint_lab::commands::simulate::send;
@@ -135,7 +135,8 @@ async fn prometheus_scrapes_real_relay_and_collector_series_that_dashboard_and_a
     // Bob; a third connection sends election reports.
     let issuer = DevIssuer::new(SECRET);
     let candidate = relay.candidate(TransportKind::WebSocket);
-    let identity = |user: &str| ClientIdentity::new(issuer.mint("metrics", user, user, T * 60));
+    let identity =
+        |user: &str| rallypoint_client_native::identity(issuer.mint("metrics", user, user, T * 60));
     let mut alice = Peer::connect(&candidate, &identity("alice"), T)
         .await
         .expect("alice connects");

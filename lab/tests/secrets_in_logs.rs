@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rallypoint_client_native::{ClientIdentity, Peer};
+use rallypoint_client_native::Peer;
 use rallypoint_lab::commands::simulate::send;
 use rallypoint_lab::reports::ReportGenerator;
 use rallypoint_lab::stack::{Stack, StackConfig};
@@ -52,7 +52,7 @@ async fn run() {
     let token = stack
         .issuer
         .mint("lobby", "alice", "Alice", Duration::from_secs(600));
-    let identity = ClientIdentity::new(token.clone());
+    let identity = rallypoint_client_native::identity(token.clone());
     let mut peers = Vec::new();
     for candidate in stack.candidates() {
         peers.push(

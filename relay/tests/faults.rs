@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use nix::sys::signal::Signal;
 use rallypoint_client::TransportKind::{WebSocket, WebTransport};
-use rallypoint_client_native::{ClientIdentity, Peer, PeerError, Route};
+use rallypoint_client_native::{Peer, PeerError, Route};
 use rallypoint_protocol::limits;
 use rallypoint_protocol::token::Claims;
 use rallypoint_protocol::v1::{ErrorCode, server_frame};
@@ -28,8 +28,14 @@ async fn bad_tokens_get_a_clear_error_then_the_connection_closes() {
     for transport in [WebSocket, WebTransport] {
         let candidate = lab.candidate(0, transport);
 
-        let (code, message) =
-            refused_code(Peer::connect(&candidate, &ClientIdentity::new("not-a-jwt"), T).await);
+        let (code, message) = refused_code(
+            Peer::connect(
+                &candidate,
+                &rallypoint_client_native::identity("not-a-jwt"),
+                T,
+            )
+            .await,
+        );
         assert_eq!(code, ErrorCode::Unauthenticated);
         assert!(message.contains("token"), "{message}");
 
@@ -39,8 +45,9 @@ async fn bad_tokens_get_a_clear_error_then_the_connection_closes() {
             "Mallory",
             Duration::from_secs(60),
         );
-        let (code, message) =
-            refused_code(Peer::connect(&candidate, &ClientIdentity::new(forged), T).await);
+        let (code, message) = refused_code(
+            Peer::connect(&candidate, &rallypoint_client_native::identity(forged), T).await,
+        );
         assert_eq!(code, ErrorCode::Unauthenticated);
         assert!(message.contains("signature"), "{message}");
 
@@ -53,8 +60,9 @@ async fn bad_tokens_get_a_clear_error_then_the_connection_closes() {
             iat: None,
             ..Default::default()
         });
-        let (code, message) =
-            refused_code(Peer::connect(&candidate, &ClientIdentity::new(expired), T).await);
+        let (code, message) = refused_code(
+            Peer::connect(&candidate, &rallypoint_client_native::identity(expired), T).await,
+        );
         assert_eq!(code, ErrorCode::TokenExpired);
         assert!(message.contains("expired"), "{message}");
 

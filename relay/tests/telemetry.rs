@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use rallypoint_client::TransportKind::WebSocket;
-use rallypoint_client_native::{ClientIdentity, Peer};
+use rallypoint_client_native::Peer;
 use rallypoint_lab::nats::NatsRole;
 use rallypoint_lab::reports::ReportGenerator;
 use rallypoint_protocol::v1::{
@@ -112,7 +112,7 @@ async fn only_simulator_tokens_may_send_synthetic_reports() {
 
     // The simulator's token: the same kind of report is stored with the
     // network it invented.
-    let simulator = ClientIdentity::new(lab.issuer.mint_simulator(
+    let simulator = rallypoint_client_native::identity(lab.issuer.mint_simulator(
         "lobby",
         "simulator",
         "simulator",

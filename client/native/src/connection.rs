@@ -1,9 +1,9 @@
 //! One client connection to one relay, over WebSocket or WebTransport.
 //!
-//! Frames go where the protocol wants them: on WebTransport, control frames on
-//! the control stream (length-prefixed), probes as datagrams, media as a
-//! datagram when it fits and on its own unidirectional stream when it does
-//! not. On WebSocket, every frame is one binary message.
+//! Frames go where the protocol's rule ([`rallypoint_client::session::route`])
+//! sends them: on WebTransport, control frames on the control stream
+//! (length-prefixed), probes and small media as datagrams, large media on its
+//! own unidirectional stream. On WebSocket, every frame is one binary message.
 //!
 //! Every received frame is stamped with the time it was read off the socket,
 //! before it waits in any queue, so RTT samples are not inflated by a busy
@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
+use rallypoint_client::session::route::route;
 use rallypoint_client::{Candidate, TransportKind};
-use rallypoint_protocol::v1::{ClientFrame, ServerFrame, client_frame};
+use rallypoint_protocol::v1::{ClientFrame, ServerFrame};
 use rallypoint_protocol::{decode_server_frame, encode, length_prefixed, limits};
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
@@ -30,13 +31,7 @@ pub struct Received {
     pub datagram: bool,
 }
 
-/// How a frame travels (only WebTransport distinguishes).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Route {
-    Control,
-    Datagram,
-    Stream,
-}
+pub use rallypoint_client::session::Route;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -148,19 +143,17 @@ impl Sender {
     /// Sends a frame on the route its kind calls for.
     pub fn send(&self, frame: &ClientFrame) -> bool {
         let bytes = encode(frame);
-        let route = match (&frame.kind, self.transport) {
-            (_, TransportKind::WebSocket) => Route::Control,
-            (Some(client_frame::Kind::Probe(_)), _) => Route::Datagram,
-            (Some(client_frame::Kind::Media(_)), _) if bytes.len() <= self.max_datagram => {
-                Route::Datagram
-            }
-            (Some(client_frame::Kind::Media(_)), _) => Route::Stream,
-            _ => Route::Control,
-        };
+        let route = route(
+            frame.kind.as_ref(),
+            self.transport,
+            bytes.len(),
+            self.max_datagram,
+        );
         self.send_raw(bytes, route)
     }
 
-    /// Sends bytes as they are (tests use this to send malformed frames).
+    /// Sends bytes on `route` as they are: what the session encoded and
+    /// routed, or (in tests) malformed frames.
     pub fn send_raw(&self, bytes: Bytes, route: Route) -> bool {
         self.commands.send(Command::Send(bytes, route)).is_ok()
     }

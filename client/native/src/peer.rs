@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rallypoint_client::Candidate;
-use rallypoint_protocol::PROTOCOL_VERSION;
+use rallypoint_client::session::handshake::{self, Answer};
 use rallypoint_protocol::v1::{
-    ClientFrame, ClientInfo, ErrorCode, Hello, Join, Joined, KeyframeRequest, Leave, Media, Probe,
+    ClientFrame, ClientInfo, ErrorCode, Join, Joined, KeyframeRequest, Leave, Media, Probe,
     ServerFrame, TrackKind, Welcome, client_frame, server_frame,
 };
 
@@ -35,25 +35,19 @@ pub enum PeerError {
 }
 
 /// Who the client is, the same on every relay it talks to.
-#[derive(Debug, Clone)]
-pub struct ClientIdentity {
-    pub token: String,
-    /// Random bytes fixed for the whole call (the peer id derives from them).
-    pub session_id: Bytes,
-    pub info: ClientInfo,
-}
+pub use rallypoint_client::session::Identity as ClientIdentity;
 
-impl ClientIdentity {
-    pub fn new(token: impl Into<String>) -> Self {
-        ClientIdentity {
-            token: token.into(),
-            session_id: Bytes::from(rand::random::<[u8; 16]>().to_vec()),
-            info: ClientInfo {
-                platform: "native".into(),
-                client_version: env!("CARGO_PKG_VERSION").into(),
-                ..Default::default()
-            },
-        }
+/// A native client's identity for `token`: a fresh random session id (the
+/// peer id derives from it) and this build's version.
+pub fn identity(token: impl Into<String>) -> ClientIdentity {
+    ClientIdentity {
+        token: token.into(),
+        session_id: Bytes::from(rand::random::<[u8; 16]>().to_vec()),
+        info: ClientInfo {
+            platform: "native".into(),
+            client_version: env!("CARGO_PKG_VERSION").into(),
+            ..Default::default()
+        },
     }
 }
 
@@ -75,19 +69,25 @@ impl Peer {
     ) -> Result<Peer, PeerError> {
         let started = Instant::now();
         let mut conn = Connection::connect(candidate, timeout).await?;
-        conn.send(&ClientFrame::of(client_frame::Kind::Hello(Hello {
-            protocol_version: PROTOCOL_VERSION,
-            token: identity.token.clone(),
-            client: Some(identity.info.clone()),
-            session_id: identity.session_id.clone(),
-        })));
+        conn.send(&handshake::hello(
+            &identity.token,
+            &identity.session_id,
+            &identity.info,
+        ));
         let relay = candidate.label();
         let remaining = timeout.saturating_sub(started.elapsed());
-        let welcome = wait_for(&mut conn, &relay, "Welcome", remaining, |kind| match kind {
-            server_frame::Kind::Welcome(w) => Some(w.clone()),
-            _ => None,
-        })
-        .await?;
+        let welcome =
+            wait_for(
+                &mut conn,
+                &relay,
+                "Welcome",
+                remaining,
+                |kind| match handshake::answer(kind)? {
+                    Answer::Welcome(welcome) => Some(welcome),
+                    Answer::Refused { .. } => None,
+                },
+            )
+            .await?;
         Ok(Peer {
             candidate: candidate.clone(),
             conn,
@@ -229,11 +229,11 @@ async fn wait_for<T>(
         if let Some(found) = pick(&kind) {
             return Ok(found);
         }
-        if let server_frame::Kind::Error(error) = kind {
+        if let Some((code, message)) = handshake::refusal(&kind) {
             return Err(PeerError::Refused {
                 relay: relay.to_owned(),
-                code: ErrorCode::try_from(error.code).unwrap_or(ErrorCode::Unspecified),
-                message: error.message,
+                code,
+                message,
             });
         }
     }

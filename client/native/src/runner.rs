@@ -1,29 +1,33 @@
-//! Runs the sans-IO client [`Session`] (and the election inside it) on real
-//! connections with tokio.
+//! Runs the sans-IO client [`Session`] on real connections with tokio: a
+//! byte pipe. The session owns the protocol (handshakes, generations,
+//! routing, timers); the runner opens the transports it asks for, moves
+//! frames and time in and out, and hands the application what the session
+//! says.
 //!
-//! One task owns the session and every candidate's sending half; each
-//! connection's frames arrive on one channel, tagged with the candidate and
-//! stamped when they were read off the socket. The runner carries out the
-//! session's transmits (connect, send, close) and hands the application what
-//! it needs: decisions, the live table, room traffic of the serving relay.
-//! What those frames mean is the session's business, shared with the browser.
+//! One task owns the session and every connection's sending half; each
+//! connection's frames arrive on one channel, tagged with its id and
+//! stamped when they were read off the socket.
 //!
 //! A call that should outlive its token gets a [`TokenSource`]
 //! ([`spawn_refreshing`]): the runner calls it when the session asks, ahead
 //! of expiry. Without one, relays end the call when the token expires, and
 //! the session reports that as a `TokenExpired` refusal.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
-use rallypoint_client::election::{CandidateView, ElectionConfig};
-use rallypoint_client::session::{FrameUse, REPORT_RETRY, Session, Transmit, Update};
+use rallypoint_client::election::ElectionConfig;
+use rallypoint_client::session::{
+    ConnectionId, FrameUse, Session, SessionConfig, Transmit, Update,
+};
 use rallypoint_client::{Candidate, Micros};
+use rallypoint_protocol::encode;
 use rallypoint_protocol::v1::{KeyframeRequest, Media, client_frame};
 use tokio::sync::mpsc;
 
-use crate::connection::{Received, Sender};
-use crate::peer::{ClientIdentity, Peer};
+use crate::connection::{Connection, Received, Sender};
+use crate::peer::ClientIdentity;
 
 /// Where a long call gets a fresh token for the same user and room: the
 /// deployment's issuer. Called ahead of the current token's expiry, one
@@ -59,31 +63,26 @@ pub enum Command {
 pub enum Output {
     /// What the session said: a decision (the room is joined through the
     /// winner when the runner has a room), a failed or refusing candidate,
-    /// no relay reachable, election reports delivered.
+    /// no relay reachable, election reports delivered, the live table.
     Session(Update),
-    /// Live statistics, after every change worth redrawing.
-    Snapshot(Vec<CandidateView>),
     /// A frame from the room through the serving relay (media, presence,
     /// keyframe requests), stamped with its arrival.
     Room(Received),
 }
 
 enum Input {
-    Connected(usize, Peer),
-    ConnectFailed(usize, String),
-    Frame(usize, u64, Received),
-    Closed(usize, u64),
+    Opened(ConnectionId, Connection),
+    OpenFailed(ConnectionId, String),
+    Frame(ConnectionId, Received),
+    Closed(ConnectionId),
     Token(anyhow::Result<String>),
 }
 
 struct Runner {
-    config: RunnerConfig,
     session: Session,
     origin: Instant,
-    /// Each candidate's sending half, with the generation of its connection
-    /// (frames of a replaced connection are ignored).
-    senders: Vec<Option<(u64, Sender)>>,
-    generation: u64,
+    /// The sending half of every connection the session holds.
+    senders: HashMap<ConnectionId, Sender>,
     inputs: mpsc::UnboundedSender<Input>,
     outputs: mpsc::UnboundedSender<Output>,
     tokens: Option<TokenSource>,
@@ -131,29 +130,22 @@ async fn run(
     outputs: mpsc::UnboundedSender<Output>,
 ) {
     let (input_tx, mut inputs) = mpsc::unbounded_channel();
-    let info = &config.identity.info;
-    let client = rallypoint_protocol::v1::ClientContext {
-        platform: info.platform.clone(),
-        client_version: info.client_version.clone(),
-        browser_family: info.browser_family.clone(),
-        effective_connection_type: info.effective_connection_type.clone(),
-        ..Default::default()
-    };
+    let origin = Instant::now();
     let session = Session::new(
-        candidates.clone(),
-        config.election.clone(),
-        config.identity.session_id.clone(),
-        client,
-        config.room.clone(),
-        config.identity.token.clone(),
-        Box::new(|| (rand::random(), unix_ms())),
+        candidates,
+        SessionConfig {
+            election: config.election,
+            identity: config.identity,
+            room: config.room,
+            connect_timeout: config.connect_timeout,
+            report_seed: rand::random(),
+            wall_at_zero_ms: crate::participant::unix_micros() / 1000,
+        },
     );
     let mut runner = Runner {
-        senders: (0..candidates.len()).map(|_| None).collect(),
-        config,
         session,
-        origin: Instant::now(),
-        generation: 0,
+        origin,
+        senders: HashMap::new(),
         inputs: input_tx,
         outputs,
         tokens,
@@ -161,8 +153,6 @@ async fn run(
     };
     runner.session.start(Micros::ZERO);
     runner.pump();
-    // Reports refused for a passing reason are offered again now and then.
-    let mut report_retry = tokio::time::interval(REPORT_RETRY);
     loop {
         let deadline = runner
             .session
@@ -177,7 +167,6 @@ async fn run(
                 None | Some(Command::Stop) => break,
                 Some(command) => runner.command(command),
             },
-            _ = report_retry.tick() => runner.session.flush_reports(),
             _ = sleep_until(deadline) => {
                 let now = runner.now();
                 runner.session.handle_timeout(now);
@@ -195,13 +184,6 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 impl Runner {
     fn now(&self) -> Micros {
         self.at(Instant::now())
@@ -214,37 +196,32 @@ impl Runner {
     fn input(&mut self, input: Input) {
         let now = self.now();
         match input {
-            Input::Connected(id, Peer { conn, welcome, .. }) => {
+            Input::Opened(id, conn) => {
+                if !self.session.opened(id, conn.max_datagram(), now) {
+                    return;
+                }
                 let (sender, mut receiver) = conn.into_split();
-                self.generation += 1;
-                let generation = self.generation;
-                self.senders[id] = Some((generation, sender));
+                self.senders.insert(id, sender);
                 let tx = self.inputs.clone();
                 tokio::spawn(async move {
                     while let Some(received) = receiver.recv().await {
-                        if tx.send(Input::Frame(id, generation, received)).is_err() {
+                        if tx.send(Input::Frame(id, received)).is_err() {
                             return;
                         }
                     }
-                    let _ = tx.send(Input::Closed(id, generation));
+                    let _ = tx.send(Input::Closed(id));
                 });
-                self.session.connected(id, &welcome, now);
             }
-            Input::ConnectFailed(id, reason) => self.session.connect_failed(id, reason, now),
-            Input::Frame(id, generation, received) => {
-                if self.current_generation(id) != Some(generation) {
-                    return;
-                }
+            Input::OpenFailed(id, reason) => self.session.open_failed(id, reason, now),
+            Input::Frame(id, received) => {
                 let at = self.at(received.at);
                 if self.session.frame(id, &received.frame, at, now) == FrameUse::Room {
                     let _ = self.outputs.send(Output::Room(received));
                 }
             }
-            Input::Closed(id, generation) => {
-                if self.current_generation(id) == Some(generation) {
-                    self.senders[id] = None;
-                    self.session.closed(id, now);
-                }
+            Input::Closed(id) => {
+                self.senders.remove(&id);
+                self.session.closed(id, now);
             }
             Input::Token(token) => {
                 self.fetching = false;
@@ -269,10 +246,6 @@ impl Runner {
         });
     }
 
-    fn current_generation(&self, id: usize) -> Option<u64> {
-        self.senders[id].as_ref().map(|(g, _)| *g)
-    }
-
     fn command(&mut self, command: Command) {
         let kind = match command {
             Command::SendMedia(media) => client_frame::Kind::Media(media),
@@ -292,35 +265,36 @@ impl Runner {
         while let Some(update) = self.session.poll_update() {
             let _ = self.outputs.send(Output::Session(update));
         }
-        if self.session.take_decided() {
-            let _ = self.outputs.send(Output::Snapshot(self.session.snapshot()));
-        }
     }
 
     fn transmit(&mut self, transmit: Transmit) {
         match transmit {
-            Transmit::Connect(candidate) => {
-                let target = self.session.candidate(candidate).clone();
-                let identity = ClientIdentity {
-                    token: self.session.token().to_owned(),
-                    ..self.config.identity.clone()
-                };
-                let timeout = self.config.connect_timeout;
+            Transmit::Open {
+                connection,
+                timeout,
+            } => {
+                let target = self.session.candidate(connection.candidate).clone();
                 let tx = self.inputs.clone();
                 tokio::spawn(async move {
-                    let input = match Peer::connect(&target, &identity, timeout).await {
-                        Ok(peer) => Input::Connected(candidate, peer),
-                        Err(e) => Input::ConnectFailed(candidate, e.to_string()),
+                    let input = match Connection::connect(&target, timeout).await {
+                        Ok(conn) => Input::Opened(connection, conn),
+                        Err(e) => Input::OpenFailed(connection, e.to_string()),
                     };
                     let _ = tx.send(input);
                 });
             }
-            Transmit::Send(candidate, frame) => {
-                if let Some((_, sender)) = &self.senders[candidate] {
-                    sender.send(&frame);
+            Transmit::Send {
+                connection,
+                frame,
+                route,
+            } => {
+                if let Some(sender) = self.senders.get(&connection) {
+                    sender.send_raw(encode(&frame), route);
                 }
             }
-            Transmit::Close(candidate) => self.senders[candidate] = None,
+            Transmit::Close(connection) => {
+                self.senders.remove(&connection);
+            }
             Transmit::FetchToken { expires_unix } => {
                 tracing::debug!(expires_unix, "fresh token needed");
                 self.fetch_token();
@@ -330,7 +304,7 @@ impl Runner {
 
     fn hang_up(&mut self) {
         if let Some((id, leave)) = self.session.hang_up()
-            && let Some((_, sender)) = &self.senders[id]
+            && let Some(sender) = self.senders.get(&id)
         {
             sender.send(&leave);
             sender.close();

@@ -11,8 +11,8 @@ use bytes::Bytes;
 use rallypoint_client::election::ElectionConfig;
 use rallypoint_client::session::Update;
 use rallypoint_client::{Candidate, TransportKind};
+use rallypoint_client_native::Peer;
 use rallypoint_client_native::runner::{self, Command, Output, RunnerConfig, TokenSource};
-use rallypoint_client_native::{ClientIdentity, Peer};
 use rallypoint_lab::nats::{ClusterSpec, NatsRole, SuperCluster, SuperClusterSpec};
 use rallypoint_lab::relays::{RelayProcess, RelaySpec};
 use rallypoint_lab::tokens::DevIssuer;
@@ -74,7 +74,7 @@ fn config(user: &str) -> RunnerConfig {
         election: ElectionConfig::default(),
         connect_timeout: T,
         room: Some(ROOM.into()),
-        identity: ClientIdentity::new(short_token(user)),
+        identity: rallypoint_client_native::identity(short_token(user)),
     }
 }
 
@@ -130,7 +130,7 @@ async fn a_call_outlives_its_token_only_with_a_token_source() {
     let candidates: Vec<Candidate> = lab.relay.candidates();
     let mut watcher = Peer::connect(
         &lab.relay.candidate(TransportKind::WebSocket),
-        &ClientIdentity::new(DevIssuer::new(SECRET).mint(
+        &rallypoint_client_native::identity(DevIssuer::new(SECRET).mint(
             ROOM,
             "watcher",
             "watcher",
@@ -186,4 +186,51 @@ async fn a_call_outlives_its_token_only_with_a_token_source() {
         .await
         .expect("the refreshed call lives on");
     let _ = refreshing.send(Command::Stop);
+}
+
+/// A native client whose token the relays do not accept hears the refusal,
+/// code and message, the way the browser does; it never decides.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_token_is_reported_as_the_relays_refusal() {
+    let lab = lab().await;
+    let candidates = lab.relay.candidates();
+    let forged = DevIssuer::new("not-the-relays-secret").mint(ROOM, "mallory", "mallory", T);
+    let config = RunnerConfig {
+        identity: rallypoint_client_native::identity(forged),
+        ..config("mallory")
+    };
+    let (runner, mut outputs) = runner::spawn(candidates.clone(), config);
+    let mut refused = Vec::new();
+    let deadline = tokio::time::Instant::now() + T;
+    while refused.len() < candidates.len() {
+        let output = tokio::time::timeout_at(deadline, outputs.recv())
+            .await
+            .unwrap_or_else(|_| panic!("refusals within {T:?}, got {refused:?}"))
+            .expect("the runner runs");
+        match output {
+            Output::Session(Update::Refused {
+                candidate,
+                code,
+                message,
+            }) => refused.push((candidate.transport, code, message)),
+            Output::Session(Update::Decided { .. }) => panic!("decided with a forged token"),
+            _ => {}
+        }
+    }
+    for (transport, code, message) in &refused {
+        assert_eq!(
+            *code,
+            ErrorCode::Unauthenticated,
+            "{transport:?}: {message}"
+        );
+        assert!(!message.is_empty(), "{transport:?}: the relay says why");
+    }
+    let transports: std::collections::BTreeSet<String> =
+        refused.iter().map(|(t, _, _)| format!("{t:?}")).collect();
+    assert_eq!(
+        transports.len(),
+        2,
+        "refused on both transports: {refused:?}"
+    );
+    let _ = runner.send(Command::Stop);
 }

@@ -32,7 +32,7 @@ use crate::media::video::{VideoReceiver, VideoSender};
 use crate::media::{Decoded, MediaSink, capture};
 use crate::stats::{FreezeTracker, LatencyWindow, RateMeter};
 use crate::transport::Received;
-use rallypoint_client::session::Update as SessionUpdate;
+use rallypoint_client::session::{Identity, Update as SessionUpdate};
 
 /// A connection attempt (connect + Hello + Welcome) gives up after this.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -219,9 +219,11 @@ impl Call {
             election: ElectionConfig::default(),
             connect_timeout: CONNECT_TIMEOUT,
             room: request.room,
-            token: request.token,
-            session_id: Bytes::copy_from_slice(&clock::random_id()),
-            info: client_info(),
+            identity: Identity {
+                token: request.token,
+                session_id: Bytes::copy_from_slice(&clock::random_id()),
+                info: client_info(),
+            },
         };
         let (commands, outputs) = driver::spawn(request.candidates, config);
         let call = Rc::new(Call {
@@ -321,7 +323,7 @@ impl Call {
 
     fn on_output(self: &Rc<Self>, output: Output) {
         match output {
-            Output::Snapshot(views) => self.on_snapshot(&views),
+            Output::Session(SessionUpdate::Snapshot(views)) => self.on_snapshot(&views),
             Output::Session(SessionUpdate::Decided {
                 decision,
                 candidate,

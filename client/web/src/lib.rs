@@ -8,12 +8,11 @@
 //! call: the standby takes over, the room is re-joined, keyframes are asked for.
 //!
 //! The pure parts — statistics, audio playout, keyframe policy, the report
-//! queue, page parameters, frame routing — compile and are unit-tested on the
+//! queue, page parameters — compile and are unit-tested on the
 //! host; everything that needs a browser exists only on `wasm32`.
 
 pub mod client_info;
 pub mod params;
-pub mod route;
 pub mod stats;
 
 pub mod media;

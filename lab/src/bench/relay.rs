@@ -17,7 +17,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::StreamExt;
 use hdrhistogram::Histogram;
 use rallypoint_client::TransportKind;
-use rallypoint_client_native::{ClientIdentity, Peer};
+use rallypoint_client_native::Peer;
 use rallypoint_protocol::v1::{TrackKind, server_frame};
 
 use super::{latency_histogram, summary_ms};
@@ -363,8 +363,9 @@ async fn room(
     room: &str,
 ) -> anyhow::Result<(Peer, Vec<Peer>)> {
     let t = Duration::from_secs(10);
-    let token =
-        |user: &str| ClientIdentity::new(issuer.mint(room, user, user, Duration::from_secs(3600)));
+    let token = |user: &str| {
+        rallypoint_client_native::identity(issuer.mint(room, user, user, Duration::from_secs(3600)))
+    };
     let mut sender = Peer::connect(candidate, &token("sender"), t).await?;
     sender.join(room, 0, t).await?;
     let mut peers = Vec::new();

@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 
 use rallypoint_client::election::ElectionConfig;
 use rallypoint_client::session::Update;
-use rallypoint_client_native::ClientIdentity;
 use rallypoint_client_native::participant::{MediaPlan, MediaSource, ReceiveStats};
 use rallypoint_client_native::runner::{self, Command, Output, RunnerConfig};
 use rallypoint_protocol::v1::server_frame;
@@ -46,7 +45,7 @@ pub async fn run(args: JoinArgs) -> anyhow::Result<()> {
         election: ElectionConfig::default(),
         connect_timeout: Duration::from_secs(5),
         room: Some(args.room.clone()),
-        identity: ClientIdentity::new(token),
+        identity: rallypoint_client_native::identity(token),
     };
     let (commands, mut outputs) = runner::spawn(candidates, config);
     let started = Instant::now();

@@ -11,7 +11,6 @@ use std::time::Duration;
 use rallypoint_client::election::{CandidateView, ElectionConfig, Role};
 use rallypoint_client::report_json::report_json;
 use rallypoint_client::session::Update;
-use rallypoint_client_native::ClientIdentity;
 use rallypoint_client_native::runner::{self, Command, Output, RunnerConfig};
 use rallypoint_service::parse_duration;
 
@@ -53,7 +52,7 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<()> {
         },
         connect_timeout: args.connect_timeout,
         room: None,
-        identity: ClientIdentity::new(token),
+        identity: rallypoint_client_native::identity(token),
     };
     let live = std::io::stderr().is_terminal();
     let (commands, mut outputs) = runner::spawn(candidates, config);
@@ -61,10 +60,10 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<()> {
     let mut decided = None;
     while let Some(output) = outputs.recv().await {
         match output {
-            Output::Snapshot(views) if live && decided.is_none() => {
+            Output::Session(Update::Snapshot(views)) if live && decided.is_none() => {
                 drawn_lines = redraw(&views, drawn_lines);
             }
-            Output::Snapshot(_) => {}
+            Output::Session(Update::Snapshot(_)) => {}
             Output::Session(Update::CandidateFailed { candidate, reason }) if !live => {
                 eprintln!("{}: failed: {reason}", candidate.label());
             }

@@ -10,7 +10,7 @@
 
 use std::time::{Duration, Instant};
 
-use rallypoint_client_native::{ClientIdentity, Peer};
+use rallypoint_client_native::Peer;
 use rallypoint_protocol::v1::{
     ClientFrame, TelemetryReport, client_frame, server_frame, telemetry_report,
 };
@@ -71,7 +71,7 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
         ),
     }
     let (candidates, token) = source.resolve("lobby", "rallypoint simulate").await?;
-    let identity = ClientIdentity::new(token);
+    let identity = rallypoint_client_native::identity(token);
     let mut peers = Vec::new();
     for candidate in &candidates {
         for _ in 0..args.connections {

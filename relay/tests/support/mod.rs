@@ -88,7 +88,12 @@ impl Lab {
     }
 
     pub fn identity(&self, room: &str, user: &str) -> ClientIdentity {
-        ClientIdentity::new(self.issuer.mint(room, user, user, Duration::from_secs(600)))
+        rallypoint_client_native::identity(self.issuer.mint(
+            room,
+            user,
+            user,
+            Duration::from_secs(600),
+        ))
     }
 
     /// Connects and joins `room` through `relay` over `transport`.

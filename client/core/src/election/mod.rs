@@ -204,7 +204,7 @@ struct Challenge {
 }
 
 /// A candidate as the UI sees it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CandidateView {
     pub id: CandidateId,
     pub candidate: Candidate,

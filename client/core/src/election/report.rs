@@ -92,8 +92,9 @@ fn truncate(text: &str) -> String {
     text[..end].to_owned()
 }
 
-/// Fills what only the driver knows: a random report id (16 bytes, the
-/// idempotency key all the way to ClickHouse) and the wall clock.
+/// Fills what the election does not know: the report id (16 bytes, the
+/// idempotency key all the way to ClickHouse) and the wall clock, both
+/// from the session, which derives them from data its driver handed in.
 pub fn finish_report(report: &mut ElectionReport, report_id: [u8; 16], unix_ms: u64) {
     report.report_id = Bytes::copy_from_slice(&report_id);
     report.client_time_ms = unix_ms;

@@ -1,28 +1,41 @@
-//! The client's side of the protocol around the election, sans-IO.
+//! The client's side of the protocol, sans-IO: everything from the first
+//! byte on a connection to the last report acknowledged.
 //!
-//! The [`Election`] decides *which* relay serves; the session says what that
-//! means on the wire: which frame each election action becomes (probes, joins,
-//! demotions), what each server frame means for the election (probe answers,
-//! Drain, refusals), which frames are room traffic for the application, and
-//! the election reports kept until a relay acknowledges them, and the token
-//! kept fresh so a long call outlives it ([`token`]).
+//! The [`Election`] decides *which* relay serves; the session owns the rest
+//! of the protocol around it, the way quinn-proto owns QUIC's handshake:
+//! - each connection's handshake ([`handshake`]): Hello, Welcome under a
+//!   deadline, an Error before Welcome turned into a refusal;
+//! - each connection's generation ([`connections`]), so late events of a
+//!   replaced connection change nothing;
+//! - which frame each election action becomes (probes, joins, demotions),
+//!   what each server frame means for the election (probe answers, Drain,
+//!   refusals), which frames are room traffic for the application;
+//! - how each frame travels ([`route`]);
+//! - the election reports kept until a relay acknowledges them and offered
+//!   again now and then ([`reports`]), stamped from a seed and a wall-clock
+//!   offset handed in as data;
+//! - the token kept fresh so a long call outlives it ([`token`]);
+//! - when the live table is worth redrawing ([`snapshots`]).
 //!
-//! Like the election it owns no socket and no clock: the native runner and the
-//! browser driver feed it connection events and frames with the time, carry
-//! out its [`Transmit`]s on their own connections, and show its [`Update`]s.
-//! That keeps the two clients' behaviour one piece of code, tested here with
-//! virtual time.
+//! Like the election it owns no socket and no clock: a driver (the native
+//! runner, the browser driver) opens transports when asked, moves bytes and
+//! time in and out, and shows the [`Update`]s. That keeps the two clients'
+//! behaviour one piece of code, tested here with virtual time.
 
+pub mod connections;
+pub mod handshake;
 pub mod reports;
+pub mod route;
+mod snapshots;
 pub mod token;
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
+use bytes::Bytes;
 use rallypoint_protocol::v1::{
-    ClientContext, ClientFrame, ElectionReport, ErrorCode, Join, Leave, Probe, Refresh,
-    ServerFrame, TelemetryAck, TelemetryReport, Welcome, client_frame, server_frame,
-    telemetry_report,
+    ClientFrame, ClientInfo, ElectionReport, ErrorCode, Join, Leave, Probe, Refresh, ServerFrame,
+    TelemetryAck, TelemetryReport, client_frame, server_frame, telemetry_report,
 };
 
 use crate::Candidate;
@@ -31,31 +44,58 @@ use crate::election::{
     finish_report,
 };
 use crate::time::Micros;
-use reports::ReportQueue;
+pub use connections::ConnectionId;
+use connections::{Connections, Phase};
+use handshake::Answer;
+pub use handshake::Identity;
+use reports::{ReportIds, ReportQueue};
+pub use route::Route;
+pub use snapshots::SNAPSHOT_EVERY;
+use snapshots::SnapshotPacer;
 use token::TokenKeeper;
 
 /// How often reports refused for a passing reason are offered again.
 pub const REPORT_RETRY: Duration = Duration::from_secs(20);
 
-/// A random id and the wall-clock time (unix ms): what only the I/O layer
-/// can supply. Reports are stamped with both; token expiry (unix seconds)
-/// is turned into the driver's clock with the time.
-pub type Stamp = Box<dyn FnMut() -> ([u8; 16], u64) + Send>;
+/// What a session is started with.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub election: ElectionConfig,
+    pub identity: Identity,
+    /// Joined through the winner; `None` only measures (`rallypoint probe`).
+    pub room: Option<String>,
+    /// A connection that has not said Welcome this long after it was asked
+    /// for has failed.
+    pub connect_timeout: Duration,
+    /// 16 random bytes, once per call: report ids derive from them.
+    pub report_seed: [u8; 16],
+    /// The wall clock (unix ms) at the driver's time zero: reports are
+    /// stamped with it and token expiry (unix seconds) becomes driver time.
+    pub wall_at_zero_ms: u64,
+}
 
-/// What the I/O layer does on the network for the session.
+/// What the driver does on the network for the session.
 // Nearly every transmit is a `Send`; boxing its frame would add an
 // allocation per media frame to save space only on the rare others.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Transmit {
-    /// Open a probe-only connection to the candidate (the Hello is the I/O
-    /// layer's; it presents [`Session::token`], the newest); answer with
-    /// [`Session::connected`] or [`Session::connect_failed`].
-    Connect(CandidateId),
-    /// Send the frame on the candidate's connection, if it still has one.
-    Send(CandidateId, ClientFrame),
-    /// Drop the candidate's connection.
-    Close(CandidateId),
+    /// Open a transport to the candidate (WebSocket or WebTransport, as its
+    /// [`Candidate`] says), giving up after `timeout`; answer with
+    /// [`Session::opened`] or [`Session::open_failed`]. The handshake on it
+    /// is the session's.
+    Open {
+        connection: ConnectionId,
+        timeout: Duration,
+    },
+    /// Send the frame on the connection, the way `route` says.
+    Send {
+        connection: ConnectionId,
+        frame: ClientFrame,
+        route: Route,
+    },
+    /// Drop the connection.
+    Close(ConnectionId),
     /// Get a fresh token for the same user and room (the current one
     /// expires at `expires_unix`, unix seconds) and hand it in with
     /// [`Session::refresh_token`]; asked again later while none comes. A
@@ -81,8 +121,9 @@ pub enum Update {
         candidate: Candidate,
         reason: String,
     },
-    /// A relay refused this client with an Error frame (bad or expired
-    /// token, wrong room, …).
+    /// A relay refused this client with an Error frame, in answer to Hello
+    /// (bad or expired token, unsupported version, …) or later (token
+    /// expired, wrong room, …).
     Refused {
         candidate: Candidate,
         code: ErrorCode,
@@ -99,13 +140,17 @@ pub enum Update {
         pending: usize,
         ack: Option<TelemetryAck>,
     },
+    /// Every candidate's state and statistics: at once when the election
+    /// acts, at most every [`SNAPSHOT_EVERY`] when only measurements move.
+    Snapshot(Vec<CandidateView>),
 }
 
 /// Where a server frame goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FrameUse {
-    /// The session used it; `true` when the live table changed.
-    Consumed(bool),
+    /// The session's (or nobody's: a replaced connection's, a standby's
+    /// room traffic).
+    Consumed,
     /// Room traffic (media, presence, keyframe requests) from the serving
     /// relay: the application's.
     Room,
@@ -113,43 +158,52 @@ pub enum FrameUse {
 
 pub struct Session {
     election: Election,
-    /// Joined through the winner; `None` only measures (`rallypoint probe`).
+    session_id: Bytes,
+    info: ClientInfo,
     room: Option<String>,
-    /// Candidates with a connection the I/O layer holds.
-    open: Vec<bool>,
+    connect_timeout: Duration,
+    connections: Connections,
     serving: Option<CandidateId>,
     reports: ReportQueue,
+    report_ids: ReportIds,
+    /// When kept reports are next offered again (while any are kept).
+    report_retry_at: Option<Micros>,
+    wall_at_zero_ms: u64,
     tokens: TokenKeeper,
-    stamp: Stamp,
+    snapshots: SnapshotPacer,
     transmits: VecDeque<Transmit>,
     updates: VecDeque<Update>,
-    /// Actions or notices came out of the election since the last look.
-    decided: bool,
 }
 
 impl Session {
-    pub fn new(
-        candidates: Vec<Candidate>,
-        config: ElectionConfig,
-        session_id: bytes::Bytes,
-        client: ClientContext,
-        room: Option<String>,
-        token: String,
-        stamp: Stamp,
-    ) -> Self {
-        let open = vec![false; candidates.len()];
-        let tokens = TokenKeeper::new(token, candidates.len());
-        Session {
-            election: Election::new(candidates, config, session_id, client),
+    pub fn new(candidates: Vec<Candidate>, config: SessionConfig) -> Self {
+        let SessionConfig {
+            election,
+            identity,
             room,
-            open,
+            connect_timeout,
+            report_seed,
+            wall_at_zero_ms,
+        } = config;
+        let transports = candidates.iter().map(|c| c.transport).collect();
+        let tokens = TokenKeeper::new(identity.token, candidates.len());
+        let context = handshake::report_context(&identity.info);
+        Session {
+            election: Election::new(candidates, election, identity.session_id.clone(), context),
+            session_id: identity.session_id,
+            info: identity.info,
+            room,
+            connect_timeout,
+            connections: Connections::new(transports),
             serving: None,
             reports: ReportQueue::default(),
+            report_ids: ReportIds::new(report_seed),
+            report_retry_at: None,
+            wall_at_zero_ms,
             tokens,
-            stamp,
+            snapshots: SnapshotPacer::default(),
             transmits: VecDeque::new(),
             updates: VecDeque::new(),
-            decided: false,
         }
     }
 
@@ -159,13 +213,48 @@ impl Session {
         self.drain(now);
     }
 
-    /// The candidate's connection said `welcome` to its Hello.
-    pub fn connected(&mut self, id: CandidateId, welcome: &Welcome, now: Micros) {
-        self.open[id] = true;
-        self.token_expiry(id, welcome.token_expires_unix, now);
-        self.election
-            .handle(Event::Connected { candidate: id }, now);
+    /// The transport the session asked for is open; datagrams on it carry
+    /// at most `max_datagram` bytes (0 without datagrams). The session says
+    /// Hello on it. `false` when the session no longer wants the connection
+    /// (it gave up on it or replaced it): the driver drops it.
+    pub fn opened(&mut self, connection: ConnectionId, max_datagram: usize, now: Micros) -> bool {
+        if !self.connections.opened(connection, max_datagram) {
+            return false;
+        }
+        self.tokens.presenting(connection.candidate);
+        let hello = handshake::hello(self.tokens.token(), &self.session_id, &self.info);
+        self.send_on(connection, hello);
         self.drain(now);
+        true
+    }
+
+    /// The transport could not be opened.
+    pub fn open_failed(&mut self, connection: ConnectionId, reason: String, now: Micros) {
+        if self.connections.phase(connection).is_some() {
+            self.connections.close(connection.candidate);
+            self.connect_failed(connection.candidate, reason, now);
+        }
+    }
+
+    /// The connection ended without the session asking.
+    pub fn closed(&mut self, connection: ConnectionId, now: Micros) {
+        let Some(phase) = self.connections.phase(connection) else {
+            return;
+        };
+        self.connections.close(connection.candidate);
+        if phase == Phase::Open {
+            self.lost(
+                connection.candidate,
+                "connection closed by the relay or the network".into(),
+                now,
+            );
+        } else {
+            self.connect_failed(
+                connection.candidate,
+                "connection closed before Welcome".into(),
+                now,
+            );
+        }
     }
 
     /// The newest token: what a new connection presents in Hello.
@@ -179,46 +268,36 @@ impl Session {
     /// present it.
     pub fn refresh_token(&mut self, token: String) {
         self.tokens.replace(token);
-        for id in 0..self.open.len() {
-            if self.open[id] {
+        for id in 0..self.connections.candidates() {
+            if self.connections.is_open(id) {
                 self.send_refresh(id);
             }
         }
     }
 
-    pub fn connect_failed(&mut self, id: CandidateId, reason: String, now: Micros) {
-        self.election.handle(
-            Event::ConnectFailed {
-                candidate: id,
-                reason,
-            },
-            now,
-        );
-        self.drain(now);
-    }
-
-    /// The candidate's connection ended without the session asking.
-    pub fn closed(&mut self, id: CandidateId, now: Micros) {
-        self.lost(
-            id,
-            "connection closed by the relay or the network".into(),
-            now,
-        );
-    }
-
-    /// A frame from candidate `id`, read off the socket at `received_at`
-    /// (not when the I/O layer got to it: probe RTTs must not include a busy
+    /// A frame from `connection`, read off the socket at `received_at`
+    /// (not when the driver got to it: probe RTTs must not include a busy
     /// loop's delay).
     pub fn frame(
         &mut self,
-        id: CandidateId,
+        connection: ConnectionId,
         frame: &ServerFrame,
         received_at: Micros,
         now: Micros,
     ) -> FrameUse {
         let Some(kind) = &frame.kind else {
-            return FrameUse::Consumed(false);
+            return FrameUse::Consumed;
         };
+        match self.connections.phase(connection) {
+            Some(Phase::Open) => {}
+            Some(Phase::Greeting) => {
+                self.greeting(connection, kind, now);
+                self.drain(now);
+                return FrameUse::Consumed;
+            }
+            Some(Phase::Opening) | None => return FrameUse::Consumed,
+        }
+        let id = connection.candidate;
         let used = match kind {
             server_frame::Kind::ProbeAck(ack) => {
                 let event = Event::ProbeAck {
@@ -230,35 +309,35 @@ impl Session {
                     received_at,
                 };
                 self.election.handle(event, now);
-                FrameUse::Consumed(true)
+                if self.snapshots.measured(now) {
+                    self.push_snapshot();
+                }
+                FrameUse::Consumed
             }
             server_frame::Kind::Drain(_) => {
                 self.election.handle(Event::Drain { candidate: id }, now);
-                FrameUse::Consumed(true)
+                FrameUse::Consumed
             }
-            server_frame::Kind::Error(error) => {
-                let code = ErrorCode::try_from(error.code).unwrap_or(ErrorCode::Unspecified);
-                self.updates.push_back(Update::Refused {
-                    candidate: self.election.candidate(id).clone(),
-                    code,
-                    message: error.message.clone(),
-                });
-                self.transmits.push_back(Transmit::Close(id));
-                self.lost(id, format!("relay refused: {}", error.message), now);
-                FrameUse::Consumed(true)
+            server_frame::Kind::Error(_) => {
+                if let Some((code, message)) = handshake::refusal(kind) {
+                    self.refused(connection, code, message.clone());
+                    self.lost(id, format!("relay refused: {message}"), now);
+                }
+                FrameUse::Consumed
             }
             server_frame::Kind::TelemetryAck(ack) => {
                 self.reports.on_ack(ack);
+                self.arm_report_retry(now);
                 self.report_progress(Some(ack.clone()));
-                FrameUse::Consumed(false)
+                FrameUse::Consumed
             }
             server_frame::Kind::TokenRefreshed(refreshed) => {
                 self.token_expiry(id, refreshed.token_expires_unix, now);
-                FrameUse::Consumed(false)
+                FrameUse::Consumed
             }
-            server_frame::Kind::Welcome(_) => FrameUse::Consumed(false),
+            server_frame::Kind::Welcome(_) => FrameUse::Consumed,
             _ if Some(id) == self.serving => FrameUse::Room,
-            _ => FrameUse::Consumed(false),
+            _ => FrameUse::Consumed,
         };
         self.drain(now);
         used
@@ -268,50 +347,52 @@ impl Session {
     /// dropped while none serves.
     pub fn send_to_room(&mut self, kind: client_frame::Kind) {
         if let Some(serving) = self.serving_connection() {
-            self.transmits
-                .push_back(Transmit::Send(serving, ClientFrame::of(kind)));
+            self.send_on(serving, ClientFrame::of(kind));
         }
     }
 
     pub fn poll_timeout(&self) -> Option<Micros> {
-        [self.election.poll_timeout(), self.tokens.poll_timeout()]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.election.poll_timeout(),
+            self.tokens.poll_timeout(),
+            self.connections.poll_timeout(),
+            self.report_retry_at,
+            self.snapshots.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     pub fn handle_timeout(&mut self, now: Micros) {
+        for overdue in self.connections.overdue(now) {
+            self.connections.close(overdue.candidate);
+            self.transmits.push_back(Transmit::Close(overdue));
+            let reason = format!(
+                "no Welcome within {:.1} s",
+                self.connect_timeout.as_secs_f64()
+            );
+            self.connect_failed(overdue.candidate, reason, now);
+        }
         self.election.handle_timeout(now);
         if let Some(expires_unix) = self.tokens.handle_timeout(now) {
             self.transmits
                 .push_back(Transmit::FetchToken { expires_unix });
         }
+        if self.report_retry_at.is_some_and(|at| at <= now) {
+            self.report_retry_at = None;
+            self.flush_reports();
+            self.arm_report_retry(now);
+        }
+        if self.snapshots.handle_timeout(now) {
+            self.push_snapshot();
+        }
         self.drain(now);
-    }
-
-    /// Offers the kept reports that are not in flight to the serving relay.
-    pub fn flush_reports(&mut self) {
-        let Some(serving) = self.serving_connection() else {
-            return;
-        };
-        let unsent = self.reports.take_unsent();
-        if unsent.is_empty() {
-            return;
-        }
-        for report in unsent {
-            self.transmits.push_back(Transmit::Send(
-                serving,
-                ClientFrame::of(client_frame::Kind::Telemetry(TelemetryReport {
-                    kind: Some(telemetry_report::Kind::Election(report)),
-                })),
-            ));
-        }
-        self.report_progress(None);
     }
 
     /// Hanging up: the frame that tells the room at once, and the connection
     /// to send it on (then close). Nothing without a room or a serving relay.
-    pub fn hang_up(&mut self) -> Option<(CandidateId, ClientFrame)> {
+    pub fn hang_up(&mut self) -> Option<(ConnectionId, ClientFrame)> {
         let serving = self.serving_connection()?;
         self.serving = None;
         self.room.as_ref()?;
@@ -329,11 +410,6 @@ impl Session {
         self.updates.pop_front()
     }
 
-    /// Whether the election acted or decided since the last call.
-    pub fn take_decided(&mut self) -> bool {
-        std::mem::take(&mut self.decided)
-    }
-
     pub fn snapshot(&self) -> Vec<CandidateView> {
         self.election.snapshot()
     }
@@ -344,37 +420,104 @@ impl Session {
 
     /// The relay serving the room, if its connection is up.
     pub fn serving(&self) -> Option<CandidateId> {
-        self.serving_connection()
+        self.serving_connection().map(|c| c.candidate)
     }
 
     pub fn reports_pending(&self) -> usize {
         self.reports.pending()
     }
 
+    /// The wall clock (unix ms) at driver time `now`.
+    fn wall_ms(&self, now: Micros) -> u64 {
+        self.wall_at_zero_ms + now.as_millis()
+    }
+
+    /// What a relay said to the Hello on `connection`.
+    fn greeting(&mut self, connection: ConnectionId, kind: &server_frame::Kind, now: Micros) {
+        let id = connection.candidate;
+        match handshake::answer(kind) {
+            Some(Answer::Welcome(welcome)) => {
+                self.connections.welcomed(connection);
+                self.token_expiry(id, welcome.token_expires_unix, now);
+                self.election
+                    .handle(Event::Connected { candidate: id }, now);
+            }
+            Some(Answer::Refused { code, message }) => {
+                self.refused(connection, code, message.clone());
+                self.connect_failed(id, format!("relay refused: {message}"), now);
+            }
+            None => {}
+        }
+    }
+
+    /// A relay refused this client on `connection`: the application hears
+    /// it and the connection is dropped.
+    fn refused(&mut self, connection: ConnectionId, code: ErrorCode, message: String) {
+        self.updates.push_back(Update::Refused {
+            candidate: self.election.candidate(connection.candidate).clone(),
+            code,
+            message,
+        });
+        self.connections.close(connection.candidate);
+        self.transmits.push_back(Transmit::Close(connection));
+    }
+
+    fn connect_failed(&mut self, id: CandidateId, reason: String, now: Micros) {
+        self.election.handle(
+            Event::ConnectFailed {
+                candidate: id,
+                reason,
+            },
+            now,
+        );
+        self.drain(now);
+    }
+
     /// A relay said when the token of `id`'s connection expires; a
     /// connection still on an older token gets the newest at once.
     fn token_expiry(&mut self, id: CandidateId, expires_unix: u64, now: Micros) {
-        let (_, wall_ms) = (self.stamp)();
-        if self.tokens.expiry(id, expires_unix, wall_ms, now) {
+        if self.tokens.expiry(id, expires_unix, self.wall_ms(now), now) {
             self.send_refresh(id);
         }
     }
 
     fn send_refresh(&mut self, id: CandidateId) {
+        let Some(connection) = self.connections.open_one(id) else {
+            return;
+        };
         self.tokens.presenting(id);
         let token = self.tokens.token().to_owned();
-        self.transmits.push_back(Transmit::Send(
-            id,
+        self.send_on(
+            connection,
             ClientFrame::of(client_frame::Kind::Refresh(Refresh { token })),
-        ));
+        );
     }
 
-    fn serving_connection(&self) -> Option<CandidateId> {
-        self.serving.filter(|&id| self.open[id])
+    /// Sends `frame` on `connection` the way the protocol routes it.
+    fn send_on(&mut self, connection: ConnectionId, frame: ClientFrame) {
+        let route = self.connections.route(connection, &frame);
+        self.transmits.push_back(Transmit::Send {
+            connection,
+            frame,
+            route,
+        });
+    }
+
+    /// Sends `frame` on the candidate's connection once it said Welcome.
+    fn send_to(&mut self, id: CandidateId, frame: ClientFrame) {
+        if let Some(connection) = self.connections.open_one(id) {
+            self.send_on(connection, frame);
+        }
+    }
+
+    fn serving_connection(&self) -> Option<ConnectionId> {
+        self.connections.open_one(self.serving?)
     }
 
     fn lost(&mut self, id: CandidateId, reason: String, now: Micros) {
-        self.open[id] = false;
+        if let Some(connection) = self.connections.close(id) {
+            self.transmits.push_back(Transmit::Close(connection));
+        }
         self.election.handle(
             Event::ConnectionLost {
                 candidate: id,
@@ -386,44 +529,54 @@ impl Session {
     }
 
     /// Turns the election's actions into transmits and its notices into
-    /// updates.
+    /// updates; the live table is redrawn after any.
     fn drain(&mut self, now: Micros) {
+        let mut acted = false;
         while let Some(action) = self.election.poll_action() {
-            self.decided = true;
+            // Sending a probe changes nothing people see; its answer does,
+            // and is paced.
+            acted |= !matches!(action, Action::SendProbe { .. });
             self.act(action, now);
         }
         while let Some(notice) = self.election.poll_notice() {
-            self.decided = true;
-            self.notice(notice);
+            acted = true;
+            self.notice(notice, now);
+        }
+        if acted && self.snapshots.acted(now) {
+            self.push_snapshot();
         }
     }
 
     fn act(&mut self, action: Action, now: Micros) {
         match action {
             Action::Open { candidate } => {
-                self.tokens.presenting(candidate);
-                self.transmits.push_back(Transmit::Connect(candidate));
+                let (connection, replaced) =
+                    self.connections.open(candidate, now, self.connect_timeout);
+                if let Some(replaced) = replaced {
+                    self.transmits.push_back(Transmit::Close(replaced));
+                }
+                self.transmits.push_back(Transmit::Open {
+                    connection,
+                    timeout: self.connect_timeout,
+                });
             }
-            Action::SendProbe { candidate, seq } => self.transmits.push_back(Transmit::Send(
+            Action::SendProbe { candidate, seq } => self.send_to(
                 candidate,
                 ClientFrame::of(client_frame::Kind::Probe(Probe {
                     seq,
                     client_send_us: now.0,
                 })),
-            )),
+            ),
             Action::Join {
                 candidate,
                 join_seq,
             } => {
                 self.serving = Some(candidate);
-                if let Some(room) = &self.room {
-                    self.transmits.push_back(Transmit::Send(
+                if let Some(room) = self.room.clone() {
+                    self.send_to(
                         candidate,
-                        ClientFrame::of(client_frame::Kind::Join(Join {
-                            room: room.clone(),
-                            join_seq,
-                        })),
-                    ));
+                        ClientFrame::of(client_frame::Kind::Join(Join { room, join_seq })),
+                    );
                 }
                 // Whatever was in flight on the previous relay may be lost.
                 self.reports.resend_all();
@@ -431,26 +584,27 @@ impl Session {
             }
             Action::Demote { candidate } => {
                 if self.room.is_some() {
-                    self.transmits.push_back(Transmit::Send(
+                    self.send_to(
                         candidate,
                         ClientFrame::of(client_frame::Kind::Leave(Leave { moving: true })),
-                    ));
+                    );
                 }
             }
             Action::Close { candidate } => {
                 if self.serving == Some(candidate) {
                     self.serving = None;
                 }
-                self.open[candidate] = false;
-                self.transmits.push_back(Transmit::Close(candidate));
+                if let Some(connection) = self.connections.close(candidate) {
+                    self.transmits.push_back(Transmit::Close(connection));
+                }
             }
         }
     }
 
-    fn notice(&mut self, notice: Notice) {
+    fn notice(&mut self, notice: Notice, now: Micros) {
         match notice {
             Notice::Decided { decision, report } => {
-                let report = self.keep_report(report);
+                let report = self.keep_report(report, now);
                 let candidate = self.election.candidate(decision.winner).clone();
                 self.updates.push_back(Update::Decided {
                     decision,
@@ -468,19 +622,49 @@ impl Session {
                 attempt,
                 report,
             } => {
-                self.keep_report(report);
+                self.keep_report(report, now);
                 self.updates
                     .push_back(Update::NoRelayReachable { retry_in, attempt });
             }
         }
     }
 
+    /// Offers the kept reports that are not in flight to the serving relay.
+    fn flush_reports(&mut self) {
+        let Some(serving) = self.serving_connection() else {
+            return;
+        };
+        let unsent = self.reports.take_unsent();
+        if unsent.is_empty() {
+            return;
+        }
+        for report in unsent {
+            self.send_on(
+                serving,
+                ClientFrame::of(client_frame::Kind::Telemetry(TelemetryReport {
+                    kind: Some(telemetry_report::Kind::Election(report)),
+                })),
+            );
+        }
+        self.report_progress(None);
+    }
+
+    /// Reports refused for a passing reason (or sent to a relay that went
+    /// away) are offered again every [`REPORT_RETRY`] while any are kept.
+    fn arm_report_retry(&mut self, now: Micros) {
+        if self.reports.pending() == 0 {
+            self.report_retry_at = None;
+        } else if self.report_retry_at.is_none() {
+            self.report_retry_at = Some(now + REPORT_RETRY);
+        }
+    }
+
     /// Stamps a report and keeps it until a relay acknowledges it.
-    fn keep_report(&mut self, mut report: ElectionReport) -> ElectionReport {
-        let (id, unix_ms) = (self.stamp)();
-        finish_report(&mut report, id, unix_ms);
+    fn keep_report(&mut self, mut report: ElectionReport, now: Micros) -> ElectionReport {
+        finish_report(&mut report, self.report_ids.next_id(), self.wall_ms(now));
         self.reports.push(report.clone());
         self.flush_reports();
+        self.arm_report_retry(now);
         report
     }
 
@@ -490,6 +674,11 @@ impl Session {
             pending: self.reports.pending(),
             ack,
         });
+    }
+
+    fn push_snapshot(&mut self) {
+        self.updates
+            .push_back(Update::Snapshot(self.election.snapshot()));
     }
 }
 

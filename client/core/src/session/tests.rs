@@ -1,18 +1,16 @@
 //! The session with virtual time and a scripted network: what goes on the
 //! wire for each election step, and what the application hears.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use super::*;
 use crate::TransportKind;
-use rallypoint_protocol::v1::{Drain, Media, ProbeAck, TokenRefreshed, Welcome};
+use rallypoint_protocol::v1::{Drain, Hello, Media, ProbeAck, TokenRefreshed, Welcome};
 
 const ROOM: &str = "standup";
 /// The wall clock (unix ms) at virtual time zero.
 const WALL_AT_ZERO_MS: u64 = 1_790_000_000_000;
 /// How long after its expiry a relay still serves a token.
 const LEEWAY_S: u64 = 5;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn candidate(region: &str, transport: TransportKind) -> Candidate {
     Candidate {
@@ -33,8 +31,8 @@ fn candidate(region: &str, transport: TransportKind) -> Candidate {
 struct Net {
     session: Session,
     now: Micros,
-    /// The virtual time (µs) the session's stamp reads its wall clock from.
-    clock: Arc<AtomicU64>,
+    /// Each candidate's current connection, as the driver knows it.
+    conns: Vec<Option<ConnectionId>>,
     /// The expiry of the token each open connection lives on.
     token_exp: Vec<Option<u64>>,
     /// The token each Hello presented.
@@ -46,9 +44,16 @@ struct Net {
     asks: Vec<Micros>,
     rtt_ms: Vec<u64>,
     reachable: Vec<bool>,
-    /// (arrives at, candidate, frame) answers in flight.
-    in_flight: Vec<(Micros, CandidateId, ServerFrame)>,
+    /// Relays that open the transport but never answer Hello.
+    silent: Vec<bool>,
+    /// Relays that refuse every Hello as unauthenticated.
+    refusing: Vec<bool>,
+    /// When each live-table snapshot came.
+    snapshots: Vec<Micros>,
+    /// (arrives at, connection, frame) answers in flight.
+    in_flight: Vec<(Micros, ConnectionId, ServerFrame)>,
     sent: Vec<(CandidateId, ClientFrame)>,
+    routes: Vec<(CandidateId, Route)>,
     closed: Vec<CandidateId>,
     updates: Vec<Update>,
     room_frames: usize,
@@ -58,6 +63,21 @@ struct Net {
     liar: Option<CandidateId>,
 }
 
+fn config(room: Option<&str>, token: String) -> SessionConfig {
+    SessionConfig {
+        election: ElectionConfig::default(),
+        identity: Identity {
+            token,
+            session_id: bytes::Bytes::from_static(&[7; 16]),
+            info: Default::default(),
+        },
+        room: room.map(str::to_owned),
+        connect_timeout: CONNECT_TIMEOUT,
+        report_seed: [0; 16],
+        wall_at_zero_ms: WALL_AT_ZERO_MS,
+    }
+}
+
 impl Net {
     fn new(room: Option<&str>, reachable: Vec<bool>) -> Net {
         Net::with_token(room, reachable, 3600)
@@ -65,38 +85,38 @@ impl Net {
 
     /// A session whose first token lives `token_life_s`.
     fn with_token(room: Option<&str>, reachable: Vec<bool>, token_life_s: u64) -> Net {
-        let mut next_id = 0u8;
-        let clock = Arc::new(AtomicU64::new(0));
-        let wall = clock.clone();
-        let stamp: Stamp = Box::new(move || {
-            next_id += 1;
-            let wall_ms = WALL_AT_ZERO_MS + wall.load(Ordering::Relaxed) / 1000;
-            ([next_id; 16], wall_ms)
-        });
-        let session = Session::new(
+        Net::with_candidates(
             vec![
                 candidate("singapore", TransportKind::WebSocket),
                 candidate("us-east", TransportKind::WebSocket),
             ],
-            ElectionConfig::default(),
-            bytes::Bytes::from_static(&[7; 16]),
-            ClientContext::default(),
-            room.map(str::to_owned),
-            token_expiring(Micros::ZERO, token_life_s),
-            stamp,
-        );
+            config(room, token_expiring(Micros::ZERO, token_life_s)),
+            reachable,
+        )
+    }
+
+    fn with_candidates(
+        candidates: Vec<Candidate>,
+        config: SessionConfig,
+        reachable: Vec<bool>,
+    ) -> Net {
+        let n = candidates.len();
         Net {
-            session,
+            session: Session::new(candidates, config),
             now: Micros::ZERO,
-            clock,
-            token_exp: vec![None; 2],
+            conns: vec![None; n],
+            token_exp: vec![None; n],
             hellos: Vec::new(),
             issuer: None,
             asks: Vec::new(),
-            rtt_ms: vec![20, 120],
+            rtt_ms: [20, 120].into_iter().cycle().take(n).collect(),
             reachable,
+            silent: vec![false; n],
+            refusing: vec![false; n],
+            snapshots: Vec::new(),
             in_flight: Vec::new(),
             sent: Vec::new(),
+            routes: Vec::new(),
             closed: Vec::new(),
             updates: Vec::new(),
             room_frames: 0,
@@ -104,60 +124,63 @@ impl Net {
         }
     }
 
-    /// Carries out everything the session asked for.
+    /// Carries out everything the session asked for, as a driver and the
+    /// relays would: transports open at once (or fail), relays answer Hello
+    /// at once and probes after the candidate's RTT.
     fn carry_out(&mut self) {
         while let Some(transmit) = self.session.poll_transmit() {
             match transmit {
-                Transmit::Connect(id) => {
-                    let token = self.session.token().to_owned();
-                    let exp = expiry_of(&token);
-                    let expired = (exp + LEEWAY_S) * 1000 <= WALL_AT_ZERO_MS + self.now.as_millis();
-                    if expired {
-                        self.session.connect_failed(
-                            id,
-                            "relay refused: token expired".into(),
-                            self.now,
-                        );
-                    } else if self.reachable[id] {
-                        self.hellos.push((id, token));
-                        self.token_exp[id] = Some(exp);
-                        let welcome = Welcome {
-                            token_expires_unix: exp,
-                            ..Default::default()
-                        };
-                        self.session.connected(id, &welcome, self.now);
+                Transmit::Open { connection, .. } => {
+                    let id = connection.candidate;
+                    if self.reachable[id] {
+                        self.conns[id] = Some(connection);
+                        assert!(self.session.opened(connection, 1200, self.now));
                     } else {
                         self.session
-                            .connect_failed(id, "connection refused".into(), self.now);
+                            .open_failed(connection, "connection refused".into(), self.now);
                     }
                 }
-                Transmit::Send(id, frame) => {
-                    if let Some(client_frame::Kind::Probe(probe)) = &frame.kind {
-                        let at = Micros(self.now.0 + self.rtt_ms[id] * 1000);
-                        let ack = if self.liar == Some(id) {
-                            ProbeAck {
-                                seq: probe.seq,
-                                client_send_us: at.0 - 1_000,
-                                relay_recv_us: 0,
-                                relay_send_us: (self.rtt_ms[id] - 1) * 1000,
-                                ..Default::default()
-                            }
-                        } else {
-                            ProbeAck {
-                                seq: probe.seq,
-                                client_send_us: probe.client_send_us,
-                                ..Default::default()
-                            }
-                        };
-                        let ack = ServerFrame::of(server_frame::Kind::ProbeAck(ack));
-                        self.in_flight.push((at, id, ack));
+                Transmit::Send {
+                    connection,
+                    frame,
+                    route,
+                } => {
+                    let id = connection.candidate;
+                    match &frame.kind {
+                        Some(client_frame::Kind::Hello(hello)) => self.hello(connection, hello),
+                        Some(client_frame::Kind::Probe(probe)) => {
+                            let at = Micros(self.now.0 + self.rtt_ms[id] * 1000);
+                            let ack = if self.liar == Some(id) {
+                                ProbeAck {
+                                    seq: probe.seq,
+                                    client_send_us: at.0 - 1_000,
+                                    relay_recv_us: 0,
+                                    relay_send_us: (self.rtt_ms[id] - 1) * 1000,
+                                    ..Default::default()
+                                }
+                            } else {
+                                ProbeAck {
+                                    seq: probe.seq,
+                                    client_send_us: probe.client_send_us,
+                                    ..Default::default()
+                                }
+                            };
+                            let ack = ServerFrame::of(server_frame::Kind::ProbeAck(ack));
+                            self.in_flight.push((at, connection, ack));
+                        }
+                        Some(client_frame::Kind::Refresh(refresh)) => {
+                            self.refresh(connection, &refresh.token)
+                        }
+                        _ => {}
                     }
-                    if let Some(client_frame::Kind::Refresh(refresh)) = &frame.kind {
-                        self.refresh(id, &refresh.token);
-                    }
+                    self.routes.push((id, route));
                     self.sent.push((id, frame));
                 }
-                Transmit::Close(id) => {
+                Transmit::Close(connection) => {
+                    let id = connection.candidate;
+                    if self.conns[id] == Some(connection) {
+                        self.conns[id] = None;
+                    }
                     self.token_exp[id] = None;
                     self.closed.push(id);
                 }
@@ -171,19 +194,47 @@ impl Net {
             }
         }
         while let Some(update) = self.session.poll_update() {
+            if matches!(update, Update::Snapshot(_)) {
+                self.snapshots.push(self.now);
+            }
             self.updates.push(update);
         }
     }
 
+    /// The relay's answer to Hello: Welcome, or TokenExpired for a token
+    /// past its expiry and the relay's leeway.
+    fn hello(&mut self, connection: ConnectionId, hello: &Hello) {
+        let id = connection.candidate;
+        self.hellos.push((id, hello.token.clone()));
+        if self.silent[id] {
+            return;
+        }
+        let exp = expiry_of(&hello.token);
+        let expired = (exp + LEEWAY_S) * 1000 <= WALL_AT_ZERO_MS + self.now.as_millis();
+        let answer = if self.refusing[id] {
+            ServerFrame::error(ErrorCode::Unauthenticated, "bad token")
+        } else if expired {
+            ServerFrame::error(ErrorCode::TokenExpired, "token expired")
+        } else {
+            self.token_exp[id] = Some(exp);
+            ServerFrame::of(server_frame::Kind::Welcome(Welcome {
+                token_expires_unix: exp,
+                ..Default::default()
+            }))
+        };
+        self.in_flight.push((self.now, connection, answer));
+    }
+
     /// The relay takes the fresh token at once and says so after a round trip.
-    fn refresh(&mut self, id: CandidateId, token: &str) {
+    fn refresh(&mut self, connection: ConnectionId, token: &str) {
+        let id = connection.candidate;
         let exp = expiry_of(token);
         self.token_exp[id] = Some(exp);
         let refreshed = ServerFrame::of(server_frame::Kind::TokenRefreshed(TokenRefreshed {
             token_expires_unix: exp,
         }));
         let at = Micros(self.now.0 + self.rtt_ms[id] * 1000);
-        self.in_flight.push((at, id, refreshed));
+        self.in_flight.push((at, connection, refreshed));
     }
 
     /// The next connection a relay ends for its expired token, and when.
@@ -198,8 +249,14 @@ impl Net {
             .min()
     }
 
+    /// A frame from the candidate's current connection.
     fn deliver(&mut self, id: CandidateId, frame: ServerFrame) -> FrameUse {
-        let used = self.session.frame(id, &frame, self.now, self.now);
+        let connection = self.conns[id].expect("the candidate has a connection");
+        self.deliver_on(connection, frame)
+    }
+
+    fn deliver_on(&mut self, connection: ConnectionId, frame: ServerFrame) -> FrameUse {
+        let used = self.session.frame(connection, &frame, self.now, self.now);
         if used == FrameUse::Room {
             self.room_frames += 1;
         }
@@ -234,8 +291,8 @@ impl Net {
                     ServerFrame::error(ErrorCode::TokenExpired, "token expired"),
                 );
             } else if next_answer == Some(next) {
-                let (_, id, frame) = self.in_flight.remove(0);
-                self.deliver(id, frame);
+                let (_, connection, frame) = self.in_flight.remove(0);
+                self.deliver_on(connection, frame);
             } else {
                 self.session.handle_timeout(self.now);
                 self.carry_out();
@@ -245,7 +302,6 @@ impl Net {
 
     fn set_now(&mut self, now: Micros) {
         self.now = now;
-        self.clock.store(now.0, Ordering::Relaxed);
     }
 
     fn refusals(&self) -> Vec<ErrorCode> {
@@ -284,6 +340,16 @@ impl Net {
             .iter()
             .filter_map(|(id, f)| match &f.kind {
                 Some(client_frame::Kind::Join(join)) => Some((*id, join)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn decided_reports(&self) -> Vec<&ElectionReport> {
+        self.updates
+            .iter()
+            .filter_map(|u| match u {
+                Update::Decided { report, .. } => Some(report),
                 _ => None,
             })
             .collect()
@@ -385,17 +451,17 @@ fn room_traffic_is_the_applications_only_from_the_serving_relay() {
     assert_eq!(net.deliver(0, media.clone()), FrameUse::Room);
     assert_eq!(
         net.deliver(1, media),
-        FrameUse::Consumed(false),
+        FrameUse::Consumed,
         "a standby's media is not the room's"
     );
     let welcome = ServerFrame::of(server_frame::Kind::Welcome(Welcome::default()));
-    assert_eq!(net.deliver(0, welcome), FrameUse::Consumed(false));
+    assert_eq!(net.deliver(0, welcome), FrameUse::Consumed);
 
     net.session
         .send_to_room(client_frame::Kind::Media(Media::default()));
     assert!(matches!(
         net.session.poll_transmit(),
-        Some(Transmit::Send(0, _))
+        Some(Transmit::Send { connection, .. }) if connection.candidate == 0
     ));
 }
 
@@ -499,7 +565,7 @@ fn hanging_up_leaves_through_the_serving_relay() {
     net.session.start(Micros::ZERO);
     net.run_until(4_000);
     let (id, frame) = net.session.hang_up().expect("serving");
-    assert_eq!(id, 0);
+    assert_eq!(id.candidate, 0);
     assert!(matches!(
         frame.kind,
         Some(client_frame::Kind::Leave(Leave { moving: false }))
@@ -548,11 +614,13 @@ fn without_a_fresh_token_the_relays_end_the_call_after_asking_again() {
     assert_eq!(net.refusals(), vec![], "the token is still good");
 
     net.run_until(600_000 + LEEWAY_S * 1000 + 1);
-    assert_eq!(
-        net.refusals(),
-        vec![ErrorCode::TokenExpired, ErrorCode::TokenExpired],
-        "both connections ended with the token"
+    let refusals = net.refusals();
+    assert!(
+        refusals.len() >= 3 && refusals.iter().all(|&c| c == ErrorCode::TokenExpired),
+        "both connections ended with the token, and the Hello of a new one \
+         presenting it is refused too: {refusals:?}"
     );
+    assert_eq!(net.session.serving(), None);
 }
 
 #[test]
@@ -572,9 +640,34 @@ fn short_lived_tokens_are_not_fetched_in_a_loop() {
 #[test]
 fn new_connections_present_the_newest_token_and_ones_under_way_are_refreshed() {
     let mut net = call_with_tokens(600, None);
-    let connects: Vec<Transmit> = std::iter::from_fn(|| net.session.poll_transmit()).collect();
-    assert_eq!(connects, vec![Transmit::Connect(0), Transmit::Connect(1)]);
-    let old_exp = expiry_of(net.session.token());
+    let opens: Vec<ConnectionId> = std::iter::from_fn(|| net.session.poll_transmit())
+        .map(|t| match t {
+            Transmit::Open { connection, .. } => connection,
+            other => panic!("only opens at first: {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        opens.iter().map(|c| c.candidate).collect::<Vec<_>>(),
+        vec![0, 1]
+    );
+    let old = net.session.token().to_owned();
+    let old_exp = expiry_of(&old);
+
+    // Both transports open: the session says Hello with the token it has.
+    for &connection in &opens {
+        assert!(net.session.opened(connection, 0, Micros::ZERO));
+        match net.session.poll_transmit() {
+            Some(Transmit::Send {
+                frame:
+                    ClientFrame {
+                        kind: Some(client_frame::Kind::Hello(hello)),
+                    },
+                route: Route::Control,
+                ..
+            }) => assert_eq!(hello.token, old),
+            other => panic!("a Hello: {other:?}"),
+        }
+    }
 
     // A fresh token comes while both Hellos with the old one are under way.
     let fresh = token_expiring(Micros::ZERO, 1200);
@@ -589,13 +682,19 @@ fn new_connections_present_the_newest_token_and_ones_under_way_are_refreshed() {
         token_expires_unix: old_exp,
         ..Default::default()
     };
-    net.session.connected(0, &old_welcome, Micros::ZERO);
+    net.session.frame(
+        opens[0],
+        &ServerFrame::of(server_frame::Kind::Welcome(old_welcome)),
+        Micros::ZERO,
+        Micros::ZERO,
+    );
     assert_eq!(
         net.session.poll_transmit(),
-        Some(Transmit::Send(
-            0,
-            ClientFrame::of(client_frame::Kind::Refresh(Refresh { token: fresh })),
-        )),
+        Some(Transmit::Send {
+            connection: opens[0],
+            frame: ClientFrame::of(client_frame::Kind::Refresh(Refresh { token: fresh })),
+            route: Route::Control,
+        }),
         "a connection that said Hello with the old token is refreshed at once"
     );
 }
@@ -609,7 +708,7 @@ fn a_connection_opened_after_a_refresh_needs_none() {
 
     // The standby drops; the election connects it again later, with the
     // fresh token in Hello and no Refresh after.
-    net.session.closed(1, net.now);
+    net.session.closed(net.conns[1].unwrap(), net.now);
     net.token_exp[1] = None;
     let refreshes_before = net.refreshes_to(1).len();
     net.run_until(600_000);
@@ -622,4 +721,198 @@ fn a_connection_opened_after_a_refresh_needs_none() {
     assert_eq!(hello, &fresh);
     assert_eq!(net.refreshes_to(1).len(), refreshes_before);
     assert_eq!(net.refusals(), vec![]);
+}
+
+#[test]
+fn a_refused_hello_is_reported_as_a_refusal_and_the_election_goes_on() {
+    let mut net = Net::new(Some(ROOM), vec![true, true]);
+    net.refusing[0] = true;
+    net.session.start(Micros::ZERO);
+    net.run_until(4_000);
+    assert_eq!(net.refusals(), vec![ErrorCode::Unauthenticated]);
+    assert!(net.updates.iter().any(|u| matches!(
+        u,
+        Update::CandidateFailed { candidate, reason }
+            if candidate.region == "singapore" && reason == "relay refused: bad token"
+    )));
+    assert!(
+        net.closed.contains(&0),
+        "the refusing relay's connection is let go"
+    );
+    assert_eq!(net.decisions().len(), 1);
+    assert_eq!(net.decisions()[0].region, "us-east");
+}
+
+#[test]
+fn relays_that_never_say_welcome_fail_at_the_connect_deadline() {
+    let mut net = Net::new(Some(ROOM), vec![true, true]);
+    net.silent = vec![true, true];
+    net.session.start(Micros::ZERO);
+    let deadline_ms = CONNECT_TIMEOUT.as_millis() as u64;
+    net.run_until(deadline_ms - 1);
+    assert!(net.closed.is_empty(), "still greeting");
+    net.run_until(deadline_ms);
+    assert_eq!(net.closed, vec![0, 1]);
+    let failures: Vec<&str> = net
+        .updates
+        .iter()
+        .filter_map(|u| match u {
+            Update::CandidateFailed { reason, .. } => Some(reason.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(failures, vec!["no Welcome within 5.0 s"; 2]);
+    assert!(
+        net.updates
+            .iter()
+            .any(|u| matches!(u, Update::NoRelayReachable { attempt: 1, .. }))
+    );
+}
+
+#[test]
+fn late_events_of_a_replaced_connection_change_nothing() {
+    let mut net = Net::new(Some(ROOM), vec![true, true]);
+    net.session.start(Micros::ZERO);
+    net.run_until(4_000);
+    let old = net.conns[1].unwrap();
+    net.session.closed(old, net.now);
+    net.run_until(60_000);
+    let new = net.conns[1].expect("the standby is connected again");
+    assert_ne!(new, old);
+    assert_eq!(new.candidate, old.candidate);
+
+    let updates = net.updates.len();
+    let closed = net.closed.len();
+    assert!(
+        !net.session.opened(old, 1200, net.now),
+        "not wanted any more"
+    );
+    net.session.closed(old, net.now);
+    let refusal = ServerFrame::error(ErrorCode::TokenExpired, "token expired");
+    assert_eq!(net.deliver_on(old, refusal), FrameUse::Consumed);
+    net.carry_out();
+    assert_eq!(net.updates.len(), updates, "{:?}", &net.updates[updates..]);
+    assert_eq!(net.closed.len(), closed);
+    assert_eq!(net.session.serving(), Some(0));
+    assert_eq!(net.conns[1], Some(new));
+}
+
+#[test]
+fn reports_refused_for_a_passing_reason_are_offered_again_on_the_sessions_timer() {
+    let mut net = Net::new(Some(ROOM), vec![true, true]);
+    net.session.start(Micros::ZERO);
+    net.run_until(4_000);
+    assert_eq!(net.reports_sent_to(0), 1);
+    let report_id = net.decided_reports()[0].report_id.clone();
+    net.deliver(
+        0,
+        ServerFrame::of(server_frame::Kind::TelemetryAck(TelemetryAck {
+            report_id,
+            accepted: false,
+            refusal: rallypoint_protocol::v1::TelemetryRefusal::RateLimited as i32,
+            reason: "rate limited".into(),
+        })),
+    );
+    // Kept reports are offered again every REPORT_RETRY, counted from
+    // when the first of them was kept.
+    let refused_at = net.now;
+    net.run_until(refused_at.as_millis() + 1_000);
+    assert_eq!(net.reports_sent_to(0), 1, "not at once");
+    net.run_until(refused_at.as_millis() + REPORT_RETRY.as_millis() as u64);
+    assert_eq!(net.reports_sent_to(0), 2, "offered again");
+    net.run_until(refused_at.as_millis() + 3 * REPORT_RETRY.as_millis() as u64);
+    assert_eq!(net.reports_sent_to(0), 2, "in flight now: sent once");
+}
+
+#[test]
+fn reports_are_stamped_from_the_seed_and_the_wall_clock_offset() {
+    let mut net = Net::new(Some(ROOM), vec![true, true]);
+    net.session.start(Micros::ZERO);
+    net.run_until(4_000);
+    let (decided_at, report) = net
+        .updates
+        .iter()
+        .find_map(|u| match u {
+            Update::Decided {
+                decision, report, ..
+            } => Some((decision.took, report.clone())),
+            _ => None,
+        })
+        .unwrap();
+    let mut first_id = [0u8; 16];
+    first_id[15] = 1;
+    assert_eq!(report.report_id.as_ref(), &first_id, "seed 0, first report");
+    assert_eq!(
+        report.client_time_ms,
+        WALL_AT_ZERO_MS + decided_at.as_millis() as u64,
+        "the election started at time zero"
+    );
+}
+
+#[test]
+fn the_live_table_is_redrawn_at_once_on_actions_and_paced_on_measurements() {
+    let mut net = Net::new(Some(ROOM), vec![true, true]);
+    net.session.start(Micros::ZERO);
+    net.run_until(60_000);
+    let decided_at = net.snapshots[0];
+    assert_eq!(decided_at, Micros::ZERO, "the first connects draw at once");
+    let steady: Vec<Micros> = net
+        .snapshots
+        .iter()
+        .copied()
+        .filter(|&t| t >= Micros::from_millis(5_000))
+        .collect();
+    assert!(
+        steady.len() >= 50,
+        "measurements keep the table live: {}",
+        steady.len()
+    );
+    for pair in steady.windows(2) {
+        assert!(
+            pair[1].since(pair[0]) >= SNAPSHOT_EVERY,
+            "redraws {:?} apart",
+            pair[1].since(pair[0])
+        );
+    }
+}
+
+#[test]
+fn on_webtransport_probes_go_as_datagrams_and_control_on_the_stream() {
+    let wt = |region| candidate(region, TransportKind::WebTransport);
+    let mut net = Net::with_candidates(
+        vec![wt("singapore"), wt("us-east")],
+        config(Some(ROOM), token_expiring(Micros::ZERO, 3600)),
+        vec![true, true],
+    );
+    net.session.start(Micros::ZERO);
+    net.run_until(4_000);
+    net.session.send_to_room(client_frame::Kind::Media(Media {
+        payload: vec![0; 2000].into(),
+        ..Default::default()
+    }));
+    net.session
+        .send_to_room(client_frame::Kind::Media(Media::default()));
+    net.carry_out();
+    let route_of = |pick: fn(&client_frame::Kind) -> bool| -> Vec<Route> {
+        net.sent
+            .iter()
+            .zip(&net.routes)
+            .filter(|((_, f), _)| f.kind.as_ref().is_some_and(pick))
+            .map(|(_, (_, r))| *r)
+            .collect()
+    };
+    let probes = route_of(|k| matches!(k, client_frame::Kind::Probe(_)));
+    assert!(!probes.is_empty() && probes.iter().all(|&r| r == Route::Datagram));
+    for control in [
+        route_of(|k| matches!(k, client_frame::Kind::Hello(_))),
+        route_of(|k| matches!(k, client_frame::Kind::Join(_))),
+        route_of(|k| matches!(k, client_frame::Kind::Telemetry(_))),
+    ] {
+        assert!(!control.is_empty() && control.iter().all(|&r| r == Route::Control));
+    }
+    assert_eq!(
+        route_of(|k| matches!(k, client_frame::Kind::Media(_))),
+        vec![Route::Stream, Route::Datagram],
+        "a 2 kB frame on its own stream, a small one as a datagram"
+    );
 }

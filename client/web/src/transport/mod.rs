@@ -1,31 +1,28 @@
 //! One connection from the browser to one relay, over WebSocket or
-//! WebTransport: the browser twin of the native client's `connection` and
-//! `peer` modules.
+//! WebTransport: a byte pipe, the browser twin of the native client's
+//! `connection` module. The handshake on it and the route of each frame are
+//! the session's ([`rallypoint_client::session`]).
 //!
-//! [`connect`] opens the transport, sends `Hello` and waits for `Welcome`
-//! within a deadline. Afterwards every frame the relay sends arrives on the
-//! connection's [`Incoming`] channel, stamped with the time it was read off
-//! the socket (before it waits behind anything else), so RTT samples are not
-//! inflated by a busy page. The channel ends when the connection closes.
-//! Dropping a [`Connection`] closes it.
+//! [`open`] opens the transport within a deadline. Afterwards every frame the
+//! relay sends arrives on the connection's [`Incoming`] channel, stamped with
+//! the time it was read off the socket (before it waits behind anything
+//! else), so RTT samples are not inflated by a busy page. The channel ends
+//! when the connection closes. Dropping a [`Connection`] closes it.
 
 pub mod ws;
 pub mod wt;
 
-use std::fmt;
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures::FutureExt;
-use futures::StreamExt;
 use futures::channel::mpsc;
+use rallypoint_client::session::Route;
 use rallypoint_client::{Candidate, Micros, TransportKind};
 use rallypoint_protocol::encode;
-use rallypoint_protocol::v1::{
-    ClientFrame, ErrorCode, Hello, ServerFrame, Welcome, client_frame, server_frame,
-};
+use rallypoint_protocol::v1::{ClientFrame, ServerFrame};
 
 use crate::clock;
-use crate::route::route;
 
 /// A frame from the relay and when it was read.
 #[derive(Debug, Clone)]
@@ -37,51 +34,27 @@ pub struct Received {
 /// Frames from one connection, in arrival order; ends when it closes.
 pub type Incoming = mpsc::UnboundedReceiver<Received>;
 
-#[derive(Debug, Clone, PartialEq)]
-pub enum ConnectError {
-    Failed(String),
-    Timeout(Duration),
-    /// The relay answered Hello with an `Error` frame.
-    Refused {
-        code: ErrorCode,
-        message: String,
-    },
-}
-
-impl fmt::Display for ConnectError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ConnectError::Failed(reason) => f.write_str(reason),
-            ConnectError::Timeout(after) => {
-                write!(f, "no Welcome within {:.1} s", after.as_secs_f64())
-            }
-            ConnectError::Refused { message, .. } => write!(f, "relay refused: {message}"),
-        }
-    }
-}
-
-/// An open, authenticated connection.
+/// An open connection.
 pub enum Connection {
     WebSocket(ws::WsConnection),
     WebTransport(wt::WtConnection),
 }
 
 impl Connection {
-    /// Sends a frame on the route the protocol prescribes for its kind.
-    /// `false` if the connection can no longer send.
-    pub fn send(&self, frame: &ClientFrame) -> bool {
-        let bytes = encode(frame);
+    /// Largest frame sent as one datagram (0 on WebSocket).
+    pub fn max_datagram(&self) -> usize {
+        match self {
+            Connection::WebSocket(_) => 0,
+            Connection::WebTransport(wt) => wt.max_datagram(),
+        }
+    }
+
+    /// Sends an encoded frame on `route`; `false` if the connection can no
+    /// longer send.
+    pub fn send(&self, bytes: Bytes, route: Route) -> bool {
         match self {
             Connection::WebSocket(ws) => ws.send(&bytes),
-            Connection::WebTransport(wt) => {
-                let route = route(
-                    frame.kind.as_ref(),
-                    TransportKind::WebTransport,
-                    bytes.len(),
-                    wt.max_datagram(),
-                );
-                wt.send(bytes, route)
-            }
+            Connection::WebTransport(wt) => wt.send(bytes, route),
         }
     }
 
@@ -107,23 +80,14 @@ impl Connection {
     }
 }
 
-/// A connection that said Welcome.
-pub struct Connected {
-    pub conn: Connection,
-    pub incoming: Incoming,
-    /// What the relay said: among others, when the token expires.
-    pub welcome: Welcome,
-}
-
-/// Connects to `candidate` and authenticates with `hello`, giving up after
-/// `timeout`. Dropping the future mid-way closes whatever was opened.
-pub async fn connect(
+/// Opens a transport to `candidate`, giving up after `timeout`. Dropping
+/// the future mid-way closes whatever was opened.
+pub async fn open(
     candidate: &Candidate,
-    hello: Hello,
     timeout: Duration,
-) -> Result<Connected, ConnectError> {
-    let handshake = async {
-        let (conn, mut incoming) = match candidate.transport {
+) -> Result<(Connection, Incoming), String> {
+    let opening = async {
+        Ok(match candidate.transport {
             TransportKind::WebSocket => {
                 let (ws, incoming) = ws::open(&candidate.url).await?;
                 (Connection::WebSocket(ws), incoming)
@@ -132,32 +96,12 @@ pub async fn connect(
                 let (wt, incoming) = wt::open(&candidate.url, candidate.cert_hash_bytes()).await?;
                 (Connection::WebTransport(wt), incoming)
             }
-        };
-        conn.send(&ClientFrame::of(client_frame::Kind::Hello(hello)));
-        while let Some(received) = incoming.next().await {
-            match received.frame.kind {
-                Some(server_frame::Kind::Welcome(welcome)) => {
-                    return Ok(Connected {
-                        conn,
-                        incoming,
-                        welcome,
-                    });
-                }
-                Some(server_frame::Kind::Error(error)) => {
-                    return Err(ConnectError::Refused {
-                        code: ErrorCode::try_from(error.code).unwrap_or(ErrorCode::Unspecified),
-                        message: error.message,
-                    });
-                }
-                _ => {}
-            }
-        }
-        Err(ConnectError::Failed("closed before Welcome".into()))
+        })
     };
     let deadline = clock::sleep_ms(timeout.as_millis() as u32);
     futures::select! {
-        result = handshake.fuse() => result,
-        _ = deadline.fuse() => Err(ConnectError::Timeout(timeout)),
+        result = opening.fuse() => result,
+        _ = deadline.fuse() => Err(format!("not open within {:.1} s", timeout.as_secs_f64())),
     }
 }
 

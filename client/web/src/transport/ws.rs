@@ -12,7 +12,7 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::Closure;
 use web_sys::{BinaryType, CloseEvent, MessageEvent, WebSocket};
 
-use super::{ConnectError, Incoming, Received};
+use super::{Incoming, Received};
 use crate::clock;
 
 pub struct WsConnection {
@@ -39,9 +39,8 @@ impl WsConnection {
 }
 
 /// Opens the socket; resolves once it is open (or failed to open).
-pub async fn open(url: &str) -> Result<(WsConnection, Incoming), ConnectError> {
-    let socket = WebSocket::new(url)
-        .map_err(|e| ConnectError::Failed(format!("WebSocket: {}", super::describe(&e))))?;
+pub async fn open(url: &str) -> Result<(WsConnection, Incoming), String> {
+    let socket = WebSocket::new(url).map_err(|e| format!("WebSocket: {}", super::describe(&e)))?;
     socket.set_binary_type(BinaryType::Arraybuffer);
     let (frames, incoming) = mpsc::unbounded();
     // Dropped when the socket closes, which ends `incoming`.
@@ -100,9 +99,7 @@ pub async fn open(url: &str) -> Result<(WsConnection, Incoming), ConnectError> {
     };
     match opened.await {
         Ok(Ok(())) => Ok((connection, incoming)),
-        Ok(Err(reason)) => Err(ConnectError::Failed(reason)),
-        Err(_) => Err(ConnectError::Failed(
-            "WebSocket vanished while opening".into(),
-        )),
+        Ok(Err(reason)) => Err(reason),
+        Err(_) => Err("WebSocket vanished while opening".into()),
     }
 }

@@ -21,9 +21,9 @@ use web_sys::{
     WebTransportHash, WebTransportOptions, WritableStream, WritableStreamDefaultWriter,
 };
 
-use super::{ConnectError, Incoming, Received, describe};
+use super::{Incoming, Received, describe};
 use crate::clock;
-use crate::route::Route;
+use rallypoint_client::session::Route;
 
 /// Media streams open at once; beyond this a frame is dropped, as a
 /// congested network would (the receiver asks for a keyframe).
@@ -110,15 +110,11 @@ impl WtConnection {
 pub async fn open(
     url: &str,
     cert_hash: Option<[u8; 32]>,
-) -> Result<(WtConnection, Incoming), ConnectError> {
+) -> Result<(WtConnection, Incoming), String> {
     if !available() {
-        return Err(ConnectError::Failed(
-            "this browser has no WebTransport".into(),
-        ));
+        return Err("this browser has no WebTransport".into());
     }
-    let fail = |what: &str, e: JsValue| {
-        ConnectError::Failed(format!("WebTransport {what}: {}", describe(&e)))
-    };
+    let fail = |what: &str, e: JsValue| format!("WebTransport {what}: {}", describe(&e));
     let options = WebTransportOptions::new();
     if let Some(hash) = cert_hash {
         let entry = WebTransportHash::new();
