@@ -37,6 +37,15 @@ fi
 # Browser app (scripts/build-web.sh): the wasm target, a wasm-bindgen-cli equal
 # to Cargo.lock's wasm-bindgen, and trunk 0.21.14 (0.22 needs a newer rustc).
 root="$(cd "$(dirname "$0")/.." && pwd)"
+# The test command lints before it tests (cargo fmt --check, cargo clippy).
+if [ "$mode" = test ]; then
+  for component in rustfmt clippy; do
+    if ! rustup component list --installed | grep -q "^$component"; then
+      step "adding the $component component"
+      rustup component add "$component" >&2
+    fi
+  done
+fi
 if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
   step "adding the wasm32-unknown-unknown target"
   rustup target add wasm32-unknown-unknown >&2

@@ -9,6 +9,13 @@ started=$(date +%s)
 # A one-off build gains nothing from incremental caches, which would double
 # the target directory's size on disk.
 export CARGO_INCREMENTAL=0
+# Habits that keep the code as it is: formatted, no clippy finding (the
+# browser crate's wasm-only modules linted for wasm32), and no clock read in
+# the sans-IO client core (client/core/clippy.toml).
+echo "[test] checking formatting and lints (cargo fmt --check, cargo clippy -D warnings)" >&2
+cargo fmt --all --check
+cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy -p rallypoint-web --target wasm32-unknown-unknown --all-targets -- -D warnings
 echo "[test] building every binary (integration tests start them as processes)" >&2
 cargo build --workspace --bins --tests
 echo "[test] running the Rust test suite" >&2

@@ -35,6 +35,8 @@ pub struct Cli {
     pub run: CollectorConfig,
 }
 
+// Parsed once per process: the size of the variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum Command {
     /// Creates or updates the telemetry streams and the collectors' consumer,
@@ -95,7 +97,7 @@ fn parse_day(text: &str) -> Result<u32, String> {
 }
 
 fn days_in_month(year: u32, month: u32) -> u32 {
-    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let leap = year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400));
     match month {
         2 if leap => 29,
         2 => 28,

@@ -242,29 +242,6 @@ pub fn two_region_candidates() -> Vec<Candidate> {
     candidates
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn generated_reports_are_valid_and_elect_the_nearest_region() {
-        let candidates = two_region_candidates();
-        let mut generator = ReportGenerator::new(candidates, 7, true);
-        for _ in 0..500 {
-            let report = generator.next_report();
-            rallypoint_protocol::telemetry::validate(&report).unwrap();
-            let client = report.client.as_ref().unwrap();
-            let winner = &report.candidates[report.winner_index.unwrap() as usize];
-            if client.synthetic_country == "SG" {
-                assert_eq!(winner.region, "singapore");
-            }
-            if client.synthetic_country == "US" {
-                assert_eq!(winner.region, "us-east");
-            }
-        }
-    }
-}
-
 /// `reports` as the relay of `region` enriches them (ASN 64500, ISP
 /// "Example", US), received `spread_seconds` apart from `first_ms` on: the
 /// rows the collector stores.
@@ -291,4 +268,27 @@ pub fn received(
                 .expect("a generated report is valid")
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_reports_are_valid_and_elect_the_nearest_region() {
+        let candidates = two_region_candidates();
+        let mut generator = ReportGenerator::new(candidates, 7, true);
+        for _ in 0..500 {
+            let report = generator.next_report();
+            rallypoint_protocol::telemetry::validate(&report).unwrap();
+            let client = report.client.as_ref().unwrap();
+            let winner = &report.candidates[report.winner_index.unwrap() as usize];
+            if client.synthetic_country == "SG" {
+                assert_eq!(winner.region, "singapore");
+            }
+            if client.synthetic_country == "US" {
+                assert_eq!(winner.region, "us-east");
+            }
+        }
+    }
 }
