@@ -23,9 +23,12 @@
 //!    connection.
 
 pub mod config;
+mod events;
 mod report;
 pub mod rule;
+mod slot;
 pub mod stats;
+mod wording;
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -35,8 +38,11 @@ use rallypoint_protocol::v1::{
 };
 
 pub use config::{ElectionConfig, StoppingRule};
+pub use events::{Action, CandidateId, CandidateView, Decision, Event, Notice, Role};
 pub use report::finish_report;
 use rule::{Measured, MeasuredState};
+pub use slot::MAX_RELAY_HOLD;
+use slot::{Conn, Slot};
 pub use stats::{RttStats, Summary};
 
 use crate::candidate::Candidate;
@@ -45,145 +51,6 @@ use crate::time::Micros;
 /// After losing the relay with no standby, how long to wait for more answers
 /// once the first one is in.
 const URGENT_WAIT: Duration = Duration::from_millis(300);
-
-/// Index of a candidate in the list the election was created with.
-pub type CandidateId = usize;
-
-/// What happened, as the driver observed it.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Event {
-    /// The connection is open and authenticated (Welcome received).
-    Connected { candidate: CandidateId },
-    ConnectFailed {
-        candidate: CandidateId,
-        reason: String,
-    },
-    /// A probe answer. `received_at` is the time the frame was read off the
-    /// socket — not when the driver got round to handling it — and
-    /// `relay_hold` how long the relay says it held the probe. The RTT is
-    /// measured from the election's own record of when probe `seq` left,
-    /// never from a time echoed by the relay (which a relay, or anyone on a
-    /// `ws://` path, could fake); the hold is subtracted only up to
-    /// [`MAX_RELAY_HOLD`], so a lying relay gains at most that much.
-    ProbeAck {
-        candidate: CandidateId,
-        seq: u64,
-        relay_hold: Duration,
-        received_at: Micros,
-    },
-    ConnectionLost {
-        candidate: CandidateId,
-        reason: String,
-    },
-    /// The relay announced it is going away.
-    Drain { candidate: CandidateId },
-}
-
-/// What the driver must do.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Action {
-    /// Open a probe-only connection (connect, Hello, wait for Welcome).
-    Open { candidate: CandidateId },
-    /// Send `Probe{seq, client_send_us: now}`.
-    SendProbe { candidate: CandidateId, seq: u64 },
-    /// Join the room through this (already open) connection. The driver sends
-    /// media through it from now on and re-requests keyframes.
-    Join {
-        candidate: CandidateId,
-        join_seq: u64,
-    },
-    /// Stop being in the room on this connection but keep it open probe-only
-    /// as a standby (`Leave{moving: true}`).
-    Demote { candidate: CandidateId },
-    /// Close the connection.
-    Close { candidate: CandidateId },
-}
-
-/// A decision: the client now serves through `winner`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Decision {
-    pub winner: CandidateId,
-    pub previous: Option<CandidateId>,
-    pub trigger: ElectionTrigger,
-    pub rule: DecisionRule,
-    pub took: Duration,
-    pub reason: String,
-}
-
-/// What the UI and telemetry are told. Reports lack `report_id` and
-/// `client_time_ms`: the driver fills them ([`finish_report`]), since the core
-/// has neither randomness nor a wall clock.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Notice {
-    Decided {
-        decision: Decision,
-        report: ElectionReport,
-    },
-    CandidateFailed {
-        candidate: CandidateId,
-        reason: String,
-    },
-    /// No candidate could be reached; the next attempt starts after `retry_in`.
-    NoRelayReachable {
-        retry_in: Duration,
-        attempt: u32,
-        report: ElectionReport,
-    },
-}
-
-/// A candidate's situation, for live tables.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// Not connected and not needed.
-    Idle,
-    /// Measured by the running tournament.
-    Contender,
-    /// The room is joined through it.
-    Serving,
-    /// Connected probe-only, ready for failover.
-    Standby,
-    /// Being measured by a light re-probe.
-    Reprobe,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Conn {
-    Closed,
-    Connecting { since: Micros },
-    Connected,
-}
-
-/// Most relay hold time subtracted from a measured RTT. An honest relay
-/// holds a probe for microseconds; more is a busy relay, whose delay the
-/// client feels all the same, or a lie.
-pub const MAX_RELAY_HOLD: Duration = Duration::from_millis(2);
-
-/// A probe this election sent, by its own clock.
-#[derive(Debug, Clone, Copy)]
-struct SentProbe {
-    seq: u64,
-    sent_at: Micros,
-    until: Micros,
-}
-
-#[derive(Debug, Clone)]
-struct Slot {
-    candidate: Candidate,
-    conn: Conn,
-    role: Role,
-    stats: RttStats,
-    /// Probes in flight, oldest first; `until` is the answer's deadline.
-    outstanding: VecDeque<SentProbe>,
-    /// Probes past their deadline (`until`: when counted lost): an answer
-    /// that still comes is a late sample, not a loss.
-    late: VecDeque<SentProbe>,
-    next_probe: Option<Micros>,
-    consecutive_lost: u32,
-    connect_time: Option<Duration>,
-    error: Option<String>,
-    draining: bool,
-    reprobe_left: u32,
-}
 
 #[derive(Debug, Clone)]
 struct Tournament {
@@ -201,19 +68,6 @@ struct Tournament {
 struct Challenge {
     challenger: CandidateId,
     since: Micros,
-}
-
-/// A candidate as the UI sees it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CandidateView {
-    pub id: CandidateId,
-    pub candidate: Candidate,
-    pub role: Role,
-    pub connecting: bool,
-    pub connected: bool,
-    pub summary: Summary,
-    pub connect_time: Option<Duration>,
-    pub error: Option<String>,
 }
 
 pub struct Election {
@@ -242,23 +96,7 @@ impl Election {
         client_session_id: bytes::Bytes,
         client: ClientContext,
     ) -> Self {
-        let slots = candidates
-            .into_iter()
-            .map(|candidate| Slot {
-                candidate,
-                conn: Conn::Closed,
-                role: Role::Idle,
-                stats: RttStats::new(),
-                outstanding: VecDeque::new(),
-                late: VecDeque::new(),
-                next_probe: None,
-                consecutive_lost: 0,
-                connect_time: None,
-                error: None,
-                draining: false,
-                reprobe_left: 0,
-            })
-            .collect();
+        let slots = candidates.into_iter().map(Slot::new).collect();
         Election {
             config,
             slots,
@@ -335,13 +173,7 @@ impl Election {
             }
         };
         for slot in &self.slots {
-            let probing = slot.conn == Conn::Connected
-                && slot.role != Role::Idle
-                && !(slot.role == Role::Reprobe && slot.reprobe_left == 0);
-            if probing {
-                consider(slot.next_probe);
-            }
-            consider(slot.outstanding.front().map(|probe| probe.until));
+            consider(slot.poll_timeout());
         }
         if let Some(t) = &self.tournament {
             if !t.overtime {
@@ -428,9 +260,7 @@ impl Election {
             return; // we closed it ourselves; nothing to learn
         }
         slot.conn = Conn::Closed;
-        slot.outstanding.clear();
-        slot.late.clear();
-        slot.next_probe = None;
+        slot.forget_probes();
         slot.error = Some(reason.clone());
         let role = std::mem::replace(&mut slot.role, Role::Idle);
         self.notices.push_back(Notice::CandidateFailed {
@@ -478,20 +308,9 @@ impl Election {
         now: Micros,
     ) {
         let slot = &mut self.slots[id];
-        let rtt = |probe: SentProbe| {
-            let measured = received_at.since(probe.sent_at);
-            measured.saturating_sub(relay_hold.min(MAX_RELAY_HOLD))
-        };
-        if let Some(position) = slot.outstanding.iter().position(|p| p.seq == seq) {
-            let probe = slot.outstanding.remove(position).expect("found above");
-            slot.stats.record(now, rtt(probe));
-        } else if let Some(position) = slot.late.iter().position(|p| p.seq == seq) {
-            let probe = slot.late.remove(position).expect("found above");
-            slot.stats.record_late(now, rtt(probe));
-        } else {
+        if !slot.answered(seq, relay_hold, received_at, now) {
             return; // not ours (a closed connection's probe)
         }
-        slot.consecutive_lost = 0;
         if slot.role == Role::Reprobe {
             self.maybe_finish_reprobe(id);
         }
@@ -510,94 +329,28 @@ impl Election {
         }
     }
 
-    fn probe_timeout(&self, slot: &Slot) -> Duration {
-        let recent = slot.stats.recent_since(Micros::ZERO);
-        let basis = stats::median(&recent[recent.len().saturating_sub(10)..])
-            .map(|us| Duration::from_micros(us as u64))
-            .or_else(|| {
-                slot.connect_time
-                    .map(|c| c / self.config.handshake_round_trips.max(1))
-            })
-            .unwrap_or(self.config.probe_timeout_max);
-        (basis * 4).clamp(self.config.probe_timeout_min, self.config.probe_timeout_max)
-    }
-
-    /// Consecutive lost probes that mean the relay is gone: at least
-    /// `failover_lost_probes`, more on a lossy path — as many as a path losing
-    /// probes at its observed rate would lose in a row by chance less than once
-    /// in a million probes. A lossy Wi-Fi must not cause failovers.
-    fn lost_probes_for_failover(&self, slot: &Slot) -> u32 {
-        // A prior of 1% loss worth ten probes: a fresh window (reset at every
-        // decision) must not look lossy for lack of data. The current run of
-        // losses is left out: it is what is being judged.
-        let lost = slot.stats.lost().saturating_sub(slot.consecutive_lost) as f64;
-        let answered = slot.stats.samples() as f64;
-        let rate = (lost + 0.1) / (lost + answered + 10.0);
-        let by_chance = (1e-6f64.ln() / rate.ln()).ceil();
-        (by_chance as u32).clamp(self.config.failover_lost_probes, 10)
-    }
-
     fn send_due_probe(&mut self, id: CandidateId, now: Micros) {
         let slot = &self.slots[id];
-        if slot.conn != Conn::Connected || slot.role == Role::Idle {
+        if !slot.probe_due(now) {
             return;
         }
-        if slot.role == Role::Reprobe && slot.reprobe_left == 0 {
-            return;
-        }
-        let Some(due) = slot.next_probe else { return };
-        if now < due {
-            return;
-        }
-        let timeout = self.probe_timeout(slot);
+        let timeout = slot.probe_timeout(&self.config);
         let interval = self.probe_interval(slot.role);
         let seq = self.next_seq;
         self.next_seq += 1;
-        let slot = &mut self.slots[id];
-        slot.outstanding.push_back(SentProbe {
-            seq,
-            sent_at: now,
-            until: now + timeout,
-        });
-        slot.next_probe = Some(due.max(now - interval) + interval);
-        if slot.role == Role::Reprobe {
-            slot.reprobe_left -= 1;
-        }
+        self.slots[id].sent(seq, now, timeout, interval);
         self.actions
             .push_back(Action::SendProbe { candidate: id, seq });
     }
 
     fn expire_probes(&mut self, id: CandidateId, now: Micros) {
-        let mut lost = 0;
-        let slot = &mut self.slots[id];
         let keep_late = self.config.probe_timeout_max * 2;
-        while slot
-            .late
-            .front()
-            .is_some_and(|probe| now.since(probe.until) > keep_late)
-        {
-            slot.late.pop_front();
-        }
-        while slot
-            .outstanding
-            .front()
-            .is_some_and(|probe| probe.until <= now)
-        {
-            let probe = slot.outstanding.pop_front().expect("checked");
-            slot.late.push_back(SentProbe {
-                until: now,
-                ..probe
-            });
-            slot.stats.record_lost();
-            slot.consecutive_lost += 1;
-            lost += 1;
-        }
-        if lost == 0 {
+        if self.slots[id].expire(now, keep_late) == 0 {
             return;
         }
         let slot = &self.slots[id];
         if slot.role == Role::Serving
-            && slot.consecutive_lost >= self.lost_probes_for_failover(slot)
+            && slot.consecutive_lost >= slot.lost_probes_for_failover(&self.config)
         {
             let reason = format!("{} probes in a row went unanswered", slot.consecutive_lost);
             self.slots[id].error = Some(reason.clone());
@@ -770,14 +523,10 @@ impl Election {
             if let (Some(c), Some(p)) = (current_rtt, pick_rtt)
                 && !rule::better_enough(c, p, &self.config)
             {
-                reason = format!(
-                    "kept {} ({}): {} ({}) is not better by {} ms and {:.0}%",
-                    self.slots[current].candidate.label(),
-                    ms(c),
-                    self.slots[pick].candidate.label(),
-                    ms(p),
-                    self.config.switch_min_abs.as_millis(),
-                    self.config.switch_min_rel * 100.0
+                reason = wording::kept(
+                    (&self.slots[current].candidate.label(), c),
+                    (&self.slots[pick].candidate.label(), p),
+                    &self.config,
                 );
                 winner = current;
             }
@@ -1027,15 +776,11 @@ impl Election {
         match self.challenge {
             Some(c) if c.challenger == challenger => {
                 if now.since(c.since) >= self.config.switch_sustain {
-                    let reason = format!(
-                        "{} ({}) beat {} ({}) by at least {} ms and {:.0}% for {:.1} s",
-                        self.slots[challenger].candidate.label(),
-                        ms(rtt),
-                        self.slots[current].candidate.label(),
-                        ms(current_rtt),
-                        self.config.switch_min_abs.as_millis(),
-                        self.config.switch_min_rel * 100.0,
-                        now.since(c.since).as_secs_f64()
+                    let reason = wording::switched(
+                        (&self.slots[challenger].candidate.label(), rtt),
+                        (&self.slots[current].candidate.label(), current_rtt),
+                        &self.config,
+                        now.since(c.since),
                     );
                     self.serve(
                         now,
@@ -1083,7 +828,7 @@ impl Election {
     /// challenges the serving relay, or is closed.
     fn maybe_finish_reprobe(&mut self, id: CandidateId) {
         let slot = &self.slots[id];
-        if slot.reprobe_left > 0 || !slot.outstanding.is_empty() {
+        if slot.reprobe_left > 0 || slot.awaiting_answers() {
             return;
         }
         if self.challenge.is_some_and(|c| c.challenger == id) {
@@ -1118,9 +863,7 @@ impl Election {
 
     fn close(&mut self, id: CandidateId) {
         let slot = &mut self.slots[id];
-        slot.outstanding.clear();
-        slot.late.clear();
-        slot.next_probe = None;
+        slot.forget_probes();
         if slot.conn != Conn::Closed {
             slot.conn = Conn::Closed;
             self.actions.push_back(Action::Close { candidate: id });
@@ -1145,33 +888,20 @@ impl Election {
         now: Micros,
         rule: DecisionRule,
     ) -> String {
-        let label = self.slots[pick].candidate.label();
-        let rtt = self.estimate(pick).map(ms).unwrap_or_else(|| "?".into());
-        let runner_up = (0..self.slots.len())
+        let next_region = (0..self.slots.len())
             .filter(|&id| {
                 id != pick && self.slots[id].candidate.region != self.slots[pick].candidate.region
             })
             .filter_map(|id| Some((id, self.estimate(id)?)))
             .min_by(|a, b| a.1.total_cmp(&b.1))
-            .map(|(id, e)| {
-                format!(
-                    "; next region {} at {}",
-                    self.slots[id].candidate.label(),
-                    ms(e)
-                )
-            })
-            .unwrap_or_default();
-        let how = match rule {
-            DecisionRule::Early => format!(
-                "clearly best after {:.2} s",
-                now.since(t.started).as_secs_f64()
-            ),
-            DecisionRule::Deadline => "best at the deadline".to_owned(),
-            DecisionRule::SoleCandidate => "the only usable candidate".to_owned(),
-            DecisionRule::FirstAnswer => "first usable answer after losing the relay".to_owned(),
-            _ => "chosen".to_owned(),
-        };
-        format!("{label} at {rtt}: {how}{runner_up}")
+            .map(|(id, e)| (self.slots[id].candidate.label(), e));
+        wording::picked(
+            &self.slots[pick].candidate.label(),
+            self.estimate(pick),
+            rule,
+            now.since(t.started),
+            next_region,
+        )
     }
 
     fn report(
@@ -1218,8 +948,4 @@ impl Election {
             client: self.client.clone(),
         })
     }
-}
-
-fn ms(us: f64) -> String {
-    format!("{:.1} ms", us / 1000.0)
 }

@@ -1,0 +1,204 @@
+//! One candidate as the election tracks it: its connection, its role, and
+//! the bookkeeping of every probe sent to it — in flight, answered, late or
+//! lost. The election decides; a slot only records and counts.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use super::config::ElectionConfig;
+use super::events::Role;
+use super::stats::{self, RttStats};
+use crate::candidate::Candidate;
+use crate::time::Micros;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Conn {
+    Closed,
+    Connecting { since: Micros },
+    Connected,
+}
+
+/// Most relay hold time subtracted from a measured RTT. An honest relay
+/// holds a probe for microseconds; more is a busy relay, whose delay the
+/// client feels all the same, or a lie.
+pub const MAX_RELAY_HOLD: Duration = Duration::from_millis(2);
+
+/// A probe this election sent, by its own clock.
+#[derive(Debug, Clone, Copy)]
+struct SentProbe {
+    seq: u64,
+    sent_at: Micros,
+    until: Micros,
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct Slot {
+    pub(super) candidate: Candidate,
+    pub(super) conn: Conn,
+    pub(super) role: Role,
+    pub(super) stats: RttStats,
+    /// Probes in flight, oldest first; `until` is the answer's deadline.
+    outstanding: VecDeque<SentProbe>,
+    /// Probes past their deadline (`until`: when counted lost): an answer
+    /// that still comes is a late sample, not a loss.
+    late: VecDeque<SentProbe>,
+    pub(super) next_probe: Option<Micros>,
+    pub(super) consecutive_lost: u32,
+    pub(super) connect_time: Option<Duration>,
+    pub(super) error: Option<String>,
+    pub(super) draining: bool,
+    pub(super) reprobe_left: u32,
+}
+
+impl Slot {
+    pub(super) fn new(candidate: Candidate) -> Self {
+        Slot {
+            candidate,
+            conn: Conn::Closed,
+            role: Role::Idle,
+            stats: RttStats::new(),
+            outstanding: VecDeque::new(),
+            late: VecDeque::new(),
+            next_probe: None,
+            consecutive_lost: 0,
+            connect_time: None,
+            error: None,
+            draining: false,
+            reprobe_left: 0,
+        }
+    }
+
+    /// Whether the slot is probed at all now: connected, with a role, and
+    /// (in a light re-probe) samples still to take.
+    fn probing(&self) -> bool {
+        self.conn == Conn::Connected
+            && self.role != Role::Idle
+            && !(self.role == Role::Reprobe && self.reprobe_left == 0)
+    }
+
+    /// Whether a probe is due at `now`.
+    pub(super) fn probe_due(&self, now: Micros) -> bool {
+        self.probing() && self.next_probe.is_some_and(|due| now >= due)
+    }
+
+    /// When the slot next needs the election: a probe due, or the oldest
+    /// answer's deadline.
+    pub(super) fn poll_timeout(&self) -> Option<Micros> {
+        let next_probe = self.next_probe.filter(|_| self.probing());
+        let deadline = self.outstanding.front().map(|probe| probe.until);
+        next_probe.into_iter().chain(deadline).min()
+    }
+
+    /// Probe `seq` leaves now; its answer is due within `timeout`, the next
+    /// probe `interval` after this one was due (no drift, no burst after a
+    /// stall).
+    pub(super) fn sent(&mut self, seq: u64, now: Micros, timeout: Duration, interval: Duration) {
+        let due = self.next_probe.unwrap_or(now);
+        self.outstanding.push_back(SentProbe {
+            seq,
+            sent_at: now,
+            until: now + timeout,
+        });
+        self.next_probe = Some(due.max(now - interval) + interval);
+        if self.role == Role::Reprobe {
+            self.reprobe_left -= 1;
+        }
+    }
+
+    /// The answer to probe `seq`, read at `received_at`: recorded as a
+    /// sample (late if its deadline had passed). `false` if the probe is not
+    /// one of this slot's (a closed connection's).
+    pub(super) fn answered(
+        &mut self,
+        seq: u64,
+        relay_hold: Duration,
+        received_at: Micros,
+        now: Micros,
+    ) -> bool {
+        let rtt = |probe: SentProbe| {
+            let measured = received_at.since(probe.sent_at);
+            measured.saturating_sub(relay_hold.min(MAX_RELAY_HOLD))
+        };
+        if let Some(position) = self.outstanding.iter().position(|p| p.seq == seq) {
+            let probe = self.outstanding.remove(position).expect("found above");
+            self.stats.record(now, rtt(probe));
+        } else if let Some(position) = self.late.iter().position(|p| p.seq == seq) {
+            let probe = self.late.remove(position).expect("found above");
+            self.stats.record_late(now, rtt(probe));
+        } else {
+            return false;
+        }
+        self.consecutive_lost = 0;
+        true
+    }
+
+    /// Counts the probes past their deadline as lost (an answer that still
+    /// comes within `keep_late` is a late sample); how many were lost now.
+    pub(super) fn expire(&mut self, now: Micros, keep_late: Duration) -> u32 {
+        while self
+            .late
+            .front()
+            .is_some_and(|probe| now.since(probe.until) > keep_late)
+        {
+            self.late.pop_front();
+        }
+        let mut lost = 0;
+        while self
+            .outstanding
+            .front()
+            .is_some_and(|probe| probe.until <= now)
+        {
+            let probe = self.outstanding.pop_front().expect("checked");
+            self.late.push_back(SentProbe {
+                until: now,
+                ..probe
+            });
+            self.stats.record_lost();
+            self.consecutive_lost += 1;
+            lost += 1;
+        }
+        lost
+    }
+
+    /// Probes are in flight.
+    pub(super) fn awaiting_answers(&self) -> bool {
+        !self.outstanding.is_empty()
+    }
+
+    /// Forgets every probe: the connection is gone.
+    pub(super) fn forget_probes(&mut self) {
+        self.outstanding.clear();
+        self.late.clear();
+        self.next_probe = None;
+    }
+
+    /// How long an answer may take before the probe counts as lost: four
+    /// times the recent median RTT (or the connect-time bound before any
+    /// sample), clamped.
+    pub(super) fn probe_timeout(&self, config: &ElectionConfig) -> Duration {
+        let recent = self.stats.recent_since(Micros::ZERO);
+        let basis = stats::median(&recent[recent.len().saturating_sub(10)..])
+            .map(|us| Duration::from_micros(us as u64))
+            .or_else(|| {
+                self.connect_time
+                    .map(|c| c / config.handshake_round_trips.max(1))
+            })
+            .unwrap_or(config.probe_timeout_max);
+        (basis * 4).clamp(config.probe_timeout_min, config.probe_timeout_max)
+    }
+
+    /// Consecutive lost probes that mean the relay is gone: at least
+    /// `failover_lost_probes`, more on a lossy path — as many as a path losing
+    /// probes at its observed rate would lose in a row by chance less than once
+    /// in a million probes. A lossy Wi-Fi must not cause failovers.
+    pub(super) fn lost_probes_for_failover(&self, config: &ElectionConfig) -> u32 {
+        // A prior of 1% loss worth ten probes: a fresh window (reset at every
+        // decision) must not look lossy for lack of data. The current run of
+        // losses is left out: it is what is being judged.
+        let lost = self.stats.lost().saturating_sub(self.consecutive_lost) as f64;
+        let answered = self.stats.samples() as f64;
+        let rate = (lost + 0.1) / (lost + answered + 10.0);
+        let by_chance = (1e-6f64.ln() / rate.ln()).ceil();
+        (by_chance as u32).clamp(config.failover_lost_probes, 10)
+    }
+}

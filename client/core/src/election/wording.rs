@@ -1,0 +1,100 @@
+//! How decisions read for people: the reason shown on the decision line and
+//! stored in every ElectionReport. The election supplies the numbers; this
+//! module alone chooses the words, so the UI, the CLI and the dashboards read
+//! the same sentence.
+
+use std::time::Duration;
+
+use rallypoint_protocol::v1::DecisionRule;
+
+use super::config::ElectionConfig;
+
+/// A tournament's pick: `label` at `rtt` (µs), why, and the best candidate
+/// of another region, for comparison.
+pub(super) fn picked(
+    label: &str,
+    rtt: Option<f64>,
+    rule: DecisionRule,
+    took: Duration,
+    next_region: Option<(String, f64)>,
+) -> String {
+    let rtt = rtt.map(ms).unwrap_or_else(|| "?".into());
+    let how = match rule {
+        DecisionRule::Early => format!("clearly best after {:.2} s", took.as_secs_f64()),
+        DecisionRule::Deadline => "best at the deadline".to_owned(),
+        DecisionRule::SoleCandidate => "the only usable candidate".to_owned(),
+        DecisionRule::FirstAnswer => "first usable answer after losing the relay".to_owned(),
+        _ => "chosen".to_owned(),
+    };
+    let next_region = next_region
+        .map(|(label, rtt)| format!("; next region {label} at {}", ms(rtt)))
+        .unwrap_or_default();
+    format!("{label} at {rtt}: {how}{next_region}")
+}
+
+/// A background re-election that keeps the serving relay: the pick was not
+/// better by the switching margins.
+pub(super) fn kept(
+    (current, current_rtt): (&str, f64),
+    (pick, pick_rtt): (&str, f64),
+    config: &ElectionConfig,
+) -> String {
+    format!(
+        "kept {current} ({}): {pick} ({}) is not better by {} ms and {:.0}%",
+        ms(current_rtt),
+        ms(pick_rtt),
+        config.switch_min_abs.as_millis(),
+        config.switch_min_rel * 100.0
+    )
+}
+
+/// A switch to a challenger that stayed better for `held`.
+pub(super) fn switched(
+    (challenger, rtt): (&str, f64),
+    (current, current_rtt): (&str, f64),
+    config: &ElectionConfig,
+    held: Duration,
+) -> String {
+    format!(
+        "{challenger} ({}) beat {current} ({}) by at least {} ms and {:.0}% for {:.1} s",
+        ms(rtt),
+        ms(current_rtt),
+        config.switch_min_abs.as_millis(),
+        config.switch_min_rel * 100.0,
+        held.as_secs_f64()
+    )
+}
+
+fn ms(us: f64) -> String {
+    format!("{:.1} ms", us / 1000.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pick_names_its_rtt_its_reason_and_the_next_region() {
+        let reason = picked(
+            "singapore/ws",
+            Some(20_000.0),
+            DecisionRule::Early,
+            Duration::from_millis(420),
+            Some(("us-east/ws".into(), 120_000.0)),
+        );
+        assert_eq!(
+            reason,
+            "singapore/ws at 20.0 ms: clearly best after 0.42 s; next region us-east/ws at 120.0 ms"
+        );
+        assert_eq!(
+            picked(
+                "a/ws",
+                None,
+                DecisionRule::SoleCandidate,
+                Duration::ZERO,
+                None
+            ),
+            "a/ws at ?: the only usable candidate"
+        );
+    }
+}
