@@ -1,0 +1,319 @@
+//! One call: the election driver, the media pipelines and what the view shows.
+//!
+//! [`Call::start`] spawns the driver and the camera/microphone encoders, then
+//! follows the driver's outputs: decisions and the live election table go to
+//! the view, room events keep the participant list, media goes to each
+//! participant's decoders. After every move to another relay the room is
+//! re-joined by the driver and this side asks every participant for a
+//! keyframe and sends one itself, so video resumes at once.
+//!
+//! The call is the controller; [`view`] is what the view shows and
+//! [`remote`] the other participants' media.
+
+mod remote;
+mod view;
+
+use remote::PeerMedia;
+use view::row;
+pub use view::{CallState, CandidateRow, PeerStats, Phase, RemotePeer, SendStats, Serving};
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::channel::mpsc;
+use leptos::prelude::*;
+use rallypoint_client::Candidate;
+use rallypoint_client::election::{CandidateView, ElectionConfig};
+use rallypoint_protocol::v1::{ClientInfo, ElectionTrigger, ErrorCode, Media, TrackKind};
+use wasm_bindgen::JsValue;
+use wasm_bindgen_futures::spawn_local;
+use web_sys::{AudioContext, MediaStream};
+
+use crate::clock;
+use crate::driver::{self, Command, DriverConfig, Output};
+use crate::media::audio::AudioSender;
+use crate::media::video::VideoSender;
+use crate::media::{MediaSink, capture};
+use crate::stats::RateMeter;
+use rallypoint_client::session::{Identity, Update as SessionUpdate};
+
+/// A connection attempt (connect + Hello + Welcome) gives up after this.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the lobby hands over.
+pub struct JoinRequest {
+    pub room: String,
+    pub token: String,
+    pub candidates: Vec<Candidate>,
+    /// Camera and microphone; `None` joins to watch and listen only.
+    pub stream: Option<MediaStream>,
+    /// Created while handling the click, so the browser lets it play.
+    pub audio: AudioContext,
+}
+
+pub struct Call {
+    pub state: CallState,
+    commands: mpsc::UnboundedSender<Command>,
+    audio: AudioContext,
+    stream: Option<MediaStream>,
+    video_sender: RefCell<Option<VideoSender>>,
+    audio_sender: RefCell<Option<AudioSender>>,
+    peers: RefCell<HashMap<String, PeerMedia>>,
+    sent: RefCell<RateMeter>,
+    received: RefCell<RateMeter>,
+    owner: Owner,
+}
+
+impl Call {
+    /// Starts the call. Its view state lives in `owner` (the app's), so it
+    /// outlives the lobby that started it.
+    pub fn start(request: JoinRequest, owner: Owner) -> Rc<Call> {
+        let state = owner.with(|| CallState::new(request.room.clone(), request.stream.is_some()));
+        let config = DriverConfig {
+            election: ElectionConfig::default(),
+            connect_timeout: CONNECT_TIMEOUT,
+            room: request.room,
+            identity: Identity {
+                token: request.token,
+                session_id: Bytes::copy_from_slice(&clock::random_id()),
+                info: client_info(),
+            },
+        };
+        let (commands, outputs) = driver::spawn(request.candidates, config);
+        let call = Rc::new(Call {
+            state,
+            commands,
+            audio: request.audio,
+            stream: request.stream,
+            video_sender: RefCell::new(None),
+            audio_sender: RefCell::new(None),
+            peers: RefCell::new(HashMap::new()),
+            sent: RefCell::new(RateMeter::new(1000.0)),
+            received: RefCell::new(RateMeter::new(1000.0)),
+            owner,
+        });
+        call.start_senders();
+        spawn_local(follow(call.clone(), outputs));
+        spawn_local(tick(Rc::downgrade(&call)));
+        call
+    }
+
+    fn start_senders(self: &Rc<Self>) {
+        let Some(stream) = &self.stream else { return };
+        let sink: MediaSink = {
+            let call = Rc::downgrade(self);
+            Rc::new(move |media: Media| {
+                if let Some(call) = call.upgrade() {
+                    call.send_media(media);
+                }
+            })
+        };
+        if let Some(track) = capture::video_track(stream) {
+            match VideoSender::start(&track, sink.clone()) {
+                Ok(sender) => *self.video_sender.borrow_mut() = Some(sender),
+                Err(e) => web_sys::console::warn_1(&JsValue::from_str(&e)),
+            }
+        }
+        if let Some(track) = capture::audio_track(stream) {
+            match AudioSender::start(&track, sink) {
+                Ok(sender) => *self.audio_sender.borrow_mut() = Some(sender),
+                Err(e) => web_sys::console::warn_1(&JsValue::from_str(&e)),
+            }
+        }
+    }
+
+    fn send_media(&self, media: Media) {
+        self.sent
+            .borrow_mut()
+            .record(clock::now_ms(), media.payload.len());
+        let video = media.kind == TrackKind::Video as i32;
+        let keyframe = media.keyframe;
+        self.state.sending.update(|s| {
+            if video {
+                s.video_frames += 1;
+                s.keyframes += keyframe as u64;
+            } else {
+                s.audio_frames += 1;
+            }
+        });
+        let _ = self.commands.unbounded_send(Command::SendMedia(media));
+    }
+
+    pub fn set_muted(&self, muted: bool) {
+        if let Some(sender) = &*self.audio_sender.borrow() {
+            sender.set_enabled(!muted);
+        }
+        self.state.muted.set(muted);
+    }
+
+    pub fn set_camera(&self, on: bool) {
+        if let Some(sender) = &*self.video_sender.borrow() {
+            sender.set_enabled(on);
+        }
+        self.state.camera_on.set(on);
+    }
+
+    /// The local camera, for the self view.
+    pub fn stream(&self) -> Option<MediaStream> {
+        self.stream.clone()
+    }
+
+    /// Hangs up: the room is told, connections close, devices are released.
+    pub fn leave(&self) {
+        let _ = self.commands.unbounded_send(Command::Stop);
+        self.stop_media();
+        self.state.phase.set(Phase::Ended);
+    }
+
+    fn stop_media(&self) {
+        self.video_sender.borrow_mut().take();
+        self.audio_sender.borrow_mut().take();
+        self.peers.borrow_mut().clear();
+        if let Some(stream) = &self.stream {
+            capture::stop(stream);
+        }
+        let _ = self.audio.close();
+    }
+
+    fn on_output(self: &Rc<Self>, output: Output) {
+        match output {
+            Output::Session(SessionUpdate::Snapshot(views)) => self.on_snapshot(&views),
+            Output::Session(SessionUpdate::Decided {
+                decision,
+                candidate,
+                ..
+            }) => {
+                let label = candidate.label();
+                let moved = self
+                    .state
+                    .serving
+                    .with_untracked(|s| s.as_ref().is_none_or(|s| s.label != label));
+                self.state.reason.set(Some(decision.reason.clone()));
+                if moved {
+                    let lost_relay = matches!(
+                        decision.trigger,
+                        ElectionTrigger::Failover | ElectionTrigger::Drain
+                    );
+                    self.state.serving.set(Some(Serving {
+                        label: label.clone(),
+                        region: candidate.region.clone(),
+                        transport: candidate.transport.short(),
+                        relay_id: candidate.relay_id.clone(),
+                    }));
+                    self.state.phase.set(if lost_relay {
+                        Phase::Reconnecting { via: Some(label) }
+                    } else {
+                        Phase::Joining { via: label }
+                    });
+                    // The others' relays may have dropped frames of ours
+                    // while we moved: start them afresh.
+                    if let Some(sender) = &*self.video_sender.borrow() {
+                        sender.request_keyframe();
+                    }
+                }
+            }
+            Output::Session(SessionUpdate::CandidateFailed { candidate, .. }) => {
+                let lost_serving = self
+                    .state
+                    .serving
+                    .with_untracked(|s| s.as_ref().is_some_and(|s| s.label == candidate.label()));
+                if lost_serving && self.state.phase.get_untracked() == Phase::InCall {
+                    self.state.phase.set(Phase::Reconnecting { via: None });
+                }
+            }
+            Output::Session(SessionUpdate::Refused { code, message, .. }) => {
+                let fatal = matches!(
+                    code,
+                    ErrorCode::Unauthenticated | ErrorCode::TokenExpired | ErrorCode::WrongRoom
+                );
+                if fatal {
+                    let _ = self.commands.unbounded_send(Command::Stop);
+                    self.stop_media();
+                    self.state.phase.set(Phase::Failed(format!(
+                        "Token rejected by the relay: {message}. Go back to the lobby to get a new one."
+                    )));
+                }
+            }
+            Output::Session(SessionUpdate::NoRelayReachable { retry_in, attempt }) => {
+                self.state.phase.set(Phase::NoRelay { retry_in, attempt });
+            }
+            Output::Room(received) => self.on_room(received),
+            Output::Session(SessionUpdate::Reports {
+                delivered, pending, ..
+            }) => self.state.reports.set((delivered, pending)),
+        }
+    }
+
+    fn on_snapshot(&self, views: &[CandidateView]) {
+        self.state.candidates.update(|rows| {
+            let fresh: Vec<CandidateRow> = views
+                .iter()
+                .map(|view| {
+                    let mut fresh = row(view);
+                    // Every decision starts a new measurement window; until
+                    // its first sample, show the last RTT measured.
+                    if fresh.median_ms.is_none()
+                        && let Some(old) = rows.iter().find(|r| r.label == fresh.label)
+                    {
+                        fresh.median_ms = old.median_ms;
+                        fresh.p95_ms = old.p95_ms;
+                    }
+                    fresh
+                })
+                .collect();
+            *rows = fresh;
+        });
+    }
+}
+
+/// Follows the driver until it stops.
+async fn follow(call: Rc<Call>, mut outputs: mpsc::UnboundedReceiver<Output>) {
+    while let Some(output) = outputs.next().await {
+        call.on_output(output);
+    }
+}
+
+/// Refreshes the rates once a second while the call lasts.
+async fn tick(call: std::rc::Weak<Call>) {
+    loop {
+        clock::sleep_ms(1000).await;
+        let Some(call) = call.upgrade() else { return };
+        if call.state.phase.get_untracked() == Phase::Ended {
+            return;
+        }
+        let now = clock::now_ms();
+        let up = call.sent.borrow_mut().kbps(now);
+        let down = call.received.borrow_mut().kbps(now);
+        call.state.sending.update(|s| {
+            s.up_kbps = up;
+            s.down_kbps = down;
+        });
+    }
+}
+
+/// What this client says about itself in Hello and in reports.
+fn client_info() -> ClientInfo {
+    let navigator = web_sys::window().map(|w| w.navigator());
+    let user_agent = navigator
+        .as_ref()
+        .and_then(|n| n.user_agent().ok())
+        .unwrap_or_default();
+    // navigator.connection is not in every browser (nor in web-sys' stable set).
+    let effective_connection_type = navigator
+        .as_ref()
+        .and_then(|n| js_sys::Reflect::get(n, &"connection".into()).ok())
+        .filter(|c| c.is_object())
+        .and_then(|c| js_sys::Reflect::get(&c, &"effectiveType".into()).ok())
+        .and_then(|t| t.as_string())
+        .unwrap_or_default();
+    ClientInfo {
+        platform: "browser".into(),
+        client_version: env!("CARGO_PKG_VERSION").into(),
+        browser_family: crate::client_info::browser_family(&user_agent).into(),
+        effective_connection_type,
+    }
+}

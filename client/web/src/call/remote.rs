@@ -1,0 +1,224 @@
+//! The other participants: the roster from room events, and each one's
+//! decoders and statistics. Media that overtakes its sender's roster event
+//! makes the participant known; a decoder that cannot start without a
+//! keyframe asks its sender for one.
+
+use std::rc::Rc;
+
+use leptos::prelude::*;
+use rallypoint_protocol::v1::{Media, Participant, TrackKind, server_frame};
+use wasm_bindgen::JsValue;
+
+use super::Call;
+use super::view::{PeerStats, Phase, RemotePeer, canvas_id};
+use crate::clock;
+use crate::driver::Command;
+use crate::media::Decoded;
+use crate::media::audio::AudioReceiver;
+use crate::media::video::VideoReceiver;
+use crate::stats::{FreezeTracker, LatencyWindow, RateMeter};
+use crate::transport::Received;
+
+/// Latency samples kept per participant and kind (a minute of video).
+const LATENCY_SAMPLES: usize = 1_800;
+/// Percentiles are recomputed at most this often (ms).
+const PERCENTILES_EVERY_MS: f64 = 500.0;
+
+/// Media and statistics of one remote participant.
+pub(super) struct PeerMedia {
+    video: VideoReceiver,
+    audio: Option<AudioReceiver>,
+    video_latency: LatencyWindow,
+    audio_latency: LatencyWindow,
+    freeze: FreezeTracker,
+    received: RateMeter,
+    percentiles_at: f64,
+    stats: RwSignal<PeerStats>,
+}
+
+impl Call {
+    /// Room traffic from the serving relay: roster events, media, keyframe
+    /// requests for our own video.
+    pub(super) fn on_room(self: &Rc<Self>, received: Received) {
+        let Some(kind) = received.frame.kind else {
+            return;
+        };
+        match kind {
+            server_frame::Kind::Joined(joined) => {
+                // After a move the new relay may not know the whole room yet
+                // (it learns it from the roster beats): participants not
+                // listed are kept; they leave only with PeerLeft.
+                for participant in &joined.participants {
+                    self.add_peer(participant);
+                    self.request_keyframe(&participant.peer_id);
+                }
+                self.state.phase.set(Phase::InCall);
+            }
+            server_frame::Kind::PeerJoined(joined) => {
+                if let Some(participant) = &joined.peer {
+                    self.add_peer(participant);
+                }
+            }
+            server_frame::Kind::PeerMoved(moved) => {
+                if let Some(participant) = &moved.peer {
+                    self.add_peer(participant);
+                }
+            }
+            server_frame::Kind::PeerLeft(left) => {
+                self.peers.borrow_mut().remove(&left.peer_id);
+                self.state
+                    .peers
+                    .update(|peers| peers.retain(|p| p.peer_id != left.peer_id));
+            }
+            server_frame::Kind::Media(media) => self.on_media(&media),
+            server_frame::Kind::KeyframeRequest(request) => {
+                if request.kind == TrackKind::Video as i32
+                    && let Some(sender) = &*self.video_sender.borrow()
+                {
+                    sender.request_keyframe();
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Adds a participant, or updates where it is connected.
+    fn add_peer(self: &Rc<Self>, participant: &Participant) {
+        let mut known = false;
+        self.state.peers.update(|peers| {
+            if let Some(peer) = peers.iter_mut().find(|p| p.peer_id == participant.peer_id) {
+                known = true;
+                peer.name = participant.display_name.clone();
+                peer.region = participant.region.clone();
+                peer.relay_id = participant.relay_id.clone();
+            }
+        });
+        if known {
+            return;
+        }
+        let stats = self.owner.with(|| RwSignal::new(PeerStats::default()));
+        self.state.peers.update(|peers| {
+            peers.push(RemotePeer {
+                peer_id: participant.peer_id.clone(),
+                name: participant.display_name.clone(),
+                region: participant.region.clone(),
+                relay_id: participant.relay_id.clone(),
+                stats,
+            })
+        });
+        self.media_for(&participant.peer_id, stats);
+    }
+
+    fn media_for(self: &Rc<Self>, peer_id: &str, stats: RwSignal<PeerStats>) {
+        if self.peers.borrow().contains_key(peer_id) {
+            return;
+        }
+        let on_decoded: Rc<dyn Fn(Decoded)> = {
+            let call = Rc::downgrade(self);
+            let peer_id = peer_id.to_owned();
+            Rc::new(move |decoded| {
+                if let Some(call) = call.upgrade() {
+                    call.on_decoded(&peer_id, decoded);
+                }
+            })
+        };
+        let audio = match AudioReceiver::new(self.audio.clone(), on_decoded.clone()) {
+            Ok(receiver) => Some(receiver),
+            Err(e) => {
+                web_sys::console::warn_1(&JsValue::from_str(&format!("no audio decoder: {e}")));
+                None
+            }
+        };
+        self.peers.borrow_mut().insert(
+            peer_id.to_owned(),
+            PeerMedia {
+                video: VideoReceiver::new(canvas_id(peer_id), on_decoded),
+                audio,
+                video_latency: LatencyWindow::new(LATENCY_SAMPLES),
+                audio_latency: LatencyWindow::new(LATENCY_SAMPLES),
+                freeze: FreezeTracker::default(),
+                received: RateMeter::new(1000.0),
+                percentiles_at: 0.0,
+                stats,
+            },
+        );
+    }
+
+    fn on_media(self: &Rc<Self>, media: &Media) {
+        self.received
+            .borrow_mut()
+            .record(clock::now_ms(), media.payload.len());
+        if !self.peers.borrow().contains_key(&media.sender) {
+            // Media can overtake the roster event that announces its sender.
+            self.add_peer(&Participant {
+                peer_id: media.sender.clone(),
+                display_name: "…".into(),
+                ..Default::default()
+            });
+        }
+        let ask = {
+            let mut peers = self.peers.borrow_mut();
+            let Some(peer) = peers.get_mut(&media.sender) else {
+                return;
+            };
+            peer.received.record(clock::now_ms(), media.payload.len());
+            match TrackKind::try_from(media.kind) {
+                Ok(TrackKind::Video) => peer.video.push(media),
+                Ok(TrackKind::Audio) => {
+                    if let Some(audio) = &peer.audio {
+                        audio.push(media);
+                    }
+                    false
+                }
+                _ => false,
+            }
+        };
+        if ask {
+            self.request_keyframe(&media.sender);
+        }
+    }
+
+    fn on_decoded(&self, peer_id: &str, decoded: Decoded) {
+        let now = clock::now_ms();
+        let mut peers = self.peers.borrow_mut();
+        let Some(peer) = peers.get_mut(peer_id) else {
+            return;
+        };
+        let video = decoded.kind == TrackKind::Video;
+        if video {
+            peer.video_latency.record(decoded.latency_ms);
+            peer.freeze.frame(now);
+        } else {
+            peer.audio_latency.record(decoded.latency_ms);
+        }
+        let refresh = now - peer.percentiles_at >= PERCENTILES_EVERY_MS;
+        if refresh {
+            peer.percentiles_at = now;
+        }
+        let (freeze, received) = (peer.freeze, &mut peer.received);
+        let kbps = received.kbps(now);
+        let (video_latency, audio_latency) = (&peer.video_latency, &peer.audio_latency);
+        peer.stats.update(|s| {
+            if video {
+                s.video_decoded += 1;
+                s.last_video_at = Some(now);
+                s.longest_freeze_ms = freeze.longest_ms;
+            } else {
+                s.audio_decoded += 1;
+            }
+            if refresh {
+                s.video_latency_p50_ms = video_latency.quantile(0.5);
+                s.video_latency_p95_ms = video_latency.quantile(0.95);
+                s.audio_latency_p50_ms = audio_latency.quantile(0.5);
+                s.kbps = kbps;
+            }
+        });
+    }
+
+    fn request_keyframe(&self, peer_id: &str) {
+        let _ = self.commands.unbounded_send(Command::RequestKeyframe {
+            peer_id: peer_id.to_owned(),
+            kind: TrackKind::Video,
+        });
+    }
+}
