@@ -141,7 +141,7 @@ pub async fn run(
     let js = async_nats::jetstream::new(nats.clone());
 
     let stats = Arc::new(Stats::default());
-    stats::register_instruments(stats.clone());
+    stats::register_instruments(&stats);
     let progress = Arc::new(progress::Progress::default());
     let started = Arc::new(std::sync::OnceLock::new());
     let listener = tokio::net::TcpListener::bind(config.http_listen)

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use opentelemetry::KeyValue;
+use rallypoint_service::instruments::{self, Kind};
 use serde::Serialize;
 
 #[derive(Debug, Default, Serialize)]
@@ -32,88 +32,78 @@ impl Stats {
     }
 }
 
-/// A counter exported over OpenTelemetry: name, unit, description, how to read it.
-type CounterSpec = (&'static str, &'static str, &'static str, fn(&Stats) -> u64);
+type Instrument<T> = rallypoint_service::instruments::Instrument<Stats, T>;
 
-const COUNTERS: [CounterSpec; 7] = [
-    (
-        "rallypoint.collector.messages",
-        "{message}",
-        "Messages received from JetStream",
-        |s| s.messages.load(Relaxed),
-    ),
-    (
-        "rallypoint.collector.elections.stored",
-        "{election}",
-        "Elections stored",
-        |s| s.elections_stored.load(Relaxed),
-    ),
-    (
-        "rallypoint.collector.candidate_rows.stored",
-        "{row}",
-        "Candidate rows stored",
-        |s| s.candidates_stored.load(Relaxed),
-    ),
-    (
-        "rallypoint.collector.duplicates.skipped",
-        "{report}",
-        "Redelivered reports skipped",
-        |s| s.duplicates_skipped.load(Relaxed),
-    ),
-    (
-        "rallypoint.collector.dead_letters",
-        "{message}",
-        "Messages dead-lettered",
-        |s| s.dead_letters.load(Relaxed),
-    ),
-    (
-        "rallypoint.collector.batches",
-        "{batch}",
-        "Batches written to ClickHouse",
-        |s| s.batches.load(Relaxed),
-    ),
-    (
-        "rallypoint.collector.insert_failures",
-        "{batch}",
-        "Failed ClickHouse writes (retried)",
-        |s| s.insert_failures.load(Relaxed),
-    ),
+const COUNTERS: &[Instrument<u64>] = &[
+    Instrument {
+        name: "rallypoint.collector.messages",
+        unit: "{message}",
+        description: "Messages received from JetStream",
+        series: &[(None, |s| s.messages.load(Relaxed))],
+    },
+    Instrument {
+        name: "rallypoint.collector.elections.stored",
+        unit: "{election}",
+        description: "Elections stored",
+        series: &[(None, |s| s.elections_stored.load(Relaxed))],
+    },
+    Instrument {
+        name: "rallypoint.collector.candidate_rows.stored",
+        unit: "{row}",
+        description: "Candidate rows stored",
+        series: &[(None, |s| s.candidates_stored.load(Relaxed))],
+    },
+    Instrument {
+        name: "rallypoint.collector.duplicates.skipped",
+        unit: "{report}",
+        description: "Redelivered reports skipped",
+        series: &[(None, |s| s.duplicates_skipped.load(Relaxed))],
+    },
+    Instrument {
+        name: "rallypoint.collector.dead_letters",
+        unit: "{message}",
+        description: "Messages dead-lettered",
+        series: &[(None, |s| s.dead_letters.load(Relaxed))],
+    },
+    Instrument {
+        name: "rallypoint.collector.batches",
+        unit: "{batch}",
+        description: "Batches written to ClickHouse",
+        series: &[(None, |s| s.batches.load(Relaxed))],
+    },
+    Instrument {
+        name: "rallypoint.collector.insert_failures",
+        unit: "{batch}",
+        description: "Failed ClickHouse writes (retried)",
+        series: &[(None, |s| s.insert_failures.load(Relaxed))],
+    },
 ];
 
-/// Registers the instruments over `stats` on the global meter provider.
-pub fn register_instruments(stats: Arc<Stats>) {
+const GAUGES: &[Instrument<u64>] = &[
+    Instrument {
+        name: "rallypoint.collector.lag",
+        unit: "{message}",
+        description: "Reports waiting in the stream for a collector (pending) or delivered and not yet acknowledged (ack_pending)",
+        series: &[
+            (Some(("kind", "pending")), |s| s.lag.load(Relaxed)),
+            (Some(("kind", "ack_pending")), |s| {
+                s.ack_pending.load(Relaxed)
+            }),
+        ],
+    },
+    Instrument {
+        name: "rallypoint.collector.active",
+        unit: "1",
+        description: "1 while this collector holds the lease and stores telemetry, 0 while it stands by",
+        series: &[(None, |s| s.active.load(Relaxed))],
+    },
+];
+
+/// Registers the instruments over `stats` on the global meter provider;
+/// their callbacks run when the metrics are scraped or exported.
+pub fn register_instruments(stats: &Arc<Stats>) {
     let meter = opentelemetry::global::meter("rallypoint-collector");
-    for (name, unit, description, read) in COUNTERS {
-        let s = stats.clone();
-        meter
-            .u64_observable_counter(name)
-            .with_unit(unit)
-            .with_description(description)
-            .with_callback(move |o| o.observe(read(&s), &[]))
-            .build();
-    }
-    let s = stats.clone();
-    meter
-        .u64_observable_gauge("rallypoint.collector.lag")
-        .with_unit("{message}")
-        .with_description(
-            "Reports waiting in the stream for a collector (pending) or delivered and not yet acknowledged (ack_pending)",
-        )
-        .with_callback(move |o| {
-            o.observe(s.lag.load(Relaxed), &[KeyValue::new("kind", "pending")]);
-            o.observe(
-                s.ack_pending.load(Relaxed),
-                &[KeyValue::new("kind", "ack_pending")],
-            );
-        })
-        .build();
-    let s = stats.clone();
-    meter
-        .u64_observable_gauge("rallypoint.collector.active")
-        .with_unit("1")
-        .with_description(
-            "1 while this collector holds the lease and stores telemetry, 0 while it stands by",
-        )
-        .with_callback(move |o| o.observe(s.active.load(Relaxed), &[]))
-        .build();
+    let stats = Arc::downgrade(stats);
+    instruments::register(&meter, Kind::Counter, &stats, &[], COUNTERS);
+    instruments::register(&meter, Kind::Gauge, &stats, &[], GAUGES);
 }

@@ -193,7 +193,7 @@ impl UsersConfig {
             .iter()
             .map(|(user, role, password)| {
                 let hash = sha2::Sha256::digest(password.as_bytes());
-                let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+                let hex = rallypoint_protocol::hex(&hash);
                 format!(
                     "    <{user}><password_sha256_hex>{hex}</password_sha256_hex>\
 <networks>{networks}</networks>\

@@ -7,6 +7,7 @@
 //! * [`length_prefixed`]: the stream framing used on WebTransport streams.
 //! * [`subjects`]: the NATS subject scheme relays and the collector agree on.
 //! * [`telemetry`]: validation of election reports (bounds and sane ranges).
+//! * [`transport`]: the two transports, named once for every crate.
 //!
 //! Nothing here does I/O.
 
@@ -17,6 +18,7 @@ pub mod names;
 pub mod subjects;
 pub mod telemetry;
 pub mod token;
+pub mod transport;
 
 /// Generated protobuf messages, version 1 of the protocol.
 #[allow(clippy::all, missing_docs)]
@@ -28,6 +30,7 @@ pub mod v1 {
 pub const PROTOCOL_VERSION: u32 = 1;
 
 pub use frame::{FrameError, decode_client_frame, decode_server_frame, encode};
+pub use transport::TransportKind;
 /// Re-exported so users decode messages with the exact prost this crate generated for.
 pub use prost;
 
@@ -35,4 +38,16 @@ pub use prost;
 /// and ClickHouse filters.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The bytes of `text` written as [`hex`] (either case); `None` if it is
+/// not an even number of hex digits.
+pub fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
 }

@@ -17,7 +17,9 @@
 //! | subject                         | payload                    |
 //! |---------------------------------|----------------------------|
 //! | `telemetry.election.<region>`   | `EnrichedElectionReport`, `Nats-Msg-Id` = report id |
-//! | `telemetry.deadletter.<source>` | the refused bytes, reason in the `Rallypoint-Reason` header |
+//!
+//! Reports the collector cannot store are kept in ClickHouse's dead-letter
+//! table with their reason, not on a subject.
 
 /// Why a name cannot be used as a room or region.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -106,16 +108,10 @@ pub fn parse_room_subject(subject: &str) -> Option<RoomSubject<'_>> {
 }
 
 pub const TELEMETRY_ELECTION_PREFIX: &str = "telemetry.election";
-pub const TELEMETRY_DEAD_LETTER_PREFIX: &str = "telemetry.deadletter";
 
 /// Where a relay publishes the election reports it accepted.
 pub fn telemetry_election(region: &str) -> String {
     format!("{TELEMETRY_ELECTION_PREFIX}.{region}")
-}
-
-/// Where refused telemetry goes, by the part that refused it.
-pub fn telemetry_dead_letter(source: &str) -> String {
-    format!("{TELEMETRY_DEAD_LETTER_PREFIX}.{source}")
 }
 
 /// Reply subjects of relays (JetStream acknowledgements of their telemetry).
@@ -127,9 +123,6 @@ pub const RELAY_INBOX_PREFIX: &str = "_INBOX_relay";
 pub const COLLECTOR_INBOX_PREFIX: &str = "_INBOX_collector";
 /// Reply subjects of administrators and tools.
 pub const ADMIN_INBOX_PREFIX: &str = "_INBOX_admin";
-
-/// The NATS header carrying a dead letter's reason.
-pub const DEAD_LETTER_REASON_HEADER: &str = "Rallypoint-Reason";
 
 #[cfg(test)]
 mod tests {

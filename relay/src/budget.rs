@@ -148,7 +148,7 @@ mod tests {
         let stats = Arc::new(Stats::default());
         let s = stats.clone();
         let result = std::panic::catch_unwind(move || {
-            let _open = OpenConnection::new(s, TransportKind::Ws);
+            let _open = OpenConnection::new(s, TransportKind::WebSocket);
             panic!("session task bug");
         });
         assert!(result.is_err());

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, ValueEnum};
+use clap::{Args, Parser};
 use rallypoint_service::parse_duration;
 
 /// A regional rallypoint relay.
@@ -28,7 +28,8 @@ pub struct RelayConfig {
     #[command(flatten)]
     pub nats: rallypoint_service::nats::NatsArgs,
 
-    /// Which client transports to serve.
+    /// Which client transports to serve: `ws` (WebSocket over the HTTP
+    /// listener), `wt` (WebTransport over HTTP/3).
     #[arg(
         long,
         env = "RALLYPOINT_TRANSPORTS",
@@ -73,13 +74,7 @@ pub struct RelayConfig {
     pub drain_grace: Duration,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum TransportKind {
-    /// WebSocket over the HTTP listener.
-    Ws,
-    /// WebTransport over HTTP/3.
-    Wt,
-}
+pub use rallypoint_protocol::TransportKind;
 
 #[derive(Debug, Clone, Args)]
 pub struct TlsConfig {

@@ -37,7 +37,7 @@ pub fn public_router(relay: Arc<RelayState>) -> Router {
     // cross-origin; it is public information.
     let mut router =
         Router::new().route("/cert-hash", get(cert_hash).layer(CorsLayer::permissive()));
-    if relay.config.serves(TransportKind::Ws) {
+    if relay.config.serves(TransportKind::WebSocket) {
         router = router.route("/ws", get(ws::upgrade));
     }
     router.with_state(relay)

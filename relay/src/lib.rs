@@ -50,8 +50,8 @@ pub async fn run(config: RelayConfig, shutdown: impl Future<Output = ()>) -> any
     // database still fails the start before anything listens.
     let nats = connect_nats(&config).await?;
     let stats = Arc::new(Stats::default());
-    metrics::register_instruments(stats.clone(), &config.relay_id, &config.region);
-    let identity = if config.serves(TransportKind::Wt) || config.tls.ws_tls {
+    metrics::register_instruments(&stats, &config.relay_id, &config.region);
+    let identity = if config.serves(TransportKind::WebTransport) || config.tls.ws_tls {
         Some(tls::load(&config.tls).await?)
     } else {
         None
@@ -105,7 +105,7 @@ pub async fn run(config: RelayConfig, shutdown: impl Future<Output = ()>) -> any
     ));
 
     let mut wt_endpoint = None;
-    if let Some(identity) = identity.filter(|_| config.serves(TransportKind::Wt)) {
+    if let Some(identity) = identity.filter(|_| config.serves(TransportKind::WebTransport)) {
         let server_config = transport::wt::server_config(config.wt_listen, identity.identity)?;
         let endpoint = Arc::new(
             wtransport::Endpoint::server(server_config)

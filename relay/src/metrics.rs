@@ -10,10 +10,11 @@
 //! instrument with an attribute (drops by `reason`, probes by `outcome`), so a
 //! dashboard sums or splits them without knowing every kind.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Weak};
 
 use opentelemetry::KeyValue;
+use rallypoint_service::instruments::{self, Attr, Kind};
 use serde::Serialize;
 
 use crate::config::TransportKind;
@@ -62,11 +63,11 @@ pub struct Stats {
 impl Stats {
     pub fn connection_opened(&self, transport: TransportKind) {
         match transport {
-            TransportKind::Ws => {
+            TransportKind::WebSocket => {
                 self.ws_connections_opened.fetch_add(1, Relaxed);
                 self.ws_connections_active.fetch_add(1, Relaxed);
             }
-            TransportKind::Wt => {
+            TransportKind::WebTransport => {
                 self.wt_connections_opened.fetch_add(1, Relaxed);
                 self.wt_connections_active.fetch_add(1, Relaxed);
             }
@@ -75,8 +76,8 @@ impl Stats {
 
     pub fn connection_closed(&self, transport: TransportKind) {
         match transport {
-            TransportKind::Ws => self.ws_connections_active.fetch_sub(1, Relaxed),
-            TransportKind::Wt => self.wt_connections_active.fetch_sub(1, Relaxed),
+            TransportKind::WebSocket => self.ws_connections_active.fetch_sub(1, Relaxed),
+            TransportKind::WebTransport => self.wt_connections_active.fetch_sub(1, Relaxed),
         };
     }
 
@@ -89,19 +90,7 @@ impl Stats {
     }
 }
 
-/// An attribute that tells one series of an instrument from the others.
-type Attr = Option<(&'static str, &'static str)>;
-
-/// One series of an instrument: its attribute and how to read it.
-type Series<T> = (Attr, fn(&Stats) -> T);
-
-/// An instrument over [`Stats`]: name, unit, description, and its series.
-struct Instrument<T: 'static> {
-    name: &'static str,
-    unit: &'static str,
-    description: &'static str,
-    series: &'static [Series<T>],
-}
+type Instrument<T> = rallypoint_service::instruments::Instrument<Stats, T>;
 
 const WS: Attr = Some(("transport", "websocket"));
 const WT: Attr = Some(("transport", "webtransport"));
@@ -256,98 +245,65 @@ const COUNTERS: &[Instrument<u64>] = &[
     },
 ];
 
-/// The attributes of every series: the relay's identity, plus `extra`.
-fn attributes(relay_id: &str, region: &str, extra: Attr) -> Vec<KeyValue> {
-    let mut attrs = vec![
+/// The attributes of every series: the relay's identity.
+fn identity(relay_id: &str, region: &str) -> [KeyValue; 2] {
+    [
         KeyValue::new("relay.id", relay_id.to_owned()),
         KeyValue::new("relay.region", region.to_owned()),
-    ];
-    if let Some((key, value)) = extra {
-        attrs.push(KeyValue::new(key, value));
-    }
-    attrs
-}
-
-/// An instrument's series with their attributes, ready for a callback.
-type Observations<T> = Vec<(Vec<KeyValue>, fn(&Stats) -> T)>;
-
-fn observations<T>(instrument: &Instrument<T>, relay_id: &str, region: &str) -> Observations<T> {
-    instrument
-        .series
-        .iter()
-        .map(|&(attr, read)| (attributes(relay_id, region, attr), read))
-        .collect()
+    ]
 }
 
 /// Registers the observable instruments over `stats` on the global meter
 /// provider; their callbacks run when the metrics are scraped or exported.
-pub fn register_instruments(stats: Arc<Stats>, relay_id: &str, region: &str) {
+pub fn register_instruments(stats: &Arc<Stats>, relay_id: &str, region: &str) {
     let meter = opentelemetry::global::meter("rallypoint-relay");
-    for gauge in GAUGES {
-        let (s, series) = (stats.clone(), observations(gauge, relay_id, region));
-        meter
-            .i64_observable_up_down_counter(gauge.name)
-            .with_unit(gauge.unit)
-            .with_description(gauge.description)
-            .with_callback(move |o| series.iter().for_each(|(a, read)| o.observe(read(&s), a)))
-            .build();
-    }
-    for counter in COUNTERS {
-        let (s, series) = (stats.clone(), observations(counter, relay_id, region));
-        meter
-            .u64_observable_counter(counter.name)
-            .with_unit(counter.unit)
-            .with_description(counter.description)
-            .with_callback(move |o| series.iter().for_each(|(a, read)| o.observe(read(&s), a)))
-            .build();
-    }
+    let (stats, identity) = (Arc::downgrade(stats), identity(relay_id, region));
+    instruments::register(&meter, Kind::UpDownCounter, &stats, &identity, GAUGES);
+    instruments::register(&meter, Kind::Counter, &stats, &identity, COUNTERS);
 }
 
 /// A gauge over the relay's whole state (not only its counters).
-type StateGauge = (
-    &'static str,
-    &'static str,
-    &'static str,
-    fn(&RelayState) -> i64,
-);
+type StateGauge = rallypoint_service::instruments::Instrument<RelayState, i64>;
 
-const STATE_GAUGES: [StateGauge; 6] = [
-    (
-        "rallypoint.relay.ready",
-        "",
-        "1 while /readyz answers 200 (NATS connected, not draining, below the connection limit)",
-        |r| r.readiness().is_ok().into(),
-    ),
-    (
-        "rallypoint.relay.nats.connected",
-        "",
-        "1 while the relay's NATS connection is up",
-        |r| (r.nats.connection_state() == async_nats::connection::State::Connected).into(),
-    ),
-    (
-        "rallypoint.relay.nats.cut_off",
-        "",
-        "1 while NATS has been unreachable for longer than its grace (probes withheld)",
-        |r| r.is_cut_off().into(),
-    ),
-    (
-        "rallypoint.relay.draining",
-        "",
-        "1 once the relay is shutting down",
-        |r| r.is_draining().into(),
-    ),
-    (
-        "rallypoint.relay.connection_slots.in_use",
-        "{connection}",
-        "Client sockets and handshakes held, counted against the connection limit",
-        |r| r.budget.in_use() as i64,
-    ),
-    (
-        "rallypoint.relay.connection_slots.limit",
-        "{connection}",
-        "The connection limit (--max-connections)",
-        |r| r.budget.limit() as i64,
-    ),
+const STATE_GAUGES: &[StateGauge] = &[
+    StateGauge {
+        name: "rallypoint.relay.ready",
+        unit: "",
+        description: "1 while /readyz answers 200 (NATS connected, not draining, below the connection limit)",
+        series: &[(None, |r| r.readiness().is_ok().into())],
+    },
+    StateGauge {
+        name: "rallypoint.relay.nats.connected",
+        unit: "",
+        description: "1 while the relay's NATS connection is up",
+        series: &[(None, |r| {
+            (r.nats.connection_state() == async_nats::connection::State::Connected).into()
+        })],
+    },
+    StateGauge {
+        name: "rallypoint.relay.nats.cut_off",
+        unit: "",
+        description: "1 while NATS has been unreachable for longer than its grace (probes withheld)",
+        series: &[(None, |r| r.is_cut_off().into())],
+    },
+    StateGauge {
+        name: "rallypoint.relay.draining",
+        unit: "",
+        description: "1 once the relay is shutting down",
+        series: &[(None, |r| r.is_draining().into())],
+    },
+    StateGauge {
+        name: "rallypoint.relay.connection_slots.in_use",
+        unit: "{connection}",
+        description: "Client sockets and handshakes held, counted against the connection limit",
+        series: &[(None, |r| r.budget.in_use() as i64)],
+    },
+    StateGauge {
+        name: "rallypoint.relay.connection_slots.limit",
+        unit: "{connection}",
+        description: "The connection limit (--max-connections)",
+        series: &[(None, |r| r.budget.limit() as i64)],
+    },
 ];
 
 /// Registers gauges of readiness, NATS and the connection budget: what an
@@ -356,18 +312,7 @@ const STATE_GAUGES: [StateGauge; 6] = [
 /// kept alive by its metrics.
 pub fn register_state_instruments(relay: &Arc<RelayState>) {
     let meter = opentelemetry::global::meter("rallypoint-relay");
-    let attrs = attributes(&relay.config.relay_id, &relay.config.region, None);
-    for (name, unit, description, read) in STATE_GAUGES {
-        let (weak, attrs): (Weak<RelayState>, _) = (Arc::downgrade(relay), attrs.clone());
-        meter
-            .i64_observable_gauge(name)
-            .with_unit(unit)
-            .with_description(description)
-            .with_callback(move |o| {
-                if let Some(relay) = weak.upgrade() {
-                    o.observe(read(&relay), &attrs);
-                }
-            })
-            .build();
-    }
+    let identity = identity(&relay.config.relay_id, &relay.config.region);
+    let relay = Arc::downgrade(relay);
+    instruments::register(&meter, Kind::Gauge, &relay, &identity, STATE_GAUGES);
 }

@@ -5,6 +5,7 @@ pub mod clickhouse;
 pub mod clock;
 pub mod duration;
 pub mod exposition;
+pub mod instruments;
 pub mod nats;
 pub mod observability;
 pub mod secret;

@@ -18,30 +18,8 @@
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TransportKind {
-    #[serde(alias = "ws")]
-    WebSocket,
-    #[serde(alias = "wt")]
-    WebTransport,
-}
-
-impl TransportKind {
-    pub fn short(self) -> &'static str {
-        match self {
-            TransportKind::WebSocket => "ws",
-            TransportKind::WebTransport => "wt",
-        }
-    }
-
-    pub fn to_proto(self) -> rallypoint_protocol::v1::Transport {
-        match self {
-            TransportKind::WebSocket => rallypoint_protocol::v1::Transport::Websocket,
-            TransportKind::WebTransport => rallypoint_protocol::v1::Transport::Webtransport,
-        }
-    }
-}
+/// The transport enum's one home is the protocol crate.
+pub use rallypoint_protocol::TransportKind;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Candidate {
@@ -63,15 +41,9 @@ impl Candidate {
 
     /// The certificate hash as bytes, if the candidate carries a valid one.
     pub fn cert_hash_bytes(&self) -> Option<[u8; 32]> {
-        let hex = self.cert_hash.as_deref()?;
-        if hex.len() != 64 {
-            return None;
-        }
-        let mut out = [0u8; 32];
-        for (i, byte) in out.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
-        }
-        Some(out)
+        rallypoint_protocol::unhex(self.cert_hash.as_deref()?)?
+            .try_into()
+            .ok()
     }
 
     /// host[:port] of the URL, for reports (no path, no credentials).

@@ -52,7 +52,7 @@ pub async fn upgrade(
 }
 
 async fn serve(relay: Arc<RelayState>, socket: WebSocket, client_ip: std::net::IpAddr) {
-    let _open = OpenConnection::new(relay.stats.clone(), TransportKind::Ws);
+    let _open = OpenConnection::new(relay.stats.clone(), TransportKind::WebSocket);
     let (sink, mut stream) = socket.split();
     let limits = &relay.config.limits;
     let (outbox, outgoing) = outbox(limits.control_queue, limits.media_queue);
@@ -87,7 +87,7 @@ async fn serve(relay: Arc<RelayState>, socket: WebSocket, client_ip: std::net::I
     let mut writer = tokio::spawn(write(sink, outgoing, outbox.kill_switch()));
 
     let info = ConnectionInfo {
-        transport: TransportKind::Ws,
+        transport: TransportKind::WebSocket,
         client_ip: Some(client_ip),
         max_datagram_size: 0,
         welcomed: tokio_util::sync::CancellationToken::new(),

@@ -168,7 +168,7 @@ async fn handle_incoming(
 }
 
 async fn serve(relay: Arc<RelayState>, connection: Connection, _slot: ConnectionSlot) {
-    let _open = OpenConnection::new(relay.stats.clone(), TransportKind::Wt);
+    let _open = OpenConnection::new(relay.stats.clone(), TransportKind::WebTransport);
     let limits = &relay.config.limits;
     let control = tokio::time::timeout(limits.hello_timeout, connection.accept_bi()).await;
     let Ok(Ok((control_send, control_recv))) = control else {
@@ -204,7 +204,7 @@ async fn serve(relay: Arc<RelayState>, connection: Connection, _slot: Connection
     ));
 
     let info = ConnectionInfo {
-        transport: TransportKind::Wt,
+        transport: TransportKind::WebTransport,
         client_ip: Some(client_ip),
         max_datagram_size: max_datagram_size as u32,
         welcomed,
