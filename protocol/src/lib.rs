@@ -30,9 +30,9 @@ pub mod v1 {
 pub const PROTOCOL_VERSION: u32 = 1;
 
 pub use frame::{FrameError, decode_client_frame, decode_server_frame, encode};
-pub use transport::TransportKind;
 /// Re-exported so users decode messages with the exact prost this crate generated for.
 pub use prost;
+pub use transport::TransportKind;
 
 /// Lower-case hex, as ids and certificate hashes are written in JSON, logs
 /// and ClickHouse filters.

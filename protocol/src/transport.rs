@@ -91,7 +91,12 @@ mod tests {
             serde_json::from_str::<TransportKind>("\"wt\"").unwrap(),
             TransportKind::WebTransport
         );
-        assert!("quic".parse::<TransportKind>().unwrap_err().contains("ws (WebSocket)"));
+        assert!(
+            "quic"
+                .parse::<TransportKind>()
+                .unwrap_err()
+                .contains("ws (WebSocket)")
+        );
         assert!(TransportKind::try_from(v1::Transport::Unspecified).is_err());
     }
 }
