@@ -122,7 +122,7 @@ fuzz_target!(|data: &[u8]| {
         let (tx, rx) = mpsc::channel(items.len() + 1);
         let (outbox, mut outgoing) = outbox(64, 64);
         let info = ConnectionInfo {
-            transport: TransportKind::Ws,
+            transport: TransportKind::WebSocket,
             client_ip: None,
             max_datagram_size: 1200,
             welcomed: tokio_util::sync::CancellationToken::new(),
