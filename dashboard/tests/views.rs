@@ -97,6 +97,13 @@ async fn every_view_shows_the_numbers_the_data_implies_on_old_and_new_clickhouse
         "ws and wt of 3 elections, plus the failover's"
     );
     assert_eq!(sg.p50_ms, 42.0, "median of 40, 40, 41, 42, 43, 44, 45");
+    assert_eq!(sg.loss_pct, 0.0);
+    let far = cell("us-east", "Singtel").unwrap();
+    assert_eq!(
+        (far.loss_pct * 100.0).round() / 100.0,
+        16.67,
+        "one probe lost of every six"
+    );
     assert_eq!(cell("us-east", "Comcast").unwrap().samples, 6);
     assert!(
         cell("frankfurt", "Comcast").is_none(),

@@ -425,16 +425,33 @@ impl Simulation {
         self.world[id].link_at(t).rtt
     }
 
+    /// The share of round trips candidate `id`'s path loses at `t`.
+    pub fn true_round_trip_loss(&self, id: usize, t: Duration) -> f64 {
+        let loss = self.world[id].link_at(t).loss;
+        1.0 - (1.0 - loss) * (1.0 - loss)
+    }
+
+    /// The candidates a client could elect at `t`.
+    fn electable(&self, t: Duration) -> impl Iterator<Item = usize> + '_ {
+        (0..self.world.len()).filter(move |&id| {
+            let c = &self.world[id];
+            !c.unreachable && !c.dead_at(t) && !c.candidate.shadow
+        })
+    }
+
     /// The lowest true RTT of any usable, electable candidate at `t`.
     pub fn best_true_rtt(&self, t: Duration) -> Duration {
-        (0..self.world.len())
-            .filter(|&id| {
-                let c = &self.world[id];
-                !c.unreachable && !c.dead_at(t) && !c.candidate.shadow
-            })
+        self.electable(t)
             .map(|id| self.true_rtt(id, t))
             .min()
             .unwrap_or(Duration::MAX)
+    }
+
+    /// The lowest round-trip loss of any usable, electable candidate at `t`.
+    pub fn best_round_trip_loss(&self, t: Duration) -> f64 {
+        self.electable(t)
+            .map(|id| self.true_round_trip_loss(id, t))
+            .fold(f64::INFINITY, f64::min)
     }
 }
 
@@ -489,13 +506,28 @@ pub struct InitialElections {
     pub runs: usize,
     /// Picks whose true RTT is within 5% of the best true RTT.
     pub accurate: usize,
+    /// Picks whose true round-trip loss is at most the least lossy
+    /// candidate's plus 1%.
+    pub loss_accurate: usize,
     /// Decision times, sorted.
     pub decision_ms: Vec<u64>,
+    /// The physical limit of a decision: 4 × the best true RTT (three round
+    /// trips to connect, one for the first probe) plus one probe interval.
+    pub limit_ms: u64,
 }
 
 impl InitialElections {
     pub fn accuracy(&self) -> f64 {
         self.accurate as f64 / self.runs.max(1) as f64
+    }
+
+    pub fn loss_accuracy(&self) -> f64 {
+        self.loss_accurate as f64 / self.runs.max(1) as f64
+    }
+
+    /// A decision-time quantile as a multiple of the physical limit.
+    pub fn decision_to_limit(&self, q: f64) -> f64 {
+        self.decision_quantile_ms(q) as f64 / self.limit_ms.max(1) as f64
     }
 
     /// A quantile of the decision time in milliseconds.
@@ -520,7 +552,9 @@ pub fn initial_elections(
     let mut outcome = InitialElections {
         runs: 0,
         accurate: 0,
+        loss_accurate: 0,
         decision_ms: Vec::new(),
+        limit_ms: 0,
     };
     for seed in 0..seeds {
         let mut sim = Simulation::new(world.to_vec(), config.clone(), seed);
@@ -532,6 +566,12 @@ pub fn initial_elections(
         if picked <= best * 1.05 {
             outcome.accurate += 1;
         }
+        let loss = sim.true_round_trip_loss(decision.winner, at);
+        if loss <= sim.best_round_trip_loss(at) + 0.01 {
+            outcome.loss_accurate += 1;
+        }
+        outcome.limit_ms =
+            (4.0 * best * 1000.0).round() as u64 + config.probe_interval.as_millis() as u64;
         outcome.decision_ms.push(at.as_millis() as u64);
     }
     outcome.decision_ms.sort_unstable();

@@ -338,3 +338,74 @@ fn every_decision_makes_a_valid_report() {
     sim.run_until(Duration::from_secs(30));
     assert!(sim.reports >= 3, "{} reports", sim.reports);
 }
+
+/// Issue #15, defect 1: a region losing 5% of its packets each way (about
+/// 10% of round trips) must not keep a call that a clean region 25% slower
+/// (not clearly slower) could carry.
+#[test]
+fn a_lossy_region_loses_the_call_to_a_clean_one_not_clearly_slower() {
+    let world = two_regions(
+        ("lossy", Link::new(80.0, 3.0, 0.05)),
+        ("clean", Link::new(100.0, 3.0, 0.0)),
+    );
+    let mut initial_lossy = 0;
+    for seed in 0..40 {
+        let mut sim = Simulation::new(world.clone(), ElectionConfig::default(), seed);
+        sim.run_until(Duration::from_secs(240));
+        let (_, initial) = sim.initial().expect("an initial decision");
+        initial_lossy += (initial.winner < 2) as usize;
+        let serving = sim.serving_at(Duration::from_secs(239)).expect("serving");
+        assert!(
+            serving >= 2,
+            "seed {seed}: still on the lossy region after 4 minutes ({} switches)",
+            sim.switches()
+        );
+    }
+    eprintln!("initial pick on the lossy region in {initial_lossy} of 40 runs; all moved");
+}
+
+/// Issue #15, defect 2: the WebTransport preference chooses a transport
+/// inside the leading region, never another region.
+#[test]
+fn the_webtransport_preference_never_crosses_regions() {
+    let mut blocked = SimCandidate::new("near", Wt, Link::new(40.0, 1.0, 0.0));
+    blocked.unreachable = true;
+    let world = vec![
+        SimCandidate::new("near", Ws, Link::new(40.0, 1.0, 0.0)),
+        blocked,
+        SimCandidate::new("other", Ws, Link::new(44.0, 1.0, 0.0)),
+        SimCandidate::new("other", Wt, Link::new(43.0, 1.0, 0.0)),
+    ];
+    for seed in 0..100 {
+        let mut sim = Simulation::new(world.clone(), ElectionConfig::default(), seed);
+        sim.run_until(Duration::from_secs(6));
+        let (_, decision) = sim.initial().expect("an initial decision");
+        assert_eq!(
+            decision.winner, 0,
+            "seed {seed}: {} (other/wt is within the WebTransport margin of near/ws, on another path)",
+            decision.reason
+        );
+    }
+}
+
+/// Issue #15, item 4: a client 12 ms from its best region and 180 ms from the
+/// other decides within the physical limit, 4 × RTT_best + one probe
+/// interval (≈ 250 ms), without losing accuracy.
+#[test]
+fn a_clear_winner_is_decided_within_the_physical_limit() {
+    let world = two_regions(
+        ("near", Link::new(12.0, 1.0, 0.0)),
+        ("far", Link::new(180.0, 3.0, 0.0)),
+    );
+    let config = ElectionConfig::default();
+    let limit = 4 * 12 + config.probe_interval.as_millis() as u64;
+    let ours = initial_elections(&world, &config, SEEDS);
+    let p95 = ours.decision_quantile_ms(0.95);
+    eprintln!(
+        "12 ms vs 180 ms: decision p50 {} ms, p95 {p95} ms (limit {limit} ms), accuracy {:.1}%",
+        ours.decision_quantile_ms(0.5),
+        ours.accuracy() * 100.0
+    );
+    assert!(p95 <= limit, "p95 {p95} ms against a limit of {limit} ms");
+    assert_eq!(ours.accuracy(), 1.0);
+}

@@ -1,5 +1,6 @@
 //! Region × ISP: the RTT every client measured to every region (not only the
-//! one it picked), by ISP — where a region serves an ISP well or badly.
+//! one it picked), and the share of its probes lost, by ISP — where a region
+//! serves an ISP well or badly, slowly or lossily.
 
 use clickhouse::Row;
 use serde::Deserialize;
@@ -17,16 +18,26 @@ pub struct Cell {
     pub p50_ms: f64,
     pub p95_ms: f64,
     pub samples: u64,
+    /// Lost probes as a share of all probes sent (%).
+    pub loss_pct: f64,
 }
 
-/// Quantile and count expressions over the rollup states or the raw rows.
-fn aggregates(source: Source) -> (&'static str, &'static str) {
+/// Quantile, count, answered-probe and lost-probe expressions over the
+/// rollup states or the raw rows.
+fn aggregates(source: Source) -> [&'static str; 4] {
     match source {
-        Source::Rollup => (
+        Source::Rollup => [
             "quantilesMerge(0.5, 0.9, 0.95, 0.99)(rtt)",
             "countMerge(measurements)",
-        ),
-        Source::Raw => ("quantiles(0.5, 0.9, 0.95, 0.99)(rtt_median_us)", "count()"),
+            "sumMerge(probes)",
+            "sumMerge(lost)",
+        ],
+        Source::Raw => [
+            "quantiles(0.5, 0.9, 0.95, 0.99)(rtt_median_us)",
+            "count()",
+            "sum(samples)",
+            "sum(lost)",
+        ],
     }
 }
 
@@ -56,7 +67,7 @@ fn cell_rows(filters: &Filters, now: u32, source: Source, days: Option<(u32, u32
         Source::Rollup => {
             rollup_rows(
                 "rp_rtt",
-                "region, isp, rtt, measurements",
+                "region, isp, rtt, measurements, probes, lost",
                 window,
                 days,
                 conditions,
@@ -66,18 +77,21 @@ fn cell_rows(filters: &Filters, now: u32, source: Source, days: Option<(u32, u32
     }
 }
 
-/// Every (region, ISP) cell with p50/p95 RTT in ms and the number of measurements.
+/// Every (region, ISP) cell with p50/p95 RTT in ms, the number of
+/// measurements and the share of probes lost.
 pub async fn cells(
     db: &Db,
     filters: &Filters,
     now: u32,
     source: Source,
 ) -> anyhow::Result<Vec<Cell>> {
-    let (quantiles, count) = aggregates(source);
+    let [quantiles, count, answered, lost] = aggregates(source);
     let days = covered_days(db, "rp_rtt", whole_days(filters.window(now))).await;
     db.rows(&format!(
-        "SELECT region, isp, toFloat64(q[1] / 1000) AS p50_ms, toFloat64(q[3] / 1000) AS p95_ms, measured AS samples FROM (
-            SELECT region, isp, {quantiles} AS q, toUInt64({count}) AS measured
+        "SELECT region, isp, toFloat64(q[1] / 1000) AS p50_ms, toFloat64(q[3] / 1000) AS p95_ms, measured AS samples,
+            if(answered + lost = 0, toFloat64(0), toFloat64(100 * lost / (answered + lost))) AS loss_pct FROM (
+            SELECT region, isp, {quantiles} AS q, toUInt64({count}) AS measured,
+                toUInt64({answered}) AS answered, toUInt64({lost}) AS lost
             FROM {} GROUP BY region, isp)
          ORDER BY isp, region",
         cell_rows(filters, now, source, days)
@@ -95,7 +109,7 @@ struct Point {
 /// One cell over time: p50 and p95 series (ms), per chart bucket.
 pub async fn cell_series(db: &Db, filters: &Filters, now: u32) -> anyhow::Result<Vec<Series>> {
     let window = filters.window(now);
-    let (quantiles, _) = aggregates(Source::Rollup);
+    let [quantiles, ..] = aggregates(Source::Rollup);
     let days = covered_days(db, "rp_rtt", whole_day_buckets(window)).await;
     let (from, time) = rollup_rows(
         "rp_rtt",

@@ -63,10 +63,14 @@ pub fn view(cells: Vec<Cell>, filters: &Filters) -> AnyView {
                         );
                         view! {
                             <td class=format!("num heat heat-{}", heat_step(cell.p50_ms)) data-region=region.clone() data-isp=isp.clone()
-                                data-p50-ms=trim(cell.p50_ms) data-p95-ms=trim(cell.p95_ms) data-samples=cell.samples.to_string()>
+                                data-p50-ms=trim(cell.p50_ms) data-p95-ms=trim(cell.p95_ms) data-samples=cell.samples.to_string()
+                                data-loss-pct=trim(cell.loss_pct)>
                                 <a href=href title=format!("{isp} to {region}: time series")>
                                     <b>{format!("{} ms", trim(cell.p50_ms))}</b><br/>
                                     <small>{format!("p95 {} ms · n={}", trim(cell.p95_ms), cell.samples)}</small>
+                                    {(cell.loss_pct >= 1.0).then(|| view! {
+                                        <br/><small class="loss">{format!("{}% of probes lost", trim(cell.loss_pct))}</small>
+                                    })}
                                 </a>
                             </td>
                         }
@@ -86,7 +90,7 @@ pub fn view(cells: Vec<Cell>, filters: &Filters) -> AnyView {
                     <thead><tr><th scope="col">"ISP"</th>{header}</tr></thead>
                     <tbody>{rows}</tbody>
                 </table>
-                <p><small>"Colour: median RTT, green under 50 ms to red at 300 ms. Click a cell for its time series."</small></p>
+                <p><small>"Colour: median RTT, green under 50 ms to red at 300 ms. Probe loss is shown from 1% on: a lossy path hurts a call more than a slower one, and clients weigh it when they elect. Click a cell for its time series."</small></p>
             </div>
         </main>
     }

@@ -19,6 +19,11 @@ pub enum StoppingRule {
 pub struct ElectionConfig {
     /// Probe interval for tournament contenders and the serving candidate.
     pub probe_interval: Duration,
+    /// A contender's first `min_samples` probes go this far apart: its
+    /// connection is fresh and a probe is a few dozen bytes, so the
+    /// tournament gets its evidence in one round trip plus a few of these
+    /// rather than a few probe intervals.
+    pub burst_probe_interval: Duration,
     /// Probe interval for warm standbys.
     pub standby_probe_interval: Duration,
     /// The tournament decides at the latest this long after it started.
@@ -63,6 +68,7 @@ impl Default for ElectionConfig {
     fn default() -> Self {
         ElectionConfig {
             probe_interval: Duration::from_millis(200),
+            burst_probe_interval: Duration::from_millis(25),
             standby_probe_interval: Duration::from_secs(1),
             deadline: Duration::from_secs(3),
             stopping: StoppingRule::Sequential,
@@ -92,6 +98,7 @@ impl ElectionConfig {
     pub fn fixed_tournament() -> Self {
         ElectionConfig {
             stopping: StoppingRule::FixedDeadline,
+            burst_probe_interval: Duration::from_millis(200),
             ..Default::default()
         }
     }
@@ -100,6 +107,7 @@ impl ElectionConfig {
     pub fn first_probe() -> Self {
         ElectionConfig {
             stopping: StoppingRule::FirstProbe,
+            burst_probe_interval: Duration::from_millis(200),
             ..Default::default()
         }
     }

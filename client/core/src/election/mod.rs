@@ -52,6 +52,10 @@ use crate::time::Micros;
 /// once the first one is in.
 const URGENT_WAIT: Duration = Duration::from_millis(300);
 
+/// How many times the usual samples a light re-probe takes while the serving
+/// path is lossy (30 instead of 5: six seconds of probing every 30 s).
+const LOSSY_REPROBE_FACTOR: u32 = 6;
+
 #[derive(Debug, Clone)]
 struct Tournament {
     started: Micros,
@@ -322,9 +326,17 @@ impl Election {
 
     // ------------------------------------------------------------ probing
 
-    fn probe_interval(&self, role: Role) -> Duration {
-        match role {
+    fn probe_interval(&self, slot: &Slot) -> Duration {
+        match slot.role {
             Role::Standby => self.config.standby_probe_interval,
+            // A fresh contender gets its first samples in a burst (counting
+            // the probe about to leave).
+            Role::Contender
+                if slot.stats.window().len() + slot.in_flight() + 1
+                    < self.config.min_samples as usize =>
+            {
+                self.config.burst_probe_interval
+            }
             _ => self.config.probe_interval,
         }
     }
@@ -335,7 +347,7 @@ impl Election {
             return;
         }
         let timeout = slot.probe_timeout(&self.config);
-        let interval = self.probe_interval(slot.role);
+        let interval = self.probe_interval(slot);
         let seq = self.next_seq;
         self.next_seq += 1;
         self.slots[id].sent(seq, now, timeout, interval);
@@ -425,6 +437,7 @@ impl Election {
                         },
                         Conn::Connected => MeasuredState::Connected {
                             samples: slot.stats.window(),
+                            connect_us: slot.connect_time.unwrap_or_default().as_micros() as u64,
                         },
                     }
                 };
@@ -450,7 +463,7 @@ impl Election {
         let with_samples: Vec<&Measured<'_>> = measured
             .iter()
             .filter(
-                |m| matches!(m.state, MeasuredState::Connected { samples } if !samples.is_empty()),
+                |m| matches!(m.state, MeasuredState::Connected { samples, .. } if !samples.is_empty()),
             )
             .collect();
         let leader = rule::leader(&measured, &self.config);
@@ -738,6 +751,22 @@ impl Election {
             .recent_since(now - self.config.recent_window)
     }
 
+    /// What the switching rule needs of `id`, over samples taken from it.
+    fn recent<'a>(
+        &self,
+        id: CandidateId,
+        samples: &'a [u64],
+        history: &'a [u64],
+    ) -> rule::Recent<'a> {
+        let stats = &self.slots[id].stats;
+        rule::Recent {
+            samples,
+            history,
+            answered: stats.window().len(),
+            lost: stats.lost(),
+        }
+    }
+
     fn evaluate_switch(&mut self, now: Micros) {
         if self.tournament.is_some() {
             self.challenge = None;
@@ -749,6 +778,7 @@ impl Election {
         };
         let current_samples = self.recent_samples(current, now);
         let current_history = self.slots[current].stats.recent_since(Micros::ZERO);
+        let current_recent = self.recent(current, &current_samples, &current_history);
         let best = (0..self.slots.len())
             .filter(|&id| {
                 let s = &self.slots[id];
@@ -762,8 +792,8 @@ impl Election {
                 let samples = self.recent_samples(id, now);
                 let history = self.slots[id].stats.recent_since(Micros::ZERO);
                 let gap = rule::clearly_better(
-                    (&current_samples, &current_history),
-                    (&samples, &history),
+                    current_recent,
+                    self.recent(id, &samples, &history),
                     &self.config,
                 )?;
                 Some((id, gap))
@@ -805,13 +835,21 @@ impl Election {
 
     fn begin_reprobe(&mut self, now: Micros) {
         self.next_reprobe = Some(now + self.config.reprobe_interval);
+        // While the serving path loses probes beyond doubt, the others are
+        // measured longer: the switching rule can only charge that loss
+        // against a rival whose own loss is known well enough.
+        let samples = if self.serving_is_lossy() {
+            self.config.reprobe_samples * LOSSY_REPROBE_FACTOR
+        } else {
+            self.config.reprobe_samples
+        };
         for id in 0..self.slots.len() {
             let slot = &mut self.slots[id];
             if slot.role != Role::Idle || slot.draining {
                 continue;
             }
             slot.role = Role::Reprobe;
-            slot.reprobe_left = self.config.reprobe_samples;
+            slot.reprobe_left = samples;
             slot.error = None;
             if slot.conn == Conn::Closed {
                 slot.conn = Conn::Connecting { since: now };
@@ -881,6 +919,24 @@ impl Election {
             .or_else(|| stats::median(&stats.recent_since(Micros::ZERO)))
     }
 
+    /// The serving path loses more probes than [`rule::LOSS_FREE`], beyond
+    /// doubt.
+    fn serving_is_lossy(&self) -> bool {
+        self.serving.is_some_and(|id| {
+            let stats = &self.slots[id].stats;
+            rule::loss_rate_bounds(stats.window().len(), stats.lost()).0 > rule::LOSS_FREE
+        })
+    }
+
+    /// A candidate's RTT estimate (µs) and loss rate, for people.
+    fn rtt_and_loss(&self, id: CandidateId) -> (Option<f64>, f64) {
+        let stats = &self.slots[id].stats;
+        (
+            self.estimate(id),
+            rule::loss_rate(stats.window().len(), stats.lost()),
+        )
+    }
+
     fn describe_pick(
         &self,
         pick: CandidateId,
@@ -894,10 +950,9 @@ impl Election {
             })
             .filter_map(|id| Some((id, self.estimate(id)?)))
             .min_by(|a, b| a.1.total_cmp(&b.1))
-            .map(|(id, e)| (self.slots[id].candidate.label(), e));
+            .map(|(id, _)| (self.slots[id].candidate.label(), self.rtt_and_loss(id)));
         wording::picked(
-            &self.slots[pick].candidate.label(),
-            self.estimate(pick),
+            (&self.slots[pick].candidate.label(), self.rtt_and_loss(pick)),
             rule,
             now.since(t.started),
             next_region,

@@ -9,12 +9,42 @@
 //! normal jitter, against 64% for the median), so the same accuracy needs fewer
 //! probes — which is what decides how early a client can decide.
 //!
-//! ## Transport preference
-//! The best candidate by estimate wins, except that a WebTransport candidate
-//! beats a better WebSocket one when it is within
+//! ## Loss
+//! Users feel lost packets far more than a few milliseconds: a call over a
+//! path losing 5% of its packets stutters, one 50 ms further away does not.
+//! So loss weighs like RTT: [`LOSS_COST_US`] per unit of loss rate, every
+//! percent beyond the first ([`LOSS_FREE`]) like 40 ms of RTT — a path that
+//! keeps losing 5% of its round trips weighs like one about 160 ms slower.
+//! (The ITU-T G.107 E-model weighs loss heavier still for codecs without
+//! concealment; Opus hides isolated losses of a few percent, so this is the
+//! milder end.)
+//!
+//! Loss is judged where the evidence is: by the **switching rule** (below),
+//! over everything probed since the last decision. A tournament decides in a
+//! fraction of a second, before a lost probe is even known lost (its timeout
+//! is 4 × RTT, at least 250 ms); weighing the one or two losses it could see
+//! cost 4–5% accuracy on the benchmark grid when every region lost alike, so
+//! the tournament ranks by RTT and the serving phase moves a call off a
+//! lossy relay once the loss is beyond doubt — within a few minutes at 5%
+//! loss each way against a clean region 25% slower
+//! (`tests/election_sim.rs`).
+//!
+//! The comparison is pairwise and one-sided: a path is charged only for the
+//! loss it shows beyond doubt (the 99% Wilson lower bound of its rate) in
+//! excess of the most its rival may have (the rival's 99% upper bound), so
+//! two paths losing alike never trade places on which one happened to lose
+//! a probe more, and the serving relay, probed five times as often as a
+//! standby, is not charged for being known better. Lost probes cannot be
+//! split by direction: a lost probe and a lost answer look the same to the
+//! client.
+
+//! ## Region first, then transport
+//! The best-scoring candidate decides the **region**. Inside that region a
+//! WebTransport candidate beats a better WebSocket one when it is within
 //! `max(wt_margin_abs, wt_margin_rel × RTT)` of it (default max(5 ms, 10%)):
 //! datagrams avoid head-of-line blocking, which is worth a little RTT but never
-//! a lot — a slow WebTransport server does not beat a fast WebSocket one.
+//! a lot — a slow WebTransport server does not beat a fast WebSocket one, and
+//! the preference never crosses regions (another region is another path).
 //!
 //! ## Early decision (stopping rule)
 //! Regions differ by geography (tens to hundreds of ms); the transports of one
@@ -31,10 +61,16 @@
 //! needs `min_samples` (3) samples for bounds. Candidates with fewer samples, or still
 //! connecting, get only a lower bound:
 //! * still connecting after `t`: its handshake needs `handshake_round_trips`
-//!   (3) round trips, so its RTT is at least `t / 3` — this is what lets a client
-//!   near one region decide before far regions have even connected;
-//! * connected with 1–2 samples: 70% of its smallest observation (a path is
-//!   not much faster than every measurement of it).
+//!   (3) round trips, and one that lost a leg waited a retransmission timeout
+//!   (about as long again) on top, so its RTT is at least `t / 6` — this is
+//!   what lets a client near one region decide before far regions have even
+//!   connected, without a lossy handshake making a near region look far
+//!   (`t / 3` did: with 5% loss and fast probing it cost 5% accuracy on the
+//!   grid);
+//! * connected with 0–2 samples: the larger of its connect-time bound (the
+//!   same `t / 6` of its handshake) and 70% of its smallest observation (a
+//!   path is not much faster than every measurement of it) — a candidate
+//!   that has just connected keeps what its connect time said.
 //!
 //! Candidates of the leader's own region are not part of the stopping rule, but
 //! the tournament waits for them to be measured (at least one sample) unless
@@ -44,10 +80,14 @@
 //!
 //! The leader (the candidate `pick` chooses) is **clearly best** when, for every
 //! candidate of another region that has not failed,
-//! `UCB(leader) ≤ (1 + tolerance) · LCB(other) + 1 ms` (plus the WebTransport
-//! margin when the leader is WebTransport and the other is WebSocket). If the
-//! bounds hold, the leader's true RTT is within `tolerance` (5%) of every
-//! other region's: the pick is correct by the accuracy target's own definition.
+//! `UCB(region) ≤ (1 + tolerance) · LCB(other) + 1 ms` (plus the WebTransport
+//! margin when the leader is WebTransport and the other is WebSocket), where
+//! `UCB(region)` is the smallest upper bound of the leader's region: either of
+//! its transports with enough samples decides the region (they share a path),
+//! so a preferred transport that connected late does not hold the decision.
+//! If the bounds hold, the leader's true RTT is within `tolerance` (5%) of
+//! every other region's: the pick is correct by the accuracy target's own
+//! definition.
 //!
 //! This is an approximate sequential test (normal approximation of the estimate,
 //! repeated looks): its error rate is checked by the virtual-time simulations
@@ -63,7 +103,8 @@
 //! sustained for `switch_sustain` (2 s). Both thresholds keep jitter on a fast
 //! path and small relative changes on a slow path from causing flapping; the
 //! bounds keep a standby measured once a second from winning on a lucky few
-//! samples.
+//! samples. Each side carries the cost of its excess loss (see Loss), so a
+//! serving relay that turns lossy is left for a clean standby.
 
 use super::config::ElectionConfig;
 use super::stats::{hodges_lehmann, mad};
@@ -82,8 +123,9 @@ pub struct Measured<'a> {
 pub enum MeasuredState<'a> {
     /// Not connected yet; connecting for this long (µs).
     Connecting { for_us: u64 },
-    /// Connected; samples of this window (µs).
-    Connected { samples: &'a [u64] },
+    /// Connected after a handshake of `connect_us`; this window's samples
+    /// (µs).
+    Connected { samples: &'a [u64], connect_us: u64 },
     /// Not usable in this election.
     Failed,
 }
@@ -91,30 +133,97 @@ pub enum MeasuredState<'a> {
 impl Measured<'_> {
     fn samples(&self) -> &[u64] {
         match self.state {
-            MeasuredState::Connected { samples } => samples,
+            MeasuredState::Connected { samples, .. } => samples,
             _ => &[],
         }
     }
 }
 
-/// The WebTransport preference margin around an RTT (µs).
+/// Whether the rule weighs loss: rallypoint's does, the baselines (like the
+/// reference design) do not.
+fn loss_aware(config: &ElectionConfig) -> bool {
+    config.stopping == super::config::StoppingRule::Sequential
+}
+
+/// RTT (µs) a unit of loss rate beyond [`LOSS_FREE`] weighs: 1% = 40 ms
+/// (module doc).
+pub const LOSS_COST_US: f64 = 4_000_000.0;
+
+/// Loss any path may show at no cost: the odd lost probe.
+pub const LOSS_FREE: f64 = 0.01;
+
+/// z of the one-sided 99% bounds on a loss rate.
+const LOSS_Z: f64 = 2.326;
+
+/// The observed loss rate of a path with `answered` answers and `lost` lost
+/// probes (for people).
+pub fn loss_rate(answered: usize, lost: u32) -> f64 {
+    let total = answered as f64 + lost as f64;
+    if total == 0.0 {
+        0.0
+    } else {
+        lost as f64 / total
+    }
+}
+
+/// The one-sided 99% Wilson score bounds on a path's loss rate: what it
+/// shows at least and what it may have at most.
+pub fn loss_rate_bounds(answered: usize, lost: u32) -> (f64, f64) {
+    let n = answered as f64 + lost as f64;
+    if n == 0.0 {
+        return (0.0, 1.0);
+    }
+    let p = lost as f64 / n;
+    let z2 = LOSS_Z * LOSS_Z;
+    let centre = p + z2 / (2.0 * n);
+    let spread = LOSS_Z * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt();
+    let scale = 1.0 + z2 / n;
+    (
+        ((centre - spread) / scale).max(0.0),
+        ((centre + spread) / scale).min(1.0),
+    )
+}
+
+/// What `this` path's loss costs against `other`'s, as RTT (µs): only the
+/// loss `this` shows beyond doubt in excess of the most `other` may have
+/// (and of [`LOSS_FREE`]). Each is `(answered, lost)`. Two paths losing
+/// alike cost each other nothing, however differently the dice fell, and a
+/// path measured more often is not charged for being known better.
+pub fn loss_excess_cost(this: (usize, u32), other: (usize, u32)) -> f64 {
+    let (this_at_least, _) = loss_rate_bounds(this.0, this.1);
+    let (_, other_at_most) = loss_rate_bounds(other.0, other.1);
+    LOSS_COST_US * (this_at_least - other_at_most.max(LOSS_FREE)).max(0.0)
+}
+
 pub fn wt_margin(rtt_us: f64, config: &ElectionConfig) -> f64 {
     (config.wt_margin_abs.as_micros() as f64).max(config.wt_margin_rel * rtt_us)
 }
 
-/// Chooses among candidates with estimates: the lowest, unless a WebTransport
-/// candidate is within the margin of a WebSocket best.
-pub fn pick(estimates: &[(usize, TransportKind, f64)], config: &ElectionConfig) -> Option<usize> {
-    let &(best_id, best_transport, best) = estimates.iter().min_by(|a, b| a.2.total_cmp(&b.2))?;
-    if best_transport == TransportKind::WebTransport {
-        return Some(best_id);
+/// A candidate with an RTT estimate, for [`pick`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Estimated<'a> {
+    pub id: usize,
+    pub region: &'a str,
+    pub transport: TransportKind,
+    /// RTT estimate (µs).
+    pub rtt: f64,
+}
+
+/// Chooses among estimated candidates: the best estimate decides the region;
+/// inside it, a WebTransport candidate within the margin of a WebSocket best
+/// wins.
+pub fn pick(estimated: &[Estimated<'_>], config: &ElectionConfig) -> Option<usize> {
+    let best = estimated.iter().min_by(|a, b| a.rtt.total_cmp(&b.rtt))?;
+    if best.transport == TransportKind::WebTransport {
+        return Some(best.id);
     }
-    let limit = best + wt_margin(best, config);
-    let wt = estimates
+    let limit = best.rtt + wt_margin(best.rtt, config);
+    let wt = estimated
         .iter()
-        .filter(|(_, t, rtt)| *t == TransportKind::WebTransport && *rtt <= limit)
-        .min_by(|a, b| a.2.total_cmp(&b.2));
-    Some(wt.map(|w| w.0).unwrap_or(best_id))
+        .filter(|c| c.region == best.region)
+        .filter(|c| c.transport == TransportKind::WebTransport && c.rtt <= limit)
+        .min_by(|a, b| a.rtt.total_cmp(&b.rtt));
+    Some(wt.map(|w| w.id).unwrap_or(best.id))
 }
 
 /// One-sided 99% quantiles of Student's t by degrees of freedom.
@@ -162,14 +271,21 @@ pub fn bounds_with_scale(
 
 /// A lower bound on a candidate's RTT (µs), however little is known.
 fn lower_bound(candidate: &Measured<'_>, config: &ElectionConfig) -> f64 {
+    // A handshake that lost a leg waited a retransmission timeout longer;
+    // counting twice its round trips keeps the bound under the RTT even then.
+    let per_round_trip = |us: u64| us as f64 / (2 * config.handshake_round_trips.max(1)) as f64;
     match &candidate.state {
         MeasuredState::Failed => f64::INFINITY,
-        MeasuredState::Connecting { for_us } => {
-            *for_us as f64 / config.handshake_round_trips.max(1) as f64
-        }
-        MeasuredState::Connected { samples } => match bounds(samples, config) {
+        MeasuredState::Connecting { for_us } => per_round_trip(*for_us),
+        MeasuredState::Connected {
+            samples,
+            connect_us,
+        } => match bounds(samples, config) {
             Some((lcb, _)) => lcb,
-            None => samples.iter().min().map(|&m| m as f64 * 0.7).unwrap_or(0.0),
+            None => {
+                let observed = samples.iter().min().map_or(0.0, |&m| m as f64 * 0.7);
+                observed.max(per_round_trip(*connect_us))
+            }
         },
     }
 }
@@ -191,11 +307,18 @@ pub fn estimate(samples: &[u64], config: &ElectionConfig) -> Option<f64> {
 
 /// The current pick among connected candidates with samples.
 pub fn leader(candidates: &[Measured<'_>], config: &ElectionConfig) -> Option<usize> {
-    let estimates: Vec<(usize, TransportKind, f64)> = candidates
+    let estimated: Vec<Estimated<'_>> = candidates
         .iter()
-        .filter_map(|c| Some((c.id, c.transport, estimate(c.samples(), config)?)))
+        .filter_map(|c| {
+            Some(Estimated {
+                id: c.id,
+                region: c.region,
+                transport: c.transport,
+                rtt: estimate(c.samples(), config)?,
+            })
+        })
         .collect();
-    pick(&estimates, config)
+    pick(&estimated, config)
 }
 
 /// True when the leader is clearly best: see the module documentation.
@@ -207,7 +330,13 @@ pub fn clearly_best(
     let Some(leader) = candidates.iter().find(|c| c.id == leader_id) else {
         return false;
     };
-    let Some((_, ucb)) = bounds(leader.samples(), config) else {
+    // Either transport of the leader's region decides it: they share a path.
+    let Some(ucb) = candidates
+        .iter()
+        .filter(|c| c.region == leader.region)
+        .filter_map(|c| bounds(c.samples(), config).map(|(_, ucb)| ucb))
+        .min_by(f64::total_cmp)
+    else {
         return false;
     };
     let leader_rtt = estimate(leader.samples(), config).unwrap_or(0.0);
@@ -216,7 +345,7 @@ pub fn clearly_best(
         .filter(|c| c.region == leader.region && c.id != leader.id)
         .all(|c| match &c.state {
             MeasuredState::Failed => true,
-            MeasuredState::Connected { samples } => !samples.is_empty(),
+            MeasuredState::Connected { samples, .. } => !samples.is_empty(),
             MeasuredState::Connecting { for_us } => {
                 let allowance = 2.0 * config.handshake_round_trips as f64 * leader_rtt;
                 *for_us as f64 > allowance + 100_000.0
@@ -241,17 +370,41 @@ pub fn clearly_best(
             })
 }
 
+/// What the switching rule knows of one candidate.
+#[derive(Debug, Clone, Copy)]
+pub struct Recent<'a> {
+    /// Samples of the recent window (µs).
+    pub samples: &'a [u64],
+    /// A longer history of the same path, for the spread.
+    pub history: &'a [u64],
+    /// Answered and lost probes since the last decision.
+    pub answered: usize,
+    pub lost: u32,
+}
+
 /// The switching rule on bounds: is the challenger clearly better than the
-/// serving candidate (its upper bound against the current lower bound)? Each
-/// is `(recent samples, longer history)`.
+/// serving candidate — its upper bound against the current lower bound, each
+/// side charged the loss it shows beyond doubt in excess of the other's (see
+/// [`loss_excess_cost`])? The two compared scores (µs), if so.
 pub fn clearly_better(
-    current: (&[u64], &[u64]),
-    challenger: (&[u64], &[u64]),
+    current: Recent<'_>,
+    challenger: Recent<'_>,
     config: &ElectionConfig,
 ) -> Option<(f64, f64)> {
-    let (current_lcb, _) = bounds_with_scale(current.0, current.1, config)?;
-    let (_, challenger_ucb) = bounds_with_scale(challenger.0, challenger.1, config)?;
-    better_enough(current_lcb, challenger_ucb, config).then_some((current_lcb, challenger_ucb))
+    let (current_lcb, _) = bounds_with_scale(current.samples, current.history, config)?;
+    let (_, challenger_ucb) = bounds_with_scale(challenger.samples, challenger.history, config)?;
+    let current_loss = (current.answered, current.lost);
+    let challenger_loss = (challenger.answered, challenger.lost);
+    let (current_score, challenger_score) = if loss_aware(config) {
+        (
+            current_lcb + loss_excess_cost(current_loss, challenger_loss),
+            challenger_ucb + loss_excess_cost(challenger_loss, current_loss),
+        )
+    } else {
+        (current_lcb, challenger_ucb)
+    };
+    better_enough(current_score, challenger_score, config)
+        .then_some((current_score, challenger_score))
 }
 
 /// Is `challenger` (µs) better than `current` (µs) by at least
@@ -270,24 +423,156 @@ mod tests {
         ElectionConfig::default()
     }
 
+    fn connected(samples: &[u64]) -> MeasuredState<'_> {
+        MeasuredState::Connected {
+            samples,
+            connect_us: 0,
+        }
+    }
+
+    fn scored(id: usize, region: &str, transport: TransportKind, ms: f64) -> Estimated<'_> {
+        Estimated {
+            id,
+            region,
+            transport,
+            rtt: ms * 1000.0,
+        }
+    }
+
     #[test]
     fn webtransport_wins_only_within_the_margin() {
         // 40 ms WS vs 43 ms WT: within max(5 ms, 4 ms) -> WT.
         assert_eq!(
-            pick(&[(0, Ws, 40_000.0), (1, Wt, 43_000.0)], &cfg()),
+            pick(
+                &[scored(0, "a", Ws, 40.0), scored(1, "a", Wt, 43.0)],
+                &cfg()
+            ),
             Some(1)
         );
         // 40 ms WS vs 60 ms WT: a slow WT server does not beat a fast WS one.
         assert_eq!(
-            pick(&[(0, Ws, 40_000.0), (1, Wt, 60_000.0)], &cfg()),
+            pick(
+                &[scored(0, "a", Ws, 40.0), scored(1, "a", Wt, 60.0)],
+                &cfg()
+            ),
             Some(0)
         );
         // 200 ms WS vs 218 ms WT: 10% of 200 ms = 20 ms margin -> WT.
         assert_eq!(
-            pick(&[(0, Ws, 200_000.0), (1, Wt, 218_000.0)], &cfg()),
+            pick(
+                &[scored(0, "a", Ws, 200.0), scored(1, "a", Wt, 218.0)],
+                &cfg()
+            ),
             Some(1)
         );
         assert_eq!(pick(&[], &cfg()), None);
+    }
+
+    #[test]
+    fn the_webtransport_preference_stays_inside_the_leading_region() {
+        // Region a is best (40 ms, its WebTransport blocked); region b's
+        // WebTransport at 43 ms is within the margin of a's WebSocket but on
+        // another path: a wins.
+        let candidates = [
+            scored(0, "a", Ws, 40.0),
+            scored(1, "b", Ws, 44.0),
+            scored(2, "b", Wt, 43.0),
+        ];
+        assert_eq!(pick(&candidates, &cfg()), Some(0));
+    }
+
+    #[test]
+    fn loss_weighs_like_rtt_only_where_it_is_beyond_doubt() {
+        assert_eq!(LOSS_COST_US * 0.01, 40_000.0, "1% beyond the first = 40 ms");
+        assert_eq!(loss_rate(90, 10), 0.1);
+        let clean_long = (3000, 0);
+        // One probe of twenty lost costs nothing; ten of a hundred cost
+        // about 160 ms against a clean, well-measured path.
+        assert_eq!(loss_excess_cost((19, 1), clean_long), 0.0);
+        let ms = (loss_excess_cost((90, 10), clean_long) / 1000.0).round();
+        assert!((150.0..170.0).contains(&ms), "{ms} ms");
+        // Two paths losing alike cost each other nothing, whoever lost more
+        // probes by chance or was probed more.
+        assert_eq!(loss_excess_cost((940, 60), (95, 5)), 0.0);
+        assert_eq!(loss_excess_cost((95, 5), (940, 60)), 0.0);
+    }
+
+    #[test]
+    fn a_lossy_serving_path_is_left_for_a_clean_one_not_clearly_slower() {
+        let current = [80_000u64; 25];
+        let challenger = [100_000u64; 25];
+        let recent = |samples, answered, lost| Recent {
+            samples,
+            history: samples,
+            answered,
+            lost,
+        };
+        // 80 ms losing 10% of 600 probes against 100 ms clean over 200.
+        let lossy = recent(&current[..], 540, 60);
+        let clean = recent(&challenger[..], 200, 0);
+        assert!(clearly_better(lossy, clean, &cfg()).is_some());
+        // The same loss on both: RTT alone decides, and 100 ms does not
+        // beat 80 ms.
+        let also_lossy = recent(&challenger[..], 180, 20);
+        assert!(clearly_better(lossy, also_lossy, &cfg()).is_none());
+        // The reference design's rule ignores loss.
+        assert!(clearly_better(lossy, clean, &ElectionConfig::fixed_tournament()).is_none());
+    }
+
+    #[test]
+    fn a_just_connected_candidate_keeps_its_connect_time_bound() {
+        // The far region connected after 600 ms (3 round trips: >= 200 ms)
+        // and has no sample yet: the near one is still clearly best.
+        let near = [40_000, 41_000, 40_500];
+        let candidates = [
+            Measured {
+                id: 0,
+                region: "sg",
+                transport: Ws,
+                state: connected(&near),
+            },
+            Measured {
+                id: 1,
+                region: "us",
+                transport: Ws,
+                state: MeasuredState::Connected {
+                    samples: &[],
+                    connect_us: 600_000,
+                },
+            },
+        ];
+        assert!(clearly_best(&candidates, 0, &cfg()));
+    }
+
+    #[test]
+    fn either_transport_of_the_leading_region_decides_it() {
+        // sg/ws has its samples; the preferred sg/wt connected late and has
+        // one (it leads by the transport preference); us is far. The region
+        // is decided without waiting for sg/wt's own three samples.
+        let ws = [20_000, 20_400, 19_800, 20_100, 20_200];
+        let wt = [21_000];
+        let candidates = [
+            Measured {
+                id: 0,
+                region: "sg",
+                transport: Ws,
+                state: connected(&ws),
+            },
+            Measured {
+                id: 1,
+                region: "sg",
+                transport: Wt,
+                state: connected(&wt),
+            },
+            Measured {
+                id: 2,
+                region: "us",
+                transport: Ws,
+                state: MeasuredState::Connecting { for_us: 600_000 },
+            },
+        ];
+        assert_eq!(leader(&candidates, &cfg()), Some(1));
+        assert!(clearly_best(&candidates, 1, &cfg()));
     }
 
     #[test]
@@ -313,7 +598,7 @@ mod tests {
                 id: 0,
                 region: "sg",
                 transport: Ws,
-                state: MeasuredState::Connected { samples: &near },
+                state: connected(&near),
             },
             Measured {
                 id: 1,
@@ -346,13 +631,13 @@ mod tests {
                 id: 0,
                 region: "a",
                 transport: Ws,
-                state: MeasuredState::Connected { samples: &a },
+                state: connected(&a),
             },
             Measured {
                 id: 1,
                 region: "b",
                 transport: Ws,
-                state: MeasuredState::Connected { samples: &b },
+                state: connected(&b),
             },
         ];
         let l = leader(&candidates, &cfg()).unwrap();

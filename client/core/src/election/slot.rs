@@ -165,6 +165,11 @@ impl Slot {
         !self.outstanding.is_empty()
     }
 
+    /// How many probes are in flight.
+    pub(super) fn in_flight(&self) -> usize {
+        self.outstanding.len()
+    }
+
     /// Forgets every probe: the connection is gone.
     pub(super) fn forget_probes(&mut self) {
         self.outstanding.clear();

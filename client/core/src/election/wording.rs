@@ -9,16 +9,18 @@ use rallypoint_protocol::v1::DecisionRule;
 
 use super::config::ElectionConfig;
 
-/// A tournament's pick: `label` at `rtt` (µs), why, and the best candidate
-/// of another region, for comparison.
+/// A candidate's RTT estimate (µs) and loss rate, as measured.
+pub(super) type Measure = (Option<f64>, f64);
+
+/// A tournament's pick: `label` at its RTT (and loss), why, and the best
+/// candidate of another region, for comparison.
 pub(super) fn picked(
-    label: &str,
-    rtt: Option<f64>,
+    (label, measure): (&str, Measure),
     rule: DecisionRule,
     took: Duration,
-    next_region: Option<(String, f64)>,
+    next_region: Option<(String, Measure)>,
 ) -> String {
-    let rtt = rtt.map(ms).unwrap_or_else(|| "?".into());
+    let rtt = measured(measure);
     let how = match rule {
         DecisionRule::Early => format!("clearly best after {:.2} s", took.as_secs_f64()),
         DecisionRule::Deadline => "best at the deadline".to_owned(),
@@ -27,9 +29,19 @@ pub(super) fn picked(
         _ => "chosen".to_owned(),
     };
     let next_region = next_region
-        .map(|(label, rtt)| format!("; next region {label} at {}", ms(rtt)))
+        .map(|(label, measure)| format!("; next region {label} at {}", measured(measure)))
         .unwrap_or_default();
     format!("{label} at {rtt}: {how}{next_region}")
+}
+
+/// `20.0 ms`, or `20.0 ms with 4% loss` when loss weighed in (1% or more).
+fn measured((rtt, loss): Measure) -> String {
+    let rtt = rtt.map(ms).unwrap_or_else(|| "?".into());
+    if loss >= 0.01 {
+        format!("{rtt} with {:.0}% loss", loss * 100.0)
+    } else {
+        rtt
+    }
 }
 
 /// A background re-election that keeps the serving relay: the pick was not
@@ -74,22 +86,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_pick_names_its_rtt_its_reason_and_the_next_region() {
+    fn a_pick_names_its_rtt_its_loss_its_reason_and_the_next_region() {
         let reason = picked(
-            "singapore/ws",
-            Some(20_000.0),
+            ("singapore/ws", (Some(20_000.0), 0.0)),
             DecisionRule::Early,
             Duration::from_millis(420),
-            Some(("us-east/ws".into(), 120_000.0)),
+            Some(("us-east/ws".into(), (Some(120_000.0), 0.08))),
         );
         assert_eq!(
             reason,
-            "singapore/ws at 20.0 ms: clearly best after 0.42 s; next region us-east/ws at 120.0 ms"
+            "singapore/ws at 20.0 ms: clearly best after 0.42 s; \
+             next region us-east/ws at 120.0 ms with 8% loss"
         );
         assert_eq!(
             picked(
-                "a/ws",
-                None,
+                ("a/ws", (None, 0.0)),
                 DecisionRule::SoleCandidate,
                 Duration::ZERO,
                 None
