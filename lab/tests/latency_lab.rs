@@ -20,6 +20,8 @@ async fn each_simulated_location_elects_its_nearest_region() {
         (scenario("singapore.json"), "singapore"),
         (scenario("new-york.json"), "us-east"),
         (scenario("frankfurt.json"), "us-east"),
+        // UDP dropped by a firewall: the WebSocket fallback of the near region.
+        (scenario("office-udp-blocked.json"), "us-east"),
     ];
     let dir = tempfile::tempdir().unwrap();
     let stack = Stack::start(StackConfig {
@@ -73,6 +75,18 @@ async fn each_simulated_location_elects_its_nearest_region() {
             report.reason
         );
         assert_eq!(winner.region, *expected, "{}", location.name);
+        let udp_blocked = scenario
+            .link(&winner.region)
+            .and_then(|link| link.udp)
+            .is_some_and(|udp| udp.blocked);
+        if udp_blocked {
+            assert_eq!(
+                winner.transport,
+                rallypoint_client::TransportKind::WebSocket,
+                "{}: UDP is blocked, WebSocket carries the call",
+                location.name
+            );
+        }
         // The report carries every candidate; the winner's RTT is the link's.
         assert_eq!(report.candidates.len(), 4);
         let link = scenario.link(&winner.region).unwrap().rtt_ms;

@@ -268,13 +268,7 @@ impl SuperCluster {
     }
 
     fn open_gateway_proxies(&mut self) -> anyhow::Result<()> {
-        let direct = crate::proxy::LinkSpec {
-            rtt_ms: 0.0,
-            jitter_ms: 0.0,
-            loss: 0.0,
-            up: None,
-            down: None,
-        };
+        let direct = crate::proxy::LinkSpec::new(0.0, 0.0, 0.0);
         for server in &self.servers {
             if let Some(port) = server.gateway_proxy_port {
                 self.gateway_proxies

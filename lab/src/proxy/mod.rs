@@ -60,7 +60,7 @@ mod threads;
 mod timing;
 pub mod udp;
 
-pub use scenario::{DirectionOverride, LinkSpec, OneWay, Scenario};
+pub use scenario::{DirectionOverride, LinkSpec, OneWay, Scenario, TransportOverride};
 pub use tcp::TcpDelayProxy;
 pub use timing::{LATE_RELEASE, ProxyStats};
 pub use udp::UdpDelayProxy;

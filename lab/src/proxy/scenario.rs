@@ -16,6 +16,17 @@
 //! relay) or `"down"` (relay → client), using a one-way `delay_ms`,
 //! `jitter_ms` and `loss`; fields left out keep the derived value.
 //!
+//! Transport-specific paths override the link for one transport with
+//! `"udp"` (WebTransport) or `"tcp"` (WebSocket): `"blocked": true` drops
+//! every packet (the corporate firewall that lets only TCP through), and
+//! `rtt_ms`, `jitter_ms`, `loss` replace the link's for that transport:
+//!
+//! ```json
+//! {"name": "office behind a UDP-blocking firewall",
+//!  "links": {"us-east": {"rtt_ms": 85, "udp": {"blocked": true}},
+//!            "singapore": {"rtt_ms": 165, "udp": {"loss": 0.2}}}}
+//! ```
+//!
 //! Unknown fields are rejected: a typo such as `"jiter_ms"` would otherwise
 //! silently give a jitter-free link.
 
@@ -52,6 +63,28 @@ pub struct LinkSpec {
     /// Overrides for the relay → client direction.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub down: Option<DirectionOverride>,
+    /// The path WebTransport (UDP) takes, where it differs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub udp: Option<TransportOverride>,
+    /// The path WebSocket (TCP) takes, where it differs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<TransportOverride>,
+}
+
+/// One transport's path, overriding the link's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransportOverride {
+    /// Every packet is dropped, both ways.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub blocked: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtt_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jitter_ms: Option<f64>,
+    /// Per-direction loss probability.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss: Option<f64>,
 }
 
 /// One direction of a link, overriding what is derived from the round trip.
@@ -122,7 +155,43 @@ impl LinkSpec {
             loss,
             up: None,
             down: None,
+            udp: None,
+            tcp: None,
         }
+    }
+
+    /// The link as `transport` sees it: its override applied (a blocked
+    /// path loses every packet both ways).
+    pub fn for_transport(&self, transport: rallypoint_protocol::TransportKind) -> LinkSpec {
+        let with = match transport {
+            rallypoint_protocol::TransportKind::WebSocket => self.tcp,
+            rallypoint_protocol::TransportKind::WebTransport => self.udp,
+        };
+        let mut link = LinkSpec {
+            udp: None,
+            tcp: None,
+            ..*self
+        };
+        let Some(with) = with else { return link };
+        link.rtt_ms = with.rtt_ms.unwrap_or(link.rtt_ms);
+        link.jitter_ms = with.jitter_ms.unwrap_or(link.jitter_ms);
+        link.loss = with.loss.unwrap_or(link.loss);
+        if with.blocked {
+            let dropped = DirectionOverride {
+                loss: Some(1.0),
+                ..Default::default()
+            };
+            link.loss = 1.0;
+            link.up = Some(DirectionOverride {
+                loss: Some(1.0),
+                ..link.up.unwrap_or(dropped)
+            });
+            link.down = Some(DirectionOverride {
+                loss: Some(1.0),
+                ..link.down.unwrap_or(dropped)
+            });
+        }
+        link
     }
 
     /// Checks that delays are finite and not negative and losses are
@@ -141,6 +210,18 @@ impl LinkSpec {
             }
             if let Some(loss) = spec.loss {
                 check_loss(&format!("{direction}.loss"), loss)?;
+            }
+        }
+        for (transport, spec) in [("udp", &self.udp), ("tcp", &self.tcp)] {
+            let Some(spec) = spec else { continue };
+            if let Some(rtt) = spec.rtt_ms {
+                check_delay(&format!("{transport}.rtt_ms"), rtt)?;
+            }
+            if let Some(jitter) = spec.jitter_ms {
+                check_delay(&format!("{transport}.jitter_ms"), jitter)?;
+            }
+            if let Some(loss) = spec.loss {
+                check_loss(&format!("{transport}.loss"), loss)?;
             }
         }
         Ok(())
@@ -220,6 +301,31 @@ mod tests {
         assert_eq!(link.down().delay, Duration::from_millis(50));
         assert_eq!(link.down().loss, 0.5);
         assert!(scenario.link("b").is_none());
+    }
+
+    #[test]
+    fn a_transport_can_take_its_own_path_or_none() {
+        use rallypoint_protocol::TransportKind::{WebSocket, WebTransport};
+        let scenario = Scenario::parse(
+            r#"{"name": "office", "links": {
+                "a": {"rtt_ms": 80, "loss": 0.01, "udp": {"blocked": true}},
+                "b": {"rtt_ms": 160, "udp": {"loss": 0.2, "rtt_ms": 170}}}}"#,
+        )
+        .unwrap();
+        let a = scenario.link("a").unwrap();
+        assert_eq!(a.for_transport(WebSocket).up().loss, 0.01, "TCP untouched");
+        assert_eq!(a.for_transport(WebTransport).up().loss, 1.0);
+        assert_eq!(a.for_transport(WebTransport).down().loss, 1.0);
+        let b = scenario.link("b").unwrap();
+        assert_eq!(b.for_transport(WebSocket).rtt_ms, 160.0);
+        let udp = b.for_transport(WebTransport);
+        assert_eq!((udp.rtt_ms, udp.loss), (170.0, 0.2));
+        assert_eq!(udp.up().delay, Duration::from_millis(85));
+        let error =
+            Scenario::parse(r#"{"name": "x", "links": {"a": {"rtt_ms": 1, "udp": {"loss": 3}}}}"#)
+                .unwrap_err()
+                .to_string();
+        assert!(error.contains("udp.loss"), "{error}");
     }
 
     #[test]

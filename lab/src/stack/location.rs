@@ -1,5 +1,6 @@
 //! Simulated client locations: a delay proxy in front of every relay, with
-//! the link the scenario gives the relay's region. A client that uses a
+//! the link the scenario gives the relay's region (and transport, where a
+//! firewall or a lossy UDP path treats it differently). A client that uses a
 //! location's candidate list experiences the world from there.
 
 use rallypoint_client::{Candidate, TransportKind};
@@ -36,16 +37,17 @@ impl Location {
                     .wrapping_mul(31)
                     .wrapping_add(i as u64 * 2 + candidate.transport as u64);
                 let listen = "127.0.0.1:0".parse()?;
+                let link = link.for_transport(candidate.transport);
                 match candidate.transport {
                     TransportKind::WebSocket => {
                         let upstream = format!("127.0.0.1:{}", relay.http_port).parse()?;
-                        let proxy = TcpDelayProxy::start(listen, upstream, *link, seed)?;
+                        let proxy = TcpDelayProxy::start(listen, upstream, link, seed)?;
                         candidate.url = format!("ws://{}/ws", proxy.local_addr());
                         tcp_proxies.push(proxy);
                     }
                     TransportKind::WebTransport => {
                         let upstream = format!("127.0.0.1:{}", relay.wt_port).parse()?;
-                        let proxy = UdpDelayProxy::start(listen, upstream, *link, seed)?;
+                        let proxy = UdpDelayProxy::start(listen, upstream, link, seed)?;
                         candidate.url = format!("https://{}/", proxy.local_addr());
                         udp_proxies.push(proxy);
                     }
