@@ -268,7 +268,10 @@ impl Simulation {
                     | Event::ProbeAck { candidate, .. }
                     | Event::ConnectionLost { candidate, .. }
                     | Event::Drain { candidate }
+                    | Event::Heard { candidate, .. }
                     | Event::ConnectFailed { candidate, .. } => *candidate,
+                    // The simulation carries no media.
+                    Event::MediaSent { .. } => return,
                 };
                 match event {
                     Event::Connected { .. } | Event::ConnectFailed { .. }

@@ -254,7 +254,8 @@ impl Runner {
             }
             Command::Stop => return,
         };
-        self.session.send_to_room(kind);
+        let now = self.now();
+        self.session.send_to_room(kind, now);
     }
 
     /// Carries out the session's transmits and forwards its updates.

@@ -217,7 +217,7 @@ impl Driver {
             }
             Command::Stop => return,
         };
-        self.session.send_to_room(kind);
+        self.session.send_to_room(kind, clock::now());
     }
 
     /// Carries out the session's transmits and forwards its updates.

@@ -24,6 +24,11 @@ pub struct ElectionConfig {
     /// tournament gets its evidence in one round trip plus a few of these
     /// rather than a few probe intervals.
     pub burst_probe_interval: Duration,
+    /// Probe interval for the serving candidate while the client sends
+    /// media: its answers are the traffic a dead relay falls silent on
+    /// (probes are a few dozen bytes; 20 a second is a fraction of one
+    /// audio stream).
+    pub talking_probe_interval: Duration,
     /// Probe interval for warm standbys.
     pub standby_probe_interval: Duration,
     /// The tournament decides at the latest this long after it started.
@@ -69,6 +74,7 @@ impl Default for ElectionConfig {
         ElectionConfig {
             probe_interval: Duration::from_millis(200),
             burst_probe_interval: Duration::from_millis(25),
+            talking_probe_interval: Duration::from_millis(50),
             standby_probe_interval: Duration::from_secs(1),
             deadline: Duration::from_secs(3),
             stopping: StoppingRule::Sequential,

@@ -43,6 +43,14 @@ pub enum Event {
     },
     /// The relay announced it is going away.
     Drain { candidate: CandidateId },
+    /// A frame (media, presence, a probe answer) arrived on the candidate's
+    /// connection at `at`: the path is alive. The election watches the
+    /// serving connection's traffic; a dead relay shows first as silence.
+    Heard { candidate: CandidateId, at: Micros },
+    /// The client sent media through the serving relay at `at`. While it
+    /// talks, the serving relay is probed often, so its answers are steady
+    /// traffic to watch even when nobody else talks.
+    MediaSent { at: Micros },
 }
 
 /// What the driver must do.

@@ -28,6 +28,7 @@ mod report;
 pub mod rule;
 mod slot;
 pub mod stats;
+mod watch;
 mod wording;
 
 use std::collections::VecDeque;
@@ -44,6 +45,7 @@ use rule::{Measured, MeasuredState};
 pub use slot::MAX_RELAY_HOLD;
 use slot::{Conn, Slot};
 pub use stats::{RttStats, Summary};
+use watch::{Alarm, TrafficWatch};
 
 use crate::candidate::Candidate;
 use crate::time::Micros;
@@ -51,6 +53,9 @@ use crate::time::Micros;
 /// After losing the relay with no standby, how long to wait for more answers
 /// once the first one is in.
 const URGENT_WAIT: Duration = Duration::from_millis(300);
+
+/// Media sent keeps the client "talking" this long.
+const TALKING_FOR: Duration = Duration::from_secs(1);
 
 /// How many times the usual samples a light re-probe takes while the serving
 /// path is lossy (30 instead of 5: six seconds of probing every 30 s).
@@ -80,6 +85,10 @@ pub struct Election {
     actions: VecDeque<Action>,
     notices: VecDeque<Notice>,
     serving: Option<CandidateId>,
+    /// The serving connection's traffic (see [`watch`]).
+    watch: TrafficWatch,
+    /// The client sends media until then (a second after its last frame).
+    talking_until: Option<Micros>,
     tournament: Option<Tournament>,
     challenge: Option<Challenge>,
     retry_at: Option<(Micros, ElectionTrigger)>,
@@ -107,6 +116,8 @@ impl Election {
             actions: VecDeque::new(),
             notices: VecDeque::new(),
             serving: None,
+            watch: TrafficWatch::default(),
+            talking_until: None,
             tournament: None,
             challenge: None,
             retry_at: None,
@@ -198,6 +209,9 @@ impl Election {
         if let Some(c) = self.challenge {
             consider(Some(c.since + self.config.switch_sustain));
         }
+        if self.watched().is_some() {
+            consider(self.watch.poll_timeout());
+        }
         next
     }
 
@@ -215,10 +229,19 @@ impl Election {
                 received_at,
             } => self.on_probe_ack(candidate, seq, relay_hold, received_at, now),
             Event::Drain { candidate } => self.on_drain(candidate, now),
+            Event::Heard { candidate, at } => {
+                if self.serving == Some(candidate) {
+                    self.watch.heard(at);
+                }
+            }
+            Event::MediaSent { at } => {
+                self.talking_until = Some(at + TALKING_FOR);
+            }
         }
     }
 
     pub fn handle_timeout(&mut self, now: Micros) {
+        self.check_traffic(now);
         if let Some((at, trigger)) = self.retry_at
             && now >= at
         {
@@ -315,6 +338,9 @@ impl Election {
         if !slot.answered(seq, relay_hold, received_at, now) {
             return; // not ours (a closed connection's probe)
         }
+        if self.serving == Some(id) {
+            self.watch.heard(received_at);
+        }
         if slot.role == Role::Reprobe {
             self.maybe_finish_reprobe(id);
         }
@@ -326,9 +352,12 @@ impl Election {
 
     // ------------------------------------------------------------ probing
 
-    fn probe_interval(&self, slot: &Slot) -> Duration {
+    fn probe_interval(&self, slot: &Slot, now: Micros) -> Duration {
         match slot.role {
             Role::Standby => self.config.standby_probe_interval,
+            Role::Serving if self.talking_until.is_some_and(|until| now < until) => {
+                self.config.talking_probe_interval
+            }
             // A fresh contender gets its first samples in a burst (counting
             // the probe about to leave).
             Role::Contender
@@ -347,7 +376,7 @@ impl Election {
             return;
         }
         let timeout = slot.probe_timeout(&self.config);
-        let interval = self.probe_interval(slot);
+        let interval = self.probe_interval(slot, now);
         let seq = self.next_seq;
         self.next_seq += 1;
         self.slots[id].sent(seq, now, timeout, interval);
@@ -370,6 +399,49 @@ impl Election {
             self.failover(id, now, ElectionTrigger::Failover, reason);
         } else if slot.role == Role::Reprobe {
             self.maybe_finish_reprobe(id);
+        }
+    }
+
+    // ------------------------------------------------------------ traffic
+
+    /// The serving candidate, if its traffic is watched: a connected
+    /// WebTransport connection (see [`watch`] for why not WebSocket).
+    fn watched(&self) -> Option<CandidateId> {
+        let id = self.serving?;
+        let slot = &self.slots[id];
+        (slot.candidate.transport == crate::TransportKind::WebTransport
+            && slot.conn == Conn::Connected)
+            .then_some(id)
+    }
+
+    /// Silence where traffic flowed: probe at once, and fail over when
+    /// nothing answers in time.
+    fn check_traffic(&mut self, now: Micros) {
+        let Some(id) = self.watched() else { return };
+        let round_trip = self.slots[id]
+            .recent_worst_rtt()
+            .unwrap_or(self.config.probe_timeout_min);
+        match self.watch.check(now, round_trip) {
+            Some(Alarm::Suspect { deadline }) => {
+                for _ in 0..watch::SUSPECT_PROBES {
+                    let seq = self.next_seq;
+                    self.next_seq += 1;
+                    self.slots[id].sent_extra(seq, now, deadline.since(now));
+                    self.actions
+                        .push_back(Action::SendProbe { candidate: id, seq });
+                }
+            }
+            Some(Alarm::Dead { silent_for }) => {
+                let reason = format!(
+                    "silent for {} ms, and {} probes sent then went unanswered",
+                    silent_for.as_millis(),
+                    watch::SUSPECT_PROBES
+                );
+                self.slots[id].error = Some(reason.clone());
+                self.close(id);
+                self.failover(id, now, ElectionTrigger::Failover, reason);
+            }
+            None => {}
         }
     }
 
@@ -614,6 +686,7 @@ impl Election {
             });
         }
         self.serving = Some(winner);
+        self.watch = TrafficWatch::default();
         self.slots[winner].role = Role::Serving;
         self.slots[winner].consecutive_lost = 0;
         if let Some(previous) = previous {

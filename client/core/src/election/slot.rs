@@ -105,6 +105,25 @@ impl Slot {
         }
     }
 
+    /// An extra probe `seq` leaves now, outside the schedule, its answer due
+    /// within `timeout`.
+    pub(super) fn sent_extra(&mut self, seq: u64, now: Micros, timeout: Duration) {
+        self.outstanding.push_back(SentProbe {
+            seq,
+            sent_at: now,
+            until: now + timeout,
+        });
+    }
+
+    /// The worst round trip among the last ten samples, if any.
+    pub(super) fn recent_worst_rtt(&self) -> Option<Duration> {
+        let recent = self.stats.recent_since(Micros::ZERO);
+        recent[recent.len().saturating_sub(10)..]
+            .iter()
+            .max()
+            .map(|&us| Duration::from_micros(us))
+    }
+
     /// The answer to probe `seq`, read at `received_at`: recorded as a
     /// sample (late if its deadline had passed). `false` if the probe is not
     /// one of this slot's (a closed connection's).

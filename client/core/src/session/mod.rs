@@ -298,6 +298,13 @@ impl Session {
             Some(Phase::Opening) | None => return FrameUse::Consumed,
         }
         let id = connection.candidate;
+        if Some(id) == self.serving {
+            let heard = Event::Heard {
+                candidate: id,
+                at: received_at,
+            };
+            self.election.handle(heard, now);
+        }
         let used = match kind {
             server_frame::Kind::ProbeAck(ack) => {
                 let event = Event::ProbeAck {
@@ -345,10 +352,15 @@ impl Session {
 
     /// Sends `kind` (media, a keyframe request) through the serving relay;
     /// dropped while none serves.
-    pub fn send_to_room(&mut self, kind: client_frame::Kind) {
-        if let Some(serving) = self.serving_connection() {
-            self.send_on(serving, ClientFrame::of(kind));
+    pub fn send_to_room(&mut self, kind: client_frame::Kind, now: Micros) {
+        let Some(serving) = self.serving_connection() else {
+            return;
+        };
+        if matches!(kind, client_frame::Kind::Media(_)) {
+            self.election.handle(Event::MediaSent { at: now }, now);
         }
+        self.send_on(serving, ClientFrame::of(kind));
+        self.drain(now);
     }
 
     pub fn poll_timeout(&self) -> Option<Micros> {

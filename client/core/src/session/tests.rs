@@ -48,8 +48,16 @@ struct Net {
     silent: Vec<bool>,
     /// Relays that refuse every Hello as unauthenticated.
     refusing: Vec<bool>,
+    /// Relays that died (SIGKILL under a WebTransport connection: nothing
+    /// more arrives, nothing says so).
+    dead: Vec<bool>,
+    /// A rough path for probes: per-direction loss and normal jitter (ms)
+    /// on the round trip, drawn from a seeded generator.
+    path: Option<(f64, f64, crate::sim::Rng)>,
     /// When each live-table snapshot came.
     snapshots: Vec<Micros>,
+    /// When each Join left, and through which candidate.
+    join_times: Vec<(Micros, CandidateId)>,
     /// (arrives at, connection, frame) answers in flight.
     in_flight: Vec<(Micros, ConnectionId, ServerFrame)>,
     sent: Vec<(CandidateId, ClientFrame)>,
@@ -113,7 +121,10 @@ impl Net {
             reachable,
             silent: vec![false; n],
             refusing: vec![false; n],
+            dead: vec![false; n],
+            path: None,
             snapshots: Vec::new(),
+            join_times: Vec::new(),
             in_flight: Vec::new(),
             sent: Vec::new(),
             routes: Vec::new(),
@@ -147,9 +158,11 @@ impl Net {
                 } => {
                     let id = connection.candidate;
                     match &frame.kind {
+                        _ if self.dead[id] => {}
                         Some(client_frame::Kind::Hello(hello)) => self.hello(connection, hello),
+                        Some(client_frame::Kind::Probe(_)) if self.path_drops() => {}
                         Some(client_frame::Kind::Probe(probe)) => {
-                            let at = Micros(self.now.0 + self.rtt_ms[id] * 1000);
+                            let at = self.now + self.path_delay(id);
                             let ack = if self.liar == Some(id) {
                                 ProbeAck {
                                     seq: probe.seq,
@@ -171,6 +184,7 @@ impl Net {
                         Some(client_frame::Kind::Refresh(refresh)) => {
                             self.refresh(connection, &refresh.token)
                         }
+                        Some(client_frame::Kind::Join(_)) => self.join_times.push((self.now, id)),
                         _ => {}
                     }
                     self.routes.push((id, route));
@@ -199,6 +213,25 @@ impl Net {
             }
             self.updates.push(update);
         }
+    }
+
+    /// Whether the rough path loses this round trip (either leg).
+    fn path_drops(&mut self) -> bool {
+        let Some((loss, _, rng)) = &mut self.path else {
+            return false;
+        };
+        rng.unit() < 1.0 - (1.0 - *loss) * (1.0 - *loss)
+    }
+
+    /// This round trip's delay to `id`: its RTT, plus jitter on a rough
+    /// path (never under 30% of the RTT).
+    fn path_delay(&mut self, id: CandidateId) -> Duration {
+        let rtt = self.rtt_ms[id] as f64;
+        let ms = match &mut self.path {
+            Some((_, jitter, rng)) => (rtt + *jitter * rng.normal()).max(0.3 * rtt),
+            None => rtt,
+        };
+        Duration::from_micros((ms * 1000.0) as u64)
     }
 
     /// The relay's answer to Hello: Welcome, or TokenExpired for a token
@@ -458,7 +491,7 @@ fn room_traffic_is_the_applications_only_from_the_serving_relay() {
     assert_eq!(net.deliver(0, welcome), FrameUse::Consumed);
 
     net.session
-        .send_to_room(client_frame::Kind::Media(Media::default()));
+        .send_to_room(client_frame::Kind::Media(Media::default()), net.now);
     assert!(matches!(
         net.session.poll_transmit(),
         Some(Transmit::Send { connection, .. }) if connection.candidate == 0
@@ -886,12 +919,15 @@ fn on_webtransport_probes_go_as_datagrams_and_control_on_the_stream() {
     );
     net.session.start(Micros::ZERO);
     net.run_until(4_000);
-    net.session.send_to_room(client_frame::Kind::Media(Media {
-        payload: vec![0; 2000].into(),
-        ..Default::default()
-    }));
+    net.session.send_to_room(
+        client_frame::Kind::Media(Media {
+            payload: vec![0; 2000].into(),
+            ..Default::default()
+        }),
+        net.now,
+    );
     net.session
-        .send_to_room(client_frame::Kind::Media(Media::default()));
+        .send_to_room(client_frame::Kind::Media(Media::default()), net.now);
     net.carry_out();
     let route_of = |pick: fn(&client_frame::Kind) -> bool| -> Vec<Route> {
         net.sent
@@ -915,4 +951,135 @@ fn on_webtransport_probes_go_as_datagrams_and_control_on_the_stream() {
         vec![Route::Stream, Route::Datagram],
         "a 2 kB frame on its own stream, a small one as a datagram"
     );
+}
+
+/// A WebTransport call from 4 s to 8 s: the other participant's audio
+/// (every 20 ms) flows through the serving relay when `listen`, this
+/// client's own when `talk`. The serving relay is killed at `kill_at_ms`,
+/// or all audio stops at `mute_at_ms`.
+fn call_with_audio(
+    kill_at_ms: Option<u64>,
+    mute_at_ms: Option<u64>,
+    (talk, listen): (bool, bool),
+) -> Net {
+    let wt = |region| candidate(region, TransportKind::WebTransport);
+    let mut net = Net::with_candidates(
+        vec![wt("singapore"), wt("us-east")],
+        config(Some(ROOM), token_expiring(Micros::ZERO, 3600)),
+        vec![true, true],
+    );
+    net.session.start(Micros::ZERO);
+    net.run_until(4_000);
+    assert_eq!(net.session.serving(), Some(0));
+    let audio = ServerFrame::of(server_frame::Kind::Media(Media::default()));
+    let mut t = 4_000;
+    while t < 8_000 {
+        t += 20;
+        net.run_until(t);
+        if kill_at_ms.is_some_and(|k| t >= k) {
+            net.dead[0] = true;
+            net.in_flight.retain(|(_, c, _)| c.candidate != 0);
+        }
+        if mute_at_ms.is_some_and(|m| t >= m) {
+            continue;
+        }
+        if talk {
+            let media = client_frame::Kind::Media(Media::default());
+            net.session.send_to_room(media, net.now);
+            net.carry_out();
+        }
+        if listen && !net.dead[0] && net.session.serving() == Some(0) {
+            net.deliver(0, audio.clone());
+        }
+    }
+    net
+}
+
+/// When the call moved to the standby, after the relay died at 6 s.
+fn moved_after_kill(net: &Net) -> Duration {
+    assert_eq!(net.session.serving(), Some(1), "moved to the standby");
+    let (join_at, _) = *net
+        .join_times
+        .iter()
+        .find(|(_, id)| *id == 1)
+        .expect("a Join through the standby");
+    join_at.since(Micros::from_millis(6_000))
+}
+
+#[test]
+fn a_listener_leaves_a_relay_that_died_under_webtransport_within_a_few_frames() {
+    let net = call_with_audio(Some(6_000), None, (false, true));
+    // The last frame arrived at 5 980 ms; 150 ms of silence, then probes
+    // with a deadline of twice the 20 ms round trip (at least 50 ms).
+    let moved = moved_after_kill(&net);
+    eprintln!("listener moved {moved:?} after the kill");
+    assert!(moved <= Duration::from_millis(200), "{moved:?}");
+}
+
+#[test]
+fn a_talker_leaves_a_relay_that_died_under_webtransport_as_fast() {
+    // Nobody else talks: the answers to its own probes, sent every 50 ms
+    // while it talks, are the traffic that falls silent.
+    let net = call_with_audio(Some(6_000), None, (true, false));
+    let moved = moved_after_kill(&net);
+    eprintln!("talker moved {moved:?} after the kill");
+    assert!(moved <= Duration::from_millis(260), "{moved:?}");
+}
+
+#[test]
+fn silence_from_a_live_relay_is_not_a_failover() {
+    // Everyone mutes: no more audio, but the relay answers its probes.
+    let net = call_with_audio(None, Some(6_000), (true, true));
+    assert_eq!(net.session.serving(), Some(0));
+    assert_eq!(net.decisions().len(), 1, "never re-elected");
+}
+
+/// Issue #15: no false failover over a long call on a rough path — 5% loss
+/// each way and 30 ms jitter on a 40 ms round trip, both participants
+/// talking (their audio lost and delayed like the probes), twenty seeded
+/// ten-minute calls.
+#[test]
+fn a_rough_path_causes_no_false_failover_in_long_calls() {
+    let mut failovers = 0;
+    for seed in 0..20 {
+        let wt = |region| candidate(region, TransportKind::WebTransport);
+        let mut net = Net::with_candidates(
+            vec![wt("singapore"), wt("us-east")],
+            config(Some(ROOM), token_expiring(Micros::ZERO, 3600)),
+            vec![true, true],
+        );
+        net.rtt_ms = vec![40, 120];
+        net.path = Some((0.05, 30.0, crate::sim::Rng::new(seed)));
+        net.session.start(Micros::ZERO);
+        net.run_until(5_000);
+        let audio = ServerFrame::of(server_frame::Kind::Media(Media::default()));
+        let mut t = 5_000;
+        while t < 605_000 {
+            t += 20;
+            net.run_until(t);
+            let media = client_frame::Kind::Media(Media::default());
+            net.session.send_to_room(media, net.now);
+            net.carry_out();
+            // The other participant's frame crosses half the rough path.
+            let Some(serving) = net.session.serving() else {
+                continue;
+            };
+            if !net.path_drops() {
+                let delay = net.path_delay(serving) / 2;
+                let connection = net.conns[serving].expect("serving is connected");
+                net.in_flight
+                    .push((net.now + delay, connection, audio.clone()));
+            }
+        }
+        let moves = net
+            .updates
+            .iter()
+            .filter(|u| {
+                matches!(u, Update::Decided { decision, .. }
+                if decision.trigger == rallypoint_protocol::v1::ElectionTrigger::Failover)
+            })
+            .count();
+        failovers += moves;
+    }
+    assert_eq!(failovers, 0, "false failovers in 20 ten-minute calls");
 }

@@ -1,0 +1,174 @@
+//! Watching the serving connection's traffic, so a dead relay is noticed
+//! from silence rather than from probes alone.
+//!
+//! A call carries tens of frames a second (audio alone is 50), and a client
+//! that talks probes its relay 20 times a second: when that traffic stops,
+//! the path is suspect long before three probes 200 ms apart have gone
+//! unanswered. Silence alone proves nothing — the others may have muted or
+//! left — so it only makes the election ask: a few probes at once, with a
+//! deadline of twice the recent round trip. Any answer, or any frame, clears
+//! the suspicion; none means the relay is gone and the call fails over to
+//! its standby. Used on WebTransport only: a WebSocket's TCP stream stalls
+//! whole for a retransmission (silence and late probes alike, a false
+//! alarm), and a relay that dies under a WebSocket closes it at once.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use crate::time::Micros;
+
+/// Frames heard within this window count towards steady traffic.
+const STEADY_WINDOW: Duration = Duration::from_secs(1);
+/// Frames per [`STEADY_WINDOW`] that make silence mean something (a
+/// participant's audio alone is 50; the answers to a talking client's probes
+/// 20).
+const STEADY_FRAMES: usize = 15;
+/// Silence after steady traffic that makes the path suspect.
+pub const SILENCE: Duration = Duration::from_millis(150);
+/// Probes sent at once when the path turns suspect.
+pub const SUSPECT_PROBES: u32 = 3;
+/// The suspicion's deadline is at least this long.
+const MIN_CONFIRM: Duration = Duration::from_millis(50);
+
+/// What the watch wants done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Alarm {
+    /// Steady traffic stopped: probe now, answers due by `deadline`.
+    Suspect { deadline: Micros },
+    /// Nothing came back by the deadline: the relay is gone.
+    Dead { silent_for: Duration },
+}
+
+#[derive(Debug, Default)]
+pub(super) struct TrafficWatch {
+    heard: VecDeque<Micros>,
+    suspect_until: Option<Micros>,
+}
+
+impl TrafficWatch {
+    /// A frame (or a probe answer) came from the serving connection.
+    pub(super) fn heard(&mut self, at: Micros) {
+        if self.heard.back().is_some_and(|&last| at < last) {
+            return; // stamped before the newest: nothing new
+        }
+        while self
+            .heard
+            .front()
+            .is_some_and(|&t| at.since(t) > STEADY_WINDOW)
+        {
+            self.heard.pop_front();
+        }
+        if self.heard.len() == 4 * STEADY_FRAMES {
+            self.heard.pop_front();
+        }
+        self.heard.push_back(at);
+        self.suspect_until = None;
+    }
+
+    /// Whether traffic was steady up to its last frame.
+    fn steady(&self) -> bool {
+        let Some(&last) = self.heard.back() else {
+            return false;
+        };
+        self.heard
+            .iter()
+            .filter(|&&t| last.since(t) <= STEADY_WINDOW)
+            .count()
+            >= STEADY_FRAMES
+    }
+
+    /// When the watch next needs a look.
+    pub(super) fn poll_timeout(&self) -> Option<Micros> {
+        if let Some(deadline) = self.suspect_until {
+            return Some(deadline);
+        }
+        self.steady()
+            .then(|| *self.heard.back().expect("steady has frames") + SILENCE)
+    }
+
+    /// What is due at `now`; `round_trip` is the path's recent worst RTT.
+    pub(super) fn check(&mut self, now: Micros, round_trip: Duration) -> Option<Alarm> {
+        let last = *self.heard.back()?;
+        match self.suspect_until {
+            Some(deadline) if now >= deadline => {
+                self.heard.clear();
+                self.suspect_until = None;
+                Some(Alarm::Dead {
+                    silent_for: now.since(last),
+                })
+            }
+            Some(_) => None,
+            None if self.steady() && now.since(last) >= SILENCE => {
+                let deadline = now + (round_trip * 2).max(MIN_CONFIRM);
+                self.suspect_until = Some(deadline);
+                Some(Alarm::Suspect { deadline })
+            }
+            None => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(ms: u64) -> Micros {
+        Micros::from_millis(ms)
+    }
+
+    /// Audio every 20 ms from 0 to `until` ms.
+    fn steady_until(until: u64) -> TrafficWatch {
+        let mut watch = TrafficWatch::default();
+        for t in (0..=until).step_by(20) {
+            watch.heard(ms(t));
+        }
+        watch
+    }
+
+    #[test]
+    fn silence_after_steady_traffic_is_suspect_then_dead_without_an_answer() {
+        let rtt = Duration::from_millis(40);
+        let mut watch = steady_until(2000);
+        assert_eq!(watch.poll_timeout(), Some(ms(2150)));
+        assert_eq!(watch.check(ms(2149), rtt), None);
+        assert_eq!(
+            watch.check(ms(2150), rtt),
+            Some(Alarm::Suspect { deadline: ms(2230) })
+        );
+        assert_eq!(watch.check(ms(2200), rtt), None);
+        assert_eq!(
+            watch.check(ms(2230), rtt),
+            Some(Alarm::Dead {
+                silent_for: Duration::from_millis(230)
+            })
+        );
+        assert_eq!(watch.poll_timeout(), None, "it starts over");
+    }
+
+    #[test]
+    fn an_answer_or_a_frame_clears_the_suspicion() {
+        let rtt = Duration::from_millis(1);
+        let mut watch = steady_until(2000);
+        assert!(matches!(
+            watch.check(ms(2150), rtt),
+            Some(Alarm::Suspect { .. })
+        ));
+        watch.heard(ms(2160));
+        assert_eq!(
+            watch.check(ms(2210), rtt),
+            None,
+            "MIN_CONFIRM deadline passed, but heard"
+        );
+        assert_eq!(watch.poll_timeout(), Some(ms(2310)));
+    }
+
+    #[test]
+    fn sparse_traffic_is_not_watched() {
+        let mut watch = TrafficWatch::default();
+        for t in (0..=2000).step_by(100) {
+            watch.heard(ms(t)); // 10 a second: a quiet room's probe answers
+        }
+        assert_eq!(watch.poll_timeout(), None);
+        assert_eq!(watch.check(ms(5000), Duration::ZERO), None);
+    }
+}
