@@ -7,11 +7,14 @@
 //! * [`session`] — the protocol around the election: frames in and out, the
 //!   room through the winner, reports kept until a relay acknowledges them.
 //! * [`time`] — the core's notion of time: microseconds handed in by the driver.
+//! * `sim` (feature `sim`) — the election in a virtual-time network, for
+//!   benchmarks and simulation tests.
 
 pub mod candidate;
 pub mod election;
 pub mod report_json;
 pub mod session;
+#[cfg(any(test, feature = "sim"))]
 pub mod sim;
 pub mod time;
 
