@@ -192,7 +192,8 @@ pub struct Limits {
     pub keyframe_requests_per_second: u32,
 
     /// Probes answered per connection per second (bursts of as many); clients
-    /// probe every 200 ms, or faster early in an election.
+    /// probe every 200 ms, every 50 ms while they send media (plus three at
+    /// once when their traffic falls silent), and faster early in an election.
     #[arg(long, env = "RALLYPOINT_PROBES_PER_SECOND", default_value_t = 25)]
     pub probes_per_second: u32,
 

@@ -26,9 +26,11 @@ use bytes::Bytes;
 use futures::StreamExt;
 use futures::channel::mpsc;
 use leptos::prelude::*;
-use rallypoint_client::Candidate;
 use rallypoint_client::election::{CandidateView, ElectionConfig};
-use rallypoint_protocol::v1::{ClientInfo, ElectionTrigger, ErrorCode, Media, TrackKind};
+use rallypoint_client::{Candidate, TransportKind};
+use rallypoint_protocol::v1::{
+    ClientInfo, ElectionReport, ElectionTrigger, ErrorCode, Media, TrackKind,
+};
 use wasm_bindgen::JsValue;
 use wasm_bindgen_futures::spawn_local;
 use web_sys::{AudioContext, MediaStream};
@@ -185,8 +187,9 @@ impl Call {
             Output::Session(SessionUpdate::Decided {
                 decision,
                 candidate,
-                ..
+                report,
             }) => {
+                self.remember_measured(&report);
                 let label = candidate.label();
                 let moved = self
                     .state
@@ -246,6 +249,24 @@ impl Call {
                 delivered, pending, ..
             }) => self.state.reports.set((delivered, pending)),
         }
+    }
+
+    /// What the decision measured, kept on the election table's rows: the
+    /// decision starts a new measurement window, and live tables are paced,
+    /// so the last table may predate the samples the decision rested on.
+    fn remember_measured(&self, report: &ElectionReport) {
+        self.state.candidates.update(|rows| {
+            for measured in report.candidates.iter().filter(|c| c.samples > 0) {
+                let Ok(transport) = TransportKind::try_from(measured.transport()) else {
+                    continue;
+                };
+                let label = format!("{}/{}", measured.region, transport.short());
+                if let Some(row) = rows.iter_mut().find(|r| r.label == label) {
+                    row.median_ms = Some(measured.rtt_median_us as f64 / 1000.0);
+                    row.p95_ms = Some(measured.rtt_p95_us as f64 / 1000.0);
+                }
+            }
+        });
     }
 
     fn on_snapshot(&self, views: &[CandidateView]) {
