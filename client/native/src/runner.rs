@@ -18,12 +18,9 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 use rallypoint_client::election::ElectionConfig;
-use rallypoint_client::session::{
-    ConnectionId, FrameUse, Session, SessionConfig, Transmit, Update,
-};
+use rallypoint_client::session::{ConnectionId, FrameUse, Session, SessionConfig, Transmit};
 use rallypoint_client::{Candidate, Micros};
 use rallypoint_protocol::encode;
-use rallypoint_protocol::v1::{KeyframeRequest, Media, client_frame};
 use tokio::sync::mpsc;
 
 use crate::connection::{Connection, Received, Sender};
@@ -44,31 +41,11 @@ pub struct RunnerConfig {
     pub identity: ClientIdentity,
 }
 
-/// What the application asks of the runner.
-#[derive(Debug)]
-pub enum Command {
-    /// Send a media frame through the serving relay (dropped while none serves).
-    SendMedia(Media),
-    /// Ask a participant for a keyframe.
-    RequestKeyframe { peer_id: String, kind: i32 },
-    /// Hang up and stop.
-    Stop,
-}
+/// What the application asks of the runner: the session's vocabulary.
+pub use rallypoint_client::session::Command;
 
 /// What the runner tells the application.
-// Sized by the decision's report; at call rates (tens of room frames per
-// second) the bigger channel slot costs nothing worth a box per update.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug, Clone)]
-pub enum Output {
-    /// What the session said: a decision (the room is joined through the
-    /// winner when the runner has a room), a failed or refusing candidate,
-    /// no relay reachable, election reports delivered, the live table.
-    Session(Update),
-    /// A frame from the room through the serving relay (media, presence,
-    /// keyframe requests), stamped with its arrival.
-    Room(Received),
-}
+pub type Output = rallypoint_client::session::Output<Received>;
 
 enum Input {
     Opened(ConnectionId, Connection),
@@ -247,15 +224,10 @@ impl Runner {
     }
 
     fn command(&mut self, command: Command) {
-        let kind = match command {
-            Command::SendMedia(media) => client_frame::Kind::Media(media),
-            Command::RequestKeyframe { peer_id, kind } => {
-                client_frame::Kind::KeyframeRequest(KeyframeRequest { peer_id, kind })
-            }
-            Command::Stop => return,
-        };
-        let now = self.now();
-        self.session.send_to_room(kind, now);
+        if let Some(kind) = command.into_room_frame() {
+            let now = self.now();
+            self.session.send_to_room(kind, now);
+        }
     }
 
     /// Carries out the session's transmits and forwards its updates.

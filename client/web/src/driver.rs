@@ -20,10 +20,9 @@ use futures::{FutureExt, StreamExt};
 use rallypoint_client::Candidate;
 use rallypoint_client::election::ElectionConfig;
 use rallypoint_client::session::{
-    ConnectionId, FrameUse, Identity, Session, SessionConfig, Transmit, Update,
+    ConnectionId, FrameUse, Identity, Session, SessionConfig, Transmit,
 };
 use rallypoint_protocol::encode;
-use rallypoint_protocol::v1::{KeyframeRequest, Media, TrackKind, client_frame};
 use wasm_bindgen_futures::spawn_local;
 
 use crate::transport::{self, Connection, Incoming, Received};
@@ -39,32 +38,11 @@ pub struct DriverConfig {
     pub identity: Identity,
 }
 
-/// What the call asks of the driver.
-#[derive(Debug)]
-pub enum Command {
-    /// Send through the serving relay (dropped while none serves).
-    SendMedia(Media),
-    RequestKeyframe {
-        peer_id: String,
-        kind: TrackKind,
-    },
-    /// Leave the room and close everything.
-    Stop,
-}
+/// What the call asks of the driver: the session's vocabulary.
+pub use rallypoint_client::session::Command;
 
 /// What the driver tells the call.
-// Sized by the decision's report; at call rates (tens of room frames per
-// second) the bigger channel slot costs nothing worth a box per update.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug, Clone)]
-pub enum Output {
-    /// What the session said: a decision (the room is joined through the
-    /// winner), a failed or refusing candidate, no relay reachable, election
-    /// reports delivered and still kept, the live table.
-    Session(Update),
-    /// A frame from the room through the serving relay.
-    Room(Received),
-}
+pub type Output = rallypoint_client::session::Output<Received>;
 
 enum Input {
     Opened(ConnectionId, Connection, Incoming),
@@ -207,17 +185,9 @@ impl Driver {
     }
 
     fn command(&mut self, command: Command) {
-        let kind = match command {
-            Command::SendMedia(media) => client_frame::Kind::Media(media),
-            Command::RequestKeyframe { peer_id, kind } => {
-                client_frame::Kind::KeyframeRequest(KeyframeRequest {
-                    peer_id,
-                    kind: kind as i32,
-                })
-            }
-            Command::Stop => return,
-        };
-        self.session.send_to_room(kind, clock::now());
+        if let Some(kind) = command.into_room_frame() {
+            self.session.send_to_room(kind, clock::now());
+        }
     }
 
     /// Carries out the session's transmits and forwards its updates.

@@ -34,8 +34,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rallypoint_protocol::v1::{
-    ClientFrame, ClientInfo, ElectionReport, ErrorCode, Join, Leave, Probe, Refresh, ServerFrame,
-    TelemetryAck, TelemetryReport, client_frame, server_frame, telemetry_report,
+    ClientFrame, ClientInfo, ElectionReport, ErrorCode, Join, KeyframeRequest, Leave, Media, Probe,
+    Refresh, ServerFrame, TelemetryAck, TelemetryReport, TrackKind, client_frame, server_frame,
+    telemetry_report,
 };
 
 use crate::Candidate;
@@ -143,6 +144,51 @@ pub enum Update {
     /// Every candidate's state and statistics: at once when the election
     /// acts, at most every [`SNAPSHOT_EVERY`] when only measurements move.
     Snapshot(Vec<CandidateView>),
+}
+
+/// What the application asks of a driver (the native runner, the browser
+/// driver), whose session carries it out.
+#[derive(Debug)]
+pub enum Command {
+    /// Send a media frame through the serving relay (dropped while none
+    /// serves).
+    SendMedia(Media),
+    /// Ask a participant for a keyframe of `kind`.
+    RequestKeyframe { peer_id: String, kind: TrackKind },
+    /// Hang up and stop.
+    Stop,
+}
+
+impl Command {
+    /// The frame the command sends to the room; `None` for [`Command::Stop`].
+    pub fn into_room_frame(self) -> Option<client_frame::Kind> {
+        match self {
+            Command::SendMedia(media) => Some(client_frame::Kind::Media(media)),
+            Command::RequestKeyframe { peer_id, kind } => {
+                Some(client_frame::Kind::KeyframeRequest(KeyframeRequest {
+                    peer_id,
+                    kind: kind as i32,
+                }))
+            }
+            Command::Stop => None,
+        }
+    }
+}
+
+/// What a driver tells the application; `R` is its transport's received
+/// frame (stamped with its arrival in the driver's clock).
+// Sized by the decision's report; at call rates (tens of room frames per
+// second) the bigger channel slot costs nothing worth a box per update.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone)]
+pub enum Output<R> {
+    /// What the session said: a decision (the room is joined through the
+    /// winner when there is a room), a failed or refusing candidate, no
+    /// relay reachable, election reports delivered, the live table.
+    Session(Update),
+    /// A frame from the room through the serving relay (media, presence,
+    /// keyframe requests).
+    Room(R),
 }
 
 /// Where a server frame goes.
