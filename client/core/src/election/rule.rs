@@ -423,6 +423,20 @@ mod tests {
         ElectionConfig::default()
     }
 
+    fn measured<'a>(
+        id: usize,
+        region: &'a str,
+        transport: TransportKind,
+        state: MeasuredState<'a>,
+    ) -> Measured<'a> {
+        Measured {
+            id,
+            region,
+            transport,
+            state,
+        }
+    }
+
     fn connected(samples: &[u64]) -> MeasuredState<'_> {
         MeasuredState::Connected {
             samples,
@@ -521,25 +535,20 @@ mod tests {
 
     #[test]
     fn a_just_connected_candidate_keeps_its_connect_time_bound() {
-        // The far region connected after 600 ms (3 round trips: >= 200 ms)
-        // and has no sample yet: the near one is still clearly best.
+        // The far region connected after 600 ms (its bound: 600 / 6 =
+        // 100 ms) and has no sample yet: the near one is still clearly best.
         let near = [40_000, 41_000, 40_500];
         let candidates = [
-            Measured {
-                id: 0,
-                region: "sg",
-                transport: Ws,
-                state: connected(&near),
-            },
-            Measured {
-                id: 1,
-                region: "us",
-                transport: Ws,
-                state: MeasuredState::Connected {
+            measured(0, "sg", Ws, connected(&near)),
+            measured(
+                1,
+                "us",
+                Ws,
+                MeasuredState::Connected {
                     samples: &[],
                     connect_us: 600_000,
                 },
-            },
+            ),
         ];
         assert!(clearly_best(&candidates, 0, &cfg()));
     }
@@ -552,24 +561,9 @@ mod tests {
         let ws = [20_000, 20_400, 19_800, 20_100, 20_200];
         let wt = [21_000];
         let candidates = [
-            Measured {
-                id: 0,
-                region: "sg",
-                transport: Ws,
-                state: connected(&ws),
-            },
-            Measured {
-                id: 1,
-                region: "sg",
-                transport: Wt,
-                state: connected(&wt),
-            },
-            Measured {
-                id: 2,
-                region: "us",
-                transport: Ws,
-                state: MeasuredState::Connecting { for_us: 600_000 },
-            },
+            measured(0, "sg", Ws, connected(&ws)),
+            measured(1, "sg", Wt, connected(&wt)),
+            measured(2, "us", Ws, MeasuredState::Connecting { for_us: 600_000 }),
         ];
         assert_eq!(leader(&candidates, &cfg()), Some(1));
         assert!(clearly_best(&candidates, 1, &cfg()));
@@ -594,30 +588,15 @@ mod tests {
     fn a_near_region_is_clearly_best_while_far_ones_still_connect() {
         let near = [40_000, 41_000, 40_500];
         let candidates = [
-            Measured {
-                id: 0,
-                region: "sg",
-                transport: Ws,
-                state: connected(&near),
-            },
-            Measured {
-                id: 1,
-                region: "us",
-                transport: Ws,
-                state: MeasuredState::Connecting { for_us: 600_000 },
-            },
+            measured(0, "sg", Ws, connected(&near)),
+            measured(1, "us", Ws, MeasuredState::Connecting { for_us: 600_000 }),
         ];
         assert_eq!(leader(&candidates, &cfg()), Some(0));
         assert!(clearly_best(&candidates, 0, &cfg()));
         // Had the far region only been connecting for 90 ms, nothing is known yet.
         let candidates = [
             candidates[0].clone(),
-            Measured {
-                id: 1,
-                region: "us",
-                transport: Ws,
-                state: MeasuredState::Connecting { for_us: 90_000 },
-            },
+            measured(1, "us", Ws, MeasuredState::Connecting { for_us: 90_000 }),
         ];
         assert!(!clearly_best(&candidates, 0, &cfg()));
     }
@@ -627,18 +606,8 @@ mod tests {
         let a = [40_000, 52_000, 35_000];
         let b = [44_000, 38_000, 50_000];
         let candidates = [
-            Measured {
-                id: 0,
-                region: "a",
-                transport: Ws,
-                state: connected(&a),
-            },
-            Measured {
-                id: 1,
-                region: "b",
-                transport: Ws,
-                state: connected(&b),
-            },
+            measured(0, "a", Ws, connected(&a)),
+            measured(1, "b", Ws, connected(&b)),
         ];
         let l = leader(&candidates, &cfg()).unwrap();
         assert!(!clearly_best(&candidates, l, &cfg()));

@@ -117,11 +117,7 @@ impl Slot {
 
     /// The worst round trip among the last ten samples, if any.
     pub(super) fn recent_worst_rtt(&self) -> Option<Duration> {
-        let recent = self.stats.recent_since(Micros::ZERO);
-        recent[recent.len().saturating_sub(10)..]
-            .iter()
-            .max()
-            .map(|&us| Duration::from_micros(us))
+        self.stats.latest(10).max().map(Duration::from_micros)
     }
 
     /// The answer to probe `seq`, read at `received_at`: recorded as a
@@ -200,8 +196,8 @@ impl Slot {
     /// times the recent median RTT (or the connect-time bound before any
     /// sample), clamped.
     pub(super) fn probe_timeout(&self, config: &ElectionConfig) -> Duration {
-        let recent = self.stats.recent_since(Micros::ZERO);
-        let basis = stats::median(&recent[recent.len().saturating_sub(10)..])
+        let latest: Vec<u64> = self.stats.latest(10).collect();
+        let basis = stats::median(&latest)
             .map(|us| Duration::from_micros(us as u64))
             .or_else(|| {
                 self.connect_time

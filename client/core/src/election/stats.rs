@@ -122,6 +122,14 @@ impl RttStats {
         }
     }
 
+    /// The newest `n` samples of the recent log, oldest first.
+    pub fn latest(&self, n: usize) -> impl Iterator<Item = u64> + '_ {
+        self.recent
+            .iter()
+            .skip(self.recent.len().saturating_sub(n))
+            .map(|&(_, us)| us)
+    }
+
     /// Samples taken at or after `since`, in order.
     pub fn recent_since(&self, since: Micros) -> Vec<u64> {
         self.recent
