@@ -6,13 +6,13 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use rallypoint_collector::streams::{self, StreamBounds};
-use rallypoint_lab::clickhouse::{ClickHouseRole, ClickHouseServer};
-use rallypoint_lab::collector::{CollectorProcess, CollectorSpec};
-use rallypoint_lab::nats::{NatsRole, SuperCluster, SuperClusterSpec};
-use rallypoint_lab::reports::ReportGenerator;
 use rallypoint_protocol::limits::MAX_REPORT_CANDIDATES;
 use rallypoint_protocol::v1::EnrichedElectionReport;
 use rallypoint_protocol::{encode, hex};
+use rallypoint_testkit::clickhouse::{ClickHouseRole, ClickHouseServer};
+use rallypoint_testkit::collector::{CollectorProcess, CollectorSpec};
+use rallypoint_testkit::nats::{NatsRole, SuperCluster, SuperClusterSpec};
+use rallypoint_testkit::reports::ReportGenerator;
 
 /// The longest text field a report may carry (`telemetry::validate`).
 const MAX_TEXT: usize = 512;
@@ -184,7 +184,12 @@ impl Backlog {
     /// The collector's schema, plus candidate columns computed at insert
     /// (`name`, expression): how these tests make ClickHouse misbehave.
     async fn with_candidate_columns(&self, columns: &[(String, String)]) {
-        self.clickhouse.admin_store(90).await.unwrap();
+        rallypoint_collector::store::Store::open(
+            &self.clickhouse.login(ClickHouseRole::Admin).args(),
+            90,
+        )
+        .await
+        .unwrap();
         for (name, expression) in columns {
             self.clickhouse
                 .query(&format!(
@@ -224,8 +229,11 @@ async fn stats_when(
 async fn a_backlog_of_large_reports_is_taken_in_batches_bounded_by_bytes() {
     let backlog = Backlog::start().await;
     const N: u64 = 400;
-    let mut generator =
-        ReportGenerator::new(rallypoint_lab::reports::two_region_candidates(), 21, false);
+    let mut generator = ReportGenerator::new(
+        rallypoint_testkit::reports::two_region_candidates(),
+        21,
+        false,
+    );
     let mut total_bytes = 0;
     for _ in 0..N {
         total_bytes += backlog.publish(&large_report(&mut generator)).await;
@@ -274,8 +282,11 @@ const CHART_MEMORY_LIMIT: u64 = 1 << 30;
 async fn twelve_thousand_of_the_largest_reports_are_stored_within_the_charts_memory_limit() {
     let backlog = Backlog::start().await;
     const N: u64 = 12_000;
-    let mut generator =
-        ReportGenerator::new(rallypoint_lab::reports::two_region_candidates(), 22, false);
+    let mut generator = ReportGenerator::new(
+        rallypoint_testkit::reports::two_region_candidates(),
+        22,
+        false,
+    );
     let reports: Vec<EnrichedElectionReport> =
         (0..N).map(|_| large_report(&mut generator)).collect();
     for enriched in &reports[..1] {
@@ -332,8 +343,11 @@ async fn reports_clickhouse_keeps_refusing_are_dead_lettered_and_the_rest_of_the
         .await;
     const GOOD: u64 = 300;
     const POISON: u64 = 3;
-    let mut generator =
-        ReportGenerator::new(rallypoint_lab::reports::two_region_candidates(), 22, false);
+    let mut generator = ReportGenerator::new(
+        rallypoint_testkit::reports::two_region_candidates(),
+        22,
+        false,
+    );
     for i in 0..GOOD + POISON {
         let mut enriched = large_report(&mut generator);
         if i % 100 == 50 {
@@ -390,8 +404,11 @@ async fn an_insert_slower_than_the_ack_wait_is_not_stored_again_by_another_colle
         .collect();
     backlog.with_candidate_columns(&slow).await;
     const N: u64 = 40;
-    let mut generator =
-        ReportGenerator::new(rallypoint_lab::reports::two_region_candidates(), 24, false);
+    let mut generator = ReportGenerator::new(
+        rallypoint_testkit::reports::two_region_candidates(),
+        24,
+        false,
+    );
     for _ in 0..N {
         backlog.publish(&large_report(&mut generator)).await;
     }
@@ -460,8 +477,11 @@ async fn a_collector_that_cannot_store_says_it_is_stuck_and_loses_nothing() {
     ch.query("DETACH TABLE rp_report_keys").await.unwrap();
 
     const N: u64 = 40;
-    let mut generator =
-        ReportGenerator::new(rallypoint_lab::reports::two_region_candidates(), 31, false);
+    let mut generator = ReportGenerator::new(
+        rallypoint_testkit::reports::two_region_candidates(),
+        31,
+        false,
+    );
     for _ in 0..N {
         backlog.publish(&large_report(&mut generator)).await;
     }
@@ -597,8 +617,11 @@ async fn an_insert_whose_answer_is_lost_is_counted_once() {
         .unwrap();
     let eater = AnswerEater::start(upstream).await;
     const N: u64 = 60;
-    let mut generator =
-        ReportGenerator::new(rallypoint_lab::reports::two_region_candidates(), 41, false);
+    let mut generator = ReportGenerator::new(
+        rallypoint_testkit::reports::two_region_candidates(),
+        41,
+        false,
+    );
     for _ in 0..N {
         backlog.publish(&large_report(&mut generator)).await;
     }

@@ -8,6 +8,10 @@
 //! is surviving the loss of one. Sharding uses the same DDL (rows with a
 //! report id are sharded by it, see `layout`) but is not exercised here.
 
+mod common;
+
+use common::received;
+
 use std::time::{Duration, Instant};
 
 use rallypoint_collector::retention;
@@ -15,9 +19,9 @@ use rallypoint_collector::rows::{DeadLetterRow, ReportRows};
 use rallypoint_collector::store::Store;
 use rallypoint_dashboard::data::{Db, Source, matrix, outcomes, overview};
 use rallypoint_dashboard::filters::Filters;
-use rallypoint_lab::clickhouse::{ClickHouseCluster, ClickHouseRole, ClickHouseServer};
-use rallypoint_lab::reports::{ReportGenerator, received, two_region_candidates};
 use rallypoint_protocol::v1::ElectionReport;
+use rallypoint_testkit::clickhouse::{ClickHouseCluster, ClickHouseRole, ClickHouseServer};
+use rallypoint_testkit::reports::{ReportGenerator, two_region_candidates};
 
 const HOUR_MS: u64 = 3_600_000;
 const DAY_MS: u64 = 24 * HOUR_MS;
@@ -122,7 +126,7 @@ async fn a_cluster_stores_each_report_once_survives_a_replica_restart_and_reads_
         .unwrap();
     let admin = cluster.replicas[0].login(ClickHouseRole::Admin).args();
     let cluster_admin = Store::open(&admin, 90).await.unwrap();
-    let single_admin = single.admin_store(90).await.unwrap();
+    let single_admin = common::admin_store(&single, 90).await;
     // Set up again, as the daily job does: nothing changes.
     Store::open(&admin, 90).await.unwrap();
     // Without the cluster's name, setup refuses rather than make
@@ -227,11 +231,18 @@ async fn a_cluster_stores_each_report_once_survives_a_replica_restart_and_reads_
     );
     // Every view's numbers, read through either replica, equal one server's.
     let until = (now_ms() / 1000) as u32;
-    let expected = dashboard_numbers(&single.dashboard_db(ClickHouseRole::Dashboard), until).await;
+    let expected = dashboard_numbers(
+        &Db::new(&single.login(ClickHouseRole::Dashboard).args()).unwrap(),
+        until,
+    )
+    .await;
     assert!(expected.contains("total_elections: "), "{expected}");
     for replica in &cluster.replicas {
-        let shown =
-            dashboard_numbers(&replica.dashboard_db(ClickHouseRole::Dashboard), until).await;
+        let shown = dashboard_numbers(
+            &Db::new(&replica.login(ClickHouseRole::Dashboard).args()).unwrap(),
+            until,
+        )
+        .await;
         assert_eq!(shown, expected);
     }
 }
@@ -240,7 +251,7 @@ async fn a_cluster_stores_each_report_once_survives_a_replica_restart_and_reads_
 async fn a_single_server_schema_is_not_taken_for_a_cluster() {
     let dir = tempfile::tempdir().unwrap();
     let single = ClickHouseServer::start(dir.path()).await.unwrap();
-    single.admin_store(30).await.unwrap();
+    common::admin_store(&single, 30).await;
     let as_cluster = single
         .login(ClickHouseRole::Admin)
         .args()

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use rallypoint_collector::lease::{self, Leases};
-use rallypoint_lab::nats::{NatsRole, SuperCluster, SuperClusterSpec};
+use rallypoint_testkit::nats::{NatsRole, SuperCluster, SuperClusterSpec};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 

@@ -75,7 +75,7 @@ fn the_schema_and_rollups_work_on_modern_clickhouse() {
             },
         ],
     });
-    match rallypoint_lab::chdb::check(&spec) {
+    match rallypoint_testkit::chdb::check(&spec) {
         Ok(stdout) => eprintln!("{stdout}"),
         Err(e) => panic!("chDB check failed:\n{e}"),
     }
@@ -97,7 +97,7 @@ fn the_clustered_schema_parses_on_modern_clickhouse() {
         .collect();
     assert!(statements.len() > MIGRATIONS.len() * 2);
     let spec = json!({ "parse": statements });
-    if let Err(failure) = rallypoint_lab::chdb::check(&spec) {
+    if let Err(failure) = rallypoint_testkit::chdb::check(&spec) {
         panic!("{failure}");
     }
 }

@@ -14,16 +14,16 @@ use futures_util::SinkExt;
 use nix::sys::signal::Signal;
 use rallypoint_client::{Candidate, TransportKind};
 use rallypoint_client_native::{ClientIdentity, Peer};
-use rallypoint_lab::clickhouse::ClickHouseServer;
-use rallypoint_lab::commands::simulate::send;
-use rallypoint_lab::nats::NatsRole;
-use rallypoint_lab::reports::ReportGenerator;
-use rallypoint_lab::stack::{Stack, StackConfig};
 use rallypoint_protocol::v1::{
     ClientFrame, ElectionReport, Hello, TelemetryReport, client_frame, server_frame,
     telemetry_report,
 };
 use rallypoint_protocol::{PROTOCOL_VERSION, encode};
+use rallypoint_testkit::clickhouse::ClickHouseServer;
+use rallypoint_testkit::nats::NatsRole;
+use rallypoint_testkit::reports::ReportGenerator;
+use rallypoint_testkit::reports::send;
+use rallypoint_testkit::stack::{Stack, StackConfig};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 

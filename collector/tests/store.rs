@@ -6,14 +6,18 @@
 //! region, is filed with the first and counted once — also for reports
 //! stored before the report-key migration.
 
+mod common;
+
+use common::received;
+
 use rallypoint_collector::layout::Layout;
 use rallypoint_collector::rows::ElectionRow;
 use rallypoint_collector::rows::ReportRows;
 use rallypoint_collector::schema;
 use rallypoint_collector::store::{Store, Written};
-use rallypoint_lab::clickhouse::{ClickHouseRole, ClickHouseServer};
-use rallypoint_lab::reports::{ReportGenerator, received, two_region_candidates};
 use rallypoint_protocol::v1::ElectionReport;
+use rallypoint_testkit::clickhouse::{ClickHouseRole, ClickHouseServer};
+use rallypoint_testkit::reports::{ReportGenerator, two_region_candidates};
 
 /// `count` reports received `spread_seconds` apart, starting at `first_ms`.
 fn batch(
@@ -34,7 +38,7 @@ fn candidates_of(reports: &[ReportRows]) -> usize {
 async fn fresh_store() -> (tempfile::TempDir, ClickHouseServer, Store) {
     let dir = tempfile::tempdir().unwrap();
     let server = ClickHouseServer::start(dir.path()).await.unwrap();
-    let store = server.admin_store(90).await.unwrap();
+    let store = common::admin_store(&server, 90).await;
     (dir, server, store)
 }
 
@@ -228,7 +232,7 @@ async fn reports_stored_before_the_key_migration_are_recognised_in_a_late_copy()
     }
     insert.end().await.unwrap();
 
-    let store = server.admin_store(90).await.unwrap();
+    let store = common::admin_store(&server, 90).await;
     let copy = store
         .write(&received(&reports, "singapore", t0 + 3_600_000, 0), &[])
         .await
@@ -548,7 +552,7 @@ async fn an_older_databases_dead_letters_are_rekeyed_by_stream_and_keep_their_ro
                WHERE database = currentDatabase() AND name = 'rp_dead_letters'";
     assert_eq!(server.query(key).await.unwrap().trim(), "stream_seq");
 
-    let store = server.admin_store(90).await.unwrap();
+    let store = common::admin_store(&server, 90).await;
     assert_eq!(
         server.query(key).await.unwrap().trim(),
         "stream_seq, stream"

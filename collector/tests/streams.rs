@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
 use rallypoint_collector::streams::{self, CENTRAL_STREAM, StreamBounds};
-use rallypoint_lab::nats::{NatsRole, SuperCluster, SuperClusterSpec};
+use rallypoint_testkit::nats::{NatsRole, SuperCluster, SuperClusterSpec};
 
 const BOUNDS: StreamBounds = StreamBounds {
     duplicate_window: Duration::from_secs(90),

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use common::{DEADLINE, VIEWS, assert_secure_headers, dataset, pinned, start_binary};
 use rallypoint_dashboard::auth::users_line;
-use rallypoint_lab::clickhouse::{ClickHouseRole, ClickHouseServer};
+use rallypoint_testkit::clickhouse::{ClickHouseRole, ClickHouseServer};
 
 const ALICE_PASSWORD: &str = "correct horse battery staple";
 /// Bob signs in with the recommended Argon2id parameters
@@ -68,7 +68,7 @@ async fn basic_users_a_trusted_proxy_and_an_allow_list() {
     let clickhouse = ClickHouseServer::start(&dir.path().join("clickhouse"))
         .await
         .unwrap();
-    let store = clickhouse.admin_store(90).await.unwrap();
+    let store = common::admin_store(&clickhouse, 90).await;
     store.write(&dataset(), &[]).await.unwrap();
 
     let users = dir.path().join("users");
@@ -263,7 +263,7 @@ fn base64(text: &str) -> String {
 /// Runs the binary with `args` and `env`, expecting it to refuse to start;
 /// returns what it said.
 async fn refusal(args: &[&str], env: &[(&str, &str)]) -> String {
-    let port = rallypoint_lab::ports::free_tcp();
+    let port = rallypoint_testkit::ports::free_tcp();
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_rallypoint-dashboard"));
     command
         .arg("--listen")
@@ -382,11 +382,11 @@ async fn hash_password_makes_a_line_the_dashboard_accepts() {
     let users = dir.path().join("users");
     std::fs::write(&users, &line).unwrap();
     let log = dir.path().join("dashboard.log");
-    let nowhere = rallypoint_lab::clickhouse::ClickHouseLogin {
+    let nowhere = rallypoint_testkit::clickhouse::ClickHouseLogin {
         url: "https://127.0.0.1:9".into(),
         user: "rallypoint_dashboard".into(),
         password: String::new(),
-        ca: rallypoint_lab::pki::DevCa::create(dir.path(), "unused")
+        ca: rallypoint_testkit::pki::DevCa::create(dir.path(), "unused")
             .unwrap()
             .cert,
         cluster: None,

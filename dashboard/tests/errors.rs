@@ -11,7 +11,7 @@ use common::{
     DEADLINE, UNTIL, VIEWS, assert_secure_headers, assert_shows_no_internals, dataset, fixture,
     get, get_pinned, start_binary,
 };
-use rallypoint_lab::clickhouse::{ClickHouseRole, ClickHouseServer};
+use rallypoint_testkit::clickhouse::{ClickHouseRole, ClickHouseServer};
 
 /// Waits until the log has a line with every one of `words`; returns it.
 async fn logged_line(log: &std::path::Path, words: &[&str]) -> String {
@@ -168,7 +168,7 @@ async fn a_range_past_the_readers_limits_is_a_clear_page_not_a_scan() {
     )
     .await
     .unwrap();
-    let store = clickhouse.admin_store(90).await.unwrap();
+    let store = common::admin_store(&clickhouse, 90).await;
     store.write(&dataset(), &[]).await.unwrap();
     let log = dir.path().join("dashboard.log");
     let (_dashboard, addr) = start_binary(

@@ -9,7 +9,7 @@ use common::{AT, Candidate, SINGTEL, UNTIL, arrived, dataset, replay_on_chdb, re
 use rallypoint_collector::rows::ReportRows;
 use rallypoint_dashboard::data::{Source, capacity, matrix, outcomes, overview, sessions};
 use rallypoint_dashboard::filters::Filters;
-use rallypoint_lab::clickhouse::{ClickHouseRole, ClickHouseServer};
+use rallypoint_testkit::clickhouse::{ClickHouseRole, ClickHouseServer};
 
 fn filters() -> Filters {
     Filters {
@@ -23,9 +23,9 @@ fn filters() -> Filters {
 async fn every_view_shows_the_numbers_the_data_implies_on_old_and_new_clickhouse() {
     let dir = tempfile::tempdir().unwrap();
     let mut clickhouse = ClickHouseServer::start(dir.path()).await.unwrap();
-    let store = clickhouse.admin_store(90).await.unwrap();
+    let store = common::admin_store(&clickhouse, 90).await;
     store.write(&dataset(), &[]).await.unwrap();
-    let db = clickhouse.dashboard_db(ClickHouseRole::Admin).recording();
+    let db = common::dashboard_db(&clickhouse, ClickHouseRole::Admin).recording();
     let f = filters();
 
     // Overview.
@@ -345,10 +345,10 @@ async fn a_month_of_cells_merges_whole_days_and_the_hours_at_the_edges() {
     ];
     let dir = tempfile::tempdir().unwrap();
     let clickhouse = ClickHouseServer::start(dir.path()).await.unwrap();
-    let store = clickhouse.admin_store(90).await.unwrap();
+    let store = common::admin_store(&clickhouse, 90).await;
     let all: Vec<ReportRows> = inside.iter().chain(&outside).cloned().collect();
     store.write(&all, &[]).await.unwrap();
-    let db = clickhouse.dashboard_db(ClickHouseRole::Admin).recording();
+    let db = common::dashboard_db(&clickhouse, ClickHouseRole::Admin).recording();
     let month = thirty_days_until(until);
 
     let cells = matrix::cells(&db, &month, until, Source::Rollup)
@@ -462,7 +462,7 @@ async fn an_upgraded_database_reads_the_days_before_its_per_day_rollups_from_hou
         .await
         .unwrap();
     // Today's collector upgrades it: the new rollups start empty.
-    clickhouse.admin_store(3650).await.unwrap();
+    common::admin_store(&clickhouse, 3650).await;
     assert_eq!(
         clickhouse
             .count("SELECT count() FROM rp_rtt_day")
@@ -471,7 +471,7 @@ async fn an_upgraded_database_reads_the_days_before_its_per_day_rollups_from_hou
         0
     );
 
-    let db = clickhouse.dashboard_db(ClickHouseRole::Admin).recording();
+    let db = common::dashboard_db(&clickhouse, ClickHouseRole::Admin).recording();
     let month = thirty_days_until(until);
     let cells = matrix::cells(&db, &month, until, Source::Rollup)
         .await

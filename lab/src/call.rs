@@ -15,7 +15,7 @@ use rallypoint_client_native::runner::{self, Command, Output, RunnerConfig};
 use rallypoint_protocol::v1::{DecisionRule, ElectionTrigger, server_frame};
 use tokio::sync::mpsc;
 
-use crate::stack::Stack;
+use rallypoint_testkit::stack::Stack;
 
 pub struct Participant {
     commands: mpsc::UnboundedSender<Command>,

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::stack::{Stack, StackConfig};
+use rallypoint_testkit::stack::{Stack, StackConfig};
 
 /// Developer and operator commands for rallypoint.
 #[derive(Debug, Parser)]
@@ -113,7 +113,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         scenarios: args
             .scenario
             .iter()
-            .map(crate::proxy::Scenario::load)
+            .map(rallypoint_testkit::proxy::Scenario::load)
             .collect::<anyhow::Result<_>>()?,
         telemetry: true,
         collector_args: Vec::new(),

@@ -1,28 +1,15 @@
-//! The lab: everything needed to run rallypoint on one machine as if it were
-//! spread over the world, and the `rallypoint` developer/operator CLI built on it.
+//! The `rallypoint` developer/operator CLI: `up` (a local multi-region
+//! stack), `join`, `probe`, `simulate`, the user-file commands and the
+//! benchmarks. What it runs on — NATS clusters, processes, proxies, tokens —
+//! is `rallypoint-testkit`, shared with every crate's tests.
 //!
-//! * [`nats`] — real `nats-server` super-clusters on loopback (clusters,
-//!   gateways, JetStream), used by `rallypoint up` and by every integration test;
-//! * [`relays`] — `rallypoint-relay` processes;
-//! * [`process`] — child processes that stop cleanly and log to files;
-//! * [`tokens`] — the development token issuer.
+//! * [`cli`] — the command line;
+//! * [`commands`] — one module per command;
+//! * [`bench`] — the benchmarks, each against a baseline measured in the
+//!   same run;
+//! * [`call`] — participants in a call, for the failover benchmark and test.
 
 pub mod bench;
-pub mod bins;
 pub mod call;
-pub mod chdb;
 pub mod cli;
-pub mod clickhouse;
-pub mod collector;
 pub mod commands;
-pub mod nats;
-pub mod pki;
-pub mod ports;
-pub mod process;
-pub mod proxy;
-pub mod relays;
-pub mod reports;
-pub mod stack;
-pub mod tokens;
-pub mod usage;
-pub mod zookeeper;

@@ -5,8 +5,8 @@
 //! Every login is over TLS, and a client that does not trust the server's CA
 //! (or would send its password in the clear) does not get to log in.
 
-use rallypoint_lab::clickhouse::{ClickHouseLogin, ClickHouseRole, ClickHouseServer};
-use rallypoint_lab::pki::DevCa;
+use rallypoint_testkit::clickhouse::{ClickHouseLogin, ClickHouseRole, ClickHouseServer};
+use rallypoint_testkit::pki::DevCa;
 
 async fn run(login: &ClickHouseLogin, sql: &str) -> Result<String, String> {
     let client = login.args().client().map_err(|e| format!("{e:#}"))?;
@@ -250,7 +250,7 @@ async fn the_deployment_users_file_gives_each_part_its_rights() {
         .await
         .unwrap();
     let users = dir.path().join("users");
-    let output = std::process::Command::new(rallypoint_lab::bins::ours("rallypoint").unwrap())
+    let output = std::process::Command::new(rallypoint_testkit::bins::ours("rallypoint").unwrap())
         .args(["clickhouse-users", "--dir", users.to_str().unwrap()])
         .args(["--networks", "127.0.0.1,::1"])
         .output()

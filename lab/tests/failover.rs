@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use rallypoint_lab::call::{FaultedCall, faulted_call};
-use rallypoint_lab::stack::{Stack, StackConfig};
 use rallypoint_protocol::v1::{DecisionRule, ElectionTrigger};
+use rallypoint_testkit::stack::{Stack, StackConfig};
 
 async fn call_then(signal: Signal) -> FaultedCall {
     let dir = tempfile::tempdir().unwrap();

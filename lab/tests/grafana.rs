@@ -7,7 +7,7 @@
 //!   the schema and a small known dataset (`grafana/seed.rs`): every query must
 //!   return rows with the columns its panel needs, and one or more panels per
 //!   dashboard must show exactly the numbers computed here from the seed;
-//! * on current ClickHouse in-process (chDB, `lab/tools/chdb_check.py`)
+//! * on current ClickHouse in-process (chDB, `testkit/tools/chdb_check.py`)
 //!   with the same schema and seed: every query must run.
 //!
 //! The relay-health dashboard reads Prometheus instead: here its structure
@@ -29,7 +29,7 @@ use std::path::PathBuf;
 
 use expand::{Range, Value, Variables};
 use rallypoint_collector::schema::fresh_schema;
-use rallypoint_lab::clickhouse::ClickHouseServer;
+use rallypoint_testkit::clickhouse::ClickHouseServer;
 use seed::{BASE, DAY, Election, HOUR, distinct, group, quantile};
 use serde_json::{Value as Json, json};
 
@@ -460,8 +460,8 @@ fn every_panel_runs_on_modern_clickhouse() {
         "seed": seed::inserts(&seed::elections()),
         "checks": checks,
     });
-    let stdout =
-        rallypoint_lab::chdb::check(&spec).unwrap_or_else(|e| panic!("chDB check failed:\n{e}"));
+    let stdout = rallypoint_testkit::chdb::check(&spec)
+        .unwrap_or_else(|e| panic!("chDB check failed:\n{e}"));
     let ok = stdout.lines().filter(|l| l.starts_with("ok: ")).count();
     assert_eq!(ok, checks.len(), "chDB ran only some queries:\n{stdout}");
     eprintln!("chDB: {ok} queries ran in {:?}", started.elapsed());

@@ -361,7 +361,7 @@ static HELP: LazyLock<BTreeMap<&'static str, Help>> = LazyLock::new(|| {
         .map(|&binary| {
             let mut words = binary.split(' ');
             let program = words.next().unwrap();
-            let path = rallypoint_lab::bins::ours(program).unwrap_or_else(|e| panic!("{e:#}"));
+            let path = rallypoint_testkit::bins::ours(program).unwrap_or_else(|e| panic!("{e:#}"));
             let output = Command::new(&path)
                 .args(words)
                 .arg("--help")
@@ -1108,7 +1108,7 @@ fn nats_examples_form_the_super_cluster() {
 /// code and the local stack use — no anonymous user, nothing broader.
 #[test]
 fn nats_examples_are_secured_like_the_local_stack() {
-    use rallypoint_lab::nats::access::{ACCOUNT, roles};
+    use rallypoint_testkit::nats::access::{ACCOUNT, roles};
     let nats = nats_examples();
     let regions: Vec<String> = nats.iter().map(|(r, _)| r.clone()).collect();
     let expected: BTreeSet<String> = roles(&regions)

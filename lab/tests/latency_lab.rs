@@ -7,8 +7,8 @@ use std::time::Duration;
 use rallypoint_client::election::ElectionConfig;
 use rallypoint_client::session::Update;
 use rallypoint_client_native::runner::{self, Command, Output, RunnerConfig};
-use rallypoint_lab::proxy::Scenario;
-use rallypoint_lab::stack::{Stack, StackConfig};
+use rallypoint_testkit::proxy::Scenario;
+use rallypoint_testkit::stack::{Stack, StackConfig};
 
 fn scenario(file: &str) -> Scenario {
     Scenario::load(format!("{}/scenarios/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap()

@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
-use rallypoint_lab::nats::{NatsAccess, NatsRole, SuperCluster, SuperClusterSpec};
 use rallypoint_service::nats::NatsArgs;
+use rallypoint_testkit::nats::{NatsAccess, NatsRole, SuperCluster, SuperClusterSpec};
 
 /// Small streams: this test stores a handful of messages.
 const BOUNDS: rallypoint_collector::streams::StreamBounds =
@@ -109,7 +109,7 @@ async fn nobody_connects_without_a_credential_and_the_ca() {
 
     // A CA that did not sign the servers: refused, and the error names the flag.
     let other_ca = tempfile::tempdir().unwrap();
-    let stranger = rallypoint_lab::pki::DevCa::create(other_ca.path(), "stranger").unwrap();
+    let stranger = rallypoint_testkit::pki::DevCa::create(other_ca.path(), "stranger").unwrap();
     let mut wrong_ca = relay.args.clone();
     wrong_ca.ca = Some(stranger.cert.clone());
     let error = rallypoint_service::nats::connect(&wrong_ca, identity())

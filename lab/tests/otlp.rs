@@ -16,9 +16,9 @@ use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point};
 use prost::Message as _;
 use rallypoint_client::TransportKind;
 use rallypoint_client_native::Peer;
-use rallypoint_lab::nats::{ClusterSpec, NatsRole, SuperCluster, SuperClusterSpec};
-use rallypoint_lab::relays::{RelayProcess, RelaySpec};
-use rallypoint_lab::tokens::DevIssuer;
+use rallypoint_testkit::nats::{ClusterSpec, NatsRole, SuperCluster, SuperClusterSpec};
+use rallypoint_testkit::relays::{RelayProcess, RelaySpec};
+use rallypoint_testkit::tokens::DevIssuer;
 use tokio::sync::mpsc;
 
 const SECRET: &str = "otlp-test";

@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rallypoint_client_native::Peer;
-use rallypoint_lab::commands::simulate::send;
-use rallypoint_lab::reports::ReportGenerator;
-use rallypoint_lab::stack::{Stack, StackConfig};
+use rallypoint_testkit::reports::ReportGenerator;
+use rallypoint_testkit::reports::send;
+use rallypoint_testkit::stack::{Stack, StackConfig};
 
 #[test]
 fn no_secret_reaches_any_log_at_debug_level() {

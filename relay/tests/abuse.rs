@@ -14,10 +14,10 @@ use bytes::Bytes;
 use futures_util::future::join_all;
 use rallypoint_client::TransportKind::{WebSocket, WebTransport};
 use rallypoint_client_native::{Peer, PeerError};
-use rallypoint_lab::usage;
 use rallypoint_protocol::v1::{
     ClientFrame, ErrorCode, Refresh, TrackKind, client_frame, server_frame,
 };
+use rallypoint_testkit::usage;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -677,7 +677,7 @@ async fn one_token_cannot_flood_telemetry_by_reconnecting() {
     let candidate = lab.candidate(0, WebSocket);
     let identity = lab.identity("lobby", "flooder");
     let mut reports =
-        rallypoint_lab::reports::ReportGenerator::new(lab.relays[0].candidates(), 7, false);
+        rallypoint_testkit::reports::ReportGenerator::new(lab.relays[0].candidates(), 7, false);
     let (mut limited, mut passed) = (0, 0);
     let started = Instant::now();
     for _ in 0..CONNECTIONS {

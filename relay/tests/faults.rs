@@ -39,7 +39,7 @@ async fn bad_tokens_get_a_clear_error_then_the_connection_closes() {
         assert_eq!(code, ErrorCode::Unauthenticated);
         assert!(message.contains("token"), "{message}");
 
-        let forged = rallypoint_lab::tokens::DevIssuer::new("some-other-secret").mint(
+        let forged = rallypoint_testkit::tokens::DevIssuer::new("some-other-secret").mint(
             "r",
             "mallory",
             "Mallory",

@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use rallypoint_client::TransportKind::WebSocket;
 use rallypoint_client_native::Peer;
-use rallypoint_lab::nats::NatsRole;
-use rallypoint_lab::reports::ReportGenerator;
 use rallypoint_protocol::v1::{
     ClientFrame, ElectionReport, EnrichedElectionReport, TelemetryAck, TelemetryRefusal,
     TelemetryReport, client_frame, server_frame, telemetry_report,
 };
 use rallypoint_protocol::{prost::Message, subjects};
+use rallypoint_testkit::nats::NatsRole;
+use rallypoint_testkit::reports::ReportGenerator;
 use support::*;
 
 const STREAM: &str = "TEST_TELEMETRY";

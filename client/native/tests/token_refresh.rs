@@ -13,10 +13,10 @@ use rallypoint_client::session::Update;
 use rallypoint_client::{Candidate, TransportKind};
 use rallypoint_client_native::Peer;
 use rallypoint_client_native::runner::{self, Command, Output, RunnerConfig, TokenSource};
-use rallypoint_lab::nats::{ClusterSpec, NatsRole, SuperCluster, SuperClusterSpec};
-use rallypoint_lab::relays::{RelayProcess, RelaySpec};
-use rallypoint_lab::tokens::DevIssuer;
 use rallypoint_protocol::v1::{ErrorCode, Media, TrackKind, server_frame};
+use rallypoint_testkit::nats::{ClusterSpec, NatsRole, SuperCluster, SuperClusterSpec};
+use rallypoint_testkit::relays::{RelayProcess, RelaySpec};
+use rallypoint_testkit::tokens::DevIssuer;
 use tokio::sync::mpsc;
 
 const SECRET: &str = "token-refresh-test-secret";

@@ -12,7 +12,7 @@ use std::time::Duration;
 use rallypoint_collector::rows::{CandidateRow, ElectionRow, ReportRows};
 use rallypoint_dashboard::data::Db;
 use rallypoint_dashboard::filters::Filters;
-use rallypoint_lab::clickhouse::{ClickHouseRole, ClickHouseServer};
+use rallypoint_testkit::clickhouse::{ClickHouseRole, ClickHouseServer};
 
 /// 2026-11-24 00:00 UTC: the dashboard's "now" in this test.
 pub const UNTIL: u32 = 1_795_478_400;
@@ -210,11 +210,11 @@ pub const DEADLINE: Duration = Duration::from_secs(10);
 /// with `args`, logging to `log`, and waits until it answers; killed when
 /// dropped.
 pub async fn start_binary(
-    clickhouse: &rallypoint_lab::clickhouse::ClickHouseLogin,
+    clickhouse: &rallypoint_testkit::clickhouse::ClickHouseLogin,
     args: &[&str],
     log: &std::path::Path,
 ) -> (tokio::process::Child, SocketAddr) {
-    let port = rallypoint_lab::ports::free_tcp();
+    let port = rallypoint_testkit::ports::free_tcp();
     let (password_env, password) = clickhouse.env();
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_rallypoint-dashboard"))
         .arg("--listen")
@@ -278,14 +278,31 @@ pub struct Fixture {
     pub addr: SocketAddr,
 }
 
+/// The collector's store over `server`, opened as the administrator
+/// (schema migrated), as `rallypoint-collector setup` would.
+pub async fn admin_store(
+    server: &ClickHouseServer,
+    retention_days: u32,
+) -> rallypoint_collector::store::Store {
+    rallypoint_collector::store::Store::open(
+        &server.login(ClickHouseRole::Admin).args(),
+        retention_days,
+    )
+    .await
+    .expect("the administrator opens the store")
+}
+
+/// The dashboard's data access over `server`, logged in as `role`.
+pub fn dashboard_db(server: &ClickHouseServer, role: ClickHouseRole) -> Db {
+    Db::new(&server.login(role).args()).expect("the lab's TLS settings are usable")
+}
+
 pub async fn fixture(reports: &[ReportRows]) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let clickhouse = ClickHouseServer::start(dir.path()).await.unwrap();
-    let store = clickhouse.admin_store(90).await.unwrap();
+    let store = admin_store(&clickhouse, 90).await;
     store.write(reports, &[]).await.unwrap();
-    let db = clickhouse
-        .dashboard_db(ClickHouseRole::Dashboard)
-        .recording();
+    let db = dashboard_db(&clickhouse, ClickHouseRole::Dashboard).recording();
     let addr = serve(db.clone()).await;
     Fixture {
         _dir: dir,
@@ -433,7 +450,7 @@ pub fn replay_on_chdb(statements: &[String]) {
          VALUES ('aaaaaaaaaaaaaaaa', toDateTime(1795471200), 'ssssssssssssssss', 'initial', 'singapore', 'websocket', 40000, 500, 'SG', 'Singtel')",
     ];
     let spec = serde_json::json!({ "ddl": ddl, "ttl": [], "seed": seed, "checks": checks });
-    if let Err(e) = rallypoint_lab::chdb::check(&spec) {
+    if let Err(e) = rallypoint_testkit::chdb::check(&spec) {
         panic!("a dashboard query fails on current ClickHouse:\n{e}");
     }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use rallypoint_dashboard::data::{Source, capacity, matrix, outcomes, overview, sessions};
 use rallypoint_dashboard::filters::Filters;
 
-use crate::clickhouse::{ClickHouseRole, ClickHouseServer};
+use rallypoint_testkit::clickhouse::{ClickHouseRole, ClickHouseServer};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct DashboardBenchArgs {
@@ -26,7 +26,8 @@ const CHUNK: u64 = 1_000_000;
 pub async fn run(args: DashboardBenchArgs) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let mut clickhouse = ClickHouseServer::start(dir.path()).await?;
-    clickhouse.admin_store(90).await?;
+    rallypoint_collector::store::Store::open(&clickhouse.login(ClickHouseRole::Admin).args(), 90)
+        .await?;
     let now = rallypoint_service::clock::unix_seconds();
     let started = Instant::now();
     for offset in (0..args.elections).step_by(CHUNK as usize) {
@@ -59,7 +60,7 @@ pub async fn run(args: DashboardBenchArgs) -> anyhow::Result<()> {
             .query(&format!("OPTIMIZE TABLE {table} FINAL"))
             .await?;
     }
-    let db = clickhouse.dashboard_db(ClickHouseRole::Admin);
+    let db = rallypoint_dashboard::data::Db::new(&clickhouse.login(ClickHouseRole::Admin).args())?;
     let now = now as u32;
     println!(
         "dashboard view latency, ClickHouse 18.16 with {} elections ({} candidate rows) over {DAYS} days; {} runs each",

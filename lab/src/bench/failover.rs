@@ -8,7 +8,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 
 use crate::call::faulted_call;
-use crate::stack::{Stack, StackConfig};
+use rallypoint_testkit::stack::{Stack, StackConfig};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct FailoverBenchArgs {

@@ -17,9 +17,9 @@ use rallypoint_collector::rows::{ReportRows, rows};
 use rallypoint_protocol::encode;
 use rallypoint_protocol::v1::{ElectionReport, EnrichedElectionReport};
 
-use crate::clickhouse::ClickHouseServer;
-use crate::reports::{ReportGenerator, two_region_candidates};
-use crate::stack::{Stack, StackConfig};
+use rallypoint_testkit::clickhouse::{ClickHouseRole, ClickHouseServer};
+use rallypoint_testkit::reports::{ReportGenerator, two_region_candidates};
+use rallypoint_testkit::stack::{Stack, StackConfig};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct IngestBenchArgs {
@@ -140,7 +140,7 @@ async fn one_run(
     let mut generator = ReportGenerator::new(stack.candidates(), 42, true);
     let nats = stack
         .nats
-        .access(crate::nats::NatsRole::Admin, "us-east")
+        .access(rallypoint_testkit::nats::NatsRole::Admin, "us-east")
         .connect()
         .await?;
     let js = async_nats::jetstream::new(nats);
@@ -276,7 +276,10 @@ async fn clickhouse_alone(
     let dir = tempfile::tempdir()?;
     eprintln!("[bench] ClickHouse alone, {writers} writer(s): preparing {reports} reports");
     let mut server = ClickHouseServer::start(dir.path()).await?;
-    let store = Arc::new(server.admin_store(90).await?);
+    let store = Arc::new(
+        rallypoint_collector::store::Store::open(&server.login(ClickHouseRole::Admin).args(), 90)
+            .await?,
+    );
     let mut generator = ReportGenerator::new(two_region_candidates(), 42, true);
     let mut batches = Vec::new();
     let mut batch: Vec<ReportRows> = Vec::with_capacity(batch_size);
@@ -327,7 +330,7 @@ async fn clickhouse_alone(
 /// Polls the stored election count until it reaches `expected`; returns
 /// (time since `since`, count) at every poll.
 async fn wait_stored(
-    clickhouse: &crate::clickhouse::ClickHouseServer,
+    clickhouse: &rallypoint_testkit::clickhouse::ClickHouseServer,
     expected: u64,
     since: Instant,
 ) -> anyhow::Result<Vec<(Duration, u64)>> {

@@ -21,9 +21,9 @@ use rallypoint_client_native::Peer;
 use rallypoint_protocol::v1::{TrackKind, server_frame};
 
 use super::{latency_histogram, summary_ms};
-use crate::nats::{ClusterSpec, NatsAccess, NatsRole, SuperCluster, SuperClusterSpec};
-use crate::relays::{RelayProcess, RelaySpec};
-use crate::tokens::DevIssuer;
+use rallypoint_testkit::nats::{ClusterSpec, NatsAccess, NatsRole, SuperCluster, SuperClusterSpec};
+use rallypoint_testkit::relays::{RelayProcess, RelaySpec};
+use rallypoint_testkit::tokens::DevIssuer;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct RelayBenchArgs {

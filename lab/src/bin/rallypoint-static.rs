@@ -1,5 +1,5 @@
 //! `rallypoint-static`: serves the browser app and its candidate list in a
-//! deployment, the part of `rallypoint up`'s stack server (lab/src/stack/
+//! deployment, the part of `rallypoint up`'s stack server (testkit/src/stack/
 //! server.rs) that a cluster needs; relays, tokens and simulated locations
 //! stay in the lab. The image `rallypoint-web` (images/web.Containerfile)
 //! runs it with the trunk build in `/srv/www`; the chart's candidates

@@ -3,7 +3,7 @@
 //!
 //! Writes `users.xml` for the ClickHouse servers (the same users, profiles
 //! and reader limits the local stack and the tests run with:
-//! `crate::clickhouse::UsersConfig`; passwords only as SHA-256) and one
+//! `rallypoint_testkit::clickhouse::UsersConfig`; passwords only as SHA-256) and one
 //! random password per user (`<user>.password`), all readable by the owner
 //! only, for the Kubernetes Secret the chart reads (`clickhouse.users.*`).
 
@@ -11,8 +11,8 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 
-use crate::clickhouse::{ClickHouseRole, READER_LIMITS, UsersConfig};
-use crate::pki::{create_private_dir, write_private};
+use rallypoint_testkit::clickhouse::{ClickHouseRole, READER_LIMITS, UsersConfig};
+use rallypoint_testkit::pki::{create_private_dir, write_private};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ClickHouseUsersArgs {

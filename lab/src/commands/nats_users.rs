@@ -6,14 +6,14 @@
 //! chart mounts, and prints the `accounts` block for the NATS servers'
 //! configuration (`config.merge.accounts` in the official chart's values):
 //! public keys and the same least-privilege permissions the local stack and
-//! the tests run with (`crate::nats::access`).
+//! the tests run with (`rallypoint_testkit::nats::access`).
 
 use std::path::PathBuf;
 
 use anyhow::Context as _;
 
-use crate::nats::access::{accounts_config, create_user, roles};
-use crate::pki::create_private_dir;
+use rallypoint_testkit::nats::access::{accounts_config, create_user, roles};
+use rallypoint_testkit::pki::create_private_dir;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct NatsUsersArgs {

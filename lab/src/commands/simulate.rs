@@ -8,16 +8,13 @@
 //! (browsers get their tokens there): the simulator mints its own with the
 //! deployment's secret, or is given one with `--token`.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rallypoint_client_native::Peer;
-use rallypoint_protocol::v1::{
-    ClientFrame, TelemetryReport, client_frame, server_frame, telemetry_report,
-};
+use rallypoint_testkit::reports::{ReportGenerator, send};
+use rallypoint_testkit::tokens::DevIssuer;
 
 use super::source::Source;
-use crate::reports::ReportGenerator;
-use crate::tokens::DevIssuer;
 
 /// Lifetime of the simulator's own token (relays accept up to 24 h).
 const SIMULATOR_TOKEN_TTL: Duration = Duration::from_secs(12 * 3600);
@@ -109,84 +106,4 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
     );
     anyhow::ensure!(outcome.refused == 0, "some reports were refused");
     Ok(())
-}
-
-/// Acknowledgements received for sent reports.
-#[derive(Debug, Default)]
-pub struct SendOutcome {
-    pub accepted: u64,
-    pub refused: u64,
-    pub first_refusal: Option<String>,
-}
-
-impl SendOutcome {
-    fn count(&mut self, accepted: bool, reason: String) {
-        if accepted {
-            self.accepted += 1;
-        } else {
-            self.refused += 1;
-            self.first_refusal.get_or_insert(reason);
-        }
-    }
-}
-
-/// Sends `count` reports round-robin over `peers` at `rate` per second and
-/// waits for every acknowledgement (or 30 s without one).
-pub async fn send(
-    peers: Vec<Peer>,
-    mut generator: ReportGenerator,
-    count: u64,
-    rate: u64,
-) -> SendOutcome {
-    let (ack_tx, mut acks) = tokio::sync::mpsc::unbounded_channel();
-    let senders: Vec<_> = peers
-        .into_iter()
-        .map(|peer| {
-            let (sender, mut frames) = peer.conn.into_split();
-            let ack_tx = ack_tx.clone();
-            tokio::spawn(async move {
-                while let Some(received) = frames.recv().await {
-                    if let Some(server_frame::Kind::TelemetryAck(ack)) = received.frame.kind
-                        && ack_tx.send((ack.accepted, ack.reason)).is_err()
-                    {
-                        return;
-                    }
-                }
-            });
-            sender
-        })
-        .collect();
-    drop(ack_tx);
-    let started = Instant::now();
-    let gap = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
-    let mut outcome = SendOutcome::default();
-    let mut last_progress = Instant::now();
-    for i in 0..count {
-        let frame = ClientFrame::of(client_frame::Kind::Telemetry(TelemetryReport {
-            kind: Some(telemetry_report::Kind::Election(generator.next_report())),
-        }));
-        senders[(i as usize) % senders.len()].send(&frame);
-        while let Ok((accepted, reason)) = acks.try_recv() {
-            outcome.count(accepted, reason);
-        }
-        if let Some(wait) = (started + gap * (i as u32 + 1)).checked_duration_since(Instant::now())
-        {
-            tokio::time::sleep(wait).await;
-        }
-        if last_progress.elapsed() >= Duration::from_secs(1) {
-            eprintln!(
-                "[simulate] sent {} of {count}, {} acknowledged",
-                i + 1,
-                outcome.accepted + outcome.refused
-            );
-            last_progress = Instant::now();
-        }
-    }
-    while outcome.accepted + outcome.refused < count {
-        match tokio::time::timeout(Duration::from_secs(30), acks.recv()).await {
-            Ok(Some((accepted, reason))) => outcome.count(accepted, reason),
-            _ => break,
-        }
-    }
-    outcome
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 pub fn binary() -> PathBuf {
-    rallypoint_lab::bins::external(
+    rallypoint_testkit::bins::external(
         "promtool",
         "PROMTOOL",
         "install Debian's prometheus package (scripts/setup.sh test does)",

@@ -5,9 +5,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use rallypoint_lab::bins;
-use rallypoint_lab::ports::free_tcp;
-use rallypoint_lab::process::Process;
+use rallypoint_testkit::bins;
+use rallypoint_testkit::ports::free_tcp;
+use rallypoint_testkit::process::Process;
 use serde_json::Value as Json;
 
 pub struct Prometheus {

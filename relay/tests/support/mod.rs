@@ -8,10 +8,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use rallypoint_client::{Candidate, TransportKind};
 use rallypoint_client_native::{ClientIdentity, Peer};
-use rallypoint_lab::nats::{NatsRole, SuperCluster, SuperClusterSpec};
-use rallypoint_lab::relays::{RelayProcess, RelaySpec};
-use rallypoint_lab::tokens::DevIssuer;
 use rallypoint_protocol::v1::{Joined, Media, server_frame};
+use rallypoint_testkit::nats::{NatsRole, SuperCluster, SuperClusterSpec};
+use rallypoint_testkit::relays::{RelayProcess, RelaySpec};
+use rallypoint_testkit::tokens::DevIssuer;
 
 pub const SECRET: &str = "test-secret-shared-by-all-regions";
 pub const T: Duration = Duration::from_secs(10);

@@ -1,14 +1,19 @@
 //! Realistic election reports, for `rallypoint simulate` and the telemetry
 //! tests: a client somewhere in the world (country, ISP, ASN), every
 //! candidate of the deployment measured with an RTT that follows from where
-//! the client and the region are, the winner the election rule would pick.
+//! the client and the region are, the winner the election rule would pick;
+//! and [`send`], which delivers them through relays and counts the acks.
+
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rallypoint_client::sim::Rng;
 use rallypoint_client::{Candidate, TransportKind};
+use rallypoint_client_native::Peer;
 use rallypoint_protocol::telemetry::SCHEMA_VERSION;
 use rallypoint_protocol::v1::{
-    CandidateOutcome, CandidateReport, ClientContext, DecisionRule, ElectionReport, ElectionTrigger,
+    CandidateOutcome, CandidateReport, ClientContext, ClientFrame, DecisionRule, ElectionReport,
+    ElectionTrigger, TelemetryReport, client_frame, server_frame, telemetry_report,
 };
 
 /// Where simulated clients are: country, ISPs with ASNs, base RTT (ms) to
@@ -242,32 +247,84 @@ pub fn two_region_candidates() -> Vec<Candidate> {
     candidates
 }
 
-/// `reports` as the relay of `region` enriches them (ASN 64500, ISP
-/// "Example", US), received `spread_seconds` apart from `first_ms` on: the
-/// rows the collector stores.
-pub fn received(
-    reports: &[ElectionReport],
-    region: &str,
-    first_ms: u64,
-    spread_seconds: u64,
-) -> Vec<rallypoint_collector::rows::ReportRows> {
-    reports
-        .iter()
-        .enumerate()
-        .map(|(i, report)| {
-            let enriched = rallypoint_protocol::v1::EnrichedElectionReport {
-                report: Some(report.clone()),
-                relay_id: format!("{region}-ws-0"),
-                relay_region: region.into(),
-                received_ms: first_ms + i as u64 * spread_seconds * 1000,
-                asn: 64500,
-                isp: "Example".into(),
-                country: "US".into(),
-            };
-            rallypoint_collector::rows::rows(&rallypoint_protocol::encode(&enriched))
-                .expect("a generated report is valid")
+/// Acknowledgements received for sent reports.
+#[derive(Debug, Default)]
+pub struct SendOutcome {
+    pub accepted: u64,
+    pub refused: u64,
+    pub first_refusal: Option<String>,
+}
+
+impl SendOutcome {
+    fn count(&mut self, accepted: bool, reason: String) {
+        if accepted {
+            self.accepted += 1;
+        } else {
+            self.refused += 1;
+            self.first_refusal.get_or_insert(reason);
+        }
+    }
+}
+
+/// Sends `count` reports round-robin over `peers` at `rate` per second and
+/// waits for every acknowledgement (or 30 s without one).
+pub async fn send(
+    peers: Vec<Peer>,
+    mut generator: ReportGenerator,
+    count: u64,
+    rate: u64,
+) -> SendOutcome {
+    let (ack_tx, mut acks) = tokio::sync::mpsc::unbounded_channel();
+    let senders: Vec<_> = peers
+        .into_iter()
+        .map(|peer| {
+            let (sender, mut frames) = peer.conn.into_split();
+            let ack_tx = ack_tx.clone();
+            tokio::spawn(async move {
+                while let Some(received) = frames.recv().await {
+                    if let Some(server_frame::Kind::TelemetryAck(ack)) = received.frame.kind
+                        && ack_tx.send((ack.accepted, ack.reason)).is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+            sender
         })
-        .collect()
+        .collect();
+    drop(ack_tx);
+    let started = Instant::now();
+    let gap = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
+    let mut outcome = SendOutcome::default();
+    let mut last_progress = Instant::now();
+    for i in 0..count {
+        let frame = ClientFrame::of(client_frame::Kind::Telemetry(TelemetryReport {
+            kind: Some(telemetry_report::Kind::Election(generator.next_report())),
+        }));
+        senders[(i as usize) % senders.len()].send(&frame);
+        while let Ok((accepted, reason)) = acks.try_recv() {
+            outcome.count(accepted, reason);
+        }
+        if let Some(wait) = (started + gap * (i as u32 + 1)).checked_duration_since(Instant::now())
+        {
+            tokio::time::sleep(wait).await;
+        }
+        if last_progress.elapsed() >= Duration::from_secs(1) {
+            eprintln!(
+                "[simulate] sent {} of {count}, {} acknowledged",
+                i + 1,
+                outcome.accepted + outcome.refused
+            );
+            last_progress = Instant::now();
+        }
+    }
+    while outcome.accepted + outcome.refused < count {
+        match tokio::time::timeout(Duration::from_secs(30), acks.recv()).await {
+            Ok(Some((accepted, reason))) => outcome.count(accepted, reason),
+            _ => break,
+        }
+    }
+    outcome
 }
 
 #[cfg(test)]

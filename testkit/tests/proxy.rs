@@ -10,7 +10,7 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use rallypoint_lab::proxy::{LinkSpec, ProxyStats, Scenario, TcpDelayProxy, UdpDelayProxy};
+use rallypoint_testkit::proxy::{LinkSpec, ProxyStats, Scenario, TcpDelayProxy, UdpDelayProxy};
 
 const ANY_LOCAL: &str = "127.0.0.1:0";
 const PATIENCE: Duration = Duration::from_secs(10);
@@ -470,7 +470,8 @@ fn scenario_load_names_the_file_and_the_problem() {
 
 #[test]
 fn shipped_scenarios_load() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+    // The lab's scenarios, as `rallypoint up --scenario` ships them.
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../lab/scenarios");
     let expected = [
         ("singapore.json", "singapore", 40.0, "us-east", 250.0),
         ("new-york.json", "us-east", 15.0, "singapore", 240.0),

@@ -361,14 +361,7 @@ async fn start_dashboard(
     let user = "dev".to_owned();
     let password = format!("{:032x}", rand::random::<u128>());
     let users_file = dir.join("dashboard-users");
-    let line = {
-        let (user, password) = (user.clone(), password.clone());
-        // Argon2 is slow on purpose (a second in debug builds).
-        tokio::task::spawn_blocking(move || {
-            rallypoint_dashboard::auth::users_line(&user, &password)
-        })
-        .await??
-    };
+    let line = hashed_users_line(&user, &password).await?;
     crate::pki::write_private(&users_file, format!("{line}\n").as_bytes())?;
     // The dashboard reads as its own read-only, limited ClickHouse user.
     let reader = clickhouse.login(ClickHouseRole::Dashboard);
@@ -403,6 +396,33 @@ async fn start_dashboard(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     anyhow::bail!("the dashboard did not start:\n{}", process.log_tail(20))
+}
+
+/// The users-file line for `user`, hashed by the dashboard binary itself
+/// (`rallypoint-dashboard hash-password`, the command operators use), so the
+/// stack needs no link to the dashboard's code.
+async fn hashed_users_line(user: &str, password: &str) -> anyhow::Result<String> {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new(crate::bins::ours("rallypoint-dashboard")?)
+        .args(["hash-password", user])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    stdin.write_all(format!("{password}\n").as_bytes()).await?;
+    drop(stdin);
+    // Argon2 is slow on purpose (a second in debug builds).
+    let output = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .map_err(|_| anyhow::anyhow!("rallypoint-dashboard hash-password took over 30 s"))??;
+    anyhow::ensure!(
+        output.status.success(),
+        "rallypoint-dashboard hash-password failed: {}",
+        String::from_utf8_lossy(&output.stderr).trim()
+    );
+    Ok(String::from_utf8(output.stdout)?.trim().to_owned())
 }
 
 /// The built browser app: `$RALLYPOINT_WEB_DIST`, else `client/web/dist` of

@@ -291,25 +291,6 @@ impl ClickHouseServer {
         }
     }
 
-    /// The collector's store over this server, opened as the administrator
-    /// (schema migrated), as `rallypoint-collector setup` would.
-    pub async fn admin_store(
-        &self,
-        retention_days: u32,
-    ) -> anyhow::Result<rallypoint_collector::store::Store> {
-        rallypoint_collector::store::Store::open(
-            &self.login(ClickHouseRole::Admin).args(),
-            retention_days,
-        )
-        .await
-    }
-
-    /// The dashboard's data access over this server, logged in as `role`.
-    pub fn dashboard_db(&self, role: ClickHouseRole) -> rallypoint_dashboard::data::Db {
-        rallypoint_dashboard::data::Db::new(&self.login(role).args())
-            .expect("the lab's TLS settings are usable")
-    }
-
     /// The administrator's password (user `default`), for tests and tools.
     pub fn admin_password(&self) -> String {
         self.login(ClickHouseRole::Admin).password
