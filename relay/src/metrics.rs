@@ -49,6 +49,8 @@ pub struct Stats {
     /// Probes, keyframe requests and media frames over their sender's budget.
     pub probes_over_budget: AtomicU64,
     pub keyframe_requests_over_budget: AtomicU64,
+    /// Microphone/camera changes over their sender's budget (dropped).
+    pub media_states_over_budget: AtomicU64,
     pub media_over_budget: AtomicU64,
     /// Media frames too large for the NATS server's max_payload.
     pub media_refused_oversize: AtomicU64,
@@ -183,6 +185,12 @@ const COUNTERS: &[Instrument<u64>] = &[
                 s.keyframe_requests_over_budget.load(Relaxed)
             }),
         ],
+    },
+    Instrument {
+        name: "rallypoint.relay.media_states_over_budget",
+        unit: "{change}",
+        description: "Microphone/camera changes dropped over their connection's budget",
+        series: &[(None, |s| s.media_states_over_budget.load(Relaxed))],
     },
     Instrument {
         name: "rallypoint.relay.probes",

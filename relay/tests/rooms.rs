@@ -218,3 +218,146 @@ async fn presence_within(
     }
     events
 }
+
+/// A participant's microphone and camera reach everyone in the room, across
+/// regions: at once when they change, in `Joined` for whoever comes later,
+/// and carried over a move to another relay by the new `Join`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn microphone_and_camera_state_reach_the_room_across_regions_and_moves() {
+    use rallypoint_protocol::v1::{ClientFrame, Join, MediaState, client_frame};
+
+    let lab = Lab::two_regions(&[]).await;
+    let identity = lab.identity("standup", "alice");
+    let mut alice =
+        rallypoint_client_native::Peer::connect(&lab.candidate(0, WebSocket), &identity, T)
+            .await
+            .unwrap();
+    alice.join("standup", 0, T).await.unwrap();
+    let (mut bob, jb) = lab.participant(1, WebTransport, "standup", "bob").await;
+    wait_sees(&mut bob, &jb, &[alice.peer_id()]).await;
+
+    let muted = MediaState {
+        muted: true,
+        camera_off: false,
+    };
+    alice
+        .conn
+        .send(&ClientFrame::of(client_frame::Kind::MediaState(muted)));
+    let changed = state_change_within(&mut bob, Duration::from_secs(5))
+        .await
+        .expect("bob hears that alice muted, through the other region");
+    assert_eq!(changed.peer_id, alice.peer_id());
+    assert_eq!(changed.state, Some(muted));
+
+    // Carol comes later, in alice's region: Joined says alice is muted.
+    let (_carol, jc) = lab.participant(0, WebSocket, "standup", "carol").await;
+    let alice_there = jc
+        .participants
+        .iter()
+        .find(|p| p.peer_id == alice.peer_id())
+        .expect("carol's Joined lists alice");
+    assert_eq!(alice_there.state, Some(muted));
+
+    // Alice moves to singapore with her camera now off too: bob sees the
+    // move carry the new state.
+    let both_off = MediaState {
+        muted: true,
+        camera_off: true,
+    };
+    alice.conn.abort();
+    let moved = rallypoint_client_native::Peer::connect(&lab.candidate(1, WebSocket), &identity, T)
+        .await
+        .expect("alice reaches the second relay");
+    assert_eq!(moved.peer_id(), alice.peer_id(), "the same participant");
+    moved
+        .conn
+        .send(&ClientFrame::of(client_frame::Kind::Join(Join {
+            room: "standup".into(),
+            join_seq: 1,
+            state: Some(both_off),
+        })));
+    let seen = bob
+        .expect("PeerMoved", T, |kind| match kind {
+            server_frame::Kind::PeerMoved(m) => m.peer.clone(),
+            _ => None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(seen.state, Some(both_off));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_state_before_join_is_refused_and_a_flood_of_changes_is_bounded() {
+    use rallypoint_protocol::v1::{ClientFrame, MediaState, client_frame};
+
+    let lab = Lab::two_regions(&[]).await;
+    // Probe-only: announcing a state is a protocol violation.
+    let identity = lab.identity("standup", "mallory");
+    let mut probe_only = rallypoint_client_native::Peer::connect(
+        &lab.candidate(0, WebSocket),
+        &identity,
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    probe_only
+        .conn
+        .send(&ClientFrame::of(client_frame::Kind::MediaState(
+            MediaState::default(),
+        )));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let refusal = loop {
+        match tokio::time::timeout_at(deadline, probe_only.recv()).await {
+            Ok(Some(received)) => {
+                if let Some(server_frame::Kind::Error(e)) = received.frame.kind {
+                    break Some(e);
+                }
+            }
+            _ => break None,
+        }
+    };
+    let refusal = refusal.expect("the relay says why");
+    assert!(
+        refusal.message.contains("before Join"),
+        "{}",
+        refusal.message
+    );
+
+    // In a room, a client toggling a thousand times is held to its budget:
+    // the others see a bounded number of changes, not a thousand.
+    let (flooder, _) = lab.participant(0, WebSocket, "flood", "flooder").await;
+    let (mut watcher, jw) = lab.participant(1, WebSocket, "flood", "watcher").await;
+    wait_sees(&mut watcher, &jw, &[flooder.peer_id()]).await;
+    for i in 0..1000 {
+        let state = MediaState {
+            muted: i % 2 == 0,
+            camera_off: false,
+        };
+        flooder
+            .conn
+            .send(&ClientFrame::of(client_frame::Kind::MediaState(state)));
+    }
+    let mut changes = 0;
+    while state_change_within(&mut watcher, Duration::from_millis(1500))
+        .await
+        .is_some()
+    {
+        changes += 1;
+        assert!(changes <= 40, "the watcher saw over 40 of 1000 changes");
+    }
+    assert!(changes >= 1, "changes within the budget still arrive");
+}
+
+/// The next `PeerState` `peer` receives within `window`.
+async fn state_change_within(
+    peer: &mut rallypoint_client_native::Peer,
+    window: Duration,
+) -> Option<rallypoint_protocol::v1::PeerState> {
+    let deadline = tokio::time::Instant::now() + window;
+    while let Ok(Some(received)) = tokio::time::timeout_at(deadline, peer.recv()).await {
+        if let Some(server_frame::Kind::PeerState(changed)) = received.frame.kind {
+            return Some(changed);
+        }
+    }
+    None
+}

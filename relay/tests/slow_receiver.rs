@@ -44,6 +44,7 @@ async fn a_receiver_that_stops_reading_loses_frames_alone_and_the_sender_is_aske
     let join = ClientFrame::of(client_frame::Kind::Join(Join {
         room: "r".into(),
         join_seq: 0,
+        ..Default::default()
     }));
     stalled.send(Message::Binary(encode(&join))).await.unwrap();
     loop {

@@ -111,6 +111,7 @@ impl Peer {
             .send(&ClientFrame::of(client_frame::Kind::Join(Join {
                 room: room.to_owned(),
                 join_seq,
+                ..Default::default()
             })));
         let relay = self.candidate.label();
         wait_for(

@@ -224,10 +224,8 @@ impl Runner {
     }
 
     fn command(&mut self, command: Command) {
-        if let Some(kind) = command.into_room_frame() {
-            let now = self.now();
-            self.session.send_to_room(kind, now);
-        }
+        let now = self.now();
+        self.session.command(command, now);
     }
 
     /// Carries out the session's transmits and forwards its updates.

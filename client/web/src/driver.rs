@@ -185,9 +185,7 @@ impl Driver {
     }
 
     fn command(&mut self, command: Command) {
-        if let Some(kind) = command.into_room_frame() {
-            self.session.send_to_room(kind, clock::now());
-        }
+        self.session.command(command, clock::now());
     }
 
     /// Carries out the session's transmits and forwards its updates.

@@ -43,6 +43,13 @@ impl PageParams {
     }
 }
 
+/// The link that invites someone into `room`: this app's page (`origin`
+/// and `path` of the current address) with the room filled in. No location
+/// and no name: the invitee is elsewhere, and someone else.
+pub fn invite_url(origin: &str, path: &str, room: &str) -> String {
+    format!("{origin}{path}?room={}", percent_encode(room))
+}
+
 /// The development token issuer's address for `room` and `name`.
 pub fn token_path(room: &str, name: &str) -> String {
     format!(
@@ -168,6 +175,15 @@ mod tests {
         let p = PageParams::parse("?location=..%2F..%2Fetc%2Fpasswd");
         assert_eq!(p.location, None);
         assert_eq!(p.candidates_path(), "/candidates.json");
+    }
+
+    #[test]
+    fn an_invite_opens_the_same_room_and_nothing_else() {
+        let url = invite_url("https://call.example", "/", "team sync/1");
+        assert_eq!(url, "https://call.example/?room=team%20sync%2F1");
+        let back = PageParams::parse(url.split_once('?').unwrap().1);
+        assert_eq!(back.room.as_deref(), Some("team sync/1"));
+        assert_eq!((back.location, back.name), (None, None));
     }
 
     #[test]

@@ -240,6 +240,51 @@ test('killing the elected relay of one page brings its frames back through failo
   assert.equal((await remote(pages.newYork)).peerId, theirView.peerId, 'the mover kept its peer id');
 });
 
+/** What the other page's tile says about the one remote participant. */
+const remoteState = (page) =>
+  page.locator('[data-peer-id]').evaluate((tile) => ({
+    muted: tile.dataset.muted,
+    cameraOff: tile.dataset.cameraOff,
+    caption: tile.querySelector('figcaption')?.textContent,
+  }));
+
+test('muting and turning the camera off show on the other page, and back', async () => {
+  const [actor, watcher] = [pages.singapore, pages.newYork];
+  const shows = (muted, cameraOff) =>
+    until(
+      watcher,
+      ([muted, cameraOff]) => {
+        const tile = document.querySelector('[data-peer-id]');
+        return tile?.dataset.muted === muted && tile?.dataset.cameraOff === cameraOff;
+      },
+      [String(muted), String(cameraOff)],
+      10_000,
+    );
+  await shows(false, false);
+  await actor.getByRole('button', { name: 'Mute microphone' }).click();
+  await shows(true, false);
+  await actor.getByRole('button', { name: 'Turn camera off' }).click();
+  await shows(true, true);
+  const seen = await remoteState(watcher);
+  assert.match(seen.caption, /muted/);
+  assert.match(seen.caption, /camera off/);
+  await watcher.screenshot({ path: join(artifacts, 'call-peer-muted.png') });
+  await actor.getByRole('button', { name: 'Unmute microphone' }).click();
+  await actor.getByRole('button', { name: 'Turn camera on' }).click();
+  await shows(false, false);
+});
+
+test('the invite link opens the lobby of the same room', async () => {
+  const link = await pages.newYork.locator('[data-invite-link]').getAttribute('href');
+  const url = new URL(link);
+  assert.equal(url.searchParams.get('room'), room);
+  assert.equal(url.searchParams.get('location'), null, 'the invitee is elsewhere');
+  const page = await browser.context.newPage();
+  await page.goto(link);
+  assert.equal(await page.getByLabel('Room').inputValue(), room);
+  await page.close();
+});
+
 test('a denied camera is explained, and the call can be joined without it', async () => {
   const page = await browser.context.newPage();
   await page.addInitScript(() => {

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rallypoint_protocol::subjects;
-use rallypoint_protocol::v1::{Participant, TrackKind};
+use rallypoint_protocol::v1::{MediaState, Participant, TrackKind};
 use tokio::sync::mpsc;
 
 use crate::metrics::Stats;
@@ -77,6 +77,11 @@ enum Command {
     Lost {
         conn: ConnId,
         peer_id: String,
+    },
+    State {
+        conn: ConnId,
+        peer_id: String,
+        state: MediaState,
     },
     KeyframeRequest {
         requester: String,
@@ -155,6 +160,19 @@ impl Hub {
             Command::Lost {
                 conn,
                 peer_id: peer_id.to_owned(),
+            },
+        );
+    }
+
+    /// The participant's microphone or camera changed. Never dropped (like
+    /// a join or a leave): a tile showing the wrong state misleads.
+    pub fn media_state(&self, room: &str, conn: ConnId, peer_id: &str, state: MediaState) {
+        self.deliver(
+            room,
+            Command::State {
+                conn,
+                peer_id: peer_id.to_owned(),
+                state,
             },
         );
     }

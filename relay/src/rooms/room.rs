@@ -181,6 +181,14 @@ impl Room {
                     self.hub.release(&self.name);
                 }
             }
+            Command::State {
+                conn,
+                peer_id,
+                state,
+            } => {
+                let effects = self.roster.local_state(conn, &peer_id, state);
+                self.apply(effects).await;
+            }
             Command::KeyframeRequest {
                 requester,
                 target,
@@ -226,6 +234,10 @@ impl Room {
             }
             Some(room_event::Kind::Beat(beat)) => {
                 let effects = self.roster.remote_beat(beat, now);
+                self.apply(effects).await;
+            }
+            Some(room_event::Kind::State(changed)) => {
+                let effects = self.roster.remote_state(changed);
                 self.apply(effects).await;
             }
             Some(room_event::Kind::KeyframeRequest(request)) => {

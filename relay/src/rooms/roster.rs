@@ -15,8 +15,9 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use rallypoint_protocol::v1::{
-    LeaveReason, Participant, PeerJoined, PeerLeft, PeerMoved, PresenceJoined, PresenceLeft,
-    RoomEvent, RosterBeat, RosterEntry, room_event, server_frame,
+    LeaveReason, MediaState, Participant, PeerJoined, PeerLeft, PeerMoved, PeerState,
+    PresenceJoined, PresenceLeft, PresenceState, RoomEvent, RosterBeat, RosterEntry, room_event,
+    server_frame,
 };
 
 /// Identifies one client connection on this relay.
@@ -104,12 +105,17 @@ impl Roster {
                     }),
                 }),
                 Some(Entry {
+                    participant: before,
                     place: Place::Local { grace_until, .. },
                     ..
                 }) => {
-                    // Back on this same relay: nothing changed for the room.
+                    // Back on this same relay: nothing changed for the room,
+                    // unless the microphone or camera did meanwhile.
                     if grace_until.is_some() {
                         effects.push(Effect::Release);
+                    }
+                    if before.state != participant.state {
+                        effects.push(notify_state(&participant));
                     }
                 }
                 Some(Entry {
@@ -152,6 +158,49 @@ impl Roster {
         }
         let entry = self.entries.remove(peer_id).expect("checked above");
         self.left_effects(peer_id, entry.join_seq, LeaveReason::Hangup)
+    }
+
+    /// A local client's microphone or camera changed: the room's other
+    /// clients are told, and so are the other relays. Nothing happens for a
+    /// connection that is no longer where the participant is, or when
+    /// nothing changed.
+    pub fn local_state(&mut self, conn: ConnId, peer_id: &str, state: MediaState) -> Vec<Effect> {
+        if !self.is_located_at(peer_id, conn) {
+            return Vec::new();
+        }
+        let entry = self.entries.get_mut(peer_id).expect("checked above");
+        if entry.participant.state == Some(state) {
+            return Vec::new();
+        }
+        entry.participant.state = Some(state);
+        vec![
+            notify_state(&entry.participant),
+            Effect::Publish(RoomEvent {
+                kind: Some(room_event::Kind::State(PresenceState {
+                    peer_id: peer_id.to_owned(),
+                    relay_id: self.relay_id.clone(),
+                    join_seq: entry.join_seq,
+                    state: Some(state),
+                })),
+            }),
+        ]
+    }
+
+    /// Another relay says a participant it serves changed its microphone or
+    /// camera. Only the relay where the participant is, for its current
+    /// join, is believed.
+    pub fn remote_state(&mut self, changed: PresenceState) -> Vec<Effect> {
+        let Some(entry) = self.entries.get_mut(&changed.peer_id) else {
+            return Vec::new();
+        };
+        let current = entry.participant.relay_id == changed.relay_id
+            && entry.join_seq == changed.join_seq
+            && matches!(entry.place, Place::Remote { .. });
+        if !current || entry.participant.state == changed.state {
+            return Vec::new();
+        }
+        entry.participant.state = changed.state;
+        vec![notify_state(&entry.participant)]
     }
 
     /// A local client's connection vanished without a Leave.
@@ -350,6 +399,11 @@ impl Roster {
                 if let Place::Remote { last_seen } = &mut entry.place {
                     *last_seen = now;
                 }
+                // A beat repairs a state change whose announcement was lost.
+                if entry.participant.state != participant.state {
+                    entry.participant.state = participant.state;
+                    effects.push(notify_state(&entry.participant));
+                }
                 return effects;
             }
             Some(entry) => {
@@ -408,6 +462,16 @@ fn moved(to: &Participant, from: &Participant) -> Effect {
     }
 }
 
+fn notify_state(participant: &Participant) -> Effect {
+    Effect::Notify {
+        except: Some(participant.peer_id.clone()),
+        frame: server_frame::Kind::PeerState(PeerState {
+            peer_id: participant.peer_id.clone(),
+            state: participant.state,
+        }),
+    }
+}
+
 fn notify_left(peer_id: &str, reason: LeaveReason) -> Effect {
     Effect::Notify {
         except: Some(peer_id.to_owned()),
@@ -448,6 +512,7 @@ mod tests {
                     server_frame::Kind::PeerJoined(_) => "joined",
                     server_frame::Kind::PeerLeft(_) => "left",
                     server_frame::Kind::PeerMoved(_) => "moved",
+                    server_frame::Kind::PeerState(_) => "state",
                     _ => "other",
                 }),
                 _ => None,
@@ -613,5 +678,106 @@ mod tests {
         assert_eq!(releases(&effects), 1);
         assert!(notified(&effects).is_empty());
         assert_eq!(roster.held(), 0);
+    }
+
+    fn muted() -> MediaState {
+        MediaState {
+            muted: true,
+            camera_off: false,
+        }
+    }
+
+    #[test]
+    fn a_state_change_reaches_the_room_and_the_other_relays_once() {
+        let mut roster = Roster::new("r1", "us-east", GRACE);
+        roster.local_join(1, participant("a"), 0);
+        let effects = roster.local_state(1, "a", muted());
+        assert_eq!(notified(&effects), ["state"]);
+        let published = effects.iter().find_map(|e| match e {
+            Effect::Publish(RoomEvent {
+                kind: Some(room_event::Kind::State(state)),
+            }) => Some(state.clone()),
+            _ => None,
+        });
+        let published = published.expect("the other relays are told");
+        assert_eq!(published.relay_id, "r1");
+        assert_eq!(published.state, Some(muted()));
+        // The same state again changes nothing; a stale connection neither.
+        assert!(roster.local_state(1, "a", muted()).is_empty());
+        assert!(roster.local_state(2, "a", MediaState::default()).is_empty());
+        // A relay joining later learns it from the beat.
+        let beat = roster.beat(false);
+        assert_eq!(beat.peers[0].peer.as_ref().unwrap().state, Some(muted()));
+    }
+
+    #[test]
+    fn remote_state_is_believed_only_from_where_the_participant_is() {
+        let t0 = Instant::now();
+        let mut roster = Roster::new("r1", "us-east", GRACE);
+        roster.remote_joined(
+            PresenceJoined {
+                peer: Some(remote("b", "r2")),
+                join_seq: 3,
+            },
+            t0,
+        );
+        let change = |relay: &str, join_seq| PresenceState {
+            peer_id: "b".into(),
+            relay_id: relay.into(),
+            join_seq,
+            state: Some(muted()),
+        };
+        assert!(
+            roster.remote_state(change("r3", 3)).is_empty(),
+            "another relay"
+        );
+        assert!(
+            roster.remote_state(change("r2", 2)).is_empty(),
+            "an older join"
+        );
+        assert_eq!(notified(&roster.remote_state(change("r2", 3))), ["state"]);
+        assert!(
+            roster.remote_state(change("r2", 3)).is_empty(),
+            "nothing changed"
+        );
+    }
+
+    #[test]
+    fn a_beat_repairs_a_lost_state_change() {
+        let t0 = Instant::now();
+        let mut roster = Roster::new("r1", "us-east", GRACE);
+        let beat = |state: Option<MediaState>| RosterBeat {
+            relay_id: "r2".into(),
+            region: "singapore".into(),
+            peers: vec![RosterEntry {
+                peer: Some(Participant {
+                    state,
+                    ..remote("b", "r2")
+                }),
+                join_seq: 0,
+            }],
+            in_reply: false,
+        };
+        assert_eq!(notified(&roster.remote_beat(beat(None), t0)), ["joined"]);
+        assert!(roster.remote_beat(beat(None), t0).is_empty());
+        assert_eq!(
+            notified(&roster.remote_beat(beat(Some(muted())), t0)),
+            ["state"]
+        );
+    }
+
+    #[test]
+    fn rejoining_with_another_state_tells_the_room() {
+        let t0 = Instant::now();
+        let mut roster = Roster::new("r1", "us-east", GRACE);
+        roster.local_join(1, participant("a"), 0);
+        assert_eq!(roster.local_lost(1, "a", t0), Departure::Held);
+        let rejoined = Participant {
+            state: Some(muted()),
+            ..participant("a")
+        };
+        let (_, effects) = roster.local_join(2, rejoined, 1);
+        assert_eq!(notified(&effects), ["state"]);
+        assert_eq!(releases(&effects), 1);
     }
 }

@@ -86,8 +86,14 @@ struct Identity {
 }
 
 /// The per-connection budgets after authentication (see `--help`).
+/// Microphone/camera changes a connection may announce: a person clicking
+/// fast stays within it; over it, changes are dropped and counted.
+const MEDIA_STATES_PER_SECOND: u32 = 2;
+const MEDIA_STATES_BURST: u32 = 10;
+
 struct Budgets {
     keyframe_requests: RateLimiter,
+    media_states: RateLimiter,
     probes: RateLimiter,
     media_frames: RateLimiter,
     media_bytes: RateLimiter,
@@ -103,6 +109,9 @@ impl Budgets {
                 limits.keyframe_requests_per_second,
                 limits.keyframe_requests_per_second.saturating_mul(10),
             ),
+            // People toggle their microphone or camera a few times a minute;
+            // a burst of toggles is allowed, a stream of them is not.
+            media_states: per_second(MEDIA_STATES_PER_SECOND, MEDIA_STATES_BURST),
             probes: per_second(limits.probes_per_second, limits.probes_per_second),
             media_frames: per_second(
                 limits.media_frames_per_second,
@@ -354,6 +363,22 @@ impl Session {
             (client_frame::Kind::KeyframeRequest(_), Phase::ProbeOnly(_)) => {
                 self.violation("keyframe request before Join")
             }
+            (client_frame::Kind::MediaState(state), Phase::InRoom { identity, room }) => {
+                if !self.budgets.media_states.try_take(Instant::now()) {
+                    self.relay
+                        .stats
+                        .media_states_over_budget
+                        .fetch_add(1, Relaxed);
+                    return Ok(());
+                }
+                self.relay
+                    .hub
+                    .media_state(room, self.conn, &identity.peer_id, state);
+                Ok(())
+            }
+            (client_frame::Kind::MediaState(_), Phase::ProbeOnly(_)) => {
+                self.violation("media state before Join")
+            }
             (client_frame::Kind::Leave(leave), Phase::InRoom { .. }) => {
                 self.take_room_op()?;
                 let Phase::InRoom { identity, room } =
@@ -555,6 +580,7 @@ impl Session {
         let participant = Participant {
             peer_id: identity.peer_id.clone(),
             display_name: identity.claims.name.clone(),
+            state: join.state,
             ..Default::default()
         };
         let joined = self.relay.hub.join(

@@ -34,9 +34,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rallypoint_protocol::v1::{
-    ClientFrame, ClientInfo, ElectionReport, ErrorCode, Join, KeyframeRequest, Leave, Media, Probe,
-    Refresh, ServerFrame, TelemetryAck, TelemetryReport, TrackKind, client_frame, server_frame,
-    telemetry_report,
+    ClientFrame, ClientInfo, ElectionReport, ErrorCode, Join, KeyframeRequest, Leave, Media,
+    MediaState, Probe, Refresh, ServerFrame, TelemetryAck, TelemetryReport, TrackKind,
+    client_frame, server_frame, telemetry_report,
 };
 
 use crate::Candidate;
@@ -155,24 +155,11 @@ pub enum Command {
     SendMedia(Media),
     /// Ask a participant for a keyframe of `kind`.
     RequestKeyframe { peer_id: String, kind: TrackKind },
+    /// The microphone or camera changed: the room is told now and at every
+    /// later join (a move to another relay carries it on).
+    SetMediaState(MediaState),
     /// Hang up and stop.
     Stop,
-}
-
-impl Command {
-    /// The frame the command sends to the room; `None` for [`Command::Stop`].
-    pub fn into_room_frame(self) -> Option<client_frame::Kind> {
-        match self {
-            Command::SendMedia(media) => Some(client_frame::Kind::Media(media)),
-            Command::RequestKeyframe { peer_id, kind } => {
-                Some(client_frame::Kind::KeyframeRequest(KeyframeRequest {
-                    peer_id,
-                    kind: kind as i32,
-                }))
-            }
-            Command::Stop => None,
-        }
-    }
 }
 
 /// What a driver tells the application; `R` is its transport's received
@@ -207,6 +194,8 @@ pub struct Session {
     session_id: Bytes,
     info: ClientInfo,
     room: Option<String>,
+    /// Microphone and camera, as the room should see them.
+    media_state: MediaState,
     connect_timeout: Duration,
     connections: Connections,
     serving: Option<CandidateId>,
@@ -239,6 +228,7 @@ impl Session {
             session_id: identity.session_id,
             info: identity.info,
             room,
+            media_state: MediaState::default(),
             connect_timeout,
             connections: Connections::new(transports),
             serving: None,
@@ -396,8 +386,30 @@ impl Session {
         used
     }
 
-    /// Sends `kind` (media, a keyframe request) through the serving relay;
-    /// dropped while none serves.
+    /// Carries out what the application asks ([`Command::Stop`] is the
+    /// driver's own: it ends its loop).
+    pub fn command(&mut self, command: Command, now: Micros) {
+        match command {
+            Command::SendMedia(media) => self.send_to_room(client_frame::Kind::Media(media), now),
+            Command::RequestKeyframe { peer_id, kind } => self.send_to_room(
+                client_frame::Kind::KeyframeRequest(KeyframeRequest {
+                    peer_id,
+                    kind: kind as i32,
+                }),
+                now,
+            ),
+            Command::SetMediaState(state) => {
+                if state != self.media_state {
+                    self.media_state = state;
+                    self.send_to_room(client_frame::Kind::MediaState(state), now);
+                }
+            }
+            Command::Stop => {}
+        }
+    }
+
+    /// Sends `kind` (media, a keyframe request, a media state) through the
+    /// serving relay; dropped while none serves.
     pub fn send_to_room(&mut self, kind: client_frame::Kind, now: Micros) {
         let Some(serving) = self.serving_connection() else {
             return;
@@ -633,7 +645,11 @@ impl Session {
                 if let Some(room) = self.room.clone() {
                     self.send_to(
                         candidate,
-                        ClientFrame::of(client_frame::Kind::Join(Join { room, join_seq })),
+                        ClientFrame::of(client_frame::Kind::Join(Join {
+                            room,
+                            join_seq,
+                            state: Some(self.media_state),
+                        })),
                     );
                 }
                 // Whatever was in flight on the previous relay may be lost.

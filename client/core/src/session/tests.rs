@@ -1083,3 +1083,55 @@ fn a_rough_path_causes_no_false_failover_in_long_calls() {
     }
     assert_eq!(failovers, 0, "false failovers in 20 ten-minute calls");
 }
+
+#[test]
+fn the_media_state_is_sent_once_per_change_and_carried_into_every_join() {
+    let wt = |region| candidate(region, TransportKind::WebTransport);
+    let mut net = Net::with_candidates(
+        vec![wt("singapore"), wt("us-east")],
+        config(Some(ROOM), token_expiring(Micros::ZERO, 3600)),
+        vec![true, true],
+    );
+    let muted = MediaState {
+        muted: true,
+        camera_off: false,
+    };
+    // Set before any relay serves: nothing to send yet, the Join carries it.
+    net.session
+        .command(Command::SetMediaState(muted), Micros::ZERO);
+    net.session.start(Micros::ZERO);
+    net.run_until(4_000);
+    assert_eq!(net.session.serving(), Some(0));
+    let states_sent = |net: &Net| -> Vec<(CandidateId, MediaState)> {
+        net.sent
+            .iter()
+            .filter_map(|(id, f)| match &f.kind {
+                Some(client_frame::Kind::MediaState(state)) => Some((*id, *state)),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(net.joins()[0].1.state, Some(muted));
+    assert!(states_sent(&net).is_empty());
+
+    // A change goes to the serving relay once; the same state again is not
+    // sent.
+    let both_off = MediaState {
+        muted: true,
+        camera_off: true,
+    };
+    net.session
+        .command(Command::SetMediaState(both_off), net.now);
+    net.session
+        .command(Command::SetMediaState(both_off), net.now);
+    net.carry_out();
+    assert_eq!(states_sent(&net), [(0, both_off)]);
+
+    // The relay dies: the Join through the standby carries the latest state.
+    net.dead[0] = true;
+    net.in_flight.retain(|(_, c, _)| c.candidate != 0);
+    net.run_until(8_000);
+    assert_eq!(net.session.serving(), Some(1), "moved to the standby");
+    let (to, join) = *net.joins().last().unwrap();
+    assert_eq!((to, join.state), (1, Some(both_off)));
+}

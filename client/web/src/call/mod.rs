@@ -29,7 +29,7 @@ use leptos::prelude::*;
 use rallypoint_client::election::{CandidateView, ElectionConfig};
 use rallypoint_client::{Candidate, TransportKind};
 use rallypoint_protocol::v1::{
-    ClientInfo, ElectionReport, ElectionTrigger, ErrorCode, Media, TrackKind,
+    ClientInfo, ElectionReport, ElectionTrigger, ErrorCode, Media, MediaState, TrackKind,
 };
 use wasm_bindgen::JsValue;
 use wasm_bindgen_futures::spawn_local;
@@ -99,6 +99,7 @@ impl Call {
             owner,
         });
         call.start_senders();
+        call.announce_media_state();
         spawn_local(follow(call.clone(), outputs));
         spawn_local(tick(Rc::downgrade(&call)));
         call
@@ -150,6 +151,7 @@ impl Call {
             sender.set_enabled(!muted);
         }
         self.state.muted.set(muted);
+        self.announce_media_state();
     }
 
     pub fn set_camera(&self, on: bool) {
@@ -157,6 +159,19 @@ impl Call {
             sender.set_enabled(on);
         }
         self.state.camera_on.set(on);
+        self.announce_media_state();
+    }
+
+    /// Tells the room (through the session, which carries it into every
+    /// later join) whether others hear and see us: a microphone or camera
+    /// that is off, or that never opened, is shown on our tile there.
+    fn announce_media_state(&self) {
+        let state = MediaState {
+            muted: self.audio_sender.borrow().is_none() || self.state.muted.get_untracked(),
+            camera_off: self.video_sender.borrow().is_none()
+                || !self.state.camera_on.get_untracked(),
+        };
+        let _ = self.commands.unbounded_send(Command::SetMediaState(state));
     }
 
     /// The local camera, for the self view.

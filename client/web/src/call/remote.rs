@@ -64,6 +64,14 @@ impl Call {
                     self.add_peer(participant);
                 }
             }
+            server_frame::Kind::PeerState(changed) => {
+                let state = changed.state.unwrap_or_default();
+                self.state.peers.with_untracked(|peers| {
+                    if let Some(peer) = peers.iter().find(|p| p.peer_id == changed.peer_id) {
+                        peer.media_state.set(state);
+                    }
+                });
+            }
             server_frame::Kind::PeerLeft(left) => {
                 self.peers.borrow_mut().remove(&left.peer_id);
                 self.state
@@ -85,18 +93,21 @@ impl Call {
     /// Adds a participant, or updates where it is connected.
     fn add_peer(self: &Rc<Self>, participant: &Participant) {
         let mut known = false;
+        let media_state = participant.state.unwrap_or_default();
         self.state.peers.update(|peers| {
             if let Some(peer) = peers.iter_mut().find(|p| p.peer_id == participant.peer_id) {
                 known = true;
                 peer.name = participant.display_name.clone();
                 peer.region = participant.region.clone();
                 peer.relay_id = participant.relay_id.clone();
+                peer.media_state.set(media_state);
             }
         });
         if known {
             return;
         }
         let stats = self.owner.with(|| RwSignal::new(PeerStats::default()));
+        let media_state = self.owner.with(|| RwSignal::new(media_state));
         self.state.peers.update(|peers| {
             peers.push(RemotePeer {
                 peer_id: participant.peer_id.clone(),
@@ -104,6 +115,7 @@ impl Call {
                 region: participant.region.clone(),
                 relay_id: participant.relay_id.clone(),
                 stats,
+                media_state,
             })
         });
         self.media_for(&participant.peer_id, stats);

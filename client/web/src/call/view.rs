@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use leptos::prelude::*;
 use rallypoint_client::election::{CandidateView, Role};
+use rallypoint_protocol::v1::MediaState;
 
 /// Where the call stands, as the view shows it.
 #[derive(Debug, Clone, PartialEq)]
@@ -76,6 +77,8 @@ pub struct RemotePeer {
     pub region: String,
     pub relay_id: String,
     pub stats: RwSignal<PeerStats>,
+    /// Microphone and camera as the participant announced them.
+    pub media_state: RwSignal<MediaState>,
 }
 
 impl RemotePeer {

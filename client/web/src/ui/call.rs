@@ -47,6 +47,7 @@ pub fn CallView(call: Rc<Call>, screen: RwSignal<Screen, LocalStorage>) -> impl 
             <header class="topbar">
                 <h1>"rallypoint"</h1>
                 <span class="room">{move || format!("Room {}", state.room.get())}</span>
+                <InviteLink state />
                 <ConnectionBadge state />
             </header>
             <Banner state screen />
@@ -77,6 +78,37 @@ pub fn CallView(call: Rc<Call>, screen: RwSignal<Screen, LocalStorage>) -> impl 
                 <button type="button" class="leave" on:click=leave>"Leave call"</button>
             </footer>
         </div>
+    }
+}
+
+/// The link to this room, and a button that copies it (where the browser
+/// lets the page write the clipboard; the link itself always works).
+#[component]
+fn InviteLink(state: CallState) -> impl IntoView {
+    let url = move || {
+        let location = web_sys::window().map(|w| w.location());
+        let origin = location
+            .as_ref()
+            .and_then(|l| l.origin().ok())
+            .unwrap_or_default();
+        let path = location
+            .as_ref()
+            .and_then(|l| l.pathname().ok())
+            .unwrap_or_else(|| "/".into());
+        crate::params::invite_url(&origin, &path, &state.room.get())
+    };
+    let copied = RwSignal::new(false);
+    let copy = move |_| {
+        if let Some(window) = web_sys::window() {
+            let _ = window.navigator().clipboard().write_text(&url());
+            copied.set(true);
+        }
+    };
+    view! {
+        <span class="invite">
+            <a href=url data-invite-link="" title="Send this link to invite someone to this room">"Invite link"</a>
+            <button type="button" on:click=copy>{move || if copied.get() { "Copied" } else { "Copy" }}</button>
+        </span>
     }
 }
 
@@ -190,10 +222,15 @@ fn RemoteTile(peer: RemotePeer) -> impl IntoView {
         stats.with(|s| s.last_video_at.is_none_or(|at| now - at > VIDEO_STALE_MS))
     };
     let ms = |v: Option<f64>| v.map(|m| format!("{m:.1}")).unwrap_or_default();
+    let media_state = peer.media_state;
+    let muted = move || media_state.with(|s| s.muted);
+    let camera_off = move || media_state.with(|s| s.camera_off);
     view! {
         <figure
             class="tile remote"
-            class:stale=stale
+            class:stale=move || stale() || camera_off()
+            data-muted=move || muted().to_string()
+            data-camera-off=move || camera_off().to_string()
             data-peer-id=peer.peer_id.clone()
             data-frames-decoded=move || stats.with(|s| s.video_decoded)
             data-audio-decoded=move || stats.with(|s| s.audio_decoded)
@@ -204,7 +241,11 @@ fn RemoteTile(peer: RemotePeer) -> impl IntoView {
         >
             <canvas id=peer.canvas_id() width="640" height="360" role="img" aria-label=format!("Video of {}", peer.name)></canvas>
             <span class="initials" aria-hidden="true">{initials(&peer.name)}</span>
-            <figcaption>{format!("{} · {}", peer.name, peer.region)}</figcaption>
+            <figcaption>
+                {format!("{} · {}", peer.name, peer.region)}
+                {move || muted().then(|| view! { <span class="state muted" title="Microphone muted">" · muted"</span> })}
+                {move || camera_off().then(|| view! { <span class="state camera-off" title="Camera off">" · camera off"</span> })}
+            </figcaption>
         </figure>
     }
 }
