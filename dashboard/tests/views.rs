@@ -272,6 +272,14 @@ async fn every_view_shows_the_numbers_the_data_implies_on_old_and_new_clickhouse
         let (status, body) = get(path.clone()).await;
         assert_eq!(status, 200, "{path}");
         assert!(body.contains(&needle), "{path} lacks {needle}");
+        // Every column header says what its column means.
+        for header in body.split("<th scope=\"col\"").skip(1) {
+            let tag = header.split('>').next().unwrap_or_default();
+            assert!(
+                tag.contains("title=\""),
+                "{path}: a column header without an explanation: <th{tag}>"
+            );
+        }
     }
     let (_, empty) = get("/?range=1h&until=1000000".into()).await;
     assert!(empty.contains("No data in this time range"), "empty state");

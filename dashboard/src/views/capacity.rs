@@ -3,10 +3,82 @@
 
 use leptos::prelude::*;
 
+use super::columns::{Column, explained, head, number, text};
 use crate::charts::{LineChart, timestamp, trim};
 use crate::data::Series;
 use crate::data::capacity::{DailyLoad, HourlySessions, WhatIfResult};
 use crate::filters::{Filters, Window};
+
+const DAILY_LOAD: &[Column] = &[
+    text("Region", "The region whose relays the sessions elected."),
+    number(
+        "Latest day: peak hour",
+        "Sessions active in the busiest hour of the latest day with data.",
+    ),
+    number(
+        "Latest day: p95 hour",
+        "The 95th percentile of that day's 24 hourly counts (quiet hours count as 0): in practice its second-busiest hour, the load to plan for without sizing for a single spike. 0 when only one hour had sessions.",
+    ),
+    number(
+        "Highest peak",
+        "The busiest hour of any day in the last 14 days.",
+    ),
+    number(
+        "Week over week",
+        "The mean daily peak of the last 7 days against the 7 before; – until both weeks have data.",
+    ),
+];
+
+const WHAT_IF_REGIONS: &[Column] = &[
+    text(
+        "Region",
+        "A region of the deployment (or the shadow region asked about).",
+    ),
+    number(
+        "Elections won now",
+        "Initial elections in the time range that this region won.",
+    ),
+    number(
+        "Would win",
+        "How many of the same elections it would win with the change, each client taking its fastest measured candidate of the regions left.",
+    ),
+];
+
+const WHAT_IF_GROUPS: &[Column] = &[
+    text(
+        "Country",
+        "Where the clients were (derived at the relay; no addresses are stored).",
+    ),
+    text("ISP", "The clients' network (from their ASN)."),
+    number(
+        "Elections",
+        "Initial elections of this group in the time range.",
+    ),
+    number(
+        "Would move",
+        "Elections whose winner would be another region with the change.",
+    ),
+    number(
+        "Left without relay",
+        "Elections where no region would be left that the client measured.",
+    ),
+    number(
+        "Median RTT now, ms",
+        "Median RTT to the region each election chose.",
+    ),
+    number(
+        "Median RTT then, ms",
+        "Median RTT to the region each would choose with the change.",
+    ),
+    number(
+        "Δ p50, ms",
+        "Median of the per-election change in RTT (positive: slower).",
+    ),
+    number(
+        "Δ p95, ms",
+        "95th percentile of the per-election change: what the worst-served 5% would feel.",
+    ),
+];
 
 pub fn view(
     hourly: Vec<HourlySessions>,
@@ -57,13 +129,10 @@ pub fn view(
                 } else {
                     view! {
                         <table data-view="daily-load">
-                            <thead><tr>
-                                <th scope="col">"Region"</th><th scope="col" class="num">"Latest day: peak hour"</th>
-                                <th scope="col" class="num">"Latest day: p95 hour"</th><th scope="col" class="num">"Highest peak"</th>
-                                <th scope="col" class="num">"Week over week"</th>
-                            </tr></thead>
+                            {head(DAILY_LOAD)}
                             <tbody>{load_rows}</tbody>
                         </table>
+                        {explained(DAILY_LOAD)}
                     }.into_any()
                 }}
                 <p><small>"Sessions active in an hour: client sessions whose elections chose the region in that hour."</small></p>
@@ -115,18 +184,15 @@ fn what_if_view(result: WhatIfResult) -> AnyView {
     view! {
         <div>
             <table data-view="what-if-regions">
-                <thead><tr><th scope="col">"Region"</th><th scope="col" class="num">"Elections won now"</th><th scope="col" class="num">"Would win"</th></tr></thead>
+                {head(WHAT_IF_REGIONS)}
                 <tbody>{regions}</tbody>
             </table>
+            {explained(WHAT_IF_REGIONS)}
             <table data-view="what-if-groups">
-                <thead><tr>
-                    <th scope="col">"Country"</th><th scope="col">"ISP"</th><th scope="col" class="num">"Elections"</th>
-                    <th scope="col" class="num">"Would move"</th><th scope="col" class="num">"Left without relay"</th>
-                    <th scope="col" class="num">"Median RTT now, ms"</th><th scope="col" class="num">"Median RTT then, ms"</th>
-                    <th scope="col" class="num">"Δ p50, ms"</th><th scope="col" class="num">"Δ p95, ms"</th>
-                </tr></thead>
+                {head(WHAT_IF_GROUPS)}
                 <tbody>{groups}</tbody>
             </table>
+            {explained(WHAT_IF_GROUPS)}
         </div>
     }
     .into_any()

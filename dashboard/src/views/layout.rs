@@ -50,6 +50,9 @@ th, td { padding: .3rem .5rem; border-bottom: 1px solid #e3e6eb; text-align: lef
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 td.heat a { color: inherit; display: block; text-decoration: none; }
 svg.bar { display: block; width: 100%; height: 1rem; min-width: 10rem; border-radius: 3px; }
+details.columns { margin-top: .5rem; font-size: .85rem; color: #5b6270; }
+details.columns dl { display: grid; grid-template-columns: max-content 1fr; gap: .2rem .75rem; margin: .5rem 0 0; }
+details.columns dt { font-weight: 600; color: #1b1f24; } details.columns dd { margin: 0; }
 .error { background: #fde8e8; color: #8a1c1c; padding: 1rem; border-radius: 6px; }
 footer { padding: .5rem 1rem; color: #5b6270; font-size: .8rem; }
 #refresh[data-loading]::after { content: " · refreshing…"; }

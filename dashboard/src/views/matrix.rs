@@ -48,7 +48,12 @@ pub fn view(cells: Vec<Cell>, filters: &Filters) -> AnyView {
     }
     let header = regions
         .iter()
-        .map(|r| view! { <th scope="col" class="num">{r.clone()}</th> })
+        .map(|r| {
+            let means = format!(
+                "To {r}: the median of the RTTs (each a candidate's median in one election) that clients of the row's ISP measured to this region (bold), their p95, and n, how many such measurements"
+            );
+            view! { <th scope="col" class="num" title=means>{r.clone()}</th> }
+        })
         .collect::<Vec<_>>();
     let rows = by_isp
         .into_iter()
@@ -87,10 +92,10 @@ pub fn view(cells: Vec<Cell>, filters: &Filters) -> AnyView {
             <div class="card wide">
                 <h2>"Median RTT from each ISP to each region (all measured candidates)"</h2>
                 <table data-view="matrix">
-                    <thead><tr><th scope="col">"ISP"</th>{header}</tr></thead>
+                    <thead><tr><th scope="col" title="The clients' network (from their ASN, derived at the relay)">"ISP"</th>{header}</tr></thead>
                     <tbody>{rows}</tbody>
                 </table>
-                <p><small>"Colour: median RTT, green under 50 ms to red at 300 ms. Probe loss is shown from 1% on: a lossy path hurts a call more than a slower one, and clients weigh it when they elect. Click a cell for its time series."</small></p>
+                <p><small>"Rows: the clients' ISP. Columns: regions; each cell is the median RTT its clients measured to that region's relays (bold), the p95, and n, the candidate measurements it comes from. Colour: median RTT, green under 50 ms to red at 300 ms. Probe loss is shown from 1% on: a lossy path hurts a call more than a slower one, and clients weigh it when they elect. Click a cell for its time series."</small></p>
             </div>
         </main>
     }

@@ -2,6 +2,7 @@
 //! read a dashboard); each takes loaded data and returns the page's `<main>`.
 
 pub mod capacity;
+pub mod columns;
 pub mod layout;
 pub mod matrix;
 pub mod outcomes;

@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 
 use leptos::prelude::*;
 
+use super::columns::{Column, explained, head, number, text};
 use crate::charts::{PALETTE, swatch};
 use crate::data::outcomes::{Outcomes, Share, fractions};
 
@@ -84,14 +85,43 @@ fn share_table(caption: &str, kind: &str, shares: &[Share]) -> AnyView {
         <div class="card">
             <h2>{caption.to_owned()}</h2>
             <table data-view=kind.to_owned()>
-                <thead><tr><th scope="col">"Group"</th><th scope="col">"Share"</th><th scope="col">"Shares"</th><th scope="col" class="num">"Elections"</th></tr></thead>
+                {head(SHARES)}
                 <tbody>{rows}</tbody>
             </table>
             <ul class="legend">{legend}</ul>
+            {explained(SHARES)}
         </div>
     }
     .into_any()
 }
+
+const SHARES: &[Column] = &[
+    text(
+        "Group",
+        "The clients' ISP, country or transport, as the table's title says.",
+    ),
+    text(
+        "Share",
+        "The group's elections split by what they chose, in the legend's colours.",
+    ),
+    text("Shares", "The same split in numbers."),
+    number("Elections", "The group's elections in the time range."),
+];
+
+const REASONS: &[Column] = &[
+    text(
+        "Trigger",
+        "What started the election: the relay was lost (failover), it announced it was going away (drain), a clearly better relay appeared (degradation), or the background re-election after a move.",
+    ),
+    text(
+        "Rule",
+        "How it decided: the leader clearly best early, best at the deadline, the only usable candidate, a switch to the warm standby, a sustained improvement, or the first usable answer after losing the relay with no standby.",
+    ),
+    number(
+        "Count",
+        "Elections with this trigger and rule in the time range.",
+    ),
+];
 
 pub fn view(data: Outcomes) -> AnyView {
     let reasons = if data.reasons.is_empty() {
@@ -100,7 +130,7 @@ pub fn view(data: Outcomes) -> AnyView {
     } else {
         view! {
             <table data-view="reasons">
-                <thead><tr><th scope="col">"Trigger"</th><th scope="col">"Rule"</th><th scope="col" class="num">"Count"</th></tr></thead>
+                {head(REASONS)}
                 <tbody>{data.reasons.into_iter().map(|r| view! { <tr><td>{r.trigger}</td><td>{r.rule}</td><td class="num">{r.count}</td></tr> }).collect::<Vec<_>>()}</tbody>
             </table>
         }
@@ -111,7 +141,7 @@ pub fn view(data: Outcomes) -> AnyView {
             {share_table("Winning region by ISP", "by-isp", &data.by_isp)}
             {share_table("Winning region by country", "by-country", &data.by_country)}
             {share_table("WebTransport versus WebSocket (winners)", "transports", &data.transports)}
-            <div class="card"><h2>"Why calls moved"</h2>{reasons}</div>
+            <div class="card"><h2>"Why calls moved"</h2>{reasons}{explained(REASONS)}</div>
         </main>
     }
     .into_any()

@@ -2,9 +2,53 @@
 
 use leptos::prelude::*;
 
+use super::columns::{Column, explained, head, number, text};
 use crate::charts::{timestamp, trim};
 use crate::data::sessions::{RecentSession, SessionCandidate, SessionElection};
 use crate::filters::Filters;
+
+const RECENT: &[Column] = &[
+    text(
+        "Session",
+        "A client's call session (random; it names no person). Open it for its elections.",
+    ),
+    text(
+        "First seen (UTC)",
+        "When its first election report was received.",
+    ),
+    number(
+        "Elections",
+        "Elections it reported: the first, and every failover, drain or switch.",
+    ),
+    text(
+        "Country",
+        "Where the client was (derived at the relay; no addresses are stored).",
+    ),
+    text("ISP", "The client's network (from its ASN)."),
+];
+
+const CANDIDATES: &[Column] = &[
+    text("Region", "The candidate relay's region."),
+    text("Transport", "WebTransport (wt) or WebSocket (ws)."),
+    number("Samples", "RTT probes answered during the election."),
+    number("Lost", "Probes sent that were never answered in time."),
+    number(
+        "Median ms",
+        "Median round-trip time of the answered probes.",
+    ),
+    number(
+        "p95 ms",
+        "95th-percentile round-trip time of the answered probes.",
+    ),
+    text(
+        "Outcome",
+        "winner (serves the call), standby (kept connected for failover), loser, or failed (could not be used).",
+    ),
+    text(
+        "Error",
+        "Why a candidate could not be used, as the client saw it.",
+    ),
+];
 
 pub fn recent_view(sessions: Vec<RecentSession>, filters: &Filters) -> AnyView {
     let form = view! {
@@ -28,9 +72,10 @@ pub fn recent_view(sessions: Vec<RecentSession>, filters: &Filters) -> AnyView {
             .collect::<Vec<_>>();
         view! {
             <table data-view="recent-sessions">
-                <thead><tr><th scope="col">"Session"</th><th scope="col">"First seen (UTC)"</th><th scope="col" class="num">"Elections"</th><th scope="col">"Country"</th><th scope="col">"ISP"</th></tr></thead>
+                {head(RECENT)}
                 <tbody>{rows}</tbody>
             </table>
+            {explained(RECENT)}
         }
         .into_any()
     };
@@ -68,13 +113,12 @@ pub fn session_view(
                     {(!e.previous_region.is_empty()).then(|| format!(" (moved from {})", e.previous_region))}</p>
                     <p><small>{e.reason.clone()}</small></p>
                     <table>
-                        <thead><tr><th scope="col">"Region"</th><th scope="col">"Transport"</th><th scope="col" class="num">"Samples"</th><th scope="col" class="num">"Lost"</th>
-                        <th scope="col" class="num">"Median ms"</th><th scope="col" class="num">"p95 ms"</th><th scope="col">"Outcome"</th><th scope="col">"Error"</th></tr></thead>
+                        {head(CANDIDATES)}
                         <tbody>{mine}</tbody>
                     </table>
                 </li>
             }
         })
         .collect::<Vec<_>>();
-    view! { <main><div class="card wide"><h2>{format!("Session {id}")}</h2><ol data-view="session">{items}</ol></div></main> }.into_any()
+    view! { <main><div class="card wide"><h2>{format!("Session {id}")}</h2><ol data-view="session">{items}</ol>{explained(CANDIDATES)}</div></main> }.into_any()
 }

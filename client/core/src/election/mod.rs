@@ -1024,10 +1024,25 @@ impl Election {
             .filter_map(|id| Some((id, self.estimate(id)?)))
             .min_by(|a, b| a.1.total_cmp(&b.1))
             .map(|(id, _)| (self.slots[id].candidate.label(), self.rtt_and_loss(id)));
+        let region = &self.slots[pick].candidate.region;
+        let preference = (0..self.slots.len())
+            .filter(|&id| id != pick && self.slots[id].candidate.region == *region)
+            .filter_map(|id| Some((id, self.estimate(id)?)))
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .filter(|&(_, rtt)| self.estimate(pick).is_some_and(|own| rtt < own))
+            .map(|(id, rtt)| wording::TransportPreference {
+                faster: (self.slots[id].candidate.label(), self.rtt_and_loss(id)),
+                margin_us: rule::wt_margin(rtt, &self.config),
+            });
         wording::picked(
-            (&self.slots[pick].candidate.label(), self.rtt_and_loss(pick)),
+            (
+                &self.slots[pick].candidate.label(),
+                region,
+                self.rtt_and_loss(pick),
+            ),
             rule,
             now.since(t.started),
+            preference,
             next_region,
         )
     }

@@ -12,26 +12,53 @@ use super::config::ElectionConfig;
 /// A candidate's RTT estimate (µs) and loss rate, as measured.
 pub(super) type Measure = (Option<f64>, f64);
 
+/// Why the pick is not its region's fastest candidate: WebTransport is
+/// preferred over the region's faster WebSocket within a margin (µs).
+pub(super) struct TransportPreference {
+    pub faster: (String, Measure),
+    pub margin_us: f64,
+}
+
 /// A tournament's pick: `label` at its RTT (and loss), why, and the best
 /// candidate of another region, for comparison.
+///
+/// The election compares *regions* first (each by its best candidate), then
+/// picks the transport within the winning region; the sentence says so, so
+/// a close call never reads as a contradiction (a WebTransport pick slower
+/// than the next region's WebSocket names the faster candidate of its own
+/// region that won the region the comparison).
 pub(super) fn picked(
-    (label, measure): (&str, Measure),
+    (label, region, measure): (&str, &str, Measure),
     rule: DecisionRule,
     took: Duration,
+    preference: Option<TransportPreference>,
     next_region: Option<(String, Measure)>,
 ) -> String {
     let rtt = measured(measure);
     let how = match rule {
-        DecisionRule::Early => format!("clearly best after {:.2} s", took.as_secs_f64()),
-        DecisionRule::Deadline => "best at the deadline".to_owned(),
+        DecisionRule::Early => format!(
+            "region {region} clearly best after {:.2} s",
+            took.as_secs_f64()
+        ),
+        DecisionRule::Deadline => format!("region {region} best at the deadline"),
         DecisionRule::SoleCandidate => "the only usable candidate".to_owned(),
         DecisionRule::FirstAnswer => "first usable answer after losing the relay".to_owned(),
         _ => "chosen".to_owned(),
     };
+    let preference = preference
+        .map(|p| {
+            format!(
+                " (by {} at {}; WebTransport preferred within {})",
+                p.faster.0,
+                measured(p.faster.1),
+                ms(p.margin_us)
+            )
+        })
+        .unwrap_or_default();
     let next_region = next_region
         .map(|(label, measure)| format!("; next region {label} at {}", measured(measure)))
         .unwrap_or_default();
-    format!("{label} at {rtt}: {how}{next_region}")
+    format!("{label} at {rtt}: {how}{preference}{next_region}")
 }
 
 /// `20.0 ms`, or `20.0 ms with 4% loss` when loss weighed in (1% or more).
@@ -88,24 +115,48 @@ mod tests {
     #[test]
     fn a_pick_names_its_rtt_its_loss_its_reason_and_the_next_region() {
         let reason = picked(
-            ("singapore/ws", (Some(20_000.0), 0.0)),
+            ("singapore/ws", "singapore", (Some(20_000.0), 0.0)),
             DecisionRule::Early,
             Duration::from_millis(420),
+            None,
             Some(("us-east/ws".into(), (Some(120_000.0), 0.08))),
         );
         assert_eq!(
             reason,
-            "singapore/ws at 20.0 ms: clearly best after 0.42 s; \
+            "singapore/ws at 20.0 ms: region singapore clearly best after 0.42 s; \
              next region us-east/ws at 120.0 ms with 8% loss"
         );
         assert_eq!(
             picked(
-                ("a/ws", (None, 0.0)),
+                ("a/ws", "a", (None, 0.0)),
                 DecisionRule::SoleCandidate,
                 Duration::ZERO,
+                None,
                 None
             ),
             "a/ws at ?: the only usable candidate"
+        );
+    }
+
+    #[test]
+    fn a_close_call_says_what_was_compared() {
+        // The issue's example: a WebTransport pick slower than the next
+        // region's WebSocket read as a contradiction.
+        let reason = picked(
+            ("singapore/wt", "singapore", (Some(1_800.0), 0.0)),
+            DecisionRule::Early,
+            Duration::from_millis(300),
+            Some(TransportPreference {
+                faster: ("singapore/ws".into(), (Some(1_400.0), 0.0)),
+                margin_us: 1_000.0,
+            }),
+            Some(("us-east/ws".into(), (Some(1_500.0), 0.0))),
+        );
+        assert_eq!(
+            reason,
+            "singapore/wt at 1.8 ms: region singapore clearly best after 0.30 s \
+             (by singapore/ws at 1.4 ms; WebTransport preferred within 1.0 ms); \
+             next region us-east/ws at 1.5 ms"
         );
     }
 }
