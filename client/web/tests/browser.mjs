@@ -19,7 +19,8 @@ export async function launchChromium() {
       '--disable-background-networking',
       '--disable-component-update',
       '--disable-sync',
-      '--use-fake-device-for-media-stream',
+      // Two fake cameras, microphones and speakers: the lobby's choice is tested.
+      '--use-fake-device-for-media-stream=device-count=2',
       '--use-fake-ui-for-media-stream',
       '--autoplay-policy=no-user-gesture-required',
       // Two calls in one browser: neither page may be throttled as a background tab.

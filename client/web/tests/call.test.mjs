@@ -119,6 +119,31 @@ test('the lobby asks for the camera and offers the way in', async () => {
   await pages.singapore.screenshot({ path: join(artifacts, 'lobby.png') });
 });
 
+test('the lobby offers every camera and microphone, remembers the choice, and the call sends with it', async () => {
+  const page = await browser.context.newPage();
+  await page.goto(`${stack.base}/?location=client-in-new-york&room=${room}-devices&name=Dev`);
+  await page.getByText('Camera and microphone ready').waitFor();
+  const cameras = await page.locator('#camera option').allTextContents();
+  assert.deepEqual(cameras, ['Browser default', 'fake_device_0', 'fake_device_1']);
+  const microphones = await page.locator('#microphone option').allTextContents();
+  assert.ok(microphones.length >= 3, `microphones offered: ${microphones}`);
+  await page.locator('#camera').selectOption({ label: 'fake_device_1' });
+  await until(page, () => document.querySelector('.preview')?.dataset.cameraLabel === 'fake_device_1');
+  // The fake microphone beeps: the meter moves.
+  await until(page, () => Number(document.querySelector('meter.level')?.dataset.level) > 0.05);
+  await page.screenshot({ path: join(artifacts, 'lobby-devices.png') });
+
+  await page.reload();
+  await page.getByText('Camera and microphone ready').waitFor();
+  assert.equal(await page.locator('#camera option:checked').textContent(), 'fake_device_1', 'remembered');
+  await until(page, () => document.querySelector('.preview')?.dataset.cameraLabel === 'fake_device_1');
+  await page.getByRole('button', { name: 'Join', exact: true }).click();
+  await until(page, () => document.querySelector('.tile.self')?.dataset.cameraLabel === 'fake_device_1');
+  // The other pages of this browser share the choice: back to the default.
+  await page.evaluate(() => localStorage.clear());
+  await page.close();
+});
+
 test('each page elects the region nearest to its location', async () => {
   await pages.singapore.getByRole('button', { name: 'Join', exact: true }).click();
   // The candidate table while electing — or the call already, when the
@@ -248,6 +273,14 @@ const remoteState = (page) =>
     caption: tile.querySelector('figcaption')?.textContent,
   }));
 
+test('the other page shows who is speaking from the audio it decodes', async () => {
+  // Chromium's fake microphone beeps every second: each page sees the
+  // other speak, now and then.
+  for (const page of [pages.singapore, pages.newYork]) {
+    await until(page, () => document.querySelector('[data-peer-id]')?.dataset.speaking === 'true', undefined, 10_000);
+  }
+});
+
 test('muting and turning the camera off show on the other page, and back', async () => {
   const [actor, watcher] = [pages.singapore, pages.newYork];
   const shows = (muted, cameraOff) =>
@@ -265,6 +298,9 @@ test('muting and turning the camera off show on the other page, and back', async
   await shows(true, false);
   await actor.getByRole('button', { name: 'Turn camera off' }).click();
   await shows(true, true);
+  // Muted: however loud the room, the tile does not say it speaks.
+  await new Promise((resolve) => setTimeout(resolve, 1500));
+  assert.equal(await watcher.locator('[data-peer-id]').getAttribute('data-speaking'), 'false');
   const seen = await remoteState(watcher);
   assert.match(seen.caption, /muted/);
   assert.match(seen.caption, /camera off/);

@@ -13,9 +13,9 @@ use super::Call;
 use super::view::{PeerStats, Phase, RemotePeer, canvas_id};
 use crate::clock;
 use crate::driver::Command;
-use crate::media::Decoded;
 use crate::media::audio::AudioReceiver;
 use crate::media::video::VideoReceiver;
+use crate::media::{Decoded, speech};
 use crate::stats::{FreezeTracker, LatencyWindow, RateMeter};
 use crate::transport::Received;
 
@@ -217,6 +217,9 @@ impl Call {
                 s.longest_freeze_ms = freeze.longest_ms;
             } else {
                 s.audio_decoded += 1;
+                if let Some(level) = decoded.level {
+                    s.speaking_until = speech::speaking_until(s.speaking_until, level, now);
+                }
             }
             if refresh {
                 s.video_latency_p50_ms = video_latency.quantile(0.5);

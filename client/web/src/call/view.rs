@@ -68,6 +68,8 @@ pub struct PeerStats {
     pub kbps: f64,
     /// `performance.now()` of the last decoded video frame.
     pub last_video_at: Option<f64>,
+    /// Until when the participant counts as speaking (`performance.now()`).
+    pub speaking_until: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -20,6 +20,7 @@ use web_sys::{
 };
 
 use super::playout::Playout;
+use super::speech;
 use super::{Decoded, MediaSink, next_chunk, track_reader};
 use crate::clock;
 
@@ -181,12 +182,13 @@ impl AudioReceiver {
         let in_decoder = Rc::new(RefCell::new(VecDeque::new()));
         let captures = in_decoder.clone();
         let output = Closure::<dyn FnMut(AudioData)>::new(move |data: AudioData| {
-            play(&context, &mut playout.borrow_mut(), &data);
+            let level = play(&context, &mut playout.borrow_mut(), &data);
             data.close();
             if let Some(captured_us) = captures.borrow_mut().pop_front() {
                 on_decoded(Decoded {
                     kind: TrackKind::Audio,
                     latency_ms: (clock::wall_us() - captured_us) / 1000.0,
+                    level,
                 });
             }
         });
@@ -244,26 +246,30 @@ impl Drop for AudioReceiver {
     }
 }
 
-fn play(context: &AudioContext, playout: &mut Playout, data: &AudioData) {
+/// Schedules `data` for playing; its level (RMS of the first channel), or
+/// `None` when it could not be read.
+fn play(context: &AudioContext, playout: &mut Playout, data: &AudioData) -> Option<f32> {
     let frames = data.number_of_frames();
     let channels = data.number_of_channels();
-    let Ok(buffer) = context.create_buffer(channels, frames, data.sample_rate()) else {
-        return;
-    };
+    let buffer = context
+        .create_buffer(channels, frames, data.sample_rate())
+        .ok()?;
+    let mut level = None;
     for channel in 0..channels {
         let samples = Float32Array::new_with_length(frames);
         let options = AudioDataCopyToOptions::new(channel);
         options.set_format(AudioSampleFormat::F32Planar);
-        if data.copy_to_with_buffer_source(&samples, &options).is_err() {
-            return;
+        data.copy_to_with_buffer_source(&samples, &options).ok()?;
+        if channel == 0 {
+            level = Some(speech::rms(&samples.to_vec()));
         }
         let _ = buffer.copy_to_channel_with_f32_array(&samples, channel as i32);
     }
     let Some(start) = playout.schedule(context.current_time(), buffer.duration()) else {
-        return;
+        return level;
     };
     let Ok(source) = context.create_buffer_source() else {
-        return;
+        return level;
     };
     source.set_buffer(Some(&buffer));
     if source
@@ -272,4 +278,5 @@ fn play(context: &AudioContext, playout: &mut Playout, data: &AudioData) {
     {
         let _ = source.start_with_when(start);
     }
+    level
 }

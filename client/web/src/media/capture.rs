@@ -3,34 +3,135 @@
 use js_sys::{Object, Reflect};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
-use web_sys::{DomException, MediaStream, MediaStreamConstraints, MediaStreamTrack};
+use web_sys::{
+    DomException, MediaDeviceInfo, MediaDeviceKind, MediaDevices, MediaStream,
+    MediaStreamConstraints, MediaStreamTrack,
+};
+
+use super::devices::{Choice, Device, DeviceKind};
 
 use super::video::{FPS, HEIGHT, WIDTH};
 
 /// Asks for the camera (640x360 at 30 fps preferred) and the microphone
-/// (mono, with the browser's echo cancellation). Errors are for people.
-pub async fn open() -> Result<MediaStream, String> {
-    let devices = web_sys::window()
-        .and_then(|w| w.navigator().media_devices().ok())
-        .ok_or("This page cannot use a camera: open it over https or on localhost.")?;
+/// (mono, with the browser's echo cancellation), the ones `choice` names or
+/// the browser's defaults. A chosen device that cannot be opened (gone, or
+/// in use) gives way to the default rather than leaving the lobby without
+/// media. Errors are for people.
+pub async fn open(choice: &Choice) -> Result<MediaStream, String> {
+    if media_devices().is_none() {
+        return Err("This page cannot use a camera: open it over https or on localhost.".into());
+    }
+    match request(choice).await {
+        Err(_) if choice.camera.is_some() || choice.microphone.is_some() => {
+            request(&Choice::default()).await.map_err(|e| explain(&e))
+        }
+        result => result.map_err(|e| explain(&e)),
+    }
+}
+
+async fn request(choice: &Choice) -> Result<MediaStream, JsValue> {
+    let devices = media_devices().ok_or(JsValue::NULL)?;
     let constraints = MediaStreamConstraints::new();
-    constraints.set_video(&object(&[
+    let mut video = vec![
         ("width", ideal(WIDTH as f64)),
         ("height", ideal(HEIGHT as f64)),
         ("frameRate", ideal(FPS)),
-    ]));
-    constraints.set_audio(&object(&[
+    ];
+    if let Some(id) = &choice.camera {
+        video.push(("deviceId", exact(id)));
+    }
+    let mut audio = vec![
         ("channelCount", ideal(1.0)),
         ("echoCancellation", JsValue::TRUE),
         ("noiseSuppression", JsValue::TRUE),
-    ]));
-    let request = devices
-        .get_user_media_with_constraints(&constraints)
-        .map_err(|e| explain(&e))?;
-    JsFuture::from(request)
-        .await
-        .map(JsCast::unchecked_into)
-        .map_err(|e| explain(&e))
+    ];
+    if let Some(id) = &choice.microphone {
+        audio.push(("deviceId", exact(id)));
+    }
+    constraints.set_video(&object(&video));
+    constraints.set_audio(&object(&audio));
+    let request = devices.get_user_media_with_constraints(&constraints)?;
+    JsFuture::from(request).await.map(JsCast::unchecked_into)
+}
+
+fn media_devices() -> Option<MediaDevices> {
+    web_sys::window().and_then(|w| w.navigator().media_devices().ok())
+}
+
+/// The cameras, microphones and speakers the browser offers (with names
+/// once the page may use them).
+pub async fn devices() -> Vec<Device> {
+    let Some(media) = media_devices() else {
+        return Vec::new();
+    };
+    let Ok(listing) = media.enumerate_devices() else {
+        return Vec::new();
+    };
+    let Ok(list) = JsFuture::from(listing).await else {
+        return Vec::new();
+    };
+    js_sys::Array::from(&list)
+        .iter()
+        .filter_map(|info| {
+            let info: MediaDeviceInfo = info.dyn_into().ok()?;
+            let kind = match info.kind() {
+                MediaDeviceKind::Videoinput => DeviceKind::Camera,
+                MediaDeviceKind::Audioinput => DeviceKind::Microphone,
+                MediaDeviceKind::Audiooutput => DeviceKind::Speaker,
+                _ => return None,
+            };
+            Some(Device {
+                kind,
+                id: info.device_id(),
+                label: info.label(),
+            })
+        })
+        .collect()
+}
+
+/// The devices chosen on an earlier visit.
+pub fn remembered() -> Choice {
+    let mut choice = Choice::default();
+    if let Some(storage) = storage() {
+        for kind in DeviceKind::ALL {
+            choice.set(kind, storage.get_item(kind.storage_key()).ok().flatten());
+        }
+    }
+    choice
+}
+
+/// Keeps `choice` for the next visit.
+pub fn remember(choice: &Choice) {
+    let Some(storage) = storage() else { return };
+    for kind in DeviceKind::ALL {
+        let _ = match choice.get(kind) {
+            Some(id) => storage.set_item(kind.storage_key(), id),
+            None => storage.remove_item(kind.storage_key()),
+        };
+    }
+}
+
+fn storage() -> Option<web_sys::Storage> {
+    web_sys::window()?.local_storage().ok().flatten()
+}
+
+/// Whether the page can choose where it plays sound (`AudioContext.setSinkId`,
+/// Chromium 110+).
+pub fn can_choose_speaker() -> bool {
+    web_sys::window()
+        .and_then(|w| Reflect::get(&w, &"AudioContext".into()).ok())
+        .and_then(|ctor| Reflect::get(&ctor, &"prototype".into()).ok())
+        .is_some_and(|proto| Reflect::has(&proto, &"setSinkId".into()).unwrap_or(false))
+}
+
+/// Plays `context` through the speaker `id` (where the browser allows it).
+pub fn play_through(context: &web_sys::AudioContext, id: &str) {
+    let Ok(set_sink) = Reflect::get(context, &"setSinkId".into()) else {
+        return;
+    };
+    if let Some(set_sink) = set_sink.dyn_ref::<js_sys::Function>() {
+        let _ = set_sink.call1(context, &JsValue::from_str(id));
+    }
 }
 
 /// Stops every track (the camera light goes off).
@@ -59,6 +160,10 @@ fn explain(error: &JsValue) -> String {
         "NotReadableError" | "AbortError" => "The camera or microphone is in use by another application. Close it, or join without them.".into(),
         _ => format!("The camera and microphone could not be opened ({}).", crate::transport::describe(error)),
     }
+}
+
+fn exact(id: &str) -> JsValue {
+    object(&[("exact", JsValue::from_str(id))]).into()
 }
 
 fn ideal(value: f64) -> JsValue {

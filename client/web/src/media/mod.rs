@@ -10,14 +10,18 @@
 //! canvas (behind a small reorder buffer, [`reorder`]) and an `AudioDecoder`
 //! played through Web Audio on a steady schedule ([`playout`]).
 
+pub mod devices;
 pub mod keyframes;
 pub mod playout;
 pub mod reorder;
+pub mod speech;
 
 #[cfg(target_arch = "wasm32")]
 pub mod audio;
 #[cfg(target_arch = "wasm32")]
 pub mod capture;
+#[cfg(target_arch = "wasm32")]
+pub mod level;
 #[cfg(target_arch = "wasm32")]
 pub mod video;
 
@@ -68,4 +72,7 @@ pub struct Decoded {
     pub kind: rallypoint_protocol::v1::TrackKind,
     /// Capture on the sender to decoded output here, wall clock.
     pub latency_ms: f64,
+    /// Audio only: the frame's RMS level (full scale 1.0), for who is
+    /// speaking.
+    pub level: Option<f32>,
 }

@@ -204,6 +204,7 @@ impl VideoReceiver {
             on_decoded(Decoded {
                 kind: TrackKind::Video,
                 latency_ms,
+                level: None,
             });
         });
         let broken = Rc::new(Cell::new(false));

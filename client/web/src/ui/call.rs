@@ -5,6 +5,7 @@ use std::rc::Rc;
 
 use leptos::html;
 use leptos::prelude::*;
+use wasm_bindgen::JsCast;
 
 use super::Screen;
 use super::election::ElectionPanel;
@@ -202,7 +203,8 @@ fn SelfTile(call: Rc<Call>) -> impl IntoView {
         }
     });
     view! {
-        <figure class="tile self" class:off=move || !state.camera_on.get()>
+        <figure class="tile self" class:off=move || !state.camera_on.get()
+            data-camera-label=call.stream().and_then(|s| s.get_video_tracks().get(0).dyn_into::<web_sys::MediaStreamTrack>().ok()).map(|t| t.label())>
             <video node_ref=video autoplay=true muted=true playsinline=true aria-label="Your camera"></video>
             <figcaption>
                 "You"
@@ -222,6 +224,10 @@ fn RemoteTile(peer: RemotePeer) -> impl IntoView {
         stats.with(|s| s.last_video_at.is_none_or(|at| now - at > VIDEO_STALE_MS))
     };
     let ms = |v: Option<f64>| v.map(|m| format!("{m:.1}")).unwrap_or_default();
+    let speaking = move || {
+        let now = clock::now_ms();
+        stats.with(|s| s.speaking_until.is_some_and(|until| now < until))
+    };
     let media_state = peer.media_state;
     let muted = move || media_state.with(|s| s.muted);
     let camera_off = move || media_state.with(|s| s.camera_off);
@@ -229,6 +235,8 @@ fn RemoteTile(peer: RemotePeer) -> impl IntoView {
         <figure
             class="tile remote"
             class:stale=move || stale() || camera_off()
+            class:speaking=move || speaking() && !muted()
+            data-speaking=move || (speaking() && !muted()).to_string()
             data-muted=move || muted().to_string()
             data-camera-off=move || camera_off().to_string()
             data-peer-id=peer.peer_id.clone()

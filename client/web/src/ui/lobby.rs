@@ -1,16 +1,25 @@
-//! The lobby: room, name, a preview of the camera, and the way in.
+//! The lobby: room, name, a preview of the camera, the devices to use (with
+//! a level meter for the microphone), and the way in.
+
+use std::time::Duration;
 
 use leptos::ev::SubmitEvent;
 use leptos::html;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
-use web_sys::{AudioContext, AudioContextOptions, MediaStream};
+use wasm_bindgen::JsCast;
+use web_sys::{AudioContext, AudioContextOptions, MediaStream, MediaStreamTrack};
 
 use super::Screen;
 use crate::call::{Call, JoinRequest};
 use crate::media::capture;
+use crate::media::devices::{Choice, Device, DeviceKind};
+use crate::media::level::LevelMeter;
 use crate::params::{PageParams, check_lobby};
 use crate::{http, transport};
+
+/// How often the microphone meter is redrawn.
+const METER_EVERY: Duration = Duration::from_millis(100);
 
 #[component]
 pub fn Lobby(
@@ -25,19 +34,57 @@ pub fn Lobby(
     let error = RwSignal::new(None::<String>);
     let busy = RwSignal::new(false);
     let preview: NodeRef<html::Video> = NodeRef::new();
+    let choice = RwSignal::new(capture::remembered());
+    let devices: RwSignal<Vec<Device>> = RwSignal::new(Vec::new());
+    let meter: StoredValue<Option<LevelMeter>, LocalStorage> = StoredValue::new_local(None);
+    let level = RwSignal::new(0.0_f64);
 
-    spawn_local(async move {
-        match capture::open().await {
-            Ok(opened) => {
-                if stream.try_set(Some(opened.clone())).is_some() {
-                    capture::stop(&opened); // the lobby is gone already
+    // Opens the chosen devices (again, after a choice changed), then lists
+    // what the browser offers: names only come with permission.
+    let open = move || {
+        spawn_local(async move {
+            let wanted = choice.get_untracked();
+            let opened = capture::open(&wanted).await;
+            let listed = capture::devices().await;
+            let available = wanted.clone().still_available(&listed);
+            let _ = devices.try_set(listed);
+            if available != wanted {
+                capture::remember(&available);
+                let _ = choice.try_set(available);
+            }
+            match opened {
+                Ok(opened) => {
+                    let _ = device_error.try_set(None);
+                    match stream.try_set(Some(opened.clone())) {
+                        Some(_) => capture::stop(&opened), // the lobby is gone already
+                        None => meter.set_value(LevelMeter::start(&opened).ok()),
+                    }
+                }
+                Err(message) => {
+                    let _ = device_error.try_set(Some(message));
                 }
             }
-            Err(message) => {
-                let _ = device_error.try_set(Some(message));
+        });
+    };
+    open();
+    let choose = move |kind: DeviceKind, id: String| {
+        choice.update(|c| c.set(kind, Some(id)));
+        capture::remember(&choice.get_untracked());
+        if kind != DeviceKind::Speaker {
+            meter.set_value(None);
+            if let Some(old) = stream.get_untracked() {
+                capture::stop(&old);
             }
+            stream.set(None);
+            open();
         }
-    });
+    };
+    if let Ok(timer) = set_interval_with_handle(
+        move || meter.with_value(|m| level.set(m.as_ref().map_or(0.0, LevelMeter::level))),
+        METER_EVERY,
+    ) {
+        on_cleanup(move || timer.clear());
+    }
     Effect::new(move |_| {
         if let (Some(video), Some(stream)) = (preview.get(), stream.get()) {
             video.set_src_object(Some(&stream));
@@ -68,6 +115,10 @@ pub fn Lobby(
                 return;
             }
         };
+        if let Some(speaker) = choice.get_untracked().speaker {
+            capture::play_through(&audio, &speaker);
+        }
+        meter.set_value(None);
         busy.set(true);
         error.set(None);
         let path = candidates_path.clone();
@@ -104,7 +155,9 @@ pub fn Lobby(
             <h1>"rallypoint"</h1>
             <p class="tagline">"Calls that pick the fastest relay, measured from your browser."</p>
             <div class="lobby-grid">
-                <figure class="preview">
+                <figure class="preview"
+                    data-camera-label=move || stream.with(|s| s.as_ref().map(|s| track_label(s.get_video_tracks().get(0))))
+                    data-microphone-label=move || stream.with(|s| s.as_ref().map(|s| track_label(s.get_audio_tracks().get(0))))>
                     <video node_ref=preview autoplay=true muted=true playsinline=true aria-label="Your camera preview"></video>
                     <figcaption>
                         {move || match (stream.get().is_some(), device_error.get()) {
@@ -115,6 +168,14 @@ pub fn Lobby(
                     </figcaption>
                 </figure>
                 <form class="join" on:submit=join>
+                    <DevicePicker kind=DeviceKind::Camera label="Camera" devices choice choose />
+                    <DevicePicker kind=DeviceKind::Microphone label="Microphone" devices choice choose />
+                    <meter class="level" min="0" max="1" low="0.15" high="0.9" optimum="0.5"
+                        aria-label="Microphone level" data-level=move || format!("{:.2}", level.get())
+                        value=move || level.get()></meter>
+                    <Show when=capture::can_choose_speaker>
+                        <DevicePicker kind=DeviceKind::Speaker label="Speaker" devices choice choose />
+                    </Show>
                     <label for="room">"Room"</label>
                     <input id="room" name="room" type="text" required=true autocomplete="off"
                         prop:value=move || room.get()
@@ -136,4 +197,54 @@ pub fn Lobby(
             </div>
         </main>
     }
+}
+
+/// A list to choose one device of `kind`, the browser's default first.
+#[component]
+fn DevicePicker(
+    kind: DeviceKind,
+    label: &'static str,
+    devices: RwSignal<Vec<Device>>,
+    choice: RwSignal<Choice>,
+    choose: impl Fn(DeviceKind, String) + Copy + 'static,
+) -> impl IntoView {
+    let id = match kind {
+        DeviceKind::Camera => "camera",
+        DeviceKind::Microphone => "microphone",
+        DeviceKind::Speaker => "speaker",
+    };
+    let options = move || {
+        let chosen = choice.with(|c| c.get(kind).map(str::to_owned));
+        let mut number = 0;
+        devices
+            .get()
+            .into_iter()
+            .filter(|d| d.kind == kind && !d.id.is_empty() && d.id != "default")
+            .map(|d| {
+                number += 1;
+                let name = if d.label.is_empty() {
+                    format!("{label} {number}")
+                } else {
+                    d.label.clone()
+                };
+                let selected = chosen.as_deref() == Some(d.id.as_str());
+                view! { <option value=d.id selected=selected>{name}</option> }
+            })
+            .collect_view()
+    };
+    view! {
+        <label for=id>{label}</label>
+        <select id=id name=id on:change=move |ev| choose(kind, event_target_value(&ev))>
+            <option value="" selected=move || choice.with(|c| c.get(kind).is_none())>"Browser default"</option>
+            {options}
+        </select>
+    }
+}
+
+/// A track's name as the browser gives it (the device's), or "".
+fn track_label(track: wasm_bindgen::JsValue) -> String {
+    track
+        .dyn_into::<MediaStreamTrack>()
+        .map(|t| t.label())
+        .unwrap_or_default()
 }
