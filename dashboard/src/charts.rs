@@ -24,6 +24,8 @@ const RIGHT: f64 = 12.0;
 /// Room above the plot for the unit label.
 const TOP: f64 = 26.0;
 const BOTTOM: f64 = 28.0;
+/// Room below a bar chart's plot: its labels and, under them, its x unit.
+const BAR_BOTTOM: f64 = 46.0;
 
 /// A rounded-up axis maximum and tick step.
 fn nice_max(max: f64) -> (f64, f64) {
@@ -180,7 +182,10 @@ pub fn BarChart(
     let max = bars.iter().map(|b| b.1).fold(0.0, f64::max);
     let (y_max, step) = nice_max(max);
     let slot = (WIDTH - LEFT - RIGHT) / bars.len() as f64;
-    let y = move |v: f64| TOP + (1.0 - v / y_max) * (HEIGHT - TOP - BOTTOM);
+    // Below the plot: the bars' labels, then the x axis' unit on a line of
+    // its own (at the labels' height it ran into the last ones).
+    let plot_bottom = HEIGHT - BAR_BOTTOM;
+    let y = move |v: f64| TOP + (1.0 - v / y_max) * (plot_bottom - TOP);
     let label_every = (bars.len() / 10).max(1);
     view! {
         <figure class="chart">
@@ -194,16 +199,16 @@ pub fn BarChart(
                     </g> }
                 }).collect::<Vec<_>>()}
                 <text x=LEFT y=TOP - 10.0 class="unit">{unit}</text>
-                <text x=WIDTH - RIGHT y=HEIGHT - 2.0 text-anchor="end" class="unit">{x_unit}</text>
+                <text x=WIDTH - RIGHT y=HEIGHT - 5.0 text-anchor="end" class="unit">{x_unit}</text>
                 {bars.iter().enumerate().map(|(i, (label, v))| {
                     let x0 = LEFT + i as f64 * slot;
                     view! { <g>
                         <rect x=format!("{:.1}", x0 + 1.0) y=format!("{:.1}", y(*v)) width=format!("{:.1}", (slot - 2.0).max(1.0))
-                            height=format!("{:.1}", (HEIGHT - BOTTOM - y(*v)).max(0.0)) fill=PALETTE[0]>
+                            height=format!("{:.1}", (plot_bottom - y(*v)).max(0.0)) fill=PALETTE[0]>
                             <title>{format!("{label}: {}", trim(*v))}</title>
                         </rect>
                         {(i % label_every == 0).then(|| view! {
-                            <text x=format!("{:.1}", x0 + slot / 2.0) y=HEIGHT - 14.0 text-anchor="middle" class="tick">{label.clone()}</text>
+                            <text x=format!("{:.1}", x0 + slot / 2.0) y=plot_bottom + 17.0 text-anchor="middle" class="tick">{label.clone()}</text>
                         })}
                     </g> }
                 }).collect::<Vec<_>>()}

@@ -117,3 +117,60 @@ test('filters live in the URL and the form is keyboard operable', async () => {
   await page.waitForURL(/transport=websocket/);
   assert.ok(await page.locator('td.heat').count(), 'the filtered matrix still has cells');
 });
+
+/** Every chart's text boxes on the page: overlapping pairs and boxes that
+ * leave their chart, from the SVG's own geometry. */
+const chartTextProblems = () =>
+  page.evaluate(() => {
+    const problems = [];
+    for (const [index, svg] of [...document.querySelectorAll('figure.chart svg')].entries()) {
+      const frame = svg.getBoundingClientRect();
+      const boxes = [...svg.querySelectorAll('text')]
+        .filter((t) => t.textContent.trim() !== '')
+        .map((t) => ({ text: t.textContent, box: t.getBoundingClientRect() }));
+      for (const { text, box } of boxes) {
+        const inside = box.left >= frame.left - 0.5 && box.right <= frame.right + 0.5
+          && box.top >= frame.top - 0.5 && box.bottom <= frame.bottom + 0.5;
+        if (!inside) problems.push(`chart ${index}: "${text}" leaves the chart`);
+      }
+      for (let i = 0; i < boxes.length; i += 1) {
+        for (let j = i + 1; j < boxes.length; j += 1) {
+          const [a, b] = [boxes[i].box, boxes[j].box];
+          const overlap = Math.min(a.right, b.right) - Math.max(a.left, b.left) > 0.5
+            && Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top) > 0.5;
+          if (overlap) problems.push(`chart ${index}: "${boxes[i].text}" overlaps "${boxes[j].text}"`);
+        }
+      }
+    }
+    return problems;
+  });
+
+test('no chart label overlaps another or leaves its chart, on a desktop and on a phone; every point has a tooltip', async () => {
+  const views = [
+    ['/', 'figure.chart svg path', 'overview'],
+    ['/matrix/cell?region=singapore&isp=Singtel', 'figure.chart svg circle', 'matrix-cell'],
+    ['/capacity', 'figure.chart svg', 'capacity'],
+  ];
+  const problems = [];
+  for (const [width, height, device] of [[1280, 900, 'desktop'], [390, 844, 'phone']]) {
+    await page.setViewportSize({ width, height });
+    for (const [path, ready, name] of views) {
+      await open(path, ready);
+      for (const problem of await chartTextProblems()) problems.push(`${device} ${path}: ${problem}`);
+      const points = await page.locator('figure.chart svg circle.hover').count();
+      const tips = await page.locator('figure.chart svg circle.hover title').count();
+      assert.equal(tips, points, `${device} ${path}: every point has a tooltip`);
+      await page.screenshot({ path: join(artifacts, `${name}-${device}.png`), fullPage: true });
+    }
+    for (const [path, ready, name] of [
+      ['/matrix', 'td.heat', 'matrix'],
+      ['/outcomes', 'table[data-view="by-isp"] tr[data-group]', 'outcomes'],
+      ['/sessions', 'table[data-view="recent-sessions"] a', 'sessions'],
+    ]) {
+      await open(path, ready);
+      await page.screenshot({ path: join(artifacts, `${name}-${device}.png`), fullPage: true });
+    }
+  }
+  await page.setViewportSize({ width: 1280, height: 800 });
+  assert.deepEqual(problems, []);
+});
