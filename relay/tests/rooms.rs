@@ -239,6 +239,7 @@ async fn microphone_and_camera_state_reach_the_room_across_regions_and_moves() {
     let muted = MediaState {
         muted: true,
         camera_off: false,
+        sharing_screen: false,
     };
     alice
         .conn
@@ -263,6 +264,7 @@ async fn microphone_and_camera_state_reach_the_room_across_regions_and_moves() {
     let both_off = MediaState {
         muted: true,
         camera_off: true,
+        sharing_screen: false,
     };
     alice.conn.abort();
     let moved = rallypoint_client_native::Peer::connect(&lab.candidate(1, WebSocket), &identity, T)
@@ -332,6 +334,7 @@ async fn media_state_before_join_is_refused_and_a_flood_of_changes_is_bounded() 
         let state = MediaState {
             muted: i % 2 == 0,
             camera_off: false,
+            sharing_screen: false,
         };
         flooder
             .conn
@@ -360,4 +363,54 @@ async fn state_change_within(
         }
     }
     None
+}
+
+/// A shared screen is its own track: the relay forwards it next to the
+/// camera, each with its own numbering, and a client asking for the
+/// screen's keyframe reaches the sharer with the screen's kind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_screen_travels_as_its_own_track() {
+    use bytes::Bytes;
+    use rallypoint_protocol::v1::TrackKind;
+
+    let lab = Lab::two_regions(&[]).await;
+    let (mut sharer, _) = lab.participant(0, WebTransport, "demo", "sharer").await;
+    let (mut viewer, jv) = lab.participant(1, WebSocket, "demo", "viewer").await;
+    wait_sees(&mut viewer, &jv, &[sharer.peer_id()]).await;
+
+    for seq in 0..5u64 {
+        for kind in [TrackKind::Video, TrackKind::Screen] {
+            let size = if kind == TrackKind::Screen {
+                20_000
+            } else {
+                2_000
+            };
+            sharer.send_media(kind, seq, 0, seq == 0, Bytes::from(vec![7u8; size]));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let received = media_until(&mut viewer, 10, T).await;
+    let seqs = |kind: TrackKind| -> Vec<u64> {
+        received
+            .iter()
+            .filter(|m| m.kind == kind as i32)
+            .map(|m| m.seq)
+            .collect()
+    };
+    assert_eq!(
+        seqs(TrackKind::Screen),
+        [0, 1, 2, 3, 4],
+        "every screen frame"
+    );
+    assert_eq!(seqs(TrackKind::Video), [0, 1, 2, 3, 4], "and the camera's");
+
+    viewer.request_keyframe(sharer.peer_id(), TrackKind::Screen);
+    let asked = sharer
+        .expect("KeyframeRequest", T, |kind| match kind {
+            server_frame::Kind::KeyframeRequest(r) => Some(r.kind),
+            _ => None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(asked, TrackKind::Screen as i32);
 }

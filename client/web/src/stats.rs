@@ -110,6 +110,50 @@ impl FreezeTracker {
     }
 }
 
+/// How a remote participant's connection looks from here, for its tile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerLink {
+    Good,
+    /// It moved to another relay moments ago (failover, drain, a better
+    /// relay): a short freeze is expected and explained.
+    Moving,
+    /// Its media arrives late or freezes.
+    Poor,
+    /// Nothing of it has arrived for a while, though it sends.
+    Lost,
+}
+
+/// How long a move is shown on the tile (ms).
+pub const MOVING_SHOWN_MS: f64 = 4_000.0;
+/// Silence from a participant that sends media, before it counts as lost (ms).
+pub const LOST_AFTER_MS: f64 = 3_000.0;
+/// Video later than this at p95 (ms), or frozen this long, is poor.
+pub const POOR_LATENCY_MS: f64 = 400.0;
+pub const POOR_FREEZE_MS: f64 = 1_000.0;
+
+/// What the tile of a participant says about its connection, at `now`.
+/// `sends` is false when it announced both microphone and camera off
+/// (silence is then expected, not a loss).
+pub fn peer_link(
+    now: f64,
+    moved_at: Option<f64>,
+    last_media_at: Option<f64>,
+    sends: bool,
+    video_p95_ms: Option<f64>,
+    recent_freeze_ms: f64,
+) -> PeerLink {
+    if moved_at.is_some_and(|at| now - at < MOVING_SHOWN_MS) {
+        return PeerLink::Moving;
+    }
+    if sends && last_media_at.is_some_and(|at| now - at > LOST_AFTER_MS) {
+        return PeerLink::Lost;
+    }
+    if video_p95_ms.is_some_and(|p95| p95 > POOR_LATENCY_MS) || recent_freeze_ms > POOR_FREEZE_MS {
+        return PeerLink::Poor;
+    }
+    PeerLink::Good
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,5 +200,34 @@ mod tests {
             f.frame(t);
         }
         assert_eq!(f.longest_ms, 834.0);
+    }
+
+    #[test]
+    fn a_tile_says_moving_then_lost_then_poor_in_that_order_of_news() {
+        let fine = peer_link(10_000.0, None, Some(9_990.0), true, Some(80.0), 0.0);
+        assert_eq!(fine, PeerLink::Good);
+        // Moved a second ago: moving, though no media came since.
+        assert_eq!(
+            peer_link(10_000.0, Some(9_000.0), Some(8_000.0), true, None, 0.0),
+            PeerLink::Moving
+        );
+        // Moved long ago, silent for 4 s while sending: lost.
+        assert_eq!(
+            peer_link(10_000.0, Some(1_000.0), Some(6_000.0), true, None, 0.0),
+            PeerLink::Lost
+        );
+        // The same silence with microphone and camera off is expected.
+        assert_eq!(
+            peer_link(10_000.0, None, Some(6_000.0), false, None, 0.0),
+            PeerLink::Good
+        );
+        assert_eq!(
+            peer_link(10_000.0, None, Some(9_990.0), true, Some(650.0), 0.0),
+            PeerLink::Poor
+        );
+        assert_eq!(
+            peer_link(10_000.0, None, Some(9_990.0), true, Some(80.0), 1_500.0),
+            PeerLink::Poor
+        );
     }
 }

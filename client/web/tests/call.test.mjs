@@ -263,6 +263,9 @@ test('killing the elected relay of one page brings its frames back through failo
   );
   assert.equal(await pages.newYork.locator('[data-peer-id]').count(), 1, 'the room saw a move, not a second participant');
   assert.equal((await remote(pages.newYork)).peerId, theirView.peerId, 'the mover kept its peer id');
+  const tile = pages.newYork.locator('[data-peer-id]');
+  assert.ok(Number(await tile.getAttribute('data-moves')) >= 1, 'New York was told the mover moved');
+  await until(pages.newYork, () => document.querySelector('[data-peer-id]')?.dataset.link === 'good', undefined, 10_000);
 });
 
 /** What the other page's tile says about the one remote participant. */
@@ -308,6 +311,56 @@ test('muting and turning the camera off show on the other page, and back', async
   await actor.getByRole('button', { name: 'Unmute microphone' }).click();
   await actor.getByRole('button', { name: 'Turn camera on' }).click();
   await shows(false, false);
+});
+
+test('a shared screen shows large on the other page, next to the camera, until the share stops', async () => {
+  const [sharer, viewer] = [pages.newYork, pages.singapore];
+  await sharer.getByRole('button', { name: 'Share screen' }).click();
+  await until(
+    viewer,
+    () => Number(document.querySelector('[data-screen-of]')?.dataset.screenDecoded) >= 10,
+    undefined,
+    20_000,
+  );
+  const camera = await remote(viewer);
+  await decodedAtLeast(viewer, camera.video + 30, 0, 10_000);
+  await viewer.screenshot({ path: join(artifacts, 'call-screen-share.png') });
+  await sharer.getByRole('button', { name: 'Stop sharing' }).click();
+  await until(viewer, () => document.querySelector('[data-screen-of]') === null, undefined, 10_000);
+});
+
+/** How green the one remote tile's picture is: the mean of green minus
+ * the mean of red and blue (0-255). Chromium's first fake camera draws on
+ * green, its second in greys on black (about 0). */
+const remoteGreen = (page) =>
+  page.locator('[data-peer-id] canvas').evaluate((canvas) => {
+    const { data } = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height);
+    let green = 0;
+    for (let i = 0; i < data.length; i += 4) green += data[i + 1] - (data[i] + data[i + 2]) / 2;
+    return green / (data.length / 4);
+  });
+
+test('switching cameras in the call changes the picture on the other page', async () => {
+  const [switcher, viewer] = [pages.singapore, pages.newYork];
+  const switchTo = async (label) => {
+    await switcher.locator('[data-camera-switch]').selectOption({ label });
+    await until(switcher, (label) => document.querySelector('.tile.self')?.dataset.cameraLabel === label, label);
+  };
+  const green = await remoteGreen(viewer);
+  await switchTo('fake_device_1');
+  // The other page's tile turns from green to greys.
+  const deadline = Date.now() + 10_000;
+  let now = green;
+  assert.ok(green > 50, `the first fake camera is green: ${green.toFixed(0)}`);
+  while ((now = await remoteGreen(viewer)) > green * 0.3) {
+    assert.ok(Date.now() < deadline, `the picture stayed green: ${now.toFixed(0)} of ${green.toFixed(0)}`);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+  console.log(`[camera switch] mean green ${green.toFixed(0)} -> ${now.toFixed(0)}`);
+  await viewer.screenshot({ path: join(artifacts, 'call-switched-camera.png') });
+  await switchTo('fake_device_0');
+  // The lobby's remembered camera is the switcher's business, not later tests'.
+  await switcher.evaluate(() => localStorage.clear());
 });
 
 test('the invite link opens the lobby of the same room', async () => {

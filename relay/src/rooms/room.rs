@@ -30,9 +30,10 @@ const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(300);
 struct LocalConn {
     peer_id: String,
     outbox: Outbox,
-    /// Senders whose video this receiver lost a frame of: their delta frames
-    /// are useless to it until their next keyframe.
-    awaiting_keyframe: HashSet<String>,
+    /// Senders' pictures (camera or screen: sender and kind) this receiver
+    /// lost a frame of: their delta frames are useless to it until their
+    /// next keyframe.
+    awaiting_keyframe: HashSet<(String, i32)>,
 }
 
 struct Room {
@@ -269,16 +270,20 @@ impl Room {
                 return;
             }
         };
-        let is_video = media.kind == TrackKind::Video as i32;
+        // Pictures (camera, screen) need a keyframe after a loss; audio
+        // frames stand alone.
+        let is_picture =
+            media.kind == TrackKind::Video as i32 || media.kind == TrackKind::Screen as i32;
+        let track = (sender.to_owned(), media.kind);
         let stats = self.hub.inner.stats.clone();
-        let mut lost_video = false;
+        let mut lost_picture = false;
         for conn in self.conns.values_mut() {
             if conn.peer_id == sender {
                 continue;
             }
-            if is_video && conn.awaiting_keyframe.contains(sender) {
+            if is_picture && conn.awaiting_keyframe.contains(&track) {
                 if media.keyframe {
-                    conn.awaiting_keyframe.remove(sender);
+                    conn.awaiting_keyframe.remove(&track);
                 } else {
                     stats.media_skipped_awaiting_keyframe.fetch_add(1, Relaxed);
                     continue;
@@ -291,17 +296,17 @@ impl Room {
                 }
                 MediaOffer::Dropped => {
                     stats.media_dropped.fetch_add(1, Relaxed);
-                    if is_video {
-                        conn.awaiting_keyframe.insert(sender.to_owned());
-                        lost_video = true;
+                    if is_picture {
+                        conn.awaiting_keyframe.insert(track.clone());
+                        lost_picture = true;
                     }
                 }
                 MediaOffer::Closed => {}
             }
         }
-        if lost_video {
-            // Audio frames stand alone; only video needs a keyframe to recover.
-            self.request_keyframe(sender, "", TrackKind::Video).await;
+        if lost_picture {
+            let kind = TrackKind::try_from(media.kind).unwrap_or(TrackKind::Video);
+            self.request_keyframe(sender, "", kind).await;
         }
     }
 

@@ -684,6 +684,7 @@ mod tests {
         MediaState {
             muted: true,
             camera_off: false,
+            sharing_screen: false,
         }
     }
 

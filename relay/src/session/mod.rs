@@ -614,9 +614,9 @@ impl Session {
         }
         if !matches!(
             TrackKind::try_from(media.kind),
-            Ok(TrackKind::Audio | TrackKind::Video)
+            Ok(TrackKind::Audio | TrackKind::Video | TrackKind::Screen)
         ) {
-            return self.violation("media kind must be audio or video");
+            return self.violation("media kind must be audio, video or screen");
         }
         let stats = &self.relay.stats;
         let now = Instant::now();

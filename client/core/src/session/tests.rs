@@ -1095,6 +1095,7 @@ fn the_media_state_is_sent_once_per_change_and_carried_into_every_join() {
     let muted = MediaState {
         muted: true,
         camera_off: false,
+        sharing_screen: false,
     };
     // Set before any relay serves: nothing to send yet, the Join carries it.
     net.session
@@ -1119,6 +1120,7 @@ fn the_media_state_is_sent_once_per_change_and_carried_into_every_join() {
     let both_off = MediaState {
         muted: true,
         camera_off: true,
+        sharing_screen: false,
     };
     net.session
         .command(Command::SetMediaState(both_off), net.now);

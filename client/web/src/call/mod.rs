@@ -15,7 +15,9 @@ mod view;
 
 use remote::PeerMedia;
 use view::row;
-pub use view::{CallState, CandidateRow, PeerStats, Phase, RemotePeer, SendStats, Serving};
+pub use view::{
+    CallState, CandidateRow, PeerStats, Phase, RemotePeer, SendStats, Serving, screen_canvas_id,
+};
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -31,14 +33,16 @@ use rallypoint_client::{Candidate, TransportKind};
 use rallypoint_protocol::v1::{
     ClientInfo, ElectionReport, ElectionTrigger, ErrorCode, Media, MediaState, TrackKind,
 };
-use wasm_bindgen::JsValue;
+use wasm_bindgen::prelude::Closure;
+use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::spawn_local;
 use web_sys::{AudioContext, MediaStream};
 
 use crate::clock;
 use crate::driver::{self, Command, DriverConfig, Output};
 use crate::media::audio::AudioSender;
-use crate::media::video::VideoSender;
+use crate::media::devices::DeviceKind;
+use crate::media::video::{self, VideoSender};
 use crate::media::{MediaSink, capture};
 use crate::stats::RateMeter;
 use rallypoint_client::session::{Identity, Update as SessionUpdate};
@@ -57,6 +61,20 @@ pub struct JoinRequest {
     pub audio: AudioContext,
 }
 
+/// A screen being shared: its encoder, its capture, and the handler that
+/// notices the person stopping it from the browser's controls.
+struct ScreenShare {
+    sender: VideoSender,
+    stream: MediaStream,
+    _ended: Closure<dyn FnMut()>,
+}
+
+impl ScreenShare {
+    fn request_keyframe(&self) {
+        self.sender.request_keyframe();
+    }
+}
+
 pub struct Call {
     pub state: CallState,
     commands: mpsc::UnboundedSender<Command>,
@@ -64,6 +82,7 @@ pub struct Call {
     stream: Option<MediaStream>,
     video_sender: RefCell<Option<VideoSender>>,
     audio_sender: RefCell<Option<AudioSender>>,
+    screen: RefCell<Option<ScreenShare>>,
     peers: RefCell<HashMap<String, PeerMedia>>,
     sent: RefCell<RateMeter>,
     received: RefCell<RateMeter>,
@@ -93,6 +112,7 @@ impl Call {
             stream: request.stream,
             video_sender: RefCell::new(None),
             audio_sender: RefCell::new(None),
+            screen: RefCell::new(None),
             peers: RefCell::new(HashMap::new()),
             sent: RefCell::new(RateMeter::new(1000.0)),
             received: RefCell::new(RateMeter::new(1000.0)),
@@ -100,6 +120,9 @@ impl Call {
         });
         call.start_senders();
         call.announce_media_state();
+        if let Some(track) = call.stream.as_ref().and_then(capture::video_track) {
+            call.state.camera_label.set(track.label());
+        }
         spawn_local(follow(call.clone(), outputs));
         spawn_local(tick(Rc::downgrade(&call)));
         call
@@ -116,7 +139,7 @@ impl Call {
             })
         };
         if let Some(track) = capture::video_track(stream) {
-            match VideoSender::start(&track, sink.clone()) {
+            match VideoSender::start(&track, video::CAMERA, sink.clone()) {
                 Ok(sender) => *self.video_sender.borrow_mut() = Some(sender),
                 Err(e) => web_sys::console::warn_1(&JsValue::from_str(&e)),
             }
@@ -170,8 +193,105 @@ impl Call {
             muted: self.audio_sender.borrow().is_none() || self.state.muted.get_untracked(),
             camera_off: self.video_sender.borrow().is_none()
                 || !self.state.camera_on.get_untracked(),
+            sharing_screen: self.screen.borrow().is_some(),
         };
         let _ = self.commands.unbounded_send(Command::SetMediaState(state));
+    }
+
+    /// Shares a screen, window or tab the person picks, as its own track
+    /// (the others show it large); stops when the person stops it from the
+    /// browser's own controls too.
+    pub async fn share_screen(self: &Rc<Self>) {
+        if self.screen.borrow().is_some() {
+            return;
+        }
+        self.state.media_error.set(None);
+        let stream = match capture::open_screen().await {
+            Ok(Some(stream)) => stream,
+            Ok(None) => return,
+            Err(message) => {
+                self.state.media_error.set(Some(message));
+                return;
+            }
+        };
+        let Some(track) = capture::video_track(&stream) else {
+            capture::stop(&stream);
+            return;
+        };
+        let sink: MediaSink = {
+            let call = Rc::downgrade(self);
+            Rc::new(move |media: Media| {
+                if let Some(call) = call.upgrade() {
+                    call.send_media(media);
+                }
+            })
+        };
+        let sender = match VideoSender::start(&track, video::SCREEN, sink) {
+            Ok(sender) => sender,
+            Err(message) => {
+                capture::stop(&stream);
+                self.state.media_error.set(Some(message));
+                return;
+            }
+        };
+        let ended = {
+            let call = Rc::downgrade(self);
+            Closure::<dyn FnMut()>::new(move || {
+                if let Some(call) = call.upgrade() {
+                    call.stop_sharing();
+                }
+            })
+        };
+        track.set_onended(Some(ended.as_ref().unchecked_ref()));
+        *self.screen.borrow_mut() = Some(ScreenShare {
+            sender,
+            stream,
+            _ended: ended,
+        });
+        self.state.sharing.set(true);
+        self.announce_media_state();
+    }
+
+    /// Sends from camera `id` from now on, and remembers it for the lobby.
+    /// The others see the picture change in the same tile.
+    pub async fn switch_camera(&self, id: String) {
+        let Some(stream) = &self.stream else { return };
+        let track = match capture::open_camera(&id).await {
+            Ok(track) => track,
+            Err(message) => {
+                self.state.media_error.set(Some(message));
+                return;
+            }
+        };
+        let replaced = match &*self.video_sender.borrow() {
+            Some(sender) => sender.replace_track(&track),
+            None => Err("This call sends no camera.".to_owned()),
+        };
+        if let Err(message) = replaced {
+            track.stop();
+            self.state.media_error.set(Some(message));
+            return;
+        }
+        if let Some(old) = capture::video_track(stream) {
+            stream.remove_track(&old);
+            old.stop();
+        }
+        stream.add_track(&track);
+        self.state.media_error.set(None);
+        self.state.camera_label.set(track.label());
+        let mut choice = capture::remembered();
+        choice.set(DeviceKind::Camera, Some(id));
+        capture::remember(&choice);
+    }
+
+    /// Stops sharing the screen (nothing when not sharing).
+    pub fn stop_sharing(&self) {
+        let Some(share) = self.screen.borrow_mut().take() else {
+            return;
+        };
+        capture::stop(&share.stream);
+        self.state.sharing.set(false);
+        self.announce_media_state();
     }
 
     /// The local camera, for the self view.
@@ -187,6 +307,7 @@ impl Call {
     }
 
     fn stop_media(&self) {
+        self.stop_sharing();
         self.video_sender.borrow_mut().take();
         self.audio_sender.borrow_mut().take();
         self.peers.borrow_mut().clear();
@@ -322,6 +443,7 @@ async fn tick(call: std::rc::Weak<Call>) {
             return;
         }
         let now = clock::now_ms();
+        call.state.now_ms.set(now);
         let up = call.sent.borrow_mut().kbps(now);
         let down = call.received.borrow_mut().kbps(now);
         call.state.sending.update(|s| {

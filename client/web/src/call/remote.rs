@@ -10,7 +10,7 @@ use rallypoint_protocol::v1::{Media, Participant, TrackKind, server_frame};
 use wasm_bindgen::JsValue;
 
 use super::Call;
-use super::view::{PeerStats, Phase, RemotePeer, canvas_id};
+use super::view::{PeerStats, Phase, RemotePeer, canvas_id, screen_canvas_id};
 use crate::clock;
 use crate::driver::Command;
 use crate::media::audio::AudioReceiver;
@@ -27,6 +27,9 @@ const PERCENTILES_EVERY_MS: f64 = 500.0;
 /// Media and statistics of one remote participant.
 pub(super) struct PeerMedia {
     video: VideoReceiver,
+    /// Its shared screen, from the first screen frame on.
+    screen: Option<VideoReceiver>,
+    on_decoded: Rc<dyn Fn(Decoded)>,
     audio: Option<AudioReceiver>,
     video_latency: LatencyWindow,
     audio_latency: LatencyWindow,
@@ -50,7 +53,10 @@ impl Call {
                 // listed are kept; they leave only with PeerLeft.
                 for participant in &joined.participants {
                     self.add_peer(participant);
-                    self.request_keyframe(&participant.peer_id);
+                    self.request_keyframe(&participant.peer_id, TrackKind::Video);
+                    if participant.state.is_some_and(|s| s.sharing_screen) {
+                        self.request_keyframe(&participant.peer_id, TrackKind::Screen);
+                    }
                 }
                 self.state.phase.set(Phase::InCall);
             }
@@ -62,10 +68,23 @@ impl Call {
             server_frame::Kind::PeerMoved(moved) => {
                 if let Some(participant) = &moved.peer {
                     self.add_peer(participant);
+                    let now = clock::now_ms();
+                    if let Some(peer) = self.peers.borrow().get(&participant.peer_id) {
+                        peer.stats.update(|s| {
+                            s.moved_at = Some(now);
+                            s.moves += 1;
+                        });
+                    }
                 }
             }
             server_frame::Kind::PeerState(changed) => {
                 let state = changed.state.unwrap_or_default();
+                if !state.sharing_screen
+                    && let Some(peer) = self.peers.borrow_mut().get_mut(&changed.peer_id)
+                {
+                    // A later share is a new track: numbered from zero again.
+                    peer.screen = None;
+                }
                 self.state.peers.with_untracked(|peers| {
                     if let Some(peer) = peers.iter().find(|p| p.peer_id == changed.peer_id) {
                         peer.media_state.set(state);
@@ -80,10 +99,18 @@ impl Call {
             }
             server_frame::Kind::Media(media) => self.on_media(&media),
             server_frame::Kind::KeyframeRequest(request) => {
-                if request.kind == TrackKind::Video as i32
-                    && let Some(sender) = &*self.video_sender.borrow()
-                {
-                    sender.request_keyframe();
+                match TrackKind::try_from(request.kind) {
+                    Ok(TrackKind::Video) => {
+                        if let Some(sender) = &*self.video_sender.borrow() {
+                            sender.request_keyframe();
+                        }
+                    }
+                    Ok(TrackKind::Screen) => {
+                        if let Some(share) = &*self.screen.borrow() {
+                            share.request_keyframe();
+                        }
+                    }
+                    _ => {}
                 }
             }
             _ => {}
@@ -144,7 +171,9 @@ impl Call {
         self.peers.borrow_mut().insert(
             peer_id.to_owned(),
             PeerMedia {
-                video: VideoReceiver::new(canvas_id(peer_id), on_decoded),
+                video: VideoReceiver::new(canvas_id(peer_id), TrackKind::Video, on_decoded.clone()),
+                screen: None,
+                on_decoded,
                 audio,
                 video_latency: LatencyWindow::new(LATENCY_SAMPLES),
                 audio_latency: LatencyWindow::new(LATENCY_SAMPLES),
@@ -175,18 +204,31 @@ impl Call {
             };
             peer.received.record(clock::now_ms(), media.payload.len());
             match TrackKind::try_from(media.kind) {
-                Ok(TrackKind::Video) => peer.video.push(media),
+                Ok(TrackKind::Video) => peer.video.push(media).then_some(TrackKind::Video),
+                Ok(TrackKind::Screen) => {
+                    let on_decoded = peer.on_decoded.clone();
+                    peer.screen
+                        .get_or_insert_with(|| {
+                            VideoReceiver::new(
+                                screen_canvas_id(&media.sender),
+                                TrackKind::Screen,
+                                on_decoded,
+                            )
+                        })
+                        .push(media)
+                        .then_some(TrackKind::Screen)
+                }
                 Ok(TrackKind::Audio) => {
                     if let Some(audio) = &peer.audio {
                         audio.push(media);
                     }
-                    false
+                    None
                 }
-                _ => false,
+                _ => None,
             }
         };
-        if ask {
-            self.request_keyframe(&media.sender);
+        if let Some(kind) = ask {
+            self.request_keyframe(&media.sender, kind);
         }
     }
 
@@ -196,6 +238,11 @@ impl Call {
         let Some(peer) = peers.get_mut(peer_id) else {
             return;
         };
+        if decoded.kind == TrackKind::Screen {
+            peer.stats.update(|s| s.screen_decoded += 1);
+            return;
+        }
+        peer.stats.update_untracked(|s| s.last_media_at = Some(now));
         let video = decoded.kind == TrackKind::Video;
         if video {
             peer.video_latency.record(decoded.latency_ms);
@@ -230,10 +277,10 @@ impl Call {
         });
     }
 
-    fn request_keyframe(&self, peer_id: &str) {
+    fn request_keyframe(&self, peer_id: &str, kind: TrackKind) {
         let _ = self.commands.unbounded_send(Command::RequestKeyframe {
             peer_id: peer_id.to_owned(),
-            kind: TrackKind::Video,
+            kind,
         });
     }
 }

@@ -70,6 +70,14 @@ pub struct PeerStats {
     pub last_video_at: Option<f64>,
     /// Until when the participant counts as speaking (`performance.now()`).
     pub speaking_until: Option<f64>,
+    /// Frames of its shared screen decoded.
+    pub screen_decoded: u64,
+    /// When it last moved to another relay (`performance.now()`), and how
+    /// often it did.
+    pub moved_at: Option<f64>,
+    pub moves: u32,
+    /// When anything of it (audio or video) was last decoded.
+    pub last_media_at: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -88,6 +96,11 @@ impl RemotePeer {
     pub fn canvas_id(&self) -> String {
         canvas_id(&self.peer_id)
     }
+}
+
+/// The id of the canvas a participant's shared screen is drawn into.
+pub fn screen_canvas_id(peer_id: &str) -> String {
+    format!("screen-{}", canvas_id(peer_id))
 }
 
 pub(super) fn canvas_id(peer_id: &str) -> String {
@@ -125,6 +138,15 @@ pub struct CallState {
     pub muted: RwSignal<bool>,
     pub camera_on: RwSignal<bool>,
     pub has_devices: RwSignal<bool>,
+    /// This page shares its screen.
+    pub sharing: RwSignal<bool>,
+    /// Why sharing the screen or switching cameras failed, for the person.
+    pub media_error: RwSignal<Option<String>>,
+    /// The camera being sent (its name as the browser gives it).
+    pub camera_label: RwSignal<String>,
+    /// `performance.now()`, advanced every second: what depends on time
+    /// passing without news (a participant gone silent) reads it.
+    pub now_ms: RwSignal<f64>,
 }
 
 impl CallState {
@@ -141,6 +163,10 @@ impl CallState {
             muted: RwSignal::new(false),
             camera_on: RwSignal::new(has_devices),
             has_devices: RwSignal::new(has_devices),
+            sharing: RwSignal::new(false),
+            media_error: RwSignal::new(None),
+            camera_label: RwSignal::new(String::new()),
+            now_ms: RwSignal::new(0.0),
         }
     }
 }

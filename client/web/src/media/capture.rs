@@ -134,6 +134,69 @@ pub fn play_through(context: &web_sys::AudioContext, id: &str) {
     }
 }
 
+/// Opens the camera `id` alone (to switch cameras in a call).
+pub async fn open_camera(id: &str) -> Result<MediaStreamTrack, String> {
+    let devices = media_devices().ok_or("This page cannot use a camera.")?;
+    let constraints = MediaStreamConstraints::new();
+    constraints.set_video(&object(&[
+        ("width", ideal(WIDTH as f64)),
+        ("height", ideal(HEIGHT as f64)),
+        ("frameRate", ideal(FPS)),
+        ("deviceId", exact(id)),
+    ]));
+    constraints.set_audio(&JsValue::FALSE);
+    let request = devices
+        .get_user_media_with_constraints(&constraints)
+        .map_err(|e| explain(&e))?;
+    let stream: MediaStream = JsFuture::from(request)
+        .await
+        .map(JsCast::unchecked_into)
+        .map_err(|e| explain(&e))?;
+    video_track(&stream).ok_or_else(|| "That camera gave no picture.".to_owned())
+}
+
+/// Asks which screen, window or tab to share (the browser asks the person),
+/// at most 1920x1080 and 15 fps: a 4K screen would cost the encoder and the
+/// room more than legible text needs. Errors are for people; `None` when
+/// the person chose not to share.
+pub async fn open_screen() -> Result<Option<MediaStream>, String> {
+    let devices = media_devices().ok_or("This page cannot share a screen: open it over https.")?;
+    let constraints = web_sys::DisplayMediaStreamConstraints::new();
+    constraints.set_video(&object(&[
+        (
+            "width",
+            object(&[("max", JsValue::from_f64(1920.0))]).into(),
+        ),
+        (
+            "height",
+            object(&[("max", JsValue::from_f64(1080.0))]).into(),
+        ),
+        (
+            "frameRate",
+            object(&[("max", JsValue::from_f64(15.0))]).into(),
+        ),
+    ]));
+    constraints.set_audio(&JsValue::FALSE);
+    let request = devices
+        .get_display_media_with_constraints(&constraints)
+        .map_err(|e| {
+            format!(
+                "Screen sharing is not available: {}",
+                crate::transport::describe(&e)
+            )
+        })?;
+    match JsFuture::from(request).await {
+        Ok(stream) => Ok(Some(stream.unchecked_into())),
+        Err(e) => match e.dyn_ref::<DomException>().map(|e| e.name()).as_deref() {
+            Some("NotAllowedError" | "AbortError") => Ok(None),
+            _ => Err(format!(
+                "The screen could not be shared ({}).",
+                crate::transport::describe(&e)
+            )),
+        },
+    }
+}
+
 /// Stops every track (the camera light goes off).
 pub fn stop(stream: &MediaStream) {
     for track in stream.get_tracks() {

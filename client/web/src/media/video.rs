@@ -15,9 +15,10 @@ use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::spawn_local;
 use web_sys::{
     CanvasRenderingContext2d, CodecState, EncodedVideoChunk, EncodedVideoChunkInit,
-    EncodedVideoChunkType, HtmlCanvasElement, LatencyMode, MediaStreamTrack,
-    ReadableStreamDefaultReader, VideoDecoder, VideoDecoderConfig, VideoDecoderInit, VideoEncoder,
-    VideoEncoderConfig, VideoEncoderEncodeOptions, VideoEncoderInit, VideoFrame,
+    EncodedVideoChunkType, HtmlCanvasElement, LatencyMode, MediaStreamTrack, OffscreenCanvas,
+    OffscreenCanvasRenderingContext2d, ReadableStreamDefaultReader, VideoDecoder,
+    VideoDecoderConfig, VideoDecoderInit, VideoEncoder, VideoEncoderConfig,
+    VideoEncoderEncodeOptions, VideoEncoderInit, VideoFrame, VideoFrameInit, VideoPixelFormat,
 };
 
 use super::keyframes::KeyframePolicy;
@@ -30,6 +31,34 @@ pub const WIDTH: u32 = 640;
 pub const HEIGHT: u32 = 360;
 pub const FPS: f64 = 30.0;
 pub const BITRATE: u32 = 600_000;
+
+/// What a video track carries: its kind on the wire and how it is encoded.
+#[derive(Debug, Clone, Copy)]
+pub struct Profile {
+    pub kind: TrackKind,
+    pub bitrate: u32,
+    pub fps: f64,
+    /// For messages: "camera", "screen".
+    pub what: &'static str,
+}
+
+/// The camera: motion matters, 640x360 at 30 fps.
+pub const CAMERA: Profile = Profile {
+    kind: TrackKind::Video,
+    bitrate: BITRATE,
+    fps: FPS,
+    what: "camera",
+};
+
+/// A shared screen: text must stay legible and motion matters less, so
+/// more bits for fewer frames, at the screen's own size (capped when it is
+/// captured, see capture::open_screen).
+pub const SCREEN: Profile = Profile {
+    kind: TrackKind::Screen,
+    bitrate: 1_500_000,
+    fps: 15.0,
+    what: "screen",
+};
 /// A keyframe at least this often, so a receiver that lost one recovers
 /// even if its request is lost too.
 const KEYFRAME_INTERVAL_MS: f64 = 2_000.0;
@@ -43,7 +72,7 @@ const KEYFRAME_REQUEST_EVERY_MS: f64 = 500.0;
 /// Encodes the camera and hands every frame to the sink.
 pub struct VideoSender {
     state: Rc<SenderState>,
-    reader: ReadableStreamDefaultReader,
+    reader: RefCell<ReadableStreamDefaultReader>,
     _output: Closure<dyn FnMut(EncodedVideoChunk)>,
     _error: Closure<dyn FnMut(JsValue)>,
 }
@@ -53,16 +82,29 @@ struct SenderState {
     policy: RefCell<KeyframePolicy>,
     enabled: Cell<bool>,
     configured: Cell<Option<(u32, u32)>>,
-    /// Wall clock minus the camera's timestamps: turns an encoded chunk's
-    /// timestamp into its capture time on the wall clock.
-    offset_us: Cell<f64>,
+    /// The last timestamp given to the encoder. Frames are re-stamped
+    /// with the wall clock (their capture time, for the receiver's latency)
+    /// kept strictly increasing: a camera switched mid-call brings its own
+    /// clock, and an encoder fed an earlier timestamp fails.
+    last_stamp_us: Cell<f64>,
+    /// Which track's reader may feed the encoder: a replaced track's frames
+    /// still in flight are dropped.
+    generation: Cell<u64>,
+    /// Where frames in a pixel format the encoder does not take (a depth
+    /// camera's Y16, say) are redrawn as RGBA.
+    converter: RefCell<Option<(OffscreenCanvas, OffscreenCanvasRenderingContext2d)>>,
     seq: Cell<u64>,
     sink: MediaSink,
+    profile: Profile,
 }
 
 impl VideoSender {
-    pub fn start(track: &MediaStreamTrack, sink: MediaSink) -> Result<Self, String> {
-        let reader = track_reader(track, "camera")?;
+    pub fn start(
+        track: &MediaStreamTrack,
+        profile: Profile,
+        sink: MediaSink,
+    ) -> Result<Self, String> {
+        let reader = track_reader(track, profile.what)?;
         let shared: Rc<RefCell<Option<Rc<SenderState>>>> = Rc::new(RefCell::new(None));
         let output = {
             let shared = shared.clone();
@@ -85,26 +127,35 @@ impl VideoSender {
             policy: RefCell::new(KeyframePolicy::new(KEYFRAME_INTERVAL_MS)),
             enabled: Cell::new(true),
             configured: Cell::new(None),
-            offset_us: Cell::new(0.0),
+            last_stamp_us: Cell::new(0.0),
+            generation: Cell::new(0),
+            converter: RefCell::new(None),
             seq: Cell::new(0),
             sink,
+            profile,
         });
         *shared.borrow_mut() = Some(state.clone());
-        {
-            let state = state.clone();
-            let reader = reader.clone();
-            spawn_local(async move {
-                while let Some(frame) = next_chunk::<VideoFrame>(&reader).await {
-                    state.encode(frame);
-                }
-            });
-        }
+        read_frames(&state, &reader, 0);
         Ok(VideoSender {
             state,
-            reader,
+            reader: RefCell::new(reader),
             _output: output,
             _error: error,
         })
+    }
+
+    /// Encodes `track` from now on (another camera): the same track on the
+    /// wire, its numbering going on, starting with a keyframe — receivers
+    /// see the picture change, not a new sender.
+    pub fn replace_track(&self, track: &MediaStreamTrack) -> Result<(), String> {
+        let reader = track_reader(track, self.state.profile.what)?;
+        let old = self.reader.replace(reader.clone());
+        let _ = old.cancel();
+        let generation = self.state.generation.get() + 1;
+        self.state.generation.set(generation);
+        self.request_keyframe();
+        read_frames(&self.state, &reader, generation);
+        Ok(())
     }
 
     /// The next frame is a keyframe.
@@ -121,9 +172,40 @@ impl VideoSender {
     }
 }
 
+/// Pixel formats a browser's VP8 encoder takes as they are.
+fn encodable(format: Option<VideoPixelFormat>) -> bool {
+    matches!(
+        format,
+        Some(
+            VideoPixelFormat::I420
+                | VideoPixelFormat::I420a
+                | VideoPixelFormat::Nv12
+                | VideoPixelFormat::Rgba
+                | VideoPixelFormat::Rgbx
+                | VideoPixelFormat::Bgra
+                | VideoPixelFormat::Bgrx
+        )
+    )
+}
+
+/// Feeds `reader`'s frames to the encoder until the track ends or the
+/// reader is cancelled.
+fn read_frames(state: &Rc<SenderState>, reader: &ReadableStreamDefaultReader, generation: u64) {
+    let (state, reader) = (state.clone(), reader.clone());
+    spawn_local(async move {
+        while let Some(frame) = next_chunk::<VideoFrame>(&reader).await {
+            if state.generation.get() != generation {
+                frame.close();
+                return;
+            }
+            state.encode(frame);
+        }
+    });
+}
+
 impl Drop for VideoSender {
     fn drop(&mut self) {
-        let _ = self.reader.cancel();
+        let _ = self.reader.borrow().cancel();
         if self.state.encoder.state() != CodecState::Closed {
             let _ = self.state.encoder.close();
         }
@@ -135,24 +217,59 @@ impl SenderState {
         let busy = self.encoder.state() == CodecState::Closed
             || self.encoder.encode_queue_size() > MAX_ENCODE_QUEUE;
         if self.enabled.get() && !busy {
-            self.offset_us.set(clock::wall_us() - frame.timestamp());
             let size = (frame.display_width(), frame.display_height());
             if self.configured.get() != Some(size) && self.configure(size) {
                 self.policy.borrow_mut().request();
             }
-            let options = VideoEncoderEncodeOptions::new();
-            options.set_key_frame(self.policy.borrow_mut().next_is_keyframe(clock::now_ms()));
-            if let Err(e) = self.encoder.encode_with_options(&frame, &options) {
-                web_sys::console::warn_2(&"video encode failed:".into(), &e);
+            let stamp = clock::wall_us().max(self.last_stamp_us.get() + 1.0);
+            self.last_stamp_us.set(stamp);
+            let init = VideoFrameInit::new();
+            init.set_timestamp_f64(stamp);
+            let stamped = if encodable(frame.format()) {
+                VideoFrame::new_with_video_frame_and_video_frame_init(&frame, &init)
+            } else {
+                self.converted(&frame, &init)
+            };
+            match stamped {
+                Ok(stamped) => {
+                    let options = VideoEncoderEncodeOptions::new();
+                    options
+                        .set_key_frame(self.policy.borrow_mut().next_is_keyframe(clock::now_ms()));
+                    if let Err(e) = self.encoder.encode_with_options(&stamped, &options) {
+                        web_sys::console::warn_2(&"video encode failed:".into(), &e);
+                    }
+                    stamped.close();
+                }
+                Err(e) => web_sys::console::warn_2(&"video frame not re-stamped:".into(), &e),
             }
         }
         frame.close();
     }
 
+    /// `frame` redrawn as RGBA, which every encoder takes.
+    fn converted(&self, frame: &VideoFrame, init: &VideoFrameInit) -> Result<VideoFrame, JsValue> {
+        let (width, height) = (frame.display_width(), frame.display_height());
+        let mut converter = self.converter.borrow_mut();
+        if !converter
+            .as_ref()
+            .is_some_and(|(c, _)| c.width() == width && c.height() == height)
+        {
+            let canvas = OffscreenCanvas::new(width, height)?;
+            let context = canvas
+                .get_context("2d")?
+                .ok_or("no 2d context")?
+                .dyn_into::<OffscreenCanvasRenderingContext2d>()?;
+            *converter = Some((canvas, context));
+        }
+        let (canvas, context) = converter.as_ref().expect("made above");
+        context.draw_image_with_video_frame(frame, 0.0, 0.0)?;
+        VideoFrame::new_with_offscreen_canvas_and_video_frame_init(canvas, init)
+    }
+
     fn configure(&self, (width, height): (u32, u32)) -> bool {
         let config = VideoEncoderConfig::new(CODEC, height, width);
-        config.set_bitrate(BITRATE);
-        config.set_framerate(FPS);
+        config.set_bitrate(self.profile.bitrate);
+        config.set_framerate(self.profile.fps);
         config.set_latency_mode(LatencyMode::Realtime);
         match self.encoder.configure(&config) {
             Ok(()) => {
@@ -175,16 +292,17 @@ impl SenderState {
         self.seq.set(seq + 1);
         (self.sink)(Media {
             sender: String::new(),
-            kind: TrackKind::Video as i32,
+            kind: self.profile.kind as i32,
             seq,
-            capture_us: (chunk.timestamp() + self.offset_us.get()) as u64,
+            capture_us: chunk.timestamp() as u64,
             keyframe: chunk.type_() == EncodedVideoChunkType::Key,
             payload: Bytes::from(payload),
         });
     }
 }
 
-/// Decodes one participant's video into the canvas with id `canvas_id`.
+/// Decodes one participant's camera or screen (`kind`) into the canvas with
+/// id `canvas_id`.
 pub struct VideoReceiver {
     decoder: RefCell<Option<VideoDecoder>>,
     reorder: RefCell<Reorder<EncodedVideoChunk>>,
@@ -194,7 +312,7 @@ pub struct VideoReceiver {
 }
 
 impl VideoReceiver {
-    pub fn new(canvas_id: String, on_decoded: Rc<dyn Fn(Decoded)>) -> Self {
+    pub fn new(canvas_id: String, kind: TrackKind, on_decoded: Rc<dyn Fn(Decoded)>) -> Self {
         let canvas: RefCell<Option<(HtmlCanvasElement, CanvasRenderingContext2d)>> =
             RefCell::new(None);
         let output = Closure::<dyn FnMut(VideoFrame)>::new(move |frame: VideoFrame| {
@@ -202,7 +320,7 @@ impl VideoReceiver {
             draw(&canvas, &canvas_id, &frame);
             frame.close();
             on_decoded(Decoded {
-                kind: TrackKind::Video,
+                kind,
                 latency_ms,
                 level: None,
             });

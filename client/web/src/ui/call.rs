@@ -5,12 +5,14 @@ use std::rc::Rc;
 
 use leptos::html;
 use leptos::prelude::*;
-use wasm_bindgen::JsCast;
 
 use super::Screen;
 use super::election::ElectionPanel;
-use crate::call::{Call, CallState, Phase, RemotePeer};
+use crate::call::{Call, CallState, Phase, RemotePeer, screen_canvas_id};
 use crate::clock;
+use crate::media::capture;
+use crate::media::devices::{Device, DeviceKind};
+use crate::stats::{PeerLink, peer_link};
 
 /// A participant whose last video frame is older than this shows its name
 /// instead of a frozen picture (camera off, or video not arriving).
@@ -43,6 +45,17 @@ pub fn CallView(call: Rc<Call>, screen: RwSignal<Screen, LocalStorage>) -> impl 
         let call = call.clone();
         move |_| call.set_camera(!state.camera_on.get_untracked())
     };
+    let toggle_sharing = {
+        let call = call.clone();
+        move |_| {
+            if state.sharing.get_untracked() {
+                call.stop_sharing();
+            } else {
+                let call = call.clone();
+                leptos::task::spawn_local(async move { call.share_screen().await });
+            }
+        }
+    };
     view! {
         <div class="call" data-view="call" data-phase=phase_name class:electing=move || state.phase.with(|p| *p == Phase::Electing)>
             <header class="topbar">
@@ -53,12 +66,16 @@ pub fn CallView(call: Rc<Call>, screen: RwSignal<Screen, LocalStorage>) -> impl 
             </header>
             <Banner state screen />
             <main class="stage">
+                {move || state.peers.get().into_iter()
+                    .filter(|p| p.media_state.get().sharing_screen)
+                    .map(|peer| view! { <ScreenTile peer /> })
+                    .collect_view()}
                 <section class="tiles" aria-label="Video">
                     <SelfTile call=call.clone() />
                     <For
                         each=move || state.peers.get()
                         key=|p| (p.peer_id.clone(), p.name.clone(), p.region.clone())
-                        children=move |peer| view! { <RemoteTile peer /> }
+                        children=move |peer| view! { <RemoteTile peer now_ms=state.now_ms /> }
                     />
                 </section>
             </main>
@@ -76,7 +93,12 @@ pub fn CallView(call: Rc<Call>, screen: RwSignal<Screen, LocalStorage>) -> impl 
                     disabled=move || !state.has_devices.get()>
                     {move || if state.camera_on.get() { "Turn camera off" } else { "Turn camera on" }}
                 </button>
+                <CameraSwitch call=call.clone() />
+                <button type="button" on:click=toggle_sharing aria-pressed=move || state.sharing.get().to_string()>
+                    {move || if state.sharing.get() { "Stop sharing" } else { "Share screen" }}
+                </button>
                 <button type="button" class="leave" on:click=leave>"Leave call"</button>
+                <span class="error" role="alert">{move || state.media_error.get()}</span>
             </footer>
         </div>
     }
@@ -204,7 +226,7 @@ fn SelfTile(call: Rc<Call>) -> impl IntoView {
     });
     view! {
         <figure class="tile self" class:off=move || !state.camera_on.get()
-            data-camera-label=call.stream().and_then(|s| s.get_video_tracks().get(0).dyn_into::<web_sys::MediaStreamTrack>().ok()).map(|t| t.label())>
+            data-camera-label=move || state.camera_label.get()>
             <video node_ref=video autoplay=true muted=true playsinline=true aria-label="Your camera"></video>
             <figcaption>
                 "You"
@@ -215,8 +237,55 @@ fn SelfTile(call: Rc<Call>) -> impl IntoView {
     }
 }
 
+/// Which camera the call sends from, switchable during the call (shown
+/// when there is more than one).
 #[component]
-fn RemoteTile(peer: RemotePeer) -> impl IntoView {
+fn CameraSwitch(call: Rc<Call>) -> impl IntoView {
+    let state = call.state;
+    let cameras: RwSignal<Vec<Device>> = RwSignal::new(Vec::new());
+    if state.has_devices.get_untracked() {
+        leptos::task::spawn_local(async move {
+            let listed = capture::devices().await;
+            let _ = cameras.try_set(
+                listed
+                    .into_iter()
+                    .filter(|d| d.kind == DeviceKind::Camera && !d.id.is_empty())
+                    .collect(),
+            );
+        });
+    }
+    let switch = move |ev| {
+        let id = event_target_value(&ev);
+        let call = call.clone();
+        leptos::task::spawn_local(async move { call.switch_camera(id).await });
+    };
+    view! {
+        <select aria-label="Camera" data-camera-switch="" on:change=switch
+            hidden=move || cameras.with(|c| c.len() < 2)>
+            {move || cameras.get().into_iter().map(|d| {
+                let selected = d.label == state.camera_label.get();
+                view! { <option value=d.id selected=selected>{d.label}</option> }
+            }).collect_view()}
+        </select>
+    }
+}
+
+/// A participant's shared screen, shown large above the tiles.
+#[component]
+fn ScreenTile(peer: RemotePeer) -> impl IntoView {
+    let stats = peer.stats;
+    view! {
+        <figure class="tile screen" data-screen-of=peer.peer_id.clone()
+            data-screen-decoded=move || stats.with(|s| s.screen_decoded)>
+            <canvas id=screen_canvas_id(&peer.peer_id) width="1280" height="720" role="img"
+                aria-label=format!("Screen shared by {}", peer.name)></canvas>
+            <figcaption>{format!("{}'s screen", peer.name)}</figcaption>
+        </figure>
+    }
+}
+
+#[component]
+fn RemoteTile(peer: RemotePeer, now_ms: RwSignal<f64>) -> impl IntoView {
     let stats = peer.stats;
     let stale = move || {
         // Re-evaluated with every decoded frame, and every second with the rates.
@@ -231,6 +300,31 @@ fn RemoteTile(peer: RemotePeer) -> impl IntoView {
     let media_state = peer.media_state;
     let muted = move || media_state.with(|s| s.muted);
     let camera_off = move || media_state.with(|s| s.camera_off);
+    let link = move || {
+        // Every second, and with every decoded frame.
+        let now = now_ms.get().max(clock::now_ms());
+        let sends = !(muted() && camera_off());
+        stats.with(|s| {
+            let video_gap = match (camera_off(), s.last_video_at) {
+                (false, Some(at)) => now - at,
+                _ => 0.0,
+            };
+            peer_link(
+                now,
+                s.moved_at,
+                s.last_media_at,
+                sends,
+                s.video_latency_p95_ms,
+                video_gap,
+            )
+        })
+    };
+    let link_word = move || match link() {
+        PeerLink::Good => None,
+        PeerLink::Moving => Some(("moving", "moving relays…")),
+        PeerLink::Poor => Some(("poor", "poor connection")),
+        PeerLink::Lost => Some(("lost", "connection lost")),
+    };
     view! {
         <figure
             class="tile remote"
@@ -239,6 +333,8 @@ fn RemoteTile(peer: RemotePeer) -> impl IntoView {
             data-speaking=move || (speaking() && !muted()).to_string()
             data-muted=move || muted().to_string()
             data-camera-off=move || camera_off().to_string()
+            data-link=move || link_word().map_or("good", |(class, _)| class)
+            data-moves=move || stats.with(|s| s.moves)
             data-peer-id=peer.peer_id.clone()
             data-frames-decoded=move || stats.with(|s| s.video_decoded)
             data-audio-decoded=move || stats.with(|s| s.audio_decoded)
@@ -253,6 +349,7 @@ fn RemoteTile(peer: RemotePeer) -> impl IntoView {
                 {format!("{} · {}", peer.name, peer.region)}
                 {move || muted().then(|| view! { <span class="state muted" title="Microphone muted">" · muted"</span> })}
                 {move || camera_off().then(|| view! { <span class="state camera-off" title="Camera off">" · camera off"</span> })}
+                {move || link_word().map(|(class, word)| view! { <span class=format!("link {class}")>{format!(" · {word}")}</span> })}
             </figcaption>
         </figure>
     }
