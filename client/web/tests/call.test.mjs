@@ -363,6 +363,47 @@ test('switching cameras in the call changes the picture on the other page', asyn
   await switcher.evaluate(() => localStorage.clear());
 });
 
+test('six people in one call: everyone sees the other five, on a laptop and on a phone', async () => {
+  // Four more join the two pages' room without camera and microphone (so
+  // two cores can carry six pages): each page shows five others.
+  const extra = [];
+  for (const name of ['Ana', 'Ben', 'Cai', 'Dee']) {
+    const page = await browser.context.newPage();
+    await page.addInitScript(() => {
+      navigator.mediaDevices.getUserMedia = () =>
+        Promise.reject(new DOMException('Permission denied', 'NotAllowedError'));
+    });
+    await page.goto(`${stack.base}/?location=client-in-new-york&room=${room}&name=${name}`);
+    await page.getByRole('button', { name: 'Join without camera and microphone' }).click();
+    extra.push(page);
+  }
+  const everyone = [pages.singapore, pages.newYork, ...extra];
+  for (const page of everyone) {
+    await until(page, () => document.querySelectorAll('[data-peer-id]').length === 5, undefined, 30_000);
+  }
+  // The two with cameras reach every page.
+  await until(extra[0], () => [...document.querySelectorAll('[data-peer-id]')]
+    .filter((tile) => Number(tile.dataset.framesDecoded) > 30).length === 2, undefined, 30_000);
+  await pages.newYork.screenshot({ path: join(artifacts, 'call-six.png') });
+  await pages.newYork.setViewportSize({ width: 390, height: 844 });
+  const narrow = await pages.newYork.evaluate(() => ({
+    overflow: document.documentElement.scrollWidth - window.innerWidth,
+    tileWidths: [...document.querySelectorAll('.tiles .tile')].map((t) => Math.round(t.getBoundingClientRect().width)),
+  }));
+  await pages.newYork.screenshot({ path: join(artifacts, 'call-six-narrow.png'), fullPage: true });
+  await pages.newYork.setViewportSize({ width: 1280, height: 800 });
+  assert.ok(narrow.overflow <= 0, `the phone-wide page scrolls sideways by ${narrow.overflow} px`);
+  assert.equal(narrow.tileWidths.length, 6);
+  assert.ok(narrow.tileWidths.every((w) => w >= 120 && w <= 200), `two tiles per row on a phone: ${narrow.tileWidths}`);
+  for (const page of extra) {
+    await page.getByRole('button', { name: 'Leave call' }).click();
+    await page.close();
+  }
+  for (const page of [pages.singapore, pages.newYork]) {
+    await until(page, () => document.querySelectorAll('[data-peer-id]').length === 1, undefined, 15_000);
+  }
+});
+
 test('the invite link opens the lobby of the same room', async () => {
   const link = await pages.newYork.locator('[data-invite-link]').getAttribute('href');
   const url = new URL(link);

@@ -70,7 +70,8 @@ pub fn CallView(call: Rc<Call>, screen: RwSignal<Screen, LocalStorage>) -> impl 
                     .filter(|p| p.media_state.get().sharing_screen)
                     .map(|peer| view! { <ScreenTile peer /> })
                     .collect_view()}
-                <section class="tiles" aria-label="Video">
+                <section class="tiles" aria-label="Video" class:many=move || state.peers.with(|p| p.len() + 1 > 4)
+                    data-participants=move || state.peers.with(|p| p.len() + 1)>
                     <SelfTile call=call.clone() />
                     <For
                         each=move || state.peers.get()
