@@ -871,8 +871,8 @@ impl Election {
                 )?;
                 Some((id, gap))
             })
-            .min_by(|a, b| a.1.1.total_cmp(&b.1.1));
-        let Some((challenger, (current_rtt, rtt))) = best else {
+            .min_by(|a, b| a.1.challenger_score().total_cmp(&b.1.challenger_score()));
+        let Some((challenger, comparison)) = best else {
             self.challenge = None;
             return;
         };
@@ -880,8 +880,9 @@ impl Election {
             Some(c) if c.challenger == challenger => {
                 if now.since(c.since) >= self.config.switch_sustain {
                     let reason = wording::switched(
-                        (&self.slots[challenger].candidate.label(), rtt),
-                        (&self.slots[current].candidate.label(), current_rtt),
+                        &self.slots[challenger].candidate.label(),
+                        &self.slots[current].candidate.label(),
+                        comparison,
                         &self.config,
                         now.since(c.since),
                     );

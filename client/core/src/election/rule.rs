@@ -382,29 +382,59 @@ pub struct Recent<'a> {
     pub lost: u32,
 }
 
+/// What a switch compared (µs): the serving candidate's lower bound and the
+/// challenger's upper bound on RTT, and what each was charged for its loss.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Comparison {
+    pub current_lcb: f64,
+    pub current_loss_cost: f64,
+    pub challenger_ucb: f64,
+    pub challenger_loss_cost: f64,
+}
+
+impl Comparison {
+    pub fn current_score(&self) -> f64 {
+        self.current_lcb + self.current_loss_cost
+    }
+
+    pub fn challenger_score(&self) -> f64 {
+        self.challenger_ucb + self.challenger_loss_cost
+    }
+}
+
 /// The switching rule on bounds: is the challenger clearly better than the
 /// serving candidate — its upper bound against the current lower bound, each
 /// side charged the loss it shows beyond doubt in excess of the other's (see
-/// [`loss_excess_cost`])? The two compared scores (µs), if so.
+/// [`loss_excess_cost`])? What was compared, if so.
 pub fn clearly_better(
     current: Recent<'_>,
     challenger: Recent<'_>,
     config: &ElectionConfig,
-) -> Option<(f64, f64)> {
+) -> Option<Comparison> {
     let (current_lcb, _) = bounds_with_scale(current.samples, current.history, config)?;
     let (_, challenger_ucb) = bounds_with_scale(challenger.samples, challenger.history, config)?;
     let current_loss = (current.answered, current.lost);
     let challenger_loss = (challenger.answered, challenger.lost);
-    let (current_score, challenger_score) = if loss_aware(config) {
+    let (current_loss_cost, challenger_loss_cost) = if loss_aware(config) {
         (
-            current_lcb + loss_excess_cost(current_loss, challenger_loss),
-            challenger_ucb + loss_excess_cost(challenger_loss, current_loss),
+            loss_excess_cost(current_loss, challenger_loss),
+            loss_excess_cost(challenger_loss, current_loss),
         )
     } else {
-        (current_lcb, challenger_ucb)
+        (0.0, 0.0)
     };
-    better_enough(current_score, challenger_score, config)
-        .then_some((current_score, challenger_score))
+    let comparison = Comparison {
+        current_lcb,
+        current_loss_cost,
+        challenger_ucb,
+        challenger_loss_cost,
+    };
+    better_enough(
+        comparison.current_score(),
+        comparison.challenger_score(),
+        config,
+    )
+    .then_some(comparison)
 }
 
 /// Is `challenger` (µs) better than `current` (µs) by at least

@@ -8,6 +8,7 @@ use std::time::Duration;
 use rallypoint_protocol::v1::DecisionRule;
 
 use super::config::ElectionConfig;
+use super::rule::Comparison;
 
 /// A candidate's RTT estimate (µs) and loss rate, as measured.
 pub(super) type Measure = (Option<f64>, f64);
@@ -87,20 +88,33 @@ pub(super) fn kept(
     )
 }
 
-/// A switch to a challenger that stayed better for `held`.
+/// A switch to a challenger that stayed better for `held`. The numbers
+/// are what the rule compared: 99% bounds on each RTT (the challenger's at
+/// most, the serving one's at least), plus what loss cost each.
 pub(super) fn switched(
-    (challenger, rtt): (&str, f64),
-    (current, current_rtt): (&str, f64),
+    challenger: &str,
+    current: &str,
+    compared: Comparison,
     config: &ElectionConfig,
     held: Duration,
 ) -> String {
+    let loss = |label: &str, cost: f64| {
+        if cost > 0.0 {
+            format!("; {label}'s loss counted as {}", ms(cost))
+        } else {
+            String::new()
+        }
+    };
     format!(
-        "{challenger} ({}) beat {current} ({}) by at least {} ms and {:.0}% for {:.1} s",
-        ms(rtt),
-        ms(current_rtt),
+        "{challenger} beat {current} for {:.1} s: RTT at most {} against at least {} (99% bounds){}{}; \
+         a switch needs {} ms and {:.0}% better",
+        held.as_secs_f64(),
+        ms(compared.challenger_ucb),
+        ms(compared.current_lcb),
+        loss(current, compared.current_loss_cost),
+        loss(challenger, compared.challenger_loss_cost),
         config.switch_min_abs.as_millis(),
         config.switch_min_rel * 100.0,
-        held.as_secs_f64()
     )
 }
 
@@ -135,6 +149,29 @@ mod tests {
                 None
             ),
             "a/ws at ?: the only usable candidate"
+        );
+    }
+
+    #[test]
+    fn a_switch_names_bounds_and_loss_not_bare_scores() {
+        let reason = switched(
+            "us-east/wt",
+            "singapore/wt",
+            Comparison {
+                current_lcb: 118_000.0,
+                current_loss_cost: 80_000.0,
+                challenger_ucb: 130_000.0,
+                challenger_loss_cost: 0.0,
+            },
+            &ElectionConfig::default(),
+            Duration::from_secs(5),
+        );
+        assert!(
+            reason.starts_with(
+                "us-east/wt beat singapore/wt for 5.0 s: RTT at most 130.0 ms against at least \
+                 118.0 ms (99% bounds); singapore/wt's loss counted as 80.0 ms; a switch needs"
+            ),
+            "{reason}"
         );
     }
 
