@@ -1,10 +1,10 @@
 //! Runs the sans-IO client [`Session`] on real connections with tokio: a
 //! byte pipe. The session owns the protocol (handshakes, generations,
-//! routing, timers); the runner opens the transports it asks for, moves
-//! frames and time in and out, and hands the application what the session
-//! says.
+//! routing, timers); client core's [`Driver`] does what every driver does
+//! alike (the browser runs the same one); this module is only tokio's I/O
+//! ([`Io`]) and the loop that feeds it events, commands and time.
 //!
-//! One task owns the session and every connection's sending half; each
+//! One task owns the driver and every connection's sending half; each
 //! connection's frames arrive on one channel, tagged with its id and
 //! stamped when they were read off the socket.
 //!
@@ -13,14 +13,15 @@
 //! of expiry. Without one, relays end the call when the token expires, and
 //! the session reports that as a `TokenExpired` refusal.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use rallypoint_client::election::ElectionConfig;
-use rallypoint_client::session::{ConnectionId, FrameUse, Session, SessionConfig, Transmit};
+use rallypoint_client::session::driver::{Arrived, Driver, Event, Io};
+use rallypoint_client::session::{ConnectionId, Route, Session, SessionConfig};
 use rallypoint_client::{Candidate, Micros};
-use rallypoint_protocol::encode;
+use rallypoint_protocol::v1::{ClientFrame, ServerFrame};
 use tokio::sync::mpsc;
 
 use crate::connection::{Connection, Received, Sender};
@@ -47,24 +48,94 @@ pub use rallypoint_client::session::Command;
 /// What the runner tells the application.
 pub type Output = rallypoint_client::session::Output<Received>;
 
-enum Input {
-    Opened(ConnectionId, Connection),
-    OpenFailed(ConnectionId, String),
-    Frame(ConnectionId, Received),
-    Closed(ConnectionId),
-    Token(anyhow::Result<String>),
+type RunnerEvent = Event<Connection, Received>;
+
+impl Arrived for Received {
+    fn frame(&self) -> &ServerFrame {
+        &self.frame
+    }
 }
 
-struct Runner {
-    session: Session,
+/// The runner's I/O: tokio tasks for opening and reading connections and
+/// fetching tokens, all reporting on one channel.
+struct TokioIo {
     origin: Instant,
-    /// The sending half of every connection the session holds.
-    senders: HashMap<ConnectionId, Sender>,
-    inputs: mpsc::UnboundedSender<Input>,
+    events: mpsc::UnboundedSender<RunnerEvent>,
     outputs: mpsc::UnboundedSender<Output>,
     tokens: Option<TokenSource>,
-    /// A token fetch is under way (the session may ask again meanwhile).
-    fetching: bool,
+}
+
+impl Io for TokioIo {
+    type Opened = Connection;
+    type Connection = Sender;
+    type Received = Received;
+
+    fn open(&mut self, connection: ConnectionId, target: &Candidate, timeout: Duration) {
+        let (target, tx) = (target.clone(), self.events.clone());
+        tokio::spawn(async move {
+            let event = match Connection::connect(&target, timeout).await {
+                Ok(opened) => Event::Opened {
+                    connection,
+                    max_datagram: opened.max_datagram(),
+                    opened,
+                },
+                Err(e) => Event::OpenFailed(connection, e.to_string()),
+            };
+            let _ = tx.send(event);
+        });
+    }
+
+    fn start_reading(&mut self, connection: ConnectionId, opened: Connection) -> Sender {
+        let (sender, mut receiver) = opened.into_split();
+        let (tx, origin) = (self.events.clone(), self.origin);
+        tokio::spawn(async move {
+            while let Some(received) = receiver.recv().await {
+                let at = micros_since(origin, received.at);
+                let frame = Event::Frame {
+                    connection,
+                    received,
+                    at,
+                };
+                if tx.send(frame).is_err() {
+                    return;
+                }
+            }
+            let _ = tx.send(Event::Closed(connection));
+        });
+        sender
+    }
+
+    fn send(&mut self, connection: &Sender, frame: Bytes, route: Route) {
+        connection.send_raw(frame, route);
+    }
+
+    fn fetch_token(&mut self, _current: &str) -> bool {
+        let Some(source) = self.tokens.as_mut() else {
+            return false;
+        };
+        let (fetch, tx) = (source(), self.events.clone());
+        tokio::spawn(async move {
+            let token = fetch.await.map_err(|e| {
+                tracing::warn!("no fresh token: {e:#}");
+                format!("{e:#}")
+            });
+            let _ = tx.send(Event::Token(token));
+        });
+        true
+    }
+
+    fn output(&mut self, output: Output) {
+        let _ = self.outputs.send(output);
+    }
+
+    fn hang_up(&mut self, connection: Sender, leave: ClientFrame) {
+        connection.send(&leave);
+        connection.close();
+    }
+}
+
+fn micros_since(origin: Instant, instant: Instant) -> Micros {
+    Micros(instant.saturating_duration_since(origin).as_micros() as u64)
 }
 
 type Channels = (
@@ -106,8 +177,9 @@ async fn run(
     mut commands: mpsc::UnboundedReceiver<Command>,
     outputs: mpsc::UnboundedSender<Output>,
 ) {
-    let (input_tx, mut inputs) = mpsc::unbounded_channel();
+    let (event_tx, mut events) = mpsc::unbounded_channel();
     let origin = Instant::now();
+    let now = move || micros_since(origin, Instant::now());
     let session = Session::new(
         candidates,
         SessionConfig {
@@ -119,166 +191,36 @@ async fn run(
             wall_at_zero_ms: crate::participant::unix_micros() / 1000,
         },
     );
-    let mut runner = Runner {
-        session,
+    let io = TokioIo {
         origin,
-        senders: HashMap::new(),
-        inputs: input_tx,
+        events: event_tx,
         outputs,
         tokens,
-        fetching: false,
     };
-    runner.session.start(Micros::ZERO);
-    runner.pump();
+    let mut driver = Driver::new(session, io);
+    driver.start(Micros::ZERO);
     loop {
-        let deadline = runner
-            .session
+        let deadline = driver
             .poll_timeout()
-            .map(|t| tokio::time::Instant::from_std(runner.origin + Duration::from_micros(t.0)));
+            .map(|t| tokio::time::Instant::from_std(origin + Duration::from_micros(t.0)));
         tokio::select! {
-            input = inputs.recv() => {
-                let Some(input) = input else { break };
-                runner.input(input);
+            event = events.recv() => {
+                let Some(event) = event else { break };
+                driver.event(event, now());
             }
             command = commands.recv() => match command {
                 None | Some(Command::Stop) => break,
-                Some(command) => runner.command(command),
+                Some(command) => driver.command(command, now()),
             },
-            _ = sleep_until(deadline) => {
-                let now = runner.now();
-                runner.session.handle_timeout(now);
-            }
+            _ = sleep_until(deadline) => driver.timeout(now()),
         }
-        runner.pump();
     }
-    runner.hang_up();
+    driver.hang_up();
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
-    }
-}
-
-impl Runner {
-    fn now(&self) -> Micros {
-        self.at(Instant::now())
-    }
-
-    fn at(&self, instant: Instant) -> Micros {
-        Micros(instant.saturating_duration_since(self.origin).as_micros() as u64)
-    }
-
-    fn input(&mut self, input: Input) {
-        let now = self.now();
-        match input {
-            Input::Opened(id, conn) => {
-                if !self.session.opened(id, conn.max_datagram(), now) {
-                    return;
-                }
-                let (sender, mut receiver) = conn.into_split();
-                self.senders.insert(id, sender);
-                let tx = self.inputs.clone();
-                tokio::spawn(async move {
-                    while let Some(received) = receiver.recv().await {
-                        if tx.send(Input::Frame(id, received)).is_err() {
-                            return;
-                        }
-                    }
-                    let _ = tx.send(Input::Closed(id));
-                });
-            }
-            Input::OpenFailed(id, reason) => self.session.open_failed(id, reason, now),
-            Input::Frame(id, received) => {
-                let at = self.at(received.at);
-                if self.session.frame(id, &received.frame, at, now) == FrameUse::Room {
-                    let _ = self.outputs.send(Output::Room(received));
-                }
-            }
-            Input::Closed(id) => {
-                self.senders.remove(&id);
-                self.session.closed(id, now);
-            }
-            Input::Token(token) => {
-                self.fetching = false;
-                match token {
-                    Ok(token) => self.session.refresh_token(token),
-                    Err(e) => tracing::warn!("no fresh token: {e:#}"),
-                }
-            }
-        }
-    }
-
-    /// Asks the token source for a fresh token, unless one is on its way.
-    fn fetch_token(&mut self) {
-        let Some(source) = self.tokens.as_mut().filter(|_| !self.fetching) else {
-            return;
-        };
-        self.fetching = true;
-        let fetch = source();
-        let tx = self.inputs.clone();
-        tokio::spawn(async move {
-            let _ = tx.send(Input::Token(fetch.await));
-        });
-    }
-
-    fn command(&mut self, command: Command) {
-        let now = self.now();
-        self.session.command(command, now);
-    }
-
-    /// Carries out the session's transmits and forwards its updates.
-    fn pump(&mut self) {
-        while let Some(transmit) = self.session.poll_transmit() {
-            self.transmit(transmit);
-        }
-        while let Some(update) = self.session.poll_update() {
-            let _ = self.outputs.send(Output::Session(update));
-        }
-    }
-
-    fn transmit(&mut self, transmit: Transmit) {
-        match transmit {
-            Transmit::Open {
-                connection,
-                timeout,
-            } => {
-                let target = self.session.candidate(connection.candidate).clone();
-                let tx = self.inputs.clone();
-                tokio::spawn(async move {
-                    let input = match Connection::connect(&target, timeout).await {
-                        Ok(conn) => Input::Opened(connection, conn),
-                        Err(e) => Input::OpenFailed(connection, e.to_string()),
-                    };
-                    let _ = tx.send(input);
-                });
-            }
-            Transmit::Send {
-                connection,
-                frame,
-                route,
-            } => {
-                if let Some(sender) = self.senders.get(&connection) {
-                    sender.send_raw(encode(&frame), route);
-                }
-            }
-            Transmit::Close(connection) => {
-                self.senders.remove(&connection);
-            }
-            Transmit::FetchToken { expires_unix } => {
-                tracing::debug!(expires_unix, "fresh token needed");
-                self.fetch_token();
-            }
-        }
-    }
-
-    fn hang_up(&mut self) {
-        if let Some((id, leave)) = self.session.hang_up()
-            && let Some(sender) = self.senders.get(&id)
-        {
-            sender.send(&leave);
-            sender.close();
-        }
     }
 }

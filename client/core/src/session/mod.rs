@@ -23,6 +23,7 @@
 //! behaviour one piece of code, tested here with virtual time.
 
 pub mod connections;
+pub mod driver;
 pub mod handshake;
 pub mod reports;
 pub mod route;

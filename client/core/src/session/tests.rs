@@ -1137,3 +1137,120 @@ fn the_media_state_is_sent_once_per_change_and_carried_into_every_join() {
     let (to, join) = *net.joins().last().unwrap();
     assert_eq!((to, join.state), (1, Some(both_off)));
 }
+
+/// A runtime's I/O that only records what the driver asked of it.
+#[derive(Default)]
+struct RecordingIo {
+    opened: Vec<ConnectionId>,
+    reading: Vec<ConnectionId>,
+    sent: Vec<(u32, ClientFrame)>,
+    token_fetches: usize,
+    room: Vec<u32>,
+    hung_up: Vec<(u32, ClientFrame)>,
+}
+
+/// A frame as the recording runtime received it, tagged with its number.
+struct Tagged(u32, ServerFrame);
+
+impl driver::Arrived for Tagged {
+    fn frame(&self) -> &ServerFrame {
+        &self.1
+    }
+}
+
+impl driver::Io for RecordingIo {
+    type Opened = u32;
+    type Connection = u32;
+    type Received = Tagged;
+
+    fn open(&mut self, connection: ConnectionId, _: &Candidate, _: Duration) {
+        self.opened.push(connection);
+    }
+    fn start_reading(&mut self, connection: ConnectionId, opened: u32) -> u32 {
+        self.reading.push(connection);
+        opened
+    }
+    fn send(&mut self, connection: &u32, frame: bytes::Bytes, _: Route) {
+        let frame =
+            rallypoint_protocol::decode_client_frame(frame).expect("the driver sends frames");
+        self.sent.push((*connection, frame));
+    }
+    fn fetch_token(&mut self, _: &str) -> bool {
+        self.token_fetches += 1;
+        true
+    }
+    fn output(&mut self, output: Output<Tagged>) {
+        if let Output::Room(Tagged(n, _)) = output {
+            self.room.push(n);
+        }
+    }
+    fn hang_up(&mut self, connection: u32, leave: ClientFrame) {
+        self.hung_up.push((connection, leave));
+    }
+}
+
+#[test]
+fn the_shared_driver_carries_out_transmits_on_its_connections_and_fetches_one_token_at_a_time() {
+    use driver::{Driver, Event};
+
+    let session = Session::new(
+        vec![candidate("singapore", TransportKind::WebSocket)],
+        config(Some(ROOM), token_expiring(Micros::ZERO, 60)),
+    );
+    let mut driver = Driver::new(session, RecordingIo::default());
+    driver.start(Micros::ZERO);
+    let connection = driver.io().opened[0];
+    // Opened: the driver reads it and the session says Hello on it.
+    driver.event(
+        Event::Opened {
+            connection,
+            opened: 7,
+            max_datagram: 0,
+        },
+        Micros::from_millis(10),
+    );
+    assert_eq!(driver.io().reading, [connection]);
+    assert!(matches!(
+        driver.io().sent[..],
+        [(
+            7,
+            ClientFrame {
+                kind: Some(client_frame::Kind::Hello(_))
+            }
+        )]
+    ));
+    // Welcome with a token about to expire: one fetch, however often the
+    // session asks before it comes back.
+    let welcome = ServerFrame::of(server_frame::Kind::Welcome(Welcome {
+        token_expires_unix: expiry_of(&token_expiring(Micros::ZERO, 60)),
+        ..Default::default()
+    }));
+    let at = Micros::from_millis(20);
+    driver.event(
+        Event::Frame {
+            connection,
+            received: Tagged(1, welcome),
+            at,
+        },
+        at,
+    );
+    for second in 1..=60 {
+        driver.timeout(Micros::from_millis(second * 1000));
+    }
+    assert_eq!(driver.io().token_fetches, 1, "one fetch at a time");
+    driver.event(
+        Event::Token(Err("issuer down".into())),
+        Micros::from_millis(60_500),
+    );
+    for second in 61..=90 {
+        driver.timeout(Micros::from_millis(second * 1000));
+    }
+    assert_eq!(driver.io().token_fetches, 2, "asked again after a failure");
+    // Closed: nothing is sent on it any more, and hanging up says nothing.
+    driver.event(Event::Closed(connection), Micros::from_millis(91_000));
+    let sent = driver.io().sent.len();
+    driver.timeout(Micros::from_millis(92_000));
+    assert!(driver.io().sent[sent..].iter().all(|(c, _)| *c != 7));
+    driver.hang_up();
+    assert!(driver.io().hung_up.is_empty());
+}
