@@ -325,6 +325,20 @@ test('a shared screen shows large on the other page, next to the camera, until t
   const camera = await remote(viewer);
   await decodedAtLeast(viewer, camera.video + 30, 0, 10_000);
   await viewer.screenshot({ path: join(artifacts, 'call-screen-share.png') });
+  const firstShare = Number(await viewer.locator('[data-screen-of]').getAttribute('data-screen-decoded'));
+  await sharer.getByRole('button', { name: 'Stop sharing' }).click();
+  await until(viewer, () => document.querySelector('[data-screen-of]') === null, undefined, 10_000);
+  assert.ok(Number(await sharer.locator('[data-screen-frames-sent]').getAttribute('data-screen-frames-sent')) >= 10,
+    'the sharer counts its screen frames apart from audio');
+  // Shared again: the viewer decodes the second share at once (its frames
+  // are numbered on from the first, never back from zero).
+  await sharer.getByRole('button', { name: 'Share screen' }).click();
+  await until(
+    viewer,
+    (before) => Number(document.querySelector('[data-screen-of]')?.dataset.screenDecoded) >= before + 10,
+    firstShare,
+    15_000,
+  );
   await sharer.getByRole('button', { name: 'Stop sharing' }).click();
   await until(viewer, () => document.querySelector('[data-screen-of]') === null, undefined, 10_000);
 });

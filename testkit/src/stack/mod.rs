@@ -405,6 +405,10 @@ async fn hashed_users_line(user: &str, password: &str) -> anyhow::Result<String>
     use tokio::io::AsyncWriteExt;
     let mut child = tokio::process::Command::new(crate::bins::ours("rallypoint-dashboard")?)
         .args(["hash-password", user])
+        // Nothing of the caller's environment (RALLYPOINT_* settings meant
+        // for the stack's dashboard would be parsed, and could fail).
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

@@ -19,7 +19,7 @@ pub use view::{
     CallState, CandidateRow, PeerStats, Phase, RemotePeer, SendStats, Serving, screen_canvas_id,
 };
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
@@ -75,6 +75,14 @@ impl ScreenShare {
     }
 }
 
+impl Drop for ScreenShare {
+    /// The capture ends with the share: the browser's sharing indicator
+    /// goes off, however the share ended.
+    fn drop(&mut self) {
+        capture::stop(&self.stream);
+    }
+}
+
 pub struct Call {
     pub state: CallState,
     commands: mpsc::UnboundedSender<Command>,
@@ -83,6 +91,10 @@ pub struct Call {
     video_sender: RefCell<Option<VideoSender>>,
     audio_sender: RefCell<Option<AudioSender>>,
     screen: RefCell<Option<ScreenShare>>,
+    /// The browser is asking the person what to share.
+    picking_screen: Cell<bool>,
+    /// Where the next share's frame numbers start.
+    screen_seq: Cell<u64>,
     peers: RefCell<HashMap<String, PeerMedia>>,
     sent: RefCell<RateMeter>,
     received: RefCell<RateMeter>,
@@ -113,6 +125,8 @@ impl Call {
             video_sender: RefCell::new(None),
             audio_sender: RefCell::new(None),
             screen: RefCell::new(None),
+            picking_screen: Cell::new(false),
+            screen_seq: Cell::new(0),
             peers: RefCell::new(HashMap::new()),
             sent: RefCell::new(RateMeter::new(1000.0)),
             received: RefCell::new(RateMeter::new(1000.0)),
@@ -156,15 +170,14 @@ impl Call {
         self.sent
             .borrow_mut()
             .record(clock::now_ms(), media.payload.len());
-        let video = media.kind == TrackKind::Video as i32;
-        let keyframe = media.keyframe;
-        self.state.sending.update(|s| {
-            if video {
+        let (kind, keyframe) = (TrackKind::try_from(media.kind), media.keyframe);
+        self.state.sending.update(|s| match kind {
+            Ok(TrackKind::Video) => {
                 s.video_frames += 1;
                 s.keyframes += keyframe as u64;
-            } else {
-                s.audio_frames += 1;
             }
+            Ok(TrackKind::Screen) => s.screen_frames += 1,
+            _ => s.audio_frames += 1,
         });
         let _ = self.commands.unbounded_send(Command::SendMedia(media));
     }
@@ -202,11 +215,13 @@ impl Call {
     /// (the others show it large); stops when the person stops it from the
     /// browser's own controls too.
     pub async fn share_screen(self: &Rc<Self>) {
-        if self.screen.borrow().is_some() {
+        if self.screen.borrow().is_some() || self.picking_screen.replace(true) {
             return;
         }
         self.state.media_error.set(None);
-        let stream = match capture::open_screen().await {
+        let picked = capture::open_screen().await;
+        self.picking_screen.set(false);
+        let stream = match picked {
             Ok(Some(stream)) => stream,
             Ok(None) => return,
             Err(message) => {
@@ -214,6 +229,11 @@ impl Call {
                 return;
             }
         };
+        if self.state.phase.get_untracked() == Phase::Ended {
+            // Left while the browser asked what to share.
+            capture::stop(&stream);
+            return;
+        }
         let Some(track) = capture::video_track(&stream) else {
             capture::stop(&stream);
             return;
@@ -227,7 +247,12 @@ impl Call {
             })
         };
         let sender = match VideoSender::start(&track, video::SCREEN, sink) {
-            Ok(sender) => sender,
+            // Numbered on from the last share: viewers' decoders see one
+            // track that paused, never numbers going back.
+            Ok(sender) => {
+                sender.continue_from(self.screen_seq.get());
+                sender
+            }
             Err(message) => {
                 capture::stop(&stream);
                 self.state.media_error.set(Some(message));
@@ -289,7 +314,8 @@ impl Call {
         let Some(share) = self.screen.borrow_mut().take() else {
             return;
         };
-        capture::stop(&share.stream);
+        self.screen_seq.set(share.sender.next_seq());
+        drop(share);
         self.state.sharing.set(false);
         self.announce_media_state();
     }

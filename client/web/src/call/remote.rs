@@ -131,6 +131,11 @@ impl Call {
             }
         });
         if known {
+            if !media_state.sharing_screen
+                && let Some(peer) = self.peers.borrow_mut().get_mut(&participant.peer_id)
+            {
+                peer.screen = None;
+            }
             return;
         }
         let stats = self.owner.with(|| RwSignal::new(PeerStats::default()));

@@ -117,6 +117,7 @@ pub struct SendStats {
     pub video_frames: u64,
     pub keyframes: u64,
     pub audio_frames: u64,
+    pub screen_frames: u64,
     pub up_kbps: f64,
     pub down_kbps: f64,
 }

@@ -158,6 +158,17 @@ impl VideoSender {
         Ok(())
     }
 
+    /// Numbers this sender's frames from `seq` on (a track that continues
+    /// another sender's, like a screen shared again).
+    pub fn continue_from(&self, seq: u64) {
+        self.state.seq.set(seq);
+    }
+
+    /// The number the next frame will get.
+    pub fn next_seq(&self) -> u64 {
+        self.state.seq.get()
+    }
+
     /// The next frame is a keyframe.
     pub fn request_keyframe(&self) {
         self.state.policy.borrow_mut().request();

@@ -56,6 +56,14 @@ pub fn CallView(call: Rc<Call>, screen: RwSignal<Screen, LocalStorage>) -> impl 
             }
         }
     };
+    let sharing = move || {
+        state
+            .peers
+            .get()
+            .into_iter()
+            .filter(|p| p.media_state.get().sharing_screen)
+            .collect::<Vec<_>>()
+    };
     view! {
         <div class="call" data-view="call" data-phase=phase_name class:electing=move || state.phase.with(|p| *p == Phase::Electing)>
             <header class="topbar">
@@ -66,10 +74,7 @@ pub fn CallView(call: Rc<Call>, screen: RwSignal<Screen, LocalStorage>) -> impl 
             </header>
             <Banner state screen />
             <main class="stage">
-                {move || state.peers.get().into_iter()
-                    .filter(|p| p.media_state.get().sharing_screen)
-                    .map(|peer| view! { <ScreenTile peer /> })
-                    .collect_view()}
+                <For each=sharing key=|p| p.peer_id.clone() children=move |peer| view! { <ScreenTile peer /> } />
                 <section class="tiles" aria-label="Video" class:many=move || state.peers.with(|p| p.len() + 1 > 4)
                     data-participants=move || state.peers.with(|p| p.len() + 1)>
                     <SelfTile call=call.clone() />
@@ -295,7 +300,8 @@ fn RemoteTile(peer: RemotePeer, now_ms: RwSignal<f64>) -> impl IntoView {
     };
     let ms = |v: Option<f64>| v.map(|m| format!("{m:.1}")).unwrap_or_default();
     let speaking = move || {
-        let now = clock::now_ms();
+        // Every second too: a participant who stops mid-word stops speaking.
+        let now = now_ms.get().max(clock::now_ms());
         stats.with(|s| s.speaking_until.is_some_and(|until| now < until))
     };
     let media_state = peer.media_state;
@@ -393,7 +399,7 @@ fn StatsPanel(state: CallState) -> impl IntoView {
                     let s = state.sending.get();
                     view! {
                         <dt>"Sent"</dt>
-                        <dd>{format!("{} video frames ({} keyframes), {} audio frames, {:.0} kbit/s", s.video_frames, s.keyframes, s.audio_frames, s.up_kbps)}</dd>
+                        <dd data-screen-frames-sent=s.screen_frames>{format!("{} video frames ({} keyframes), {} audio frames, {} screen frames, {:.0} kbit/s", s.video_frames, s.keyframes, s.audio_frames, s.screen_frames, s.up_kbps)}</dd>
                     }
                 }}
                 {move || {

@@ -41,10 +41,21 @@ pub fn Lobby(
 
     // Opens the chosen devices (again, after a choice changed), then lists
     // what the browser offers: names only come with permission.
+    // Only the newest opening counts: a choice changed twice quickly must
+    // not leave the first device running, or win over the second.
+    let openings = StoredValue::new(0_u64);
     let open = move || {
+        openings.update_value(|n| *n += 1);
+        let this = openings.get_value();
         spawn_local(async move {
             let wanted = choice.get_untracked();
             let opened = capture::open(&wanted).await;
+            if openings.try_get_value() != Some(this) {
+                if let Ok(stale) = opened {
+                    capture::stop(&stale);
+                }
+                return;
+            }
             let listed = capture::devices().await;
             let available = wanted.clone().still_available(&listed);
             let _ = devices.try_set(listed);
@@ -145,6 +156,11 @@ pub fn Lobby(
                     let _ = audio.close();
                     error.set(Some(message));
                     busy.set(false);
+                    meter.set_value(
+                        stream
+                            .get_untracked()
+                            .and_then(|s| LevelMeter::start(&s).ok()),
+                    );
                 }
             }
         });
