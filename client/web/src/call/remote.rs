@@ -6,7 +6,7 @@
 use std::rc::Rc;
 
 use leptos::prelude::*;
-use rallypoint_protocol::v1::{Media, Participant, TrackKind, server_frame};
+use rallypoint_protocol::v1::{Media, MediaState, Participant, TrackKind, server_frame};
 use wasm_bindgen::JsValue;
 
 use super::Call;
@@ -78,18 +78,7 @@ impl Call {
                 }
             }
             server_frame::Kind::PeerState(changed) => {
-                let state = changed.state.unwrap_or_default();
-                if !state.sharing_screen
-                    && let Some(peer) = self.peers.borrow_mut().get_mut(&changed.peer_id)
-                {
-                    // A later share is a new track: numbered from zero again.
-                    peer.screen = None;
-                }
-                self.state.peers.with_untracked(|peers| {
-                    if let Some(peer) = peers.iter().find(|p| p.peer_id == changed.peer_id) {
-                        peer.media_state.set(state);
-                    }
-                });
+                self.apply_media_state(&changed.peer_id, changed.state.unwrap_or_default());
             }
             server_frame::Kind::PeerLeft(left) => {
                 self.peers.borrow_mut().remove(&left.peer_id);
@@ -127,15 +116,10 @@ impl Call {
                 peer.name = participant.display_name.clone();
                 peer.region = participant.region.clone();
                 peer.relay_id = participant.relay_id.clone();
-                peer.media_state.set(media_state);
             }
         });
         if known {
-            if !media_state.sharing_screen
-                && let Some(peer) = self.peers.borrow_mut().get_mut(&participant.peer_id)
-            {
-                peer.screen = None;
-            }
+            self.apply_media_state(&participant.peer_id, media_state);
             return;
         }
         let stats = self.owner.with(|| RwSignal::new(PeerStats::default()));
@@ -151,6 +135,22 @@ impl Call {
             })
         });
         self.media_for(&participant.peer_id, stats);
+    }
+
+    /// A known participant's microphone, camera and screen, as it announced
+    /// them (in `PeerState`, or carried by `Joined` and `PeerMoved`).
+    fn apply_media_state(&self, peer_id: &str, state: MediaState) {
+        if !state.sharing_screen
+            && let Some(peer) = self.peers.borrow_mut().get_mut(peer_id)
+        {
+            // Whatever screen frames come later belong to another share.
+            peer.screen = None;
+        }
+        self.state.peers.with_untracked(|peers| {
+            if let Some(peer) = peers.iter().find(|p| p.peer_id == peer_id) {
+                peer.media_state.set(state);
+            }
+        });
     }
 
     fn media_for(self: &Rc<Self>, peer_id: &str, stats: RwSignal<PeerStats>) {

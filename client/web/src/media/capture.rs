@@ -4,8 +4,8 @@ use js_sys::{Object, Reflect};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{
-    DomException, MediaDeviceInfo, MediaDeviceKind, MediaDevices, MediaStream,
-    MediaStreamConstraints, MediaStreamTrack,
+    DomException, MediaDeviceInfo, MediaDevices, MediaStream, MediaStreamConstraints,
+    MediaStreamTrack,
 };
 
 use super::devices::{Choice, Device, DeviceKind};
@@ -30,16 +30,6 @@ pub async fn open(choice: &Choice) -> Result<MediaStream, String> {
 }
 
 async fn request(choice: &Choice) -> Result<MediaStream, JsValue> {
-    let devices = media_devices().ok_or(JsValue::NULL)?;
-    let constraints = MediaStreamConstraints::new();
-    let mut video = vec![
-        ("width", ideal(WIDTH as f64)),
-        ("height", ideal(HEIGHT as f64)),
-        ("frameRate", ideal(FPS)),
-    ];
-    if let Some(id) = &choice.camera {
-        video.push(("deviceId", exact(id)));
-    }
     let mut audio = vec![
         ("channelCount", ideal(1.0)),
         ("echoCancellation", JsValue::TRUE),
@@ -48,8 +38,28 @@ async fn request(choice: &Choice) -> Result<MediaStream, JsValue> {
     if let Some(id) = &choice.microphone {
         audio.push(("deviceId", exact(id)));
     }
-    constraints.set_video(&object(&video));
-    constraints.set_audio(&object(&audio));
+    user_media(&camera(choice.camera.as_deref()), &object(&audio).into()).await
+}
+
+/// The camera's constraints: 640x360 at 30 fps preferred, device `id` or
+/// the browser's default.
+fn camera(id: Option<&str>) -> JsValue {
+    let mut video = vec![
+        ("width", ideal(WIDTH as f64)),
+        ("height", ideal(HEIGHT as f64)),
+        ("frameRate", ideal(FPS)),
+    ];
+    if let Some(id) = id {
+        video.push(("deviceId", exact(id)));
+    }
+    object(&video).into()
+}
+
+async fn user_media(video: &JsValue, audio: &JsValue) -> Result<MediaStream, JsValue> {
+    let devices = media_devices().ok_or(JsValue::NULL)?;
+    let constraints = MediaStreamConstraints::new();
+    constraints.set_video(video);
+    constraints.set_audio(audio);
     let request = devices.get_user_media_with_constraints(&constraints)?;
     JsFuture::from(request).await.map(JsCast::unchecked_into)
 }
@@ -74,12 +84,7 @@ pub async fn devices() -> Vec<Device> {
         .iter()
         .filter_map(|info| {
             let info: MediaDeviceInfo = info.dyn_into().ok()?;
-            let kind = match info.kind() {
-                MediaDeviceKind::Videoinput => DeviceKind::Camera,
-                MediaDeviceKind::Audioinput => DeviceKind::Microphone,
-                MediaDeviceKind::Audiooutput => DeviceKind::Speaker,
-                _ => return None,
-            };
+            let kind = DeviceKind::from_browser(&JsValue::from(info.kind()).as_string()?)?;
             Some(Device {
                 kind,
                 id: info.device_id(),
@@ -136,21 +141,8 @@ pub fn play_through(context: &web_sys::AudioContext, id: &str) {
 
 /// Opens the camera `id` alone (to switch cameras in a call).
 pub async fn open_camera(id: &str) -> Result<MediaStreamTrack, String> {
-    let devices = media_devices().ok_or("This page cannot use a camera.")?;
-    let constraints = MediaStreamConstraints::new();
-    constraints.set_video(&object(&[
-        ("width", ideal(WIDTH as f64)),
-        ("height", ideal(HEIGHT as f64)),
-        ("frameRate", ideal(FPS)),
-        ("deviceId", exact(id)),
-    ]));
-    constraints.set_audio(&JsValue::FALSE);
-    let request = devices
-        .get_user_media_with_constraints(&constraints)
-        .map_err(|e| explain(&e))?;
-    let stream: MediaStream = JsFuture::from(request)
+    let stream = user_media(&camera(Some(id)), &JsValue::FALSE)
         .await
-        .map(JsCast::unchecked_into)
         .map_err(|e| explain(&e))?;
     video_track(&stream).ok_or_else(|| "That camera gave no picture.".to_owned())
 }
