@@ -425,6 +425,44 @@ fn stopping_closes_the_proxies() {
     TcpStream::connect(tcp.local_addr()).expect_err("no longer accepting");
 }
 
+/// A partition: a cut proxy resets what is open and every new connection,
+/// but keeps its port, so that nothing else can take it before the heal (a
+/// 30 s cut that released its port once lost it to another test's server).
+#[test]
+fn a_cut_resets_connections_keeps_its_port_and_heals() {
+    let echo = tcp_echo_server();
+    let proxy = TcpDelayProxy::start(any_local(), echo, LinkSpec::new(1.0, 0.0, 0.0), 8).unwrap();
+    let echoes = |stream: &mut TcpStream| -> std::io::Result<()> {
+        stream.set_read_timeout(Some(PATIENCE))?;
+        stream.write_all(b"ping")?;
+        let mut buffer = [0u8; 4];
+        stream.read_exact(&mut buffer)?;
+        assert_eq!(&buffer, b"ping");
+        Ok(())
+    };
+    let mut open = TcpStream::connect(proxy.local_addr()).unwrap();
+    echoes(&mut open).expect("forwarded before the cut");
+
+    proxy.cut();
+    let mut buffer = [0u8; 4];
+    let after_cut = open.read(&mut buffer);
+    assert!(
+        matches!(&after_cut, Err(e) if e.kind() == ErrorKind::ConnectionReset),
+        "open connections are reset by the cut: {after_cut:?}"
+    );
+    let mut during = TcpStream::connect(proxy.local_addr()).expect("still listening");
+    let refused = echoes(&mut during);
+    assert!(
+        matches!(&refused, Err(e) if e.kind() == ErrorKind::ConnectionReset),
+        "new connections are reset while cut: {refused:?}"
+    );
+    TcpListener::bind(proxy.local_addr()).expect_err("the cut proxy keeps its port");
+
+    proxy.heal();
+    let mut healed = TcpStream::connect(proxy.local_addr()).unwrap();
+    echoes(&mut healed).expect("forwarded again after the heal");
+}
+
 // ------------------------------------------------------------- scenarios --
 
 fn write_scenario(json: &str) -> tempfile::NamedTempFile {

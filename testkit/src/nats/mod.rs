@@ -257,13 +257,17 @@ impl SuperCluster {
     /// one gets through until [`Self::heal_gateways`]. Routes inside each
     /// region and client connections are untouched.
     pub fn cut_gateways(&mut self) {
-        self.gateway_proxies.clear();
+        for proxy in &self.gateway_proxies {
+            proxy.cut();
+        }
     }
 
-    /// Reopens the gateway proxies cut by [`Self::cut_gateways`] and waits
-    /// for the super-cluster to be whole again.
+    /// Lets gateway connections through again after [`Self::cut_gateways`]
+    /// and waits for the super-cluster to be whole again.
     pub async fn heal_gateways(&mut self) -> anyhow::Result<()> {
-        self.open_gateway_proxies()?;
+        for proxy in &self.gateway_proxies {
+            proxy.heal();
+        }
         self.wait_whole(READY_TIMEOUT).await
     }
 

@@ -64,6 +64,8 @@ struct Shared {
     link: LinkSpec,
     seeds: Mutex<SeedSource>,
     stopping: AtomicBool,
+    /// A partition: new connections are reset, and so were the open ones.
+    cut: AtomicBool,
     stats: Arc<StatsRecorder>,
     /// Live connections, so that stopping can tear them down.
     connections: Mutex<Vec<Weak<Connection>>>,
@@ -88,6 +90,7 @@ impl TcpDelayProxy {
             link,
             seeds: Mutex::new(SeedSource::new(seed)),
             stopping: AtomicBool::new(false),
+            cut: AtomicBool::new(false),
             stats: Arc::new(StatsRecorder::default()),
             connections: Mutex::new(Vec::new()),
         });
@@ -114,6 +117,23 @@ impl TcpDelayProxy {
     /// and how punctually.
     pub fn stats(&self) -> ProxyStats {
         self.shared.stats.snapshot()
+    }
+
+    /// Partitions the link: resets every open connection (both sides) and
+    /// every new one until [`Self::heal`]. The proxy keeps listening, so its
+    /// port stays ours for the heal — a released port can be taken by any
+    /// other server in the meantime.
+    pub fn cut(&self) {
+        let connections = self.shared.connections.lock().expect("connections lock");
+        self.shared.cut.store(true, Ordering::SeqCst);
+        for connection in connections.iter().filter_map(Weak::upgrade) {
+            connection.abort();
+        }
+    }
+
+    /// Ends a [`Self::cut`]: new connections are forwarded again.
+    pub fn heal(&self) {
+        self.shared.cut.store(false, Ordering::SeqCst);
     }
 
     /// Stops accepting, resets every open connection (both sides) and waits for
@@ -162,6 +182,9 @@ impl Acceptor {
                 return;
             }
             match accepted {
+                Ok((client, _)) if self.shared.cut.load(Ordering::SeqCst) => {
+                    close_with_reset(client);
+                }
                 Ok((client, _)) => {
                     let shared = Arc::clone(&self.shared);
                     let threads = self.threads.clone();
@@ -222,10 +245,11 @@ fn open_connection(client: TcpStream, shared: &Shared, threads: &Threads) {
 }
 
 /// Adds a connection to the live list; false (and the connection torn down)
-/// if the proxy is stopping, checked under the lock `stop` aborts under.
+/// if the proxy is stopping or cut, checked under the lock `stop` and `cut`
+/// abort under.
 fn register(shared: &Shared, connection: &Arc<Connection>) -> bool {
     let mut connections = shared.connections.lock().expect("connections lock");
-    if shared.stopping.load(Ordering::SeqCst) {
+    if shared.stopping.load(Ordering::SeqCst) || shared.cut.load(Ordering::SeqCst) {
         connection.abort();
         return false;
     }
