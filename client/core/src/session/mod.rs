@@ -25,6 +25,7 @@
 pub mod connections;
 pub mod driver;
 pub mod handshake;
+mod media_state;
 pub mod reports;
 pub mod route;
 mod snapshots;
@@ -50,6 +51,7 @@ pub use connections::ConnectionId;
 use connections::{Connections, Phase};
 use handshake::Answer;
 pub use handshake::Identity;
+use media_state::MediaStatePacer;
 use reports::{ReportIds, ReportQueue};
 pub use route::Route;
 pub use snapshots::SNAPSHOT_EVERY;
@@ -195,8 +197,9 @@ pub struct Session {
     session_id: Bytes,
     info: ClientInfo,
     room: Option<String>,
-    /// Microphone and camera, as the room should see them.
-    media_state: MediaState,
+    /// Microphone and camera, as the room should see them, told within the
+    /// relay's budget.
+    media_states: MediaStatePacer,
     connect_timeout: Duration,
     connections: Connections,
     serving: Option<CandidateId>,
@@ -229,7 +232,7 @@ impl Session {
             session_id: identity.session_id,
             info: identity.info,
             room,
-            media_state: MediaState::default(),
+            media_states: MediaStatePacer::default(),
             connect_timeout,
             connections: Connections::new(transports),
             serving: None,
@@ -400,8 +403,9 @@ impl Session {
                 now,
             ),
             Command::SetMediaState(state) => {
-                if state != self.media_state {
-                    self.media_state = state;
+                // Without a serving relay it is dropped; the next Join
+                // carries the current state anyway.
+                if let Some(state) = self.media_states.set(state, now) {
                     self.send_to_room(client_frame::Kind::MediaState(state), now);
                 }
             }
@@ -429,6 +433,7 @@ impl Session {
             self.connections.poll_timeout(),
             self.report_retry_at,
             self.snapshots.poll_timeout(),
+            self.media_states.poll_timeout(),
         ]
         .into_iter()
         .flatten()
@@ -457,6 +462,9 @@ impl Session {
         }
         if self.snapshots.handle_timeout(now) {
             self.push_snapshot();
+        }
+        if let Some(state) = self.media_states.handle_timeout(now) {
+            self.send_to_room(client_frame::Kind::MediaState(state), now);
         }
         self.drain(now);
     }
@@ -649,9 +657,10 @@ impl Session {
                         ClientFrame::of(client_frame::Kind::Join(Join {
                             room,
                             join_seq,
-                            state: Some(self.media_state),
+                            state: Some(self.media_states.current()),
                         })),
                     );
+                    self.media_states.joined();
                 }
                 // Whatever was in flight on the previous relay may be lost.
                 self.reports.resend_all();

@@ -91,6 +91,17 @@ impl Net {
         Net::with_token(room, reachable, 3600)
     }
 
+    /// A session joining [`ROOM`] over WebTransport to Singapore and
+    /// us-east, both reachable, with an hour's token.
+    fn webtransport_pair() -> Net {
+        let wt = |region| candidate(region, TransportKind::WebTransport);
+        Net::with_candidates(
+            vec![wt("singapore"), wt("us-east")],
+            config(Some(ROOM), token_expiring(Micros::ZERO, 3600)),
+            vec![true, true],
+        )
+    }
+
     /// A session whose first token lives `token_life_s`.
     fn with_token(room: Option<&str>, reachable: Vec<bool>, token_life_s: u64) -> Net {
         Net::with_candidates(
@@ -911,12 +922,7 @@ fn the_live_table_is_redrawn_at_once_on_actions_and_paced_on_measurements() {
 
 #[test]
 fn on_webtransport_probes_go_as_datagrams_and_control_on_the_stream() {
-    let wt = |region| candidate(region, TransportKind::WebTransport);
-    let mut net = Net::with_candidates(
-        vec![wt("singapore"), wt("us-east")],
-        config(Some(ROOM), token_expiring(Micros::ZERO, 3600)),
-        vec![true, true],
-    );
+    let mut net = Net::webtransport_pair();
     net.session.start(Micros::ZERO);
     net.run_until(4_000);
     net.session.send_to_room(
@@ -962,12 +968,7 @@ fn call_with_audio(
     mute_at_ms: Option<u64>,
     (talk, listen): (bool, bool),
 ) -> Net {
-    let wt = |region| candidate(region, TransportKind::WebTransport);
-    let mut net = Net::with_candidates(
-        vec![wt("singapore"), wt("us-east")],
-        config(Some(ROOM), token_expiring(Micros::ZERO, 3600)),
-        vec![true, true],
-    );
+    let mut net = Net::webtransport_pair();
     net.session.start(Micros::ZERO);
     net.run_until(4_000);
     assert_eq!(net.session.serving(), Some(0));
@@ -1042,12 +1043,7 @@ fn silence_from_a_live_relay_is_not_a_failover() {
 fn a_rough_path_causes_no_false_failover_in_long_calls() {
     let mut failovers = 0;
     for seed in 0..20 {
-        let wt = |region| candidate(region, TransportKind::WebTransport);
-        let mut net = Net::with_candidates(
-            vec![wt("singapore"), wt("us-east")],
-            config(Some(ROOM), token_expiring(Micros::ZERO, 3600)),
-            vec![true, true],
-        );
+        let mut net = Net::webtransport_pair();
         net.rtt_ms = vec![40, 120];
         net.path = Some((0.05, 30.0, crate::sim::Rng::new(seed)));
         net.session.start(Micros::ZERO);
@@ -1086,12 +1082,7 @@ fn a_rough_path_causes_no_false_failover_in_long_calls() {
 
 #[test]
 fn the_media_state_is_sent_once_per_change_and_carried_into_every_join() {
-    let wt = |region| candidate(region, TransportKind::WebTransport);
-    let mut net = Net::with_candidates(
-        vec![wt("singapore"), wt("us-east")],
-        config(Some(ROOM), token_expiring(Micros::ZERO, 3600)),
-        vec![true, true],
-    );
+    let mut net = Net::webtransport_pair();
     let muted = MediaState {
         muted: true,
         camera_off: false,
@@ -1136,6 +1127,47 @@ fn the_media_state_is_sent_once_per_change_and_carried_into_every_join() {
     assert_eq!(net.session.serving(), Some(1), "moved to the standby");
     let (to, join) = *net.joins().last().unwrap();
     assert_eq!((to, join.state), (1, Some(both_off)));
+}
+
+/// Toggling faster than the relay's budget (burst 10, 2/s) must not leave the
+/// room on a stale state: the session paces itself under the budget and the
+/// last state chosen always arrives.
+#[test]
+fn a_flood_of_toggles_stays_within_the_relays_budget_and_ends_on_the_latest() {
+    let mut net = Net::webtransport_pair();
+    net.session.start(Micros::ZERO);
+    net.run_until(4_000);
+    assert_eq!(net.session.serving(), Some(0));
+    let muted = |muted| MediaState {
+        muted,
+        ..MediaState::default()
+    };
+    // 31 toggles 10 ms apart, ending muted.
+    for i in 0..31u64 {
+        net.session
+            .command(Command::SetMediaState(muted(i % 2 == 0)), net.now);
+        net.carry_out();
+        net.run_until(4_000 + (i + 1) * 10);
+    }
+    net.run_until(8_000);
+    let sent: Vec<MediaState> = net
+        .sent
+        .iter()
+        .filter_map(|(_, f)| match &f.kind {
+            Some(client_frame::Kind::MediaState(state)) => Some(*state),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        sent.len() <= 10,
+        "{} changes in a burst the relay caps at 10",
+        sent.len()
+    );
+    assert_eq!(
+        sent.last(),
+        Some(&muted(true)),
+        "the room ends on the latest"
+    );
 }
 
 /// A runtime's I/O that only records what the driver asked of it.
