@@ -2,19 +2,42 @@
 //! list and a token.
 
 use rallypoint_client::CandidateList;
-use wasm_bindgen::JsCast;
+use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
+
+/// How long a fetch (answer and body) may take: a server that accepts and
+/// never answers must not leave the lobby spinning, or a call's token refresh
+/// pending for ever.
+const FETCH_TIMEOUT_MS: u32 = 10_000;
 
 /// Fetches `path` and returns its body, or a message for people.
 async fn get_text(path: &str) -> Result<(u16, String), String> {
     let window = web_sys::window().ok_or("no window")?;
-    let response = JsFuture::from(window.fetch_with_str(path))
+    let init = web_sys::RequestInit::new();
+    // The signal covers the body too: a stalled answer times out as well.
+    init.set_signal(Some(&web_sys::AbortSignal::timeout_with_u32(
+        FETCH_TIMEOUT_MS,
+    )));
+    let failed = |error: JsValue, what: &str| {
+        let timed_out = error
+            .dyn_ref::<web_sys::DomException>()
+            .is_some_and(|e| e.name() == "TimeoutError");
+        if timed_out {
+            format!(
+                "the server did not answer {path} within {} s: it may be overloaded; try again",
+                FETCH_TIMEOUT_MS / 1_000
+            )
+        } else {
+            format!("{what} ({path})")
+        }
+    };
+    let response = JsFuture::from(window.fetch_with_str_and_init(path, &init))
         .await
-        .map_err(|_| format!("cannot reach the server for {path}: is it running?"))?;
+        .map_err(|e| failed(e, "cannot reach the server: is it running?"))?;
     let response: web_sys::Response = response.dyn_into().map_err(|_| "not a response")?;
     let body = JsFuture::from(response.text().map_err(|_| "unreadable response")?)
         .await
-        .map_err(|_| format!("the server's answer for {path} was cut short"))?
+        .map_err(|e| failed(e, "the server's answer was cut short"))?
         .as_string()
         .unwrap_or_default();
     Ok((response.status(), body))

@@ -373,6 +373,37 @@ test('switching cameras in the call changes the picture on the other page', asyn
   console.log(`[camera switch] mean green ${green.toFixed(0)} -> ${now.toFixed(0)}`);
   await viewer.screenshot({ path: join(artifacts, 'call-switched-camera.png') });
   await switchTo('fake_device_0');
+
+  // Phones often run one camera at a time: opening the second fails with
+  // NotReadableError while the first is live. Chromium's fake cameras open
+  // together, so the page's getUserMedia is made to refuse a second live
+  // camera (a stand-in for hardware this machine does not have).
+  const refusals = await switcher.evaluate(() => {
+    const devices = navigator.mediaDevices;
+    const open = devices.getUserMedia.bind(devices);
+    const self = document.querySelector('.tile.self video');
+    const live = [...(self?.srcObject?.getVideoTracks() ?? [])];
+    window.cameraRefusals = 0;
+    devices.getUserMedia = async (constraints) => {
+      if (constraints.video && live.some((t) => t.readyState === 'live')) {
+        window.cameraRefusals += 1;
+        throw new DOMException('Could not start video source', 'NotReadableError');
+      }
+      const stream = await open(constraints);
+      live.push(...stream.getVideoTracks());
+      return stream;
+    };
+    return live.length;
+  });
+  assert.equal(refusals, 1, 'the running camera is known to the stand-in');
+  await switchTo('fake_device_1');
+  assert.equal(await switcher.evaluate(() => window.cameraRefusals), 1, 'refused once, then let go of the old camera');
+  const greenAgain = Date.now() + 10_000;
+  while ((now = await remoteGreen(viewer)) > green * 0.3) {
+    assert.ok(Date.now() < greenAgain, `one camera at a time: the picture stayed green: ${now.toFixed(0)}`);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+  await switchTo('fake_device_0');
   // The lobby's remembered camera is the switcher's business, not later tests'.
   await switcher.evaluate(() => localStorage.clear());
 });
@@ -454,6 +485,26 @@ test('a token the relays reject ends the call with a clear message', async () =>
   assert.match(banner, /Token rejected by the relay/);
   await page.getByRole('button', { name: 'Back to the lobby' }).click();
   await page.getByLabel('Room').waitFor();
+  await page.close();
+});
+
+test('a token server that never answers is given up on with a clear message, and the lobby stays usable', async () => {
+  const page = await browser.context.newPage();
+  // A server that accepts the request and never answers: the fault is the
+  // silence, which a live issuer cannot be made to produce.
+  let stalled = 0;
+  await page.route('**/token?*', () => { stalled += 1; });
+  await page.goto(`${stack.base}/?location=client-in-new-york&room=${room}&name=Stella`);
+  const join = page.getByRole('button', { name: 'Join', exact: true });
+  const started = Date.now();
+  await join.click();
+  const alert = page.getByRole('alert').filter({ hasText: 'did not answer' });
+  await alert.waitFor({ timeout: 20_000 });
+  const waited = Date.now() - started;
+  assert.match(await alert.textContent(), /did not answer \/token\?.* within 10 s/);
+  assert.ok(waited >= 9_000, `gave up after ${waited} ms, before its deadline`);
+  assert.equal(stalled, 1);
+  assert.ok(await join.isEnabled(), 'the lobby can try again');
   await page.close();
 });
 

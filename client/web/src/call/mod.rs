@@ -36,7 +36,7 @@ use rallypoint_protocol::v1::{
 use wasm_bindgen::prelude::Closure;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::spawn_local;
-use web_sys::{AudioContext, MediaStream};
+use web_sys::{AudioContext, MediaStream, MediaStreamTrack};
 
 use crate::clock;
 use crate::driver::{self, Command, DriverConfig, Output};
@@ -283,8 +283,17 @@ impl Call {
         let Some(stream) = &self.stream else { return };
         let track = match capture::open_camera(&id).await {
             Ok(track) => track,
-            Err(message) => {
-                self.state.media_error.set(Some(message));
+            // Phones often run one camera at a time: let go of the current
+            // one, then open the new one (the others see a short freeze).
+            Err(error) if error.busy => match self.reopen_without_current(stream, &id).await {
+                Ok(track) => track,
+                Err(message) => {
+                    self.state.media_error.set(Some(message));
+                    return;
+                }
+            },
+            Err(error) => {
+                self.state.media_error.set(Some(error.message));
                 return;
             }
         };
@@ -307,6 +316,41 @@ impl Call {
         let mut choice = capture::remembered();
         choice.set(DeviceKind::Camera, Some(id));
         capture::remember(&choice);
+    }
+
+    /// Stops the camera in use and opens `id`; when `id` still fails, takes
+    /// the previous camera back so the call keeps its picture.
+    async fn reopen_without_current(
+        &self,
+        stream: &MediaStream,
+        id: &str,
+    ) -> Result<MediaStreamTrack, String> {
+        let current = capture::video_track(stream);
+        let previous = current.as_ref().and_then(capture::device_id);
+        if let Some(current) = current {
+            current.stop();
+        }
+        let error = match capture::open_camera(id).await {
+            Ok(track) => return Ok(track),
+            Err(error) => error.message,
+        };
+        let Some(previous) = previous else {
+            return Err(error);
+        };
+        let back = capture::open_camera(&previous).await.map_err(|e| {
+            format!(
+                "{error} The previous camera could not be reopened either: {}",
+                e.message
+            )
+        })?;
+        if let Some(sender) = &*self.video_sender.borrow() {
+            sender.replace_track(&back)?;
+        }
+        if let Some(stopped) = capture::video_track(stream) {
+            stream.remove_track(&stopped);
+        }
+        stream.add_track(&back);
+        Err(error)
     }
 
     /// Stops sharing the screen (nothing when not sharing).

@@ -139,12 +139,33 @@ pub fn play_through(context: &web_sys::AudioContext, id: &str) {
     }
 }
 
+/// Why a camera did not open.
+#[derive(Debug)]
+pub struct CameraError {
+    /// For people.
+    pub message: String,
+    /// The device is held (by this page or another application): phones
+    /// often run one camera at a time.
+    pub busy: bool,
+}
+
 /// Opens the camera `id` alone (to switch cameras in a call).
-pub async fn open_camera(id: &str) -> Result<MediaStreamTrack, String> {
+pub async fn open_camera(id: &str) -> Result<MediaStreamTrack, CameraError> {
     let stream = user_media(&camera(Some(id)), &JsValue::FALSE)
         .await
-        .map_err(|e| explain(&e))?;
-    video_track(&stream).ok_or_else(|| "That camera gave no picture.".to_owned())
+        .map_err(|e| CameraError {
+            message: explain(&e),
+            busy: matches!(error_name(&e).as_str(), "NotReadableError" | "AbortError"),
+        })?;
+    video_track(&stream).ok_or_else(|| CameraError {
+        message: "That camera gave no picture.".to_owned(),
+        busy: false,
+    })
+}
+
+/// The camera a track comes from.
+pub fn device_id(track: &MediaStreamTrack) -> Option<String> {
+    track.get_settings().get_device_id()
 }
 
 /// Asks which screen, window or tab to share (the browser asks the person),
@@ -204,12 +225,15 @@ pub fn audio_track(stream: &MediaStream) -> Option<MediaStreamTrack> {
     stream.get_audio_tracks().get(0).dyn_into().ok()
 }
 
-fn explain(error: &JsValue) -> String {
-    let name = error
+fn error_name(error: &JsValue) -> String {
+    error
         .dyn_ref::<DomException>()
         .map(|e| e.name())
-        .unwrap_or_default();
-    match name.as_str() {
+        .unwrap_or_default()
+}
+
+fn explain(error: &JsValue) -> String {
+    match error_name(error).as_str() {
         "NotAllowedError" | "SecurityError" => "Camera and microphone access was denied. Allow it for this site in the browser's address bar, or join without them.".into(),
         "NotFoundError" | "OverconstrainedError" => "No camera or microphone was found. Connect one, or join without them.".into(),
         "NotReadableError" | "AbortError" => "The camera or microphone is in use by another application. Close it, or join without them.".into(),
