@@ -82,6 +82,9 @@ enum Command {
         conn: ConnId,
         peer_id: String,
         state: MediaState,
+        /// The connection's count of changes: orders them when a full queue
+        /// delivers them through waiting tasks.
+        seq: u64,
     },
     KeyframeRequest {
         requester: String,
@@ -164,15 +167,24 @@ impl Hub {
         );
     }
 
-    /// The participant's microphone or camera changed. Never dropped (like
-    /// a join or a leave): a tile showing the wrong state misleads.
-    pub fn media_state(&self, room: &str, conn: ConnId, peer_id: &str, state: MediaState) {
+    /// The participant's microphone or camera changed, its connection's
+    /// `seq`th change. Never dropped (like a join or a leave): a tile showing
+    /// the wrong state misleads.
+    pub fn media_state(
+        &self,
+        room: &str,
+        conn: ConnId,
+        peer_id: &str,
+        state: MediaState,
+        seq: u64,
+    ) {
         self.deliver(
             room,
             Command::State {
                 conn,
                 peer_id: peer_id.to_owned(),
                 state,
+                seq,
             },
         );
     }

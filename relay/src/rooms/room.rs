@@ -186,8 +186,9 @@ impl Room {
                 conn,
                 peer_id,
                 state,
+                seq,
             } => {
-                let effects = self.roster.local_state(conn, &peer_id, state);
+                let effects = self.roster.local_state(conn, &peer_id, state, seq);
                 self.apply(effects).await;
             }
             Command::KeyframeRequest {

@@ -53,6 +53,10 @@ struct Entry {
     participant: Participant,
     join_seq: u64,
     place: Place,
+    /// The connection's number for the last microphone/camera change
+    /// applied (0 before any): a change that overtook an earlier one in the
+    /// room's queue must not be undone by it.
+    state_seq: u64,
 }
 
 /// What happened to a local connection's slot when it went away.
@@ -133,6 +137,7 @@ impl Roster {
                         conn,
                         grace_until: None,
                     },
+                    state_seq: 0,
                 },
             );
             effects.push(Effect::Publish(RoomEvent {
@@ -160,15 +165,26 @@ impl Roster {
         self.left_effects(peer_id, entry.join_seq, LeaveReason::Hangup)
     }
 
-    /// A local client's microphone or camera changed: the room's other
-    /// clients are told, and so are the other relays. Nothing happens for a
-    /// connection that is no longer where the participant is, or when
-    /// nothing changed.
-    pub fn local_state(&mut self, conn: ConnId, peer_id: &str, state: MediaState) -> Vec<Effect> {
+    /// A local client's microphone or camera changed (its connection's
+    /// `seq`th change): the room's other clients are told, and so are the
+    /// other relays. Nothing happens for a connection that is no longer
+    /// where the participant is, for a change older than one applied, or
+    /// when nothing changed.
+    pub fn local_state(
+        &mut self,
+        conn: ConnId,
+        peer_id: &str,
+        state: MediaState,
+        seq: u64,
+    ) -> Vec<Effect> {
         if !self.is_located_at(peer_id, conn) {
             return Vec::new();
         }
         let entry = self.entries.get_mut(peer_id).expect("checked above");
+        if seq <= entry.state_seq {
+            return Vec::new();
+        }
+        entry.state_seq = seq;
         if entry.participant.state == Some(state) {
             return Vec::new();
         }
@@ -431,6 +447,7 @@ impl Roster {
                 participant,
                 join_seq,
                 place: Place::Remote { last_seen: now },
+                state_seq: 0,
             },
         );
         effects
@@ -692,7 +709,7 @@ mod tests {
     fn a_state_change_reaches_the_room_and_the_other_relays_once() {
         let mut roster = Roster::new("r1", "us-east", GRACE);
         roster.local_join(1, participant("a"), 0);
-        let effects = roster.local_state(1, "a", muted());
+        let effects = roster.local_state(1, "a", muted(), 1);
         assert_eq!(notified(&effects), ["state"]);
         let published = effects.iter().find_map(|e| match e {
             Effect::Publish(RoomEvent {
@@ -704,11 +721,33 @@ mod tests {
         assert_eq!(published.relay_id, "r1");
         assert_eq!(published.state, Some(muted()));
         // The same state again changes nothing; a stale connection neither.
-        assert!(roster.local_state(1, "a", muted()).is_empty());
-        assert!(roster.local_state(2, "a", MediaState::default()).is_empty());
+        assert!(roster.local_state(1, "a", muted(), 2).is_empty());
+        assert!(
+            roster
+                .local_state(2, "a", MediaState::default(), 3)
+                .is_empty()
+        );
         // A relay joining later learns it from the beat.
         let beat = roster.beat(false);
         assert_eq!(beat.peers[0].peer.as_ref().unwrap().state, Some(muted()));
+    }
+
+    /// A full room queue hands changes to waiting tasks, which may deliver
+    /// them out of order: the later change must stand.
+    #[test]
+    fn an_older_state_change_arriving_late_is_ignored() {
+        let mut roster = Roster::new("r1", "us-east", GRACE);
+        roster.local_join(1, participant("a"), 0);
+        let unmuted = MediaState::default();
+        assert_eq!(notified(&roster.local_state(1, "a", muted(), 1)), ["state"]);
+        // Change 3 (unmuted) overtakes change 2 (muted again).
+        assert_eq!(notified(&roster.local_state(1, "a", unmuted, 3)), ["state"]);
+        assert!(roster.local_state(1, "a", muted(), 2).is_empty());
+        let beat = roster.beat(false);
+        assert_eq!(beat.peers[0].peer.as_ref().unwrap().state, Some(unmuted));
+        // A new connection counts from 1 again.
+        roster.local_join(2, participant("a"), 1);
+        assert_eq!(notified(&roster.local_state(2, "a", muted(), 1)), ["state"]);
     }
 
     #[test]

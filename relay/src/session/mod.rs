@@ -153,6 +153,7 @@ pub async fn run(
         conn,
         outbox: outbox.clone(),
         phase: Phase::AwaitingHello,
+        media_states_sent: 0,
         token_expiry: None,
     };
     let mut draining = relay.draining.clone();
@@ -273,6 +274,9 @@ struct Session {
     outbox: Outbox,
     phase: Phase,
     budgets: Budgets,
+    /// Microphone/camera changes passed to the room so far: their order,
+    /// which the room's queue may not keep when it is full.
+    media_states_sent: u64,
     /// When the connection's token expires, leeway included (unix seconds).
     token_expiry: Option<u64>,
 }
@@ -371,9 +375,14 @@ impl Session {
                         .fetch_add(1, Relaxed);
                     return Ok(());
                 }
-                self.relay
-                    .hub
-                    .media_state(room, self.conn, &identity.peer_id, state);
+                self.media_states_sent += 1;
+                self.relay.hub.media_state(
+                    room,
+                    self.conn,
+                    &identity.peer_id,
+                    state,
+                    self.media_states_sent,
+                );
                 Ok(())
             }
             (client_frame::Kind::MediaState(_), Phase::ProbeOnly(_)) => {
