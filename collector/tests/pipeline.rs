@@ -373,6 +373,71 @@ async fn clickhouse_down_for_30_seconds_loses_nothing() {
     stack.stop().await;
 }
 
+/// Two collectors of three workers each; the one storing is SIGKILLed
+/// mid-stream, then ClickHouse stops for longer than the consumer's ack wait
+/// (30 s), so every batch in flight is redelivered — to the survivor, while
+/// ClickHouse is down, and again after. Nothing is lost or counted twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_killed_mid_insert_then_clickhouse_down_past_the_ack_wait_loses_and_doubles_nothing()
+ {
+    const N: u64 = 1500;
+    let dir = tempfile::tempdir().unwrap();
+    let mut stack = stack(
+        dir.path(),
+        Vec::new(),
+        [
+            "--workers",
+            "3",
+            "--batch-size",
+            "50",
+            "--batch-wait",
+            "20ms",
+        ]
+        .map(String::from)
+        .to_vec(),
+    )
+    .await;
+    stack.add_collector().await.unwrap();
+    let sending = {
+        let generator = ReportGenerator::new(stack.candidates(), 41, false);
+        let peers = peers(&stack, 2).await;
+        tokio::spawn(async move { send(peers, generator, N, 1000).await })
+    };
+    // Kill whichever collector is storing once some, not all, is stored.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let victim = 'storing: loop {
+        for (index, collector) in stack.collectors.iter().enumerate() {
+            let stored = collector.stats().await.unwrap()["elections_stored"]
+                .as_u64()
+                .unwrap_or(0);
+            if stored > 0 {
+                assert!(stored < N, "everything was stored before the crash");
+                eprintln!("killing collector {index} after it stored {stored} of {N}");
+                break 'storing index;
+            }
+        }
+        assert!(Instant::now() < deadline, "no collector stored anything");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    stack.collectors[victim].signal(Signal::SIGKILL).unwrap();
+    stack.clickhouse.as_mut().unwrap().stop().await;
+    let outcome = sending.await.unwrap();
+    assert_eq!(outcome.accepted, N, "{:?}", outcome.first_refusal);
+    // Longer than the ack wait: what the survivor took is redelivered.
+    tokio::time::sleep(Duration::from_secs(35)).await;
+    let survivor = &stack.collectors[1 - victim];
+    let stats = survivor.stats().await.unwrap();
+    assert!(
+        stats["insert_failures"].as_u64().unwrap() > 0,
+        "the survivor tried to store during the outage: {stats}"
+    );
+    stack.clickhouse.as_mut().unwrap().restart().await.unwrap();
+    stack.collectors[victim].restart().await.unwrap();
+    drained(&stack).await;
+    counted_once(&stack, N).await;
+    stack.stop().await;
+}
+
 /// Sends `reports` through the first relay of `region` as one client would,
 /// and waits until the relay has acknowledged every one (JetStream stored it,
 /// or dropped it as a copy inside the duplicate window).
