@@ -408,11 +408,11 @@ test('switching cameras in the call changes the picture on the other page', asyn
   await switcher.evaluate(() => localStorage.clear());
 });
 
-test('six people in one call: everyone sees the other five, on a laptop and on a phone', async () => {
-  // Four more join the two pages' room without camera and microphone (so
-  // two cores can carry six pages): each page shows five others.
-  const extra = [];
-  for (const name of ['Ana', 'Ben', 'Cai', 'Dee']) {
+/// Pages that join the shared room with camera and microphone denied (cheap
+/// enough that two cores carry a dozen).
+async function joinWithoutDevices(names) {
+  const joined = [];
+  for (const name of names) {
     const page = await browser.context.newPage();
     await page.addInitScript(() => {
       navigator.mediaDevices.getUserMedia = () =>
@@ -420,8 +420,43 @@ test('six people in one call: everyone sees the other five, on a laptop and on a
     });
     await page.goto(`${stack.base}/?location=client-in-new-york&room=${room}&name=${name}`);
     await page.getByRole('button', { name: 'Join without camera and microphone' }).click();
-    extra.push(page);
+    joined.push(page);
   }
+  return joined;
+}
+
+/// The extra pages leave the call with its button; the two pages see only
+/// each other again. Pages close only then: closing one at once could cut
+/// its Leave short, and the others would see it until the relay's idle
+/// timeout.
+async function leaveAll(extra) {
+  for (const page of extra) {
+    await page.getByRole('button', { name: 'Leave call' }).click();
+  }
+  for (const page of [pages.singapore, pages.newYork]) {
+    await until(page, () => document.querySelectorAll('[data-peer-id]').length === 1, undefined, 30_000);
+  }
+  for (const page of extra) {
+    await page.close();
+  }
+}
+
+/// Where a page's tiles are, and whether the page scrolls sideways.
+function tileLayout(page) {
+  return page.evaluate(() => ({
+    overflow: document.documentElement.scrollWidth - window.innerWidth,
+    viewport: { width: window.innerWidth, height: window.innerHeight },
+    tiles: [...document.querySelectorAll('.tiles .tile')].map((t) => {
+      const r = t.getBoundingClientRect();
+      return { left: r.left, top: r.top + window.scrollY, right: r.right, bottom: r.bottom + window.scrollY };
+    }),
+  }));
+}
+
+test('six people in one call: everyone sees the other five, on a laptop and on a phone', async () => {
+  // Four more join the two pages' room without camera and microphone (so
+  // two cores can carry six pages): each page shows five others.
+  const extra = await joinWithoutDevices(['Ana', 'Ben', 'Cai', 'Dee']);
   const everyone = [pages.singapore, pages.newYork, ...extra];
   for (const page of everyone) {
     await until(page, () => document.querySelectorAll('[data-peer-id]').length === 5, undefined, 30_000);
@@ -440,12 +475,45 @@ test('six people in one call: everyone sees the other five, on a laptop and on a
   assert.ok(narrow.overflow <= 0, `the phone-wide page scrolls sideways by ${narrow.overflow} px`);
   assert.equal(narrow.tileWidths.length, 6);
   assert.ok(narrow.tileWidths.every((w) => w >= 120 && w <= 200), `two tiles per row on a phone: ${narrow.tileWidths}`);
-  for (const page of extra) {
-    await page.getByRole('button', { name: 'Leave call' }).click();
-    await page.close();
-  }
+  await leaveAll(extra);
+});
+
+test('twelve people in one call: every tile fits without overlap, on a laptop and on a phone', async () => {
+  // The two pages turn their cameras off first, so two cores carry twelve
+  // pages; ten more join without devices.
   for (const page of [pages.singapore, pages.newYork]) {
-    await until(page, () => document.querySelectorAll('[data-peer-id]').length === 1, undefined, 15_000);
+    await page.getByRole('button', { name: 'Turn camera off' }).click();
+  }
+  const names = ['Ana', 'Ben', 'Cai', 'Dee', 'Eli', 'Fay', 'Gus', 'Hal', 'Ida', 'Jon'];
+  const extra = await joinWithoutDevices(names);
+  const everyone = [pages.singapore, pages.newYork, ...extra];
+  for (const page of everyone) {
+    await until(page, () => document.querySelectorAll('[data-peer-id]').length === 11, undefined, 45_000);
+  }
+  const page = pages.newYork;
+  const overlaps = (tiles) => tiles.flatMap((a, i) => tiles.slice(i + 1)
+    .filter((b) => a.left < b.right - 1 && b.left < a.right - 1 && a.top < b.bottom - 1 && b.top < a.bottom - 1)
+    .map((b) => [a, b]));
+  const laptop = await tileLayout(page);
+  await page.screenshot({ path: join(artifacts, 'call-twelve.png') });
+  await page.setViewportSize({ width: 390, height: 844 });
+  const phone = await tileLayout(page);
+  await page.screenshot({ path: join(artifacts, 'call-twelve-narrow.png'), fullPage: true });
+  await page.setViewportSize({ width: 1280, height: 800 });
+  for (const [width, layout] of [['laptop', laptop], ['phone', phone]]) {
+    assert.equal(layout.tiles.length, 12, `${width}: twelve tiles`);
+    assert.ok(layout.overflow <= 0, `${width}: the page scrolls sideways by ${layout.overflow} px`);
+    assert.deepEqual(overlaps(layout.tiles), [], `${width}: tiles overlap`);
+    assert.ok(layout.tiles.every((t) => t.left >= 0 && t.right <= layout.viewport.width), `${width}: a tile leaves the page`);
+  }
+  const rows = (layout) => new Set(layout.tiles.map((t) => Math.round(t.top))).size;
+  const lowest = Math.max(...laptop.tiles.map((t) => t.bottom));
+  console.log(`[twelve] laptop: ${rows(laptop)} rows, tiles end at ${lowest.toFixed(0)} of ${laptop.viewport.height} px; phone: ${rows(phone)} rows`);
+  assert.equal(rows(phone), 6, 'two tiles per row on a phone');
+  assert.ok(lowest <= laptop.viewport.height, `a laptop shows all twelve without scrolling: tiles end at ${lowest.toFixed(0)} px`);
+  await leaveAll(extra);
+  for (const page of [pages.singapore, pages.newYork]) {
+    await page.getByRole('button', { name: 'Turn camera on' }).click();
   }
 });
 
