@@ -33,7 +33,7 @@ impl Participant {
             .issuer
             .mint(room, user, user, Duration::from_secs(600));
         let (commands, outputs) = runner::spawn(
-            stack.candidates(),
+            stack.client_candidates(),
             RunnerConfig {
                 election: ElectionConfig::default(),
                 connect_timeout: Duration::from_secs(5),
@@ -174,5 +174,54 @@ pub async fn faulted_call(
         victim,
         gap_ms,
         decisions_before_fault,
+    })
+}
+
+/// What a fault-free call showed.
+pub struct QuietCall {
+    /// Relay switches after the call settled, by either participant, with
+    /// their trigger: every one is a false failover.
+    pub moves: Vec<(&'static str, ElectionTrigger, String)>,
+    /// Alice's frames Bob received after the call settled.
+    pub frames: u64,
+}
+
+/// A call in `room` with no fault: talk for `settle`, then for `duration`,
+/// counting every relay switch either participant makes meanwhile.
+pub async fn quiet_call(
+    stack: &Stack,
+    room: &str,
+    settle: Duration,
+    duration: Duration,
+) -> anyhow::Result<QuietCall> {
+    let mut alice = Participant::start(stack, room, "alice");
+    let mut bob = Participant::start(stack, room, "bob");
+    let mut source = MediaSource::new(
+        MediaPlan {
+            video_fps: 0,
+            ..Default::default()
+        },
+        Instant::now(),
+    );
+    talk(&mut alice, &mut bob, &mut source, settle).await;
+    if alice.serving.is_none() || bob.serving.is_none() {
+        anyhow::bail!("the call did not settle within {settle:?}: nobody elected a relay");
+    }
+    let settled = (alice.decisions.len(), bob.decisions.len());
+    let frames_before = bob.stats.total_frames();
+    talk(&mut alice, &mut bob, &mut source, duration).await;
+    alice.stop();
+    bob.stop();
+    let moves = [("alice", &alice, settled.0), ("bob", &bob, settled.1)]
+        .into_iter()
+        .flat_map(|(who, participant, before)| {
+            participant.decisions[before..]
+                .iter()
+                .map(move |(trigger, _, relay)| (who, *trigger, relay.clone()))
+        })
+        .collect();
+    Ok(QuietCall {
+        moves,
+        frames: bob.stats.total_frames() - frames_before,
     })
 }

@@ -2,79 +2,178 @@
 //! relay serving the talker is killed (or drained), and the listener's largest
 //! gap in the talker's audio — last frame before to first frame after — is
 //! recorded. Repeated over fresh calls; the relay is restarted between runs.
+//!
+//! Each added round trip (`--rtt-ms`) gets its own stack whose clients reach
+//! the relays through the latency lab's delay proxies. Then, unless
+//! `--rough-minutes 0`, a call with no fault on a rough path counts false
+//! failovers: every relay switch there is one.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
-use crate::call::faulted_call;
+use crate::call::{faulted_call, quiet_call};
+use rallypoint_testkit::proxy::{LinkSpec, Scenario};
 use rallypoint_testkit::stack::{Stack, StackConfig};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct FailoverBenchArgs {
-    /// Calls per fault kind.
+    /// Calls per fault kind and round trip.
     #[arg(long, default_value_t = 10)]
     pub runs: usize,
+    /// Round trips (ms) added between the clients and the nearest region,
+    /// one measurement each; 0 is plain loopback. The other region is 200 ms
+    /// further.
+    #[arg(long, value_delimiter = ',', default_value = "0,40")]
+    pub rtt_ms: Vec<u32>,
+    /// Minutes of a call with no fault on a rough path (40 ms round trip,
+    /// 30 ms jitter, 5% loss each way), where every relay switch is a false
+    /// failover; 0 skips it.
+    #[arg(long, default_value_t = 2.0)]
+    pub rough_minutes: f64,
 }
 
+/// The rough path's loss per direction and jitter.
+const ROUGH_LOSS: f64 = 0.05;
+const ROUGH_JITTER_MS: f64 = 30.0;
+const ROUGH_RTT_MS: f64 = 40.0;
+
 pub async fn run(args: FailoverBenchArgs) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let mut stack = Stack::start(StackConfig {
-        dir: dir.path().to_path_buf(),
-        http: "127.0.0.1:0".parse()?,
-        jwt_secret: None,
-        dev_tokens: false,
-        relay_args: vec!["--drain-grace".into(), "3s".into()],
-        scenarios: Vec::new(),
-        telemetry: false,
-        collector_args: Vec::new(),
-        stream_args: Vec::new(),
-    })
-    .await?;
+    if args.runs == 0 {
+        anyhow::bail!("--runs must be at least 1");
+    }
+    if !(0.0..=60.0).contains(&args.rough_minutes) {
+        anyhow::bail!("--rough-minutes must be between 0 and 60");
+    }
     println!(
         "failover gap: largest gap in the talker's 20 ms audio at the listener, {} calls per fault",
         args.runs
     );
     println!();
-    println!("| fault | p50 ms | p95 ms | max ms | calls |");
-    println!("|---|---|---|---|---|");
-    for (name, signal) in [
-        ("relay killed (SIGKILL)", Signal::SIGKILL),
-        ("relay drained (SIGTERM)", Signal::SIGTERM),
-    ] {
-        let mut gaps = Vec::new();
-        for run in 0..args.runs {
-            let room = format!("bench-{}-{run}", signal as i32);
-            let call = faulted_call(
-                &stack,
-                &room,
-                signal,
-                Duration::from_secs(4),
-                Duration::from_secs(4),
-            )
-            .await?;
-            eprintln!(
-                "[bench] {name} #{run}: {} -> gap {:.0} ms",
-                call.victim, call.gap_ms
+    println!("| added RTT | fault | p50 ms | p95 ms | max ms | calls |");
+    println!("|---|---|---|---|---|---|");
+    for &rtt in &args.rtt_ms {
+        let scenarios = match rtt {
+            0 => Vec::new(),
+            rtt => vec![location(f64::from(rtt), 0.0, 0.0)],
+        };
+        let dir = tempfile::tempdir()?;
+        let mut stack = start(dir.path(), scenarios).await?;
+        for (name, signal) in [
+            ("relay killed (SIGKILL)", Signal::SIGKILL),
+            ("relay drained (SIGTERM)", Signal::SIGTERM),
+        ] {
+            let gaps = gaps(&mut stack, rtt, name, signal, args.runs).await?;
+            let q = |p: f64| gaps[((gaps.len() - 1) as f64 * p).round() as usize];
+            println!(
+                "| {rtt} ms | {name} | {:.0} | {:.0} | {:.0} | {} |",
+                q(0.5),
+                q(0.95),
+                q(1.0),
+                gaps.len()
             );
-            gaps.push(call.gap_ms);
-            let relay = stack
-                .relays
-                .iter_mut()
-                .find(|r| r.spec.relay_id == call.victim)
-                .expect("victim is one of the stack's relays");
-            relay.restart().await?;
         }
-        gaps.sort_by(f64::total_cmp);
-        let q = |p: f64| gaps[((gaps.len() - 1) as f64 * p).round() as usize];
-        println!(
-            "| {name} | {:.0} | {:.0} | {:.0} | {} |",
-            q(0.5),
-            q(0.95),
-            q(1.0),
-            gaps.len()
-        );
+        stack.stop().await;
     }
-    stack.stop().await;
+    if args.rough_minutes > 0.0 {
+        rough_path(args.rough_minutes).await?;
+    }
     Ok(())
+}
+
+/// The failover gaps of `runs` calls in which `signal` hits the talker's
+/// relay, sorted.
+async fn gaps(
+    stack: &mut Stack,
+    rtt: u32,
+    name: &str,
+    signal: Signal,
+    runs: usize,
+) -> anyhow::Result<Vec<f64>> {
+    let mut gaps = Vec::new();
+    for run in 0..runs {
+        let room = format!("bench-{rtt}-{}-{run}", signal as i32);
+        let call = faulted_call(
+            stack,
+            &room,
+            signal,
+            Duration::from_secs(4),
+            Duration::from_secs(4),
+        )
+        .await?;
+        eprintln!(
+            "[bench] {rtt} ms, {name} #{run}: {} -> gap {:.0} ms",
+            call.victim, call.gap_ms
+        );
+        gaps.push(call.gap_ms);
+        let relay = stack
+            .relays
+            .iter_mut()
+            .find(|r| r.spec.relay_id == call.victim)
+            .expect("victim is one of the stack's relays");
+        relay.restart().await?;
+    }
+    gaps.sort_by(f64::total_cmp);
+    Ok(gaps)
+}
+
+/// One long call with no fault on the rough path: every switch is false.
+async fn rough_path(minutes: f64) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let scenario = location(ROUGH_RTT_MS, ROUGH_JITTER_MS, ROUGH_LOSS);
+    let stack = start(dir.path(), vec![scenario]).await?;
+    let duration = Duration::from_secs_f64(minutes * 60.0);
+    eprintln!("[bench] a {minutes} min call with no fault on the rough path");
+    let call = quiet_call(&stack, "bench-rough", Duration::from_secs(5), duration).await;
+    stack.stop().await;
+    let call = call?;
+    let mut by_trigger: BTreeMap<String, usize> = BTreeMap::new();
+    for (who, trigger, relay) in &call.moves {
+        eprintln!("[bench] false failover: {who} moved to {relay} ({trigger:?})");
+        *by_trigger.entry(format!("{trigger:?}")).or_default() += 1;
+    }
+    let expected = duration.as_secs_f64() / 0.020;
+    println!();
+    println!(
+        "false failovers: {} in a {minutes} min call, both participants counted, on a path of \
+         {ROUGH_RTT_MS} ms RTT, {ROUGH_JITTER_MS} ms jitter and {:.0}% loss each way {by_trigger:?}; \
+         the listener got {} of the talker's ~{expected:.0} audio frames ({:.1}%)",
+        call.moves.len(),
+        ROUGH_LOSS * 100.0,
+        call.frames,
+        call.frames as f64 / expected * 100.0
+    );
+    Ok(())
+}
+
+/// A client location with `rtt_ms` to us-east and 200 ms more to
+/// singapore, both with the same jitter and loss.
+fn location(rtt_ms: f64, jitter_ms: f64, loss: f64) -> Scenario {
+    Scenario {
+        name: format!("{rtt_ms} ms from us-east"),
+        links: [
+            ("us-east".to_owned(), LinkSpec::new(rtt_ms, jitter_ms, loss)),
+            (
+                "singapore".to_owned(),
+                LinkSpec::new(rtt_ms + 200.0, jitter_ms, loss),
+            ),
+        ]
+        .into(),
+    }
+}
+
+async fn start(dir: &std::path::Path, scenarios: Vec<Scenario>) -> anyhow::Result<Stack> {
+    Stack::start(StackConfig {
+        dir: dir.to_path_buf(),
+        http: "127.0.0.1:0".parse()?,
+        jwt_secret: None,
+        dev_tokens: false,
+        relay_args: vec!["--drain-grace".into(), "3s".into()],
+        scenarios,
+        telemetry: false,
+        collector_args: Vec::new(),
+        stream_args: Vec::new(),
+    })
+    .await
 }

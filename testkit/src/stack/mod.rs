@@ -184,6 +184,16 @@ impl Stack {
             .collect()
     }
 
+    /// What a client is offered: the first latency-lab location's
+    /// candidates (through its delay proxies), as the browser app's default
+    /// list, or the relays themselves on a stack without locations.
+    pub fn client_candidates(&self) -> Vec<Candidate> {
+        match self.locations.first() {
+            Some(location) => location.candidates.clone(),
+            None => self.candidates(),
+        }
+    }
+
     /// Prints every endpoint and a ready-to-use development token.
     pub fn print_endpoints(&self) {
         let base = format!("http://{}", self.http);
