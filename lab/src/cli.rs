@@ -23,6 +23,10 @@ pub enum Command {
     Probe(crate::commands::probe::ProbeArgs),
     /// A headless participant: elect, join a room, send synthetic media.
     Join(crate::commands::join::JoinArgs),
+    /// Call-rate load on one relay (or straight over NATS): many rooms of a
+    /// few participants sending audio (and video) and receiving each other;
+    /// a JSON summary on stdout.
+    Load(crate::commands::load::LoadArgs),
     /// Synthetic election reports (labelled synthetic) through relays,
     /// JetStream and the collector into ClickHouse.
     Simulate(crate::commands::simulate::SimulateArgs),
@@ -41,6 +45,9 @@ pub enum Command {
 pub enum BenchCommand {
     /// Relay fan-out (1 sender, N receivers) versus raw NATS pub/sub.
     Relay(crate::bench::relay::RelayBenchArgs),
+    /// How much call traffic one relay core carries: rising call-rate load
+    /// until the knee, against raw NATS fan-out in the same run.
+    Capacity(crate::bench::capacity::CapacityBenchArgs),
     /// Election decision time and accuracy versus the fixed 3 s tournament
     /// and first-probe, in virtual time.
     Election(crate::bench::election::ElectionBenchArgs),
@@ -82,10 +89,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Up(args) => up(args).await,
         Command::Probe(args) => crate::commands::probe::run(args).await,
         Command::Join(args) => crate::commands::join::run(args).await,
+        Command::Load(args) => crate::commands::load::run(args).await,
         Command::Simulate(args) => crate::commands::simulate::run(args).await,
         Command::NatsUsers(args) => crate::commands::nats_users::run(args),
         Command::ClickhouseUsers(args) => crate::commands::clickhouse_users::run(args),
         Command::Bench(BenchCommand::Relay(args)) => crate::bench::relay::run(args).await,
+        Command::Bench(BenchCommand::Capacity(args)) => crate::bench::capacity::run(args).await,
         Command::Bench(BenchCommand::Election(args)) => crate::bench::election::run(args),
         Command::Bench(BenchCommand::Failover(args)) => crate::bench::failover::run(args).await,
         Command::Bench(BenchCommand::Ingest(args)) => crate::bench::ingest::run(args).await,

@@ -7,9 +7,11 @@
 //! * [`commands`] — one module per command;
 //! * [`bench`] — the benchmarks, each against a baseline measured in the
 //!   same run;
-//! * [`call`] — participants in a call, for the failover benchmark and test.
+//! * [`call`] — participants in a call, for the failover benchmark and test;
+//! * [`load`] — call-rate load of many rooms (`rallypoint load`, `bench capacity`).
 
 pub mod bench;
 pub mod call;
 pub mod cli;
 pub mod commands;
+pub mod load;

@@ -1,13 +1,81 @@
 //! Benchmarks that print numbers and ratios against a baseline measured in the
 //! same run (`rallypoint bench …`). Results are recorded in BENCHMARKS.md.
 
+pub mod capacity;
 pub mod dashboard;
 pub mod election;
 pub mod failover;
 pub mod ingest;
 pub mod relay;
 
+use std::path::Path;
+use std::time::Duration;
+
 use hdrhistogram::Histogram;
+use rallypoint_client::TransportKind;
+use rallypoint_testkit::nats::{ClusterSpec, NatsAccess, NatsRole, SuperCluster, SuperClusterSpec};
+use rallypoint_testkit::relays::{RelayProcess, RelaySpec};
+
+/// What the relay benchmarks measure on: one nats-server and one relay
+/// serving `transport` through it.
+pub struct Rig {
+    pub nats: SuperCluster,
+    pub relay: RelayProcess,
+}
+
+/// The region (and NATS cluster) of the rig.
+const RIG_REGION: &str = "bench";
+
+impl Rig {
+    /// `secure`: NATS with TLS and NKey users, as deployed. `relay_args`:
+    /// more relay flags (limits).
+    pub async fn start(
+        dir: &Path,
+        secure: bool,
+        transport: TransportKind,
+        jwt_secret: &str,
+        relay_args: Vec<String>,
+    ) -> anyhow::Result<Rig> {
+        let spec = SuperClusterSpec {
+            clusters: vec![ClusterSpec {
+                name: RIG_REGION.into(),
+                servers: 1,
+            }],
+            jetstream: false,
+            secure,
+        };
+        let mut nats = SuperCluster::start(spec, &dir.join("nats")).await?;
+        let relay = RelayProcess::start(
+            RelaySpec {
+                region: RIG_REGION.into(),
+                relay_id: format!("{RIG_REGION}-0"),
+                transports: vec![transport],
+                nats: nats.access(NatsRole::Relay(RIG_REGION.into()), RIG_REGION),
+                jwt_secret: jwt_secret.into(),
+                extra_args: relay_args,
+            },
+            &dir.join("relay"),
+        )
+        .await;
+        match relay {
+            Ok(relay) => Ok(Rig { nats, relay }),
+            Err(e) => {
+                nats.stop().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// How a client with `role` reaches the rig's NATS.
+    pub fn nats_access(&self, role: NatsRole) -> NatsAccess {
+        self.nats.access(role, RIG_REGION)
+    }
+
+    pub async fn stop(mut self) {
+        self.relay.stop(Duration::from_secs(3)).await;
+        self.nats.stop().await;
+    }
+}
 
 /// A latency histogram in microseconds (1 µs .. 60 s, 3 significant digits).
 pub fn latency_histogram() -> Histogram<u64> {

@@ -20,9 +20,8 @@ use rallypoint_client::TransportKind;
 use rallypoint_client_native::Peer;
 use rallypoint_protocol::v1::{TrackKind, server_frame};
 
-use super::{latency_histogram, summary_ms};
-use rallypoint_testkit::nats::{ClusterSpec, NatsAccess, NatsRole, SuperCluster, SuperClusterSpec};
-use rallypoint_testkit::relays::{RelayProcess, RelaySpec};
+use super::{Rig, latency_histogram, summary_ms};
+use rallypoint_testkit::nats::{NatsAccess, NatsRole};
 use rallypoint_testkit::tokens::DevIssuer;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -130,41 +129,23 @@ async fn measure(
     let dir = tempfile::tempdir()?;
     let label = if secure { "TLS + NKeys" } else { "plain" };
     eprintln!("[bench] starting one NATS server ({label}) and one relay");
-    let spec = SuperClusterSpec {
-        clusters: vec![ClusterSpec {
-            name: "bench".into(),
-            servers: 1,
-        }],
-        jetstream: false,
-        secure,
-    };
-    let mut nats = SuperCluster::start(spec, &dir.path().join("nats")).await?;
-    // The raw NATS baseline runs over the same link security as the relay's.
-    let baseline = nats.access(NatsRole::Admin, "bench");
     let secret = "bench-secret";
-    let mut relay = RelayProcess::start(
-        RelaySpec {
-            region: "bench".into(),
-            relay_id: "bench-0".into(),
-            transports: vec![transport],
-            nats: nats.access(NatsRole::Relay("bench".into()), "bench"),
-            jwt_secret: secret.into(),
-            // A blast measures the forwarding path, not the per-sender
-            // budgets a call is held to.
-            extra_args: [
-                "--media-queue",
-                "4096",
-                "--media-bytes-per-second",
-                "4000000000",
-                "--media-frames-per-second",
-                "4000000",
-            ]
-            .map(String::from)
-            .to_vec(),
-        },
-        &dir.path().join("relay"),
-    )
-    .await?;
+    // A blast measures the forwarding path, not the per-sender budgets a
+    // call is held to.
+    let relay_args = [
+        "--media-queue",
+        "4096",
+        "--media-bytes-per-second",
+        "4000000000",
+        "--media-frames-per-second",
+        "4000000",
+    ]
+    .map(String::from)
+    .to_vec();
+    let rig = Rig::start(dir.path(), secure, transport, secret, relay_args).await?;
+    let relay = &rig.relay;
+    // The raw NATS baseline runs over the same link security as the relay's.
+    let baseline = rig.nats_access(NatsRole::Admin);
 
     eprintln!("[bench] raw NATS ({label}): latency phase");
     let nats_latency = nats_path_latency(&baseline, args).await?;
@@ -176,8 +157,7 @@ async fn measure(
     let relay_latency = relay_path_latency(&candidate, &issuer, args).await?;
     eprintln!("[bench] relay ({transport:?}, NATS {label}): throughput phase");
     let relay_throughput = relay_path_throughput(&candidate, &issuer, args).await?;
-    relay.stop(Duration::from_secs(3)).await;
-    nats.stop().await;
+    rig.stop().await;
     Ok(Measurement {
         nats_latency,
         nats_throughput,

@@ -3,6 +3,7 @@
 
 pub mod clickhouse_users;
 pub mod join;
+pub mod load;
 pub mod nats_users;
 pub mod probe;
 pub mod simulate;

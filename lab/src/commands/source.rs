@@ -79,7 +79,7 @@ impl Source {
     }
 }
 
-fn parse_urls(urls: &[String]) -> anyhow::Result<Vec<Candidate>> {
+pub(crate) fn parse_urls(urls: &[String]) -> anyhow::Result<Vec<Candidate>> {
     let candidates: Vec<Candidate> = urls
         .iter()
         .enumerate()

@@ -92,6 +92,11 @@ impl Server {
     pub fn is_running(&mut self) -> bool {
         self.process.as_mut().is_some_and(|p| p.is_running())
     }
+
+    /// The server's process id (to read its `/proc` entries); `None` while stopped.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().and_then(|p| p.pid())
+    }
 }
 
 pub struct SuperCluster {

@@ -1,0 +1,216 @@
+//! Relay capacity at call rates (issue #17): how much call traffic one relay
+//! core forwards. One nats-server and one relay process; for rising levels
+//! of participants (rooms of a few, audio first, then with video) a
+//! `rallypoint load` child process sends and receives at call rates through
+//! the relay, then the same load straight over NATS (the ceiling). The
+//! relay's and nats-server's CPU time are read from `/proc` at the load's
+//! window marks, so forwarded packets per relay CPU-second is measured, not
+//! inferred. The series stops at the knee: the relay near a full core, drops,
+//! a latency jump, or the machine full (the load generator shares it).
+
+mod child;
+mod report;
+
+use std::time::Duration;
+
+use rallypoint_client::TransportKind;
+use rallypoint_service::parse_duration;
+use rallypoint_testkit::nats::NatsRole;
+use rallypoint_testkit::usage;
+
+use super::Rig;
+use super::relay::BenchTransport;
+use child::Watched;
+use report::Level;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct CapacityBenchArgs {
+    /// Client transport through the relay.
+    #[arg(long, value_enum, default_value = "ws")]
+    pub transport: BenchTransport,
+    /// Participants per room.
+    #[arg(long, default_value_t = 5)]
+    pub room_size: usize,
+    /// Participants at each audio-only level, rising (comma-separated).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "20,40,80,160,320,640,1280"
+    )]
+    pub audio_levels: Vec<usize>,
+    /// Participants at each level with video, rising (empty: none).
+    #[arg(long, value_delimiter = ',', default_value = "10,20,40,80,160")]
+    pub video_levels: Vec<usize>,
+    /// Sending before each level's measured window.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub warmup: Duration,
+    /// Each level's measured window.
+    #[arg(long, default_value = "4s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// NATS without TLS and NKey users (default: as deployed, with both).
+    #[arg(long)]
+    pub plain_nats: bool,
+}
+
+const JWT_SECRET: &str = "bench-capacity-secret";
+
+pub async fn run(args: CapacityBenchArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.room_size >= 2, "--room-size must be at least 2");
+    let transport = match args.transport {
+        BenchTransport::Ws => TransportKind::WebSocket,
+        BenchTransport::Wt => TransportKind::WebTransport,
+    };
+    let machine_cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let dir = tempfile::tempdir()?;
+    eprintln!("[bench] starting one NATS server and one relay ({transport:?})");
+    // The relay runs with its deployed limits: this measures a relay as
+    // shipped, at call rates well inside every per-sender budget.
+    let rig = Rig::start(
+        dir.path(),
+        !args.plain_nats,
+        transport,
+        JWT_SECRET,
+        Vec::new(),
+    )
+    .await?;
+    let result = measure(&args, &rig, transport, machine_cores).await;
+    rig.stop().await;
+    result
+}
+
+async fn measure(
+    args: &CapacityBenchArgs,
+    rig: &Rig,
+    transport: TransportKind,
+    machine_cores: f64,
+) -> anyhow::Result<()> {
+    let (nats, relay) = (&rig.nats, &rig.relay);
+    let watched = Watched {
+        relay: relay
+            .pid()
+            .ok_or_else(|| anyhow::anyhow!("the relay exited"))?,
+        nats: nats.servers()[0]
+            .pid()
+            .ok_or_else(|| anyhow::anyhow!("nats-server exited"))?,
+    };
+    let idle_rss = usage::rss_bytes(watched.relay);
+    let candidate = relay.candidate(transport);
+    let relay_url = match &candidate.cert_hash {
+        Some(hash) => format!("{}#cert={hash}", candidate.url),
+        None => candidate.url.clone(),
+    };
+    let nats_args = rig.nats_access(NatsRole::Admin).cli_args();
+    println!();
+    println!(
+        "relay capacity at call rates, {transport:?}, rooms of {}, NATS {}; audio 50 frames/s of 120 B, \
+         video 30 fps of 2.4 kB with a 24 kB keyframe every 2 s; window {:?} after {:?} warm-up",
+        args.room_size,
+        if args.plain_nats {
+            "plain"
+        } else {
+            "with TLS and NKeys"
+        },
+        args.duration,
+        args.warmup
+    );
+    println!(
+        "this machine has {machine_cores} cores, shared by the relay, nats-server and the load \
+         generator: CPU per forwarded packet is the honest figure, not the totals"
+    );
+    for (video, levels) in [(false, &args.audio_levels), (true, &args.video_levels)] {
+        if levels.is_empty() {
+            continue;
+        }
+        println!();
+        println!("{}:", if video { "audio + video" } else { "audio only" });
+        report::print_header();
+        let mut first_p99 = None;
+        let mut knee = None;
+        let mut measured = Vec::new();
+        for &participants in levels {
+            let rooms = participants.div_ceil(args.room_size);
+            let mut common = vec![
+                "--rooms".to_owned(),
+                rooms.to_string(),
+                "--participants".to_owned(),
+                args.room_size.to_string(),
+                "--warmup".to_owned(),
+                format!("{}ms", args.warmup.as_millis()),
+                "--duration".to_owned(),
+                format!("{}ms", args.duration.as_millis()),
+            ];
+            if video {
+                common.push("--video".to_owned());
+            }
+            let deadline = args.warmup + args.duration + Duration::from_secs(90);
+            eprintln!("[bench] {participants} participants through the relay");
+            let mut relay_args = common.clone();
+            relay_args.extend(["--relay".to_owned(), relay_url.clone()]);
+            let relay_run = child::run(
+                &relay_args,
+                &[("RALLYPOINT_JWT_SECRET", JWT_SECRET)],
+                watched,
+                deadline,
+            )
+            .await?;
+            eprintln!("[bench] {participants} participants straight over NATS");
+            let mut baseline_args = common;
+            baseline_args.push("--nats".to_owned());
+            baseline_args.extend(nats_args.iter().cloned());
+            let nats_run = child::run(&baseline_args, &[], watched, deadline).await?;
+            let level = Level {
+                participants: rooms * args.room_size,
+                relay: relay_run,
+                nats: nats_run,
+                idle_rss,
+            };
+            report::print_level(&level);
+            let first = *first_p99.get_or_insert(level.relay.summary.latency_p99_ms);
+            knee = report::knee(&level, first, machine_cores);
+            measured.push(level);
+            if knee.is_some() {
+                break;
+            }
+        }
+        summarize_series(&measured, knee.as_ref());
+    }
+    Ok(())
+}
+
+/// Added latency per level, the ceiling ratio, and the knee.
+fn summarize_series(levels: &[Level], knee: Option<&report::Knee>) {
+    println!();
+    for level in levels {
+        let (p50, p99) = report::added_latency(level);
+        let r = &level.relay;
+        let n = &level.nats;
+        let relay_per_core = r.summary.forwarded_per_s / r.cores.relay;
+        let nats_per_core = n.summary.forwarded_per_s / n.cores.nats;
+        println!(
+            "{} participants: added latency by the relay p50 {p50:+.2} ms, p99 {p99:+.2} ms \
+             (target p99 <= 5 ms); forwarded per relay core / per nats-server core {:.2}; \
+             {:.0} participants per relay core at this load",
+            level.participants,
+            relay_per_core / nats_per_core,
+            level.participants as f64 / r.cores.relay,
+        );
+    }
+    // Fixed costs (room beats, timers, the runtime) weigh on the lowest
+    // levels; the cost of one more forwarded packet is the slope between levels.
+    if let [.., below, top] = levels {
+        let frames = top.relay.summary.forwarded_per_s - below.relay.summary.forwarded_per_s;
+        let cores = top.relay.cores.relay - below.relay.cores.relay;
+        if frames > 0.0 && cores > 0.0 {
+            println!(
+                "marginal: {:.0} more forwarded pkt/s per extra relay core between the last two levels",
+                frames / cores
+            );
+        }
+    }
+    match (knee, levels.last()) {
+        (Some(knee), Some(level)) => {
+            println!("knee at {} participants: {knee}", level.participants)
+        }
+        _ => println!("no knee within these levels: add higher ones"),
+    }
+}

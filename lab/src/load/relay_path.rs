@@ -1,0 +1,123 @@
+//! The load through a relay: every participant is a real client connection
+//! (WebSocket or WebTransport, as `rallypoint_client_native` routes frames:
+//! on WebTransport small media as datagrams, frames too large for one — video
+//! at these sizes, keyframes above all — on a unidirectional stream each).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use rallypoint_client::{Candidate, TransportKind};
+use rallypoint_client_native::Peer;
+use rallypoint_client_native::connection::{Received, Sender};
+use rallypoint_protocol::v1::{ClientFrame, Media, client_frame, server_frame};
+use rallypoint_testkit::tokens::DevIssuer;
+use tokio::sync::mpsc;
+
+use super::tally::{Clock, Tally};
+use super::{LoadPlan, MediaOut, Participant, Schedule, Summary};
+
+/// One connect plus join.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long tokens are minted for (they only need to outlive the run).
+const TOKEN_TTL: Duration = Duration::from_secs(3600);
+
+impl MediaOut for Sender {
+    async fn send_frame(&mut self, media: Media) -> bool {
+        self.send(&ClientFrame::of(client_frame::Kind::Media(media)))
+    }
+}
+
+/// Runs `plan` through the relay at `candidate`, minting a token per
+/// participant with `issuer`.
+pub async fn run(
+    plan: &LoadPlan,
+    candidate: &Candidate,
+    issuer: &DevIssuer,
+) -> anyhow::Result<Summary> {
+    let started = Instant::now();
+    let peers = join_everyone(plan, candidate, issuer).await?;
+    let connect = started.elapsed();
+    eprintln!(
+        "[load] {} participants in {} rooms joined in {:.1}s",
+        plan.connections(),
+        plan.rooms,
+        connect.as_secs_f64()
+    );
+    let (schedule, clock) = super::begin(plan);
+    let participants = peers
+        .into_iter()
+        .map(|(room, peer)| {
+            let (sender, incoming) = peer.conn.into_split();
+            let keyframe_wanted = Arc::new(AtomicBool::new(false));
+            Participant {
+                room,
+                out: sender,
+                receive: receive(incoming, schedule, clock, keyframe_wanted.clone()),
+                keyframe_wanted,
+            }
+        })
+        .collect();
+    let (outcome, open) = super::drive(plan, schedule, participants).await?;
+    for sender in &open {
+        sender.close();
+    }
+    let path = match candidate.transport {
+        TransportKind::WebSocket => "relay-ws",
+        TransportKind::WebTransport => "relay-wt",
+    };
+    super::summarize(path, plan, connect, outcome)
+}
+
+/// Connects and joins every participant; the first failure ends the run,
+/// naming who and why.
+async fn join_everyone(
+    plan: &LoadPlan,
+    candidate: &Candidate,
+    issuer: &DevIssuer,
+) -> anyhow::Result<Vec<(usize, Peer)>> {
+    super::connect_all(plan, |room, p| {
+        let room_name = plan.room_name(room);
+        let user = plan.participant_name(room, p);
+        let token = issuer.mint(&room_name, &user, &user, TOKEN_TTL);
+        async move {
+            let identity = rallypoint_client_native::identity(token);
+            let mut peer = Peer::connect(candidate, &identity, JOIN_TIMEOUT)
+                .await
+                .with_context(|| format!("{user} could not connect"))?;
+            peer.join(&room_name, 0, JOIN_TIMEOUT)
+                .await
+                .with_context(|| format!("{user} could not join {room_name}"))?;
+            anyhow::Ok(peer)
+        }
+    })
+    .await
+    .context(
+        "joining the load's participants failed; check the relay URL, the token secret \
+         and the relay's --max-connections",
+    )
+}
+
+/// Reads one participant's connection until the run ends.
+async fn receive(
+    mut incoming: mpsc::Receiver<Received>,
+    schedule: Schedule,
+    clock: Clock,
+    keyframe_wanted: Arc<AtomicBool>,
+) -> Tally {
+    let mut tally = Tally::new();
+    let end = tokio::time::Instant::from_std(schedule.receive_end);
+    while let Ok(Some(received)) = tokio::time::timeout_at(end, incoming.recv()).await {
+        match &received.frame.kind {
+            Some(server_frame::Kind::Media(media)) => {
+                tally.record(media, received.at, &schedule, &clock)
+            }
+            Some(server_frame::Kind::KeyframeRequest(_)) => {
+                keyframe_wanted.store(true, Ordering::Relaxed)
+            }
+            _ => {}
+        }
+    }
+    tally
+}
