@@ -25,6 +25,23 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     Some((utime + stime) as f64 / clock_ticks_per_second())
 }
 
+/// CPU time the whole machine has spent busy (every CPU, every process and
+/// the kernel: all of `/proc/stat`'s first line but idle and iowait), in
+/// seconds: with a process's own [`cpu_seconds`], what *others* took.
+pub fn machine_busy_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|t| t.parse().ok())
+        .collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal guest guest_nice; the
+    // guest times are already counted in user and nice.
+    let busy: u64 = ticks.iter().take(8).sum::<u64>() - ticks.get(3)? - ticks.get(4)?;
+    Some(busy as f64 / clock_ticks_per_second())
+}
+
 fn clock_ticks_per_second() -> f64 {
     nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
         .ok()
@@ -65,5 +82,7 @@ mod tests {
         assert!(rss > 1024 * 1024, "{rss}");
         assert!(peak_rss_bytes(pid).unwrap() >= rss);
         assert_eq!(rss_bytes(u32::MAX), None);
+        // The machine was busy at least while this process spun.
+        assert!(machine_busy_seconds().unwrap() >= cpu_seconds(pid).unwrap());
     }
 }

@@ -26,6 +26,7 @@ struct Sample {
     relay: f64,
     nats: f64,
     load: f64,
+    machine: f64,
 }
 
 impl Sample {
@@ -36,6 +37,7 @@ impl Sample {
             relay: cpu(watched.relay),
             nats: cpu(watched.nats),
             load: cpu(load),
+            machine: usage::machine_busy_seconds().unwrap_or(f64::NAN),
         }
     }
 }
@@ -46,6 +48,9 @@ pub struct Cores {
     pub relay: f64,
     pub nats: f64,
     pub load: f64,
+    /// Everything else on the machine (another build, say): it competes
+    /// with the relay for the same cores and disturbs latency.
+    pub others: f64,
 }
 
 /// What one child run measured.
@@ -114,12 +119,20 @@ pub async fn run(
     let summary: Summary = serde_json::from_str(out.trim())
         .with_context(|| format!("cannot read the load summary from {out:?}"))?;
     let seconds = close.at.duration_since(open.at).as_secs_f64().max(1e-3);
+    let per_second = |used: f64| used / seconds;
+    let (relay, nats, load) = (
+        per_second(close.relay - open.relay),
+        per_second(close.nats - open.nats),
+        per_second(close.load - open.load),
+    );
+    let machine = per_second(close.machine - open.machine);
     Ok(ChildRun {
         summary,
         cores: Cores {
-            relay: (close.relay - open.relay) / seconds,
-            nats: (close.nats - open.nats) / seconds,
-            load: (close.load - open.load) / seconds,
+            relay,
+            nats,
+            load,
+            others: (machine - relay - nats - load).max(0.0),
         },
         relay_rss,
     })

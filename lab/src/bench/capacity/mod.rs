@@ -53,6 +53,8 @@ pub struct CapacityBenchArgs {
 }
 
 const JWT_SECRET: &str = "bench-capacity-secret";
+/// Other processes using more than this during a window disturb it.
+const DISTURBED_CORES: f64 = 0.25;
 
 pub async fn run(args: CapacityBenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.room_size >= 2, "--room-size must be at least 2");
@@ -194,6 +196,10 @@ fn summarize_series(levels: &[Level], knee: Option<&report::Knee>) {
             relay_per_core / nats_per_core,
             level.participants as f64 / r.cores.relay,
         );
+        let others = r.cores.others.max(n.cores.others);
+        if others > DISTURBED_CORES {
+            println!("  disturbed: other processes used up to {others:.2} cores in these windows");
+        }
     }
     // Fixed costs (room beats, timers, the runtime) weigh on the lowest
     // levels; the cost of one more forwarded packet is the slope between levels.
@@ -209,7 +215,13 @@ fn summarize_series(levels: &[Level], knee: Option<&report::Knee>) {
     }
     match (knee, levels.last()) {
         (Some(knee), Some(level)) => {
-            println!("knee at {} participants: {knee}", level.participants)
+            println!("knee at {} participants: {knee}", level.participants);
+            let others = level.relay.cores.others;
+            if others > DISTURBED_CORES {
+                println!(
+                    "  but other processes used {others:.2} cores meanwhile: rerun on a quiet machine"
+                );
+            }
         }
         _ => println!("no knee within these levels: add higher ones"),
     }

@@ -44,21 +44,23 @@ impl std::fmt::Display for Knee {
 }
 
 /// The first reason, if any, that `level` is at or past the knee.
-/// `first_p99_ms` is the series' first relay p99.
+/// `first_p99_ms` is the series' first relay p99. Only the benchmark's own
+/// processes count towards a full machine; others are shown per level.
 pub fn knee(level: &Level, first_p99_ms: f64, machine_cores: f64) -> Option<Knee> {
     let r = &level.relay;
-    let busy = r.cores.relay + r.cores.nats + r.cores.load;
+    let ours = r.cores.relay + r.cores.nats + r.cores.load;
+    let (_, added_p99) = added_latency(level);
     if r.cores.relay >= 0.9 {
         Some(Knee::RelayCpu(r.cores.relay))
     } else if r.summary.drop_fraction >= 0.001 {
         Some(Knee::Drops(r.summary.drop_fraction))
-    } else if r.summary.latency_p99_ms > 5.0_f64.max(3.0 * first_p99_ms) {
+    } else if added_p99 > 5.0 && r.summary.latency_p99_ms > 3.0 * first_p99_ms {
         Some(Knee::LatencyJump {
             p99_ms: r.summary.latency_p99_ms,
             first_p99_ms,
         })
-    } else if busy >= 0.9 * machine_cores {
-        Some(Knee::MachineBusy(busy))
+    } else if ours >= 0.9 * machine_cores {
+        Some(Knee::MachineBusy(ours))
     } else {
         None
     }
@@ -67,10 +69,10 @@ pub fn knee(level: &Level, first_p99_ms: f64, machine_cores: f64) -> Option<Knee
 pub fn print_header() {
     println!(
         "| path | participants | offered pkt/s | forwarded pkt/s | relay cores | nats-server cores | load-gen cores \
-         | fwd pkt/s per server core | fwd pkt/s per core incl. NATS | payload MB/s per server core \
+         | other cores | fwd pkt/s per server core | fwd pkt/s per core incl. NATS | payload MB/s per server core \
          | RSS per connection | p50 ms | p99 ms | drops |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
 }
 
 /// Two rows: the relay, then raw NATS; and the relay's added latency.
@@ -113,11 +115,12 @@ fn row(
     let per = |x: f64, cores: f64| if cores > 0.0 { x / cores } else { f64::NAN };
     let relay_cores = relay_cores.map_or("-".to_owned(), |cores| format!("{cores:.2}"));
     println!(
-        "| {path} | {participants} | {:.0} | {:.0} | {relay_cores} | {:.2} | {:.2} | {:.0} | {:.0} | {:.2} | {rss} | {:.2} | {:.2} | {:.3}% |",
+        "| {path} | {participants} | {:.0} | {:.0} | {relay_cores} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} | {:.2} | {rss} | {:.2} | {:.2} | {:.3}% |",
         s.offered_per_s,
         s.forwarded_per_s,
         c.nats,
         c.load,
+        c.others,
         per(s.forwarded_per_s, server_cores),
         per(s.forwarded_per_s, with_nats),
         per(s.forwarded_payload_bytes_per_s, server_cores) / 1e6,
@@ -166,6 +169,7 @@ mod tests {
                 relay: relay_cores,
                 nats: 0.1,
                 load: load_cores,
+                others: 0.0,
             },
             relay_rss: None,
         }
@@ -189,12 +193,21 @@ mod tests {
             Some(Knee::RelayCpu(0.95))
         );
         assert_eq!(knee_of(run(0.3, 0.3, 0.002, 1.2)), Some(Knee::Drops(0.002)));
-        // A p99 of 4 ms is 4x the first level's but still under 5 ms.
-        assert_eq!(knee_of(run(0.3, 0.3, 0.0, 4.0)), None);
+        // A p99 of 5.5 ms is 5.5x the first level's but under 5 ms above
+        // raw NATS's 1 ms.
+        assert_eq!(knee_of(run(0.3, 0.3, 0.0, 5.5)), None);
         assert!(matches!(
-            knee_of(run(0.3, 0.3, 0.0, 6.0)),
+            knee_of(run(0.3, 0.3, 0.0, 6.5)),
             Some(Knee::LatencyJump { .. })
         ));
+        assert!(matches!(
+            knee_of(run(0.8, 1.0, 0.0, 1.2)),
+            Some(Knee::MachineBusy(_))
+        ));
+        // Other processes do not make a knee (they are shown per level).
+        let mut busy_elsewhere = run(0.3, 0.3, 0.0, 1.2);
+        busy_elsewhere.cores.others = 1.5;
+        assert_eq!(knee_of(busy_elsewhere), None);
         assert!(matches!(
             knee_of(run(0.8, 1.0, 0.0, 1.2)),
             Some(Knee::MachineBusy(_))
