@@ -101,6 +101,21 @@ pub fn daily(hours: &[HourlySessions], now_day_end: u32) -> Vec<DailyLoad> {
         .collect()
 }
 
+/// Participants one relay core carries in video calls (rooms of five, each
+/// receiving the others' audio at 50 and video at 30 frames/s), measured by
+/// `rallypoint bench capacity`: WebTransport, the worse of the two
+/// transports, reached its knee at 80 participants on 0.69 relay cores (116
+/// per core), rounded down for headroom. See BENCHMARKS.md, "Relay capacity
+/// at call rates". The capacity view divides a region's sessions by it;
+/// re-measure and update it when the relay's forwarding path changes.
+pub const PARTICIPANTS_PER_RELAY_CORE: u64 = 100;
+
+/// Relay cores a region needs for `sessions` concurrent participants, at
+/// [`PARTICIPANTS_PER_RELAY_CORE`] (none for no sessions).
+pub fn relay_cores_needed(sessions: u64) -> u64 {
+    sessions.div_ceil(PARTICIPANTS_PER_RELAY_CORE)
+}
+
 /// The what-if question.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WhatIf {
@@ -197,4 +212,17 @@ pub async fn what_if(
         ))
         .await?;
     Ok(WhatIfResult { groups, regions })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cores_are_sessions_over_the_measured_capacity_rounded_up() {
+        assert_eq!(relay_cores_needed(0), 0);
+        assert_eq!(relay_cores_needed(1), 1);
+        assert_eq!(relay_cores_needed(PARTICIPANTS_PER_RELAY_CORE), 1);
+        assert_eq!(relay_cores_needed(PARTICIPANTS_PER_RELAY_CORE + 1), 2);
+    }
 }

@@ -6,7 +6,7 @@ use leptos::prelude::*;
 use super::columns::{Column, explained, head, number, text};
 use crate::charts::{LineChart, timestamp, trim};
 use crate::data::Series;
-use crate::data::capacity::{DailyLoad, HourlySessions, WhatIfResult};
+use crate::data::capacity::{DailyLoad, HourlySessions, WhatIfResult, relay_cores_needed};
 use crate::filters::{Filters, Window};
 
 const DAILY_LOAD: &[Column] = &[
@@ -18,6 +18,10 @@ const DAILY_LOAD: &[Column] = &[
     number(
         "Latest day: p95 hour",
         "The 95th percentile of that day's 24 hourly counts (quiet hours count as 0): in practice its second-busiest hour, the load to plan for without sizing for a single spike. 0 when only one hour had sessions.",
+    ),
+    number(
+        "Relay cores at p95 hour",
+        "Relay CPU cores that hour's sessions need: sessions ÷ participants per relay core, as `rallypoint bench capacity` measured it for video calls in rooms of five (BENCHMARKS.md). A session here is one participant's connection.",
     ),
     number(
         "Highest peak",
@@ -104,6 +108,7 @@ pub fn view(
                     <th scope="row">{d.region.clone()}</th>
                     <td class="num" data-latest-peak=last.1.to_string()>{last.1}</td>
                     <td class="num" data-latest-p95=last.2.to_string()>{last.2}</td>
+                    <td class="num" data-relay-cores=relay_cores_needed(last.2).to_string()>{relay_cores_needed(last.2)}</td>
                     <td class="num">{peak}</td>
                     <td class="num" data-growth=d.week_over_week.map(|g| format!("{:.3}", g)).unwrap_or_default()>
                         {d.week_over_week.map(|g| format!("{:+.1}%", g * 100.0)).unwrap_or_else(|| "–".into())}
