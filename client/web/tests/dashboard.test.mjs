@@ -128,6 +128,14 @@ const chartTextProblems = () =>
       const boxes = [...svg.querySelectorAll('text')]
         .filter((t) => t.textContent.trim() !== '')
         .map((t) => ({ text: t.textContent, box: t.getBoundingClientRect() }));
+      // Labels scale with the chart: what a 13 px label becomes on screen.
+      const scale = frame.width / (svg.viewBox.baseVal?.width || frame.width);
+      for (const t of svg.querySelectorAll('text')) {
+        const px = parseFloat(getComputedStyle(t).fontSize) * scale;
+        if (t.textContent.trim() !== '' && px < 10) {
+          problems.push(`chart ${index}: "${t.textContent}" is ${px.toFixed(1)} px on screen`);
+        }
+      }
       for (const { text, box } of boxes) {
         const inside = box.left >= frame.left - 0.5 && box.right <= frame.right + 0.5
           && box.top >= frame.top - 0.5 && box.bottom <= frame.bottom + 0.5;
@@ -145,7 +153,7 @@ const chartTextProblems = () =>
     return problems;
   });
 
-test('no chart label overlaps another or leaves its chart, on a desktop and on a phone; every point has a tooltip', async () => {
+test('no chart label overlaps another, leaves its chart or shrinks below 10 px, on a desktop and on a phone; every point has a tooltip', async () => {
   const views = [
     ['/', 'figure.chart svg path', 'overview'],
     ['/matrix/cell?region=singapore&isp=Singtel', 'figure.chart svg circle', 'matrix-cell'],

@@ -43,6 +43,10 @@ figcaption, h2 { font-weight: 600; margin: 0 0 .5rem; font-size: 1rem; }
 .kpi { background: #fff; border-radius: 6px; padding: .75rem 1rem; box-shadow: 0 1px 2px #0002; min-width: 9rem; }
 .kpi b { display: block; font-size: 1.6rem; }
 svg .grid { stroke: #e3e6eb; } svg .tick, svg .unit { font-size: 13px; fill: #5b6270; }
+/* Charts scale as a whole: on a phone a 640-wide chart would shrink its 13 px
+   labels to 7 px. Below 32rem it scrolls sideways in its card instead, and
+   labels stay above 10 px. */
+figure.chart svg[role="img"] { min-width: 32rem; }
 ul.legend { list-style: none; display: flex; gap: 1rem; padding: 0; margin: .25rem 0 0; font-size: .85rem; flex-wrap: wrap; }
 .swatch { display: inline-block; width: .8rem; height: .8rem; margin-right: .3rem; vertical-align: middle; }
 table { border-collapse: collapse; width: 100%; font-size: .9rem; }
