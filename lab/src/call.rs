@@ -180,7 +180,9 @@ pub async fn faulted_call(
 /// What a fault-free call showed.
 pub struct QuietCall {
     /// Relay switches after the call settled, by either participant, with
-    /// their trigger: every one is a false failover.
+    /// their trigger and the relay moved to: every one is a false failover.
+    /// A decision that keeps the serving relay (a re-election confirming
+    /// it) is not a switch.
     pub moves: Vec<(&'static str, ElectionTrigger, String)>,
     /// Alice's frames Bob received after the call settled.
     pub frames: u64,
@@ -215,9 +217,12 @@ pub async fn quiet_call(
     let moves = [("alice", &alice, settled.0), ("bob", &bob, settled.1)]
         .into_iter()
         .flat_map(|(who, participant, before)| {
-            participant.decisions[before..]
-                .iter()
-                .map(move |(trigger, _, relay)| (who, *trigger, relay.clone()))
+            // Each decision after the settled one, with the relay it left.
+            let decisions = &participant.decisions[before - 1..];
+            decisions
+                .windows(2)
+                .filter(|pair| pair[0].2 != pair[1].2)
+                .map(move |pair| (who, pair[1].0, pair[1].2.clone()))
         })
         .collect();
     Ok(QuietCall {
