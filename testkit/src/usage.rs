@@ -26,7 +26,7 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
 }
 
 /// CPU time the whole machine has spent busy (every CPU, every process and
-/// the kernel: all of `/proc/stat`'s first line but idle and iowait), in
+/// the kernel: all of `/proc/stat`'s first line but idle, iowait, steal and guest), in
 /// seconds: with a process's own [`cpu_seconds`], what *others* took.
 pub fn machine_busy_seconds() -> Option<f64> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
@@ -37,8 +37,9 @@ pub fn machine_busy_seconds() -> Option<f64> {
         .map(|t| t.parse().ok())
         .collect::<Option<_>>()?;
     // user nice system idle iowait irq softirq steal guest guest_nice; the
-    // guest times are already counted in user and nice.
-    let busy: u64 = ticks.iter().take(8).sum::<u64>() - ticks.get(3)? - ticks.get(4)?;
+    // guest times are already counted in user and nice, and steal is time
+    // the hypervisor gave to other machines, not work done here.
+    let busy: u64 = ticks.iter().take(7).sum::<u64>() - ticks.get(3)? - ticks.get(4)?;
     Some(busy as f64 / clock_ticks_per_second())
 }
 

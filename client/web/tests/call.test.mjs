@@ -486,34 +486,39 @@ test('twelve people in one call: every tile fits without overlap, on a laptop an
   }
   const names = ['Ana', 'Ben', 'Cai', 'Dee', 'Eli', 'Fay', 'Gus', 'Hal', 'Ida', 'Jon'];
   const extra = await joinWithoutDevices(names);
-  const everyone = [pages.singapore, pages.newYork, ...extra];
-  for (const page of everyone) {
-    await until(page, () => document.querySelectorAll('[data-peer-id]').length === 11, undefined, 45_000);
-  }
-  const page = pages.newYork;
-  const overlaps = (tiles) => tiles.flatMap((a, i) => tiles.slice(i + 1)
-    .filter((b) => a.left < b.right - 1 && b.left < a.right - 1 && a.top < b.bottom - 1 && b.top < a.bottom - 1)
-    .map((b) => [a, b]));
-  const laptop = await tileLayout(page);
-  await page.screenshot({ path: join(artifacts, 'call-twelve.png') });
-  await page.setViewportSize({ width: 390, height: 844 });
-  const phone = await tileLayout(page);
-  await page.screenshot({ path: join(artifacts, 'call-twelve-narrow.png'), fullPage: true });
-  await page.setViewportSize({ width: 1280, height: 800 });
-  for (const [width, layout] of [['laptop', laptop], ['phone', phone]]) {
-    assert.equal(layout.tiles.length, 12, `${width}: twelve tiles`);
-    assert.ok(layout.overflow <= 0, `${width}: the page scrolls sideways by ${layout.overflow} px`);
-    assert.deepEqual(overlaps(layout.tiles), [], `${width}: tiles overlap`);
-    assert.ok(layout.tiles.every((t) => t.left >= 0 && t.right <= layout.viewport.width), `${width}: a tile leaves the page`);
-  }
-  const rows = (layout) => new Set(layout.tiles.map((t) => Math.round(t.top))).size;
-  const lowest = Math.max(...laptop.tiles.map((t) => t.bottom));
-  console.log(`[twelve] laptop: ${rows(laptop)} rows, tiles end at ${lowest.toFixed(0)} of ${laptop.viewport.height} px; phone: ${rows(phone)} rows`);
-  assert.equal(rows(phone), 6, 'two tiles per row on a phone');
-  assert.ok(lowest <= laptop.viewport.height, `a laptop shows all twelve without scrolling: tiles end at ${lowest.toFixed(0)} px`);
-  await leaveAll(extra);
-  for (const page of [pages.singapore, pages.newYork]) {
-    await page.getByRole('button', { name: 'Turn camera on' }).click();
+  try {
+    const everyone = [pages.singapore, pages.newYork, ...extra];
+    for (const page of everyone) {
+      await until(page, () => document.querySelectorAll('[data-peer-id]').length === 11, undefined, 45_000);
+    }
+    const page = pages.newYork;
+    const overlaps = (tiles) => tiles.flatMap((a, i) => tiles.slice(i + 1)
+      .filter((b) => a.left < b.right - 1 && b.left < a.right - 1 && a.top < b.bottom - 1 && b.top < a.bottom - 1)
+      .map((b) => [a, b]));
+    const laptop = await tileLayout(page);
+    await page.screenshot({ path: join(artifacts, 'call-twelve.png') });
+    await page.setViewportSize({ width: 390, height: 844 });
+    const phone = await tileLayout(page);
+    await page.screenshot({ path: join(artifacts, 'call-twelve-narrow.png'), fullPage: true });
+    await page.setViewportSize({ width: 1280, height: 800 });
+    for (const [width, layout] of [['laptop', laptop], ['phone', phone]]) {
+      assert.equal(layout.tiles.length, 12, `${width}: twelve tiles`);
+      assert.ok(layout.overflow <= 0, `${width}: the page scrolls sideways by ${layout.overflow} px`);
+      assert.deepEqual(overlaps(layout.tiles), [], `${width}: tiles overlap`);
+      assert.ok(layout.tiles.every((t) => t.left >= 0 && t.right <= layout.viewport.width), `${width}: a tile leaves the page`);
+    }
+    const rows = (layout) => new Set(layout.tiles.map((t) => Math.round(t.top))).size;
+    const lowest = Math.max(...laptop.tiles.map((t) => t.bottom));
+    console.log(`[twelve] laptop: ${rows(laptop)} rows, tiles end at ${lowest.toFixed(0)} of ${laptop.viewport.height} px; phone: ${rows(phone)} rows`);
+    assert.equal(rows(phone), 6, 'two tiles per row on a phone');
+    assert.ok(lowest <= laptop.viewport.height, `a laptop shows all twelve without scrolling: tiles end at ${lowest.toFixed(0)} px`);
+    await leaveAll(extra);
+  } finally {
+    // Later tests need the two pages alone and with their cameras on.
+    for (const page of extra) if (!page.isClosed()) await page.close();
+    for (const page of [pages.singapore, pages.newYork]) {
+      await page.getByRole('button', { name: 'Turn camera on' }).click();
+    }
   }
 });
 

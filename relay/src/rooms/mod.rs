@@ -68,6 +68,9 @@ enum Command {
         conn: ConnId,
         participant: Participant,
         join_seq: u64,
+        /// The connection's count of media-state changes so far: the state
+        /// the Join carries is at least that new.
+        state_seq: u64,
         outbox: Outbox,
     },
     Hangup {
@@ -123,6 +126,7 @@ impl Hub {
         conn: ConnId,
         participant: Participant,
         join_seq: u64,
+        state_seq: u64,
         outbox: Outbox,
     ) -> bool {
         let mut rooms = self.inner.rooms.lock().expect("room map lock poisoned");
@@ -135,6 +139,7 @@ impl Hub {
             conn,
             participant,
             join_seq,
+            state_seq,
             outbox,
         };
         if slot.commands.try_send(joining).is_err() {

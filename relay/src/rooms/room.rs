@@ -132,6 +132,7 @@ impl Room {
                 conn,
                 participant,
                 join_seq,
+                state_seq,
                 outbox,
             } => {
                 let peer_id = participant.peer_id.clone();
@@ -149,6 +150,7 @@ impl Room {
                     return;
                 }
                 let (others, effects) = self.roster.local_join(conn, participant, join_seq);
+                self.roster.state_told_at_join(conn, &peer_id, state_seq);
                 outbox.frame(encode(&ServerFrame::of(server_frame::Kind::Joined(
                     Joined {
                         room: self.name.clone(),

@@ -202,6 +202,16 @@ impl Roster {
         ]
     }
 
+    /// A Join over `conn` carried the state as of that connection's
+    /// `state_seq`th change: a change the connection sent before it (still
+    /// waiting in a full room queue) must not undo it.
+    pub fn state_told_at_join(&mut self, conn: ConnId, peer_id: &str, state_seq: u64) {
+        if self.is_located_at(peer_id, conn) {
+            let entry = self.entries.get_mut(peer_id).expect("checked above");
+            entry.state_seq = entry.state_seq.max(state_seq);
+        }
+    }
+
     /// Another relay says a participant it serves changed its microphone or
     /// camera. Only the relay where the participant is, for its current
     /// join, is believed.
@@ -748,6 +758,12 @@ mod tests {
         // A new connection counts from 1 again.
         roster.local_join(2, participant("a"), 1);
         assert_eq!(notified(&roster.local_state(2, "a", muted(), 1)), ["state"]);
+        // A re-join over that connection after its 5th change: a 4th still
+        // queued must not undo the state the Join carried.
+        roster.local_join(2, participant("a"), 2);
+        roster.state_told_at_join(2, "a", 5);
+        assert!(roster.local_state(2, "a", muted(), 4).is_empty());
+        assert_eq!(notified(&roster.local_state(2, "a", muted(), 6)), ["state"]);
     }
 
     #[test]

@@ -597,6 +597,7 @@ impl Session {
             self.conn,
             participant,
             join.join_seq,
+            self.media_states_sent,
             self.outbox.clone(),
         );
         if !joined {

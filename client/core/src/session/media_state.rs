@@ -50,12 +50,12 @@ impl MediaStatePacer {
         self.current
     }
 
-    /// A `Join` on a new connection carried [`Self::current`]; that
-    /// connection's relay budget is whole.
+    /// A `Join` carried [`Self::current`]. The budget is not renewed: the
+    /// Join may go over a connection whose relay budget was spent while it
+    /// served before (a standby taken back), and one budget shared by every
+    /// connection stays within each relay's.
     pub(super) fn joined(&mut self) {
         self.told = self.current;
-        self.tokens = MEDIA_STATE_BURST;
-        self.refill_at = None;
     }
 
     /// The person changed their microphone or camera: the state to send now,
@@ -182,7 +182,7 @@ mod tests {
     }
 
     #[test]
-    fn a_join_tells_the_state_and_renews_the_budget() {
+    fn a_join_tells_the_state_but_does_not_renew_the_budget() {
         let mut pacer = MediaStatePacer::default();
         let now = Micros::from_millis(1_000);
         for i in 0..=MEDIA_STATE_BURST {
@@ -192,6 +192,9 @@ mod tests {
         assert_eq!(pacer.current(), muted(false));
         pacer.joined();
         assert_eq!(pacer.poll_timeout(), None, "the Join carried it");
-        assert_eq!(pacer.set(muted(true), now), Some(muted(true)));
+        // Back on a relay that served before: its budget may be spent too.
+        assert_eq!(pacer.set(muted(true), now), None, "waits for a token");
+        let due = pacer.poll_timeout().expect("the change waits");
+        assert_eq!(pacer.handle_timeout(due), Some(muted(true)));
     }
 }

@@ -319,7 +319,9 @@ impl Call {
     }
 
     /// Stops the camera in use and opens `id`; when `id` still fails, takes
-    /// the previous camera back so the call keeps its picture.
+    /// the previous camera back so the call keeps its picture, and when that
+    /// fails too, the camera is off (as the others are told) rather than a
+    /// frozen picture that claims to be live.
     async fn reopen_without_current(
         &self,
         stream: &MediaStream,
@@ -334,23 +336,38 @@ impl Call {
             Ok(track) => return Ok(track),
             Err(error) => error.message,
         };
-        let Some(previous) = previous else {
-            return Err(error);
+        let restored = match previous {
+            Some(previous) => self.restore_camera(stream, &previous).await,
+            None => Err("the browser did not say which camera it was".to_owned()),
         };
-        let back = capture::open_camera(&previous).await.map_err(|e| {
-            format!(
-                "{error} The previous camera could not be reopened either: {}",
-                e.message
-            )
-        })?;
-        if let Some(sender) = &*self.video_sender.borrow() {
-            sender.replace_track(&back)?;
+        match restored {
+            Ok(()) => Err(error),
+            Err(why) => {
+                if let Some(stopped) = capture::video_track(stream) {
+                    stream.remove_track(&stopped);
+                }
+                self.set_camera(false);
+                Err(format!(
+                    "{error} The previous camera could not be reopened either ({why}): the camera is off."
+                ))
+            }
+        }
+    }
+
+    /// Reopens camera `id` in place of the stopped track in `stream`.
+    async fn restore_camera(&self, stream: &MediaStream, id: &str) -> Result<(), String> {
+        let back = capture::open_camera(id).await.map_err(|e| e.message)?;
+        if let Some(sender) = &*self.video_sender.borrow()
+            && let Err(why) = sender.replace_track(&back)
+        {
+            back.stop();
+            return Err(why);
         }
         if let Some(stopped) = capture::video_track(stream) {
             stream.remove_track(&stopped);
         }
         stream.add_track(&back);
-        Err(error)
+        Ok(())
     }
 
     /// Stops sharing the screen (nothing when not sharing).
