@@ -125,6 +125,20 @@ impl FaultedCall {
     }
 }
 
+/// Alice and Bob joining `room`, and the synthetic audio Alice will send.
+fn audio_call(stack: &Stack, room: &str) -> (Participant, Participant, MediaSource) {
+    let alice = Participant::start(stack, room, "alice");
+    let bob = Participant::start(stack, room, "bob");
+    let source = MediaSource::new(
+        MediaPlan {
+            video_fps: 0,
+            ..Default::default()
+        },
+        Instant::now(),
+    );
+    (alice, bob, source)
+}
+
 /// A call in `room`: talk for `settle`, send `signal` to Alice's relay, talk
 /// for `after`.
 pub async fn faulted_call(
@@ -134,15 +148,7 @@ pub async fn faulted_call(
     settle: Duration,
     after: Duration,
 ) -> anyhow::Result<FaultedCall> {
-    let mut alice = Participant::start(stack, room, "alice");
-    let mut bob = Participant::start(stack, room, "bob");
-    let mut source = MediaSource::new(
-        MediaPlan {
-            video_fps: 0,
-            ..Default::default()
-        },
-        Instant::now(),
-    );
+    let (mut alice, mut bob, mut source) = audio_call(stack, room);
     talk(&mut alice, &mut bob, &mut source, settle).await;
     let frames_before = bob.stats.total_frames();
     let victim = alice
@@ -196,15 +202,7 @@ pub async fn quiet_call(
     settle: Duration,
     duration: Duration,
 ) -> anyhow::Result<QuietCall> {
-    let mut alice = Participant::start(stack, room, "alice");
-    let mut bob = Participant::start(stack, room, "bob");
-    let mut source = MediaSource::new(
-        MediaPlan {
-            video_fps: 0,
-            ..Default::default()
-        },
-        Instant::now(),
-    );
+    let (mut alice, mut bob, mut source) = audio_call(stack, room);
     talk(&mut alice, &mut bob, &mut source, settle).await;
     if alice.serving.is_none() || bob.serving.is_none() {
         anyhow::bail!("the call did not settle within {settle:?}: nobody elected a relay");

@@ -318,6 +318,19 @@ fn announce_window(schedule: Schedule) -> tokio::task::JoinHandle<()> {
     })
 }
 
+/// Everyone is in (`how`: "joined", "subscribed" …): says so with how long
+/// it took since `started`, and returns that time.
+pub fn everyone_in(plan: &LoadPlan, how: &str, started: Instant) -> Duration {
+    let took = started.elapsed();
+    eprintln!(
+        "[load] {} participants in {} rooms {how} in {:.1}s",
+        plan.connections(),
+        plan.rooms,
+        took.as_secs_f64()
+    );
+    took
+}
+
 /// Start of a run: the schedule and the clock receivers share.
 pub fn begin(plan: &LoadPlan) -> (Schedule, Clock) {
     (Schedule::starting_now(plan), Clock::now())

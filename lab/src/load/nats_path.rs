@@ -84,13 +84,7 @@ pub async fn run(plan: &LoadPlan, nats: &NatsArgs) -> anyhow::Result<Summary> {
             .await
             .context("NATS did not confirm the subscriptions")?;
     }
-    let connect = started.elapsed();
-    eprintln!(
-        "[load] {} NATS participants in {} rooms subscribed in {:.1}s",
-        plan.connections(),
-        plan.rooms,
-        connect.as_secs_f64()
-    );
+    let connect = super::everyone_in(plan, "subscribed to NATS", started);
     let (schedule, clock) = super::begin(plan);
     let participants = participants
         .into_iter()

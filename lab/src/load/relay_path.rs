@@ -38,13 +38,7 @@ pub async fn run(
 ) -> anyhow::Result<Summary> {
     let started = Instant::now();
     let peers = join_everyone(plan, candidate, issuer).await?;
-    let connect = started.elapsed();
-    eprintln!(
-        "[load] {} participants in {} rooms joined in {:.1}s",
-        plan.connections(),
-        plan.rooms,
-        connect.as_secs_f64()
-    );
+    let connect = super::everyone_in(plan, "joined", started);
     let (schedule, clock) = super::begin(plan);
     let participants = peers
         .into_iter()
