@@ -72,12 +72,11 @@ pub async fn setup(config: SetupConfig) -> anyhow::Result<()> {
     .await?;
     let js = async_nats::jetstream::new(nats.clone());
     let bounds = config.layout.stream_bounds()?;
-    let store = Store::open(
-        &for_long_statements(&config.clickhouse),
-        config.retention_days,
-    )
-    .await
-    .context("cannot set up the ClickHouse schema (are these the administrator's credentials?)")?;
+    let store = Store::open(&config.clickhouse, config.retention_days)
+        .await
+        .context(
+            "cannot set up the ClickHouse schema (are these the administrator's credentials?)",
+        )?;
     if !store.version.has_ttl() {
         let dropped = retention::drop_expired(&store, config.retention_days).await?;
         tracing::info!(

@@ -85,9 +85,13 @@ pub struct Written {
 impl Store {
     /// Connects as an administrator, applies migrations and (where the
     /// server has TTL) the retention period: what `rallypoint-collector setup`
-    /// and tests do.
+    /// and tests do. The store keeps the administrator's long I/O deadline
+    /// ([`crate::for_long_statements`]) for whatever it runs next — a
+    /// cluster's `ON CLUSTER` mutation answers only once every replica has
+    /// taken it, which a replica that has just restarted can delay past the
+    /// running collector's deadline.
     pub async fn open(login: &ClickHouseArgs, retention_days: u32) -> anyhow::Result<Store> {
-        let store = Self::client_for(login).await?;
+        let store = Self::client_for(&crate::for_long_statements(login)).await?;
         schema::migrate(&store.client, &store.layout).await?;
         if store.version.has_ttl() {
             let retained = schema::RETAINED_TABLES
