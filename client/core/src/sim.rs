@@ -6,8 +6,11 @@
 //! Network model (per candidate):
 //! * RTT samples are `rtt + jitter · N(0,1)`, floored at 30% of `rtt` (a path
 //!   cannot beat light), like netem's normal jitter;
-//! * `loss` is per direction, so a probe round trip is lost with
-//!   `1 − (1 − loss)²`;
+//! * `loss` is per direction. A WebTransport probe round trip is lost with
+//!   `1 − (1 − loss)²`. A WebSocket probe is never lost — TCP retransmits it:
+//!   each lost leg arrives a retransmission timeout later (200 ms, doubling
+//!   while the retransmission is lost too), and nothing overtakes it on its
+//!   connection (head-of-line blocking), as the latency lab's TCP proxy does;
 //! * connecting takes `handshake_round_trips` round trips (each lost leg costs a
 //!   200 ms retransmission);
 //! * a dead relay refuses new connections after one RTT; an open WebSocket
@@ -130,7 +133,14 @@ enum Scheduled {
     /// The relay of this candidate dies now: open connections learn of it.
     Death(usize),
     Drain(usize),
+    /// The client sends media now (while [`Simulation::talking`]).
+    Talk,
 }
+
+/// How often a talking client's media is reported to the election.
+const TALK_EVERY: Duration = Duration::from_millis(100);
+/// Linux's minimum TCP retransmission timeout.
+const TCP_MIN_RTO: Duration = Duration::from_millis(200);
 
 /// Joins the client made, with when.
 #[derive(Debug, Clone)]
@@ -154,6 +164,12 @@ pub struct Simulation {
     pub joins: Vec<Join>,
     pub unreachable_notices: u32,
     pub reports: u32,
+    /// Whether the client sends media (a talking client probes its relay
+    /// faster): off unless [`Simulation::talk`] turned it on.
+    talking: bool,
+    /// Per candidate, when its stream connection last delivered a segment
+    /// up and down: a later segment never arrives before it.
+    stream_released: Vec<[Micros; 2]>,
 }
 
 /// Connect attempts give up after this long.
@@ -187,7 +203,10 @@ impl Simulation {
             joins: Vec::new(),
             unreachable_notices: 0,
             reports: 0,
+            talking: false,
+            stream_released: Vec::new(),
         };
+        sim.stream_released = vec![[Micros::ZERO; 2]; sim.world.len()];
         for id in 0..sim.world.len() {
             if let Some(at) = sim.world[id].dies_at {
                 sim.schedule(Micros::ZERO + at, Scheduled::Death(id));
@@ -203,6 +222,15 @@ impl Simulation {
 
     pub fn now(&self) -> Duration {
         self.now.since(Micros::ZERO)
+    }
+
+    /// From now on the client talks: media leaves every [`TALK_EVERY`], so
+    /// the serving relay is probed at the talking interval.
+    pub fn talk(&mut self) {
+        if !self.talking {
+            self.talking = true;
+            self.schedule(self.now, Scheduled::Talk);
+        }
     }
 
     /// Runs the world until virtual time `until`.
@@ -252,6 +280,23 @@ impl Simulation {
         let rtt = link.rtt.as_secs_f64();
         let sample = rtt + link.jitter.as_secs_f64() * self.rng.normal();
         Duration::from_secs_f64(sample.max(0.3 * rtt).max(0.000_05))
+    }
+
+    /// When a segment that reaches the far end of candidate `id`'s stream
+    /// connection at `arrival` (had it not been lost) is delivered in
+    /// `direction` (0 up, 1 down): later by a retransmission timeout for
+    /// each loss of it, and never before the segment ahead of it.
+    fn stream_leg(&mut self, id: usize, direction: usize, arrival: Micros) -> Micros {
+        let loss = self.world[id].link_at(self.now()).loss;
+        let mut at = arrival;
+        let mut rto = TCP_MIN_RTO;
+        while self.rng.unit() < loss {
+            at = at + rto;
+            rto *= 2;
+        }
+        let at = at.max(self.stream_released[id][direction]);
+        self.stream_released[id][direction] = at;
+        at
     }
 
     fn round_trip_lost(&mut self, id: usize) -> bool {
@@ -310,6 +355,11 @@ impl Simulation {
                     );
                 }
             }
+            Scheduled::Talk => {
+                self.election
+                    .handle(Event::MediaSent { at: self.now }, self.now);
+                self.schedule(self.now + TALK_EVERY, Scheduled::Talk);
+            }
             Scheduled::Drain(id) => {
                 if self.open[id] {
                     let half = self.world[id].link_at(self.now()).rtt / 2;
@@ -346,6 +396,7 @@ impl Simulation {
         match action {
             Action::Open { candidate } => {
                 self.connecting[candidate] = true;
+                self.stream_released[candidate] = [Micros::ZERO; 2];
                 let c = &self.world[candidate];
                 if c.unreachable {
                     self.schedule(
@@ -382,17 +433,23 @@ impl Simulation {
                 if !self.open[candidate] || self.world[candidate].dead_at(self.now()) {
                     return;
                 }
-                if self.round_trip_lost(candidate) {
-                    return;
-                }
                 let rtt = self.rtt_sample(candidate);
+                let transport = self.world[candidate].candidate.transport;
+                let answered_at = match transport {
+                    TransportKind::WebTransport if self.round_trip_lost(candidate) => return,
+                    TransportKind::WebTransport => now + rtt,
+                    TransportKind::WebSocket => {
+                        let there = self.stream_leg(candidate, 0, now + rtt / 2);
+                        self.stream_leg(candidate, 1, there + rtt / 2)
+                    }
+                };
                 self.schedule(
-                    now + rtt,
+                    answered_at,
                     Scheduled::Deliver(Event::ProbeAck {
                         candidate,
                         seq,
                         relay_hold: Duration::ZERO,
-                        received_at: now + rtt,
+                        received_at: answered_at,
                     }),
                 );
             }

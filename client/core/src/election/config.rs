@@ -49,6 +49,10 @@ pub struct ElectionConfig {
     pub reprobe_samples: u32,
     /// Consecutive lost probes that count as the serving relay being gone.
     pub failover_lost_probes: u32,
+    /// … and on a WebSocket, for at least this long: a TCP stream stalls
+    /// for retransmissions (three of one segment take 1.4 s) rather than
+    /// lose anything.
+    pub stream_stall_limit: Duration,
     /// Switch to a challenger only when it is better by at least this much …
     pub switch_min_abs: Duration,
     /// … and by at least this fraction of the serving RTT …
@@ -86,6 +90,7 @@ impl Default for ElectionConfig {
             reprobe_interval: Duration::from_secs(30),
             reprobe_samples: 5,
             failover_lost_probes: 3,
+            stream_stall_limit: Duration::from_secs(2),
             switch_min_abs: Duration::from_millis(10),
             switch_min_rel: 0.33,
             switch_sustain: Duration::from_secs(2),

@@ -15,9 +15,14 @@
 //! 2. **Serving** — the winner is joined; `standbys` runners-up (on other
 //!    relays) stay connected probe-only and are probed slower; everyone else is
 //!    closed and re-probed lightly every `reprobe_interval`.
-//! 3. **Failover** — the serving relay is lost, drains, or misses
-//!    `failover_lost_probes` probes in a row: switch to the best standby at
-//!    once, then re-elect in the background.
+//! 3. **Failover** — the serving relay is lost, drains, falls silent (see
+//!    [`watch`]) or misses probes in a row (`failover_lost_probes`, more on a
+//!    path whose loss makes that many likely by chance; on a WebSocket, for
+//!    at least `stream_stall_limit`, since TCP stalls rather than loses):
+//!    a burst of probes makes sure, then the call switches to the best
+//!    standby at once and re-elects in the background. Neither a lossy path
+//!    nor a retransmission stall moves a call: ten-minute talking calls at
+//!    5% loss and 30 ms jitter never do (`tests/election_sim.rs`).
 //! 4. **Switching** — a measured alternative better by 10 ms and 33% for
 //!    `switch_sustain` takes over; a failed re-election never drops a working
 //!    connection.
@@ -390,10 +395,29 @@ impl Election {
             return;
         }
         let slot = &self.slots[id];
-        if slot.role == Role::Serving
-            && slot.consecutive_lost >= slot.lost_probes_for_failover(&self.config)
-        {
-            let reason = format!("{} probes in a row went unanswered", slot.consecutive_lost);
+        if slot.role == Role::Serving && slot.relay_gone(now, &self.config) {
+            // Losses in a row happen by chance on a lossy path (three in a
+            // row once in ~4 600 probes at 6% round-trip loss): ask once
+            // more, with a burst, before leaving a relay that may be alive.
+            let Some(until) = slot.confirming_until else {
+                let worst = slot
+                    .recent_worst_rtt()
+                    .unwrap_or(self.config.probe_timeout_min);
+                let until = now + watch::confirm_deadline(worst);
+                self.slots[id].confirming_until = Some(until);
+                self.send_suspect_probes(id, now, until);
+                return;
+            };
+            if now < until {
+                return;
+            }
+            let reason = format!(
+                "{} probes in a row went unanswered for {} ms, the last {} sent at once to \
+                 make sure",
+                slot.consecutive_lost,
+                slot.unanswered_for(now).as_millis(),
+                watch::SUSPECT_PROBES
+            );
             self.slots[id].error = Some(reason.clone());
             self.close(id);
             self.failover(id, now, ElectionTrigger::Failover, reason);
@@ -414,6 +438,18 @@ impl Election {
             .then_some(id)
     }
 
+    /// Probes sent at once to a serving relay that looks gone, their
+    /// answers due by `deadline`: any answer clears the suspicion.
+    fn send_suspect_probes(&mut self, id: CandidateId, now: Micros, deadline: Micros) {
+        for _ in 0..watch::SUSPECT_PROBES {
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            self.slots[id].sent_extra(seq, now, deadline.since(now));
+            self.actions
+                .push_back(Action::SendProbe { candidate: id, seq });
+        }
+    }
+
     /// Silence where traffic flowed: probe at once, and fail over when
     /// nothing answers in time.
     fn check_traffic(&mut self, now: Micros) {
@@ -422,15 +458,7 @@ impl Election {
             .recent_worst_rtt()
             .unwrap_or(self.config.probe_timeout_min);
         match self.watch.check(now, round_trip) {
-            Some(Alarm::Suspect { deadline }) => {
-                for _ in 0..watch::SUSPECT_PROBES {
-                    let seq = self.next_seq;
-                    self.next_seq += 1;
-                    self.slots[id].sent_extra(seq, now, deadline.since(now));
-                    self.actions
-                        .push_back(Action::SendProbe { candidate: id, seq });
-                }
-            }
+            Some(Alarm::Suspect { deadline }) => self.send_suspect_probes(id, now, deadline),
             Some(Alarm::Dead { silent_for }) => {
                 let reason = format!(
                     "silent for {} ms, and {} probes sent then went unanswered",
@@ -688,7 +716,7 @@ impl Election {
         self.serving = Some(winner);
         self.watch = TrafficWatch::default();
         self.slots[winner].role = Role::Serving;
-        self.slots[winner].consecutive_lost = 0;
+        self.slots[winner].start_counting_losses_anew();
         if let Some(previous) = previous {
             self.slots[previous].role = Role::Idle;
         }
@@ -835,8 +863,8 @@ impl Election {
         rule::Recent {
             samples,
             history,
-            answered: stats.window().len(),
-            lost: stats.lost(),
+            answered: stats.answered_in_time(),
+            lost: stats.lost_to_media(),
         }
     }
 
@@ -998,7 +1026,8 @@ impl Election {
     fn serving_is_lossy(&self) -> bool {
         self.serving.is_some_and(|id| {
             let stats = &self.slots[id].stats;
-            rule::loss_rate_bounds(stats.window().len(), stats.lost()).0 > rule::LOSS_FREE
+            rule::loss_rate_bounds(stats.answered_in_time(), stats.lost_to_media()).0
+                > rule::LOSS_FREE
         })
     }
 

@@ -37,6 +37,14 @@
 //! standby, is not charged for being known better. Lost probes cannot be
 //! split by direction: a lost probe and a lost answer look the same to the
 //! client.
+//!
+//! **Late is lost.** An answer more than 100 ms past its path's recent
+//! median (`slot::LATE_FOR_MEDIA`) counts as lost too: a call's jitter
+//! buffer has played past it. Without this a WebSocket looked clean on any
+//! lossy path — TCP never loses a probe, it delivers it a retransmission
+//! (≥ 200 ms) late — and a call on WebTransport over the same path was moved
+//! to it for its datagrams' honest loss, every two minutes in the latency
+//! lab at 5% loss.
 
 //! ## Region first, then transport
 //! The best-scoring candidate decides the **region**. Inside that region a

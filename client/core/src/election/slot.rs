@@ -23,6 +23,15 @@ pub(super) enum Conn {
 /// client feels all the same, or a lie.
 pub const MAX_RELAY_HOLD: Duration = Duration::from_millis(2);
 
+/// An answer this much later than its path's recent median round trip is
+/// lost to a call: a listener's jitter buffer holds tens of milliseconds of
+/// audio, not hundreds, so a frame delayed like it is concealed like a lost
+/// one. It matters most on WebSocket, where TCP never loses a probe but
+/// delivers it a retransmission timeout (at least 200 ms) late and holds
+/// back what follows it; a datagram path's jitter rarely reaches it (three
+/// standard deviations of 30 ms jitter).
+pub const LATE_FOR_MEDIA: Duration = Duration::from_millis(100);
+
 /// A probe this election sent, by its own clock.
 #[derive(Debug, Clone, Copy)]
 struct SentProbe {
@@ -44,6 +53,11 @@ pub(super) struct Slot {
     late: VecDeque<SentProbe>,
     pub(super) next_probe: Option<Micros>,
     pub(super) consecutive_lost: u32,
+    /// When the first probe of the current run of unanswered ones left.
+    lost_run_since: Option<Micros>,
+    /// The serving relay looked gone and a burst of probes went to make
+    /// sure: their answers are due by then.
+    pub(super) confirming_until: Option<Micros>,
     pub(super) connect_time: Option<Duration>,
     pub(super) error: Option<String>,
     pub(super) draining: bool,
@@ -61,6 +75,8 @@ impl Slot {
             late: VecDeque::new(),
             next_probe: None,
             consecutive_lost: 0,
+            lost_run_since: None,
+            confirming_until: None,
             connect_time: None,
             error: None,
             draining: false,
@@ -134,16 +150,27 @@ impl Slot {
             let measured = received_at.since(probe.sent_at);
             measured.saturating_sub(relay_hold.min(MAX_RELAY_HOLD))
         };
-        if let Some(position) = self.outstanding.iter().position(|p| p.seq == seq) {
+        let usual = stats::median(&self.stats.latest(10).collect::<Vec<_>>());
+        let too_late_for_media = |rtt: Duration| {
+            usual.is_some_and(|us| rtt.as_micros() as f64 > us + LATE_FOR_MEDIA.as_micros() as f64)
+        };
+        let rtt = if let Some(position) = self.outstanding.iter().position(|p| p.seq == seq) {
             let probe = self.outstanding.remove(position).expect("found above");
-            self.stats.record(now, rtt(probe));
+            let rtt = rtt(probe);
+            self.stats.record(now, rtt);
+            rtt
         } else if let Some(position) = self.late.iter().position(|p| p.seq == seq) {
             let probe = self.late.remove(position).expect("found above");
-            self.stats.record_late(now, rtt(probe));
+            let rtt = rtt(probe);
+            self.stats.record_late(now, rtt);
+            rtt
         } else {
             return false;
+        };
+        if too_late_for_media(rtt) {
+            self.stats.record_too_late();
         }
-        self.consecutive_lost = 0;
+        self.start_counting_losses_anew();
         true
     }
 
@@ -164,6 +191,7 @@ impl Slot {
             .is_some_and(|probe| probe.until <= now)
         {
             let probe = self.outstanding.pop_front().expect("checked");
+            self.lost_run_since.get_or_insert(probe.sent_at);
             self.late.push_back(SentProbe {
                 until: now,
                 ..probe
@@ -190,6 +218,40 @@ impl Slot {
         self.outstanding.clear();
         self.late.clear();
         self.next_probe = None;
+        self.start_counting_losses_anew();
+    }
+
+    /// A new role: earlier losses in a row do not count towards its failover.
+    pub(super) fn start_counting_losses_anew(&mut self) {
+        self.consecutive_lost = 0;
+        self.lost_run_since = None;
+        self.confirming_until = None;
+    }
+
+    /// How long the current run of unanswered probes has lasted.
+    pub(super) fn unanswered_for(&self, now: Micros) -> Duration {
+        self.lost_run_since
+            .map_or(Duration::ZERO, |since| now.since(since))
+    }
+
+    /// Whether the probes lost in a row mean the relay is gone: as many as
+    /// [`Slot::lost_probes_for_failover`] asks, and on a WebSocket for at
+    /// least `config.stream_stall_limit` too. TCP loses nothing; it stalls
+    /// — a retransmission timeout of 200 ms, doubled for each further loss
+    /// of the same segment — and a talking client's probes, 50 ms apart,
+    /// all wait behind the stalled one. A relay that dies under a WebSocket
+    /// closes it at once; only a relay whose host vanished without a word
+    /// is noticed this late.
+    pub(super) fn relay_gone(&self, now: Micros, config: &ElectionConfig) -> bool {
+        if self.consecutive_lost < self.lost_probes_for_failover(config) {
+            return false;
+        }
+        match self.candidate.transport {
+            crate::TransportKind::WebTransport => true,
+            crate::TransportKind::WebSocket => {
+                self.unanswered_for(now) >= config.stream_stall_limit
+            }
+        }
     }
 
     /// How long an answer may take before the probe counts as lost: four
@@ -220,5 +282,83 @@ impl Slot {
         let rate = (lost + 0.1) / (lost + answered + 10.0);
         let by_chance = (1e-6f64.ln() / rate.ln()).ceil();
         (by_chance as u32).clamp(config.failover_lost_probes, 10)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::TransportKind;
+
+    fn slot(transport: TransportKind) -> Slot {
+        let mut slot = Slot::new(Candidate {
+            region: "near".into(),
+            relay_id: "near-0".into(),
+            transport,
+            url: "wss://near.invalid/".into(),
+            cert_hash: None,
+            shadow: false,
+        });
+        slot.conn = Conn::Connected;
+        slot.role = Role::Serving;
+        slot
+    }
+
+    fn ms(ms: u64) -> Micros {
+        Micros::from_millis(ms)
+    }
+
+    /// Ten answers of 40 ms, then probes 50 ms apart that all go unanswered
+    /// until `until` ms (each due 250 ms after it left).
+    fn answered_then_silent(transport: TransportKind, until: u64) -> Slot {
+        let mut slot = slot(transport);
+        let timeout = Duration::from_millis(250);
+        let interval = Duration::from_millis(50);
+        for seq in 0..10 {
+            slot.sent(seq, ms(seq * 50), timeout, interval);
+            assert!(slot.answered(seq, Duration::ZERO, ms(seq * 50 + 40), ms(seq * 50 + 40)));
+        }
+        for seq in 10..(until / 50) {
+            slot.sent(seq, ms(seq * 50), timeout, interval);
+            slot.expire(ms(seq * 50), Duration::from_secs(4));
+        }
+        slot.expire(ms(until), Duration::from_secs(4));
+        slot
+    }
+
+    #[test]
+    fn a_stalled_websocket_is_gone_only_past_the_stall_limit() {
+        let config = ElectionConfig::default();
+        // Silent from 500 ms: by 1 000 ms five probes are lost in a row.
+        let wt = answered_then_silent(TransportKind::WebTransport, 1_000);
+        assert!(wt.relay_gone(ms(1_000), &config));
+        let ws = answered_then_silent(TransportKind::WebSocket, 1_000);
+        assert!(ws.consecutive_lost >= config.failover_lost_probes);
+        assert!(
+            !ws.relay_gone(ms(1_000), &config),
+            "a TCP stall, not a death"
+        );
+        let ws = answered_then_silent(TransportKind::WebSocket, 2_600);
+        assert!(ws.relay_gone(ms(2_600), &config), "silent for 2.1 s");
+    }
+
+    #[test]
+    fn an_answer_far_later_than_usual_is_lost_to_a_call() {
+        let mut slot = slot(TransportKind::WebSocket);
+        let timeout = Duration::from_secs(1);
+        let interval = Duration::from_millis(200);
+        for (seq, rtt) in [40, 42, 41, 39, 40, 120, 260].into_iter().enumerate() {
+            let sent = ms(seq as u64 * 200);
+            slot.sent(seq as u64, sent, timeout, interval);
+            let back = sent + Duration::from_millis(rtt);
+            assert!(slot.answered(seq as u64, Duration::ZERO, back, back));
+        }
+        assert_eq!(slot.stats.samples(), 7, "every answer is an RTT sample");
+        assert_eq!(
+            slot.stats.lost_to_media(),
+            1,
+            "only 260 ms is 100 ms past the usual 40"
+        );
+        assert_eq!(slot.stats.answered_in_time(), 6);
     }
 }

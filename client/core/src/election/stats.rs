@@ -26,6 +26,9 @@ pub struct RttStats {
     /// This window's samples in arrival order (µs), for jitter and bounds.
     window: Vec<u64>,
     lost: u32,
+    /// Answers of this window that came too late for a call's media
+    /// (counted in the samples too: their RTT is real).
+    too_late: u32,
     recent: VecDeque<(Micros, u64)>,
 }
 
@@ -55,6 +58,7 @@ impl RttStats {
             histogram: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds"),
             window: Vec::new(),
             lost: 0,
+            too_late: 0,
             recent: VecDeque::new(),
         }
     }
@@ -82,11 +86,31 @@ impl RttStats {
         self.record(at, rtt);
     }
 
+    /// The sample just recorded came too late for a call's media: a
+    /// listener's jitter buffer had played past it.
+    pub fn record_too_late(&mut self) {
+        self.too_late += 1;
+    }
+
     /// Starts a new election window; the recent log is kept.
     pub fn reset_window(&mut self) {
         self.histogram.reset();
         self.window.clear();
         self.lost = 0;
+        self.too_late = 0;
+    }
+
+    /// This window's answers that came in time for a call's media.
+    pub fn answered_in_time(&self) -> usize {
+        (self.samples() as usize).saturating_sub(self.too_late as usize)
+    }
+
+    /// This window's probes lost to a call: lost, or answered too late.
+    /// What the switching rule charges as loss — a TCP stream never loses a
+    /// probe, it delivers it a retransmission later, which a call's audio
+    /// cannot use either.
+    pub fn lost_to_media(&self) -> u32 {
+        self.lost + self.too_late
     }
 
     pub fn samples(&self) -> u32 {

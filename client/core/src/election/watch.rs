@@ -6,7 +6,8 @@
 //! the path is suspect long before three probes 200 ms apart have gone
 //! unanswered. Silence alone proves nothing — the others may have muted or
 //! left — so it only makes the election ask: a few probes at once, with a
-//! deadline of twice the recent round trip. Any answer, or any frame, clears
+//! deadline of twice the recent round trip (the same burst makes sure
+//! before probes lost in a row end a call on a relay). Any answer, or any frame, clears
 //! the suspicion; none means the relay is gone and the call fails over to
 //! its standby. Used on WebTransport only: a WebSocket's TCP stream stalls
 //! whole for a retransmission (silence and late probes alike, a false
@@ -29,6 +30,12 @@ pub const SILENCE: Duration = Duration::from_millis(150);
 pub const SUSPECT_PROBES: u32 = 3;
 /// The suspicion's deadline is at least this long.
 const MIN_CONFIRM: Duration = Duration::from_millis(50);
+
+/// How long the answers to [`SUSPECT_PROBES`] may take on a path whose
+/// recent worst round trip is `round_trip`.
+pub(super) fn confirm_deadline(round_trip: Duration) -> Duration {
+    (round_trip * 2).max(MIN_CONFIRM)
+}
 
 /// What the watch wants done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,7 +106,7 @@ impl TrafficWatch {
             }
             Some(_) => None,
             None if self.steady() && now.since(last) >= SILENCE => {
-                let deadline = now + (round_trip * 2).max(MIN_CONFIRM);
+                let deadline = now + confirm_deadline(round_trip);
                 self.suspect_until = Some(deadline);
                 Some(Alarm::Suspect { deadline })
             }
