@@ -821,6 +821,38 @@ impl Checks<'_> {
             expected(Some("SG"), Some("webtransport")),
         )
         .await;
+
+        let bucket = |e: &Election| e.at / RANGE.interval_s * RANGE.interval_s;
+        let measured = real.iter().flat_map(|e| {
+            e.candidates
+                .iter()
+                .filter(|c| c.samples > 0)
+                .map(move |c| (bucket(e), c))
+        });
+        let to_region = |c: &seed::Candidate| {
+            let shadow = if c.shadow { " (shadow)" } else { "" };
+            format!("{}/{}{shadow}", c.region, c.transport)
+        };
+        let loss_over_time = group(measured, |(time, c)| (*time, to_region(c)), |(_, c)| *c)
+            .iter()
+            .map(|((time, to_region), candidates)| {
+                let probes: u32 = candidates.iter().map(|c| c.samples).sum();
+                let lost: u32 = candidates.iter().map(|c| c.lost).sum();
+                row![
+                    *time,
+                    to_region.as_str(),
+                    f64::from(lost) / f64::from(probes + lost)
+                ]
+            })
+            .collect();
+        self.panel(
+            "region-isp.json",
+            "Probe loss to each region and transport",
+            &[],
+            "toUInt32(time), to_region, loss",
+            loss_over_time,
+        )
+        .await;
     }
 
     async fn outcomes(&self, real: &[&Election]) {
