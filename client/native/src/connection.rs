@@ -10,6 +10,7 @@
 //! consumer.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -67,6 +68,7 @@ pub struct Sender {
     closed: CancellationToken,
     max_datagram: usize,
     wt: Option<wtransport::Connection>,
+    given_up: Arc<AtomicU64>,
 }
 
 impl Drop for Sender {
@@ -84,6 +86,12 @@ impl std::ops::Deref for Connection {
 
 /// Frames buffered from the relay before the consumer reads them.
 const INCOMING_QUEUE: usize = 4096;
+
+/// Uni streams a WebTransport connection writes at once. A frame that needs
+/// a stream (a keyframe, a frame too large for a datagram) while this many
+/// are still being written is given up on, not queued: by the time a slot
+/// frees it would be late, and a queue behind a stalled path only grows.
+pub const MAX_STREAMS_IN_FLIGHT: usize = 32;
 
 impl Connection {
     /// Opens a connection to `candidate`, giving up after `timeout`.
@@ -138,6 +146,15 @@ impl Sender {
     /// Largest frame sent as one datagram (0 on WebSocket).
     pub fn max_datagram(&self) -> usize {
         self.max_datagram
+    }
+
+    /// Frames this connection gave up on before they left: on WebTransport,
+    /// a frame that needs a stream while [`MAX_STREAMS_IN_FLIGHT`] are still
+    /// being written, or one the connection refused. Whoever counts what
+    /// arrived elsewhere (the load generator) subtracts these, so the
+    /// relay is not blamed for them.
+    pub fn frames_given_up(&self) -> u64 {
+        self.given_up.load(Ordering::Relaxed)
     }
 
     /// Sends a frame on the route its kind calls for.
@@ -262,6 +279,7 @@ async fn connect_ws(url: &str, cert_hash: Option<[u8; 32]>) -> Result<Connection
             closed,
             max_datagram: 0,
             wt: None,
+            given_up: Arc::default(),
         },
         incoming,
     })
@@ -299,6 +317,7 @@ async fn connect_wt(url: &str, cert_hash: Option<[u8; 32]>) -> Result<Connection
     let (commands, mut command_rx) = mpsc::unbounded_channel();
     let (incoming_tx, incoming) = mpsc::channel(INCOMING_QUEUE);
     let closed = CancellationToken::new();
+    let given_up = Arc::new(AtomicU64::new(0));
 
     // Control stream reader.
     {
@@ -419,7 +438,8 @@ async fn connect_wt(url: &str, cert_hash: Option<[u8; 32]>) -> Result<Connection
     {
         let closed = closed.clone();
         let connection = connection.clone();
-        let streams = Arc::new(tokio::sync::Semaphore::new(32));
+        let streams = Arc::new(tokio::sync::Semaphore::new(MAX_STREAMS_IN_FLIGHT));
+        let given_up = given_up.clone();
         tokio::spawn(async move {
             loop {
                 let command = tokio::select! {
@@ -437,19 +457,25 @@ async fn connect_wt(url: &str, cert_hash: Option<[u8; 32]>) -> Result<Connection
                         }
                     }
                     Some(Command::Send(bytes, Route::Datagram)) => {
-                        let _ = connection.send_datagram(bytes);
+                        if connection.send_datagram(bytes).is_err() {
+                            given_up.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
                     Some(Command::Send(bytes, Route::Stream)) => {
                         let Ok(permit) = streams.clone().try_acquire_owned() else {
+                            given_up.fetch_add(1, Ordering::Relaxed);
                             continue;
                         };
                         let connection = connection.clone();
+                        let given_up = given_up.clone();
                         tokio::spawn(async move {
-                            if let Ok(opening) = connection.open_uni().await
-                                && let Ok(mut stream) = opening.await
-                            {
-                                let _ = stream.write_all(&bytes).await;
-                                let _ = stream.finish().await;
+                            let sent = async {
+                                let mut stream = connection.open_uni().await.ok()?.await.ok()?;
+                                stream.write_all(&bytes).await.ok()?;
+                                stream.finish().await.ok()
+                            };
+                            if sent.await.is_none() {
+                                given_up.fetch_add(1, Ordering::Relaxed);
                             }
                             drop(permit);
                         });
@@ -483,6 +509,7 @@ async fn connect_wt(url: &str, cert_hash: Option<[u8; 32]>) -> Result<Connection
             closed,
             max_datagram,
             wt: Some(connection),
+            given_up,
         },
         incoming,
     })

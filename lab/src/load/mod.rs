@@ -84,8 +84,14 @@ pub struct Summary {
     pub video: bool,
     /// Seconds from the first connect until everyone had joined.
     pub connect_s: f64,
-    /// Media frames sent, over the whole sending time.
+    /// Media frames sent, over the whole sending time (not counting
+    /// `not_sent`).
     pub sent: u64,
+    /// Frames the load's own clients gave up on before they left (on
+    /// WebTransport: no stream slot free): neither sent nor expected, so
+    /// the drops are the relay's alone.
+    #[serde(default)]
+    pub not_sent: u64,
     /// What the others should have received: each frame × (room size − 1).
     pub expected: u64,
     pub received: u64,
@@ -256,13 +262,22 @@ where
         tallies.push(task.await.context("a receiving task failed")?);
     }
     marks.await.ok();
-    Ok((Outcome { sent, tallies }, open))
+    Ok((
+        Outcome {
+            sent,
+            tallies,
+            not_sent: 0,
+        },
+        open,
+    ))
 }
 
 /// What a run's participants report, merged into the summary.
 pub struct Outcome {
     pub sent: Vec<(usize, Sent)>,
     pub tallies: Vec<Tally>,
+    /// Frames the senders' connections gave up on (see [`Summary::not_sent`]).
+    pub not_sent: u64,
 }
 
 /// Turns per-room sends and per-receiver tallies into the summary.
@@ -273,7 +288,8 @@ pub fn summarize(
     outcome: Outcome,
 ) -> anyhow::Result<Summary> {
     let receivers_per_frame = plan.participants_per_room.saturating_sub(1) as u64;
-    let sent: u64 = outcome.sent.iter().map(|(_, s)| s.total).sum();
+    let handed: u64 = outcome.sent.iter().map(|(_, s)| s.total).sum();
+    let sent = handed.saturating_sub(outcome.not_sent);
     let sent_in_window: u64 = outcome.sent.iter().map(|(_, s)| s.in_window).sum();
     let expected = sent * receivers_per_frame;
     let total = Tally::merge(outcome.tallies)?;
@@ -286,6 +302,7 @@ pub fn summarize(
         video: plan.video,
         connect_s: connect.as_secs_f64(),
         sent,
+        not_sent: outcome.not_sent,
         expected,
         received: total.received,
         drop_fraction: drop_fraction(expected, total.received),

@@ -53,7 +53,8 @@ pub async fn run(
             }
         })
         .collect();
-    let (outcome, open) = super::drive(plan, schedule, participants).await?;
+    let (mut outcome, open) = super::drive(plan, schedule, participants).await?;
+    outcome.not_sent = open.iter().map(|sender| sender.frames_given_up()).sum();
     for sender in &open {
         sender.close();
     }

@@ -154,6 +154,7 @@ mod tests {
                 video: false,
                 connect_s: 0.1,
                 sent: 1000,
+                not_sent: 0,
                 expected: 4000,
                 received: 4000,
                 drop_fraction: drops,
