@@ -20,6 +20,12 @@
 //!
 //! Reports the collector cannot store are kept in ClickHouse's dead-letter
 //! table with their reason, not on a subject.
+//!
+//! Budgets (core NATS, inside one region: only its relays subscribe):
+//!
+//! | subject                       | payload                              |
+//! |-------------------------------|--------------------------------------|
+//! | `rp.budget.<region>.reports`  | `ReportsAccepted`: reports a relay accepted per token subject, so every relay of the region charges them |
 
 /// Why a name cannot be used as a room or region.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -72,6 +78,12 @@ fn validate_token(what: &'static str, name: &str, max: usize) -> Result<(), Name
 }
 
 pub const ROOM_PREFIX: &str = "rp.room";
+
+/// Where the relays of `region` tell each other the reports they accepted
+/// per token subject (see the table above).
+pub fn report_budget(region: &str) -> String {
+    format!("rp.budget.{region}.reports")
+}
 
 /// Everything about one room: what a serving relay subscribes to.
 pub fn room_wildcard(room: &str) -> String {

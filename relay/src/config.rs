@@ -247,7 +247,9 @@ pub struct TelemetryIntakeConfig {
     pub trusted_proxies: Vec<std::net::IpAddr>,
 
     /// Election reports accepted per token subject (user) per minute, across
-    /// all of its connections to this relay (bursts of as many).
+    /// all of its connections and every relay of this region (bursts of as
+    /// many; see `report_budget`). Every relay of a region must use the same
+    /// value.
     #[arg(long, env = "RALLYPOINT_REPORTS_PER_MINUTE", default_value_t = 30)]
     pub reports_per_minute: u32,
 

@@ -20,6 +20,7 @@ pub mod intake;
 pub mod metrics;
 pub mod outbox;
 pub mod rate;
+pub mod report_budget;
 pub mod rooms;
 pub mod session;
 pub mod state;
@@ -66,6 +67,12 @@ pub async fn run(config: RelayConfig, shutdown: impl Future<Output = ()>) -> any
         identity.as_ref().map(|i| i.cert_hash),
         cut_off,
     )?);
+    tokio::spawn(report_budget::share(
+        relay.report_rates.clone(),
+        nats.clone(),
+        config.region.clone(),
+        config.relay_id.clone(),
+    ));
 
     let http_tls = match (&identity, config.tls.ws_tls) {
         (Some(identity), true) => Some(identity.http_tls_config()?),

@@ -52,6 +52,16 @@ impl RateLimiter {
         }
     }
 
+    /// Takes `n` tokens whether or not there are that many — spent
+    /// elsewhere already (another relay of the region accepted them) — down
+    /// to a debt of one burst at most.
+    pub fn charge(&mut self, n: f64, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.last);
+        self.last = now;
+        self.tokens = (self.tokens + elapsed.as_secs_f64() * self.per_second).min(self.capacity);
+        self.tokens = (self.tokens - n).max(-self.capacity);
+    }
+
     /// How long until the next token.
     pub fn retry_after(&self) -> Duration {
         Duration::from_secs_f64(((1.0 - self.tokens) / self.per_second).max(0.0))
@@ -81,6 +91,27 @@ impl SubjectRates {
 
     /// Takes one token from `subject`'s bucket, or says when to retry.
     pub fn try_take(&self, subject: &str, now: Instant) -> Result<(), Duration> {
+        self.with_bucket(subject, now, |bucket| {
+            if bucket.try_take(now) {
+                Ok(())
+            } else {
+                Err(bucket.retry_after())
+            }
+        })
+    }
+
+    /// Charges `subject`'s bucket `n` tokens spent elsewhere (see
+    /// [`RateLimiter::charge`]).
+    pub fn charge(&self, subject: &str, n: u32, now: Instant) {
+        self.with_bucket(subject, now, |bucket| bucket.charge(f64::from(n), now))
+    }
+
+    fn with_bucket<T>(
+        &self,
+        subject: &str,
+        now: Instant,
+        f: impl FnOnce(&mut RateLimiter) -> T,
+    ) -> T {
         let mut buckets = self.buckets.lock().expect("subject rates lock");
         if buckets.len() >= MAX_TRACKED_SUBJECTS && !buckets.contains_key(subject) {
             buckets.retain(|_, bucket| !bucket.is_full(now));
@@ -88,11 +119,7 @@ impl SubjectRates {
         let bucket = buckets
             .entry(subject.to_owned())
             .or_insert_with(|| RateLimiter::per_minute(self.per_minute, now));
-        if bucket.try_take(now) {
-            Ok(())
-        } else {
-            Err(bucket.retry_after())
-        }
+        f(bucket)
     }
 }
 
@@ -145,6 +172,32 @@ mod tests {
             rates
                 .try_take("mallory", t0 + Duration::from_secs(31))
                 .is_ok()
+        );
+    }
+
+    #[test]
+    fn reports_spent_elsewhere_are_charged_down_to_one_bursts_debt() {
+        let t0 = Instant::now();
+        let rates = SubjectRates::per_minute(6);
+        rates.charge("mallory", 4, t0);
+        assert!(rates.try_take("mallory", t0).is_ok());
+        assert!(rates.try_take("mallory", t0).is_ok());
+        assert!(rates.try_take("mallory", t0).is_err(), "6 - 4 - 2 = 0");
+        rates.charge("mallory", 100, t0);
+        // In debt by one burst (6): 70 s of refill (7 tokens) buys one.
+        assert!(
+            rates
+                .try_take("mallory", t0 + Duration::from_secs(69))
+                .is_err()
+        );
+        assert!(
+            rates
+                .try_take("mallory", t0 + Duration::from_secs(71))
+                .is_ok()
+        );
+        assert!(
+            rates.try_take("alice", t0).is_ok(),
+            "others are not charged"
         );
     }
 

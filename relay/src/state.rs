@@ -11,6 +11,7 @@ use crate::config::RelayConfig;
 use crate::intake::{GeoLookup, Intake};
 use crate::metrics::Stats;
 use crate::rate::SubjectRates;
+use crate::report_budget::RegionalReportBudget;
 use crate::rooms::{Hub, RoomSettings};
 
 pub struct RelayState {
@@ -28,8 +29,9 @@ pub struct RelayState {
     pub budget: ConnectionBudget,
     /// Connections per token subject.
     pub subjects: SubjectConnections,
-    /// Election reports per token subject, across its connections.
-    pub report_rates: SubjectRates,
+    /// Election reports per token subject, across its connections and the
+    /// region's relays.
+    pub report_rates: Arc<RegionalReportBudget>,
     /// Election reports per client address (see [`crate::rate::address_key`]).
     pub address_report_rates: SubjectRates,
     /// Join, Leave and Refresh per token subject, across its connections.
@@ -72,7 +74,9 @@ impl RelayState {
         Ok(RelayState {
             budget: ConnectionBudget::new(config.limits.max_connections),
             subjects: SubjectConnections::new(config.limits.max_connections_per_token),
-            report_rates: SubjectRates::per_minute(config.telemetry.reports_per_minute),
+            report_rates: Arc::new(RegionalReportBudget::per_minute(
+                config.telemetry.reports_per_minute,
+            )),
             address_report_rates: SubjectRates::per_minute(
                 config.telemetry.reports_per_minute_per_address,
             ),

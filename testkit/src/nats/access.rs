@@ -7,7 +7,7 @@
 //!
 //! | role               | publish                                        | subscribe |
 //! |--------------------|------------------------------------------------|-----------|
-//! | `relay-<region>`   | `rp.room.>`, `telemetry.election.<region>`      | `rp.room.>`, its inbox |
+//! | `relay-<region>`   | `rp.room.>`, `telemetry.election.<region>`, `rp.budget.<region>.reports` | `rp.room.>`, `rp.budget.<region>.reports`, its inbox |
 //! | `collector`        | stream/consumer *info*, *next message*, acks   | its inbox |
 //! | `admin`            | everything (streams and consumers are its job) | everything |
 //!
@@ -53,8 +53,12 @@ impl NatsRole {
         let inbox = format!("{}.>", self.inbox_prefix());
         match self {
             NatsRole::Relay(region) => Permissions {
-                publish: vec!["rp.room.>".into(), subjects::telemetry_election(region)],
-                subscribe: vec!["rp.room.>".into(), inbox],
+                publish: vec![
+                    "rp.room.>".into(),
+                    subjects::telemetry_election(region),
+                    subjects::report_budget(region),
+                ],
+                subscribe: vec!["rp.room.>".into(), subjects::report_budget(region), inbox],
             },
             NatsRole::Collector => Permissions {
                 publish: strings(&[
