@@ -36,24 +36,39 @@ pub struct RelayProcess {
 
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// Start-ups tried on fresh ports before giving up: a port found free can be
+/// taken by another test's process before the relay binds it (see
+/// [`crate::ports`]).
+const START_ATTEMPTS: usize = 3;
+
 impl RelayProcess {
     /// Starts a relay and waits until it is ready (NATS connected, serving).
     pub async fn start(spec: RelaySpec, dir: &Path) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let log = dir.join(format!("{}.log", spec.relay_id));
-        let (http_port, admin_port, wt_port) = (free_tcp(), free_tcp(), free_udp());
-        let process = spawn(&spec, [http_port, admin_port, wt_port], &log)?;
-        let mut relay = RelayProcess {
-            spec,
-            http_port,
-            admin_port,
-            wt_port,
-            cert_hash: None,
-            process,
-            log,
-        };
-        relay.wait_ready(READY_TIMEOUT).await?;
-        Ok(relay)
+        for attempt in 1.. {
+            let (http_port, admin_port, wt_port) = (free_tcp(), free_tcp(), free_udp());
+            let process = spawn(&spec, [http_port, admin_port, wt_port], &log)?;
+            let mut relay = RelayProcess {
+                spec: spec.clone(),
+                http_port,
+                admin_port,
+                wt_port,
+                cert_hash: None,
+                process,
+                log: log.clone(),
+            };
+            match relay.wait_ready(READY_TIMEOUT).await {
+                Ok(()) => return Ok(relay),
+                Err(e) if attempt < START_ATTEMPTS && lost_a_port(&e) => eprintln!(
+                    "[relay] {}: a port was taken before it could bind it; starting again on \
+                     fresh ports",
+                    spec.relay_id
+                ),
+                Err(e) => return Err(e),
+            }
+        }
+        unreachable!("the loop returns by its last attempt")
     }
 
     /// Starts the relay again on the same ports (after a kill or a drain), so
@@ -231,6 +246,11 @@ fn identity_dir(log: &Path) -> std::path::PathBuf {
 /// Starts the relay process on the given ports. The development TLS identity
 /// lives next to the log, so a restarted relay keeps its certificate hash and
 /// the candidate list stays valid.
+/// Whether a start-up failed because a port it was given was no longer free.
+fn lost_a_port(error: &anyhow::Error) -> bool {
+    format!("{error:#}").contains("Address already in use")
+}
+
 fn spawn(spec: &RelaySpec, ports: [u16; 3], log: &Path) -> anyhow::Result<Process> {
     let [http_port, admin_port, wt_port] = ports;
     let binary = bins::ours("rallypoint-relay")?;
