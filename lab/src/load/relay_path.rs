@@ -20,6 +20,8 @@ use super::{LoadPlan, MediaOut, Participant, Schedule, Summary};
 
 /// One connect plus join.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the load waits for its connections to close at the end.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long tokens are minted for (they only need to outlive the run).
 const TOKEN_TTL: Duration = Duration::from_secs(3600);
 
@@ -57,6 +59,14 @@ pub async fn run(
     outcome.not_sent = open.iter().map(|sender| sender.frames_given_up()).sum();
     for sender in &open {
         sender.close();
+    }
+    // Let every connection finish closing before the process exits: tasks
+    // of a WebTransport connection still running while the runtime shuts
+    // down find its driver gone, and wtransport panics ("Driver worker
+    // panic!") in the middle of the load's output.
+    let closing = futures_util::future::join_all(open.iter().map(|sender| sender.closed()));
+    if tokio::time::timeout(CLOSE_TIMEOUT, closing).await.is_err() {
+        eprintln!("    [load] some connections were still closing after {CLOSE_TIMEOUT:?}");
     }
     let path = match candidate.transport {
         TransportKind::WebSocket => "relay-ws",
