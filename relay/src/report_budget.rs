@@ -130,7 +130,11 @@ pub async fn share(
                 }
             }
             message = told.next() => {
-                let Some(message) = message else { return };
+                let Some(message) = message else {
+                    tracing::warn!(%subject,
+                        "the region's report tallies stopped (NATS closed): this relay now holds only its own budget");
+                    return;
+                };
                 match ReportsAccepted::decode(message.payload) {
                     Ok(tally) => budget.charge(&tally, &relay_id, Instant::now()),
                     Err(e) => tracing::warn!(%subject, error = %e, "ignored an unreadable report tally"),

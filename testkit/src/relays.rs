@@ -60,11 +60,19 @@ impl RelayProcess {
             };
             match relay.wait_ready(READY_TIMEOUT).await {
                 Ok(()) => return Ok(relay),
-                Err(e) if attempt < START_ATTEMPTS && lost_a_port(&e) => eprintln!(
-                    "[relay] {}: a port was taken before it could bind it; starting again on \
-                     fresh ports",
-                    spec.relay_id
-                ),
+                Err(e) if attempt < START_ATTEMPTS && lost_a_port(&e) => {
+                    eprintln!(
+                        "[relay] {}: a port was taken before it could bind it; starting again \
+                         on fresh ports",
+                        spec.relay_id
+                    );
+                    // The log is appended to: keep this attempt's apart, so
+                    // the next attempt's failure is judged by its own words.
+                    let _ = std::fs::rename(
+                        &log,
+                        log.with_extension(format!("lost-port-{attempt}.log")),
+                    );
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -243,14 +251,14 @@ fn identity_dir(log: &Path) -> std::path::PathBuf {
     log.with_extension("identity")
 }
 
-/// Starts the relay process on the given ports. The development TLS identity
-/// lives next to the log, so a restarted relay keeps its certificate hash and
-/// the candidate list stays valid.
 /// Whether a start-up failed because a port it was given was no longer free.
 fn lost_a_port(error: &anyhow::Error) -> bool {
     format!("{error:#}").contains("Address already in use")
 }
 
+/// Starts the relay process on the given ports. The development TLS identity
+/// lives next to the log, so a restarted relay keeps its certificate hash and
+/// the candidate list stays valid.
 fn spawn(spec: &RelaySpec, ports: [u16; 3], log: &Path) -> anyhow::Result<Process> {
     let [http_port, admin_port, wt_port] = ports;
     let binary = bins::ours("rallypoint-relay")?;

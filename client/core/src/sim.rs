@@ -139,8 +139,11 @@ enum Scheduled {
 
 /// How often a talking client's media is reported to the election.
 const TALK_EVERY: Duration = Duration::from_millis(100);
-/// Linux's minimum TCP retransmission timeout.
+/// Linux's minimum and maximum TCP retransmission timeouts, and how often it
+/// retransmits a segment before giving up.
 const TCP_MIN_RTO: Duration = Duration::from_millis(200);
+const TCP_MAX_RTO: Duration = Duration::from_secs(120);
+const TCP_RETRIES: u32 = 15;
 
 /// Joins the client made, with when.
 #[derive(Debug, Clone)]
@@ -290,9 +293,15 @@ impl Simulation {
         let loss = self.world[id].link_at(self.now()).loss;
         let mut at = arrival;
         let mut rto = TCP_MIN_RTO;
-        while self.rng.unit() < loss {
+        // TCP gives up on a segment after its retransmissions run out
+        // (Linux: 15); so does the model, and a link losing everything
+        // still ends.
+        for _ in 0..TCP_RETRIES {
+            if self.rng.unit() >= loss {
+                break;
+            }
             at = at + rto;
-            rto *= 2;
+            rto = (rto * 2).min(TCP_MAX_RTO);
         }
         let at = at.max(self.stream_released[id][direction]);
         self.stream_released[id][direction] = at;

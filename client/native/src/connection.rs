@@ -469,13 +469,20 @@ async fn connect_wt(url: &str, cert_hash: Option<[u8; 32]>) -> Result<Connection
                         let connection = connection.clone();
                         let given_up = given_up.clone();
                         tokio::spawn(async move {
-                            let sent = async {
+                            // Written means sent: a `finish` that fails after
+                            // the data went out does not make it given up.
+                            let written = async {
                                 let mut stream = connection.open_uni().await.ok()?.await.ok()?;
                                 stream.write_all(&bytes).await.ok()?;
-                                stream.finish().await.ok()
+                                Some(stream)
                             };
-                            if sent.await.is_none() {
-                                given_up.fetch_add(1, Ordering::Relaxed);
+                            match written.await {
+                                Some(mut stream) => {
+                                    let _ = stream.finish().await;
+                                }
+                                None => {
+                                    given_up.fetch_add(1, Ordering::Relaxed);
+                                }
                             }
                             drop(permit);
                         });

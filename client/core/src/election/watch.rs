@@ -31,10 +31,15 @@ pub const SUSPECT_PROBES: u32 = 3;
 /// The suspicion's deadline is at least this long.
 const MIN_CONFIRM: Duration = Duration::from_millis(50);
 
+/// The suspicion's deadline is at most this long: a multi-second late
+/// answer on a stalled WebSocket must not keep a vanished relay's call
+/// waiting longer still.
+const MAX_CONFIRM: Duration = Duration::from_secs(2);
+
 /// How long the answers to [`SUSPECT_PROBES`] may take on a path whose
 /// recent worst round trip is `round_trip`.
 pub(super) fn confirm_deadline(round_trip: Duration) -> Duration {
-    (round_trip * 2).max(MIN_CONFIRM)
+    (round_trip * 2).clamp(MIN_CONFIRM, MAX_CONFIRM)
 }
 
 /// What the watch wants done.
