@@ -41,9 +41,16 @@ tag="${IMAGE_TAG:-$(awk -F'"' '/^appVersion:/ { print $2 }' helm/rallypoint/Char
 
 work="$(mktemp -d /tmp/rallypoint-images-smoke.XXXXXX)"
 pids=()
+# stop PID: stops a background `in_image` (a subshell whose child is the
+# image's process: killing the subshell alone left the server running) or
+# any other background job, and waits for it.
+stop() {
+  pkill -TERM -P "$1" 2>/dev/null || true
+  kill "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+}
 cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do stop "$pid"; done
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -124,7 +131,7 @@ if wait_http "http://127.0.0.1:$admin/healthz" 30 "$relay_pid"; then
 else
   bad "rallypoint-relay did not answer /healthz within 30 s; its log: $(tail -20 "$work/relay.log")"
 fi
-kill "$relay_pid" 2>/dev/null || true
+stop "$relay_pid"
 
 # --- collector: alive at once, not ready until ClickHouse and setup are there --
 image="$registry/rallypoint-collector:$tag"
@@ -142,7 +149,7 @@ if wait_http "http://127.0.0.1:$port/healthz" 30 "$collector_pid"; then
 else
   bad "rallypoint-collector did not answer /healthz within 30 s; its log: $(tail -20 "$work/collector.log")"
 fi
-kill "$collector_pid" 2>/dev/null || true
+stop "$collector_pid"
 
 # --- dashboard --------------------------------------------------------------
 image="$registry/rallypoint-dashboard:$tag"
@@ -152,7 +159,7 @@ in_image "$work/rallypoint-dashboard" "$image" --no-auth --listen "127.0.0.1:$po
 dash_pid=$!; pids+=("$dash_pid")
 wait_http "http://127.0.0.1:$port/healthz" 30 "$dash_pid" && ok "rallypoint-dashboard answers /healthz" \
   || bad "rallypoint-dashboard did not answer /healthz within 30 s; its log: $(tail -20 "$work/dashboard.log")"
-kill "$dash_pid" 2>/dev/null || true
+stop "$dash_pid"
 
 # --- web ----------------------------------------------------------------------
 image="$registry/rallypoint-web:$tag"
@@ -175,7 +182,7 @@ if wait_http "http://127.0.0.1:$port/healthz" 30 "$web_pid"; then
 else
   bad "rallypoint-web did not answer /healthz within 30 s; its log: $(tail -20 "$work/web.log")"
 fi
-kill "$web_pid" 2>/dev/null || true
+stop "$web_pid"
 
 echo "images-smoke: $passed passed, $failures failed"
 [ "$failures" = 0 ]
