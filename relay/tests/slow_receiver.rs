@@ -14,16 +14,8 @@ use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_that_stops_reading_loses_frames_alone_and_the_sender_is_asked_for_a_keyframe() {
-    let lab = Lab::two_regions(&[
-        "--media-queue",
-        "128",
-        // This test blasts ~10 MB/s: far over the per-sender default budget.
-        "--media-bytes-per-second",
-        "100000000",
-        "--media-frames-per-second",
-        "10000",
-    ])
-    .await;
+    // This test blasts ~10 MB/s: far over the per-sender default budget.
+    let lab = Lab::two_regions(&[&["--media-queue", "128"][..], &UNMETERED_MEDIA].concat()).await;
     let (mut alice, _) = lab.participant(0, WebSocket, "r", "alice").await;
     let (mut bob, jb) = lab.participant(0, WebSocket, "r", "bob").await;
     wait_sees(&mut bob, &jb, &[alice.peer_id()]).await;

@@ -16,15 +16,9 @@ use support::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_frames_past_the_in_flight_limit_are_counted_not_lost_silently() {
     const FRAMES: u64 = 200;
-    let lab = Lab::two_regions(&[
-        // The burst is far over the per-sender default budget: the relay
-        // must drop nothing of it.
-        "--media-bytes-per-second",
-        "100000000",
-        "--media-frames-per-second",
-        "10000",
-    ])
-    .await;
+    // The burst is far over the per-sender default budget: the relay must
+    // drop nothing of it.
+    let lab = Lab::two_regions(&UNMETERED_MEDIA).await;
     let (alice, _) = lab.participant(0, WebTransport, "burst", "alice").await;
     let (mut bob, joined) = lab.participant(0, WebTransport, "burst", "bob").await;
     wait_sees(&mut bob, &joined, &[alice.peer_id()]).await;

@@ -16,6 +16,15 @@ use rallypoint_testkit::tokens::DevIssuer;
 pub const SECRET: &str = "test-secret-shared-by-all-regions";
 pub const T: Duration = Duration::from_secs(10);
 
+/// Relay arguments lifting the per-sender media budgets far above what a
+/// test's blast sends, so the relay itself drops nothing of it.
+pub const UNMETERED_MEDIA: [&str; 4] = [
+    "--media-bytes-per-second",
+    "100000000",
+    "--media-frames-per-second",
+    "10000",
+];
+
 pub struct Lab {
     pub dir: tempfile::TempDir,
     pub nats: SuperCluster,
