@@ -31,7 +31,7 @@ use rallypoint_service::secret::Secret;
 
 use crate::bins;
 use crate::pki::{CertFiles, DevCa};
-use crate::ports::free_tcp;
+use crate::ports::{PortKeeper, free_tcp};
 use crate::process::Process;
 use crate::zookeeper::ZooKeeper;
 
@@ -42,6 +42,8 @@ pub struct ClickHouseServer {
     ca: PathBuf,
     certificate: CertFiles,
     process: Option<Process>,
+    /// Holds `https_port` while the server is stopped, for its restart.
+    port_keeper: Option<PortKeeper>,
     passwords: [String; 4],
     /// [`READER_LIMITS`] with these settings replaced.
     reader_limits: Vec<(String, String)>,
@@ -262,6 +264,7 @@ impl ClickHouseServer {
             ca: ca.cert.clone(),
             certificate,
             process: None,
+            port_keeper: None,
             passwords,
             reader_limits,
             membership,
@@ -296,10 +299,14 @@ impl ClickHouseServer {
         self.login(ClickHouseRole::Admin).password
     }
 
-    /// Stops the server (SIGTERM, then SIGKILL); data stays for a restart.
+    /// Stops the server (SIGTERM, then SIGKILL); data and port stay for a
+    /// restart. While it is down, connections to its port fail.
     pub async fn stop(&mut self) {
         if let Some(mut process) = self.process.take() {
             process.stop(Duration::from_secs(10)).await;
+            // Not keeping the port only risks a failed restart, which then
+            // says why.
+            self.port_keeper = PortKeeper::keep_tcp(self.https_port).ok();
         }
     }
 
@@ -343,6 +350,7 @@ impl ClickHouseServer {
 
     async fn launch(&mut self) -> anyhow::Result<()> {
         let binary = clickhouse_binary()?;
+        self.port_keeper = None;
         let args = vec![format!(
             "--config-file={}",
             self.dir.join("config.xml").display()
@@ -363,8 +371,9 @@ impl ClickHouseServer {
             let process = self.process.as_mut().expect("launched above");
             if !process.is_running() {
                 anyhow::bail!(
-                    "clickhouse-server exited during start-up; see {}",
-                    self.dir.join("server.err.log").display()
+                    "clickhouse-server exited during start-up; the end of {}:\n{}",
+                    self.dir.join("server.err.log").display(),
+                    self.error_log_tail()
                 );
             }
             let last_error = match probe.query("SELECT 1").fetch_one::<u8>().await {
@@ -373,11 +382,25 @@ impl ClickHouseServer {
             };
             if Instant::now() > deadline {
                 anyhow::bail!(
-                    "ClickHouse not ready over HTTPS after {READY_TIMEOUT:?} ({last_error}); see {}",
-                    self.dir.join("server.err.log").display()
+                    "ClickHouse not ready over HTTPS after {READY_TIMEOUT:?} ({last_error}); the end of {}:\n{}",
+                    self.dir.join("server.err.log").display(),
+                    self.error_log_tail()
                 );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The last lines of the server's error log, for an error that must
+    /// say why before the test's directory goes.
+    fn error_log_tail(&self) -> String {
+        const LINES: usize = 20;
+        match std::fs::read_to_string(self.dir.join("server.err.log")) {
+            Ok(log) => {
+                let lines: Vec<&str> = log.lines().collect();
+                lines[lines.len().saturating_sub(LINES)..].join("\n")
+            }
+            Err(e) => format!("(unreadable: {e})"),
         }
     }
 

@@ -6,10 +6,14 @@
 //! NATS client, route and HTTP request of a test) take their local ports
 //! from; and each process walks that range from a random point, never
 //! handing out the same port twice. Start-ups that still lose the race try
-//! again on fresh ports (see `nats`).
+//! again on fresh ports (see `nats`). A server a test stops and restarts on
+//! the same port keeps that port with a [`PortKeeper`] while it is down.
 
 use std::net::{TcpListener, UdpSocket};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
 
 /// Lowest port handed out.
 const FLOOR: u16 = 10_000;
@@ -56,6 +60,58 @@ fn next_free(is_free: impl Fn(u16) -> bool) -> u16 {
     panic!("no free loopback port between {low} and {high}")
 }
 
+/// Keeps a stopped server's TCP port from being taken by another test's
+/// process, so the server can be restarted on it (its clients know only that
+/// port).
+///
+/// It listens on the port and closes every connection as soon as it is
+/// accepted: a client sees its connection fail, as it would against a server
+/// that is down. (A socket that is bound but not listening would refuse
+/// connections outright, but it cannot be bound while the stopped server's
+/// closed connections are in TIME_WAIT; and bound with `SO_REUSEADDR` it no
+/// longer keeps other `SO_REUSEADDR` listeners, which is all of them, away.)
+pub struct PortKeeper {
+    stop: Arc<AtomicBool>,
+    closer: Option<JoinHandle<()>>,
+}
+
+/// How often the keeper looks for connections to close and for its release.
+const KEEPER_POLL: Duration = Duration::from_millis(10);
+
+impl PortKeeper {
+    /// Takes 127.0.0.1:`port` (TCP). Fails if something else has it already.
+    pub fn keep_tcp(port: u16) -> std::io::Result<PortKeeper> {
+        let listener = TcpListener::bind(("127.0.0.1", port))?;
+        listener.set_nonblocking(true)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let closer = std::thread::Builder::new()
+            .name(format!("keep-port-{port}"))
+            .spawn(move || {
+                while !stopped.load(Ordering::Relaxed) {
+                    match listener.accept() {
+                        Ok((connection, _)) => drop(connection),
+                        Err(_) => std::thread::sleep(KEEPER_POLL),
+                    }
+                }
+            })?;
+        Ok(PortKeeper {
+            stop,
+            closer: Some(closer),
+        })
+    }
+}
+
+impl Drop for PortKeeper {
+    /// Frees the port before returning, so the server can bind it next.
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(closer) = self.closer.take() {
+            let _ = closer.join();
+        }
+    }
+}
+
 /// `[FLOOR, start of the ephemeral range)`, when that is a usable range.
 fn range() -> Option<(u16, u16)> {
     let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok();
@@ -93,5 +149,26 @@ mod tests {
         }
         let udp = free_udp();
         assert!(UdpSocket::bind(("127.0.0.1", udp)).is_ok());
+    }
+
+    #[test]
+    fn a_kept_port_cannot_be_taken_fails_connections_and_is_free_once_released() {
+        let port = free_tcp();
+        let keeper = PortKeeper::keep_tcp(port).unwrap();
+        // Rust's listeners set SO_REUSEADDR, as most servers' do.
+        let taken = TcpListener::bind(("127.0.0.1", port));
+        assert!(taken.is_err(), "another listener took a kept port");
+        let mut client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut byte = [0u8; 1];
+        let read = std::io::Read::read(&mut client, &mut byte);
+        assert!(
+            matches!(read, Ok(0)) || read.is_err(),
+            "a kept port answered: {read:?}"
+        );
+        drop(keeper);
+        assert!(TcpListener::bind(("127.0.0.1", port)).is_ok());
     }
 }
