@@ -25,7 +25,7 @@
 //!
 //! | subject                       | payload                              |
 //! |-------------------------------|--------------------------------------|
-//! | `rp.budget.<region>.reports`  | `ReportsAccepted`: reports a relay accepted per token subject, so every relay of the region charges them |
+//! | `rp.budget.<region>.reports`  | `ReportsAccepted`: reports a relay accepted per token subject and per client address (a keyed digest), so every relay of the region charges them |
 
 /// Why a name cannot be used as a room or region.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

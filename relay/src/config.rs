@@ -256,13 +256,23 @@ pub struct TelemetryIntakeConfig {
     /// Election reports accepted per client address per minute, whatever
     /// the tokens (an IPv6 client counts by its /64, which one host can
     /// hold whole): one machine with many tokens gets no more. Generous,
-    /// since many users can share an address behind a NAT.
+    /// since many users can share an address behind a NAT. Spans the
+    /// region's relays when they share `--report-address-key`; without it,
+    /// each relay's own.
     #[arg(
         long,
         env = "RALLYPOINT_REPORTS_PER_MINUTE_PER_ADDRESS",
         default_value_t = 600
     )]
     pub reports_per_minute_per_address: u32,
+
+    /// Secret shared by the relays of a region (at least 32 characters,
+    /// e.g. `openssl rand -hex 32`): they tell each other the reports they
+    /// accepted per client address under a digest keyed with it, never the
+    /// address, so an address's budget spans the region. Unset, each relay
+    /// holds the per-address budget alone.
+    #[arg(long, env = "RALLYPOINT_REPORT_ADDRESS_KEY", hide_env_values = true)]
+    pub report_address_key: Option<rallypoint_service::secret::Secret>,
 
     /// Every region a client's candidate list may name, shadow (planned)
     /// regions included, e.g. `us-east,singapore`: reports naming any other
@@ -304,6 +314,10 @@ impl RelayConfig {
         }
         if self.transports.is_empty() {
             anyhow::bail!("--transports is empty: serve ws, wt or both");
+        }
+        if let Some(key) = &self.telemetry.report_address_key {
+            crate::report_budget::AddressKey::from_secret(key.expose())
+                .map_err(|e| anyhow::anyhow!("--report-address-key: {e}"))?;
         }
         let known = &self.telemetry.known_regions;
         for region in known {

@@ -1,17 +1,19 @@
-//! A token's election-report budget, held across its region's relays.
+//! Election-report budgets, per token and per client address, held across a
+//! region's relays.
 //!
-//! Each relay keeps a token bucket per token subject ([`SubjectRates`]):
-//! reconnecting does not refill it. Alone that still let a client spread its
-//! reports over every relay of a region and get each relay's budget. So the
-//! relays of a region tell each other, about every [`TALLY_INTERVAL`], how
-//! many reports they accepted per subject (core NATS,
-//! [`subjects::report_budget`]), and each charges its own buckets with what
-//! the others accepted ([`SubjectRates::charge`]).
+//! Each relay keeps token buckets per token subject and per client address
+//! ([`SubjectRates`]): reconnecting does not refill them. Alone that still
+//! let a client spread its reports over every relay of a region and get
+//! each relay's budget. So the relays of a region tell each other, about
+//! every [`TALLY_INTERVAL`], how many reports they accepted per subject and
+//! per address (core NATS, [`subjects::report_budget`]), and each charges
+//! its own buckets with what the others accepted ([`SubjectRates::charge`]).
 //!
 //! What this holds, and what not:
-//! * across the region, a subject gets its budget plus at most what it sent
-//!   to the other relays within one interval before they heard (at most a
-//!   burst per relay, only for reports sent at the same moment);
+//! * across the region, a subject or an address gets its budget plus at
+//!   most what it sent to the other relays within one interval before they
+//!   heard (at most a burst per relay, only for reports sent at the same
+//!   moment);
 //! * core NATS may lose a tally (a reconnect): the error is in the client's
 //!   favour and bounded by one interval's reports;
 //! * regions keep separate budgets: a client reports through its own
@@ -19,73 +21,165 @@
 //!   telemetry.
 //!
 //! A tally names token subjects (user ids) and never leaves the region's
-//! NATS servers; it holds no client address.
+//! NATS servers. It never holds a client address: addresses are told as a
+//! digest keyed with a secret the region's relays share ([`AddressKey`]),
+//! so neither the NATS servers nor anyone reading the subject learns them
+//! (a plain hash of an IPv4 address is reversed by trying all 2^32). A
+//! relay without that key keeps its per-address budget to itself.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use rallypoint_protocol::prost::Message as _;
 use rallypoint_protocol::subjects;
-use rallypoint_protocol::v1::{ReportsAccepted, SubjectReports};
+use rallypoint_protocol::v1::{BudgetCharge, ReportsAccepted};
+use sha2::Digest as _;
 
-use crate::rate::SubjectRates;
+use crate::rate::{SubjectRates, address_key};
 
 /// How often a relay tells its region what it accepted (when it accepted
 /// anything).
 pub const TALLY_INTERVAL: Duration = Duration::from_millis(100);
 
-/// Subjects one tally message names at most: a tally of more is sent in
+/// Keys one tally message names at most: a tally of more is sent in
 /// several messages, each far below NATS's 1 MB payload limit.
-const SUBJECTS_PER_MESSAGE: usize = 1_000;
+const KEYS_PER_MESSAGE: usize = 1_000;
 
-/// Subjects remembered between two tallies; past this, reports of new
-/// subjects are accepted but not told (a relay that sees this many
-/// reporting users in 100 ms is under attack, and its own buckets still
-/// hold).
-const MAX_UNTOLD_SUBJECTS: usize = 20_000;
+/// Keys remembered between two tallies, per ledger; past this, reports of
+/// new keys are accepted but not told (a relay that sees this many
+/// reporting users or addresses in 100 ms is under attack, and its own
+/// buckets still hold).
+const MAX_UNTOLD_KEYS: usize = 20_000;
 
-/// The report budget of one relay, kept in step with its region's others.
-pub struct RegionalReportBudget {
+/// The secret the relays of a region share to name client addresses in
+/// their tallies.
+pub struct AddressKey([u8; 32]);
+
+impl AddressKey {
+    /// Characters a key must have at least (`openssl rand -hex 32` gives 64).
+    pub const MIN_LEN: usize = 32;
+
+    /// The key from its configured text; too short a text is refused, since
+    /// a guessable key makes digests as reversible as plain hashes.
+    pub fn from_secret(secret: &str) -> anyhow::Result<Self> {
+        if secret.len() < Self::MIN_LEN {
+            anyhow::bail!(
+                "the report address key has {} characters, fewer than {}: make one with `openssl rand -hex 32` and give every relay of the region the same",
+                secret.len(),
+                Self::MIN_LEN
+            );
+        }
+        Ok(AddressKey(sha2::Sha256::digest(secret.as_bytes()).into()))
+    }
+
+    /// What `ip` is called in tallies and buckets: 16 bytes of
+    /// SHA-256(key ‖ address key), in hex. The same on every relay holding
+    /// the key; without it, not reversible.
+    fn digest(&self, ip: IpAddr) -> String {
+        let digest = sha2::Sha256::new()
+            .chain_update(self.0)
+            .chain_update(address_key(ip).as_bytes())
+            .finalize();
+        digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// One kind of budget (per subject or per address): the buckets, and what
+/// was taken since the last tally.
+struct Ledger {
     rates: SubjectRates,
     untold: Mutex<HashMap<String, u32>>,
 }
 
-impl RegionalReportBudget {
-    /// `per_minute` reports per subject, bursts of as many.
-    pub fn per_minute(per_minute: u32) -> Self {
-        RegionalReportBudget {
+impl Ledger {
+    fn per_minute(per_minute: u32) -> Self {
+        Ledger {
             rates: SubjectRates::per_minute(per_minute),
             untold: Mutex::default(),
         }
     }
 
-    /// Takes one report from `subject`'s budget, or says when to retry. A
-    /// report taken is told to the region at the next tally.
-    pub fn try_take(&self, subject: &str, now: Instant) -> Result<(), Duration> {
-        self.rates.try_take(subject, now)?;
-        let mut untold = self.untold.lock().expect("untold reports lock");
-        if untold.len() < MAX_UNTOLD_SUBJECTS || untold.contains_key(subject) {
-            *untold.entry(subject.to_owned()).or_default() += 1;
+    /// Takes one report from `key`'s bucket; `tell`: remember it for the
+    /// next tally.
+    fn try_take(&self, key: &str, now: Instant, tell: bool) -> Result<(), Duration> {
+        self.rates.try_take(key, now)?;
+        if tell {
+            let mut untold = self.untold.lock().expect("untold reports lock");
+            if untold.len() < MAX_UNTOLD_KEYS || untold.contains_key(key) {
+                *untold.entry(key.to_owned()).or_default() += 1;
+            }
         }
         Ok(())
     }
 
+    /// What was taken since the last tally; forgets it.
+    fn take_untold(&self) -> Vec<BudgetCharge> {
+        std::mem::take(&mut *self.untold.lock().expect("untold reports lock"))
+            .into_iter()
+            .map(|(key, reports)| BudgetCharge { key, reports })
+            .collect()
+    }
+
+    fn charge(&self, told: &[BudgetCharge], now: Instant) {
+        for charge in told {
+            self.rates.charge(&charge.key, charge.reports, now);
+        }
+    }
+}
+
+/// The report budgets of one relay, kept in step with its region's others.
+pub struct RegionalReportBudget {
+    subjects: Ledger,
+    addresses: Ledger,
+    address_key: Option<AddressKey>,
+}
+
+impl RegionalReportBudget {
+    /// `per_subject` reports per token subject and `per_address` per client
+    /// address a minute, bursts of as many; addresses are shared with the
+    /// region only under an `address_key`.
+    pub fn per_minute(per_subject: u32, per_address: u32, address_key: Option<AddressKey>) -> Self {
+        RegionalReportBudget {
+            subjects: Ledger::per_minute(per_subject),
+            addresses: Ledger::per_minute(per_address),
+            address_key,
+        }
+    }
+
+    /// Takes one report from the budget of the client's address (when
+    /// known: many tokens from one machine share it), then from its
+    /// subject's, or says when to retry. A report taken is told to the
+    /// region at the next tally.
+    pub fn try_take(
+        &self,
+        address: Option<IpAddr>,
+        subject: &str,
+        now: Instant,
+    ) -> Result<(), Duration> {
+        if let Some(ip) = address {
+            match &self.address_key {
+                Some(key) => self.addresses.try_take(&key.digest(ip), now, true)?,
+                None => self.addresses.try_take(&address_key(ip), now, false)?,
+            }
+        }
+        self.subjects.try_take(subject, now, true)
+    }
+
     /// What was taken since the last tally, as tally messages; forgets it.
     fn tally(&self, relay_id: &str) -> Vec<ReportsAccepted> {
-        let untold = std::mem::take(&mut *self.untold.lock().expect("untold reports lock"));
-        let subjects: Vec<SubjectReports> = untold
-            .into_iter()
-            .map(|(subject, reports)| SubjectReports { subject, reports })
-            .collect();
-        subjects
-            .chunks(SUBJECTS_PER_MESSAGE)
-            .map(|chunk| ReportsAccepted {
-                relay_id: relay_id.to_owned(),
-                subjects: chunk.to_vec(),
-            })
-            .collect()
+        let message = |subjects: &[BudgetCharge], addresses: &[BudgetCharge]| ReportsAccepted {
+            relay_id: relay_id.to_owned(),
+            subjects: subjects.to_vec(),
+            addresses: addresses.to_vec(),
+        };
+        let subjects = self.subjects.take_untold();
+        let addresses = self.addresses.take_untold();
+        let by_subject = subjects.chunks(KEYS_PER_MESSAGE).map(|c| message(c, &[]));
+        let by_address = addresses.chunks(KEYS_PER_MESSAGE).map(|c| message(&[], c));
+        by_subject.chain(by_address).collect()
     }
 
     /// Charges what another relay of the region accepted; its own tallies
@@ -94,8 +188,9 @@ impl RegionalReportBudget {
         if tally.relay_id == own_relay_id {
             return;
         }
-        for told in &tally.subjects {
-            self.rates.charge(&told.subject, told.reports, now);
+        self.subjects.charge(&tally.subjects, now);
+        if self.address_key.is_some() {
+            self.addresses.charge(&tally.addresses, now);
         }
     }
 }
@@ -148,15 +243,18 @@ pub async fn share(
 mod tests {
     use super::*;
 
+    const KEY: &str = "a test key of at least thirty-two characters";
+
+    fn subject_budget(per_minute: u32) -> RegionalReportBudget {
+        RegionalReportBudget::per_minute(per_minute, 1_000, None)
+    }
+
     #[test]
     fn what_one_relay_accepted_is_charged_by_the_others_not_by_itself() {
         let t0 = Instant::now();
-        let (east_0, east_1) = (
-            RegionalReportBudget::per_minute(3),
-            RegionalReportBudget::per_minute(3),
-        );
-        assert!(east_0.try_take("mallory", t0).is_ok());
-        assert!(east_0.try_take("mallory", t0).is_ok());
+        let (east_0, east_1) = (subject_budget(3), subject_budget(3));
+        assert!(east_0.try_take(None, "mallory", t0).is_ok());
+        assert!(east_0.try_take(None, "mallory", t0).is_ok());
         let tallies = east_0.tally("us-east-0");
         assert_eq!(tallies.len(), 1);
         assert!(east_0.tally("us-east-0").is_empty(), "told once");
@@ -165,27 +263,109 @@ mod tests {
             east_1.charge(tally, "us-east-1", t0);
         }
         assert!(
-            east_0.try_take("mallory", t0).is_ok(),
+            east_0.try_take(None, "mallory", t0).is_ok(),
             "its own echo is not charged"
         );
-        assert!(east_1.try_take("mallory", t0).is_ok());
+        assert!(east_1.try_take(None, "mallory", t0).is_ok());
         assert!(
-            east_1.try_take("mallory", t0).is_err(),
+            east_1.try_take(None, "mallory", t0).is_err(),
             "3 - 2 told - 1 taken"
         );
     }
 
     #[test]
-    fn a_large_tally_is_split_into_messages_nats_accepts() {
-        let budget = RegionalReportBudget::per_minute(10);
+    fn an_address_budget_spans_the_relays_that_share_the_key_and_never_names_the_address() {
         let t0 = Instant::now();
-        for user in 0..2_500 {
-            budget.try_take(&format!("user-{user}"), t0).unwrap();
+        let budget = |key: Option<&str>| {
+            RegionalReportBudget::per_minute(
+                1_000,
+                3,
+                key.map(|k| AddressKey::from_secret(k).unwrap()),
+            )
+        };
+        let (east_0, east_1) = (budget(Some(KEY)), budget(Some(KEY)));
+        let machine: IpAddr = "203.0.113.7".parse().unwrap();
+        // Two tokens from one machine through relay 0.
+        assert!(east_0.try_take(Some(machine), "alice", t0).is_ok());
+        assert!(east_0.try_take(Some(machine), "bob", t0).is_ok());
+        let tallies = east_0.tally("us-east-0");
+        let told: Vec<&str> = tallies
+            .iter()
+            .flat_map(|t| &t.addresses)
+            .map(|c| c.key.as_str())
+            .collect();
+        assert_eq!(told.len(), 1);
+        assert!(
+            !told[0].contains("203.0.113"),
+            "the address itself is told: {told:?}"
+        );
+        let encoded: Vec<u8> = tallies.iter().flat_map(|t| t.encode_to_vec()).collect();
+        assert!(!encoded.windows(11).any(|w| w == b"203.0.113.7"));
+        for tally in &tallies {
+            east_1.charge(tally, "us-east-1", t0);
+        }
+        // A third token through relay 1: the machine's third report.
+        assert!(east_1.try_take(Some(machine), "carol", t0).is_ok());
+        assert!(
+            east_1.try_take(Some(machine), "dave", t0).is_err(),
+            "3 - 2 told - 1 taken"
+        );
+        assert!(
+            east_1
+                .try_take(Some("203.0.113.8".parse().unwrap()), "erin", t0)
+                .is_ok(),
+            "another machine has its own budget"
+        );
+
+        // A relay with another key (or none) reads the digests as strangers.
+        let (other_key, no_key) = (
+            budget(Some("another key of at least thirty-two chars")),
+            budget(None),
+        );
+        for tally in &tallies {
+            other_key.charge(tally, "us-east-2", t0);
+            no_key.charge(tally, "us-east-3", t0);
+        }
+        for relay in [&other_key, &no_key] {
+            for user in ["a", "b", "c"] {
+                assert!(relay.try_take(Some(machine), user, t0).is_ok());
+            }
+            assert!(
+                relay.try_take(Some(machine), "d", t0).is_err(),
+                "its own budget holds"
+            );
+        }
+        assert!(
+            no_key
+                .tally("us-east-3")
+                .iter()
+                .all(|t| t.addresses.is_empty()),
+            "without a key, addresses are not told"
+        );
+    }
+
+    #[test]
+    fn a_short_address_key_is_refused_with_how_to_make_one() {
+        let refused = AddressKey::from_secret("short").err().unwrap().to_string();
+        assert!(refused.contains("openssl rand -hex 32"), "{refused}");
+    }
+
+    #[test]
+    fn a_large_tally_is_split_into_messages_nats_accepts() {
+        let budget =
+            RegionalReportBudget::per_minute(10, 10, Some(AddressKey::from_secret(KEY).unwrap()));
+        let t0 = Instant::now();
+        for user in 0..2_500u32 {
+            let ip = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + user));
+            budget
+                .try_take(Some(ip), &format!("user-{user}"), t0)
+                .unwrap();
         }
         let tallies = budget.tally("r");
-        assert_eq!(tallies.len(), 3);
-        let named: usize = tallies.iter().map(|t| t.subjects.len()).sum();
-        assert_eq!(named, 2_500);
+        assert_eq!(tallies.len(), 6);
+        let subjects: usize = tallies.iter().map(|t| t.subjects.len()).sum();
+        let addresses: usize = tallies.iter().map(|t| t.addresses.len()).sum();
+        assert_eq!((subjects, addresses), (2_500, 2_500));
         assert!(tallies.iter().all(|t| t.encoded_len() < 100_000));
     }
 }

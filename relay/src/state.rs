@@ -11,7 +11,7 @@ use crate::config::RelayConfig;
 use crate::intake::{GeoLookup, Intake};
 use crate::metrics::Stats;
 use crate::rate::SubjectRates;
-use crate::report_budget::RegionalReportBudget;
+use crate::report_budget::{AddressKey, RegionalReportBudget};
 use crate::rooms::{Hub, RoomSettings};
 
 pub struct RelayState {
@@ -29,11 +29,9 @@ pub struct RelayState {
     pub budget: ConnectionBudget,
     /// Connections per token subject.
     pub subjects: SubjectConnections,
-    /// Election reports per token subject, across its connections and the
-    /// region's relays.
+    /// Election reports per client address and per token subject, across
+    /// connections and the region's relays.
     pub report_rates: Arc<RegionalReportBudget>,
-    /// Election reports per client address (see [`crate::rate::address_key`]).
-    pub address_report_rates: SubjectRates,
     /// Join, Leave and Refresh per token subject, across its connections.
     pub room_op_rates: SubjectRates,
     /// `true` while NATS has been unreachable for longer than its grace
@@ -71,15 +69,23 @@ impl RelayState {
             stats.clone(),
         );
         let intake = Intake::new(nats.clone(), relay_id, region, geo, stats.clone());
+        let address_key = match &config.telemetry.report_address_key {
+            Some(key) => Some(AddressKey::from_secret(key.expose())?),
+            None => {
+                tracing::info!(
+                    "no --report-address-key: this relay holds its per-address report budget alone"
+                );
+                None
+            }
+        };
         Ok(RelayState {
             budget: ConnectionBudget::new(config.limits.max_connections),
             subjects: SubjectConnections::new(config.limits.max_connections_per_token),
             report_rates: Arc::new(RegionalReportBudget::per_minute(
                 config.telemetry.reports_per_minute,
-            )),
-            address_report_rates: SubjectRates::per_minute(
                 config.telemetry.reports_per_minute_per_address,
-            ),
+                address_key,
+            )),
             room_op_rates: SubjectRates::per_minute(config.limits.room_ops_per_minute),
             cut_off,
             config,

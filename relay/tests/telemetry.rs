@@ -309,3 +309,50 @@ async fn many_tokens_from_one_address_get_no_more_than_the_address_budget() {
     assert_eq!(accepted + limited, TOKENS * PER_TOKEN);
     within_budget(&mut stream, "one address", PER_ADDRESS, started, accepted).await;
 }
+
+/// The same machine's tokens spread over the two relays of one region, each
+/// token on the other relay than the one before (the relays share the
+/// region's address key, so each hears the address's reports as a keyed
+/// digest within ~100 ms): the region holds the machine to one address
+/// budget, not one per relay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_tokens_from_one_address_spread_over_a_regions_relays_get_one_address_budget() {
+    const PER_ADDRESS: usize = 20;
+    const TOKENS: usize = 10;
+    const PER_TOKEN: usize = 5;
+    let args = [
+        "--reports-per-minute",
+        "1000",
+        "--reports-per-minute-per-address",
+        "20",
+    ];
+    let mut lab = Lab::two_regions_with_jetstream(&args).await;
+    let second = lab.add_relay("us-east", "us-east-1", &args).await;
+    let relays = [
+        lab.candidate(0, WebSocket),
+        lab.candidate(second, WebSocket),
+    ];
+    let mut stream = telemetry_stream(&lab).await;
+    let mut generator = ReportGenerator::new(lab.relays[0].candidates(), 14, false);
+    let (mut accepted, mut limited) = (0, 0);
+    let started = tokio::time::Instant::now();
+    for token in 0..TOKENS {
+        let identity = lab.identity("lobby", &format!("sybil-{token}"));
+        let mut peer = Peer::connect(&relays[token % relays.len()], &identity, T)
+            .await
+            .expect("connects");
+        let (a, l) = submit_counting(&mut peer, &mut generator, PER_TOKEN).await;
+        (accepted, limited) = (accepted + a, limited + l);
+        // Longer than a tally interval: the other relay has heard.
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(accepted + limited, TOKENS * PER_TOKEN);
+    within_budget(
+        &mut stream,
+        "one address over two relays",
+        PER_ADDRESS,
+        started,
+        accepted,
+    )
+    .await;
+}

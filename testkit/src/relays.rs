@@ -251,6 +251,20 @@ fn identity_dir(log: &Path) -> std::path::PathBuf {
     log.with_extension("identity")
 }
 
+/// The secret a region's relays share for their per-address report
+/// tallies: the same for every relay of the region in one stack (derived
+/// from the stack's token secret), different between regions and stacks.
+fn report_address_key(spec: &RelaySpec) -> String {
+    use sha2::{Digest, Sha256};
+    let key = Sha256::new()
+        .chain_update(b"rallypoint report address key\0")
+        .chain_update(spec.jwt_secret.as_bytes())
+        .chain_update(b"\0")
+        .chain_update(spec.region.as_bytes())
+        .finalize();
+    key.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Whether a start-up failed because a port it was given was no longer free.
 fn lost_a_port(error: &anyhow::Error) -> bool {
     format!("{error:#}").contains("Address already in use")
@@ -283,6 +297,10 @@ fn spawn(spec: &RelaySpec, ports: [u16; 3], log: &Path) -> anyhow::Result<Proces
     args.extend(spec.extra_args.iter().cloned());
     let envs = vec![
         ("RALLYPOINT_JWT_SECRET".to_owned(), spec.jwt_secret.clone()),
+        (
+            "RALLYPOINT_REPORT_ADDRESS_KEY".to_owned(),
+            report_address_key(spec),
+        ),
         (
             "RUST_LOG".to_owned(),
             std::env::var("RALLYPOINT_RELAY_LOG").unwrap_or_else(|_| "info".into()),

@@ -117,6 +117,15 @@ prometheus.io/path: /metrics
 - name: RALLYPOINT_TRUSTED_PROXIES
   value: {{ join "," .Values.relay.trustedProxies | quote }}
 {{- end }}
+{{- with .Values.relay.reportAddressKey.secretRef }}
+{{- if .name }}
+- name: RALLYPOINT_REPORT_ADDRESS_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ .name }}
+      key: {{ .key }}
+{{- end }}
+{{- end }}
 {{- if .Values.candidates.regions }}
 # Every region the clients' candidate lists name: reports naming any other
 # region are refused.

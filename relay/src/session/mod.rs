@@ -411,14 +411,11 @@ impl Session {
                 let Some(telemetry_report::Kind::Election(report)) = report.kind else {
                     return self.violation("telemetry report without content");
                 };
-                // The client's address first: many tokens from one machine
-                // share its budget.
-                let now = Instant::now();
-                let address = self.info.client_ip.map(crate::rate::address_key);
-                let limited = address
-                    .map(|key| self.relay.address_report_rates.try_take(&key, now))
-                    .unwrap_or(Ok(()))
-                    .and_then(|()| self.relay.report_rates.try_take(&identity.claims.sub, now));
+                let limited = self.relay.report_rates.try_take(
+                    self.info.client_ip,
+                    &identity.claims.sub,
+                    Instant::now(),
+                );
                 if let Err(retry) = limited {
                     self.relay.intake.refuse(
                         report.report_id,
