@@ -69,6 +69,102 @@ async fn a_small_load_through_a_relay_reports_consistent_counts() {
     );
 }
 
+/// As deployments run: relays hold only an Ed25519 public key and accept
+/// one issuer; `load` mints with the private key and that issuer. Tokens
+/// signed any other way are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_mints_ed25519_tokens_for_relays_that_verify_with_a_public_key() {
+    const ISSUER: &str = "https://auth.example.test";
+    let dir = tempfile::tempdir().unwrap();
+    let (private_pem, public_pem) = rallypoint_testkit::tokens::ed25519_key_pair().unwrap();
+    let (private_key, public_key) = (dir.path().join("jwt.pem"), dir.path().join("jwt.pub.pem"));
+    std::fs::write(&private_key, private_pem).unwrap();
+    std::fs::write(&public_key, public_pem).unwrap();
+    let relay_args = [
+        "--jwt-public-key",
+        &public_key.display().to_string(),
+        "--jwt-issuer",
+        ISSUER,
+    ]
+    .map(String::from)
+    .to_vec();
+    let rig = Rig::start(
+        dir.path(),
+        false,
+        TransportKind::WebSocket,
+        SECRET,
+        relay_args,
+    )
+    .await
+    .expect("NATS and the relay start");
+    let url = rig.relay.ws_url();
+    let run = |key: &[&str]| {
+        let mut args = vec![
+            "load",
+            "--relay",
+            &url,
+            "--rooms",
+            "1",
+            "--participants",
+            "2",
+        ];
+        args.extend(["--warmup", "300ms", "--duration", "500ms"]);
+        args.extend(key);
+        let args: Vec<String> = args.into_iter().map(String::from).collect();
+        tokio::task::spawn_blocking(move || {
+            Command::new(env!("CARGO_BIN_EXE_rallypoint"))
+                .args(args)
+                .env_remove("RALLYPOINT_JWT_SECRET")
+                .output()
+                .expect("rallypoint runs")
+        })
+    };
+    let key = private_key.display().to_string();
+    let with_key = run(&["--jwt-private-key", &key, "--jwt-issuer", ISSUER]).await;
+    let wrong_issuer = run(&["--jwt-private-key", &key]).await;
+    let with_secret = run(&["--jwt-secret", SECRET, "--jwt-issuer", ISSUER]).await;
+    let (with_key, wrong_issuer, with_secret) = (
+        with_key.unwrap(),
+        wrong_issuer.unwrap(),
+        with_secret.unwrap(),
+    );
+    rig.stop().await;
+
+    let stderr = String::from_utf8_lossy(&with_key.stderr);
+    assert!(
+        with_key.status.success(),
+        "load with the private key failed: {stderr}"
+    );
+    let summary: Summary = serde_json::from_slice(&with_key.stdout).expect("a summary");
+    assert_eq!(summary.participants, 2);
+    assert!(summary.received > 0, "{summary:?}");
+    for (what, refused) in [
+        ("the dev issuer", wrong_issuer),
+        ("an HS256 secret", with_secret),
+    ] {
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            !refused.status.success() && stderr.contains("refused with Unauthenticated"),
+            "tokens from {what}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_relay_load_without_a_token_key_says_which_keys_there_are() {
+    let output = Command::new(env!("CARGO_BIN_EXE_rallypoint"))
+        .args(["load", "--relay", "ws://127.0.0.1:9/ws"])
+        .env_remove("RALLYPOINT_JWT_SECRET")
+        .output()
+        .expect("rallypoint runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--jwt-secret") && stderr.contains("--jwt-private-key"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn a_plan_without_receivers_is_refused_with_the_reason() {
     let output = load(&["--relay", "ws://127.0.0.1:9/ws", "--participants", "1"]);

@@ -295,8 +295,7 @@ fn spawn(spec: &RelaySpec, ports: [u16; 3], log: &Path) -> anyhow::Result<Proces
     ];
     args.extend(spec.nats.cli_args());
     args.extend(spec.extra_args.iter().cloned());
-    let envs = vec![
-        ("RALLYPOINT_JWT_SECRET".to_owned(), spec.jwt_secret.clone()),
+    let mut envs = vec![
         (
             "RALLYPOINT_REPORT_ADDRESS_KEY".to_owned(),
             report_address_key(spec),
@@ -306,6 +305,11 @@ fn spawn(spec: &RelaySpec, ports: [u16; 3], log: &Path) -> anyhow::Result<Proces
             std::env::var("RALLYPOINT_RELAY_LOG").unwrap_or_else(|_| "info".into()),
         ),
     ];
+    // A relay told to verify Ed25519 tokens must not hold a secret too (the
+    // relay refuses both).
+    if !spec.extra_args.iter().any(|a| a == "--jwt-public-key") {
+        envs.push(("RALLYPOINT_JWT_SECRET".to_owned(), spec.jwt_secret.clone()));
+    }
     Process::spawn(
         format!("relay {}", spec.relay_id),
         &binary,

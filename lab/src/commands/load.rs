@@ -2,6 +2,7 @@
 //! NATS, the baseline), in a process of its own. Progress goes to stderr, a
 //! one-line JSON summary to stdout (`rallypoint bench capacity` reads it).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -33,6 +34,17 @@ pub struct LoadArgs {
     /// participant (each its own user).
     #[arg(long, env = "RALLYPOINT_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
+
+    /// Instead of `--jwt-secret`: the Ed25519 private key (PKCS#8 PEM file)
+    /// whose public key the relay verifies tokens with (its
+    /// `--jwt-public-key`), as deployments run.
+    #[arg(long, value_name = "PEM", conflicts_with = "jwt_secret")]
+    pub jwt_private_key: Option<PathBuf>,
+
+    /// The issuer (`iss`) the minted tokens name: a relay with
+    /// `--jwt-issuer` accepts only its own. Default: `rallypoint-dev`.
+    #[arg(long)]
+    pub jwt_issuer: Option<String>,
 
     /// Rooms.
     #[arg(long, default_value_t = 10)]
@@ -76,14 +88,11 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
     let run = async {
         match &args.relay {
             Some(url) => {
-                let secret = args.jwt_secret.as_deref().context(
-                    "--relay needs --jwt-secret (or RALLYPOINT_JWT_SECRET): \
-                     a token is minted for every participant",
-                )?;
+                let issuer = token_issuer(&args)?;
                 let candidate = super::source::parse_urls(std::slice::from_ref(url))?
                     .pop()
                     .context("no relay URL")?;
-                relay_path::run(&plan, &candidate, &DevIssuer::new(secret)).await
+                relay_path::run(&plan, &candidate, &issuer).await
             }
             None => nats_path::run(&plan, &args.nats_args).await,
         }
@@ -97,6 +106,29 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
         })??;
     println!("{}", serde_json::to_string(&summary)?);
     Ok(())
+}
+
+/// Who mints the participants' tokens: with the relay's HS256 secret, or
+/// with the Ed25519 private key whose public key it verifies with.
+fn token_issuer(args: &LoadArgs) -> anyhow::Result<DevIssuer> {
+    let issuer = match (&args.jwt_private_key, &args.jwt_secret) {
+        (Some(path), _) => {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("cannot read --jwt-private-key {}", path.display()))?;
+            DevIssuer::from_ed25519_pem(&pem)
+                .with_context(|| format!("--jwt-private-key {}", path.display()))?
+        }
+        (None, Some(secret)) => DevIssuer::new(secret),
+        (None, None) => anyhow::bail!(
+            "--relay needs a token key, since a token is minted for every participant: \
+             --jwt-secret (or RALLYPOINT_JWT_SECRET) for a relay with an HS256 secret, \
+             --jwt-private-key for one that verifies Ed25519 tokens"
+        ),
+    };
+    Ok(match &args.jwt_issuer {
+        Some(name) => issuer.with_issuer(name),
+        None => issuer,
+    })
 }
 
 fn plan(args: &LoadArgs) -> anyhow::Result<LoadPlan> {

@@ -99,7 +99,7 @@ async fn join_everyone(
     })
     .await
     .context(
-        "joining the load's participants failed; check the relay URL, the token secret \
+        "joining the load's participants failed; check the relay URL, the token key and issuer \
          and the relay's --max-connections",
     )
 }
