@@ -266,6 +266,8 @@ pub fn bounds_with_scale(
     spread_from: &[u64],
     config: &ElectionConfig,
 ) -> Option<(f64, f64)> {
+    // The estimate is of the newest samples: so are its bounds.
+    let samples = super::stats::estimation_samples(samples);
     let n = samples.len();
     if n < config.min_samples.max(2) as usize {
         return None;
