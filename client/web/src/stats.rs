@@ -91,13 +91,29 @@ impl RateMeter {
     }
 }
 
+/// A gap between two frames counts as a freeze from this long (three frames
+/// at 30 fps).
+pub const FREEZE_MS: f64 = 100.0;
+/// Freezes remembered with their time: enough to pick out the one around an
+/// event (a failover) among the hiccups of a long call.
+pub const FREEZES_KEPT: usize = 8;
+
+/// One freeze: how long, and when it ended (`performance.now()`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Freeze {
+    pub ended_at_ms: f64,
+    pub ms: f64,
+}
+
 /// The longest time between two consecutive frames: what a person sees as a
-/// freeze (a failover shows up here).
+/// freeze (a failover shows up here), and the newest freezes with their times.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct FreezeTracker {
     last: Option<f64>,
     /// Longest gap so far, in ms.
     pub longest_ms: f64,
+    recent: [Option<Freeze>; FREEZES_KEPT],
+    freezes: usize,
 }
 
 impl FreezeTracker {
@@ -105,8 +121,20 @@ impl FreezeTracker {
         if let Some(last) = self.last {
             let gap = now_ms - last;
             self.longest_ms = self.longest_ms.max(gap);
+            if gap >= FREEZE_MS {
+                self.recent[self.freezes % FREEZES_KEPT] = Some(Freeze {
+                    ended_at_ms: now_ms,
+                    ms: gap,
+                });
+                self.freezes += 1;
+            }
         }
         self.last = Some(now_ms);
+    }
+
+    /// The newest [`FREEZES_KEPT`] freezes, oldest first.
+    pub fn recent(&self) -> impl Iterator<Item = Freeze> + '_ {
+        (0..FREEZES_KEPT).filter_map(|i| self.recent[(self.freezes + i) % FREEZES_KEPT])
     }
 }
 
@@ -200,6 +228,32 @@ mod tests {
             f.frame(t);
         }
         assert_eq!(f.longest_ms, 834.0);
+        let only: Vec<Freeze> = f.recent().collect();
+        assert_eq!(
+            only,
+            [Freeze {
+                ended_at_ms: 900.0,
+                ms: 834.0
+            }]
+        );
+    }
+
+    #[test]
+    fn the_newest_freezes_are_kept_with_when_they_ended() {
+        let mut f = FreezeTracker::default();
+        let mut t = 0.0;
+        for gap in 1..=10 {
+            t += 100.0 + gap as f64;
+            f.frame(t);
+            f.frame(t + 33.0); // no freeze
+            t += 33.0;
+        }
+        let gaps: Vec<f64> = f.recent().map(|freeze| freeze.ms).collect();
+        assert_eq!(
+            gaps,
+            [103.0, 104.0, 105.0, 106.0, 107.0, 108.0, 109.0, 110.0]
+        );
+        assert!(f.recent().all(|freeze| freeze.ended_at_ms > 0.0));
     }
 
     #[test]

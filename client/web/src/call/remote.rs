@@ -267,6 +267,9 @@ impl Call {
                 s.video_decoded += 1;
                 s.last_video_at = Some(now);
                 s.longest_freeze_ms = freeze.longest_ms;
+                if s.freezes.last() != freeze.recent().last().as_ref() {
+                    s.freezes = freeze.recent().collect();
+                }
             } else {
                 s.audio_decoded += 1;
                 if let Some(level) = decoded.level {

@@ -65,6 +65,8 @@ pub struct PeerStats {
     pub video_latency_p95_ms: Option<f64>,
     pub audio_latency_p50_ms: Option<f64>,
     pub longest_freeze_ms: f64,
+    /// The newest freezes of its video, oldest first.
+    pub freezes: Vec<crate::stats::Freeze>,
     pub kbps: f64,
     /// `performance.now()` of the last decoded video frame.
     pub last_video_at: Option<f64>,

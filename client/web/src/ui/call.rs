@@ -349,6 +349,15 @@ fn RemoteTile(peer: RemotePeer, now_ms: RwSignal<f64>) -> impl IntoView {
             data-latency-p95-ms=move || stats.with(|s| ms(s.video_latency_p95_ms))
             data-audio-latency-p50-ms=move || stats.with(|s| ms(s.audio_latency_p50_ms))
             data-longest-freeze-ms=move || stats.with(|s| format!("{:.0}", s.longest_freeze_ms))
+            // "ended:ms" per freeze, `performance.now()` ms: a test picks
+            // out the freeze that followed an event.
+            data-freezes=move || stats.with(|s| {
+                s.freezes
+                    .iter()
+                    .map(|f| format!("{:.0}:{:.0}", f.ended_at_ms, f.ms))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
         >
             <canvas id=peer.canvas_id() width="640" height="360" role="img" aria-label=format!("Video of {}", peer.name)></canvas>
             <span class="initials" aria-hidden="true">{initials(&peer.name)}</span>
