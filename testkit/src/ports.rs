@@ -6,8 +6,9 @@
 //! NATS client, route and HTTP request of a test) take their local ports
 //! from; and each process walks that range from a random point, never
 //! handing out the same port twice. Start-ups that still lose the race try
-//! again on fresh ports (see `nats`). A server a test stops and restarts on
-//! the same port keeps that port with a [`PortKeeper`] while it is down.
+//! again on fresh ports ([`start_on_fresh_ports`]). A server a test stops and
+//! restarts on the same port keeps that port with a [`PortKeeper`] while it
+//! is down.
 
 use std::net::{TcpListener, UdpSocket};
 use std::sync::Arc;
@@ -58,6 +59,31 @@ fn next_free(is_free: impl Fn(u16) -> bool) -> u16 {
         }
     }
     panic!("no free loopback port between {low} and {high}")
+}
+
+/// Starts something that binds ports it picks itself from [`free_tcp`] or
+/// [`free_udp`]: `start(attempt)` (from 1) is called again, up to `attempts`
+/// times, while it fails in a way `lost_a_port` says may be a port taken by
+/// another process in between; each call picks fresh ports.
+pub async fn start_on_fresh_ports<T, Fut>(
+    what: &str,
+    attempts: usize,
+    lost_a_port: impl Fn(&anyhow::Error) -> bool,
+    mut start: impl FnMut(usize) -> Fut,
+) -> anyhow::Result<T>
+where
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let mut attempt = 1;
+    loop {
+        match start(attempt).await {
+            Err(e) if attempt < attempts && lost_a_port(&e) => {
+                eprintln!("[{what}] {e:#}; starting again on fresh ports");
+                attempt += 1;
+            }
+            done => return done,
+        }
+    }
 }
 
 /// Keeps a stopped server's TCP port from being taken by another test's
@@ -149,6 +175,45 @@ mod tests {
         }
         let udp = free_udp();
         assert!(UdpSocket::bind(("127.0.0.1", udp)).is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_start_that_lost_a_port_is_tried_again_up_to_its_attempts() {
+        let lost = |e: &anyhow::Error| e.to_string().contains("in use");
+        let tried = std::cell::Cell::new(Vec::new());
+        let record = |attempt: usize| {
+            let mut seen = tried.take();
+            seen.push(attempt);
+            tried.set(seen);
+        };
+        let started = start_on_fresh_ports("test", 3, lost, |attempt| {
+            record(attempt);
+            async move {
+                match attempt {
+                    1 => anyhow::bail!("address in use"),
+                    _ => Ok(attempt),
+                }
+            }
+        })
+        .await;
+        assert_eq!(started.unwrap(), 2);
+        assert_eq!(tried.take(), [1, 2]);
+
+        let gave_up: anyhow::Result<()> = start_on_fresh_ports("test", 3, lost, |attempt| {
+            record(attempt);
+            async { anyhow::bail!("address in use") }
+        })
+        .await;
+        assert!(gave_up.is_err());
+        assert_eq!(tried.take(), [1, 2, 3], "no more than its attempts");
+
+        let other: anyhow::Result<()> = start_on_fresh_ports("test", 3, lost, |attempt| {
+            record(attempt);
+            async { anyhow::bail!("bad configuration") }
+        })
+        .await;
+        assert!(other.is_err());
+        assert_eq!(tried.take(), [1], "another failure is not retried");
     }
 
     #[test]

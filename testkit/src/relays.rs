@@ -7,7 +7,7 @@ use nix::sys::signal::Signal;
 use rallypoint_client::{Candidate, TransportKind};
 
 use crate::bins;
-use crate::ports::{free_tcp, free_udp};
+use crate::ports::{free_tcp, free_udp, start_on_fresh_ports};
 use crate::process::Process;
 
 #[derive(Debug, Clone)]
@@ -46,37 +46,34 @@ impl RelayProcess {
     pub async fn start(spec: RelaySpec, dir: &Path) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let log = dir.join(format!("{}.log", spec.relay_id));
-        for attempt in 1.. {
-            let (http_port, admin_port, wt_port) = (free_tcp(), free_tcp(), free_udp());
-            let process = spawn(&spec, [http_port, admin_port, wt_port], &log)?;
-            let mut relay = RelayProcess {
-                spec: spec.clone(),
-                http_port,
-                admin_port,
-                wt_port,
-                cert_hash: None,
-                process,
-                log: log.clone(),
-            };
-            match relay.wait_ready(READY_TIMEOUT).await {
-                Ok(()) => return Ok(relay),
-                Err(e) if attempt < START_ATTEMPTS && lost_a_port(&e) => {
-                    eprintln!(
-                        "[relay] {}: a port was taken before it could bind it; starting again \
-                         on fresh ports",
-                        spec.relay_id
-                    );
-                    // The log is appended to: keep this attempt's apart, so
-                    // the next attempt's failure is judged by its own words.
+        let what = format!("relay {}", spec.relay_id);
+        start_on_fresh_ports(&what, START_ATTEMPTS, lost_a_port, |attempt| {
+            let (spec, log) = (spec.clone(), log.clone());
+            async move {
+                if attempt > 1 {
+                    // The log is appended to: keep the failed attempt's
+                    // apart, so this one is judged by its own words.
                     let _ = std::fs::rename(
                         &log,
-                        log.with_extension(format!("lost-port-{attempt}.log")),
+                        log.with_extension(format!("lost-port-{}.log", attempt - 1)),
                     );
                 }
-                Err(e) => return Err(e),
+                let (http_port, admin_port, wt_port) = (free_tcp(), free_tcp(), free_udp());
+                let process = spawn(&spec, [http_port, admin_port, wt_port], &log)?;
+                let mut relay = RelayProcess {
+                    spec,
+                    http_port,
+                    admin_port,
+                    wt_port,
+                    cert_hash: None,
+                    process,
+                    log,
+                };
+                relay.wait_ready(READY_TIMEOUT).await?;
+                Ok(relay)
             }
-        }
-        unreachable!("the loop returns by its last attempt")
+        })
+        .await
     }
 
     /// Starts the relay again on the same ports (after a kill or a drain), so

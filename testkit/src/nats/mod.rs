@@ -131,18 +131,18 @@ impl SuperCluster {
     }
 
     async fn start_with(spec: SuperClusterSpec, dir: &Path, proxied: bool) -> anyhow::Result<Self> {
-        let mut attempt = 1;
-        loop {
-            let attempt_dir = dir.join(format!("attempt-{attempt}"));
-            match Self::start_once(spec.clone(), &attempt_dir, proxied).await {
-                Ok(cluster) => return Ok(cluster),
-                Err(e) if attempt < START_ATTEMPTS => {
-                    eprintln!("[nats] {e:#}; starting again on fresh ports");
-                    attempt += 1;
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        // nats-server's errors do not always name a lost port (a route or
+        // gateway that never forms): any failure gets its second try.
+        crate::ports::start_on_fresh_ports(
+            "nats",
+            START_ATTEMPTS,
+            |_| true,
+            |attempt| {
+                let (spec, attempt_dir) = (spec.clone(), dir.join(format!("attempt-{attempt}")));
+                async move { Self::start_once(spec, &attempt_dir, proxied).await }
+            },
+        )
+        .await
     }
 
     async fn start_once(spec: SuperClusterSpec, dir: &Path, proxied: bool) -> anyhow::Result<Self> {
