@@ -114,7 +114,9 @@ async fn a_load_mints_ed25519_tokens_for_relays_that_verify_with_a_public_key() 
         tokio::task::spawn_blocking(move || {
             Command::new(env!("CARGO_BIN_EXE_rallypoint"))
                 .args(args)
-                .env_remove("RALLYPOINT_JWT_SECRET")
+                // A secret in the environment, as a shell that also loads
+                // HS256 relays has: the private key still wins.
+                .env("RALLYPOINT_JWT_SECRET", "some-other-secret")
                 .output()
                 .expect("rallypoint runs")
         })
@@ -138,13 +140,19 @@ async fn a_load_mints_ed25519_tokens_for_relays_that_verify_with_a_public_key() 
     let summary: Summary = serde_json::from_slice(&with_key.stdout).expect("a summary");
     assert_eq!(summary.participants, 2);
     assert!(summary.received > 0, "{summary:?}");
-    for (what, refused) in [
-        ("the dev issuer", wrong_issuer),
-        ("an HS256 secret", with_secret),
+    for (what, refused, why) in [
+        (
+            "the dev issuer",
+            wrong_issuer,
+            "token issuer is not the one this relay trusts",
+        ),
+        ("an HS256 secret", with_secret, "InvalidAlgorithm"),
     ] {
         let stderr = String::from_utf8_lossy(&refused.stderr);
         assert!(
-            !refused.status.success() && stderr.contains("refused with Unauthenticated"),
+            !refused.status.success()
+                && stderr.contains("refused with Unauthenticated")
+                && stderr.contains(why),
             "tokens from {what}: {stderr}"
         );
     }

@@ -316,7 +316,7 @@ impl RelayConfig {
             anyhow::bail!("--transports is empty: serve ws, wt or both");
         }
         if let Some(key) = &self.telemetry.report_address_key {
-            crate::report_budget::AddressKey::from_secret(key.expose())
+            crate::report_budget::AddressSecret::from_secret(key.expose())
                 .map_err(|e| anyhow::anyhow!("--report-address-key: {e}"))?;
         }
         let known = &self.telemetry.known_regions;

@@ -69,7 +69,7 @@ impl RateLimiter {
 }
 
 /// One token bucket per key — a token subject (user id), or a client
-/// address ([`address_key`]) — shared by all of the key's connections to
+/// address ([`address_bucket`]) — shared by all of the key's connections to
 /// this relay: reconnecting does not refill it.
 #[derive(Debug)]
 pub struct SubjectRates {
@@ -123,10 +123,10 @@ impl SubjectRates {
     }
 }
 
-/// The key a client address is limited by: an IPv4 address, or an IPv6
+/// The bucket a client address is limited in: an IPv4 address, or an IPv6
 /// address's /64 (the smallest block a host is usually given, so one host
 /// cannot spread over 2^64 addresses).
-pub fn address_key(ip: std::net::IpAddr) -> String {
+pub fn address_bucket(ip: std::net::IpAddr) -> String {
     match ip.to_canonical() {
         std::net::IpAddr::V4(v4) => v4.to_string(),
         std::net::IpAddr::V6(v6) => {
@@ -203,7 +203,7 @@ mod tests {
 
     #[test]
     fn an_ipv6_host_counts_by_its_64_and_mapped_ipv4_as_ipv4() {
-        let key = |s: &str| address_key(s.parse().unwrap());
+        let key = |s: &str| address_bucket(s.parse().unwrap());
         assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2:ffff::9"));
         assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
         assert_eq!(key("::ffff:192.0.2.7"), key("192.0.2.7"));

@@ -22,7 +22,7 @@
 //!
 //! A tally names token subjects (user ids) and never leaves the region's
 //! NATS servers. It never holds a client address: addresses are told as a
-//! digest keyed with a secret the region's relays share ([`AddressKey`]),
+//! digest keyed with a secret the region's relays share ([`AddressSecret`]),
 //! so neither the NATS servers nor anyone reading the subject learns them
 //! (a plain hash of an IPv4 address is reversed by trying all 2^32). A
 //! relay without that key keeps its per-address budget to itself.
@@ -38,7 +38,7 @@ use rallypoint_protocol::subjects;
 use rallypoint_protocol::v1::{BudgetCharge, ReportsAccepted};
 use sha2::Digest as _;
 
-use crate::rate::{SubjectRates, address_key};
+use crate::rate::{SubjectRates, address_bucket};
 
 /// How often a relay tells its region what it accepted (when it accepted
 /// anything).
@@ -56,32 +56,35 @@ const MAX_UNTOLD_KEYS: usize = 20_000;
 
 /// The secret the relays of a region share to name client addresses in
 /// their tallies.
-pub struct AddressKey([u8; 32]);
+pub struct AddressSecret([u8; 32]);
 
-impl AddressKey {
-    /// Characters a key must have at least (`openssl rand -hex 32` gives 64).
+impl AddressSecret {
+    /// Bytes the configured secret must have at least (`openssl rand -hex
+    /// 32` gives 64).
     pub const MIN_LEN: usize = 32;
 
-    /// The key from its configured text; too short a text is refused, since
-    /// a guessable key makes digests as reversible as plain hashes.
+    /// The secret from its configured text; too short a text is refused,
+    /// since a guessable secret makes digests as reversible as plain hashes.
     pub fn from_secret(secret: &str) -> anyhow::Result<Self> {
         if secret.len() < Self::MIN_LEN {
             anyhow::bail!(
-                "the report address key has {} characters, fewer than {}: make one with `openssl rand -hex 32` and give every relay of the region the same",
+                "the report address key has {} bytes, fewer than {}: make one with `openssl rand -hex 32` and give every relay of the region the same",
                 secret.len(),
                 Self::MIN_LEN
             );
         }
-        Ok(AddressKey(sha2::Sha256::digest(secret.as_bytes()).into()))
+        Ok(AddressSecret(
+            sha2::Sha256::digest(secret.as_bytes()).into(),
+        ))
     }
 
     /// What `ip` is called in tallies and buckets: 16 bytes of
-    /// SHA-256(key ‖ address key), in hex. The same on every relay holding
-    /// the key; without it, not reversible.
+    /// SHA-256(secret ‖ the address's bucket name), in hex. The same on
+    /// every relay holding the secret; without it, not reversible.
     fn digest(&self, ip: IpAddr) -> String {
         let digest = sha2::Sha256::new()
             .chain_update(self.0)
-            .chain_update(address_key(ip).as_bytes())
+            .chain_update(address_bucket(ip).as_bytes())
             .finalize();
         digest[..16].iter().map(|b| format!("{b:02x}")).collect()
     }
@@ -102,17 +105,16 @@ impl Ledger {
         }
     }
 
-    /// Takes one report from `key`'s bucket; `tell`: remember it for the
-    /// next tally.
-    fn try_take(&self, key: &str, now: Instant, tell: bool) -> Result<(), Duration> {
-        self.rates.try_take(key, now)?;
-        if tell {
-            let mut untold = self.untold.lock().expect("untold reports lock");
-            if untold.len() < MAX_UNTOLD_KEYS || untold.contains_key(key) {
-                *untold.entry(key.to_owned()).or_default() += 1;
-            }
+    fn try_take(&self, key: &str, now: Instant) -> Result<(), Duration> {
+        self.rates.try_take(key, now)
+    }
+
+    /// Remembers a report accepted under `key` for the next tally.
+    fn tell(&self, key: &str) {
+        let mut untold = self.untold.lock().expect("untold reports lock");
+        if untold.len() < MAX_UNTOLD_KEYS || untold.contains_key(key) {
+            *untold.entry(key.to_owned()).or_default() += 1;
         }
-        Ok(())
     }
 
     /// What was taken since the last tally; forgets it.
@@ -134,38 +136,50 @@ impl Ledger {
 pub struct RegionalReportBudget {
     subjects: Ledger,
     addresses: Ledger,
-    address_key: Option<AddressKey>,
+    address_secret: Option<AddressSecret>,
 }
 
 impl RegionalReportBudget {
     /// `per_subject` reports per token subject and `per_address` per client
     /// address a minute, bursts of as many; addresses are shared with the
-    /// region only under an `address_key`.
-    pub fn per_minute(per_subject: u32, per_address: u32, address_key: Option<AddressKey>) -> Self {
+    /// region only under an `address_secret`.
+    pub fn per_minute(
+        per_subject: u32,
+        per_address: u32,
+        address_secret: Option<AddressSecret>,
+    ) -> Self {
         RegionalReportBudget {
             subjects: Ledger::per_minute(per_subject),
             addresses: Ledger::per_minute(per_address),
-            address_key,
+            address_secret,
         }
     }
 
-    /// Takes one report from the budget of the client's address (when
-    /// known: many tokens from one machine share it), then from its
-    /// subject's, or says when to retry. A report taken is told to the
-    /// region at the next tally.
+    /// Takes one report from its subject's budget, then from the budget of
+    /// the client's address (when known: many tokens from one machine share
+    /// it), or says when to retry. The subject comes first: a client over
+    /// its own budget must not use up its address's, which its neighbours
+    /// behind the same NAT share. A report accepted is told to the region
+    /// at the next tally (its address only under a shared secret).
     pub fn try_take(
         &self,
         address: Option<IpAddr>,
         subject: &str,
         now: Instant,
     ) -> Result<(), Duration> {
-        if let Some(ip) = address {
-            match &self.address_key {
-                Some(key) => self.addresses.try_take(&key.digest(ip), now, true)?,
-                None => self.addresses.try_take(&address_key(ip), now, false)?,
-            }
+        self.subjects.try_take(subject, now)?;
+        let address = address.map(|ip| match &self.address_secret {
+            Some(secret) => (secret.digest(ip), true),
+            None => (address_bucket(ip), false),
+        });
+        if let Some((bucket, _)) = &address {
+            self.addresses.try_take(bucket, now)?;
         }
-        self.subjects.try_take(subject, now, true)
+        self.subjects.tell(subject);
+        if let Some((bucket, true)) = &address {
+            self.addresses.tell(bucket);
+        }
+        Ok(())
     }
 
     /// What was taken since the last tally, as tally messages; forgets it.
@@ -189,7 +203,7 @@ impl RegionalReportBudget {
             return;
         }
         self.subjects.charge(&tally.subjects, now);
-        if self.address_key.is_some() {
+        if self.address_secret.is_some() {
             self.addresses.charge(&tally.addresses, now);
         }
     }
@@ -280,7 +294,7 @@ mod tests {
             RegionalReportBudget::per_minute(
                 1_000,
                 3,
-                key.map(|k| AddressKey::from_secret(k).unwrap()),
+                key.map(|k| AddressSecret::from_secret(k).unwrap()),
             )
         };
         let (east_0, east_1) = (budget(Some(KEY)), budget(Some(KEY)));
@@ -345,15 +359,55 @@ mod tests {
     }
 
     #[test]
+    fn a_report_over_its_subjects_budget_leaves_its_address_budget_alone() {
+        let t0 = Instant::now();
+        let secret = AddressSecret::from_secret(KEY).unwrap();
+        let (east_0, east_1) = (
+            RegionalReportBudget::per_minute(1, 3, Some(secret)),
+            RegionalReportBudget::per_minute(1, 3, Some(AddressSecret::from_secret(KEY).unwrap())),
+        );
+        let nat: IpAddr = "198.51.100.1".parse().unwrap();
+        assert!(east_0.try_take(Some(nat), "noisy", t0).is_ok());
+        for _ in 0..10 {
+            assert!(
+                east_0.try_take(Some(nat), "noisy", t0).is_err(),
+                "over its own budget"
+            );
+        }
+        let tallies = east_0.tally("us-east-0");
+        let told = |f: fn(&ReportsAccepted) -> usize| tallies.iter().map(f).sum::<usize>();
+        assert_eq!(told(|t| t.subjects.len()), 1);
+        assert_eq!(
+            told(|t| t.addresses.iter().map(|c| c.reports as usize).sum()),
+            1,
+            "only what was accepted is told"
+        );
+        for tally in &tallies {
+            east_1.charge(tally, "us-east-1", t0);
+        }
+        // Its neighbours behind the same NAT still have 3 - 1 here and there.
+        for relay in [&east_0, &east_1] {
+            assert!(relay.try_take(Some(nat), "neighbour-a", t0).is_ok());
+            assert!(relay.try_take(Some(nat), "neighbour-b", t0).is_ok());
+        }
+    }
+
+    #[test]
     fn a_short_address_key_is_refused_with_how_to_make_one() {
-        let refused = AddressKey::from_secret("short").err().unwrap().to_string();
+        let refused = AddressSecret::from_secret("short")
+            .err()
+            .unwrap()
+            .to_string();
         assert!(refused.contains("openssl rand -hex 32"), "{refused}");
     }
 
     #[test]
     fn a_large_tally_is_split_into_messages_nats_accepts() {
-        let budget =
-            RegionalReportBudget::per_minute(10, 10, Some(AddressKey::from_secret(KEY).unwrap()));
+        let budget = RegionalReportBudget::per_minute(
+            10,
+            10,
+            Some(AddressSecret::from_secret(KEY).unwrap()),
+        );
         let t0 = Instant::now();
         for user in 0..2_500u32 {
             let ip = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + user));

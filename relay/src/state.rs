@@ -11,7 +11,7 @@ use crate::config::RelayConfig;
 use crate::intake::{GeoLookup, Intake};
 use crate::metrics::Stats;
 use crate::rate::SubjectRates;
-use crate::report_budget::{AddressKey, RegionalReportBudget};
+use crate::report_budget::{AddressSecret, RegionalReportBudget};
 use crate::rooms::{Hub, RoomSettings};
 
 pub struct RelayState {
@@ -69,8 +69,8 @@ impl RelayState {
             stats.clone(),
         );
         let intake = Intake::new(nats.clone(), relay_id, region, geo, stats.clone());
-        let address_key = match &config.telemetry.report_address_key {
-            Some(key) => Some(AddressKey::from_secret(key.expose())?),
+        let address_secret = match &config.telemetry.report_address_key {
+            Some(key) => Some(AddressSecret::from_secret(key.expose())?),
             None => {
                 tracing::info!(
                     "no --report-address-key: this relay holds its per-address report budget alone"
@@ -84,7 +84,7 @@ impl RelayState {
             report_rates: Arc::new(RegionalReportBudget::per_minute(
                 config.telemetry.reports_per_minute,
                 config.telemetry.reports_per_minute_per_address,
-                address_key,
+                address_secret,
             )),
             room_op_rates: SubjectRates::per_minute(config.limits.room_ops_per_minute),
             cut_off,

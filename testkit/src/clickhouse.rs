@@ -42,8 +42,8 @@ pub struct ClickHouseServer {
     ca: PathBuf,
     certificate: CertFiles,
     process: Option<Process>,
-    /// Holds `https_port` while the server is stopped, for its restart.
-    port_keeper: Option<PortKeeper>,
+    /// Hold its ports while the server is stopped, for its restart.
+    port_keepers: Vec<PortKeeper>,
     passwords: [String; 4],
     /// [`READER_LIMITS`] with these settings replaced.
     reader_limits: Vec<(String, String)>,
@@ -264,7 +264,7 @@ impl ClickHouseServer {
             ca: ca.cert.clone(),
             certificate,
             process: None,
-            port_keeper: None,
+            port_keepers: Vec::new(),
             passwords,
             reader_limits,
             membership,
@@ -304,9 +304,13 @@ impl ClickHouseServer {
     pub async fn stop(&mut self) {
         if let Some(mut process) = self.process.take() {
             process.stop(Duration::from_secs(10)).await;
-            // Not keeping the port only risks a failed restart, which then
+            // Not keeping a port only risks a failed restart, which then
             // says why.
-            self.port_keeper = PortKeeper::keep_tcp(self.https_port).ok();
+            self.port_keepers = self
+                .listening_ports()
+                .into_iter()
+                .filter_map(|port| PortKeeper::keep_tcp(port).ok())
+                .collect();
         }
     }
 
@@ -350,7 +354,7 @@ impl ClickHouseServer {
 
     async fn launch(&mut self) -> anyhow::Result<()> {
         let binary = clickhouse_binary()?;
-        self.port_keeper = None;
+        self.port_keepers.clear();
         let args = vec![format!(
             "--config-file={}",
             self.dir.join("config.xml").display()
@@ -389,6 +393,16 @@ impl ClickHouseServer {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Every port the server listens on: HTTPS, and a cluster member's
+    /// native TCP and interserver ports.
+    fn listening_ports(&self) -> Vec<u16> {
+        let mut ports = vec![self.https_port];
+        if let Some(m) = &self.membership {
+            ports.extend([m.replica_ports[m.replica], m.interserver_port]);
+        }
+        ports
     }
 
     /// The last lines of the server's error log, for an error that must

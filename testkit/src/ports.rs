@@ -91,8 +91,10 @@ where
 /// port).
 ///
 /// It listens on the port and closes every connection as soon as it is
-/// accepted: a client sees its connection fail, as it would against a server
-/// that is down. (A socket that is bound but not listening would refuse
+/// accepted: a client's request fails as against a server that is down, but
+/// as a connection closed before any answer, not a refused connection (for
+/// an HTTP client such as the collector's, both are a failed request it
+/// retries). (A socket that is bound but not listening would refuse
 /// connections outright, but it cannot be bound while the stopped server's
 /// closed connections are in TIME_WAIT; and bound with `SO_REUSEADDR` it no
 /// longer keeps other `SO_REUSEADDR` listeners, which is all of them, away.)

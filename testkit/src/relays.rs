@@ -304,7 +304,8 @@ fn spawn(spec: &RelaySpec, ports: [u16; 3], log: &Path) -> anyhow::Result<Proces
     ];
     // A relay told to verify Ed25519 tokens must not hold a secret too (the
     // relay refuses both).
-    if !spec.extra_args.iter().any(|a| a == "--jwt-public-key") {
+    let public_key = |a: &String| a == "--jwt-public-key" || a.starts_with("--jwt-public-key=");
+    if !spec.extra_args.iter().any(public_key) {
         envs.push(("RALLYPOINT_JWT_SECRET".to_owned(), spec.jwt_secret.clone()));
     }
     Process::spawn(

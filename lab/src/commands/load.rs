@@ -37,8 +37,9 @@ pub struct LoadArgs {
 
     /// Instead of `--jwt-secret`: the Ed25519 private key (PKCS#8 PEM file)
     /// whose public key the relay verifies tokens with (its
-    /// `--jwt-public-key`), as deployments run.
-    #[arg(long, value_name = "PEM", conflicts_with = "jwt_secret")]
+    /// `--jwt-public-key`), as deployments run. Used even when
+    /// `RALLYPOINT_JWT_SECRET` is set.
+    #[arg(long, value_name = "PEM")]
     pub jwt_private_key: Option<PathBuf>,
 
     /// The issuer (`iss`) the minted tokens name: a relay with

@@ -201,13 +201,15 @@ pub fn median(samples: &[u64]) -> Option<f64> {
 
 /// Samples an estimate looks at at most: the newest of a window.
 ///
-/// The Hodges–Lehmann estimate sorts all pairwise means, which grow with the
-/// square of the samples: a serving path's window holds up to
+/// The Hodges–Lehmann estimate takes the median of all pairwise means, which
+/// grow with the square of the samples: a serving path's window holds up to
 /// [`WINDOW_CAP`] samples after a few minutes of a talking call (20 probes a
-/// second), 8.4 million means to sort on every re-election — seconds of a
-/// browser's main thread. 128 samples make 8 256 means; their precision
-/// (σ/√128) is far below what separates relays, and the newest samples are
-/// the path as it is now.
+/// second), 8.4 million means to build and select from on every
+/// re-election. 128 samples make 8 256 means; their precision (σ/√128) is
+/// far below what separates relays, and the newest samples are the path as
+/// it is now. The price: confidence bounds stop narrowing past 128 samples,
+/// so two paths closer than that precision are never told apart (the
+/// switching rule needs a clear gain anyway).
 pub const ESTIMATE_SAMPLES: usize = 128;
 
 /// The newest [`ESTIMATE_SAMPLES`] of `samples` (in arrival order).

@@ -30,9 +30,10 @@ const STEADY_FRAMES: usize = 15;
 /// here is a ms of every failover's media gap.
 pub const SILENCE: Duration = Duration::from_millis(100);
 /// Probes sent at once when the path turns suspect. Silence this short
-/// comes by chance on a lossy path (two answers lost in a row: 1% at 10%
-/// round-trip loss, about once every 5 s for a talker alone), so the burst
-/// must not be lost whole by chance: five at 10% loss each, 1 in 100 000.
+/// comes by chance on a rough path (a lost answer and a late next one), so
+/// the burst must not be lost whole by chance: five at 10% round-trip loss
+/// each are 1 in 100 000, three 1 in 1 000 (the regular probes sent until
+/// the deadline can still clear it too).
 pub const SUSPECT_PROBES: u32 = 5;
 /// The suspicion's deadline is at least this long.
 const MIN_CONFIRM: Duration = Duration::from_millis(50);
