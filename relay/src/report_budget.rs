@@ -40,6 +40,9 @@ use sha2::Digest as _;
 
 use crate::rate::{SubjectRates, address_bucket};
 
+/// Relays of other secrets warned about at most (each once).
+const MAX_WARNED_RELAYS: usize = 1_000;
+
 /// How often a relay tells its region what it accepted (when it accepted
 /// anything).
 pub const TALLY_INTERVAL: Duration = Duration::from_millis(100);
@@ -76,6 +79,17 @@ impl AddressSecret {
         Ok(AddressSecret(
             sha2::Sha256::digest(secret.as_bytes()).into(),
         ))
+    }
+
+    /// A name for this secret that tallies carry: 8 bytes of a digest of
+    /// it, in hex, so relays can tell they hold the same one without
+    /// showing it.
+    fn id(&self) -> String {
+        let digest = sha2::Sha256::new()
+            .chain_update(b"rallypoint report address secret id\0")
+            .chain_update(self.0)
+            .finalize();
+        digest[..8].iter().map(|b| format!("{b:02x}")).collect()
     }
 
     /// What `ip` is called in tallies and buckets: 16 bytes of
@@ -132,6 +146,18 @@ impl Ledger {
     }
 }
 
+/// What a tally from the region did to this relay's budgets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tallied {
+    /// This relay's own tally, echoed back: nothing.
+    Own,
+    /// Its subjects and addresses were charged.
+    Charged,
+    /// Its subjects were charged; its addresses are named under another
+    /// shared secret (or none), so they were not.
+    OtherSecret,
+}
+
 /// The report budgets of one relay, kept in step with its region's others.
 pub struct RegionalReportBudget {
     subjects: Ledger,
@@ -184,10 +210,12 @@ impl RegionalReportBudget {
 
     /// What was taken since the last tally, as tally messages; forgets it.
     fn tally(&self, relay_id: &str) -> Vec<ReportsAccepted> {
+        let secret_id = self.secret_id();
         let message = |subjects: &[BudgetCharge], addresses: &[BudgetCharge]| ReportsAccepted {
             relay_id: relay_id.to_owned(),
             subjects: subjects.to_vec(),
             addresses: addresses.to_vec(),
+            address_secret_id: secret_id.clone(),
         };
         let subjects = self.subjects.take_untold();
         let addresses = self.addresses.take_untold();
@@ -196,16 +224,28 @@ impl RegionalReportBudget {
         by_subject.chain(by_address).collect()
     }
 
+    fn secret_id(&self) -> String {
+        self.address_secret
+            .as_ref()
+            .map(AddressSecret::id)
+            .unwrap_or_default()
+    }
+
     /// Charges what another relay of the region accepted; its own tallies
-    /// (NATS echoes them back) are skipped.
-    fn charge(&self, tally: &ReportsAccepted, own_relay_id: &str, now: Instant) {
+    /// (NATS echoes them back) are skipped, and so are addresses named under
+    /// another secret than this relay's.
+    fn charge(&self, tally: &ReportsAccepted, own_relay_id: &str, now: Instant) -> Tallied {
         if tally.relay_id == own_relay_id {
-            return;
+            return Tallied::Own;
         }
         self.subjects.charge(&tally.subjects, now);
+        if tally.address_secret_id != self.secret_id() {
+            return Tallied::OtherSecret;
+        }
         if self.address_secret.is_some() {
             self.addresses.charge(&tally.addresses, now);
         }
+        Tallied::Charged
     }
 }
 
@@ -229,6 +269,9 @@ pub async fn share(
     };
     let mut tick = tokio::time::interval(TALLY_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Relays already warned about for holding another address secret (a
+    // warning each, not one per tally).
+    let mut warned: std::collections::HashSet<String> = std::collections::HashSet::new();
     loop {
         tokio::select! {
             _ = tick.tick() => {
@@ -245,7 +288,18 @@ pub async fn share(
                     return;
                 };
                 match ReportsAccepted::decode(message.payload) {
-                    Ok(tally) => budget.charge(&tally, &relay_id, Instant::now()),
+                    Ok(tally) => {
+                        let charged = budget.charge(&tally, &relay_id, Instant::now());
+                        if charged == Tallied::OtherSecret
+                            && warned.len() < MAX_WARNED_RELAYS
+                            && warned.insert(tally.relay_id.clone())
+                        {
+                            tracing::warn!(%subject, other_relay = %tally.relay_id,
+                                "a relay of this region holds another --report-address-key (or none): \
+                                 per-address report budgets are not shared with it; give every relay \
+                                 of the region the same secret");
+                        }
+                    }
                     Err(e) => tracing::warn!(%subject, error = %e, "ignored an unreadable report tally"),
                 }
             }
@@ -316,7 +370,7 @@ mod tests {
         let encoded: Vec<u8> = tallies.iter().flat_map(|t| t.encode_to_vec()).collect();
         assert!(!encoded.windows(11).any(|w| w == b"203.0.113.7"));
         for tally in &tallies {
-            east_1.charge(tally, "us-east-1", t0);
+            assert_eq!(east_1.charge(tally, "us-east-1", t0), Tallied::Charged);
         }
         // A third token through relay 1: the machine's third report.
         assert!(east_1.try_take(Some(machine), "carol", t0).is_ok());
@@ -331,15 +385,31 @@ mod tests {
             "another machine has its own budget"
         );
 
-        // A relay with another key (or none) reads the digests as strangers.
+        // A relay with another key (or none) charges none of the addresses
+        // and says so.
         let (other_key, no_key) = (
             budget(Some("another key of at least thirty-two chars")),
             budget(None),
         );
         for tally in &tallies {
-            other_key.charge(tally, "us-east-2", t0);
-            no_key.charge(tally, "us-east-3", t0);
+            assert_eq!(
+                other_key.charge(tally, "us-east-2", t0),
+                Tallied::OtherSecret
+            );
+            assert_eq!(no_key.charge(tally, "us-east-3", t0), Tallied::OtherSecret);
         }
+        for tally in &no_key.tally("us-east-3") {
+            assert_eq!(
+                east_1.charge(tally, "us-east-1", t0),
+                Tallied::OtherSecret,
+                "nor the other way"
+            );
+        }
+        assert!(
+            tallies
+                .iter()
+                .all(|t| t.address_secret_id.len() == 16 && !KEY.contains(&t.address_secret_id))
+        );
         for relay in [&other_key, &no_key] {
             for user in ["a", "b", "c"] {
                 assert!(relay.try_take(Some(machine), user, t0).is_ok());
