@@ -89,7 +89,7 @@ impl AddressSecret {
             .chain_update(b"rallypoint report address secret id\0")
             .chain_update(self.0)
             .finalize();
-        digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+        rallypoint_protocol::hex(&digest[..8])
     }
 
     /// What `ip` is called in tallies and buckets: 16 bytes of
@@ -100,7 +100,7 @@ impl AddressSecret {
             .chain_update(self.0)
             .chain_update(address_bucket(ip).as_bytes())
             .finalize();
-        digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+        rallypoint_protocol::hex(&digest[..16])
     }
 }
 
@@ -163,6 +163,9 @@ pub struct RegionalReportBudget {
     subjects: Ledger,
     addresses: Ledger,
     address_secret: Option<AddressSecret>,
+    /// [`AddressSecret::id`] of `address_secret` (empty without one), as
+    /// every tally carries it.
+    secret_id: String,
 }
 
 impl RegionalReportBudget {
@@ -177,6 +180,10 @@ impl RegionalReportBudget {
         RegionalReportBudget {
             subjects: Ledger::per_minute(per_subject),
             addresses: Ledger::per_minute(per_address),
+            secret_id: address_secret
+                .as_ref()
+                .map(AddressSecret::id)
+                .unwrap_or_default(),
             address_secret,
         }
     }
@@ -210,25 +217,17 @@ impl RegionalReportBudget {
 
     /// What was taken since the last tally, as tally messages; forgets it.
     fn tally(&self, relay_id: &str) -> Vec<ReportsAccepted> {
-        let secret_id = self.secret_id();
         let message = |subjects: &[BudgetCharge], addresses: &[BudgetCharge]| ReportsAccepted {
             relay_id: relay_id.to_owned(),
             subjects: subjects.to_vec(),
             addresses: addresses.to_vec(),
-            address_secret_id: secret_id.clone(),
+            address_secret_id: self.secret_id.clone(),
         };
         let subjects = self.subjects.take_untold();
         let addresses = self.addresses.take_untold();
         let by_subject = subjects.chunks(KEYS_PER_MESSAGE).map(|c| message(c, &[]));
         let by_address = addresses.chunks(KEYS_PER_MESSAGE).map(|c| message(&[], c));
         by_subject.chain(by_address).collect()
-    }
-
-    fn secret_id(&self) -> String {
-        self.address_secret
-            .as_ref()
-            .map(AddressSecret::id)
-            .unwrap_or_default()
     }
 
     /// Charges what another relay of the region accepted; its own tallies
@@ -239,7 +238,7 @@ impl RegionalReportBudget {
             return Tallied::Own;
         }
         self.subjects.charge(&tally.subjects, now);
-        if tally.address_secret_id != self.secret_id() {
+        if tally.address_secret_id != self.secret_id {
             return Tallied::OtherSecret;
         }
         if self.address_secret.is_some() {

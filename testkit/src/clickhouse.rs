@@ -408,14 +408,7 @@ impl ClickHouseServer {
     /// The last lines of the server's error log, for an error that must
     /// say why before the test's directory goes.
     fn error_log_tail(&self) -> String {
-        const LINES: usize = 20;
-        match std::fs::read_to_string(self.dir.join("server.err.log")) {
-            Ok(log) => {
-                let lines: Vec<&str> = log.lines().collect();
-                lines[lines.len().saturating_sub(LINES)..].join("\n")
-            }
-            Err(e) => format!("(unreadable: {e})"),
-        }
+        crate::process::file_tail(&self.dir.join("server.err.log"), 20)
     }
 
     /// A cluster member's ports, its cluster (one shard of every replica,

@@ -259,7 +259,7 @@ fn report_address_key(spec: &RelaySpec) -> String {
         .chain_update(b"\0")
         .chain_update(spec.region.as_bytes())
         .finalize();
-    key.iter().map(|b| format!("{b:02x}")).collect()
+    rallypoint_protocol::hex(&key)
 }
 
 /// Whether a start-up failed because a port it was given was no longer free.
