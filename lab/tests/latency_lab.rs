@@ -22,6 +22,8 @@ async fn each_simulated_location_elects_its_nearest_region() {
         (scenario("frankfurt.json"), "us-east"),
         // UDP dropped by a firewall: the WebSocket fallback of the near region.
         (scenario("office-udp-blocked.json"), "us-east"),
+        // 5 ms up, 80 ms back: the round trip is what counts.
+        (scenario("asymmetric-route.json"), "us-east"),
     ];
     let dir = tempfile::tempdir().unwrap();
     let stack = Stack::start(StackConfig {

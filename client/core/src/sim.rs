@@ -6,8 +6,12 @@
 //! Network model (per candidate):
 //! * RTT samples are `rtt + jitter · N(0,1)`, floored at 30% of `rtt` (a path
 //!   cannot beat light), like netem's normal jitter;
-//! * `loss` is per direction. A WebTransport probe round trip is lost with
-//!   `1 − (1 − loss)²`. A WebSocket probe is never lost — TCP retransmits it:
+//! * a path may be asymmetric: the round trip splits between the way up
+//!   (client → relay) and the way down in any proportion (a symmetric path
+//!   half and half), and each way loses packets with its own probability. A
+//!   WebTransport probe round trip is lost with `1 − (1 − up)(1 − down)`;
+//!   the client cannot tell which way lost it. A WebSocket probe is never
+//!   lost — TCP retransmits it:
 //!   each lost leg arrives a retransmission timeout later (200 ms, doubling
 //!   while the retransmission is lost too), and nothing overtakes it on its
 //!   connection (head-of-line blocking), as the latency lab's TCP proxy does;
@@ -35,19 +39,79 @@ pub struct Link {
     pub rtt: Duration,
     /// Standard deviation of the RTT.
     pub jitter: Duration,
-    /// Per-direction packet loss probability.
-    pub loss: f64,
+    /// Packet loss probability client → relay.
+    pub loss_up: f64,
+    /// Packet loss probability relay → client.
+    pub loss_down: f64,
+    /// The share of the round trip spent client → relay (½ when symmetric).
+    pub up_share: f64,
 }
 
 impl Link {
+    /// A symmetric path: half the round trip and `loss` each way.
     pub fn new(rtt_ms: f64, jitter_ms: f64, loss: f64) -> Self {
         Link {
             rtt: Duration::from_secs_f64(rtt_ms / 1000.0),
             jitter: Duration::from_secs_f64(jitter_ms / 1000.0),
-            loss,
+            loss_up: loss,
+            loss_down: loss,
+            up_share: 0.5,
         }
     }
+
+    /// A path whose ways differ: `up_ms` client → relay, `down_ms` back, each
+    /// way with its own loss (an ADSL or mobile line whose downlink is
+    /// congested, a route that returns the long way round); `jitter_ms` is
+    /// the round trip's.
+    pub fn asymmetric(
+        up_ms: f64,
+        down_ms: f64,
+        jitter_ms: f64,
+        loss_up: f64,
+        loss_down: f64,
+    ) -> Self {
+        let rtt_ms = up_ms + down_ms;
+        Link {
+            loss_up,
+            loss_down,
+            up_share: if rtt_ms > 0.0 { up_ms / rtt_ms } else { 0.5 },
+            ..Link::new(rtt_ms, jitter_ms, 0.0)
+        }
+    }
+
+    /// The share of probe round trips lost (either way).
+    pub fn round_trip_loss(&self) -> f64 {
+        1.0 - self.round_trip_survival()
+    }
+
+    fn round_trip_survival(&self) -> f64 {
+        (1.0 - self.loss_up) * (1.0 - self.loss_down)
+    }
+
+    /// Loss in `direction` (0 up, 1 down).
+    fn loss(&self, direction: usize) -> f64 {
+        if direction == UP {
+            self.loss_up
+        } else {
+            self.loss_down
+        }
+    }
+
+    /// The way up and the way down of a round trip that took `rtt`.
+    fn legs(&self, rtt: Duration) -> (Duration, Duration) {
+        // Halving exactly keeps a symmetric path's timings to the nanosecond.
+        let up = if self.up_share == 0.5 {
+            rtt / 2
+        } else {
+            rtt.mul_f64(self.up_share)
+        };
+        (up, rtt.saturating_sub(up))
+    }
 }
+
+/// Directions, as [`Simulation::stream_leg`] indexes them.
+const UP: usize = 0;
+const DOWN: usize = 1;
 
 /// One candidate in a simulated world.
 #[derive(Debug, Clone)]
@@ -290,7 +354,7 @@ impl Simulation {
     /// `direction` (0 up, 1 down): later by a retransmission timeout for
     /// each loss of it, and never before the segment ahead of it.
     fn stream_leg(&mut self, id: usize, direction: usize, arrival: Micros) -> Micros {
-        let loss = self.world[id].link_at(self.now()).loss;
+        let loss = self.world[id].link_at(self.now()).loss(direction);
         let mut at = arrival;
         let mut rto = TCP_MIN_RTO;
         // TCP gives up on a segment after its retransmissions run out
@@ -309,9 +373,15 @@ impl Simulation {
     }
 
     fn round_trip_lost(&mut self, id: usize) -> bool {
-        let p = self.world[id].link_at(self.now()).loss;
-        let survive = (1.0 - p) * (1.0 - p);
+        let survive = self.world[id].link_at(self.now()).round_trip_survival();
         self.rng.unit() >= survive
+    }
+
+    /// How long the relay's word (a reset, a Drain) takes to reach the
+    /// client on candidate `id`'s path.
+    fn way_down(&self, id: usize) -> Duration {
+        let link = self.world[id].link_at(self.now());
+        link.legs(link.rtt).1
     }
 
     fn apply(&mut self, item: Scheduled) {
@@ -352,7 +422,7 @@ impl Simulation {
             Scheduled::Death(id) => {
                 if self.open[id] {
                     let notice = match self.world[id].candidate.transport {
-                        TransportKind::WebSocket => self.world[id].link_at(self.now()).rtt / 2,
+                        TransportKind::WebSocket => self.way_down(id),
                         TransportKind::WebTransport => QUIC_IDLE_TIMEOUT,
                     };
                     self.schedule(
@@ -371,9 +441,9 @@ impl Simulation {
             }
             Scheduled::Drain(id) => {
                 if self.open[id] {
-                    let half = self.world[id].link_at(self.now()).rtt / 2;
+                    let down = self.way_down(id);
                     self.schedule(
-                        self.now + half,
+                        self.now + down,
                         Scheduled::Deliver(Event::Drain { candidate: id }),
                     );
                 }
@@ -448,8 +518,9 @@ impl Simulation {
                     TransportKind::WebTransport if self.round_trip_lost(candidate) => return,
                     TransportKind::WebTransport => now + rtt,
                     TransportKind::WebSocket => {
-                        let there = self.stream_leg(candidate, 0, now + rtt / 2);
-                        self.stream_leg(candidate, 1, there + rtt / 2)
+                        let (up, down) = self.world[candidate].link_at(self.now()).legs(rtt);
+                        let there = self.stream_leg(candidate, UP, now + up);
+                        self.stream_leg(candidate, DOWN, there + down)
                     }
                 };
                 self.schedule(
@@ -496,8 +567,7 @@ impl Simulation {
 
     /// The share of round trips candidate `id`'s path loses at `t`.
     pub fn true_round_trip_loss(&self, id: usize, t: Duration) -> f64 {
-        let loss = self.world[id].link_at(t).loss;
-        1.0 - (1.0 - loss) * (1.0 - loss)
+        self.world[id].link_at(t).round_trip_loss()
     }
 
     /// The candidates a client could elect at `t`.

@@ -368,6 +368,28 @@ fn a_lossy_region_loses_the_call_to_a_clean_one_not_clearly_slower() {
     eprintln!("initial pick on the lossy region in {initial_lossy} of 40 runs; all moved");
 }
 
+/// Issue #15, defect 1 on a one-way lossy path: a congested downlink
+/// losing 10% of what the relay sends (about as many round trips as 5% each
+/// way) costs the region the call just the same. Probes cannot tell which
+/// way lost them; the round trips lost are what the rule weighs.
+#[test]
+fn a_region_losing_packets_one_way_loses_the_call_to_a_clean_one() {
+    let world = two_regions(
+        ("lossy-down", Link::asymmetric(40.0, 40.0, 3.0, 0.0, 0.10)),
+        ("clean", Link::new(100.0, 3.0, 0.0)),
+    );
+    for seed in 0..20 {
+        let mut sim = Simulation::new(world.clone(), ElectionConfig::default(), seed);
+        sim.run_until(Duration::from_secs(240));
+        let serving = sim.serving_at(Duration::from_secs(239)).expect("serving");
+        assert!(
+            serving >= 2,
+            "seed {seed}: still on the region whose downlink loses 10% after 4 minutes ({} switches)",
+            sim.switches()
+        );
+    }
+}
+
 /// Issue #15, defect 2: the WebTransport preference chooses a transport
 /// inside the leading region, never another region.
 #[test]

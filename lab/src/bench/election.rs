@@ -23,8 +23,10 @@ pub fn run(args: ElectionBenchArgs) -> anyhow::Result<()> {
         .map(|(name, world)| (name.to_owned(), world))
         .collect();
     // Issue #15's own locations: a clear winner (12 ms vs 180 ms), a lossy
-    // near region against a clean one, and a near region whose WebTransport
-    // is blocked next to a far one within the WebTransport margin.
+    // near region against a clean one, an asymmetric near path (both ways'
+    // delays, then only the downlink's loss), and a near region whose
+    // WebTransport is blocked next to a far one within the WebTransport
+    // margin.
     scenarios.push((
         "clear winner: 12 ms vs 180 ms".into(),
         two_regions(
@@ -36,6 +38,20 @@ pub fn run(args: ElectionBenchArgs) -> anyhow::Result<()> {
         "lossy near: 80 ms 5% loss vs 100 ms clean".into(),
         two_regions(
             ("near", Link::new(80.0, 3.0, 0.05)),
+            ("far", Link::new(100.0, 3.0, 0.0)),
+        ),
+    ));
+    scenarios.push((
+        "asymmetric near: 5 ms up + 80 ms down vs 180 ms".into(),
+        two_regions(
+            ("near", Link::asymmetric(5.0, 80.0, 3.0, 0.0, 0.0)),
+            ("far", Link::new(180.0, 3.0, 0.0)),
+        ),
+    ));
+    scenarios.push((
+        "lossy downlink near: 80 ms, 10% loss down vs 100 ms clean".into(),
+        two_regions(
+            ("near", Link::asymmetric(40.0, 40.0, 3.0, 0.0, 0.10)),
             ("far", Link::new(100.0, 3.0, 0.0)),
         ),
     ));
