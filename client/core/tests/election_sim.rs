@@ -436,6 +436,40 @@ fn a_clear_winner_is_decided_within_the_physical_limit() {
     assert_eq!(ours.accuracy(), 1.0);
 }
 
+/// An asymmetric path — 5 ms up and 80 ms down, a route that returns the
+/// long way round — is elected like a symmetric path of the same round
+/// trip: as fast and as right. Probes measure round trips, so the way the
+/// 85 ms split must change nothing. (Against the issue's physical limit,
+/// 4 × 85 ms + one probe interval = 540 ms, both decide at ~1.04× median:
+/// see BENCHMARKS.md for the connect-time bound this is the price of.)
+#[test]
+fn an_asymmetric_path_is_elected_like_a_symmetric_one_of_the_same_round_trip() {
+    let far = ("far", Link::new(180.0, 3.0, 0.0));
+    let config = ElectionConfig::default();
+    let asymmetric = initial_elections(
+        &two_regions(("near", Link::asymmetric(5.0, 80.0, 3.0, 0.0, 0.0)), far),
+        &config,
+        SEEDS,
+    );
+    let symmetric = initial_elections(
+        &two_regions(("near", Link::new(85.0, 3.0, 0.0)), far),
+        &config,
+        SEEDS,
+    );
+    for q in [0.5, 0.95] {
+        let (a, s) = (
+            asymmetric.decision_quantile_ms(q),
+            symmetric.decision_quantile_ms(q),
+        );
+        eprintln!("decision q{q}: 5 ms up + 80 ms down {a} ms, 85 ms symmetric {s} ms");
+        assert!(
+            a.abs_diff(s) * 20 <= s,
+            "q{q}: {a} ms asymmetric against {s} ms symmetric"
+        );
+    }
+    assert_eq!(asymmetric.accuracy(), 1.0);
+}
+
 /// Issue #15, item 5: a call on a rough path — 40 ms, 30 ms jitter, 5% loss
 /// each way, the far region 200 ms further on the same kind of path — with
 /// no fault never moves. The latency lab's call on such a path moved three
