@@ -53,6 +53,9 @@ pub enum BenchCommand {
     Election(crate::bench::election::ElectionBenchArgs),
     /// Failover gap with real relays (kill or drain the talker's relay).
     Failover(crate::bench::failover::FailoverBenchArgs),
+    /// WebSocket and WebTransport handshakes through a jittery, lossy path:
+    /// how many complete, how long they take, how the others fail.
+    Handshakes(crate::bench::handshakes::HandshakesBenchArgs),
     /// Telemetry ingest: JetStream -> collector(s) -> ClickHouse.
     Ingest(crate::bench::ingest::IngestBenchArgs),
     /// Dashboard view latency over millions of seeded elections, rollups vs raw.
@@ -97,6 +100,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Capacity(args)) => crate::bench::capacity::run(args).await,
         Command::Bench(BenchCommand::Election(args)) => crate::bench::election::run(args),
         Command::Bench(BenchCommand::Failover(args)) => crate::bench::failover::run(args).await,
+        Command::Bench(BenchCommand::Handshakes(args)) => crate::bench::handshakes::run(args).await,
         Command::Bench(BenchCommand::Ingest(args)) => crate::bench::ingest::run(args).await,
         Command::Bench(BenchCommand::Dashboard(args)) => crate::bench::dashboard::run(args).await,
     }

@@ -5,6 +5,7 @@ pub mod capacity;
 pub mod dashboard;
 pub mod election;
 pub mod failover;
+pub mod handshakes;
 pub mod ingest;
 pub mod relay;
 
