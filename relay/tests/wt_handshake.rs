@@ -13,7 +13,10 @@
 //!
 //! The client here speaks raw QUIC (quinn, as re-exported by wtransport) so
 //! it can place the split exactly: the control stream's type and the SETTINGS
-//! frame's header and first bytes, then another stream, then the rest.
+//! frame's header and first bytes, then another stream, then the rest. Then
+//! a DATA frame, which a control stream must not carry after SETTINGS: the
+//! relay's `H3_FRAME_UNEXPECTED` for it shows it read the SETTINGS frame
+//! whole and is in step.
 
 mod support;
 
@@ -28,7 +31,9 @@ use wtransport::quinn;
 /// HTTP/3 stream types and frame types (RFC 9114, RFC 9204).
 const CONTROL_STREAM: u64 = 0x00;
 const QPACK_ENCODER_STREAM: u64 = 0x02;
+const DATA_FRAME: u64 = 0x00;
 const SETTINGS_FRAME: u64 = 0x04;
+const H3_FRAME_UNEXPECTED: u64 = 0x105;
 /// Settings a WebTransport client sends (RFC 9220, RFC 9297, the
 /// WebTransport over HTTP/3 draft).
 const ENABLE_CONNECT_PROTOCOL: u64 = 0x08;
@@ -104,9 +109,26 @@ async fn a_settings_frame_arriving_in_pieces_does_not_end_the_connection() {
 
     // The SETTINGS frame is whole now; the relay must still be there (it
     // waits for the CONNECT request up to its handshake deadline).
-    match tokio::time::timeout(Duration::from_secs(1), connection.closed()).await {
-        Err(_) => {}
-        Ok(reason) => panic!("the relay closed the connection: {reason}"),
+    if let Ok(reason) = tokio::time::timeout(Duration::from_secs(1), connection.closed()).await {
+        panic!("the relay closed the connection after the SETTINGS frame: {reason}");
     }
-    connection.close(0u32.into(), b"done");
+    // And it read that frame whole and in step: a DATA frame is what must
+    // not follow SETTINGS on a control stream, and the relay says so
+    // (H3_FRAME_UNEXPECTED). A reader out of step would name another error,
+    // a stuck one none.
+    let mut data = Vec::new();
+    varint(DATA_FRAME, &mut data);
+    varint(0, &mut data);
+    control.write_all(&data).await.unwrap();
+    let reason = tokio::time::timeout(Duration::from_secs(5), connection.closed())
+        .await
+        .expect("the relay answers a DATA frame on the control stream");
+    let code = match &reason {
+        quinn::ConnectionError::ApplicationClosed(close) => close.error_code.into_inner(),
+        other => panic!("the relay ended the connection without an HTTP/3 error code: {other}"),
+    };
+    assert_eq!(
+        code, H3_FRAME_UNEXPECTED,
+        "the relay should object to the DATA frame after a SETTINGS frame it read in step: {reason}"
+    );
 }

@@ -99,12 +99,12 @@ impl Link {
 
     /// The way up and the way down of a round trip that took `rtt`.
     fn legs(&self, rtt: Duration) -> (Duration, Duration) {
-        // Halving exactly keeps a symmetric path's timings to the nanosecond.
-        let up = if self.up_share == 0.5 {
-            rtt / 2
-        } else {
-            rtt.mul_f64(self.up_share)
-        };
+        if self.up_share == 0.5 {
+            // Both halves exactly as before asymmetric paths existed (an odd
+            // nanosecond is dropped from both, as it always was).
+            return (rtt / 2, rtt / 2);
+        }
+        let up = rtt.mul_f64(self.up_share);
         (up, rtt.saturating_sub(up))
     }
 }

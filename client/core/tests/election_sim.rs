@@ -439,9 +439,13 @@ fn a_clear_winner_is_decided_within_the_physical_limit() {
 /// An asymmetric path — 5 ms up and 80 ms down, a route that returns the
 /// long way round — is elected like a symmetric path of the same round
 /// trip: as fast and as right. Probes measure round trips, so the way the
-/// 85 ms split must change nothing. (Against the physical limit,
-/// 4 × 85 ms + one probe interval = 540 ms, both decide at ~1.04× median:
-/// see BENCHMARKS.md for the connect-time bound this is the price of.)
+/// 85 ms split must change nothing. Without loss the simulator draws the
+/// same numbers for both, so this guards its split of a round trip into
+/// legs (a WebSocket answer takes both) more than the election; the latency
+/// lab's `asymmetric-route.json` is the evidence with real proxies.
+/// (Against the physical limit, 4 × 85 ms + one probe interval =
+/// 540 ms, both decide at ~1.04× median: see BENCHMARKS.md for the
+/// connect-time bound this is the price of.)
 #[test]
 fn an_asymmetric_path_is_elected_like_a_symmetric_one_of_the_same_round_trip() {
     let far = ("far", Link::new(180.0, 3.0, 0.0));
