@@ -65,7 +65,7 @@ pub async fn run(args: FailoverBenchArgs) -> anyhow::Result<()> {
             ("relay drained (SIGTERM)", Signal::SIGTERM),
         ] {
             let gaps = gaps(&mut stack, rtt, name, signal, args.runs).await?;
-            let q = |p: f64| gaps[((gaps.len() - 1) as f64 * p).round() as usize];
+            let q = |p: f64| super::quantile(&gaps, p);
             println!(
                 "| {rtt} ms | {name} | {:.0} | {:.0} | {:.0} | {} |",
                 q(0.5),

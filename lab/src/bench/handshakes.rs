@@ -13,8 +13,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use rallypoint_client::{Candidate, TransportKind};
-use rallypoint_client_native::connection::{ConnectError, Connection};
-use rallypoint_protocol::v1::server_frame;
+use rallypoint_client_native::connection::ConnectError;
+use rallypoint_client_native::{Peer, PeerError, identity};
 use rallypoint_service::parse_duration;
 use rallypoint_testkit::proxy::{LinkSpec, Scenario};
 use rallypoint_testkit::stack::{Stack, StackConfig};
@@ -146,42 +146,36 @@ async fn attempts(stack: &Stack, candidates: &[Candidate], args: &HandshakesBenc
     tally
 }
 
-/// One connection, Hello and Welcome: how long it took, or what went wrong
-/// (without the candidate's address, so equal failures count together).
+/// One connection, Hello and Welcome ([`Peer::connect`]): how long it took,
+/// or what went wrong (without the candidate's address, so equal failures
+/// count together) and the second it came in — a relay gives up on a
+/// handshake at its own deadline (5 s by default).
 async fn attempt(
     candidate: Candidate,
     token: String,
     timeout: Duration,
 ) -> Result<Duration, String> {
     let started = Instant::now();
-    // Failures are told apart by when they came too (whole seconds): a
-    // relay gives up on a handshake at its own deadline (5 s by default).
-    let after = |reason: String| format!("{reason} (after {} s)", started.elapsed().as_secs());
-    let mut connection = Connection::connect(&candidate, timeout)
-        .await
-        .map_err(|e| match e {
-            ConnectError::Timeout { .. } => after("connection timed out".into()),
-            ConnectError::Failed { reason, .. } => after(reason),
-        })?;
-    let hello = rallypoint_client::session::handshake::hello(
-        &token,
-        &bytes::Bytes::copy_from_slice(&rand::random::<[u8; 16]>()),
-        &Default::default(),
-    );
-    connection.send(&hello);
-    let left = timeout.saturating_sub(started.elapsed());
-    let answer = tokio::time::timeout(left, connection.recv()).await;
-    connection.close();
-    match answer {
-        Ok(Some(received)) => match received.frame.kind {
-            Some(server_frame::Kind::Welcome(_)) => Ok(started.elapsed()),
-            Some(server_frame::Kind::Error(error)) => {
-                Err(after(format!("refused: {}", error.message)))
-            }
-            other => Err(after(format!("answered Hello with {other:?}"))),
-        },
-        Ok(None) => Err(after("closed before answering Hello".into())),
-        Err(_) => Err(after("no Welcome in time".into())),
+    match Peer::connect(&candidate, &identity(token), timeout).await {
+        Ok(peer) => {
+            peer.conn.close();
+            Ok(peer.connect_time)
+        }
+        Err(e) => {
+            let reason = match e {
+                PeerError::Connect(ConnectError::Timeout { .. }) => "connection timed out".into(),
+                PeerError::Connect(ConnectError::Failed { reason, .. }) => reason,
+                PeerError::Refused { code, message, .. } => {
+                    format!("refused with {code:?}: {message}")
+                }
+                PeerError::Closed { .. } => "closed before Welcome".into(),
+                PeerError::Timeout { .. } => "no Welcome in time".into(),
+            };
+            Err(format!(
+                "{reason} (after {} s)",
+                started.elapsed().as_secs()
+            ))
+        }
     }
 }
 
@@ -196,10 +190,7 @@ fn print_tally(transport: TransportKind, tally: &Tally, attempts: usize) {
             *count as f64 / attempts as f64 * 100.0
         );
     }
-    let q = |p: f64| {
-        let times = &tally.welcomed_ms;
-        times[((times.len() - 1) as f64 * p).round() as usize]
-    };
+    let q = |p: f64| super::quantile(&tally.welcomed_ms, p);
     if !tally.welcomed_ms.is_empty() {
         println!(
             "time to Welcome: p50 {:.0} ms, p95 {:.0} ms, p99 {:.0} ms, max {:.0} ms",

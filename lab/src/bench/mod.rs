@@ -17,6 +17,12 @@ use rallypoint_client::TransportKind;
 use rallypoint_testkit::nats::{ClusterSpec, NatsAccess, NatsRole, SuperCluster, SuperClusterSpec};
 use rallypoint_testkit::relays::{RelayProcess, RelaySpec};
 
+/// The `q` quantile (0..=1) of `sorted`, by the nearest rank: what the
+/// benchmarks print as p50, p95 and max. `sorted` must not be empty.
+pub fn quantile<T: Copy>(sorted: &[T], q: f64) -> T {
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
 /// What the relay benchmarks measure on: one nats-server and one relay
 /// serving `transport` through it.
 pub struct Rig {
