@@ -36,6 +36,15 @@ pub struct Stats {
     pub media_dropped: AtomicU64,
     /// Media frames skipped for a receiver until the sender's next keyframe.
     pub media_skipped_awaiting_keyframe: AtomicU64,
+    /// Media frames a receiver already had: the sender sent them through two
+    /// relays while preparing a move (make-before-break).
+    pub media_duplicates: AtomicU64,
+    /// Probe-only connections that began forwarding media for a move their
+    /// client was preparing (`Join.prepare`).
+    pub moves_prepared: AtomicU64,
+    /// Media frames on a connection in no room (before its Join, after its
+    /// Leave): dropped.
+    pub media_not_in_room: AtomicU64,
     pub keyframe_requests_sent: AtomicU64,
     pub probes_answered: AtomicU64,
     /// Frames refused (malformed, oversize, out of protocol).
@@ -162,6 +171,12 @@ const COUNTERS: &[Instrument<u64>] = &[
             (Some(("reason", "awaiting_keyframe")), |s| {
                 s.media_skipped_awaiting_keyframe.load(Relaxed)
             }),
+            (Some(("reason", "duplicate")), |s| {
+                s.media_duplicates.load(Relaxed)
+            }),
+            (Some(("reason", "not_in_room")), |s| {
+                s.media_not_in_room.load(Relaxed)
+            }),
             (Some(("reason", "over_budget")), |s| {
                 s.media_over_budget.load(Relaxed)
             }),
@@ -232,6 +247,12 @@ const COUNTERS: &[Instrument<u64>] = &[
         unit: "{token}",
         description: "Refused tokens",
         series: &[(None, |s| s.auth_failures.load(Relaxed))],
+    },
+    Instrument {
+        name: "rallypoint.relay.moves.prepared",
+        unit: "{connection}",
+        description: "Standby connections that forwarded media while their client prepared a move (make-before-break)",
+        series: &[(None, |s| s.moves_prepared.load(Relaxed))],
     },
     Instrument {
         name: "rallypoint.relay.drains.sent",

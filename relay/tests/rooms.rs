@@ -277,6 +277,7 @@ async fn microphone_and_camera_state_reach_the_room_across_regions_and_moves() {
             room: "standup".into(),
             join_seq: 1,
             state: Some(both_off),
+            ..Default::default()
         })));
     let seen = bob
         .expect("PeerMoved", T, |kind| match kind {
@@ -413,4 +414,110 @@ async fn a_shared_screen_travels_as_its_own_track() {
         .await
         .unwrap();
     assert_eq!(asked, TrackKind::Screen as i32);
+}
+
+/// Make-before-break (`Join.prepare`): a client whose relay went silent
+/// sends its media through a standby relay too. The room hears every frame
+/// once, hears of no join while the client only prepares, and sees a move
+/// when it does move there; a preparation ended by Leave forwards nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepared_standby_forwards_media_once_and_tells_nobody_until_the_move() {
+    use rallypoint_protocol::v1::{ClientFrame, Join, Leave, client_frame};
+    let lab = Lab::two_regions(&["--presence-grace", "3s"]).await;
+    let identity = lab.identity("r", "alice");
+    let mut alice =
+        rallypoint_client_native::Peer::connect(&lab.candidate(0, WebSocket), &identity, T)
+            .await
+            .unwrap();
+    alice.join("r", 0, T).await.unwrap();
+    let (mut bob, jb) = lab.participant(1, WebSocket, "r", "bob").await;
+    wait_sees(&mut bob, &jb, &[alice.peer_id()]).await;
+    let prepare = |standby: &rallypoint_client_native::Peer| {
+        standby
+            .conn
+            .send(&ClientFrame::of(client_frame::Kind::Join(Join {
+                room: "r".into(),
+                prepare: true,
+                ..Default::default()
+            })));
+    };
+
+    // Alice's standby in bob's region forwards her media as well: bob's
+    // relay gets each frame through both relays and passes it on once.
+    let standby =
+        rallypoint_client_native::Peer::connect(&lab.candidate(1, WebTransport), &identity, T)
+            .await
+            .unwrap();
+    prepare(&standby);
+    const FRAMES: u64 = 30;
+    tokio::join!(
+        send_audio(&alice, 0..FRAMES, 200, Duration::from_millis(10)),
+        send_audio(&standby, 0..FRAMES, 200, Duration::from_millis(10)),
+    );
+    let mut seqs = Vec::new();
+    let mut presence = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(1500);
+    while let Ok(Some(received)) = tokio::time::timeout_at(deadline, bob.recv()).await {
+        match received.frame.kind {
+            Some(server_frame::Kind::Media(m)) => seqs.push(m.seq),
+            Some(
+                kind @ (server_frame::Kind::PeerJoined(_)
+                | server_frame::Kind::PeerLeft(_)
+                | server_frame::Kind::PeerMoved(_)),
+            ) => presence.push(kind),
+            _ => {}
+        }
+    }
+    seqs.sort_unstable();
+    assert_eq!(
+        seqs,
+        (0..FRAMES).collect::<Vec<_>>(),
+        "every frame once, though sent through two relays"
+    );
+    assert!(
+        presence.is_empty(),
+        "the room was told of a preparation: {presence:?}"
+    );
+    let stats = lab.relays[1].stats().await.unwrap();
+    assert!(
+        stats["media_duplicates"].as_u64() >= Some(FRAMES / 2),
+        "bob's relay counts the copies it dropped: {stats}"
+    );
+    assert_eq!(stats["moves_prepared"], 1, "{stats}");
+
+    // Leave ends the preparation: media through it reaches nobody.
+    standby
+        .conn
+        .send(&ClientFrame::of(client_frame::Kind::Leave(Leave {
+            moving: true,
+        })));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    send_audio(&standby, 1000..1005, 200, Duration::from_millis(5)).await;
+    let after = media_within(&mut bob, Duration::from_millis(700)).await;
+    assert!(
+        after.is_empty(),
+        "media after Leave reached the room: {after:?}"
+    );
+    let stats = lab.relays[1].stats().await.unwrap();
+    // Five, and any datagram of the first burst that overtook the Join.
+    assert!(stats["media_not_in_room"].as_u64() >= Some(5), "{stats}");
+
+    // A prepared standby that is joined is a move, seen as one.
+    let mut mover =
+        rallypoint_client_native::Peer::connect(&lab.candidate(1, WebSocket), &identity, T)
+            .await
+            .unwrap();
+    prepare(&mover);
+    alice.conn.abort();
+    mover.join("r", 1, T).await.unwrap();
+    let moved = bob
+        .expect("PeerMoved", T, |kind| match kind {
+            server_frame::Kind::PeerMoved(m) => Some(m.clone()),
+            server_frame::Kind::PeerJoined(j) => panic!("saw a join instead of a move: {j:?}"),
+            server_frame::Kind::PeerLeft(l) => panic!("saw a leave instead of a move: {l:?}"),
+            _ => None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(moved.peer.unwrap().peer_id, alice.peer_id());
 }

@@ -209,7 +209,8 @@ const TCP_MIN_RTO: Duration = Duration::from_millis(200);
 const TCP_MAX_RTO: Duration = Duration::from_secs(120);
 const TCP_RETRIES: u32 = 15;
 
-/// Joins the client made, with when.
+/// Joins the client made (or, in [`Simulation::prepares`], moves it
+/// prepared), with when.
 #[derive(Debug, Clone)]
 pub struct Join {
     pub at: Duration,
@@ -229,6 +230,9 @@ pub struct Simulation {
     /// Every decision, with when it was made.
     pub decisions: Vec<(Duration, Decision)>,
     pub joins: Vec<Join>,
+    /// Standbys the client sent media through as well while its relay was
+    /// suspect (make-before-break).
+    pub prepares: Vec<Join>,
     pub unreachable_notices: u32,
     pub reports: u32,
     /// Whether the client sends media (a talking client probes its relay
@@ -268,6 +272,7 @@ impl Simulation {
             order: 0,
             decisions: Vec::new(),
             joins: Vec::new(),
+            prepares: Vec::new(),
             unreachable_notices: 0,
             reports: 0,
             talking: false,
@@ -538,6 +543,11 @@ impl Simulation {
                 candidate,
             }),
             Action::Demote { .. } => {}
+            Action::Prepare { candidate } => self.prepares.push(Join {
+                at: self.now(),
+                candidate,
+            }),
+            Action::Unprepare { .. } => {}
             Action::Close { candidate } => {
                 self.open[candidate] = false;
                 self.connecting[candidate] = false;

@@ -92,7 +92,9 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<()> {
                 decided = Some(report);
                 break;
             }
-            Output::Room(_) | Output::Session(Update::Reports { .. }) => {}
+            // Probing joins no room: nothing is ever prepared.
+            Output::Room(_)
+            | Output::Session(Update::Reports { .. } | Update::Preparing { .. }) => {}
         }
     }
     let Some(report) = decided else {

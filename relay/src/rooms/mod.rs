@@ -8,6 +8,7 @@
 //! subscription, so gateways stop forwarding the room here) when the last slot
 //! is released.
 
+mod copies;
 mod room;
 pub mod roster;
 

@@ -16,6 +16,7 @@ use rallypoint_protocol::v1::{
 use rallypoint_protocol::{decode_server_frame, encode};
 use tokio::sync::mpsc;
 
+use super::copies::SeenFrames;
 use super::roster::{ConnId, Departure, Effect, Roster};
 use super::{Command, Hub};
 use crate::metrics::Stats;
@@ -42,6 +43,9 @@ struct Room {
     roster: Roster,
     conns: HashMap<ConnId, LocalConn>,
     keyframe_asked: HashMap<(String, i32), Instant>,
+    /// Frames already delivered: a sender preparing a move sends through two
+    /// relays at once.
+    seen: SeenFrames,
 }
 
 pub(super) async fn run(hub: Hub, name: String, mut commands: mpsc::Receiver<Command>) {
@@ -65,6 +69,7 @@ pub(super) async fn run(hub: Hub, name: String, mut commands: mpsc::Receiver<Com
         name,
         conns: HashMap::new(),
         keyframe_asked: HashMap::new(),
+        seen: SeenFrames::default(),
     };
     tracing::debug!(room = %room.name, "serving room");
     let mut beat = tokio::time::interval(inner.settings.beat);
@@ -93,6 +98,7 @@ pub(super) async fn run(hub: Hub, name: String, mut commands: mpsc::Receiver<Com
                 let now = Instant::now();
                 room.keyframe_asked
                     .retain(|_, asked| now.duration_since(*asked) < KEYFRAME_REQUEST_INTERVAL);
+                room.seen.tick();
                 let effects = room.roster.tick(now);
                 room.apply(effects).await;
             }
@@ -279,6 +285,10 @@ impl Room {
             media.kind == TrackKind::Video as i32 || media.kind == TrackKind::Screen as i32;
         let track = (sender.to_owned(), media.kind);
         let stats = self.hub.inner.stats.clone();
+        if !self.seen.first_copy(&track, media.seq) {
+            stats.media_duplicates.fetch_add(1, Relaxed);
+            return;
+        }
         let mut lost_picture = false;
         for conn in self.conns.values_mut() {
             if conn.peer_id == sender {

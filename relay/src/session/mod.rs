@@ -155,6 +155,7 @@ pub async fn run(
         phase: Phase::AwaitingHello,
         media_states_sent: 0,
         token_expiry: None,
+        preparing_for: None,
     };
     let mut draining = relay.draining.clone();
     let mut cut_off = relay.cut_off.clone();
@@ -279,6 +280,10 @@ struct Session {
     media_states_sent: u64,
     /// When the connection's token expires, leeway included (unix seconds).
     token_expiry: Option<u64>,
+    /// The room a probe-only connection forwards media into while its client
+    /// prepares a move here (`Join.prepare`, make-before-break): media only,
+    /// the roster untouched.
+    preparing_for: Option<String>,
 }
 
 impl Session {
@@ -333,6 +338,9 @@ impl Session {
                 self.take_room_op()?;
                 self.refresh(refresh)
             }
+            (client_frame::Kind::Join(join), Phase::ProbeOnly(_)) if join.prepare => {
+                self.prepare(join)
+            }
             (client_frame::Kind::Join(join), Phase::ProbeOnly(_)) => {
                 self.take_room_op()?;
                 self.join(join)
@@ -344,8 +352,20 @@ impl Session {
                 let (room, sender) = (room.clone(), identity.peer_id.clone());
                 self.media(&room, &sender, media).await
             }
-            (client_frame::Kind::Media(_), Phase::ProbeOnly(_)) => {
-                self.violation("media before Join: a connection under test may only probe")
+            (client_frame::Kind::Media(media), Phase::ProbeOnly(identity)) => {
+                if let Some(room) = self.preparing_for.clone() {
+                    let sender = identity.peer_id.clone();
+                    return self.media(&room, &sender, media).await;
+                }
+                // A WebTransport datagram or stream can overtake the Join
+                // sent on the control stream, or outlive the Leave: dropped,
+                // within the media budget; a flood is out of protocol.
+                if !self.budgets.media_frames.try_take(Instant::now()) {
+                    return self
+                        .violation("media before Join: a connection under test may only probe");
+                }
+                self.relay.stats.media_not_in_room.fetch_add(1, Relaxed);
+                Ok(())
             }
             (client_frame::Kind::KeyframeRequest(request), Phase::InRoom { identity, room }) => {
                 if !crate::auth::is_peer_id(&request.peer_id) {
@@ -364,6 +384,12 @@ impl Session {
                     .keyframe_request(room, &identity.peer_id, &request.peer_id, kind);
                 Ok(())
             }
+            // A preparing client's room traffic goes through the relay it
+            // still serves on; its state comes with the Join that moves here.
+            (
+                client_frame::Kind::KeyframeRequest(_) | client_frame::Kind::MediaState(_),
+                Phase::ProbeOnly(_),
+            ) if self.preparing_for.is_some() => Ok(()),
             (client_frame::Kind::KeyframeRequest(_), Phase::ProbeOnly(_)) => {
                 self.violation("keyframe request before Join")
             }
@@ -403,7 +429,10 @@ impl Session {
                 self.phase = Phase::ProbeOnly(identity);
                 Ok(())
             }
-            (client_frame::Kind::Leave(_), Phase::ProbeOnly(_)) => Ok(()),
+            (client_frame::Kind::Leave(_), Phase::ProbeOnly(_)) => {
+                self.preparing_for = None;
+                Ok(())
+            }
             (
                 client_frame::Kind::Telemetry(report),
                 Phase::ProbeOnly(identity) | Phase::InRoom { identity, .. },
@@ -550,17 +579,30 @@ impl Session {
         Err(Refused)
     }
 
-    fn join(&mut self, join: rallypoint_protocol::v1::Join) -> Result<(), Refused> {
-        let Phase::ProbeOnly(identity) = std::mem::replace(&mut self.phase, Phase::AwaitingHello)
-        else {
-            unreachable!("join is only handled when probe-only");
+    /// `Join.prepare`: forward this connection's media into the room from
+    /// now on, as a join would, but tell nobody — the client may move here.
+    fn prepare(&mut self, join: rallypoint_protocol::v1::Join) -> Result<(), Refused> {
+        let Phase::ProbeOnly(identity) = &self.phase else {
+            unreachable!("prepare is only handled when probe-only");
         };
-        if join.room != identity.claims.room {
+        let claims = identity.claims.clone();
+        self.admit(&claims, &join.room)?;
+        if self.preparing_for.is_none() {
+            self.relay.stats.moves_prepared.fetch_add(1, Relaxed);
+        }
+        self.preparing_for = Some(join.room);
+        Ok(())
+    }
+
+    /// Whether `claims` may enter `room` on this relay now: the token's own
+    /// room, a relay still joined to the others, a token still valid.
+    fn admit(&mut self, claims: &Claims, room: &str) -> Result<(), Refused> {
+        if room != claims.room {
             self.refuse(
                 ErrorCode::WrongRoom,
                 format!(
                     "this token admits to room {:?}, not {:?}; ask the issuer for a token for that room",
-                    identity.claims.room, join.room
+                    claims.room, room
                 ),
             );
             return Err(Refused);
@@ -575,7 +617,7 @@ impl Session {
         if !self
             .relay
             .verifier
-            .still_valid(&identity.claims, rallypoint_service::clock::unix_seconds())
+            .still_valid(claims, rallypoint_service::clock::unix_seconds())
         {
             self.refuse(
                 ErrorCode::TokenExpired,
@@ -583,6 +625,20 @@ impl Session {
             );
             return Err(Refused);
         }
+        Ok(())
+    }
+
+    fn join(&mut self, join: rallypoint_protocol::v1::Join) -> Result<(), Refused> {
+        let Phase::ProbeOnly(identity) = &self.phase else {
+            unreachable!("join is only handled when probe-only");
+        };
+        let claims = identity.claims.clone();
+        self.admit(&claims, &join.room)?;
+        self.preparing_for = None;
+        let Phase::ProbeOnly(identity) = std::mem::replace(&mut self.phase, Phase::AwaitingHello)
+        else {
+            unreachable!("checked above");
+        };
         let participant = Participant {
             peer_id: identity.peer_id.clone(),
             display_name: identity.claims.name.clone(),

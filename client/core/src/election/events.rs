@@ -71,6 +71,13 @@ pub enum Action {
     Demote { candidate: CandidateId },
     /// Close the connection.
     Close { candidate: CandidateId },
+    /// The serving relay went silent: send media through this standby as
+    /// well (`Join{prepare}`), so a move there finds the room already
+    /// receiving it (make-before-break).
+    Prepare { candidate: CandidateId },
+    /// The suspicion cleared: stop sending media through the standby
+    /// prepared (`Leave`); it stays a probe-only standby.
+    Unprepare { candidate: CandidateId },
 }
 
 /// A decision: the client now serves through `winner`.

@@ -92,6 +92,9 @@ pub struct Election {
     serving: Option<CandidateId>,
     /// The serving connection's traffic (see [`watch`]).
     watch: TrafficWatch,
+    /// The standby media also goes through while the serving relay is
+    /// suspect ([`Action::Prepare`]); the failover's first choice.
+    prepared: Option<CandidateId>,
     /// The client sends media until then (a second after its last frame).
     talking_until: Option<Micros>,
     tournament: Option<Tournament>,
@@ -122,6 +125,7 @@ impl Election {
             notices: VecDeque::new(),
             serving: None,
             watch: TrafficWatch::default(),
+            prepared: None,
             talking_until: None,
             tournament: None,
             challenge: None,
@@ -237,6 +241,7 @@ impl Election {
             Event::Heard { candidate, at } => {
                 if self.serving == Some(candidate) {
                     self.watch.heard(at);
+                    self.unprepare_if_cleared();
                 }
             }
             Event::MediaSent { at } => {
@@ -345,8 +350,9 @@ impl Election {
         }
         if self.serving == Some(id) {
             self.watch.heard(received_at);
+            self.unprepare_if_cleared();
         }
-        if slot.role == Role::Reprobe {
+        if self.slots[id].role == Role::Reprobe {
             self.maybe_finish_reprobe(id);
         }
         if self.tournament.is_some() {
@@ -458,7 +464,10 @@ impl Election {
             .recent_worst_rtt()
             .unwrap_or(self.config.probe_timeout_min);
         match self.watch.check(now, round_trip) {
-            Some(Alarm::Suspect { deadline }) => self.send_suspect_probes(id, now, deadline),
+            Some(Alarm::Suspect { deadline }) => {
+                self.send_suspect_probes(id, now, deadline);
+                self.prepare_standby();
+            }
             Some(Alarm::Dead { silent_for }) => {
                 let reason = format!(
                     "silent for {} ms, and {} probes sent then went unanswered",
@@ -470,6 +479,35 @@ impl Election {
                 self.failover(id, now, ElectionTrigger::Failover, reason);
             }
             None => {}
+        }
+    }
+
+    /// Make-before-break: while the serving relay is suspect, the media goes
+    /// through the standby the failover would pick as well, so that a move
+    /// finds the room already receiving it there. A dead relay's media gap
+    /// is then the silence that raised the suspicion plus one path, not the
+    /// suspicion's whole deadline plus a join; a false alarm costs a few
+    /// hundred ms of media sent twice (relays drop the copies).
+    fn prepare_standby(&mut self) {
+        if self.prepared.is_some() {
+            return;
+        }
+        if let Some(standby) = self.best_standby() {
+            self.prepared = Some(standby);
+            self.actions
+                .push_back(Action::Prepare { candidate: standby });
+        }
+    }
+
+    /// The serving relay was heard: the standby prepared goes back to
+    /// probing only.
+    fn unprepare_if_cleared(&mut self) {
+        if self.watch.is_suspect() {
+            return;
+        }
+        if let Some(standby) = self.prepared.take() {
+            self.actions
+                .push_back(Action::Unprepare { candidate: standby });
         }
     }
 
@@ -705,6 +743,14 @@ impl Election {
         reason: String,
     ) {
         let previous = self.serving.filter(|&p| p != winner);
+        if let Some(prepared) = self.prepared.take()
+            && prepared != winner
+            && self.slots[prepared].conn == Conn::Connected
+        {
+            self.actions.push_back(Action::Unprepare {
+                candidate: prepared,
+            });
+        }
         if self.serving != Some(winner) {
             let join_seq = self.last_join_seq.map_or(0, |s| s + 1);
             self.last_join_seq = Some(join_seq);
@@ -804,16 +850,7 @@ impl Election {
         trigger: ElectionTrigger,
         reason: String,
     ) {
-        let standby = (0..self.slots.len())
-            .filter(|&id| {
-                let s = &self.slots[id];
-                s.role == Role::Standby && s.conn == Conn::Connected && !s.draining
-            })
-            .min_by(|&a, &b| {
-                let ea = self.estimate(a).unwrap_or(f64::INFINITY);
-                let eb = self.estimate(b).unwrap_or(f64::INFINITY);
-                ea.total_cmp(&eb)
-            });
+        let standby = self.best_standby();
         let label = self.slots[failed].candidate.label();
         if let Some(standby) = standby {
             if trigger == ElectionTrigger::Drain {
@@ -842,6 +879,26 @@ impl Election {
         // Drain without a standby: keep using the draining relay until the
         // urgent tournament picks its successor.
         self.begin_tournament(now, trigger, true, Some(failed));
+    }
+
+    /// The standby a failover moves to: the one prepared if it is still
+    /// usable (the room already receives media through it), else the
+    /// fastest connected standby that is not draining.
+    fn best_standby(&self) -> Option<CandidateId> {
+        let usable = |id: CandidateId| {
+            let s = &self.slots[id];
+            s.role == Role::Standby && s.conn == Conn::Connected && !s.draining
+        };
+        if let Some(prepared) = self.prepared.filter(|&id| usable(id)) {
+            return Some(prepared);
+        }
+        (0..self.slots.len())
+            .filter(|&id| usable(id))
+            .min_by(|&a, &b| {
+                let ea = self.estimate(a).unwrap_or(f64::INFINITY);
+                let eb = self.estimate(b).unwrap_or(f64::INFINITY);
+                ea.total_cmp(&eb)
+            })
     }
 
     // ------------------------------------------------------------ switching
@@ -1002,6 +1059,9 @@ impl Election {
     // ------------------------------------------------------------ helpers
 
     fn close(&mut self, id: CandidateId) {
+        if self.prepared == Some(id) {
+            self.prepared = None;
+        }
         let slot = &mut self.slots[id];
         slot.forget_probes();
         if slot.conn != Conn::Closed {

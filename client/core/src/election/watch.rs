@@ -96,6 +96,11 @@ impl TrafficWatch {
             >= STEADY_FRAMES
     }
 
+    /// Whether the path is suspect: silent, its probes' answers still due.
+    pub(super) fn is_suspect(&self) -> bool {
+        self.suspect_until.is_some()
+    }
+
     /// When the watch next needs a look.
     pub(super) fn poll_timeout(&self) -> Option<Micros> {
         if let Some(deadline) = self.suspect_until {

@@ -58,6 +58,15 @@ pub use snapshots::SNAPSHOT_EVERY;
 use snapshots::SnapshotPacer;
 use token::TokenKeeper;
 
+/// At most one [`Update::Preparing`] (a keyframe of every picture) per
+/// this interval. On a rough path (5% loss each way, 30 ms jitter) a talker
+/// whom nobody answers with media hears only its probe answers, and its
+/// relay turns suspect by chance about twice a second (measured by
+/// `a_rough_path_causes_no_false_failover_for_a_talker_alone`): a keyframe
+/// each time would be several times the video's bitrate. With anyone else's
+/// audio in the call it is once in twenty ten-minute calls.
+pub const PREPARE_KEYFRAME_EVERY: Duration = Duration::from_secs(2);
+
 /// How often reports refused for a passing reason are offered again.
 pub const REPORT_RETRY: Duration = Duration::from_secs(20);
 
@@ -137,6 +146,13 @@ pub enum Update {
         retry_in: Duration,
         attempt: u32,
     },
+    /// The serving relay went silent: until it answers or the call moves,
+    /// media goes through `candidate` as well. Pictures should start afresh
+    /// with a keyframe: frames sent into the silence are lost. Told at most
+    /// once per [`PREPARE_KEYFRAME_EVERY`] (media goes both ways each time).
+    Preparing {
+        candidate: Candidate,
+    },
     /// Election reports: delivered, still kept, and the acknowledgement that
     /// changed them (none when reports were only sent).
     Reports {
@@ -203,6 +219,11 @@ pub struct Session {
     connect_timeout: Duration,
     connections: Connections,
     serving: Option<CandidateId>,
+    /// The standby the media also goes through while the serving relay is
+    /// suspect (make-before-break, [`Action::Prepare`]).
+    preparing: Option<CandidateId>,
+    /// When [`Update::Preparing`] was last told.
+    prepared_pictures_at: Option<Micros>,
     reports: ReportQueue,
     report_ids: ReportIds,
     /// When kept reports are next offered again (while any are kept).
@@ -236,6 +257,8 @@ impl Session {
             connect_timeout,
             connections: Connections::new(transports),
             serving: None,
+            preparing: None,
+            prepared_pictures_at: None,
             reports: ReportQueue::default(),
             report_ids: ReportIds::new(report_seed),
             report_retry_at: None,
@@ -421,6 +444,9 @@ impl Session {
         };
         if matches!(kind, client_frame::Kind::Media(_)) {
             self.election.handle(Event::MediaSent { at: now }, now);
+            if let Some(standby) = self.preparing.and_then(|id| self.connections.open_one(id)) {
+                self.send_on(standby, ClientFrame::of(kind.clone()));
+            }
         }
         self.send_on(serving, ClientFrame::of(kind));
         self.drain(now);
@@ -651,6 +677,9 @@ impl Session {
                 join_seq,
             } => {
                 self.serving = Some(candidate);
+                if self.preparing == Some(candidate) {
+                    self.preparing = None; // the Join below makes it the move
+                }
                 if let Some(room) = self.room.clone() {
                     self.send_to(
                         candidate,
@@ -658,6 +687,7 @@ impl Session {
                             room,
                             join_seq,
                             state: Some(self.media_states.current()),
+                            prepare: false,
                         })),
                     );
                     self.media_states.joined();
@@ -674,9 +704,44 @@ impl Session {
                     );
                 }
             }
+            Action::Prepare { candidate } => {
+                let Some(room) = self.room.clone() else {
+                    return;
+                };
+                self.preparing = Some(candidate);
+                self.send_to(
+                    candidate,
+                    ClientFrame::of(client_frame::Kind::Join(Join {
+                        room,
+                        prepare: true,
+                        ..Join::default()
+                    })),
+                );
+                let due = self
+                    .prepared_pictures_at
+                    .is_none_or(|at| now.since(at) >= PREPARE_KEYFRAME_EVERY);
+                if due {
+                    self.prepared_pictures_at = Some(now);
+                    self.updates.push_back(Update::Preparing {
+                        candidate: self.election.candidate(candidate).clone(),
+                    });
+                }
+            }
+            Action::Unprepare { candidate } => {
+                if self.preparing == Some(candidate) {
+                    self.preparing = None;
+                    self.send_to(
+                        candidate,
+                        ClientFrame::of(client_frame::Kind::Leave(Leave { moving: true })),
+                    );
+                }
+            }
             Action::Close { candidate } => {
                 if self.serving == Some(candidate) {
                     self.serving = None;
+                }
+                if self.preparing == Some(candidate) {
+                    self.preparing = None;
                 }
                 if let Some(connection) = self.connections.close(candidate) {
                     self.transmits.push_back(Transmit::Close(connection));

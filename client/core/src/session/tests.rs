@@ -58,6 +58,10 @@ struct Net {
     snapshots: Vec<Micros>,
     /// When each Join left, and through which candidate.
     join_times: Vec<(Micros, CandidateId)>,
+    /// When `Join{prepare}` went to each (make-before-break).
+    prepare_times: Vec<(Micros, CandidateId)>,
+    /// When media went to each live relay.
+    media_times: Vec<(Micros, CandidateId)>,
     /// (arrives at, connection, frame) answers in flight.
     in_flight: Vec<(Micros, ConnectionId, ServerFrame)>,
     sent: Vec<(CandidateId, ClientFrame)>,
@@ -136,6 +140,8 @@ impl Net {
             path: None,
             snapshots: Vec::new(),
             join_times: Vec::new(),
+            prepare_times: Vec::new(),
+            media_times: Vec::new(),
             in_flight: Vec::new(),
             sent: Vec::new(),
             routes: Vec::new(),
@@ -195,7 +201,11 @@ impl Net {
                         Some(client_frame::Kind::Refresh(refresh)) => {
                             self.refresh(connection, &refresh.token)
                         }
+                        Some(client_frame::Kind::Join(join)) if join.prepare => {
+                            self.prepare_times.push((self.now, id))
+                        }
                         Some(client_frame::Kind::Join(_)) => self.join_times.push((self.now, id)),
+                        Some(client_frame::Kind::Media(_)) => self.media_times.push((self.now, id)),
                         _ => {}
                     }
                     self.routes.push((id, route));
@@ -1027,6 +1037,131 @@ fn a_talker_leaves_a_relay_that_died_under_webtransport_as_fast() {
     assert!(moved <= Duration::from_millis(260), "{moved:?}");
 }
 
+/// Issue #15, make-before-break: a talker whose relay died sends its media
+/// through the standby from the moment the silence makes the relay suspect,
+/// not only once the suspicion is confirmed and the call moved — the room's
+/// gap is the silence, not the silence plus the deadline.
+#[test]
+fn a_talker_sends_through_the_standby_from_the_first_silence() {
+    let net = call_with_audio(Some(6_000), None, (true, false));
+    let kill = Micros::from_millis(6_000);
+    let (prepared_at, _) = *net
+        .prepare_times
+        .iter()
+        .find(|(_, id)| *id == 1)
+        .expect("the standby was prepared");
+    let (first_media_at, _) = *net
+        .media_times
+        .iter()
+        .find(|(at, id)| *id == 1 && *at >= kill)
+        .expect("media through the standby");
+    let gap = first_media_at.since(kill);
+    eprintln!(
+        "prepared {:?}, media through the standby {gap:?}, moved {:?} after the kill",
+        prepared_at.since(kill),
+        moved_after_kill(&net)
+    );
+    assert!(first_media_at >= prepared_at, "Join{{prepare}} goes first");
+    assert!(gap <= Duration::from_millis(140), "{gap:?}");
+    // The move that follows is a real Join, the next in the session.
+    let joins: Vec<_> = net
+        .joins()
+        .into_iter()
+        .filter(|(id, join)| *id == 1 && !join.prepare)
+        .collect();
+    assert_eq!(joins.len(), 1, "{joins:?}");
+    assert_eq!((joins[0].1.join_seq, joins[0].1.prepare), (1, false));
+    assert!(
+        net.updates
+            .iter()
+            .any(|u| matches!(u, Update::Preparing { candidate } if candidate.region == "us-east")),
+        "the application heard it, to start pictures afresh"
+    );
+}
+
+/// A suspicion that an answer clears ends the preparation: the standby is
+/// left (Leave) and media goes through the serving relay only again.
+#[test]
+fn a_cleared_suspicion_stops_sending_through_the_standby() {
+    let mut net = Net::webtransport_pair();
+    net.rtt_ms = vec![60, 120];
+    net.session.start(Micros::ZERO);
+    net.run_until(4_000);
+    assert_eq!(net.session.serving(), Some(0));
+    let audio = ServerFrame::of(server_frame::Kind::Media(Media::default()));
+    let media = || client_frame::Kind::Media(Media::default());
+    // The others' audio every 20 ms; then the path loses everything for
+    // 85 ms (probes and their answers too), and the relay is still there.
+    let mut t = 4_000;
+    while t < 6_000 {
+        t += 20;
+        net.run_until(t);
+        net.deliver(0, audio.clone());
+    }
+    net.dead[0] = true;
+    net.in_flight.retain(|(_, c, _)| c.candidate != 0);
+    while net.prepare_times.is_empty() && t < 6_200 {
+        t += 1;
+        if t == 6_085 {
+            net.dead[0] = false;
+        }
+        net.run_until(t);
+    }
+    assert_eq!(net.prepare_times.len(), 1, "suspect after the silence");
+    net.session.send_to_room(media(), net.now);
+    net.carry_out();
+    let sent_to = |net: &Net| {
+        net.media_times
+            .iter()
+            .filter(|(at, _)| *at == net.now)
+            .count()
+    };
+    assert_eq!(sent_to(&net), 2, "while suspect: serving and standby");
+    net.run_until(t + 70); // the burst's answers (60 ms round trip)
+    let left = net
+        .sent
+        .iter()
+        .filter(|(id, f)| *id == 1 && matches!(f.kind, Some(client_frame::Kind::Leave(_))))
+        .count();
+    assert_eq!(left, 1, "the standby was left");
+    net.session.send_to_room(media(), net.now);
+    net.carry_out();
+    assert_eq!(sent_to(&net), 1, "cleared: the serving relay only");
+    assert_eq!(net.session.serving(), Some(0));
+    assert_eq!(net.decisions().len(), 1, "never re-elected");
+    assert!(net.join_times.iter().all(|(_, id)| *id == 0));
+
+    // A second false alarm soon after prepares again, but asks for no
+    // second keyframe within PREPARE_KEYFRAME_EVERY.
+    let mut t = net.now.as_millis();
+    let stall_from = t + 200;
+    while net.prepare_times.len() < 2 && t < stall_from + 300 {
+        t += 1;
+        if t < stall_from {
+            if t.is_multiple_of(20) {
+                net.run_until(t);
+                net.deliver(0, audio.clone());
+            }
+            continue;
+        }
+        if t == stall_from {
+            net.dead[0] = true;
+            net.in_flight.retain(|(_, c, _)| c.candidate != 0);
+        }
+        if t == stall_from + 85 {
+            net.dead[0] = false;
+        }
+        net.run_until(t);
+    }
+    assert_eq!(net.prepare_times.len(), 2, "prepared again");
+    let told = net
+        .updates
+        .iter()
+        .filter(|u| matches!(u, Update::Preparing { .. }))
+        .count();
+    assert_eq!(told, 1, "one keyframe per {PREPARE_KEYFRAME_EVERY:?}");
+}
+
 #[test]
 fn silence_from_a_live_relay_is_not_a_failover() {
     // Everyone mutes: no more audio, but the relay answers its probes.
@@ -1064,6 +1199,8 @@ fn a_rough_path_causes_no_false_failover_for_a_talker_alone() {
 /// `others_talk`: the other participant's audio comes back too.
 fn rough_path_failovers(seeds: std::ops::Range<u64>, others_talk: bool) -> usize {
     let mut failovers = 0;
+    let mut prepared = 0;
+    let seeds_len = seeds.end - seeds.start;
     for seed in seeds {
         let mut net = Net::webtransport_pair();
         net.rtt_ms = vec![40, 120];
@@ -1098,7 +1235,10 @@ fn rough_path_failovers(seeds: std::ops::Range<u64>, others_talk: bool) -> usize
             })
             .count();
         failovers += moves;
+        prepared += net.prepare_times.len();
     }
+    // Each false alarm sends media both ways until the burst is answered.
+    eprintln!("{prepared} standbys prepared in {} calls", seeds_len);
     failovers
 }
 

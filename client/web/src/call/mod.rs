@@ -437,11 +437,12 @@ impl Call {
                     });
                     // The others' relays may have dropped frames of ours
                     // while we moved: start them afresh.
-                    if let Some(sender) = &*self.video_sender.borrow() {
-                        sender.request_keyframe();
-                    }
+                    self.fresh_pictures();
                 }
             }
+            // Frames sent into the silence are lost, and the standby
+            // forwards from now on: start them afresh there.
+            Output::Session(SessionUpdate::Preparing { .. }) => self.fresh_pictures(),
             Output::Session(SessionUpdate::CandidateFailed { candidate, .. }) => {
                 let lost_serving = self
                     .state
@@ -471,6 +472,16 @@ impl Call {
             Output::Session(SessionUpdate::Reports {
                 delivered, pending, ..
             }) => self.state.reports.set((delivered, pending)),
+        }
+    }
+
+    /// The next camera and screen frames are keyframes.
+    fn fresh_pictures(&self) {
+        if let Some(sender) = &*self.video_sender.borrow() {
+            sender.request_keyframe();
+        }
+        if let Some(share) = &*self.screen.borrow() {
+            share.request_keyframe();
         }
     }
 

@@ -1,0 +1,193 @@
+//! Telling a media frame's second copy from a frame that was only late.
+//!
+//! A client whose relay goes silent sends its media through a standby relay
+//! as well until it knows whether the first is gone (make-before-break,
+//! `Join.prepare`): for a few hundred milliseconds each of its frames reaches
+//! the room twice, once through each relay. Receivers must see each frame
+//! once: a second copy of an audio frame would be played twice.
+//!
+//! Every frame carries its sender's sequence number for the track, so each
+//! relay remembers, per track, the newest number and which of the
+//! [`WINDOW`] numbers before it arrived — SRTP's replay window. A number
+//! inside the window is a copy if it was seen, a reordered frame if not. A
+//! number further back than the window means the sender started numbering
+//! anew (a new call from the same peer id), so the window starts over there
+//! instead of dropping the new call's frames as old.
+
+use std::collections::HashMap;
+
+/// Frames remembered per track: 2.5 s of audio, 4 s of video at 30 fps —
+/// far longer than two relays' paths differ.
+const WINDOW: u64 = 128;
+/// Tracks not heard for this many [`SeenFrames::tick`]s are forgotten (10 s at
+/// the room's 250 ms tick).
+const FORGET_AFTER_TICKS: u64 = 40;
+/// Tracks remembered at most; beyond, frames pass unchecked rather than grow
+/// the map (a room holds a few hundred participants, three tracks each).
+const MAX_TRACKS: usize = 4096;
+
+/// One sender's track: (peer id, track kind).
+pub type Track = (String, i32);
+
+#[derive(Debug)]
+struct Window {
+    newest: u64,
+    /// Bit `i` set: frame `newest - i` was seen.
+    seen: u128,
+    heard_at_tick: u64,
+}
+
+impl Window {
+    fn new(seq: u64, tick: u64) -> Self {
+        Window {
+            newest: seq,
+            seen: 1,
+            heard_at_tick: tick,
+        }
+    }
+
+    /// Records `seq`; `false` if it was seen already.
+    fn first_copy(&mut self, seq: u64, tick: u64) -> bool {
+        self.heard_at_tick = tick;
+        if seq > self.newest {
+            let ahead = seq - self.newest;
+            self.seen = if ahead >= WINDOW {
+                0
+            } else {
+                self.seen << ahead
+            };
+            self.seen |= 1;
+            self.newest = seq;
+            return true;
+        }
+        let behind = self.newest - seq;
+        if behind >= WINDOW {
+            *self = Window::new(seq, tick);
+            return true;
+        }
+        let bit = 1u128 << behind;
+        let first = self.seen & bit == 0;
+        self.seen |= bit;
+        first
+    }
+}
+
+/// The frames a room's receivers already got, per track.
+#[derive(Debug, Default)]
+pub struct SeenFrames {
+    tracks: HashMap<Track, Window>,
+    tick: u64,
+}
+
+impl SeenFrames {
+    /// Whether frame `seq` of `track` is new (and now seen).
+    pub fn first_copy(&mut self, track: &Track, seq: u64) -> bool {
+        if let Some(window) = self.tracks.get_mut(track) {
+            return window.first_copy(seq, self.tick);
+        }
+        if self.tracks.len() < MAX_TRACKS {
+            self.tracks
+                .insert(track.clone(), Window::new(seq, self.tick));
+        }
+        true
+    }
+
+    /// Time passes: tracks silent for long are forgotten.
+    pub fn tick(&mut self) {
+        self.tick += 1;
+        let now = self.tick;
+        self.tracks
+            .retain(|_, w| now - w.heard_at_tick < FORGET_AFTER_TICKS);
+    }
+
+    #[cfg(test)]
+    fn tracks(&self) -> usize {
+        self.tracks.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn track(peer: &str) -> Track {
+        (peer.to_owned(), 1)
+    }
+
+    #[test]
+    fn a_second_copy_is_dropped_and_a_late_frame_is_not() {
+        let mut seen = SeenFrames::default();
+        let a = track("a");
+        for seq in [10, 11, 13, 14] {
+            assert!(seen.first_copy(&a, seq));
+        }
+        assert!(!seen.first_copy(&a, 13), "copy through the second relay");
+        assert!(seen.first_copy(&a, 12), "reordered, never seen");
+        assert!(!seen.first_copy(&a, 12));
+        assert!(!seen.first_copy(&a, 10), "oldest still remembered");
+        assert!(seen.first_copy(&track("b"), 13), "tracks are apart");
+        assert!(seen.first_copy(&(a.0.clone(), 2), 13), "so are kinds");
+    }
+
+    #[test]
+    fn two_interleaved_copies_of_a_stream_come_out_once() {
+        let mut seen = SeenFrames::default();
+        let a = track("a");
+        // One relay a few frames ahead of the other, as two paths are.
+        let mut delivered = Vec::new();
+        for seq in 0..500u64 {
+            for copy in [seq, seq.saturating_sub(7)] {
+                if seen.first_copy(&a, copy) {
+                    delivered.push(copy);
+                }
+            }
+        }
+        delivered.sort_unstable();
+        assert_eq!(delivered, (0..500).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_sender_numbering_anew_is_heard_not_dropped_as_old() {
+        let mut seen = SeenFrames::default();
+        let a = track("a");
+        for seq in 5000..5200 {
+            assert!(seen.first_copy(&a, seq));
+        }
+        for seq in 0..50 {
+            assert!(seen.first_copy(&a, seq), "frame {seq} of the new call");
+        }
+        assert!(!seen.first_copy(&a, 49));
+    }
+
+    #[test]
+    fn a_jump_past_the_window_forgets_the_old_numbers() {
+        let mut seen = SeenFrames::default();
+        let a = track("a");
+        assert!(seen.first_copy(&a, 1));
+        assert!(seen.first_copy(&a, 1 + WINDOW + 5));
+        assert!(
+            seen.first_copy(&a, 2 + WINDOW),
+            "inside the new window, unseen"
+        );
+    }
+
+    #[test]
+    fn silent_tracks_are_forgotten_and_the_map_is_bounded() {
+        let mut seen = SeenFrames::default();
+        assert!(seen.first_copy(&track("quiet"), 1));
+        for seq in 0..FORGET_AFTER_TICKS - 1 {
+            seen.tick();
+            assert!(seen.first_copy(&track("talker"), seq));
+        }
+        assert_eq!(seen.tracks(), 2);
+        seen.tick();
+        assert_eq!(seen.tracks(), 1, "the quiet track went");
+        for n in 0..MAX_TRACKS + 10 {
+            seen.first_copy(&track(&format!("p{n}")), 1);
+        }
+        assert_eq!(seen.tracks(), MAX_TRACKS);
+        let unseen = track("over-the-limit");
+        assert!(seen.first_copy(&unseen, 1));
+        assert!(seen.first_copy(&unseen, 1), "untracked frames pass");
+    }
+}
