@@ -2,6 +2,7 @@
 //! browser client (this crate compiles for `wasm32-unknown-unknown`).
 //!
 //! * [`v1`]: the protobuf messages generated from `proto/rallypoint/v1/*.proto`.
+//! * [`copies`]: telling a media frame's second copy from a late frame.
 //! * [`frame`]: encoding and decoding of whole frames with hard size limits,
 //!   checked before anything is allocated.
 //! * [`length_prefixed`]: the stream framing used on WebTransport streams.
@@ -11,6 +12,7 @@
 //!
 //! Nothing here does I/O.
 
+pub mod copies;
 pub mod frame;
 pub mod length_prefixed;
 pub mod limits;

@@ -449,11 +449,29 @@ async fn a_prepared_standby_forwards_media_once_and_tells_nobody_until_the_move(
             .await
             .unwrap();
     prepare(&standby);
+    let mut standby = standby;
     const FRAMES: u64 = 30;
     tokio::join!(
         send_audio(&alice, 0..FRAMES, 200, Duration::from_millis(10)),
         send_audio(&standby, 0..FRAMES, 200, Duration::from_millis(10)),
+        send_audio(&bob, 0..FRAMES, 100, Duration::from_millis(10)),
     );
+    // And it hears the room's media (bob's, not its own echoed), nothing else.
+    let mut heard = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(1500);
+    while let Ok(Some(received)) = tokio::time::timeout_at(deadline, standby.recv()).await {
+        match received.frame.kind {
+            Some(server_frame::Kind::Media(m)) => heard.push((m.sender, m.seq)),
+            Some(server_frame::Kind::ProbeAck(_)) | None => {}
+            Some(other) => panic!("a prepared standby got room traffic: {other:?}"),
+        }
+    }
+    let bob_id = bob.peer_id().to_owned();
+    assert!(
+        heard.iter().all(|(sender, _)| *sender == bob_id),
+        "{heard:?}"
+    );
+    assert_eq!(heard.len() as u64, FRAMES, "{heard:?}");
     let mut seqs = Vec::new();
     let mut presence = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_millis(1500);

@@ -8,7 +8,6 @@
 //! subscription, so gateways stop forwarding the room here) when the last slot
 //! is released.
 
-mod copies;
 mod room;
 pub mod roster;
 
@@ -95,6 +94,16 @@ enum Command {
         target: String,
         kind: TrackKind,
     },
+    /// A standby connection whose client prepares a move here hears the
+    /// room's media (and only that) until it joins or stops preparing.
+    Listen {
+        conn: ConnId,
+        peer_id: String,
+        outbox: Outbox,
+    },
+    Unlisten {
+        conn: ConnId,
+    },
     Stop,
 }
 
@@ -130,12 +139,6 @@ impl Hub {
         state_seq: u64,
         outbox: Outbox,
     ) -> bool {
-        let mut rooms = self.inner.rooms.lock().expect("room map lock poisoned");
-        let slot = rooms.entry(room.to_owned()).or_insert_with(|| {
-            let (commands, receiver) = mpsc::channel(ROOM_QUEUE);
-            tokio::spawn(room::run(self.clone(), room.to_owned(), receiver));
-            RoomSlot { commands, held: 0 }
-        });
         let joining = Command::Join {
             conn,
             participant,
@@ -143,7 +146,37 @@ impl Hub {
             state_seq,
             outbox,
         };
-        if slot.commands.try_send(joining).is_err() {
+        self.take_slot(room, joining)
+    }
+
+    /// A standby connection hears the room's media from now on (its client
+    /// prepares a move here): no roster entry, no presence, but a slot that
+    /// keeps the room served, released by [`Hub::unlisten`] or a Join on
+    /// the same connection. False when the room's queue is full.
+    pub fn listen(&self, room: &str, conn: ConnId, peer_id: &str, outbox: Outbox) -> bool {
+        let listening = Command::Listen {
+            conn,
+            peer_id: peer_id.to_owned(),
+            outbox,
+        };
+        self.take_slot(room, listening)
+    }
+
+    /// The connection stopped preparing (Leave, or it closed).
+    pub fn unlisten(&self, room: &str, conn: ConnId) {
+        self.deliver(room, Command::Unlisten { conn });
+    }
+
+    /// Queues `command`, which holds a slot of `room` (a join or a listener),
+    /// starting the room's task if this relay does not serve it yet.
+    fn take_slot(&self, room: &str, command: Command) -> bool {
+        let mut rooms = self.inner.rooms.lock().expect("room map lock poisoned");
+        let slot = rooms.entry(room.to_owned()).or_insert_with(|| {
+            let (commands, receiver) = mpsc::channel(ROOM_QUEUE);
+            tokio::spawn(room::run(self.clone(), room.to_owned(), receiver));
+            RoomSlot { commands, held: 0 }
+        });
+        if slot.commands.try_send(command).is_err() {
             self.inner.stats.room_commands_dropped.fetch_add(1, Relaxed);
             return false;
         }

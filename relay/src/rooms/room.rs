@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
+use rallypoint_protocol::copies::SeenFrames;
 use rallypoint_protocol::prost::Message as _;
 use rallypoint_protocol::subjects::{self, RoomSubject};
 use rallypoint_protocol::v1::{
@@ -16,7 +17,6 @@ use rallypoint_protocol::v1::{
 use rallypoint_protocol::{decode_server_frame, encode};
 use tokio::sync::mpsc;
 
-use super::copies::SeenFrames;
 use super::roster::{ConnId, Departure, Effect, Roster};
 use super::{Command, Hub};
 use crate::metrics::Stats;
@@ -35,6 +35,9 @@ struct LocalConn {
     /// lost a frame of: their delta frames are useless to it until their
     /// next keyframe.
     awaiting_keyframe: HashSet<(String, i32)>,
+    /// A standby whose client prepares a move here: it hears the room's
+    /// media, nothing else, and is in no roster.
+    listening: bool,
 }
 
 struct Room {
@@ -141,6 +144,12 @@ impl Room {
                 state_seq,
                 outbox,
             } => {
+                if self.conns.get(&conn).is_some_and(|c| c.listening) {
+                    // The prepared standby is joining: the join's slot
+                    // keeps the room served now.
+                    self.conns.remove(&conn);
+                    self.hub.release(&self.name);
+                }
                 let peer_id = participant.peer_id.clone();
                 let max_size = self.hub.inner.settings.max_size;
                 if !self.roster.contains(&peer_id) && self.roster.len() >= max_size {
@@ -169,6 +178,7 @@ impl Room {
                         peer_id,
                         outbox,
                         awaiting_keyframe: HashSet::new(),
+                        listening: false,
                     },
                 );
                 self.stats().participants_active.fetch_add(1, Relaxed);
@@ -208,6 +218,27 @@ impl Room {
                 // across gateways for nobody, and grow `keyframe_asked`.
                 if self.roster.contains(&target) {
                     self.request_keyframe(&target, &requester, kind).await;
+                }
+            }
+            Command::Listen {
+                conn,
+                peer_id,
+                outbox,
+            } => {
+                let listener = LocalConn {
+                    peer_id,
+                    outbox,
+                    awaiting_keyframe: HashSet::new(),
+                    listening: true,
+                };
+                if self.conns.insert(conn, listener).is_some() {
+                    self.hub.release(&self.name); // listening already
+                }
+            }
+            Command::Unlisten { conn } => {
+                if self.conns.get(&conn).is_some_and(|c| c.listening) {
+                    self.conns.remove(&conn);
+                    self.hub.release(&self.name);
                 }
             }
             Command::Stop => unreachable!("handled by the loop"),
@@ -258,7 +289,7 @@ impl Room {
                     },
                 )));
                 for conn in self.conns.values() {
-                    if conn.peer_id == request.target_peer_id {
+                    if conn.peer_id == request.target_peer_id && !conn.listening {
                         conn.outbox.frame(frame.clone());
                     }
                 }
@@ -350,7 +381,7 @@ impl Room {
                 Effect::Notify { except, frame } => {
                     let bytes = encode(&ServerFrame::of(frame));
                     for conn in self.conns.values() {
-                        if except.as_deref() != Some(conn.peer_id.as_str()) {
+                        if !conn.listening && except.as_deref() != Some(conn.peer_id.as_str()) {
                             conn.outbox.frame(bytes.clone());
                         }
                     }

@@ -250,6 +250,8 @@ pub async fn run(
         // Without a Leave this may be a move to another relay: the room's grace
         // period tells a move from a departure.
         relay.hub.lost(room, conn, &identity.peer_id);
+    } else if let Some(room) = &session.preparing_for {
+        relay.hub.unlisten(room, conn);
     }
     end
 }
@@ -430,7 +432,9 @@ impl Session {
                 Ok(())
             }
             (client_frame::Kind::Leave(_), Phase::ProbeOnly(_)) => {
-                self.preparing_for = None;
+                if let Some(room) = self.preparing_for.take() {
+                    self.relay.hub.unlisten(&room, self.conn);
+                }
                 Ok(())
             }
             (
@@ -579,17 +583,30 @@ impl Session {
         Err(Refused)
     }
 
-    /// `Join.prepare`: forward this connection's media into the room from
-    /// now on, as a join would, but tell nobody — the client may move here.
+    /// `Join.prepare`: forward this connection's media into the room, and
+    /// the room's media to it, from now on, but tell nobody — the client
+    /// may move here.
     fn prepare(&mut self, join: rallypoint_protocol::v1::Join) -> Result<(), Refused> {
         let Phase::ProbeOnly(identity) = &self.phase else {
             unreachable!("prepare is only handled when probe-only");
         };
-        let claims = identity.claims.clone();
-        self.admit(&claims, &join.room)?;
-        if self.preparing_for.is_none() {
-            self.relay.stats.moves_prepared.fetch_add(1, Relaxed);
+        if self.preparing_for.is_some() {
+            return Ok(());
         }
+        let (claims, peer_id) = (identity.claims.clone(), identity.peer_id.clone());
+        self.admit(&claims, &join.room)?;
+        let listening = self
+            .relay
+            .hub
+            .listen(&join.room, self.conn, &peer_id, self.outbox.clone());
+        if !listening {
+            self.refuse(
+                ErrorCode::Unavailable,
+                "this room is too busy on this relay right now; try again or elect another relay",
+            );
+            return Err(Refused);
+        }
+        self.relay.stats.moves_prepared.fetch_add(1, Relaxed);
         self.preparing_for = Some(join.room);
         Ok(())
     }
@@ -634,7 +651,8 @@ impl Session {
         };
         let claims = identity.claims.clone();
         self.admit(&claims, &join.room)?;
-        self.preparing_for = None;
+        // A prepared standby's slot passes to the join in the room's task.
+        let prepared = self.preparing_for.take();
         let Phase::ProbeOnly(identity) = std::mem::replace(&mut self.phase, Phase::AwaitingHello)
         else {
             unreachable!("checked above");
@@ -654,6 +672,9 @@ impl Session {
             self.outbox.clone(),
         );
         if !joined {
+            if let Some(room) = prepared {
+                self.relay.hub.unlisten(&room, self.conn);
+            }
             self.refuse(
                 ErrorCode::Unavailable,
                 "this room is too busy on this relay right now; try again or elect another relay",

@@ -35,6 +35,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use bytes::Bytes;
+use rallypoint_protocol::copies::{self, SeenFrames};
 use rallypoint_protocol::v1::{
     ClientFrame, ClientInfo, ElectionReport, ErrorCode, Join, KeyframeRequest, Leave, Media,
     MediaState, Probe, Refresh, ServerFrame, TelemetryAck, TelemetryReport, TrackKind,
@@ -204,7 +205,8 @@ pub enum FrameUse {
     /// room traffic).
     Consumed,
     /// Room traffic (media, presence, keyframe requests) from the serving
-    /// relay: the application's.
+    /// relay, or media from a prepared standby, each frame once: the
+    /// application's.
     Room,
 }
 
@@ -224,6 +226,11 @@ pub struct Session {
     preparing: Option<CandidateId>,
     /// When [`Update::Preparing`] was last told.
     prepared_pictures_at: Option<Micros>,
+    /// Room media already passed on: while a standby is prepared, the room's
+    /// frames come through it and the serving relay both.
+    seen: SeenFrames,
+    /// When `seen` was last told that time passed.
+    seen_ticked_at: Micros,
     reports: ReportQueue,
     report_ids: ReportIds,
     /// When kept reports are next offered again (while any are kept).
@@ -259,6 +266,8 @@ impl Session {
             serving: None,
             preparing: None,
             prepared_pictures_at: None,
+            seen: SeenFrames::default(),
+            seen_ticked_at: Micros::ZERO,
             reports: ReportQueue::default(),
             report_ids: ReportIds::new(report_seed),
             report_retry_at: None,
@@ -406,11 +415,31 @@ impl Session {
                 FrameUse::Consumed
             }
             server_frame::Kind::Welcome(_) => FrameUse::Consumed,
+            server_frame::Kind::Media(media)
+                if Some(id) == self.serving || Some(id) == self.preparing =>
+            {
+                self.first_copy(media, now)
+            }
             _ if Some(id) == self.serving => FrameUse::Room,
             _ => FrameUse::Consumed,
         };
         self.drain(now);
         used
+    }
+
+    /// A room media frame is the application's unless it already came the
+    /// other way (a prepared standby and the serving relay both forward it).
+    fn first_copy(&mut self, media: &Media, now: Micros) -> FrameUse {
+        if now.since(self.seen_ticked_at) >= copies::TICK_EVERY {
+            self.seen_ticked_at = now;
+            self.seen.tick();
+        }
+        let track = (media.sender.clone(), media.kind);
+        if self.seen.first_copy(&track, media.seq) {
+            FrameUse::Room
+        } else {
+            FrameUse::Consumed
+        }
     }
 
     /// Carries out what the application asks ([`Command::Stop`] is the

@@ -503,8 +503,12 @@ fn room_traffic_is_the_applications_only_from_the_serving_relay() {
     net.run_until(4_000);
     let media = ServerFrame::of(server_frame::Kind::Media(Media::default()));
     assert_eq!(net.deliver(0, media.clone()), FrameUse::Room);
+    let next = ServerFrame::of(server_frame::Kind::Media(Media {
+        seq: 1,
+        ..Media::default()
+    }));
     assert_eq!(
-        net.deliver(1, media),
+        net.deliver(1, next),
         FrameUse::Consumed,
         "a standby's media is not the room's"
     );
@@ -1117,6 +1121,18 @@ fn a_cleared_suspicion_stops_sending_through_the_standby() {
             .count()
     };
     assert_eq!(sent_to(&net), 2, "while suspect: serving and standby");
+    // The room's media comes through the standby too, each frame once.
+    let heard = |seq| {
+        ServerFrame::of(server_frame::Kind::Media(Media {
+            sender: "bob".into(),
+            seq,
+            ..Media::default()
+        }))
+    };
+    assert_eq!(net.deliver(1, heard(500)), FrameUse::Room, "standby first");
+    assert_eq!(net.deliver(0, heard(500)), FrameUse::Consumed, "the copy");
+    assert_eq!(net.deliver(0, heard(501)), FrameUse::Room);
+    assert_eq!(net.deliver(1, heard(501)), FrameUse::Consumed);
     net.run_until(t + 70); // the burst's answers (60 ms round trip)
     let left = net
         .sent
@@ -1127,6 +1143,11 @@ fn a_cleared_suspicion_stops_sending_through_the_standby() {
     net.session.send_to_room(media(), net.now);
     net.carry_out();
     assert_eq!(sent_to(&net), 1, "cleared: the serving relay only");
+    assert_eq!(
+        net.deliver(1, heard(502)),
+        FrameUse::Consumed,
+        "a standby no longer prepared is heard no more"
+    );
     assert_eq!(net.session.serving(), Some(0));
     assert_eq!(net.decisions().len(), 1, "never re-elected");
     assert!(net.join_times.iter().all(|(_, id)| *id == 0));

@@ -1,13 +1,14 @@
 //! Telling a media frame's second copy from a frame that was only late.
 //!
 //! A client whose relay goes silent sends its media through a standby relay
-//! as well until it knows whether the first is gone (make-before-break,
-//! `Join.prepare`): for a few hundred milliseconds each of its frames reaches
-//! the room twice, once through each relay. Receivers must see each frame
-//! once: a second copy of an audio frame would be played twice.
+//! as well, and hears the room through it too, until it knows whether the
+//! first relay is gone (make-before-break, `Join.prepare`): for a few hundred
+//! milliseconds frames travel two ways. Every frame must still be played
+//! once — a second copy of an audio frame would be heard twice — so relays
+//! drop the copies a sender makes, and clients the copies two relays deliver.
 //!
 //! Every frame carries its sender's sequence number for the track, so each
-//! relay remembers, per track, the newest number and which of the
+//! side remembers, per track, the newest number and which of the
 //! [`WINDOW`] numbers before it arrived — SRTP's replay window. A number
 //! inside the window is a copy if it was seen, a reordered frame if not. A
 //! number further back than the window means the sender started numbering
@@ -19,9 +20,11 @@ use std::collections::HashMap;
 /// Frames remembered per track: 2.5 s of audio, 4 s of video at 30 fps —
 /// far longer than two relays' paths differ.
 const WINDOW: u64 = 128;
-/// Tracks not heard for this many [`SeenFrames::tick`]s are forgotten (10 s at
-/// the room's 250 ms tick).
+/// Tracks not heard for this many [`SeenFrames::tick`]s are forgotten (10 s
+/// at a tick every [`TICK_EVERY`]).
 const FORGET_AFTER_TICKS: u64 = 40;
+/// How often an owner should call [`SeenFrames::tick`].
+pub const TICK_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 /// Tracks remembered at most; beyond, frames pass unchecked rather than grow
 /// the map (a room holds a few hundred participants, three tracks each).
 const MAX_TRACKS: usize = 4096;
@@ -72,7 +75,7 @@ impl Window {
     }
 }
 
-/// The frames a room's receivers already got, per track.
+/// The frames already passed on, per track.
 #[derive(Debug, Default)]
 pub struct SeenFrames {
     tracks: HashMap<Track, Window>,
