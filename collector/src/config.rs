@@ -46,7 +46,8 @@ pub enum Command {
     /// rollup was lost or damaged, or to fill a new one for older days),
     /// then exits. Needs the ClickHouse administrator. Days that are over
     /// only; stop the collectors first, or a report arriving for a day being
-    /// rebuilt may be counted twice.
+    /// rebuilt may be counted twice. On a cluster: the shard of the server
+    /// given; run it against one server of each shard.
     RebuildRollups(RebuildConfig),
 }
 

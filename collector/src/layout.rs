@@ -77,11 +77,44 @@ impl Layout {
         }
     }
 
+    /// The schema's name of a table the client talks to: `local_table`'s
+    /// inverse.
+    pub fn shared_name<'a>(&self, table: &'a str) -> &'a str {
+        match self {
+            Layout::Single => table,
+            Layout::Cluster { .. } => table.strip_suffix(LOCAL).unwrap_or(table),
+        }
+    }
+
     /// ` ON CLUSTER <name>` for statements that change tables, or nothing.
     pub fn on_cluster(&self) -> String {
         match self {
             Layout::Single => String::new(),
             Layout::Cluster { name, .. } => format!(" ON CLUSTER {name}"),
+        }
+    }
+
+    /// `CREATE TABLE <staging> …`: an empty table on the server the client
+    /// talks to, with `table`'s columns, partitions and sorting, where a
+    /// rebuild stages rows before `REPLACE PARTITION` moves them into
+    /// `table`. On a cluster `table` is replicated and `create` is what
+    /// `SHOW CREATE TABLE` prints for it: the staging table gets the same
+    /// engine unreplicated, since copying a replicated engine would register
+    /// a second replica of `table` in ZooKeeper.
+    pub fn staging_table(
+        &self,
+        staging: &str,
+        table: &str,
+        create: &str,
+    ) -> anyhow::Result<String> {
+        match self {
+            Layout::Single => Ok(format!("CREATE TABLE {staging} AS {table}")),
+            Layout::Cluster { .. } => {
+                let engine = unreplicated_engine(create).with_context(|| {
+                    format!("cannot read the replicated engine of {table} from: {create}")
+                })?;
+                Ok(format!("CREATE TABLE {staging} AS {table} {engine}"))
+            }
         }
     }
 
@@ -226,6 +259,52 @@ fn created_columns(table: &str) -> Option<&'static str> {
         .map(|(columns, _)| columns)
 }
 
+/// `… ENGINE = Replicated<E>('<path>', '<replica>'[, <args>]) <rest>` →
+/// `ENGINE = <E>(<args>) <rest>`: the inverse of [`Clustered::table`]'s
+/// engine, read off a table's `CREATE` as the server prints it.
+fn unreplicated_engine(create: &str) -> Option<String> {
+    let create = create.split_whitespace().collect::<Vec<_>>().join(" ");
+    let after = &create[create.find("ENGINE = Replicated")? + "ENGINE = Replicated".len()..];
+    let (engine_name, after_name) = after.split_once('(')?;
+    let (args, rest) = top_level_arguments(after_name)?;
+    let kept = args.get(2..)?.join(", ");
+    let rest = rest.trim_end().trim_end_matches(';');
+    Some(format!("ENGINE = {engine_name}({kept}){rest}"))
+}
+
+/// The comma-separated arguments of a call whose `(` has been read, up to
+/// its matching `)`, and the text after it. Commas and brackets inside
+/// quotes or nested brackets belong to their argument.
+fn top_level_arguments(text: &str) -> Option<(Vec<&str>, &str)> {
+    let (mut depth, mut quoted, mut start) = (0usize, false, 0);
+    let mut arguments = Vec::new();
+    let mut chars = text.char_indices();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '\\' if quoted => {
+                chars.next();
+            }
+            '\'' => quoted = !quoted,
+            _ if quoted => {}
+            '(' => depth += 1,
+            ',' if depth == 0 => {
+                arguments.push(text[start..i].trim());
+                start = i + 1;
+            }
+            ')' if depth == 0 => {
+                let last = text[start..i].trim();
+                if !last.is_empty() || !arguments.is_empty() {
+                    arguments.push(last);
+                }
+                return Some((arguments, &text[i + 1..]));
+            }
+            ')' => depth -= 1,
+            _ => {}
+        }
+    }
+    None
+}
+
 /// A leading unqualified schema name (`rp_…`) and what follows it.
 fn split_name(text: &str) -> Option<(&str, &str)> {
     let end = text
@@ -299,6 +378,59 @@ mod tests {
                  AS telemetry.rp_moves_hour_local \
                  ENGINE = Distributed(rp, telemetry, rp_moves_hour_local, rand())",
             ]
+        );
+    }
+
+    #[test]
+    fn a_staging_table_is_the_replicated_engine_unreplicated() {
+        // Every table of the schema, made replicated as setup makes it, and
+        // read back: the same engine as one server's.
+        let creates = MIGRATIONS
+            .iter()
+            .flat_map(|m| m.statements.iter())
+            .filter(|s| s.trim_start().starts_with("CREATE TABLE IF NOT EXISTS "));
+        let mut seen = 0;
+        for single in creates {
+            let replicated = &cluster().statements(single).unwrap()[0];
+            let expected = single.split_once(" ENGINE = ").unwrap().1;
+            let engine = unreplicated_engine(replicated).unwrap();
+            let normal = |text: &str| text.split_whitespace().collect::<Vec<_>>().join(" ");
+            assert_eq!(
+                normal(&engine),
+                normal(&format!("ENGINE = {expected}")),
+                "{replicated}"
+            );
+            seen += 1;
+        }
+        assert!(seen >= 8, "{seen}");
+        // As 18.16 prints one, with settings after the sorting key.
+        let printed = "CREATE TABLE telemetry.rp_rtt_hour_local (hour DateTime, n UInt64) \
+             ENGINE = ReplicatedSummingMergeTree('/clickhouse/tables/{shard}/telemetry/rp_rtt_hour_local', \
+             '{replica}', (n, 'a,b')) PARTITION BY toYYYYMMDD(hour) ORDER BY hour SETTINGS index_granularity = 8192";
+        assert_eq!(
+            cluster()
+                .staging_table(
+                    "rp_rtt_hour_rebuild",
+                    "telemetry.rp_rtt_hour_local",
+                    printed
+                )
+                .unwrap(),
+            "CREATE TABLE rp_rtt_hour_rebuild AS telemetry.rp_rtt_hour_local \
+             ENGINE = SummingMergeTree((n, 'a,b')) PARTITION BY toYYYYMMDD(hour) ORDER BY hour \
+             SETTINGS index_granularity = 8192"
+        );
+        assert_eq!(
+            Layout::Single.staging_table("s", "t", "").unwrap(),
+            "CREATE TABLE s AS t"
+        );
+        assert!(
+            cluster()
+                .staging_table(
+                    "s",
+                    "t",
+                    "CREATE TABLE t (x UInt8) ENGINE = MergeTree() ORDER BY x"
+                )
+                .is_err()
         );
     }
 

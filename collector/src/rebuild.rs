@@ -14,11 +14,22 @@
 //! view and again by the rebuild: rebuild days that are over (today is
 //! refused) with the collectors stopped, or accept that a late copy filed
 //! under such a day during the rebuild is counted twice.
+//!
+//! On a cluster (`--clickhouse-cluster`) the views write each shard's
+//! rollups from that shard's own rows (see `layout`), so a rebuild does the
+//! same: it rebuilds the shard of the server it talks to, from that
+//! server's local raw tables once it has caught up with its replicas
+//! (`SYSTEM SYNC REPLICA`), staging in an unreplicated table on that server
+//! alone; `REPLACE PARTITION` on the replicated rollup then reaches the
+//! shard's other replicas through replication. A cluster of several shards
+//! is rebuilt by running the command against one server of each; it says
+//! so, and which shard it did.
 
 use anyhow::Context as _;
 use clickhouse::Client;
 
 use crate::config::{RebuildConfig, day_number, day_text, days_from};
+use crate::layout::Layout;
 use crate::store::Store;
 
 /// Longest range rebuilt at once: ten years of days.
@@ -44,15 +55,11 @@ pub async fn run(config: RebuildConfig) -> anyhow::Result<()> {
         );
     }
     let store = Store::connect(&crate::for_long_statements(&config.clickhouse)).await?;
-    if store.layout.is_clustered() {
-        // Each shard would rebuild from its own rows through replicated
-        // staging tables: not built yet.
-        anyhow::bail!(
-            "rebuild-rollups works on a single ClickHouse server only, not yet with \
-             --clickhouse-cluster (each shard's rollups would be rebuilt from its own rows)"
-        );
-    }
     let client = store.client();
+    let shard = match &store.layout {
+        Layout::Single => None,
+        Layout::Cluster { name, .. } => Some(Shard::of_this_server(client, name).await?),
+    };
     let today: u32 = client
         .query("SELECT toUInt32(toYYYYMMDD(today()))")
         .fetch_one()
@@ -65,44 +72,125 @@ pub async fn run(config: RebuildConfig) -> anyhow::Result<()> {
             day_text(today)
         );
     }
-    let mut rollups = rollups(client).await?;
+    let mut rollups = rollups(client, &store.layout).await?;
     if let Some(unknown) = config
         .rollup
         .iter()
-        .find(|name| !rollups.iter().any(|r| &r.table == *name))
+        .find(|name| !rollups.iter().any(|r| &r.name == *name))
     {
-        let known: Vec<&str> = rollups.iter().map(|r| r.table.as_str()).collect();
+        let known: Vec<&str> = rollups.iter().map(|r| r.name.as_str()).collect();
         anyhow::bail!(
             "--rollup {unknown} is not a rollup; the rollups are {}",
             known.join(", ")
         );
     }
     if !config.rollup.is_empty() {
-        rollups.retain(|r| config.rollup.contains(&r.table));
+        rollups.retain(|r| config.rollup.contains(&r.name));
+    }
+    if let Some(shard) = &shard {
+        eprintln!("[rebuild] {shard}");
+        let mut sources: Vec<&str> = rollups.iter().map(|r| r.source.as_str()).collect();
+        sources.sort_unstable();
+        sources.dedup();
+        for source in sources {
+            // The rebuild reads this server's copy of the shard's rows:
+            // first fetch what its replicas stored and it has not.
+            client
+                .query(&format!("SYSTEM SYNC REPLICA {source}"))
+                .execute()
+                .await
+                .with_context(|| {
+                    format!(
+                        "{source} did not catch up with its replicas; check system.replicas \
+                         on {} and run again",
+                        shard.host
+                    )
+                })?;
+        }
     }
     let days = days_from(config.from, span);
     let total = days.len() * rollups.len();
     let mut done = 0;
     for day in &days {
         for rollup in &rollups {
-            rebuild_day(client, rollup, *day).await?;
+            rebuild_day(client, &store.layout, rollup, *day).await?;
             done += 1;
             eprintln!(
                 "[rebuild] {} for {} ({done}/{total})",
-                rollup.table,
+                rollup.name,
                 day_text(*day)
             );
         }
     }
     eprintln!("[rebuild] {total} rollup days rebuilt");
+    if let Some(shard) = shard.filter(|s| s.of > 1) {
+        eprintln!(
+            "[rebuild] that was shard {} of {}: run the same command against one server \
+             of each other shard",
+            shard.number, shard.of
+        );
+    }
     Ok(())
+}
+
+/// The shard of the cluster that the server the client talks to is in.
+#[derive(Debug)]
+struct Shard {
+    number: u32,
+    of: u32,
+    host: String,
+}
+
+impl Shard {
+    async fn of_this_server(client: &Client, cluster: &str) -> anyhow::Result<Shard> {
+        #[derive(clickhouse::Row, serde::Deserialize)]
+        struct Member {
+            shard_num: u32,
+            host_name: String,
+            is_local: u8,
+        }
+        let members: Vec<Member> = client
+            .query("SELECT shard_num, host_name, is_local FROM system.clusters WHERE cluster = ?")
+            .bind(cluster)
+            .fetch_all()
+            .await
+            .context("cannot read system.clusters")?;
+        let of = members.iter().map(|m| m.shard_num).max().unwrap_or(0);
+        let this = members.iter().find(|m| m.is_local == 1).with_context(|| {
+            format!(
+                "the server is not a member of cluster {cluster} (system.clusters has {} \
+                 entries for it): check --clickhouse-cluster and the server's remote_servers",
+                members.len()
+            )
+        })?;
+        Ok(Shard {
+            number: this.shard_num,
+            of,
+            host: this.host_name.clone(),
+        })
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "rebuilding shard {} of {} from the rows on {}",
+            self.number, self.of, self.host
+        )
+    }
 }
 
 /// One rollup: the view that feeds it, its table and the view's `SELECT`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rollup {
     pub view: String,
+    /// The schema's name of the rollup (`rp_rtt_hour`), as readers know it.
+    pub name: String,
+    /// The table the view writes: the name, or on a cluster its local half.
     pub table: String,
+    /// The table's `CREATE`, as the server prints it.
+    pub create: String,
     /// The view's query, its source table named as `{source}`.
     pub select: String,
     pub source: String,
@@ -111,7 +199,7 @@ pub struct Rollup {
 }
 
 /// Every rollup view of the schema (`rp_*_mv`), in name order.
-pub async fn rollups(client: &Client) -> anyhow::Result<Vec<Rollup>> {
+pub async fn rollups(client: &Client, layout: &Layout) -> anyhow::Result<Vec<Rollup>> {
     let views: Vec<String> = client
         .query(
             "SELECT name FROM system.tables WHERE database = currentDatabase() \
@@ -128,7 +216,13 @@ pub async fn rollups(client: &Client) -> anyhow::Result<Vec<Rollup>> {
             .await
             .with_context(|| format!("cannot read the definition of {view}"))?;
         let mut rollup = parse_view(&view, &create)?;
+        rollup.name = layout.shared_name(&rollup.table).to_owned();
         rollup.columns = columns(client, &rollup.table).await?;
+        rollup.create = client
+            .query(&format!("SHOW CREATE TABLE {}", rollup.table))
+            .fetch_one()
+            .await
+            .with_context(|| format!("cannot read the definition of {}", rollup.table))?;
         rollups.push(rollup);
     }
     Ok(rollups)
@@ -161,7 +255,9 @@ fn parse_view(view: &str, create: &str) -> anyhow::Result<Rollup> {
     );
     Ok(Rollup {
         view: view.to_owned(),
+        name: unqualified(table).to_owned(),
         table: unqualified(table).to_owned(),
+        create: String::new(),
         select: templated,
         source: unqualified(source).to_owned(),
         columns: Vec::new(),
@@ -190,8 +286,13 @@ fn unqualified(name: &str) -> &str {
 /// partition holds reports received on a neighbouring local day. Staging
 /// then holds partial neighbours too; only partition `day` is swapped in.
 /// The view's output is inserted by column name, as the view itself does.
-pub async fn rebuild_day(client: &Client, rollup: &Rollup, day: u32) -> anyhow::Result<()> {
-    let staging = format!("{}_rebuild", rollup.table);
+pub async fn rebuild_day(
+    client: &Client,
+    layout: &Layout,
+    rollup: &Rollup,
+    day: u32,
+) -> anyhow::Result<()> {
+    let staging = format!("{}_rebuild", rollup.name);
     let date = format!("toDate('{}')", day_text(day));
     let source = format!(
         "(SELECT * FROM {} FINAL WHERE toDate(received_at) BETWEEN {date} - 1 AND {date} + 1)",
@@ -201,7 +302,7 @@ pub async fn rebuild_day(client: &Client, rollup: &Rollup, day: u32) -> anyhow::
     let columns = rollup.columns.join(", ");
     let steps = [
         format!("DROP TABLE IF EXISTS {staging}"),
-        format!("CREATE TABLE {staging} AS {}", rollup.table),
+        layout.staging_table(&staging, &rollup.table, &rollup.create)?,
         format!("INSERT INTO {staging} ({columns}) SELECT {columns} FROM ({select})"),
         format!(
             "ALTER TABLE {} REPLACE PARTITION {day} FROM {staging}",

@@ -99,6 +99,12 @@ async fn replicas_agree(cluster: &ClickHouseCluster) -> String {
     }
 }
 
+/// Whether `server` leads the replication of its `table`.
+async fn leads(server: &ClickHouseServer, table: &str) -> bool {
+    let sql = format!("SELECT count() FROM system.replicas WHERE table = '{table}' AND is_leader");
+    server.count(&sql).await.unwrap() == 1
+}
+
 /// Waits until `sql` on `server` counts `expected`.
 async fn eventually(server: &ClickHouseServer, sql: &str, expected: u64) {
     let deadline = Instant::now() + REPLICATION_DEADLINE;
@@ -269,4 +275,97 @@ async fn a_single_server_schema_is_not_taken_for_a_cluster() {
             .unwrap(),
         0
     );
+}
+
+/// `rebuild-rollups` on a cluster rebuilds the shard of the server it is
+/// pointed at from that server's own rows — after fetching what its
+/// replica stored and it has not yet — and the rebuilt rollups reach every
+/// replica: each ends with exactly what the views built.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebuilding_a_clusters_rollups_restores_what_the_views_built_on_every_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = ClickHouseCluster::start(&dir.path().join("cluster"), "rallypoint", 2)
+        .await
+        .unwrap();
+    Store::open(&cluster.replicas[0].login(ClickHouseRole::Admin).args(), 90)
+        .await
+        .unwrap();
+    // Both replicas have the schema's version before a store opens.
+    replicas_agree(&cluster).await;
+    // `first` leads the replication of the rollup damaged below: an 18.16
+    // replica hands `DROP PARTITION` to the leader as a user without a
+    // password, which these servers refuse (see `retention`). The rebuild
+    // goes through `second`, which does not lead it: its `REPLACE
+    // PARTITION` is its own.
+    let (first, second) = if leads(&cluster.replicas[0], "rp_rtt_hour_local").await {
+        (&cluster.replicas[0], &cluster.replicas[1])
+    } else {
+        (&cluster.replicas[1], &cluster.replicas[0])
+    };
+    assert!(leads(first, "rp_rtt_hour_local").await);
+    assert!(!leads(second, "rp_rtt_hour_local").await);
+    let store = Store::connect(&first.login(ClickHouseRole::Collector).args())
+        .await
+        .unwrap();
+    let mut generator = ReportGenerator::new(two_region_candidates(), 31, true);
+    let mut reports =
+        |count| -> Vec<ElectionReport> { (0..count).map(|_| generator.next_report()).collect() };
+    let now = now_ms();
+    let rows = received(&reports(60), "us-east", now - 3 * DAY_MS, 300);
+    store.write(&rows, &[]).await.unwrap();
+    replicas_agree(&cluster).await;
+    // The second replica does not fetch the next day's reports (a replica
+    // that was down, or behind) until the rebuild has started.
+    second.query("SYSTEM STOP FETCHES").await.unwrap();
+    let rows = received(&reports(60), "singapore", now - 2 * DAY_MS, 300);
+    store.write(&rows, &[]).await.unwrap();
+    let built = common::rollup_counts(first).await;
+    assert_eq!(built.len(), 8, "{built:?}");
+
+    // Damage, replicated from the first replica: one rollup loses its
+    // days, another is counted twice.
+    let days = common::damage_rollups(first, "_local").await;
+    assert_ne!(common::rollup_counts(first).await, built, "no damage shown");
+
+    // Rebuilt through the second replica while it still misses a day.
+    let admin = second.login(ClickHouseRole::Admin);
+    let rebuild = tokio::process::Command::new(env!("CARGO_BIN_EXE_rallypoint-collector"))
+        .arg("rebuild-rollups")
+        .args(admin.cli_args())
+        .args(["--from", &days[0], "--to", days.last().unwrap()])
+        .env(admin.env().0, admin.env().1)
+        .env("RUST_LOG", "warn")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    second.query("SYSTEM START FETCHES").await.unwrap();
+    let output = tokio::time::timeout(REPLICATION_DEADLINE, rebuild.wait_with_output())
+        .await
+        .expect("the rebuild ends")
+        .unwrap();
+    let progress = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{progress}");
+    assert!(progress.contains("rebuilding shard 1 of 1"), "{progress}");
+    assert!(progress.contains("[rebuild] rp_rtt_hour for"), "{progress}");
+    // The staging tables are gone, and never were replicated.
+    for replica in &cluster.replicas {
+        assert_eq!(
+            replica
+                .count("SELECT count() FROM system.tables WHERE name LIKE '%_rebuild'")
+                .await
+                .unwrap(),
+            0
+        );
+    }
+
+    let tables = replicas_agree(&cluster).await;
+    for replica in &cluster.replicas {
+        assert_eq!(
+            common::rollup_counts(replica).await,
+            built,
+            "{tables}\n{progress}"
+        );
+    }
 }

@@ -367,51 +367,6 @@ async fn no_participant_identity_is_stored() {
     );
 }
 
-/// Every rollup's counts per time bucket, as text: `countMerge` of count
-/// states, `sum` of summed counts.
-async fn rollup_counts(server: &ClickHouseServer) -> Vec<(String, String)> {
-    let tables = server
-        .query(
-            "SELECT name FROM system.tables WHERE database = currentDatabase() \
-             AND engine IN ('AggregatingMergeTree', 'SummingMergeTree') ORDER BY name",
-        )
-        .await
-        .unwrap();
-    let mut counts = Vec::new();
-    for table in tables.lines() {
-        let columns = server
-            .query(&format!(
-                "SELECT name, type FROM system.columns \
-                 WHERE database = currentDatabase() AND table = '{table}'"
-            ))
-            .await
-            .unwrap();
-        let column = |wanted: &[&str]| {
-            columns.lines().find_map(|l| {
-                let (name, kind) = l.split_once('\t')?;
-                wanted
-                    .contains(&name)
-                    .then(|| (name.to_owned(), kind.to_owned()))
-            })
-        };
-        let (time, _) = column(&["minute", "hour", "day"]).expect("a time column");
-        let (count, kind) = column(&["elections", "measurements"]).expect("a count column");
-        let aggregate = if kind.starts_with("AggregateFunction") {
-            format!("countMerge({count})")
-        } else {
-            format!("sum({count})")
-        };
-        let text = server
-            .query(&format!(
-                "SELECT {time}, {aggregate} FROM {table} GROUP BY {time} ORDER BY {time}"
-            ))
-            .await
-            .unwrap();
-        counts.push((table.to_owned(), text));
-    }
-    counts
-}
-
 /// `rallypoint-collector rebuild-rollups` puts back rollups that were lost
 /// or damaged, day by day, exactly as the views had built them; it refuses
 /// today, a reversed range and an unknown rollup, saying why.
@@ -427,31 +382,13 @@ async fn rebuilding_rollups_restores_exactly_what_the_views_built() {
     ]
     .concat();
     store.write(&reports, &[]).await.unwrap();
-    let built = rollup_counts(&server).await;
+    let built = common::rollup_counts(&server).await;
     assert_eq!(built.len(), 8, "{built:?}");
 
     // Damage: one rollup loses every day, another gets counted twice.
-    let days: Vec<String> = server
-        .query(
-            "SELECT DISTINCT toString(toYYYYMMDD(received_at)) AS day FROM rp_elections ORDER BY day",
-        )
-        .await
-        .unwrap()
-        .lines()
-        .map(String::from)
-        .collect();
-    for day in &days {
-        server
-            .query(&format!("ALTER TABLE rp_rtt_hour DROP PARTITION {day}"))
-            .await
-            .unwrap();
-    }
-    server
-        .query("INSERT INTO rp_moves_hour SELECT * FROM rp_moves_hour")
-        .await
-        .unwrap();
+    let days = common::damage_rollups(&server, "").await;
     assert_ne!(
-        rollup_counts(&server).await,
+        common::rollup_counts(&server).await,
         built,
         "the damage did not show"
     );
@@ -467,13 +404,12 @@ async fn rebuilding_rollups_restores_exactly_what_the_views_built() {
             .env("RUST_LOG", "warn");
         command.output().unwrap()
     };
-    let day = |yyyymmdd: &str| format!("{}-{}-{}", &yyyymmdd[..4], &yyyymmdd[4..6], &yyyymmdd[6..]);
-    let (first, last) = (day(&days[0]), day(days.last().unwrap()));
+    let (first, last) = (days[0].clone(), days.last().unwrap().clone());
     let output = rebuild(&["--from", &first, "--to", &last]);
     let progress = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{progress}");
     assert!(progress.contains("[rebuild] rp_rtt_hour for"), "{progress}");
-    assert_eq!(rollup_counts(&server).await, built, "{progress}");
+    assert_eq!(common::rollup_counts(&server).await, built, "{progress}");
 
     // Refusals name what is wrong and change nothing.
     let today = server.query("SELECT toString(today())").await.unwrap();
@@ -492,7 +428,7 @@ async fn rebuilding_rollups_restores_exactly_what_the_views_built() {
         "not a rollup",
     );
     refused(&["--from", "2026-13-01", "--to", &last], "not a day");
-    assert_eq!(rollup_counts(&server).await, built);
+    assert_eq!(common::rollup_counts(&server).await, built);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -41,3 +41,87 @@ pub fn received(
         })
         .collect()
 }
+
+/// Every rollup's counts per time bucket on `server` itself, as text:
+/// `countMerge` of count states, `sum` of summed counts. On a cluster
+/// member these are its local (replicated) rollups, named as the schema
+/// names them.
+pub async fn rollup_counts(server: &ClickHouseServer) -> Vec<(String, String)> {
+    let tables = server
+        .query(
+            "SELECT name FROM system.tables WHERE database = currentDatabase() \
+             AND (engine LIKE '%AggregatingMergeTree' OR engine LIKE '%SummingMergeTree') \
+             ORDER BY name",
+        )
+        .await
+        .unwrap();
+    let mut counts = Vec::new();
+    for table in tables.lines() {
+        let columns = server
+            .query(&format!(
+                "SELECT name, type FROM system.columns \
+                 WHERE database = currentDatabase() AND table = '{table}'"
+            ))
+            .await
+            .unwrap();
+        let column = |wanted: &[&str]| {
+            columns.lines().find_map(|l| {
+                let (name, kind) = l.split_once('\t')?;
+                wanted
+                    .contains(&name)
+                    .then(|| (name.to_owned(), kind.to_owned()))
+            })
+        };
+        let (time, _) = column(&["minute", "hour", "day"]).expect("a time column");
+        let (count, kind) = column(&["elections", "measurements"]).expect("a count column");
+        let aggregate = if kind.starts_with("AggregateFunction") {
+            format!("countMerge({count})")
+        } else {
+            format!("sum({count})")
+        };
+        let text = server
+            .query(&format!(
+                "SELECT {time}, {aggregate} FROM {table} GROUP BY {time} ORDER BY {time}"
+            ))
+            .await
+            .unwrap();
+        let name = table.strip_suffix("_local").unwrap_or(table);
+        counts.push((name.to_owned(), text));
+    }
+    counts
+}
+
+/// Damages the rollups on `server` (`suffix`: `""` on one server, `"_local"`
+/// on a cluster member, where the damage replicates): `rp_rtt_hour` loses
+/// every day that has reports, `rp_moves_hour` is counted twice. Returns
+/// those days, first to last, as `rebuild-rollups` takes them
+/// (`YYYY-MM-DD`).
+pub async fn damage_rollups(server: &ClickHouseServer, suffix: &str) -> Vec<String> {
+    let days: Vec<String> = server
+        .query(&format!(
+            "SELECT DISTINCT toString(toYYYYMMDD(received_at)) AS day \
+             FROM rp_elections{suffix} ORDER BY day"
+        ))
+        .await
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    for day in &days {
+        server
+            .query(&format!(
+                "ALTER TABLE rp_rtt_hour{suffix} DROP PARTITION {day}"
+            ))
+            .await
+            .unwrap();
+    }
+    server
+        .query(&format!(
+            "INSERT INTO rp_moves_hour{suffix} SELECT * FROM rp_moves_hour{suffix}"
+        ))
+        .await
+        .unwrap();
+    days.iter()
+        .map(|d| format!("{}-{}-{}", &d[..4], &d[4..6], &d[6..]))
+        .collect()
+}
