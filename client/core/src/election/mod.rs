@@ -300,6 +300,13 @@ impl Election {
         slot.forget_probes();
         slot.error = Some(reason.clone());
         let role = std::mem::replace(&mut slot.role, Role::Idle);
+        // A lost connection is in no room: it is prepared no longer (the
+        // session forgets it too), and a relay still suspect gets the next
+        // standby prepared below, once the standbys are refilled.
+        let was_prepared = self.prepared == Some(id);
+        if was_prepared {
+            self.prepared = None;
+        }
         self.notices.push_back(Notice::CandidateFailed {
             candidate: id,
             reason: reason.clone(),
@@ -311,6 +318,9 @@ impl Election {
             Role::Serving => self.failover(id, now, ElectionTrigger::Failover, reason),
             Role::Standby => self.refill_standbys(),
             _ => {}
+        }
+        if was_prepared && self.watch.is_suspect() {
+            self.prepare_standby();
         }
         if self.tournament.is_some() {
             self.evaluate_tournament(now);

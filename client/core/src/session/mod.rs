@@ -652,6 +652,11 @@ impl Session {
         if let Some(connection) = self.connections.close(id) {
             self.transmits.push_back(Transmit::Close(connection));
         }
+        // Its next connection will be in no room (the election prepares
+        // another standby if it still needs one).
+        if self.preparing == Some(id) {
+            self.preparing = None;
+        }
         self.election.handle(
             Event::ConnectionLost {
                 candidate: id,

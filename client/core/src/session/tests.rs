@@ -354,6 +354,21 @@ impl Net {
         }
     }
 
+    /// The serving relay (candidate 0) delivers `audio` every 20 ms from
+    /// 4 s to 6 s, then its path loses everything (probes and their answers
+    /// too); returns the time, 6 s.
+    fn steady_audio_then_a_dead_path(&mut self, audio: &ServerFrame) -> u64 {
+        let mut t = 4_000;
+        while t < 6_000 {
+            t += 20;
+            self.run_until(t);
+            self.deliver(0, audio.clone());
+        }
+        self.dead[0] = true;
+        self.in_flight.retain(|(_, c, _)| c.candidate != 0);
+        t
+    }
+
     fn set_now(&mut self, now: Micros) {
         self.now = now;
     }
@@ -1096,14 +1111,7 @@ fn a_cleared_suspicion_stops_sending_through_the_standby() {
     let media = || client_frame::Kind::Media(Media::default());
     // The others' audio every 20 ms; then the path loses everything for
     // 85 ms (probes and their answers too), and the relay is still there.
-    let mut t = 4_000;
-    while t < 6_000 {
-        t += 20;
-        net.run_until(t);
-        net.deliver(0, audio.clone());
-    }
-    net.dead[0] = true;
-    net.in_flight.retain(|(_, c, _)| c.candidate != 0);
+    let mut t = net.steady_audio_then_a_dead_path(&audio);
     while net.prepare_times.is_empty() && t < 6_200 {
         t += 1;
         if t == 6_085 {
@@ -1181,6 +1189,66 @@ fn a_cleared_suspicion_stops_sending_through_the_standby() {
         .filter(|u| matches!(u, Update::Preparing { .. }))
         .count();
     assert_eq!(told, 1, "one keyframe per {PREPARE_KEYFRAME_EVERY:?}");
+}
+
+/// A prepared standby whose connection is lost is prepared no longer: when
+/// the call has moved elsewhere and the election opens that relay again (a
+/// new connection, in no room), the media is not sent there too for the
+/// rest of the call.
+#[test]
+fn a_prepared_standby_that_is_lost_is_prepared_no_longer() {
+    let wt = |region| candidate(region, TransportKind::WebTransport);
+    let mut net = Net::with_candidates(
+        vec![wt("singapore"), wt("us-east"), wt("frankfurt")],
+        config(Some(ROOM), token_expiring(Micros::ZERO, 3600)),
+        vec![true, true, true],
+    );
+    net.rtt_ms = vec![60, 120, 180];
+    net.session.start(Micros::ZERO);
+    net.run_until(4_000);
+    assert_eq!(net.session.serving(), Some(0));
+    let audio = ServerFrame::of(server_frame::Kind::Media(Media::default()));
+    // The serving relay dies: suspect, the standby prepared; then the
+    // standby's connection ends too, and its relay is out of reach for a
+    // while. The call moves to the third relay.
+    let mut t = net.steady_audio_then_a_dead_path(&audio);
+    while net.prepare_times.is_empty() && t < 6_200 {
+        t += 1;
+        net.run_until(t);
+    }
+    assert_eq!(net.prepare_times.len(), 1, "suspect after the silence");
+    assert_eq!(net.prepare_times[0].1, 1);
+    let standby = net.conns[1].expect("the standby's connection");
+    net.reachable[1] = false;
+    net.session.closed(standby, net.now);
+    net.carry_out();
+    while t < 12_000 {
+        t += 20;
+        net.run_until(t);
+    }
+    assert_eq!(net.session.serving(), Some(2), "moved to the third relay");
+    // The standby's relay is back, and the election opens it again (it
+    // probes every candidate anew every 30 s) while the call goes on.
+    net.reachable[1] = true;
+    let media = || client_frame::Kind::Media(Media::default());
+    while t < 50_000 {
+        t += 20;
+        net.run_until(t);
+        net.deliver(2, audio.clone());
+        net.session.send_to_room(media(), net.now);
+        net.carry_out();
+    }
+    assert!(
+        net.hellos.iter().filter(|(id, _)| *id == 1).count() >= 2,
+        "reopened"
+    );
+    assert_eq!(net.session.serving(), Some(2));
+    let sent = net.media_times.iter().filter(|(at, _)| *at == net.now);
+    assert_eq!(
+        sent.map(|(_, id)| *id).collect::<Vec<_>>(),
+        vec![2],
+        "through the serving relay only"
+    );
 }
 
 #[test]
