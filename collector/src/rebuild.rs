@@ -24,6 +24,11 @@
 //! shard's other replicas through replication. A cluster of several shards
 //! is rebuilt by running the command against one server of each; it says
 //! so, and which shard it did.
+//!
+//! Every statement of a run goes to one server ([`Run::pin`]: a ClickHouse
+//! session, so a load balancer cannot split a sync, a read and a swap over
+//! three servers), and stages in tables named for the run, so two runs at
+//! once never drop or fill each other's.
 
 use anyhow::Context as _;
 use clickhouse::Client;
@@ -39,6 +44,11 @@ const MAX_DAYS: i64 = 3_660;
 /// printing each as it goes; refuses today and later (reports still arrive
 /// for them).
 pub async fn run(config: RebuildConfig) -> anyhow::Result<()> {
+    let run = Run::new();
+    rebuild(config, &run).await.map_err(|e| run.explain(e))
+}
+
+async fn rebuild(config: RebuildConfig, run: &Run) -> anyhow::Result<()> {
     let span = day_number(config.to) - day_number(config.from) + 1;
     if span < 1 {
         anyhow::bail!(
@@ -55,14 +65,28 @@ pub async fn run(config: RebuildConfig) -> anyhow::Result<()> {
         );
     }
     let store = Store::connect(&crate::for_long_statements(&config.clickhouse)).await?;
-    let client = store.client();
+    let client = &run.pin(store.client()).await?;
+    let left: Vec<String> = client
+        .fetch_all(
+            "SELECT name FROM system.tables WHERE database = currentDatabase() \
+             AND name LIKE 'rp\\\\_%\\\\_rebuild\\\\_%' ORDER BY name",
+        )
+        .await
+        .context("cannot list staging tables")?;
+    if !left.is_empty() {
+        // Another run's, at work or stopped half-way: not ours to drop.
+        eprintln!(
+            "[rebuild] staging tables of other runs are here: {}; drop them once no other \
+             rebuild runs",
+            left.join(", ")
+        );
+    }
     let shard = match &store.layout {
         Layout::Single => None,
         Layout::Cluster { name, .. } => Some(Shard::of_this_server(client, name).await?),
     };
     let today: u32 = client
-        .query("SELECT toUInt32(toYYYYMMDD(today()))")
-        .fetch_one()
+        .fetch_one("SELECT toUInt32(toYYYYMMDD(today()))")
         .await
         .context("cannot read ClickHouse's date")?;
     if config.to >= today {
@@ -96,8 +120,7 @@ pub async fn run(config: RebuildConfig) -> anyhow::Result<()> {
             // The rebuild reads this server's copy of the shard's rows:
             // first fetch what its replicas stored and it has not.
             client
-                .query(&format!("SYSTEM SYNC REPLICA {source}"))
-                .execute()
+                .execute(&format!("SYSTEM SYNC REPLICA {source}"))
                 .await
                 .with_context(|| {
                     format!(
@@ -113,7 +136,7 @@ pub async fn run(config: RebuildConfig) -> anyhow::Result<()> {
     let mut done = 0;
     for day in &days {
         for rollup in &rollups {
-            rebuild_day(client, &store.layout, rollup, *day).await?;
+            rebuild_day(client, &store.layout, rollup, *day, run).await?;
             done += 1;
             eprintln!(
                 "[rebuild] {} for {} ({done}/{total})",
@@ -133,6 +156,132 @@ pub async fn run(config: RebuildConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One run of the command: a name of its own for its staging tables and
+/// its ClickHouse session.
+#[derive(Debug)]
+pub struct Run {
+    id: String,
+}
+
+impl Run {
+    pub fn new() -> Run {
+        Run {
+            id: format!(
+                "{}_{}",
+                std::process::id(),
+                rallypoint_service::clock::unix_millis()
+            ),
+        }
+    }
+
+    /// `rollup`'s staging table in this run: two runs at once never share
+    /// one (each would drop and refill the other's).
+    fn staging(&self, rollup: &Rollup) -> String {
+        format!("{}_rebuild_{}", rollup.name, self.id)
+    }
+
+    /// `client`, its statements pinned to the server that answers the
+    /// first: a ClickHouse session, checked on every later statement. A URL
+    /// that spreads requests over several servers (a Kubernetes Service)
+    /// would otherwise sync one replica, read another and stage on a
+    /// third; with the session, a statement that reaches another server
+    /// fails ("session not found") before it changes anything there.
+    pub async fn pin(&self, client: &Client) -> anyhow::Result<Pinned> {
+        let pinned = Pinned {
+            client: client
+                .clone()
+                .with_setting("session_id", format!("rallypoint_rebuild_{}", self.id)),
+        };
+        pinned
+            .execute("SELECT 1")
+            .await
+            .context("cannot open a ClickHouse session for the rebuild")?;
+        Ok(Pinned {
+            client: pinned.client.with_setting("session_check", "1"),
+        })
+    }
+
+    /// A failed step, with what to do when it failed for reaching another
+    /// server.
+    pub fn explain(&self, error: anyhow::Error) -> anyhow::Error {
+        let text = format!("{error:#}");
+        if text.contains("Session not found") || text.contains("SESSION_NOT_FOUND") {
+            error.context(
+                "the rebuild's statements reached more than one ClickHouse server: give \
+                 --clickhouse-url one server's own address, not a load-balanced one",
+            )
+        } else {
+            error
+        }
+    }
+}
+
+impl Default for Run {
+    fn default() -> Run {
+        Run::new()
+    }
+}
+
+/// A client whose statements all run in one ClickHouse session, so on one
+/// server (see [`Run::pin`]).
+pub struct Pinned {
+    client: Client,
+}
+
+/// How long a statement waits for the session its previous one still
+/// holds: the server releases it a moment after the answer has arrived.
+const SESSION_BUSY_FOR_AT_MOST: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl Pinned {
+    /// The same session's statements sent to `url` instead, as a load
+    /// balancer might send one: they must fail, not run (see `tests/cluster.rs`).
+    pub fn sent_to(self, url: &str) -> Pinned {
+        Pinned {
+            client: self.client.with_url(url),
+        }
+    }
+
+    pub async fn execute(&self, sql: &str) -> clickhouse::error::Result<()> {
+        self.when_free(|| self.client.query(sql).execute()).await
+    }
+
+    pub async fn fetch_all<T: clickhouse::RowOwned + clickhouse::RowRead>(
+        &self,
+        sql: &str,
+    ) -> clickhouse::error::Result<Vec<T>> {
+        self.when_free(|| self.client.query(sql).fetch_all()).await
+    }
+
+    pub async fn fetch_one<T: clickhouse::RowOwned + clickhouse::RowRead>(
+        &self,
+        sql: &str,
+    ) -> clickhouse::error::Result<T> {
+        self.when_free(|| self.client.query(sql).fetch_one()).await
+    }
+
+    /// `attempt`, again while the server says the session is still busy
+    /// with the previous statement (code 373), up to
+    /// [`SESSION_BUSY_FOR_AT_MOST`].
+    async fn when_free<T, F, Fut>(&self, attempt: F) -> clickhouse::error::Result<T>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = clickhouse::error::Result<T>>,
+    {
+        let deadline = tokio::time::Instant::now() + SESSION_BUSY_FOR_AT_MOST;
+        loop {
+            match attempt().await {
+                Err(e)
+                    if e.to_string().contains("Code: 373")
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                result => return result,
+            }
+        }
+    }
+}
+
 /// The shard of the cluster that the server the client talks to is in.
 #[derive(Debug)]
 struct Shard {
@@ -142,17 +291,19 @@ struct Shard {
 }
 
 impl Shard {
-    async fn of_this_server(client: &Client, cluster: &str) -> anyhow::Result<Shard> {
+    async fn of_this_server(client: &Pinned, cluster: &str) -> anyhow::Result<Shard> {
         #[derive(clickhouse::Row, serde::Deserialize)]
         struct Member {
             shard_num: u32,
             host_name: String,
             is_local: u8,
         }
+        // The cluster's name is a plain name (`Layout::of` checked it).
         let members: Vec<Member> = client
-            .query("SELECT shard_num, host_name, is_local FROM system.clusters WHERE cluster = ?")
-            .bind(cluster)
-            .fetch_all()
+            .fetch_all(&format!(
+                "SELECT shard_num, host_name, is_local FROM system.clusters \
+                 WHERE cluster = '{cluster}'"
+            ))
             .await
             .context("cannot read system.clusters")?;
         let of = members.iter().map(|m| m.shard_num).max().unwrap_or(0);
@@ -199,28 +350,25 @@ pub struct Rollup {
 }
 
 /// Every rollup view of the schema (`rp_*_mv`), in name order.
-pub async fn rollups(client: &Client, layout: &Layout) -> anyhow::Result<Vec<Rollup>> {
+pub async fn rollups(client: &Pinned, layout: &Layout) -> anyhow::Result<Vec<Rollup>> {
     let views: Vec<String> = client
-        .query(
+        .fetch_all(
             "SELECT name FROM system.tables WHERE database = currentDatabase() \
              AND engine = 'MaterializedView' AND name LIKE 'rp\\\\_%\\\\_mv' ORDER BY name",
         )
-        .fetch_all()
         .await
         .context("cannot list the rollup views")?;
     let mut rollups = Vec::new();
     for view in views {
         let create: String = client
-            .query(&format!("SHOW CREATE TABLE {view}"))
-            .fetch_one()
+            .fetch_one(&format!("SHOW CREATE TABLE {view}"))
             .await
             .with_context(|| format!("cannot read the definition of {view}"))?;
         let mut rollup = parse_view(&view, &create)?;
         rollup.name = layout.shared_name(&rollup.table).to_owned();
         rollup.columns = columns(client, &rollup.table).await?;
         rollup.create = client
-            .query(&format!("SHOW CREATE TABLE {}", rollup.table))
-            .fetch_one()
+            .fetch_one(&format!("SHOW CREATE TABLE {}", rollup.table))
             .await
             .with_context(|| format!("cannot read the definition of {}", rollup.table))?;
         rollups.push(rollup);
@@ -265,11 +413,13 @@ fn parse_view(view: &str, create: &str) -> anyhow::Result<Rollup> {
 }
 
 /// The columns of `table`.
-async fn columns(client: &Client, table: &str) -> anyhow::Result<Vec<String>> {
+async fn columns(client: &Pinned, table: &str) -> anyhow::Result<Vec<String>> {
+    // `table` is a name read from system.tables (letters, digits, `_`).
     client
-        .query("SELECT name FROM system.columns WHERE database = currentDatabase() AND table = ?")
-        .bind(table)
-        .fetch_all()
+        .fetch_all(&format!(
+            "SELECT name FROM system.columns WHERE database = currentDatabase() \
+             AND table = '{table}'"
+        ))
         .await
         .with_context(|| format!("cannot read the columns of {table}"))
 }
@@ -287,12 +437,13 @@ fn unqualified(name: &str) -> &str {
 /// then holds partial neighbours too; only partition `day` is swapped in.
 /// The view's output is inserted by column name, as the view itself does.
 pub async fn rebuild_day(
-    client: &Client,
+    client: &Pinned,
     layout: &Layout,
     rollup: &Rollup,
     day: u32,
+    run: &Run,
 ) -> anyhow::Result<()> {
-    let staging = format!("{}_rebuild", rollup.name);
+    let staging = run.staging(rollup);
     let date = format!("toDate('{}')", day_text(day));
     let source = format!(
         "(SELECT * FROM {} FINAL WHERE toDate(received_at) BETWEEN {date} - 1 AND {date} + 1)",
@@ -312,8 +463,7 @@ pub async fn rebuild_day(
     ];
     for step in steps {
         client
-            .query(&step)
-            .execute()
+            .execute(&step)
             .await
             .with_context(|| format!("rebuilding {} for {day} failed at: {step}", rollup.table))?;
     }

@@ -14,6 +14,7 @@ use common::received;
 
 use std::time::{Duration, Instant};
 
+use rallypoint_collector::rebuild::Run;
 use rallypoint_collector::retention;
 use rallypoint_collector::rows::{DeadLetterRow, ReportRows};
 use rallypoint_collector::store::Store;
@@ -368,4 +369,18 @@ async fn rebuilding_a_clusters_rollups_restores_what_the_views_built_on_every_re
             "{tables}\n{progress}"
         );
     }
+
+    // Its statements stay on the server that answered the first: one that a
+    // load balancer sends to the other replica fails there, and says why.
+    let run = Run::new();
+    let login = |server: &ClickHouseServer| server.login(ClickHouseRole::Admin).args();
+    let pinned = run.pin(&login(first).client().unwrap()).await.unwrap();
+    pinned.execute("SELECT 1").await.unwrap();
+    let elsewhere = pinned.sent_to(&login(second).url);
+    let refused = elsewhere
+        .execute("SELECT 1")
+        .await
+        .expect_err("another server");
+    let explained = format!("{:#}", run.explain(refused.into()));
+    assert!(explained.contains("not a load-balanced one"), "{explained}");
 }

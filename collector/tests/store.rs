@@ -394,7 +394,7 @@ async fn rebuilding_rollups_restores_exactly_what_the_views_built() {
     );
 
     let admin = server.login(ClickHouseRole::Admin);
-    let rebuild = |args: &[&str]| {
+    let rebuild = move |args: &[&str]| {
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_rallypoint-collector"));
         command
             .arg("rebuild-rollups")
@@ -410,6 +410,35 @@ async fn rebuilding_rollups_restores_exactly_what_the_views_built() {
     assert!(output.status.success(), "{progress}");
     assert!(progress.contains("[rebuild] rp_rtt_hour for"), "{progress}");
     assert_eq!(common::rollup_counts(&server).await, built, "{progress}");
+
+    // Two runs at once (an operator's and a cron job's) each stage in
+    // tables of their own: both finish, and the rollups are what the views
+    // built.
+    common::damage_rollups(&server, "").await;
+    let runs: Vec<_> = (0..2)
+        .map(|_| {
+            let rebuild = rebuild.clone();
+            let (first, last) = (first.clone(), last.clone());
+            std::thread::spawn(move || rebuild(&["--from", &first, "--to", &last]))
+        })
+        .collect();
+    for run in runs {
+        let output = run.join().unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    assert_eq!(common::rollup_counts(&server).await, built);
+    assert_eq!(
+        server
+            .count("SELECT count() FROM system.tables WHERE name LIKE '%rebuild%'")
+            .await
+            .unwrap(),
+        0,
+        "no staging table left"
+    );
 
     // Refusals name what is wrong and change nothing.
     let today = server.query("SELECT toString(today())").await.unwrap();
