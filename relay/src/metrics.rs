@@ -39,6 +39,9 @@ pub struct Stats {
     /// Media frames a receiver already had: the sender sent them through two
     /// relays while preparing a move (make-before-break).
     pub media_duplicates: AtomicU64,
+    /// Media frames not given to a prepared standby whose client is not in
+    /// the room's roster (a listener must be someone the room can see).
+    pub media_withheld: AtomicU64,
     /// Probe-only connections that began forwarding media for a move their
     /// client was preparing (`Join.prepare`).
     pub moves_prepared: AtomicU64,
@@ -176,6 +179,9 @@ const COUNTERS: &[Instrument<u64>] = &[
             }),
             (Some(("reason", "not_in_room")), |s| {
                 s.media_not_in_room.load(Relaxed)
+            }),
+            (Some(("reason", "listener_not_in_roster")), |s| {
+                s.media_withheld.load(Relaxed)
             }),
             (Some(("reason", "over_budget")), |s| {
                 s.media_over_budget.load(Relaxed)

@@ -539,3 +539,56 @@ async fn a_prepared_standby_forwards_media_once_and_tells_nobody_until_the_move(
         .unwrap();
     assert_eq!(moved.peer.unwrap().peer_id, alice.peer_id());
 }
+
+/// A prepared standby is an invisible listener, so only someone the room
+/// can see may be one: a token for the room is not enough. Carol, holding
+/// one but in the call nowhere, prepares and hears nothing; Alice, in the
+/// call through the other region, prepares on a relay that did not serve
+/// the room yet and hears it as soon as that relay has learnt the roster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_participant_of_the_room_hears_it_through_a_prepared_standby() {
+    use rallypoint_protocol::v1::{ClientFrame, Join, client_frame};
+    let lab = Lab::two_regions(&[]).await;
+    let prepare = |peer: &rallypoint_client_native::Peer| {
+        peer.conn
+            .send(&ClientFrame::of(client_frame::Kind::Join(Join {
+                room: "r".into(),
+                prepare: true,
+                ..Default::default()
+            })));
+    };
+    let connect = |relay: usize, identity| {
+        let candidate = lab.candidate(relay, WebSocket);
+        async move {
+            rallypoint_client_native::Peer::connect(&candidate, &identity, T)
+                .await
+                .unwrap()
+        }
+    };
+    // Alice and Bob are in the call through us-east; singapore does not
+    // serve the room yet.
+    let identity = lab.identity("r", "alice");
+    let mut alice = connect(0, identity.clone()).await;
+    let ja = alice.join("r", 0, T).await.unwrap();
+    let (bob, _) = lab.participant(0, WebSocket, "r", "bob").await;
+    wait_sees(&mut alice, &ja, &[bob.peer_id()]).await;
+    let mut carols = connect(1, lab.identity("r", "carol")).await;
+    prepare(&carols);
+    let mut alices = connect(1, identity).await;
+    assert_eq!(alices.peer_id(), alice.peer_id(), "one participant");
+    prepare(&alices);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    const FRAMES: u64 = 20;
+    send_audio(&bob, 0..FRAMES, 100, Duration::from_millis(10)).await;
+    let alice_heard = media_within(&mut alices, Duration::from_millis(1500)).await;
+    let carol_heard = media_within(&mut carols, Duration::from_millis(300)).await;
+    assert_eq!(alice_heard.len() as u64, FRAMES, "{alice_heard:?}");
+    assert!(
+        carol_heard.is_empty(),
+        "an outsider heard {} frames of the room",
+        carol_heard.len()
+    );
+    let stats = lab.relays[1].stats().await.unwrap();
+    assert_eq!(stats["media_withheld"], FRAMES, "{stats}");
+}

@@ -27,6 +27,8 @@ const TICK: Duration = Duration::from_millis(250);
 /// At most one keyframe request per sender and kind per this interval: after a
 /// burst of drops one keyframe repairs every receiver.
 const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(300);
+/// Shortest time between two asks for the other relays' rosters.
+const ROSTER_ASK_INTERVAL: Duration = Duration::from_secs(1);
 
 struct LocalConn {
     peer_id: String,
@@ -46,6 +48,8 @@ struct Room {
     roster: Roster,
     conns: HashMap<ConnId, LocalConn>,
     keyframe_asked: HashMap<(String, i32), Instant>,
+    /// When this relay last asked the others for their rosters.
+    roster_asked: Option<Instant>,
     /// Frames already delivered: a sender preparing a move sends through two
     /// relays at once.
     seen: SeenFrames,
@@ -72,6 +76,7 @@ pub(super) async fn run(hub: Hub, name: String, mut commands: mpsc::Receiver<Com
         name,
         conns: HashMap::new(),
         keyframe_asked: HashMap::new(),
+        roster_asked: None,
         seen: SeenFrames::default(),
     };
     tracing::debug!(room = %room.name, "serving room");
@@ -120,7 +125,9 @@ async fn refuse_all(hub: &Hub, name: &str, commands: &mut mpsc::Receiver<Command
     ));
     while let Some(command) = commands.recv().await {
         match command {
-            Command::Join { outbox, .. } => {
+            // Both hold a slot: releasing them lets the room stop, so a
+            // later Join starts it afresh (NATS may be back by then).
+            Command::Join { outbox, .. } | Command::Listen { outbox, .. } => {
                 outbox.control(crate::outbox::Control::CloseWith(refusal.clone()));
                 hub.release(name);
             }
@@ -225,6 +232,7 @@ impl Room {
                 peer_id,
                 outbox,
             } => {
+                let unknown = !self.roster.contains(&peer_id);
                 let listener = LocalConn {
                     peer_id,
                     outbox,
@@ -233,6 +241,9 @@ impl Room {
                 };
                 if self.conns.insert(conn, listener).is_some() {
                     self.hub.release(&self.name); // listening already
+                }
+                if unknown {
+                    self.ask_roster().await;
                 }
             }
             Command::Unlisten { conn } => {
@@ -274,8 +285,12 @@ impl Room {
                 self.apply(effects).await;
             }
             Some(room_event::Kind::Beat(beat)) => {
+                let asks = beat.asks_roster && beat.relay_id != self.hub.inner.relay_id;
                 let effects = self.roster.remote_beat(beat, now);
                 self.apply(effects).await;
+                if asks && self.roster.has_local_participants() {
+                    self.publish_beat(true).await;
+                }
             }
             Some(room_event::Kind::State(changed)) => {
                 let effects = self.roster.remote_state(changed);
@@ -323,6 +338,15 @@ impl Room {
         let mut lost_picture = false;
         for conn in self.conns.values_mut() {
             if conn.peer_id == sender {
+                continue;
+            }
+            // A prepared standby hears a room its client is in (through
+            // another relay), not one its token merely names: a listener
+            // is invisible, so it must not be a way to listen unseen. A
+            // room this relay has just started serving knows its roster
+            // after one reply to its first beat.
+            if conn.listening && !self.roster.contains(&conn.peer_id) {
+                stats.media_withheld.fetch_add(1, Relaxed);
                 continue;
             }
             if is_picture && conn.awaiting_keyframe.contains(&track) {
@@ -390,6 +414,26 @@ impl Room {
                 Effect::Release => self.hub.release(&self.name),
             }
         }
+    }
+
+    /// Asks the relays serving the room for their rosters (a listener's
+    /// client is not in this relay's yet), at most once per
+    /// [`ROSTER_ASK_INTERVAL`]: each ask costs every such relay a beat.
+    async fn ask_roster(&mut self) {
+        let now = Instant::now();
+        if self
+            .roster_asked
+            .is_some_and(|at| now.duration_since(at) < ROSTER_ASK_INTERVAL)
+        {
+            return;
+        }
+        self.roster_asked = Some(now);
+        let mut beat = self.roster.beat(false);
+        beat.asks_roster = true;
+        self.publish(RoomEvent {
+            kind: Some(room_event::Kind::Beat(beat)),
+        })
+        .await;
     }
 
     async fn publish_beat(&mut self, in_reply: bool) {

@@ -357,6 +357,7 @@ impl Roster {
                 })
                 .collect(),
             in_reply,
+            asks_roster: false,
         }
     }
 
@@ -630,6 +631,7 @@ mod tests {
                 join_seq: 0,
             }],
             in_reply: false,
+            asks_roster: false,
         };
         assert_eq!(notified(&roster.remote_beat(beat.clone(), t0)), ["joined"]);
         assert!(notified(&roster.remote_beat(beat, t0 + Duration::from_secs(1))).is_empty());
@@ -653,6 +655,7 @@ mod tests {
                 join_seq: 0,
             }],
             in_reply: false,
+            asks_roster: false,
         };
         roster.remote_beat(with_b, t0);
         let empty = RosterBeat {
@@ -660,6 +663,7 @@ mod tests {
             region: "singapore".into(),
             peers: vec![],
             in_reply: false,
+            asks_roster: false,
         };
         assert_eq!(notified(&roster.remote_beat(empty, t0)), ["left"]);
     }
@@ -813,6 +817,7 @@ mod tests {
                 join_seq: 0,
             }],
             in_reply: false,
+            asks_roster: false,
         };
         assert_eq!(notified(&roster.remote_beat(beat(None), t0)), ["joined"]);
         assert!(roster.remote_beat(beat(None), t0).is_empty());
