@@ -62,6 +62,13 @@ impl RateLimiter {
         self.tokens = (self.tokens - n).max(-self.capacity);
     }
 
+    /// Gives back one token taken for something that turned out free
+    /// (never above the burst).
+    pub fn refund(&mut self, now: Instant) {
+        self.charge(-1.0, now);
+        self.tokens = self.tokens.min(self.capacity);
+    }
+
     /// How long until the next token.
     pub fn retry_after(&self) -> Duration {
         Duration::from_secs_f64(((1.0 - self.tokens) / self.per_second).max(0.0))
@@ -104,6 +111,11 @@ impl SubjectRates {
     /// [`RateLimiter::charge`]).
     pub fn charge(&self, subject: &str, n: u32, now: Instant) {
         self.with_bucket(subject, now, |bucket| bucket.charge(f64::from(n), now))
+    }
+
+    /// Gives `subject` back one token (see [`RateLimiter::refund`]).
+    pub fn refund(&self, subject: &str, now: Instant) {
+        self.with_bucket(subject, now, |bucket| bucket.refund(now))
     }
 
     fn with_bucket<T>(
@@ -158,6 +170,22 @@ mod tests {
         assert!(!limiter.try_take(t0));
         assert!(!limiter.try_take(t0 + Duration::from_secs(19)));
         assert!(limiter.try_take(t0 + Duration::from_secs(21)));
+    }
+
+    #[test]
+    fn a_refund_gives_one_token_back_never_above_the_burst() {
+        let t0 = Instant::now();
+        let rates = SubjectRates::per_minute(2);
+        rates.refund("alice", t0);
+        assert!(rates.try_take("alice", t0).is_ok());
+        assert!(rates.try_take("alice", t0).is_ok());
+        assert!(
+            rates.try_take("alice", t0).is_err(),
+            "a full bucket gained nothing"
+        );
+        rates.refund("alice", t0);
+        assert!(rates.try_take("alice", t0).is_ok());
+        assert!(rates.try_take("alice", t0).is_err());
     }
 
     #[test]

@@ -541,13 +541,15 @@ async fn a_prepared_standby_forwards_media_once_and_tells_nobody_until_the_move(
 }
 
 /// A prepared standby is an invisible listener, so only someone the room
-/// can see may be one: a token for the room is not enough. Carol, holding
-/// one but in the call nowhere, prepares and hears nothing; Alice, in the
+/// can see may be one: a token for the room is not enough. Alice, in the
 /// call through the other region, prepares on a relay that did not serve
-/// the room yet and hears it as soon as that relay has learnt the roster.
+/// the room yet and hears all of it once that relay has learnt the
+/// roster. Carol, holding a token but in the call nowhere, hears only a
+/// grace of a second — what a participant whose relay died with the
+/// roster needs until its move — and, three graces a minute spent, nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_a_participant_of_the_room_hears_it_through_a_prepared_standby() {
-    use rallypoint_protocol::v1::{ClientFrame, Join, client_frame};
+    use rallypoint_protocol::v1::{ClientFrame, Join, Leave, client_frame};
     let lab = Lab::two_regions(&[]).await;
     let prepare = |peer: &rallypoint_client_native::Peer| {
         peer.conn
@@ -579,16 +581,39 @@ async fn only_a_participant_of_the_room_hears_it_through_a_prepared_standby() {
     prepare(&alices);
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    const FRAMES: u64 = 20;
-    send_audio(&bob, 0..FRAMES, 100, Duration::from_millis(10)).await;
-    let alice_heard = media_within(&mut alices, Duration::from_millis(1500)).await;
-    let carol_heard = media_within(&mut carols, Duration::from_millis(300)).await;
+    // Three seconds of Bob's audio, a frame every 50 ms.
+    const FRAMES: u64 = 60;
+    let (_, alice_heard, carol_heard) = tokio::join!(
+        send_audio(&bob, 0..FRAMES, 100, Duration::from_millis(50)),
+        media_within(&mut alices, Duration::from_millis(4_000)),
+        media_within(&mut carols, Duration::from_millis(4_000)),
+    );
     assert_eq!(alice_heard.len() as u64, FRAMES, "{alice_heard:?}");
+    let carol_seqs: Vec<u64> = carol_heard.iter().map(|m| m.seq).collect();
     assert!(
-        carol_heard.is_empty(),
-        "an outsider heard {} frames of the room",
-        carol_heard.len()
+        !carol_seqs.is_empty() && carol_seqs.len() <= 22 && carol_seqs[0] < 3,
+        "an outsider heard {carol_seqs:?} of {FRAMES} frames"
     );
     let stats = lab.relays[1].stats().await.unwrap();
-    assert_eq!(stats["media_withheld"], FRAMES, "{stats}");
+    let withheld = stats["media_withheld"].as_u64().unwrap();
+    assert_eq!(withheld, FRAMES - carol_seqs.len() as u64, "{stats}");
+
+    // Preparing again and again spends the rest of her graces, then none.
+    let mut heard = Vec::new();
+    for round in 0..3u64 {
+        carols
+            .conn
+            .send(&ClientFrame::of(client_frame::Kind::Leave(Leave {
+                moving: true,
+            })));
+        prepare(&carols);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let seqs = 1_000 * (round + 1)..1_000 * (round + 1) + 5;
+        let (_, got) = tokio::join!(
+            send_audio(&bob, seqs, 100, Duration::from_millis(20)),
+            media_within(&mut carols, Duration::from_millis(600)),
+        );
+        heard.push(got.len());
+    }
+    assert_eq!(heard, [5, 5, 0], "graces of later preparations");
 }

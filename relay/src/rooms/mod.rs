@@ -55,6 +55,9 @@ struct HubInner {
     settings: RoomSettings,
     stats: Arc<Stats>,
     rooms: Mutex<HashMap<String, RoomSlot>>,
+    /// Graces for listeners the roster does not list, per token subject
+    /// and shared by every room of this relay (see `room::Unseen`).
+    unseen_graces: crate::rate::SubjectRates,
 }
 
 struct RoomSlot {
@@ -99,6 +102,8 @@ enum Command {
     Listen {
         conn: ConnId,
         peer_id: String,
+        /// The token's subject (see `room::Unseen`).
+        subject: String,
         outbox: Outbox,
     },
     Unlisten {
@@ -123,6 +128,9 @@ impl Hub {
                 settings,
                 stats,
                 rooms: Mutex::new(HashMap::new()),
+                unseen_graces: crate::rate::SubjectRates::per_minute(
+                    room::UNSEEN_GRACES_PER_MINUTE,
+                ),
             }),
         }
     }
@@ -153,10 +161,18 @@ impl Hub {
     /// prepares a move here): no roster entry, no presence, but a slot that
     /// keeps the room served, released by [`Hub::unlisten`] or a Join on
     /// the same connection. False when the room's queue is full.
-    pub fn listen(&self, room: &str, conn: ConnId, peer_id: &str, outbox: Outbox) -> bool {
+    pub fn listen(
+        &self,
+        room: &str,
+        conn: ConnId,
+        peer_id: &str,
+        subject: &str,
+        outbox: Outbox,
+    ) -> bool {
         let listening = Command::Listen {
             conn,
             peer_id: peer_id.to_owned(),
+            subject: subject.to_owned(),
             outbox,
         };
         self.take_slot(room, listening)

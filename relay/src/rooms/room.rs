@@ -40,7 +40,34 @@ struct LocalConn {
     /// A standby whose client prepares a move here: it hears the room's
     /// media, nothing else, and is in no roster.
     listening: bool,
+    /// A listener's token subject, whose grace budget an unseen listener
+    /// spends (empty for participants).
+    subject: String,
+    /// How a listener is served while the roster does not list its client.
+    unseen: Unseen,
 }
+
+/// A listener whose client the room's roster does not list (yet). That is
+/// an outsider, or a participant whose relay died with the roster this
+/// relay never heard (the very failover the standby was prepared for): the
+/// first frame decides, spending one of the subject's
+/// [`UNSEEN_GRACES_PER_MINUTE`] graces of [`UNSEEN_GRACE`] if one is left;
+/// given back if the roster comes to list the client (it was only late, as
+/// when a room this relay has just started serving hears its first beats).
+#[derive(Debug, Clone, Copy)]
+enum Unseen {
+    Undecided,
+    ServedUntil(Instant),
+    Withheld,
+}
+
+/// How long a listener the roster does not list is served: the client's
+/// move (a Join) follows its preparation within the suspicion's deadline,
+/// far less than this.
+const UNSEEN_GRACE: Duration = Duration::from_secs(1);
+/// Graces per token subject per minute (bursts of as many): an outsider
+/// hears at most this many seconds of a room a minute, in pieces.
+pub(super) const UNSEEN_GRACES_PER_MINUTE: u32 = 3;
 
 struct Room {
     hub: Hub,
@@ -117,6 +144,31 @@ pub(super) async fn run(hub: Hub, name: String, mut commands: mpsc::Receiver<Com
     tracing::debug!(room = %room.name, "stopped serving room");
 }
 
+/// Whether `listener` hears this frame: always once the roster lists its
+/// client (a grace it spent before the roster said so is given back: the
+/// roster was only late), else within its grace.
+fn serves_listener(
+    listener: &mut LocalConn,
+    roster: &Roster,
+    graces: &crate::rate::SubjectRates,
+) -> bool {
+    let now = Instant::now();
+    if roster.contains(&listener.peer_id) {
+        if let Unseen::ServedUntil(_) = listener.unseen {
+            graces.refund(&listener.subject, now);
+            listener.unseen = Unseen::Undecided;
+        }
+        return true;
+    }
+    if let Unseen::Undecided = listener.unseen {
+        listener.unseen = match graces.try_take(&listener.subject, now) {
+            Ok(()) => Unseen::ServedUntil(now + UNSEEN_GRACE),
+            Err(_) => Unseen::Withheld,
+        };
+    }
+    matches!(listener.unseen, Unseen::ServedUntil(until) if now < until)
+}
+
 /// The room could not be served (NATS client closed): refuse every join.
 async fn refuse_all(hub: &Hub, name: &str, commands: &mut mpsc::Receiver<Command>) {
     let refusal = encode(&ServerFrame::error(
@@ -186,6 +238,8 @@ impl Room {
                         outbox,
                         awaiting_keyframe: HashSet::new(),
                         listening: false,
+                        subject: String::new(),
+                        unseen: Unseen::Withheld,
                     },
                 );
                 self.stats().participants_active.fetch_add(1, Relaxed);
@@ -230,6 +284,7 @@ impl Room {
             Command::Listen {
                 conn,
                 peer_id,
+                subject,
                 outbox,
             } => {
                 let unknown = !self.roster.contains(&peer_id);
@@ -238,6 +293,8 @@ impl Room {
                     outbox,
                     awaiting_keyframe: HashSet::new(),
                     listening: true,
+                    subject,
+                    unseen: Unseen::Undecided,
                 };
                 if self.conns.insert(conn, listener).is_some() {
                     self.hub.release(&self.name); // listening already
@@ -344,8 +401,10 @@ impl Room {
             // another relay), not one its token merely names: a listener
             // is invisible, so it must not be a way to listen unseen. A
             // room this relay has just started serving knows its roster
-            // after one reply to its first beat.
-            if conn.listening && !self.roster.contains(&conn.peer_id) {
+            // after one reply to its ask; until then, or when the relay
+            // that knew the client died, a short grace (see `Unseen`).
+            if conn.listening && !serves_listener(conn, &self.roster, &self.hub.inner.unseen_graces)
+            {
                 stats.media_withheld.fetch_add(1, Relaxed);
                 continue;
             }

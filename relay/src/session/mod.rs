@@ -595,10 +595,13 @@ impl Session {
         }
         let (claims, peer_id) = (identity.claims.clone(), identity.peer_id.clone());
         self.admit(&claims, &join.room)?;
-        let listening = self
-            .relay
-            .hub
-            .listen(&join.room, self.conn, &peer_id, self.outbox.clone());
+        let listening = self.relay.hub.listen(
+            &join.room,
+            self.conn,
+            &peer_id,
+            &claims.sub,
+            self.outbox.clone(),
+        );
         if !listening {
             self.refuse(
                 ErrorCode::Unavailable,
