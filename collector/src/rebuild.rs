@@ -340,7 +340,7 @@ pub struct Rollup {
     pub name: String,
     /// The table the view writes: the name, or on a cluster its local half.
     pub table: String,
-    /// The table's `CREATE`, as the server prints it.
+    /// The table's `CREATE`, as the server prints it (on a cluster only).
     pub create: String,
     /// The view's query, its source table named as `{source}`.
     pub select: String,
@@ -367,10 +367,14 @@ pub async fn rollups(client: &Pinned, layout: &Layout) -> anyhow::Result<Vec<Rol
         let mut rollup = parse_view(&view, &create)?;
         rollup.name = layout.shared_name(&rollup.table).to_owned();
         rollup.columns = columns(client, &rollup.table).await?;
-        rollup.create = client
-            .fetch_one(&format!("SHOW CREATE TABLE {}", rollup.table))
-            .await
-            .with_context(|| format!("cannot read the definition of {}", rollup.table))?;
+        if layout.is_clustered() {
+            // Only a clustered staging table is made from it (see
+            // `Layout::staging_table`).
+            rollup.create = client
+                .fetch_one(&format!("SHOW CREATE TABLE {}", rollup.table))
+                .await
+                .with_context(|| format!("cannot read the definition of {}", rollup.table))?;
+        }
         rollups.push(rollup);
     }
     Ok(rollups)

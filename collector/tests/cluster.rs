@@ -354,7 +354,7 @@ async fn rebuilding_a_clusters_rollups_restores_what_the_views_built_on_every_re
     for replica in &cluster.replicas {
         assert_eq!(
             replica
-                .count("SELECT count() FROM system.tables WHERE name LIKE '%_rebuild'")
+                .count("SELECT count() FROM system.tables WHERE name LIKE '%rebuild%'")
                 .await
                 .unwrap(),
             0

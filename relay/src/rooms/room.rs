@@ -11,8 +11,8 @@ use rallypoint_protocol::copies::SeenFrames;
 use rallypoint_protocol::prost::Message as _;
 use rallypoint_protocol::subjects::{self, RoomSubject};
 use rallypoint_protocol::v1::{
-    ErrorCode, Joined, KeyframeRequest, RoomEvent, RoutedKeyframeRequest, ServerFrame, TrackKind,
-    room_event, server_frame,
+    ErrorCode, Joined, KeyframeRequest, RoomEvent, RosterBeat, RoutedKeyframeRequest, ServerFrame,
+    TrackKind, room_event, server_frame,
 };
 use rallypoint_protocol::{decode_server_frame, encode};
 use tokio::sync::mpsc;
@@ -37,13 +37,15 @@ struct LocalConn {
     /// lost a frame of: their delta frames are useless to it until their
     /// next keyframe.
     awaiting_keyframe: HashSet<(String, i32)>,
-    /// A standby whose client prepares a move here: it hears the room's
-    /// media, nothing else, and is in no roster.
-    listening: bool,
-    /// A listener's token subject, whose grace budget an unseen listener
-    /// spends (empty for participants).
+    /// Set for a standby whose client prepares a move here: it hears the
+    /// room's media, nothing else, and is in no roster.
+    listener: Option<Listener>,
+}
+
+struct Listener {
+    /// The token's subject, whose graces an unseen listener spends.
     subject: String,
-    /// How a listener is served while the roster does not list its client.
+    /// How it is served while the roster does not list its client.
     unseen: Unseen,
 }
 
@@ -148,12 +150,13 @@ pub(super) async fn run(hub: Hub, name: String, mut commands: mpsc::Receiver<Com
 /// client (a grace it spent before the roster said so is given back: the
 /// roster was only late), else within its grace.
 fn serves_listener(
-    listener: &mut LocalConn,
+    peer_id: &str,
+    listener: &mut Listener,
     roster: &Roster,
     graces: &crate::rate::SubjectRates,
 ) -> bool {
     let now = Instant::now();
-    if roster.contains(&listener.peer_id) {
+    if roster.contains(peer_id) {
         if let Unseen::ServedUntil(_) = listener.unseen {
             graces.refund(&listener.subject, now);
             listener.unseen = Unseen::Undecided;
@@ -203,7 +206,7 @@ impl Room {
                 state_seq,
                 outbox,
             } => {
-                if self.conns.get(&conn).is_some_and(|c| c.listening) {
+                if self.conns.get(&conn).is_some_and(|c| c.listener.is_some()) {
                     // The prepared standby is joining: the join's slot
                     // keeps the room served now.
                     self.conns.remove(&conn);
@@ -237,9 +240,7 @@ impl Room {
                         peer_id,
                         outbox,
                         awaiting_keyframe: HashSet::new(),
-                        listening: false,
-                        subject: String::new(),
-                        unseen: Unseen::Withheld,
+                        listener: None,
                     },
                 );
                 self.stats().participants_active.fetch_add(1, Relaxed);
@@ -292,9 +293,10 @@ impl Room {
                     peer_id,
                     outbox,
                     awaiting_keyframe: HashSet::new(),
-                    listening: true,
-                    subject,
-                    unseen: Unseen::Undecided,
+                    listener: Some(Listener {
+                        subject,
+                        unseen: Unseen::Undecided,
+                    }),
                 };
                 if self.conns.insert(conn, listener).is_some() {
                     self.hub.release(&self.name); // listening already
@@ -304,7 +306,7 @@ impl Room {
                 }
             }
             Command::Unlisten { conn } => {
-                if self.conns.get(&conn).is_some_and(|c| c.listening) {
+                if self.conns.get(&conn).is_some_and(|c| c.listener.is_some()) {
                     self.conns.remove(&conn);
                     self.hub.release(&self.name);
                 }
@@ -361,7 +363,7 @@ impl Room {
                     },
                 )));
                 for conn in self.conns.values() {
-                    if conn.peer_id == request.target_peer_id && !conn.listening {
+                    if conn.peer_id == request.target_peer_id && conn.listener.is_none() {
                         conn.outbox.frame(frame.clone());
                     }
                 }
@@ -403,7 +405,13 @@ impl Room {
             // room this relay has just started serving knows its roster
             // after one reply to its ask; until then, or when the relay
             // that knew the client died, a short grace (see `Unseen`).
-            if conn.listening && !serves_listener(conn, &self.roster, &self.hub.inner.unseen_graces)
+            if let Some(listener) = &mut conn.listener
+                && !serves_listener(
+                    &conn.peer_id,
+                    listener,
+                    &self.roster,
+                    &self.hub.inner.unseen_graces,
+                )
             {
                 stats.media_withheld.fetch_add(1, Relaxed);
                 continue;
@@ -464,7 +472,9 @@ impl Room {
                 Effect::Notify { except, frame } => {
                     let bytes = encode(&ServerFrame::of(frame));
                     for conn in self.conns.values() {
-                        if !conn.listening && except.as_deref() != Some(conn.peer_id.as_str()) {
+                        if conn.listener.is_none()
+                            && except.as_deref() != Some(conn.peer_id.as_str())
+                        {
                             conn.outbox.frame(bytes.clone());
                         }
                     }
@@ -487,16 +497,18 @@ impl Room {
             return;
         }
         self.roster_asked = Some(now);
-        let mut beat = self.roster.beat(false);
-        beat.asks_roster = true;
-        self.publish(RoomEvent {
-            kind: Some(room_event::Kind::Beat(beat)),
-        })
-        .await;
+        let beat = RosterBeat {
+            asks_roster: true,
+            ..self.roster.beat(false)
+        };
+        self.send_beat(beat).await;
     }
 
     async fn publish_beat(&mut self, in_reply: bool) {
-        let beat = self.roster.beat(in_reply);
+        self.send_beat(self.roster.beat(in_reply)).await;
+    }
+
+    async fn send_beat(&mut self, beat: RosterBeat) {
         self.publish(RoomEvent {
             kind: Some(room_event::Kind::Beat(beat)),
         })
