@@ -16,7 +16,7 @@ use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point};
 use prost::Message as _;
 use rallypoint_client::TransportKind;
 use rallypoint_client_native::Peer;
-use rallypoint_testkit::nats::{ClusterSpec, NatsRole, SuperCluster, SuperClusterSpec};
+use rallypoint_testkit::nats::{NatsRole, SuperCluster, SuperClusterSpec};
 use rallypoint_testkit::relays::{RelayProcess, RelaySpec};
 use rallypoint_testkit::tokens::DevIssuer;
 use tokio::sync::mpsc;
@@ -118,14 +118,7 @@ async fn pushes(listener: std::net::TcpListener) {
 
     let dir = tempfile::tempdir().unwrap();
     let mut nats = SuperCluster::start(
-        SuperClusterSpec {
-            clusters: vec![ClusterSpec {
-                name: "us-east".into(),
-                servers: 1,
-            }],
-            jetstream: false,
-            secure: true,
-        },
+        SuperClusterSpec::one_server("us-east", true),
         &dir.path().join("nats"),
     )
     .await

@@ -14,7 +14,7 @@ use rallypoint_client::{Candidate, TransportKind};
 use rallypoint_client_native::Peer;
 use rallypoint_client_native::runner::{self, Command, Output, RunnerConfig, TokenSource};
 use rallypoint_protocol::v1::{ErrorCode, Media, TrackKind, server_frame};
-use rallypoint_testkit::nats::{ClusterSpec, NatsRole, SuperCluster, SuperClusterSpec};
+use rallypoint_testkit::nats::{NatsRole, SuperCluster, SuperClusterSpec};
 use rallypoint_testkit::relays::{RelayProcess, RelaySpec};
 use rallypoint_testkit::tokens::DevIssuer;
 use tokio::sync::mpsc;
@@ -36,14 +36,7 @@ struct Lab {
 /// One NATS server and one relay serving both transports.
 async fn lab() -> Lab {
     let dir = tempfile::tempdir().unwrap();
-    let spec = SuperClusterSpec {
-        clusters: vec![ClusterSpec {
-            name: "us-east".into(),
-            servers: 1,
-        }],
-        jetstream: false,
-        secure: true,
-    };
+    let spec = SuperClusterSpec::one_server("us-east", true);
     let nats = SuperCluster::start(spec, &dir.path().join("nats"))
         .await
         .expect("NATS starts");

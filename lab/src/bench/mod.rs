@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use rallypoint_client::TransportKind;
-use rallypoint_testkit::nats::{ClusterSpec, NatsAccess, NatsRole, SuperCluster, SuperClusterSpec};
+use rallypoint_testkit::nats::{NatsAccess, NatsRole, SuperCluster, SuperClusterSpec};
 use rallypoint_testkit::relays::{RelayProcess, RelaySpec};
 
 /// The `q` quantile (0..=1) of `sorted`, by the nearest rank: what the
@@ -43,14 +43,7 @@ impl Rig {
         jwt_secret: &str,
         relay_args: Vec<String>,
     ) -> anyhow::Result<Rig> {
-        let spec = SuperClusterSpec {
-            clusters: vec![ClusterSpec {
-                name: RIG_REGION.into(),
-                servers: 1,
-            }],
-            jetstream: false,
-            secure,
-        };
+        let spec = SuperClusterSpec::one_server(RIG_REGION, secure);
         let mut nats = SuperCluster::start(spec, &dir.join("nats")).await?;
         let relay = RelayProcess::start(
             RelaySpec {

@@ -42,6 +42,19 @@ pub struct SuperClusterSpec {
 }
 
 impl SuperClusterSpec {
+    /// One server in one region, without JetStream: what a test of one
+    /// relay needs.
+    pub fn one_server(region: &str, secure: bool) -> Self {
+        SuperClusterSpec {
+            clusters: vec![ClusterSpec {
+                name: region.into(),
+                servers: 1,
+            }],
+            jetstream: false,
+            secure,
+        }
+    }
+
     /// The reference deployment: `us-east` (3 servers) and `singapore` (2).
     pub fn reference(jetstream: bool) -> Self {
         SuperClusterSpec {
