@@ -10,16 +10,27 @@
 //! Every frame carries its sender's sequence number for the track, so each
 //! side remembers, per track, the newest number and which of the
 //! [`WINDOW`] numbers before it arrived — SRTP's replay window. A number
-//! inside the window is a copy if it was seen, a reordered frame if not. A
-//! number further back than the window means the sender started numbering
-//! anew (a new call from the same peer id), so the window starts over there
-//! instead of dropping the new call's frames as old.
+//! inside the window is a copy if it was seen, a reordered frame if not.
+//!
+//! A number further back than the window is a stale copy while the track
+//! goes on — a backlog a stalled path delivers late, seconds behind — and
+//! is dropped: playing it would replay old audio, and starting the window
+//! over there would let every later copy through twice. Only when the
+//! track has stopped advancing for [`RESTART_AFTER_TICKS`] does such a
+//! number mean the sender started numbering anew (our clients never do
+//! within a call: a call has its own peer id, a shared screen continues its
+//! numbers), and the window starts over there.
 
 use std::collections::HashMap;
 
 /// Frames remembered per track: 2.5 s of audio, 4 s of video at 30 fps —
 /// far longer than two relays' paths differ.
 const WINDOW: u64 = 128;
+/// A number behind the window starts the window over (the sender numbers
+/// anew) only once the track's newest number has not moved for this many
+/// [`SeenFrames::tick`]s — half a second at least: long past any copy of a
+/// live stream, short against a restarted sender's silence.
+const RESTART_AFTER_TICKS: u64 = 2;
 /// Tracks not heard for this many [`SeenFrames::tick`]s are forgotten (10 s
 /// at a tick every [`TICK_EVERY`]).
 const FORGET_AFTER_TICKS: u64 = 40;
@@ -38,6 +49,8 @@ struct Window {
     /// Bit `i` set: frame `newest - i` was seen.
     seen: u128,
     heard_at_tick: u64,
+    /// When `newest` last moved forward.
+    advanced_at_tick: u64,
 }
 
 impl Window {
@@ -46,6 +59,7 @@ impl Window {
             newest: seq,
             seen: 1,
             heard_at_tick: tick,
+            advanced_at_tick: tick,
         }
     }
 
@@ -61,10 +75,14 @@ impl Window {
             };
             self.seen |= 1;
             self.newest = seq;
+            self.advanced_at_tick = tick;
             return true;
         }
         let behind = self.newest - seq;
         if behind >= WINDOW {
+            if tick - self.advanced_at_tick < RESTART_AFTER_TICKS {
+                return false;
+            }
             *self = Window::new(seq, tick);
             return true;
         }
@@ -150,16 +168,45 @@ mod tests {
     }
 
     #[test]
-    fn a_sender_numbering_anew_is_heard_not_dropped_as_old() {
+    fn a_sender_numbering_anew_is_heard_once_its_old_numbers_stopped() {
         let mut seen = SeenFrames::default();
         let a = track("a");
         for seq in 5000..5200 {
             assert!(seen.first_copy(&a, seq));
         }
+        // Frames of the restarted track, a frame per tick: the first ones
+        // may be old copies, until the old numbers have not moved for long.
+        let mut heard = Vec::new();
         for seq in 0..50 {
-            assert!(seen.first_copy(&a, seq), "frame {seq} of the new call");
+            if seen.first_copy(&a, seq) {
+                heard.push(seq);
+            }
+            if seq % 12 == 11 {
+                seen.tick(); // 50 frames a second
+            }
         }
+        assert_eq!(heard, (24..50).collect::<Vec<_>>());
         assert!(!seen.first_copy(&a, 49));
+    }
+
+    #[test]
+    fn a_stale_backlog_behind_the_window_is_dropped_while_the_track_goes_on() {
+        let mut seen = SeenFrames::default();
+        let a = track("a");
+        // A live track, and a stalled path's backlog from seconds ago,
+        // interleaved, each copy of the live frames twice.
+        let mut heard = Vec::new();
+        for seq in 1_000..1_300u64 {
+            for copy in [seq, seq - 500, seq, seq - 499] {
+                if seen.first_copy(&a, copy) {
+                    heard.push(copy);
+                }
+            }
+            if seq % 12 == 11 {
+                seen.tick();
+            }
+        }
+        assert_eq!(heard, (1_000..1_300).collect::<Vec<_>>());
     }
 
     #[test]
