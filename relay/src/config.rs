@@ -182,6 +182,13 @@ pub struct Limits {
     #[arg(long, env = "RALLYPOINT_ROOM_OPS_PER_MINUTE", default_value_t = 20)]
     pub room_ops_per_minute: u32,
 
+    /// Preparations for a move (`Join.prepare`) per token subject per
+    /// minute, across its connections (bursts of as many). A client on a
+    /// rough path prepares up to about twice a second; one over the budget
+    /// is not made, and its move, if it comes, is a plain Join.
+    #[arg(long, env = "RALLYPOINT_PREPARES_PER_MINUTE", default_value_t = 120)]
+    pub prepares_per_minute: u32,
+
     /// Keyframe requests per connection per second (bursts of ten times as
     /// many, for the requests after a move).
     #[arg(

@@ -42,9 +42,17 @@ pub struct Stats {
     /// Media frames not given to a prepared standby whose client is not in
     /// the room's roster (a listener must be someone the room can see).
     pub media_withheld: AtomicU64,
+    /// Media frames from a prepared standby whose client is not in the
+    /// room's roster: not forwarded (a talker must be someone the room can
+    /// see).
+    pub media_unheard: AtomicU64,
     /// Probe-only connections that began forwarding media for a move their
     /// client was preparing (`Join.prepare`).
     pub moves_prepared: AtomicU64,
+    /// Preparations not made: over the token subject's budget.
+    pub prepares_over_budget: AtomicU64,
+    /// Preparations not made: the room's queue was full.
+    pub prepares_room_busy: AtomicU64,
     /// Media frames on a connection in no room (before its Join, after its
     /// Leave): dropped.
     pub media_not_in_room: AtomicU64,
@@ -183,6 +191,9 @@ const COUNTERS: &[Instrument<u64>] = &[
             (Some(("reason", "listener_not_in_roster")), |s| {
                 s.media_withheld.load(Relaxed)
             }),
+            (Some(("reason", "standby_not_in_roster")), |s| {
+                s.media_unheard.load(Relaxed)
+            }),
             (Some(("reason", "over_budget")), |s| {
                 s.media_over_budget.load(Relaxed)
             }),
@@ -259,6 +270,19 @@ const COUNTERS: &[Instrument<u64>] = &[
         unit: "{connection}",
         description: "Standby connections that forwarded media while their client prepared a move (make-before-break)",
         series: &[(None, |s| s.moves_prepared.load(Relaxed))],
+    },
+    Instrument {
+        name: "rallypoint.relay.moves.prepares_refused",
+        unit: "{preparation}",
+        description: "Preparations for a move not made, by reason; the standby stays connected",
+        series: &[
+            (Some(("reason", "over_budget")), |s| {
+                s.prepares_over_budget.load(Relaxed)
+            }),
+            (Some(("reason", "room_busy")), |s| {
+                s.prepares_room_busy.load(Relaxed)
+            }),
+        ],
     },
     Instrument {
         name: "rallypoint.relay.drains.sent",

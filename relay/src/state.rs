@@ -34,6 +34,8 @@ pub struct RelayState {
     pub report_rates: Arc<RegionalReportBudget>,
     /// Join, Leave and Refresh per token subject, across its connections.
     pub room_op_rates: SubjectRates,
+    /// Preparations for a move per token subject, across its connections.
+    pub prepare_rates: SubjectRates,
     /// `true` while NATS has been unreachable for longer than its grace
     /// (see [`crate::backbone`]).
     pub cut_off: watch::Receiver<bool>,
@@ -87,6 +89,7 @@ impl RelayState {
                 address_secret,
             )),
             room_op_rates: SubjectRates::per_minute(config.limits.room_ops_per_minute),
+            prepare_rates: SubjectRates::per_minute(config.limits.prepares_per_minute),
             cut_off,
             config,
             verifier,

@@ -135,20 +135,14 @@ async fn a_participant_that_moves_relay_is_seen_moving_not_leaving() {
     let lab = Lab::two_regions(&["--presence-grace", "3s", "--roster-beat", "300ms"]).await;
     let (mut alice, _) = lab.participant(0, WebSocket, "r", "alice").await;
     let identity = lab.identity("r", "bob");
-    let mut bob =
-        rallypoint_client_native::Peer::connect(&lab.candidate(1, WebSocket), &identity, T)
-            .await
-            .unwrap();
+    let mut bob = lab.connect(1, WebSocket, &identity).await;
     bob.join("r", 0, T).await.unwrap();
     let bob_id = bob.peer_id().to_owned();
     wait_sees(&mut alice, &Default::default(), &[&bob_id]).await;
 
     // Bob's relay "dies" for him: he moves to us-east with the same identity.
     bob.conn.abort();
-    let mut bob2 =
-        rallypoint_client_native::Peer::connect(&lab.candidate(0, WebTransport), &identity, T)
-            .await
-            .unwrap();
+    let mut bob2 = lab.connect(0, WebTransport, &identity).await;
     assert_eq!(bob2.peer_id(), bob_id, "same identity on every relay");
     bob2.join("r", 1, T).await.unwrap();
 
@@ -228,10 +222,7 @@ async fn microphone_and_camera_state_reach_the_room_across_regions_and_moves() {
 
     let lab = Lab::two_regions(&[]).await;
     let identity = lab.identity("standup", "alice");
-    let mut alice =
-        rallypoint_client_native::Peer::connect(&lab.candidate(0, WebSocket), &identity, T)
-            .await
-            .unwrap();
+    let mut alice = lab.connect(0, WebSocket, &identity).await;
     alice.join("standup", 0, T).await.unwrap();
     let (mut bob, jb) = lab.participant(1, WebTransport, "standup", "bob").await;
     wait_sees(&mut bob, &jb, &[alice.peer_id()]).await;
@@ -416,204 +407,85 @@ async fn a_shared_screen_travels_as_its_own_track() {
     assert_eq!(asked, TrackKind::Screen as i32);
 }
 
-/// Make-before-break (`Join.prepare`): a client whose relay went silent
-/// sends its media through a standby relay too. The room hears every frame
-/// once, hears of no join while the client only prepares, and sees a move
-/// when it does move there; a preparation ended by Leave forwards nothing.
+/// A room's task runs, and the gateways forward the room here, while a
+/// slot is held: every way out of a room — and every refusal — must free
+/// the slot it took, or the relay keeps serving a room nobody is in.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_prepared_standby_forwards_media_once_and_tells_nobody_until_the_move() {
-    use rallypoint_protocol::v1::{ClientFrame, Join, Leave, client_frame};
-    let lab = Lab::two_regions(&["--presence-grace", "3s"]).await;
-    let identity = lab.identity("r", "alice");
-    let mut alice =
-        rallypoint_client_native::Peer::connect(&lab.candidate(0, WebSocket), &identity, T)
-            .await
-            .unwrap();
-    alice.join("r", 0, T).await.unwrap();
-    let (mut bob, jb) = lab.participant(1, WebSocket, "r", "bob").await;
-    wait_sees(&mut bob, &jb, &[alice.peer_id()]).await;
-    let prepare = |standby: &rallypoint_client_native::Peer| {
-        standby
-            .conn
-            .send(&ClientFrame::of(client_frame::Kind::Join(Join {
-                room: "r".into(),
-                prepare: true,
-                ..Default::default()
-            })));
+async fn every_way_out_of_a_room_frees_its_slot() {
+    let lab = Lab::two_regions(&["--presence-grace", "1s", "--max-room-size", "1"]).await;
+    let relay = &lab.relays[1];
+    let lab = &lab;
+    let connect = |room: &str, user: &str| {
+        let identity = lab.identity(room, user);
+        async move { lab.connect(1, WebSocket, &identity).await }
     };
-
-    // Alice's standby in bob's region forwards her media as well: bob's
-    // relay gets each frame through both relays and passes it on once.
-    let standby =
-        rallypoint_client_native::Peer::connect(&lab.candidate(1, WebTransport), &identity, T)
-            .await
-            .unwrap();
-    prepare(&standby);
-    let mut standby = standby;
-    const FRAMES: u64 = 30;
-    tokio::join!(
-        send_audio(&alice, 0..FRAMES, 200, Duration::from_millis(10)),
-        send_audio(&standby, 0..FRAMES, 200, Duration::from_millis(10)),
-        send_audio(&bob, 0..FRAMES, 100, Duration::from_millis(10)),
-    );
-    // And it hears the room's media (bob's, not its own echoed), nothing else.
-    let mut heard = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(1500);
-    while let Ok(Some(received)) = tokio::time::timeout_at(deadline, standby.recv()).await {
-        match received.frame.kind {
-            Some(server_frame::Kind::Media(m)) => heard.push((m.sender, m.seq)),
-            Some(server_frame::Kind::ProbeAck(_)) | None => {}
-            Some(other) => panic!("a prepared standby got room traffic: {other:?}"),
+    let freed = |path: &'static str| async move {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let stats = relay.stats().await.unwrap();
+            if stats["rooms_served"] == 0 && stats["rooms_active"] == 0 {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{path}: the room is still served 5 s later: {stats}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-    }
-    let bob_id = bob.peer_id().to_owned();
-    assert!(
-        heard.iter().all(|(sender, _)| *sender == bob_id),
-        "{heard:?}"
-    );
-    assert_eq!(heard.len() as u64, FRAMES, "{heard:?}");
-    let mut seqs = Vec::new();
-    let mut presence = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(1500);
-    while let Ok(Some(received)) = tokio::time::timeout_at(deadline, bob.recv()).await {
-        match received.frame.kind {
-            Some(server_frame::Kind::Media(m)) => seqs.push(m.seq),
-            Some(
-                kind @ (server_frame::Kind::PeerJoined(_)
-                | server_frame::Kind::PeerLeft(_)
-                | server_frame::Kind::PeerMoved(_)),
-            ) => presence.push(kind),
-            _ => {}
-        }
-    }
-    seqs.sort_unstable();
-    assert_eq!(
-        seqs,
-        (0..FRAMES).collect::<Vec<_>>(),
-        "every frame once, though sent through two relays"
-    );
-    assert!(
-        presence.is_empty(),
-        "the room was told of a preparation: {presence:?}"
-    );
-    let stats = lab.relays[1].stats().await.unwrap();
-    assert!(
-        stats["media_duplicates"].as_u64() >= Some(FRAMES / 2),
-        "bob's relay counts the copies it dropped: {stats}"
-    );
-    assert_eq!(stats["moves_prepared"], 1, "{stats}");
+    };
+    let settle = || tokio::time::sleep(Duration::from_millis(200));
 
-    // Leave ends the preparation: media through it reaches nobody.
-    standby
-        .conn
-        .send(&ClientFrame::of(client_frame::Kind::Leave(Leave {
-            moving: true,
-        })));
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    send_audio(&standby, 1000..1005, 200, Duration::from_millis(5)).await;
-    let after = media_within(&mut bob, Duration::from_millis(700)).await;
-    assert!(
-        after.is_empty(),
-        "media after Leave reached the room: {after:?}"
-    );
-    let stats = lab.relays[1].stats().await.unwrap();
-    // Five, and any datagram of the first burst that overtook the Join.
-    assert!(stats["media_not_in_room"].as_u64() >= Some(5), "{stats}");
+    let mut peer = connect("a", "hangs-up").await;
+    peer.join("a", 0, T).await.unwrap();
+    peer.leave();
+    freed("a Join, then a hang-up").await;
 
-    // A prepared standby that is joined is a move, seen as one.
-    let mut mover =
-        rallypoint_client_native::Peer::connect(&lab.candidate(1, WebSocket), &identity, T)
-            .await
-            .unwrap();
-    prepare(&mover);
-    alice.conn.abort();
-    mover.join("r", 1, T).await.unwrap();
-    let moved = bob
-        .expect("PeerMoved", T, |kind| match kind {
-            server_frame::Kind::PeerMoved(m) => Some(m.clone()),
-            server_frame::Kind::PeerJoined(j) => panic!("saw a join instead of a move: {j:?}"),
-            server_frame::Kind::PeerLeft(l) => panic!("saw a leave instead of a move: {l:?}"),
-            _ => None,
-        })
+    let mut peer = connect("a", "vanishes").await;
+    peer.join("a", 0, T).await.unwrap();
+    peer.conn.abort();
+    freed("a Join, then a lost connection (after its grace)").await;
+
+    let mut peer = connect("a", "moves-away").await;
+    peer.join("a", 0, T).await.unwrap();
+    peer.leave_moving();
+    settle().await;
+    peer.conn.abort();
+    freed("a Join, a Leave to move, then a closed connection").await;
+
+    let peer = connect("a", "prepares-then-leaves").await;
+    peer.prepare("a");
+    settle().await;
+    peer.leave_moving();
+    freed("a preparation, then a Leave").await;
+
+    let peer = connect("a", "prepares-then-closes").await;
+    peer.prepare("a");
+    settle().await;
+    peer.conn.abort();
+    freed("a preparation, then a closed connection").await;
+
+    let mut peer = connect("a", "prepares-then-joins").await;
+    peer.prepare("a");
+    settle().await;
+    peer.join("a", 0, T).await.unwrap();
+    peer.leave();
+    freed("a preparation, a Join, then a hang-up").await;
+
+    // A full room refuses; what the refusals took is freed once its one
+    // participant hangs up.
+    let (occupant, _) = lab.participant(1, WebSocket, "full", "occupant").await;
+    let mut refused = connect("full", "refused").await;
+    refused
+        .join("full", 0, T)
         .await
-        .unwrap();
-    assert_eq!(moved.peer.unwrap().peer_id, alice.peer_id());
-}
-
-/// A prepared standby is an invisible listener, so only someone the room
-/// can see may be one: a token for the room is not enough. Alice, in the
-/// call through the other region, prepares on a relay that did not serve
-/// the room yet and hears all of it once that relay has learnt the
-/// roster. Carol, holding a token but in the call nowhere, hears only a
-/// grace of a second — what a participant whose relay died with the
-/// roster needs until its move — and, three graces a minute spent, nothing.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn only_a_participant_of_the_room_hears_it_through_a_prepared_standby() {
-    use rallypoint_protocol::v1::{ClientFrame, Join, Leave, client_frame};
-    let lab = Lab::two_regions(&[]).await;
-    let prepare = |peer: &rallypoint_client_native::Peer| {
-        peer.conn
-            .send(&ClientFrame::of(client_frame::Kind::Join(Join {
-                room: "r".into(),
-                prepare: true,
-                ..Default::default()
-            })));
-    };
-    let connect = |relay: usize, identity| {
-        let candidate = lab.candidate(relay, WebSocket);
-        async move {
-            rallypoint_client_native::Peer::connect(&candidate, &identity, T)
-                .await
-                .unwrap()
-        }
-    };
-    // Alice and Bob are in the call through us-east; singapore does not
-    // serve the room yet.
-    let identity = lab.identity("r", "alice");
-    let mut alice = connect(0, identity.clone()).await;
-    let ja = alice.join("r", 0, T).await.unwrap();
-    let (bob, _) = lab.participant(0, WebSocket, "r", "bob").await;
-    wait_sees(&mut alice, &ja, &[bob.peer_id()]).await;
-    let mut carols = connect(1, lab.identity("r", "carol")).await;
-    prepare(&carols);
-    let mut alices = connect(1, identity).await;
-    assert_eq!(alices.peer_id(), alice.peer_id(), "one participant");
-    prepare(&alices);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-
-    // Three seconds of Bob's audio, a frame every 50 ms.
-    const FRAMES: u64 = 60;
-    let (_, alice_heard, carol_heard) = tokio::join!(
-        send_audio(&bob, 0..FRAMES, 100, Duration::from_millis(50)),
-        media_within(&mut alices, Duration::from_millis(4_000)),
-        media_within(&mut carols, Duration::from_millis(4_000)),
-    );
-    assert_eq!(alice_heard.len() as u64, FRAMES, "{alice_heard:?}");
-    let carol_seqs: Vec<u64> = carol_heard.iter().map(|m| m.seq).collect();
-    assert!(
-        !carol_seqs.is_empty() && carol_seqs.len() <= 22 && carol_seqs[0] < 3,
-        "an outsider heard {carol_seqs:?} of {FRAMES} frames"
-    );
-    let stats = lab.relays[1].stats().await.unwrap();
-    let withheld = stats["media_withheld"].as_u64().unwrap();
-    assert_eq!(withheld, FRAMES - carol_seqs.len() as u64, "{stats}");
-
-    // Preparing again and again spends the rest of her graces, then none.
-    let mut heard = Vec::new();
-    for round in 0..3u64 {
-        carols
-            .conn
-            .send(&ClientFrame::of(client_frame::Kind::Leave(Leave {
-                moving: true,
-            })));
-        prepare(&carols);
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let seqs = 1_000 * (round + 1)..1_000 * (round + 1) + 5;
-        let (_, got) = tokio::join!(
-            send_audio(&bob, seqs, 100, Duration::from_millis(20)),
-            media_within(&mut carols, Duration::from_millis(600)),
-        );
-        heard.push(got.len());
-    }
-    assert_eq!(heard, [5, 5, 0], "graces of later preparations");
+        .expect_err("the room is full");
+    let mut prepared = connect("full", "prepared-then-refused").await;
+    prepared.prepare("full");
+    settle().await;
+    prepared
+        .join("full", 0, T)
+        .await
+        .expect_err("the room is full");
+    occupant.leave();
+    freed("Joins refused, the room full (one prepared first)").await;
 }

@@ -144,6 +144,18 @@ impl Peer {
             })));
     }
 
+    /// Prepares a move to this relay (`Join.prepare`, make-before-break):
+    /// the relay forwards this connection's media into `room` and the
+    /// room's media to it, telling nobody, until a Join or a Leave.
+    pub fn prepare(&self, room: &str) {
+        self.conn
+            .send(&ClientFrame::of(client_frame::Kind::Join(Join {
+                room: room.to_owned(),
+                prepare: true,
+                ..Default::default()
+            })));
+    }
+
     pub fn probe(&self, seq: u64, client_send_us: u64) -> bool {
         self.conn
             .send(&ClientFrame::of(client_frame::Kind::Probe(Probe {

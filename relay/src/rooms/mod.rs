@@ -8,8 +8,11 @@
 //! subscription, so gateways stop forwarding the room here) when the last slot
 //! is released.
 
+mod listener;
 mod room;
 pub mod roster;
+
+pub use listener::ListenerGate;
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
@@ -56,7 +59,7 @@ struct HubInner {
     stats: Arc<Stats>,
     rooms: Mutex<HashMap<String, RoomSlot>>,
     /// Graces for listeners the roster does not list, per token subject
-    /// and shared by every room of this relay (see `room::Unseen`).
+    /// and shared by every room of this relay (see `listener`).
     unseen_graces: crate::rate::SubjectRates,
 }
 
@@ -102,8 +105,10 @@ enum Command {
     Listen {
         conn: ConnId,
         peer_id: String,
-        /// The token's subject (see `room::Unseen`).
+        /// The token's subject (see `listener`).
         subject: String,
+        /// Where the room task states whether the standby is served.
+        gate: ListenerGate,
         outbox: Outbox,
     },
     Unlisten {
@@ -129,7 +134,7 @@ impl Hub {
                 stats,
                 rooms: Mutex::new(HashMap::new()),
                 unseen_graces: crate::rate::SubjectRates::per_minute(
-                    room::UNSEEN_GRACES_PER_MINUTE,
+                    listener::UNSEEN_GRACES_PER_MINUTE,
                 ),
             }),
         }
@@ -157,10 +162,12 @@ impl Hub {
         self.take_slot(room, joining)
     }
 
-    /// A standby connection hears the room's media from now on (its client
-    /// prepares a move here): no roster entry, no presence, but a slot that
-    /// keeps the room served, released by [`Hub::unlisten`] or a Join on
-    /// the same connection. False when the room's queue is full.
+    /// A standby connection hears the room's media from now on, and its
+    /// media goes into the room, while the gate returned says so (its client
+    /// prepares a move here; see `listener`): no roster entry, no presence,
+    /// but a slot that keeps the room served, released by
+    /// [`Hub::unlisten`] or a Join on the same connection. `None` when the
+    /// room's queue is full.
     pub fn listen(
         &self,
         room: &str,
@@ -168,14 +175,16 @@ impl Hub {
         peer_id: &str,
         subject: &str,
         outbox: Outbox,
-    ) -> bool {
+    ) -> Option<ListenerGate> {
+        let gate = ListenerGate::default();
         let listening = Command::Listen {
             conn,
             peer_id: peer_id.to_owned(),
             subject: subject.to_owned(),
+            gate: gate.clone(),
             outbox,
         };
-        self.take_slot(room, listening)
+        self.take_slot(room, listening).then_some(gate)
     }
 
     /// The connection stopped preparing (Leave, or it closed).
@@ -321,6 +330,81 @@ impl Hub {
             // Dropping the last sender stops the task too, once it has
             // drained what is queued; Stop only makes it sooner.
             let _ = slot.commands.try_send(Command::Stop);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbox::{Control, Outgoing, outbox};
+
+    /// A room task that cannot subscribe (here: the NATS client was
+    /// drained, as at shutdown — a real client in a real state, no mock)
+    /// refuses what is queued for it, a join and a listener alike, and
+    /// frees their slots: a later Join starts the room afresh.
+    #[tokio::test]
+    async fn a_room_that_cannot_subscribe_refuses_its_joins_and_listeners_and_frees_their_slots() {
+        use rallypoint_testkit::nats::{NatsRole, SuperCluster, SuperClusterSpec};
+        let dir = tempfile::tempdir().unwrap();
+        let spec = SuperClusterSpec::one_server("us-east", false);
+        let servers = SuperCluster::start(spec, dir.path()).await.unwrap();
+        let nats = servers
+            .access(NatsRole::Relay("us-east".into()), "us-east")
+            .connect()
+            .await
+            .unwrap();
+        nats.drain().await.expect("drains");
+        let closing = tokio::time::timeout(Duration::from_secs(5), async {
+            while nats.subscribe("rp.probe").await.is_ok() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+        closing.await.expect("the drained client closes within 5 s");
+        let hub = Hub::new(
+            nats,
+            "us-east-0".into(),
+            "us-east".into(),
+            RoomSettings {
+                grace: Duration::from_secs(5),
+                beat: Duration::from_secs(1),
+                max_size: 10,
+            },
+            Arc::new(Stats::default()),
+        );
+        let (joiner, mut joiner_sees) = outbox(8, 8);
+        let participant = Participant {
+            peer_id: "p-alice".into(),
+            ..Default::default()
+        };
+        assert!(hub.join("r", 1, participant, 0, 0, joiner));
+        let (listener, mut listener_sees) = outbox(8, 8);
+        assert!(hub.listen("r", 2, "p-bob", "bob", listener).is_some());
+        for sees in [&mut joiner_sees, &mut listener_sees] {
+            let refusal = tokio::time::timeout(Duration::from_secs(5), async {
+                loop {
+                    if let Some(next) = sees.try_next() {
+                        return next;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            })
+            .await
+            .expect("refused within 5 s");
+            let Outgoing::Control(Control::CloseWith(frame)) = refusal else {
+                panic!("expected a refusal, got {refusal:?}");
+            };
+            let error = rallypoint_protocol::decode_server_frame(frame).unwrap();
+            assert!(format!("{error:?}").contains("NATS"), "{error:?}");
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while hub.room_count() > 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the room kept {} slot(s)",
+                hub.inner.rooms.lock().unwrap()["r"].held
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 }

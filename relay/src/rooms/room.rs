@@ -17,6 +17,7 @@ use rallypoint_protocol::v1::{
 use rallypoint_protocol::{decode_server_frame, encode};
 use tokio::sync::mpsc;
 
+use super::listener::Listener;
 use super::roster::{ConnId, Departure, Effect, Roster};
 use super::{Command, Hub};
 use crate::metrics::Stats;
@@ -38,38 +39,9 @@ struct LocalConn {
     /// next keyframe.
     awaiting_keyframe: HashSet<(String, i32)>,
     /// Set for a standby whose client prepares a move here: it hears the
-    /// room's media, nothing else, and is in no roster.
+    /// room's media, nothing else, and is in no roster (see `listener`).
     listener: Option<Listener>,
 }
-
-struct Listener {
-    /// The token's subject, whose graces an unseen listener spends.
-    subject: String,
-    /// How it is served while the roster does not list its client.
-    unseen: Unseen,
-}
-
-/// A listener whose client the room's roster does not list (yet). That is
-/// an outsider, or a participant whose relay died with the roster this
-/// relay never heard (the very failover the standby was prepared for): the
-/// first frame decides, spending one of the subject's
-/// [`UNSEEN_GRACES_PER_MINUTE`] graces of [`UNSEEN_GRACE`] if one is left;
-/// given back if the roster comes to list the client (it was only late, as
-/// when a room this relay has just started serving hears its first beats).
-#[derive(Debug, Clone, Copy)]
-enum Unseen {
-    Undecided,
-    ServedUntil(Instant),
-    Withheld,
-}
-
-/// How long a listener the roster does not list is served: the client's
-/// move (a Join) follows its preparation within the suspicion's deadline,
-/// far less than this.
-const UNSEEN_GRACE: Duration = Duration::from_secs(1);
-/// Graces per token subject per minute (bursts of as many): an outsider
-/// hears at most this many seconds of a room a minute, in pieces.
-pub(super) const UNSEEN_GRACES_PER_MINUTE: u32 = 3;
 
 struct Room {
     hub: Hub,
@@ -138,38 +110,13 @@ pub(super) async fn run(hub: Hub, name: String, mut commands: mpsc::Receiver<Com
                 room.seen.tick();
                 let effects = room.roster.tick(now);
                 room.apply(effects).await;
+                room.review_listeners();
             }
         }
     }
     let _ = subscriber.unsubscribe().await;
     inner.stats.rooms_active.fetch_sub(1, Relaxed);
     tracing::debug!(room = %room.name, "stopped serving room");
-}
-
-/// Whether `listener` hears this frame: always once the roster lists its
-/// client (a grace it spent before the roster said so is given back: the
-/// roster was only late), else within its grace.
-fn serves_listener(
-    peer_id: &str,
-    listener: &mut Listener,
-    roster: &Roster,
-    graces: &crate::rate::SubjectRates,
-) -> bool {
-    let now = Instant::now();
-    if roster.contains(peer_id) {
-        if let Unseen::ServedUntil(_) = listener.unseen {
-            graces.refund(&listener.subject, now);
-            listener.unseen = Unseen::Undecided;
-        }
-        return true;
-    }
-    if let Unseen::Undecided = listener.unseen {
-        listener.unseen = match graces.try_take(&listener.subject, now) {
-            Ok(()) => Unseen::ServedUntil(now + UNSEEN_GRACE),
-            Err(_) => Unseen::Withheld,
-        };
-    }
-    matches!(listener.unseen, Unseen::ServedUntil(until) if now < until)
 }
 
 /// The room could not be served (NATS client closed): refuse every join.
@@ -286,17 +233,17 @@ impl Room {
                 conn,
                 peer_id,
                 subject,
+                gate,
                 outbox,
             } => {
                 let unknown = !self.roster.contains(&peer_id);
+                let mut listener = Listener::new(subject, gate);
+                listener.review(!unknown, &self.hub.inner.unseen_graces, Instant::now());
                 let listener = LocalConn {
                     peer_id,
                     outbox,
                     awaiting_keyframe: HashSet::new(),
-                    listener: Some(Listener {
-                        subject,
-                        unseen: Unseen::Undecided,
-                    }),
+                    listener: Some(listener),
                 };
                 if self.conns.insert(conn, listener).is_some() {
                     self.hub.release(&self.name); // listening already
@@ -322,7 +269,10 @@ impl Room {
                 self.fan_out(&sender, message.payload).await;
             }
             Some(RoomSubject::Control { .. }) => match RoomEvent::decode(message.payload) {
-                Ok(event) => self.room_event(event).await,
+                Ok(event) => {
+                    self.room_event(event).await;
+                    self.review_listeners();
+                }
                 Err(e) => tracing::warn!(room = %self.name, "undecodable room event: {e}"),
             },
             None => {}
@@ -395,23 +345,15 @@ impl Room {
             return;
         }
         let mut lost_picture = false;
+        let now = Instant::now();
         for conn in self.conns.values_mut() {
             if conn.peer_id == sender {
                 continue;
             }
             // A prepared standby hears a room its client is in (through
-            // another relay), not one its token merely names: a listener
-            // is invisible, so it must not be a way to listen unseen. A
-            // room this relay has just started serving knows its roster
-            // after one reply to its ask; until then, or when the relay
-            // that knew the client died, a short grace (see `Unseen`).
-            if let Some(listener) = &mut conn.listener
-                && !serves_listener(
-                    &conn.peer_id,
-                    listener,
-                    &self.roster,
-                    &self.hub.inner.unseen_graces,
-                )
+            // another relay), not one its token merely names.
+            if let Some(listener) = &conn.listener
+                && !listener.is_served(now)
             {
                 stats.media_withheld.fetch_add(1, Relaxed);
                 continue;
@@ -481,6 +423,18 @@ impl Room {
                 }
                 Effect::Publish(event) => self.publish(event).await,
                 Effect::Release => self.hub.release(&self.name),
+            }
+        }
+    }
+
+    /// Decides again which prepared standbys are served, after the roster
+    /// may have changed (see `listener`).
+    fn review_listeners(&mut self) {
+        let now = Instant::now();
+        let graces = &self.hub.inner.unseen_graces;
+        for conn in self.conns.values_mut() {
+            if let Some(listener) = &mut conn.listener {
+                listener.review(self.roster.contains(&conn.peer_id), graces, now);
             }
         }
     }

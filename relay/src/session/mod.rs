@@ -37,6 +37,7 @@ use crate::intake::ReportSource;
 use crate::metrics::Stats;
 use crate::outbox::{Control, Outbox};
 use crate::rate::RateLimiter;
+use crate::rooms::ListenerGate;
 use crate::state::RelayState;
 use rallypoint_protocol::token::Claims;
 use rallypoint_service::clock::unix_micros;
@@ -250,8 +251,8 @@ pub async fn run(
         // Without a Leave this may be a move to another relay: the room's grace
         // period tells a move from a departure.
         relay.hub.lost(room, conn, &identity.peer_id);
-    } else if let Some(room) = &session.preparing_for {
-        relay.hub.unlisten(room, conn);
+    } else if let Some(preparing) = &session.preparing_for {
+        relay.hub.unlisten(&preparing.room, conn);
     }
     end
 }
@@ -285,7 +286,14 @@ struct Session {
     /// The room a probe-only connection forwards media into while its client
     /// prepares a move here (`Join.prepare`, make-before-break): media only,
     /// the roster untouched.
-    preparing_for: Option<String>,
+    preparing_for: Option<Preparing>,
+}
+
+/// A standby's preparation: its room, and whether the room serves it now
+/// (see `rooms::listener`).
+struct Preparing {
+    room: String,
+    gate: ListenerGate,
 }
 
 impl Session {
@@ -355,18 +363,24 @@ impl Session {
                 self.media(&room, &sender, media).await
             }
             (client_frame::Kind::Media(media), Phase::ProbeOnly(identity)) => {
-                if let Some(room) = self.preparing_for.clone() {
-                    let sender = identity.peer_id.clone();
-                    return self.media(&room, &sender, media).await;
-                }
+                let now = Instant::now();
+                let unheard = match &self.preparing_for {
+                    Some(Preparing { room, gate }) if gate.is_open(now) => {
+                        let (room, sender) = (room.clone(), identity.peer_id.clone());
+                        return self.media(&room, &sender, media).await;
+                    }
+                    Some(_) => &self.relay.stats.media_unheard,
+                    None => &self.relay.stats.media_not_in_room,
+                };
+                unheard.fetch_add(1, Relaxed);
                 // A WebTransport datagram or stream can overtake the Join
-                // sent on the control stream, or outlive the Leave: dropped,
+                // sent on the control stream, or outlive the Leave; a
+                // standby the room does not serve may still send: dropped,
                 // within the media budget; a flood is out of protocol.
-                if !self.budgets.media_frames.try_take(Instant::now()) {
+                if !self.budgets.media_frames.try_take(now) {
                     return self
                         .violation("media before Join: a connection under test may only probe");
                 }
-                self.relay.stats.media_not_in_room.fetch_add(1, Relaxed);
                 Ok(())
             }
             (client_frame::Kind::KeyframeRequest(request), Phase::InRoom { identity, room }) => {
@@ -432,8 +446,8 @@ impl Session {
                 Ok(())
             }
             (client_frame::Kind::Leave(_), Phase::ProbeOnly(_)) => {
-                if let Some(room) = self.preparing_for.take() {
-                    self.relay.hub.unlisten(&room, self.conn);
+                if let Some(preparing) = self.preparing_for.take() {
+                    self.relay.hub.unlisten(&preparing.room, self.conn);
                 }
                 Ok(())
             }
@@ -585,7 +599,9 @@ impl Session {
 
     /// `Join.prepare`: forward this connection's media into the room, and
     /// the room's media to it, from now on, but tell nobody — the client
-    /// may move here.
+    /// may move here. A preparation this relay cannot take (over the
+    /// subject's budget, the room too busy) is not made, and the connection
+    /// stays a standby: the client's move, if it comes, is a plain Join.
     fn prepare(&mut self, join: rallypoint_protocol::v1::Join) -> Result<(), Refused> {
         let Phase::ProbeOnly(identity) = &self.phase else {
             unreachable!("prepare is only handled when probe-only");
@@ -595,22 +611,34 @@ impl Session {
         }
         let (claims, peer_id) = (identity.claims.clone(), identity.peer_id.clone());
         self.admit(&claims, &join.room)?;
-        let listening = self.relay.hub.listen(
+        let stats = &self.relay.stats;
+        // Each preparation costs the room's task a command (and perhaps
+        // every relay of the room a roster beat): a loop of them is bounded
+        // per token subject, across its connections.
+        if self
+            .relay
+            .prepare_rates
+            .try_take(&claims.sub, Instant::now())
+            .is_err()
+        {
+            stats.prepares_over_budget.fetch_add(1, Relaxed);
+            return Ok(());
+        }
+        let Some(gate) = self.relay.hub.listen(
             &join.room,
             self.conn,
             &peer_id,
             &claims.sub,
             self.outbox.clone(),
-        );
-        if !listening {
-            self.refuse(
-                ErrorCode::Unavailable,
-                "this room is too busy on this relay right now; try again or elect another relay",
-            );
-            return Err(Refused);
-        }
-        self.relay.stats.moves_prepared.fetch_add(1, Relaxed);
-        self.preparing_for = Some(join.room);
+        ) else {
+            stats.prepares_room_busy.fetch_add(1, Relaxed);
+            return Ok(());
+        };
+        stats.moves_prepared.fetch_add(1, Relaxed);
+        self.preparing_for = Some(Preparing {
+            room: join.room,
+            gate,
+        });
         Ok(())
     }
 
@@ -655,7 +683,7 @@ impl Session {
         let claims = identity.claims.clone();
         self.admit(&claims, &join.room)?;
         // A prepared standby's slot passes to the join in the room's task.
-        let prepared = self.preparing_for.take();
+        let prepared = self.preparing_for.take().map(|p| p.room);
         let Phase::ProbeOnly(identity) = std::mem::replace(&mut self.phase, Phase::AwaitingHello)
         else {
             unreachable!("checked above");

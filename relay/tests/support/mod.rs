@@ -105,6 +105,19 @@ impl Lab {
         ))
     }
 
+    /// Connects as `identity` through `relay` over `transport`, probe-only
+    /// (one participant's connections share its identity).
+    pub async fn connect(
+        &self,
+        relay: usize,
+        transport: TransportKind,
+        identity: &ClientIdentity,
+    ) -> Peer {
+        Peer::connect(&self.candidate(relay, transport), identity, T)
+            .await
+            .expect("connects")
+    }
+
     /// Connects and joins `room` through `relay` over `transport`.
     pub async fn participant(
         &self,
