@@ -28,9 +28,11 @@ use std::collections::HashMap;
 const WINDOW: u64 = 128;
 /// A number behind the window starts the window over (the sender numbers
 /// anew) only once the track's newest number has not moved for this many
-/// [`SeenFrames::tick`]s — half a second at least: long past any copy of a
-/// live stream, short against a restarted sender's silence.
-const RESTART_AFTER_TICKS: u64 = 2;
+/// [`SeenFrames::tick`]s: 0.5–0.75 s of ticks every [`TICK_EVERY`] — long
+/// past any copy of a live stream. A restarted sender loses that much of
+/// its first frames. (The relay ticks on a timer; a client ticks as frames
+/// arrive, which a restarted sender's keep doing.)
+const RESTART_AFTER_TICKS: u64 = 3;
 /// Tracks not heard for this many [`SeenFrames::tick`]s are forgotten (10 s
 /// at a tick every [`TICK_EVERY`]).
 const FORGET_AFTER_TICKS: u64 = 40;
@@ -185,7 +187,7 @@ mod tests {
                 seen.tick(); // 50 frames a second
             }
         }
-        assert_eq!(heard, (24..50).collect::<Vec<_>>());
+        assert_eq!(heard, (36..50).collect::<Vec<_>>());
         assert!(!seen.first_copy(&a, 49));
     }
 

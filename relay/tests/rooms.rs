@@ -419,55 +419,62 @@ async fn every_way_out_of_a_room_frees_its_slot() {
         let identity = lab.identity(room, user);
         async move { lab.connect(1, WebSocket, &identity).await }
     };
-    let freed = |path: &'static str| async move {
+    // Waits until the relay serves `rooms` rooms (one room task each).
+    let rooms_become = |rooms: u64, path: &'static str| async move {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         loop {
             let stats = relay.stats().await.unwrap();
-            if stats["rooms_served"] == 0 && stats["rooms_active"] == 0 {
+            if stats["rooms_served"] == rooms && stats["rooms_active"] == rooms {
                 return;
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "{path}: the room is still served 5 s later: {stats}"
+                "{path}: not {rooms} rooms served within 5 s: {stats}"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     };
-    let settle = || tokio::time::sleep(Duration::from_millis(200));
+    // Each path first takes the room's slot (the room is served), then
+    // frees it.
+    let served = |path| rooms_become(1, path);
+    let freed = |path| rooms_become(0, path);
 
     let mut peer = connect("a", "hangs-up").await;
     peer.join("a", 0, T).await.unwrap();
+    served("a Join").await;
     peer.leave();
     freed("a Join, then a hang-up").await;
 
     let mut peer = connect("a", "vanishes").await;
     peer.join("a", 0, T).await.unwrap();
+    served("a Join").await;
     peer.conn.abort();
     freed("a Join, then a lost connection (after its grace)").await;
 
     let mut peer = connect("a", "moves-away").await;
     peer.join("a", 0, T).await.unwrap();
     peer.leave_moving();
-    settle().await;
+    served("a Leave to move (held in its grace)").await;
     peer.conn.abort();
     freed("a Join, a Leave to move, then a closed connection").await;
 
     let peer = connect("a", "prepares-then-leaves").await;
     peer.prepare("a");
-    settle().await;
+    served("a preparation").await;
     peer.leave_moving();
     freed("a preparation, then a Leave").await;
 
     let peer = connect("a", "prepares-then-closes").await;
     peer.prepare("a");
-    settle().await;
+    served("a preparation").await;
     peer.conn.abort();
     freed("a preparation, then a closed connection").await;
 
     let mut peer = connect("a", "prepares-then-joins").await;
     peer.prepare("a");
-    settle().await;
+    served("a preparation").await;
     peer.join("a", 0, T).await.unwrap();
+    served("a Join after a preparation").await;
     peer.leave();
     freed("a preparation, a Join, then a hang-up").await;
 
@@ -481,11 +488,12 @@ async fn every_way_out_of_a_room_frees_its_slot() {
         .expect_err("the room is full");
     let mut prepared = connect("full", "prepared-then-refused").await;
     prepared.prepare("full");
-    settle().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
     prepared
         .join("full", 0, T)
         .await
         .expect_err("the room is full");
+    served("a full room, two Joins refused").await;
     occupant.leave();
     freed("Joins refused, the room full (one prepared first)").await;
 }

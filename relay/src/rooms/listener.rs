@@ -9,18 +9,26 @@
 //! still serves it).
 //!
 //! A roster can lag: a relay that has just started serving the room knows
-//! it only after the others answer its ask, and a relay that died took its
-//! roster with it (the very failover the standby was prepared for). So a
-//! standby the roster does not list gets one grace of [`UNSEEN_GRACE`],
-//! spending one of its token subject's [`UNSEEN_GRACES_PER_MINUTE`]; the
-//! grace is given back when the roster comes to list the client (it was
-//! only late). An outsider holding a token for the room hears and speaks at
-//! most three seconds a minute, in pieces.
+//! it only after the others answer its ask (`RosterBeat.asks_roster`). A
+//! relay that died took its own roster with it — the very failover the
+//! standby was prepared for — but the others still hold its participants
+//! until their presence grace ends, and say so in their answers
+//! (`RosterBeat.known_peer_ids`): the client counts as *listed* then too.
+//! Until the answers come, a standby the roster does not list gets one
+//! grace of [`UNSEEN_GRACE`], spending one of its token subject's
+//! [`UNSEEN_GRACES_PER_MINUTE`] on this relay; the grace is given back when
+//! the client turns out listed, or joins (it was only early). So an
+//! outsider holding a token for the room hears and speaks at most three
+//! seconds a minute on each relay, in pieces. What it does not cover: a
+//! room served by no relay but the dead one and this one — nobody is left
+//! to vouch for the client, and its standby goes quiet a second after it
+//! prepared until its Join arrives.
 //!
-//! The room task decides ([`Listener::review`], after anything that may
-//! change the roster); the connection's session, which publishes the
-//! standby's media itself, reads the decision from the shared
-//! [`ListenerGate`] — one atomic load per frame.
+//! The room task decides ([`Listener::review`], after every command and
+//! room event and on its tick); the connection's session, which publishes
+//! the standby's media itself, reads the decision from the shared
+//! [`ListenerGate`] — one atomic load per frame. A listener that goes
+//! (Unlisten, Join, its room task ending) closes its gate.
 
 use std::sync::Arc;
 use std::sync::OnceLock;
@@ -29,9 +37,8 @@ use std::time::{Duration, Instant};
 
 use crate::rate::SubjectRates;
 
-/// How long a standby the roster does not list is served: the client's move
-/// (a Join) follows its preparation within the suspicion's deadline, far
-/// less than this.
+/// How long a standby the roster does not list is served: long enough for
+/// the other relays' answers to the ask to arrive from across the world.
 pub(super) const UNSEEN_GRACE: Duration = Duration::from_secs(1);
 /// Graces per token subject per minute (bursts of as many).
 pub(super) const UNSEEN_GRACES_PER_MINUTE: u32 = 3;
@@ -139,6 +146,25 @@ impl Listener {
     pub(super) fn is_served(&self, now: Instant) -> bool {
         self.gate.is_open(now)
     }
+
+    /// The standby's connection joined the room (the client moved here): a
+    /// grace it is on was spent honestly, and is given back.
+    pub(super) fn joined(self, graces: &SubjectRates, now: Instant) {
+        if let Standing::Grace(until) = self.standing
+            && now < until
+        {
+            graces.refund(&self.subject, now);
+        }
+    }
+}
+
+impl Drop for Listener {
+    /// A session may hold the gate after the room let go of its listener
+    /// (Unlisten raced by a new Listen, the room task ending): it must not
+    /// stay open with nobody to review it.
+    fn drop(&mut self) {
+        self.gate.set(Standing::Withheld);
+    }
 }
 
 #[cfg(test)]
@@ -181,6 +207,26 @@ mod tests {
             [(true, false), (true, false), (true, false), (false, false)],
             "three graces a minute, each ending on time; a review spends none"
         );
+    }
+
+    #[test]
+    fn a_listener_that_goes_closes_its_gate_and_a_join_gives_its_grace_back() {
+        let graces = SubjectRates::per_minute(1);
+        let now = Instant::now();
+        let gate = ListenerGate::default();
+        let mut listed = listener(&gate);
+        listed.review(true, &graces, now);
+        drop(listed);
+        assert!(!gate.is_open(now), "open with nobody to review it");
+
+        let gate = ListenerGate::default();
+        let mut moving = listener(&gate);
+        moving.review(false, &graces, now);
+        assert!(gate.is_open(now), "on the subject's one grace");
+        moving.joined(&graces, now);
+        let mut next = listener(&ListenerGate::default());
+        next.review(false, &graces, now);
+        assert!(next.is_served(now), "the grace came back with the Join");
     }
 
     #[test]

@@ -54,6 +54,10 @@ struct Room {
     /// Frames already delivered: a sender preparing a move sends through two
     /// relays at once.
     seen: SeenFrames,
+    /// Listeners' clients another relay said it knows (`known_peer_ids` in
+    /// an answer to this relay's ask), and when: in the call, though not
+    /// in this relay's roster (see `listener`). Kept for the presence grace.
+    vouched: HashMap<String, Instant>,
 }
 
 pub(super) async fn run(hub: Hub, name: String, mut commands: mpsc::Receiver<Command>) {
@@ -79,6 +83,7 @@ pub(super) async fn run(hub: Hub, name: String, mut commands: mpsc::Receiver<Com
         keyframe_asked: HashMap::new(),
         roster_asked: None,
         seen: SeenFrames::default(),
+        vouched: HashMap::new(),
     };
     tracing::debug!(room = %room.name, "serving room");
     let mut beat = tokio::time::interval(inner.settings.beat);
@@ -89,7 +94,10 @@ pub(super) async fn run(hub: Hub, name: String, mut commands: mpsc::Receiver<Com
         tokio::select! {
             command = commands.recv() => match command {
                 None | Some(Command::Stop) => break,
-                Some(command) => room.command(command).await,
+                Some(command) => {
+                    room.command(command).await;
+                    room.review_listeners();
+                }
             },
             message = subscriber.next() => match message {
                 Some(message) => room.bus_message(message).await,
@@ -108,6 +116,8 @@ pub(super) async fn run(hub: Hub, name: String, mut commands: mpsc::Receiver<Com
                 room.keyframe_asked
                     .retain(|_, asked| now.duration_since(*asked) < KEYFRAME_REQUEST_INTERVAL);
                 room.seen.tick();
+                let grace = inner.settings.grace;
+                room.vouched.retain(|_, at| now.duration_since(*at) < grace);
                 let effects = room.roster.tick(now);
                 room.apply(effects).await;
                 room.review_listeners();
@@ -156,7 +166,10 @@ impl Room {
                 if self.conns.get(&conn).is_some_and(|c| c.listener.is_some()) {
                     // The prepared standby is joining: the join's slot
                     // keeps the room served now.
-                    self.conns.remove(&conn);
+                    let listener = self.conns.remove(&conn).and_then(|c| c.listener);
+                    if let Some(listener) = listener {
+                        listener.joined(&self.hub.inner.unseen_graces, Instant::now());
+                    }
                     self.hub.release(&self.name);
                 }
                 let peer_id = participant.peer_id.clone();
@@ -293,12 +306,20 @@ impl Room {
                 let effects = self.roster.remote_left(left);
                 self.apply(effects).await;
             }
-            Some(room_event::Kind::Beat(beat)) => {
-                let asks = beat.asks_roster && beat.relay_id != self.hub.inner.relay_id;
+            Some(room_event::Kind::Beat(mut beat)) => {
+                let other_relay = beat.relay_id != self.hub.inner.relay_id;
+                let asks = beat.asks_roster && other_relay;
+                if other_relay {
+                    self.vouch(std::mem::take(&mut beat.known_peer_ids), now);
+                }
                 let effects = self.roster.remote_beat(beat, now);
                 self.apply(effects).await;
                 if asks && self.roster.has_local_participants() {
-                    self.publish_beat(true).await;
+                    self.send_beat(RosterBeat {
+                        known_peer_ids: self.roster.remote_peer_ids(),
+                        ..self.roster.beat(true)
+                    })
+                    .await;
                 }
             }
             Some(room_event::Kind::State(changed)) => {
@@ -434,7 +455,24 @@ impl Room {
         let graces = &self.hub.inner.unseen_graces;
         for conn in self.conns.values_mut() {
             if let Some(listener) = &mut conn.listener {
-                listener.review(self.roster.contains(&conn.peer_id), graces, now);
+                let listed =
+                    self.roster.contains(&conn.peer_id) || self.vouched.contains_key(&conn.peer_id);
+                listener.review(listed, graces, now);
+            }
+        }
+    }
+
+    /// Another relay knows `peer_ids` to be in the call: remembered for
+    /// the listeners among them (only those: the map stays as small as the
+    /// listeners are few).
+    fn vouch(&mut self, peer_ids: Vec<String>, now: Instant) {
+        for peer_id in peer_ids {
+            let listening = self
+                .conns
+                .values()
+                .any(|c| c.listener.is_some() && c.peer_id == peer_id);
+            if listening {
+                self.vouched.insert(peer_id, now);
             }
         }
     }

@@ -358,7 +358,18 @@ impl Roster {
                 .collect(),
             in_reply,
             asks_roster: false,
+            known_peer_ids: Vec::new(),
         }
+    }
+
+    /// The participants this relay knows through other relays (those of a
+    /// relay that went silent included, until their grace ends).
+    pub fn remote_peer_ids(&self) -> Vec<String> {
+        self.entries
+            .iter()
+            .filter(|(_, e)| matches!(e.place, Place::Remote { .. }))
+            .map(|(id, _)| id.clone())
+            .collect()
     }
 
     pub fn has_local_participants(&self) -> bool {
@@ -632,6 +643,7 @@ mod tests {
             }],
             in_reply: false,
             asks_roster: false,
+            known_peer_ids: Vec::new(),
         };
         assert_eq!(notified(&roster.remote_beat(beat.clone(), t0)), ["joined"]);
         assert!(notified(&roster.remote_beat(beat, t0 + Duration::from_secs(1))).is_empty());
@@ -656,6 +668,7 @@ mod tests {
             }],
             in_reply: false,
             asks_roster: false,
+            known_peer_ids: Vec::new(),
         };
         roster.remote_beat(with_b, t0);
         let empty = RosterBeat {
@@ -664,6 +677,7 @@ mod tests {
             peers: vec![],
             in_reply: false,
             asks_roster: false,
+            known_peer_ids: Vec::new(),
         };
         assert_eq!(notified(&roster.remote_beat(empty, t0)), ["left"]);
     }
@@ -818,6 +832,7 @@ mod tests {
             }],
             in_reply: false,
             asks_roster: false,
+            known_peer_ids: Vec::new(),
         };
         assert_eq!(notified(&roster.remote_beat(beat(None), t0)), ["joined"]);
         assert!(roster.remote_beat(beat(None), t0).is_empty());

@@ -364,24 +364,38 @@ impl Session {
             }
             (client_frame::Kind::Media(media), Phase::ProbeOnly(identity)) => {
                 let now = Instant::now();
-                let unheard = match &self.preparing_for {
+                let stats = &self.relay.stats;
+                match &self.preparing_for {
                     Some(Preparing { room, gate }) if gate.is_open(now) => {
                         let (room, sender) = (room.clone(), identity.peer_id.clone());
-                        return self.media(&room, &sender, media).await;
+                        self.media(&room, &sender, media).await
                     }
-                    Some(_) => &self.relay.stats.media_unheard,
-                    None => &self.relay.stats.media_not_in_room,
-                };
-                unheard.fetch_add(1, Relaxed);
-                // A WebTransport datagram or stream can overtake the Join
-                // sent on the control stream, or outlive the Leave; a
-                // standby the room does not serve may still send: dropped,
-                // within the media budget; a flood is out of protocol.
-                if !self.budgets.media_frames.try_take(now) {
-                    return self
-                        .violation("media before Join: a connection under test may only probe");
+                    // A standby the room does not serve (yet): its client
+                    // keeps sending, as it would in the room — dropped, and
+                    // over the budget dropped as in the room.
+                    Some(_) => {
+                        let unheard = if self.budgets.media_frames.try_take(now) {
+                            &stats.media_unheard
+                        } else {
+                            &stats.media_over_budget
+                        };
+                        unheard.fetch_add(1, Relaxed);
+                        Ok(())
+                    }
+                    // A WebTransport datagram or stream can overtake the
+                    // Join sent on the control stream, or outlive the
+                    // Leave: dropped, within the media budget; a flood is
+                    // out of protocol.
+                    None => {
+                        if !self.budgets.media_frames.try_take(now) {
+                            return self.violation(
+                                "media before Join: a connection under test may only probe",
+                            );
+                        }
+                        stats.media_not_in_room.fetch_add(1, Relaxed);
+                        Ok(())
+                    }
                 }
-                Ok(())
             }
             (client_frame::Kind::KeyframeRequest(request), Phase::InRoom { identity, room }) => {
                 if !crate::auth::is_peer_id(&request.peer_id) {
@@ -602,6 +616,8 @@ impl Session {
     /// may move here. A preparation this relay cannot take (over the
     /// subject's budget, the room too busy) is not made, and the connection
     /// stays a standby: the client's move, if it comes, is a plain Join.
+    /// (A relay that has lost NATS refuses what its rooms were asked, this
+    /// included, and closes: it is no standby any more.)
     fn prepare(&mut self, join: rallypoint_protocol::v1::Join) -> Result<(), Refused> {
         let Phase::ProbeOnly(identity) = &self.phase else {
             unreachable!("prepare is only handled when probe-only");
