@@ -55,10 +55,18 @@ pub struct ClickHouseServer {
 struct Membership {
     cluster: String,
     zookeeper_port: u16,
-    /// Every replica's native TCP port, this one's at `replica`.
-    replica_ports: Vec<u16>,
+    /// Every server's native TCP port, by shard and then replica; this
+    /// one's at `[shard][replica]`.
+    ports: Vec<Vec<u16>>,
+    shard: usize,
     replica: usize,
     interserver_port: u16,
+}
+
+impl Membership {
+    fn tcp_port(&self) -> u16 {
+        self.ports[self.shard][self.replica]
+    }
 }
 
 /// Who logs in to ClickHouse.
@@ -400,7 +408,7 @@ impl ClickHouseServer {
     fn listening_ports(&self) -> Vec<u16> {
         let mut ports = vec![self.https_port];
         if let Some(m) = &self.membership {
-            ports.extend([m.replica_ports[m.replica], m.interserver_port]);
+            ports.extend([m.tcp_port(), m.interserver_port]);
         }
         ports
     }
@@ -411,20 +419,28 @@ impl ClickHouseServer {
         crate::process::file_tail(&self.dir.join("server.err.log"), 20)
     }
 
-    /// A cluster member's ports, its cluster (one shard of every replica,
+    /// A cluster member's ports, its cluster (every shard and its replicas,
     /// reached as the administrator), ZooKeeper and its macros.
     fn cluster_xml(&self) -> String {
         let Some(member) = &self.membership else {
             return String::new();
         };
         let admin = &self.passwords[0];
-        let replicas: String = member
-            .replica_ports
+        let shards: String = member
+            .ports
             .iter()
-            .map(|port| {
+            .map(|replicas| {
+                let replicas: String = replicas
+                    .iter()
+                    .map(|port| {
+                        format!(
+                            "<replica><host>127.0.0.1</host><port>{port}</port>\
+                             <user>default</user><password>{admin}</password></replica>"
+                        )
+                    })
+                    .collect();
                 format!(
-                    "<replica><host>127.0.0.1</host><port>{port}</port>\
-                     <user>default</user><password>{admin}</password></replica>"
+                    "<shard><internal_replication>true</internal_replication>{replicas}</shard>"
                 )
             })
             .collect();
@@ -432,15 +448,16 @@ impl ClickHouseServer {
             r#"  <tcp_port>{tcp}</tcp_port>
   <interserver_http_port>{interserver}</interserver_http_port>
   <interserver_http_host>127.0.0.1</interserver_http_host>
-  <remote_servers><{name}><shard><internal_replication>true</internal_replication>{replicas}</shard></{name}></remote_servers>
+  <remote_servers><{name}>{shards}</{name}></remote_servers>
   <zookeeper><node><host>127.0.0.1</host><port>{zookeeper}</port></node></zookeeper>
-  <macros><shard>01</shard><replica>replica{index}</replica></macros>
+  <macros><shard>{shard:02}</shard><replica>replica{index}</replica></macros>
   <distributed_ddl><path>/clickhouse/task_queue/ddl</path></distributed_ddl>
 "#,
-            tcp = member.replica_ports[member.replica],
+            tcp = member.tcp_port(),
             interserver = member.interserver_port,
             name = member.cluster,
             zookeeper = member.zookeeper_port,
+            shard = member.shard + 1,
             index = member.replica + 1,
         )
     }
@@ -560,29 +577,48 @@ fn create_tls_dir(dir: &Path) -> anyhow::Result<PathBuf> {
     Ok(tls)
 }
 
-/// Servers holding one shard of a cluster as its replicas, with a
+/// Servers holding the shards of a cluster and their replicas, with a
 /// ZooKeeper; every server has the same users and passwords and trusts the
 /// same CA, so a login works on any of them.
 pub struct ClickHouseCluster {
     pub name: String,
+    /// Every server, by shard and then replica (one shard: its replicas).
     pub replicas: Vec<ClickHouseServer>,
     pub zookeeper: ZooKeeper,
 }
 
 impl ClickHouseCluster {
+    /// One shard held by `replicas` servers.
     pub async fn start(dir: &Path, name: &str, replicas: usize) -> anyhow::Result<Self> {
+        Self::start_sharded(dir, name, 1, replicas).await
+    }
+
+    /// `shards` shards, each held by `replicas` servers.
+    pub async fn start_sharded(
+        dir: &Path,
+        name: &str,
+        shards: usize,
+        replicas: usize,
+    ) -> anyhow::Result<Self> {
         let zookeeper = ZooKeeper::start(&dir.join("zookeeper")).await?;
         let ca = DevCa::create(&create_tls_dir(dir)?, "clickhouse-ca")?;
         let passwords = random_passwords();
-        let replica_ports: Vec<u16> = (0..replicas).map(|_| free_tcp()).collect();
-        let mut servers = Vec::with_capacity(replicas);
-        for replica in 0..replicas {
-            let member_dir = dir.join(format!("replica{}", replica + 1));
+        let ports: Vec<Vec<u16>> = (0..shards)
+            .map(|_| (0..replicas).map(|_| free_tcp()).collect())
+            .collect();
+        let mut servers = Vec::with_capacity(shards * replicas);
+        for (shard, replica) in (0..shards).flat_map(|s| (0..replicas).map(move |r| (s, r))) {
+            let member_dir = if shards == 1 {
+                dir.join(format!("replica{}", replica + 1))
+            } else {
+                dir.join(format!("shard{}-replica{}", shard + 1, replica + 1))
+            };
             std::fs::create_dir_all(&member_dir)?;
             let membership = Membership {
                 cluster: name.to_owned(),
                 zookeeper_port: zookeeper.port,
-                replica_ports: replica_ports.clone(),
+                ports: ports.clone(),
+                shard,
                 replica,
                 interserver_port: free_tcp(),
             };
