@@ -134,10 +134,15 @@ async fn rough_path(minutes: f64) -> anyhow::Result<()> {
         *by_trigger.entry(format!("{trigger:?}")).or_default() += 1;
     }
     let expected = duration.as_secs_f64() / 0.020;
+    let triggers = if by_trigger.is_empty() {
+        String::new()
+    } else {
+        format!(" (by trigger: {by_trigger:?})")
+    };
     println!();
     println!(
         "false failovers: {} in a {minutes} min call, both participants counted, on a path of \
-         {ROUGH_RTT_MS} ms RTT, {ROUGH_JITTER_MS} ms jitter and {:.0}% loss each way {by_trigger:?}; \
+         {ROUGH_RTT_MS} ms RTT, {ROUGH_JITTER_MS} ms jitter and {:.0}% loss each way{triggers}; \
          the listener got {} of the talker's ~{expected:.0} audio frames ({:.1}%)",
         call.moves.len(),
         ROUGH_LOSS * 100.0,
