@@ -268,6 +268,120 @@ async fn a_preparation_over_the_budget_is_not_made_and_the_standby_stays() {
     .unwrap();
 }
 
+/// The failover a standby is prepared for: the client's relay dies, taking
+/// its roster along, and the standby's relay did not serve the room. A
+/// relay still in the room holds the clients until their presence grace
+/// ends and vouches for them when asked, so their standbys are heard and
+/// hear past the one-second grace an unknown client gets, until their
+/// Joins — the second too, though it prepares after the first answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standbys_are_served_after_their_clients_relay_died_on_another_relays_word() {
+    let mut lab = Lab::two_regions(&[]).await;
+    let third = lab.add_relay("us-east", "us-east-1", &[]).await;
+    let (alice, dave) = (lab.identity("r", "alice"), lab.identity("r", "dave"));
+    let mut alice_on_a = lab.connect(0, WebSocket, &alice).await;
+    alice_on_a.join("r", 0, T).await.unwrap();
+    let mut dave_on_a = lab.connect(0, WebSocket, &dave).await;
+    dave_on_a.join("r", 0, T).await.unwrap();
+    let (mut bob, jb) = lab.participant(third, WebSocket, "r", "bob").await;
+    wait_sees(&mut bob, &jb, &[alice_on_a.peer_id(), dave_on_a.peer_id()]).await;
+
+    lab.relays[0].signal(Signal::SIGKILL).unwrap();
+    let mut alices = lab.connect(1, WebSocket, &alice).await;
+    alices.prepare("r");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let mut daves = lab.connect(1, WebSocket, &dave).await;
+    daves.prepare("r");
+    // Past the grace an unknown client gets.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let bob_id = bob.peer_id().to_owned();
+    let gap = Duration::from_millis(20);
+    tokio::join!(
+        send_audio(&alices, 0..10, 100, gap),
+        send_audio(&daves, 0..10, 100, gap),
+        send_audio(&bob, 0..10, 100, gap),
+    );
+    let wait = Duration::from_secs(2);
+    let bob_heard = media_within(&mut bob, wait).await;
+    for (standby, who) in [(&mut alices, "Alice"), (&mut daves, "Dave")] {
+        let sender = standby.peer_id().to_owned();
+        let mut heard: Vec<u64> = bob_heard
+            .iter()
+            .filter(|m| m.sender == sender)
+            .map(|m| m.seq)
+            .collect();
+        heard.sort_unstable();
+        assert_eq!(heard, (0..10).collect::<Vec<_>>(), "Bob hears {who}");
+        let heard = media_seqs_from(standby, &bob_id, 0..10, wait).await;
+        assert_eq!(heard, (0..10).collect::<Vec<_>>(), "{who} hears Bob");
+    }
+    let stats = lab.relays[1].stats().await.unwrap();
+    assert_eq!(stats["media_withheld"], 0, "{stats}");
+    assert_eq!(stats["media_unheard"], 0, "{stats}");
+}
+
+/// Another relay's word is no standing invitation: a participant that
+/// hangs up is out of the call, and its standby, served while it was in,
+/// goes quiet both ways after a grace at most.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_whose_client_hung_up_is_served_no_longer() {
+    let mut lab = Lab::two_regions(&[]).await;
+    let third = lab.add_relay("us-east", "us-east-1", &[]).await;
+    let alice = lab.identity("r", "alice");
+    let mut alice_on_a = lab.connect(0, WebSocket, &alice).await;
+    alice_on_a.join("r", 0, T).await.unwrap();
+    let (mut bob, jb) = lab.participant(third, WebSocket, "r", "bob").await;
+    wait_sees(&mut bob, &jb, &[alice_on_a.peer_id()]).await;
+    let mut standby = lab.connect(1, WebSocket, &alice).await;
+    standby.prepare("r");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    send_audio(&standby, 0..5, 100, Duration::from_millis(10)).await;
+    let heard = media_seqs_from(&mut bob, standby.peer_id(), 0..5, T).await;
+    assert_eq!(
+        heard,
+        (0..5).collect::<Vec<_>>(),
+        "served while in the call"
+    );
+
+    alice_on_a.leave();
+    bob.expect("PeerLeft", T, |kind| match kind {
+        server_frame::Kind::PeerLeft(left) => Some(left.peer_id.clone()),
+        _ => None,
+    })
+    .await
+    .unwrap();
+    // Past the grace a client the roster stops listing gets.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_unheard(&standby, &mut bob, "of a client that hung up").await;
+    send_audio(&bob, 100..105, 100, Duration::from_millis(10)).await;
+    let heard = media_within(&mut standby, Duration::from_millis(700)).await;
+    let seqs: Vec<u64> = heard.iter().map(|m| m.seq).collect();
+    assert!(seqs.is_empty(), "the standby still hears: {seqs:?}");
+}
+
+/// A grace is given back when the standby's connection joins — only if
+/// the Join is accepted: a full room's refusal gives nothing back, or an
+/// outsider could listen on a grace, be refused, and listen again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_refused_gives_no_grace_back() {
+    let lab = Lab::two_regions(&["--max-room-size", "1"]).await;
+    let (occupant, _) = lab.participant(1, WebSocket, "r", "occupant").await;
+    let carol = lab.identity("r", "carol");
+    for _ in 0..3 {
+        let mut standby = lab.connect(1, WebSocket, &carol).await;
+        standby.prepare("r");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        standby.join("r", 0, T).await.expect_err("the room is full");
+    }
+    let mut standby = lab.connect(1, WebSocket, &carol).await;
+    standby.prepare("r");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    send_audio(&occupant, 0..5, 100, Duration::from_millis(10)).await;
+    let heard = media_within(&mut standby, Duration::from_millis(700)).await;
+    let seqs: Vec<u64> = heard.iter().map(|m| m.seq).collect();
+    assert!(seqs.is_empty(), "a fourth grace in a minute: {seqs:?}");
+}
+
 /// Sends five audio frames through `standby` and asserts that `listener`
 /// hears none of them.
 async fn assert_unheard(
@@ -277,44 +391,6 @@ async fn assert_unheard(
 ) {
     send_audio(standby, 1000..1005, 200, Duration::from_millis(5)).await;
     let heard = media_within(listener, Duration::from_millis(700)).await;
-    assert!(heard.is_empty(), "media {when} reached the room: {heard:?}");
-}
-
-/// The failover a standby is prepared for: the client's relay dies, taking
-/// its roster along, and the standby's relay did not serve the room. A
-/// relay still in the room holds the client until its presence grace ends
-/// and vouches for it when asked, so the standby is heard and hears past
-/// the one-second grace an unknown client gets, until its Join.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_standby_is_served_after_its_clients_relay_died_on_another_relays_word() {
-    let mut lab = Lab::two_regions(&[]).await;
-    let third = lab.add_relay("us-east", "us-east-1", &[]).await;
-    let identity = lab.identity("r", "alice");
-    let mut alice = lab.connect(0, WebSocket, &identity).await;
-    alice.join("r", 0, T).await.unwrap();
-    let (mut bob, jb) = lab.participant(third, WebSocket, "r", "bob").await;
-    wait_sees(&mut bob, &jb, &[alice.peer_id()]).await;
-
-    lab.relays[0].signal(Signal::SIGKILL).unwrap();
-    let mut standby = lab.connect(1, WebSocket, &identity).await;
-    standby.prepare("r");
-    // Past the grace an unknown client gets.
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
-    let bob_id = bob.peer_id().to_owned();
-    tokio::join!(
-        send_audio(&standby, 0..10, 100, Duration::from_millis(20)),
-        send_audio(&bob, 0..10, 100, Duration::from_millis(20)),
-    );
-    let wait = Duration::from_secs(2);
-    let bob_heard = media_seqs_from(&mut bob, alice.peer_id(), 0..10, wait).await;
-    let standby_heard = media_seqs_from(&mut standby, &bob_id, 0..10, wait).await;
-    assert_eq!(bob_heard, (0..10).collect::<Vec<_>>(), "Bob hears Alice");
-    assert_eq!(
-        standby_heard,
-        (0..10).collect::<Vec<_>>(),
-        "Alice hears Bob"
-    );
-    let stats = lab.relays[1].stats().await.unwrap();
-    assert_eq!(stats["media_withheld"], 0, "{stats}");
-    assert_eq!(stats["media_unheard"], 0, "{stats}");
+    let seqs: Vec<u64> = heard.iter().map(|m| m.seq).collect();
+    assert!(seqs.is_empty(), "media {when} reached the room: {seqs:?}");
 }

@@ -14,6 +14,10 @@
 //! standby was prepared for — but the others still hold its participants
 //! until their presence grace ends, and say so in their answers
 //! (`RosterBeat.known_peer_ids`): the client counts as *listed* then too.
+//! That word lapses two seconds after the last answer that gave it (at once
+//! on the client's `PresenceLeft`), and the relay asks again every second
+//! while a standby depends on it, so a client the others stop naming is not
+//! served for long.
 //! Until the answers come, a standby the roster does not list gets one
 //! grace of [`UNSEEN_GRACE`], spending one of its token subject's
 //! [`UNSEEN_GRACES_PER_MINUTE`] on this relay; the grace is given back when
@@ -147,8 +151,19 @@ impl Listener {
         self.gate.is_open(now)
     }
 
-    /// The standby's connection joined the room (the client moved here): a
-    /// grace it is on was spent honestly, and is given back.
+    /// Whether the standby is withheld: not listed, and its grace spent or
+    /// none left.
+    pub(super) fn is_withheld(&self, now: Instant) -> bool {
+        match self.standing {
+            Standing::Withheld => true,
+            Standing::Grace(until) => now >= until,
+            Standing::Unjudged | Standing::Listed => false,
+        }
+    }
+
+    /// The standby's connection joined the room (the client moved here, the
+    /// Join accepted): a grace it is on was spent honestly, and is given
+    /// back.
     pub(super) fn joined(self, graces: &SubjectRates, now: Instant) {
         if let Standing::Grace(until) = self.standing
             && now < until

@@ -30,6 +30,11 @@ const TICK: Duration = Duration::from_millis(250);
 const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(300);
 /// Shortest time between two asks for the other relays' rosters.
 const ROSTER_ASK_INTERVAL: Duration = Duration::from_secs(1);
+/// How long another relay's word that a participant is in the call counts
+/// (`known_peer_ids`): two asks, so one lost answer does not end it, and a
+/// participant that relay stops naming (it left, its grace ended) is not
+/// served on that word for long.
+const VOUCHED_FOR: Duration = Duration::from_secs(2);
 
 struct LocalConn {
     peer_id: String,
@@ -54,9 +59,11 @@ struct Room {
     /// Frames already delivered: a sender preparing a move sends through two
     /// relays at once.
     seen: SeenFrames,
-    /// Listeners' clients another relay said it knows (`known_peer_ids` in
-    /// an answer to this relay's ask), and when: in the call, though not
-    /// in this relay's roster (see `listener`). Kept for the presence grace.
+    /// Participants other relays said they know (`known_peer_ids` in their
+    /// answers to this relay's asks), and when: in the call, though perhaps
+    /// not in this relay's roster (see `listener`). Kept [`VOUCHED_FOR`],
+    /// renewed by the asks made while a listener depends on it; at most
+    /// twice the room's size.
     vouched: HashMap<String, Instant>,
 }
 
@@ -116,11 +123,13 @@ pub(super) async fn run(hub: Hub, name: String, mut commands: mpsc::Receiver<Com
                 room.keyframe_asked
                     .retain(|_, asked| now.duration_since(*asked) < KEYFRAME_REQUEST_INTERVAL);
                 room.seen.tick();
-                let grace = inner.settings.grace;
-                room.vouched.retain(|_, at| now.duration_since(*at) < grace);
+                room.vouched.retain(|_, at| now.duration_since(*at) < VOUCHED_FOR);
                 let effects = room.roster.tick(now);
                 room.apply(effects).await;
                 room.review_listeners();
+                if room.listeners_need_word(now) {
+                    room.ask_roster().await;
+                }
             }
         }
     }
@@ -163,13 +172,11 @@ impl Room {
                 state_seq,
                 outbox,
             } => {
+                // A prepared standby joining: the join's slot keeps the room
+                // served now; its grace comes back if the join is accepted.
+                let mut prepared = None;
                 if self.conns.get(&conn).is_some_and(|c| c.listener.is_some()) {
-                    // The prepared standby is joining: the join's slot
-                    // keeps the room served now.
-                    let listener = self.conns.remove(&conn).and_then(|c| c.listener);
-                    if let Some(listener) = listener {
-                        listener.joined(&self.hub.inner.unseen_graces, Instant::now());
-                    }
+                    prepared = self.conns.remove(&conn).and_then(|c| c.listener);
                     self.hub.release(&self.name);
                 }
                 let peer_id = participant.peer_id.clone();
@@ -185,6 +192,9 @@ impl Room {
                     // The slot this join holds is freed when the refused
                     // session ends (as a Lost).
                     return;
+                }
+                if let Some(listener) = prepared {
+                    listener.joined(&self.hub.inner.unseen_graces, Instant::now());
                 }
                 let (others, effects) = self.roster.local_join(conn, participant, join_seq);
                 self.roster.state_told_at_join(conn, &peer_id, state_seq);
@@ -249,7 +259,7 @@ impl Room {
                 gate,
                 outbox,
             } => {
-                let unknown = !self.roster.contains(&peer_id);
+                let unknown = !self.listed(&peer_id);
                 let mut listener = Listener::new(subject, gate);
                 listener.review(!unknown, &self.hub.inner.unseen_graces, Instant::now());
                 let listener = LocalConn {
@@ -303,6 +313,8 @@ impl Room {
                 }
             }
             Some(room_event::Kind::Left(left)) => {
+                // Gone from the call: no relay's earlier word keeps it in.
+                self.vouched.remove(&left.peer_id);
                 let effects = self.roster.remote_left(left);
                 self.apply(effects).await;
             }
@@ -462,18 +474,32 @@ impl Room {
         }
     }
 
-    /// Another relay knows `peer_ids` to be in the call: remembered for
-    /// the listeners among them (only those: the map stays as small as the
-    /// listeners are few).
+    /// Whether `peer_id` is in the call, by this relay's roster or another
+    /// relay's recent word.
+    fn listed(&self, peer_id: &str) -> bool {
+        self.roster.contains(peer_id) || self.vouched.contains_key(peer_id)
+    }
+
+    /// Whether a listener this relay's roster does not list is served (on
+    /// another relay's word, or on a grace): the word must be renewed, or
+    /// come, by asking again. A withheld one asks nothing more — an
+    /// outsider costs the other relays no beats.
+    fn listeners_need_word(&self, now: Instant) -> bool {
+        self.conns.values().any(|c| {
+            c.listener.as_ref().is_some_and(|l| !l.is_withheld(now))
+                && !self.roster.contains(&c.peer_id)
+        })
+    }
+
+    /// Another relay knows `peer_ids` to be in the call (its answer to an
+    /// ask).
     fn vouch(&mut self, peer_ids: Vec<String>, now: Instant) {
+        let most = 2 * self.hub.inner.settings.max_size;
         for peer_id in peer_ids {
-            let listening = self
-                .conns
-                .values()
-                .any(|c| c.listener.is_some() && c.peer_id == peer_id);
-            if listening {
-                self.vouched.insert(peer_id, now);
+            if self.vouched.len() >= most && !self.vouched.contains_key(&peer_id) {
+                break;
             }
+            self.vouched.insert(peer_id, now);
         }
     }
 
