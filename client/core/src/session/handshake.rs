@@ -67,6 +67,21 @@ pub fn refusal(kind: &server_frame::Kind) -> Option<(ErrorCode, String)> {
     Some((code, error.message.clone()))
 }
 
+/// Whether a refusal ends the call: another relay would refuse the same —
+/// the token (its signature, its expiry, its room) or the room (full) — so
+/// electing one only repeats the refusal, and the person must be told.
+/// Every other refusal is this relay's (busy, cut off, a protocol error on
+/// this connection): the election goes on without it.
+pub fn ends_the_call(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::Unauthenticated
+            | ErrorCode::TokenExpired
+            | ErrorCode::WrongRoom
+            | ErrorCode::RoomFull
+    )
+}
+
 /// What the election's reports say about the client, from what it says in
 /// Hello (the relay adds the network context it derives itself).
 pub fn report_context(info: &ClientInfo) -> ClientContext {
@@ -83,6 +98,29 @@ pub fn report_context(info: &ClientInfo) -> ClientContext {
 mod tests {
     use super::*;
     use rallypoint_protocol::v1::ServerFrame;
+
+    #[test]
+    fn a_full_room_or_a_bad_token_ends_the_call_and_a_busy_relay_does_not() {
+        for code in [
+            ErrorCode::Unauthenticated,
+            ErrorCode::TokenExpired,
+            ErrorCode::WrongRoom,
+            ErrorCode::RoomFull,
+        ] {
+            assert!(ends_the_call(code), "{code:?}");
+        }
+        for code in [
+            ErrorCode::Unspecified,
+            ErrorCode::UnsupportedVersion,
+            ErrorCode::MalformedFrame,
+            ErrorCode::FrameTooLarge,
+            ErrorCode::ProtocolViolation,
+            ErrorCode::RateLimited,
+            ErrorCode::Unavailable,
+        ] {
+            assert!(!ends_the_call(code), "{code:?}");
+        }
+    }
 
     #[test]
     fn hello_carries_the_version_the_token_and_the_identity() {

@@ -45,7 +45,7 @@ use crate::media::devices::DeviceKind;
 use crate::media::video::{self, VideoSender};
 use crate::media::{MediaSink, capture};
 use crate::stats::RateMeter;
-use rallypoint_client::session::{Identity, Update as SessionUpdate};
+use rallypoint_client::session::{Identity, Update as SessionUpdate, handshake};
 
 /// A connection attempt (connect + Hello + Welcome) gives up after this.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -453,16 +453,16 @@ impl Call {
                 }
             }
             Output::Session(SessionUpdate::Refused { code, message, .. }) => {
-                let fatal = matches!(
-                    code,
-                    ErrorCode::Unauthenticated | ErrorCode::TokenExpired | ErrorCode::WrongRoom
-                );
-                if fatal {
+                if handshake::ends_the_call(code) {
                     let _ = self.commands.unbounded_send(Command::Stop);
                     self.stop_media();
-                    self.state.phase.set(Phase::Failed(format!(
-                        "Token rejected by the relay: {message}. Go back to the lobby to get a new one."
-                    )));
+                    self.state.phase.set(Phase::Failed(if code == ErrorCode::RoomFull {
+                        format!("This call is full ({message}). Try again when someone has left.")
+                    } else {
+                        format!(
+                            "Token rejected by the relay: {message}. Go back to the lobby to get a new one."
+                        )
+                    }));
                 }
             }
             Output::Session(SessionUpdate::NoRelayReachable { retry_in, attempt }) => {
