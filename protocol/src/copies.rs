@@ -176,8 +176,9 @@ mod tests {
         for seq in 5000..5200 {
             assert!(seen.first_copy(&a, seq));
         }
-        // Frames of the restarted track, a frame per tick: the first ones
-        // may be old copies, until the old numbers have not moved for long.
+        // Frames of the restarted track, twelve per tick (50 a second): the
+        // first ones may be old copies, until the old numbers have not
+        // moved for long.
         let mut heard = Vec::new();
         for seq in 0..50 {
             if seen.first_copy(&a, seq) {

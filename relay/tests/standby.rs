@@ -30,7 +30,7 @@ async fn a_prepared_standby_forwards_media_once_and_tells_nobody_until_the_move(
     let standby = lab.connect(1, WebTransport, &identity).await;
     standby.prepare("r");
     let mut standby = standby;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     const FRAMES: u64 = 30;
     tokio::join!(
         send_audio(&alice, 0..FRAMES, 200, Duration::from_millis(10)),
@@ -114,8 +114,8 @@ async fn a_prepared_standby_forwards_media_once_and_tells_nobody_until_the_move(
 /// call through the other region, prepares on a relay that did not serve
 /// the room yet and hears all of it once that relay has learnt the
 /// roster. Carol, holding a token but in the call nowhere, hears only a
-/// grace of a second — what a participant whose relay died with the
-/// roster needs until its move — and, three graces a minute spent, nothing.
+/// grace of a second — what a relay new to the room needs for the others'
+/// answers — and, three graces a minute spent, nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_a_participant_of_the_room_hears_it_through_a_prepared_standby() {
     let lab = Lab::two_regions(&[]).await;
@@ -131,8 +131,9 @@ async fn only_a_participant_of_the_room_hears_it_through_a_prepared_standby() {
     assert_eq!(alices.peer_id(), alice.peer_id(), "one participant");
     alices.prepare("r");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    // Carol's grace starts at her preparation, and Bob talks from then on.
+    // Carol's grace starts at her preparation, and Bob talks from just after.
     carols.prepare("r");
+    tokio::time::sleep(Duration::from_millis(150)).await;
 
     // Three seconds of Bob's audio, a frame every 50 ms.
     const FRAMES: u64 = 60;
@@ -149,7 +150,11 @@ async fn only_a_participant_of_the_room_hears_it_through_a_prepared_standby() {
     );
     let stats = lab.relays[1].stats().await.unwrap();
     let withheld = stats["media_withheld"].as_u64().unwrap();
-    assert_eq!(withheld, FRAMES - carol_seqs.len() as u64, "{stats}");
+    let accounted = withheld + carol_seqs.len() as u64;
+    assert!(
+        (FRAMES - 3..=FRAMES).contains(&accounted),
+        "{FRAMES} frames, {accounted} heard or withheld: {stats}"
+    );
 
     // Preparing again and again spends the rest of her graces, then none.
     let mut heard = Vec::new();
@@ -276,8 +281,10 @@ async fn a_preparation_over_the_budget_is_not_made_and_the_standby_stays() {
 /// Joins — the second too, though it prepares after the first answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn standbys_are_served_after_their_clients_relay_died_on_another_relays_word() {
-    let mut lab = Lab::two_regions(&[]).await;
-    let third = lab.add_relay("us-east", "us-east-1", &[]).await;
+    // A presence grace the test's steps cannot outlast on a loaded machine.
+    let grace = ["--presence-grace", "10s"];
+    let mut lab = Lab::two_regions(&grace).await;
+    let third = lab.add_relay("us-east", "us-east-1", &grace).await;
     let (alice, dave) = (lab.identity("r", "alice"), lab.identity("r", "dave"));
     let mut alice_on_a = lab.connect(0, WebSocket, &alice).await;
     alice_on_a.join("r", 0, T).await.unwrap();
@@ -351,7 +358,7 @@ async fn a_standby_whose_client_hung_up_is_served_no_longer() {
     .await
     .unwrap();
     // Past the grace a client the roster stops listing gets.
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
     assert_unheard(&standby, &mut bob, "of a client that hung up").await;
     send_audio(&bob, 100..105, 100, Duration::from_millis(10)).await;
     let heard = media_within(&mut standby, Duration::from_millis(700)).await;

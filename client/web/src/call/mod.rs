@@ -457,7 +457,7 @@ impl Call {
                     let _ = self.commands.unbounded_send(Command::Stop);
                     self.stop_media();
                     self.state.phase.set(Phase::Failed(if code == ErrorCode::RoomFull {
-                        format!("This call is full ({message}). Try again when someone has left.")
+                        format!("Cannot join: {message}. Try again when someone has left.")
                     } else {
                         format!(
                             "Token rejected by the relay: {message}. Go back to the lobby to get a new one."
