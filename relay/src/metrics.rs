@@ -39,12 +39,12 @@ pub struct Stats {
     /// Media frames a receiver already had: the sender sent them through two
     /// relays while preparing a move (make-before-break).
     pub media_duplicates: AtomicU64,
-    /// Media frames not given to a prepared standby whose client is not in
-    /// the room's roster (a listener must be someone the room can see).
+    /// Media frames not given to a prepared standby whose client the room
+    /// cannot see: not in its roster, no other relay naming it lately (a
+    /// listener must be someone the room can see).
     pub media_withheld: AtomicU64,
-    /// Media frames from a prepared standby whose client is not in the
-    /// room's roster: not forwarded (a talker must be someone the room can
-    /// see).
+    /// Media frames from a prepared standby whose client the room cannot
+    /// see: not forwarded (a talker must be someone the room can see).
     pub media_unheard: AtomicU64,
     /// Probe-only connections that began forwarding media for a move their
     /// client was preparing (`Join.prepare`).

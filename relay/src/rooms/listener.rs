@@ -151,16 +151,6 @@ impl Listener {
         self.gate.is_open(now)
     }
 
-    /// Whether the standby is withheld: not listed, and its grace spent or
-    /// none left.
-    pub(super) fn is_withheld(&self, now: Instant) -> bool {
-        match self.standing {
-            Standing::Withheld => true,
-            Standing::Grace(until) => now >= until,
-            Standing::Unjudged | Standing::Listed => false,
-        }
-    }
-
     /// The standby's connection joined the room (the client moved here, the
     /// Join accepted): a grace it is on was spent honestly, and is given
     /// back.

@@ -138,6 +138,12 @@ pub(super) async fn run(hub: Hub, name: String, mut commands: mpsc::Receiver<Com
     tracing::debug!(room = %room.name, "stopped serving room");
 }
 
+/// Whether `peer_id` is in the call: in this relay's `roster`, or named by
+/// another relay lately (`vouched`).
+fn in_the_call(roster: &Roster, vouched: &HashMap<String, Instant>, peer_id: &str) -> bool {
+    roster.contains(peer_id) || vouched.contains_key(peer_id)
+}
+
 /// The room could not be served (NATS client closed): refuse every join.
 async fn refuse_all(hub: &Hub, name: &str, commands: &mut mpsc::Receiver<Command>) {
     let refusal = encode(&ServerFrame::error(
@@ -467,17 +473,15 @@ impl Room {
         let graces = &self.hub.inner.unseen_graces;
         for conn in self.conns.values_mut() {
             if let Some(listener) = &mut conn.listener {
-                let listed =
-                    self.roster.contains(&conn.peer_id) || self.vouched.contains_key(&conn.peer_id);
+                let listed = in_the_call(&self.roster, &self.vouched, &conn.peer_id);
                 listener.review(listed, graces, now);
             }
         }
     }
 
-    /// Whether `peer_id` is in the call, by this relay's roster or another
-    /// relay's recent word.
+    /// Whether `peer_id` is in the call (see [`in_the_call`]).
     fn listed(&self, peer_id: &str) -> bool {
-        self.roster.contains(peer_id) || self.vouched.contains_key(peer_id)
+        in_the_call(&self.roster, &self.vouched, peer_id)
     }
 
     /// Whether a listener this relay's roster does not list is served (on
@@ -486,7 +490,7 @@ impl Room {
     /// outsider costs the other relays no beats.
     fn listeners_need_word(&self, now: Instant) -> bool {
         self.conns.values().any(|c| {
-            c.listener.as_ref().is_some_and(|l| !l.is_withheld(now))
+            c.listener.as_ref().is_some_and(|l| l.is_served(now))
                 && !self.roster.contains(&c.peer_id)
         })
     }
