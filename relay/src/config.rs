@@ -200,7 +200,9 @@ pub struct Limits {
 
     /// Probes answered per connection per second (bursts of as many); clients
     /// probe every 200 ms, every 50 ms while they send media (plus three at
-    /// once when their traffic falls silent), and faster early in an election.
+    /// once when their traffic falls silent), faster early in an election,
+    /// and a standby every second, every 100 ms while their relay loses
+    /// probes.
     #[arg(long, env = "RALLYPOINT_PROBES_PER_SECOND", default_value_t = 25)]
     pub probes_per_second: u32,
 

@@ -30,7 +30,7 @@ use std::time::Duration;
 use rallypoint_protocol::v1::ClientContext;
 
 use crate::candidate::{Candidate, TransportKind};
-use crate::election::{Action, Decision, Election, ElectionConfig, Event, Notice};
+use crate::election::{Action, Decision, Election, ElectionConfig, Event, Notice, Role};
 use crate::time::Micros;
 
 /// A path's behaviour.
@@ -235,6 +235,8 @@ pub struct Simulation {
     pub prepares: Vec<Join>,
     pub unreachable_notices: u32,
     pub reports: u32,
+    /// Probes the client sent to warm standbys.
+    pub standby_probes: u64,
     /// Whether the client sends media (a talking client probes its relay
     /// faster): off unless [`Simulation::talk`] turned it on.
     talking: bool,
@@ -275,6 +277,7 @@ impl Simulation {
             prepares: Vec::new(),
             unreachable_notices: 0,
             reports: 0,
+            standby_probes: 0,
             talking: false,
             stream_released: Vec::new(),
         };
@@ -514,6 +517,9 @@ impl Simulation {
                 }
             }
             Action::SendProbe { candidate, seq } => {
+                if self.election.role(candidate) == Role::Standby {
+                    self.standby_probes += 1;
+                }
                 if !self.open[candidate] || self.world[candidate].dead_at(self.now()) {
                     return;
                 }
@@ -565,6 +571,14 @@ impl Simulation {
         self.joins.len().saturating_sub(1)
     }
 
+    /// When the client first served through a candidate `wanted` accepts.
+    pub fn first_served(&self, wanted: impl Fn(usize) -> bool) -> Option<Duration> {
+        self.joins
+            .iter()
+            .find(|j| wanted(j.candidate))
+            .map(|j| j.at)
+    }
+
     /// The candidate the client served through at `t`.
     pub fn serving_at(&self, t: Duration) -> Option<usize> {
         self.joins.iter().rfind(|j| j.at <= t).map(|j| j.candidate)
@@ -611,6 +625,38 @@ pub fn two_regions(a: (&str, Link), b: (&str, Link)) -> Vec<SimCandidate> {
         SimCandidate::new(a.0, TransportKind::WebTransport, a.1),
         SimCandidate::new(b.0, TransportKind::WebSocket, b.1),
         SimCandidate::new(b.0, TransportKind::WebTransport, b.1),
+    ]
+}
+
+/// `world` with one relay per region serving both its transports, as
+/// deployed relays do (`SimCandidate::new` gives each transport a relay of
+/// its own, so one transport can fail alone): a standby is then chosen in
+/// another region, whose path is another path.
+pub fn one_relay_per_region(mut world: Vec<SimCandidate>) -> Vec<SimCandidate> {
+    for c in &mut world {
+        c.candidate.relay_id = c.candidate.region.clone();
+    }
+    world
+}
+
+/// Issue #15's lossy near regions, each against a clean region 25% slower
+/// (candidates 2 and 3): losing 5% each way, and 10% on the downlink only.
+pub fn lossy_near_regions() -> [(&'static str, Vec<SimCandidate>); 2] {
+    [
+        (
+            "80 ms 5% loss each way vs 100 ms clean",
+            two_regions(
+                ("near", Link::new(80.0, 3.0, 0.05)),
+                ("far", Link::new(100.0, 3.0, 0.0)),
+            ),
+        ),
+        (
+            "80 ms, 10% loss down vs 100 ms clean",
+            two_regions(
+                ("near", Link::asymmetric(40.0, 40.0, 3.0, 0.0, 0.10)),
+                ("far", Link::new(100.0, 3.0, 0.0)),
+            ),
+        ),
     ]
 }
 

@@ -6,7 +6,8 @@ use std::time::Duration;
 use rallypoint_client::TransportKind::{WebSocket as Ws, WebTransport as Wt};
 use rallypoint_client::election::{ElectionConfig, finish_report};
 use rallypoint_client::sim::{
-    Link, SimCandidate, Simulation, initial_elections, realistic_scenarios, two_regions,
+    Link, SimCandidate, Simulation, initial_elections, lossy_near_regions, one_relay_per_region,
+    realistic_scenarios, two_regions,
 };
 use rallypoint_protocol::v1::{DecisionRule, ElectionTrigger};
 
@@ -386,6 +387,94 @@ fn a_region_losing_packets_one_way_loses_the_call_to_a_clean_one() {
             serving >= 2,
             "seed {seed}: still on the region whose downlink loses 10% after 4 minutes ({} switches)",
             sim.switches()
+        );
+    }
+}
+
+/// Issue #15, defect 1, in a call: once the serving path loses probes, the
+/// standby (in the other region, as deployed relays serve both transports)
+/// is probed ten times as often, so the switching rule has the evidence it
+/// needs within seconds. Probed once a second, as before, the standby took
+/// 65–101 s to show it was cleaner (20 seeds each).
+#[test]
+fn a_talking_call_leaves_a_lossy_region_within_seconds() {
+    let worlds = lossy_near_regions();
+    let limit = Duration::from_secs(30);
+    for (name, world) in worlds {
+        let mut moved_after = Vec::new();
+        for seed in 0..40 {
+            let mut sim = Simulation::new(
+                one_relay_per_region(world.clone()),
+                ElectionConfig::default(),
+                seed,
+            );
+            sim.talk();
+            sim.run_until(limit);
+            let moved = sim.first_served(|c| c >= 2);
+            assert!(
+                moved.is_some() && sim.serving_at(limit).is_some_and(|c| c >= 2),
+                "{name}, seed {seed}: not on the clean region within {limit:?} ({} switches)",
+                sim.switches()
+            );
+            moved_after.extend(moved.map(|at| at.as_millis()));
+        }
+        moved_after.sort_unstable();
+        eprintln!(
+            "{name}: on the clean region after {} ms median, {} ms at most",
+            moved_after[moved_after.len() / 2],
+            moved_after[moved_after.len() - 1]
+        );
+    }
+}
+
+/// The faster standby probing has a budget: none while the serving path is
+/// clean (a standby is probed once a second), at most
+/// `loss_evidence_probes` per decision when both regions lose alike — where
+/// the call stays put.
+#[test]
+fn standbys_are_probed_faster_only_while_the_serving_path_loses_and_only_so_long() {
+    let config = ElectionConfig::default();
+    let call = |loss: f64, seed: u64| {
+        let world = one_relay_per_region(two_regions(
+            ("a", Link::new(80.0, 3.0, loss)),
+            ("b", Link::new(100.0, 3.0, loss)),
+        ));
+        let mut sim = Simulation::new(world, config.clone(), seed);
+        sim.talk();
+        sim.run_until(Duration::from_secs(600));
+        sim
+    };
+    // Ten minutes of a standby at one probe a second.
+    let at_one_a_second = 600 + 5;
+    for seed in 0..10 {
+        let clean = call(0.0, seed);
+        let lossy = call(0.05, seed);
+        eprintln!(
+            "seed {seed}: probes to the standby in 10 min: clean paths {}, both losing 5% each way {} \
+             ({} switches)",
+            clean.standby_probes,
+            lossy.standby_probes,
+            lossy.switches()
+        );
+        assert!(
+            clean.standby_probes <= at_one_a_second,
+            "seed {seed}: {} probes to a clean path's standby",
+            clean.standby_probes
+        );
+        assert_eq!(
+            lossy.switches(),
+            0,
+            "seed {seed}: moved between regions losing alike"
+        );
+        assert!(
+            lossy.standby_probes > at_one_a_second + 100,
+            "seed {seed}: the lossy serving path's standby was not probed faster ({})",
+            lossy.standby_probes
+        );
+        assert!(
+            lossy.standby_probes <= at_one_a_second + config.loss_evidence_probes as u64,
+            "seed {seed}: {} probes to the standby, over the budget",
+            lossy.standby_probes
         );
     }
 }

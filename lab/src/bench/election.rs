@@ -2,12 +2,17 @@
 //! its ratio to the physical limit, 4 × the best RTT + one probe interval),
 //! accuracy and loss-aware accuracy of rallypoint's rule against the
 //! reference design's fixed 3 s tournament and against deciding on the first
-//! probe — same seeds, same run.
+//! probe — same seeds, same run. Then, for the lossy scenarios, how long a
+//! call takes to leave the lossy region once serving, against standbys
+//! probed once a second throughout (the rule before `lossy_standby_probe_interval`).
 
 use rallypoint_client::TransportKind::{WebSocket, WebTransport};
 use rallypoint_client::election::ElectionConfig;
+use std::time::Duration;
+
 use rallypoint_client::sim::{
-    InitialElections, Link, SimCandidate, initial_elections, realistic_scenarios, two_regions,
+    InitialElections, Link, SimCandidate, Simulation, initial_elections, lossy_near_regions,
+    one_relay_per_region, realistic_scenarios, two_regions,
 };
 
 #[derive(Debug, Clone, clap::Args)]
@@ -15,6 +20,11 @@ pub struct ElectionBenchArgs {
     /// Simulated clients per scenario and rule.
     #[arg(long, default_value_t = 1000)]
     pub seeds: u64,
+    /// Simulated calls per lossy scenario and variant in the table of how
+    /// long a call takes to leave a lossy region (each runs 4 virtual
+    /// minutes).
+    #[arg(long, default_value_t = 100)]
+    pub lossy_seeds: u64,
 }
 
 pub fn run(args: ElectionBenchArgs) -> anyhow::Result<()> {
@@ -118,5 +128,60 @@ pub fn run(args: ElectionBenchArgs) -> anyhow::Result<()> {
             );
         }
     }
+    leaving_a_lossy_region(args.lossy_seeds);
     Ok(())
+}
+
+/// How long calls stay on a lossy region that won the first pick: the
+/// tournament ranks by RTT (see the rule's module doc), the switching rule
+/// moves the call once the loss is beyond doubt. One relay per region, as
+/// deployed, so the standby is in the other region.
+fn leaving_a_lossy_region(seeds: u64) {
+    let worlds = lossy_near_regions();
+    let ours = ElectionConfig::default();
+    let before = ElectionConfig {
+        lossy_standby_probe_interval: ours.standby_probe_interval,
+        ..ours.clone()
+    };
+    let horizon = Duration::from_secs(240);
+    println!();
+    println!(
+        "leaving a lossy region: seconds from the start until the call first serves through \
+         the clean region, {seeds} calls per row (calls the tournament put there at once count 0; \
+         \"before\": standbys probed once a second throughout)"
+    );
+    println!();
+    println!("| scenario | call | standby probing | moved within 4 min | p50 s | p95 s | max s |");
+    println!("|---|---|---|---|---|---|---|");
+    for (name, world) in &worlds {
+        eprintln!("[bench] leaving: {name}");
+        for talking in [true, false] {
+            for (variant, config) in [("faster while lossy", &ours), ("before: 1/s", &before)] {
+                let mut moved: Vec<f64> = Vec::new();
+                for seed in 0..seeds {
+                    let mut sim =
+                        Simulation::new(one_relay_per_region(world.clone()), config.clone(), seed);
+                    if talking {
+                        sim.talk();
+                    }
+                    sim.run_until(horizon);
+                    moved.extend(sim.first_served(|c| c >= 2).map(|at| at.as_secs_f64()));
+                }
+                moved.sort_by(f64::total_cmp);
+                let at = |q: f64| {
+                    moved
+                        .get(((moved.len() as f64 * q).ceil() as usize).saturating_sub(1))
+                        .map_or("-".to_owned(), |s| format!("{s:.1}"))
+                };
+                println!(
+                    "| {name} | {} | {variant} | {}/{seeds} | {} | {} | {} |",
+                    if talking { "talking" } else { "silent" },
+                    moved.len(),
+                    at(0.5),
+                    at(0.95),
+                    at(1.0)
+                );
+            }
+        }
+    }
 }

@@ -31,6 +31,15 @@ pub struct ElectionConfig {
     pub talking_probe_interval: Duration,
     /// Probe interval for warm standbys.
     pub standby_probe_interval: Duration,
+    /// Probe interval for warm standbys while the serving path loses
+    /// probes: a move off a lossy relay waits for the standby to show it is
+    /// cleaner, and at `standby_probe_interval` that took minutes.
+    pub lossy_standby_probe_interval: Duration,
+    /// … until the standby has answered or lost this many probes since the
+    /// last decision: enough to bound its loss below `rule::LOSS_FREE`
+    /// when it is clean (≈ 0.9% at 600), and a budget on the extra probes
+    /// when it loses alike.
+    pub loss_evidence_probes: u32,
     /// The tournament decides at the latest this long after it started.
     pub deadline: Duration,
     pub stopping: StoppingRule,
@@ -80,6 +89,8 @@ impl Default for ElectionConfig {
             burst_probe_interval: Duration::from_millis(25),
             talking_probe_interval: Duration::from_millis(50),
             standby_probe_interval: Duration::from_secs(1),
+            lossy_standby_probe_interval: Duration::from_millis(100),
+            loss_evidence_probes: 600,
             deadline: Duration::from_secs(3),
             stopping: StoppingRule::Sequential,
             min_samples: 3,

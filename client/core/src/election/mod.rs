@@ -170,6 +170,11 @@ impl Election {
         self.notices.pop_front()
     }
 
+    /// What `id` is to the election now.
+    pub fn role(&self, id: CandidateId) -> Role {
+        self.slots[id].role
+    }
+
     /// Every candidate's state and statistics, for live tables.
     pub fn snapshot(&self) -> Vec<CandidateView> {
         self.slots
@@ -375,6 +380,9 @@ impl Election {
 
     fn probe_interval(&self, slot: &Slot, now: Micros) -> Duration {
         match slot.role {
+            Role::Standby if self.wants_loss_evidence(slot) => {
+                self.config.lossy_standby_probe_interval
+            }
             Role::Standby => self.config.standby_probe_interval,
             Role::Serving if self.talking_until.is_some_and(|until| now < until) => {
                 self.config.talking_probe_interval
@@ -389,6 +397,20 @@ impl Election {
             }
             _ => self.config.probe_interval,
         }
+    }
+
+    /// Whether `standby` is probed faster because the serving path may be
+    /// lossy: the switching rule charges the serving path only the loss it
+    /// shows beyond the most the standby may have, and a standby probed
+    /// once a second needs minutes before that bound says anything (see
+    /// `rule`, Loss). Stops once the standby has `loss_evidence_probes`.
+    fn wants_loss_evidence(&self, standby: &Slot) -> bool {
+        let Some(serving) = self.serving.map(|id| &self.slots[id].stats) else {
+            return false;
+        };
+        let probed = standby.stats.answered_in_time() + standby.stats.lost_to_media() as usize;
+        rule::suspected_lossy(serving.answered_in_time(), serving.lost_to_media())
+            && probed < self.config.loss_evidence_probes as usize
     }
 
     fn send_due_probe(&mut self, id: CandidateId, now: Micros) {

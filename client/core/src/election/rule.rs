@@ -25,9 +25,17 @@
 //! is 4 × RTT, at least 250 ms); weighing the one or two losses it could see
 //! cost 4–5% accuracy on the benchmark grid when every region lost alike, so
 //! the tournament ranks by RTT and the serving phase moves a call off a
-//! lossy relay once the loss is beyond doubt — within a few minutes at 5%
-//! loss each way against a clean region 25% slower
-//! (`tests/election_sim.rs`).
+//! lossy relay once the loss is beyond doubt.
+//!
+//! What that waits for is the standby's evidence: a path is charged only
+//! for loss beyond the most its rival may have (below), and a standby
+//! probed once a second needs minutes before its bound says it is clean.
+//! So while the serving path is suspected lossy ([`suspected_lossy`]), its
+//! standby is probed ten times as often, up to `loss_evidence_probes` per
+//! decision. At 5% loss each way against a clean region 25% slower, a
+//! talking call is on the clean region after 16 s median, 21 s p95 (83 /
+//! 97 s at one standby probe a second), a silent one after 23 / 39 s
+//! (`rallypoint bench election`, `tests/election_sim.rs`).
 //!
 //! The comparison is pairwise and one-sided: a path is charged only for the
 //! loss it shows beyond doubt (the 99% Wilson lower bound of its rate) in
@@ -172,6 +180,15 @@ pub fn loss_rate(answered: usize, lost: u32) -> f64 {
     } else {
         lost as f64 / total
     }
+}
+
+/// Whether a path's probes suggest it loses more than [`LOSS_FREE`]: at
+/// least two lost and a rate above it. A suspicion, not a judgement — it
+/// only makes the client gather evidence on the path's rivals sooner (see
+/// `ElectionConfig::lossy_standby_probe_interval`); the switching rule
+/// judges on bounds.
+pub fn suspected_lossy(answered: usize, lost: u32) -> bool {
+    lost >= 2 && loss_rate(answered, lost) > LOSS_FREE
 }
 
 /// The one-sided 99% Wilson score bounds on a path's loss rate: what it
@@ -533,6 +550,17 @@ mod tests {
             scored(2, "b", Wt, 43.0),
         ];
         assert_eq!(pick(&candidates, &cfg()), Some(0));
+    }
+
+    #[test]
+    fn a_path_is_suspected_lossy_on_two_losses_above_the_free_rate() {
+        assert!(!suspected_lossy(1000, 0));
+        // One lost probe is the odd one, however few were sent.
+        assert!(!suspected_lossy(10, 1));
+        assert!(suspected_lossy(20, 2));
+        // Two in a thousand is within what any path may lose.
+        assert!(!suspected_lossy(998, 2));
+        assert!(suspected_lossy(980, 20));
     }
 
     #[test]
