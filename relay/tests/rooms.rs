@@ -497,3 +497,75 @@ async fn every_way_out_of_a_room_frees_its_slot() {
     occupant.leave();
     freed("Joins refused, the room full (one prepared first)").await;
 }
+
+/// A relay new to a room admits a join before the other relays' rosters
+/// reach it, so joins through two relays could fill a room past
+/// `--max-room-size`. Once the relays have heard of each other's
+/// participants, the later one is refused (`RoomFull`) and leaves; the
+/// earlier stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_filled_past_its_size_through_two_relays_refuses_the_later_join() {
+    use rallypoint_client_native::PeerError;
+    use rallypoint_protocol::v1::ErrorCode;
+
+    let lab = Lab::two_regions(&["--max-room-size", "1"]).await;
+    let (mut first, _) = lab.participant(0, WebSocket, "one", "first").await;
+    // Relay 1 serves nobody in the room yet: it answers before it knows.
+    let identity = lab.identity("one", "second");
+    let mut second = lab.connect(1, WebSocket, &identity).await;
+    let second_id = second.peer_id().to_owned();
+    let refusal = match second.join("one", 0, T).await {
+        // Admitted in the race: refused once relay 1 hears of `first`.
+        Ok(_) => {
+            second
+                .expect("a refusal", Duration::from_secs(5), |_| None::<()>)
+                .await
+        }
+        refused => refused.map(|_| ()),
+    };
+    match refusal {
+        Err(PeerError::Refused { code, message, .. }) => {
+            assert_eq!(code, ErrorCode::RoomFull, "{message}")
+        }
+        other => panic!("a second participant stayed in a room of one: {other:?}"),
+    }
+    // The first is never refused, and whatever it was told of the second
+    // ends with it gone.
+    let mut told = Vec::new();
+    let window = tokio::time::Instant::now() + Duration::from_secs(2);
+    while let Ok(Some(received)) = tokio::time::timeout_at(window, first.recv()).await {
+        match received.frame.kind {
+            Some(server_frame::Kind::Error(e)) => {
+                panic!("the first participant was refused: {e:?}")
+            }
+            Some(server_frame::Kind::PeerJoined(j))
+                if j.peer.as_ref().unwrap().peer_id == second_id =>
+            {
+                told.push("joined")
+            }
+            Some(server_frame::Kind::PeerLeft(l)) if l.peer_id == second_id => told.push("left"),
+            _ => {}
+        }
+    }
+    assert!(
+        told.is_empty() || told == ["joined", "left"],
+        "the first participant was told {told:?} of the second"
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let (stay, refused) = (
+            lab.relays[0].stats().await.unwrap(),
+            lab.relays[1].stats().await.unwrap(),
+        );
+        if stay["participants_active"] == 1 && refused["participants_active"] == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "participants: {} on relay 0, {} on relay 1",
+            stay["participants_active"],
+            refused["participants_active"]
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

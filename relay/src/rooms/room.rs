@@ -185,6 +185,8 @@ impl Room {
                     prepared = self.conns.remove(&conn).and_then(|c| c.listener);
                     self.hub.release(&self.name);
                 }
+                let mut participant = participant;
+                participant.admitted_at_ms = rallypoint_service::clock::unix_millis();
                 let peer_id = participant.peer_id.clone();
                 let max_size = self.hub.inner.settings.max_size;
                 if !self.roster.contains(&peer_id) && self.roster.len() >= max_size {
@@ -221,6 +223,7 @@ impl Room {
                 );
                 self.stats().participants_active.fetch_add(1, Relaxed);
                 self.apply(effects).await;
+                self.refuse_beyond_size().await;
             }
             Command::Hangup { conn, peer_id } => {
                 if self.conns.remove(&conn).is_some() {
@@ -300,6 +303,7 @@ impl Room {
             Some(RoomSubject::Control { .. }) => match RoomEvent::decode(message.payload) {
                 Ok(event) => {
                     self.room_event(event).await;
+                    self.refuse_beyond_size().await;
                     self.review_listeners();
                 }
                 Err(e) => tracing::warn!(room = %self.name, "undecodable room event: {e}"),
@@ -463,6 +467,34 @@ impl Room {
                 Effect::Publish(event) => self.publish(event).await,
                 Effect::Release => self.hub.release(&self.name),
             }
+        }
+    }
+
+    /// Refuses this relay's participants past the room's size (see
+    /// `roster`): they joined racing others through relays that did not
+    /// know of each other yet, and were admitted later. Each is told
+    /// `RoomFull`, like a refused join, and leaves the room at once; its slot
+    /// is freed when its session ends (as a Lost), like a refused join's.
+    async fn refuse_beyond_size(&mut self) {
+        let max_size = self.hub.inner.settings.max_size;
+        for (conn, peer_id) in self.roster.beyond_size(max_size) {
+            let Some(local) = self.conns.remove(&conn) else {
+                continue;
+            };
+            self.stats().participants_active.fetch_sub(1, Relaxed);
+            self.stats().room_full_refusals.fetch_add(1, Relaxed);
+            tracing::info!(room = %self.name, max_size, "room over its size after joins raced through relays new to it: refusing a later participant");
+            local
+                .outbox
+                .control(crate::outbox::Control::CloseWith(encode(&ServerFrame::error(
+                    ErrorCode::RoomFull,
+                    format!(
+                        "room {} is full ({max_size} participants): others joined through other relays first",
+                        self.name
+                    ),
+                ))));
+            let effects = self.roster.local_hangup(conn, &peer_id);
+            self.apply(effects).await;
         }
     }
 

@@ -8,6 +8,13 @@
 //! it is reported as left. Relays state their rosters periodically ("beats"), so
 //! a relay that dies without a word has its participants time out the same way.
 //!
+//! A room fills past its size only when joins race through relays that did
+//! not know of each other's participants yet (a relay new to a room admits
+//! before the others' rosters reach it): every relay then orders the room by
+//! when each participant was first admitted ([`Roster::beyond_size`]) and
+//! refuses its own participants past the size, so the room settles on its
+//! earliest participants within a roster round trip.
+//!
 //! The roster answers with [`Effect`]s: what to tell local clients, what to
 //! publish to other relays, and when a membership slot this relay held is free.
 
@@ -99,6 +106,12 @@ impl Roster {
         let peer_id = participant.peer_id.clone();
         let mut effects = Vec::new();
         let previous = self.entries.get(&peer_id).cloned();
+        if let Some(previous) = &previous {
+            participant.admitted_at_ms = earliest(
+                previous.participant.admitted_at_ms,
+                participant.admitted_at_ms,
+            );
+        }
         let stale = previous.as_ref().is_some_and(|p| p.join_seq > join_seq);
         if !stale {
             match &previous {
@@ -387,6 +400,31 @@ impl Roster {
         self.entries.is_empty()
     }
 
+    /// This relay's connected participants past the room's first
+    /// `max_size`, ordered by first admission (then peer id, so every relay
+    /// orders alike; participants of relays that do not say when they
+    /// admitted count as the earliest). Empty unless the room is over its
+    /// size. Held participants are not among them: they count, and leave or
+    /// come back by themselves.
+    pub fn beyond_size(&self, max_size: usize) -> Vec<(ConnId, String)> {
+        if self.entries.len() <= max_size {
+            return Vec::new();
+        }
+        let mut order: Vec<(&String, &Entry)> = self.entries.iter().collect();
+        order.sort_by_key(|(id, e)| (e.participant.admitted_at_ms, *id));
+        order
+            .into_iter()
+            .skip(max_size)
+            .filter_map(|(id, e)| match e.place {
+                Place::Local {
+                    conn,
+                    grace_until: None,
+                } => Some((conn, id.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Whether `peer_id` is in the room, wherever it is.
     pub fn contains(&self, peer_id: &str) -> bool {
         self.entries.contains_key(peer_id)
@@ -422,12 +460,18 @@ impl Roster {
     /// A remote relay says `participant` is there at `join_seq`.
     fn observe_remote(
         &mut self,
-        participant: Participant,
+        mut participant: Participant,
         join_seq: u64,
         now: Instant,
     ) -> Vec<Effect> {
         let peer_id = participant.peer_id.clone();
         let mut effects = Vec::new();
+        if let Some(entry) = self.entries.get_mut(&peer_id) {
+            // Whatever else this word says, it may know an earlier admission.
+            let admitted = earliest(entry.participant.admitted_at_ms, participant.admitted_at_ms);
+            entry.participant.admitted_at_ms = admitted;
+            participant.admitted_at_ms = admitted;
+        }
         match self.entries.get_mut(&peer_id) {
             Some(entry) if entry.join_seq > join_seq => return effects,
             Some(entry)
@@ -498,6 +542,14 @@ fn moved(to: &Participant, from: &Participant) -> Effect {
             from_relay_id: from.relay_id.clone(),
             from_region: from.region.clone(),
         }),
+    }
+}
+
+/// The earlier of two admission times, where 0 says nothing.
+fn earliest(a: u64, b: u64) -> u64 {
+    match (a, b) {
+        (0, t) | (t, 0) => t,
+        (a, b) => a.min(b),
     }
 }
 
@@ -814,6 +866,90 @@ mod tests {
             roster.remote_state(change("r2", 3)).is_empty(),
             "nothing changed"
         );
+    }
+
+    fn admitted(peer: &Participant, at: u64) -> Participant {
+        Participant {
+            admitted_at_ms: at,
+            ..peer.clone()
+        }
+    }
+
+    fn beat_of(relay: &str, peers: Vec<Participant>) -> RosterBeat {
+        RosterBeat {
+            relay_id: relay.into(),
+            region: "singapore".into(),
+            peers: peers
+                .into_iter()
+                .map(|p| RosterEntry {
+                    peer: Some(p),
+                    join_seq: 0,
+                })
+                .collect(),
+            in_reply: false,
+            asks_roster: false,
+            known_peer_ids: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_room_over_its_size_refuses_its_latest_local_participants() {
+        let t0 = Instant::now();
+        let mut roster = Roster::new("r1", "us-east", GRACE);
+        roster.local_join(1, admitted(&participant("a"), 1_000), 0);
+        roster.local_join(2, admitted(&participant("c"), 1_100), 0);
+        assert!(roster.beyond_size(2).is_empty());
+        // Another relay, new to the room too, admitted b before c.
+        roster.remote_beat(beat_of("r2", vec![admitted(&remote("b", "r2"), 900)]), t0);
+        assert_eq!(roster.beyond_size(2), [(2, "c".to_owned())]);
+        // One place: b (900) stays, a (1000) is this relay's to refuse, c
+        // too; b is the other relay's business.
+        assert_eq!(
+            roster.beyond_size(1),
+            [(1, "a".to_owned()), (2, "c".to_owned())]
+        );
+        // A held participant counts but is not refused: it leaves or comes
+        // back by itself.
+        assert_eq!(roster.local_lost(2, "c", t0), Departure::Held);
+        assert!(roster.beyond_size(2).is_empty());
+        assert_eq!(roster.beyond_size(1), [(1, "a".to_owned())]);
+    }
+
+    #[test]
+    fn ties_and_unknown_admissions_order_alike_on_every_relay() {
+        let t0 = Instant::now();
+        let mut here = Roster::new("r1", "us-east", GRACE);
+        here.local_join(1, admitted(&participant("b"), 1_000), 0);
+        here.remote_beat(beat_of("r2", vec![admitted(&remote("a", "r2"), 1_000)]), t0);
+        // Same millisecond: the peer id decides, so r2 refuses nobody and
+        // this relay refuses b.
+        assert_eq!(here.beyond_size(1), [(1, "b".to_owned())]);
+        // A relay that does not say when it admitted counts as earliest.
+        let mut here = Roster::new("r1", "us-east", GRACE);
+        here.local_join(1, admitted(&participant("a"), 1_000), 0);
+        here.remote_beat(beat_of("r2", vec![admitted(&remote("z", "r2"), 0)]), t0);
+        assert_eq!(here.beyond_size(1), [(1, "a".to_owned())]);
+    }
+
+    #[test]
+    fn a_participant_keeps_its_first_admission_when_it_moves() {
+        let t0 = Instant::now();
+        let mut roster = Roster::new("r1", "us-east", GRACE);
+        roster.remote_beat(beat_of("r2", vec![admitted(&remote("a", "r2"), 500)]), t0);
+        // Moves here: this relay stamps its own (later) admission; the
+        // earlier one stands, and is what the room is told.
+        let (_, effects) = roster.local_join(1, admitted(&participant("a"), 2_000), 1);
+        let published = effects.iter().find_map(|e| match e {
+            Effect::Publish(RoomEvent {
+                kind: Some(room_event::Kind::Joined(joined)),
+            }) => joined.peer.as_ref().map(|p| p.admitted_at_ms),
+            _ => None,
+        });
+        assert_eq!(published, Some(500));
+        // And a later word with an earlier time still lowers it.
+        roster.remote_beat(beat_of("r3", vec![admitted(&remote("a", "r3"), 400)]), t0);
+        let beat = roster.beat(false);
+        assert_eq!(beat.peers[0].peer.as_ref().unwrap().admitted_at_ms, 400);
     }
 
     #[test]
