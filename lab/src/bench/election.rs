@@ -3,8 +3,8 @@
 //! accuracy and loss-aware accuracy of rallypoint's rule against the
 //! reference design's fixed 3 s tournament and against deciding on the first
 //! probe — same seeds, same run. Then, for the lossy scenarios, how long a
-//! call takes to leave the lossy region once serving, against standbys
-//! probed once a second throughout (the rule before `lossy_standby_probe_interval`).
+//! call takes to leave the lossy region once serving, against the rule
+//! gathering no extra evidence (`loss_evidence_probes` 0).
 
 use rallypoint_client::TransportKind::{WebSocket, WebTransport};
 use rallypoint_client::election::ElectionConfig;
@@ -134,13 +134,14 @@ pub fn run(args: ElectionBenchArgs) -> anyhow::Result<()> {
 
 /// How long calls stay on a lossy region that won the first pick: the
 /// tournament ranks by RTT (see the rule's module doc), the switching rule
-/// moves the call once the loss is beyond doubt. One relay per region, as
-/// deployed, so the standby is in the other region.
+/// moves the call once the loss is beyond doubt. Two layouts: one relay per
+/// region serving both transports (a deployment), and one relay per
+/// transport (the local stack), where the first standby is the lossy
+/// region's other relay, on the same path.
 fn leaving_a_lossy_region(seeds: u64) {
-    let worlds = lossy_near_regions();
     let ours = ElectionConfig::default();
     let before = ElectionConfig {
-        lossy_standby_probe_interval: ours.standby_probe_interval,
+        loss_evidence_probes: 0,
         ..ours.clone()
     };
     let horizon = Duration::from_secs(240);
@@ -148,39 +149,43 @@ fn leaving_a_lossy_region(seeds: u64) {
     println!(
         "leaving a lossy region: seconds from the start until the call first serves through \
          the clean region, {seeds} calls per row (calls the tournament put there at once count 0; \
-         \"before\": standbys probed once a second throughout)"
+         \"before\": no evidence gathered — standbys probed once a second, re-probes every 30 s)"
     );
     println!();
-    println!("| scenario | call | standby probing | moved within 4 min | p50 s | p95 s | max s |");
-    println!("|---|---|---|---|---|---|---|");
-    for (name, world) in &worlds {
+    println!("| scenario | relays | call | rule | moved within 4 min | p50 s | p95 s | max s |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for (name, world) in &lossy_near_regions() {
         eprintln!("[bench] leaving: {name}");
-        for talking in [true, false] {
-            for (variant, config) in [("faster while lossy", &ours), ("before: 1/s", &before)] {
-                let mut moved: Vec<f64> = Vec::new();
-                for seed in 0..seeds {
-                    let mut sim =
-                        Simulation::new(one_relay_per_region(world.clone()), config.clone(), seed);
-                    if talking {
-                        sim.talk();
+        for (layout, world) in [
+            ("one per region", one_relay_per_region(world.clone())),
+            ("one per transport", world.clone()),
+        ] {
+            for talking in [true, false] {
+                for (variant, config) in [("rallypoint", &ours), ("before", &before)] {
+                    let mut moved: Vec<f64> = Vec::new();
+                    for seed in 0..seeds {
+                        let mut sim = Simulation::new(world.clone(), config.clone(), seed);
+                        if talking {
+                            sim.talk();
+                        }
+                        sim.run_until(horizon);
+                        moved.extend(sim.first_served(|c| c >= 2).map(|at| at.as_secs_f64()));
                     }
-                    sim.run_until(horizon);
-                    moved.extend(sim.first_served(|c| c >= 2).map(|at| at.as_secs_f64()));
+                    moved.sort_by(f64::total_cmp);
+                    let at = |q: f64| {
+                        moved
+                            .get(((moved.len() as f64 * q).ceil() as usize).saturating_sub(1))
+                            .map_or("-".to_owned(), |s| format!("{s:.1}"))
+                    };
+                    println!(
+                        "| {name} | {layout} | {} | {variant} | {}/{seeds} | {} | {} | {} |",
+                        if talking { "talking" } else { "silent" },
+                        moved.len(),
+                        at(0.5),
+                        at(0.95),
+                        at(1.0)
+                    );
                 }
-                moved.sort_by(f64::total_cmp);
-                let at = |q: f64| {
-                    moved
-                        .get(((moved.len() as f64 * q).ceil() as usize).saturating_sub(1))
-                        .map_or("-".to_owned(), |s| format!("{s:.1}"))
-                };
-                println!(
-                    "| {name} | {} | {variant} | {}/{seeds} | {} | {} | {} |",
-                    if talking { "talking" } else { "silent" },
-                    moved.len(),
-                    at(0.5),
-                    at(0.95),
-                    at(1.0)
-                );
             }
         }
     }

@@ -31,14 +31,17 @@ pub struct ElectionConfig {
     pub talking_probe_interval: Duration,
     /// Probe interval for warm standbys.
     pub standby_probe_interval: Duration,
-    /// Probe interval for warm standbys while the serving path loses
-    /// probes: a move off a lossy relay waits for the standby to show it is
-    /// cleaner, and at `standby_probe_interval` that took minutes.
+    /// Probe interval for a warm standby in another region while the
+    /// serving path loses probes: a move off a lossy relay waits for the
+    /// standby to show it is cleaner, and at `standby_probe_interval` that
+    /// took minutes.
     pub lossy_standby_probe_interval: Duration,
     /// … until the standby has answered or lost this many probes since the
     /// last decision: enough to bound its loss below `rule::LOSS_FREE`
     /// when it is clean (≈ 0.9% at 600), and a budget on the extra probes
-    /// when it loses alike.
+    /// when it loses alike. 0 gathers no such evidence: no faster probing,
+    /// and no early search for a standby in another region (the rule
+    /// before either, kept as the benchmark's baseline).
     pub loss_evidence_probes: u32,
     /// The tournament decides at the latest this long after it started.
     pub deadline: Duration,

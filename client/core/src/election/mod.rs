@@ -102,6 +102,13 @@ pub struct Election {
     retry_at: Option<(Micros, ElectionTrigger)>,
     attempts: u32,
     next_reprobe: Option<Micros>,
+    /// Since the last decision, an early re-probe went looking for a
+    /// standby off the serving path, which was suspected lossy (see
+    /// [`Election::seek_a_clean_path`]).
+    sought_clean_path: bool,
+    /// Standby probes sent at `lossy_standby_probe_interval` since the last
+    /// decision: at most `loss_evidence_probes`, whichever standbys took them.
+    loss_evidence_sent: u32,
     next_seq: u64,
     last_join_seq: Option<u64>,
     report_seq: u32,
@@ -132,6 +139,8 @@ impl Election {
             retry_at: None,
             attempts: 0,
             next_reprobe: None,
+            sought_clean_path: false,
+            loss_evidence_sent: 0,
             next_seq: 0,
             last_join_seq: None,
             report_seq: 0,
@@ -267,6 +276,7 @@ impl Election {
             self.expire_probes(id, now);
             self.send_due_probe(id, now);
         }
+        self.seek_a_clean_path(now);
         if self.tournament.is_some() {
             self.evaluate_tournament(now);
         } else if let Some(at) = self.next_reprobe
@@ -405,12 +415,43 @@ impl Election {
     /// once a second needs minutes before that bound says anything (see
     /// `rule`, Loss). Stops once the standby has `loss_evidence_probes`.
     fn wants_loss_evidence(&self, standby: &Slot) -> bool {
-        let Some(serving) = self.serving.map(|id| &self.slots[id].stats) else {
-            return false;
-        };
         let probed = standby.stats.answered_in_time() + standby.stats.lost_to_media() as usize;
-        rule::suspected_lossy(serving.answered_in_time(), serving.lost_to_media())
-            && probed < self.config.loss_evidence_probes as usize
+        let budget = self.config.loss_evidence_probes;
+        self.serving_suspected_lossy()
+            && self.off_the_serving_path(&standby.candidate)
+            && probed < budget as usize
+            && self.loss_evidence_sent < budget
+    }
+
+    /// While the serving path is suspected lossy, a standby on the same
+    /// path (the serving region's other relay) is no refuge: look for one
+    /// in another region at once — an early re-probe, once per decision,
+    /// whose candidates become the standby in its place (see
+    /// [`Election::maybe_finish_reprobe`]) — rather than at the next
+    /// re-probe, up to `reprobe_interval` later.
+    fn seek_a_clean_path(&mut self, now: Micros) {
+        if self.config.loss_evidence_probes == 0
+            || self.sought_clean_path
+            || self.tournament.is_some()
+            || !self.serving_suspected_lossy()
+        {
+            return;
+        }
+        let standby_elsewhere = self
+            .slots
+            .iter()
+            .any(|s| s.role == Role::Standby && self.off_the_serving_path(&s.candidate));
+        let idle_elsewhere = self.slots.iter().any(|s| {
+            s.role == Role::Idle
+                && !s.draining
+                && !s.candidate.shadow
+                && self.off_the_serving_path(&s.candidate)
+        });
+        if standby_elsewhere || !idle_elsewhere {
+            return;
+        }
+        self.sought_clean_path = true;
+        self.next_reprobe = Some(self.next_reprobe.map_or(now, |at| at.min(now)));
     }
 
     fn send_due_probe(&mut self, id: CandidateId, now: Micros) {
@@ -420,6 +461,9 @@ impl Election {
         }
         let timeout = slot.probe_timeout(&self.config);
         let interval = self.probe_interval(slot, now);
+        if slot.role == Role::Standby && self.wants_loss_evidence(slot) {
+            self.loss_evidence_sent += 1;
+        }
         let seq = self.next_seq;
         self.next_seq += 1;
         self.slots[id].sent(seq, now, timeout, interval);
@@ -817,6 +861,8 @@ impl Election {
             }
         }
         self.next_reprobe = Some(now + self.config.reprobe_interval);
+        self.sought_clean_path = false;
+        self.loss_evidence_sent = 0;
         self.challenge = None;
         let report = self.report(trigger, rule, took, Some(winner), previous, reason.clone());
         for slot in &mut self.slots {
@@ -1067,10 +1113,18 @@ impl Election {
         }
         let standby = (0..self.slots.len()).find(|&s| self.slots[s].role == Role::Standby);
         let mine = self.estimate(id);
+        // A standby sharing a path suspected lossy is no refuge from it.
+        let a_refuge = |s: CandidateId| {
+            self.config.loss_evidence_probes > 0
+                && self.serving_suspected_lossy()
+                && !self.off_the_serving_path(&self.slots[s].candidate)
+                && self.off_the_serving_path(&slot.candidate)
+        };
         let promote = !slot.candidate.shadow
             && mine.is_some()
             && match standby {
                 None => self.config.standbys > 0,
+                Some(s) if a_refuge(s) => true,
                 Some(s) => match (self.estimate(s), mine) {
                     (Some(theirs), Some(mine)) => rule::better_enough(theirs, mine, &self.config),
                     _ => false,
@@ -1111,6 +1165,22 @@ impl Election {
         let stats = &self.slots[id].stats;
         rule::estimate(stats.window(), &self.config)
             .or_else(|| stats::median(&stats.recent_since(Micros::ZERO)))
+    }
+
+    /// The serving path's probes suggest it loses more than
+    /// [`rule::LOSS_FREE`] ([`rule::suspected_lossy`]).
+    fn serving_suspected_lossy(&self) -> bool {
+        self.serving.is_some_and(|id| {
+            let stats = &self.slots[id].stats;
+            rule::suspected_lossy(stats.answered_in_time(), stats.lost_to_media())
+        })
+    }
+
+    /// Whether `candidate` is in another region than the serving one: on
+    /// another path (the transports and relays of a region share one).
+    fn off_the_serving_path(&self, candidate: &Candidate) -> bool {
+        self.serving
+            .is_some_and(|id| self.slots[id].candidate.region != candidate.region)
     }
 
     /// The serving path loses more probes than [`rule::LOSS_FREE`], beyond

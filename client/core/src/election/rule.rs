@@ -27,15 +27,22 @@
 //! the tournament ranks by RTT and the serving phase moves a call off a
 //! lossy relay once the loss is beyond doubt.
 //!
-//! What that waits for is the standby's evidence: a path is charged only
-//! for loss beyond the most its rival may have (below), and a standby
+//! What that waits for is the evidence on another path: a path is charged
+//! only for loss beyond the most its rival may have (below), and a standby
 //! probed once a second needs minutes before its bound says it is clean.
-//! So while the serving path is suspected lossy ([`suspected_lossy`]), its
-//! standby is probed ten times as often, up to `loss_evidence_probes` per
-//! decision. At 5% loss each way against a clean region 25% slower, a
-//! talking call is on the clean region after 16 s median, 21 s p95 (83 /
-//! 97 s at one standby probe a second), a silent one after 23 / 39 s
-//! (`rallypoint bench election`, `tests/election_sim.rs`).
+//! So while the serving path is suspected lossy ([`suspected_lossy`]):
+//! * a standby in another region is probed ten times as often, at most
+//!   `loss_evidence_probes` per decision;
+//! * a standby in the serving region (its other relay, on the same path:
+//!   one relay per transport, as the local stack runs) is no refuge, so the
+//!   other regions are re-probed at once, and the first of them to finish
+//!   becomes the standby in its place.
+//!
+//! At 5% loss each way against a clean region 25% slower, a talking call
+//! is on the clean region after 15 s median, 25 s at most (`loss_evidence_probes`
+//! 0, the rule before: 80 s median), a silent one after about 25 s
+//! (`rallypoint bench election`, `tests/election_sim.rs`; through real
+//! relays and delay proxies, `lab/tests/latency_lab.rs`).
 //!
 //! The comparison is pairwise and one-sided: a path is charged only for the
 //! loss it shows beyond doubt (the 99% Wilson lower bound of its rate) in
