@@ -7,6 +7,7 @@ use std::time::Duration;
 use rallypoint_client::election::ElectionConfig;
 use rallypoint_client::session::Update;
 use rallypoint_client_native::runner::{self, Command, Output, RunnerConfig};
+use rallypoint_protocol::v1::ElectionTrigger;
 use rallypoint_testkit::proxy::Scenario;
 use rallypoint_testkit::stack::location::Location;
 use rallypoint_testkit::stack::{Stack, StackConfig};
@@ -141,9 +142,10 @@ async fn a_call_on_a_lossy_near_region_moves_to_a_clean_one() {
         .mint("lossy", "caller", "Caller", Duration::from_secs(600));
     let (commands, mut outputs) = client(&stack.locations[0], Some("lossy"), token);
     let started = tokio::time::Instant::now();
-    let limit = Duration::from_secs(90);
+    // Virtual time: a silent call moves after 56 s at most over 100 seeds.
+    let limit = Duration::from_secs(120);
     let mut decisions = Vec::new();
-    let on_clean = tokio::time::timeout(limit, async {
+    let moved = tokio::time::timeout(limit, async {
         while let Some(output) = outputs.recv().await {
             if let Output::Session(Update::Decided {
                 candidate, report, ..
@@ -157,19 +159,21 @@ async fn a_call_on_a_lossy_near_region_moves_to_a_clean_one() {
                     report.reason
                 ));
                 if candidate.region == "singapore" {
-                    return true;
+                    return Some(report.trigger());
                 }
             }
         }
-        false
+        None
     })
     .await;
     let _ = commands.send(Command::Stop);
     stack.stop().await;
     eprintln!("decisions:\n  {}", decisions.join("\n  "));
-    assert_eq!(
-        on_clean,
-        Ok(true),
-        "still on the lossy region after {limit:?}: {decisions:?}"
-    );
+    match moved {
+        // The tournament happened to see the loss: nothing to move (0.5% of
+        // the simulated clients).
+        Ok(Some(ElectionTrigger::Initial)) => {}
+        Ok(Some(trigger)) => assert_eq!(trigger, ElectionTrigger::Degradation, "{decisions:?}"),
+        _ => panic!("still on the lossy region after {limit:?}: {decisions:?}"),
+    }
 }

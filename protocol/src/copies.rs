@@ -45,6 +45,19 @@ const MAX_TRACKS: usize = 4096;
 /// One sender's track: (peer id, track kind).
 pub type Track = (String, i32);
 
+/// What a frame is to its track.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    /// Not seen before (now it is): pass it on.
+    First,
+    /// A second copy of a frame passed on already.
+    Copy,
+    /// Further back than the window while the track goes on: a backlog too
+    /// late to play (see the module doc). Not a copy — counted apart, so a
+    /// drop is charged to what caused it.
+    Stale,
+}
+
 #[derive(Debug)]
 struct Window {
     newest: u64,
@@ -65,8 +78,8 @@ impl Window {
         }
     }
 
-    /// Records `seq`; `false` if it was seen already.
-    fn first_copy(&mut self, seq: u64, tick: u64) -> bool {
+    /// Records `seq`, and says what it was.
+    fn judge(&mut self, seq: u64, tick: u64) -> Seen {
         self.heard_at_tick = tick;
         if seq > self.newest {
             let ahead = seq - self.newest;
@@ -78,20 +91,20 @@ impl Window {
             self.seen |= 1;
             self.newest = seq;
             self.advanced_at_tick = tick;
-            return true;
+            return Seen::First;
         }
         let behind = self.newest - seq;
         if behind >= WINDOW {
             if tick - self.advanced_at_tick < RESTART_AFTER_TICKS {
-                return false;
+                return Seen::Stale;
             }
             *self = Window::new(seq, tick);
-            return true;
+            return Seen::First;
         }
         let bit = 1u128 << behind;
         let first = self.seen & bit == 0;
         self.seen |= bit;
-        first
+        if first { Seen::First } else { Seen::Copy }
     }
 }
 
@@ -105,14 +118,19 @@ pub struct SeenFrames {
 impl SeenFrames {
     /// Whether frame `seq` of `track` is new (and now seen).
     pub fn first_copy(&mut self, track: &Track, seq: u64) -> bool {
+        self.judge(track, seq) == Seen::First
+    }
+
+    /// What frame `seq` of `track` is (and it is seen now).
+    pub fn judge(&mut self, track: &Track, seq: u64) -> Seen {
         if let Some(window) = self.tracks.get_mut(track) {
-            return window.first_copy(seq, self.tick);
+            return window.judge(seq, self.tick);
         }
         if self.tracks.len() < MAX_TRACKS {
             self.tracks
                 .insert(track.clone(), Window::new(seq, self.tick));
         }
-        true
+        Seen::First
     }
 
     /// Time passes: tracks silent for long are forgotten.
@@ -210,6 +228,24 @@ mod tests {
             }
         }
         assert_eq!(heard, (1_000..1_300).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_frame_far_behind_is_stale_not_a_copy() {
+        let mut seen = SeenFrames::default();
+        let a = track("a");
+        assert_eq!(seen.judge(&a, 200), Seen::First);
+        assert_eq!(seen.judge(&a, 200), Seen::Copy);
+        assert_eq!(
+            seen.judge(&a, 200 - WINDOW + 1),
+            Seen::First,
+            "inside the window"
+        );
+        assert_eq!(
+            seen.judge(&a, 200 - WINDOW),
+            Seen::Stale,
+            "never seen, too late"
+        );
     }
 
     #[test]

@@ -39,6 +39,10 @@ pub struct Stats {
     /// Media frames a receiver already had: the sender sent them through two
     /// relays while preparing a move (make-before-break).
     pub media_duplicates: AtomicU64,
+    /// Media frames further behind their track's newest than a receiver
+    /// could still play (see `copies`): a stalled path's backlog, or frames
+    /// overtaken by far later ones.
+    pub media_stale: AtomicU64,
     /// Media frames not given to a prepared standby whose client the room
     /// cannot see: not in its roster, no other relay naming it lately (a
     /// listener must be someone the room can see).
@@ -185,6 +189,7 @@ const COUNTERS: &[Instrument<u64>] = &[
             (Some(("reason", "duplicate")), |s| {
                 s.media_duplicates.load(Relaxed)
             }),
+            (Some(("reason", "stale")), |s| s.media_stale.load(Relaxed)),
             (Some(("reason", "not_in_room")), |s| {
                 s.media_not_in_room.load(Relaxed)
             }),
@@ -293,7 +298,7 @@ const COUNTERS: &[Instrument<u64>] = &[
     Instrument {
         name: "rallypoint.relay.rooms.full_refusals",
         unit: "{join}",
-        description: "Joins refused because the room was full",
+        description: "Joins refused because the room was full, and participants refused just after joining when joins raced through relays new to the room past its size",
         series: &[(None, |s| s.room_full_refusals.load(Relaxed))],
     },
     Instrument {

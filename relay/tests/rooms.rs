@@ -557,14 +557,20 @@ async fn a_room_filled_past_its_size_through_two_relays_refuses_the_later_join()
             lab.relays[0].stats().await.unwrap(),
             lab.relays[1].stats().await.unwrap(),
         );
-        if stay["participants_active"] == 1 && refused["participants_active"] == 0 {
+        // Relay 1 freed the slot the refused participant held: it serves
+        // the room no more.
+        if stay["participants_active"] == 1
+            && refused["participants_active"] == 0
+            && refused["rooms_active"] == 0
+        {
             break;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "participants: {} on relay 0, {} on relay 1",
+            "participants: {} on relay 0, {} on relay 1 (rooms served there: {})",
             stay["participants_active"],
-            refused["participants_active"]
+            refused["participants_active"],
+            refused["rooms_active"]
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

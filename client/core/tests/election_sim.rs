@@ -432,7 +432,8 @@ fn a_talking_call_leaves_a_lossy_region_within_seconds() {
 /// The faster standby probing has a budget: none while the serving path is
 /// clean (a standby is probed once a second), at most
 /// `loss_evidence_probes` per decision when both regions lose alike — where
-/// the call stays put.
+/// the call stays put, and a standby on the serving path is not given up
+/// for one in a region that looks lossy too.
 #[test]
 fn standbys_are_probed_faster_only_while_the_serving_path_loses_and_only_so_long() {
     let config = ElectionConfig::default();
@@ -474,8 +475,11 @@ fn standbys_are_probed_faster_only_while_the_serving_path_loses_and_only_so_long
                 0,
                 "{layout}, seed {seed}: moved between regions losing alike"
             );
+            // With one relay per transport the first standby shares the
+            // serving path, and the other region, losing too, is no refuge
+            // to replace it with: no faster probing there.
             assert!(
-                lossy.standby_probes > at_one_a_second + 100,
+                !per_region || lossy.standby_probes > at_one_a_second + 100,
                 "{layout}, seed {seed}: the lossy serving path's standby was not probed faster ({})",
                 lossy.standby_probes
             );

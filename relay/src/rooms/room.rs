@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use rallypoint_protocol::copies::SeenFrames;
+use rallypoint_protocol::copies::{Seen, SeenFrames};
 use rallypoint_protocol::prost::Message as _;
 use rallypoint_protocol::subjects::{self, RoomSubject};
 use rallypoint_protocol::v1::{
@@ -383,9 +383,16 @@ impl Room {
             media.kind == TrackKind::Video as i32 || media.kind == TrackKind::Screen as i32;
         let track = (sender.to_owned(), media.kind);
         let stats = self.hub.inner.stats.clone();
-        if !self.seen.first_copy(&track, media.seq) {
-            stats.media_duplicates.fetch_add(1, Relaxed);
-            return;
+        match self.seen.judge(&track, media.seq) {
+            Seen::First => {}
+            Seen::Copy => {
+                stats.media_duplicates.fetch_add(1, Relaxed);
+                return;
+            }
+            Seen::Stale => {
+                stats.media_stale.fetch_add(1, Relaxed);
+                return;
+            }
         }
         let mut lost_picture = false;
         let now = Instant::now();
@@ -477,7 +484,8 @@ impl Room {
     /// is freed when its session ends (as a Lost), like a refused join's.
     async fn refuse_beyond_size(&mut self) {
         let max_size = self.hub.inner.settings.max_size;
-        for (conn, peer_id) in self.roster.beyond_size(max_size) {
+        let now_ms = rallypoint_service::clock::unix_millis();
+        for (conn, peer_id) in self.roster.beyond_size(max_size, now_ms) {
             let Some(local) = self.conns.remove(&conn) else {
                 continue;
             };

@@ -22,10 +22,15 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use rallypoint_protocol::v1::{
-    LeaveReason, MediaState, Participant, PeerJoined, PeerLeft, PeerMoved, PeerState,
+    Admission, LeaveReason, MediaState, Participant, PeerJoined, PeerLeft, PeerMoved, PeerState,
     PresenceJoined, PresenceLeft, PresenceState, RoomEvent, RosterBeat, RosterEntry, room_event,
     server_frame,
 };
+
+/// How long after its admission a participant may still be refused for a
+/// room over its size: a race between relays is settled within a roster
+/// round trip (a second or two, across gateways).
+pub const RACE_WINDOW_MS: u64 = 10_000;
 
 /// Identifies one client connection on this relay.
 pub type ConnId = u64;
@@ -291,6 +296,12 @@ impl Roster {
         if beat.relay_id == self.relay_id {
             return Vec::new();
         }
+        for admission in &beat.admissions {
+            if let Some(entry) = self.entries.get_mut(&admission.peer_id) {
+                entry.participant.admitted_at_ms =
+                    earliest(entry.participant.admitted_at_ms, admission.admitted_at_ms);
+            }
+        }
         let mut effects = Vec::new();
         let mut listed = Vec::with_capacity(beat.peers.len());
         for entry in beat.peers {
@@ -372,7 +383,25 @@ impl Roster {
             in_reply,
             asks_roster: false,
             known_peer_ids: Vec::new(),
+            admissions: if in_reply {
+                self.admissions()
+            } else {
+                Vec::new()
+            },
         }
+    }
+
+    /// When each participant this relay knows was first admitted, as far as
+    /// it knows (see [`RosterBeat::admissions`]).
+    fn admissions(&self) -> Vec<Admission> {
+        self.entries
+            .iter()
+            .filter(|(_, e)| e.participant.admitted_at_ms != 0)
+            .map(|(id, e)| Admission {
+                peer_id: id.clone(),
+                admitted_at_ms: e.participant.admitted_at_ms,
+            })
+            .collect()
     }
 
     /// The participants this relay knows through other relays (those of a
@@ -403,10 +432,12 @@ impl Roster {
     /// This relay's connected participants past the room's first
     /// `max_size`, ordered by first admission (then peer id, so every relay
     /// orders alike; participants of relays that do not say when they
-    /// admitted count as the earliest). Empty unless the room is over its
-    /// size. Held participants are not among them: they count, and leave or
-    /// come back by themselves.
-    pub fn beyond_size(&self, max_size: usize) -> Vec<(ConnId, String)> {
+    /// admitted count as the earliest) and admitted within [`RACE_WINDOW_MS`]
+    /// of `now_ms`: joins that raced, not participants long in the call (a
+    /// relay restarted with a smaller `--max-room-size` must not drop them).
+    /// Empty unless the room is over its size. Held participants are not
+    /// among them: they count, and leave or come back by themselves.
+    pub fn beyond_size(&self, max_size: usize, now_ms: u64) -> Vec<(ConnId, String)> {
         if self.entries.len() <= max_size {
             return Vec::new();
         }
@@ -415,6 +446,10 @@ impl Roster {
         order
             .into_iter()
             .skip(max_size)
+            .filter(|(_, e)| {
+                let admitted = e.participant.admitted_at_ms;
+                admitted != 0 && now_ms.saturating_sub(admitted) <= RACE_WINDOW_MS
+            })
             .filter_map(|(id, e)| match e.place {
                 Place::Local {
                     conn,
@@ -578,6 +613,9 @@ mod tests {
     use super::*;
 
     const GRACE: Duration = Duration::from_secs(5);
+    /// "Now" for admissions stamped at 900–2 000 ms: all within the race
+    /// window.
+    const NOW_MS: u64 = 5_000;
 
     fn participant(peer: &str) -> Participant {
         Participant {
@@ -696,6 +734,7 @@ mod tests {
             in_reply: false,
             asks_roster: false,
             known_peer_ids: Vec::new(),
+            admissions: Vec::new(),
         };
         assert_eq!(notified(&roster.remote_beat(beat.clone(), t0)), ["joined"]);
         assert!(notified(&roster.remote_beat(beat, t0 + Duration::from_secs(1))).is_empty());
@@ -721,6 +760,7 @@ mod tests {
             in_reply: false,
             asks_roster: false,
             known_peer_ids: Vec::new(),
+            admissions: Vec::new(),
         };
         roster.remote_beat(with_b, t0);
         let empty = RosterBeat {
@@ -730,6 +770,7 @@ mod tests {
             in_reply: false,
             asks_roster: false,
             known_peer_ids: Vec::new(),
+            admissions: Vec::new(),
         };
         assert_eq!(notified(&roster.remote_beat(empty, t0)), ["left"]);
     }
@@ -889,6 +930,7 @@ mod tests {
             in_reply: false,
             asks_roster: false,
             known_peer_ids: Vec::new(),
+            admissions: Vec::new(),
         }
     }
 
@@ -898,21 +940,21 @@ mod tests {
         let mut roster = Roster::new("r1", "us-east", GRACE);
         roster.local_join(1, admitted(&participant("a"), 1_000), 0);
         roster.local_join(2, admitted(&participant("c"), 1_100), 0);
-        assert!(roster.beyond_size(2).is_empty());
+        assert!(roster.beyond_size(2, NOW_MS).is_empty());
         // Another relay, new to the room too, admitted b before c.
         roster.remote_beat(beat_of("r2", vec![admitted(&remote("b", "r2"), 900)]), t0);
-        assert_eq!(roster.beyond_size(2), [(2, "c".to_owned())]);
+        assert_eq!(roster.beyond_size(2, NOW_MS), [(2, "c".to_owned())]);
         // One place: b (900) stays, a (1000) is this relay's to refuse, c
         // too; b is the other relay's business.
         assert_eq!(
-            roster.beyond_size(1),
+            roster.beyond_size(1, NOW_MS),
             [(1, "a".to_owned()), (2, "c".to_owned())]
         );
         // A held participant counts but is not refused: it leaves or comes
         // back by itself.
         assert_eq!(roster.local_lost(2, "c", t0), Departure::Held);
-        assert!(roster.beyond_size(2).is_empty());
-        assert_eq!(roster.beyond_size(1), [(1, "a".to_owned())]);
+        assert!(roster.beyond_size(2, NOW_MS).is_empty());
+        assert_eq!(roster.beyond_size(1, NOW_MS), [(1, "a".to_owned())]);
     }
 
     #[test]
@@ -923,12 +965,53 @@ mod tests {
         here.remote_beat(beat_of("r2", vec![admitted(&remote("a", "r2"), 1_000)]), t0);
         // Same millisecond: the peer id decides, so r2 refuses nobody and
         // this relay refuses b.
-        assert_eq!(here.beyond_size(1), [(1, "b".to_owned())]);
+        assert_eq!(here.beyond_size(1, NOW_MS), [(1, "b".to_owned())]);
         // A relay that does not say when it admitted counts as earliest.
         let mut here = Roster::new("r1", "us-east", GRACE);
         here.local_join(1, admitted(&participant("a"), 1_000), 0);
         here.remote_beat(beat_of("r2", vec![admitted(&remote("z", "r2"), 0)]), t0);
-        assert_eq!(here.beyond_size(1), [(1, "a".to_owned())]);
+        assert_eq!(here.beyond_size(1, NOW_MS), [(1, "a".to_owned())]);
+    }
+
+    #[test]
+    fn a_participant_long_in_the_call_is_never_refused_for_the_size() {
+        let t0 = Instant::now();
+        let mut roster = Roster::new("r1", "us-east", GRACE);
+        let long_ago = NOW_MS + 60_000;
+        roster.local_join(1, admitted(&participant("a"), 1_000), 0);
+        roster.remote_beat(beat_of("r2", vec![admitted(&remote("b", "r2"), 900)]), t0);
+        // A relay started with a smaller size than the room grew to under
+        // others: its participant admitted a minute ago stays.
+        assert_eq!(roster.beyond_size(1, NOW_MS), [(1, "a".to_owned())]);
+        assert!(roster.beyond_size(1, long_ago).is_empty());
+    }
+
+    #[test]
+    fn a_relay_new_to_the_room_learns_a_movers_first_admission_from_the_replies() {
+        let t0 = Instant::now();
+        // r2 is new to the room: a participant moving here (its relay died)
+        // is stamped now; another joined here a moment earlier.
+        let mut here = Roster::new("r2", "singapore", GRACE);
+        here.local_join(1, admitted(&participant("z"), 4_990), 0);
+        here.local_join(2, admitted(&participant("a"), 5_000), 3);
+        assert_eq!(here.beyond_size(1, NOW_MS), [(2, "a".to_owned())]);
+        // r3 answers the Joined: it serves nobody of these two, but knew `a`
+        // (through the dead relay) since 100.
+        let mut r3 = Roster::new("r3", "us-east", GRACE);
+        r3.local_join(7, admitted(&participant("c"), 50), 0);
+        r3.remote_beat(beat_of("r1", vec![admitted(&remote("a", "r1"), 100)]), t0);
+        let reply = r3.beat(true);
+        assert!(
+            reply
+                .peers
+                .iter()
+                .all(|p| p.peer.as_ref().unwrap().peer_id == "c")
+        );
+        here.remote_beat(reply, t0);
+        // Now `a` (100) and `c` (50) come first; `z` is the one past the size.
+        assert_eq!(here.beyond_size(2, NOW_MS), [(1, "z".to_owned())]);
+        // Only replies carry admissions.
+        assert!(r3.beat(false).admissions.is_empty());
     }
 
     #[test]
@@ -969,6 +1052,7 @@ mod tests {
             in_reply: false,
             asks_roster: false,
             known_peer_ids: Vec::new(),
+            admissions: Vec::new(),
         };
         assert_eq!(notified(&roster.remote_beat(beat(None), t0)), ["joined"]);
         assert!(roster.remote_beat(beat(None), t0).is_empty());

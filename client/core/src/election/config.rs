@@ -37,11 +37,12 @@ pub struct ElectionConfig {
     /// took minutes.
     pub lossy_standby_probe_interval: Duration,
     /// … until the standby has answered or lost this many probes since the
-    /// last decision: enough to bound its loss below `rule::LOSS_FREE`
-    /// when it is clean (≈ 0.9% at 600), and a budget on the extra probes
-    /// when it loses alike. 0 gathers no such evidence: no faster probing,
-    /// and no early search for a standby in another region (the rule
-    /// before either, kept as the benchmark's baseline).
+    /// last decision (enough to bound its loss below `rule::LOSS_FREE` when
+    /// it is clean: ≈ 0.9% at 600), and at most this many such probes per
+    /// decision, whichever standbys take them: the budget when it loses
+    /// alike. 0 gathers no such evidence: no faster probing, and no early
+    /// search for a standby in another region (the rule before either, kept
+    /// as the benchmark's baseline).
     pub loss_evidence_probes: u32,
     /// The tournament decides at the latest this long after it started.
     pub deadline: Duration,

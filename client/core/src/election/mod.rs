@@ -14,7 +14,9 @@
 //!    (see [`rule`]) or at the deadline.
 //! 2. **Serving** — the winner is joined; `standbys` runners-up (on other
 //!    relays) stay connected probe-only and are probed slower; everyone else is
-//!    closed and re-probed lightly every `reprobe_interval`.
+//!    closed and re-probed lightly every `reprobe_interval`. While the serving
+//!    path is suspected lossy, the standby is sought in another region and
+//!    probed faster (see [`rule`], Loss).
 //! 3. **Failover** — the serving relay is lost, drains, falls silent (see
 //!    [`watch`]) or misses probes in a row (`failover_lost_probes`, more on a
 //!    path whose loss makes that many likely by chance; on a WebSocket, for
@@ -1113,18 +1115,27 @@ impl Election {
         }
         let standby = (0..self.slots.len()).find(|&s| self.slots[s].role == Role::Standby);
         let mine = self.estimate(id);
-        // A standby sharing a path suspected lossy is no refuge from it.
+        let seeking = self.config.loss_evidence_probes > 0 && self.serving_suspected_lossy();
+        let off_path = |s: CandidateId| self.off_the_serving_path(&self.slots[s].candidate);
+        // While the serving path is suspected lossy, a standby sharing it is
+        // no refuge: one off it that does not look lossy itself takes its
+        // place — unless the client is sending through that standby already
+        // (make-before-break). And one off it is not given up for a faster
+        // one on the path.
         let a_refuge = |s: CandidateId| {
-            self.config.loss_evidence_probes > 0
-                && self.serving_suspected_lossy()
-                && !self.off_the_serving_path(&self.slots[s].candidate)
-                && self.off_the_serving_path(&slot.candidate)
+            seeking
+                && !off_path(s)
+                && off_path(id)
+                && !rule::suspected_lossy(slot.stats.answered_in_time(), slot.stats.lost_to_media())
+                && self.prepared != Some(s)
         };
+        let keeps_refuge = |s: CandidateId| seeking && off_path(s) && !off_path(id);
         let promote = !slot.candidate.shadow
             && mine.is_some()
             && match standby {
                 None => self.config.standbys > 0,
                 Some(s) if a_refuge(s) => true,
+                Some(s) if keeps_refuge(s) => false,
                 Some(s) => match (self.estimate(s), mine) {
                     (Some(theirs), Some(mine)) => rule::better_enough(theirs, mine, &self.config),
                     _ => false,

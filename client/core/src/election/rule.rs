@@ -36,10 +36,16 @@
 //! * a standby in the serving region (its other relay, on the same path:
 //!   one relay per transport, as the local stack runs) is no refuge, so the
 //!   other regions are re-probed at once, and the first of them to finish
-//!   becomes the standby in its place.
+//!   that does not look lossy itself becomes the standby in its place
+//!   (not while the client sends through the old one, make-before-break).
+//!
+//! Where the loss is the client's own access (every region loses alike),
+//! this costs a standby in another region — a failover then goes further
+//! than it would have — and at most `loss_evidence_probes` probes; the call
+//! itself stays (two regions losing alike never trade places, below).
 //!
 //! At 5% loss each way against a clean region 25% slower, a talking call
-//! is on the clean region after 15 s median, 25 s at most (`loss_evidence_probes`
+//! is on the clean region after 15–17 s median, 26 s at most (`loss_evidence_probes`
 //! 0, the rule before: 80 s median), a silent one after about 25 s
 //! (`rallypoint bench election`, `tests/election_sim.rs`; through real
 //! relays and delay proxies, `lab/tests/latency_lab.rs`).
