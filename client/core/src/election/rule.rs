@@ -45,7 +45,7 @@
 //! itself stays (two regions losing alike never trade places, below).
 //!
 //! At 5% loss each way against a clean region 25% slower, a talking call
-//! is on the clean region after 15–17 s median, 26 s at most (`loss_evidence_probes`
+//! is on the clean region after 15–17 s median, 20–23 s p95 (`loss_evidence_probes`
 //! 0, the rule before: 80 s median), a silent one after about 25 s
 //! (`rallypoint bench election`, `tests/election_sim.rs`; through real
 //! relays and delay proxies, `lab/tests/latency_lab.rs`).
