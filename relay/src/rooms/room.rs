@@ -186,17 +186,13 @@ impl Room {
                     self.hub.release(&self.name);
                 }
                 let mut participant = participant;
+                // When this relay admits it; the roster keeps the earliest
+                // time any relay says.
                 participant.admitted_at_ms = rallypoint_service::clock::unix_millis();
                 let peer_id = participant.peer_id.clone();
                 let max_size = self.hub.inner.settings.max_size;
                 if !self.roster.contains(&peer_id) && self.roster.len() >= max_size {
-                    self.stats().room_full_refusals.fetch_add(1, Relaxed);
-                    outbox.control(crate::outbox::Control::CloseWith(encode(
-                        &ServerFrame::error(
-                            ErrorCode::RoomFull,
-                            format!("room {} is full ({max_size} participants)", self.name),
-                        ),
-                    )));
+                    self.refuse_full(&outbox, "");
                     // The slot this join holds is freed when the refused
                     // session ends (as a Lost).
                     return;
@@ -477,6 +473,19 @@ impl Room {
         }
     }
 
+    /// Tells a connection the room is full (`RoomFull`, then the
+    /// connection closes), counted; `why` follows the size in the message.
+    fn refuse_full(&self, outbox: &Outbox, why: &str) {
+        self.stats().room_full_refusals.fetch_add(1, Relaxed);
+        let max_size = self.hub.inner.settings.max_size;
+        outbox.control(crate::outbox::Control::CloseWith(encode(
+            &ServerFrame::error(
+                ErrorCode::RoomFull,
+                format!("room {} is full ({max_size} participants){why}", self.name),
+            ),
+        )));
+    }
+
     /// Refuses this relay's participants past the room's size (see
     /// `roster`): they joined racing others through relays that did not
     /// know of each other yet, and were admitted later. Each is told
@@ -490,17 +499,8 @@ impl Room {
                 continue;
             };
             self.stats().participants_active.fetch_sub(1, Relaxed);
-            self.stats().room_full_refusals.fetch_add(1, Relaxed);
             tracing::info!(room = %self.name, max_size, "room over its size after joins raced through relays new to it: refusing a later participant");
-            local
-                .outbox
-                .control(crate::outbox::Control::CloseWith(encode(&ServerFrame::error(
-                    ErrorCode::RoomFull,
-                    format!(
-                        "room {} is full ({max_size} participants): others joined through other relays first",
-                        self.name
-                    ),
-                ))));
+            self.refuse_full(&local.outbox, ": others joined through other relays first");
             let effects = self.roster.local_hangup(conn, &peer_id);
             self.apply(effects).await;
         }

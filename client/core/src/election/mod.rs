@@ -390,11 +390,11 @@ impl Election {
 
     // ------------------------------------------------------------ probing
 
-    fn probe_interval(&self, slot: &Slot, now: Micros) -> Duration {
+    /// How long until `slot`'s next probe; `gathers_evidence`: it is a
+    /// standby probed for loss evidence ([`Election::wants_loss_evidence`]).
+    fn probe_interval(&self, slot: &Slot, gathers_evidence: bool, now: Micros) -> Duration {
         match slot.role {
-            Role::Standby if self.wants_loss_evidence(slot) => {
-                self.config.lossy_standby_probe_interval
-            }
+            Role::Standby if gathers_evidence => self.config.lossy_standby_probe_interval,
             Role::Standby => self.config.standby_probe_interval,
             Role::Serving if self.talking_until.is_some_and(|until| now < until) => {
                 self.config.talking_probe_interval
@@ -417,11 +417,11 @@ impl Election {
     /// once a second needs minutes before that bound says anything (see
     /// `rule`, Loss). Stops once the standby has `loss_evidence_probes`.
     fn wants_loss_evidence(&self, standby: &Slot) -> bool {
-        let probed = standby.stats.answered_in_time() + standby.stats.lost_to_media() as usize;
+        let probed = standby.stats.samples() + standby.stats.lost();
         let budget = self.config.loss_evidence_probes;
         self.serving_suspected_lossy()
             && self.off_the_serving_path(&standby.candidate)
-            && probed < budget as usize
+            && probed < budget
             && self.loss_evidence_sent < budget
     }
 
@@ -462,8 +462,9 @@ impl Election {
             return;
         }
         let timeout = slot.probe_timeout(&self.config);
-        let interval = self.probe_interval(slot, now);
-        if slot.role == Role::Standby && self.wants_loss_evidence(slot) {
+        let gathers_evidence = slot.role == Role::Standby && self.wants_loss_evidence(slot);
+        let interval = self.probe_interval(slot, gathers_evidence, now);
+        if gathers_evidence {
             self.loss_evidence_sent += 1;
         }
         let seq = self.next_seq;
@@ -1126,7 +1127,7 @@ impl Election {
             seeking
                 && !off_path(s)
                 && off_path(id)
-                && !rule::suspected_lossy(slot.stats.answered_in_time(), slot.stats.lost_to_media())
+                && !looks_lossy(&slot.stats)
                 && self.prepared != Some(s)
         };
         let keeps_refuge = |s: CandidateId| seeking && off_path(s) && !off_path(id);
@@ -1181,10 +1182,8 @@ impl Election {
     /// The serving path's probes suggest it loses more than
     /// [`rule::LOSS_FREE`] ([`rule::suspected_lossy`]).
     fn serving_suspected_lossy(&self) -> bool {
-        self.serving.is_some_and(|id| {
-            let stats = &self.slots[id].stats;
-            rule::suspected_lossy(stats.answered_in_time(), stats.lost_to_media())
-        })
+        self.serving
+            .is_some_and(|id| looks_lossy(&self.slots[id].stats))
     }
 
     /// Whether `candidate` is in another region than the serving one: on
@@ -1294,4 +1293,10 @@ impl Election {
             client: self.client.clone(),
         })
     }
+}
+
+/// Whether the path `stats` measured is suspected lossy
+/// ([`rule::suspected_lossy`], on what a call's media would lose).
+fn looks_lossy(stats: &RttStats) -> bool {
+    rule::suspected_lossy(stats.answered_in_time(), stats.lost_to_media())
 }
