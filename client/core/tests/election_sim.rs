@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use rallypoint_client::TransportKind::{WebSocket as Ws, WebTransport as Wt};
-use rallypoint_client::election::{ElectionConfig, finish_report};
+use rallypoint_client::election::{ElectionConfig, Role, finish_report};
 use rallypoint_client::sim::{
     Link, SimCandidate, Simulation, initial_elections, lossy_near_regions, one_relay_per_region,
     realistic_scenarios, two_regions,
@@ -608,4 +608,81 @@ fn a_talking_call_on_a_rough_path_never_moves() {
         "{} of {CALLS} ten-minute calls moved: {moved:#?}",
         moved.len()
     );
+}
+
+/// A brief loss episode on the serving region sends the standby to another
+/// region (no refuge shares the lossy path). Once the serving path has been
+/// clean for the span of its recent probes (~13 s talking, ~51 s silent),
+/// the suspicion ends, and the next re-probe (every 30 s) brings the standby
+/// back to the serving region, so a relay crash fails over nearby again.
+/// When the suspicion looked at the whole decision's probes it lasted until
+/// clean probes had diluted the episode's below 1%: the standby came back
+/// 90–150 s after the loss ended while talking.
+#[test]
+fn the_standby_comes_back_to_the_serving_region_after_a_loss_episode_ends() {
+    let config = ElectionConfig::default();
+    let loss_ends = Duration::from_secs(16);
+    for talking in [true, false] {
+        // The recent log's span, and the re-probe that follows it.
+        let probe_interval = if talking {
+            config.talking_probe_interval
+        } else {
+            config.probe_interval
+        };
+        let limit = probe_interval * 256 + config.reprobe_interval + Duration::from_secs(2);
+        for seed in 0..6u64 {
+            let mut world = two_regions(
+                ("near", Link::new(40.0, 2.0, 0.0)),
+                ("far", Link::new(200.0, 3.0, 0.0)),
+            );
+            for c in &mut world[..2] {
+                c.changes = vec![
+                    (Duration::from_secs(10), Link::new(40.0, 2.0, 0.08)),
+                    (loss_ends, Link::new(40.0, 2.0, 0.0)),
+                ];
+            }
+            let mut sim = Simulation::new(world, config.clone(), seed);
+            if talking {
+                sim.talk();
+            }
+            let standby_region = |sim: &Simulation| {
+                (0..4)
+                    .find(|&id| sim.election.role(id) == Role::Standby)
+                    .map(|id| if id < 2 { "near" } else { "far" })
+            };
+            let mut went_far_at = None;
+            let mut back_at = None;
+            for s in 1..=300 {
+                let t = Duration::from_secs(s);
+                sim.run_until(t);
+                match standby_region(&sim) {
+                    Some("far") if went_far_at.is_none() => went_far_at = Some(t),
+                    Some("near") if went_far_at.is_some() && back_at.is_none() => back_at = Some(t),
+                    Some("far") if back_at.is_some() => {
+                        panic!("talking {talking}, seed {seed}: the standby left again at {t:?}")
+                    }
+                    _ => {}
+                }
+            }
+            let went_far_at = went_far_at.unwrap_or_else(|| {
+                panic!("talking {talking}, seed {seed}: the loss never sent the standby away")
+            });
+            let back_after = back_at.map(|at| at - loss_ends).unwrap_or_else(|| {
+                panic!("talking {talking}, seed {seed}: the standby never came back")
+            });
+            eprintln!(
+                "talking {talking}, seed {seed}: standby to the other region at {went_far_at:?}, \
+                 back {back_after:?} after the loss ended (limit {limit:?})"
+            );
+            assert!(
+                back_after <= limit,
+                "talking {talking}, seed {seed}: back {back_after:?} after"
+            );
+            assert_eq!(
+                sim.switches(),
+                0,
+                "talking {talking}, seed {seed}: the call moved"
+            );
+        }
+    }
 }

@@ -1181,9 +1181,16 @@ impl Election {
 
     /// The serving path's probes suggest it loses more than
     /// [`rule::LOSS_FREE`] ([`rule::suspected_lossy`]).
+    /// Whether the serving path is suspected lossy on its recent probes
+    /// ([`RttStats::recent_loss`]), not the whole decision's: a loss that
+    /// stopped ends the suspicion — and with it the faster probing and the
+    /// refuge in another region — once the path has been clean for a while,
+    /// so the next re-probe can bring the standby back to the serving region.
     fn serving_suspected_lossy(&self) -> bool {
-        self.serving
-            .is_some_and(|id| looks_lossy(&self.slots[id].stats))
+        self.serving.is_some_and(|id| {
+            let (answered, lost) = self.slots[id].stats.recent_loss();
+            rule::suspected_lossy(answered, lost)
+        })
     }
 
     /// Whether `candidate` is in another region than the serving one: on
@@ -1295,8 +1302,9 @@ impl Election {
     }
 }
 
-/// Whether the path `stats` measured is suspected lossy
-/// ([`rule::suspected_lossy`], on what a call's media would lose).
+/// Whether the path `stats` measured in this window (a re-probe's samples)
+/// is suspected lossy ([`rule::suspected_lossy`], on what a call's media
+/// would lose).
 fn looks_lossy(stats: &RttStats) -> bool {
     rule::suspected_lossy(stats.answered_in_time(), stats.lost_to_media())
 }

@@ -30,7 +30,9 @@
 //! What that waits for is the evidence on another path: a path is charged
 //! only for loss beyond the most its rival may have (below), and a standby
 //! probed once a second needs minutes before its bound says it is clean.
-//! So while the serving path is suspected lossy ([`suspected_lossy`]):
+//! So while the serving path is suspected lossy ([`suspected_lossy`] on its
+//! recent probes — the last 256 answers, ~13 s of a talking call, ~51 s of
+//! a silent one — so a loss that stopped stops counting):
 //! * a standby in another region is probed ten times as often, at most
 //!   `loss_evidence_probes` per decision;
 //! * a standby in the serving region (its other relay, on the same path:
@@ -43,6 +45,10 @@
 //! this costs a standby in another region — a failover then goes further
 //! than it would have — and at most `loss_evidence_probes` probes; the call
 //! itself stays (two regions losing alike never trade places, below).
+//! When a loss episode ends, the suspicion ends with the recent probes, and
+//! the next re-probe brings the standby back to the serving region: 31–32 s
+//! after the loss ended talking, 57–61 s silent (90–150 s when the
+//! suspicion counted the whole decision's probes).
 //!
 //! At 5% loss each way against a clean region 25% slower, a talking call
 //! is on the clean region after 15–17 s median, 20–23 s p95 (`loss_evidence_probes`

@@ -196,7 +196,7 @@ impl Slot {
                 until: now,
                 ..probe
             });
-            self.stats.record_lost();
+            self.stats.record_lost(now);
             self.consecutive_lost += 1;
             lost += 1;
         }

@@ -5,7 +5,9 @@
 //!   `hdrhistogram` for quantiles plus counters — what reports and live tables
 //!   show, and what the tournament decides on;
 //! * the **recent log**: the last samples with their times — what the
-//!   switching rule compares, so an old good period cannot hide a degradation.
+//!   switching rule compares, so an old good period cannot hide a degradation
+//!   — and the probes lost among them, so a loss that stopped stops counting
+//!   (see [`RttStats::recent_loss`]).
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -30,6 +32,10 @@ pub struct RttStats {
     /// (counted in the samples too: their RTT is real).
     too_late: u32,
     recent: VecDeque<(Micros, u64)>,
+    /// When probes were lost, and when answers came too late for media, over
+    /// the span of `recent` (older ones are dropped as it moves on).
+    recent_lost: VecDeque<Micros>,
+    recent_too_late: VecDeque<Micros>,
 }
 
 /// A summary of a set of samples, in microseconds.
@@ -60,6 +66,8 @@ impl RttStats {
             lost: 0,
             too_late: 0,
             recent: VecDeque::new(),
+            recent_lost: VecDeque::new(),
+            recent_too_late: VecDeque::new(),
         }
     }
 
@@ -74,15 +82,19 @@ impl RttStats {
             self.recent.pop_front();
         }
         self.recent.push_back((at, us));
+        self.forget_losses_before_the_recent_log();
     }
 
-    pub fn record_lost(&mut self) {
+    /// A probe went unanswered past its deadline, at `at`.
+    pub fn record_lost(&mut self, at: Micros) {
         self.lost += 1;
+        push_capped(&mut self.recent_lost, at);
     }
 
     /// An answer to a probe already counted lost: it was late, not lost.
     pub fn record_late(&mut self, at: Micros, rtt: Duration) {
         self.lost = self.lost.saturating_sub(1);
+        self.recent_lost.pop_back();
         self.record(at, rtt);
     }
 
@@ -90,6 +102,36 @@ impl RttStats {
     /// listener's jitter buffer had played past it.
     pub fn record_too_late(&mut self) {
         self.too_late += 1;
+        if let Some(&(at, _)) = self.recent.back() {
+            push_capped(&mut self.recent_too_late, at);
+        }
+    }
+
+    /// Over the recent log's span — its last [`RECENT_CAP`] answers, about
+    /// 13 s of a talking call's probes and 50 s of a silent one's — the
+    /// answers that came in time for media and the probes lost to it (lost,
+    /// or answered too late), as [`RttStats::answered_in_time`] and
+    /// [`RttStats::lost_to_media`] count them for the window. Unlike the
+    /// window's, these forget a loss once the path has been clean for that
+    /// long.
+    pub fn recent_loss(&self) -> (usize, u32) {
+        let since = self.recent.front().map_or(Micros::ZERO, |&(at, _)| at);
+        let counted = |log: &VecDeque<Micros>| log.iter().filter(|&&at| at >= since).count();
+        let too_late = counted(&self.recent_too_late);
+        let lost = counted(&self.recent_lost) + too_late;
+        (self.recent.len().saturating_sub(too_late), lost as u32)
+    }
+
+    fn forget_losses_before_the_recent_log(&mut self) {
+        if self.recent.len() < RECENT_CAP {
+            return;
+        }
+        let since = self.recent.front().map_or(Micros::ZERO, |&(at, _)| at);
+        for log in [&mut self.recent_lost, &mut self.recent_too_late] {
+            while log.front().is_some_and(|&at| at < since) {
+                log.pop_front();
+            }
+        }
     }
 
     /// Starts a new election window; the recent log is kept.
@@ -167,6 +209,15 @@ impl RttStats {
     pub fn first(&self) -> Option<u64> {
         self.window.first().copied()
     }
+}
+
+/// Appends `at` to a loss log, dropping its oldest beyond [`RECENT_CAP`]
+/// (a path that loses everything still keeps a bounded log).
+fn push_capped(log: &mut VecDeque<Micros>, at: Micros) {
+    if log.len() == RECENT_CAP {
+        log.pop_front();
+    }
+    log.push_back(at);
 }
 
 /// Mean absolute difference of consecutive samples.
@@ -257,7 +308,7 @@ mod tests {
         for (i, ms) in [40, 42, 41, 60, 40].iter().enumerate() {
             stats.record(Micros(i as u64), Duration::from_millis(*ms));
         }
-        stats.record_lost();
+        stats.record_lost(Micros(5));
         let s = stats.summary();
         assert_eq!(s.samples, 5);
         assert_eq!(s.lost, 1);
@@ -295,5 +346,33 @@ mod tests {
         assert_eq!(median(&[4, 1, 2, 3]), Some(2.5));
         assert_eq!(mad(&[1, 2, 3, 4, 100]), Some(1.0));
         assert_eq!(median(&[]), None);
+    }
+
+    #[test]
+    fn recent_loss_forgets_losses_older_than_the_recent_log() {
+        let ms = |ms: u64| Micros(ms * 1_000);
+        let rtt = Duration::from_millis(40);
+        let mut stats = RttStats::new();
+        for t in 0..10 {
+            stats.record(ms(t * 50), rtt);
+        }
+        stats.record_lost(ms(500));
+        stats.record_lost(ms(550));
+        stats.record_lost(ms(600));
+        stats.record_late(ms(700), rtt); // one of them was late, not lost
+        stats.record(ms(750), rtt);
+        stats.record_too_late(); // … and this one too late for media
+        assert_eq!(stats.recent_loss(), (11, 3), "two lost, one too late");
+        assert_eq!(
+            stats.recent_loss(),
+            (stats.answered_in_time(), stats.lost_to_media())
+        );
+        // A clean path for a whole recent log: the losses are forgotten
+        // there, and still counted in the window.
+        for t in 0..RECENT_CAP as u64 {
+            stats.record(ms(1_000 + t * 50), rtt);
+        }
+        assert_eq!(stats.recent_loss(), (RECENT_CAP, 0));
+        assert_eq!(stats.lost_to_media(), 3);
     }
 }
