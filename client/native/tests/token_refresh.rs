@@ -195,10 +195,20 @@ async fn a_bad_token_is_reported_as_the_relays_refusal() {
     let (runner, mut outputs) = runner::spawn(candidates.clone(), config);
     let mut refused = Vec::new();
     let deadline = tokio::time::Instant::now() + T;
-    while refused.len() < candidates.len() {
+    // Until every transport was refused: a candidate refused quickly may be
+    // tried (and refused) again, after its backoff, before a slower
+    // handshake on the other transport has been refused once.
+    let transports_refused = |refused: &[(TransportKind, ErrorCode, String)]| {
+        refused
+            .iter()
+            .map(|(t, _, _)| format!("{t:?}"))
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+    };
+    while transports_refused(&refused) < 2 {
         let output = tokio::time::timeout_at(deadline, outputs.recv())
             .await
-            .unwrap_or_else(|_| panic!("refusals within {T:?}, got {refused:?}"))
+            .unwrap_or_else(|_| panic!("refusals on both transports within {T:?}, got {refused:?}"))
             .expect("the runner runs");
         match output {
             Output::Session(Update::Refused {
@@ -218,12 +228,5 @@ async fn a_bad_token_is_reported_as_the_relays_refusal() {
         );
         assert!(!message.is_empty(), "{transport:?}: the relay says why");
     }
-    let transports: std::collections::BTreeSet<String> =
-        refused.iter().map(|(t, _, _)| format!("{t:?}")).collect();
-    assert_eq!(
-        transports.len(),
-        2,
-        "refused on both transports: {refused:?}"
-    );
     let _ = runner.send(Command::Stop);
 }
