@@ -85,8 +85,10 @@ async fn a_draining_relay_hands_the_call_over_without_a_leave() {
 
 /// A relay cut off from NATS must not keep its callers: with every NATS
 /// server of Alice's region killed, her relay stops answering probes and
-/// drains her, and she is on a relay of the other region within 3 s, with
-/// media flowing again. When NATS returns, the relay serves again.
+/// drains her, and she is on a relay of the other region within 4 s of the
+/// last server's death (the relay's 2 s `--nats-loss-grace`, then the drain
+/// and her move: ~2.3 s on a quiet machine), with media flowing again. When
+/// NATS returns, the relay serves again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn losing_a_regions_nats_moves_its_callers_to_the_other_region() {
     use std::time::Instant;
@@ -135,12 +137,14 @@ async fn losing_a_regions_nats_moves_its_callers_to_the_other_region() {
         .filter(|s| s.cluster == lost_region)
         .map(|s| s.name.clone())
         .collect();
-    let killed_at = Instant::now();
     for server in &doomed {
         stack.nats.kill(server).await.unwrap();
     }
+    // From the last death: killing each server waits for its process to exit,
+    // which is the test's time, not the relay's.
+    let killed_at = Instant::now();
     let mut moved_after = None;
-    while killed_at.elapsed() < Duration::from_secs(8) {
+    while killed_at.elapsed() < Duration::from_secs(10) {
         talk(&mut alice, &mut bob, &mut source, Duration::from_millis(50)).await;
         let now_serving = alice.serving.clone().unwrap_or_default();
         if moved_after.is_none() && region_of(&stack, &now_serving) != lost_region {
@@ -155,7 +159,7 @@ async fn losing_a_regions_nats_moves_its_callers_to_the_other_region() {
     });
     eprintln!("moved out of {lost_region} {moved_after:?} after its NATS died");
     assert!(
-        moved_after <= Duration::from_secs(3),
+        moved_after <= Duration::from_secs(4),
         "moved only after {moved_after:?}"
     );
     let frames = bob.stats.total_frames();

@@ -135,12 +135,14 @@ async fn only_a_participant_of_the_room_hears_it_through_a_prepared_standby() {
     carols.prepare("r");
     tokio::time::sleep(Duration::from_millis(150)).await;
 
-    // Three seconds of Bob's audio, a frame every 50 ms.
+    // Three seconds of Bob's audio, a frame every 50 ms, heard for twice
+    // that (a loaded machine's sleeps overrun; the outsider's grace, not the
+    // window, is what limits what she hears).
     const FRAMES: u64 = 60;
     let (_, alice_heard, carol_heard) = tokio::join!(
         send_audio(&bob, 0..FRAMES, 100, Duration::from_millis(50)),
-        media_within(&mut alices, Duration::from_millis(4_000)),
-        media_within(&mut carols, Duration::from_millis(4_000)),
+        media_within(&mut alices, Duration::from_millis(6_000)),
+        media_within(&mut carols, Duration::from_millis(6_000)),
     );
     assert_eq!(alice_heard.len() as u64, FRAMES, "{alice_heard:?}");
     let carol_seqs: Vec<u64> = carol_heard.iter().map(|m| m.seq).collect();
@@ -191,13 +193,14 @@ async fn only_a_participant_of_the_room_is_heard_through_a_prepared_standby() {
     alices.prepare("r");
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    // Three seconds of audio from each standby, a frame every 50 ms.
+    // Three seconds of audio from each standby, a frame every 50 ms, heard
+    // for twice that (Carol's grace, not the window, limits her).
     const FRAMES: u64 = 60;
     let gap = Duration::from_millis(50);
     let (_, _, heard) = tokio::join!(
         send_audio(&carols, 0..FRAMES, 100, gap),
         send_audio(&alices, 0..FRAMES, 100, gap),
-        media_within(&mut bob, Duration::from_millis(4_000)),
+        media_within(&mut bob, Duration::from_millis(6_000)),
     );
     let from = |who: &str| -> Vec<u64> {
         heard
