@@ -1179,8 +1179,6 @@ impl Election {
             .or_else(|| stats::median(&stats.recent_since(Micros::ZERO)))
     }
 
-    /// The serving path's probes suggest it loses more than
-    /// [`rule::LOSS_FREE`] ([`rule::suspected_lossy`]).
     /// Whether the serving path is suspected lossy on its recent probes
     /// ([`RttStats::recent_loss`]), not the whole decision's: a loss that
     /// stopped ends the suspicion — and with it the faster probing and the

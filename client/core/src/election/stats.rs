@@ -32,8 +32,9 @@ pub struct RttStats {
     /// (counted in the samples too: their RTT is real).
     too_late: u32,
     recent: VecDeque<(Micros, u64)>,
-    /// When probes were lost, and when answers came too late for media, over
-    /// the span of `recent` (older ones are dropped as it moves on).
+    /// When probes were lost, and when answers came too late for media: the
+    /// newest [`RECENT_CAP`] of each ([`RttStats::recent_loss`] counts those
+    /// within `recent`'s span).
     recent_lost: VecDeque<Micros>,
     recent_too_late: VecDeque<Micros>,
 }
@@ -82,7 +83,6 @@ impl RttStats {
             self.recent.pop_front();
         }
         self.recent.push_back((at, us));
-        self.forget_losses_before_the_recent_log();
     }
 
     /// A probe went unanswered past its deadline, at `at`.
@@ -120,18 +120,6 @@ impl RttStats {
         let too_late = counted(&self.recent_too_late);
         let lost = counted(&self.recent_lost) + too_late;
         (self.recent.len().saturating_sub(too_late), lost as u32)
-    }
-
-    fn forget_losses_before_the_recent_log(&mut self) {
-        if self.recent.len() < RECENT_CAP {
-            return;
-        }
-        let since = self.recent.front().map_or(Micros::ZERO, |&(at, _)| at);
-        for log in [&mut self.recent_lost, &mut self.recent_too_late] {
-            while log.front().is_some_and(|&at| at < since) {
-                log.pop_front();
-            }
-        }
     }
 
     /// Starts a new election window; the recent log is kept.
