@@ -85,10 +85,11 @@ async fn a_draining_relay_hands_the_call_over_without_a_leave() {
 
 /// A relay cut off from NATS must not keep its callers: with every NATS
 /// server of Alice's region killed, her relay stops answering probes and
-/// drains her, and she is on a relay of the other region within 4 s of the
-/// last server's death (the relay's 2 s `--nats-loss-grace`, then the drain
-/// and her move: ~2.3 s on a quiet machine), with media flowing again. When
-/// NATS returns, the relay serves again.
+/// drains her, and she moves to a relay of the other region (the relay's
+/// 2 s `--nats-loss-grace`, then the drain and her move: the test prints
+/// how long it took, ~2.3 s on a quiet machine — a speed BENCHMARKS.md
+/// records, not one this test asserts; it waits 10 s for the move), with
+/// media flowing again. When NATS returns, the relay serves again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn losing_a_regions_nats_moves_its_callers_to_the_other_region() {
     use std::time::Instant;
@@ -153,15 +154,11 @@ async fn losing_a_regions_nats_moves_its_callers_to_the_other_region() {
     }
     let moved_after = moved_after.unwrap_or_else(|| {
         panic!(
-            "alice stayed in {lost_region} with its NATS gone: {:?}",
+            "alice stayed in {lost_region} for 10 s with its NATS gone: {:?}",
             alice.decisions
         )
     });
     eprintln!("moved out of {lost_region} {moved_after:?} after its NATS died");
-    assert!(
-        moved_after <= Duration::from_secs(4),
-        "moved only after {moved_after:?}"
-    );
     let frames = bob.stats.total_frames();
     talk(&mut alice, &mut bob, &mut source, Duration::from_secs(2)).await;
     assert!(
