@@ -4,6 +4,8 @@
 //!
 //! * [`candidate`] — the relays a client can elect (region, relay id, transport, URL).
 //! * [`election`] — the tournament, the rules, failover and the reports.
+//! * [`roster`] — who else is in the call: the serving relay's presence,
+//!   media that overtakes it, and no ghosts after a move.
 //! * [`session`] — the protocol around the election: frames in and out, the
 //!   room through the winner, reports kept until a relay acknowledges them.
 //! * [`time`] — the core's notion of time: microseconds handed in by the driver.
@@ -13,6 +15,7 @@
 pub mod candidate;
 pub mod election;
 pub mod report_json;
+pub mod roster;
 pub mod session;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;

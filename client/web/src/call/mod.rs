@@ -29,6 +29,7 @@ use futures::StreamExt;
 use futures::channel::mpsc;
 use leptos::prelude::*;
 use rallypoint_client::election::{CandidateView, ElectionConfig};
+use rallypoint_client::roster::Roster;
 use rallypoint_client::{Candidate, TransportKind};
 use rallypoint_protocol::v1::{
     ClientInfo, ElectionReport, ElectionTrigger, ErrorCode, Media, MediaState, TrackKind,
@@ -96,6 +97,8 @@ pub struct Call {
     /// Where the next share's frame numbers start.
     screen_seq: Cell<u64>,
     peers: RefCell<HashMap<String, PeerMedia>>,
+    /// Who else is in the call (see `remote`).
+    roster: RefCell<Roster>,
     sent: RefCell<RateMeter>,
     received: RefCell<RateMeter>,
     owner: Owner,
@@ -128,6 +131,7 @@ impl Call {
             picking_screen: Cell::new(false),
             screen_seq: Cell::new(0),
             peers: RefCell::new(HashMap::new()),
+            roster: RefCell::new(Roster::new()),
             sent: RefCell::new(RateMeter::new(1000.0)),
             received: RefCell::new(RateMeter::new(1000.0)),
             owner,
@@ -532,13 +536,18 @@ async fn follow(call: Rc<Call>, mut outputs: mpsc::UnboundedReceiver<Output>) {
     }
 }
 
-/// Refreshes the rates once a second while the call lasts.
+/// Refreshes the rates once a second while the call lasts, and drops the
+/// participants the serving relay never confirmed.
 async fn tick(call: std::rc::Weak<Call>) {
     loop {
         clock::sleep_ms(1000).await;
         let Some(call) = call.upgrade() else { return };
         if call.state.phase.get_untracked() == Phase::Ended {
             return;
+        }
+        let unconfirmed = call.roster.borrow_mut().expire(clock::now());
+        for peer_id in unconfirmed {
+            call.remove_peer(&peer_id);
         }
         let now = clock::now_ms();
         call.state.now_ms.set(now);

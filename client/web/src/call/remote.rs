@@ -1,11 +1,12 @@
-//! The other participants: the roster from room events, and each one's
-//! decoders and statistics. Media that overtakes its sender's roster event
-//! makes the participant known; a decoder that cannot start without a
-//! keyframe asks its sender for one.
+//! The other participants: who is in the call (kept by the core's
+//! [`Roster`](rallypoint_client::roster::Roster) from room events and media),
+//! and each one's decoders and statistics. A decoder that cannot start
+//! without a keyframe asks its sender for one.
 
 use std::rc::Rc;
 
 use leptos::prelude::*;
+use rallypoint_client::roster::Sender;
 use rallypoint_protocol::v1::{Media, MediaState, Participant, TrackKind, server_frame};
 use wasm_bindgen::JsValue;
 
@@ -49,8 +50,10 @@ impl Call {
         match kind {
             server_frame::Kind::Joined(joined) => {
                 // After a move the new relay may not know the whole room yet
-                // (it learns it from the roster beats): participants not
-                // listed are kept; they leave only with PeerLeft.
+                // (it learns it from the roster beats): participants it does
+                // not list stay until it names them or `roster` gives up.
+                let listed = joined.participants.iter().map(|p| p.peer_id.as_str());
+                self.roster.borrow_mut().joined(listed, clock::now());
                 for participant in &joined.participants {
                     self.add_peer(participant);
                     self.request_keyframe(&participant.peer_id, TrackKind::Video);
@@ -62,11 +65,13 @@ impl Call {
             }
             server_frame::Kind::PeerJoined(joined) => {
                 if let Some(participant) = &joined.peer {
+                    self.roster.borrow_mut().named(&participant.peer_id);
                     self.add_peer(participant);
                 }
             }
             server_frame::Kind::PeerMoved(moved) => {
                 if let Some(participant) = &moved.peer {
+                    self.roster.borrow_mut().named(&participant.peer_id);
                     self.add_peer(participant);
                     let now = clock::now_ms();
                     if let Some(peer) = self.peers.borrow().get(&participant.peer_id) {
@@ -78,13 +83,14 @@ impl Call {
                 }
             }
             server_frame::Kind::PeerState(changed) => {
-                self.apply_media_state(&changed.peer_id, changed.state.unwrap_or_default());
+                let shown = self.roster.borrow_mut().confirmed(&changed.peer_id);
+                if shown {
+                    self.apply_media_state(&changed.peer_id, changed.state.unwrap_or_default());
+                }
             }
             server_frame::Kind::PeerLeft(left) => {
-                self.peers.borrow_mut().remove(&left.peer_id);
-                self.state
-                    .peers
-                    .update(|peers| peers.retain(|p| p.peer_id != left.peer_id));
+                self.roster.borrow_mut().left(&left.peer_id, clock::now());
+                self.remove_peer(&left.peer_id);
             }
             server_frame::Kind::Media(media) => self.on_media(&media),
             server_frame::Kind::KeyframeRequest(request) => {
@@ -104,6 +110,14 @@ impl Call {
             }
             _ => {}
         }
+    }
+
+    /// Takes a participant's tile and decoders away.
+    pub(super) fn remove_peer(&self, peer_id: &str) {
+        self.peers.borrow_mut().remove(peer_id);
+        self.state
+            .peers
+            .update(|peers| peers.retain(|p| p.peer_id != peer_id));
     }
 
     /// Adds a participant, or updates where it is connected.
@@ -194,13 +208,20 @@ impl Call {
         self.received
             .borrow_mut()
             .record(clock::now_ms(), media.payload.len());
-        if !self.peers.borrow().contains_key(&media.sender) {
+        let sender = self
+            .roster
+            .borrow_mut()
+            .media_from(&media.sender, clock::now());
+        match sender {
+            Sender::Known => {}
             // Media can overtake the roster event that announces its sender.
-            self.add_peer(&Participant {
+            Sender::New => self.add_peer(&Participant {
                 peer_id: media.sender.clone(),
                 display_name: "…".into(),
                 ..Default::default()
-            });
+            }),
+            // A standby's late copy of someone who left.
+            Sender::Departed => return,
         }
         let ask = {
             let mut peers = self.peers.borrow_mut();
