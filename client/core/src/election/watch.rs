@@ -12,6 +12,14 @@
 //! its standby. Used on WebTransport only: a WebSocket's TCP stream stalls
 //! whole for a retransmission (silence and late probes alike, a false
 //! alarm), and a relay that dies under a WebSocket closes it at once.
+//!
+//! On a rough path silence comes by chance, and each false alarm prepares
+//! the standby (media sent twice, a keyframe asked for): a talker whose only
+//! traffic back is its probes' answers did so 1.7 times a second at 5% loss
+//! and 30 ms jitter. So every false alarm doubles the silence the watch
+//! waits for, up to [`MAX_SILENCE`], and each [`CALM`] without one halves it
+//! again: a clean path keeps [`SILENCE`] (and failover at its fastest), a
+//! rough one pays a slower failover instead of a steady stream of alarms.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -29,6 +37,11 @@ const STEADY_FRAMES: usize = 15;
 /// row. Shorter would ask on every jitter bunch of a rough path; each ms
 /// here is a ms of every failover's media gap.
 pub const SILENCE: Duration = Duration::from_millis(100);
+/// The longest silence false alarms back the watch off to: seven of a
+/// talker's probe answers missed in a row, or twenty audio frames.
+pub const MAX_SILENCE: Duration = Duration::from_millis(400);
+/// A backed-off silence halves after this long without a false alarm.
+pub const CALM: Duration = Duration::from_secs(30);
 /// Probes sent at once when the path turns suspect. Silence this short
 /// comes by chance on a rough path (a lost answer and a late next one), so
 /// the burst must not be lost whole by chance: five at 10% round-trip loss
@@ -62,6 +75,11 @@ pub(super) enum Alarm {
 pub(super) struct TrafficWatch {
     heard: VecDeque<Micros>,
     suspect_until: Option<Micros>,
+    /// False alarms backed off from: the silence waited for is
+    /// [`SILENCE`] doubled this many times (at most [`MAX_SILENCE`]).
+    backoff: u32,
+    /// The last false alarm, or the last halving since.
+    backed_off_at: Micros,
 }
 
 impl TrafficWatch {
@@ -81,7 +99,21 @@ impl TrafficWatch {
             self.heard.pop_front();
         }
         self.heard.push_back(at);
-        self.suspect_until = None;
+        if self.suspect_until.take().is_some() {
+            // Heard while suspect: a false alarm.
+            if SILENCE * 2u32.pow(self.backoff + 1) <= MAX_SILENCE {
+                self.backoff += 1;
+            }
+            self.backed_off_at = at;
+        } else if self.backoff > 0 && at.since(self.backed_off_at) >= CALM {
+            self.backoff -= 1;
+            self.backed_off_at = at;
+        }
+    }
+
+    /// The silence that makes the path suspect now.
+    pub(super) fn silence(&self) -> Duration {
+        SILENCE * 2u32.pow(self.backoff)
     }
 
     /// Whether traffic was steady up to its last frame.
@@ -107,7 +139,7 @@ impl TrafficWatch {
             return Some(deadline);
         }
         self.steady()
-            .then(|| *self.heard.back().expect("steady has frames") + SILENCE)
+            .then(|| *self.heard.back().expect("steady has frames") + self.silence())
     }
 
     /// What is due at `now`; `round_trip` is the path's recent worst RTT.
@@ -122,7 +154,7 @@ impl TrafficWatch {
                 })
             }
             Some(_) => None,
-            None if self.steady() && now.since(last) >= SILENCE => {
+            None if self.steady() && now.since(last) >= self.silence() => {
                 let deadline = now + confirm_deadline(round_trip);
                 self.suspect_until = Some(deadline);
                 Some(Alarm::Suspect { deadline })
@@ -183,7 +215,47 @@ mod tests {
             None,
             "MIN_CONFIRM deadline passed, but heard"
         );
-        assert_eq!(watch.poll_timeout(), Some(ms(2210)));
+        // A false alarm: the next silence waited for is twice as long.
+        assert_eq!(watch.poll_timeout(), Some(ms(2310)));
+    }
+
+    #[test]
+    fn false_alarms_back_off_the_silence_and_calm_brings_it_back() {
+        let rtt = Duration::from_millis(40);
+        let mut watch = steady_until(2000);
+        let mut t = 2000;
+        // Three false alarms: 100 ms of silence, then an answer.
+        for expected in [100, 200, 400, 400] {
+            assert_eq!(watch.silence(), Duration::from_millis(expected));
+            assert!(watch.check(ms(t + expected - 1), rtt).is_none());
+            assert!(matches!(
+                watch.check(ms(t + expected), rtt),
+                Some(Alarm::Suspect { .. })
+            ));
+            t += expected + 10;
+            watch.heard(ms(t));
+            for _ in 0..50 {
+                t += 20;
+                watch.heard(ms(t));
+            }
+        }
+        assert_eq!(watch.silence(), MAX_SILENCE, "at most");
+        // A silence shorter than the backed-off one raises nothing now.
+        assert_eq!(watch.check(ms(t + 399), rtt), None);
+        // Each calm halves it.
+        let calm_until = |watch: &mut TrafficWatch, from: u64| {
+            let until = from + CALM.as_millis() as u64;
+            for at in (from..=until).step_by(20) {
+                watch.heard(ms(at));
+            }
+            until
+        };
+        t = calm_until(&mut watch, t);
+        assert_eq!(watch.silence(), Duration::from_millis(200));
+        t = calm_until(&mut watch, t);
+        assert_eq!(watch.silence(), SILENCE);
+        calm_until(&mut watch, t);
+        assert_eq!(watch.silence(), SILENCE, "never below");
     }
 
     #[test]
