@@ -21,8 +21,10 @@
 //!   `Joined` does not list stay, unconfirmed.
 //!
 //! An unconfirmed participant is confirmed by the serving relay naming it
-//! (the relay tells its clients of every participant it learns of) and is
-//! dropped when [`CONFIRM_WITHIN`] passes without that.
+//! (the relay tells its clients of every participant its roster learns of;
+//! one it serves media for only on another relay's word, a listener's
+//! grace, is not in its roster and not named) and is dropped when
+//! [`CONFIRM_WITHIN`] passes without that.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -76,8 +78,9 @@ impl Roster {
     }
 
     /// A relay answered a join (the first, or one after a move) listing
-    /// `listed`: they are named; whoever else is shown becomes unconfirmed.
-    /// Returns the listed participants that are new.
+    /// `listed`: they are named; whoever else is shown becomes unconfirmed
+    /// (one unconfirmed already keeps its earlier deadline). Returns the
+    /// listed participants that are new.
     pub fn joined<'a>(
         &mut self,
         listed: impl IntoIterator<Item = &'a str>,

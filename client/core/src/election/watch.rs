@@ -16,7 +16,8 @@
 //! On a rough path silence comes by chance, and each false alarm prepares
 //! the standby (media sent twice, a keyframe asked for): a talker whose only
 //! traffic back is its probes' answers did so 1.7 times a second at 5% loss
-//! and 30 ms jitter. So every false alarm doubles the silence the watch
+//! and 30 ms jitter. So every false alarm (steady traffic back within a
+//! second: a gap, not traffic that ended) doubles the silence the watch
 //! waits for, up to [`MAX_SILENCE`], and each [`CALM`] without one halves it
 //! again: a clean path keeps [`SILENCE`] (and failover at its fastest), a
 //! rough one pays a slower failover instead of a steady stream of alarms.
@@ -37,7 +38,7 @@ const STEADY_FRAMES: usize = 15;
 /// row. Shorter would ask on every jitter bunch of a rough path; each ms
 /// here is a ms of every failover's media gap.
 pub const SILENCE: Duration = Duration::from_millis(100);
-/// The longest silence false alarms back the watch off to: seven of a
+/// The longest silence false alarms back the watch off to: eight of a
 /// talker's probe answers missed in a row, or twenty audio frames.
 pub const MAX_SILENCE: Duration = Duration::from_millis(400);
 /// A backed-off silence halves after this long without a false alarm.
@@ -75,6 +76,10 @@ pub(super) enum Alarm {
 pub(super) struct TrafficWatch {
     heard: VecDeque<Micros>,
     suspect_until: Option<Micros>,
+    /// When a suspicion was last cleared by traffic that came after a real
+    /// silence: a false alarm if the traffic is steady again within
+    /// [`STEADY_WINDOW`] (see [`Self::heard`]).
+    cleared_at: Option<Micros>,
     /// False alarms backed off from: the silence waited for is
     /// [`SILENCE`] doubled this many times (at most [`MAX_SILENCE`]).
     backoff: u32,
@@ -84,8 +89,20 @@ pub(super) struct TrafficWatch {
 
 impl TrafficWatch {
     /// A frame (or a probe answer) came from the serving connection.
+    ///
+    /// A suspicion it clears is a *false alarm* — the path lost or delayed
+    /// traffic that goes on — only when the traffic is steady again within
+    /// [`STEADY_WINDOW`]: traffic that ended (the talker stopped, so its
+    /// probes slowed to five a second; the room fell quiet) raises one
+    /// suspicion, which its next probe answers clear, and says nothing
+    /// about the path. Nor is a frame that arrived before the silence was
+    /// long (stamped earlier, handled late).
     pub(super) fn heard(&mut self, at: Micros) {
-        if self.heard.back().is_some_and(|&last| at < last) {
+        let Some(&previous) = self.heard.back() else {
+            self.heard.push_back(at);
+            return;
+        };
+        if at < previous {
             return; // stamped before the newest: nothing new
         }
         while self
@@ -100,11 +117,19 @@ impl TrafficWatch {
         }
         self.heard.push_back(at);
         if self.suspect_until.take().is_some() {
-            // Heard while suspect: a false alarm.
-            if SILENCE * 2u32.pow(self.backoff + 1) <= MAX_SILENCE {
-                self.backoff += 1;
+            if at.since(previous) >= self.silence() {
+                self.cleared_at = Some(at);
             }
-            self.backed_off_at = at;
+        } else if let Some(cleared) = self.cleared_at {
+            if at.since(cleared) > STEADY_WINDOW {
+                self.cleared_at = None;
+            } else if self.heard.iter().filter(|&&t| t >= cleared).count() >= STEADY_FRAMES {
+                self.cleared_at = None;
+                if self.silence() < MAX_SILENCE {
+                    self.backoff += 1;
+                }
+                self.backed_off_at = at;
+            }
         } else if self.backoff > 0 && at.since(self.backed_off_at) >= CALM {
             self.backoff -= 1;
             self.backed_off_at = at;
@@ -113,7 +138,7 @@ impl TrafficWatch {
 
     /// The silence that makes the path suspect now.
     pub(super) fn silence(&self) -> Duration {
-        SILENCE * 2u32.pow(self.backoff)
+        (SILENCE * 2u32.pow(self.backoff)).min(MAX_SILENCE)
     }
 
     /// Whether traffic was steady up to its last frame.
@@ -215,8 +240,8 @@ mod tests {
             None,
             "MIN_CONFIRM deadline passed, but heard"
         );
-        // A false alarm: the next silence waited for is twice as long.
-        assert_eq!(watch.poll_timeout(), Some(ms(2310)));
+        // One frame does not make it a false alarm (see the next test).
+        assert_eq!(watch.poll_timeout(), Some(ms(2210)));
     }
 
     #[test]
@@ -224,7 +249,8 @@ mod tests {
         let rtt = Duration::from_millis(40);
         let mut watch = steady_until(2000);
         let mut t = 2000;
-        // Three false alarms: 100 ms of silence, then an answer.
+        // Four false alarms (the last at the cap): the silence, then
+        // steady traffic again.
         for expected in [100, 200, 400, 400] {
             assert_eq!(watch.silence(), Duration::from_millis(expected));
             assert!(watch.check(ms(t + expected - 1), rtt).is_none());
@@ -242,20 +268,58 @@ mod tests {
         assert_eq!(watch.silence(), MAX_SILENCE, "at most");
         // A silence shorter than the backed-off one raises nothing now.
         assert_eq!(watch.check(ms(t + 399), rtt), None);
-        // Each calm halves it.
-        let calm_until = |watch: &mut TrafficWatch, from: u64| {
-            let until = from + CALM.as_millis() as u64;
+        // Each calm (CALM without a false alarm) halves it, not sooner.
+        let hear = |watch: &mut TrafficWatch, from: u64, until: u64| {
             for at in (from..=until).step_by(20) {
                 watch.heard(ms(at));
             }
             until
         };
-        t = calm_until(&mut watch, t);
+        let calm = CALM.as_millis() as u64;
+        // The last back-off was under a second before `t`.
+        t = hear(&mut watch, t, t + calm - 1_000);
+        assert_eq!(watch.silence(), MAX_SILENCE, "not a whole calm yet");
+        t = hear(&mut watch, t, t + 1_000);
         assert_eq!(watch.silence(), Duration::from_millis(200));
-        t = calm_until(&mut watch, t);
+        t = hear(&mut watch, t, t + calm - 1_000);
+        assert_eq!(
+            watch.silence(),
+            Duration::from_millis(200),
+            "not twice in one calm"
+        );
+        hear(&mut watch, t, t + 1_000);
         assert_eq!(watch.silence(), SILENCE);
-        calm_until(&mut watch, t);
-        assert_eq!(watch.silence(), SILENCE, "never below");
+    }
+
+    #[test]
+    fn traffic_that_ends_or_a_late_frame_is_no_false_alarm() {
+        let rtt = Duration::from_millis(40);
+        // The talker stops: its probes (and their answers) slow to five a
+        // second. The first gap raises a suspicion; the burst's answers and
+        // the slow answers after clear it.
+        let mut watch = steady_until(2000);
+        assert!(matches!(
+            watch.check(ms(2100), rtt),
+            Some(Alarm::Suspect { .. })
+        ));
+        for t in [2130, 2131, 2132, 2133, 2134] {
+            watch.heard(ms(t));
+        }
+        for t in (2334..=6000).step_by(200) {
+            watch.heard(ms(t));
+        }
+        assert_eq!(watch.silence(), SILENCE);
+        // A frame that arrived 30 ms after the last, handled only once the
+        // suspicion was raised, then steady traffic.
+        let mut watch = steady_until(2000);
+        assert!(matches!(
+            watch.check(ms(2100), rtt),
+            Some(Alarm::Suspect { .. })
+        ));
+        for t in (2030..=4000).step_by(20) {
+            watch.heard(ms(t));
+        }
+        assert_eq!(watch.silence(), SILENCE);
     }
 
     #[test]
