@@ -206,6 +206,16 @@ mod tests {
         watch
     }
 
+    /// Audio every 20 ms until 2 s, then silence: suspect at 2.1 s.
+    fn suspect_at_2100(rtt: Duration) -> TrafficWatch {
+        let mut watch = steady_until(2000);
+        assert!(matches!(
+            watch.check(ms(2100), rtt),
+            Some(Alarm::Suspect { .. })
+        ));
+        watch
+    }
+
     #[test]
     fn silence_after_steady_traffic_is_suspect_then_dead_without_an_answer() {
         let rtt = Duration::from_millis(40);
@@ -229,11 +239,7 @@ mod tests {
     #[test]
     fn an_answer_or_a_frame_clears_the_suspicion() {
         let rtt = Duration::from_millis(1);
-        let mut watch = steady_until(2000);
-        assert!(matches!(
-            watch.check(ms(2100), rtt),
-            Some(Alarm::Suspect { .. })
-        ));
+        let mut watch = suspect_at_2100(rtt);
         watch.heard(ms(2110));
         assert_eq!(
             watch.check(ms(2160), rtt),
@@ -297,11 +303,7 @@ mod tests {
         // The talker stops: its probes (and their answers) slow to five a
         // second. The first gap raises a suspicion; the burst's answers and
         // the slow answers after clear it.
-        let mut watch = steady_until(2000);
-        assert!(matches!(
-            watch.check(ms(2100), rtt),
-            Some(Alarm::Suspect { .. })
-        ));
+        let mut watch = suspect_at_2100(rtt);
         for t in [2130, 2131, 2132, 2133, 2134] {
             watch.heard(ms(t));
         }
@@ -311,11 +313,7 @@ mod tests {
         assert_eq!(watch.silence(), SILENCE);
         // A frame that arrived 30 ms after the last, handled only once the
         // suspicion was raised, then steady traffic.
-        let mut watch = steady_until(2000);
-        assert!(matches!(
-            watch.check(ms(2100), rtt),
-            Some(Alarm::Suspect { .. })
-        ));
+        let mut watch = suspect_at_2100(rtt);
         for t in (2030..=4000).step_by(20) {
             watch.heard(ms(t));
         }
