@@ -307,6 +307,11 @@ impl ClickHouseServer {
         self.login(ClickHouseRole::Admin).password
     }
 
+    /// The running server's process id (for reading its CPU time).
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().and_then(|p| p.pid())
+    }
+
     /// Stops the server (SIGTERM, then SIGKILL); data and port stay for a
     /// restart. While it is down, connections to its port fail.
     pub async fn stop(&mut self) {

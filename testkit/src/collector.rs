@@ -80,6 +80,11 @@ impl CollectorProcess {
         self.process.stop(Duration::from_secs(5)).await;
     }
 
+    /// The running process's id (for reading its CPU time).
+    pub fn pid(&self) -> Option<u32> {
+        self.process.pid()
+    }
+
     /// Peak resident memory so far (Linux `VmHWM`), in bytes.
     pub fn peak_memory(&self) -> Option<u64> {
         crate::usage::peak_rss_bytes(self.process.pid()?)

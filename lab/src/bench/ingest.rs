@@ -6,9 +6,14 @@
 //! to the last row visible in ClickHouse, p50/p99 ingest lag (publish →
 //! visible, from polling the stored count), collector peak memory. One and
 //! two collectors (the second standing by: see the collector's `lease`) in
-//! the same run, with two baselines measured in it: JetStream alone (the
-//! same publishing while no collector runs) and ClickHouse alone (the
-//! collector's writes without NATS).
+//! the same run, with three baselines measured in it: JetStream alone (the
+//! same publishing while no collector runs), JetStream consumed (the same
+//! publishing while the bench pulls the collectors' durable consumer and
+//! acknowledges every message, storing nothing: all the NATS work of the
+//! pipeline, without ClickHouse or the collector's decoding) and ClickHouse
+//! alone (the collector's writes without NATS). The consumed and end-to-end
+//! runs also say where the machine's CPU went, per process, so the ratio can
+//! be read: on one machine the collector and ClickHouse take CPU from NATS.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -61,49 +66,102 @@ pub async fn run(args: IngestBenchArgs) -> anyhow::Result<()> {
     println!("|---|---|---|---|---|");
     let mut jetstream_alone = Vec::new();
     for collectors in [1, 2] {
-        let run = one_run(&args, collectors, None).await?;
+        let run = one_run(&args, collectors, Mode::Backlog).await?;
         jetstream_alone.push(run.published_per_second);
         println!("{}", run.row);
     }
     let jetstream_alone = jetstream_alone.iter().sum::<f64>() / jetstream_alone.len() as f64;
     println!();
     println!(
-        "End to end, publishing and collecting at once ({} batches in flight per collector), \
-         as a ratio to JetStream alone above ({jetstream_alone:.0} reports/s, the mean of its two runs):",
+        "JetStream consumed: publishing while {} pulls of the collectors' durable consumer acknowledge \
+         every message as it arrives, storing nothing (all of the pipeline's NATS work):",
         args.workers
     );
     println!();
+    let consumed = one_run(&args, 1, Mode::Consumed).await?;
+    println!("| reports/s | ratio to JetStream alone |");
+    println!("|---|---|");
     println!(
-        "| collectors | reports/s | ratio to JetStream alone | candidate rows/s | lag p50 ms | lag p99 ms | collector peak RSS MiB |"
+        "| {:.0} | {:.2} |",
+        consumed.stored_per_second,
+        consumed.stored_per_second / jetstream_alone
+    );
+    let mut cpu = vec![("JetStream consumed".to_owned(), consumed.cpu)];
+    println!();
+    println!(
+        "End to end, publishing and collecting at once ({} batches in flight per collector), \
+         as a ratio to JetStream alone above ({jetstream_alone:.0} reports/s, the mean of its two runs) \
+         and to JetStream consumed ({:.0} reports/s):",
+        args.workers, consumed.stored_per_second
+    );
+    println!();
+    println!(
+        "| collectors | reports/s | ratio to JetStream alone | ratio to JetStream consumed | candidate rows/s | lag p50 ms | lag p99 ms | collector peak RSS MiB |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for collectors in [1, 2] {
+        let run = one_run(
+            &args,
+            collectors,
+            Mode::EndToEnd {
+                jetstream_alone,
+                consumed: consumed.stored_per_second,
+            },
+        )
+        .await?;
+        println!("{}", run.row);
+        cpu.push((format!("end to end, {collectors} collector(s)"), run.cpu));
+    }
+    println!();
+    println!(
+        "Where the CPU went (core-seconds per 10 000 reports, from the first publish to the last row \
+         visible; \"others\" is the rest of the machine: kernel threads, anything else running):"
+    );
+    println!();
+    println!(
+        "| run | nats-server (5) | ClickHouse | collector(s) | publisher and bench | others | machine busy % |"
     );
     println!("|---|---|---|---|---|---|---|");
-    for collectors in [1, 2] {
-        println!(
-            "{}",
-            one_run(&args, collectors, Some(jetstream_alone)).await?.row
-        );
+    for (run, cpu) in cpu {
+        println!("{}", cpu.row(&run, args.reports));
     }
     Ok(())
 }
 
+/// What a run does while the reports are published.
+#[derive(Clone, Copy)]
+enum Mode {
+    /// The collectors are stopped while publishing (JetStream alone), then
+    /// started to drain the backlog.
+    Backlog,
+    /// The collectors are stopped; the bench itself pulls the collectors'
+    /// consumer and acknowledges every message, storing nothing.
+    Consumed,
+    /// The collectors run throughout; the row compares their rate with the
+    /// two baselines.
+    EndToEnd { jetstream_alone: f64, consumed: f64 },
+}
+
 /// What one run measured.
 struct RunResult {
-    /// Its table row.
+    /// Its table row (backlog and end-to-end runs).
     row: String,
     /// Reports JetStream acknowledged per second while publishing.
     published_per_second: f64,
+    /// Reports stored (or, consumed, acknowledged) per second, from the first
+    /// publish to the last.
+    stored_per_second: f64,
+    /// CPU over the same time (end-to-end and consumed runs).
+    cpu: CpuUse,
 }
 
-/// One run. Without `jetstream_alone` (a backlog run) the collectors are
-/// stopped while publishing, and the row says how fast JetStream alone took
-/// the reports and how fast the collectors drain them afterwards; with it,
-/// they run throughout, and the row compares their rate with it.
+/// One run, as `mode` says.
 async fn one_run(
     args: &IngestBenchArgs,
     collectors: usize,
-    jetstream_alone: Option<f64>,
+    mode: Mode,
 ) -> anyhow::Result<RunResult> {
-    let backlog = jetstream_alone.is_none();
+    let backlog = !matches!(mode, Mode::EndToEnd { .. });
     let dir = tempfile::tempdir()?;
     eprintln!("[bench] starting the stack ({collectors} collector(s))");
     let mut stack = Stack::start(StackConfig {
@@ -146,6 +204,11 @@ async fn one_run(
     let js = async_nats::jetstream::new(nats);
     let clickhouse = stack.clickhouse.as_ref().expect("telemetry on");
     let total = args.reports;
+    let acknowledged = match mode {
+        Mode::Consumed => Some(acknowledge_all(&js, args).await?),
+        _ => None,
+    };
+    let cpu_before = CpuSnapshot::take(&stack);
     let started = Instant::now();
     let publisher = tokio::spawn(async move {
         let mut published = Vec::with_capacity(total);
@@ -177,6 +240,19 @@ async fn one_run(
         anyhow::Ok((published, took))
     });
 
+    if let Some(acknowledged) = acknowledged {
+        let (_, publishing) = publisher.await??;
+        let took = acknowledged.await??;
+        let cpu = CpuSnapshot::take(&stack).since(&cpu_before);
+        stack.stop().await;
+        return Ok(RunResult {
+            row: String::new(),
+            published_per_second: args.reports as f64 / publishing.as_secs_f64(),
+            stored_per_second: args.reports as f64 / took.as_secs_f64(),
+            cpu,
+        });
+    }
+
     if backlog {
         let (_, publishing) = publisher.await??;
         let drain_started = Instant::now();
@@ -200,10 +276,13 @@ async fn one_run(
         return Ok(RunResult {
             row,
             published_per_second,
+            stored_per_second: args.reports as f64 / took,
+            cpu: CpuUse::default(),
         });
     }
 
     let visible = wait_stored(clickhouse, args.reports as u64, started).await?;
+    let cpu = CpuSnapshot::take(&stack).since(&cpu_before);
     let (published, publishing) = publisher.await??;
     let total = visible.last().expect("polled").0;
     let rows = clickhouse
@@ -225,9 +304,17 @@ async fn one_run(
     let q = |p: f64| lags[((lags.len() - 1) as f64 * p) as usize];
     let peak = peak_collector_mib(&stack);
     let stored_per_second = args.reports as f64 / total.as_secs_f64();
+    let Mode::EndToEnd {
+        jetstream_alone,
+        consumed,
+    } = mode
+    else {
+        unreachable!("the other modes returned above");
+    };
     let row = format!(
-        "| {collectors} | {stored_per_second:.0} | {:.2} | {:.0} | {:.0} | {:.0} | {:.0} |",
-        stored_per_second / jetstream_alone.expect("an end-to-end run has its baseline"),
+        "| {collectors} | {stored_per_second:.0} | {:.2} | {:.2} | {:.0} | {:.0} | {:.0} | {:.0} |",
+        stored_per_second / jetstream_alone,
+        stored_per_second / consumed,
         rows as f64 / total.as_secs_f64(),
         q(0.5),
         q(0.99),
@@ -237,7 +324,126 @@ async fn one_run(
     Ok(RunResult {
         row,
         published_per_second: args.reports as f64 / publishing.as_secs_f64(),
+        stored_per_second,
+        cpu,
     })
+}
+
+/// Pulls the collectors' durable consumer as the collector does (`workers`
+/// streams of `batch_size` messages) and acknowledges every message as it
+/// arrives, storing nothing, until `args.reports` are acknowledged; the
+/// task returns when the last was, timed from its start.
+async fn acknowledge_all(
+    js: &async_nats::jetstream::Context,
+    args: &IngestBenchArgs,
+) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<Duration>>> {
+    use futures_util::StreamExt;
+    let consumer = rallypoint_collector::streams::open_consumer(js, "collector").await?;
+    let reports = args.reports;
+    let acknowledged = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let done = Arc::new(tokio::sync::Notify::new());
+    let started = Instant::now();
+    let mut pulls = tokio::task::JoinSet::new();
+    for _ in 0..args.workers {
+        let mut messages = consumer
+            .stream()
+            .max_messages_per_batch(args.batch_size)
+            .messages()
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot start consuming: {e}"))?;
+        let (acknowledged, done) = (acknowledged.clone(), done.clone());
+        pulls.spawn(async move {
+            while let Some(message) = messages.next().await {
+                let Ok(message) = message else { continue };
+                // A plain ack, as the collector sends them.
+                if message.ack().await.is_ok()
+                    && acknowledged.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
+                        == reports
+                {
+                    done.notify_one();
+                }
+            }
+        });
+    }
+    Ok(tokio::spawn(async move {
+        tokio::time::timeout(Duration::from_secs(600), done.notified())
+            .await
+            .map_err(|_| {
+                anyhow::anyhow!("the consumer did not acknowledge every report in 10 minutes")
+            })?;
+        let took = started.elapsed();
+        pulls.abort_all();
+        Ok(took)
+    }))
+}
+
+/// CPU time used so far by the stack's processes and the machine.
+struct CpuSnapshot {
+    nats: f64,
+    clickhouse: f64,
+    collectors: f64,
+    bench: f64,
+    machine: f64,
+    at: Instant,
+}
+
+/// CPU time used between two snapshots, core-seconds.
+#[derive(Default)]
+struct CpuUse {
+    nats: f64,
+    clickhouse: f64,
+    collectors: f64,
+    bench: f64,
+    machine: f64,
+    wall: f64,
+}
+
+impl CpuSnapshot {
+    fn take(stack: &Stack) -> CpuSnapshot {
+        use rallypoint_testkit::usage::{cpu_seconds, machine_busy_seconds};
+        let sum = |pids: Vec<Option<u32>>| -> f64 {
+            pids.into_iter().flatten().filter_map(cpu_seconds).sum()
+        };
+        CpuSnapshot {
+            nats: sum(stack.nats.servers().iter().map(|s| s.pid()).collect()),
+            clickhouse: sum(vec![stack.clickhouse.as_ref().and_then(|c| c.pid())]),
+            collectors: sum(stack.collectors.iter().map(|c| c.pid()).collect()),
+            bench: cpu_seconds(std::process::id()).unwrap_or(0.0),
+            machine: machine_busy_seconds().unwrap_or(0.0),
+            at: Instant::now(),
+        }
+    }
+
+    /// What was used since `before` (a process stopped in between counts
+    /// from its restart: the backlog runs do not use this).
+    fn since(&self, before: &CpuSnapshot) -> CpuUse {
+        CpuUse {
+            nats: self.nats - before.nats,
+            clickhouse: self.clickhouse - before.clickhouse,
+            collectors: self.collectors - before.collectors,
+            bench: self.bench - before.bench,
+            machine: self.machine - before.machine,
+            wall: self.at.duration_since(before.at).as_secs_f64(),
+        }
+    }
+}
+
+impl CpuUse {
+    /// A table row: core-seconds per 10 000 reports for each part.
+    fn row(&self, run: &str, reports: usize) -> String {
+        let per = |seconds: f64| seconds * 10_000.0 / reports as f64;
+        let others = self.machine - self.nats - self.clickhouse - self.collectors - self.bench;
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        format!(
+            "| {run} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} |",
+            per(self.nats),
+            per(self.clickhouse),
+            per(self.collectors),
+            per(self.bench),
+            per(others.max(0.0)),
+            100.0 * self.machine / (self.wall * cores)
+        )
+    }
 }
 
 /// The largest peak resident memory of the stack's collectors, MiB.
