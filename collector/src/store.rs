@@ -259,15 +259,11 @@ impl Store {
             return self.existing_by_id(table, reports).await;
         }
         let ids: HashSet<[u8; 16]> = reports.iter().map(|r| r.election.report_id).collect();
-        let list = seconds
-            .iter()
-            .map(u32::to_string)
-            .collect::<Vec<_>>()
-            .join(",");
         let stored: Vec<StoredId> = self
             .client
             .query(&format!(
-                "SELECT DISTINCT report_id FROM {table} WHERE received_at IN ({list})"
+                "SELECT DISTINCT report_id FROM {table} WHERE received_at IN ({})",
+                keys::seconds_list(seconds)
             ))
             .fetch_all()
             .await

@@ -242,6 +242,62 @@ async fn reports_stored_before_the_key_migration_are_recognised_in_a_late_copy()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_keys_are_found_in_busy_seconds_read_whole_in_scattered_ones_and_in_crowded_ones() {
+    let (_dir, server, store) = fresh_store().await;
+    let mut generator = ReportGenerator::new(two_region_candidates(), 9, true);
+    let t0 = 1_790_000_000_000;
+    let busy_second_ms = t0 - 1_000;
+    // 300 reports made in one second (read whole), 12 by clients whose clocks
+    // are minutes off, each in a second of its own (asked by id).
+    let made = |generator: &mut ReportGenerator, busy: usize, scattered: u64| {
+        let mut reports: Vec<ElectionReport> = (0..busy)
+            .map(|_| {
+                let mut report = generator.next_report();
+                report.client_time_ms = busy_second_ms + 500;
+                report
+            })
+            .collect();
+        reports.extend((0..scattered).map(|i| {
+            let mut report = generator.next_report();
+            report.client_time_ms = t0 - 300_000 - i * 7_000;
+            report
+        }));
+        reports
+    };
+    let stored = made(&mut generator, 300, 12);
+    // Others made in the same seconds, stored too, so the whole seconds hold
+    // keys the batch does not ask about.
+    let neighbours = made(&mut generator, 200, 12);
+    for reports in [&stored, &neighbours] {
+        store
+            .write(&received(reports, "us-east", t0, 0), &[])
+            .await
+            .unwrap();
+    }
+    // Not stored: made in the same busy second and scattered seconds.
+    let unstored = made(&mut generator, 100, 5);
+
+    // Later copies of the stored ones next to the unstored, as one batch.
+    let mut batch = received(&stored, "singapore", t0 + 700_000, 0);
+    batch.extend(received(&unstored, "singapore", t0 + 700_000, 0));
+    let expect: std::collections::HashMap<[u8; 16], u32> = received(&stored, "us-east", t0, 0)
+        .iter()
+        .map(|r| (r.election.report_id, (t0 / 1000) as u32))
+        .collect();
+    let client = raw_client(&server);
+    let found = rallypoint_collector::keys::first_seen(&client, &batch)
+        .await
+        .unwrap();
+    assert_eq!(found, expect, "busy second read whole, the rest by id");
+    // The busy second holds 500 keys: above a limit of 100 it is crowded, and
+    // every report is asked by id instead.
+    let crowded = rallypoint_collector::keys::first_seen_reading_at_most(&client, &batch, 100)
+        .await
+        .unwrap();
+    assert_eq!(crowded, expect, "a crowded second, asked by id");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_workers_storing_copies_of_the_same_reports_at_once_store_them_once() {
     let (_dir, server, store) = fresh_store().await;
     let mut generator = ReportGenerator::new(two_region_candidates(), 8, true);

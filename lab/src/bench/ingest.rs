@@ -37,6 +37,10 @@ pub struct IngestBenchArgs {
     /// Batches in flight per collector (the collector's `--workers`).
     #[arg(long, default_value_t = 2)]
     pub workers: usize,
+    /// Measure ClickHouse alone and stop (no NATS): for comparing changes
+    /// to the store or the schema.
+    #[arg(long)]
+    pub only_clickhouse: bool,
 }
 
 pub async fn run(args: IngestBenchArgs) -> anyhow::Result<()> {
@@ -47,13 +51,18 @@ pub async fn run(args: IngestBenchArgs) -> anyhow::Result<()> {
     println!();
     println!("ClickHouse alone (the collector's store writing the same rows, no NATS):");
     println!();
-    println!("| writers | reports/s | candidate rows/s |");
-    println!("|---|---|---|");
+    println!(
+        "| writers | reports/s | candidate rows/s | ClickHouse core-seconds per 10 000 reports | writer (the bench) core-seconds per 10 000 |"
+    );
+    println!("|---|---|---|---|---|");
     for writers in [1, args.workers.max(2)] {
         println!(
             "{}",
             clickhouse_alone(args.reports, args.batch_size, writers).await?
         );
+    }
+    if args.only_clickhouse {
+        return Ok(());
     }
     println!();
     println!(
@@ -504,6 +513,11 @@ async fn clickhouse_alone(
         batches.push(batch);
     }
     let queue = Arc::new(Mutex::new(batches));
+    let cpu = |pid: Option<u32>| {
+        pid.and_then(rallypoint_testkit::usage::cpu_seconds)
+            .unwrap_or(0.0)
+    };
+    let (clickhouse_before, bench_before) = (cpu(server.pid()), cpu(Some(std::process::id())));
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..writers {
@@ -525,9 +539,12 @@ async fn clickhouse_alone(
         candidates += done??;
     }
     let took = started.elapsed().as_secs_f64();
+    let per_10k = |seconds: f64| seconds * 10_000.0 / reports as f64;
+    let clickhouse_cpu = per_10k(cpu(server.pid()) - clickhouse_before);
+    let bench_cpu = per_10k(cpu(Some(std::process::id())) - bench_before);
     server.stop().await;
     Ok(format!(
-        "| {writers} | {:.0} | {:.0} |",
+        "| {writers} | {:.0} | {:.0} | {clickhouse_cpu:.2} | {bench_cpu:.2} |",
         reports as f64 / took,
         candidates as f64 / took
     ))
