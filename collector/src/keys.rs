@@ -33,20 +33,24 @@
 //!
 //! **How a batch asks.** Naming each id costs ClickHouse 18.16 about 8 µs to
 //! parse and plan (10 000 ids: 86 ms, even for a query that reads nothing),
-//! while reading a whole second back costs under 0.1 µs a row (100 000 rows:
-//! 8 ms). Most of a live batch was made in the few seconds just before it
-//! arrived, and those seconds hold about what the fleet reports per second:
-//! they are asked for whole, and the ids intersected in Rust. The rest — a
-//! client whose clock is off, a few reports in a second of their own, in
-//! which the table may hold thousands of other reports — is asked by id.
-//! A second is asked whole when it holds at least 1/[`WHOLE_SECOND_SHARE`]
-//! of the batch and [`WHOLE_SECOND_MIN`] reports; if the whole seconds come
-//! back larger than [`WHOLE_SECONDS_ROWS_MAX`] (a second crowded by a
-//! cohort of wrong clocks), their reports are asked by id after all.
-//! For 200 000 reports written in batches of 10 000, ClickHouse's query log
-//! put the lookups at 1 318 ms (a third of all the store's query time)
-//! before, 83 ms after (`rallypoint bench ingest --only-clickhouse`,
-//! BENCHMARKS.md).
+//! while reading key rows back costs under 0.1 µs a row (100 000 rows of two
+//! whole seconds: 8 ms). So a batch first counts the keys the table holds in
+//! each of its client seconds (one cheap query on the sorting key's prefix),
+//! then, second by second ([`plan`]):
+//! * a second holding no key: none of its reports is stored — nothing to ask;
+//! * a second holding at most [`WHOLE_ROWS_PER_REPORT`] keys per report of the
+//!   batch in it: read whole and intersected in Rust — most of a live batch,
+//!   made in the few seconds before it arrived;
+//! * any other second (a client whose clock is off, alone in a second the
+//!   table holds thousands of other reports in; a second crowded by a cohort
+//!   of wrong clocks): its reports are named by id, as before.
+//!
+//! The whole seconds of one batch read at most [`WHOLE_SECONDS_ROWS_MAX`]
+//! rows, the cheapest per report first; the rest are named by id. Rows are
+//! streamed and only the batch's ids kept. For 200 000 reports written in
+//! batches of 10 000, ClickHouse's query log put the lookups at 1 318 ms (a
+//! third of all the store's query time) when every id was named
+//! (`rallypoint bench ingest --only-clickhouse`, BENCHMARKS.md).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -58,13 +62,13 @@ use crate::rows::ReportRows;
 /// Reports per lookup query (about 80 bytes of SQL each: far below
 /// ClickHouse's 256 KiB `max_query_size`).
 const REPORTS_PER_QUERY: usize = 2000;
-/// A client second holding at least this share of a batch (1/n) is asked for
-/// whole; and never one with fewer than [`WHOLE_SECOND_MIN`] of its reports.
-const WHOLE_SECOND_SHARE: usize = 32;
-const WHOLE_SECOND_MIN: usize = 64;
+/// A second is read whole when it holds at most this many keys per report
+/// of the batch in it: reading a row costs about 1/100 of naming an id, so
+/// whole seconds stay at least twice as cheap.
+pub const WHOLE_ROWS_PER_REPORT: u64 = 50;
 /// Most key rows read back for the whole seconds of one batch (20 bytes
-/// each); beyond it those reports are asked by id.
-pub const WHOLE_SECONDS_ROWS_MAX: usize = 400_000;
+/// each, streamed); the seconds beyond it are named by id.
+pub const WHOLE_SECONDS_ROWS_MAX: u64 = 400_000;
 
 #[derive(Debug, Clone, Row, Serialize, Deserialize, PartialEq)]
 pub struct KeyRow {
@@ -96,48 +100,58 @@ pub async fn first_seen(
 }
 
 /// [`first_seen`], reading at most `rows_max` key rows of whole seconds
-/// (tests lower it to see the fallback).
+/// (tests lower it to see seconds named by id).
 pub async fn first_seen_reading_at_most(
     client: &Client,
     reports: &[ReportRows],
-    rows_max: usize,
+    rows_max: u64,
 ) -> anyhow::Result<HashMap<[u8; 16], u32>> {
     let mut found: HashMap<[u8; 16], u32> = HashMap::new();
-    let whole = whole_seconds(reports);
-    let mut by_id: Vec<&ReportRows> = reports
-        .iter()
-        .filter(|r| !whole.contains(&client_second(r)))
-        .collect();
-    if !whole.is_empty() {
-        let rows: Vec<FirstSeen> = client
+    if reports.is_empty() {
+        return Ok(found);
+    }
+    let mut in_batch: BTreeMap<u32, u64> = BTreeMap::new();
+    for report in reports {
+        *in_batch.entry(client_second(report)).or_default() += 1;
+    }
+    let stored: Vec<(u32, u64)> = client
+        .query(&format!(
+            "SELECT client_second, count() FROM rp_report_keys \
+             WHERE client_second IN ({}) GROUP BY client_second",
+            seconds_list(in_batch.keys().copied())
+        ))
+        .fetch_all()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot count report keys: {e}"))?;
+    let plan = plan(&in_batch, &stored.into_iter().collect(), rows_max);
+
+    if !plan.whole.is_empty() {
+        let wanted: HashSet<[u8; 16]> = reports
+            .iter()
+            .filter(|r| plan.whole.contains(&client_second(r)))
+            .map(|r| r.election.report_id)
+            .collect();
+        let mut rows = client
             .query(&format!(
-                "SELECT report_id, received_at FROM rp_report_keys \
-                 WHERE client_second IN ({}) LIMIT {}",
-                seconds_list(whole.iter().copied()),
-                rows_max + 1
+                "SELECT report_id, received_at FROM rp_report_keys WHERE client_second IN ({})",
+                seconds_list(plan.whole.iter().copied())
             ))
-            .fetch_all()
-            .await
+            .fetch::<FirstSeen>()
             .map_err(|e| anyhow::anyhow!("cannot read report keys: {e}"))?;
-        if rows.len() > rows_max {
-            tracing::debug!(
-                seconds = whole.len(),
-                "crowded client seconds: asking for their reports by id"
-            );
-            by_id = reports.iter().collect();
-        } else {
-            let wanted: HashSet<[u8; 16]> = reports
-                .iter()
-                .filter(|r| whole.contains(&client_second(r)))
-                .map(|r| r.election.report_id)
-                .collect();
-            record(
-                &mut found,
-                rows.into_iter()
-                    .filter(|row| wanted.contains(&row.report_id)),
-            );
+        while let Some(row) = rows
+            .next()
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot read report keys: {e}"))?
+        {
+            if wanted.contains(&row.report_id) {
+                record(&mut found, [row]);
+            }
         }
     }
+    let by_id: Vec<&ReportRows> = reports
+        .iter()
+        .filter(|r| plan.by_id.contains(&client_second(r)))
+        .collect();
     for chunk in by_id.chunks(REPORTS_PER_QUERY) {
         let seconds: BTreeSet<u32> = chunk.iter().map(|r| client_second(r)).collect();
         let ids: Vec<[u8; 16]> = chunk.iter().map(|r| r.election.report_id).collect();
@@ -151,18 +165,46 @@ pub async fn first_seen_reading_at_most(
     Ok(found)
 }
 
-/// The client seconds of `reports` worth reading whole (see the module doc).
-fn whole_seconds(reports: &[ReportRows]) -> BTreeSet<u32> {
-    let mut per_second: BTreeMap<u32, usize> = BTreeMap::new();
-    for report in reports {
-        *per_second.entry(client_second(report)).or_default() += 1;
+/// How a batch's lookup asks, by client second; seconds in neither set hold
+/// no key, so none of their reports is stored.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Read whole and intersected with the batch's ids.
+    pub whole: BTreeSet<u32>,
+    /// Their reports named by id.
+    pub by_id: BTreeSet<u32>,
+}
+
+/// Decides, from the batch's reports per client second (`in_batch`) and the
+/// keys the table holds per second (`stored`, absent = none), which seconds
+/// are read whole (see the module doc): at most `rows_max` rows in all, the
+/// seconds with the fewest stored keys per report of the batch first.
+pub fn plan(in_batch: &BTreeMap<u32, u64>, stored: &HashMap<u32, u64>, rows_max: u64) -> Plan {
+    let mut plan = Plan::default();
+    let mut cheap: Vec<(u32, u64, u64)> = Vec::new();
+    for (&second, &reports) in in_batch {
+        match stored.get(&second).copied().unwrap_or(0) {
+            0 => {}
+            keys if keys <= WHOLE_ROWS_PER_REPORT * reports => cheap.push((second, keys, reports)),
+            _ => {
+                plan.by_id.insert(second);
+            }
+        }
     }
-    let least = (reports.len() / WHOLE_SECOND_SHARE).max(WHOLE_SECOND_MIN);
-    per_second
-        .into_iter()
-        .filter(|(_, count)| *count >= least)
-        .map(|(second, _)| second)
-        .collect()
+    // Cheapest per report first: keys / reports, compared without division.
+    cheap.sort_by(|a, b| {
+        (u128::from(a.1) * u128::from(b.2)).cmp(&(u128::from(b.1) * u128::from(a.2)))
+    });
+    let mut rows = 0;
+    for (second, keys, _) in cheap {
+        if rows + keys <= rows_max {
+            rows += keys;
+            plan.whole.insert(second);
+        } else {
+            plan.by_id.insert(second);
+        }
+    }
+    plan
 }
 
 /// Keeps the earliest receive second of each report (a key written twice).
@@ -244,6 +286,57 @@ pub fn claims<'a>(reports: impl IntoIterator<Item = &'a ReportRows>) -> Vec<KeyR
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn plan_of(in_batch: &[(u32, u64)], stored: &[(u32, u64)], rows_max: u64) -> Plan {
+        plan(
+            &in_batch.iter().copied().collect(),
+            &stored.iter().copied().collect(),
+            rows_max,
+        )
+    }
+
+    fn seconds(list: &[u32]) -> BTreeSet<u32> {
+        list.iter().copied().collect()
+    }
+
+    #[test]
+    fn seconds_without_keys_are_not_asked_and_busy_ones_are_read_whole() {
+        // 10: fresh, no key; 11: 4 000 keys for 100 reports; 12: 2 keys for 1.
+        let plan = plan_of(
+            &[(10, 50), (11, 100), (12, 1)],
+            &[(11, 4_000), (12, 2)],
+            400_000,
+        );
+        assert_eq!(plan.whole, seconds(&[11, 12]));
+        assert!(plan.by_id.is_empty());
+    }
+
+    #[test]
+    fn a_second_with_many_keys_per_report_is_named_by_id() {
+        // One report in a second holding 5 000 keys (a wrong clock landing in
+        // a busy past second): 51 keys per report is already too many.
+        let plan = plan_of(&[(20, 1), (21, 2)], &[(20, 5_000), (21, 102)], 400_000);
+        assert!(plan.whole.is_empty());
+        assert_eq!(plan.by_id, seconds(&[20, 21]));
+        let at_the_limit = plan_of(&[(21, 2)], &[(21, 100)], 400_000);
+        assert_eq!(at_the_limit.whole, seconds(&[21]));
+    }
+
+    #[test]
+    fn whole_seconds_stop_at_the_row_budget_cheapest_per_report_first() {
+        // 30: 3 000 keys / 100 reports (30 each); 31: 1 000 / 100 (10 each);
+        // 32: 2 000 / 50 (40 each). A budget of 3 500 rows takes 31, then 32
+        // would make 3 000, then 30 would make 6 000: by id.
+        let plan = plan_of(
+            &[(30, 100), (31, 100), (32, 50)],
+            &[(30, 3_000), (31, 1_000), (32, 2_000)],
+            3_500,
+        );
+        assert_eq!(plan.whole, seconds(&[31, 32]));
+        assert_eq!(plan.by_id, seconds(&[30]));
+        let nothing_whole = plan_of(&[(30, 100)], &[(30, 3_000)], 0);
+        assert_eq!(nothing_whole.by_id, seconds(&[30]));
+    }
 
     #[test]
     fn ids_are_escaped_byte_for_byte() {

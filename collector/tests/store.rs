@@ -10,6 +10,9 @@ mod common;
 
 use common::received;
 
+use std::collections::HashMap;
+
+use rallypoint_collector::keys::{self, KeyRow};
 use rallypoint_collector::layout::Layout;
 use rallypoint_collector::rows::ElectionRow;
 use rallypoint_collector::rows::ReportRows;
@@ -181,11 +184,8 @@ async fn a_late_copy_from_another_region_and_a_claim_without_rows_are_stored_onc
     let claimed: Vec<ElectionReport> = (0..50).map(|_| generator.next_report()).collect();
     let original = received(&claimed, "us-east", t0 + 5_000, 0);
     let client = raw_client(&server);
-    let mut insert = client
-        .insert::<rallypoint_collector::keys::KeyRow>("rp_report_keys")
-        .await
-        .unwrap();
-    for key in rallypoint_collector::keys::claims(&original) {
+    let mut insert = client.insert::<KeyRow>("rp_report_keys").await.unwrap();
+    for key in keys::claims(&original) {
         insert.write(&key).await.unwrap();
     }
     insert.end().await.unwrap();
@@ -242,59 +242,86 @@ async fn reports_stored_before_the_key_migration_are_recognised_in_a_late_copy()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn report_keys_are_found_in_busy_seconds_read_whole_in_scattered_ones_and_in_crowded_ones() {
+async fn report_keys_are_found_whether_their_seconds_are_read_whole_or_named_by_id() {
     let (_dir, server, store) = fresh_store().await;
+    let client = raw_client(&server);
     let mut generator = ReportGenerator::new(two_region_candidates(), 9, true);
     let t0 = 1_790_000_000_000;
-    let busy_second_ms = t0 - 1_000;
-    // 300 reports made in one second (read whole), 12 by clients whose clocks
-    // are minutes off, each in a second of its own (asked by id).
+    let busy_ms = t0 - 1_000;
+    let crowded_ms = t0 - 200_000;
+    let made_at = |generator: &mut ReportGenerator, client_ms: u64| {
+        let mut report = generator.next_report();
+        report.client_time_ms = client_ms;
+        report
+    };
+    // Reports made in one busy second, by clients whose clocks are minutes
+    // off (a second each), and one in a second crowded by other keys.
     let made = |generator: &mut ReportGenerator, busy: usize, scattered: u64| {
         let mut reports: Vec<ElectionReport> = (0..busy)
-            .map(|_| {
-                let mut report = generator.next_report();
-                report.client_time_ms = busy_second_ms + 500;
-                report
-            })
+            .map(|_| made_at(generator, busy_ms + 500))
             .collect();
-        reports.extend((0..scattered).map(|i| {
-            let mut report = generator.next_report();
-            report.client_time_ms = t0 - 300_000 - i * 7_000;
-            report
-        }));
+        reports.extend((0..scattered).map(|i| made_at(generator, t0 - 300_000 - i * 7_000)));
         reports
     };
-    let stored = made(&mut generator, 300, 12);
-    // Others made in the same seconds, stored too, so the whole seconds hold
-    // keys the batch does not ask about.
+    let mut stored = made(&mut generator, 300, 12);
+    stored.push(made_at(&mut generator, crowded_ms));
+    store
+        .write(&received(&stored, "us-east", t0, 0), &[])
+        .await
+        .unwrap();
+    // Others in the same seconds, received later, so the seconds hold keys
+    // the batch does not ask about, with other receive seconds.
     let neighbours = made(&mut generator, 200, 12);
-    for reports in [&stored, &neighbours] {
-        store
-            .write(&received(reports, "us-east", t0, 0), &[])
-            .await
-            .unwrap();
+    store
+        .write(&received(&neighbours, "us-east", t0 + 30_000, 0), &[])
+        .await
+        .unwrap();
+    // 80 keys of other reports in the crowded second, and a second key (a
+    // later claim) for one stored report: its earliest receive second wins.
+    let mut insert = client.insert::<KeyRow>("rp_report_keys").await.unwrap();
+    for i in 0..80u8 {
+        let key = KeyRow {
+            client_second: (crowded_ms / 1000) as u32,
+            report_id: [i; 16],
+            received_at: ((t0 + 60_000) / 1000) as u32,
+        };
+        insert.write(&key).await.unwrap();
     }
-    // Not stored: made in the same busy second and scattered seconds.
-    let unstored = made(&mut generator, 100, 5);
+    let mut later = keys::claims(&received(&stored[..1], "singapore", t0 + 90_000, 0));
+    insert.write(&later.remove(0)).await.unwrap();
+    insert.end().await.unwrap();
 
-    // Later copies of the stored ones next to the unstored, as one batch.
+    // Later copies of the stored reports next to unstored ones: in the busy
+    // second, and in seconds no key is filed under.
+    let mut unstored = made(&mut generator, 100, 0);
+    unstored.extend((0..5).map(|i| made_at(&mut generator, t0 - 900_000 - i * 3_000)));
     let mut batch = received(&stored, "singapore", t0 + 700_000, 0);
     batch.extend(received(&unstored, "singapore", t0 + 700_000, 0));
-    let expect: std::collections::HashMap<[u8; 16], u32> = received(&stored, "us-east", t0, 0)
+    let expect: HashMap<[u8; 16], u32> = stored
         .iter()
-        .map(|r| (r.election.report_id, (t0 / 1000) as u32))
+        .map(|r| {
+            (
+                r.report_id[..].try_into().unwrap(),
+                (t0 / 1000) as u32,
+            )
+        })
         .collect();
-    let client = raw_client(&server);
-    let found = rallypoint_collector::keys::first_seen(&client, &batch)
-        .await
-        .unwrap();
-    assert_eq!(found, expect, "busy second read whole, the rest by id");
-    // The busy second holds 500 keys: above a limit of 100 it is crowded, and
-    // every report is asked by id instead.
-    let crowded = rallypoint_collector::keys::first_seen_reading_at_most(&client, &batch, 100)
-        .await
-        .unwrap();
-    assert_eq!(crowded, expect, "a crowded second, asked by id");
+    for (rows_max, how) in [
+        (
+            keys::WHOLE_SECONDS_ROWS_MAX,
+            "busy and scattered seconds whole, the crowded one by id",
+        ),
+        (
+            250,
+            "the busy second (over 500 keys) by id, the scattered ones whole",
+        ),
+        (0, "every second by id"),
+    ] {
+        let found = keys::first_seen_reading_at_most(&client, &batch, rows_max)
+            .await
+            .unwrap();
+        assert_eq!(found, expect, "{how}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
