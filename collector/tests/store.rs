@@ -299,12 +299,7 @@ async fn report_keys_are_found_whether_their_seconds_are_read_whole_or_named_by_
     batch.extend(received(&unstored, "singapore", t0 + 700_000, 0));
     let expect: HashMap<[u8; 16], u32> = stored
         .iter()
-        .map(|r| {
-            (
-                r.report_id[..].try_into().unwrap(),
-                (t0 / 1000) as u32,
-            )
-        })
+        .map(|r| (r.report_id[..].try_into().unwrap(), (t0 / 1000) as u32))
         .collect();
     for (rows_max, how) in [
         (
