@@ -170,7 +170,8 @@ async fn one_run(
     collectors: usize,
     mode: Mode,
 ) -> anyhow::Result<RunResult> {
-    let backlog = !matches!(mode, Mode::EndToEnd { .. });
+    // Only end-to-end runs keep the collectors running while publishing.
+    let collectors_stopped = !matches!(mode, Mode::EndToEnd { .. });
     let dir = tempfile::tempdir()?;
     eprintln!("[bench] starting the stack ({collectors} collector(s))");
     let mut stack = Stack::start(StackConfig {
@@ -195,7 +196,7 @@ async fn one_run(
     for _ in 1..collectors {
         stack.add_collector().await?;
     }
-    if backlog {
+    if collectors_stopped {
         for collector in &mut stack.collectors {
             collector.stop().await;
         }
@@ -262,7 +263,7 @@ async fn one_run(
         });
     }
 
-    if backlog {
+    if matches!(mode, Mode::Backlog) {
         let (_, publishing) = publisher.await??;
         let drain_started = Instant::now();
         for collector in &mut stack.collectors {
@@ -386,24 +387,39 @@ async fn acknowledge_all(
     }))
 }
 
-/// CPU time used so far by the stack's processes and the machine.
-struct CpuSnapshot {
+/// CPU time of the stack's parts and of the whole machine, core-seconds:
+/// used so far (a snapshot) or between two snapshots.
+#[derive(Default, Clone, Copy)]
+struct CpuTimes {
     nats: f64,
     clickhouse: f64,
     collectors: f64,
     bench: f64,
     machine: f64,
+}
+
+impl CpuTimes {
+    fn minus(self, before: CpuTimes) -> CpuTimes {
+        CpuTimes {
+            nats: self.nats - before.nats,
+            clickhouse: self.clickhouse - before.clickhouse,
+            collectors: self.collectors - before.collectors,
+            bench: self.bench - before.bench,
+            machine: self.machine - before.machine,
+        }
+    }
+}
+
+/// CPU time used so far, and when it was read.
+struct CpuSnapshot {
+    times: CpuTimes,
     at: Instant,
 }
 
-/// CPU time used between two snapshots, core-seconds.
+/// CPU time used between two snapshots, and the wall time between them.
 #[derive(Default)]
 struct CpuUse {
-    nats: f64,
-    clickhouse: f64,
-    collectors: f64,
-    bench: f64,
-    machine: f64,
+    spent: CpuTimes,
     wall: f64,
 }
 
@@ -414,11 +430,13 @@ impl CpuSnapshot {
             pids.into_iter().flatten().filter_map(cpu_seconds).sum()
         };
         CpuSnapshot {
-            nats: sum(stack.nats.servers().iter().map(|s| s.pid()).collect()),
-            clickhouse: sum(vec![stack.clickhouse.as_ref().and_then(|c| c.pid())]),
-            collectors: sum(stack.collectors.iter().map(|c| c.pid()).collect()),
-            bench: cpu_seconds(std::process::id()).unwrap_or(0.0),
-            machine: machine_busy_seconds().unwrap_or(0.0),
+            times: CpuTimes {
+                nats: sum(stack.nats.servers().iter().map(|s| s.pid()).collect()),
+                clickhouse: sum(vec![stack.clickhouse.as_ref().and_then(|c| c.pid())]),
+                collectors: sum(stack.collectors.iter().map(|c| c.pid()).collect()),
+                bench: cpu_seconds(std::process::id()).unwrap_or(0.0),
+                machine: machine_busy_seconds().unwrap_or(0.0),
+            },
             at: Instant::now(),
         }
     }
@@ -427,11 +445,7 @@ impl CpuSnapshot {
     /// from its restart: the backlog runs do not use this).
     fn since(&self, before: &CpuSnapshot) -> CpuUse {
         CpuUse {
-            nats: self.nats - before.nats,
-            clickhouse: self.clickhouse - before.clickhouse,
-            collectors: self.collectors - before.collectors,
-            bench: self.bench - before.bench,
-            machine: self.machine - before.machine,
+            spent: self.times.minus(before.times),
             wall: self.at.duration_since(before.at).as_secs_f64(),
         }
     }
@@ -440,17 +454,18 @@ impl CpuSnapshot {
 impl CpuUse {
     /// A table row: core-seconds per 10 000 reports for each part.
     fn row(&self, run: &str, reports: usize) -> String {
+        let t = &self.spent;
         let per = |seconds: f64| seconds * 10_000.0 / reports as f64;
-        let others = self.machine - self.nats - self.clickhouse - self.collectors - self.bench;
+        let others = t.machine - t.nats - t.clickhouse - t.collectors - t.bench;
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
         format!(
             "| {run} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} |",
-            per(self.nats),
-            per(self.clickhouse),
-            per(self.collectors),
-            per(self.bench),
+            per(t.nats),
+            per(t.clickhouse),
+            per(t.collectors),
+            per(t.bench),
             per(others.max(0.0)),
-            100.0 * self.machine / (self.wall * cores)
+            100.0 * t.machine / (self.wall * cores)
         )
     }
 }
