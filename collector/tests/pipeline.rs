@@ -329,8 +329,15 @@ async fn a_collector_killed_mid_stream_and_restarted_stores_everything_exactly_o
                 stored < N,
                 "everything was stored before the crash could happen"
             );
-            stack.collectors[0].signal(Signal::SIGKILL).unwrap();
+            stack.collectors[0].kill().await.unwrap();
             eprintln!("killed the collector with {stored} of {N} stored");
+            // Another test's server cannot take its port while it is down
+            // (one did, once, and the restart below failed).
+            let port = stack.collectors[0].http_port;
+            assert!(
+                std::net::TcpListener::bind(("127.0.0.1", port)).is_err(),
+                "the killed collector's port {port} is free for anyone to take"
+            );
             break;
         }
         assert!(Instant::now() < deadline, "nothing was stored");
@@ -419,7 +426,7 @@ async fn a_collector_killed_mid_insert_then_clickhouse_down_past_the_ack_wait_lo
         assert!(Instant::now() < deadline, "no collector stored anything");
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    stack.collectors[victim].signal(Signal::SIGKILL).unwrap();
+    stack.collectors[victim].kill().await.unwrap();
     stack.clickhouse.as_mut().unwrap().stop().await;
     let outcome = sending.await.unwrap();
     assert_eq!(outcome.accepted, N, "{:?}", outcome.first_refusal);

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 
 use crate::bins;
-use crate::ports::free_tcp;
+use crate::ports::{PortKeeper, free_tcp};
 use crate::process::Process;
 
 #[derive(Debug, Clone)]
@@ -36,6 +36,9 @@ pub struct CollectorProcess {
     pub http_port: u16,
     log: PathBuf,
     process: Process,
+    /// Holds `http_port` while a killed collector is down, so that another
+    /// test's server cannot take it before [`CollectorProcess::restart`].
+    port_keeper: Option<PortKeeper>,
 }
 
 impl CollectorProcess {
@@ -53,6 +56,7 @@ impl CollectorProcess {
             http_port,
             log,
             process,
+            port_keeper: None,
         };
         collector.wait_ready(Duration::from_secs(60)).await?;
         Ok(collector)
@@ -70,14 +74,41 @@ impl CollectorProcess {
         self.process.signal(signal)
     }
 
+    /// Crashes the collector (SIGKILL) and waits until it is gone. Its HTTP
+    /// port is kept while it is down, so it can be restarted on that port
+    /// however long it stays down (tests run in parallel processes that all
+    /// pick free ports).
+    pub async fn kill(&mut self) -> anyhow::Result<()> {
+        self.process.signal(Signal::SIGKILL)?;
+        if self.process.wait(Duration::from_secs(10)).await.is_none() {
+            anyhow::bail!("collector {} outlived SIGKILL by 10 s", self.spec.name);
+        }
+        self.keep_port();
+        Ok(())
+    }
+
+    /// Starts the collector again on the same HTTP port (stopping it first
+    /// if it still runs).
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.process.stop(Duration::from_secs(5)).await;
+        self.port_keeper = None;
         self.process = spawn(&self.spec, self.http_port, &self.log)?;
         self.wait_ready(Duration::from_secs(60)).await
     }
 
+    /// Stops the collector (SIGTERM, then SIGKILL); its HTTP port is kept
+    /// for a restart, as after [`CollectorProcess::kill`].
     pub async fn stop(&mut self) {
         self.process.stop(Duration::from_secs(5)).await;
+        self.keep_port();
+    }
+
+    /// Keeps the stopped collector's port. Not keeping it only risks a
+    /// failed restart, which says why.
+    fn keep_port(&mut self) {
+        if self.port_keeper.is_none() {
+            self.port_keeper = PortKeeper::keep_tcp(self.http_port).ok();
+        }
     }
 
     /// The running process's id (for reading its CPU time).

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 
 use crate::bins;
-use crate::ports::free_tcp;
+use crate::ports::{PortKeeper, free_tcp};
 use crate::process::Process;
 
 #[derive(Debug, Clone)]
@@ -90,6 +90,9 @@ pub struct Server {
     config: PathBuf,
     log: PathBuf,
     process: Option<Process>,
+    /// Hold the ports of a killed server until it is started again, so
+    /// another test's process cannot take one in between.
+    port_keepers: Vec<PortKeeper>,
 }
 
 impl Server {
@@ -187,6 +190,7 @@ impl SuperCluster {
                     gateway_proxy_port: proxied.then(free_tcp),
                     tls: spec.secure,
                     process: None,
+                    port_keepers: Vec::new(),
                 });
             }
         }
@@ -216,6 +220,7 @@ impl SuperCluster {
 
     fn launch(&mut self, index: usize) -> anyhow::Result<()> {
         let server = &mut self.servers[index];
+        server.port_keepers.clear();
         let args = vec!["-c".to_owned(), server.config.display().to_string()];
         server.process = Some(Process::spawn(
             format!("nats {}", server.name),
@@ -310,7 +315,20 @@ impl SuperCluster {
         let server = self.server_mut(name)?;
         if let Some(mut process) = server.process.take() {
             process.signal(Signal::SIGKILL)?;
-            process.wait(Duration::from_secs(5)).await;
+            if process.wait(Duration::from_secs(10)).await.is_none() {
+                anyhow::bail!("NATS server {name} outlived SIGKILL by 10 s");
+            }
+            // Not keeping a port only risks a failed restart, which says why.
+            let ports = [
+                server.client_port,
+                server.cluster_port,
+                server.gateway_port,
+                server.monitor_port,
+            ];
+            server.port_keepers = ports
+                .into_iter()
+                .filter_map(|port| PortKeeper::keep_tcp(port).ok())
+                .collect();
         }
         Ok(())
     }
