@@ -317,13 +317,7 @@ impl ClickHouseServer {
     pub async fn stop(&mut self) {
         if let Some(mut process) = self.process.take() {
             process.stop(Duration::from_secs(10)).await;
-            // Not keeping a port only risks a failed restart, which then
-            // says why.
-            self.port_keepers = self
-                .listening_ports()
-                .into_iter()
-                .filter_map(|port| PortKeeper::keep_tcp(port).ok())
-                .collect();
+            self.port_keepers = PortKeeper::keep_all(self.listening_ports());
         }
     }
 

@@ -36,8 +36,9 @@ pub struct CollectorProcess {
     pub http_port: u16,
     log: PathBuf,
     process: Process,
-    /// Holds `http_port` while a killed collector is down, so that another
-    /// test's server cannot take it before [`CollectorProcess::restart`].
+    /// Holds `http_port` while the collector is stopped or killed, so that
+    /// another test's server cannot take it before
+    /// [`CollectorProcess::restart`].
     port_keeper: Option<PortKeeper>,
 }
 
@@ -79,10 +80,7 @@ impl CollectorProcess {
     /// however long it stays down (tests run in parallel processes that all
     /// pick free ports).
     pub async fn kill(&mut self) -> anyhow::Result<()> {
-        self.process.signal(Signal::SIGKILL)?;
-        if self.process.wait(Duration::from_secs(10)).await.is_none() {
-            anyhow::bail!("collector {} outlived SIGKILL by 10 s", self.spec.name);
-        }
+        self.process.kill().await?;
         self.keep_port();
         Ok(())
     }
@@ -103,8 +101,8 @@ impl CollectorProcess {
         self.keep_port();
     }
 
-    /// Keeps the stopped collector's port. Not keeping it only risks a
-    /// failed restart, which says why.
+    /// Keeps the stopped collector's port (once: a second keeper could not
+    /// bind it). Not keeping it only risks a failed restart, which says why.
     fn keep_port(&mut self) {
         if self.port_keeper.is_none() {
             self.port_keeper = PortKeeper::keep_tcp(self.http_port).ok();

@@ -107,6 +107,15 @@ pub struct PortKeeper {
 const KEEPER_POLL: Duration = Duration::from_millis(10);
 
 impl PortKeeper {
+    /// Keeps each of `ports` that is free. A port not kept only risks a
+    /// failed restart, which then says why.
+    pub fn keep_all(ports: impl IntoIterator<Item = u16>) -> Vec<PortKeeper> {
+        ports
+            .into_iter()
+            .filter_map(|port| PortKeeper::keep_tcp(port).ok())
+            .collect()
+    }
+
     /// Takes 127.0.0.1:`port` (TCP). Fails if something else has it already.
     pub fn keep_tcp(port: u16) -> std::io::Result<PortKeeper> {
         let listener = TcpListener::bind(("127.0.0.1", port))?;

@@ -84,6 +84,17 @@ impl Process {
             .ok()
     }
 
+    /// Crashes the process (SIGKILL), as a machine failure would, and waits
+    /// until it is gone.
+    pub async fn kill(&mut self) -> anyhow::Result<()> {
+        const REAPED_WITHIN: Duration = Duration::from_secs(10);
+        self.signal(Signal::SIGKILL)?;
+        if self.wait(REAPED_WITHIN).await.is_none() {
+            anyhow::bail!("{} outlived SIGKILL by {REAPED_WITHIN:?}", self.name);
+        }
+        Ok(())
+    }
+
     /// SIGTERM, then SIGKILL if it has not exited within `grace`.
     pub async fn stop(&mut self, grace: Duration) {
         if !self.is_running() {

@@ -20,8 +20,6 @@ pub use access::{NatsAccess, NatsRole, NatsSecurity};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::Signal;
-
 use crate::bins;
 use crate::ports::{PortKeeper, free_tcp};
 use crate::process::Process;
@@ -314,21 +312,13 @@ impl SuperCluster {
     pub async fn kill(&mut self, name: &str) -> anyhow::Result<()> {
         let server = self.server_mut(name)?;
         if let Some(mut process) = server.process.take() {
-            process.signal(Signal::SIGKILL)?;
-            if process.wait(Duration::from_secs(10)).await.is_none() {
-                anyhow::bail!("NATS server {name} outlived SIGKILL by 10 s");
-            }
-            // Not keeping a port only risks a failed restart, which says why.
-            let ports = [
+            process.kill().await?;
+            server.port_keepers = PortKeeper::keep_all([
                 server.client_port,
                 server.cluster_port,
                 server.gateway_port,
                 server.monitor_port,
-            ];
-            server.port_keepers = ports
-                .into_iter()
-                .filter_map(|port| PortKeeper::keep_tcp(port).ok())
-                .collect();
+            ]);
         }
         Ok(())
     }
