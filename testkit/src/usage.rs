@@ -43,6 +43,58 @@ pub fn machine_busy_seconds() -> Option<f64> {
     Some(busy as f64 / clock_ticks_per_second())
 }
 
+/// Confines every thread of process `pid` to the CPUs in `cpus`
+/// (`sched_setaffinity` on each task under `/proc/<pid>/task`; threads
+/// created later inherit it from their creator). Benchmarks use it to give
+/// a part of the system cores of its own on one machine, as a deployment
+/// gives it machines of its own.
+pub fn pin_to_cpus(pid: u32, cpus: &[usize]) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let mut set = nix::sched::CpuSet::new();
+    for &cpu in cpus {
+        set.set(cpu)
+            .with_context(|| format!("CPU {cpu} is beyond what this machine can address"))?;
+    }
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .with_context(|| format!("process {pid} is gone: cannot pin it to CPUs {cpus:?}"))?;
+    for task in tasks {
+        let tid: i32 = task?
+            .file_name()
+            .to_string_lossy()
+            .parse()
+            .context("a task under /proc/<pid>/task is not a number")?;
+        match nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(tid), &set) {
+            // A thread that ended since the directory was read has nothing to pin.
+            Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!("cannot pin thread {tid} of process {pid} to CPUs {cpus:?}")
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The CPUs thread `tid` (a process's id names its first thread) may run
+/// on, for checking [`pin_to_cpus`].
+pub fn allowed_cpus(tid: u32) -> anyhow::Result<Vec<usize>> {
+    let set = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(tid as i32))?;
+    Ok((0..nix::sched::CpuSet::count())
+        .filter(|&cpu| set.is_set(cpu).unwrap_or(false))
+        .collect())
+}
+
+/// The CPUs online on the machine, whatever this process's own affinity
+/// (`available_parallelism` counts only the CPUs this process may use,
+/// which [`pin_to_cpus`] narrows).
+pub fn machine_cpus() -> usize {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::_NPROCESSORS_ONLN)
+        .ok()
+        .flatten()
+        .map_or(1, |cpus| cpus.max(1) as usize)
+}
+
 fn clock_ticks_per_second() -> f64 {
     nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
         .ok()
@@ -85,5 +137,60 @@ mod tests {
         assert_eq!(rss_bytes(u32::MAX), None);
         // The machine was busy at least while this process spun.
         assert!(machine_busy_seconds().unwrap() >= cpu_seconds(pid).unwrap());
+    }
+
+    #[test]
+    fn pinning_reaches_every_thread_of_a_running_process() {
+        // A child with four threads, all started before it is pinned.
+        let mut child = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import threading, time\n\
+                 for _ in range(3): threading.Thread(target=time.sleep, args=(30,), daemon=True).start()\n\
+                 print('ready', flush=True)\n\
+                 time.sleep(30)",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 runs (the setup installs it)");
+        let mut ready = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut ready,
+        )
+        .unwrap();
+        assert_eq!(ready.trim(), "ready");
+        let pid = child.id();
+        let tasks = || -> Vec<u32> {
+            std::fs::read_dir(format!("/proc/{pid}/task"))
+                .unwrap()
+                .map(|t| t.unwrap().file_name().to_string_lossy().parse().unwrap())
+                .collect()
+        };
+        assert_eq!(tasks().len(), 4, "the child's main thread and its three");
+        let before: Vec<Vec<usize>> = tasks()
+            .into_iter()
+            .map(|t| allowed_cpus(t).unwrap())
+            .collect();
+
+        pin_to_cpus(pid, &[0]).unwrap();
+        for tid in tasks() {
+            assert_eq!(allowed_cpus(tid).unwrap(), vec![0], "thread {tid} of {pid}");
+        }
+        // And back: the widest set it had.
+        pin_to_cpus(pid, &before[0]).unwrap();
+        for tid in tasks() {
+            assert_eq!(
+                allowed_cpus(tid).unwrap(),
+                before[0],
+                "thread {tid} of {pid}"
+            );
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(
+            pin_to_cpus(pid, &[0]).is_err(),
+            "a process that has ended cannot be pinned, and says so"
+        );
     }
 }

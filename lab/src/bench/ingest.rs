@@ -14,6 +14,9 @@
 //! alone (the collector's writes without NATS). The consumed and end-to-end
 //! runs also say where the machine's CPU went, per process, so the ratio can
 //! be read: on one machine the collector and ClickHouse take CPU from NATS.
+//! `--separate-cores` gives NATS a core of its own, as deployed, for every
+//! run that uses it, baselines included, so the ratios compare the pipeline
+//! with NATS's own cost rather than with the CPU storage takes from it.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -41,6 +44,14 @@ pub struct IngestBenchArgs {
     /// to the store or the schema.
     #[arg(long)]
     pub only_clickhouse: bool,
+    /// Give NATS cores of its own, as a deployment gives it machines of its
+    /// own: the five nats-servers on CPU 0, everything else (ClickHouse,
+    /// the collectors, the idle relays and dashboard, the publisher and
+    /// this bench) on the other CPUs, in every run that uses NATS. The
+    /// baselines are measured the same way, so the ratios compare like with
+    /// like. Needs at least two CPUs.
+    #[arg(long)]
+    pub separate_cores: bool,
 }
 
 pub async fn run(args: IngestBenchArgs) -> anyhow::Result<()> {
@@ -63,6 +74,16 @@ pub async fn run(args: IngestBenchArgs) -> anyhow::Result<()> {
     }
     if args.only_clickhouse {
         return Ok(());
+    }
+    if args.separate_cores {
+        let layout = CoreLayout::split()?;
+        println!();
+        println!(
+            "Every run below: the nats-servers on CPU {:?}, ClickHouse, the collectors, the relays, the \
+             dashboard and this bench (the publisher) on CPUs {:?}.",
+            layout.nats, layout.rest
+        );
+        rallypoint_testkit::usage::pin_to_cpus(std::process::id(), &layout.rest)?;
     }
     println!();
     println!(
@@ -137,6 +158,47 @@ pub async fn run(args: IngestBenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Which CPUs NATS gets, and which the rest of the stack, with
+/// `--separate-cores`.
+struct CoreLayout {
+    nats: Vec<usize>,
+    rest: Vec<usize>,
+}
+
+impl CoreLayout {
+    /// CPU 0 for NATS, the others for the rest.
+    fn split() -> anyhow::Result<CoreLayout> {
+        let cpus = rallypoint_testkit::usage::machine_cpus();
+        anyhow::ensure!(
+            cpus >= 2,
+            "--separate-cores needs at least two CPUs; this machine offers {cpus}: run without it"
+        );
+        Ok(CoreLayout {
+            nats: vec![0],
+            rest: (1..cpus).collect(),
+        })
+    }
+
+    /// Pins every process of `stack` that is running now.
+    fn pin(&self, stack: &Stack) -> anyhow::Result<()> {
+        use rallypoint_testkit::usage::pin_to_cpus;
+        for pid in stack.nats.servers().iter().filter_map(|s| s.pid()) {
+            pin_to_cpus(pid, &self.nats)?;
+        }
+        let rest = stack
+            .clickhouse
+            .iter()
+            .filter_map(|c| c.pid())
+            .chain(stack.collectors.iter().filter_map(|c| c.pid()))
+            .chain(stack.relays.iter().filter_map(|r| r.pid()))
+            .chain(stack.dashboard.iter().filter_map(|d| d.process.pid()));
+        for pid in rest {
+            pin_to_cpus(pid, &self.rest)?;
+        }
+        Ok(())
+    }
+}
+
 /// What a run does while the reports are published.
 #[derive(Clone, Copy)]
 enum Mode {
@@ -200,6 +262,9 @@ async fn one_run(
         for collector in &mut stack.collectors {
             collector.stop().await;
         }
+    }
+    if args.separate_cores {
+        CoreLayout::split()?.pin(&stack)?;
     }
 
     // Reports are generated as they are published, stamped with the time a
@@ -268,6 +333,10 @@ async fn one_run(
         let drain_started = Instant::now();
         for collector in &mut stack.collectors {
             collector.restart().await?;
+        }
+        if args.separate_cores {
+            // The restarted collectors are new processes.
+            CoreLayout::split()?.pin(&stack)?;
         }
         wait_stored(clickhouse, args.reports as u64, drain_started).await?;
         let took = drain_started.elapsed().as_secs_f64();
@@ -457,7 +526,7 @@ impl CpuUse {
         let t = &self.spent;
         let per = |seconds: f64| seconds * 10_000.0 / reports as f64;
         let others = t.machine - t.nats - t.clickhouse - t.collectors - t.bench;
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let cores = rallypoint_testkit::usage::machine_cpus() as f64;
         format!(
             "| {run} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} |",
             per(t.nats),
