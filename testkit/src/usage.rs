@@ -43,37 +43,66 @@ pub fn machine_busy_seconds() -> Option<f64> {
     Some(busy as f64 / clock_ticks_per_second())
 }
 
-/// Confines every thread of process `pid` to the CPUs in `cpus`
-/// (`sched_setaffinity` on each task under `/proc/<pid>/task`; threads
-/// created later inherit it from their creator). Benchmarks use it to give
-/// a part of the system cores of its own on one machine, as a deployment
-/// gives it machines of its own.
-pub fn pin_to_cpus(pid: u32, cpus: &[usize]) -> anyhow::Result<()> {
+/// Confines every thread of process `pid` to the CPUs in `cpus` and
+/// returns how many threads it has: `sched_setaffinity` on each task under
+/// `/proc/<pid>/task`, pass after pass until one finds every thread already
+/// confined (a thread created during a pass by one not yet pinned would
+/// otherwise keep the old set; threads created later inherit it from their
+/// creator). Benchmarks use it to give a part of the system a core of its
+/// own on one machine, as a deployment gives it machines of its own.
+pub fn pin_to_cpus(pid: u32, cpus: &[usize]) -> anyhow::Result<usize> {
     use anyhow::Context;
+    const PASSES: usize = 10;
+    let mut wanted: Vec<usize> = cpus.to_vec();
+    wanted.sort_unstable();
+    wanted.dedup();
     let mut set = nix::sched::CpuSet::new();
-    for &cpu in cpus {
-        set.set(cpu)
-            .with_context(|| format!("CPU {cpu} is beyond what this machine can address"))?;
+    for &cpu in &wanted {
+        set.set(cpu).with_context(|| {
+            format!(
+                "CPU {cpu} is beyond the {} CPUs a CPU set can name",
+                nix::sched::CpuSet::count()
+            )
+        })?;
     }
-    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
-        .with_context(|| format!("process {pid} is gone: cannot pin it to CPUs {cpus:?}"))?;
-    for task in tasks {
-        let tid: i32 = task?
-            .file_name()
-            .to_string_lossy()
-            .parse()
-            .context("a task under /proc/<pid>/task is not a number")?;
-        match nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(tid), &set) {
+    for _ in 0..PASSES {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).with_context(|| {
+            format!("cannot read /proc/{pid}/task to pin process {pid} to CPUs {wanted:?}")
+        })?;
+        let (mut threads, mut changed) = (0, 0);
+        for task in tasks {
+            let tid: u32 = task?
+                .file_name()
+                .to_string_lossy()
+                .parse()
+                .context("a task under /proc/<pid>/task is not a number")?;
             // A thread that ended since the directory was read has nothing to pin.
-            Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
-            Err(e) => {
-                return Err(e).with_context(|| {
-                    format!("cannot pin thread {tid} of process {pid} to CPUs {cpus:?}")
-                });
+            let Ok(now) = allowed_cpus(tid) else { continue };
+            threads += 1;
+            if now == wanted {
+                continue;
+            }
+            changed += 1;
+            match nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(tid as i32), &set) {
+                Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!(
+                            "cannot pin thread {tid} of process {pid} to CPUs {wanted:?}; this \
+                             process may use CPUs {:?} (see `taskset -p $$`)",
+                            allowed_cpus(std::process::id()).unwrap_or_default()
+                        )
+                    });
+                }
             }
         }
+        if changed == 0 {
+            return Ok(threads);
+        }
     }
-    Ok(())
+    anyhow::bail!(
+        "process {pid} kept starting threads on other CPUs through {PASSES} passes of pinning it to {wanted:?}"
+    )
 }
 
 /// The CPUs thread `tid` (a process's id names its first thread) may run
@@ -139,28 +168,40 @@ mod tests {
         assert!(machine_busy_seconds().unwrap() >= cpu_seconds(pid).unwrap());
     }
 
+    /// A child process killed when the test ends, passed or not.
+    struct KillOnDrop(std::process::Child);
+
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
     #[test]
     fn pinning_reaches_every_thread_of_a_running_process() {
         // A child with four threads, all started before it is pinned.
-        let mut child = std::process::Command::new("python3")
-            .args([
-                "-c",
-                "import threading, time\n\
-                 for _ in range(3): threading.Thread(target=time.sleep, args=(30,), daemon=True).start()\n\
-                 print('ready', flush=True)\n\
-                 time.sleep(30)",
-            ])
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("python3 runs (the setup installs it)");
+        let mut child = KillOnDrop(
+            std::process::Command::new("python3")
+                .args([
+                    "-c",
+                    "import threading, time\n\
+                     for _ in range(3): threading.Thread(target=time.sleep, args=(30,), daemon=True).start()\n\
+                     print('ready', flush=True)\n\
+                     time.sleep(30)",
+                ])
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("python3 runs (the setup installs it)"),
+        );
         let mut ready = String::new();
         std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut std::io::BufReader::new(child.0.stdout.take().unwrap()),
             &mut ready,
         )
         .unwrap();
         assert_eq!(ready.trim(), "ready");
-        let pid = child.id();
+        let pid = child.0.id();
         let tasks = || -> Vec<u32> {
             std::fs::read_dir(format!("/proc/{pid}/task"))
                 .unwrap()
@@ -168,28 +209,26 @@ mod tests {
                 .collect()
         };
         assert_eq!(tasks().len(), 4, "the child's main thread and its three");
-        let before: Vec<Vec<usize>> = tasks()
-            .into_iter()
-            .map(|t| allowed_cpus(t).unwrap())
-            .collect();
+        // The child may use what this test may use; pin it to the first of them.
+        let inherited = allowed_cpus(pid).unwrap();
+        let first = vec![inherited[0]];
 
-        pin_to_cpus(pid, &[0]).unwrap();
+        assert_eq!(pin_to_cpus(pid, &first).unwrap(), 4, "threads pinned");
         for tid in tasks() {
-            assert_eq!(allowed_cpus(tid).unwrap(), vec![0], "thread {tid} of {pid}");
+            assert_eq!(allowed_cpus(tid).unwrap(), first, "thread {tid} of {pid}");
         }
-        // And back: the widest set it had.
-        pin_to_cpus(pid, &before[0]).unwrap();
+        // And back to the set it inherited.
+        assert_eq!(pin_to_cpus(pid, &inherited).unwrap(), 4);
         for tid in tasks() {
             assert_eq!(
                 allowed_cpus(tid).unwrap(),
-                before[0],
+                inherited,
                 "thread {tid} of {pid}"
             );
         }
-        child.kill().unwrap();
-        child.wait().unwrap();
+        drop(child);
         assert!(
-            pin_to_cpus(pid, &[0]).is_err(),
+            pin_to_cpus(pid, &first).is_err(),
             "a process that has ended cannot be pinned, and says so"
         );
     }

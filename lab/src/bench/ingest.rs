@@ -44,12 +44,12 @@ pub struct IngestBenchArgs {
     /// to the store or the schema.
     #[arg(long)]
     pub only_clickhouse: bool,
-    /// Give NATS cores of its own, as a deployment gives it machines of its
-    /// own: the five nats-servers on CPU 0, everything else (ClickHouse,
-    /// the collectors, the idle relays and dashboard, the publisher and
-    /// this bench) on the other CPUs, in every run that uses NATS. The
-    /// baselines are measured the same way, so the ratios compare like with
-    /// like. Needs at least two CPUs.
+    /// Give NATS a core of its own, as a deployment gives it machines of
+    /// its own: the five nats-servers on the first CPU this bench may use,
+    /// everything else (ClickHouse, the collectors, the idle relays and
+    /// dashboard, the publisher and this bench) on the others, in every run
+    /// that uses NATS. The baselines are measured the same way, so the
+    /// ratios compare like with like. Needs at least two CPUs.
     #[arg(long)]
     pub separate_cores: bool,
 }
@@ -75,8 +75,11 @@ pub async fn run(args: IngestBenchArgs) -> anyhow::Result<()> {
     if args.only_clickhouse {
         return Ok(());
     }
-    if args.separate_cores {
-        let layout = CoreLayout::split()?;
+    let layout = match args.separate_cores {
+        true => Some(CoreLayout::split()?),
+        false => None,
+    };
+    if let Some(layout) = &layout {
         println!();
         println!(
             "Every run below: the nats-servers on CPU {:?}, ClickHouse, the collectors, the relays, the \
@@ -96,7 +99,7 @@ pub async fn run(args: IngestBenchArgs) -> anyhow::Result<()> {
     println!("|---|---|---|---|---|");
     let mut jetstream_alone = Vec::new();
     for collectors in [1, 2] {
-        let run = one_run(&args, collectors, Mode::Backlog).await?;
+        let run = one_run(&args, layout.as_ref(), collectors, Mode::Backlog).await?;
         jetstream_alone.push(run.published_per_second);
         println!("{}", run.row);
     }
@@ -108,7 +111,7 @@ pub async fn run(args: IngestBenchArgs) -> anyhow::Result<()> {
         args.workers
     );
     println!();
-    let consumed = one_run(&args, 1, Mode::Consumed).await?;
+    let consumed = one_run(&args, layout.as_ref(), 1, Mode::Consumed).await?;
     println!("| reports/s | ratio to JetStream alone |");
     println!("|---|---|");
     println!(
@@ -132,6 +135,7 @@ pub async fn run(args: IngestBenchArgs) -> anyhow::Result<()> {
     for collectors in [1, 2] {
         let run = one_run(
             &args,
+            layout.as_ref(),
             collectors,
             Mode::EndToEnd {
                 jetstream_alone,
@@ -166,35 +170,63 @@ struct CoreLayout {
 }
 
 impl CoreLayout {
-    /// CPU 0 for NATS, the others for the rest.
+    /// The first CPU this bench may use for NATS, the others for the rest.
+    /// Read once, before the bench pins itself to the rest.
     fn split() -> anyhow::Result<CoreLayout> {
-        let cpus = rallypoint_testkit::usage::machine_cpus();
-        anyhow::ensure!(
-            cpus >= 2,
-            "--separate-cores needs at least two CPUs; this machine offers {cpus}: run without it"
-        );
+        let allowed = rallypoint_testkit::usage::allowed_cpus(std::process::id())?;
+        let Some((&first, rest)) = allowed.split_first().filter(|(_, rest)| !rest.is_empty())
+        else {
+            anyhow::bail!(
+                "--separate-cores needs at least two CPUs; this bench may use {allowed:?}: run without it"
+            );
+        };
         Ok(CoreLayout {
-            nats: vec![0],
-            rest: (1..cpus).collect(),
+            nats: vec![first],
+            rest: rest.to_vec(),
         })
     }
 
-    /// Pins every process of `stack` that is running now.
+    /// Pins every process of `stack` that is running now, and says how many
+    /// threads went where.
     fn pin(&self, stack: &Stack) -> anyhow::Result<()> {
+        use anyhow::Context;
         use rallypoint_testkit::usage::pin_to_cpus;
+        let mut nats_threads = 0;
         for pid in stack.nats.servers().iter().filter_map(|s| s.pid()) {
-            pin_to_cpus(pid, &self.nats)?;
+            nats_threads += pin_to_cpus(pid, &self.nats)
+                .with_context(|| format!("pinning nats-server {pid}"))?;
         }
         let rest = stack
             .clickhouse
             .iter()
-            .filter_map(|c| c.pid())
-            .chain(stack.collectors.iter().filter_map(|c| c.pid()))
-            .chain(stack.relays.iter().filter_map(|r| r.pid()))
-            .chain(stack.dashboard.iter().filter_map(|d| d.process.pid()));
-        for pid in rest {
-            pin_to_cpus(pid, &self.rest)?;
+            .filter_map(|c| c.pid().map(|pid| ("ClickHouse", pid)))
+            .chain(
+                stack
+                    .collectors
+                    .iter()
+                    .filter_map(|c| c.pid().map(|pid| ("a collector", pid))),
+            )
+            .chain(
+                stack
+                    .relays
+                    .iter()
+                    .filter_map(|r| r.pid().map(|pid| ("a relay", pid))),
+            )
+            .chain(
+                stack
+                    .dashboard
+                    .iter()
+                    .filter_map(|d| d.process.pid().map(|pid| ("the dashboard", pid))),
+            );
+        let mut rest_threads = 0;
+        for (what, pid) in rest {
+            rest_threads +=
+                pin_to_cpus(pid, &self.rest).with_context(|| format!("pinning {what} ({pid})"))?;
         }
+        eprintln!(
+            "[bench] pinned {nats_threads} nats-server threads to CPUs {:?}, {rest_threads} threads of the rest to {:?}",
+            self.nats, self.rest
+        );
         Ok(())
     }
 }
@@ -229,6 +261,7 @@ struct RunResult {
 /// One run, as `mode` says.
 async fn one_run(
     args: &IngestBenchArgs,
+    layout: Option<&CoreLayout>,
     collectors: usize,
     mode: Mode,
 ) -> anyhow::Result<RunResult> {
@@ -263,8 +296,8 @@ async fn one_run(
             collector.stop().await;
         }
     }
-    if args.separate_cores {
-        CoreLayout::split()?.pin(&stack)?;
+    if let Some(layout) = layout {
+        layout.pin(&stack)?;
     }
 
     // Reports are generated as they are published, stamped with the time a
@@ -334,9 +367,10 @@ async fn one_run(
         for collector in &mut stack.collectors {
             collector.restart().await?;
         }
-        if args.separate_cores {
-            // The restarted collectors are new processes.
-            CoreLayout::split()?.pin(&stack)?;
+        if let Some(layout) = layout {
+            // The restarted collectors are new processes (started from this
+            // bench, so already on its CPUs; pinned again to say so).
+            layout.pin(&stack)?;
         }
         wait_stored(clickhouse, args.reports as u64, drain_started).await?;
         let took = drain_started.elapsed().as_secs_f64();

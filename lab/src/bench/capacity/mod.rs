@@ -62,7 +62,7 @@ pub async fn run(args: CapacityBenchArgs) -> anyhow::Result<()> {
         BenchTransport::Ws => TransportKind::WebSocket,
         BenchTransport::Wt => TransportKind::WebTransport,
     };
-    let machine_cores = rallypoint_testkit::usage::machine_cpus() as f64;
+    let machine_cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     let dir = tempfile::tempdir()?;
     eprintln!("[bench] starting one NATS server and one relay ({transport:?})");
     // The relay runs with its deployed limits: this measures a relay as
