@@ -414,8 +414,17 @@ impl ClickHouseServer {
 
     /// The last lines of the server's error log, for an error that must
     /// say why before the test's directory goes.
-    fn error_log_tail(&self) -> String {
+    pub fn error_log_tail(&self) -> String {
         crate::process::file_tail(&self.dir.join("server.err.log"), 20)
+    }
+
+    /// The last `lines` lines of the server's log that mention `what` (a
+    /// component such as `DDLWorker`), for a test that fails inside
+    /// ClickHouse to say what the server was doing before its directory goes.
+    pub fn log_lines_mentioning(&self, what: &str, lines: usize) -> String {
+        let log = std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default();
+        let matching: Vec<&str> = log.lines().filter(|line| line.contains(what)).collect();
+        matching[matching.len().saturating_sub(lines)..].join("\n")
     }
 
     /// A cluster member's ports, its cluster (every shard and its replicas,
