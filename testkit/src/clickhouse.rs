@@ -422,9 +422,7 @@ impl ClickHouseServer {
     /// component such as `DDLWorker`), for a test that fails inside
     /// ClickHouse to say what the server was doing before its directory goes.
     pub fn log_lines_mentioning(&self, what: &str, lines: usize) -> String {
-        let log = std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default();
-        let matching: Vec<&str> = log.lines().filter(|line| line.contains(what)).collect();
-        matching[matching.len().saturating_sub(lines)..].join("\n")
+        crate::process::file_tail_mentioning(&self.dir.join("server.log"), what, lines)
     }
 
     /// A cluster member's ports, its cluster (every shard and its replicas,

@@ -115,7 +115,13 @@ impl Process {
 
 /// The last `lines` lines of a log file (empty if it cannot be read).
 pub fn file_tail(path: &Path, lines: usize) -> String {
+    file_tail_mentioning(path, "", lines)
+}
+
+/// The last `lines` lines of a log file that contain `what` (`""` keeps
+/// every line; empty if the file cannot be read).
+pub fn file_tail_mentioning(path: &Path, what: &str, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
+    let kept: Vec<&str> = text.lines().filter(|line| line.contains(what)).collect();
+    kept[kept.len().saturating_sub(lines)..].join("\n")
 }

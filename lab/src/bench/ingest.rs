@@ -75,10 +75,7 @@ pub async fn run(args: IngestBenchArgs) -> anyhow::Result<()> {
     if args.only_clickhouse {
         return Ok(());
     }
-    let layout = match args.separate_cores {
-        true => Some(CoreLayout::split()?),
-        false => None,
-    };
+    let layout = args.separate_cores.then(CoreLayout::split).transpose()?;
     if let Some(layout) = &layout {
         println!();
         println!(
@@ -187,7 +184,10 @@ impl CoreLayout {
     }
 
     /// Pins every process of `stack` that is running now, and says how many
-    /// threads went where.
+    /// threads went where. Only the nats-servers move: the rest were started
+    /// by this bench, already pinned to `rest`, and inherited it; pinning
+    /// them checks that and counts their threads. (So collectors restarted
+    /// later need no second call.)
     fn pin(&self, stack: &Stack) -> anyhow::Result<()> {
         use anyhow::Context;
         use rallypoint_testkit::usage::pin_to_cpus;
@@ -366,11 +366,6 @@ async fn one_run(
         let drain_started = Instant::now();
         for collector in &mut stack.collectors {
             collector.restart().await?;
-        }
-        if let Some(layout) = layout {
-            // The restarted collectors are new processes (started from this
-            // bench, so already on its CPUs; pinned again to say so).
-            layout.pin(&stack)?;
         }
         wait_stored(clickhouse, args.reports as u64, drain_started).await?;
         let took = drain_started.elapsed().as_secs_f64();
