@@ -47,6 +47,7 @@ pub const COLLECTOR_IDENTITY: rallypoint_service::nats::ClientIdentity<'static> 
     rallypoint_service::nats::ClientIdentity {
         name: "rallypoint-collector",
         inbox_prefix: rallypoint_protocol::subjects::COLLECTOR_INBOX_PREFIX,
+        hears_itself: true,
     };
 
 /// The administrator's statements (a migration's backfill, a day's rebuild)
@@ -67,6 +68,7 @@ pub async fn setup(config: SetupConfig) -> anyhow::Result<()> {
         rallypoint_service::nats::ClientIdentity {
             name: "rallypoint-collector setup",
             inbox_prefix: rallypoint_protocol::subjects::ADMIN_INBOX_PREFIX,
+            hears_itself: true,
         },
     )
     .await?;

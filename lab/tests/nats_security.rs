@@ -256,6 +256,7 @@ fn identity() -> rallypoint_service::nats::ClientIdentity<'static> {
     rallypoint_service::nats::ClientIdentity {
         name: "nats security test",
         inbox_prefix: "_INBOX_relay",
+        hears_itself: true,
     }
 }
 

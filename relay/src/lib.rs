@@ -176,6 +176,8 @@ async fn connect_nats(config: &RelayConfig) -> anyhow::Result<async_nats::Client
         rallypoint_service::nats::ClientIdentity {
             name: &format!("rallypoint-relay {}", config.relay_id),
             inbox_prefix: rallypoint_protocol::subjects::RELAY_INBOX_PREFIX,
+            // The room tasks fan local media out themselves (see `rooms`).
+            hears_itself: false,
         },
     )
     .await

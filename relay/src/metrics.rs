@@ -34,6 +34,9 @@ pub struct Stats {
     pub media_bytes_out: AtomicU64,
     /// Media frames dropped because a receiver's queue was full.
     pub media_dropped: AtomicU64,
+    /// Local media frames dropped because their room task was behind (its
+    /// media queue full): no local receiver got them.
+    pub media_room_behind: AtomicU64,
     /// Media frames skipped for a receiver until the sender's next keyframe.
     pub media_skipped_awaiting_keyframe: AtomicU64,
     /// Media frames a receiver already had: the sender sent them through two
@@ -182,6 +185,9 @@ const COUNTERS: &[Instrument<u64>] = &[
         series: &[
             (Some(("reason", "receiver_queue_full")), |s| {
                 s.media_dropped.load(Relaxed)
+            }),
+            (Some(("reason", "room_behind")), |s| {
+                s.media_room_behind.load(Relaxed)
             }),
             (Some(("reason", "awaiting_keyframe")), |s| {
                 s.media_skipped_awaiting_keyframe.load(Relaxed)

@@ -83,6 +83,63 @@ async fn participants_in_two_regions_share_a_room_over_mixed_transports() {
     );
 }
 
+/// A relay gives its own clients' media to its other clients itself: NATS
+/// carries the frames to the other relays only, and the relay's connection
+/// does not hear them back (no echo) — one copy each, with no round trip
+/// through nats-server for the receivers next door.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relays_own_clients_hear_each_other_directly_not_back_through_nats() {
+    let lab = Lab::two_regions(&[]).await;
+    let (alice, _) = lab.participant(0, WebSocket, "r", "alice").await; // us-east
+    let (mut bob, jb) = lab.participant(0, WebTransport, "r", "bob").await; // us-east
+    let (mut carol, jc) = lab.participant(1, WebSocket, "r", "carol").await; // singapore
+    wait_sees(&mut bob, &jb, &[alice.peer_id(), carol.peer_id()]).await;
+    wait_sees(&mut carol, &jc, &[alice.peer_id(), bob.peer_id()]).await;
+
+    const RELAY: &str = "rallypoint-relay us-east-0";
+    let (server, before) = nats_connection(&lab, "us-east", RELAY).await;
+    const FRAMES: u64 = 200;
+    let sender = alice.peer_id().to_owned();
+    let (_, bob_got, carol_got) = tokio::join!(
+        send_audio(&alice, 0..FRAMES, 120, Duration::from_millis(5)),
+        media_seqs_from(&mut bob, &sender, 0..FRAMES, T),
+        media_seqs_from(&mut carol, &sender, 0..FRAMES, T),
+    );
+    let every_frame: Vec<u64> = (0..FRAMES).collect();
+    assert_eq!(
+        bob_got, every_frame,
+        "bob, on alice's relay, hears every frame once, in order"
+    );
+    assert_eq!(
+        carol_got, every_frame,
+        "carol, on the other relay, hears every frame once, in order"
+    );
+    let late = media_within(&mut bob, Duration::from_millis(300)).await;
+    assert!(
+        late.iter().all(|m| m.sender != sender),
+        "bob heard {} of alice's frames twice",
+        late.len()
+    );
+
+    let (server_after, after) = nats_connection(&lab, "us-east", RELAY).await;
+    assert_eq!(
+        server, server_after,
+        "the relay changed NATS server mid-test"
+    );
+    let count = |stats: &serde_json::Value, field: &str| stats[field].as_u64().unwrap();
+    let published = count(&after, "in_msgs") - count(&before, "in_msgs");
+    let delivered = count(&after, "out_msgs") - count(&before, "out_msgs");
+    assert!(
+        published >= FRAMES,
+        "the relay published {published} messages for {FRAMES} frames: the other relay's clients need them"
+    );
+    assert!(
+        delivered < FRAMES / 4,
+        "nats-server sent the relay {delivered} messages while its client sent {FRAMES} frames \
+         and nobody else sent any: the relay's own media came back to it"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_probe_only_connection_is_not_in_the_room() {
     let lab = Lab::two_regions(&[]).await;

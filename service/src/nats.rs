@@ -145,6 +145,11 @@ pub struct ClientIdentity<'a> {
     /// permissions can allow its own replies and nothing else: a relay must
     /// not read the messages JetStream delivers to the collector.
     pub inbox_prefix: &'a str,
+    /// Whether the servers deliver this client's own publications to its own
+    /// subscriptions. A relay turns it off: it fans its clients' media out to
+    /// its other clients itself, so an echo would be a second copy it pays
+    /// to receive, parse and throw away.
+    pub hears_itself: bool,
 }
 
 /// Time for one connection attempt, TLS and authentication included.
@@ -229,6 +234,9 @@ pub fn options(
                 }
             }
         });
+    if !identity.hears_itself {
+        options = options.no_echo();
+    }
     if let Some(file) = &args.nkey_file {
         options = options.nkey(read_seed(file)?);
     }

@@ -52,9 +52,9 @@ pub async fn run(plan: &LoadPlan, nats: &NatsArgs) -> anyhow::Result<Summary> {
             &ClientIdentity {
                 name: "rallypoint load",
                 inbox_prefix: "_INBOX",
+                hears_itself: false,
             },
         )?
-        .no_echo()
         .subscription_capacity(SUBSCRIPTION_CAPACITY)
         .connect(nats.urls.clone())
         .await

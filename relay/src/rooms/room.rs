@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 
 use super::listener::Listener;
 use super::roster::{ConnId, Departure, Effect, Roster};
-use super::{Command, Hub};
+use super::{Command, Hub, LocalMedia, MediaFacts};
 use crate::metrics::Stats;
 use crate::outbox::{MediaOffer, Outbox};
 
@@ -67,7 +67,12 @@ struct Room {
     vouched: HashMap<String, Instant>,
 }
 
-pub(super) async fn run(hub: Hub, name: String, mut commands: mpsc::Receiver<Command>) {
+pub(super) async fn run(
+    hub: Hub,
+    name: String,
+    mut commands: mpsc::Receiver<Command>,
+    mut local_media: mpsc::Receiver<LocalMedia>,
+) {
     let inner = &hub.inner;
     let mut subscriber = match inner.nats.subscribe(subjects::room_wildcard(&name)).await {
         Ok(subscriber) => subscriber,
@@ -106,6 +111,9 @@ pub(super) async fn run(hub: Hub, name: String, mut commands: mpsc::Receiver<Com
                     room.review_listeners();
                 }
             },
+            Some(local) = local_media.recv() => {
+                room.fan_out(&local.sender, local.facts, local.frame).await;
+            }
             message = subscriber.next() => match message {
                 Some(message) => room.bus_message(message).await,
                 None => {
@@ -294,7 +302,7 @@ impl Room {
         match subjects::parse_room_subject(&message.subject) {
             Some(RoomSubject::Media { sender, .. }) => {
                 let sender = sender.to_owned();
-                self.fan_out(&sender, message.payload).await;
+                self.remote_media(&sender, message.payload).await;
             }
             Some(RoomSubject::Control { .. }) => match RoomEvent::decode(message.payload) {
                 Ok(event) => {
@@ -345,34 +353,46 @@ impl Room {
                 self.apply(effects).await;
             }
             Some(room_event::Kind::KeyframeRequest(request)) => {
-                let frame = encode(&ServerFrame::of(server_frame::Kind::KeyframeRequest(
-                    KeyframeRequest {
-                        peer_id: request.requester_peer_id,
-                        kind: request.kind,
-                    },
-                )));
-                for conn in self.conns.values() {
-                    if conn.peer_id == request.target_peer_id && conn.listener.is_none() {
-                        conn.outbox.frame(frame.clone());
-                    }
-                }
+                self.pass_keyframe_request(request);
             }
             None => {}
         }
     }
 
-    /// Delivers one sender's media frame to every local receiver but the sender.
-    async fn fan_out(&mut self, sender: &str, frame: Bytes) {
-        let media = match decode_server_frame(frame.clone()) {
+    /// Gives a keyframe request to the connections of its target here (not
+    /// to a prepared standby's: the serving connection answers it).
+    fn pass_keyframe_request(&self, request: RoutedKeyframeRequest) {
+        let frame = encode(&ServerFrame::of(server_frame::Kind::KeyframeRequest(
+            KeyframeRequest {
+                peer_id: request.requester_peer_id,
+                kind: request.kind,
+            },
+        )));
+        for conn in self.conns.values() {
+            if conn.peer_id == request.target_peer_id && conn.listener.is_none() {
+                conn.outbox.frame(frame.clone());
+            }
+        }
+    }
+
+    /// A media frame another relay published to the room.
+    async fn remote_media(&mut self, sender: &str, frame: Bytes) {
+        let facts = match decode_server_frame(frame.clone()) {
             Ok(ServerFrame {
                 kind: Some(server_frame::Kind::Media(media)),
-            }) => media,
+            }) => MediaFacts::of(&media),
             _ => {
                 self.stats().frames_rejected.fetch_add(1, Relaxed);
                 tracing::warn!(room = %self.name, sender, "dropping a room message that is not a media frame");
                 return;
             }
         };
+        self.fan_out(sender, facts, frame).await;
+    }
+
+    /// Delivers one sender's media frame (from this relay's clients or
+    /// another relay's) to every local receiver but the sender.
+    async fn fan_out(&mut self, sender: &str, media: MediaFacts, frame: Bytes) {
         // Pictures (camera, screen) need a keyframe after a loss; audio
         // frames stand alone.
         let is_picture =
@@ -444,12 +464,16 @@ impl Room {
         }
         self.keyframe_asked.insert(key, now);
         self.stats().keyframe_requests_sent.fetch_add(1, Relaxed);
+        let request = RoutedKeyframeRequest {
+            target_peer_id: target.to_owned(),
+            requester_peer_id: requester.to_owned(),
+            kind: kind as i32,
+        };
+        // The target may be here (NATS does not echo this relay's own
+        // publications back to it) or on other relays.
+        self.pass_keyframe_request(request.clone());
         self.publish(RoomEvent {
-            kind: Some(room_event::Kind::KeyframeRequest(RoutedKeyframeRequest {
-                target_peer_id: target.to_owned(),
-                requester_peer_id: requester.to_owned(),
-                kind: kind as i32,
-            })),
+            kind: Some(room_event::Kind::KeyframeRequest(request)),
         })
         .await;
     }

@@ -37,7 +37,7 @@ use crate::intake::ReportSource;
 use crate::metrics::Stats;
 use crate::outbox::{Control, Outbox};
 use crate::rate::RateLimiter;
-use crate::rooms::ListenerGate;
+use crate::rooms::{ListenerGate, MediaFacts};
 use crate::state::RelayState;
 use rallypoint_protocol::token::Claims;
 use rallypoint_service::clock::unix_micros;
@@ -765,8 +765,12 @@ impl Session {
         Stats::add(&stats.media_packets_in, 1);
         Stats::add(&stats.media_bytes_in, media.payload.len() as u64);
         media.sender = sender.to_owned();
+        let facts = MediaFacts::of(&media);
         let frame: Bytes = encode(&ServerFrame::of(server_frame::Kind::Media(media)));
-        self.relay.hub.publish_media(room, sender, frame).await;
+        self.relay
+            .hub
+            .publish_media(room, sender, facts, frame)
+            .await;
         Ok(())
     }
 

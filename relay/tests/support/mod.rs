@@ -234,3 +234,29 @@ pub async fn wait_sees(peer: &mut Peer, joined: &Joined, others: &[&str]) {
         unseen.swap_remove(seen);
     }
 }
+
+/// The NATS server of `cluster` that a client named `client_name` is
+/// connected to, and that connection as the server's `/connz` shows it
+/// (`in_msgs`: what the client published; `out_msgs`: what the server
+/// delivered to it).
+pub async fn nats_connection(
+    lab: &Lab,
+    cluster: &str,
+    client_name: &str,
+) -> (String, serde_json::Value) {
+    for server in lab.nats.servers().iter().filter(|s| s.cluster == cluster) {
+        let connz: serde_json::Value = reqwest::get(format!("{}/connz", server.monitor_url()))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let found = connz["connections"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["name"] == client_name));
+        if let Some(connection) = found {
+            return (server.name.clone(), connection.clone());
+        }
+    }
+    panic!("no {cluster} NATS server has a client named {client_name}");
+}

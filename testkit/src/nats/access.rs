@@ -262,6 +262,7 @@ impl NatsAccess {
         rallypoint_service::nats::ClientIdentity {
             name: "rallypoint lab",
             inbox_prefix: self.role.as_ref().map_or("_INBOX", NatsRole::inbox_prefix),
+            hears_itself: true,
         }
     }
 }
