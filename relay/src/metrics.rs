@@ -81,7 +81,9 @@ pub struct Stats {
     pub media_over_budget: AtomicU64,
     /// Media frames too large for the NATS server's max_payload.
     pub media_refused_oversize: AtomicU64,
-    /// Media frames not published because NATS was unreachable or slow.
+    /// Media frames not published because NATS was unreachable or slow:
+    /// this relay's other clients in the room got them, other relays' did
+    /// not.
     pub media_unpublished: AtomicU64,
     /// Joins refused because the room was full.
     pub room_full_refusals: AtomicU64,

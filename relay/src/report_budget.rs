@@ -149,7 +149,9 @@ impl Ledger {
 /// What a tally from the region did to this relay's budgets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Tallied {
-    /// This relay's own tally, echoed back: nothing.
+    /// This relay's own tally, heard back (not from NATS, which does not
+    /// echo a relay's publications to it; from another process using the
+    /// relay's id): nothing.
     Own,
     /// Its subjects and addresses were charged.
     Charged,
@@ -230,9 +232,10 @@ impl RegionalReportBudget {
         by_subject.chain(by_address).collect()
     }
 
-    /// Charges what another relay of the region accepted; its own tallies
-    /// (NATS echoes them back) are skipped, and so are addresses named under
-    /// another secret than this relay's.
+    /// Charges what another relay of the region accepted; tallies under its
+    /// own id are skipped (its connection has no echo, so only a relay
+    /// misconfigured with a duplicate id sends them), and so are addresses
+    /// named under another secret than this relay's.
     fn charge(&self, tally: &ReportsAccepted, own_relay_id: &str, now: Instant) -> Tallied {
         if tally.relay_id == own_relay_id {
             return Tallied::Own;

@@ -265,6 +265,16 @@ impl Room {
                     self.request_keyframe(&target, &requester, kind).await;
                 }
             }
+            Command::LostPicture { sender, kind } => {
+                let track = (sender, kind);
+                for conn in self.conns.values_mut() {
+                    if conn.peer_id != track.0 {
+                        conn.awaiting_keyframe.insert(track.clone());
+                    }
+                }
+                let kind = TrackKind::try_from(kind).unwrap_or(TrackKind::Video);
+                self.request_keyframe(&track.0, "", kind).await;
+            }
             Command::Listen {
                 conn,
                 peer_id,
@@ -393,10 +403,7 @@ impl Room {
     /// Delivers one sender's media frame (from this relay's clients or
     /// another relay's) to every local receiver but the sender.
     async fn fan_out(&mut self, sender: &str, media: MediaFacts, frame: Bytes) {
-        // Pictures (camera, screen) need a keyframe after a loss; audio
-        // frames stand alone.
-        let is_picture =
-            media.kind == TrackKind::Video as i32 || media.kind == TrackKind::Screen as i32;
+        let is_picture = media.is_picture();
         let track = (sender.to_owned(), media.kind);
         let stats = self.hub.inner.stats.clone();
         match self.seen.judge(&track, media.seq) {

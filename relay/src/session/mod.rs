@@ -37,7 +37,7 @@ use crate::intake::ReportSource;
 use crate::metrics::Stats;
 use crate::outbox::{Control, Outbox};
 use crate::rate::RateLimiter;
-use crate::rooms::{ListenerGate, MediaFacts};
+use crate::rooms::{ListenerGate, MediaFacts, RoomDoor};
 use crate::state::RelayState;
 use rallypoint_protocol::token::Claims;
 use rallypoint_service::clock::unix_micros;
@@ -157,6 +157,7 @@ pub async fn run(
         media_states_sent: 0,
         token_expiry: None,
         preparing_for: None,
+        room_door: RoomDoor::default(),
     };
     let mut draining = relay.draining.clone();
     let mut cut_off = relay.cut_off.clone();
@@ -287,6 +288,8 @@ struct Session {
     /// prepares a move here (`Join.prepare`, make-before-break): media only,
     /// the roster untouched.
     preparing_for: Option<Preparing>,
+    /// The room task this connection's media goes to.
+    room_door: RoomDoor,
 }
 
 /// A standby's preparation: its room, and whether the room serves it now
@@ -769,7 +772,7 @@ impl Session {
         let frame: Bytes = encode(&ServerFrame::of(server_frame::Kind::Media(media)));
         self.relay
             .hub
-            .publish_media(room, sender, facts, frame)
+            .publish_media(&mut self.room_door, room, sender, facts, frame)
             .await;
         Ok(())
     }
