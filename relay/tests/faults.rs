@@ -241,6 +241,72 @@ async fn killing_a_nats_server_of_the_region_keeps_the_room_flowing() {
     }
 }
 
+/// A connection that falls silent is closed once `--idle-timeout` has
+/// passed since its last frame, with an Error saying why; one that keeps
+/// probing stays, however long past the timeout it lives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_connection_is_closed_after_the_idle_timeout_and_a_talking_one_stays() {
+    const IDLE: Duration = Duration::from_secs(1);
+    let lab = Lab::two_regions(&["--idle-timeout", "1s"]).await;
+    for transport in [WebSocket, WebTransport] {
+        let mut talker = lab
+            .connect(0, transport, &lab.identity("r", "talker"))
+            .await;
+        // Its last frame, Hello, goes out after this instant.
+        let silent_since = Instant::now();
+        let mut silent = lab
+            .connect(0, transport, &lab.identity("r", "silent"))
+            .await;
+        let talking = async {
+            let mut answered = 0;
+            for seq in 0..12 {
+                // 250 ms apart for 3 s: three idle timeouts.
+                talker.probe(seq, 0);
+                let answer = talker
+                    .expect("ProbeAck", Duration::from_millis(250), |kind| match kind {
+                        server_frame::Kind::ProbeAck(ack) if ack.seq == seq => Some(()),
+                        _ => None,
+                    })
+                    .await;
+                match answer {
+                    Ok(()) => answered += 1,
+                    Err(PeerError::Timeout { .. }) => {}
+                    Err(other) => panic!("{transport:?}: the talking client was refused: {other}"),
+                }
+                tokio::time::sleep_until(
+                    (silent_since + Duration::from_millis(250 * (seq + 1))).into(),
+                )
+                .await;
+            }
+            answered
+        };
+        let silence = async {
+            let refusal = silent
+                .expect("an Error", T, |_| None::<()>)
+                .await
+                .expect_err("nothing but an Error ends the wait");
+            (refusal, silent_since.elapsed())
+        };
+        let (answered, (refusal, after)) = tokio::join!(talking, silence);
+        assert!(
+            answered >= 10,
+            "{transport:?}: {answered} of 12 probes answered"
+        );
+        let PeerError::Refused { message, .. } = refusal else {
+            panic!("{transport:?}: expected the relay's Error, got {refusal}");
+        };
+        assert!(
+            message.contains("nothing received for"),
+            "{transport:?}: {message}"
+        );
+        assert!(
+            after >= IDLE && after < IDLE * 3,
+            "{transport:?}: the silent connection was closed {after:?} after its last frame (idle timeout {IDLE:?})"
+        );
+        assert_closed(&mut silent).await;
+    }
+}
+
 async fn assert_closed(peer: &mut Peer) {
     let end = tokio::time::timeout(T, async { while peer.recv().await.is_some() {} }).await;
     assert!(
