@@ -53,7 +53,8 @@ const ROOM_QUEUE: usize = 1024;
 /// Local media frames queued per room task: 0.13 s of a full room (100
 /// local senders of audio and camera, 80 frames/s each), seconds of a small
 /// one. Past it the room task is behind and frames are dropped, counted; a
-/// lost picture frame has its receivers wait for a keyframe, requested.
+/// lost picture frame has its receivers wait for a keyframe, requested —
+/// at the point of the loss, told by the sender's next frame to get through.
 /// Bytes are bounded by the senders' media budgets, not here.
 const ROOM_MEDIA_QUEUE: usize = 1024;
 /// Longest wait for NATS to take a publish: past it, the message is dropped
@@ -110,11 +111,41 @@ impl MediaFacts {
 /// A session's way into its room task's media queue, found once per room:
 /// the hub's map of rooms is behind a lock that every session would
 /// otherwise take for every frame. (Not the command queue: a room task ends
-/// when the last sender of that is gone.)
+/// when the last sender of that is gone.) A session starts a new door when
+/// it joins, prepares or leaves.
 #[derive(Default)]
 pub struct RoomDoor {
     room: String,
     media: Option<mpsc::Sender<LocalMedia>>,
+    /// Picture kinds whose frames the queue refused since the last frame it
+    /// took: the next one that gets through tells the room task.
+    lost: LostPictures,
+}
+
+/// Which of a sender's pictures lost a frame (camera, screen).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct LostPictures {
+    camera: bool,
+    screen: bool,
+}
+
+impl LostPictures {
+    fn mark(&mut self, kind: i32) {
+        if kind == TrackKind::Video as i32 {
+            self.camera = true;
+        } else if kind == TrackKind::Screen as i32 {
+            self.screen = true;
+        }
+    }
+
+    fn kinds(self) -> impl Iterator<Item = TrackKind> {
+        [
+            (self.camera, TrackKind::Video),
+            (self.screen, TrackKind::Screen),
+        ]
+        .into_iter()
+        .filter_map(|(lost, kind)| lost.then_some(kind))
+    }
 }
 
 /// A media frame from one of this relay's clients, for the room task to
@@ -124,6 +155,8 @@ struct LocalMedia {
     facts: MediaFacts,
     /// The encoded `ServerFrame{media}`, as published.
     frame: Bytes,
+    /// The sender's pictures that lost frames just before this one.
+    lost_before: LostPictures,
 }
 
 /// What a room task is asked to do.
@@ -157,12 +190,6 @@ enum Command {
         requester: String,
         target: String,
         kind: TrackKind,
-    },
-    /// A local sender's picture frame was dropped before the room task saw
-    /// it (its media queue was full): every local receiver lost it.
-    LostPicture {
-        sender: String,
-        kind: i32,
     },
     /// A standby connection whose client prepares a move here hears the
     /// room's media (and only that) until it joins or stops preparing.
@@ -384,9 +411,10 @@ impl Hub {
     }
 
     /// Queues a local sender's frame for the room task's fan-out; never
-    /// waits. A full queue (the room task is behind) drops it, counted, and
-    /// a dropped picture frame is reported to the room task, which has the
-    /// receivers wait for the keyframe it requests.
+    /// waits. A full queue (the room task is behind) drops it, counted; a
+    /// dropped picture frame is reported with the sender's next frame to get
+    /// through, so the room task has the receivers wait for a keyframe from
+    /// that point on, and asks for one.
     fn fan_out_here(
         &self,
         door: &mut RoomDoor,
@@ -412,24 +440,13 @@ impl Hub {
             sender: sender.to_owned(),
             facts,
             frame,
+            lost_before: door.lost,
         };
         match media.try_send(local) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(lost)) => {
+            Ok(()) => door.lost = LostPictures::default(),
+            Err(mpsc::error::TrySendError::Full(_)) => {
                 stats.media_room_behind.fetch_add(1, Relaxed);
-                if facts.is_picture() {
-                    let lost = Command::LostPicture {
-                        sender: lost.sender,
-                        kind: facts.kind,
-                    };
-                    let rooms = self.inner.rooms.lock().expect("room map lock poisoned");
-                    let told = rooms
-                        .get(room)
-                        .is_some_and(|s| s.commands.try_send(lost).is_ok());
-                    if !told {
-                        stats.room_commands_dropped.fetch_add(1, Relaxed);
-                    }
-                }
+                door.lost.mark(facts.kind);
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {
                 stats.media_not_in_room.fetch_add(1, Relaxed);
@@ -502,10 +519,12 @@ mod tests {
     }
 
     /// A local sender's frames that find its room task's media queue full
-    /// are dropped and counted; a lost camera frame has every local receiver
-    /// skip the camera until its next keyframe, which the sender is asked
-    /// for. (A current-thread runtime: the room task runs only when the test
-    /// waits, so the test fills the queue for real.)
+    /// are dropped and counted; from the sender's next frame to get through
+    /// on — not before: the frames queued ahead of the loss are good — every
+    /// local receiver skips the camera until its next keyframe, which the
+    /// sender is asked for, even when it was asked a moment ago. (A
+    /// current-thread runtime: the room task runs only when the test waits,
+    /// so the test fills the queue for real.)
     #[tokio::test]
     async fn a_camera_frame_lost_before_the_room_task_makes_receivers_wait_for_a_keyframe() {
         use rallypoint_protocol::v1::{ServerFrame, server_frame};
@@ -565,60 +584,82 @@ mod tests {
             (MediaFacts::of(&media), frame)
         };
         let mut door = RoomDoor::default();
-        let sent = ROOM_MEDIA_QUEUE as u64 + 10;
-        for seq in 0..sent {
-            let (facts, frame) = camera(seq, false);
-            hub.fan_out_here(&mut door, "r", "p-alice", facts, frame);
+        let send = |door: &mut RoomDoor, seq: u64, keyframe: bool| {
+            let (facts, frame) = camera(seq, keyframe);
+            hub.fan_out_here(door, "r", "p-alice", facts, frame);
+        };
+        let delivered = || stats.media_packets_out.load(Relaxed);
+        let until_delivered = |count: u64| async move {
+            tokio::time::timeout(Duration::from_secs(5), async {
+                while delivered() < count {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+            .await
+            .expect("the room task takes the queued frames");
+        };
+        let queue = ROOM_MEDIA_QUEUE as u64;
+        let keyframe_request = |item: Outgoing| match control(item) {
+            Some(server_frame::Kind::KeyframeRequest(request)) => Some(request.kind),
+            _ => None,
+        };
+        let bob_hears = |bob_sees: &mut crate::outbox::OutboxReceiver| {
+            let mut seqs = Vec::new();
+            while let Some(item) = bob_sees.try_next() {
+                if let Outgoing::Media(frame) = item
+                    && let Ok(ServerFrame {
+                        kind: Some(server_frame::Kind::Media(media)),
+                    }) = decode_server_frame(frame)
+                {
+                    seqs.push(media.seq);
+                }
+            }
+            seqs
+        };
+
+        // Without waiting, more frames than the queue holds.
+        for seq in 0..queue + 10 {
+            send(&mut door, seq, false);
         }
         assert_eq!(
             stats.media_room_behind.load(Relaxed),
             10,
             "ten frames past the queue"
         );
+        // Everything queued before the loss reaches Bob.
+        until_delivered(queue).await;
+        assert_eq!(bob_hears(&mut bob_sees), (0..queue).collect::<Vec<_>>());
 
-        // Alice is asked for a keyframe; then the queued frames are through
-        // (each given to Bob, or skipped once the loss was known).
-        let asked = until(&mut alice_sees, |item| match control(item) {
-            Some(server_frame::Kind::KeyframeRequest(request)) => Some(request.kind),
-            _ => None,
-        })
-        .await;
-        assert_eq!(asked, TrackKind::Video as i32);
-        let handled = || {
-            stats.media_packets_out.load(Relaxed)
-                + stats.media_skipped_awaiting_keyframe.load(Relaxed)
-        };
-        tokio::time::timeout(Duration::from_secs(5), async {
-            while handled() < ROOM_MEDIA_QUEUE as u64 {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        })
-        .await
-        .expect("the room task takes the queued frames");
-        while bob_sees.try_next().is_some() {}
-
-        // Bob waits for the keyframe: the next delta is skipped, the
-        // keyframe and what follows reach him.
-        for (seq, keyframe) in [(sent, false), (sent + 1, true), (sent + 2, false)] {
-            let (facts, frame) = camera(seq, keyframe);
-            hub.fan_out_here(&mut door, "r", "p-alice", facts, frame);
+        // The next frame through tells of the loss: Bob skips deltas until
+        // the keyframe Alice is asked for.
+        let next = queue + 10;
+        for (seq, keyframe) in [(next, false), (next + 1, true), (next + 2, false)] {
+            send(&mut door, seq, keyframe);
         }
-        let mut got = Vec::new();
-        until(&mut bob_sees, |item| {
-            if let Outgoing::Media(frame) = item
-                && let Ok(ServerFrame {
-                    kind: Some(server_frame::Kind::Media(media)),
-                }) = decode_server_frame(frame)
-            {
-                got.push(media.seq);
-            }
-            (got.len() == 2).then_some(())
-        })
-        .await;
+        let asked = until(&mut alice_sees, keyframe_request).await;
+        assert_eq!(asked, TrackKind::Video as i32);
+        until_delivered(queue + 2).await;
         assert_eq!(
-            got,
-            [sent + 1, sent + 2],
-            "the delta after the loss was skipped"
+            bob_hears(&mut bob_sees),
+            [next + 1, next + 2],
+            "the delta after the loss skipped"
+        );
+        assert_eq!(stats.media_skipped_awaiting_keyframe.load(Relaxed), 1);
+
+        // A second loss soon after (within the 300 ms between two requests
+        // for a track, on a machine that is not very slow): the request is
+        // held back, not dropped, and goes out when the interval has passed.
+        let again = next + 3;
+        for seq in again..again + queue + 5 {
+            send(&mut door, seq, false);
+        }
+        until_delivered(2 * queue + 2).await;
+        send(&mut door, again + queue + 5, false);
+        let asked = until(&mut alice_sees, keyframe_request).await;
+        assert_eq!(
+            asked,
+            TrackKind::Video as i32,
+            "the second loss's keyframe is asked for"
         );
     }
 

@@ -54,6 +54,12 @@ struct Room {
     roster: Roster,
     conns: HashMap<ConnId, LocalConn>,
     keyframe_asked: HashMap<(String, i32), Instant>,
+    /// Keyframe requests held back by [`KEYFRAME_REQUEST_INTERVAL`] (and
+    /// who asked): sent when it has passed, unless a keyframe of the track
+    /// came through first. A loss right after a request must not wait for
+    /// the sender's next keyframe of its own accord, which for a shared
+    /// screen can be long.
+    keyframe_owed: HashMap<(String, i32), String>,
     /// When this relay last asked the others for their rosters.
     roster_asked: Option<Instant>,
     /// Frames already delivered: a sender preparing a move sends through two
@@ -93,6 +99,7 @@ pub(super) async fn run(
         name,
         conns: HashMap::new(),
         keyframe_asked: HashMap::new(),
+        keyframe_owed: HashMap::new(),
         roster_asked: None,
         seen: SeenFrames::default(),
         vouched: HashMap::new(),
@@ -111,9 +118,7 @@ pub(super) async fn run(
                     room.review_listeners();
                 }
             },
-            Some(local) = local_media.recv() => {
-                room.fan_out(&local.sender, local.facts, local.frame).await;
-            }
+            Some(local) = local_media.recv() => room.local_media(local).await,
             message = subscriber.next() => match message {
                 Some(message) => room.bus_message(message).await,
                 None => {
@@ -130,6 +135,7 @@ pub(super) async fn run(
                 let now = Instant::now();
                 room.keyframe_asked
                     .retain(|_, asked| now.duration_since(*asked) < KEYFRAME_REQUEST_INTERVAL);
+                room.ask_owed_keyframes().await;
                 room.seen.tick();
                 room.vouched.retain(|_, at| now.duration_since(*at) < VOUCHED_FOR);
                 let effects = room.roster.tick(now);
@@ -141,6 +147,9 @@ pub(super) async fn run(
             }
         }
     }
+    // Sessions holding this task's media queue see it closed at once, not
+    // after the unsubscribe (which waits on NATS).
+    drop(local_media);
     let _ = subscriber.unsubscribe().await;
     inner.stats.rooms_active.fetch_sub(1, Relaxed);
     tracing::debug!(room = %room.name, "stopped serving room");
@@ -265,16 +274,6 @@ impl Room {
                     self.request_keyframe(&target, &requester, kind).await;
                 }
             }
-            Command::LostPicture { sender, kind } => {
-                let track = (sender, kind);
-                for conn in self.conns.values_mut() {
-                    if conn.peer_id != track.0 {
-                        conn.awaiting_keyframe.insert(track.clone());
-                    }
-                }
-                let kind = TrackKind::try_from(kind).unwrap_or(TrackKind::Video);
-                self.request_keyframe(&track.0, "", kind).await;
-            }
             Command::Listen {
                 conn,
                 peer_id,
@@ -385,6 +384,22 @@ impl Room {
         }
     }
 
+    /// A media frame from one of this relay's clients. Frames of its
+    /// pictures lost just before it (the room's queue was full) were lost
+    /// for every receiver here: they wait for the next keyframe from here on.
+    async fn local_media(&mut self, local: LocalMedia) {
+        for kind in local.lost_before.kinds() {
+            let track = (local.sender.clone(), kind as i32);
+            for conn in self.conns.values_mut() {
+                if conn.peer_id != local.sender {
+                    conn.awaiting_keyframe.insert(track.clone());
+                }
+            }
+            self.request_keyframe(&local.sender, "", kind).await;
+        }
+        self.fan_out(&local.sender, local.facts, local.frame).await;
+    }
+
     /// A media frame another relay published to the room.
     async fn remote_media(&mut self, sender: &str, frame: Bytes) {
         let facts = match decode_server_frame(frame.clone()) {
@@ -416,6 +431,10 @@ impl Room {
                 stats.media_stale.fetch_add(1, Relaxed);
                 return;
             }
+        }
+        if is_picture && media.keyframe {
+            // What a held-back request was for.
+            self.keyframe_owed.remove(&track);
         }
         let mut lost_picture = false;
         let now = Instant::now();
@@ -467,6 +486,7 @@ impl Room {
         if let Some(last) = self.keyframe_asked.get(&key)
             && now.duration_since(*last) < KEYFRAME_REQUEST_INTERVAL
         {
+            self.keyframe_owed.insert(key, requester.to_owned());
             return;
         }
         self.keyframe_asked.insert(key, now);
@@ -483,6 +503,18 @@ impl Room {
             kind: Some(room_event::Kind::KeyframeRequest(request)),
         })
         .await;
+    }
+
+    /// Sends the keyframe requests held back whose interval has passed.
+    async fn ask_owed_keyframes(&mut self) {
+        let due: Vec<((String, i32), String)> = self
+            .keyframe_owed
+            .extract_if(|key, _| !self.keyframe_asked.contains_key(key))
+            .collect();
+        for ((target, kind), requester) in due {
+            let kind = TrackKind::try_from(kind).unwrap_or(TrackKind::Video);
+            self.request_keyframe(&target, &requester, kind).await;
+        }
     }
 
     async fn apply(&mut self, effects: Vec<Effect>) {

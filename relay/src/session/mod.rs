@@ -460,12 +460,14 @@ impl Session {
                     self.relay.hub.hangup(&room, self.conn, &identity.peer_id);
                 }
                 self.phase = Phase::ProbeOnly(identity);
+                self.room_door = RoomDoor::default();
                 Ok(())
             }
             (client_frame::Kind::Leave(_), Phase::ProbeOnly(_)) => {
                 if let Some(preparing) = self.preparing_for.take() {
                     self.relay.hub.unlisten(&preparing.room, self.conn);
                 }
+                self.room_door = RoomDoor::default();
                 Ok(())
             }
             (
@@ -658,6 +660,7 @@ impl Session {
             room: join.room,
             gate,
         });
+        self.room_door = RoomDoor::default();
         Ok(())
     }
 
@@ -735,6 +738,7 @@ impl Session {
             identity,
             room: join.room,
         };
+        self.room_door = RoomDoor::default();
         Ok(())
     }
 
