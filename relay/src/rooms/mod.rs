@@ -705,16 +705,7 @@ mod tests {
         let (listener, mut listener_sees) = outbox(8, 8);
         assert!(hub.listen("r", 2, "p-bob", "bob", listener).is_some());
         for sees in [&mut joiner_sees, &mut listener_sees] {
-            let refusal = tokio::time::timeout(Duration::from_secs(5), async {
-                loop {
-                    if let Some(next) = sees.try_next() {
-                        return next;
-                    }
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            })
-            .await
-            .expect("refused within 5 s");
+            let refusal = until(sees, Some).await;
             let Outgoing::Control(Control::CloseWith(frame)) = refusal else {
                 panic!("expected a refusal, got {refusal:?}");
             };
