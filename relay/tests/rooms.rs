@@ -165,6 +165,79 @@ async fn a_relays_own_clients_hear_each_other_directly_not_back_through_nats() {
     );
 }
 
+/// A room whose participants are all on one relay keeps its media off
+/// NATS: a publish would reach nobody. Its media crosses again as soon as
+/// another relay serves the room — for a prepared standby, which is in no
+/// roster (its relay's beats say it listens), and for a participant, long
+/// after their first words.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_on_one_relay_keeps_its_media_off_nats_until_another_relay_serves_it() {
+    // Beats every 200 ms: a relay not heard from for 600 ms serves the room
+    // no longer, and a relay new to a room publishes for its first 600 ms.
+    let lab = Lab::two_regions(&["--roster-beat", "200ms"]).await;
+    let identity = lab.identity("r", "alice");
+    let mut alice = lab.connect(0, WebSocket, &identity).await; // us-east
+    let ja = alice.join("r", 0, T).await.unwrap();
+    let (bob, _) = lab.participant(0, WebSocket, "r", "bob").await; // us-east
+    wait_sees(&mut alice, &ja, &[bob.peer_id()]).await;
+    let span_passed = Duration::from_millis(1_200);
+    tokio::time::sleep(span_passed).await;
+
+    const RELAY: &str = "rallypoint-relay us-east-0";
+    const FRAMES: u64 = 100;
+    let bobs = bob.peer_id().to_owned();
+    let burst = |n: u64| n * FRAMES..(n + 1) * FRAMES;
+    let (server, before) = nats_connection(&lab, "us-east", RELAY).await;
+    let (_, alice_got) = tokio::join!(
+        send_audio(&bob, burst(0), 120, Duration::from_millis(5)),
+        media_seqs_from(&mut alice, &bobs, burst(0), T),
+    );
+    assert_eq!(alice_got, burst(0).collect::<Vec<_>>(), "alice hears bob");
+    let (server_after, after) = nats_connection(&lab, "us-east", RELAY).await;
+    assert_eq!(
+        (server, &before["cid"]),
+        (server_after, &after["cid"]),
+        "the relay reconnected to NATS mid-test"
+    );
+    let published = after["in_msgs"].as_u64().unwrap() - before["in_msgs"].as_u64().unwrap();
+    assert!(
+        published < FRAMES / 4,
+        "the relay published {published} messages while bob sent {FRAMES} frames to a room \
+         no other relay serves"
+    );
+
+    // Alice prepares a standby in singapore, which did not serve the room;
+    // bob's media reaches it, still after several spans.
+    let mut standby = lab.connect(1, WebSocket, &identity).await;
+    standby.prepare("r");
+    tokio::time::sleep(2 * span_passed).await;
+    let (_, standby_got) = tokio::join!(
+        send_audio(&bob, burst(1), 120, Duration::from_millis(5)),
+        media_seqs_from(&mut standby, &bobs, burst(1), T),
+    );
+    assert_eq!(
+        standby_got,
+        burst(1).collect::<Vec<_>>(),
+        "alice's standby in singapore hears bob"
+    );
+    standby.leave_moving();
+    tokio::time::sleep(span_passed).await;
+
+    // Carol joins through singapore once it has stopped serving the room.
+    let (mut carol, jc) = lab.participant(1, WebSocket, "r", "carol").await;
+    wait_sees(&mut carol, &jc, &[alice.peer_id(), bob.peer_id()]).await;
+    tokio::time::sleep(span_passed).await;
+    let (_, carol_got) = tokio::join!(
+        send_audio(&bob, burst(2), 120, Duration::from_millis(5)),
+        media_seqs_from(&mut carol, &bobs, burst(2), T),
+    );
+    assert_eq!(
+        carol_got,
+        burst(2).collect::<Vec<_>>(),
+        "carol in singapore hears bob"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_probe_only_connection_is_not_in_the_room() {
     let lab = Lab::two_regions(&[]).await;

@@ -14,8 +14,10 @@
 //! connection is opened without echo, so only the first happens: the room's
 //! media from other relays arrives through NATS, its own clients' media
 //! never makes the round trip through nats-server (one read, parse and
-//! wake-up fewer per frame, and a local receiver hears it sooner).
+//! wake-up fewer per frame, and a local receiver hears it sooner). A room
+//! no other relay serves is not published at all (see `audience`).
 
+mod audience;
 mod listener;
 mod room;
 pub mod roster;
@@ -34,6 +36,7 @@ use tokio::sync::mpsc;
 
 use crate::metrics::Stats;
 use crate::outbox::Outbox;
+use audience::Listening;
 use roster::ConnId;
 
 /// Timing of presence.
@@ -81,6 +84,8 @@ struct HubInner {
 struct RoomSlot {
     commands: mpsc::Sender<Command>,
     media: mpsc::Sender<LocalMedia>,
+    /// Whether other relays serve the room, so its media goes to NATS.
+    listening: Listening,
     held: usize,
 }
 
@@ -117,6 +122,8 @@ impl MediaFacts {
 pub struct RoomDoor {
     room: String,
     media: Option<mpsc::Sender<LocalMedia>>,
+    /// Whether to publish for other relays (with `media`, from the slot).
+    listening: Option<Listening>,
     /// Picture kinds whose frames the queue refused since the last frame it
     /// took: the next one that gets through tells the room task.
     lost: LostPictures,
@@ -293,15 +300,18 @@ impl Hub {
         let slot = rooms.entry(room.to_owned()).or_insert_with(|| {
             let (commands, receiver) = mpsc::channel(ROOM_QUEUE);
             let (media, local_media) = mpsc::channel(ROOM_MEDIA_QUEUE);
+            let listening = Listening::default();
             tokio::spawn(room::run(
                 self.clone(),
                 room.to_owned(),
                 receiver,
                 local_media,
+                listening.clone(),
             ));
             RoomSlot {
                 commands,
                 media,
+                listening,
                 held: 0,
             }
         });
@@ -375,10 +385,11 @@ impl Hub {
 
     /// Gives a sender's media frame (an encoded `ServerFrame{media}`) to the
     /// room: to this relay's other receivers through the room task, and to
-    /// the other relays through NATS. While NATS is disconnected or slow the
-    /// frame does not reach them rather than being buffered: stale media is
-    /// worse than none. A frame larger than the NATS server takes is refused
-    /// here, counted, instead of vanishing there (and reaches nobody, so all
+    /// the other relays through NATS while any serves the room (see
+    /// `audience`). While NATS is disconnected or slow the frame does not
+    /// reach them rather than being buffered: stale media is worse than
+    /// none. A frame larger than the NATS server takes is refused here,
+    /// counted, instead of vanishing there (and reaches nobody, so all
     /// receivers see the same call). True when NATS took it.
     pub async fn publish_media(
         &self,
@@ -395,6 +406,9 @@ impl Hub {
             return false;
         }
         self.fan_out_here(door, room, sender, facts, frame.clone());
+        if door.listening.as_ref().is_some_and(|l| !l.by_others()) {
+            return false;
+        }
         if nats.connection_state() != async_nats::connection::State::Connected {
             stats.media_unpublished.fetch_add(1, Relaxed);
             return false;
@@ -429,7 +443,9 @@ impl Hub {
             // A room task that ended (its slots released) and started again
             // has a new queue.
             let rooms = self.inner.rooms.lock().expect("room map lock poisoned");
-            door.media = rooms.get(room).map(|slot| slot.media.clone());
+            let slot = rooms.get(room);
+            door.media = slot.map(|slot| slot.media.clone());
+            door.listening = slot.map(|slot| slot.listening.clone());
             room.clone_into(&mut door.room);
         }
         let Some(media) = &door.media else {

@@ -17,6 +17,7 @@ use rallypoint_protocol::v1::{
 use rallypoint_protocol::{decode_server_frame, encode};
 use tokio::sync::mpsc;
 
+use super::audience::{Audience, Listening};
 use super::listener::Listener;
 use super::roster::{ConnId, Departure, Effect, Roster};
 use super::{Command, Hub, LocalMedia, MediaFacts};
@@ -71,6 +72,8 @@ struct Room {
     /// renewed by the asks made while a listener depends on it; at most
     /// twice the room's size.
     vouched: HashMap<String, Instant>,
+    /// Whether other relays serve the room, so its media goes to NATS.
+    audience: Audience,
 }
 
 pub(super) async fn run(
@@ -78,6 +81,7 @@ pub(super) async fn run(
     name: String,
     mut commands: mpsc::Receiver<Command>,
     mut local_media: mpsc::Receiver<LocalMedia>,
+    listening: Listening,
 ) {
     let inner = &hub.inner;
     let mut subscriber = match inner.nats.subscribe(subjects::room_wildcard(&name)).await {
@@ -103,6 +107,7 @@ pub(super) async fn run(
         roster_asked: None,
         seen: SeenFrames::default(),
         vouched: HashMap::new(),
+        audience: Audience::new(inner.settings.beat, Instant::now(), listening),
     };
     tracing::debug!(room = %room.name, "serving room");
     let mut beat = tokio::time::interval(inner.settings.beat);
@@ -127,7 +132,9 @@ pub(super) async fn run(
                 }
             },
             _ = beat.tick() => {
-                if room.roster.has_local_participants() {
+                // A served standby is in no roster: the beat is the other
+                // relays' only word that this one listens (see `audience`).
+                if room.roster.has_local_participants() || room.serves_listeners() {
                     room.publish_beat(false).await;
                 }
             }
@@ -141,6 +148,7 @@ pub(super) async fn run(
                 let effects = room.roster.tick(now);
                 room.apply(effects).await;
                 room.review_listeners();
+                room.audience.review(room.roster.has_remote_participants(), now);
                 if room.listeners_need_word(now) {
                     room.ask_roster().await;
                 }
@@ -308,6 +316,9 @@ impl Room {
     }
 
     async fn bus_message(&mut self, message: async_nats::Message) {
+        // Without echo, all of it is another relay's: before this relay's
+        // clients hear of that relay's participants, their media goes there.
+        self.audience.heard(Instant::now());
         match subjects::parse_room_subject(&message.subject) {
             Some(RoomSubject::Media { sender, .. }) => {
                 let sender = sender.to_owned();
@@ -585,6 +596,14 @@ impl Room {
     /// Whether `peer_id` is in the call (see [`in_the_call`]).
     fn listed(&self, peer_id: &str) -> bool {
         in_the_call(&self.roster, &self.vouched, peer_id)
+    }
+
+    /// Whether a prepared standby here hears the room now.
+    fn serves_listeners(&self) -> bool {
+        let now = Instant::now();
+        self.conns
+            .values()
+            .any(|c| c.listener.as_ref().is_some_and(|l| l.is_served(now)))
     }
 
     /// Whether a listener this relay's roster does not list is served (on

@@ -414,6 +414,14 @@ impl Roster {
             .collect()
     }
 
+    /// Whether any participant is on another relay (or was, until its
+    /// grace ends).
+    pub fn has_remote_participants(&self) -> bool {
+        self.entries
+            .values()
+            .any(|e| matches!(e.place, Place::Remote { .. }))
+    }
+
     pub fn has_local_participants(&self) -> bool {
         self.entries
             .values()

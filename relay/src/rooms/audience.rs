@@ -1,0 +1,156 @@
+//! Whether a room's media must leave this relay: is any other relay serving
+//! the room?
+//!
+//! A sender's frame reaches this relay's receivers through the room task
+//! and the other relays through NATS. When every participant of a room is
+//! on this relay — most rooms, since callers near each other elect the same
+//! relay — a publish reaches nobody, yet costs the relay a TLS write and
+//! nats-server a message per frame (13% of the relay's CPU at call rates,
+//! measured by `bench capacity` with `perf`, and 0.15–0.2 of a core of
+//! nats-server's). So the room task keeps an [`Audience`] and the sessions
+//! publish only while it says others listen.
+//!
+//! Another relay serving the room makes itself heard: it announces its
+//! participants' joins, states its roster every beat while it has
+//! participants *or serves a prepared standby* (the standby is in no roster,
+//! so its beat is the only word of it), and asks for rosters when it starts.
+//! The relay's NATS connection has no echo, so everything the room's
+//! subscription delivers comes from another relay. Others listen while
+//!
+//! - something was heard from another relay within three beats
+//!   (one or two lost or late beats do not stop the media), or
+//! - the roster lists a participant on another relay (a silent relay's
+//!   participants stay listed until their grace ends), or
+//! - the room task started less than a span ago: a relay new to a room does not
+//!   know yet who else serves it, and the answers take a round trip — its
+//!   clients' first frames must not wait for them (a failover to a relay that
+//!   did not serve the room would otherwise lose that round trip of media).
+//!
+//! What a relay joining a room misses: frames published before the others
+//! heard its announcement, one way across the backbone — as before, when
+//! they were published but its subscription had not reached the other
+//! regions' servers yet. A client that has been told of a peer on another
+//! relay (`PeerJoined`) has its own frames published: the room task notes
+//! what it heard before it tells its clients.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+/// Beats heard within which another relay still counts as serving the room.
+const BEATS_HEARD: u32 = 3;
+
+/// Whether other relays listen to the room's media, as its room task last
+/// decided; cloned into the sessions (one load per frame). Made with the
+/// room's slot, listening until the room task says otherwise.
+#[derive(Debug, Clone)]
+pub struct Listening(Arc<AtomicBool>);
+
+impl Default for Listening {
+    fn default() -> Self {
+        Self(Arc::new(AtomicBool::new(true)))
+    }
+}
+
+impl Listening {
+    /// Whether the room's media must be published for other relays.
+    pub fn by_others(&self) -> bool {
+        self.0.load(Relaxed)
+    }
+}
+
+/// The room task's account of who else serves the room.
+#[derive(Debug)]
+pub struct Audience {
+    span: Duration,
+    /// When something last came from another relay (the room task's start
+    /// counts: see the module doc).
+    last_heard: Instant,
+    listening: Listening,
+}
+
+impl Audience {
+    /// A room task starting at `now`, with the relays' roster `beat`,
+    /// deciding `listening` for the room's sessions.
+    pub fn new(beat: Duration, now: Instant, listening: Listening) -> Self {
+        listening.0.store(true, Relaxed);
+        Self {
+            span: beat * BEATS_HEARD,
+            last_heard: now,
+            listening,
+        }
+    }
+
+    /// Something arrived from another relay: publish from now on.
+    pub fn heard(&mut self, now: Instant) {
+        self.last_heard = now;
+        self.listening.0.store(true, Relaxed);
+    }
+
+    /// Decides again (on the room task's tick): `remote_listed` says whether
+    /// the roster lists a participant on another relay.
+    pub fn review(&mut self, remote_listed: bool, now: Instant) {
+        let recent = now.saturating_duration_since(self.last_heard) < self.span;
+        self.listening.0.store(remote_listed || recent, Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BEAT: Duration = Duration::from_secs(1);
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn a_new_room_publishes_until_a_span_passes_with_nobody_heard() {
+        let start = Instant::now();
+        let listening = Listening::default();
+        let mut audience = Audience::new(BEAT, start, listening.clone());
+        assert!(listening.by_others(), "before the first review");
+        audience.review(false, start + 2999 * MS);
+        assert!(listening.by_others(), "answers may still be on their way");
+        audience.review(false, start + 3000 * MS);
+        assert!(!listening.by_others(), "three beats and nobody spoke");
+    }
+
+    #[test]
+    fn another_relay_heard_opens_at_once_and_its_silence_closes_after_three_beats() {
+        let start = Instant::now();
+        let listening = Listening::default();
+        let mut audience = Audience::new(BEAT, start, listening.clone());
+        audience.review(false, start + 10 * BEAT);
+        assert!(!listening.by_others());
+
+        let heard = start + 11 * BEAT;
+        audience.heard(heard);
+        assert!(listening.by_others(), "open without waiting for a review");
+        // Beats a second apart keep it open, two lost ones too.
+        audience.review(false, heard + 2 * BEAT + 999 * MS);
+        assert!(listening.by_others());
+        audience.review(false, heard + 3 * BEAT);
+        assert!(!listening.by_others());
+    }
+
+    #[test]
+    fn a_participant_listed_on_another_relay_keeps_it_open_however_quiet() {
+        let start = Instant::now();
+        let listening = Listening::default();
+        let mut audience = Audience::new(BEAT, start, listening.clone());
+        audience.review(true, start + 60 * BEAT);
+        assert!(listening.by_others());
+        audience.review(false, start + 61 * BEAT);
+        assert!(!listening.by_others());
+    }
+
+    #[test]
+    fn the_span_follows_the_configured_beat() {
+        let start = Instant::now();
+        let listening = Listening::default();
+        let mut audience = Audience::new(200 * MS, start, listening.clone());
+        audience.review(false, start + 599 * MS);
+        assert!(listening.by_others());
+        audience.review(false, start + 600 * MS);
+        assert!(!listening.by_others());
+    }
+}
