@@ -235,9 +235,18 @@ pub struct Limits {
     #[arg(long, env = "RALLYPOINT_PRESENCE_GRACE", default_value = "5s", value_parser = parse_duration)]
     pub presence_grace: Duration,
 
-    /// How often a relay states its roster of each room it serves.
+    /// How often a relay states its roster of each room it serves. The same
+    /// for every relay of a deployment: a relay not heard from in a room for
+    /// three beats and a second no longer gets the room's media.
     #[arg(long, env = "RALLYPOINT_ROSTER_BEAT", default_value = "1s", value_parser = parse_duration)]
     pub roster_beat: Duration,
+
+    /// Publish every local media frame to NATS, even for rooms no other
+    /// relay serves. Only while rolling out over relays older than this
+    /// setting, which state their rosters only for rooms with participants:
+    /// a prepared standby on one of them could go unheard.
+    #[arg(long, env = "RALLYPOINT_PUBLISH_ALL_MEDIA")]
+    pub publish_all_media: bool,
 
     /// Close connections that sent nothing (not even a probe) for this long.
     #[arg(long, env = "RALLYPOINT_IDLE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]

@@ -81,6 +81,11 @@ pub struct Stats {
     pub media_over_budget: AtomicU64,
     /// Media frames too large for the NATS server's max_payload.
     pub media_refused_oversize: AtomicU64,
+    /// Local media frames published for the other relays serving the room.
+    pub media_published: AtomicU64,
+    /// Local media frames not published: no other relay serves the room
+    /// (see `rooms::audience`).
+    pub media_kept_here: AtomicU64,
     /// Media frames not published because NATS was unreachable or slow:
     /// this relay's other clients in the room got them, other relays' did
     /// not.
@@ -215,6 +220,20 @@ const COUNTERS: &[Instrument<u64>] = &[
             }),
             (Some(("reason", "nats_unavailable")), |s| {
                 s.media_unpublished.load(Relaxed)
+            }),
+        ],
+    },
+    Instrument {
+        name: "rallypoint.relay.media.published",
+        unit: "{packet}",
+        description: "Local senders' media frames published to NATS for other relays, \
+                      or kept here because no other relay serves the room",
+        series: &[
+            (Some(("outcome", "published")), |s| {
+                s.media_published.load(Relaxed)
+            }),
+            (Some(("outcome", "kept_here")), |s| {
+                s.media_kept_here.load(Relaxed)
             }),
         ],
     },

@@ -62,6 +62,7 @@ impl RelayState {
             grace: config.limits.presence_grace,
             beat: config.limits.roster_beat,
             max_size: config.limits.max_room_size,
+            publish_all_media: config.limits.publish_all_media,
         };
         let hub = Hub::new(
             nats.clone(),

@@ -168,19 +168,21 @@ async fn a_relays_own_clients_hear_each_other_directly_not_back_through_nats() {
 /// A room whose participants are all on one relay keeps its media off
 /// NATS: a publish would reach nobody. Its media crosses again as soon as
 /// another relay serves the room — for a prepared standby, which is in no
-/// roster (its relay's beats say it listens), and for a participant, long
-/// after their first words.
+/// roster (its relay's beats say it listens), and for a participant:
+/// every frame each side sends once it is in the room (the decision's
+/// timing is unit-tested in `rooms::audience`), and long after.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_room_on_one_relay_keeps_its_media_off_nats_until_another_relay_serves_it() {
-    // Beats every 200 ms: a relay not heard from for 600 ms serves the room
-    // no longer, and a relay new to a room publishes for its first 600 ms.
+    // Beats every 200 ms: a relay not heard from for 1.6 s (three beats and
+    // a second) serves the room no longer, and a relay new to a room
+    // publishes for its first 1.6 s.
     let lab = Lab::two_regions(&["--roster-beat", "200ms"]).await;
+    let span_passed = Duration::from_millis(2_000);
     let identity = lab.identity("r", "alice");
     let mut alice = lab.connect(0, WebSocket, &identity).await; // us-east
     let ja = alice.join("r", 0, T).await.unwrap();
-    let (bob, _) = lab.participant(0, WebSocket, "r", "bob").await; // us-east
+    let (mut bob, jb) = lab.participant(0, WebSocket, "r", "bob").await; // us-east
     wait_sees(&mut alice, &ja, &[bob.peer_id()]).await;
-    let span_passed = Duration::from_millis(1_200);
     tokio::time::sleep(span_passed).await;
 
     const RELAY: &str = "rallypoint-relay us-east-0";
@@ -188,11 +190,16 @@ async fn a_room_on_one_relay_keeps_its_media_off_nats_until_another_relay_serves
     let bobs = bob.peer_id().to_owned();
     let burst = |n: u64| n * FRAMES..(n + 1) * FRAMES;
     let (server, before) = nats_connection(&lab, "us-east", RELAY).await;
+    let kept_before = lab.relays[0].stats().await.unwrap()["media_kept_here"]
+        .as_u64()
+        .unwrap();
     let (_, alice_got) = tokio::join!(
         send_audio(&bob, burst(0), 120, Duration::from_millis(5)),
         media_seqs_from(&mut alice, &bobs, burst(0), T),
     );
     assert_eq!(alice_got, burst(0).collect::<Vec<_>>(), "alice hears bob");
+    // The relay hands a frame to its room task before it publishes it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let (server_after, after) = nats_connection(&lab, "us-east", RELAY).await;
     assert_eq!(
         (server, &before["cid"]),
@@ -205,12 +212,15 @@ async fn a_room_on_one_relay_keeps_its_media_off_nats_until_another_relay_serves
         "the relay published {published} messages while bob sent {FRAMES} frames to a room \
          no other relay serves"
     );
+    let stats = lab.relays[0].stats().await.unwrap();
+    let kept = stats["media_kept_here"].as_u64().unwrap() - kept_before;
+    assert_eq!(kept, FRAMES, "frames counted as kept here: {stats}");
 
     // Alice prepares a standby in singapore, which did not serve the room;
-    // bob's media reaches it, still after several spans.
+    // bob's media reaches it, still after the span.
     let mut standby = lab.connect(1, WebSocket, &identity).await;
     standby.prepare("r");
-    tokio::time::sleep(2 * span_passed).await;
+    tokio::time::sleep(span_passed).await;
     let (_, standby_got) = tokio::join!(
         send_audio(&bob, burst(1), 120, Duration::from_millis(5)),
         media_seqs_from(&mut standby, &bobs, burst(1), T),
@@ -224,17 +234,31 @@ async fn a_room_on_one_relay_keeps_its_media_off_nats_until_another_relay_serves
     tokio::time::sleep(span_passed).await;
 
     // Carol joins through singapore once it has stopped serving the room.
-    let (mut carol, jc) = lab.participant(1, WebSocket, "r", "carol").await;
-    wait_sees(&mut carol, &jc, &[alice.peer_id(), bob.peer_id()]).await;
+    // Her first frames go out before singapore has heard of anyone else...
+    let (mut carol, _) = lab.participant(1, WebSocket, "r", "carol").await;
+    let carols = carol.peer_id().to_owned();
+    let (_, alice_got) = tokio::join!(
+        send_audio(&carol, burst(2), 120, Duration::from_millis(5)),
+        media_seqs_from(&mut alice, &carols, burst(2), T),
+    );
+    assert_eq!(alice_got, burst(2).collect::<Vec<_>>(), "alice hears carol");
+    // ... and bob's from the moment he is told of her.
+    wait_sees(&mut bob, &jb, &[&carols]).await;
+    let (_, carol_got) = tokio::join!(
+        send_audio(&bob, burst(3), 120, Duration::from_millis(5)),
+        media_seqs_from(&mut carol, &bobs, burst(3), T),
+    );
+    assert_eq!(carol_got, burst(3).collect::<Vec<_>>(), "carol hears bob");
+    // Quiet for a span, the room still has her.
     tokio::time::sleep(span_passed).await;
     let (_, carol_got) = tokio::join!(
-        send_audio(&bob, burst(2), 120, Duration::from_millis(5)),
-        media_seqs_from(&mut carol, &bobs, burst(2), T),
+        send_audio(&bob, burst(4), 120, Duration::from_millis(5)),
+        media_seqs_from(&mut carol, &bobs, burst(4), T),
     );
     assert_eq!(
         carol_got,
-        burst(2).collect::<Vec<_>>(),
-        "carol in singapore hears bob"
+        burst(4).collect::<Vec<_>>(),
+        "carol still hears bob"
     );
 }
 

@@ -99,6 +99,10 @@ prometheus.io/path: /metrics
   value: {{ .Values.relay.drainGrace | quote }}
 - name: RALLYPOINT_MAX_CONNECTIONS
   value: {{ .Values.relay.maxConnections | quote }}
+{{- if .Values.relay.publishAllMedia }}
+- name: RALLYPOINT_PUBLISH_ALL_MEDIA
+  value: "true"
+{{- end }}
 {{- if eq .Values.jwt.algorithm "hs256" }}
 - name: RALLYPOINT_JWT_SECRET
   valueFrom:

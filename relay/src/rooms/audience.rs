@@ -13,25 +13,36 @@
 //! Another relay serving the room makes itself heard: it announces its
 //! participants' joins, states its roster every beat while it has
 //! participants *or serves a prepared standby* (the standby is in no roster,
-//! so its beat is the only word of it), and asks for rosters when it starts.
-//! The relay's NATS connection has no echo, so everything the room's
-//! subscription delivers comes from another relay. Others listen while
+//! so its beat is the only word of it), and asks for rosters for a standby
+//! the roster does not list. The relay's NATS connection has no echo, so
+//! everything the room's subscription delivers comes from another relay.
+//! Others listen while
 //!
-//! - something was heard from another relay within three beats
-//!   (one or two lost or late beats do not stop the media), or
+//! - something was heard from another relay within the *span*, three beats
+//!   and a second: two lost beats, or a late one (a beat waits behind the
+//!   other relay's room events, each allowed up to half a second), do not
+//!   stop the media; or
 //! - the roster lists a participant on another relay (a silent relay's
-//!   participants stay listed until their grace ends), or
-//! - the room task started less than a span ago: a relay new to a room does not
-//!   know yet who else serves it, and the answers take a round trip — its
-//!   clients' first frames must not wait for them (a failover to a relay that
-//!   did not serve the room would otherwise lose that round trip of media).
+//!   participants stay listed until their grace ends); or
+//! - the room task started, or this relay's NATS connection was down, less
+//!   than a span ago: what was said meanwhile is unknown, and a relay new to
+//!   a room learns who else serves it a round trip later — its clients'
+//!   first frames must not wait for that (a failover to a relay that did
+//!   not serve the room would otherwise lose that round trip of media).
 //!
-//! What a relay joining a room misses: frames published before the others
-//! heard its announcement, one way across the backbone — as before, when
-//! they were published but its subscription had not reached the other
-//! regions' servers yet. A client that has been told of a peer on another
-//! relay (`PeerJoined`) has its own frames published: the room task notes
-//! what it heard before it tells its clients.
+//! Past that, the room is this relay's alone until another relay speaks
+//! (the frames not published are counted as kept here). What a relay
+//! joining the room misses: frames published before the others heard its
+//! announcement, one way across the backbone — as before, when they were
+//! published but its subscription had not reached the other regions'
+//! servers yet. A client that has been told of a peer on another relay
+//! (`PeerJoined`) has its own frames published: the room task notes what it
+//! heard before it tells its clients. After a gateway partition longer than
+//! the span, media resumes with the first beat heard across it.
+//!
+//! Relays older than this module beat only for rooms with participants; a
+//! deployment rolling out over them runs with `--publish-all-media` until
+//! it is done.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -39,6 +50,8 @@ use std::time::{Duration, Instant};
 
 /// Beats heard within which another relay still counts as serving the room.
 const BEATS_HEARD: u32 = 3;
+/// Added to the span for beats that come late rather than not at all.
+const LATE_BEAT: Duration = Duration::from_secs(1);
 
 /// Whether other relays listen to the room's media, as its room task last
 /// decided; cloned into the sessions (one load per frame). Made with the
@@ -63,25 +76,30 @@ impl Listening {
 #[derive(Debug)]
 pub struct Audience {
     span: Duration,
-    /// When something last came from another relay (the room task's start
-    /// counts: see the module doc).
+    /// Publish whatever is heard (`--publish-all-media`).
+    always: bool,
+    /// When something last came from another relay (or could have: the
+    /// room task's start and NATS outages count, see the module doc).
     last_heard: Instant,
     listening: Listening,
 }
 
 impl Audience {
     /// A room task starting at `now`, with the relays' roster `beat`,
-    /// deciding `listening` for the room's sessions.
-    pub fn new(beat: Duration, now: Instant, listening: Listening) -> Self {
+    /// deciding `listening` for the room's sessions (`always`: it stays
+    /// true).
+    pub fn new(beat: Duration, always: bool, now: Instant, listening: Listening) -> Self {
         listening.0.store(true, Relaxed);
         Self {
-            span: beat * BEATS_HEARD,
+            span: beat * BEATS_HEARD + LATE_BEAT,
+            always,
             last_heard: now,
             listening,
         }
     }
 
-    /// Something arrived from another relay: publish from now on.
+    /// Something arrived from another relay, or might have unseen (NATS
+    /// was down): publish from now on.
     pub fn heard(&mut self, now: Instant) {
         self.last_heard = now;
         self.listening.0.store(true, Relaxed);
@@ -91,7 +109,18 @@ impl Audience {
     /// the roster lists a participant on another relay.
     pub fn review(&mut self, remote_listed: bool, now: Instant) {
         let recent = now.saturating_duration_since(self.last_heard) < self.span;
-        self.listening.0.store(remote_listed || recent, Relaxed);
+        self.listening
+            .0
+            .store(self.always || remote_listed || recent, Relaxed);
+    }
+}
+
+impl Drop for Audience {
+    /// A room task that ended while its slot lives on (its subscription
+    /// ended) decides nothing more: its sessions publish, as they would
+    /// without it.
+    fn drop(&mut self) {
+        self.listening.0.store(true, Relaxed);
     }
 }
 
@@ -102,41 +131,49 @@ mod tests {
     const BEAT: Duration = Duration::from_secs(1);
     const MS: Duration = Duration::from_millis(1);
 
-    #[test]
-    fn a_new_room_publishes_until_a_span_passes_with_nobody_heard() {
-        let start = Instant::now();
+    fn audience(beat: Duration, always: bool, start: Instant) -> (Audience, Listening) {
         let listening = Listening::default();
-        let mut audience = Audience::new(BEAT, start, listening.clone());
-        assert!(listening.by_others(), "before the first review");
-        audience.review(false, start + 2999 * MS);
-        assert!(listening.by_others(), "answers may still be on their way");
-        audience.review(false, start + 3000 * MS);
-        assert!(!listening.by_others(), "three beats and nobody spoke");
+        (
+            Audience::new(beat, always, start, listening.clone()),
+            listening,
+        )
     }
 
     #[test]
-    fn another_relay_heard_opens_at_once_and_its_silence_closes_after_three_beats() {
+    fn a_new_room_publishes_until_a_span_passes_with_nobody_heard() {
         let start = Instant::now();
-        let listening = Listening::default();
-        let mut audience = Audience::new(BEAT, start, listening.clone());
+        let (mut audience, listening) = audience(BEAT, false, start);
+        assert!(listening.by_others(), "before the first review");
+        audience.review(false, start + 3999 * MS);
+        assert!(listening.by_others(), "answers may still be on their way");
+        audience.review(false, start + 4000 * MS);
+        assert!(
+            !listening.by_others(),
+            "three beats and a second, nobody spoke"
+        );
+    }
+
+    #[test]
+    fn another_relay_heard_opens_at_once_and_its_silence_closes_after_the_span() {
+        let start = Instant::now();
+        let (mut audience, listening) = audience(BEAT, false, start);
         audience.review(false, start + 10 * BEAT);
         assert!(!listening.by_others());
 
         let heard = start + 11 * BEAT;
         audience.heard(heard);
         assert!(listening.by_others(), "open without waiting for a review");
-        // Beats a second apart keep it open, two lost ones too.
-        audience.review(false, heard + 2 * BEAT + 999 * MS);
+        // Two beats lost, and the third late by most of a second.
+        audience.review(false, heard + 3 * BEAT + 999 * MS);
         assert!(listening.by_others());
-        audience.review(false, heard + 3 * BEAT);
+        audience.review(false, heard + 4 * BEAT);
         assert!(!listening.by_others());
     }
 
     #[test]
     fn a_participant_listed_on_another_relay_keeps_it_open_however_quiet() {
         let start = Instant::now();
-        let listening = Listening::default();
-        let mut audience = Audience::new(BEAT, start, listening.clone());
+        let (mut audience, listening) = audience(BEAT, false, start);
         audience.review(true, start + 60 * BEAT);
         assert!(listening.by_others());
         audience.review(false, start + 61 * BEAT);
@@ -146,11 +183,28 @@ mod tests {
     #[test]
     fn the_span_follows_the_configured_beat() {
         let start = Instant::now();
-        let listening = Listening::default();
-        let mut audience = Audience::new(200 * MS, start, listening.clone());
-        audience.review(false, start + 599 * MS);
+        let (mut audience, listening) = audience(200 * MS, false, start);
+        audience.review(false, start + 1599 * MS);
         assert!(listening.by_others());
-        audience.review(false, start + 600 * MS);
+        audience.review(false, start + 1600 * MS);
         assert!(!listening.by_others());
+    }
+
+    #[test]
+    fn publish_all_media_keeps_it_open() {
+        let start = Instant::now();
+        let (mut audience, listening) = audience(BEAT, true, start);
+        audience.review(false, start + 60 * BEAT);
+        assert!(listening.by_others());
+    }
+
+    #[test]
+    fn a_room_task_that_ends_leaves_its_sessions_publishing() {
+        let start = Instant::now();
+        let (mut audience, listening) = audience(BEAT, false, start);
+        audience.review(false, start + 60 * BEAT);
+        assert!(!listening.by_others());
+        drop(audience);
+        assert!(listening.by_others());
     }
 }

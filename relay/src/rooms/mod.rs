@@ -48,6 +48,10 @@ pub struct RoomSettings {
     pub beat: Duration,
     /// Most participants in a room (across all relays).
     pub max_size: usize,
+    /// Publish local media even when no other relay serves the room (see
+    /// `audience`): for a rolling upgrade from relays that do not beat for
+    /// a standby alone.
+    pub publish_all_media: bool,
 }
 
 /// Commands queued per room task. Join and Leave are rate-limited per
@@ -390,7 +394,8 @@ impl Hub {
     /// reach them rather than being buffered: stale media is worse than
     /// none. A frame larger than the NATS server takes is refused here,
     /// counted, instead of vanishing there (and reaches nobody, so all
-    /// receivers see the same call). True when NATS took it.
+    /// receivers see the same call). True when NATS took it (false too when
+    /// no other relay needed it, counted as kept here).
     pub async fn publish_media(
         &self,
         door: &mut RoomDoor,
@@ -407,6 +412,7 @@ impl Hub {
         }
         self.fan_out_here(door, room, sender, facts, frame.clone());
         if door.listening.as_ref().is_some_and(|l| !l.by_others()) {
+            stats.media_kept_here.fetch_add(1, Relaxed);
             return false;
         }
         if nats.connection_state() != async_nats::connection::State::Connected {
@@ -418,7 +424,9 @@ impl Hub {
             tokio::time::timeout(PUBLISH_TIMEOUT, publish).await,
             Ok(Ok(()))
         );
-        if !published {
+        if published {
+            stats.media_published.fetch_add(1, Relaxed);
+        } else {
             stats.media_unpublished.fetch_add(1, Relaxed);
         }
         published
@@ -562,6 +570,7 @@ mod tests {
             grace: Duration::from_secs(5),
             beat: Duration::from_secs(1),
             max_size: 10,
+            publish_all_media: false,
         };
         let hub = Hub::new(
             nats,
@@ -709,6 +718,7 @@ mod tests {
                 grace: Duration::from_secs(5),
                 beat: Duration::from_secs(1),
                 max_size: 10,
+                publish_all_media: false,
             },
             Arc::new(Stats::default()),
         );

@@ -107,7 +107,12 @@ pub(super) async fn run(
         roster_asked: None,
         seen: SeenFrames::default(),
         vouched: HashMap::new(),
-        audience: Audience::new(inner.settings.beat, Instant::now(), listening),
+        audience: Audience::new(
+            inner.settings.beat,
+            inner.settings.publish_all_media,
+            Instant::now(),
+            listening,
+        ),
     };
     tracing::debug!(room = %room.name, "serving room");
     let mut beat = tokio::time::interval(inner.settings.beat);
@@ -148,6 +153,10 @@ pub(super) async fn run(
                 let effects = room.roster.tick(now);
                 room.apply(effects).await;
                 room.review_listeners();
+                if inner.nats.connection_state() != async_nats::connection::State::Connected {
+                    // Whatever the others said meanwhile went unheard.
+                    room.audience.heard(now);
+                }
                 room.audience.review(room.roster.has_remote_participants(), now);
                 if room.listeners_need_word(now) {
                     room.ask_roster().await;
