@@ -175,7 +175,7 @@ async fn a_relays_own_clients_hear_each_other_directly_not_back_through_nats() {
 async fn a_room_on_one_relay_keeps_its_media_off_nats_until_another_relay_serves_it() {
     // Beats every 200 ms: a relay not heard from for 1.6 s (three beats and
     // a second) serves the room no longer, and a relay new to a room
-    // publishes for its first 1.6 s.
+    // publishes for its first 1.2 s (a beat and a second).
     let lab = Lab::two_regions(&["--roster-beat", "200ms"]).await;
     let span_passed = Duration::from_millis(2_000);
     let identity = lab.identity("r", "alice");

@@ -24,11 +24,14 @@
 //!   stop the media; or
 //! - the roster lists a participant on another relay (a silent relay's
 //!   participants stay listed until their grace ends); or
-//! - the room task started, or this relay's NATS connection was down, less
-//!   than a span ago: what was said meanwhile is unknown, and a relay new to
-//!   a room learns who else serves it a round trip later — its clients'
-//!   first frames must not wait for that (a failover to a relay that did
-//!   not serve the room would otherwise lose that round trip of media).
+//! - this relay's NATS connection was down less than a span ago: what was
+//!   said meanwhile is unknown; or
+//! - the room task started less than a beat and a second ago: a relay new to
+//!   a room learns who else serves it a round trip later (the others answer
+//!   its announcement at once, and beat again within a beat if the answer
+//!   is lost) — its clients' first frames must not wait for that (a
+//!   failover to a relay that did not serve the room would otherwise lose
+//!   that round trip of media).
 //!
 //! Past that, the room is this relay's alone until another relay speaks
 //! (the frames not published are counted as kept here). What a relay
@@ -78,9 +81,13 @@ pub struct Audience {
     span: Duration,
     /// Publish whatever is heard (`--publish-all-media`).
     always: bool,
-    /// When something last came from another relay (or could have: the
-    /// room task's start and NATS outages count, see the module doc).
-    last_heard: Instant,
+    /// When something last came from another relay (or could have: NATS
+    /// outages count, see the module doc).
+    last_heard: Option<Instant>,
+    /// Until when the room task is too new to know who else serves the
+    /// room: the answers to its announcement, or the next beats if one
+    /// was lost.
+    young_until: Instant,
     listening: Listening,
 }
 
@@ -93,7 +100,8 @@ impl Audience {
         Self {
             span: beat * BEATS_HEARD + LATE_BEAT,
             always,
-            last_heard: now,
+            last_heard: None,
+            young_until: now + beat + LATE_BEAT,
             listening,
         }
     }
@@ -101,17 +109,20 @@ impl Audience {
     /// Something arrived from another relay, or might have unseen (NATS
     /// was down): publish from now on.
     pub fn heard(&mut self, now: Instant) {
-        self.last_heard = now;
+        self.last_heard = Some(now);
         self.listening.0.store(true, Relaxed);
     }
 
     /// Decides again (on the room task's tick): `remote_listed` says whether
     /// the roster lists a participant on another relay.
     pub fn review(&mut self, remote_listed: bool, now: Instant) {
-        let recent = now.saturating_duration_since(self.last_heard) < self.span;
+        let recent = self
+            .last_heard
+            .is_some_and(|heard| now.saturating_duration_since(heard) < self.span);
+        let young = now < self.young_until;
         self.listening
             .0
-            .store(self.always || remote_listed || recent, Relaxed);
+            .store(self.always || remote_listed || recent || young, Relaxed);
     }
 }
 
@@ -140,17 +151,14 @@ mod tests {
     }
 
     #[test]
-    fn a_new_room_publishes_until_a_span_passes_with_nobody_heard() {
+    fn a_new_room_publishes_for_a_beat_and_a_second_with_nobody_heard() {
         let start = Instant::now();
         let (mut audience, listening) = audience(BEAT, false, start);
         assert!(listening.by_others(), "before the first review");
-        audience.review(false, start + 3999 * MS);
+        audience.review(false, start + 1999 * MS);
         assert!(listening.by_others(), "answers may still be on their way");
-        audience.review(false, start + 4000 * MS);
-        assert!(
-            !listening.by_others(),
-            "three beats and a second, nobody spoke"
-        );
+        audience.review(false, start + 2000 * MS);
+        assert!(!listening.by_others(), "a beat and a second, nobody spoke");
     }
 
     #[test]
@@ -184,9 +192,14 @@ mod tests {
     fn the_span_follows_the_configured_beat() {
         let start = Instant::now();
         let (mut audience, listening) = audience(200 * MS, false, start);
-        audience.review(false, start + 1599 * MS);
-        assert!(listening.by_others());
-        audience.review(false, start + 1600 * MS);
+        audience.review(false, start + 1199 * MS);
+        assert!(listening.by_others(), "young");
+        audience.review(false, start + 1200 * MS);
+        assert!(!listening.by_others());
+        audience.heard(start + 2000 * MS);
+        audience.review(false, start + 3599 * MS);
+        assert!(listening.by_others(), "heard");
+        audience.review(false, start + 3600 * MS);
         assert!(!listening.by_others());
     }
 
