@@ -6,7 +6,7 @@
 //! on this relay — most rooms, since callers near each other elect the same
 //! relay — a publish reaches nobody, yet costs the relay a TLS write and
 //! nats-server a message per frame (13% of the relay's CPU at call rates,
-//! measured by `bench capacity` with `perf`, and 0.15–0.2 of a core of
+//! measured by `bench capacity` with `perf`, and 0.15–0.24 of a core of
 //! nats-server's). So the room task keeps an [`Audience`] and the sessions
 //! publish only while it says others listen.
 //!
@@ -24,14 +24,16 @@
 //!   stop the media; or
 //! - the roster lists a participant on another relay (a silent relay's
 //!   participants stay listed until their grace ends); or
-//! - this relay's NATS connection was down less than a span ago: what was
-//!   said meanwhile is unknown; or
-//! - the room task started less than a beat and a second ago: a relay new to
-//!   a room learns who else serves it a round trip later (the others answer
-//!   its announcement at once, and beat again within a beat if the answer
-//!   is lost) — its clients' first frames must not wait for that (a
-//!   failover to a relay that did not serve the room would otherwise lose
-//!   that round trip of media).
+//! - this relay's NATS connection was down, or came back, less than a span
+//!   ago (as the room task sees on its 250 ms tick: the state, and the
+//!   connection's count of connects): what was said meanwhile is unknown;
+//!   or
+//! - the room task started less than a beat and a second ago: a relay new
+//!   to a room learns who else serves it a round trip later (relays with
+//!   participants answer its announcement or its ask at once; the others,
+//!   and any whose answer is lost, beat within a beat) — its clients' first
+//!   frames must not wait for that (a failover to a relay that did not
+//!   serve the room would otherwise lose that round trip of media).
 //!
 //! Past that, the room is this relay's alone until another relay speaks
 //! (the frames not published are counted as kept here). What a relay
@@ -110,7 +112,11 @@ impl Audience {
     /// was down): publish from now on.
     pub fn heard(&mut self, now: Instant) {
         self.last_heard = Some(now);
-        self.listening.0.store(true, Relaxed);
+        // Stored only on a change: every session of the room reads it per
+        // frame, and remote media calls this per frame.
+        if !self.listening.0.load(Relaxed) {
+            self.listening.0.store(true, Relaxed);
+        }
     }
 
     /// Decides again (on the room task's tick): `remote_listed` says whether

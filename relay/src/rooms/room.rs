@@ -74,6 +74,9 @@ struct Room {
     vouched: HashMap<String, Instant>,
     /// Whether other relays serve the room, so its media goes to NATS.
     audience: Audience,
+    /// The NATS connection's connects when the room task last looked: a
+    /// change is an outage the tick may not have seen.
+    nats_connects: u64,
 }
 
 pub(super) async fn run(
@@ -107,6 +110,7 @@ pub(super) async fn run(
         roster_asked: None,
         seen: SeenFrames::default(),
         vouched: HashMap::new(),
+        nats_connects: inner.nats.statistics().connects.load(Relaxed),
         audience: Audience::new(
             inner.settings.beat,
             inner.settings.publish_all_media,
@@ -153,8 +157,13 @@ pub(super) async fn run(
                 let effects = room.roster.tick(now);
                 room.apply(effects).await;
                 room.review_listeners();
-                if inner.nats.connection_state() != async_nats::connection::State::Connected {
-                    // Whatever the others said meanwhile went unheard.
+                // Whatever the others said while NATS was away went
+                // unheard: a reconnect between two ticks counts too.
+                let connects = inner.nats.statistics().connects.load(Relaxed);
+                let connected =
+                    inner.nats.connection_state() == async_nats::connection::State::Connected;
+                if !connected || connects != room.nats_connects {
+                    room.nats_connects = connects;
                     room.audience.heard(now);
                 }
                 room.audience.review(room.roster.has_remote_participants(), now);
