@@ -187,16 +187,12 @@ async fn a_room_on_one_relay_keeps_its_media_off_nats_until_another_relay_serves
 
     const RELAY: &str = "rallypoint-relay us-east-0";
     const FRAMES: u64 = 100;
-    let bobs = bob.peer_id().to_owned();
     let burst = |n: u64| n * FRAMES..(n + 1) * FRAMES;
     let (server, before) = nats_connection(&lab, "us-east", RELAY).await;
     let kept_before = lab.relays[0].stats().await.unwrap()["media_kept_here"]
         .as_u64()
         .unwrap();
-    let (_, alice_got) = tokio::join!(
-        send_audio(&bob, burst(0), 120, Duration::from_millis(5)),
-        media_seqs_from(&mut alice, &bobs, burst(0), T),
-    );
+    let alice_got = audio_heard(&bob, &mut alice, burst(0)).await;
     assert_eq!(alice_got, burst(0).collect::<Vec<_>>(), "alice hears bob");
     // The relay hands a frame to its room task before it publishes it.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -221,10 +217,7 @@ async fn a_room_on_one_relay_keeps_its_media_off_nats_until_another_relay_serves
     let mut standby = lab.connect(1, WebSocket, &identity).await;
     standby.prepare("r");
     tokio::time::sleep(span_passed).await;
-    let (_, standby_got) = tokio::join!(
-        send_audio(&bob, burst(1), 120, Duration::from_millis(5)),
-        media_seqs_from(&mut standby, &bobs, burst(1), T),
-    );
+    let standby_got = audio_heard(&bob, &mut standby, burst(1)).await;
     assert_eq!(
         standby_got,
         burst(1).collect::<Vec<_>>(),
@@ -237,24 +230,15 @@ async fn a_room_on_one_relay_keeps_its_media_off_nats_until_another_relay_serves
     // Her first frames go out before singapore has heard of anyone else...
     let (mut carol, _) = lab.participant(1, WebSocket, "r", "carol").await;
     let carols = carol.peer_id().to_owned();
-    let (_, alice_got) = tokio::join!(
-        send_audio(&carol, burst(2), 120, Duration::from_millis(5)),
-        media_seqs_from(&mut alice, &carols, burst(2), T),
-    );
+    let alice_got = audio_heard(&carol, &mut alice, burst(2)).await;
     assert_eq!(alice_got, burst(2).collect::<Vec<_>>(), "alice hears carol");
     // ... and bob's from the moment he is told of her.
     wait_sees(&mut bob, &jb, &[&carols]).await;
-    let (_, carol_got) = tokio::join!(
-        send_audio(&bob, burst(3), 120, Duration::from_millis(5)),
-        media_seqs_from(&mut carol, &bobs, burst(3), T),
-    );
+    let carol_got = audio_heard(&bob, &mut carol, burst(3)).await;
     assert_eq!(carol_got, burst(3).collect::<Vec<_>>(), "carol hears bob");
     // Quiet for a span, the room still has her.
     tokio::time::sleep(span_passed).await;
-    let (_, carol_got) = tokio::join!(
-        send_audio(&bob, burst(4), 120, Duration::from_millis(5)),
-        media_seqs_from(&mut carol, &bobs, burst(4), T),
-    );
+    let carol_got = audio_heard(&bob, &mut carol, burst(4)).await;
     assert_eq!(
         carol_got,
         burst(4).collect::<Vec<_>>(),

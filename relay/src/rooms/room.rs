@@ -157,16 +157,7 @@ pub(super) async fn run(
                 let effects = room.roster.tick(now);
                 room.apply(effects).await;
                 room.review_listeners();
-                // Whatever the others said while NATS was away went
-                // unheard: a reconnect between two ticks counts too.
-                let connects = inner.nats.statistics().connects.load(Relaxed);
-                let connected =
-                    inner.nats.connection_state() == async_nats::connection::State::Connected;
-                if !connected || connects != room.nats_connects {
-                    room.nats_connects = connects;
-                    room.audience.heard(now);
-                }
-                room.audience.review(room.roster.has_remote_participants(), now);
+                room.review_audience(now);
                 if room.listeners_need_word(now) {
                     room.ask_roster().await;
                 }
@@ -614,6 +605,21 @@ impl Room {
     /// Whether `peer_id` is in the call (see [`in_the_call`]).
     fn listed(&self, peer_id: &str) -> bool {
         in_the_call(&self.roster, &self.vouched, peer_id)
+    }
+
+    /// Decides again whether other relays serve the room (see `audience`).
+    /// Whatever they said while NATS was away went unheard: an outage, or
+    /// a reconnect between two ticks, counts as hearing them.
+    fn review_audience(&mut self, now: Instant) {
+        let nats = &self.hub.inner.nats;
+        let connects = nats.statistics().connects.load(Relaxed);
+        let connected = nats.connection_state() == async_nats::connection::State::Connected;
+        if !connected || connects != self.nats_connects {
+            self.nats_connects = connects;
+            self.audience.heard(now);
+        }
+        self.audience
+            .review(self.roster.has_remote_participants(), now);
     }
 
     /// Whether a prepared standby here hears the room now.

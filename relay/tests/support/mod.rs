@@ -205,6 +205,18 @@ pub async fn send_audio(peer: &Peer, seqs: std::ops::Range<u64>, size: usize, ga
     }
 }
 
+/// Sends audio frames numbered `seqs` from `from` (120 B, 5 ms apart) while
+/// `to` listens: the sequence numbers of them it heard, as
+/// [`media_seqs_from`] gives them.
+pub async fn audio_heard(from: &Peer, to: &mut Peer, seqs: std::ops::Range<u64>) -> Vec<u64> {
+    let sender = from.peer_id().to_owned();
+    let (_, heard) = tokio::join!(
+        send_audio(from, seqs.clone(), 120, Duration::from_millis(5)),
+        media_seqs_from(to, &sender, seqs, T),
+    );
+    heard
+}
+
 /// Waits until `peer` knows that every one of `others` is in the room — from
 /// its Joined snapshot or later PeerJoined frames — so media published now
 /// reaches it through every gateway.
