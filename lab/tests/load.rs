@@ -18,37 +18,61 @@ fn load(args: &[&str]) -> std::process::Output {
         .expect("rallypoint runs")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_small_load_through_a_relay_reports_consistent_counts() {
+/// Two rooms of three for a second and a half (`extra` flags added) over
+/// WebSocket, spread over `relays` relays of one nats-server; with the
+/// output, each relay's `/stats` after the load.
+async fn small_load(
+    relays: usize,
+    extra: &[&str],
+) -> (std::process::Output, Vec<serde_json::Value>) {
     let dir = tempfile::tempdir().unwrap();
-    let rig = Rig::start(
+    let rig = Rig::start_relays(
         dir.path(),
         false,
         TransportKind::WebSocket,
         SECRET,
         Vec::new(),
+        relays,
     )
     .await
-    .expect("NATS and the relay start");
-    let url = rig.relay.ws_url();
-    let output = tokio::task::spawn_blocking(move || {
-        load(&[
-            "--relay",
-            &url,
+    .expect("NATS and the relays start");
+    let mut args: Vec<String> = rig
+        .relays
+        .iter()
+        .flat_map(|relay| ["--relay".to_owned(), relay.ws_url()])
+        .collect();
+    args.extend(
+        [
             "--rooms",
             "2",
             "--participants",
             "3",
-            "--video",
             "--warmup",
             "500ms",
             "--duration",
             "1s",
-        ])
+        ]
+        .into_iter()
+        .chain(extra.iter().copied())
+        .map(String::from),
+    );
+    let output = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        load(&args)
     })
     .await
     .unwrap();
+    let mut stats = Vec::new();
+    for relay in &rig.relays {
+        stats.push(relay.stats().await.expect("the relay's /stats"));
+    }
     rig.stop().await;
+    (output, stats)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_load_through_a_relay_reports_consistent_counts() {
+    let (output, _) = small_load(1, &["--video"]).await;
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "load failed: {stderr}");
     let stdout = String::from_utf8(output.stdout).unwrap();
@@ -67,6 +91,28 @@ async fn a_small_load_through_a_relay_reports_consistent_counts() {
         summary.latency_p50_ms <= summary.latency_p99_ms,
         "{summary:?}"
     );
+}
+
+/// Rooms spread over two relays: every participant of a room receives the
+/// others whichever relay they joined, and both relays carry their share —
+/// each publishes its own participants' media to NATS for the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_over_two_relays_spreads_every_room_over_both() {
+    let (output, stats) = small_load(2, &[]).await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "load failed: {stderr}");
+    let summary: Summary = serde_json::from_slice(&output.stdout).expect("a summary");
+    assert_eq!(summary.path, "relay-ws");
+    assert_eq!(summary.expected, summary.sent * 2);
+    // Frames sent in the first moments after a join may race the other
+    // relay's subscription; nothing else may go missing.
+    assert!(summary.drop_fraction < 0.01, "{summary:?}");
+    // Participants 0 and 2 of each room joined the first relay, 1 the
+    // second: both published their own participants' media for the other.
+    for (i, stats) in stats.iter().enumerate() {
+        let published = stats["media_published"].as_u64().unwrap();
+        assert!(published > 0, "relay {i} published nothing: {stats}");
+    }
 }
 
 /// As deployments run: relays hold only an Ed25519 public key and accept
@@ -97,7 +143,7 @@ async fn a_load_mints_ed25519_tokens_for_relays_that_verify_with_a_public_key() 
     )
     .await
     .expect("NATS and the relay start");
-    let url = rig.relay.ws_url();
+    let url = rig.relay().ws_url();
     let run = |key: &[&str]| {
         let mut args = vec![
             "load",
@@ -193,4 +239,20 @@ fn a_load_needs_a_relay_or_nats() {
         stderr.contains("--relay") && stderr.contains("--nats"),
         "{stderr}"
     );
+}
+
+#[test]
+fn relays_of_one_load_must_share_a_transport() {
+    // Nothing listens on these ports: the plan is refused before any connect.
+    let output = load(&[
+        "--relay",
+        "ws://127.0.0.1:9/ws",
+        "--relay",
+        "https://127.0.0.1:9/",
+        "--rooms",
+        "1",
+    ]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("must share a transport"), "{stderr}");
 }

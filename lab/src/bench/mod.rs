@@ -23,11 +23,12 @@ pub fn quantile<T: Copy>(sorted: &[T], q: f64) -> T {
     sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }
 
-/// What the relay benchmarks measure on: one nats-server and one relay
-/// serving `transport` through it.
+/// What the relay benchmarks measure on: one nats-server and one relay (or a
+/// few, all of one region) serving `transport` through it.
 pub struct Rig {
     pub nats: SuperCluster,
-    pub relay: RelayProcess,
+    /// At least one; `relays[0]` is the relay of single-relay benchmarks.
+    pub relays: Vec<RelayProcess>,
 }
 
 /// The region (and NATS cluster) of the rig.
@@ -43,27 +44,51 @@ impl Rig {
         jwt_secret: &str,
         relay_args: Vec<String>,
     ) -> anyhow::Result<Rig> {
+        Self::start_relays(dir, secure, transport, jwt_secret, relay_args, 1).await
+    }
+
+    /// Like [`Rig::start`] with `count` relays on the same nats-server.
+    pub async fn start_relays(
+        dir: &Path,
+        secure: bool,
+        transport: TransportKind,
+        jwt_secret: &str,
+        relay_args: Vec<String>,
+        count: usize,
+    ) -> anyhow::Result<Rig> {
         let spec = SuperClusterSpec::one_server(RIG_REGION, secure);
         let mut nats = SuperCluster::start(spec, &dir.join("nats")).await?;
-        let relay = RelayProcess::start(
-            RelaySpec {
-                region: RIG_REGION.into(),
-                relay_id: format!("{RIG_REGION}-0"),
-                transports: vec![transport],
-                nats: nats.access(NatsRole::Relay(RIG_REGION.into()), RIG_REGION),
-                jwt_secret: jwt_secret.into(),
-                extra_args: relay_args,
-            },
-            &dir.join("relay"),
-        )
-        .await;
-        match relay {
-            Ok(relay) => Ok(Rig { nats, relay }),
-            Err(e) => {
-                nats.stop().await;
-                Err(e)
+        let mut relays = Vec::with_capacity(count);
+        for i in 0..count.max(1) {
+            let relay = RelayProcess::start(
+                RelaySpec {
+                    region: RIG_REGION.into(),
+                    relay_id: format!("{RIG_REGION}-{i}"),
+                    transports: vec![transport],
+                    nats: nats.access(NatsRole::Relay(RIG_REGION.into()), RIG_REGION),
+                    jwt_secret: jwt_secret.into(),
+                    extra_args: relay_args.clone(),
+                },
+                &dir.join(format!("relay-{i}")),
+            )
+            .await;
+            match relay {
+                Ok(relay) => relays.push(relay),
+                Err(e) => {
+                    for mut started in relays {
+                        started.stop(Duration::from_secs(3)).await;
+                    }
+                    nats.stop().await;
+                    return Err(e);
+                }
             }
         }
+        Ok(Rig { nats, relays })
+    }
+
+    /// The relay of single-relay benchmarks.
+    pub fn relay(&self) -> &RelayProcess {
+        &self.relays[0]
     }
 
     /// How a client with `role` reaches the rig's NATS.
@@ -72,7 +97,9 @@ impl Rig {
     }
 
     pub async fn stop(mut self) {
-        self.relay.stop(Duration::from_secs(3)).await;
+        for relay in &mut self.relays {
+            relay.stop(Duration::from_secs(3)).await;
+        }
         self.nats.stop().await;
     }
 }

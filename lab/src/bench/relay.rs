@@ -143,7 +143,7 @@ async fn measure(
     .map(String::from)
     .to_vec();
     let rig = Rig::start(dir.path(), secure, transport, secret, relay_args).await?;
-    let relay = &rig.relay;
+    let relay = rig.relay();
     // The raw NATS baseline runs over the same link security as the relay's.
     let baseline = rig.nats_access(NatsRole::Admin);
 

@@ -1,5 +1,6 @@
-//! `rallypoint load`: call-rate load against one relay (or straight over
-//! NATS, the baseline), in a process of its own. Progress goes to stderr, a
+//! `rallypoint load`: call-rate load against one relay, or several serving
+//! the same rooms (or straight over NATS, the baseline), in a process of its
+//! own. Progress goes to stderr, a
 //! one-line JSON summary to stdout (`rallypoint bench capacity` reads it).
 
 use std::path::PathBuf;
@@ -14,13 +15,16 @@ use rallypoint_testkit::tokens::DevIssuer;
 use crate::load::{LoadPlan, nats_path, relay_path};
 
 #[derive(Debug, Clone, clap::Args)]
-#[command(group(ArgGroup::new("target").required(true).args(["relay", "nats"])))]
+#[command(group(ArgGroup::new("target").required(true).args(["relays", "nats"])))]
 pub struct LoadArgs {
     /// The relay to load: `ws://host:port/ws`, `wss://…`, or `https://host:port/`
     /// (WebTransport; add `#cert=<sha256 hex>` for a self-signed relay). The
-    /// scheme picks the transport.
-    #[arg(long, value_name = "URL")]
-    pub relay: Option<String>,
+    /// scheme picks the transport. Repeat it to spread every room over
+    /// several relays (participant `p` of a room joins the `p mod n`-th), so
+    /// that each frame also crosses NATS to the other relays; all of them must
+    /// use the same transport.
+    #[arg(long = "relay", value_name = "URL")]
+    pub relays: Vec<String>,
 
     /// Instead of a relay, the same load straight over NATS (the ceiling a
     /// relay is measured against), with the `--nats-*` connection flags.
@@ -87,15 +91,12 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
     let plan = plan(&args)?;
     let deadline = SETUP_BUDGET + plan.warmup + plan.window + Duration::from_secs(10);
     let run = async {
-        match &args.relay {
-            Some(url) => {
-                let issuer = token_issuer(&args)?;
-                let candidate = super::source::parse_urls(std::slice::from_ref(url))?
-                    .pop()
-                    .context("no relay URL")?;
-                relay_path::run(&plan, &candidate, &issuer).await
-            }
-            None => nats_path::run(&plan, &args.nats_args).await,
+        if args.relays.is_empty() {
+            nats_path::run(&plan, &args.nats_args).await
+        } else {
+            let issuer = token_issuer(&args)?;
+            let candidates = super::source::parse_urls(&args.relays)?;
+            relay_path::run(&plan, &candidates, &issuer).await
         }
     };
     let summary = tokio::time::timeout(deadline, run)

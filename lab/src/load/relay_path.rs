@@ -2,6 +2,10 @@
 //! (WebSocket or WebTransport, as `rallypoint_client_native` routes frames:
 //! on WebTransport small media as datagrams, frames too large for one — video
 //! at these sizes, keyframes above all — on a unidirectional stream each).
+//! With several relays, each room is spread over them: participant `p` joins
+//! the `p mod n`-th, so every frame reaches some of its receivers through
+//! NATS and another relay, as a call whose members are on different relays
+//! does.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,15 +35,16 @@ impl MediaOut for Sender {
     }
 }
 
-/// Runs `plan` through the relay at `candidate`, minting a token per
-/// participant with `issuer`.
+/// Runs `plan` through the relays at `candidates` (one transport), minting a
+/// token per participant with `issuer`.
 pub async fn run(
     plan: &LoadPlan,
-    candidate: &Candidate,
+    candidates: &[Candidate],
     issuer: &DevIssuer,
 ) -> anyhow::Result<Summary> {
+    let transport = one_transport(candidates)?;
     let started = Instant::now();
-    let peers = join_everyone(plan, candidate, issuer).await?;
+    let peers = join_everyone(plan, candidates, issuer).await?;
     let connect = super::everyone_in(plan, "joined", started);
     let (schedule, clock) = super::begin(plan);
     let participants = peers
@@ -68,21 +73,33 @@ pub async fn run(
     if tokio::time::timeout(CLOSE_TIMEOUT, closing).await.is_err() {
         eprintln!("    [load] some connections were still closing after {CLOSE_TIMEOUT:?}");
     }
-    let path = match candidate.transport {
+    let path = match transport {
         TransportKind::WebSocket => "relay-ws",
         TransportKind::WebTransport => "relay-wt",
     };
     super::summarize(path, plan, connect, outcome)
 }
 
+/// The transport all `candidates` share: a summary speaks of one.
+fn one_transport(candidates: &[Candidate]) -> anyhow::Result<TransportKind> {
+    let first = candidates.first().context("no relay to load")?.transport;
+    anyhow::ensure!(
+        candidates.iter().all(|c| c.transport == first),
+        "the relays of one load must share a transport: give only ws(s):// URLs or only \
+         https:// (WebTransport) ones"
+    );
+    Ok(first)
+}
+
 /// Connects and joins every participant; the first failure ends the run,
 /// naming who and why.
 async fn join_everyone(
     plan: &LoadPlan,
-    candidate: &Candidate,
+    candidates: &[Candidate],
     issuer: &DevIssuer,
 ) -> anyhow::Result<Vec<(usize, Peer)>> {
     super::connect_all(plan, |room, p| {
+        let candidate = &candidates[p % candidates.len()];
         let room_name = plan.room_name(room);
         let user = plan.participant_name(room, p);
         let token = issuer.mint(&room_name, &user, &user, TOKEN_TTL);
@@ -90,7 +107,7 @@ async fn join_everyone(
             let identity = rallypoint_client_native::identity(token);
             let mut peer = Peer::connect(candidate, &identity, JOIN_TIMEOUT)
                 .await
-                .with_context(|| format!("{user} could not connect"))?;
+                .with_context(|| format!("{user} could not connect to {}", candidate.url))?;
             peer.join(&room_name, 0, JOIN_TIMEOUT)
                 .await
                 .with_context(|| format!("{user} could not join {room_name}"))?;

@@ -13,28 +13,37 @@ use tokio::process::Command;
 use crate::load::{Summary, WINDOW_CLOSE_MARK, WINDOW_OPEN_MARK};
 
 /// The processes whose CPU a level reads.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Watched {
-    pub relay: u32,
+    /// Every relay of the rig (one unless rooms are spread over several).
+    pub relays: Vec<u32>,
     pub nats: u32,
 }
 
+impl Watched {
+    /// The relays' resident memory together, if every one could be read.
+    pub fn relays_rss(&self) -> Option<u64> {
+        self.relays.iter().map(|&pid| usage::rss_bytes(pid)).sum()
+    }
+}
+
 /// CPU seconds used so far by each watched process, at one moment.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Sample {
     at: Instant,
-    relay: f64,
+    /// One per relay, in `Watched::relays`' order.
+    relays: Vec<f64>,
     nats: f64,
     load: f64,
     machine: f64,
 }
 
 impl Sample {
-    fn take(watched: Watched, load: u32) -> Self {
+    fn take(watched: &Watched, load: u32) -> Self {
         let cpu = |pid| usage::cpu_seconds(pid).unwrap_or(f64::NAN);
         Sample {
             at: Instant::now(),
-            relay: cpu(watched.relay),
+            relays: watched.relays.iter().map(|&pid| cpu(pid)).collect(),
             nats: cpu(watched.nats),
             load: cpu(load),
             machine: usage::machine_busy_seconds().unwrap_or(f64::NAN),
@@ -45,7 +54,11 @@ impl Sample {
 /// Cores each process used during the window (CPU seconds per second).
 #[derive(Debug, Clone, Copy)]
 pub struct Cores {
+    /// All relays together.
     pub relay: f64,
+    /// The one relay that used the most (the same as `relay` for one relay):
+    /// a relay near a full core is a knee however many there are.
+    pub busiest_relay: f64,
     pub nats: f64,
     pub load: f64,
     /// Everything else on the machine (another build, say): it competes
@@ -57,7 +70,7 @@ pub struct Cores {
 pub struct ChildRun {
     pub summary: Summary,
     pub cores: Cores,
-    /// The relay's resident memory when the window closed.
+    /// The relays' resident memory together when the window closed.
     pub relay_rss: Option<u64>,
 }
 
@@ -65,7 +78,7 @@ pub struct ChildRun {
 pub async fn run(
     args: &[String],
     envs: &[(&str, &str)],
-    watched: Watched,
+    watched: &Watched,
     deadline: Duration,
 ) -> anyhow::Result<ChildRun> {
     let exe = std::env::current_exe().context("cannot find this executable to run `load`")?;
@@ -93,7 +106,7 @@ pub async fn run(
                 open = Some(Sample::take(watched, pid));
             } else if line == WINDOW_CLOSE_MARK {
                 close = Some(Sample::take(watched, pid));
-                rss = usage::rss_bytes(watched.relay);
+                rss = watched.relays_rss();
             } else {
                 eprintln!("    {line}");
                 tail.push(line);
@@ -120,8 +133,15 @@ pub async fn run(
         .with_context(|| format!("cannot read the load summary from {out:?}"))?;
     let seconds = close.at.duration_since(open.at).as_secs_f64().max(1e-3);
     let per_second = |used: f64| used / seconds;
-    let (relay, nats, load) = (
-        per_second(close.relay - open.relay),
+    let relays: Vec<f64> = close
+        .relays
+        .iter()
+        .zip(&open.relays)
+        .map(|(close, open)| per_second(close - open))
+        .collect();
+    let relay: f64 = relays.iter().sum();
+    let busiest_relay = relays.iter().copied().fold(0.0, f64::max);
+    let (nats, load) = (
         per_second(close.nats - open.nats),
         per_second(close.load - open.load),
     );
@@ -130,6 +150,7 @@ pub async fn run(
         summary,
         cores: Cores {
             relay,
+            busiest_relay,
             nats,
             load,
             others: (machine - relay - nats - load).max(0.0),

@@ -7,6 +7,12 @@
 //! window marks, so forwarded packets per relay CPU-second is measured, not
 //! inferred. The series stops at the knee: the relay near a full core, drops,
 //! a latency jump, or the machine full (the load generator shares it).
+//!
+//! With `--relays 2` (or more) every room is spread over that many relays of
+//! one NATS server, its participants alternating between them: each frame is
+//! then also published once and forwarded by another relay, the cost of a
+//! call whose members are on different relays (rooms on one relay keep their
+//! media off NATS). Relay CPU is all relays' together.
 
 mod child;
 mod report;
@@ -16,7 +22,6 @@ use std::time::Duration;
 use rallypoint_client::TransportKind;
 use rallypoint_service::parse_duration;
 use rallypoint_testkit::nats::NatsRole;
-use rallypoint_testkit::usage;
 
 use super::Rig;
 use super::relay::BenchTransport;
@@ -31,6 +36,10 @@ pub struct CapacityBenchArgs {
     /// Participants per room.
     #[arg(long, default_value_t = 5)]
     pub room_size: usize,
+    /// Relays every room is spread over (participants alternate between
+    /// them); 1 keeps each room on one relay.
+    #[arg(long, default_value_t = 1)]
+    pub relays: usize,
     /// Participants at each audio-only level, rising (comma-separated).
     #[arg(
         long,
@@ -55,24 +64,36 @@ pub struct CapacityBenchArgs {
 const JWT_SECRET: &str = "bench-capacity-secret";
 /// Other processes using more than this during a window disturb it.
 const DISTURBED_CORES: f64 = 0.25;
+/// More relays than this only share the same few cores of the machine.
+const MAX_RELAYS: usize = 4;
 
 pub async fn run(args: CapacityBenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.room_size >= 2, "--room-size must be at least 2");
+    anyhow::ensure!(
+        (1..=MAX_RELAYS).contains(&args.relays) && args.relays <= args.room_size,
+        "--relays must be from 1 to {MAX_RELAYS} and at most --room-size ({}), so that every \
+         relay serves part of every room",
+        args.room_size
+    );
     let transport = match args.transport {
         BenchTransport::Ws => TransportKind::WebSocket,
         BenchTransport::Wt => TransportKind::WebTransport,
     };
     let machine_cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     let dir = tempfile::tempdir()?;
-    eprintln!("[bench] starting one NATS server and one relay ({transport:?})");
+    eprintln!(
+        "[bench] starting one NATS server and {} relay(s) ({transport:?})",
+        args.relays
+    );
     // The relay runs with its deployed limits: this measures a relay as
     // shipped, at call rates well inside every per-sender budget.
-    let rig = Rig::start(
+    let rig = Rig::start_relays(
         dir.path(),
         !args.plain_nats,
         transport,
         JWT_SECRET,
         Vec::new(),
+        args.relays,
     )
     .await?;
     let result = measure(&args, &rig, transport, machine_cores).await;
@@ -86,26 +107,41 @@ async fn measure(
     transport: TransportKind,
     machine_cores: f64,
 ) -> anyhow::Result<()> {
-    let (nats, relay) = (&rig.nats, &rig.relay);
     let watched = Watched {
-        relay: relay
-            .pid()
-            .ok_or_else(|| anyhow::anyhow!("the relay exited"))?,
-        nats: nats.servers()[0]
+        relays: rig
+            .relays
+            .iter()
+            .map(|relay| relay.pid().ok_or_else(|| anyhow::anyhow!("a relay exited")))
+            .collect::<anyhow::Result<_>>()?,
+        nats: rig.nats.servers()[0]
             .pid()
             .ok_or_else(|| anyhow::anyhow!("nats-server exited"))?,
     };
-    let idle_rss = usage::rss_bytes(watched.relay);
-    let candidate = relay.candidate(transport);
-    let relay_url = match &candidate.cert_hash {
-        Some(hash) => format!("{}#cert={hash}", candidate.url),
-        None => candidate.url.clone(),
-    };
+    let idle_rss = watched.relays_rss();
+    let relay_urls: Vec<String> = rig
+        .relays
+        .iter()
+        .map(|relay| {
+            let candidate = relay.candidate(transport);
+            match &candidate.cert_hash {
+                Some(hash) => format!("{}#cert={hash}", candidate.url),
+                None => candidate.url,
+            }
+        })
+        .collect();
     let nats_args = rig.nats_access(NatsRole::Admin).cli_args();
     println!();
+    let spread = if args.relays > 1 {
+        format!(
+            " spread over {} relays (relay cores are theirs together)",
+            args.relays
+        )
+    } else {
+        String::new()
+    };
     println!(
-        "relay capacity at call rates, {transport:?}, rooms of {}, NATS {}; audio 50 frames/s of 120 B, \
-         video 30 fps of 2.4 kB with a 24 kB keyframe every 2 s; window {:?} after {:?} warm-up",
+        "relay capacity at call rates, {transport:?}, rooms of {}{spread}, NATS {}; audio 50 frames/s \
+         of 120 B, video 30 fps of 2.4 kB with a 24 kB keyframe every 2 s; window {:?} after {:?} warm-up",
         args.room_size,
         if args.plain_nats {
             "plain"
@@ -147,19 +183,24 @@ async fn measure(
             let deadline = args.warmup + args.duration + Duration::from_secs(90);
             eprintln!("[bench] {participants} participants through the relay");
             let mut relay_args = common.clone();
-            relay_args.extend(["--relay".to_owned(), relay_url.clone()]);
-            let relay_run = child::run(
+            for url in &relay_urls {
+                relay_args.extend(["--relay".to_owned(), url.clone()]);
+            }
+            let mut relay_run = child::run(
                 &relay_args,
                 &[("RALLYPOINT_JWT_SECRET", JWT_SECRET)],
-                watched,
+                &watched,
                 deadline,
             )
             .await?;
+            if args.relays > 1 {
+                relay_run.summary.path = format!("{} x{}", relay_run.summary.path, args.relays);
+            }
             eprintln!("[bench] {participants} participants straight over NATS");
             let mut baseline_args = common;
             baseline_args.push("--nats".to_owned());
             baseline_args.extend(nats_args.iter().cloned());
-            let nats_run = child::run(&baseline_args, &[], watched, deadline).await?;
+            let nats_run = child::run(&baseline_args, &[], &watched, deadline).await?;
             let level = Level {
                 participants: rooms * args.room_size,
                 relay: relay_run,

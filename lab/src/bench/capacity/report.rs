@@ -7,7 +7,7 @@ pub struct Level {
     pub participants: usize,
     pub relay: ChildRun,
     pub nats: ChildRun,
-    /// The relay's resident memory before any load.
+    /// The relays' resident memory (together) before any load.
     pub idle_rss: Option<u64>,
 }
 
@@ -23,7 +23,7 @@ pub enum Knee {
 impl std::fmt::Display for Knee {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Knee::RelayCpu(cores) => write!(f, "the relay used {cores:.2} cores (>= 0.9)"),
+            Knee::RelayCpu(cores) => write!(f, "a relay used {cores:.2} cores (>= 0.9)"),
             Knee::Drops(fraction) => {
                 write!(f, "{:.3}% of frames dropped (>= 0.1%)", fraction * 100.0)
             }
@@ -50,8 +50,8 @@ pub fn knee(level: &Level, first_p99_ms: f64, machine_cores: f64) -> Option<Knee
     let r = &level.relay;
     let ours = r.cores.relay + r.cores.nats + r.cores.load;
     let (_, added_p99) = added_latency(level);
-    if r.cores.relay >= 0.9 {
-        Some(Knee::RelayCpu(r.cores.relay))
+    if r.cores.busiest_relay >= 0.9 {
+        Some(Knee::RelayCpu(r.cores.busiest_relay))
     } else if r.summary.drop_fraction >= 0.001 {
         Some(Knee::Drops(r.summary.drop_fraction))
     } else if added_p99 > 5.0 && r.summary.latency_p99_ms > 3.0 * first_p99_ms {
@@ -168,6 +168,7 @@ mod tests {
             },
             cores: Cores {
                 relay: relay_cores,
+                busiest_relay: relay_cores,
                 nats: 0.1,
                 load: load_cores,
                 others: 0.0,
