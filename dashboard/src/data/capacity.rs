@@ -103,12 +103,17 @@ pub fn daily(hours: &[HourlySessions], now_day_end: u32) -> Vec<DailyLoad> {
 
 /// Participants one relay core carries in video calls (rooms of five, each
 /// receiving the others' audio at 50 and video at 30 frames/s), measured by
-/// `rallypoint bench capacity`: WebTransport, the worse of the two
-/// transports, reached its knee at 80 participants on 0.69 relay cores (116
-/// per core), rounded down for headroom. See BENCHMARKS.md, "Relay capacity
+/// `rallypoint bench capacity` for the costlier layout: every room spread
+/// over two relays (`--relays 2`), so each frame is also published to NATS
+/// and forwarded by the other relay, as in a call between regions. Over
+/// WebTransport, the costlier transport, two runs carried 80 participants on
+/// 0.82 and 0.89 relay cores (both relays together: 97 and 90 per core; the
+/// second run's knee, the next level the first's); rounded down for
+/// headroom. A room on one relay costs less (143 per core at the
+/// same level, its media kept off NATS). See BENCHMARKS.md, "Relay capacity
 /// at call rates". The capacity view divides a region's sessions by it;
 /// re-measure and update it when the relay's forwarding path changes.
-pub const PARTICIPANTS_PER_RELAY_CORE: u64 = 100;
+pub const PARTICIPANTS_PER_RELAY_CORE: u64 = 80;
 
 /// Relay cores a region needs for `sessions` concurrent participants, at
 /// [`PARTICIPANTS_PER_RELAY_CORE`] (none for no sessions).

@@ -21,7 +21,7 @@ const DAILY_LOAD: &[Column] = &[
     ),
     number(
         "Relay cores at p95 hour",
-        "Relay CPU cores that hour's sessions need: sessions ÷ participants per relay core, as `rallypoint bench capacity` measured it for video calls in rooms of five (BENCHMARKS.md). A session here is one participant's connection.",
+        "Relay CPU cores that hour's sessions need: sessions ÷ participants per relay core, as `rallypoint bench capacity` measured it for WebTransport video calls in rooms of five spread over two relays, the costlier case (BENCHMARKS.md). A session here is one participant's connection.",
     ),
     number(
         "Highest peak",
