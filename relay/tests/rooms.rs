@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use rallypoint_client::TransportKind::{WebSocket, WebTransport};
-use rallypoint_client_native::PeerError;
+use rallypoint_client_native::{Peer, PeerError};
 use rallypoint_protocol::v1::{LeaveReason, TrackKind, server_frame};
 use support::*;
 
@@ -243,6 +243,76 @@ async fn a_room_on_one_relay_keeps_its_media_off_nats_until_another_relay_serves
         carol_got,
         burst(4).collect::<Vec<_>>(),
         "carol still hears bob"
+    );
+}
+
+/// A relay whose NATS connection broke cannot know who began serving its
+/// rooms meanwhile (their announcements went nowhere), so after it
+/// reconnects it publishes its rooms' media for a span — although no other
+/// relay serves this room — and then keeps it here again. Here its NATS
+/// server is killed and it reconnects to another of its cluster. (The room
+/// task notices either the outage on its tick or, for a reconnect between
+/// two ticks, the connection's count of connects; on this machine the
+/// outage lasts long enough for a tick, so the second path is not what
+/// this test isolates.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_nats_reconnect_a_relay_publishes_its_rooms_media_for_a_span() {
+    let mut lab = Lab::two_regions(&["--roster-beat", "200ms"]).await;
+    let span_passed = Duration::from_millis(2_000);
+    let (mut alice, ja) = lab.participant(0, WebSocket, "r", "alice").await;
+    let (bob, _) = lab.participant(0, WebSocket, "r", "bob").await;
+    wait_sees(&mut alice, &ja, &[bob.peer_id()]).await;
+    tokio::time::sleep(span_passed).await;
+
+    const RELAY: &str = "rallypoint-relay us-east-0";
+    const FRAMES: u64 = 100;
+    // Bob sends a burst of FRAMES to alice (half a second): how many of
+    // them the relay published to NATS.
+    let published_of_burst = async |lab: &Lab, alice: &mut Peer, n: u64| {
+        let published = async || {
+            lab.relays[0].stats().await.unwrap()["media_published"]
+                .as_u64()
+                .unwrap()
+        };
+        let before = published().await;
+        let heard = audio_heard(&bob, alice, n * FRAMES..(n + 1) * FRAMES).await;
+        assert_eq!(heard.len() as u64, FRAMES, "alice hears bob's burst {n}");
+        // The relay hands a frame to its room task before it publishes it.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        published().await - before
+    };
+    let kept_phase = published_of_burst(&lab, &mut alice, 0).await;
+    assert!(
+        kept_phase < FRAMES / 4,
+        "published {kept_phase} of {FRAMES} before the reconnect"
+    );
+
+    let (server, _) = nats_connection(&lab, "us-east", RELAY).await;
+    lab.nats.kill(&server).await.unwrap();
+    let reconnected_by = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match find_nats_connection(&lab, "us-east", RELAY).await {
+            Some((now_on, _)) if now_on != server => break,
+            _ if tokio::time::Instant::now() > reconnected_by => {
+                panic!("the relay did not reconnect to another us-east NATS server in 10 s")
+            }
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    // From the moment the new connection shows: the room task looks every
+    // 250 ms, so at least half of the burst goes out.
+    let after_reconnect = published_of_burst(&lab, &mut alice, 1).await;
+    assert!(
+        after_reconnect >= FRAMES / 4,
+        "published only {after_reconnect} of {FRAMES} frames right after reconnecting to NATS"
+    );
+
+    // A span later nobody else was heard: the media stays here again.
+    tokio::time::sleep(span_passed).await;
+    let later = published_of_burst(&lab, &mut alice, 2).await;
+    assert!(
+        later < FRAMES / 4,
+        "published {later} of {FRAMES} a span after the reconnect"
     );
 }
 

@@ -256,19 +256,30 @@ pub async fn nats_connection(
     cluster: &str,
     client_name: &str,
 ) -> (String, serde_json::Value) {
+    find_nats_connection(lab, cluster, client_name)
+        .await
+        .unwrap_or_else(|| panic!("no {cluster} NATS server has a client named {client_name}"))
+}
+
+/// Like [`nats_connection`], `None` when no server of `cluster` has the
+/// client now (it is reconnecting, say); servers that do not answer (killed
+/// ones) are skipped.
+pub async fn find_nats_connection(
+    lab: &Lab,
+    cluster: &str,
+    client_name: &str,
+) -> Option<(String, serde_json::Value)> {
     for server in lab.nats.servers().iter().filter(|s| s.cluster == cluster) {
-        let connz: serde_json::Value = reqwest::get(format!("{}/connz", server.monitor_url()))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let Ok(response) = reqwest::get(format!("{}/connz", server.monitor_url())).await else {
+            continue;
+        };
+        let connz: serde_json::Value = response.json().await.unwrap();
         let found = connz["connections"]
             .as_array()
             .and_then(|c| c.iter().find(|c| c["name"] == client_name));
         if let Some(connection) = found {
-            return (server.name.clone(), connection.clone());
+            return Some((server.name.clone(), connection.clone()));
         }
     }
-    panic!("no {cluster} NATS server has a client named {client_name}");
+    None
 }
