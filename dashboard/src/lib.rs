@@ -39,6 +39,18 @@ pub struct DashboardConfig {
     /// Pages refresh their data this often (0: never).
     #[arg(long, env = "RALLYPOINT_DASHBOARD_REFRESH", default_value_t = 30)]
     pub refresh_seconds: u32,
+    /// Participants one relay core carries, for the capacity view's relay
+    /// cores: measure it on the relays' own hardware with `rallypoint bench
+    /// capacity --transport wt --relays 2` (or `rallypoint load` against a
+    /// deployed relay). The default is this repository's measurement
+    /// (BENCHMARKS.md).
+    #[arg(
+        long,
+        env = "RALLYPOINT_PARTICIPANTS_PER_RELAY_CORE",
+        default_value_t = data::capacity::PARTICIPANTS_PER_RELAY_CORE,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub participants_per_relay_core: u64,
     #[command(flatten)]
     pub auth: auth::AuthArgs,
     #[command(subcommand)]
@@ -77,6 +89,7 @@ pub async fn run(
     let dashboard = Arc::new(http::Dashboard {
         db: data::Db::new(&config.clickhouse)?,
         refresh_seconds: config.refresh_seconds,
+        participants_per_relay_core: config.participants_per_relay_core,
         auth: Arc::new(auth),
     });
     let listener = tokio::net::TcpListener::bind(config.listen)

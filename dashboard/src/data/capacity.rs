@@ -111,14 +111,15 @@ pub fn daily(hours: &[HourlySessions], now_day_end: u32) -> Vec<DailyLoad> {
 /// second run's knee, the next level the first's); rounded down for
 /// headroom. A room on one relay costs less (143 per core at the
 /// same level, its media kept off NATS). See BENCHMARKS.md, "Relay capacity
-/// at call rates". The capacity view divides a region's sessions by it;
-/// re-measure and update it when the relay's forwarding path changes.
+/// at call rates". The dashboard's default for `--participants-per-relay-core`,
+/// which a deployment sets from its own hardware; re-measure and update it
+/// when the relay's forwarding path changes.
 pub const PARTICIPANTS_PER_RELAY_CORE: u64 = 80;
 
-/// Relay cores a region needs for `sessions` concurrent participants, at
-/// [`PARTICIPANTS_PER_RELAY_CORE`] (none for no sessions).
-pub fn relay_cores_needed(sessions: u64) -> u64 {
-    sessions.div_ceil(PARTICIPANTS_PER_RELAY_CORE)
+/// Relay cores a region needs for `sessions` concurrent participants at
+/// `per_core` participants per relay core (none for no sessions).
+pub fn relay_cores_needed(sessions: u64, per_core: u64) -> u64 {
+    sessions.div_ceil(per_core.max(1))
 }
 
 /// The what-if question.
@@ -225,9 +226,11 @@ mod tests {
 
     #[test]
     fn cores_are_sessions_over_the_measured_capacity_rounded_up() {
-        assert_eq!(relay_cores_needed(0), 0);
-        assert_eq!(relay_cores_needed(1), 1);
-        assert_eq!(relay_cores_needed(PARTICIPANTS_PER_RELAY_CORE), 1);
-        assert_eq!(relay_cores_needed(PARTICIPANTS_PER_RELAY_CORE + 1), 2);
+        let per_core = PARTICIPANTS_PER_RELAY_CORE;
+        assert_eq!(relay_cores_needed(0, per_core), 0);
+        assert_eq!(relay_cores_needed(1, per_core), 1);
+        assert_eq!(relay_cores_needed(per_core, per_core), 1);
+        assert_eq!(relay_cores_needed(per_core + 1, per_core), 2);
+        assert_eq!(relay_cores_needed(250, 100), 3);
     }
 }

@@ -6,7 +6,9 @@ use leptos::prelude::*;
 use super::columns::{Column, explained, head, number, text};
 use crate::charts::{LineChart, timestamp, trim};
 use crate::data::Series;
-use crate::data::capacity::{DailyLoad, HourlySessions, WhatIfResult, relay_cores_needed};
+use crate::data::capacity::{
+    DailyLoad, HourlySessions, PARTICIPANTS_PER_RELAY_CORE, WhatIfResult, relay_cores_needed,
+};
 use crate::filters::{Filters, Window};
 
 const DAILY_LOAD: &[Column] = &[
@@ -21,7 +23,7 @@ const DAILY_LOAD: &[Column] = &[
     ),
     number(
         "Relay cores at p95 hour",
-        "Relay CPU cores that hour's sessions need: sessions ÷ participants per relay core, as `rallypoint bench capacity` measured it for WebTransport video calls in rooms of five spread over two relays, the costlier case (BENCHMARKS.md). A session here is one participant's connection.",
+        "Relay CPU cores that hour's sessions need: sessions ÷ participants per relay core (the figure under this table). A session here is one participant's connection.",
     ),
     number(
         "Highest peak",
@@ -91,6 +93,7 @@ pub fn view(
     filters: &Filters,
     window: Window,
     regions: Vec<String>,
+    per_core: u64,
 ) -> AnyView {
     let series: Vec<Series> = crate::data::series(
         hourly
@@ -108,7 +111,7 @@ pub fn view(
                     <th scope="row">{d.region.clone()}</th>
                     <td class="num" data-latest-peak=last.1.to_string()>{last.1}</td>
                     <td class="num" data-latest-p95=last.2.to_string()>{last.2}</td>
-                    <td class="num" data-relay-cores=relay_cores_needed(last.2).to_string()>{relay_cores_needed(last.2)}</td>
+                    <td class="num" data-relay-cores=relay_cores_needed(last.2, per_core).to_string()>{relay_cores_needed(last.2, per_core)}</td>
                     <td class="num">{peak}</td>
                     <td class="num" data-growth=d.week_over_week.map(|g| format!("{:.3}", g)).unwrap_or_default()>
                         {d.week_over_week.map(|g| format!("{:+.1}%", g * 100.0)).unwrap_or_else(|| "–".into())}
@@ -138,6 +141,7 @@ pub fn view(
                             <tbody>{load_rows}</tbody>
                         </table>
                         {explained(DAILY_LOAD)}
+                        {planning_note(per_core)}
                     }.into_any()
                 }}
                 <p><small>"Sessions active in an hour: client sessions whose elections chose the region in that hour."</small></p>
@@ -201,4 +205,19 @@ fn what_if_view(result: WhatIfResult) -> AnyView {
         </div>
     }
     .into_any()
+}
+
+/// Which figure the relay-cores column divides by, and where it comes from:
+/// the default is this repository's measurement, not the deployment's.
+fn planning_note(per_core: u64) -> impl IntoView {
+    let source = if per_core == PARTICIPANTS_PER_RELAY_CORE {
+        "the default: `rallypoint bench capacity --transport wt --relays 2` on a 2-core test machine, video calls in rooms of five spread over two relays (BENCHMARKS.md); measure the relays' own hardware and set --participants-per-relay-core"
+    } else {
+        "set by --participants-per-relay-core for this deployment"
+    };
+    view! {
+        <p data-participants-per-relay-core=per_core.to_string()>
+            <small>{format!("Relay cores are planned at {per_core} participants per relay core — {source}.")}</small>
+        </p>
+    }
 }

@@ -190,11 +190,13 @@ pub fn arrived(mut report: ReportRows, at: u32) -> ReportRows {
     report
 }
 
-/// Serves the dashboard over `db` on a free loopback port.
-pub async fn serve(db: Db) -> SocketAddr {
+/// Serves the dashboard over `db` on a free loopback port, planning relay
+/// cores at `participants_per_relay_core`.
+pub async fn serve(db: Db, participants_per_relay_core: u64) -> SocketAddr {
     let app = rallypoint_dashboard::http::router(Arc::new(rallypoint_dashboard::http::Dashboard {
         db,
         refresh_seconds: 30,
+        participants_per_relay_core,
         auth: Arc::new(rallypoint_dashboard::auth::Auth::none()),
     }));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -303,7 +305,11 @@ pub async fn fixture(reports: &[ReportRows]) -> Fixture {
     let store = admin_store(&clickhouse, 90).await;
     store.write(reports, &[]).await.unwrap();
     let db = dashboard_db(&clickhouse, ClickHouseRole::Dashboard).recording();
-    let addr = serve(db.clone()).await;
+    let addr = serve(
+        db.clone(),
+        rallypoint_dashboard::data::capacity::PARTICIPANTS_PER_RELAY_CORE,
+    )
+    .await;
     Fixture {
         _dir: dir,
         _clickhouse: clickhouse,
