@@ -33,9 +33,9 @@ use crate::views::layout::{
 pub struct Dashboard {
     pub db: Db,
     pub refresh_seconds: u32,
-    /// What the capacity view plans relay cores with (see
-    /// `data::capacity::PARTICIPANTS_PER_RELAY_CORE`).
-    pub participants_per_relay_core: u64,
+    /// What the capacity view plans relay cores with, when the deployment
+    /// set it (else `data::capacity::PARTICIPANTS_PER_RELAY_CORE`).
+    pub participants_per_relay_core: Option<u64>,
     /// Who may see it: every route but `/healthz` asks.
     pub auth: Arc<Auth>,
 }
@@ -277,7 +277,7 @@ async fn capacity_page(State(d): State<Arc<Dashboard>>, r: ViewRequest) -> Respo
 }
 
 /// The capacity view: load by hour and day, and the what-if when asked.
-async fn capacity_view(db: &Db, f: &Filters, per_core: u64) -> anyhow::Result<AnyView> {
+async fn capacity_view(db: &Db, f: &Filters, per_core: Option<u64>) -> anyhow::Result<AnyView> {
     let at = now(f);
     let hourly = capacity::hourly(db, f, at).await?;
     let day_end = at - at % 86_400 + 86_400;

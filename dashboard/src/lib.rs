@@ -42,15 +42,14 @@ pub struct DashboardConfig {
     /// Participants one relay core carries, for the capacity view's relay
     /// cores: measure it on the relays' own hardware with `rallypoint bench
     /// capacity --transport wt --relays 2` (or `rallypoint load` against a
-    /// deployed relay). The default is this repository's measurement
-    /// (BENCHMARKS.md).
+    /// deployed relay). Unset: 80, this repository's measurement
+    /// (BENCHMARKS.md), and the capacity view says it is the default.
     #[arg(
         long,
         env = "RALLYPOINT_PARTICIPANTS_PER_RELAY_CORE",
-        default_value_t = data::capacity::PARTICIPANTS_PER_RELAY_CORE,
         value_parser = clap::value_parser!(u64).range(1..)
     )]
-    pub participants_per_relay_core: u64,
+    pub participants_per_relay_core: Option<u64>,
     #[command(flatten)]
     pub auth: auth::AuthArgs,
     #[command(subcommand)]

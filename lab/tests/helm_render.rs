@@ -703,3 +703,38 @@ fn a_clickhouse_cluster_reaches_every_part_that_opens_the_schema() {
     assert!(!passed && output.contains("cluster"), "{output}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The dashboard's planning figure reaches it only when a region sets it:
+/// unset, the binary's own default applies.
+#[test]
+fn the_dashboards_participants_per_relay_core_is_rendered_only_when_set() {
+    let dashboard_env = |dir: &Path| {
+        let docs = manifests(&dir.join("out/us-east/rallypoint/templates"));
+        let dashboard = docs
+            .iter()
+            .find(|d| d["kind"] == "Deployment" && component(d) == "dashboard")
+            .expect("us-east (the central region) renders the dashboard")
+            .clone();
+        env(&dashboard, "RALLYPOINT_PARTICIPANTS_PER_RELAY_CORE").map(str::to_owned)
+    };
+    let (unset, passed, output) =
+        render_us_east_with("per-core-unset", "dashboard:\n", "dashboard:\n");
+    assert!(passed, "{output}");
+    assert_eq!(dashboard_env(&unset), None);
+    let (set, passed, output) = render_us_east_with(
+        "per-core-set",
+        "dashboard:\n",
+        "dashboard:\n  participantsPerRelayCore: 120\n",
+    );
+    assert!(passed, "{output}");
+    assert_eq!(dashboard_env(&set).as_deref(), Some("120"));
+    let (_, passed, output) = render_us_east_with(
+        "per-core-zero",
+        "dashboard:\n",
+        "dashboard:\n  participantsPerRelayCore: 0\n",
+    );
+    assert!(
+        !passed,
+        "0 participants per relay core was accepted:\n{output}"
+    );
+}

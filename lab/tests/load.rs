@@ -103,12 +103,14 @@ async fn a_load_over_two_relays_spreads_every_room_over_both() {
     assert!(output.status.success(), "load failed: {stderr}");
     let summary: Summary = serde_json::from_slice(&output.stdout).expect("a summary");
     assert_eq!(summary.path, "relay-ws");
-    assert_eq!(summary.expected, summary.sent * 2);
+    assert!(summary.received > 0, "{summary:?}");
     // Frames sent in the first moments after a join may race the other
     // relay's subscription; nothing else may go missing.
     assert!(summary.drop_fraction < 0.01, "{summary:?}");
     // Participants 0 and 2 of each room joined the first relay, 1 the
-    // second: both published their own participants' media for the other.
+    // second. The second relay publishing at all shows the rooms were
+    // spread (it serves no room otherwise); the first would publish in any
+    // case while its rooms are new (see `relay/src/rooms/audience.rs`).
     for (i, stats) in stats.iter().enumerate() {
         let published = stats["media_published"].as_u64().unwrap();
         assert!(published > 0, "relay {i} published nothing: {stats}");
@@ -241,18 +243,43 @@ fn a_load_needs_a_relay_or_nats() {
     );
 }
 
+/// Runs `load` with `args`, which it must refuse before connecting anywhere
+/// (nothing listens on the test URLs' ports), saying `reason`.
+fn assert_refused(args: &[&str], reason: &str) {
+    let output = load(args);
+    assert!(!output.status.success(), "load {args:?} was not refused");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(reason), "{stderr}");
+}
+
 #[test]
 fn relays_of_one_load_must_share_a_transport() {
-    // Nothing listens on these ports: the plan is refused before any connect.
-    let output = load(&[
-        "--relay",
-        "ws://127.0.0.1:9/ws",
-        "--relay",
-        "https://127.0.0.1:9/",
-        "--rooms",
-        "1",
-    ]);
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("must share a transport"), "{stderr}");
+    assert_refused(
+        &[
+            "--relay",
+            "ws://127.0.0.1:9/ws",
+            "--relay",
+            "https://127.0.0.1:9/",
+            "--rooms",
+            "1",
+        ],
+        "must share a transport",
+    );
+}
+
+#[test]
+fn a_load_refuses_more_relays_than_a_room_has_participants() {
+    assert_refused(
+        &[
+            "--relay",
+            "ws://127.0.0.1:9/ws",
+            "--relay",
+            "ws://127.0.0.1:10/ws",
+            "--relay",
+            "ws://127.0.0.1:11/ws",
+            "--participants",
+            "2",
+        ],
+        "3 relays but rooms of 2",
+    );
 }

@@ -93,8 +93,9 @@ pub fn view(
     filters: &Filters,
     window: Window,
     regions: Vec<String>,
-    per_core: u64,
+    per_core_set: Option<u64>,
 ) -> AnyView {
+    let per_core = per_core_set.unwrap_or(PARTICIPANTS_PER_RELAY_CORE);
     let series: Vec<Series> = crate::data::series(
         hourly
             .iter()
@@ -141,7 +142,7 @@ pub fn view(
                             <tbody>{load_rows}</tbody>
                         </table>
                         {explained(DAILY_LOAD)}
-                        {planning_note(per_core)}
+                        {planning_note(per_core, per_core_set.is_some())}
                     }.into_any()
                 }}
                 <p><small>"Sessions active in an hour: client sessions whose elections chose the region in that hour."</small></p>
@@ -209,11 +210,11 @@ fn what_if_view(result: WhatIfResult) -> AnyView {
 
 /// Which figure the relay-cores column divides by, and where it comes from:
 /// the default is this repository's measurement, not the deployment's.
-fn planning_note(per_core: u64) -> impl IntoView {
-    let source = if per_core == PARTICIPANTS_PER_RELAY_CORE {
-        "the default: `rallypoint bench capacity --transport wt --relays 2` on a 2-core test machine, video calls in rooms of five spread over two relays (BENCHMARKS.md); measure the relays' own hardware and set --participants-per-relay-core"
-    } else {
+fn planning_note(per_core: u64, set_by_deployment: bool) -> impl IntoView {
+    let source = if set_by_deployment {
         "set by --participants-per-relay-core for this deployment"
+    } else {
+        "the default: `rallypoint bench capacity --transport wt --relays 2` on a 2-core test machine, video calls in rooms of five spread over two relays (BENCHMARKS.md); measure the relays' own hardware and set --participants-per-relay-core"
     };
     view! {
         <p data-participants-per-relay-core=per_core.to_string()>

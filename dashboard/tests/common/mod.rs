@@ -191,8 +191,8 @@ pub fn arrived(mut report: ReportRows, at: u32) -> ReportRows {
 }
 
 /// Serves the dashboard over `db` on a free loopback port, planning relay
-/// cores at `participants_per_relay_core`.
-pub async fn serve(db: Db, participants_per_relay_core: u64) -> SocketAddr {
+/// cores at `participants_per_relay_core` (`None`: the default).
+pub async fn serve(db: Db, participants_per_relay_core: Option<u64>) -> SocketAddr {
     let app = rallypoint_dashboard::http::router(Arc::new(rallypoint_dashboard::http::Dashboard {
         db,
         refresh_seconds: 30,
@@ -305,11 +305,7 @@ pub async fn fixture(reports: &[ReportRows]) -> Fixture {
     let store = admin_store(&clickhouse, 90).await;
     store.write(reports, &[]).await.unwrap();
     let db = dashboard_db(&clickhouse, ClickHouseRole::Dashboard).recording();
-    let addr = serve(
-        db.clone(),
-        rallypoint_dashboard::data::capacity::PARTICIPANTS_PER_RELAY_CORE,
-    )
-    .await;
+    let addr = serve(db.clone(), None).await;
     Fixture {
         _dir: dir,
         _clickhouse: clickhouse,

@@ -1,7 +1,7 @@
 //! `rallypoint load`: call-rate load against one relay, or several serving
 //! the same rooms (or straight over NATS, the baseline), in a process of its
-//! own. Progress goes to stderr, a
-//! one-line JSON summary to stdout (`rallypoint bench capacity` reads it).
+//! own. Progress goes to stderr, a one-line JSON summary to stdout
+//! (`rallypoint bench capacity` reads it).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -140,6 +140,13 @@ fn plan(args: &LoadArgs) -> anyhow::Result<LoadPlan> {
         "--participants must be at least 2: someone has to receive"
     );
     anyhow::ensure!(!args.duration.is_zero(), "--duration must be above 0");
+    anyhow::ensure!(
+        args.relays.len() <= args.participants,
+        "{} relays but rooms of {}: every relay must get part of every room; give at most \
+         --participants relays",
+        args.relays.len(),
+        args.participants
+    );
     let connections = args.rooms.saturating_mul(args.participants);
     anyhow::ensure!(
         connections <= args.max_connections,

@@ -270,10 +270,13 @@ pub async fn find_nats_connection(
     client_name: &str,
 ) -> Option<(String, serde_json::Value)> {
     for server in lab.nats.servers().iter().filter(|s| s.cluster == cluster) {
-        let Ok(response) = reqwest::get(format!("{}/connz", server.monitor_url())).await else {
+        let url = format!("{}/connz", server.monitor_url());
+        let Ok(response) = reqwest::get(url).await else {
             continue;
         };
-        let connz: serde_json::Value = response.json().await.unwrap();
+        let Ok(connz) = response.json::<serde_json::Value>().await else {
+            continue;
+        };
         let found = connz["connections"]
             .as_array()
             .and_then(|c| c.iter().find(|c| c["name"] == client_name));

@@ -140,7 +140,19 @@ pub async fn run(
         .map(|(close, open)| per_second(close - open))
         .collect();
     let relay: f64 = relays.iter().sum();
-    let busiest_relay = relays.iter().copied().fold(0.0, f64::max);
+    // A relay whose CPU could not be read (NaN) leaves the busiest unknown,
+    // as it leaves the sum, rather than being skipped by `f64::max`.
+    let busiest_relay = relays
+        .iter()
+        .copied()
+        .reduce(|a, b| {
+            if a.is_nan() || b.is_nan() {
+                f64::NAN
+            } else {
+                a.max(b)
+            }
+        })
+        .unwrap_or(f64::NAN);
     let (nats, load) = (
         per_second(close.nats - open.nats),
         per_second(close.load - open.load),

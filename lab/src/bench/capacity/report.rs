@@ -206,6 +206,14 @@ mod tests {
             knee_of(run(0.8, 1.0, 0.0, 1.2)),
             Some(Knee::MachineBusy(_))
         ));
+        // Several relays: one of them near a full core is the knee, not
+        // their sum.
+        let mut spread = run(1.2, 0.3, 0.0, 1.2);
+        spread.cores.busiest_relay = 0.6;
+        assert_eq!(knee_of(spread), None);
+        let mut one_full = run(1.2, 0.3, 0.0, 1.2);
+        one_full.cores.busiest_relay = 0.92;
+        assert_eq!(knee_of(one_full), Some(Knee::RelayCpu(0.92)));
         // Other processes do not make a knee (they are shown per level).
         let mut busy_elsewhere = run(0.3, 0.3, 0.0, 1.2);
         busy_elsewhere.cores.others = 1.5;
