@@ -254,7 +254,7 @@ async fn a_room_on_one_relay_keeps_its_media_off_nats_until_another_relay_serves
 /// task notices either the outage on its tick or, for a reconnect between
 /// two ticks, the connection's count of connects; on this machine the
 /// outage lasts long enough for a tick, so the second path is not what
-/// this test isolates.)
+/// this test isolates; `rooms::audience`'s unit tests cover it.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_nats_reconnect_a_relay_publishes_its_rooms_media_for_a_span() {
     let mut lab = Lab::two_regions(&["--roster-beat", "200ms"]).await;

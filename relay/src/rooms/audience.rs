@@ -77,6 +77,24 @@ impl Listening {
     }
 }
 
+/// This relay's NATS connection as the room task sees it on a tick.
+#[derive(Debug, Clone, Copy)]
+pub struct NatsLink {
+    pub connected: bool,
+    /// How often the connection has been (re)established so far: a change
+    /// between two looks is an outage the looks themselves missed.
+    pub connects: u64,
+}
+
+impl NatsLink {
+    pub fn of(client: &async_nats::Client) -> Self {
+        Self {
+            connected: client.connection_state() == async_nats::connection::State::Connected,
+            connects: client.statistics().connects.load(Relaxed),
+        }
+    }
+}
+
 /// The room task's account of who else serves the room.
 #[derive(Debug)]
 pub struct Audience {
@@ -90,6 +108,8 @@ pub struct Audience {
     /// room: the answers to its announcement, or the next beats if one
     /// was lost.
     young_until: Instant,
+    /// The NATS connection's connects at the last look (none yet).
+    nats_connects: Option<u64>,
     listening: Listening,
 }
 
@@ -104,6 +124,7 @@ impl Audience {
             always,
             last_heard: None,
             young_until: now + beat + LATE_BEAT,
+            nats_connects: None,
             listening,
         }
     }
@@ -116,6 +137,20 @@ impl Audience {
         // frame, and remote media calls this per frame.
         if !self.listening.0.load(Relaxed) {
             self.listening.0.store(true, Relaxed);
+        }
+    }
+
+    /// The room task looked at its NATS connection: down, or reconnected
+    /// since the last look (however briefly), counts as hearing — what
+    /// other relays said meanwhile went unheard. The first look only notes
+    /// the count.
+    pub fn nats_seen(&mut self, link: NatsLink, now: Instant) {
+        let reconnected = self
+            .nats_connects
+            .is_some_and(|connects| connects != link.connects);
+        self.nats_connects = Some(link.connects);
+        if !link.connected || reconnected {
+            self.heard(now);
         }
     }
 
@@ -154,6 +189,69 @@ mod tests {
             Audience::new(beat, always, start, listening.clone()),
             listening,
         )
+    }
+
+    /// A room task's tick: it looks at NATS (`connected`, `connects`), then
+    /// decides with nobody listed elsewhere. Whether others listen after.
+    fn tick(audience: &mut Audience, connected: bool, connects: u64, at: Instant) -> bool {
+        let link = NatsLink {
+            connected,
+            connects,
+        };
+        audience.nats_seen(link, at);
+        audience.review(false, at);
+        audience.listening.by_others()
+    }
+
+    #[test]
+    fn a_nats_outage_or_a_reconnect_between_looks_counts_as_hearing_for_a_span() {
+        let start = Instant::now();
+        let (mut audience, _) = audience(BEAT, false, start);
+        tick(&mut audience, true, 1, start);
+        let (quiet, later) = (start + 10 * BEAT, start + 30 * BEAT);
+        // (connected, connects, at, others listen after, why)
+        let looks = [
+            (true, 1, quiet, false, "a steady connection is no news"),
+            (
+                false,
+                1,
+                quiet + BEAT,
+                true,
+                "NATS is down: others may have spoken",
+            ),
+            (true, 1, later, false, "a span after the outage"),
+            // Connected at every look, but reconnected in between.
+            (true, 2, later + BEAT, true, "a reconnect between two looks"),
+            (
+                true,
+                2,
+                later + 5 * BEAT - MS,
+                true,
+                "within the reconnect's span",
+            ),
+            (
+                true,
+                2,
+                later + 5 * BEAT,
+                false,
+                "a span after the reconnect",
+            ),
+        ];
+        for (connected, connects, at, listen, why) in looks {
+            assert_eq!(
+                tick(&mut audience, connected, connects, at),
+                listen,
+                "{why}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_first_look_at_nats_only_notes_its_count() {
+        let start = Instant::now();
+        let (mut audience, _) = audience(BEAT, false, start);
+        // A relay whose connection came back twice before this room began.
+        assert!(!tick(&mut audience, true, 3, start + 10 * BEAT));
     }
 
     #[test]

@@ -17,7 +17,7 @@ use rallypoint_protocol::v1::{
 use rallypoint_protocol::{decode_server_frame, encode};
 use tokio::sync::mpsc;
 
-use super::audience::{Audience, Listening};
+use super::audience::{Audience, Listening, NatsLink};
 use super::listener::Listener;
 use super::roster::{ConnId, Departure, Effect, Roster};
 use super::{Command, Hub, LocalMedia, MediaFacts};
@@ -74,9 +74,6 @@ struct Room {
     vouched: HashMap<String, Instant>,
     /// Whether other relays serve the room, so its media goes to NATS.
     audience: Audience,
-    /// The NATS connection's connects when the room task last looked: a
-    /// change is an outage the tick may not have seen.
-    nats_connects: u64,
 }
 
 pub(super) async fn run(
@@ -110,7 +107,6 @@ pub(super) async fn run(
         roster_asked: None,
         seen: SeenFrames::default(),
         vouched: HashMap::new(),
-        nats_connects: inner.nats.statistics().connects.load(Relaxed),
         audience: Audience::new(
             inner.settings.beat,
             inner.settings.publish_all_media,
@@ -611,13 +607,8 @@ impl Room {
     /// Whatever they said while NATS was away went unheard: an outage, or
     /// a reconnect between two ticks, counts as hearing them.
     fn review_audience(&mut self, now: Instant) {
-        let nats = &self.hub.inner.nats;
-        let connects = nats.statistics().connects.load(Relaxed);
-        let connected = nats.connection_state() == async_nats::connection::State::Connected;
-        if !connected || connects != self.nats_connects {
-            self.nats_connects = connects;
-            self.audience.heard(now);
-        }
+        let link = NatsLink::of(&self.hub.inner.nats);
+        self.audience.nats_seen(link, now);
         self.audience
             .review(self.roster.has_remote_participants(), now);
     }
