@@ -728,7 +728,7 @@ fn the_dashboards_participants_per_relay_core_is_rendered_only_when_set() {
     );
     assert!(passed, "{output}");
     assert_eq!(dashboard_env(&set).as_deref(), Some("120"));
-    let (_, passed, output) = render_us_east_with(
+    let (zero, passed, output) = render_us_east_with(
         "per-core-zero",
         "dashboard:\n",
         "dashboard:\n  participantsPerRelayCore: 0\n",
@@ -737,4 +737,7 @@ fn the_dashboards_participants_per_relay_core_is_rendered_only_when_set() {
         !passed,
         "0 participants per relay core was accepted:\n{output}"
     );
+    for dir in [unset, set, zero] {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -57,15 +57,18 @@ impl Rig {
         count: usize,
     ) -> anyhow::Result<Rig> {
         let spec = SuperClusterSpec::one_server(RIG_REGION, secure);
-        let mut nats = SuperCluster::start(spec, &dir.join("nats")).await?;
-        let mut relays = Vec::with_capacity(count);
+        let nats = SuperCluster::start(spec, &dir.join("nats")).await?;
+        let mut rig = Rig {
+            nats,
+            relays: Vec::with_capacity(count),
+        };
         for i in 0..count.max(1) {
             let relay = RelayProcess::start(
                 RelaySpec {
                     region: RIG_REGION.into(),
                     relay_id: format!("{RIG_REGION}-{i}"),
                     transports: vec![transport],
-                    nats: nats.access(NatsRole::Relay(RIG_REGION.into()), RIG_REGION),
+                    nats: rig.nats_access(NatsRole::Relay(RIG_REGION.into())),
                     jwt_secret: jwt_secret.into(),
                     extra_args: relay_args.clone(),
                 },
@@ -73,17 +76,15 @@ impl Rig {
             )
             .await;
             match relay {
-                Ok(relay) => relays.push(relay),
+                Ok(relay) => rig.relays.push(relay),
                 Err(e) => {
-                    for mut started in relays {
-                        started.stop(Duration::from_secs(3)).await;
-                    }
-                    nats.stop().await;
+                    // Whatever started is stopped as a finished run stops it.
+                    rig.stop().await;
                     return Err(e);
                 }
             }
         }
-        Ok(Rig { nats, relays })
+        Ok(rig)
     }
 
     /// The relay of single-relay benchmarks.

@@ -142,17 +142,11 @@ pub async fn run(
     let relay: f64 = relays.iter().sum();
     // A relay whose CPU could not be read (NaN) leaves the busiest unknown,
     // as it leaves the sum, rather than being skipped by `f64::max`.
-    let busiest_relay = relays
-        .iter()
-        .copied()
-        .reduce(|a, b| {
-            if a.is_nan() || b.is_nan() {
-                f64::NAN
-            } else {
-                a.max(b)
-            }
-        })
-        .unwrap_or(f64::NAN);
+    let busiest_relay = if relays.iter().any(|cores| cores.is_nan()) {
+        f64::NAN
+    } else {
+        relays.iter().copied().fold(0.0, f64::max)
+    };
     let (nats, load) = (
         per_second(close.nats - open.nats),
         per_second(close.load - open.load),
