@@ -24,3 +24,9 @@ pub const MAX_TOKEN: usize = 8 * 1024;
 
 /// Most candidates one election report may carry.
 pub const MAX_REPORT_CANDIDATES: usize = 32;
+
+/// Probes a relay answers per connection per second, in bursts of as many
+/// (the relay's `--probes-per-second` default). A client paces its probes
+/// of any one connection below it: past it the relay's silence reads as
+/// loss.
+pub const PROBES_ANSWERED_PER_SECOND: u32 = 25;

@@ -203,7 +203,11 @@ pub struct Limits {
     /// once when their traffic falls silent), faster early in an election,
     /// and a standby every second, every 100 ms while their relay loses
     /// probes.
-    #[arg(long, env = "RALLYPOINT_PROBES_PER_SECOND", default_value_t = 25)]
+    #[arg(
+        long,
+        env = "RALLYPOINT_PROBES_PER_SECOND",
+        default_value_t = rallypoint_protocol::limits::PROBES_ANSWERED_PER_SECOND
+    )]
     pub probes_per_second: u32,
 
     /// Media frames per sender per second (bursts of as many): audio, camera

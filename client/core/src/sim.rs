@@ -21,12 +21,17 @@
 //!   learns of the death at once (TCP reset), an open WebTransport connection
 //!   only through its probes (or the 10 s QUIC idle timeout);
 //! * an unreachable candidate (UDP blocked) never answers and fails after the
-//!   5 s connect timeout.
+//!   5 s connect timeout;
+//! * a relay answers at most [`PROBES_ANSWERED_PER_SECOND`] probes a second
+//!   per connection, in bursts of as many (its default budget), and leaves
+//!   the rest unanswered ([`Simulation::probes_withheld`]): to the client,
+//!   loss.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::Duration;
 
+use rallypoint_protocol::limits::PROBES_ANSWERED_PER_SECOND;
 use rallypoint_protocol::v1::ClientContext;
 
 use crate::candidate::{Candidate, TransportKind};
@@ -209,6 +214,35 @@ const TCP_MIN_RTO: Duration = Duration::from_millis(200);
 const TCP_MAX_RTO: Duration = Duration::from_secs(120);
 const TCP_RETRIES: u32 = 15;
 
+/// A relay's answers to one connection's probes: a token bucket of
+/// [`PROBES_ANSWERED_PER_SECOND`], as the relay keeps it (its default).
+#[derive(Debug, Clone, Copy, Default)]
+struct AnswerBudget {
+    tokens: f64,
+    refilled_at: Micros,
+}
+
+impl AnswerBudget {
+    fn full(now: Micros) -> Self {
+        AnswerBudget {
+            tokens: f64::from(PROBES_ANSWERED_PER_SECOND),
+            refilled_at: now,
+        }
+    }
+
+    fn take(&mut self, now: Micros) -> bool {
+        let rate = f64::from(PROBES_ANSWERED_PER_SECOND);
+        let elapsed = now.since(self.refilled_at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * rate).min(rate);
+        self.refilled_at = now;
+        let answered = self.tokens >= 1.0;
+        if answered {
+            self.tokens -= 1.0;
+        }
+        answered
+    }
+}
+
 /// Joins the client made (or, in [`Simulation::prepares`], moves it
 /// prepared), with when.
 #[derive(Debug, Clone)]
@@ -237,6 +271,11 @@ pub struct Simulation {
     pub reports: u32,
     /// Probes the client sent to warm standbys.
     pub standby_probes: u64,
+    /// Probes a relay left unanswered: over its per-connection budget.
+    pub probes_withheld: u64,
+    /// Per candidate, its relay's budget of probe answers on the open
+    /// connection.
+    answer_budgets: Vec<AnswerBudget>,
     /// Whether the client sends media (a talking client probes its relay
     /// faster): off unless [`Simulation::talk`] turned it on.
     talking: bool,
@@ -278,10 +317,13 @@ impl Simulation {
             unreachable_notices: 0,
             reports: 0,
             standby_probes: 0,
+            probes_withheld: 0,
+            answer_budgets: Vec::new(),
             talking: false,
             stream_released: Vec::new(),
         };
         sim.stream_released = vec![[Micros::ZERO; 2]; sim.world.len()];
+        sim.answer_budgets = vec![AnswerBudget::default(); sim.world.len()];
         for id in 0..sim.world.len() {
             if let Some(at) = sim.world[id].dies_at {
                 sim.schedule(Micros::ZERO + at, Scheduled::Death(id));
@@ -306,6 +348,12 @@ impl Simulation {
             self.talking = true;
             self.schedule(self.now, Scheduled::Talk);
         }
+    }
+
+    /// From now on the client sends no media (muted): a second later the
+    /// serving relay is probed at its silent pace again.
+    pub fn hush(&mut self) {
+        self.talking = false;
     }
 
     /// Runs the world until virtual time `until`.
@@ -414,6 +462,7 @@ impl Simulation {
                     Event::Connected { .. } => {
                         self.connecting[candidate] = false;
                         self.open[candidate] = true;
+                        self.answer_budgets[candidate] = AnswerBudget::full(self.now);
                     }
                     Event::ConnectFailed { .. } => self.connecting[candidate] = false,
                     Event::ConnectionLost { .. } => {
@@ -443,6 +492,9 @@ impl Simulation {
                 }
             }
             Scheduled::Talk => {
+                if !self.talking {
+                    return; // hushed
+                }
                 self.election
                     .handle(Event::MediaSent { at: self.now }, self.now);
                 self.schedule(self.now + TALK_EVERY, Scheduled::Talk);
@@ -521,6 +573,12 @@ impl Simulation {
                     self.standby_probes += 1;
                 }
                 if !self.open[candidate] || self.world[candidate].dead_at(self.now()) {
+                    return;
+                }
+                // Taken as the probe leaves rather than as it arrives: the
+                // same pace, give or take the path's jitter.
+                if !self.answer_budgets[candidate].take(now) {
+                    self.probes_withheld += 1;
                     return;
                 }
                 let rtt = self.rtt_sample(candidate);

@@ -429,6 +429,50 @@ fn a_talking_call_leaves_a_lossy_region_within_seconds() {
     }
 }
 
+/// Every relay answers a connection's probes up to a budget
+/// (`PROBES_ANSWERED_PER_SECOND`, modelled by the simulation) and leaves the
+/// rest unanswered, which the client cannot tell from loss. So the client
+/// never probes a connection faster, whatever it is doing: deciding,
+/// talking, gathering loss evidence on a lossy path, or suspecting a silent
+/// relay. (Standbys probed 40 times a second for loss evidence had 3 600–6 200
+/// probes a call withheld, and the calls stayed on the lossy region 2–5
+/// times as long.)
+#[test]
+fn no_connection_is_probed_faster_than_its_relay_answers() {
+    let mut worlds: Vec<(String, Vec<SimCandidate>)> = Vec::new();
+    for (name, world) in lossy_near_regions() {
+        worlds.push((
+            format!("{name}, one relay per region"),
+            one_relay_per_region(world.clone()),
+        ));
+        worlds.push((format!("{name}, one relay per transport"), world));
+    }
+    for (name, world) in realistic_scenarios() {
+        worlds.push((name.to_owned(), world));
+    }
+    let mut dying = two_regions(
+        ("near", Link::new(40.0, 3.0, 0.02)),
+        ("far", Link::new(120.0, 3.0, 0.0)),
+    );
+    dying[1].dies_at = Some(Duration::from_secs(20));
+    worlds.push(("the serving relay dies".to_owned(), dying));
+    for (name, world) in &worlds {
+        for talking in [true, false] {
+            for seed in 0..5 {
+                let mut sim = Simulation::new(world.clone(), ElectionConfig::default(), seed);
+                if talking {
+                    sim.talk();
+                }
+                sim.run_until(Duration::from_secs(60));
+                assert_eq!(
+                    sim.probes_withheld, 0,
+                    "{name}, talking {talking}, seed {seed}: probes over a relay's budget"
+                );
+            }
+        }
+    }
+}
+
 /// The faster standby probing has a budget: none while the serving path is
 /// clean (a standby is probed once a second), at most
 /// `loss_evidence_probes` per decision when both regions lose alike — where
