@@ -429,6 +429,38 @@ fn a_talking_call_leaves_a_lossy_region_within_seconds() {
     }
 }
 
+/// A talker mutes on a clean path: its relay's answers drop from 20 a
+/// second to five, the silence raises one suspicion (the standby prepared
+/// once), and that is all — the suspicion's own burst of answers used to
+/// keep the ended traffic looking steady, so that every silence after them
+/// raised another: 101–102 preparations and 81–82 probes over the relay's
+/// budget in 40 s of every one of these calls.
+#[test]
+fn a_talker_who_mutes_is_suspected_once() {
+    for seed in 0..10 {
+        let world = two_regions(
+            ("near", Link::new(40.0, 3.0, 0.0)),
+            ("far", Link::new(120.0, 3.0, 0.0)),
+        );
+        let mut sim = Simulation::new(world, ElectionConfig::default(), seed);
+        sim.talk();
+        sim.run_until(Duration::from_secs(20));
+        let prepared_talking = sim.prepares.len();
+        sim.hush();
+        sim.run_until(Duration::from_secs(60));
+        let prepared_muted = sim.prepares.len() - prepared_talking;
+        assert!(
+            prepared_muted <= 1,
+            "seed {seed}: the standby prepared {prepared_muted} times in 40 s after the talker muted"
+        );
+        assert_eq!(
+            sim.probes_withheld, 0,
+            "seed {seed}: probes over a relay's budget"
+        );
+        assert_eq!(sim.switches(), 0, "seed {seed}: the call moved");
+    }
+}
+
 /// Every relay answers a connection's probes up to a budget
 /// (`PROBES_ANSWERED_PER_SECOND`, modelled by the simulation) and leaves the
 /// rest unanswered, which the client cannot tell from loss. So the client

@@ -97,6 +97,15 @@ impl TrafficWatch {
     /// suspicion, which its next probe answers clear, and says nothing
     /// about the path. Nor is a frame that arrived before the silence was
     /// long (stamped earlier, handled late).
+    ///
+    /// Traffic is steady again only on frames after a suspicion: the
+    /// answers to its own burst of probes, five at once, kept traffic that
+    /// had ended looking steady, so each silence after them raised the
+    /// next suspicion — a muted talker's relay was suspected 2.5 times a
+    /// second for good, each time preparing the standby, with more probes
+    /// than a relay answers. The price: for the few hundred milliseconds a
+    /// call's traffic takes to be steady again after a false alarm, a relay
+    /// that dies is noticed by its lost probes instead.
     pub(super) fn heard(&mut self, at: Micros) {
         let Some(&previous) = self.heard.back() else {
             self.heard.push_back(at);
@@ -115,8 +124,13 @@ impl TrafficWatch {
         if self.heard.len() == 4 * STEADY_FRAMES {
             self.heard.pop_front();
         }
+        let clears_suspicion = self.suspect_until.take().is_some();
+        if clears_suspicion {
+            // Steady again only on traffic after the suspicion (see above).
+            self.heard.clear();
+        }
         self.heard.push_back(at);
-        if self.suspect_until.take().is_some() {
+        if clears_suspicion {
             if at.since(previous) >= self.silence() {
                 self.cleared_at = Some(at);
             }
@@ -246,8 +260,50 @@ mod tests {
             None,
             "MIN_CONFIRM deadline passed, but heard"
         );
-        // One frame does not make it a false alarm (see the next test).
-        assert_eq!(watch.poll_timeout(), Some(ms(2210)));
+        // One frame does not make it a false alarm (see the next test), nor
+        // traffic steady again: that takes frames after the suspicion.
+        assert_eq!(watch.poll_timeout(), None);
+        for t in (2130..=2370).step_by(20) {
+            watch.heard(ms(t));
+        }
+        assert_eq!(watch.poll_timeout(), None, "14 frames since");
+        watch.heard(ms(2390));
+        // Steady within a second of the suspicion: a false alarm, so the
+        // silence waited for has doubled.
+        assert_eq!(watch.poll_timeout(), Some(ms(2590)), "15 frames since");
+    }
+
+    /// A talker mutes: its relay's answers drop from 20 a second to five.
+    /// The silence raises one suspicion; its burst's five answers, and the
+    /// answers at five a second after them, never make the traffic steady
+    /// again, so there is no second one.
+    #[test]
+    fn traffic_that_ended_raises_one_suspicion() {
+        let rtt = Duration::from_millis(40);
+        let mut watch = TrafficWatch::default();
+        for t in (0..=2000).step_by(50) {
+            watch.heard(ms(t));
+        }
+        let mut suspicions = 0;
+        let mut answers = Vec::new();
+        let mut t = 2000;
+        while t < 10_000 {
+            t += 10;
+            if t % 200 == 0 {
+                answers.push(t + 40);
+            }
+            answers.retain(|&at| {
+                if at == t {
+                    watch.heard(ms(at));
+                }
+                at > t
+            });
+            if let Some(Alarm::Suspect { .. }) = watch.check(ms(t), rtt) {
+                suspicions += 1;
+                answers.extend([t + 40; SUSPECT_PROBES as usize]);
+            }
+        }
+        assert_eq!(suspicions, 1);
     }
 
     #[test]
