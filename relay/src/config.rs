@@ -201,8 +201,8 @@ pub struct Limits {
     /// Probes answered per connection per second (bursts of as many); clients
     /// probe every 200 ms, every 50 ms while they send media (plus three at
     /// once when their traffic falls silent), faster early in an election,
-    /// and a standby every second, every 100 ms while their relay loses
-    /// probes.
+    /// and a standby every second, every 50 ms while their relay loses
+    /// probes. Below the default, a client's unanswered probes read as loss.
     #[arg(
         long,
         env = "RALLYPOINT_PROBES_PER_SECOND",

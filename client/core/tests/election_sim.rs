@@ -392,14 +392,15 @@ fn a_region_losing_packets_one_way_loses_the_call_to_a_clean_one() {
 }
 
 /// Issue #15, defect 1, in a call: once the serving path is suspected
-/// lossy, a standby in the other region is probed ten times as often (and,
+/// lossy, a standby in the other region is probed 20 times a second (and,
 /// where the first standby is the lossy region's other relay, one in the
 /// other region is sought at once), so the switching rule has the evidence
 /// it needs within seconds. Without (`loss_evidence_probes` 0, the rule
-/// before) every one of these calls stayed over 60 s.
+/// before) every one of these calls stayed over 60 s; with the standby
+/// probed 10 times a second, the slowest took 25.5 s.
 #[test]
 fn a_talking_call_leaves_a_lossy_region_within_seconds() {
-    let limit = Duration::from_secs(30);
+    let limit = Duration::from_secs(22);
     for (name, world) in lossy_near_regions() {
         for (layout, world) in [
             ("one relay per region", one_relay_per_region(world.clone())),

@@ -34,7 +34,9 @@ pub struct ElectionConfig {
     /// Probe interval for a warm standby in another region while the
     /// serving path loses probes: a move off a lossy relay waits for the
     /// standby to show it is cleaner, and at `standby_probe_interval` that
-    /// took minutes.
+    /// took minutes. 20 a second, the most a relay answers with room to
+    /// spare (`limits::PROBES_ANSWERED_PER_SECOND`, 25): past it, the
+    /// relay's silence reads as loss.
     pub lossy_standby_probe_interval: Duration,
     /// … until the standby has answered or lost this many probes since the
     /// last decision (enough to bound its loss below `rule::LOSS_FREE` when
@@ -93,7 +95,7 @@ impl Default for ElectionConfig {
             burst_probe_interval: Duration::from_millis(25),
             talking_probe_interval: Duration::from_millis(50),
             standby_probe_interval: Duration::from_secs(1),
-            lossy_standby_probe_interval: Duration::from_millis(100),
+            lossy_standby_probe_interval: Duration::from_millis(50),
             loss_evidence_probes: 600,
             deadline: Duration::from_secs(3),
             stopping: StoppingRule::Sequential,

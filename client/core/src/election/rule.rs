@@ -33,7 +33,8 @@
 //! So while the serving path is suspected lossy ([`suspected_lossy`] on its
 //! recent probes — the last 256 answers, ~13 s of a talking call, ~51 s of
 //! a silent one — so a loss that stopped stops counting):
-//! * a standby in another region is probed ten times as often, at most
+//! * a standby in another region is probed twenty times as often (as
+//!   often as a relay answers, with room to spare), at most
 //!   `loss_evidence_probes` per decision;
 //! * a standby in the serving region (its other relay, on the same path:
 //!   one relay per transport, as the local stack runs) is no refuge, so the
