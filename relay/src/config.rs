@@ -201,8 +201,9 @@ pub struct Limits {
     /// Probes answered per connection per second (bursts of as many); clients
     /// probe every 200 ms, every 50 ms while they send media (plus three at
     /// once when their traffic falls silent), faster early in an election,
-    /// and a standby every second, every 50 ms while their relay loses
-    /// probes. Below the default, a client's unanswered probes read as loss.
+    /// and a standby every second; while their relay loses probes, the
+    /// standby and a WebTransport relay every 50 ms. Below the default, a
+    /// client's unanswered probes read as loss.
     #[arg(
         long,
         env = "RALLYPOINT_PROBES_PER_SECOND",

@@ -31,17 +31,19 @@ pub struct ElectionConfig {
     pub talking_probe_interval: Duration,
     /// Probe interval for warm standbys.
     pub standby_probe_interval: Duration,
-    /// Probe interval for a warm standby in another region while the
-    /// serving path loses probes: a move off a lossy relay waits for the
-    /// standby to show it is cleaner, and at `standby_probe_interval` that
-    /// took minutes. 20 a second, the most a relay answers with room to
-    /// spare (`limits::PROBES_ANSWERED_PER_SECOND`, 25): past it, the
+    /// Probe interval for a warm standby in another region, and for a
+    /// serving WebTransport candidate, while the serving path loses probes:
+    /// a move off a lossy relay waits until the switching rule's bounds show
+    /// the standby cleaner and the serving path lossier, and at their own
+    /// paces (a standby once a second, a silent call's relay five times)
+    /// that took minutes. 20 a second, the most a relay answers with room
+    /// to spare (`limits::PROBES_ANSWERED_PER_SECOND`, 25): past it, the
     /// relay's silence reads as loss.
-    pub lossy_standby_probe_interval: Duration,
+    pub loss_evidence_probe_interval: Duration,
     /// … until the standby has answered or lost this many probes since the
     /// last decision (enough to bound its loss below `rule::LOSS_FREE` when
     /// it is clean: ≈ 0.9% at 600), and at most this many such probes per
-    /// decision, whichever standbys take them: the budget when it loses
+    /// decision, whichever candidates take them: the budget when it loses
     /// alike. 0 gathers no such evidence: no faster probing, and no early
     /// search for a standby in another region (the rule before either, kept
     /// as the benchmark's baseline).
@@ -95,7 +97,7 @@ impl Default for ElectionConfig {
             burst_probe_interval: Duration::from_millis(25),
             talking_probe_interval: Duration::from_millis(50),
             standby_probe_interval: Duration::from_secs(1),
-            lossy_standby_probe_interval: Duration::from_millis(50),
+            loss_evidence_probe_interval: Duration::from_millis(50),
             loss_evidence_probes: 600,
             deadline: Duration::from_secs(3),
             stopping: StoppingRule::Sequential,

@@ -108,8 +108,9 @@ pub struct Election {
     /// standby off the serving path, which was suspected lossy (see
     /// [`Election::seek_a_clean_path`]).
     sought_clean_path: bool,
-    /// Standby probes sent at `lossy_standby_probe_interval` since the last
-    /// decision: at most `loss_evidence_probes`, whichever standbys took them.
+    /// Probes sent at `loss_evidence_probe_interval` rather than their
+    /// role's pace since the last decision: at most `loss_evidence_probes`,
+    /// whichever candidates took them.
     loss_evidence_sent: u32,
     next_seq: u64,
     last_join_seq: Option<u64>,
@@ -390,11 +391,9 @@ impl Election {
 
     // ------------------------------------------------------------ probing
 
-    /// How long until `slot`'s next probe; `gathers_evidence`: it is a
-    /// standby probed for loss evidence ([`Election::wants_loss_evidence`]).
-    fn probe_interval(&self, slot: &Slot, gathers_evidence: bool, now: Micros) -> Duration {
+    /// How long until `slot`'s next probe, at its role's own pace.
+    fn probe_interval(&self, slot: &Slot, now: Micros) -> Duration {
         match slot.role {
-            Role::Standby if gathers_evidence => self.config.lossy_standby_probe_interval,
             Role::Standby => self.config.standby_probe_interval,
             Role::Serving if self.talking_until.is_some_and(|until| now < until) => {
                 self.config.talking_probe_interval
@@ -408,6 +407,27 @@ impl Election {
                 self.config.burst_probe_interval
             }
             _ => self.config.probe_interval,
+        }
+    }
+
+    /// Whether `slot` is probed at `loss_evidence_probe_interval`, for the
+    /// switching rule's bounds on both sides: a standby off the serving path
+    /// that still wants evidence ([`Election::wants_loss_evidence`]), and
+    /// the serving candidate while any does — if it is WebTransport. A
+    /// WebSocket's stream holds every probe behind a lost segment, so
+    /// probing it faster turns one loss into several late answers, counted
+    /// as lost, and a WebSocket on a jittery path was moved for it.
+    fn gathers_loss_evidence(&self, slot: &Slot) -> bool {
+        match slot.role {
+            Role::Standby => self.wants_loss_evidence(slot),
+            Role::Serving => {
+                slot.candidate.transport == crate::TransportKind::WebTransport
+                    && self
+                        .slots
+                        .iter()
+                        .any(|s| s.role == Role::Standby && self.wants_loss_evidence(s))
+            }
+            _ => false,
         }
     }
 
@@ -462,11 +482,16 @@ impl Election {
             return;
         }
         let timeout = slot.probe_timeout(&self.config);
-        let gathers_evidence = slot.role == Role::Standby && self.wants_loss_evidence(slot);
-        let interval = self.probe_interval(slot, gathers_evidence, now);
-        if gathers_evidence {
+        let paced = self.probe_interval(slot, now);
+        let evidence = self.config.loss_evidence_probe_interval;
+        // Only probes beyond the role's own pace count against the budget
+        // (a talking call's serving path is probed as fast already).
+        let interval = if evidence < paced && self.gathers_loss_evidence(slot) {
             self.loss_evidence_sent += 1;
-        }
+            evidence
+        } else {
+            paced
+        };
         let seq = self.next_seq;
         self.next_seq += 1;
         self.slots[id].sent(seq, now, timeout, interval);

@@ -205,7 +205,7 @@ pub fn loss_rate(answered: usize, lost: u32) -> f64 {
 /// Whether a path's probes suggest it loses more than [`LOSS_FREE`]: at
 /// least two lost and a rate above it. A suspicion, not a judgement — it
 /// only makes the client gather evidence on the path's rivals sooner (see
-/// `ElectionConfig::lossy_standby_probe_interval`); the switching rule
+/// `ElectionConfig::loss_evidence_probe_interval`); the switching rule
 /// judges on bounds.
 pub fn suspected_lossy(answered: usize, lost: u32) -> bool {
     lost >= 2 && loss_rate(answered, lost) > LOSS_FREE
