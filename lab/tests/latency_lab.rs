@@ -129,10 +129,10 @@ async fn each_simulated_location_elects_its_nearest_region() {
 /// and the call then moves to the clean region 25% slower once its loss is
 /// beyond doubt. The local stack runs one relay per transport, so the first
 /// standby is the lossy region's other relay: the clean region is re-probed
-/// at once and becomes the standby, probed every 100 ms. In virtual time a
-/// silent call like this one moves after about 25 s median, under a minute
-/// at most; without that evidence (`loss_evidence_probes` 0), after about
-/// 100 s median.
+/// at once and becomes the standby, probed every 50 ms, as is the serving
+/// WebTransport relay. In virtual time a silent call like this one moves
+/// after about 17 s median, 31 s at most; without that evidence
+/// (`loss_evidence_probes` 0), after about 120 s median.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_on_a_lossy_near_region_moves_to_a_clean_one() {
     let dir = tempfile::tempdir().unwrap();
@@ -142,7 +142,7 @@ async fn a_call_on_a_lossy_near_region_moves_to_a_clean_one() {
         .mint("lossy", "caller", "Caller", Duration::from_secs(600));
     let (commands, mut outputs) = client(&stack.locations[0], Some("lossy"), token);
     let started = tokio::time::Instant::now();
-    // Virtual time: a silent call moves after 56 s at most over 100 seeds.
+    // Virtual time: a silent call moves after 31 s at most over 100 seeds.
     let limit = Duration::from_secs(120);
     let mut decisions = Vec::new();
     let moved = tokio::time::timeout(limit, async {

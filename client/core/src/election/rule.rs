@@ -33,9 +33,9 @@
 //! So while the serving path is suspected lossy ([`suspected_lossy`] on its
 //! recent probes — the last 256 answers, ~13 s of a talking call, ~51 s of
 //! a silent one — so a loss that stopped stops counting):
-//! * a standby in another region is probed twenty times as often (as
-//!   often as a relay answers, with room to spare), at most
-//!   `loss_evidence_probes` per decision;
+//! * a standby in another region, and a serving WebTransport relay, are
+//!   probed every 50 ms (as often as a relay answers, with room to spare),
+//!   at most `loss_evidence_probes` extra probes per decision;
 //! * a standby in the serving region (its other relay, on the same path:
 //!   one relay per transport, as the local stack runs) is no refuge, so the
 //!   other regions are re-probed at once, and the first of them to finish
@@ -52,10 +52,14 @@
 //! suspicion counted the whole decision's probes).
 //!
 //! At 5% loss each way against a clean region 25% slower, a talking call
-//! is on the clean region after 15–17 s median, 20–23 s p95 (`loss_evidence_probes`
-//! 0, the rule before: 80 s median), a silent one after about 25 s
-//! (`rallypoint bench election`, `tests/election_sim.rs`; through real
-//! relays and delay proxies, `lab/tests/latency_lab.rs`).
+//! is on the clean region after 11–14 s median, 15–19 s p95, a silent one
+//! after 13–17 s median, 21–25 s p95 (`loss_evidence_probes` 0, the rule
+//! before: 84–124 s median; `rallypoint bench election`,
+//! `tests/election_sim.rs`; through real relays and delay proxies,
+//! `lab/tests/latency_lab.rs`). The serving relay is probed faster too
+//! when it is WebTransport (its bound was the slower half of a silent
+//! call's evidence), never a WebSocket: its stream holds every probe
+//! behind a lost segment, so one loss would count several times.
 //!
 //! The comparison is pairwise and one-sided: a path is charged only for the
 //! loss it shows beyond doubt (the 99% Wilson lower bound of its rate) in
