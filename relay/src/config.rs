@@ -199,8 +199,9 @@ pub struct Limits {
     pub keyframe_requests_per_second: u32,
 
     /// Probes answered per connection per second (bursts of as many); clients
-    /// probe every 200 ms, every 50 ms while they send media (plus three at
-    /// once when their traffic falls silent), faster early in an election,
+    /// probe every 200 ms, every 50 ms while they send media (plus five at
+    /// once when their traffic falls silent or probes go unanswered), faster
+    /// early in an election,
     /// and a standby every second; while their relay loses probes, the
     /// standby and a WebTransport relay every 50 ms. Below the default, a
     /// client's unanswered probes read as loss.

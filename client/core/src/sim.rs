@@ -279,6 +279,9 @@ pub struct Simulation {
     /// Whether the client sends media (a talking client probes its relay
     /// faster): off unless [`Simulation::talk`] turned it on.
     talking: bool,
+    /// A [`Scheduled::Talk`] is in the queue (talking again soon after a
+    /// [`Simulation::hush`] must not start a second stream of media).
+    talk_pending: bool,
     /// Per candidate, when its stream connection last delivered a segment
     /// up and down: a later segment never arrives before it.
     stream_released: Vec<[Micros; 2]>,
@@ -320,6 +323,7 @@ impl Simulation {
             probes_withheld: 0,
             answer_budgets: Vec::new(),
             talking: false,
+            talk_pending: false,
             stream_released: Vec::new(),
         };
         sim.stream_released = vec![[Micros::ZERO; 2]; sim.world.len()];
@@ -344,8 +348,9 @@ impl Simulation {
     /// From now on the client talks: media leaves every [`TALK_EVERY`], so
     /// the serving relay is probed at the talking interval.
     pub fn talk(&mut self) {
-        if !self.talking {
-            self.talking = true;
+        self.talking = true;
+        if !self.talk_pending {
+            self.talk_pending = true;
             self.schedule(self.now, Scheduled::Talk);
         }
     }
@@ -492,11 +497,13 @@ impl Simulation {
                 }
             }
             Scheduled::Talk => {
+                self.talk_pending = false;
                 if !self.talking {
                     return; // hushed
                 }
                 self.election
                     .handle(Event::MediaSent { at: self.now }, self.now);
+                self.talk_pending = true;
                 self.schedule(self.now + TALK_EVERY, Scheduled::Talk);
             }
             Scheduled::Drain(id) => {
@@ -576,7 +583,10 @@ impl Simulation {
                     return;
                 }
                 // Taken as the probe leaves rather than as it arrives: the
-                // same pace, give or take the path's jitter.
+                // same pace, give or take the path's jitter — and a probe
+                // lost on the way up is charged too (safe: a real relay
+                // never sees it). Not modelled: a WebSocket stream that
+                // stalls delivers its probes to the relay in a bunch.
                 if !self.answer_budgets[candidate].take(now) {
                     self.probes_withheld += 1;
                     return;

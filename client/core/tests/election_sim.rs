@@ -399,7 +399,8 @@ fn a_region_losing_packets_one_way_loses_the_call_to_a_clean_one() {
 /// Without (`loss_evidence_probes` 0, the rule before) every one of these
 /// calls stayed over 60 s; with the standby probed 10 times a second and
 /// the serving relay at its own pace, talking calls took up to 25.5 s and
-/// silent ones — their relay probed five times a second — up to 55.6 s.
+/// silent ones — their relay probed five times a second — up to 55.6 s (of
+/// these 40 seeds; 29.9 and 55.6 s of the benchmark's 100).
 #[test]
 fn a_call_leaves_a_lossy_region_within_seconds() {
     for (talking, limit) in [(true, 22), (false, 35)] {
@@ -446,20 +447,12 @@ fn a_call_leaves_a_lossy_region_within_seconds() {
 #[test]
 fn a_talker_who_mutes_is_suspected_once() {
     for seed in 0..10 {
-        let world = two_regions(
-            ("near", Link::new(40.0, 3.0, 0.0)),
-            ("far", Link::new(120.0, 3.0, 0.0)),
-        );
-        let mut sim = Simulation::new(world, ElectionConfig::default(), seed);
-        sim.talk();
-        sim.run_until(Duration::from_secs(20));
-        let prepared_talking = sim.prepares.len();
-        sim.hush();
-        sim.run_until(Duration::from_secs(60));
-        let prepared_muted = sim.prepares.len() - prepared_talking;
-        assert!(
-            prepared_muted <= 1,
-            "seed {seed}: the standby prepared {prepared_muted} times in 40 s after the talker muted"
+        let (sim, _) = muted_call(seed, None);
+        assert_eq!(
+            sim.prepares.len(),
+            1,
+            "seed {seed}: the standby prepared {} times in 40 s after the talker muted",
+            sim.prepares.len()
         );
         assert_eq!(
             sim.probes_withheld, 0,
@@ -467,6 +460,60 @@ fn a_talker_who_mutes_is_suspected_once() {
         );
         assert_eq!(sim.switches(), 0, "seed {seed}: the call moved");
     }
+}
+
+/// The price of the fix above: after a suspicion the watch waits for steady
+/// traffic again, so a relay that dies then is noticed by its lost probes,
+/// not its silence — as fast as any silent call's failover (the bound of
+/// `losing_the_serving_relay_switches_to_the_standby_at_once`).
+#[test]
+fn a_relay_that_dies_just_after_a_muted_talkers_suspicion_is_left() {
+    for seed in 0..10 {
+        let (sim, _) = muted_call(seed, None);
+        let suspected_at = sim.prepares[0].at;
+        let dies_at = suspected_at + Duration::from_millis(300);
+        let (sim, serving) = muted_call(seed, Some(dies_at));
+        let failover = sim
+            .decisions
+            .iter()
+            .find(|(_, d)| d.trigger == ElectionTrigger::Failover)
+            .unwrap_or_else(|| panic!("seed {seed}: no failover after {serving}'s relay died"));
+        let gap = failover.0 - dies_at;
+        eprintln!("seed {seed}: failover {gap:?} after the relay died");
+        assert!(
+            gap <= Duration::from_millis(1200),
+            "seed {seed}: failover {gap:?} after the relay died"
+        );
+    }
+}
+
+/// A two-region call whose client talks for 20 s, then mutes, run to 60 s;
+/// the relay serving at 20 s dies at `dies_at` if given. The simulation and
+/// that relay's candidate.
+fn muted_call(seed: u64, dies_at: Option<Duration>) -> (Simulation, usize) {
+    let world = two_regions(
+        ("near", Link::new(40.0, 3.0, 0.0)),
+        ("far", Link::new(120.0, 3.0, 0.0)),
+    );
+    let serving = {
+        let mut sim = Simulation::new(world.clone(), ElectionConfig::default(), seed);
+        sim.talk();
+        sim.run_until(Duration::from_secs(20));
+        sim.serving_at(Duration::from_secs(20))
+            .expect("serving after 20 s")
+    };
+    let mut world = world;
+    world[serving].dies_at = dies_at;
+    let mut sim = Simulation::new(world, ElectionConfig::default(), seed);
+    sim.talk();
+    sim.run_until(Duration::from_secs(20));
+    assert!(
+        sim.prepares.is_empty(),
+        "seed {seed}: a clean talking call prepared its standby"
+    );
+    sim.hush();
+    sim.run_until(Duration::from_secs(60));
+    (sim, serving)
 }
 
 /// Every relay answers a connection's probes up to a budget
@@ -666,19 +713,38 @@ fn an_asymmetric_path_is_elected_like_a_symmetric_one_of_the_same_round_trip() {
 /// times in two minutes: to WebSocket because its retransmitted probes came
 /// back (late, but counted as answered) while WebTransport's were lost, then
 /// away from WebSocket when a retransmission stall outlasted three probes.
+///
+/// One move is no fault of the election: a call whose tournament, on this
+/// jitter, picked the near region's WebSocket moves to its WebTransport,
+/// whose datagrams no retransmission holds up — five of these twenty calls
+/// (seeds 10–16; the same seeds on the code before #15's evidence probing):
+/// four when TCP's stalls put the WebSocket's bounds at 134–216 ms against
+/// 70–82 ms, one (seed 12) when a segment lost again and again stalled the
+/// stream for 2.7 s, past `stream_stall_limit`. The region never changes,
+/// nor does a call on WebTransport.
 #[test]
 fn a_talking_call_on_a_rough_path_never_moves() {
     let world = two_regions(
         ("near", Link::new(40.0, 30.0, 0.05)),
         ("far", Link::new(240.0, 30.0, 0.05)),
     );
-    const CALLS: u64 = 10;
+    const CALLS: u64 = 20;
     let mut moved = Vec::new();
     for seed in 0..CALLS {
         let mut sim = Simulation::new(world.clone(), ElectionConfig::default(), seed);
         sim.talk();
         sim.run_until(Duration::from_secs(600));
-        if let Some((at, first_move)) = sim.decisions.get(1) {
+        let served: Vec<&SimCandidate> = sim
+            .decisions
+            .iter()
+            .map(|(_, d)| &sim.world[d.winner])
+            .collect();
+        // From the region's WebSocket to its WebTransport, never back.
+        let to_the_regions_webtransport = served.windows(2).all(|w| {
+            w[0].candidate.region == w[1].candidate.region && w[1].candidate.transport == Wt
+        });
+        if served.len() > 1 && !to_the_regions_webtransport {
+            let (at, first_move) = &sim.decisions[1];
             moved.push(format!(
                 "seed {seed}: {} switches; the first, at {at:?}: {:?} {}",
                 sim.switches(),
@@ -696,9 +762,12 @@ fn a_talking_call_on_a_rough_path_never_moves() {
 
 /// A brief loss episode on the serving region sends the standby to another
 /// region (no refuge shares the lossy path). Once the serving path has been
-/// clean for the span of its recent probes (~13 s talking, ~51 s silent),
-/// the suspicion ends, and the next re-probe (every 30 s) brings the standby
-/// back to the serving region, so a relay crash fails over nearby again.
+/// clean for the span of its recent probes (~13 s talking, and silent on
+/// WebTransport while the standby is probed for evidence; ~51 s silent
+/// otherwise — the limit below allows that), the suspicion ends, and the
+/// next re-probe (every 30 s) brings the standby back to the serving
+/// region, so a relay crash fails over nearby again: 31–32 s after the
+/// loss ended talking, 29–32 s silent.
 /// When the suspicion looked at the whole decision's probes it lasted until
 /// clean probes had diluted the episode's below 1%: the standby came back
 /// 90–150 s after the loss ended while talking.

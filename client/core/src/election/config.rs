@@ -43,7 +43,7 @@ pub struct ElectionConfig {
     /// … until the standby has answered or lost this many probes since the
     /// last decision (enough to bound its loss below `rule::LOSS_FREE` when
     /// it is clean: ≈ 0.9% at 600), and at most this many such probes per
-    /// decision, whichever candidates take them: the budget when it loses
+    /// decision, whichever standbys take them: the budget when it loses
     /// alike. 0 gathers no such evidence: no faster probing, and no early
     /// search for a standby in another region (the rule before either, kept
     /// as the benchmark's baseline).

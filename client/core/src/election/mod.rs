@@ -108,9 +108,9 @@ pub struct Election {
     /// standby off the serving path, which was suspected lossy (see
     /// [`Election::seek_a_clean_path`]).
     sought_clean_path: bool,
-    /// Probes sent at `loss_evidence_probe_interval` rather than their
-    /// role's pace since the last decision: at most `loss_evidence_probes`,
-    /// whichever candidates took them.
+    /// Standby probes sent at `loss_evidence_probe_interval` since the last
+    /// decision: at most `loss_evidence_probes`, whichever standbys took
+    /// them (the serving relay's, probed as fast meanwhile, are not counted).
     loss_evidence_sent: u32,
     next_seq: u64,
     last_join_seq: Option<u64>,
@@ -484,10 +484,13 @@ impl Election {
         let timeout = slot.probe_timeout(&self.config);
         let paced = self.probe_interval(slot, now);
         let evidence = self.config.loss_evidence_probe_interval;
-        // Only probes beyond the role's own pace count against the budget
-        // (a talking call's serving path is probed as fast already).
         let interval = if evidence < paced && self.gathers_loss_evidence(slot) {
-            self.loss_evidence_sent += 1;
+            // The budget is the standbys': the serving relay is probed this
+            // fast only while one of them is, and charging it too left a
+            // silent call's standby half the evidence.
+            if slot.role == Role::Standby {
+                self.loss_evidence_sent += 1;
+            }
             evidence
         } else {
             paced

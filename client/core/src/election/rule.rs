@@ -31,11 +31,12 @@
 //! only for loss beyond the most its rival may have (below), and a standby
 //! probed once a second needs minutes before its bound says it is clean.
 //! So while the serving path is suspected lossy ([`suspected_lossy`] on its
-//! recent probes — the last 256 answers, ~13 s of a talking call, ~51 s of
-//! a silent one — so a loss that stopped stops counting):
-//! * a standby in another region, and a serving WebTransport relay, are
-//!   probed every 50 ms (as often as a relay answers, with room to spare),
-//!   at most `loss_evidence_probes` extra probes per decision;
+//! recent probes — the last 256 answers, ~13 s of a talking call or of a
+//! WebTransport one probed for evidence (below), ~51 s of another silent
+//! one — so a loss that stopped stops counting):
+//! * a standby in another region is probed every 50 ms (20 a second, under
+//!   the 25 a relay answers), at most `loss_evidence_probes` such probes per
+//!   decision, and a serving WebTransport relay as often meanwhile;
 //! * a standby in the serving region (its other relay, on the same path:
 //!   one relay per transport, as the local stack runs) is no refuge, so the
 //!   other regions are re-probed at once, and the first of them to finish
@@ -48,8 +49,9 @@
 //! itself stays (two regions losing alike never trade places, below).
 //! When a loss episode ends, the suspicion ends with the recent probes, and
 //! the next re-probe brings the standby back to the serving region: 31–32 s
-//! after the loss ended talking, 57–61 s silent (90–150 s when the
-//! suspicion counted the whole decision's probes).
+//! after the loss ended talking, 29–32 s silent (57–61 s while a silent
+//! call's relay was probed at its own pace during the loss, 90–150 s when
+//! the suspicion counted the whole decision's probes).
 //!
 //! At 5% loss each way against a clean region 25% slower, a talking call
 //! is on the clean region after 11–14 s median, 15–19 s p95, a silent one

@@ -98,14 +98,15 @@ impl TrafficWatch {
     /// about the path. Nor is a frame that arrived before the silence was
     /// long (stamped earlier, handled late).
     ///
-    /// Traffic is steady again only on frames after a suspicion: the
-    /// answers to its own burst of probes, five at once, kept traffic that
-    /// had ended looking steady, so each silence after them raised the
-    /// next suspicion — a muted talker's relay was suspected 2.5 times a
-    /// second for good, each time preparing the standby, with more probes
-    /// than a relay answers. The price: for the few hundred milliseconds a
-    /// call's traffic takes to be steady again after a false alarm, a relay
-    /// that dies is noticed by its lost probes instead.
+    /// Traffic is steady again only on frames after a silence that raised a
+    /// suspicion: the answers to the suspicion's own burst of probes, five
+    /// at once, kept traffic that had ended looking steady, so each silence
+    /// after them raised the next suspicion — a muted talker's relay was
+    /// suspected 2.5 times a second for good, each time preparing the
+    /// standby, with more probes than a relay answers. The price: for the
+    /// few hundred milliseconds a call's traffic takes to be steady again
+    /// after a false alarm, a relay that dies is noticed by its lost probes
+    /// instead.
     pub(super) fn heard(&mut self, at: Micros) {
         let Some(&previous) = self.heard.back() else {
             self.heard.push_back(at);
@@ -124,14 +125,17 @@ impl TrafficWatch {
         if self.heard.len() == 4 * STEADY_FRAMES {
             self.heard.pop_front();
         }
-        let clears_suspicion = self.suspect_until.take().is_some();
-        if clears_suspicion {
-            // Steady again only on traffic after the suspicion (see above).
+        let ends_suspicion = self.suspect_until.take().is_some();
+        // …after a real silence: not a frame stamped before it grew long,
+        // which shows the traffic never stopped.
+        let ends_silence = ends_suspicion && at.since(previous) >= self.silence();
+        if ends_silence {
+            // Steady again only on traffic after the silence (see above).
             self.heard.clear();
         }
         self.heard.push_back(at);
-        if clears_suspicion {
-            if at.since(previous) >= self.silence() {
+        if ends_suspicion {
+            if ends_silence {
                 self.cleared_at = Some(at);
             }
         } else if let Some(cleared) = self.cleared_at {
