@@ -19,6 +19,9 @@ use rallypoint_testkit::relays::{RelayProcess, RelaySpec};
 use rallypoint_testkit::tokens::DevIssuer;
 use tokio::sync::mpsc;
 
+mod support;
+use support::decided;
+
 const SECRET: &str = "token-refresh-test-secret";
 const ROOM: &str = "long-call";
 const T: Duration = Duration::from_secs(10);
@@ -79,20 +82,6 @@ fn token_source(user: &'static str, calls: Arc<AtomicUsize>) -> TokenSource {
     })
 }
 
-/// Waits for the runner's first decision: it is in the room.
-async fn decided(outputs: &mut mpsc::UnboundedReceiver<Output>) {
-    tokio::time::timeout(T, async {
-        while let Some(output) = outputs.recv().await {
-            if let Output::Session(Update::Decided { .. }) = output {
-                return;
-            }
-        }
-        panic!("the runner stopped before deciding");
-    })
-    .await
-    .expect("a decision");
-}
-
 /// The refusals a runner reported until `until`.
 async fn refusals_until(
     outputs: &mut mpsc::UnboundedReceiver<Output>,
@@ -143,8 +132,8 @@ async fn a_call_outlives_its_token_only_with_a_token_source() {
         token_source("refreshing", fetched.clone()),
     );
     let (_expiring, mut expiring_out) = runner::spawn(candidates, config("expiring"));
-    decided(&mut refreshing_out).await;
-    decided(&mut expiring_out).await;
+    decided(&mut refreshing_out, T).await;
+    decided(&mut expiring_out, T).await;
 
     let past_expiry = started + PAST_EXPIRY;
     let (refreshing_refusals, expiring_refusals) = tokio::join!(
