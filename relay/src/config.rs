@@ -202,8 +202,9 @@ pub struct Limits {
     /// probe every 200 ms, every 50 ms while they send media (plus five at
     /// once when their traffic falls silent or probes go unanswered), faster
     /// early in an election,
-    /// and a standby every second; while their relay loses probes, the
-    /// standby and a WebTransport relay every 50 ms. Below the default, a
+    /// and a standby every second; while their relay loses probes, a standby
+    /// in another region and a WebTransport relay every 50 ms (within a
+    /// budget per decision). Below the default, a
     /// client's unanswered probes read as loss.
     #[arg(
         long,

@@ -484,17 +484,14 @@ impl Election {
         let timeout = slot.probe_timeout(&self.config);
         let paced = self.probe_interval(slot, now);
         let evidence = self.config.loss_evidence_probe_interval;
-        let interval = if evidence < paced && self.gathers_loss_evidence(slot) {
-            // The budget is the standbys': the serving relay is probed this
-            // fast only while one of them is, and charging it too left a
-            // silent call's standby half the evidence.
-            if slot.role == Role::Standby {
-                self.loss_evidence_sent += 1;
-            }
-            evidence
-        } else {
-            paced
-        };
+        let gathers = self.gathers_loss_evidence(slot);
+        // The budget is the standbys': the serving relay is probed this fast
+        // only while one of them is, and charging it too left a silent
+        // call's standby half the evidence.
+        if gathers && slot.role == Role::Standby {
+            self.loss_evidence_sent += 1;
+        }
+        let interval = if gathers { paced.min(evidence) } else { paced };
         let seq = self.next_seq;
         self.next_seq += 1;
         self.slots[id].sent(seq, now, timeout, interval);

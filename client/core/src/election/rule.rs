@@ -49,9 +49,10 @@
 //! itself stays (two regions losing alike never trade places, below).
 //! When a loss episode ends, the suspicion ends with the recent probes, and
 //! the next re-probe brings the standby back to the serving region: 31–32 s
-//! after the loss ended talking, 29–32 s silent (57–61 s while a silent
-//! call's relay was probed at its own pace during the loss, 90–150 s when
-//! the suspicion counted the whole decision's probes).
+//! after a 6 s loss episode ended talking, 29–32 s silent on WebTransport
+//! (its relay probed fast meanwhile; 57–61 s at its own pace, as after an
+//! episode that outlasts the evidence budget; 90–150 s when the suspicion
+//! counted the whole decision's probes).
 //!
 //! At 5% loss each way against a clean region 25% slower, a talking call
 //! is on the clean region after 11–14 s median, 15–19 s p95, a silent one

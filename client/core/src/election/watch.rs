@@ -277,6 +277,22 @@ mod tests {
         assert_eq!(watch.poll_timeout(), Some(ms(2590)), "15 frames since");
     }
 
+    /// A frame stamped before the silence grew long (handled late) ends the
+    /// suspicion, but the traffic never stopped: the watch stays armed on
+    /// what it heard, and the next silence is suspect at once.
+    #[test]
+    fn a_frame_stamped_before_the_silence_keeps_the_watch_armed() {
+        let rtt = Duration::from_millis(40);
+        let mut watch = suspect_at_2100(rtt);
+        watch.heard(ms(2030));
+        assert!(!watch.is_suspect());
+        assert_eq!(watch.poll_timeout(), Some(ms(2130)));
+        assert!(matches!(
+            watch.check(ms(2130), rtt),
+            Some(Alarm::Suspect { .. })
+        ));
+    }
+
     /// A talker mutes: its relay's answers drop from 20 a second to five.
     /// The silence raises one suspicion; its burst's five answers, and the
     /// answers at five a second after them, never make the traffic steady
