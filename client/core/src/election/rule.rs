@@ -62,7 +62,12 @@
 //! `lab/tests/latency_lab.rs`). The serving relay is probed faster too
 //! when it is WebTransport (its bound was the slower half of a silent
 //! call's evidence), never a WebSocket: its stream holds every probe
-//! behind a lost segment, so one loss would count several times.
+//! behind a lost segment, so one loss would count several times. Its
+//! answers, 20 a second, are steady traffic to the watch meanwhile: a
+//! silent call's relay is watched like a talker's, its death noticed from
+//! silence, and its losses and the end of the fast probing raise a
+//! suspicion or two — 1–2 preparations of the standby in the first two
+//! minutes of these calls (20 seeds per lossy world; none before).
 //!
 //! The comparison is pairwise and one-sided: a path is charged only for the
 //! loss it shows beyond doubt (the 99% Wilson lower bound of its rate) in
