@@ -25,8 +25,14 @@ pub const MAX_TOKEN: usize = 8 * 1024;
 /// Most candidates one election report may carry.
 pub const MAX_REPORT_CANDIDATES: usize = 32;
 
-/// Probes a relay answers per connection per second, in bursts of as many
-/// (the relay's `--probes-per-second` default). A client paces its probes
-/// of any one connection below it: past it the relay's silence reads as
-/// loss.
+/// Probes a relay answers per connection per second (the relay's
+/// `--probes-per-second` default). A client paces its probes of any one
+/// connection below it: past it the relay's silence reads as loss.
 pub const PROBES_ANSWERED_PER_SECOND: u32 = 25;
+
+/// … in bursts of this many seconds' worth: a WebSocket stalled by TCP
+/// retransmissions delivers every probe sent meanwhile at once (a talking
+/// client's 20 a second; a client leaves a stream stalled for 2 s), and a
+/// burst of one second's worth left a stalled talker's probes unanswered,
+/// counted as loss.
+pub const PROBE_ANSWER_BURST_SECONDS: u32 = 3;

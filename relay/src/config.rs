@@ -198,7 +198,8 @@ pub struct Limits {
     )]
     pub keyframe_requests_per_second: u32,
 
-    /// Probes answered per connection per second (bursts of as many); clients
+    /// Probes answered per connection per second (bursts of three seconds'
+    /// worth: a stalled WebSocket delivers them at once); clients
     /// probe every 200 ms, every 50 ms while they send media (plus five at
     /// once when their traffic falls silent or probes go unanswered), faster
     /// early in an election,

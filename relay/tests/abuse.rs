@@ -501,6 +501,38 @@ async fn floods_inside_the_room_are_held_to_their_budgets() {
     );
 }
 
+/// A WebSocket stalled by TCP retransmissions delivers every probe its
+/// client sent meanwhile at once: a talker's 20 a second for up to 2 s
+/// (then the client leaves the stream). The relay answers such a bunch
+/// whole — with a burst of one second's worth it left 15 of 40 unanswered,
+/// which the client counts as lost — and a flood still meets the budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_websockets_bunch_of_probes_is_answered_whole() {
+    let lab = Lab::two_regions(&[]).await;
+    let (mut talker, _) = lab.participant(0, WebSocket, "stall", "talker").await;
+    let answered = probes_answered(&mut talker, 40).await;
+    assert_eq!(answered, 40, "a 2 s stall's probes answered");
+    // The bucket holds three seconds' worth (75): a flood of 200 at once is
+    // mostly refused.
+    let answered = probes_answered(&mut talker, 200).await;
+    assert!(answered < 120, "{answered} of a flood of 200 answered");
+}
+
+/// Sends `sent` probes at once; how many were answered within 2 s.
+async fn probes_answered(peer: &mut Peer, sent: u64) -> usize {
+    for seq in 0..sent {
+        assert!(peer.probe(seq, 0));
+    }
+    let mut answered = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while let Ok(Some(received)) = tokio::time::timeout_at(deadline, peer.recv()).await {
+        if let Some(server_frame::Kind::ProbeAck(_)) = received.frame.kind {
+            answered += 1;
+        }
+    }
+    answered
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn join_leave_churn_is_refused_once_over_budget() {
     let lab = Lab::two_regions(&[]).await;

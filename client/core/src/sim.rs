@@ -23,15 +23,16 @@
 //! * an unreachable candidate (UDP blocked) never answers and fails after the
 //!   5 s connect timeout;
 //! * a relay answers at most [`PROBES_ANSWERED_PER_SECOND`] probes a second
-//!   per connection, in bursts of as many (its default budget), and leaves
-//!   the rest unanswered ([`Simulation::probes_withheld`]): to the client,
-//!   loss.
+//!   per connection, in bursts of [`PROBE_ANSWER_BURST_SECONDS`]' worth (its
+//!   default budget; charged as a datagram leaves, as a stream's probe
+//!   arrives — a stalled WebSocket's come in a bunch), and leaves the rest
+//!   unanswered ([`Simulation::probes_withheld`]): to the client, loss.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::Duration;
 
-use rallypoint_protocol::limits::PROBES_ANSWERED_PER_SECOND;
+use rallypoint_protocol::limits::{PROBE_ANSWER_BURST_SECONDS, PROBES_ANSWERED_PER_SECOND};
 use rallypoint_protocol::v1::ClientContext;
 
 use crate::candidate::{Candidate, TransportKind};
@@ -215,7 +216,9 @@ const TCP_MAX_RTO: Duration = Duration::from_secs(120);
 const TCP_RETRIES: u32 = 15;
 
 /// A relay's answers to one connection's probes: a token bucket of
-/// [`PROBES_ANSWERED_PER_SECOND`], as the relay keeps it (its default).
+/// [`PROBES_ANSWERED_PER_SECOND`] in bursts of
+/// [`PROBE_ANSWER_BURST_SECONDS`]' worth, as the relay keeps it (its
+/// default).
 #[derive(Debug, Clone, Copy, Default)]
 struct AnswerBudget {
     tokens: f64,
@@ -223,18 +226,22 @@ struct AnswerBudget {
 }
 
 impl AnswerBudget {
+    const CAPACITY: f64 = (PROBES_ANSWERED_PER_SECOND * PROBE_ANSWER_BURST_SECONDS) as f64;
+
     fn full(now: Micros) -> Self {
         AnswerBudget {
-            tokens: f64::from(PROBES_ANSWERED_PER_SECOND),
+            tokens: Self::CAPACITY,
             refilled_at: now,
         }
     }
 
     fn take(&mut self, now: Micros) -> bool {
         let rate = f64::from(PROBES_ANSWERED_PER_SECOND);
+        // Datagrams are charged as they leave, in send order; a stream's
+        // probes as they arrive, in arrival order: never back in time.
         let elapsed = now.since(self.refilled_at).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * rate).min(rate);
-        self.refilled_at = now;
+        self.tokens = (self.tokens + elapsed * rate).min(Self::CAPACITY);
+        self.refilled_at = self.refilled_at.max(now);
         let answered = self.tokens >= 1.0;
         if answered {
             self.tokens -= 1.0;
@@ -582,23 +589,32 @@ impl Simulation {
                 if !self.open[candidate] || self.world[candidate].dead_at(self.now()) {
                     return;
                 }
-                // Taken as the probe leaves rather than as it arrives: the
-                // same pace, give or take the path's jitter — and a probe
-                // lost on the way up is charged too (safe: a real relay
-                // never sees it). Not modelled: a WebSocket stream that
-                // stalls delivers its probes to the relay in a bunch.
-                if !self.answer_budgets[candidate].take(now) {
-                    self.probes_withheld += 1;
-                    return;
-                }
                 let rtt = self.rtt_sample(candidate);
                 let transport = self.world[candidate].candidate.transport;
                 let answered_at = match transport {
-                    TransportKind::WebTransport if self.round_trip_lost(candidate) => return,
-                    TransportKind::WebTransport => now + rtt,
+                    TransportKind::WebTransport => {
+                        // A datagram's budget is taken as it leaves (the
+                        // same pace, give or take the path's jitter), also
+                        // when lost on the way up (safe: a real relay never
+                        // sees it).
+                        if !self.answer_budgets[candidate].take(now) {
+                            self.probes_withheld += 1;
+                            return;
+                        }
+                        if self.round_trip_lost(candidate) {
+                            return;
+                        }
+                        now + rtt
+                    }
                     TransportKind::WebSocket => {
                         let (up, down) = self.world[candidate].link_at(self.now()).legs(rtt);
                         let there = self.stream_leg(candidate, UP, now + up);
+                        // As it arrives: a stream stalled by a lost segment
+                        // delivers everything sent meanwhile at once.
+                        if !self.answer_budgets[candidate].take(there) {
+                            self.probes_withheld += 1;
+                            return;
+                        }
                         self.stream_leg(candidate, DOWN, there + down)
                     }
                 };

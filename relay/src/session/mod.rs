@@ -113,7 +113,14 @@ impl Budgets {
             // People toggle their microphone or camera a few times a minute;
             // a burst of toggles is allowed, a stream of them is not.
             media_states: per_second(MEDIA_STATES_PER_SECOND, MEDIA_STATES_BURST),
-            probes: per_second(limits.probes_per_second, limits.probes_per_second),
+            // A stalled WebSocket delivers its probes in a bunch (see
+            // `limits::PROBE_ANSWER_BURST_SECONDS`).
+            probes: per_second(
+                limits.probes_per_second,
+                limits
+                    .probes_per_second
+                    .saturating_mul(rallypoint_protocol::limits::PROBE_ANSWER_BURST_SECONDS),
+            ),
             media_frames: per_second(
                 limits.media_frames_per_second,
                 limits.media_frames_per_second,
