@@ -199,13 +199,12 @@ pub struct Limits {
     pub keyframe_requests_per_second: u32,
 
     /// Probes answered per connection per second (bursts of three seconds'
-    /// worth: a stalled WebSocket delivers them at once); clients
-    /// probe every 200 ms, every 50 ms while they send media (plus five at
-    /// once when their traffic falls silent or probes go unanswered), faster
-    /// early in an election,
-    /// and a standby every second; while their relay loses probes, a standby
-    /// in another region and a WebTransport relay every 50 ms (within a
-    /// budget per decision). Below the default, a
+    /// worth: a stalled WebSocket delivers them at once). Clients probe
+    /// every 200 ms, every 50 ms while they send media (plus five at once
+    /// when their traffic falls silent or probes go unanswered), faster
+    /// early in an election, and a standby every second; while their relay
+    /// loses probes, a standby in another region and a WebTransport relay
+    /// every 50 ms (within a budget per decision). Below the default, a
     /// client's unanswered probes read as loss.
     #[arg(
         long,

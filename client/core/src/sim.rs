@@ -417,6 +417,16 @@ impl Simulation {
         Duration::from_secs_f64(sample.max(0.3 * rtt).max(0.000_05))
     }
 
+    /// Whether `candidate`'s relay answers a probe reaching it at `at`
+    /// (within its budget); one it withholds is counted.
+    fn relay_answers(&mut self, candidate: usize, at: Micros) -> bool {
+        let answers = self.answer_budgets[candidate].take(at);
+        if !answers {
+            self.probes_withheld += 1;
+        }
+        answers
+    }
+
     /// When a segment that reaches the far end of candidate `id`'s stream
     /// connection at `arrival` (had it not been lost) is delivered in
     /// `direction` (0 up, 1 down): later by a retransmission timeout for
@@ -597,11 +607,7 @@ impl Simulation {
                         // same pace, give or take the path's jitter), also
                         // when lost on the way up (safe: a real relay never
                         // sees it).
-                        if !self.answer_budgets[candidate].take(now) {
-                            self.probes_withheld += 1;
-                            return;
-                        }
-                        if self.round_trip_lost(candidate) {
+                        if !self.relay_answers(candidate, now) || self.round_trip_lost(candidate) {
                             return;
                         }
                         now + rtt
@@ -611,8 +617,7 @@ impl Simulation {
                         let there = self.stream_leg(candidate, UP, now + up);
                         // As it arrives: a stream stalled by a lost segment
                         // delivers everything sent meanwhile at once.
-                        if !self.answer_budgets[candidate].take(there) {
-                            self.probes_withheld += 1;
+                        if !self.relay_answers(candidate, there) {
                             return;
                         }
                         self.stream_leg(candidate, DOWN, there + down)

@@ -14,8 +14,8 @@ use rallypoint_client::{Candidate, TransportKind};
 use rallypoint_client_native::Peer;
 use rallypoint_client_native::runner::{self, Command, Output, RunnerConfig, TokenSource};
 use rallypoint_protocol::v1::{ErrorCode, Media, TrackKind, server_frame};
-use rallypoint_testkit::nats::{NatsRole, SuperCluster, SuperClusterSpec};
-use rallypoint_testkit::relays::{RelayProcess, RelaySpec};
+use rallypoint_testkit::nats::SuperCluster;
+use rallypoint_testkit::relays::RelayProcess;
 use rallypoint_testkit::tokens::DevIssuer;
 use tokio::sync::mpsc;
 
@@ -39,21 +39,9 @@ struct Lab {
 /// One NATS server and one relay serving both transports.
 async fn lab() -> Lab {
     let dir = tempfile::tempdir().unwrap();
-    let spec = SuperClusterSpec::one_server("us-east", true);
-    let nats = SuperCluster::start(spec, &dir.path().join("nats"))
-        .await
-        .expect("NATS starts");
-    let relay = RelaySpec {
-        region: "us-east".into(),
-        relay_id: "us-east-0".into(),
-        transports: vec![TransportKind::WebSocket, TransportKind::WebTransport],
-        nats: nats.access(NatsRole::Relay("us-east".into()), "us-east"),
-        jwt_secret: SECRET.into(),
-        extra_args: Vec::new(),
-    };
-    let relay = RelayProcess::start(relay, &dir.path().join("relays"))
-        .await
-        .expect("relay starts");
+    let nats = support::nats(dir.path()).await;
+    let transports = vec![TransportKind::WebSocket, TransportKind::WebTransport];
+    let relay = support::relay(&nats, dir.path(), "us-east-0", transports, SECRET).await;
     Lab {
         _dir: dir,
         _nats: nats,

@@ -13,8 +13,6 @@ use rallypoint_client::election::{CandidateId, ElectionConfig, Role};
 use rallypoint_client::session::Update;
 use rallypoint_client_native::runner::{self, Command, Output, RunnerConfig};
 use rallypoint_protocol::v1::{Media, TrackKind};
-use rallypoint_testkit::nats::{NatsRole, SuperCluster, SuperClusterSpec};
-use rallypoint_testkit::relays::{RelayProcess, RelaySpec};
 use rallypoint_testkit::tokens::DevIssuer;
 
 mod support;
@@ -35,27 +33,11 @@ const T: Duration = Duration::from_secs(10);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_talker_who_mutes_has_its_relay_suspected_at_most_once() {
     let dir = tempfile::tempdir().unwrap();
-    let nats = SuperCluster::start(
-        SuperClusterSpec::one_server("us-east", true),
-        &dir.path().join("nats"),
-    )
-    .await
-    .expect("NATS starts");
+    let nats = support::nats(dir.path()).await;
     let mut relays = Vec::new();
     for id in ["us-east-0", "us-east-1"] {
-        let spec = RelaySpec {
-            region: "us-east".into(),
-            relay_id: id.into(),
-            transports: vec![TransportKind::WebTransport],
-            nats: nats.access(NatsRole::Relay("us-east".into()), "us-east"),
-            jwt_secret: SECRET.into(),
-            extra_args: Vec::new(),
-        };
-        relays.push(
-            RelayProcess::start(spec, &dir.path().join(id))
-                .await
-                .expect("relay starts"),
-        );
+        let transports = vec![TransportKind::WebTransport];
+        relays.push(support::relay(&nats, dir.path(), id, transports, SECRET).await);
     }
     let candidates = relays.iter().flat_map(|r| r.candidates()).collect();
     let token = DevIssuer::new(SECRET).mint(ROOM, "talker", "Talker", Duration::from_secs(600));

@@ -1,10 +1,49 @@
 //! What the native client's tests share.
 
+use std::path::Path;
 use std::time::Duration;
 
+use rallypoint_client::TransportKind;
 use rallypoint_client::session::Update;
 use rallypoint_client_native::runner::Output;
+use rallypoint_testkit::nats::{NatsRole, SuperCluster, SuperClusterSpec};
+use rallypoint_testkit::relays::{RelayProcess, RelaySpec};
 use tokio::sync::mpsc;
+
+/// The region every relay of these tests serves.
+const REGION: &str = "us-east";
+
+/// One NATS server of [`REGION`], with accounts and TLS.
+pub async fn nats(dir: &Path) -> SuperCluster {
+    SuperCluster::start(
+        SuperClusterSpec::one_server(REGION, true),
+        &dir.join("nats"),
+    )
+    .await
+    .expect("NATS starts")
+}
+
+/// A relay process `relay_id` of [`REGION`] on `nats`, serving
+/// `transports`, verifying tokens signed with `jwt_secret`.
+pub async fn relay(
+    nats: &SuperCluster,
+    dir: &Path,
+    relay_id: &str,
+    transports: Vec<TransportKind>,
+    jwt_secret: &str,
+) -> RelayProcess {
+    let spec = RelaySpec {
+        region: REGION.into(),
+        relay_id: relay_id.into(),
+        transports,
+        nats: nats.access(NatsRole::Relay(REGION.into()), REGION),
+        jwt_secret: jwt_secret.into(),
+        extra_args: Vec::new(),
+    };
+    RelayProcess::start(spec, &dir.join(relay_id))
+        .await
+        .expect("relay starts")
+}
 
 /// Waits up to `within` for the runner's first decision: it is in the room.
 pub async fn decided(outputs: &mut mpsc::UnboundedReceiver<Output>, within: Duration) {
