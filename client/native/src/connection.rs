@@ -84,6 +84,10 @@ impl std::ops::Deref for Connection {
     }
 }
 
+/// Most bytes WebTransport puts before a datagram's payload (the session's
+/// quarter stream id, a QUIC variable-length integer).
+const WT_DATAGRAM_HEADER_MAX: usize = 8;
+
 /// Frames buffered from the relay before the consumer reads them.
 const INCOMING_QUEUE: usize = 4096;
 
@@ -167,6 +171,41 @@ impl Sender {
             self.max_datagram,
         );
         self.send_raw(bytes, route)
+    }
+
+    /// Datagrams this connection's QUIC stack has put on the wire
+    /// (WebTransport; `None` on WebSocket): against the frames a sender
+    /// handed over, what its own connection dropped before they left.
+    pub fn datagrams_sent(&self) -> Option<u64> {
+        self.wt
+            .as_ref()
+            .map(|wt| wt.quic_connection().stats().frame_tx.datagram)
+    }
+
+    /// Sends `frame` as one WebTransport datagram once the connection's
+    /// datagram buffer has room for it. [`Sender::send`] hands media to the
+    /// connection, which drops its oldest datagram when a sender outruns it
+    /// (stale media is worthless); a sender that must not outrun its own
+    /// connection — a benchmark's blast, which measures what lies beyond
+    /// the connection — waits here instead, as a WebSocket sender waits
+    /// for TCP. False on WebSocket, for a frame larger than a datagram, or
+    /// once the connection is closed.
+    pub async fn send_datagram_when_room(&self, frame: &ClientFrame) -> bool {
+        let Some(wt) = &self.wt else { return false };
+        let bytes = encode(frame);
+        if bytes.len() > self.max_datagram {
+            return false;
+        }
+        let needed = bytes.len() + WT_DATAGRAM_HEADER_MAX;
+        while wt.quic_connection().datagram_send_buffer_space() < needed {
+            if self.closed.is_cancelled() {
+                return false;
+            }
+            // The buffer drains by a congestion window at a time: a
+            // millisecond is a small part of emptying it.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        wt.send_datagram(&bytes).is_ok()
     }
 
     /// Sends bytes on `route` as they are: what the session encoded and

@@ -18,7 +18,7 @@ use futures_util::StreamExt;
 use hdrhistogram::Histogram;
 use rallypoint_client::TransportKind;
 use rallypoint_client_native::Peer;
-use rallypoint_protocol::v1::{TrackKind, server_frame};
+use rallypoint_protocol::v1::{ClientFrame, Media, TrackKind, client_frame, server_frame};
 
 use super::{Rig, latency_histogram, summary_ms};
 use rallypoint_testkit::nats::{NatsAccess, NatsRole};
@@ -78,6 +78,8 @@ struct Measurement {
     nats_throughput: (f64, f64),
     relay_latency: (Histogram<u64>, f64),
     relay_throughput: (f64, f64),
+    /// The relay's counters over the relay path's throughput phase.
+    blast: RelayCounts,
 }
 
 pub async fn run(args: RelayBenchArgs) -> anyhow::Result<()> {
@@ -102,7 +104,7 @@ pub async fn run(args: RelayBenchArgs) -> anyhow::Result<()> {
     let mut results = Vec::new();
     for &secure in modes {
         let measurement = measure(&args, transport, secure).await?;
-        print_measurement(&measurement, secure);
+        print_measurement(&measurement, secure, &args, transport);
         results.push(measurement);
     }
     if let [plain, secured] = &results[..] {
@@ -156,17 +158,57 @@ async fn measure(
     let candidate = relay.candidate(transport);
     let relay_latency = relay_path_latency(&candidate, &issuer, args).await?;
     eprintln!("[bench] relay ({transport:?}, NATS {label}): throughput phase");
+    let before = relay.stats().await?;
     let relay_throughput = relay_path_throughput(&candidate, &issuer, args).await?;
+    let blast = RelayCounts::between(&before, &relay.stats().await?)?;
     rig.stop().await;
     Ok(Measurement {
         nats_latency,
         nats_throughput,
         relay_latency,
         relay_throughput,
+        blast,
     })
 }
 
-fn print_measurement(m: &Measurement, secure: bool) {
+/// What the relay did with the throughput phase's frames, from its own
+/// counters: where a blast was lost, in front of the relay or in it.
+struct RelayCounts {
+    /// Media frames the relay read from the sender.
+    taken_in: u64,
+    /// Frames it queued to receivers.
+    forwarded: u64,
+    /// Frames it dropped for receivers whose queue was full.
+    dropped: u64,
+    /// Frames it dropped for every receiver, its room task being behind.
+    room_behind: u64,
+}
+
+impl RelayCounts {
+    fn between(before: &serde_json::Value, after: &serde_json::Value) -> anyhow::Result<Self> {
+        let delta = |key: &str| -> anyhow::Result<u64> {
+            let read = |stats: &serde_json::Value| {
+                stats[key].as_u64().ok_or_else(|| {
+                    anyhow::anyhow!("the relay's /stats has no counter {key}: {stats}")
+                })
+            };
+            Ok(read(after)?.saturating_sub(read(before)?))
+        };
+        Ok(RelayCounts {
+            taken_in: delta("media_packets_in")?,
+            forwarded: delta("media_packets_out")?,
+            dropped: delta("media_dropped")?,
+            room_behind: delta("media_room_behind")?,
+        })
+    }
+}
+
+fn print_measurement(
+    m: &Measurement,
+    secure: bool,
+    args: &RelayBenchArgs,
+    transport: TransportKind,
+) {
     let (np50, np99, nmax) = summary_ms(&m.nats_latency.0);
     let (rp50, rp99, rmax) = summary_ms(&m.relay_latency.0);
     let (nats_tput, nats_frac) = m.nats_throughput;
@@ -203,6 +245,43 @@ fn print_measurement(m: &Measurement, secure: bool) {
         "relay throughput / raw NATS throughput: {:.2} (target: >= 0.70)",
         relay_tput / nats_tput
     );
+    let RelayCounts {
+        taken_in,
+        forwarded,
+        dropped,
+        room_behind,
+    } = m.blast;
+    let sent = args.throughput_packets.max(1);
+    let lost_in_front = if taken_in >= sent {
+        String::new()
+    } else if transport == TransportKind::WebTransport {
+        "; the rest was lost in front of it: datagrams beyond what its QUIC receive buffer \
+         holds while it is busy"
+            .to_owned()
+    } else {
+        "; the rest was lost in front of it".to_owned()
+    };
+    println!(
+        "where the relay path's blast went: the relay read {taken_in} of the {sent} frames \
+         sent ({:.1}%{lost_in_front}); its room task, behind, dropped {room_behind} of them \
+         for every receiver; it forwarded {forwarded} ({:.2} per frame read, {} receivers) \
+         and dropped {dropped} for receivers whose queue was full",
+        100.0 * taken_in as f64 / sent as f64,
+        forwarded as f64 / taken_in.max(1) as f64,
+        args.receivers,
+    );
+}
+
+/// A blast's audio frame, as `Peer::send_media` builds it.
+fn media_frame(seq: u64, payload: Bytes) -> ClientFrame {
+    ClientFrame::of(client_frame::Kind::Media(Media {
+        sender: String::new(),
+        kind: TrackKind::Audio as i32,
+        seq,
+        capture_us: 0,
+        keyframe: false,
+        payload,
+    }))
 }
 
 fn payload(size: usize, sent_us: u64) -> Bytes {
@@ -427,7 +506,17 @@ async fn relay_path_throughput(
     let body = payload(args.size, 0);
     let start = Instant::now();
     for seq in 0..args.throughput_packets {
-        sender.send_media(TrackKind::Audio, seq, 0, false, body.clone());
+        if sender.conn.transport() == TransportKind::WebTransport {
+            // As fast as the sender's connection accepts: a datagram the
+            // connection has no room for would be dropped by the sender's
+            // own QUIC stack, before the relay sees it.
+            let frame = media_frame(seq, body.clone());
+            if !sender.conn.send_datagram_when_room(&frame).await {
+                anyhow::bail!("the blasting sender's WebTransport connection closed");
+            }
+        } else {
+            sender.send_media(TrackKind::Audio, seq, 0, false, body.clone());
+        }
         if seq % 256 == 0 {
             tokio::task::yield_now().await;
         }

@@ -1,4 +1,7 @@
 //! What the native client's tests share.
+//!
+//! Each test binary compiles this module and uses part of it.
+#![allow(dead_code)]
 
 use std::path::Path;
 use std::time::Duration;

@@ -1,0 +1,106 @@
+//! A sender that must not outrun its own WebTransport connection — the
+//! relay benchmark's blast — waits for room in the connection's datagram
+//! buffer. Handed to the connection as media is, a blast loses most of its
+//! datagrams in the sender's own QUIC stack (the oldest are dropped for the
+//! newest), and a benchmark would blame the relay for them. A real relay
+//! and NATS server on loopback; what is counted is what the sender's QUIC
+//! connection put on the wire.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use rallypoint_client::TransportKind;
+use rallypoint_client_native::Peer;
+use rallypoint_protocol::v1::{ClientFrame, Media, TrackKind, client_frame};
+use rallypoint_testkit::tokens::DevIssuer;
+
+mod support;
+
+const SECRET: &str = "datagram-blast-test-secret";
+const ROOM: &str = "blast";
+const T: Duration = Duration::from_secs(10);
+/// Ten times the connection's datagram buffer (1 MiB) in 1 KB frames.
+const BLAST: u64 = 10_000;
+
+fn audio(seq: u64) -> Media {
+    Media {
+        kind: TrackKind::Audio as i32,
+        seq,
+        payload: Bytes::from(vec![7; 1024]),
+        ..Default::default()
+    }
+}
+
+/// Waits up to `within` for `peer`'s connection to have sent `count`
+/// datagrams since `from`; returns what it had sent by then.
+async fn sent_since(peer: &Peer, from: u64, count: u64, within: Duration) -> u64 {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let sent = peer
+            .conn
+            .datagrams_sent()
+            .expect("a WebTransport connection")
+            - from;
+        if sent >= count || tokio::time::Instant::now() >= deadline {
+            return sent;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blast_sent_when_there_is_room_leaves_whole_and_one_sent_as_media_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = support::nats(dir.path()).await;
+    let relay = support::relay(
+        &nats,
+        dir.path(),
+        "us-east-0",
+        vec![TransportKind::WebTransport],
+        SECRET,
+    )
+    .await;
+    let candidate = relay.candidate(TransportKind::WebTransport);
+    let issuer = DevIssuer::new(SECRET);
+    let connect = |user: &'static str| {
+        let identity = rallypoint_client_native::identity(issuer.mint(ROOM, user, user, T * 60));
+        let candidate = candidate.clone();
+        async move {
+            let mut peer = Peer::connect(&candidate, &identity, T)
+                .await
+                .expect("connects");
+            peer.join(ROOM, 0, T).await.expect("joins");
+            peer
+        }
+    };
+
+    let paced = connect("paced").await;
+    let before = paced.conn.datagrams_sent().unwrap();
+    for seq in 0..BLAST {
+        let frame = ClientFrame::of(client_frame::Kind::Media(audio(seq)));
+        assert!(
+            paced.conn.send_datagram_when_room(&frame).await,
+            "frame {seq} refused; the relay's log: {}",
+            relay.log_tail(20)
+        );
+    }
+    let sent = sent_since(&paced, before, BLAST, T).await;
+    assert_eq!(
+        sent, BLAST,
+        "the paced blast lost datagrams in its own connection"
+    );
+
+    // The reason the method exists: the same blast handed over as media.
+    let unpaced = connect("unpaced").await;
+    let before = unpaced.conn.datagrams_sent().unwrap();
+    for seq in 0..BLAST {
+        let media = audio(seq);
+        unpaced.send_media(TrackKind::Audio, seq, 0, false, media.payload);
+    }
+    let sent = sent_since(&unpaced, before, BLAST, Duration::from_secs(3)).await;
+    assert!(
+        sent < BLAST,
+        "handed over as media, all {BLAST} datagrams left: the connection no longer drops \
+         a blast's oldest datagrams, and the relay benchmark's pacing may be moot"
+    );
+}
