@@ -78,6 +78,8 @@ struct Measurement {
     nats_throughput: (f64, f64),
     relay_latency: (Histogram<u64>, f64),
     relay_throughput: (f64, f64),
+    /// CPU seconds the NATS server used over the raw NATS throughput phase.
+    nats_cpu: f64,
     /// The relay's counters over the relay path's throughput phase.
     blast: RelayCounts,
 }
@@ -151,24 +153,42 @@ async fn measure(
 
     eprintln!("[bench] raw NATS ({label}): latency phase");
     let nats_latency = nats_path_latency(&baseline, args).await?;
+    let nats_pid = rig.nats.servers()[0]
+        .pid()
+        .ok_or_else(|| anyhow::anyhow!("the NATS server exited"))?;
+    let relay_pid = relay
+        .pid()
+        .ok_or_else(|| anyhow::anyhow!("the relay exited"))?;
     eprintln!("[bench] raw NATS ({label}): throughput phase");
+    let nats_cpu_before = cpu_seconds(nats_pid)?;
     let nats_throughput = nats_path_throughput(&baseline, args).await?;
+    let nats_cpu = cpu_seconds(nats_pid)? - nats_cpu_before;
     eprintln!("[bench] relay ({transport:?}, NATS {label}): latency phase");
     let issuer = DevIssuer::new(secret);
     let candidate = relay.candidate(transport);
     let relay_latency = relay_path_latency(&candidate, &issuer, args).await?;
     eprintln!("[bench] relay ({transport:?}, NATS {label}): throughput phase");
     let before = relay.stats().await?;
+    let cpu_before = (cpu_seconds(relay_pid)?, cpu_seconds(nats_pid)?);
     let relay_throughput = relay_path_throughput(&candidate, &issuer, args).await?;
-    let blast = RelayCounts::between(&before, &relay.stats().await?)?;
+    let mut blast = RelayCounts::between(&before, &relay.stats().await?)?;
+    blast.relay_cpu = cpu_seconds(relay_pid)? - cpu_before.0;
+    blast.nats_cpu = cpu_seconds(nats_pid)? - cpu_before.1;
     rig.stop().await;
     Ok(Measurement {
         nats_latency,
         nats_throughput,
         relay_latency,
         relay_throughput,
+        nats_cpu,
         blast,
     })
+}
+
+/// CPU time (user + system) `pid` has used so far, in seconds.
+fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    rallypoint_testkit::usage::cpu_seconds(pid)
+        .ok_or_else(|| anyhow::anyhow!("cannot read /proc/{pid}/stat (did the process exit?)"))
 }
 
 /// What the relay did with the throughput phase's frames, from its own
@@ -182,6 +202,9 @@ struct RelayCounts {
     dropped: u64,
     /// Frames it dropped for every receiver, its room task being behind.
     room_behind: u64,
+    /// CPU seconds the relay and the NATS server used meanwhile.
+    relay_cpu: f64,
+    nats_cpu: f64,
 }
 
 impl RelayCounts {
@@ -199,6 +222,8 @@ impl RelayCounts {
             forwarded: delta("media_packets_out")?,
             dropped: delta("media_dropped")?,
             room_behind: delta("media_room_behind")?,
+            relay_cpu: 0.0,
+            nats_cpu: 0.0,
         })
     }
 }
@@ -250,6 +275,8 @@ fn print_measurement(
         forwarded,
         dropped,
         room_behind,
+        relay_cpu,
+        nats_cpu,
     } = m.blast;
     let sent = args.throughput_packets.max(1);
     let lost_in_front = if taken_in >= sent {
@@ -269,6 +296,20 @@ fn print_measurement(
         100.0 * taken_in as f64 / sent as f64,
         forwarded as f64 / taken_in.max(1) as f64,
         args.receivers,
+    );
+    // What each path delivered per CPU-second of the processes that forward
+    // it: the machine's other work (the bench's own senders and receivers,
+    // which share its cores) taken out.
+    let nats_forwarded = nats_frac * (args.throughput_packets * args.receivers as u64) as f64;
+    let nats_per_cpu = nats_forwarded / m.nats_cpu.max(1e-3);
+    let relay_delivered = relay_frac * (args.throughput_packets * args.receivers as u64) as f64;
+    let relay_per_cpu = relay_delivered / (relay_cpu + nats_cpu).max(1e-3);
+    println!(
+        "packets the receivers got per CPU-second of the forwarding processes: raw NATS \
+         {nats_per_cpu:.0} (nats-server {:.2} s), relay {relay_per_cpu:.0} (relay {relay_cpu:.2} s \
+         + nats-server {nats_cpu:.2} s); ratio {:.2}",
+        m.nats_cpu,
+        relay_per_cpu / nats_per_cpu,
     );
 }
 
