@@ -188,8 +188,11 @@ impl Sender {
     /// (stale media is worthless); a sender that must not outrun its own
     /// connection — a benchmark's blast, which measures what lies beyond
     /// the connection — waits here instead, as a WebSocket sender waits
-    /// for TCP. False on WebSocket, for a frame larger than a datagram, or
-    /// once the connection is closed.
+    /// for TCP. Room is checked, then taken: only while nothing else sends
+    /// datagrams on this connection (media through [`Sender::send`],
+    /// probes) is none of the buffer's datagrams dropped. False on
+    /// WebSocket, for a frame larger than a datagram, or once the
+    /// connection is closed.
     pub async fn send_datagram_when_room(&self, frame: &ClientFrame) -> bool {
         let Some(wt) = &self.wt else { return false };
         let bytes = encode(frame);

@@ -76,14 +76,19 @@ async fn a_blast_sent_when_there_is_room_leaves_whole_and_one_sent_as_media_does
 
     let paced = connect("paced").await;
     let before = paced.conn.datagrams_sent().unwrap();
-    for seq in 0..BLAST {
-        let frame = ClientFrame::of(client_frame::Kind::Media(audio(seq)));
-        assert!(
-            paced.conn.send_datagram_when_room(&frame).await,
-            "frame {seq} refused; the relay's log: {}",
-            relay.log_tail(20)
-        );
-    }
+    let paced_blast = async {
+        for seq in 0..BLAST {
+            let frame = ClientFrame::of(client_frame::Kind::Media(audio(seq)));
+            assert!(
+                paced.conn.send_datagram_when_room(&frame).await,
+                "frame {seq} refused; the relay's log: {}",
+                relay.log_tail(20)
+            );
+        }
+    };
+    tokio::time::timeout(T * 3, paced_blast)
+        .await
+        .expect("the paced blast left within 30 s (10 MB on loopback)");
     let sent = sent_since(&paced, before, BLAST, T).await;
     assert_eq!(
         sent, BLAST,

@@ -75,11 +75,9 @@ pub struct PathResult {
 /// Both paths measured against one NATS server, secured or not.
 struct Measurement {
     nats_latency: (Histogram<u64>, f64),
-    nats_throughput: (f64, f64),
+    nats_throughput: Blast,
     relay_latency: (Histogram<u64>, f64),
-    relay_throughput: (f64, f64),
-    /// CPU seconds the NATS server used over the raw NATS throughput phase.
-    nats_cpu: f64,
+    relay_throughput: Blast,
     /// The relay's counters over the relay path's throughput phase.
     blast: RelayCounts,
 }
@@ -106,7 +104,7 @@ pub async fn run(args: RelayBenchArgs) -> anyhow::Result<()> {
     let mut results = Vec::new();
     for &secure in modes {
         let measurement = measure(&args, transport, secure).await?;
-        print_measurement(&measurement, secure, &args, transport);
+        print_measurement(&measurement, secure, &args);
         results.push(measurement);
     }
     if let [plain, secured] = &results[..] {
@@ -118,8 +116,8 @@ pub async fn run(args: RelayBenchArgs) -> anyhow::Result<()> {
              throughput secured / plain: relay {:.2}, raw NATS {:.2}",
             sp50 - pp50,
             sp99 - pp99,
-            secured.relay_throughput.0 / plain.relay_throughput.0,
-            secured.nats_throughput.0 / plain.nats_throughput.0,
+            secured.relay_throughput.per_receiver / plain.relay_throughput.per_receiver,
+            secured.nats_throughput.per_receiver / plain.nats_throughput.per_receiver,
         );
     }
     Ok(())
@@ -160,29 +158,56 @@ async fn measure(
         .pid()
         .ok_or_else(|| anyhow::anyhow!("the relay exited"))?;
     eprintln!("[bench] raw NATS ({label}): throughput phase");
-    let nats_cpu_before = cpu_seconds(nats_pid)?;
-    let nats_throughput = nats_path_throughput(&baseline, args).await?;
-    let nats_cpu = cpu_seconds(nats_pid)? - nats_cpu_before;
+    let nats_meter = CpuMeter {
+        pids: vec![nats_pid],
+    };
+    let nats_throughput = nats_path_throughput(&baseline, args, &nats_meter).await?;
     eprintln!("[bench] relay ({transport:?}, NATS {label}): latency phase");
     let issuer = DevIssuer::new(secret);
     let candidate = relay.candidate(transport);
     let relay_latency = relay_path_latency(&candidate, &issuer, args).await?;
     eprintln!("[bench] relay ({transport:?}, NATS {label}): throughput phase");
     let before = relay.stats().await?;
-    let cpu_before = (cpu_seconds(relay_pid)?, cpu_seconds(nats_pid)?);
-    let relay_throughput = relay_path_throughput(&candidate, &issuer, args).await?;
-    let mut blast = RelayCounts::between(&before, &relay.stats().await?)?;
-    blast.relay_cpu = cpu_seconds(relay_pid)? - cpu_before.0;
-    blast.nats_cpu = cpu_seconds(nats_pid)? - cpu_before.1;
+    let relay_meter = CpuMeter {
+        pids: vec![relay_pid, nats_pid],
+    };
+    let relay_throughput = relay_path_throughput(&candidate, &issuer, args, &relay_meter).await?;
+    let blast = RelayCounts::between(&before, &relay.stats().await?)?;
     rig.stop().await;
     Ok(Measurement {
         nats_latency,
         nats_throughput,
         relay_latency,
         relay_throughput,
-        nats_cpu,
         blast,
     })
+}
+
+/// The CPU time of the processes that forward a path's packets, read from
+/// `/proc/<pid>/stat` (10 ms ticks).
+struct CpuMeter {
+    pids: Vec<u32>,
+}
+
+impl CpuMeter {
+    /// CPU seconds each process has used so far.
+    fn read(&self) -> anyhow::Result<Vec<f64>> {
+        self.pids.iter().map(|&pid| cpu_seconds(pid)).collect()
+    }
+}
+
+/// A throughput phase's outcome.
+struct Blast {
+    /// Packets per second each receiver got, averaged over receivers.
+    per_receiver: f64,
+    /// Share of all expected packets the receivers got.
+    delivered: f64,
+    /// CPU seconds of each metered process from the first send to the
+    /// receivers' end (which waits 3 s past the last arrival when packets
+    /// are missing).
+    cpu: Vec<f64>,
+    /// Datagrams the sender's WebTransport connection put on the wire.
+    sender_wire: Option<u64>,
 }
 
 /// CPU time (user + system) `pid` has used so far, in seconds.
@@ -202,9 +227,8 @@ struct RelayCounts {
     dropped: u64,
     /// Frames it dropped for every receiver, its room task being behind.
     room_behind: u64,
-    /// CPU seconds the relay and the NATS server used meanwhile.
-    relay_cpu: f64,
-    nats_cpu: f64,
+    /// Frames it published to NATS (for other relays: none in a settled room).
+    published: u64,
 }
 
 impl RelayCounts {
@@ -222,22 +246,19 @@ impl RelayCounts {
             forwarded: delta("media_packets_out")?,
             dropped: delta("media_dropped")?,
             room_behind: delta("media_room_behind")?,
-            relay_cpu: 0.0,
-            nats_cpu: 0.0,
+            published: delta("media_published")?,
         })
     }
 }
 
-fn print_measurement(
-    m: &Measurement,
-    secure: bool,
-    args: &RelayBenchArgs,
-    transport: TransportKind,
-) {
+fn print_measurement(m: &Measurement, secure: bool, args: &RelayBenchArgs) {
     let (np50, np99, nmax) = summary_ms(&m.nats_latency.0);
     let (rp50, rp99, rmax) = summary_ms(&m.relay_latency.0);
-    let (nats_tput, nats_frac) = m.nats_throughput;
-    let (relay_tput, relay_frac) = m.relay_throughput;
+    let (nats_tput, nats_frac) = (m.nats_throughput.per_receiver, m.nats_throughput.delivered);
+    let (relay_tput, relay_frac) = (
+        m.relay_throughput.per_receiver,
+        m.relay_throughput.delivered,
+    );
     println!();
     println!(
         "NATS {}:",
@@ -275,24 +296,25 @@ fn print_measurement(
         forwarded,
         dropped,
         room_behind,
-        relay_cpu,
-        nats_cpu,
+        published,
     } = m.blast;
     let sent = args.throughput_packets.max(1);
-    let lost_in_front = if taken_in >= sent {
-        String::new()
-    } else if transport == TransportKind::WebTransport {
-        "; the rest was lost in front of it: datagrams beyond what its QUIC receive buffer \
-         holds while it is busy"
-            .to_owned()
-    } else {
-        "; the rest was lost in front of it".to_owned()
+    // On WebTransport the sender's connection says what left it, so a loss
+    // between it and the relay's reading is the relay's: its QUIC stack
+    // keeps a bounded number of datagrams it has not read.
+    let on_the_wire = match m.relay_throughput.sender_wire {
+        Some(wire) => format!(
+            "; the sender's connection put {wire} on the wire, {} of them not read by the relay",
+            wire.saturating_sub(taken_in)
+        ),
+        None => String::new(),
     };
     println!(
         "where the relay path's blast went: the relay read {taken_in} of the {sent} frames \
-         sent ({:.1}%{lost_in_front}); its room task, behind, dropped {room_behind} of them \
-         for every receiver; it forwarded {forwarded} ({:.2} per frame read, {} receivers) \
-         and dropped {dropped} for receivers whose queue was full",
+         sent ({:.1}%{on_the_wire}); its room task, behind, dropped {room_behind} of them \
+         for every receiver; it forwarded {forwarded} ({:.2} per frame read, {} receivers), \
+         dropped {dropped} for receivers whose queue was full and published {published} to \
+         NATS for other relays",
         100.0 * taken_in as f64 / sent as f64,
         forwarded as f64 / taken_in.max(1) as f64,
         args.receivers,
@@ -301,14 +323,15 @@ fn print_measurement(
     // it: the machine's other work (the bench's own senders and receivers,
     // which share its cores) taken out.
     let nats_forwarded = nats_frac * (args.throughput_packets * args.receivers as u64) as f64;
-    let nats_per_cpu = nats_forwarded / m.nats_cpu.max(1e-3);
+    let nats_cpu = m.nats_throughput.cpu[0];
+    let nats_per_cpu = nats_forwarded / nats_cpu.max(1e-3);
+    let (relay_cpu, relay_nats_cpu) = (m.relay_throughput.cpu[0], m.relay_throughput.cpu[1]);
     let relay_delivered = relay_frac * (args.throughput_packets * args.receivers as u64) as f64;
-    let relay_per_cpu = relay_delivered / (relay_cpu + nats_cpu).max(1e-3);
+    let relay_per_cpu = relay_delivered / (relay_cpu + relay_nats_cpu).max(1e-3);
     println!(
         "packets the receivers got per CPU-second of the forwarding processes: raw NATS \
-         {nats_per_cpu:.0} (nats-server {:.2} s), relay {relay_per_cpu:.0} (relay {relay_cpu:.2} s \
-         + nats-server {nats_cpu:.2} s); ratio {:.2}",
-        m.nats_cpu,
+         {nats_per_cpu:.0} (nats-server {nats_cpu:.2} s), relay {relay_per_cpu:.0} (relay \
+         {relay_cpu:.2} s + nats-server {relay_nats_cpu:.2} s); ratio {:.2}",
         relay_per_cpu / nats_per_cpu,
     );
 }
@@ -399,7 +422,8 @@ async fn collect_latency(
 async fn nats_path_throughput(
     nats: &NatsAccess,
     args: &RelayBenchArgs,
-) -> anyhow::Result<(f64, f64)> {
+    meter: &CpuMeter,
+) -> anyhow::Result<Blast> {
     let subject = "bench.throughput";
     let start = Arc::new(std::sync::OnceLock::<Instant>::new());
     let mut receivers = Vec::new();
@@ -430,12 +454,30 @@ async fn nats_path_throughput(
     }
     let publisher = nats.connect().await?;
     let body = payload(args.size, 0);
+    let cpu_before = meter.read()?;
     start.get_or_init(Instant::now);
     for _ in 0..args.throughput_packets {
         publisher.publish(subject, body.clone()).await?;
     }
     publisher.flush().await?;
-    collect_throughput(receivers, *start.get().unwrap(), args).await
+    let (per_receiver, delivered) =
+        collect_throughput(receivers, *start.get().unwrap(), args).await?;
+    Ok(Blast {
+        per_receiver,
+        delivered,
+        cpu: cpu_spent(meter, &cpu_before)?,
+        sender_wire: None,
+    })
+}
+
+/// CPU seconds each of `meter`'s processes used since `before`.
+fn cpu_spent(meter: &CpuMeter, before: &[f64]) -> anyhow::Result<Vec<f64>> {
+    let now = meter.read()?;
+    Ok(now
+        .iter()
+        .zip(before)
+        .map(|(now, then)| now - then)
+        .collect())
 }
 
 async fn collect_throughput(
@@ -474,8 +516,16 @@ async fn room(
         peer.join(room, 0, t).await?;
         peers.push(peer);
     }
+    // Measured as a call runs after its first seconds: a relay publishes a
+    // new room's media to NATS too until it knows no other relay serves
+    // the room (a roster beat and a second, reviewed on the next beat).
+    tokio::time::sleep(ROOM_SETTLES).await;
     Ok((sender, peers))
 }
+
+/// Past a new room's start on the relay (see `room`): its default roster
+/// beat (1 s), a second more, and the beat that notices.
+const ROOM_SETTLES: Duration = Duration::from_millis(3_500);
 
 async fn relay_path_latency(
     candidate: &rallypoint_client::Candidate,
@@ -522,7 +572,8 @@ async fn relay_path_throughput(
     candidate: &rallypoint_client::Candidate,
     issuer: &DevIssuer,
     args: &RelayBenchArgs,
-) -> anyhow::Result<(f64, f64)> {
+    meter: &CpuMeter,
+) -> anyhow::Result<Blast> {
     let (sender, peers) = room(candidate, issuer, args.receivers, "bench-throughput").await?;
     let mut receivers = Vec::new();
     for mut peer in peers {
@@ -545,6 +596,8 @@ async fn relay_path_throughput(
         }));
     }
     let body = payload(args.size, 0);
+    let wire_before = sender.conn.datagrams_sent();
+    let cpu_before = meter.read()?;
     let start = Instant::now();
     for seq in 0..args.throughput_packets {
         if sender.conn.transport() == TransportKind::WebTransport {
@@ -562,7 +615,18 @@ async fn relay_path_throughput(
             tokio::task::yield_now().await;
         }
     }
-    let result = collect_throughput(receivers, start, args).await;
+    let (per_receiver, delivered) = collect_throughput(receivers, start, args).await?;
+    let cpu = cpu_spent(meter, &cpu_before)?;
+    let sender_wire = sender
+        .conn
+        .datagrams_sent()
+        .zip(wire_before)
+        .map(|(now, then)| now - then);
     drop(sender);
-    result
+    Ok(Blast {
+        per_receiver,
+        delivered,
+        cpu,
+        sender_wire,
+    })
 }
