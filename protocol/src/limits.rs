@@ -36,3 +36,9 @@ pub const PROBES_ANSWERED_PER_SECOND: u32 = 25;
 /// burst of one second's worth left a stalled talker's probes unanswered,
 /// counted as loss.
 pub const PROBE_ANSWER_BURST_SECONDS: u32 = 3;
+
+/// The burst of a relay answering `per_second` probes a connection:
+/// [`PROBE_ANSWER_BURST_SECONDS`]' worth.
+pub const fn probe_answer_burst(per_second: u32) -> u32 {
+    per_second.saturating_mul(PROBE_ANSWER_BURST_SECONDS)
+}

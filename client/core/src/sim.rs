@@ -23,7 +23,7 @@
 //! * an unreachable candidate (UDP blocked) never answers and fails after the
 //!   5 s connect timeout;
 //! * a relay answers at most [`PROBES_ANSWERED_PER_SECOND`] probes a second
-//!   per connection, in bursts of [`PROBE_ANSWER_BURST_SECONDS`]' worth (its
+//!   per connection, in bursts of [`PROBE_ANSWER_BURST_SECONDS`](rallypoint_protocol::limits::PROBE_ANSWER_BURST_SECONDS)' worth (its
 //!   default budget; charged as a datagram leaves, as a stream's probe
 //!   arrives — a stalled WebSocket's come in a bunch), and leaves the rest
 //!   unanswered ([`Simulation::probes_withheld`]): to the client, loss.
@@ -32,7 +32,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::Duration;
 
-use rallypoint_protocol::limits::{PROBE_ANSWER_BURST_SECONDS, PROBES_ANSWERED_PER_SECOND};
+use rallypoint_protocol::limits::{PROBES_ANSWERED_PER_SECOND, probe_answer_burst};
 use rallypoint_protocol::v1::ClientContext;
 
 use crate::candidate::{Candidate, TransportKind};
@@ -217,7 +217,7 @@ const TCP_RETRIES: u32 = 15;
 
 /// A relay's answers to one connection's probes: a token bucket of
 /// [`PROBES_ANSWERED_PER_SECOND`] in bursts of
-/// [`PROBE_ANSWER_BURST_SECONDS`]' worth, as the relay keeps it (its
+/// [`PROBE_ANSWER_BURST_SECONDS`](rallypoint_protocol::limits::PROBE_ANSWER_BURST_SECONDS)' worth, as the relay keeps it (its
 /// default).
 #[derive(Debug, Clone, Copy, Default)]
 struct AnswerBudget {
@@ -226,7 +226,7 @@ struct AnswerBudget {
 }
 
 impl AnswerBudget {
-    const CAPACITY: f64 = (PROBES_ANSWERED_PER_SECOND * PROBE_ANSWER_BURST_SECONDS) as f64;
+    const CAPACITY: f64 = probe_answer_burst(PROBES_ANSWERED_PER_SECOND) as f64;
 
     fn full(now: Micros) -> Self {
         AnswerBudget {

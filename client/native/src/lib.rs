@@ -10,4 +10,4 @@ pub mod runner;
 pub mod tls;
 
 pub use connection::{ConnectError, Connection, Received, Route};
-pub use peer::{ClientIdentity, Peer, PeerError, identity};
+pub use peer::{ClientIdentity, Peer, PeerError, identity, media};

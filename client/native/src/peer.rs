@@ -173,14 +173,7 @@ impl Peer {
         payload: Bytes,
     ) -> bool {
         self.conn
-            .send(&ClientFrame::of(client_frame::Kind::Media(Media {
-                sender: String::new(),
-                kind: kind as i32,
-                seq,
-                capture_us,
-                keyframe,
-                payload,
-            })))
+            .send(&media(kind, seq, capture_us, keyframe, payload))
     }
 
     pub fn request_keyframe(&self, from_peer: &str, kind: TrackKind) {
@@ -250,4 +243,24 @@ async fn wait_for<T>(
             });
         }
     }
+}
+
+/// A client's media frame (the relay fills in the sender): what
+/// [`Peer::send_media`] sends, for a sender that hands it over otherwise
+/// (`Sender::send_datagram_when_room`).
+pub fn media(
+    kind: TrackKind,
+    seq: u64,
+    capture_us: u64,
+    keyframe: bool,
+    payload: Bytes,
+) -> ClientFrame {
+    ClientFrame::of(client_frame::Kind::Media(Media {
+        sender: String::new(),
+        kind: kind as i32,
+        seq,
+        capture_us,
+        keyframe,
+        payload,
+    }))
 }

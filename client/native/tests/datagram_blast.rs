@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rallypoint_client::TransportKind;
-use rallypoint_client_native::Peer;
-use rallypoint_protocol::v1::{ClientFrame, Media, TrackKind, client_frame};
+use rallypoint_client_native::{Peer, media};
+use rallypoint_protocol::v1::TrackKind;
 use rallypoint_testkit::tokens::DevIssuer;
 
 mod support;
@@ -22,13 +22,9 @@ const T: Duration = Duration::from_secs(10);
 /// Ten times the connection's datagram buffer (1 MiB) in 1 KB frames.
 const BLAST: u64 = 10_000;
 
-fn audio(seq: u64) -> Media {
-    Media {
-        kind: TrackKind::Audio as i32,
-        seq,
-        payload: Bytes::from(vec![7; 1024]),
-        ..Default::default()
-    }
+/// One frame's audio payload: 1 KB.
+fn payload() -> Bytes {
+    Bytes::from(vec![7; 1024])
 }
 
 /// Waits up to `within` for `peer`'s connection to have sent `count`
@@ -78,7 +74,7 @@ async fn a_blast_sent_when_there_is_room_leaves_whole_and_one_sent_as_media_does
     let before = paced.conn.datagrams_sent().unwrap();
     let paced_blast = async {
         for seq in 0..BLAST {
-            let frame = ClientFrame::of(client_frame::Kind::Media(audio(seq)));
+            let frame = media(TrackKind::Audio, seq, 0, false, payload());
             assert!(
                 paced.conn.send_datagram_when_room(&frame).await,
                 "frame {seq} refused; the relay's log: {}",
@@ -99,8 +95,7 @@ async fn a_blast_sent_when_there_is_room_leaves_whole_and_one_sent_as_media_does
     let unpaced = connect("unpaced").await;
     let before = unpaced.conn.datagrams_sent().unwrap();
     for seq in 0..BLAST {
-        let media = audio(seq);
-        unpaced.send_media(TrackKind::Audio, seq, 0, false, media.payload);
+        unpaced.send_media(TrackKind::Audio, seq, 0, false, payload());
     }
     let sent = sent_since(&unpaced, before, BLAST, Duration::from_secs(3)).await;
     assert!(

@@ -17,8 +17,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::StreamExt;
 use hdrhistogram::Histogram;
 use rallypoint_client::TransportKind;
-use rallypoint_client_native::Peer;
-use rallypoint_protocol::v1::{ClientFrame, Media, TrackKind, client_frame, server_frame};
+use rallypoint_client_native::{Peer, media};
+use rallypoint_protocol::v1::{TrackKind, server_frame};
 
 use super::{Rig, latency_histogram, summary_ms};
 use rallypoint_testkit::nats::{NatsAccess, NatsRole};
@@ -159,7 +159,8 @@ async fn measure(
         .ok_or_else(|| anyhow::anyhow!("the relay exited"))?;
     eprintln!("[bench] raw NATS ({label}): throughput phase");
     let nats_meter = CpuMeter {
-        pids: vec![nats_pid],
+        relay: None,
+        nats: nats_pid,
     };
     let nats_throughput = nats_path_throughput(&baseline, args, &nats_meter).await?;
     eprintln!("[bench] relay ({transport:?}, NATS {label}): latency phase");
@@ -169,7 +170,8 @@ async fn measure(
     eprintln!("[bench] relay ({transport:?}, NATS {label}): throughput phase");
     let before = relay.stats().await?;
     let relay_meter = CpuMeter {
-        pids: vec![relay_pid, nats_pid],
+        relay: Some(relay_pid),
+        nats: nats_pid,
     };
     let relay_throughput = relay_path_throughput(&candidate, &issuer, args, &relay_meter).await?;
     let blast = RelayCounts::between(&before, &relay.stats().await?)?;
@@ -183,16 +185,37 @@ async fn measure(
     })
 }
 
-/// The CPU time of the processes that forward a path's packets, read from
-/// `/proc/<pid>/stat` (10 ms ticks).
+/// The processes that forward a path's packets — nats-server, and the
+/// relay on the relay path — whose CPU time is read from `/proc/<pid>/stat`
+/// (10 ms ticks).
 struct CpuMeter {
-    pids: Vec<u32>,
+    relay: Option<u32>,
+    nats: u32,
+}
+
+/// CPU seconds of the forwarding processes (the relay's 0 on raw NATS).
+#[derive(Debug, Clone, Copy)]
+struct CpuSeconds {
+    relay: f64,
+    nats: f64,
 }
 
 impl CpuMeter {
-    /// CPU seconds each process has used so far.
-    fn read(&self) -> anyhow::Result<Vec<f64>> {
-        self.pids.iter().map(|&pid| cpu_seconds(pid)).collect()
+    /// What each process has used so far.
+    fn read(&self) -> anyhow::Result<CpuSeconds> {
+        Ok(CpuSeconds {
+            relay: self.relay.map(cpu_seconds).transpose()?.unwrap_or(0.0),
+            nats: cpu_seconds(self.nats)?,
+        })
+    }
+
+    /// What each process has used since `before`.
+    fn since(&self, before: CpuSeconds) -> anyhow::Result<CpuSeconds> {
+        let now = self.read()?;
+        Ok(CpuSeconds {
+            relay: now.relay - before.relay,
+            nats: now.nats - before.nats,
+        })
     }
 }
 
@@ -202,12 +225,22 @@ struct Blast {
     per_receiver: f64,
     /// Share of all expected packets the receivers got.
     delivered: f64,
-    /// CPU seconds of each metered process from the first send to the
+    /// CPU of the forwarding processes from the first send to the
     /// receivers' end (which waits 3 s past the last arrival when packets
     /// are missing).
-    cpu: Vec<f64>,
+    cpu: CpuSeconds,
     /// Datagrams the sender's WebTransport connection put on the wire.
     sender_wire: Option<u64>,
+}
+
+impl Blast {
+    /// Packets the receivers got per CPU-second of the forwarding
+    /// processes: the machine's other work (the bench's own senders and
+    /// receivers, which share its cores) taken out.
+    fn per_cpu_second(&self, args: &RelayBenchArgs) -> f64 {
+        let got = self.delivered * (args.throughput_packets * args.receivers as u64) as f64;
+        got / (self.cpu.relay + self.cpu.nats).max(1e-3)
+    }
 }
 
 /// CPU time (user + system) `pid` has used so far, in seconds.
@@ -319,33 +352,20 @@ fn print_measurement(m: &Measurement, secure: bool, args: &RelayBenchArgs) {
         forwarded as f64 / taken_in.max(1) as f64,
         args.receivers,
     );
-    // What each path delivered per CPU-second of the processes that forward
-    // it: the machine's other work (the bench's own senders and receivers,
-    // which share its cores) taken out.
-    let nats_forwarded = nats_frac * (args.throughput_packets * args.receivers as u64) as f64;
-    let nats_cpu = m.nats_throughput.cpu[0];
-    let nats_per_cpu = nats_forwarded / nats_cpu.max(1e-3);
-    let (relay_cpu, relay_nats_cpu) = (m.relay_throughput.cpu[0], m.relay_throughput.cpu[1]);
-    let relay_delivered = relay_frac * (args.throughput_packets * args.receivers as u64) as f64;
-    let relay_per_cpu = relay_delivered / (relay_cpu + relay_nats_cpu).max(1e-3);
+    let (nats_per_cpu, relay_per_cpu) = (
+        m.nats_throughput.per_cpu_second(args),
+        m.relay_throughput.per_cpu_second(args),
+    );
+    let (nats_cpu, relay_cpu) = (m.nats_throughput.cpu, m.relay_throughput.cpu);
     println!(
         "packets the receivers got per CPU-second of the forwarding processes: raw NATS \
-         {nats_per_cpu:.0} (nats-server {nats_cpu:.2} s), relay {relay_per_cpu:.0} (relay \
-         {relay_cpu:.2} s + nats-server {relay_nats_cpu:.2} s); ratio {:.2}",
+         {nats_per_cpu:.0} (nats-server {:.2} s), relay {relay_per_cpu:.0} (relay {:.2} s + \
+         nats-server {:.2} s); ratio {:.2}",
+        nats_cpu.nats,
+        relay_cpu.relay,
+        relay_cpu.nats,
         relay_per_cpu / nats_per_cpu,
     );
-}
-
-/// A blast's audio frame, as `Peer::send_media` builds it.
-fn media_frame(seq: u64, payload: Bytes) -> ClientFrame {
-    ClientFrame::of(client_frame::Kind::Media(Media {
-        sender: String::new(),
-        kind: TrackKind::Audio as i32,
-        seq,
-        capture_us: 0,
-        keyframe: false,
-        payload,
-    }))
 }
 
 fn payload(size: usize, sent_us: u64) -> Bytes {
@@ -465,19 +485,9 @@ async fn nats_path_throughput(
     Ok(Blast {
         per_receiver,
         delivered,
-        cpu: cpu_spent(meter, &cpu_before)?,
+        cpu: meter.since(cpu_before)?,
         sender_wire: None,
     })
-}
-
-/// CPU seconds each of `meter`'s processes used since `before`.
-fn cpu_spent(meter: &CpuMeter, before: &[f64]) -> anyhow::Result<Vec<f64>> {
-    let now = meter.read()?;
-    Ok(now
-        .iter()
-        .zip(before)
-        .map(|(now, then)| now - then)
-        .collect())
 }
 
 async fn collect_throughput(
@@ -604,7 +614,7 @@ async fn relay_path_throughput(
             // As fast as the sender's connection accepts: a datagram the
             // connection has no room for would be dropped by the sender's
             // own QUIC stack, before the relay sees it.
-            let frame = media_frame(seq, body.clone());
+            let frame = media(TrackKind::Audio, seq, 0, false, body.clone());
             if !sender.conn.send_datagram_when_room(&frame).await {
                 anyhow::bail!("the blasting sender's WebTransport connection closed");
             }
@@ -616,7 +626,7 @@ async fn relay_path_throughput(
         }
     }
     let (per_receiver, delivered) = collect_throughput(receivers, start, args).await?;
-    let cpu = cpu_spent(meter, &cpu_before)?;
+    let cpu = meter.since(cpu_before)?;
     let sender_wire = sender
         .conn
         .datagrams_sent()

@@ -117,9 +117,7 @@ impl Budgets {
             // `limits::PROBE_ANSWER_BURST_SECONDS`).
             probes: per_second(
                 limits.probes_per_second,
-                limits
-                    .probes_per_second
-                    .saturating_mul(rallypoint_protocol::limits::PROBE_ANSWER_BURST_SECONDS),
+                rallypoint_protocol::limits::probe_answer_burst(limits.probes_per_second),
             ),
             media_frames: per_second(
                 limits.media_frames_per_second,
