@@ -40,16 +40,14 @@ pub struct CapacityBenchArgs {
     /// them); 1 keeps each room on one relay.
     #[arg(long, default_value_t = 1)]
     pub relays: usize,
-    /// Participants at each audio-only level, rising (comma-separated).
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "20,40,80,160,320,640,1280"
-    )]
-    pub audio_levels: Vec<usize>,
-    /// Participants at each level with video, rising (empty: none).
-    #[arg(long, value_delimiter = ',', default_value = "10,20,40,80,160")]
-    pub video_levels: Vec<usize>,
+    /// Participants at each audio-only level, rising (comma-separated; empty
+    /// or `none`: no audio-only series).
+    #[arg(long, default_value = "20,40,80,160,320,640,1280", value_parser = parse_levels)]
+    pub audio_levels: Levels,
+    /// Participants at each level with video, rising (comma-separated; empty
+    /// or `none`: no video series).
+    #[arg(long, default_value = "10,20,40,80,160", value_parser = parse_levels)]
+    pub video_levels: Levels,
     /// Sending before each level's measured window.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub warmup: Duration,
@@ -59,6 +57,37 @@ pub struct CapacityBenchArgs {
     /// NATS without TLS and NKey users (default: as deployed, with both).
     #[arg(long)]
     pub plain_nats: bool,
+}
+
+/// The participant counts of one series, rising; empty runs no series.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Levels(pub Vec<usize>);
+
+/// `20,40,80` → three levels; `` or `none` → no series.
+fn parse_levels(text: &str) -> Result<Levels, String> {
+    let text = text.trim();
+    if text.is_empty() || text == "none" {
+        return Ok(Levels(Vec::new()));
+    }
+    let levels = text
+        .split(',')
+        .map(|level| {
+            level.trim().parse::<usize>().map_err(|e| {
+                format!(
+                    "{level:?} is not a participant count ({e}); give counts like 20,40,80, or none"
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if levels.contains(&0) {
+        return Err("a level of 0 participants measures nothing; leave it out".into());
+    }
+    if !levels.is_sorted() {
+        return Err(format!(
+            "levels must rise (the series stops at its knee): {text}"
+        ));
+    }
+    Ok(Levels(levels))
 }
 
 const JWT_SECRET: &str = "bench-capacity-secret";
@@ -155,7 +184,7 @@ async fn measure(
         "this machine has {machine_cores} cores, shared by the relay, nats-server and the load \
          generator: CPU per forwarded packet is the honest figure, not the totals"
     );
-    for (video, levels) in [(false, &args.audio_levels), (true, &args.video_levels)] {
+    for (video, Levels(levels)) in [(false, &args.audio_levels), (true, &args.video_levels)] {
         if levels.is_empty() {
             continue;
         }
@@ -265,5 +294,42 @@ fn summarize_series(levels: &[Level], knee: Option<&report::Knee>) {
             }
         }
         _ => println!("no knee within these levels: add higher ones"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn levels_parse_as_a_rising_list_or_as_none() {
+        assert_eq!(parse_levels("20, 40,80"), Ok(Levels(vec![20, 40, 80])));
+        assert_eq!(parse_levels(""), Ok(Levels(Vec::new())));
+        assert_eq!(parse_levels("none"), Ok(Levels(Vec::new())));
+        assert!(parse_levels("40,20").unwrap_err().contains("rise"));
+        assert!(parse_levels("0,20").is_err());
+        assert!(parse_levels("20,x").unwrap_err().contains("\"x\""));
+    }
+
+    /// The help said "empty: none" while clap refused an empty value.
+    #[test]
+    fn an_empty_level_list_on_the_command_line_skips_that_series() {
+        use clap::Parser;
+        let cli = crate::cli::Cli::try_parse_from([
+            "rallypoint",
+            "bench",
+            "capacity",
+            "--audio-levels",
+            "160",
+            "--video-levels",
+            "",
+        ])
+        .expect("an empty --video-levels parses");
+        let crate::cli::Command::Bench(crate::cli::BenchCommand::Capacity(args)) = cli.command
+        else {
+            panic!("parsed as another command");
+        };
+        assert_eq!(args.audio_levels, Levels(vec![160]));
+        assert_eq!(args.video_levels, Levels(Vec::new()));
     }
 }
