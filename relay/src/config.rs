@@ -141,6 +141,8 @@ pub struct AuthConfig {
 pub struct Limits {
     /// Outbound media frames queued per connection before that receiver's media
     /// is dropped (and a keyframe requested). Control frames are never dropped.
+    /// WebTransport media that fits a datagram skips this queue: its bound is
+    /// the QUIC connection's datagram send buffer.
     #[arg(long, env = "RALLYPOINT_MEDIA_QUEUE", default_value_t = 256)]
     pub media_queue: usize,
 

@@ -9,6 +9,15 @@
 //!   and the room task asks the sender for a keyframe. Senders never wait.
 //!
 //! The transport's writer takes control frames first.
+//!
+//! A transport with unreliable datagrams (WebTransport) may give its outbox a
+//! [`DatagramSink`]: a media frame that fits a datagram is then handed to the
+//! connection by the room task itself, without the queue and the writer task
+//! in between. A datagram is never waited for, so the queue added nothing but
+//! a channel and a task wake-up per frame and receiver; "full" is then the
+//! connection's own datagram buffer.
+
+use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -34,11 +43,33 @@ pub enum Outgoing {
     Media(Bytes),
 }
 
+/// What a [`DatagramSink`] did with a media frame.
+#[derive(Debug, PartialEq, Eq)]
+pub enum DatagramSend {
+    /// Handed to the connection.
+    Sent,
+    /// The connection's datagram buffer has no room for it: dropped, as a
+    /// full media queue drops.
+    NoRoom,
+    /// Larger than a datagram on this connection: it goes through the queue
+    /// (the writer sends it another way).
+    TooLarge,
+    /// The connection is gone.
+    Closed,
+}
+
+/// Sends media frames as datagrams at once, from whichever task offers them.
+pub trait DatagramSink: Send + Sync + std::fmt::Debug {
+    fn send(&self, frame: &Bytes) -> DatagramSend;
+}
+
 /// The sending half, held by the session and by the room tasks.
 #[derive(Debug, Clone)]
 pub struct Outbox {
     control: mpsc::Sender<Control>,
     media: mpsc::Sender<Bytes>,
+    /// Where media frames that fit a datagram go instead of `media`.
+    datagrams: Option<Arc<dyn DatagramSink>>,
     /// Cancelled when the connection must go away (queue overflow, shutdown).
     kill: CancellationToken,
 }
@@ -46,6 +77,7 @@ pub struct Outbox {
 /// Result of offering a media frame.
 #[derive(Debug, PartialEq, Eq)]
 pub enum MediaOffer {
+    /// Queued for the writer, or handed to the connection as a datagram.
     Queued,
     /// The receiver's queue is full: dropped.
     Dropped,
@@ -67,6 +99,7 @@ pub fn outbox(control_capacity: usize, media_capacity: usize) -> (Outbox, Outbox
         Outbox {
             control: control_tx,
             media: media_tx,
+            datagrams: None,
             kill: CancellationToken::new(),
         },
         OutboxReceiver {
@@ -77,6 +110,13 @@ pub fn outbox(control_capacity: usize, media_capacity: usize) -> (Outbox, Outbox
 }
 
 impl Outbox {
+    /// Media frames that fit a datagram go to `sink` from now on, not
+    /// through the queue.
+    pub fn with_datagrams(mut self, sink: Arc<dyn DatagramSink>) -> Self {
+        self.datagrams = Some(sink);
+        self
+    }
+
     /// Queues a control item. A full control queue disconnects the client.
     pub fn control(&self, item: Control) {
         match self.control.try_send(item) {
@@ -97,6 +137,17 @@ impl Outbox {
 
     /// Offers a media frame; never waits.
     pub fn media(&self, frame: Bytes) -> MediaOffer {
+        if let Some(sink) = &self.datagrams {
+            if self.kill.is_cancelled() {
+                return MediaOffer::Closed;
+            }
+            match sink.send(&frame) {
+                DatagramSend::Sent => return MediaOffer::Queued,
+                DatagramSend::NoRoom => return MediaOffer::Dropped,
+                DatagramSend::Closed => return MediaOffer::Closed,
+                DatagramSend::TooLarge => {}
+            }
+        }
         match self.media.try_send(frame) {
             Ok(()) => MediaOffer::Queued,
             Err(mpsc::error::TrySendError::Full(_)) => MediaOffer::Dropped,
@@ -157,6 +208,53 @@ mod tests {
         tx.frame(Bytes::from_static(b"c1"));
         assert!(matches!(rx.next().await, Some(Outgoing::Control(Control::Frame(b))) if b == "c1"));
         assert!(matches!(rx.next().await, Some(Outgoing::Media(b)) if b == "m1"));
+    }
+
+    /// Stands in for a transport's datagram buffer (the real one is
+    /// WebTransport's, exercised through real relays by the relay's tests).
+    #[derive(Debug, Default)]
+    struct Buffer {
+        room: std::sync::atomic::AtomicUsize,
+        sent: std::sync::Mutex<Vec<Bytes>>,
+    }
+
+    impl DatagramSink for Buffer {
+        fn send(&self, frame: &Bytes) -> DatagramSend {
+            use std::sync::atomic::Ordering::SeqCst;
+            if frame.len() > 4 {
+                return DatagramSend::TooLarge;
+            }
+            if self.room.load(SeqCst) < frame.len() {
+                return DatagramSend::NoRoom;
+            }
+            self.room.fetch_sub(frame.len(), SeqCst);
+            self.sent.lock().unwrap().push(frame.clone());
+            DatagramSend::Sent
+        }
+    }
+
+    #[tokio::test]
+    async fn media_that_fits_a_datagram_skips_the_queue_and_the_rest_queues() {
+        let buffer = Arc::new(Buffer::default());
+        buffer.room.store(6, std::sync::atomic::Ordering::SeqCst);
+        let (tx, mut rx) = outbox(4, 2);
+        let tx = tx.with_datagrams(buffer.clone());
+        assert_eq!(tx.media(Bytes::from_static(b"m1")), MediaOffer::Queued);
+        assert_eq!(tx.media(Bytes::from_static(b"m2")), MediaOffer::Queued);
+        // Too large for a datagram: the writer sends it another way.
+        assert_eq!(
+            tx.media(Bytes::from_static(b"keyframe")),
+            MediaOffer::Queued
+        );
+        // The connection's buffer is full: dropped and said so.
+        assert_eq!(tx.media(Bytes::from_static(b"m3m3")), MediaOffer::Dropped);
+        assert_eq!(*buffer.sent.lock().unwrap(), ["m1", "m2"]);
+        assert!(matches!(rx.try_next(), Some(Outgoing::Media(b)) if b == "keyframe"));
+        assert!(rx.try_next().is_none());
+
+        tx.kill();
+        assert_eq!(tx.media(Bytes::from_static(b"m4")), MediaOffer::Closed);
+        assert_eq!(buffer.sent.lock().unwrap().len(), 2);
     }
 
     #[tokio::test]

@@ -26,7 +26,7 @@ use super::{ERROR_FLUSH, inbound, is_invalid};
 use crate::budget::{ConnectionSlot, OpenConnection};
 use crate::config::TransportKind;
 use crate::metrics::Stats;
-use crate::outbox::{Control, OutboxReceiver, Outgoing, outbox};
+use crate::outbox::{Control, DatagramSend, DatagramSink, OutboxReceiver, Outgoing, outbox};
 use crate::session::{self, ConnectionInfo, Inbound, SessionEnd};
 use crate::state::RelayState;
 
@@ -178,6 +178,10 @@ async fn serve(relay: Arc<RelayState>, connection: Connection, _slot: Connection
     let client_ip: IpAddr = connection.remote_address().ip().to_canonical();
     let max_datagram_size = connection.max_datagram_size().unwrap_or(0);
     let (outbox, outgoing) = outbox(limits.control_queue, limits.media_queue);
+    let outbox = outbox.with_datagrams(Arc::new(Datagrams {
+        connection: connection.clone(),
+        max_size: max_datagram_size,
+    }));
     let (inbound_tx, inbound_rx) = mpsc::channel(64);
     let welcomed = CancellationToken::new();
 
@@ -222,6 +226,38 @@ async fn serve(relay: Arc<RelayState>, connection: Connection, _slot: Connection
         CLOSE_REFUSED
     };
     connection.close(VarInt::from_u32(code), b"session ended");
+}
+
+/// Media datagrams, sent by the room tasks themselves (see
+/// [`crate::outbox`]): a frame that fits goes straight into the connection's
+/// datagram buffer, one that does not find room there is dropped and counted
+/// like a frame for a slow receiver (so a picture waits for its next
+/// keyframe) instead of pushing out an older datagram unseen.
+#[derive(Debug)]
+struct Datagrams {
+    connection: Connection,
+    max_size: usize,
+}
+
+/// The most a WebTransport datagram adds in front of its payload (the
+/// session's quarter stream id, a QUIC varint).
+const DATAGRAM_HEADER: usize = 8;
+
+impl DatagramSink for Datagrams {
+    fn send(&self, frame: &Bytes) -> DatagramSend {
+        if frame.len() > self.max_size {
+            return DatagramSend::TooLarge;
+        }
+        let quic = self.connection.quic_connection();
+        if quic.datagram_send_buffer_space() < frame.len() + DATAGRAM_HEADER {
+            return DatagramSend::NoRoom;
+        }
+        match self.connection.send_datagram(frame) {
+            Ok(()) => DatagramSend::Sent,
+            Err(wtransport::error::SendDatagramError::TooLarge) => DatagramSend::TooLarge,
+            Err(_) => DatagramSend::Closed,
+        }
+    }
 }
 
 /// Runs `task` once `gate` fires.
@@ -371,13 +407,9 @@ async fn write(
                 );
                 break;
             }
+            // Only frames too large for a datagram come this way; the
+            // others went straight to the connection (`Datagrams`).
             Outgoing::Media(frame) => {
-                if frame.len() <= max_datagram_size {
-                    // A datagram that does not fit the congestion window is
-                    // lost like any datagram: media tolerates it.
-                    let _ = connection.send_datagram(frame);
-                    continue;
-                }
                 let Ok(permit) = streams.clone().try_acquire_owned() else {
                     stats
                         .media_dropped
