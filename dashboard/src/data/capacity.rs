@@ -109,7 +109,10 @@ pub fn daily(hours: &[HourlySessions], now_day_end: u32) -> Vec<DailyLoad> {
 /// WebTransport, the costlier transport, two runs carried 80 participants on
 /// 0.82 and 0.89 relay cores (both relays together: 97 and 90 per core; the
 /// second run's knee, the next level the first's); rounded down for
-/// headroom. A room on one relay costs less (143 per core at the
+/// headroom. Re-measured on 2026-12-05 after the relay's WebTransport
+/// datagrams lost two task hops: 0.82 and 0.88 cores, 98 and 91 per core —
+/// unchanged, as this load's video goes on streams. A room on one relay
+/// costs less (143 per core at the
 /// same level, its media kept off NATS). See BENCHMARKS.md, "Relay capacity
 /// at call rates". The dashboard's default for `--participants-per-relay-core`,
 /// which a deployment sets from its own hardware; re-measure and update it
