@@ -13,9 +13,19 @@
 //! A transport with unreliable datagrams (WebTransport) may give its outbox a
 //! [`DatagramSink`]: a media frame that fits a datagram is then handed to the
 //! connection by the room task itself, without the queue and the writer task
-//! in between. A datagram is never waited for, so the queue added nothing but
-//! a channel and a task wake-up per frame and receiver; "full" is then the
-//! connection's own datagram buffer.
+//! in between, and "full" is the connection's own datagram buffer. A datagram
+//! is never waited for, so the queue cost a channel and a task wake-up per
+//! frame and receiver and bought little. What goes with it:
+//! * media datagrams no longer wait behind control frames queued before them
+//!   (a client takes them as they come; nothing orders them against control);
+//! * a keyframe too large for a datagram still takes the queue and a stream,
+//!   so the small frames after it may arrive first (they could before, over
+//!   separate streams and datagrams; the receiver's jitter buffer orders
+//!   them);
+//! * the copy into each receiver's datagram and the connection's lock are
+//!   taken by the room task, once per receiver: one room's fan-out is one
+//!   task, which is what limits a single sender blasting to a large room
+//!   (BENCHMARKS.md), not a call.
 
 use std::sync::Arc;
 

@@ -232,7 +232,10 @@ async fn serve(relay: Arc<RelayState>, connection: Connection, _slot: Connection
 /// [`crate::outbox`]): a frame that fits goes straight into the connection's
 /// datagram buffer, one that does not find room there is dropped and counted
 /// like a frame for a slow receiver (so a picture waits for its next
-/// keyframe) instead of pushing out an older datagram unseen.
+/// keyframe) instead of pushing out an older datagram unseen. The check and
+/// the send are two steps: a probe answer (sent by the writer, which does not
+/// check) landing between them can still push out one older datagram
+/// uncounted — rare, as probe answers are a few a second.
 #[derive(Debug)]
 struct Datagrams {
     connection: Connection,
