@@ -389,12 +389,7 @@ async fn webtransport_streams_without_fin_cannot_hoard_memory() {
 /// and writes 1 MiB to each without finishing it, giving up on any step
 /// after a short deadline. Returns how many streams got that far.
 async fn hoard_streams(url: &str, hash: [u8; 32], token: Option<String>, streams: usize) -> usize {
-    use wtransport::tls::Sha256Digest;
-    let config = wtransport::ClientConfig::builder()
-        .with_bind_default()
-        .with_server_certificate_hashes([Sha256Digest::new(hash)])
-        .build();
-    let endpoint = wtransport::Endpoint::client(config).unwrap();
+    let endpoint = wt_client(hash);
     let Ok(Ok(connection)) =
         tokio::time::timeout(Duration::from_secs(3), endpoint.connect(url)).await
     else {
@@ -408,15 +403,10 @@ async fn hoard_streams(url: &str, hash: [u8; 32], token: Option<String>, streams
             return 0;
         };
         let (mut control, recv) = opening.await.unwrap();
-        let hello = ClientFrame::of(client_frame::Kind::Hello(rallypoint_protocol::v1::Hello {
-            protocol_version: rallypoint_protocol::PROTOCOL_VERSION,
-            token,
-            client: None,
-            session_id: Bytes::from_static(b"0123456789abcdef"),
-        }));
-        let frame = rallypoint_protocol::encode(&hello);
         let _ = control
-            .write_all(&rallypoint_protocol::length_prefixed::encode(&frame))
+            .write_all(&rallypoint_protocol::length_prefixed::encode(&hello_frame(
+                token,
+            )))
             .await;
         held.push((control, recv));
     }
@@ -772,7 +762,7 @@ fn open_sockets(lab: &Lab) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_that_stop_reading_are_disconnected_not_forgotten() {
     use futures_util::SinkExt;
-    use rallypoint_protocol::v1::{Hello, Probe};
+    use rallypoint_protocol::v1::Probe;
     use tokio_tungstenite::tungstenite::Message;
 
     const STALLED: usize = 5;
@@ -784,20 +774,13 @@ async fn clients_that_stop_reading_are_disconnected_not_forgotten() {
         let (mut ws, _) = tokio_tungstenite::connect_async(lab.relays[0].ws_url())
             .await
             .unwrap();
-        let hello = ClientFrame::of(client_frame::Kind::Hello(Hello {
-            protocol_version: rallypoint_protocol::PROTOCOL_VERSION,
-            token: lab.issuer.mint(
-                "lobby",
-                &format!("stalled{i}"),
-                "S",
-                Duration::from_secs(60),
-            ),
-            client: None,
-            session_id: Bytes::from_static(b"0123456789abcdef"),
-        }));
-        ws.send(Message::Binary(rallypoint_protocol::encode(&hello)))
-            .await
-            .unwrap();
+        let hello = hello_frame(lab.issuer.mint(
+            "lobby",
+            &format!("stalled{i}"),
+            "S",
+            Duration::from_secs(60),
+        ));
+        ws.send(Message::Binary(hello)).await.unwrap();
         // Far more probe answers than kernel buffers hold, never read.
         for seq in 0..60_000u64 {
             let probe = ClientFrame::of(client_frame::Kind::Probe(Probe {

@@ -7,8 +7,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use rallypoint_client::TransportKind::WebSocket;
-use rallypoint_protocol::v1::{ClientFrame, Hello, Join, TrackKind, client_frame, server_frame};
-use rallypoint_protocol::{PROTOCOL_VERSION, decode_server_frame, encode};
+use rallypoint_protocol::v1::{ClientFrame, Join, TrackKind, client_frame, server_frame};
+use rallypoint_protocol::{decode_server_frame, encode};
 use support::*;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -24,15 +24,11 @@ async fn a_receiver_that_stops_reading_loses_frames_alone_and_the_sender_is_aske
     let (mut stalled, _) = tokio_tungstenite::connect_async(lab.relays[0].ws_url())
         .await
         .unwrap();
-    let hello = ClientFrame::of(client_frame::Kind::Hello(Hello {
-        protocol_version: PROTOCOL_VERSION,
-        token: lab
-            .issuer
+    let hello = hello_frame(
+        lab.issuer
             .mint("r", "stalled", "Stalled", Duration::from_secs(60)),
-        client: None,
-        session_id: Bytes::from_static(b"0123456789abcdef"),
-    }));
-    stalled.send(Message::Binary(encode(&hello))).await.unwrap();
+    );
+    stalled.send(Message::Binary(hello)).await.unwrap();
     let join = ClientFrame::of(client_frame::Kind::Join(Join {
         room: "r".into(),
         join_seq: 0,

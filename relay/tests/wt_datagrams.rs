@@ -13,11 +13,10 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use rallypoint_client::TransportKind::WebTransport;
-use rallypoint_protocol::v1::{ClientFrame, Hello, Probe, client_frame, server_frame};
-use rallypoint_protocol::{PROTOCOL_VERSION, decode_server_frame, encode, length_prefixed};
+use rallypoint_protocol::v1::{ClientFrame, Probe, client_frame, server_frame};
+use rallypoint_protocol::{decode_server_frame, encode, length_prefixed};
 use support::*;
 use tokio::io::AsyncReadExt;
-use wtransport::tls::Sha256Digest;
 
 /// HTTP/3's error for a malformed datagram (RFC 9297 §5).
 const H3_DATAGRAM_ERROR: u64 = 0x33;
@@ -87,26 +86,18 @@ struct Session {
 impl Session {
     async fn open(lab: &Lab, user: &str) -> Session {
         let candidate = lab.candidate(0, WebTransport);
-        let hash = candidate
-            .cert_hash_bytes()
-            .expect("development certificate");
-        let config = wtransport::ClientConfig::builder()
-            .with_bind_default()
-            .with_server_certificate_hashes([Sha256Digest::new(hash)])
-            .build();
-        let endpoint = wtransport::Endpoint::client(config).unwrap();
+        let endpoint = wt_client(
+            candidate
+                .cert_hash_bytes()
+                .expect("development certificate"),
+        );
         let connection = tokio::time::timeout(T, endpoint.connect(&candidate.url))
             .await
             .expect("connect in time")
             .expect("connect");
         let (mut send, mut recv) = connection.open_bi().await.unwrap().await.unwrap();
-        let hello = ClientFrame::of(client_frame::Kind::Hello(Hello {
-            protocol_version: PROTOCOL_VERSION,
-            token: lab.issuer.mint("r", user, user, Duration::from_secs(60)),
-            client: None,
-            session_id: Bytes::from_static(b"0123456789abcdef"),
-        }));
-        send.write_all(&length_prefixed::encode(&encode(&hello)))
+        let hello = hello_frame(lab.issuer.mint("r", user, user, Duration::from_secs(60)));
+        send.write_all(&length_prefixed::encode(&hello))
             .await
             .unwrap();
         tokio::time::timeout(T, async {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use rallypoint_client::{Candidate, TransportKind};
 use rallypoint_client_native::{ClientIdentity, Peer};
-use rallypoint_protocol::v1::{Joined, Media, server_frame};
+use rallypoint_protocol::v1::{ClientFrame, Hello, Joined, Media, client_frame, server_frame};
 use rallypoint_testkit::nats::{NatsRole, SuperCluster, SuperClusterSpec};
 use rallypoint_testkit::relays::{RelayProcess, RelaySpec};
 use rallypoint_testkit::tokens::DevIssuer;
@@ -285,4 +285,27 @@ pub async fn find_nats_connection(
         }
     }
     None
+}
+
+/// An encoded `Hello` with `token`, as a hand-written client sends it (tests
+/// that speak the wire themselves, a frame at a time).
+pub fn hello_frame(token: String) -> Bytes {
+    rallypoint_protocol::encode(&ClientFrame::of(client_frame::Kind::Hello(Hello {
+        protocol_version: rallypoint_protocol::PROTOCOL_VERSION,
+        token,
+        client: None,
+        session_id: Bytes::from_static(b"0123456789abcdef"),
+    })))
+}
+
+/// A bare WebTransport client endpoint that trusts the certificate `hash`
+/// pins (a relay's development certificate).
+pub fn wt_client(
+    hash: [u8; 32],
+) -> wtransport::Endpoint<wtransport::endpoint::endpoint_side::Client> {
+    let config = wtransport::ClientConfig::builder()
+        .with_bind_default()
+        .with_server_certificate_hashes([wtransport::tls::Sha256Digest::new(hash)])
+        .build();
+    wtransport::Endpoint::client(config).unwrap()
 }
