@@ -179,6 +179,7 @@ async fn reports_from_both_regions_are_stored_once_enriched_at_the_edge_without_
             .mint("lobby", "proxied", "Proxied", Duration::from_secs(60)),
         client: None,
         session_id: bytes::Bytes::from_static(b"proxied-session!"),
+        media_stream_groups: false,
     }));
     socket.send(Message::Binary(encode(&hello))).await.unwrap();
     let mut generator = ReportGenerator::new(stack.candidates(), 2, false);

@@ -17,11 +17,22 @@ use crate::limits::LENGTH_PREFIX;
 /// If `frame` is longer than `u32::MAX` bytes, which no frame within
 /// [`crate::limits::MAX_FRAME`] can be.
 pub fn encode(frame: &[u8]) -> Bytes {
-    let len = u32::try_from(frame.len()).expect("frames are far below 4 GiB");
     let mut buf = BytesMut::with_capacity(LENGTH_PREFIX + frame.len());
-    buf.put_u32(len);
+    buf.put_slice(&prefix(frame.len()));
     buf.put_slice(frame);
     buf.freeze()
+}
+
+/// The four bytes that go in front of a frame of `len` bytes, for a writer
+/// that sends the prefix and the frame as separate chunks (no copy of the
+/// frame).
+///
+/// # Panics
+/// As [`encode`].
+pub fn prefix(len: usize) -> [u8; LENGTH_PREFIX] {
+    u32::try_from(len)
+        .expect("frames are far below 4 GiB")
+        .to_be_bytes()
 }
 
 /// Reassembles length-prefixed frames from arbitrary chunks.

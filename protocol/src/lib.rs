@@ -6,6 +6,8 @@
 //! * [`frame`]: encoding and decoding of whole frames with hard size limits,
 //!   checked before anything is allocated.
 //! * [`length_prefixed`]: the stream framing used on WebTransport streams.
+//! * [`media_streams`]: reading a relay's unidirectional media streams (one
+//!   bare frame, or a track's group of pictures).
 //! * [`subjects`]: the NATS subject scheme relays and the collector agree on.
 //! * [`telemetry`]: validation of election reports (bounds and sane ranges).
 //! * [`transport`]: the two transports, named once for every crate.
@@ -16,6 +18,7 @@ pub mod copies;
 pub mod frame;
 pub mod length_prefixed;
 pub mod limits;
+pub mod media_streams;
 pub mod names;
 pub mod subjects;
 pub mod telemetry;

@@ -3,7 +3,9 @@
 //! Frames go where the protocol's rule ([`rallypoint_client::session::route`])
 //! sends them: on WebTransport, control frames on the control stream
 //! (length-prefixed), probes and small media as datagrams, large media on its
-//! own unidirectional stream. On WebSocket, every frame is one binary message.
+//! own unidirectional stream (from the relay, a group of pictures may share
+//! one: `rallypoint_protocol::media_streams`). On WebSocket, every frame is
+//! one binary message.
 //!
 //! Every received frame is stamped with the time it was read off the socket,
 //! before it waits in any queue, so RTT samples are not inflated by a busy
@@ -17,9 +19,9 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use rallypoint_client::session::route::route;
 use rallypoint_client::{Candidate, TransportKind};
+use rallypoint_protocol::media_streams::StreamFrames;
 use rallypoint_protocol::v1::{ClientFrame, ServerFrame};
 use rallypoint_protocol::{decode_server_frame, encode, length_prefixed, limits};
-use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
@@ -436,7 +438,8 @@ async fn connect_wt(url: &str, cert_hash: Option<[u8; 32]>) -> Result<Connection
             closed.cancel();
         });
     }
-    // Unidirectional stream reader (large media).
+    // Unidirectional stream reader (large media: one frame per stream, or a
+    // group of pictures).
     {
         let tx = incoming_tx;
         let closed = closed.clone();
@@ -450,28 +453,7 @@ async fn connect_wt(url: &str, cert_hash: Option<[u8; 32]>) -> Result<Connection
                     },
                     _ = closed.cancelled() => break,
                 };
-                let tx = tx.clone();
-                tokio::spawn(async move {
-                    let mut body = Vec::new();
-                    if stream
-                        .take(limits::MAX_FRAME as u64 + 1)
-                        .read_to_end(&mut body)
-                        .await
-                        .is_ok()
-                        && body.len() <= limits::MAX_FRAME
-                    {
-                        let at = Instant::now();
-                        if let Ok(frame) = decode_server_frame(Bytes::from(body)) {
-                            let _ = tx
-                                .send(Received {
-                                    frame,
-                                    at,
-                                    datagram: false,
-                                })
-                                .await;
-                        }
-                    }
-                });
+                tokio::spawn(read_media_stream(stream, tx.clone()));
             }
             closed.cancel();
         });
@@ -562,4 +544,52 @@ async fn connect_wt(url: &str, cert_hash: Option<[u8; 32]>) -> Result<Connection
         },
         incoming,
     })
+}
+
+/// Reads one unidirectional media stream, handing over each frame as soon as
+/// it is whole (`rallypoint_protocol::media_streams`). A stream that breaks
+/// the framing is dropped from there on; the connection lives on.
+async fn read_media_stream(mut stream: wtransport::RecvStream, tx: mpsc::Sender<Received>) {
+    let mut frames = StreamFrames::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match stream.read(&mut buf).await {
+            Ok(Some(n)) => n,
+            Ok(None) => break,
+            Err(_) => return,
+        };
+        if frames.push(&buf[..n]).is_err() {
+            return;
+        }
+        loop {
+            match frames.next_frame() {
+                Ok(Some(frame)) => {
+                    if !deliver_streamed(&tx, frame).await {
+                        return;
+                    }
+                }
+                Ok(None) => break,
+                Err(_) => return,
+            }
+        }
+    }
+    if let Ok(Some(frame)) = frames.finish() {
+        deliver_streamed(&tx, frame).await;
+    }
+}
+
+/// Decodes a frame read from a stream and queues it; false once nobody reads.
+async fn deliver_streamed(tx: &mpsc::Sender<Received>, bytes: Bytes) -> bool {
+    let at = Instant::now();
+    match decode_server_frame(bytes) {
+        Ok(frame) => tx
+            .send(Received {
+                frame,
+                at,
+                datagram: false,
+            })
+            .await
+            .is_ok(),
+        Err(_) => true,
+    }
 }

@@ -288,13 +288,21 @@ pub async fn find_nats_connection(
 }
 
 /// An encoded `Hello` with `token`, as a hand-written client sends it (tests
-/// that speak the wire themselves, a frame at a time).
+/// that speak the wire themselves, a frame at a time); it reads each
+/// unidirectional stream as one frame.
 pub fn hello_frame(token: String) -> Bytes {
+    hello_frame_reading(token, false)
+}
+
+/// [`hello_frame`], saying whether the client reads groups of pictures on
+/// one stream (`Hello.media_stream_groups`).
+pub fn hello_frame_reading(token: String, media_stream_groups: bool) -> Bytes {
     rallypoint_protocol::encode(&ClientFrame::of(client_frame::Kind::Hello(Hello {
         protocol_version: rallypoint_protocol::PROTOCOL_VERSION,
         token,
         client: None,
         session_id: Bytes::from_static(b"0123456789abcdef"),
+        media_stream_groups,
     })))
 }
 
@@ -308,4 +316,59 @@ pub fn wt_client(
         .with_server_certificate_hashes([wtransport::tls::Sha256Digest::new(hash)])
         .build();
     wtransport::Endpoint::client(config).unwrap()
+}
+
+/// A WebTransport session spoken by hand: its connection and control stream.
+pub struct RawWtSession {
+    pub connection: wtransport::Connection,
+    pub control: (wtransport::SendStream, wtransport::RecvStream),
+}
+
+impl RawWtSession {
+    /// Connects to `relay`, sends `frames` on the control stream
+    /// (length-prefixed) and reads control frames until `until` says one is
+    /// the answer it waits for.
+    pub async fn open(
+        lab: &Lab,
+        relay: usize,
+        frames: &[Bytes],
+        until: impl Fn(&server_frame::Kind) -> bool,
+    ) -> RawWtSession {
+        use tokio::io::AsyncReadExt;
+        let candidate = lab.candidate(relay, TransportKind::WebTransport);
+        let endpoint = wt_client(
+            candidate
+                .cert_hash_bytes()
+                .expect("development certificate"),
+        );
+        let connection = tokio::time::timeout(T, endpoint.connect(&candidate.url))
+            .await
+            .expect("connect in time")
+            .expect("connect");
+        let (mut send, mut recv) = connection.open_bi().await.unwrap().await.unwrap();
+        for frame in frames {
+            send.write_all(&rallypoint_protocol::length_prefixed::encode(frame))
+                .await
+                .unwrap();
+        }
+        tokio::time::timeout(T, async {
+            loop {
+                let len = recv.read_u32().await.expect("a frame from the relay") as usize;
+                let mut frame = vec![0; len];
+                recv.read_exact(&mut frame).await.unwrap();
+                let kind = rallypoint_protocol::decode_server_frame(Bytes::from(frame))
+                    .unwrap()
+                    .kind;
+                if kind.as_ref().is_some_and(&until) {
+                    break;
+                }
+            }
+        })
+        .await
+        .expect("the relay answered in time");
+        RawWtSession {
+            connection,
+            control: (send, recv),
+        }
+    }
 }

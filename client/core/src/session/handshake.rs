@@ -30,6 +30,8 @@ pub fn hello(token: &str, session_id: &Bytes, info: &ClientInfo) -> ClientFrame 
         token: token.to_owned(),
         client: Some(info.clone()),
         session_id: session_id.clone(),
+        // Both clients read them (`rallypoint_protocol::media_streams`).
+        media_stream_groups: true,
     }))
 }
 

@@ -1,7 +1,9 @@
 //! WebTransport (HTTP/3, QUIC): control frames on the first bidirectional
 //! stream with a 4-byte length prefix, probes and small media as datagrams
 //! (so probes measure the UDP path and media is never held up by a lost
-//! packet), larger media on one unidirectional stream per frame.
+//! packet), larger media on unidirectional streams: one per frame towards
+//! the relay; from it, one per group of pictures (or per frame from a relay
+//! that predates groups).
 //!
 //! Development relays use self-signed certificates; the candidate list then
 //! carries their SHA-256, passed as `serverCertificateHashes`.
@@ -12,6 +14,7 @@ use std::rc::Rc;
 use bytes::Bytes;
 use futures::channel::mpsc;
 use js_sys::{Reflect, Uint8Array};
+use rallypoint_protocol::media_streams::StreamFrames;
 use rallypoint_protocol::{decode_server_frame, length_prefixed, limits};
 use wasm_bindgen::prelude::Closure;
 use wasm_bindgen::{JsCast, JsValue};
@@ -251,23 +254,44 @@ async fn accept_streams(
     while let Some(stream) = read(&reader).await {
         let frames = frames.clone();
         let stream: ReadableStream = stream.unchecked_into();
-        spawn_local(async move {
-            let reader = reader_of(&stream);
-            let mut body = Vec::new();
-            while let Some(chunk) = read(&reader).await {
-                let Some(bytes) = bytes_of(&chunk) else {
-                    return;
-                };
-                body.extend_from_slice(&bytes);
-                if body.len() > limits::MAX_FRAME {
+        spawn_local(read_media_stream(reader_of(&stream), frames));
+    }
+}
+
+/// Reads one unidirectional media stream, handing over each frame as soon as
+/// it is whole (one bare frame, or a group of pictures:
+/// `rallypoint_protocol::media_streams`). A stream that breaks the framing is
+/// cancelled; the connection lives on.
+async fn read_media_stream(
+    reader: ReadableStreamDefaultReader,
+    frames: mpsc::UnboundedSender<Received>,
+) {
+    let mut stream = StreamFrames::new();
+    while let Some(chunk) = read(&reader).await {
+        let pushed = bytes_of(&chunk).map(|bytes| stream.push(&bytes));
+        if !matches!(pushed, Some(Ok(()))) {
+            let _ = reader.cancel();
+            return;
+        }
+        loop {
+            match stream.next_frame() {
+                Ok(Some(frame)) => deliver(&frames, frame),
+                Ok(None) => break,
+                Err(_) => {
                     let _ = reader.cancel();
                     return;
                 }
             }
-            let at = clock::now();
-            if let Ok(frame) = decode_server_frame(Bytes::from(body)) {
-                let _ = frames.unbounded_send(Received { frame, at });
-            }
-        });
+        }
+    }
+    if let Ok(Some(frame)) = stream.finish() {
+        deliver(&frames, frame);
+    }
+}
+
+fn deliver(frames: &mpsc::UnboundedSender<Received>, bytes: Bytes) {
+    let at = clock::now();
+    if let Ok(frame) = decode_server_frame(bytes) {
+        let _ = frames.unbounded_send(Received { frame, at });
     }
 }
