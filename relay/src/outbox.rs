@@ -49,8 +49,43 @@ pub enum Control {
 #[derive(Debug)]
 pub enum Outgoing {
     Control(Control),
-    /// An encoded `ServerFrame{media}`.
-    Media(Bytes),
+    Media(MediaFrame),
+}
+
+/// A media frame for one receiver: the encoded `ServerFrame{media}`, and
+/// what a transport needs to send it well without decoding it again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaFrame {
+    pub bytes: Bytes,
+    /// For a picture track (camera, screen), whose frames each depend on
+    /// those before it back to a keyframe: the track (its sender and kind,
+    /// hashed), so a transport may send a group of pictures on one stream.
+    /// `None` for audio, whose frames stand alone.
+    pub picture_track: Option<u64>,
+    /// A keyframe: a new group of pictures starts here.
+    pub keyframe: bool,
+}
+
+impl MediaFrame {
+    /// Audio, or any frame that stands alone.
+    pub fn single(bytes: Bytes) -> Self {
+        MediaFrame {
+            bytes,
+            picture_track: None,
+            keyframe: false,
+        }
+    }
+
+    /// A frame of `sender`'s picture track `kind`.
+    pub fn picture(bytes: Bytes, sender: &str, kind: i32, keyframe: bool) -> Self {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        let track = BuildHasherDefault::<DefaultHasher>::default().hash_one((sender, kind));
+        MediaFrame {
+            bytes,
+            picture_track: Some(track),
+            keyframe,
+        }
+    }
 }
 
 /// What a [`DatagramSink`] did with a media frame.
@@ -77,7 +112,7 @@ pub trait DatagramSink: Send + Sync + std::fmt::Debug {
 #[derive(Debug, Clone)]
 pub struct Outbox {
     control: mpsc::Sender<Control>,
-    media: mpsc::Sender<Bytes>,
+    media: mpsc::Sender<MediaFrame>,
     /// Where media frames that fit a datagram go instead of `media`.
     datagrams: Option<Arc<dyn DatagramSink>>,
     /// Cancelled when the connection must go away (queue overflow, shutdown).
@@ -99,7 +134,7 @@ pub enum MediaOffer {
 #[derive(Debug)]
 pub struct OutboxReceiver {
     control: mpsc::Receiver<Control>,
-    media: mpsc::Receiver<Bytes>,
+    media: mpsc::Receiver<MediaFrame>,
 }
 
 pub fn outbox(control_capacity: usize, media_capacity: usize) -> (Outbox, OutboxReceiver) {
@@ -146,12 +181,12 @@ impl Outbox {
     }
 
     /// Offers a media frame; never waits.
-    pub fn media(&self, frame: Bytes) -> MediaOffer {
+    pub fn media(&self, frame: MediaFrame) -> MediaOffer {
         if let Some(sink) = &self.datagrams {
             if self.kill.is_cancelled() {
                 return MediaOffer::Closed;
             }
-            match sink.send(&frame) {
+            match sink.send(&frame.bytes) {
                 DatagramSend::Sent => return MediaOffer::Queued,
                 DatagramSend::NoRoom => return MediaOffer::Dropped,
                 DatagramSend::Closed => return MediaOffer::Closed,
@@ -209,15 +244,19 @@ impl OutboxReceiver {
 mod tests {
     use super::*;
 
+    fn offer(tx: &Outbox, bytes: &'static [u8]) -> MediaOffer {
+        tx.media(MediaFrame::single(Bytes::from_static(bytes)))
+    }
+
     #[tokio::test]
     async fn control_goes_first_and_media_drops_when_full() {
         let (tx, mut rx) = outbox(4, 2);
-        assert_eq!(tx.media(Bytes::from_static(b"m1")), MediaOffer::Queued);
-        assert_eq!(tx.media(Bytes::from_static(b"m2")), MediaOffer::Queued);
-        assert_eq!(tx.media(Bytes::from_static(b"m3")), MediaOffer::Dropped);
+        assert_eq!(offer(&tx, b"m1"), MediaOffer::Queued);
+        assert_eq!(offer(&tx, b"m2"), MediaOffer::Queued);
+        assert_eq!(offer(&tx, b"m3"), MediaOffer::Dropped);
         tx.frame(Bytes::from_static(b"c1"));
         assert!(matches!(rx.next().await, Some(Outgoing::Control(Control::Frame(b))) if b == "c1"));
-        assert!(matches!(rx.next().await, Some(Outgoing::Media(b)) if b == "m1"));
+        assert!(matches!(rx.next().await, Some(Outgoing::Media(m)) if m.bytes == "m1"));
     }
 
     /// Stands in for a transport's datagram buffer (the real one is
@@ -249,21 +288,18 @@ mod tests {
         buffer.room.store(6, std::sync::atomic::Ordering::SeqCst);
         let (tx, mut rx) = outbox(4, 2);
         let tx = tx.with_datagrams(buffer.clone());
-        assert_eq!(tx.media(Bytes::from_static(b"m1")), MediaOffer::Queued);
-        assert_eq!(tx.media(Bytes::from_static(b"m2")), MediaOffer::Queued);
+        assert_eq!(offer(&tx, b"m1"), MediaOffer::Queued);
+        assert_eq!(offer(&tx, b"m2"), MediaOffer::Queued);
         // Too large for a datagram: the writer sends it another way.
-        assert_eq!(
-            tx.media(Bytes::from_static(b"keyframe")),
-            MediaOffer::Queued
-        );
+        assert_eq!(offer(&tx, b"keyframe"), MediaOffer::Queued);
         // The connection's buffer is full: dropped and said so.
-        assert_eq!(tx.media(Bytes::from_static(b"m3m3")), MediaOffer::Dropped);
+        assert_eq!(offer(&tx, b"m3m3"), MediaOffer::Dropped);
         assert_eq!(*buffer.sent.lock().unwrap(), ["m1", "m2"]);
-        assert!(matches!(rx.try_next(), Some(Outgoing::Media(b)) if b == "keyframe"));
+        assert!(matches!(rx.try_next(), Some(Outgoing::Media(m)) if m.bytes == "keyframe"));
         assert!(rx.try_next().is_none());
 
         tx.kill();
-        assert_eq!(tx.media(Bytes::from_static(b"m4")), MediaOffer::Closed);
+        assert_eq!(offer(&tx, b"m4"), MediaOffer::Closed);
         assert_eq!(buffer.sent.lock().unwrap().len(), 2);
     }
 

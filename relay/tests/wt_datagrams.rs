@@ -12,11 +12,9 @@ mod support;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use rallypoint_client::TransportKind::WebTransport;
 use rallypoint_protocol::v1::{ClientFrame, Probe, client_frame, server_frame};
-use rallypoint_protocol::{decode_server_frame, encode, length_prefixed};
+use rallypoint_protocol::{decode_server_frame, encode};
 use support::*;
-use tokio::io::AsyncReadExt;
 
 /// HTTP/3's error for a malformed datagram (RFC 9297 §5).
 const H3_DATAGRAM_ERROR: u64 = 0x33;
@@ -80,44 +78,19 @@ async fn a_datagram_for_another_session_is_dropped_and_a_broken_header_closes_on
 /// relay reads its datagrams.
 struct Session {
     connection: wtransport::Connection,
-    _control: (wtransport::SendStream, wtransport::RecvStream),
+    _session: RawWtSession,
 }
 
 impl Session {
     async fn open(lab: &Lab, user: &str) -> Session {
-        let candidate = lab.candidate(0, WebTransport);
-        let endpoint = wt_client(
-            candidate
-                .cert_hash_bytes()
-                .expect("development certificate"),
-        );
-        let connection = tokio::time::timeout(T, endpoint.connect(&candidate.url))
-            .await
-            .expect("connect in time")
-            .expect("connect");
-        let (mut send, mut recv) = connection.open_bi().await.unwrap().await.unwrap();
         let hello = hello_frame(lab.issuer.mint("r", user, user, Duration::from_secs(60)));
-        send.write_all(&length_prefixed::encode(&hello))
-            .await
-            .unwrap();
-        tokio::time::timeout(T, async {
-            loop {
-                let len = recv.read_u32().await.expect("a frame from the relay") as usize;
-                let mut frame = vec![0; len];
-                recv.read_exact(&mut frame).await.unwrap();
-                if matches!(
-                    decode_server_frame(Bytes::from(frame)).unwrap().kind,
-                    Some(server_frame::Kind::Welcome(_))
-                ) {
-                    break;
-                }
-            }
+        let session = RawWtSession::open(lab, 0, &[hello], |kind| {
+            matches!(kind, server_frame::Kind::Welcome(_))
         })
-        .await
-        .expect("welcomed in time");
+        .await;
         Session {
-            connection,
-            _control: (send, recv),
+            connection: session.connection.clone(),
+            _session: session,
         }
     }
 

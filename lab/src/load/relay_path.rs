@@ -1,7 +1,8 @@
 //! The load through a relay: every participant is a real client connection
 //! (WebSocket or WebTransport, as `rallypoint_client_native` routes frames:
 //! on WebTransport small media as datagrams, frames too large for one — video
-//! at these sizes, keyframes above all — on a unidirectional stream each).
+//! at these sizes, keyframes above all — on a unidirectional stream each to
+//! the relay, and from it on one stream per track and group of pictures).
 //! With several relays, each room is spread over them: participant `p` joins
 //! the `p mod n`-th, so every frame reaches some of its receivers through
 //! NATS and another relay, as a call whose members are on different relays

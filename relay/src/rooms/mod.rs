@@ -634,7 +634,7 @@ mod tests {
                 if let Outgoing::Media(frame) = item
                     && let Ok(ServerFrame {
                         kind: Some(server_frame::Kind::Media(media)),
-                    }) = decode_server_frame(frame)
+                    }) = decode_server_frame(frame.bytes)
                 {
                     seqs.push(media.seq);
                 }

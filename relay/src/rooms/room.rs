@@ -22,7 +22,7 @@ use super::listener::Listener;
 use super::roster::{ConnId, Departure, Effect, Roster};
 use super::{Command, Hub, LocalMedia, MediaFacts};
 use crate::metrics::Stats;
-use crate::outbox::{MediaOffer, Outbox};
+use crate::outbox::{MediaFrame, MediaOffer, Outbox};
 
 /// How often grace periods and silent relays are checked.
 const TICK: Duration = Duration::from_millis(250);
@@ -454,6 +454,11 @@ impl Room {
         }
         let mut lost_picture = false;
         let now = Instant::now();
+        let frame = if is_picture {
+            MediaFrame::picture(frame, sender, media.kind, media.keyframe)
+        } else {
+            MediaFrame::single(frame)
+        };
         for conn in self.conns.values_mut() {
             if conn.peer_id == sender {
                 continue;
@@ -477,7 +482,7 @@ impl Room {
             match conn.outbox.media(frame.clone()) {
                 MediaOffer::Queued => {
                     Stats::add(&stats.media_packets_out, 1);
-                    Stats::add(&stats.media_bytes_out, frame.len() as u64);
+                    Stats::add(&stats.media_bytes_out, frame.bytes.len() as u64);
                 }
                 MediaOffer::Dropped => {
                     stats.media_dropped.fetch_add(1, Relaxed);

@@ -17,6 +17,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
@@ -71,6 +72,10 @@ pub struct ConnectionInfo {
     /// Fired once Hello is accepted: the transport starts reading what only
     /// an authenticated client may send (WebTransport datagrams and streams).
     pub welcomed: CancellationToken,
+    /// Set from Hello: the client reads a group of pictures on one
+    /// unidirectional stream (`Hello.media_stream_groups`); WebTransport's
+    /// writer asks it for each large picture frame.
+    pub media_stream_groups: Arc<AtomicBool>,
 }
 
 enum Phase {
@@ -564,6 +569,9 @@ impl Session {
             peer_id,
             _subject: subject,
         });
+        self.info
+            .media_stream_groups
+            .store(hello.media_stream_groups, Relaxed);
         self.info.welcomed.cancel();
         Ok(())
     }

@@ -16,7 +16,7 @@ use super::{ERROR_FLUSH, inbound, is_invalid, malformed};
 use crate::budget::OpenConnection;
 use crate::config::TransportKind;
 use crate::intake::client_address;
-use crate::outbox::{Control, OutboxReceiver, Outgoing, outbox};
+use crate::outbox::{Control, MediaFrame, OutboxReceiver, Outgoing, outbox};
 use crate::session::{self, ConnectionInfo, SessionEnd};
 use crate::state::RelayState;
 
@@ -91,6 +91,7 @@ async fn serve(relay: Arc<RelayState>, socket: WebSocket, client_ip: std::net::I
         client_ip: Some(client_ip),
         max_datagram_size: 0,
         welcomed: tokio_util::sync::CancellationToken::new(),
+        media_stream_groups: Default::default(),
     };
     let end = session::run(relay.clone(), info, inbound_rx, outbox.clone()).await;
     // A refused session lets the writer deliver the Error frame first.
@@ -128,7 +129,7 @@ async fn write(
                 Outgoing::Control(
                     Control::Frame(bytes) | Control::ProbeAck { frame: bytes, .. },
                 )
-                | Outgoing::Media(bytes) => bytes,
+                | Outgoing::Media(MediaFrame { bytes, .. }) => bytes,
                 Outgoing::Control(Control::CloseWith(bytes)) => {
                     let _ = sink.send(Message::Binary(bytes)).await;
                     let _ = sink

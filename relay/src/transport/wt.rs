@@ -5,12 +5,15 @@
 //! * Probes: datagrams, so RTT is measured on the UDP path media takes. The
 //!   answer goes back the way the probe came.
 //! * Media: a datagram when the encoded frame fits the path's datagram size,
-//!   otherwise one unidirectional stream per frame (video keyframes). Clients
-//!   do the same towards the relay.
+//!   otherwise a unidirectional stream: one per group of pictures to a
+//!   client that reads groups, else one per frame ([`media_streams`]).
+//!   Clients send the relay one stream per frame.
+
+mod media_streams;
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -25,14 +28,11 @@ use wtransport::{Connection, Endpoint, RecvStream, SendStream, VarInt};
 use super::{ERROR_FLUSH, inbound, is_invalid};
 use crate::budget::{ConnectionSlot, OpenConnection};
 use crate::config::TransportKind;
-use crate::metrics::Stats;
 use crate::outbox::{Control, DatagramSend, DatagramSink, OutboxReceiver, Outgoing, outbox};
 use crate::session::{self, ConnectionInfo, Inbound, SessionEnd};
 use crate::state::RelayState;
+use media_streams::MediaStreams;
 
-/// Outgoing unidirectional streams in flight per connection; beyond this a
-/// large media frame is dropped like any frame for a slow receiver.
-const MAX_OUTGOING_STREAMS: usize = 32;
 /// Inbound unidirectional streams (one large media frame each) read at once
 /// per connection. Further streams wait, unaccepted, inside QUIC's own limits.
 const MAX_INBOUND_STREAMS: usize = 4;
@@ -184,6 +184,7 @@ async fn serve(relay: Arc<RelayState>, connection: Connection, _slot: Connection
     }));
     let (inbound_tx, inbound_rx) = mpsc::channel(64);
     let welcomed = CancellationToken::new();
+    let media_stream_groups = Arc::new(AtomicBool::new(false));
 
     // Datagrams and media streams are read only once Hello was accepted:
     // before that QUIC holds them within its flow-control limits.
@@ -204,7 +205,11 @@ async fn serve(relay: Arc<RelayState>, connection: Connection, _slot: Connection
         outgoing,
         outbox.kill_switch(),
         max_datagram_size,
-        relay.stats.clone(),
+        MediaStreams::new(
+            connection.clone(),
+            media_stream_groups.clone(),
+            relay.stats.clone(),
+        ),
     ));
 
     let info = ConnectionInfo {
@@ -212,6 +217,7 @@ async fn serve(relay: Arc<RelayState>, connection: Connection, _slot: Connection
         client_ip: Some(client_ip),
         max_datagram_size: max_datagram_size as u32,
         welcomed,
+        media_stream_groups,
     };
     if session::run(relay.clone(), info, inbound_rx, outbox.clone()).await == SessionEnd::Refused {
         let _ = tokio::time::timeout(ERROR_FLUSH + Duration::from_secs(1), writer).await;
@@ -363,9 +369,8 @@ async fn write(
     mut outgoing: OutboxReceiver,
     kill: CancellationToken,
     max_datagram_size: usize,
-    stats: Arc<Stats>,
+    mut media_streams: MediaStreams,
 ) {
-    let streams = Arc::new(Semaphore::new(MAX_OUTGOING_STREAMS));
     loop {
         let item = tokio::select! {
             item = outgoing.next() => item,
@@ -412,24 +417,7 @@ async fn write(
             }
             // Only frames too large for a datagram come this way; the
             // others went straight to the connection (`Datagrams`).
-            Outgoing::Media(frame) => {
-                let Ok(permit) = streams.clone().try_acquire_owned() else {
-                    stats
-                        .media_dropped
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    continue;
-                };
-                let connection = connection.clone();
-                tokio::spawn(async move {
-                    if let Ok(opening) = connection.open_uni().await
-                        && let Ok(mut stream) = opening.await
-                    {
-                        let _ = stream.write_all(&frame).await;
-                        let _ = stream.finish().await;
-                    }
-                    drop(permit);
-                });
-            }
+            Outgoing::Media(frame) => media_streams.send(frame),
         }
     }
     // Nothing more reaches this client: its session must end too.

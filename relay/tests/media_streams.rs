@@ -1,0 +1,278 @@
+//! How the relay sends WebTransport media too large for a datagram: a
+//! client that reads groups (`Hello.media_stream_groups`) gets each picture
+//! track on one stream from a keyframe to the next; any other client, and
+//! audio, one stream per frame (`rallypoint_protocol::media_streams`).
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use rallypoint_client::TransportKind::WebTransport;
+use rallypoint_client_native::Peer;
+use rallypoint_protocol::media_streams::StreamFrames;
+use rallypoint_protocol::v1::{ClientFrame, Join, TrackKind, client_frame, server_frame};
+use rallypoint_protocol::{decode_server_frame, encode};
+use rallypoint_testkit::proxy::{LinkSpec, UdpDelayProxy};
+use support::*;
+use tokio::io::AsyncReadExt;
+
+/// Larger than a datagram: a 24 kB keyframe and 2.4 kB deltas, as the
+/// capacity benchmark's video; and one 1.5 kB audio frame.
+const KEYFRAME: usize = 24_000;
+const DELTA: usize = 2_400;
+const LARGE_AUDIO: usize = 1_500;
+
+/// What one stream carried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Carried {
+    /// Length-prefixed frames (a group), not one bare frame.
+    grouped: bool,
+    /// (kind, seq) of each frame, in order.
+    frames: Vec<(i32, u64)>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_reading_groups_gets_a_stream_per_group_of_pictures_and_others_a_stream_per_frame()
+{
+    let lab = Lab::two_regions(&UNMETERED_MEDIA).await;
+    let (alice, _) = lab.participant(0, WebTransport, "r", "alice").await;
+    let grouped = Receiver::join(&lab, "grouped", true).await;
+    let single = Receiver::join(&lab, "single", false).await;
+
+    // Two groups of pictures (keyframes at 0 and 5), then audio too large
+    // for a datagram.
+    for seq in 0..10 {
+        let keyframe = seq % 5 == 0;
+        let size = if keyframe { KEYFRAME } else { DELTA };
+        alice.send_media(
+            TrackKind::Video,
+            seq,
+            0,
+            keyframe,
+            Bytes::from(vec![seq as u8; size]),
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    alice.send_media(
+        TrackKind::Audio,
+        0,
+        0,
+        false,
+        Bytes::from(vec![0; LARGE_AUDIO]),
+    );
+
+    let video = TrackKind::Video as i32;
+    let audio = TrackKind::Audio as i32;
+    let group = |seqs: std::ops::Range<u64>| Carried {
+        grouped: true,
+        frames: seqs.map(|seq| (video, seq)).collect(),
+    };
+    let bare = |kind, seq| Carried {
+        grouped: false,
+        frames: vec![(kind, seq)],
+    };
+    assert_eq!(
+        grouped.streams(11).await,
+        [group(0..5), group(5..10), bare(audio, 0)],
+        "a client that reads groups"
+    );
+    let mut one_each: Vec<Carried> = (0..10).map(|seq| bare(video, seq)).collect();
+    one_each.push(bare(audio, 0));
+    assert_eq!(
+        single.streams(11).await,
+        one_each,
+        "a client that does not read groups"
+    );
+}
+
+/// Before groups, each frame's stream held one of 32 permits until the
+/// client acknowledged it: a receiver 100 ms away could be sent about 300
+/// large frames a second, less than a room of 20 with cameras on sends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn video_to_a_distant_receiver_is_not_held_back_by_acknowledgements() {
+    let lab = Lab::two_regions(&UNMETERED_MEDIA).await;
+    let (alice, _) = lab.participant(0, WebTransport, "r", "alice").await;
+    let mut far = lab.candidate(0, WebTransport);
+    let relay = format!("127.0.0.1:{}", lab.relays[0].wt_port);
+    let proxy = UdpDelayProxy::start(
+        "127.0.0.1:0".parse().unwrap(),
+        relay.parse().unwrap(),
+        LinkSpec::new(100.0, 0.0, 0.0),
+        1,
+    )
+    .unwrap();
+    far.url = format!("https://{}/", proxy.local_addr());
+    let mut bob = Peer::connect(&far, &lab.identity("r", "bob"), T)
+        .await
+        .expect("bob connects through the delay proxy");
+    bob.join("r", 0, T).await.expect("bob joins");
+
+    // One second of what 20 cameras send (30 fps, a keyframe every 2 s),
+    // from one sender: 600 frames of 2.4 kB.
+    const FRAMES: u64 = 600;
+    let receive = tokio::spawn(async move {
+        media_until(&mut bob, FRAMES as usize, Duration::from_secs(10))
+            .await
+            .len()
+    });
+    let mut pace = tokio::time::interval(Duration::from_micros(1_000_000 / FRAMES));
+    for seq in 0..FRAMES {
+        pace.tick().await;
+        alice.send_media(
+            TrackKind::Video,
+            seq,
+            0,
+            seq % 60 == 0,
+            Bytes::from(vec![seq as u8; DELTA]),
+        );
+    }
+    assert_eq!(
+        receive.await.unwrap(),
+        FRAMES as usize,
+        "frames were lost on the way to a receiver 100 ms away"
+    );
+    let stats = lab.relays[0].stats().await.unwrap();
+    assert_eq!(stats["media_dropped"].as_u64(), Some(0), "{stats}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_its_streams_loses_frames_alone() {
+    let lab = Lab::two_regions(&UNMETERED_MEDIA).await;
+    let (alice, _) = lab.participant(0, WebTransport, "r", "alice").await;
+    let healthy = Receiver::join(&lab, "healthy", true).await;
+    let stalled = Receiver::join_without_reading(&lab, "stalled", true).await;
+
+    // Every frame a keyframe, so every frame starts a group: the stalled
+    // client's unread streams use up its stream credit (100 in quinn), and
+    // the relay's streams to it wait, then give up.
+    const FRAMES: u64 = 200;
+    for seq in 0..FRAMES {
+        alice.send_media(
+            TrackKind::Video,
+            seq,
+            0,
+            true,
+            Bytes::from(vec![seq as u8; 8_000]),
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let heard: Vec<u64> = healthy
+        .streams(FRAMES as usize)
+        .await
+        .iter()
+        .flat_map(|c| c.frames.iter().map(|&(_, seq)| seq))
+        .collect();
+    assert_eq!(
+        heard,
+        (0..FRAMES).collect::<Vec<_>>(),
+        "the client that reads lost frames"
+    );
+    // The stalled client's streams give up within the relay's deadline.
+    let dropped = tokio::time::timeout(T, async {
+        loop {
+            let stats = lab.relays[0].stats().await.unwrap();
+            let dropped = stats["media_dropped"].as_u64().unwrap();
+            if dropped > 0 {
+                return dropped;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the stalled client's frames were never dropped");
+    assert!(dropped < FRAMES, "more dropped than it was sent: {dropped}");
+    drop(stalled);
+}
+
+/// A hand-written WebTransport client in room "r" that records what each
+/// unidirectional stream from the relay carries.
+struct Receiver {
+    streams: Arc<Mutex<Vec<Carried>>>,
+    _session: RawWtSession,
+}
+
+impl Receiver {
+    async fn join(lab: &Lab, user: &str, reads_groups: bool) -> Receiver {
+        let (receiver, connection) = Self::join_without_reading(lab, user, reads_groups).await;
+        tokio::spawn(record_streams(connection, receiver.streams.clone()));
+        receiver
+    }
+
+    /// In the room, but never accepting a stream.
+    async fn join_without_reading(
+        lab: &Lab,
+        user: &str,
+        reads_groups: bool,
+    ) -> (Receiver, wtransport::Connection) {
+        let hello = hello_frame_reading(
+            lab.issuer.mint("r", user, user, Duration::from_secs(60)),
+            reads_groups,
+        );
+        let join = encode(&ClientFrame::of(client_frame::Kind::Join(Join {
+            room: "r".into(),
+            join_seq: 0,
+            ..Default::default()
+        })));
+        let session = RawWtSession::open(lab, 0, &[hello, join], |kind| {
+            matches!(kind, server_frame::Kind::Joined(_))
+        })
+        .await;
+        let connection = session.connection.clone();
+        let receiver = Receiver {
+            streams: Arc::new(Mutex::new(Vec::new())),
+            _session: session,
+        };
+        (receiver, connection)
+    }
+
+    /// The streams finished so far once they carried `frames` frames (or
+    /// after the deadline), ordered by their first frame (audio last).
+    async fn streams(&self, frames: usize) -> Vec<Carried> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let carried = self.streams.lock().unwrap().clone();
+            let total: usize = carried.iter().map(|c| c.frames.len()).sum();
+            if total >= frames || tokio::time::Instant::now() >= deadline {
+                let mut carried = carried;
+                carried.sort_by_key(|c| {
+                    let (kind, seq) = c.frames[0];
+                    (kind == TrackKind::Audio as i32, seq)
+                });
+                return carried;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+async fn record_streams(connection: wtransport::Connection, streams: Arc<Mutex<Vec<Carried>>>) {
+    while let Ok(mut stream) = connection.accept_uni().await {
+        let streams = streams.clone();
+        tokio::spawn(async move {
+            let mut wire = Vec::new();
+            if stream.read_to_end(&mut wire).await.is_err() || wire.is_empty() {
+                return;
+            }
+            let mut reader = StreamFrames::new();
+            reader.push(&wire).unwrap();
+            let mut frames = Vec::new();
+            while let Some(frame) = reader.next_frame().unwrap() {
+                frames.push(frame);
+            }
+            frames.extend(reader.finish().unwrap());
+            let frames = frames
+                .into_iter()
+                .filter_map(|frame| match decode_server_frame(frame).unwrap().kind {
+                    Some(server_frame::Kind::Media(m)) => Some((m.kind, m.seq)),
+                    _ => None,
+                })
+                .collect();
+            streams.lock().unwrap().push(Carried {
+                grouped: wire[0] == 0,
+                frames,
+            });
+        });
+    }
+}
