@@ -4,6 +4,7 @@
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
+use rallypoint_protocol::media_streams::StreamFrames;
 use rallypoint_protocol::{
     decode_client_frame, decode_server_frame, length_prefixed, limits, telemetry, v1,
 };
@@ -25,5 +26,20 @@ fuzz_target!(|data: &[u8]| {
         while let Ok(Some(frame)) = decoder.next_frame() {
             assert!(frame.len() <= limits::MAX_CONTROL_FRAME);
         }
+    }
+
+    let mut stream = StreamFrames::new();
+    let mut broken = false;
+    for chunk in data.chunks(5) {
+        if stream.push(chunk).is_err() {
+            broken = true;
+            break;
+        }
+        while let Ok(Some(frame)) = stream.next_frame() {
+            assert!(frame.len() <= limits::MAX_FRAME);
+        }
+    }
+    if !broken && let Ok(Some(frame)) = stream.finish() {
+        assert!(frame.len() <= limits::MAX_FRAME);
     }
 });

@@ -60,6 +60,7 @@ static WORLD: LazyLock<World> = LazyLock::new(|| {
         token,
         client: None,
         session_id: Bytes::from_static(b"0123456789abcdef"),
+        media_stream_groups: false,
     }));
     World {
         runtime,
@@ -126,6 +127,7 @@ fuzz_target!(|data: &[u8]| {
             client_ip: None,
             max_datagram_size: 1200,
             welcomed: tokio_util::sync::CancellationToken::new(),
+            media_stream_groups: Default::default(),
         };
         let session = tokio::spawn(session::run(world.relay.clone(), info, rx, outbox));
         let writer = tokio::spawn(async move { while outgoing.next().await.is_some() {} });
