@@ -27,6 +27,9 @@ use crate::frame::FrameError;
 use crate::length_prefixed::Decoder;
 use crate::limits::MAX_FRAME;
 
+// The first byte of a length prefix is 0 only while frames stay below 16 MiB.
+const _: () = assert!(MAX_FRAME < 1 << 24);
+
 /// Reads one unidirectional media stream, sans-IO: push its chunks in, take
 /// whole frames out, and call [`StreamFrames::finish`] at its end.
 #[derive(Debug)]

@@ -18,10 +18,12 @@
 //! frame and receiver and bought little. What goes with it:
 //! * media datagrams no longer wait behind control frames queued before them
 //!   (a client takes them as they come; nothing orders them against control);
-//! * a keyframe too large for a datagram still takes the queue and a stream,
-//!   so the small frames after it may arrive first (they could before, over
-//!   separate streams and datagrams; the receiver's jitter buffer orders
-//!   them);
+//! * a picture keyframe always takes the queue and a stream, even one small
+//!   enough for a datagram: it starts a group of pictures, which the
+//!   transport's writer must see (a track whose group lost a frame waits for
+//!   it), and a keyframe is worth delivering reliably. So the small frames
+//!   after it may arrive first (they could before, over separate streams
+//!   and datagrams; the receiver's jitter buffer orders them);
 //! * the copy into each receiver's datagram and the connection's lock are
 //!   taken by the room task, once per receiver: one room's fan-out is one
 //!   task, which is what limits a single sender blasting to a large room
@@ -182,7 +184,8 @@ impl Outbox {
 
     /// Offers a media frame; never waits.
     pub fn media(&self, frame: MediaFrame) -> MediaOffer {
-        if let Some(sink) = &self.datagrams {
+        let starts_a_group = frame.keyframe && frame.picture_track.is_some();
+        if let Some(sink) = self.datagrams.as_ref().filter(|_| !starts_a_group) {
             if self.kill.is_cancelled() {
                 return MediaOffer::Closed;
             }
@@ -297,6 +300,11 @@ mod tests {
         assert_eq!(*buffer.sent.lock().unwrap(), ["m1", "m2"]);
         assert!(matches!(rx.try_next(), Some(Outgoing::Media(m)) if m.bytes == "keyframe"));
         assert!(rx.try_next().is_none());
+
+        // A picture keyframe starts a group: the writer sees it, however small.
+        let keyframe = MediaFrame::picture(Bytes::from_static(b"k"), "alice", 2, true);
+        assert_eq!(tx.media(keyframe), MediaOffer::Queued);
+        assert!(matches!(rx.try_next(), Some(Outgoing::Media(m)) if m.bytes == "k"));
 
         tx.kill();
         assert_eq!(offer(&tx, b"m4"), MediaOffer::Closed);

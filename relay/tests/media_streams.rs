@@ -89,52 +89,117 @@ async fn a_client_reading_groups_gets_a_stream_per_group_of_pictures_and_others_
 
 /// Before groups, each frame's stream held one of 32 permits until the
 /// client acknowledged it: a receiver 100 ms away could be sent about 300
-/// large frames a second, less than a room of 20 with cameras on sends it.
+/// large frames a second, less than a room of 11 with cameras and screens
+/// on sends it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn video_to_a_distant_receiver_is_not_held_back_by_acknowledgements() {
     let lab = Lab::two_regions(&UNMETERED_MEDIA).await;
+    let mut senders = Vec::new();
+    for i in 0..SENDERS {
+        let (sender, _) = lab
+            .participant(0, WebTransport, "r", &format!("sender-{i}"))
+            .await;
+        senders.push(sender);
+    }
+    let (mut bob, proxy) = far_participant(&lab, "bob", 100.0).await;
+
+    // One second of 10 senders' cameras and screens at 30 fps (a keyframe
+    // each to start): 600 frames of 2.4 kB.
+    const SENDERS: usize = 10;
+    const FPS: u64 = 30;
+    const FRAMES: usize = SENDERS * 2 * FPS as usize;
+    let receive = tokio::spawn(async move {
+        media_until(&mut bob, FRAMES, Duration::from_secs(10))
+            .await
+            .len()
+    });
+    let mut pace = tokio::time::interval(Duration::from_micros(1_000_000 / FPS));
+    for seq in 0..FPS {
+        pace.tick().await;
+        for sender in &senders {
+            for kind in [TrackKind::Video, TrackKind::Screen] {
+                sender.send_media(kind, seq, 0, seq == 0, Bytes::from(vec![seq as u8; DELTA]));
+            }
+        }
+    }
+    assert_eq!(
+        receive.await.unwrap(),
+        FRAMES,
+        "frames were lost on the way to a receiver 100 ms away"
+    );
+    let stats = lab.relays[0].stats().await.unwrap();
+    assert_eq!(stats["media_dropped"].as_u64(), Some(0), "{stats}");
+    drop(proxy);
+}
+
+/// With nothing else bounding the frames in flight, a receiver whose path
+/// died had everything sent to it buffered in QUIC until its connection
+/// timed out (10 s; quinn's send window was 10 MB). The relay's send window
+/// (1 MiB) makes its writes wait, and the waits give up within a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_whose_path_dies_loses_frames_within_seconds_not_at_its_timeout() {
+    let lab = Lab::two_regions(&UNMETERED_MEDIA).await;
     let (alice, _) = lab.participant(0, WebTransport, "r", "alice").await;
+    let (_bob, mut proxy) = far_participant(&lab, "bob", 0.0).await;
+    // Media reaches bob, then his path goes dead.
+    alice.send_media(TrackKind::Video, 0, 0, true, Bytes::from(vec![0; KEYFRAME]));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.stop();
+
+    // 2.4 MB in 4 s, well under the connection's 10 s idle timeout, in
+    // groups of 30 frames: no one stream reaches the client's stream window
+    // (1.25 MB), so only the connection's send window can hold it back.
+    let started = tokio::time::Instant::now();
+    let mut pace = tokio::time::interval(Duration::from_millis(4));
+    for seq in 1..1000 {
+        pace.tick().await;
+        let keyframe = seq % 30 == 0;
+        alice.send_media(
+            TrackKind::Video,
+            seq,
+            0,
+            keyframe,
+            Bytes::from(vec![0; DELTA]),
+        );
+    }
+    // Before the idle timeout could drop it all at once.
+    let deadline = started + Duration::from_secs(6);
+    loop {
+        let stats = lab.relays[0].stats().await.unwrap();
+        // A frame is dropped, and its track's frames after it are skipped
+        // until the next keyframe.
+        if stats["media_dropped"].as_u64().unwrap() > 0
+            && stats["media_skipped_awaiting_keyframe"].as_u64().unwrap() > 0
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a dead path's frames were not dropped and skipped within {:?}: {stats}",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `user` in room "r" through a UDP delay proxy of `rtt_ms` in front of the
+/// first relay; the proxy must live as long as the path should.
+async fn far_participant(lab: &Lab, user: &str, rtt_ms: f64) -> (Peer, UdpDelayProxy) {
     let mut far = lab.candidate(0, WebTransport);
     let relay = format!("127.0.0.1:{}", lab.relays[0].wt_port);
     let proxy = UdpDelayProxy::start(
         "127.0.0.1:0".parse().unwrap(),
         relay.parse().unwrap(),
-        LinkSpec::new(100.0, 0.0, 0.0),
+        LinkSpec::new(rtt_ms, 0.0, 0.0),
         1,
     )
     .unwrap();
     far.url = format!("https://{}/", proxy.local_addr());
-    let mut bob = Peer::connect(&far, &lab.identity("r", "bob"), T)
+    let mut peer = Peer::connect(&far, &lab.identity("r", user), T)
         .await
-        .expect("bob connects through the delay proxy");
-    bob.join("r", 0, T).await.expect("bob joins");
-
-    // One second of what 20 cameras send (30 fps, a keyframe every 2 s),
-    // from one sender: 600 frames of 2.4 kB.
-    const FRAMES: u64 = 600;
-    let receive = tokio::spawn(async move {
-        media_until(&mut bob, FRAMES as usize, Duration::from_secs(10))
-            .await
-            .len()
-    });
-    let mut pace = tokio::time::interval(Duration::from_micros(1_000_000 / FRAMES));
-    for seq in 0..FRAMES {
-        pace.tick().await;
-        alice.send_media(
-            TrackKind::Video,
-            seq,
-            0,
-            seq % 60 == 0,
-            Bytes::from(vec![seq as u8; DELTA]),
-        );
-    }
-    assert_eq!(
-        receive.await.unwrap(),
-        FRAMES as usize,
-        "frames were lost on the way to a receiver 100 ms away"
-    );
-    let stats = lab.relays[0].stats().await.unwrap();
-    assert_eq!(stats["media_dropped"].as_u64(), Some(0), "{stats}");
+        .expect("connects through the delay proxy");
+    peer.join("r", 0, T).await.expect("joins");
+    (peer, proxy)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -44,6 +44,15 @@ const H3_UNI_STREAMS: u32 = 3;
 const INBOUND_STREAM_DEADLINE: Duration = Duration::from_secs(5);
 /// Datagrams QUIC keeps for us while the session is busy (probes, audio).
 const DATAGRAM_RECEIVE_BUFFER: usize = 64 * 1024;
+/// Stream data (media streams and control) QUIC holds per connection until
+/// the client acknowledges it; a write waits beyond it, and a media stream's
+/// write gives up after its deadline (`media_streams`). quinn's default
+/// (10 MB) let a receiver whose path is slower than its video pile up many
+/// seconds of it once nothing else bounded the frames in flight. 1 MiB
+/// carries 20 cameras at 1 Mbit/s over a 400 ms round trip.
+const SEND_WINDOW: u64 = 1024 * 1024;
+/// Control frames go before media queued in QUIC (stream priority).
+const CONTROL_PRIORITY: i32 = 1;
 /// Handshakes in progress above which a client must first prove its address
 /// (QUIC retry), so spoofed Initial packets cannot hold slots.
 const RETRY_ABOVE_HANDSHAKES: usize = 64;
@@ -67,6 +76,7 @@ pub fn server_config(
         // The session's CONNECT stream and our control stream, and a spare.
         .max_concurrent_bidi_streams(QuicVarInt::from_u32(4))
         .stream_receive_window(frame)
+        .send_window(SEND_WINDOW)
         .receive_window(QuicVarInt::from_u32(2 * (limits::MAX_FRAME as u32)))
         .datagram_receive_buffer_size(Some(DATAGRAM_RECEIVE_BUFFER));
     Ok(wtransport::ServerConfig::builder()
@@ -175,6 +185,7 @@ async fn serve(relay: Arc<RelayState>, connection: Connection, _slot: Connection
         connection.close(VarInt::from_u32(CLOSE_REFUSED), b"no control stream opened");
         return;
     };
+    control_send.set_priority(CONTROL_PRIORITY);
     let client_ip: IpAddr = connection.remote_address().ip().to_canonical();
     let max_datagram_size = connection.max_datagram_size().unwrap_or(0);
     let (outbox, outgoing) = outbox(limits.control_queue, limits.media_queue);

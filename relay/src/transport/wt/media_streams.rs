@@ -22,12 +22,16 @@
 //!
 //! Bounds, per connection: at most [`MAX_STREAMS`] streams open at once, at
 //! most [`QUEUED_BYTES`] of frames waiting for QUIC, at most [`GROUP_QUEUE`]
-//! frames waiting in one group, each write within [`WRITE_DEADLINE`]. A frame
-//! beyond them is dropped and counted as any frame for a slow receiver; in a
-//! group the frames after it are useless until the next keyframe, so the
-//! group is finished and the track's frames are dropped until a keyframe
-//! starts a new one (the client sees the gap in sequence numbers and asks for
-//! one).
+//! frames waiting in one group, each stream opened and each frame written
+//! within [`WRITE_DEADLINE`] (QUIC lets a write wait once the connection's
+//! unacknowledged stream data reaches its send window, 1 MiB: `wt.rs`), else
+//! the stream is reset. A frame beyond them is dropped and counted in
+//! `media_dropped` as any frame for a slow receiver; in a group the frames
+//! after it are useless until the next keyframe, so the track's frames are
+//! skipped (counted in `media_skipped_awaiting_keyframe`) until a keyframe
+//! starts a new group. The relay does not ask the sender for that keyframe
+//! itself (the room does when its queues drop): the receiver sees the gap in
+//! sequence numbers and asks.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -47,16 +51,18 @@ const MAX_STREAMS: usize = 64;
 /// Bytes of frames handed to stream tasks and not yet to QUIC, per
 /// connection: a few keyframes.
 const QUEUED_BYTES: usize = 2 * 1024 * 1024;
-/// Frames waiting in one group: a quarter second of 30 fps video.
-const GROUP_QUEUE: usize = 8;
+/// Frames waiting in one group: half a second of 30 fps video.
+const GROUP_QUEUE: usize = 16;
 /// A group with no frame for this long is finished.
 const GROUP_IDLE: Duration = Duration::from_secs(1);
 /// Opening a stream (QUIC may wait for the client's stream credit) and each
-/// write (flow control) must be done within this; otherwise the stream is
-/// reset and its queued frames dropped.
-const WRITE_DEADLINE: Duration = Duration::from_secs(2);
+/// write (flow control, the send window) must be done within this; a frame
+/// that waited longer is too late for a call anyway.
+const WRITE_DEADLINE: Duration = Duration::from_secs(1);
 /// Picture tracks remembered per connection (open groups and tracks waiting
-/// for a keyframe); beyond it the ones without an open group are forgotten.
+/// for a keyframe). Beyond it those without an open group are forgotten, so
+/// a forgotten track's next frame may start a group without a keyframe (the
+/// receiver asks for one, as after any gap).
 const MAX_TRACKS: usize = 256;
 /// The code a stream given up on is reset with.
 const RESET_GAVE_UP: u32 = 0;
@@ -76,10 +82,27 @@ pub(super) struct MediaStreams {
 }
 
 enum Track {
-    /// Its current group's queue.
-    Open(mpsc::Sender<Queued>),
-    /// A frame of it was dropped: the rest is dropped until a keyframe.
+    Open(Group),
+    /// A frame of it was dropped: the rest is skipped until a keyframe.
     AwaitingKeyframe,
+}
+
+/// The writer's end of a group's task.
+struct Group {
+    frames: mpsc::Sender<Queued>,
+    /// Set by the task when it gave up (a deadline passed, the connection
+    /// failed): its queue is closed and its frames were lost. A group whose
+    /// queue closed without it finished after idling.
+    failed: Arc<AtomicBool>,
+}
+
+/// What became of a picture frame.
+enum Sent {
+    Queued,
+    /// Dropped here: a bound was reached or its group failed.
+    Dropped,
+    /// Its track waits for a keyframe.
+    Skipped,
 }
 
 impl MediaStreams {
@@ -102,8 +125,17 @@ impl MediaStreams {
     pub(super) fn send(&mut self, frame: MediaFrame) {
         match frame.picture_track {
             Some(track) if self.groups_read.load(Relaxed) => {
-                if !self.send_in_group(track, frame.bytes, frame.keyframe) {
-                    self.dropped(track);
+                match self.send_in_group(track, frame.bytes, frame.keyframe) {
+                    Sent::Queued => {}
+                    Sent::Dropped => {
+                        self.stats.media_dropped.fetch_add(1, Relaxed);
+                        self.remember(track, Track::AwaitingKeyframe);
+                    }
+                    Sent::Skipped => {
+                        self.stats
+                            .media_skipped_awaiting_keyframe
+                            .fetch_add(1, Relaxed);
+                    }
                 }
             }
             _ => {
@@ -114,45 +146,59 @@ impl MediaStreams {
         }
     }
 
-    /// Queues a picture frame in its track's group; false if it was dropped.
-    fn send_in_group(&mut self, track: u64, bytes: Bytes, keyframe: bool) -> bool {
+    /// Queues a picture frame in its track's group, or starts a group.
+    fn send_in_group(&mut self, track: u64, bytes: Bytes, keyframe: bool) -> Sent {
         if keyframe {
             // Dropping the queue's sender lets the old group write what it
             // holds and finish.
             self.tracks.remove(&track);
         }
-        if let Some(Track::AwaitingKeyframe) = self.tracks.get(&track) {
-            return false;
-        }
         let Some(queued) = self.take_bytes(bytes) else {
-            return false;
+            return match self.tracks.get(&track) {
+                Some(Track::AwaitingKeyframe) => Sent::Skipped,
+                _ => Sent::Dropped,
+            };
         };
         let queued = match self.tracks.get(&track) {
-            Some(Track::Open(group)) => match group.try_send(queued) {
-                Ok(()) => return true,
-                Err(mpsc::error::TrySendError::Full(_)) => return false,
-                // Finished after idling, or given up: a new group starts.
+            Some(Track::AwaitingKeyframe) => return Sent::Skipped,
+            Some(Track::Open(group)) => match group.frames.try_send(queued) {
+                Ok(()) => return Sent::Queued,
+                Err(mpsc::error::TrySendError::Full(_)) => return Sent::Dropped,
+                Err(mpsc::error::TrySendError::Closed(_)) if group.failed.load(Relaxed) => {
+                    return Sent::Dropped;
+                }
+                // Finished after idling: a new group starts.
                 Err(mpsc::error::TrySendError::Closed(queued)) => queued,
             },
-            _ => queued,
+            None => queued,
         };
         let Ok(stream) = self.streams.clone().try_acquire_owned() else {
-            return false;
+            return Sent::Dropped;
         };
-        if self.tracks.len() >= MAX_TRACKS {
-            self.tracks
-                .retain(|_, t| matches!(t, Track::Open(group) if !group.is_closed()));
-        }
-        let (group, frames) = mpsc::channel(GROUP_QUEUE);
-        group.try_send(queued).expect("a new queue has room");
-        self.tracks.insert(track, Track::Open(group));
+        let (frames, queue) = mpsc::channel(GROUP_QUEUE);
+        frames.try_send(queued).expect("a new queue has room");
+        let failed = Arc::new(AtomicBool::new(false));
         tokio::spawn(write_group(
             self.connection.clone(),
-            frames,
+            queue,
             stream,
+            failed.clone(),
             self.stats.clone(),
         ));
-        true
+        self.remember(track, Track::Open(Group { frames, failed }));
+        Sent::Queued
+    }
+
+    /// Records `state` for `track`, within [`MAX_TRACKS`].
+    fn remember(&mut self, track: u64, state: Track) {
+        if self.tracks.len() >= MAX_TRACKS && !self.tracks.contains_key(&track) {
+            self.tracks
+                .retain(|_, t| matches!(t, Track::Open(group) if !group.frames.is_closed()));
+            if self.tracks.len() >= MAX_TRACKS {
+                return;
+            }
+        }
+        self.tracks.insert(track, state);
     }
 
     /// Sends one frame on a stream of its own; false if it was dropped.
@@ -168,13 +214,7 @@ impl MediaStreams {
         tokio::spawn(async move {
             let _stream = stream;
             let (bytes, _queued) = queued;
-            let written = tokio::time::timeout(WRITE_DEADLINE, async {
-                let mut stream = open(&connection).await?;
-                stream.write_all(&bytes).await.ok()?;
-                stream.quic_stream_mut().finish().ok()
-            })
-            .await;
-            if !matches!(written, Ok(Some(()))) {
+            if !write_alone(&connection, &bytes).await {
                 stats.media_dropped.fetch_add(1, Relaxed);
             }
         });
@@ -186,43 +226,77 @@ impl MediaStreams {
         let permit = self.queued_bytes.clone().try_acquire_many_owned(len).ok()?;
         Some((bytes, permit))
     }
-
-    /// A picture frame was dropped: the track's group ends here.
-    fn dropped(&mut self, track: u64) {
-        self.stats.media_dropped.fetch_add(1, Relaxed);
-        self.tracks.insert(track, Track::AwaitingKeyframe);
-    }
 }
 
+/// Opens a stream within [`WRITE_DEADLINE`].
 async fn open(connection: &Connection) -> Option<SendStream> {
-    connection.open_uni().await.ok()?.await.ok()
+    let opening = async { connection.open_uni().await.ok()?.await.ok() };
+    tokio::time::timeout(WRITE_DEADLINE, opening)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// Writes `bytes` within [`WRITE_DEADLINE`]; resets the stream otherwise, so
+/// the client never reads part of a frame as if it were all of it.
+async fn write(stream: &mut SendStream, chunks: &mut [Bytes]) -> bool {
+    let written = tokio::time::timeout(
+        WRITE_DEADLINE,
+        stream.quic_stream_mut().write_all_chunks(chunks),
+    )
+    .await;
+    if matches!(written, Ok(Ok(()))) {
+        return true;
+    }
+    let _ = stream.reset(VarInt::from_u32(RESET_GAVE_UP));
+    false
+}
+
+/// One bare frame on a stream of its own; false if it did not go out.
+async fn write_alone(connection: &Connection, bytes: &Bytes) -> bool {
+    let Some(mut stream) = open(connection).await else {
+        return false;
+    };
+    if !write(&mut stream, &mut [bytes.clone()]).await {
+        return false;
+    }
+    // Not waiting for the client's acknowledgement: QUIC retransmits on its own.
+    let _ = stream.quic_stream_mut().finish();
+    true
 }
 
 /// Writes one group: opens its stream, writes each frame as it comes
 /// (length-prefixed, the frame itself not copied), and finishes the stream
-/// when the group ends (its queue's sender dropped) or idles.
+/// when the group ends (its queue's sender dropped) or idles. Gives up (and
+/// says so in `failed`) when the stream cannot be opened or written in time.
 async fn write_group(
     connection: Connection,
     mut frames: mpsc::Receiver<Queued>,
     _stream: OwnedSemaphorePermit,
+    failed: Arc<AtomicBool>,
     stats: Arc<Stats>,
 ) {
-    let Ok(Some(mut stream)) = tokio::time::timeout(WRITE_DEADLINE, open(&connection)).await else {
-        give_up(frames, 0, &stats);
+    let Some(mut stream) = open(&connection).await else {
+        give_up(frames, &failed, 0, &stats);
         return;
     };
-    while let Ok(Some((bytes, _queued))) = tokio::time::timeout(GROUP_IDLE, frames.recv()).await {
+    loop {
+        let next = match tokio::time::timeout(GROUP_IDLE, frames.recv()).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break,
+            Err(_idle) => {
+                // No more frames in: write what slipped in meanwhile.
+                frames.close();
+                match frames.try_recv() {
+                    Ok(frame) => frame,
+                    Err(_) => break,
+                }
+            }
+        };
+        let (bytes, _queued) = next;
         let prefix = Bytes::copy_from_slice(&length_prefixed::prefix(bytes.len()));
-        let written = tokio::time::timeout(
-            WRITE_DEADLINE,
-            stream
-                .quic_stream_mut()
-                .write_all_chunks(&mut [prefix, bytes]),
-        )
-        .await;
-        if !matches!(written, Ok(Ok(()))) {
-            let _ = stream.reset(VarInt::from_u32(RESET_GAVE_UP));
-            give_up(frames, 1, &stats);
+        if !write(&mut stream, &mut [prefix, bytes]).await {
+            give_up(frames, &failed, 1, &stats);
             return;
         }
     }
@@ -230,8 +304,10 @@ async fn write_group(
     let _ = stream.quic_stream_mut().finish();
 }
 
-/// Counts as dropped the `lost` frames already taken and those still queued.
-fn give_up(mut frames: mpsc::Receiver<Queued>, lost: u64, stats: &Stats) {
+/// Marks the group failed and counts as dropped the `lost` frames already
+/// taken and those still queued.
+fn give_up(mut frames: mpsc::Receiver<Queued>, failed: &AtomicBool, lost: u64, stats: &Stats) {
+    failed.store(true, Relaxed);
     frames.close();
     let mut dropped = lost;
     while frames.try_recv().is_ok() {
