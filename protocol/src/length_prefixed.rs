@@ -35,6 +35,12 @@ pub fn prefix(len: usize) -> [u8; LENGTH_PREFIX] {
         .to_be_bytes()
 }
 
+/// The most a [`Decoder`] reserves beyond the bytes it holds for a frame
+/// still coming in; the rest grows as the bytes arrive. (Reserving the
+/// announced length let a peer make a client hold 1 MiB per stream for the
+/// four bytes of a prefix.)
+pub const RESERVE_AHEAD: usize = 64 * 1024;
+
 /// Reassembles length-prefixed frames from arbitrary chunks.
 #[derive(Debug)]
 pub struct Decoder {
@@ -72,7 +78,11 @@ impl Decoder {
             });
         }
         if self.buffer.len() < LENGTH_PREFIX + len {
-            self.buffer.reserve(LENGTH_PREFIX + len - self.buffer.len());
+            // Room for the rest, but never more ahead of the bytes than
+            // [`RESERVE_AHEAD`]: a peer announcing a frame it does not send
+            // costs that, not the frame.
+            let missing = LENGTH_PREFIX + len - self.buffer.len();
+            self.buffer.reserve(missing.min(RESERVE_AHEAD));
             return Ok(None);
         }
         self.buffer.advance(LENGTH_PREFIX);
@@ -125,6 +135,25 @@ mod tests {
             })
         );
         assert!(decoder.buffer.capacity() < 1024);
+    }
+
+    #[test]
+    fn an_announced_frame_reserves_a_bounded_amount_before_its_bytes_arrive() {
+        let max = 1 << 20;
+        let mut decoder = Decoder::new(max);
+        decoder.push(&u32::try_from(max).unwrap().to_be_bytes());
+        assert_eq!(decoder.next_frame(), Ok(None));
+        assert!(
+            decoder.buffer.capacity() <= LENGTH_PREFIX + RESERVE_AHEAD,
+            "reserved {} bytes for a frame none of whose bytes came",
+            decoder.buffer.capacity()
+        );
+        // The frame still arrives whole, in any chunks.
+        let body = vec![7u8; max];
+        for chunk in body.chunks(100_000) {
+            decoder.push(chunk);
+        }
+        assert_eq!(decoder.next_frame().unwrap().unwrap().len(), max);
     }
 
     proptest! {
