@@ -87,6 +87,36 @@ async fn a_client_reading_groups_gets_a_stream_per_group_of_pictures_and_others_
     );
 }
 
+/// Each group holds a stream while its track sends, and a client grants a
+/// hundred or so: a room with more picture tracks than the relay opens groups
+/// for gets the rest a frame per stream instead of losing them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn picture_tracks_beyond_the_groups_a_connection_may_hold_go_a_frame_per_stream() {
+    let lab = Lab::two_regions(&UNMETERED_MEDIA).await;
+    // 33 senders with camera and screen: 66 picture tracks.
+    const SENDERS: usize = 33;
+    let senders = senders(&lab, SENDERS).await;
+    let bob = Receiver::join(&lab, "bob", true).await;
+    for seq in 0..2 {
+        for sender in &senders {
+            for kind in [TrackKind::Video, TrackKind::Screen] {
+                sender.send_media(kind, seq, 0, seq == 0, Bytes::from(vec![1; DELTA]));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let streams = bob.streams(SENDERS * 2 * 2).await;
+    let frames: usize = streams.iter().map(|c| c.frames.len()).sum();
+    let groups = streams.iter().filter(|c| c.grouped).count();
+    assert_eq!(frames, SENDERS * 2 * 2, "frames were lost: {streams:?}");
+    assert!(
+        groups < SENDERS * 2,
+        "every track had a group of its own ({groups})"
+    );
+    let stats = lab.relays[0].stats().await.unwrap();
+    assert_eq!(stats["media_dropped"].as_u64(), Some(0), "{stats}");
+}
+
 /// Before groups, each frame's stream held one of 32 permits until the
 /// client acknowledged it: a receiver 100 ms away could be sent about 300
 /// large frames a second, less than a room of 11 with cameras and screens
@@ -94,13 +124,7 @@ async fn a_client_reading_groups_gets_a_stream_per_group_of_pictures_and_others_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn video_to_a_distant_receiver_is_not_held_back_by_acknowledgements() {
     let lab = Lab::two_regions(&UNMETERED_MEDIA).await;
-    let mut senders = Vec::new();
-    for i in 0..SENDERS {
-        let (sender, _) = lab
-            .participant(0, WebTransport, "r", &format!("sender-{i}"))
-            .await;
-        senders.push(sender);
-    }
+    let senders = senders(&lab, SENDERS).await;
     let (mut bob, proxy) = far_participant(&lab, "bob", 100.0).await;
 
     // One second of 10 senders' cameras and screens at 30 fps (a keyframe
@@ -180,6 +204,18 @@ async fn a_receiver_whose_path_dies_loses_frames_within_seconds_not_at_its_timeo
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// `n` participants of room "r" on the first relay, over WebTransport.
+async fn senders(lab: &Lab, n: usize) -> Vec<Peer> {
+    let mut senders = Vec::new();
+    for i in 0..n {
+        let (sender, _) = lab
+            .participant(0, WebTransport, "r", &format!("sender-{i}"))
+            .await;
+        senders.push(sender);
+    }
+    senders
 }
 
 /// `user` in room "r" through a UDP delay proxy of `rtt_ms` in front of the

@@ -9,8 +9,9 @@
 //!   receiver's frames then need one stream per track from the client's
 //!   stream credit, not one per frame in flight; a lost packet holds up only
 //!   frames that need it to be decoded anyway.
-//! * Everything else — audio, and every frame to a client that does not read
-//!   groups — goes on a stream of its own.
+//! * Everything else — audio, every frame to a client that does not read
+//!   groups, and picture tracks beyond [`MAX_GROUPS`] — goes on a stream of
+//!   its own.
 //!
 //! No stream waits for the client's acknowledgement: QUIC retransmits on its
 //! own. (Before groups, each frame's stream held one of 32 slots until the
@@ -20,7 +21,9 @@
 //! not change measurably (BENCHMARKS.md): it goes to QUIC packets and
 //! `sendmsg`, not to streams.
 //!
-//! Bounds, per connection: at most [`MAX_STREAMS`] streams open at once, at
+//! Bounds, per connection: at most [`MAX_STREAMS`] streams open at once (of
+//! them at most [`MAX_GROUPS`] groups; further picture tracks go a frame per
+//! stream), at
 //! most [`QUEUED_BYTES`] of frames waiting for QUIC, at most [`GROUP_QUEUE`]
 //! frames waiting in one group, each stream opened and each frame written
 //! within [`WRITE_DEADLINE`] (QUIC lets a write wait once the connection's
@@ -46,8 +49,14 @@ use wtransport::{Connection, SendStream, VarInt};
 use crate::metrics::Stats;
 use crate::outbox::MediaFrame;
 
-/// Streams open at once per connection, groups and single frames together.
-const MAX_STREAMS: usize = 64;
+/// Streams open at once per connection, groups and single frames together:
+/// within the 100 a quinn client grants, less HTTP/3's own three.
+const MAX_STREAMS: usize = 96;
+/// Groups open at once per connection: each holds a stream for as long as
+/// its track sends, so more would leave no stream for anything else. Picture
+/// tracks beyond it (a room of more than 24 cameras and screens) go a frame
+/// per stream, as to a client that does not read groups.
+const MAX_GROUPS: usize = 48;
 /// Bytes of frames handed to stream tasks and not yet to QUIC, per
 /// connection: a few keyframes.
 const QUEUED_BYTES: usize = 2 * 1024 * 1024;
@@ -77,6 +86,7 @@ pub(super) struct MediaStreams {
     groups_read: Arc<AtomicBool>,
     tracks: HashMap<u64, Track>,
     streams: Arc<Semaphore>,
+    groups: Arc<Semaphore>,
     queued_bytes: Arc<Semaphore>,
     stats: Arc<Stats>,
 }
@@ -116,6 +126,7 @@ impl MediaStreams {
             groups_read,
             tracks: HashMap::new(),
             streams: Arc::new(Semaphore::new(MAX_STREAMS)),
+            groups: Arc::new(Semaphore::new(MAX_GROUPS)),
             queued_bytes: Arc::new(Semaphore::new(QUEUED_BYTES)),
             stats,
         }
@@ -139,7 +150,10 @@ impl MediaStreams {
                 }
             }
             _ => {
-                if !self.send_alone(frame.bytes) {
+                let sent = self
+                    .take_bytes(frame.bytes)
+                    .is_some_and(|queued| self.send_alone(queued));
+                if !sent {
                     self.stats.media_dropped.fetch_add(1, Relaxed);
                 }
             }
@@ -172,6 +186,13 @@ impl MediaStreams {
             },
             None => queued,
         };
+        let Ok(group_slot) = self.groups.clone().try_acquire_owned() else {
+            return if self.send_alone(queued) {
+                Sent::Queued
+            } else {
+                Sent::Dropped
+            };
+        };
         let Ok(stream) = self.streams.clone().try_acquire_owned() else {
             return Sent::Dropped;
         };
@@ -181,7 +202,7 @@ impl MediaStreams {
         tokio::spawn(write_group(
             self.connection.clone(),
             queue,
-            stream,
+            (stream, group_slot),
             failed.clone(),
             self.stats.clone(),
         ));
@@ -202,10 +223,7 @@ impl MediaStreams {
     }
 
     /// Sends one frame on a stream of its own; false if it was dropped.
-    fn send_alone(&self, bytes: Bytes) -> bool {
-        let Some(queued) = self.take_bytes(bytes) else {
-            return false;
-        };
+    fn send_alone(&self, queued: Queued) -> bool {
         let Ok(stream) = self.streams.clone().try_acquire_owned() else {
             return false;
         };
@@ -272,7 +290,7 @@ async fn write_alone(connection: &Connection, bytes: &Bytes) -> bool {
 async fn write_group(
     connection: Connection,
     mut frames: mpsc::Receiver<Queued>,
-    _stream: OwnedSemaphorePermit,
+    _slots: (OwnedSemaphorePermit, OwnedSemaphorePermit),
     failed: Arc<AtomicBool>,
     stats: Arc<Stats>,
 ) {
