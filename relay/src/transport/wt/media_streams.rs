@@ -54,8 +54,9 @@ use crate::outbox::MediaFrame;
 const MAX_STREAMS: usize = 96;
 /// Groups open at once per connection: each holds a stream for as long as
 /// its track sends, so more would leave no stream for anything else. Picture
-/// tracks beyond it (a room of more than 24 cameras and screens) go a frame
-/// per stream, as to a client that does not read groups.
+/// tracks beyond it (a receiver of more than 48 other participants' cameras
+/// and screens) go a frame per stream, as to a client that does not read
+/// groups.
 const MAX_GROUPS: usize = 48;
 /// Bytes of frames handed to stream tasks and not yet to QUIC, per
 /// connection: a few keyframes.
