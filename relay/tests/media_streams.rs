@@ -291,22 +291,21 @@ async fn a_client_that_never_reads_its_streams_loses_frames_alone() {
 /// unidirectional stream from the relay carries.
 struct Receiver {
     streams: Arc<Mutex<Vec<Carried>>>,
-    _session: RawWtSession,
+    session: RawWtSession,
 }
 
 impl Receiver {
     async fn join(lab: &Lab, user: &str, reads_groups: bool) -> Receiver {
-        let (receiver, connection) = Self::join_without_reading(lab, user, reads_groups).await;
-        tokio::spawn(record_streams(connection, receiver.streams.clone()));
+        let receiver = Self::join_without_reading(lab, user, reads_groups).await;
+        tokio::spawn(record_streams(
+            receiver.session.connection.clone(),
+            receiver.streams.clone(),
+        ));
         receiver
     }
 
     /// In the room, but never accepting a stream.
-    async fn join_without_reading(
-        lab: &Lab,
-        user: &str,
-        reads_groups: bool,
-    ) -> (Receiver, wtransport::Connection) {
+    async fn join_without_reading(lab: &Lab, user: &str, reads_groups: bool) -> Receiver {
         let hello = hello_frame_reading(
             lab.issuer.mint("r", user, user, Duration::from_secs(60)),
             reads_groups,
@@ -320,12 +319,10 @@ impl Receiver {
             matches!(kind, server_frame::Kind::Joined(_))
         })
         .await;
-        let connection = session.connection.clone();
-        let receiver = Receiver {
+        Receiver {
             streams: Arc::new(Mutex::new(Vec::new())),
-            _session: session,
-        };
-        (receiver, connection)
+            session,
+        }
     }
 
     /// The streams finished so far once they carried `frames` frames (or

@@ -76,10 +76,7 @@ async fn a_datagram_for_another_session_is_dropped_and_a_broken_header_closes_on
 
 /// A WebTransport session that said Hello and was welcomed: from then on the
 /// relay reads its datagrams.
-struct Session {
-    connection: wtransport::Connection,
-    _session: RawWtSession,
-}
+struct Session(RawWtSession);
 
 impl Session {
     async fn open(lab: &Lab, user: &str) -> Session {
@@ -88,14 +85,11 @@ impl Session {
             matches!(kind, server_frame::Kind::Welcome(_))
         })
         .await;
-        Session {
-            connection: session.connection.clone(),
-            _session: session,
-        }
+        Session(session)
     }
 
     fn quic(&self) -> &wtransport::quinn::Connection {
-        self.connection.quic_connection()
+        self.0.connection.quic_connection()
     }
 
     /// Sends a probe as a datagram whose header names `session`.
@@ -115,7 +109,7 @@ impl Session {
     async fn answer_within(&self, within: Duration) -> Option<u64> {
         let deadline = tokio::time::Instant::now() + within;
         loop {
-            let datagram = tokio::time::timeout_at(deadline, self.connection.receive_datagram())
+            let datagram = tokio::time::timeout_at(deadline, self.0.connection.receive_datagram())
                 .await
                 .ok()?
                 .ok()?;

@@ -426,8 +426,9 @@ async fn write(
                 );
                 break;
             }
-            // Only frames too large for a datagram come this way; the
-            // others went straight to the connection (`Datagrams`).
+            // Frames too large for a datagram and picture keyframes come
+            // this way; the others went straight to the connection
+            // (`Datagrams`).
             Outgoing::Media(frame) => media_streams.send(frame),
         }
     }

@@ -168,14 +168,13 @@ impl MediaStreams {
             // holds and finish.
             self.tracks.remove(&track);
         }
+        if let Some(Track::AwaitingKeyframe) = self.tracks.get(&track) {
+            return Sent::Skipped;
+        }
         let Some(queued) = self.take_bytes(bytes) else {
-            return match self.tracks.get(&track) {
-                Some(Track::AwaitingKeyframe) => Sent::Skipped,
-                _ => Sent::Dropped,
-            };
+            return Sent::Dropped;
         };
         let queued = match self.tracks.get(&track) {
-            Some(Track::AwaitingKeyframe) => return Sent::Skipped,
             Some(Track::Open(group)) => match group.frames.try_send(queued) {
                 Ok(()) => return Sent::Queued,
                 Err(mpsc::error::TrySendError::Full(_)) => return Sent::Dropped,
@@ -185,7 +184,8 @@ impl MediaStreams {
                 // Finished after idling: a new group starts.
                 Err(mpsc::error::TrySendError::Closed(queued)) => queued,
             },
-            None => queued,
+            // None: the track's first group, or its first since a keyframe.
+            _ => queued,
         };
         let Ok(group_slot) = self.groups.clone().try_acquire_owned() else {
             return if self.send_alone(queued) {
@@ -256,7 +256,7 @@ async fn open(connection: &Connection) -> Option<SendStream> {
         .flatten()
 }
 
-/// Writes `bytes` within [`WRITE_DEADLINE`]; resets the stream otherwise, so
+/// Writes `chunks` within [`WRITE_DEADLINE`]; resets the stream otherwise, so
 /// the client never reads part of a frame as if it were all of it.
 async fn write(stream: &mut SendStream, chunks: &mut [Bytes]) -> bool {
     let written = tokio::time::timeout(
