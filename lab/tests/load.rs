@@ -87,6 +87,12 @@ async fn a_small_load_through_a_relay_reports_consistent_counts() {
     let drops = (summary.expected - summary.received) as f64 / summary.expected as f64;
     assert!((summary.drop_fraction - drops).abs() < 1e-12, "{summary:?}");
     assert!(summary.forwarded_per_s > 0.0, "{summary:?}");
+    // With video, a 2.4 kB frame is two RTP-sized packets and a keyframe
+    // twenty; audio frames are one each.
+    assert!(
+        summary.forwarded_rtp_packets_per_s > 1.2 * summary.forwarded_per_s,
+        "{summary:?}"
+    );
     assert!(
         summary.latency_p50_ms <= summary.latency_p99_ms,
         "{summary:?}"

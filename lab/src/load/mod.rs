@@ -106,6 +106,11 @@ pub struct Summary {
     pub forwarded_per_s: f64,
     /// Media payload bytes received per second in the window.
     pub forwarded_payload_bytes_per_s: f64,
+    /// The same frames as RTP packets of at most 1 200 bytes per second
+    /// (`tally::rtp_packets`): forwarded packets in the unit SFUs such as
+    /// LiveKit publish, where a video frame is several packets.
+    #[serde(default)]
+    pub forwarded_rtp_packets_per_s: f64,
     /// Send-to-arrival latency of frames arriving in the window.
     pub latency_p50_ms: f64,
     pub latency_p99_ms: f64,
@@ -310,6 +315,7 @@ pub fn summarize(
         offered_per_s: sent_in_window as f64 / window_s,
         forwarded_per_s: total.window_frames as f64 / window_s,
         forwarded_payload_bytes_per_s: total.window_payload_bytes as f64 / window_s,
+        forwarded_rtp_packets_per_s: total.window_rtp_packets as f64 / window_s,
         latency_p50_ms: p50,
         latency_p99_ms: p99,
         latency_max_ms: max,

@@ -261,10 +261,13 @@ fn summarize_series(levels: &[Level], knee: Option<&report::Knee>) {
         println!(
             "{} participants: added latency by the relay p50 {p50:+.2} ms, p99 {p99:+.2} ms \
              (target p99 <= 5 ms); forwarded per relay core / per nats-server core {:.2}; \
-             {:.0} participants per relay core at this load",
+             {:.0} participants per relay core at this load; {:.0} frames/s or {:.0} RTP-sized \
+             packets/s per relay core",
             level.participants,
             relay_per_core / nats_per_core,
             level.participants as f64 / r.cores.relay,
+            relay_per_core,
+            r.summary.forwarded_rtp_packets_per_s / r.cores.relay,
         );
         let others = r.cores.others.max(n.cores.others);
         if others > DISTURBED_CORES {

@@ -69,10 +69,10 @@ pub fn knee(level: &Level, first_p99_ms: f64, machine_cores: f64) -> Option<Knee
 pub fn print_header() {
     println!(
         "| path | participants | offered pkt/s | forwarded pkt/s | relay cores | nats-server cores | load-gen cores \
-         | other cores | fwd pkt/s per server core | fwd pkt/s per core incl. NATS | payload MB/s per server core \
-         | RSS per connection | p50 ms | p99 ms | drops |"
+         | other cores | fwd pkt/s per server core | fwd pkt/s per core incl. NATS | RTP-sized pkt/s per server core \
+         | payload MB/s per server core | RSS per connection | p50 ms | p99 ms | drops |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
 }
 
 /// Two rows: the relay, then raw NATS; and the relay's added latency.
@@ -115,7 +115,7 @@ fn row(
     let per = |x: f64, cores: f64| if cores > 0.0 { x / cores } else { f64::NAN };
     let relay_cores = relay_cores.map_or("-".to_owned(), |cores| format!("{cores:.2}"));
     println!(
-        "| {path} | {participants} | {:.0} | {:.0} | {relay_cores} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} | {:.2} | {rss} | {:.2} | {:.2} | {:.3}% |",
+        "| {path} | {participants} | {:.0} | {:.0} | {relay_cores} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} | {:.0} | {:.2} | {rss} | {:.2} | {:.2} | {:.3}% |",
         s.offered_per_s,
         s.forwarded_per_s,
         c.nats,
@@ -123,6 +123,7 @@ fn row(
         c.others,
         per(s.forwarded_per_s, server_cores),
         per(s.forwarded_per_s, with_nats),
+        per(s.forwarded_rtp_packets_per_s, server_cores),
         per(s.forwarded_payload_bytes_per_s, server_cores) / 1e6,
         s.latency_p50_ms,
         s.latency_p99_ms,
@@ -162,6 +163,7 @@ mod tests {
                 offered_per_s: 1000.0,
                 forwarded_per_s: 4000.0,
                 forwarded_payload_bytes_per_s: 480_000.0,
+                forwarded_rtp_packets_per_s: 4000.0,
                 latency_p50_ms: 0.5,
                 latency_p99_ms: p99_ms,
                 latency_max_ms: p99_ms,
