@@ -357,8 +357,9 @@ async fn webtransport_streams_without_fin_cannot_hoard_memory() {
     let hash = candidate
         .cert_hash_bytes()
         .expect("development certificate");
-    // Ten connections, half of them authenticated, each trying to park 32
-    // unfinished 1 MiB streams: over 300 MiB if the relay buffered them.
+    // Ten connections, half of them authenticated, each trying to park 160
+    // unfinished 1 MiB streams (more than the 128 a connection may have read
+    // at once): 1.6 GiB if the relay buffered them.
     let attacks = (0..10).map(|i| {
         let url = candidate.url.clone();
         let token = (i % 2 == 0).then(|| {
@@ -369,7 +370,7 @@ async fn webtransport_streams_without_fin_cannot_hoard_memory() {
                 Duration::from_secs(60),
             )
         });
-        async move { hoard_streams(&url, hash, token, 32).await }
+        async move { hoard_streams(&url, hash, token, 160).await }
     });
     let opened: Vec<usize> = join_all(attacks).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
