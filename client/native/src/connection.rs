@@ -93,10 +93,14 @@ const WT_DATAGRAM_HEADER_MAX: usize = 8;
 /// Frames buffered from the relay before the consumer reads them.
 const INCOMING_QUEUE: usize = 4096;
 
-/// Uni streams a WebTransport connection writes at once. A frame that needs
-/// a stream (a keyframe, a frame too large for a datagram) while this many
-/// are still being written is given up on, not queued: by the time a slot
-/// frees it would be late, and a queue behind a stalled path only grows.
+/// Uni streams a WebTransport connection opens and writes at once. A frame
+/// that needs a stream (a keyframe, a frame too large for a datagram) while
+/// this many are still waiting for the relay's stream credit or being written
+/// is given up on, not queued: by the time a slot frees it would be late, and
+/// a queue behind a stalled path only grows. A written stream is finished
+/// and its slot freed at once; QUIC retransmits what the relay has not
+/// acknowledged. (Holding the slot until the relay acknowledged the stream
+/// allowed 32 frames per round trip: 107 a second at 300 ms.)
 pub const MAX_STREAMS_IN_FLIGHT: usize = 32;
 
 impl Connection {
@@ -493,8 +497,9 @@ async fn connect_wt(url: &str, cert_hash: Option<[u8; 32]>) -> Result<Connection
                         let connection = connection.clone();
                         let given_up = given_up.clone();
                         tokio::spawn(async move {
-                            // Written means sent: a `finish` that fails after
-                            // the data went out does not make it given up.
+                            // Written means sent. `finish` marks the end
+                            // without waiting for the relay's acknowledgement
+                            // (wtransport's own `finish` waits for it).
                             let written = async {
                                 let mut stream = connection.open_uni().await.ok()?.await.ok()?;
                                 stream.write_all(&bytes).await.ok()?;
@@ -502,7 +507,7 @@ async fn connect_wt(url: &str, cert_hash: Option<[u8; 32]>) -> Result<Connection
                             };
                             match written.await {
                                 Some(mut stream) => {
-                                    let _ = stream.finish().await;
+                                    let _ = stream.quic_stream_mut().finish();
                                 }
                                 None => {
                                     given_up.fetch_add(1, Ordering::Relaxed);

@@ -47,28 +47,10 @@ async fn sent_since(peer: &Peer, from: u64, count: u64, within: Duration) -> u64
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blast_sent_when_there_is_room_leaves_whole_and_one_sent_as_media_does_not() {
     let dir = tempfile::tempdir().unwrap();
-    let nats = support::nats(dir.path()).await;
-    let relay = support::relay(
-        &nats,
-        dir.path(),
-        "us-east-0",
-        vec![TransportKind::WebTransport],
-        SECRET,
-    )
-    .await;
+    let (_nats, relay) = support::webtransport_relay(dir.path(), SECRET).await;
     let candidate = relay.candidate(TransportKind::WebTransport);
     let issuer = DevIssuer::new(SECRET);
-    let connect = |user: &'static str| {
-        let identity = rallypoint_client_native::identity(issuer.mint(ROOM, user, user, T * 60));
-        let candidate = candidate.clone();
-        async move {
-            let mut peer = Peer::connect(&candidate, &identity, T)
-                .await
-                .expect("connects");
-            peer.join(ROOM, 0, T).await.expect("joins");
-            peer
-        }
-    };
+    let connect = |user| support::joined(&candidate, &issuer, ROOM, user, T);
 
     let paced = connect("paced").await;
     let before = paced.conn.datagrams_sent().unwrap();
