@@ -39,6 +39,9 @@ pub struct Stats {
     pub media_room_behind: AtomicU64,
     /// Media frames skipped for a receiver until the sender's next keyframe.
     pub media_skipped_awaiting_keyframe: AtomicU64,
+    /// Media frames whose WebTransport stream the client did not finish in
+    /// time: the stream stopped, the frame dropped (`transport::wt::client_streams`).
+    pub media_streams_abandoned: AtomicU64,
     /// Media frames a receiver already had: the sender sent them through two
     /// relays while preparing a move (make-before-break).
     pub media_duplicates: AtomicU64,
@@ -198,6 +201,9 @@ const COUNTERS: &[Instrument<u64>] = &[
             }),
             (Some(("reason", "awaiting_keyframe")), |s| {
                 s.media_skipped_awaiting_keyframe.load(Relaxed)
+            }),
+            (Some(("reason", "stream_unfinished")), |s| {
+                s.media_streams_abandoned.load(Relaxed)
             }),
             (Some(("reason", "duplicate")), |s| {
                 s.media_duplicates.load(Relaxed)

@@ -11,9 +11,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use rallypoint_client::TransportKind::WebTransport;
 use rallypoint_client_native::Peer;
+use rallypoint_protocol::decode_server_frame;
 use rallypoint_protocol::media_streams::StreamFrames;
-use rallypoint_protocol::v1::{ClientFrame, Join, TrackKind, client_frame, server_frame};
-use rallypoint_protocol::{decode_server_frame, encode};
+use rallypoint_protocol::v1::{TrackKind, server_frame};
 use rallypoint_testkit::proxy::{LinkSpec, UdpDelayProxy};
 use support::*;
 use tokio::io::AsyncReadExt;
@@ -306,19 +306,7 @@ impl Receiver {
 
     /// In the room, but never accepting a stream.
     async fn join_without_reading(lab: &Lab, user: &str, reads_groups: bool) -> Receiver {
-        let hello = hello_frame_reading(
-            lab.issuer.mint("r", user, user, Duration::from_secs(60)),
-            reads_groups,
-        );
-        let join = encode(&ClientFrame::of(client_frame::Kind::Join(Join {
-            room: "r".into(),
-            join_seq: 0,
-            ..Default::default()
-        })));
-        let session = RawWtSession::open(lab, 0, &[hello, join], |kind| {
-            matches!(kind, server_frame::Kind::Joined(_))
-        })
-        .await;
+        let session = RawWtSession::joined(lab, 0, "r", user, reads_groups).await;
         Receiver {
             streams: Arc::new(Mutex::new(Vec::new())),
             session,

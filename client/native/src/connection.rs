@@ -333,22 +333,44 @@ async fn connect_ws(url: &str, cert_hash: Option<[u8; 32]>) -> Result<Connection
     })
 }
 
+/// Unacknowledged stream data the client's QUIC connection holds; a media
+/// stream's write waits beyond it (holding its slot, so frames after it are
+/// given up). quinn's default, 10 MB, is a minute of a 1.3 Mbit/s uplink:
+/// this is a camera and a screen share over a 600 ms round trip, with room
+/// for keyframes.
+const SEND_WINDOW: u64 = 512 * 1024;
+/// The control stream goes before media streams.
+const CONTROL_PRIORITY: i32 = 1;
+
+/// The QUIC settings of a WebTransport connection to a relay.
+fn quic_transport() -> wtransport::config::QuicTransportConfig {
+    let mut transport = wtransport::config::QuicTransportConfig::default();
+    transport
+        .keep_alive_interval(Some(Duration::from_secs(2)))
+        .max_idle_timeout(Some(
+            Duration::from_secs(10)
+                .try_into()
+                .expect("10 s is a valid QUIC idle timeout"),
+        ))
+        .send_window(SEND_WINDOW)
+        // Media streams leave in the order they were written: frames in
+        // turn, each finished before the next, instead of all of them
+        // creeping along together until the relay's deadline stops them.
+        .send_fairness(false);
+    transport
+}
+
 async fn connect_wt(url: &str, cert_hash: Option<[u8; 32]>) -> Result<Connection, String> {
     let builder = wtransport::ClientConfig::builder().with_bind_default();
-    let config = match cert_hash {
+    let mut config = match cert_hash {
         Some(hash) => builder
             .with_server_certificate_hashes([wtransport::tls::Sha256Digest::new(hash)])
-            .keep_alive_interval(Some(Duration::from_secs(2)))
-            .max_idle_timeout(Some(Duration::from_secs(10)))
-            .map_err(|e| e.to_string())?
             .build(),
-        None => builder
-            .with_native_certs()
-            .keep_alive_interval(Some(Duration::from_secs(2)))
-            .max_idle_timeout(Some(Duration::from_secs(10)))
-            .map_err(|e| e.to_string())?
-            .build(),
+        None => builder.with_native_certs().build(),
     };
+    config
+        .quic_config_mut()
+        .transport_config(std::sync::Arc::new(quic_transport()));
     let endpoint = wtransport::Endpoint::client(config)
         .map_err(|e| format!("cannot open a UDP socket: {e}"))?;
     let connection = endpoint
@@ -361,6 +383,7 @@ async fn connect_wt(url: &str, cert_hash: Option<[u8; 32]>) -> Result<Connection
         .map_err(|e| format!("cannot open the control stream: {e}"))?
         .await
         .map_err(|e| format!("cannot open the control stream: {e}"))?;
+    control_send.set_priority(CONTROL_PRIORITY);
     let max_datagram = connection.max_datagram_size().unwrap_or(0);
     let (commands, mut command_rx) = mpsc::unbounded_channel();
     let (incoming_tx, incoming) = mpsc::channel(INCOMING_QUEUE);
@@ -497,9 +520,11 @@ async fn connect_wt(url: &str, cert_hash: Option<[u8; 32]>) -> Result<Connection
                         let connection = connection.clone();
                         let given_up = given_up.clone();
                         tokio::spawn(async move {
-                            // Written means sent. `finish` marks the end
-                            // without waiting for the relay's acknowledgement
-                            // (wtransport's own `finish` waits for it).
+                            // Given up only if the stream could not be opened
+                            // or written: once written, QUIC holds the bytes
+                            // until the relay acknowledges them. `finish`
+                            // marks the end without waiting for that
+                            // (wtransport's own `finish` waits).
                             let written = async {
                                 let mut stream = connection.open_uni().await.ok()?.await.ok()?;
                                 stream.write_all(&bytes).await.ok()?;

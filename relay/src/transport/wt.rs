@@ -9,6 +9,7 @@
 //!   client that reads groups, else one per frame ([`media_streams`]).
 //!   Clients send the relay one stream per frame.
 
+mod client_streams;
 mod media_streams;
 
 use std::net::IpAddr;
@@ -17,8 +18,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
 use bytes::Bytes;
-use rallypoint_protocol::{FrameError, length_prefixed, limits};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use rallypoint_protocol::{length_prefixed, limits};
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use wtransport::endpoint::IncomingSession;
 use wtransport::endpoint::endpoint_side::Server;
@@ -32,26 +33,9 @@ use crate::session::{self, ConnectionInfo, Inbound, SessionEnd};
 use crate::state::RelayState;
 use media_streams::MediaStreams;
 
-/// Inbound unidirectional streams (one large media frame each) read at once
-/// per connection. Further streams wait, unaccepted, inside QUIC's own limits.
-/// This is the client's stream credit: a stream holds it for a round trip at
-/// least (sent, read, the credit sent back), longer while the client's
-/// congestion window is still opening. A camera and a screen share (60 frames
-/// a second) from a client 600 ms away (a geostationary satellite) need about
-/// a hundred: with 4, a client 300 ms away lost half its frames, and with 64
-/// one 600 ms away a fifth (`client/native/tests/far_sender.rs`). Memory is
-/// bounded by [`INBOUND_STREAM_BYTES`], not by this.
-const MAX_INBOUND_STREAMS: usize = 128;
-/// Bytes of unfinished inbound streams the relay holds per connection, however
-/// many streams carry them: four maximal frames. Reading stops beyond it, and
-/// QUIC's flow control then holds the client back.
-const INBOUND_STREAM_BYTES: usize = 4 * limits::MAX_FRAME;
 /// The unidirectional streams HTTP/3 itself keeps open (control, QPACK
 /// encoder and decoder).
 const H3_UNI_STREAMS: u32 = 3;
-/// A media stream must be complete (FIN) within this time: a 1 MiB keyframe
-/// at 2 Mbit/s takes about 4 s.
-const INBOUND_STREAM_DEADLINE: Duration = Duration::from_secs(5);
 /// Datagrams QUIC keeps for us while the session is busy (probes, audio).
 const DATAGRAM_RECEIVE_BUFFER: usize = 64 * 1024;
 /// Stream data (media streams and control) QUIC holds per connection until
@@ -81,7 +65,7 @@ pub fn server_config(
     let mut transport = wtransport::config::QuicTransportConfig::default();
     transport
         .max_concurrent_uni_streams(QuicVarInt::from_u32(
-            H3_UNI_STREAMS + MAX_INBOUND_STREAMS as u32,
+            H3_UNI_STREAMS + client_streams::MAX_STREAMS as u32,
         ))
         // The session's CONNECT stream and our control stream, and a spare.
         .max_concurrent_bidi_streams(QuicVarInt::from_u32(4))
@@ -217,7 +201,7 @@ async fn serve(relay: Arc<RelayState>, connection: Connection, _slot: Connection
         )),
         tokio::spawn(after(
             welcomed.clone(),
-            read_streams(connection.clone(), inbound_tx),
+            client_streams::read(connection.clone(), inbound_tx, relay.stats.clone()),
         )),
     ];
     let writer = tokio::spawn(write(
@@ -333,86 +317,6 @@ async fn read_datagrams(connection: Connection, tx: mpsc::Sender<Inbound>) {
             return;
         }
     }
-}
-
-/// Each unidirectional stream carries exactly one frame (a large media frame).
-/// At most [`MAX_INBOUND_STREAMS`] are read at once, each within
-/// [`INBOUND_STREAM_DEADLINE`], holding at most [`INBOUND_STREAM_BYTES`]
-/// together: a client cannot make the relay hold more than a few frames'
-/// worth of its bytes.
-async fn read_streams(connection: Connection, tx: mpsc::Sender<Inbound>) {
-    let reading = Arc::new(Semaphore::new(MAX_INBOUND_STREAMS));
-    let bytes = Arc::new(Semaphore::new(INBOUND_STREAM_BYTES));
-    loop {
-        let Ok(permit) = reading.clone().acquire_owned().await else {
-            return;
-        };
-        let Ok(stream) = connection.accept_uni().await else {
-            return;
-        };
-        let tx = tx.clone();
-        let bytes = bytes.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let read = tokio::time::timeout(
-                INBOUND_STREAM_DEADLINE,
-                read_whole(stream, limits::MAX_FRAME, bytes),
-            )
-            .await;
-            // The frame's bytes stay counted until the session has it.
-            let (item, _held) = match read {
-                Ok(Ok((frame, held))) => (inbound(frame, false), Some(held)),
-                Ok(Err(e)) => (Inbound::Invalid(e), None),
-                Err(_) => (
-                    Inbound::Invalid(FrameError::Malformed(format!(
-                        "a media stream was not finished within {INBOUND_STREAM_DEADLINE:?}"
-                    ))),
-                    None,
-                ),
-            };
-            let _ = forward(&tx, item).await;
-        });
-    }
-}
-
-/// Reads `stream` to its end, at most `max` bytes, each chunk counted in
-/// `budget` before it is kept; returns the frame and what it holds of the
-/// budget.
-async fn read_whole(
-    mut stream: RecvStream,
-    max: usize,
-    budget: Arc<Semaphore>,
-) -> Result<(Bytes, OwnedSemaphorePermit), FrameError> {
-    let failed =
-        |e: &dyn std::fmt::Display| FrameError::Malformed(format!("stream read failed: {e}"));
-    let mut body = Vec::new();
-    let mut held = budget
-        .clone()
-        .acquire_many_owned(0)
-        .await
-        .map_err(|e| failed(&e))?;
-    while let Some(chunk) = stream
-        .quic_stream_mut()
-        .read_chunk(max + 1 - body.len(), true)
-        .await
-        .map_err(|e| failed(&e))?
-    {
-        held.merge(
-            budget
-                .clone()
-                .acquire_many_owned(chunk.bytes.len() as u32)
-                .await
-                .map_err(|e| failed(&e))?,
-        );
-        body.extend_from_slice(&chunk.bytes);
-        if body.len() > max {
-            return Err(FrameError::TooLarge {
-                len: body.len(),
-                max,
-            });
-        }
-    }
-    Ok((Bytes::from(body), held))
 }
 
 async fn write(

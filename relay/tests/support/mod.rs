@@ -8,7 +8,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use rallypoint_client::{Candidate, TransportKind};
 use rallypoint_client_native::{ClientIdentity, Peer};
-use rallypoint_protocol::v1::{ClientFrame, Hello, Joined, Media, client_frame, server_frame};
+use rallypoint_protocol::v1::{
+    ClientFrame, Hello, Join, Joined, Media, client_frame, server_frame,
+};
 use rallypoint_testkit::nats::{NatsRole, SuperCluster, SuperClusterSpec};
 use rallypoint_testkit::relays::{RelayProcess, RelaySpec};
 use rallypoint_testkit::tokens::DevIssuer;
@@ -370,5 +372,29 @@ impl RawWtSession {
             connection,
             control: (send, recv),
         }
+    }
+
+    /// `user`, with a token for `room`, in `room` on `relay`; says whether it
+    /// reads groups of pictures (`Hello.media_stream_groups`).
+    pub async fn joined(
+        lab: &Lab,
+        relay: usize,
+        room: &str,
+        user: &str,
+        reads_groups: bool,
+    ) -> RawWtSession {
+        let hello = hello_frame_reading(
+            lab.issuer.mint(room, user, user, Duration::from_secs(60)),
+            reads_groups,
+        );
+        let join = rallypoint_protocol::encode(&ClientFrame::of(client_frame::Kind::Join(Join {
+            room: room.into(),
+            join_seq: 0,
+            ..Default::default()
+        })));
+        RawWtSession::open(lab, relay, &[hello, join], |kind| {
+            matches!(kind, server_frame::Kind::Joined(_))
+        })
+        .await
     }
 }
