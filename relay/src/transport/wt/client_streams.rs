@@ -3,9 +3,9 @@
 //! session.
 //!
 //! A stream holds one unit of the client's stream credit from its opening
-//! until the relay has read it and QUIC has sent the credit back: a round
-//! trip at least, more while the client's congestion window is still
-//! opening. So the credit, [`MAX_STREAMS`], is what a distant client may
+//! until the relay has read it to its end (or the client reset it) and QUIC
+//! has sent the credit back: a round trip at least, more while the client's
+//! congestion window is still opening. So the credit, [`MAX_STREAMS`], is what a distant client may
 //! send per round trip: a camera and a screen share (60 frames a second)
 //! from 600 ms away (a geostationary satellite) need about a hundred. With 4,
 //! a client 300 ms away lost half of them; with 64, one 600 ms away a fifth
@@ -17,7 +17,8 @@
 //! [`DEADLINE`]. A stream that misses its deadline — a client sending faster
 //! than its uplink, or one that opens streams and never finishes them — is
 //! stopped and its frame dropped (`media_streams_abandoned`); the connection
-//! lives on, since one late frame says nothing about the next. A stream
+//! lives on, since one late frame says nothing about the next. (Our clients
+//! answer the stop by resetting the stream, which returns its credit.) A stream
 //! larger than a frame, or one that fails, is a protocol error that ends the
 //! connection.
 
@@ -85,7 +86,7 @@ async fn read_frame(
 ) -> Option<(Inbound, Option<OwnedSemaphorePermit>)> {
     let read = read_whole(&mut stream, limits::MAX_FRAME, budget);
     match tokio::time::timeout(DEADLINE, read).await {
-        Ok(Ok((frame, held))) => Some((inbound(frame, false), held)),
+        Ok(Ok((frame, held))) => Some((inbound(frame, false), Some(held))),
         Ok(Err(error)) => Some((Inbound::Invalid(error), None)),
         Err(_) => {
             stream.stop(VarInt::from_u32(STOPPED_LATE));
@@ -96,29 +97,38 @@ async fn read_frame(
 }
 
 /// Reads `stream` to its end, at most `max` bytes, into a buffer whose every
-/// byte was first taken from `budget`; returns the frame and what it holds of
-/// the budget (nothing for an empty stream).
+/// byte was first taken from `budget`; returns the frame and what its buffer
+/// holds of the budget (the buffer may be up to twice the frame).
+///
+/// The budget's waiters are served in turn, so when every stream holding
+/// part of it waits to grow (a client with more than a few megabytes of
+/// frames interleaved), none moves until [`DEADLINE`] stops one: its frame
+/// is lost, the connection is not. Our native client sends its frames one
+/// after another (QUIC's send fairness off), which keeps that to clients
+/// sending faster than their uplink.
 async fn read_whole(
     stream: &mut RecvStream,
     max: usize,
     budget: Arc<Semaphore>,
-) -> Result<(Bytes, Option<OwnedSemaphorePermit>), FrameError> {
+) -> Result<(Bytes, OwnedSemaphorePermit), FrameError> {
     let failed =
         |e: &dyn std::fmt::Display| FrameError::Malformed(format!("stream read failed: {e}"));
     let mut body: Vec<u8> = Vec::new();
-    let mut held: Option<OwnedSemaphorePermit> = None;
+    let mut held = budget
+        .clone()
+        .acquire_many_owned(0)
+        .await
+        .map_err(|e| failed(&e))?;
     loop {
         if body.len() == body.capacity() {
             let grow = body.capacity().max(FIRST_READ).min(max + 1 - body.len());
-            let permit = budget
-                .clone()
-                .acquire_many_owned(grow as u32)
-                .await
-                .map_err(|e| failed(&e))?;
-            match held.as_mut() {
-                Some(held) => held.merge(permit),
-                None => held = Some(permit),
-            }
+            held.merge(
+                budget
+                    .clone()
+                    .acquire_many_owned(grow as u32)
+                    .await
+                    .map_err(|e| failed(&e))?,
+            );
             body.reserve_exact(grow);
         }
         let room = body.capacity() - body.len();
