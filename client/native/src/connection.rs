@@ -530,11 +530,8 @@ async fn connect_wt(url: &str, cert_hash: Option<[u8; 32]>) -> Result<Connection
                             break;
                         }
                     }
-                    Some(Command::Send(bytes, Route::Datagram)) => {
-                        if connection.send_datagram(bytes).is_err() {
-                            given_up.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
+                    // `Sender::send_raw` hands datagrams to QUIC itself.
+                    Some(Command::Send(_, Route::Datagram)) => {}
                     Some(Command::Send(bytes, Route::Stream)) => {
                         let Ok(permit) = streams.clone().try_acquire_owned() else {
                             given_up.fetch_add(1, Ordering::Relaxed);

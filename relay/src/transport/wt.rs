@@ -7,7 +7,7 @@
 //! * Media: a datagram when the encoded frame fits the path's datagram size,
 //!   otherwise a unidirectional stream: one per group of pictures to a
 //!   client that reads groups, else one per frame ([`media_streams`]).
-//!   Clients send the relay one stream per frame.
+//!   Clients send the relay one stream per frame ([`client_streams`]).
 
 mod client_streams;
 mod media_streams;
