@@ -365,6 +365,64 @@ fn udp_loses_each_direction_independently() {
 }
 
 #[test]
+fn a_udp_bottleneck_passes_its_rate_and_drops_what_its_queue_cannot_hold() {
+    let echo = udp_echo_server();
+    // The answers' way is 800 kbit/s (100 bytes a millisecond) with a 100 ms
+    // queue; requests pass freely.
+    let link: LinkSpec =
+        serde_json::from_str(r#"{"rtt_ms": 0, "down": {"rate_kbit": 800, "queue_ms": 100}}"#)
+            .unwrap();
+    let proxy = UdpDelayProxy::start(any_local(), echo, link, 5).unwrap();
+    let socket = UdpSocket::bind(ANY_LOCAL).unwrap();
+    socket.connect(proxy.local_addr()).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let receiver = socket.try_clone().unwrap();
+    let receiving = std::thread::spawn(move || {
+        let mut arrivals = Vec::new();
+        let mut buffer = [0u8; 2_048];
+        while receiver.recv(&mut buffer).is_ok() {
+            arrivals.push(Instant::now());
+        }
+        arrivals
+    });
+    // 200 datagrams of 1 000 bytes in 100 ms: 16 Mbit/s into 800 kbit/s.
+    const SENT: u64 = 200;
+    let started = Instant::now();
+    for seq in 0..SENT {
+        let mut datagram = vec![0u8; 1_000];
+        datagram[..8].copy_from_slice(&seq.to_be_bytes());
+        socket.send(&datagram).unwrap();
+        std::thread::sleep(Duration::from_micros(500));
+    }
+    let arrivals = receiving.join().unwrap();
+    let stats = proxy.stats();
+    let span = *arrivals.last().unwrap() - started;
+    println!(
+        "800 kbit/s bottleneck, 100 ms queue: {} of {SENT} answers through in {:.0} ms, {} dropped",
+        arrivals.len(),
+        ms(span),
+        stats.lost
+    );
+    assert_eq!(stats.lost + arrivals.len() as u64, SENT, "{stats:?}");
+    // 100 ms of sending and 100 ms of queue at 10 ms a datagram: about 20.
+    assert!(
+        (15..=30).contains(&arrivals.len()),
+        "{} through",
+        arrivals.len()
+    );
+    // Spaced by the rate: the last leaves about 10 ms per datagram after the first.
+    let spread = *arrivals.last().unwrap() - arrivals[0];
+    assert!(
+        spread >= Duration::from_millis(10 * (arrivals.len() as u64 - 2)),
+        "{} datagrams spread over only {:.1} ms",
+        arrivals.len(),
+        ms(spread)
+    );
+}
+
+#[test]
 fn udp_clients_get_their_own_upstream_sockets() {
     let server = udp_address_server();
     let proxy = UdpDelayProxy::start(any_local(), server, LinkSpec::new(2.0, 0.0, 0.0), 5).unwrap();
@@ -485,6 +543,14 @@ fn scenario_load_names_the_file_and_the_problem() {
         (
             r#"{"name": "x", "links": {"a": {"rtt_ms": 5, "down": {"delay_ms": -1}}}}"#,
             "down.delay_ms is -1",
+        ),
+        (
+            r#"{"name": "x", "links": {"a": {"rtt_ms": 5, "down": {"rate_kbit": 0}}}}"#,
+            "down.rate_kbit is 0",
+        ),
+        (
+            r#"{"name": "x", "links": {"a": {"rtt_ms": 5, "up": {"queue_ms": 50}}}}"#,
+            "up.queue_ms needs up.rate_kbit",
         ),
         (
             r#"{"name": "x", "links": {"a": {"rtt_ms": 5, "latency": 3}}}"#,

@@ -99,7 +99,22 @@ pub struct DirectionOverride {
     pub jitter_ms: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loss: Option<f64>,
+    /// A bottleneck in this direction, in kbit/s: packets leave it one after
+    /// another at this rate, as through a slow access link. Without it a
+    /// direction is as fast as what is sent into it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_kbit: Option<f64>,
+    /// How long a packet may wait in the bottleneck's queue (a router's
+    /// buffer, in time at its rate); one that would wait longer is dropped.
+    /// Default [`DEFAULT_QUEUE_MS`]. The TCP proxy never drops: its queue
+    /// holds the sender back instead, as TCP's flow control would.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_ms: Option<f64>,
 }
+
+/// A bottleneck's queue when a scenario does not say: about what a home
+/// router's buffer holds at its line rate.
+pub const DEFAULT_QUEUE_MS: f64 = 100.0;
 
 /// What one direction of a link does to every packet, resolved from a
 /// [`LinkSpec`].
@@ -109,6 +124,14 @@ pub struct OneWay {
     /// Standard deviation of the delay.
     pub jitter: Duration,
     pub loss: f64,
+    pub bottleneck: Option<Bottleneck>,
+}
+
+/// A direction's slowest link: its rate and how long its queue may grow.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Bottleneck {
+    pub bytes_per_sec: f64,
+    pub max_wait: Duration,
 }
 
 impl Scenario {
@@ -211,6 +234,19 @@ impl LinkSpec {
             if let Some(loss) = spec.loss {
                 check_loss(&format!("{direction}.loss"), loss)?;
             }
+            if let Some(rate) = spec.rate_kbit
+                && !(rate.is_finite() && rate > 0.0)
+            {
+                anyhow::bail!("{direction}.rate_kbit is {rate}, it must be a rate above 0 kbit/s");
+            }
+            if let Some(queue) = spec.queue_ms {
+                check_delay(&format!("{direction}.queue_ms"), queue)?;
+                if spec.rate_kbit.is_none() {
+                    anyhow::bail!(
+                        "{direction}.queue_ms needs {direction}.rate_kbit: only a bottleneck has a queue"
+                    );
+                }
+            }
         }
         for (transport, spec) in [("udp", &self.udp), ("tcp", &self.tcp)] {
             let Some(spec) = spec else { continue };
@@ -246,6 +282,10 @@ impl LinkSpec {
             delay: millis(delay_ms),
             jitter: millis(jitter_ms),
             loss: with.loss.unwrap_or(self.loss),
+            bottleneck: with.rate_kbit.map(|kbit| Bottleneck {
+                bytes_per_sec: kbit * 1000.0 / 8.0,
+                max_wait: millis(with.queue_ms.unwrap_or(DEFAULT_QUEUE_MS)),
+            }),
         }
     }
 }

@@ -369,8 +369,9 @@ impl OrderedSchedule {
         }
     }
 
-    /// When a chunk that arrived at `arrival` may leave.
-    fn release_time(&mut self, arrival: Instant) -> Instant {
+    /// When a chunk of `len` bytes that arrived at `arrival` may leave.
+    fn release_time(&mut self, arrival: Instant, len: usize) -> Instant {
+        let passed = self.impairment.through_bottleneck_unbounded(arrival, len);
         let mut delay = self.impairment.delay();
         if self.impairment.is_lost() {
             self.stats.lost();
@@ -378,7 +379,7 @@ impl OrderedSchedule {
         }
         let at = self
             .last
-            .map_or(arrival + delay, |last| last.max(arrival + delay));
+            .map_or(passed + delay, |last| last.max(passed + delay));
         self.last = Some(at);
         at
     }
@@ -412,7 +413,8 @@ impl PumpReader {
                 }
             };
             let end_of_stream = bytes.is_none();
-            let at = self.schedule.release_time(arrival);
+            let len = bytes.as_ref().map_or(0, Vec::len);
+            let at = self.schedule.release_time(arrival, len);
             if self.releases.send(Release { at, bytes }).is_err() || end_of_stream {
                 return;
             }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use rallypoint_client::sim::Rng;
 
-use super::scenario::OneWay;
+use super::scenario::{Bottleneck, OneWay};
 
 /// How long before a release time a waiting thread stops sleeping and spins.
 /// Larger than the usual sleep overshoot, small enough to cost little CPU.
@@ -43,6 +43,29 @@ pub(crate) struct Impairment {
     jitter_secs: f64,
     loss: f64,
     rng: Rng,
+    bottleneck: Option<Queue>,
+}
+
+/// A bottleneck's queue: packets leave it one after another at its rate.
+struct Queue {
+    link: Bottleneck,
+    /// When the last packet admitted has left it.
+    free_at: Option<Instant>,
+}
+
+impl Queue {
+    /// When a packet of `len` bytes arriving at `arrival` has left, or
+    /// `None` when `may_drop` and the packets ahead of it would make it wait
+    /// longer than the queue holds (a drop-tail buffer).
+    fn admit(&mut self, arrival: Instant, len: usize, may_drop: bool) -> Option<Instant> {
+        let starts = self.free_at.map_or(arrival, |free| free.max(arrival));
+        if may_drop && starts - arrival > self.link.max_wait {
+            return None;
+        }
+        let leaves = starts + Duration::from_secs_f64(len as f64 / self.link.bytes_per_sec);
+        self.free_at = Some(leaves);
+        Some(leaves)
+    }
 }
 
 impl Impairment {
@@ -52,6 +75,31 @@ impl Impairment {
             jitter_secs: one_way.jitter.as_secs_f64(),
             loss: one_way.loss,
             rng: Rng::new(seed),
+            bottleneck: one_way.bottleneck.map(|link| Queue {
+                link,
+                free_at: None,
+            }),
+        }
+    }
+
+    /// When a packet of `len` bytes arriving at `arrival` has passed the
+    /// direction's bottleneck (at once without one), or `None` when its
+    /// queue is full and the packet is dropped.
+    pub(crate) fn through_bottleneck(&mut self, arrival: Instant, len: usize) -> Option<Instant> {
+        match &mut self.bottleneck {
+            None => Some(arrival),
+            Some(queue) => queue.admit(arrival, len, true),
+        }
+    }
+
+    /// As [`Impairment::through_bottleneck`] for a byte stream, whose
+    /// bottleneck never drops: its queue holds the sender back instead.
+    pub(crate) fn through_bottleneck_unbounded(&mut self, arrival: Instant, len: usize) -> Instant {
+        match &mut self.bottleneck {
+            None => arrival,
+            Some(queue) => queue
+                .admit(arrival, len, false)
+                .expect("admitted when it may not drop"),
         }
     }
 
@@ -160,6 +208,7 @@ mod tests {
             delay: Duration::from_millis(5),
             jitter: Duration::from_millis(10),
             loss: 0.0,
+            bottleneck: None,
         };
         let mut impairment = Impairment::new(one_way, 7);
         let samples: Vec<f64> = (0..10_000)
@@ -168,5 +217,48 @@ mod tests {
         assert!(samples.iter().all(|s| *s >= 0.0));
         assert!(samples.contains(&0.0), "clamped at zero");
         assert!(!impairment.is_lost(), "lossless link never loses");
+    }
+
+    #[test]
+    fn a_bottleneck_spaces_packets_at_its_rate_and_drops_beyond_its_queue() {
+        let one_way = OneWay {
+            delay: Duration::ZERO,
+            jitter: Duration::ZERO,
+            loss: 0.0,
+            // 1 000 bytes a millisecond; a queue of 3 ms.
+            bottleneck: Some(Bottleneck {
+                bytes_per_sec: 1_000_000.0,
+                max_wait: Duration::from_millis(3),
+            }),
+        };
+        let mut impairment = Impairment::new(one_way, 1);
+        let start = Instant::now();
+        let ms = |n: u64| start + Duration::from_millis(n);
+        // Six 1 000-byte packets at once: each leaves a millisecond after
+        // the one before; the fifth would wait 4 ms and is dropped, as is the sixth.
+        let left: Vec<Option<Instant>> = (0..6)
+            .map(|_| impairment.through_bottleneck(start, 1_000))
+            .collect();
+        assert_eq!(
+            left,
+            vec![
+                Some(ms(1)),
+                Some(ms(2)),
+                Some(ms(3)),
+                Some(ms(4)),
+                None,
+                None
+            ]
+        );
+        // Once the queue has drained a packet goes through at its own pace.
+        assert_eq!(
+            impairment.through_bottleneck(ms(10), 500),
+            Some(ms(10) + Duration::from_micros(500))
+        );
+        // A byte stream's bottleneck only delays.
+        let late = (0..10)
+            .map(|_| impairment.through_bottleneck_unbounded(ms(20), 1_000))
+            .last();
+        assert_eq!(late, Some(ms(30)));
     }
 }

@@ -249,7 +249,11 @@ impl ClientSide {
             self.stats.lost();
             return;
         }
-        let release_at = arrival + self.up.delay();
+        let Some(passed) = self.up.through_bottleneck(arrival, payload.len()) else {
+            self.stats.lost();
+            return;
+        };
+        let release_at = passed + self.up.delay();
         self.queue.push(
             release_at,
             Outgoing {
@@ -357,7 +361,11 @@ impl UpstreamSide {
             self.stats.lost();
             return;
         }
-        let release_at = arrival + self.down.delay();
+        let Some(passed) = self.down.through_bottleneck(arrival, payload.len()) else {
+            self.stats.lost();
+            return;
+        };
+        let release_at = passed + self.down.delay();
         self.queue.push(
             release_at,
             Outgoing {
