@@ -221,21 +221,8 @@ async fn senders(lab: &Lab, n: usize) -> Vec<Peer> {
 /// `user` in room "r" through a UDP delay proxy of `rtt_ms` in front of the
 /// first relay; the proxy must live as long as the path should.
 async fn far_participant(lab: &Lab, user: &str, rtt_ms: f64) -> (Peer, UdpDelayProxy) {
-    let mut far = lab.candidate(0, WebTransport);
-    let relay = format!("127.0.0.1:{}", lab.relays[0].wt_port);
-    let proxy = UdpDelayProxy::start(
-        "127.0.0.1:0".parse().unwrap(),
-        relay.parse().unwrap(),
-        LinkSpec::new(rtt_ms, 0.0, 0.0),
-        1,
-    )
-    .unwrap();
-    far.url = format!("https://{}/", proxy.local_addr());
-    let mut peer = Peer::connect(&far, &lab.identity("r", user), T)
+    lab.participant_behind(user, LinkSpec::new(rtt_ms, 0.0, 0.0))
         .await
-        .expect("connects through the delay proxy");
-    peer.join("r", 0, T).await.expect("joins");
-    (peer, proxy)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,6 +11,7 @@
 
 mod client_streams;
 mod media_streams;
+mod queue_age;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -32,6 +33,7 @@ use crate::outbox::{Control, DatagramSend, DatagramSink, OutboxReceiver, Outgoin
 use crate::session::{self, ConnectionInfo, Inbound, SessionEnd};
 use crate::state::RelayState;
 use media_streams::MediaStreams;
+use queue_age::QueueAge;
 
 /// The unidirectional streams HTTP/3 itself keeps open (control, QPACK
 /// encoder and decoder).
@@ -72,7 +74,8 @@ pub fn server_config(
         .stream_receive_window(frame)
         .send_window(SEND_WINDOW)
         .receive_window(QuicVarInt::from_u32(2 * (limits::MAX_FRAME as u32)))
-        .datagram_receive_buffer_size(Some(DATAGRAM_RECEIVE_BUFFER));
+        .datagram_receive_buffer_size(Some(DATAGRAM_RECEIVE_BUFFER))
+        .datagram_send_buffer_size(queue_age::DATAGRAM_SEND_BUFFER);
     Ok(wtransport::ServerConfig::builder()
         .with_bind_address(listen)
         .with_custom_transport(identity, transport)
@@ -183,9 +186,11 @@ async fn serve(relay: Arc<RelayState>, connection: Connection, _slot: Connection
     let client_ip: IpAddr = connection.remote_address().ip().to_canonical();
     let max_datagram_size = connection.max_datagram_size().unwrap_or(0);
     let (outbox, outgoing) = outbox(limits.control_queue, limits.media_queue);
+    let queue_age = Arc::new(QueueAge::new(SEND_WINDOW));
     let outbox = outbox.with_datagrams(Arc::new(Datagrams {
         connection: connection.clone(),
         max_size: max_datagram_size,
+        queue_age: queue_age.clone(),
     }));
     let (inbound_tx, inbound_rx) = mpsc::channel(64);
     let welcomed = CancellationToken::new();
@@ -213,6 +218,7 @@ async fn serve(relay: Arc<RelayState>, connection: Connection, _slot: Connection
         MediaStreams::new(
             connection.clone(),
             media_stream_groups.clone(),
+            queue_age,
             relay.stats.clone(),
         ),
     ));
@@ -241,8 +247,9 @@ async fn serve(relay: Arc<RelayState>, connection: Connection, _slot: Connection
 
 /// Media datagrams, sent by the room tasks themselves (see
 /// [`crate::outbox`]): a frame that fits goes straight into the connection's
-/// datagram buffer, one that does not find room there is dropped and counted
-/// like a frame for a slow receiver (so a picture waits for its next
+/// datagram buffer, one that does not find room there — room being what the
+/// connection drains within [`queue_age::MAX_DATAGRAM_WAIT`] — is dropped and
+/// counted like a frame for a slow receiver (so a picture waits for its next
 /// keyframe) instead of pushing out an older datagram unseen. The check and
 /// the send are two steps: a probe answer (sent by the writer, which does not
 /// check) landing between them can still push out one older datagram
@@ -251,6 +258,7 @@ async fn serve(relay: Arc<RelayState>, connection: Connection, _slot: Connection
 struct Datagrams {
     connection: Connection,
     max_size: usize,
+    queue_age: Arc<QueueAge>,
 }
 
 /// The most a WebTransport datagram adds in front of its payload (the
@@ -263,7 +271,10 @@ impl DatagramSink for Datagrams {
             return DatagramSend::TooLarge;
         }
         let quic = self.connection.quic_connection();
-        if quic.datagram_send_buffer_space() < frame.len() + DATAGRAM_HEADER {
+        if !self
+            .queue_age
+            .datagram_fits(quic, frame.len() + DATAGRAM_HEADER)
+        {
             return DatagramSend::NoRoom;
         }
         match self.connection.send_datagram(frame) {

@@ -12,6 +12,7 @@ use rallypoint_protocol::v1::{
     ClientFrame, Hello, Join, Joined, Media, client_frame, server_frame,
 };
 use rallypoint_testkit::nats::{NatsRole, SuperCluster, SuperClusterSpec};
+use rallypoint_testkit::proxy::{LinkSpec, UdpDelayProxy};
 use rallypoint_testkit::relays::{RelayProcess, RelaySpec};
 use rallypoint_testkit::tokens::DevIssuer;
 
@@ -134,6 +135,29 @@ impl Lab {
             .expect("connects");
         let joined = peer.join(room, 0, T).await.expect("joins");
         (peer, joined)
+    }
+}
+
+impl Lab {
+    /// `user` in room "r" on the first relay over WebTransport, through a
+    /// UDP delay proxy doing what `link` says; the proxy must live as long
+    /// as the path should.
+    pub async fn participant_behind(&self, user: &str, link: LinkSpec) -> (Peer, UdpDelayProxy) {
+        let mut candidate = self.candidate(0, TransportKind::WebTransport);
+        let relay = format!("127.0.0.1:{}", self.relays[0].wt_port);
+        let proxy = UdpDelayProxy::start(
+            "127.0.0.1:0".parse().unwrap(),
+            relay.parse().unwrap(),
+            link,
+            1,
+        )
+        .unwrap();
+        candidate.url = format!("https://{}/", proxy.local_addr());
+        let mut peer = Peer::connect(&candidate, &self.identity("r", user), T)
+            .await
+            .expect("connects through the delay proxy");
+        peer.join("r", 0, T).await.expect("joins");
+        (peer, proxy)
     }
 }
 

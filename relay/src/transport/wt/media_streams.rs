@@ -27,8 +27,12 @@
 //! most [`QUEUED_BYTES`] of frames waiting for QUIC, at most [`GROUP_QUEUE`]
 //! frames waiting in one group, each stream opened and each frame written
 //! within [`WRITE_DEADLINE`] (QUIC lets a write wait once the connection's
-//! unacknowledged stream data reaches its send window, 1 MiB: `wt.rs`), else
-//! the stream is reset. A frame beyond them is dropped and counted in
+//! unacknowledged stream data reaches its send window: what is in flight and
+//! what the connection sends in 150 ms more at its current rate, at most
+//! 1 MiB, see `queue_age`), else the stream is reset. A group's frame that
+//! waited in its queue longer than [`MAX_GROUP_WAIT`] (its receiver's path is
+//! slower than its video) ends the group the same way: sending it late
+//! would only make every later frame of the group later still. A frame beyond them is dropped and counted in
 //! `media_dropped` as any frame for a slow receiver; in a group the frames
 //! after it are useless until the next keyframe, so the track's frames are
 //! skipped (counted in `media_skipped_awaiting_keyframe`) until a keyframe
@@ -44,8 +48,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use rallypoint_protocol::length_prefixed;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::time::Instant;
 use wtransport::{Connection, SendStream, VarInt};
 
+use super::queue_age::QueueAge;
 use crate::metrics::Stats;
 use crate::outbox::MediaFrame;
 
@@ -63,6 +69,13 @@ const MAX_GROUPS: usize = 48;
 const QUEUED_BYTES: usize = 2 * 1024 * 1024;
 /// Frames waiting in one group: half a second of 30 fps video.
 const GROUP_QUEUE: usize = 16;
+/// A group's frame that waited longer than this in its queue ends the group:
+/// its receiver's path is slower than its video. Longer than a keyframe
+/// takes to leave on a slow path (12 kB at 250 kbit/s: 0.4 s would do
+/// better, but the deltas queued behind it would then always end the group
+/// it starts: `relay/tests/slow_downlink.rs` got 11–14 frames through
+/// instead of ~80 with 150 ms).
+const MAX_GROUP_WAIT: Duration = Duration::from_millis(300);
 /// A group with no frame for this long is finished.
 const GROUP_IDLE: Duration = Duration::from_secs(1);
 /// Opening a stream (QUIC may wait for the client's stream credit) and each
@@ -77,8 +90,9 @@ const MAX_TRACKS: usize = 256;
 /// The code a stream given up on is reset with.
 const RESET_GAVE_UP: u32 = 0;
 
-/// A frame on its way to a stream, holding its share of [`QUEUED_BYTES`].
-type Queued = (Bytes, OwnedSemaphorePermit);
+/// A frame on its way to a stream, holding its share of [`QUEUED_BYTES`],
+/// and when it was handed over.
+type Queued = (Bytes, OwnedSemaphorePermit, Instant);
 
 /// The media streams of one connection, driven by its writer.
 pub(super) struct MediaStreams {
@@ -89,6 +103,7 @@ pub(super) struct MediaStreams {
     streams: Arc<Semaphore>,
     groups: Arc<Semaphore>,
     queued_bytes: Arc<Semaphore>,
+    queue_age: Arc<QueueAge>,
     stats: Arc<Stats>,
 }
 
@@ -120,6 +135,7 @@ impl MediaStreams {
     pub(super) fn new(
         connection: Connection,
         groups_read: Arc<AtomicBool>,
+        queue_age: Arc<QueueAge>,
         stats: Arc<Stats>,
     ) -> Self {
         MediaStreams {
@@ -129,12 +145,14 @@ impl MediaStreams {
             streams: Arc::new(Semaphore::new(MAX_STREAMS)),
             groups: Arc::new(Semaphore::new(MAX_GROUPS)),
             queued_bytes: Arc::new(Semaphore::new(QUEUED_BYTES)),
+            queue_age,
             stats,
         }
     }
 
     /// Sends `frame` on a stream; never waits.
     pub(super) fn send(&mut self, frame: MediaFrame) {
+        self.queue_age.refresh(self.connection.quic_connection());
         match frame.picture_track {
             Some(track) if self.groups_read.load(Relaxed) => {
                 match self.send_in_group(track, frame.bytes, frame.keyframe) {
@@ -232,7 +250,7 @@ impl MediaStreams {
         let stats = self.stats.clone();
         tokio::spawn(async move {
             let _stream = stream;
-            let (bytes, _queued) = queued;
+            let (bytes, _queued, _at) = queued;
             if !write_alone(&connection, &bytes).await {
                 stats.media_dropped.fetch_add(1, Relaxed);
             }
@@ -243,7 +261,7 @@ impl MediaStreams {
     fn take_bytes(&self, bytes: Bytes) -> Option<Queued> {
         let len = u32::try_from(bytes.len()).ok()?;
         let permit = self.queued_bytes.clone().try_acquire_many_owned(len).ok()?;
-        Some((bytes, permit))
+        Some((bytes, permit, Instant::now()))
     }
 }
 
@@ -312,7 +330,12 @@ async fn write_group(
                 }
             }
         };
-        let (bytes, _queued) = next;
+        let (bytes, _queued, handed_over) = next;
+        if handed_over.elapsed() > MAX_GROUP_WAIT {
+            let _ = stream.reset(VarInt::from_u32(RESET_GAVE_UP));
+            give_up(frames, &failed, 1, &stats);
+            return;
+        }
         let prefix = Bytes::copy_from_slice(&length_prefixed::prefix(bytes.len()));
         if !write(&mut stream, &mut [prefix, bytes]).await {
             give_up(frames, &failed, 1, &stats);
