@@ -8,6 +8,8 @@
 //! * [`length_prefixed`]: the stream framing used on WebTransport streams.
 //! * [`media_streams`]: reading a relay's unidirectional media streams (one
 //!   bare frame, or a track's group of pictures).
+//! * [`queue_age`]: how long media may wait in a WebTransport sender's QUIC
+//!   queues, for the relay and the native client.
 //! * [`subjects`]: the NATS subject scheme relays and the collector agree on.
 //! * [`telemetry`]: validation of election reports (bounds and sane ranges).
 //! * [`transport`]: the two transports, named once for every crate.
@@ -20,6 +22,7 @@ pub mod length_prefixed;
 pub mod limits;
 pub mod media_streams;
 pub mod names;
+pub mod queue_age;
 pub mod subjects;
 pub mod telemetry;
 pub mod token;

@@ -20,6 +20,7 @@ use futures_util::{SinkExt, StreamExt};
 use rallypoint_client::session::route::route;
 use rallypoint_client::{Candidate, TransportKind};
 use rallypoint_protocol::media_streams::StreamFrames;
+use rallypoint_protocol::queue_age::{self, PathSample, QueueAge};
 use rallypoint_protocol::v1::{ClientFrame, ServerFrame};
 use rallypoint_protocol::{decode_server_frame, encode, length_prefixed, limits};
 use tokio::sync::mpsc;
@@ -71,6 +72,9 @@ pub struct Sender {
     closed: CancellationToken,
     max_datagram: usize,
     wt: Option<wtransport::Connection>,
+    /// How much media the WebTransport connection may queue
+    /// ([`rallypoint_protocol::queue_age`]); unused on WebSocket.
+    queue_age: Arc<QueueAge>,
     given_up: Arc<AtomicU64>,
 }
 
@@ -222,19 +226,50 @@ impl Sender {
     /// routed, or (in tests) malformed frames. A WebTransport datagram
     /// leaves at once, never behind a control frame that waits for flow
     /// control: probes and audio are how the client tells a live path from
-    /// a dead one.
+    /// a dead one. A media datagram is given up when the connection's queue
+    /// already holds more than it drains in
+    /// [`queue_age::MAX_DATAGRAM_WAIT`] (an uplink slower than what is sent
+    /// over it); a probe never is.
     pub fn send_raw(&self, bytes: Bytes, route: Route) -> bool {
         match (&self.wt, route) {
-            (Some(wt), Route::Datagram) => {
+            (Some(wt), Route::Probe | Route::Datagram) => {
                 if self.closed.is_cancelled() {
                     return false;
                 }
-                if wt.send_datagram(bytes).is_err() {
+                let quic = wt.quic_connection();
+                self.refresh_queue_age(quic);
+                let queued = queue_age::DATAGRAM_SEND_BUFFER
+                    .saturating_sub(quic.datagram_send_buffer_space());
+                let refused = route == Route::Datagram
+                    && !self
+                        .queue_age
+                        .datagram_fits(queued, bytes.len() + WT_DATAGRAM_HEADER_MAX);
+                if refused || wt.send_datagram(bytes).is_err() {
                     self.given_up.fetch_add(1, Ordering::Relaxed);
                 }
                 true
             }
+            (Some(wt), Route::Stream) => {
+                self.refresh_queue_age(wt.quic_connection());
+                self.commands.send(Command::Send(bytes, route)).is_ok()
+            }
             _ => self.commands.send(Command::Send(bytes, route)).is_ok(),
+        }
+    }
+
+    /// Reads the connection's path again when it is time, and gives QUIC
+    /// the send window it allows.
+    fn refresh_queue_age(&self, quic: &wtransport::quinn::Connection) {
+        let path = || {
+            let path = quic.stats().path;
+            PathSample {
+                cwnd: path.cwnd,
+                rtt: path.rtt,
+                congestion_events: path.congestion_events,
+            }
+        };
+        if let Some(window) = self.queue_age.refresh(Instant::now(), path) {
+            quic.set_send_window(window);
         }
     }
 
@@ -342,6 +377,7 @@ async fn connect_ws(url: &str, cert_hash: Option<[u8; 32]>) -> Result<Connection
             closed,
             max_datagram: 0,
             wt: None,
+            queue_age: Arc::new(QueueAge::new(0, Instant::now())),
             given_up: Arc::default(),
         },
         incoming,
@@ -374,6 +410,7 @@ fn quic_transport() -> wtransport::config::QuicTransportConfig {
                 .expect("10 s is a valid QUIC idle timeout"),
         ))
         .send_window(SEND_WINDOW)
+        .datagram_send_buffer_size(queue_age::DATAGRAM_SEND_BUFFER)
         // Media streams leave in the order they were written: each frame
         // finishes before the next instead of all of them creeping along
         // together until the relay's deadline stops them. (Falling
@@ -531,7 +568,7 @@ async fn connect_wt(url: &str, cert_hash: Option<[u8; 32]>) -> Result<Connection
                         }
                     }
                     // `Sender::send_raw` hands datagrams to QUIC itself.
-                    Some(Command::Send(_, Route::Datagram)) => {}
+                    Some(Command::Send(_, Route::Probe | Route::Datagram)) => {}
                     Some(Command::Send(bytes, Route::Stream)) => {
                         let Ok(permit) = streams.clone().try_acquire_owned() else {
                             given_up.fetch_add(1, Ordering::Relaxed);
@@ -592,6 +629,7 @@ async fn connect_wt(url: &str, cert_hash: Option<[u8; 32]>) -> Result<Connection
             closed,
             max_datagram,
             wt: Some(connection),
+            queue_age: Arc::new(QueueAge::new(SEND_WINDOW, Instant::now())),
             given_up,
         },
         incoming,

@@ -33,7 +33,7 @@ use crate::outbox::{Control, DatagramSend, DatagramSink, OutboxReceiver, Outgoin
 use crate::session::{self, ConnectionInfo, Inbound, SessionEnd};
 use crate::state::RelayState;
 use media_streams::MediaStreams;
-use queue_age::QueueAge;
+use rallypoint_protocol::queue_age::{self as bounds, QueueAge};
 
 /// The unidirectional streams HTTP/3 itself keeps open (control, QPACK
 /// encoder and decoder).
@@ -75,7 +75,7 @@ pub fn server_config(
         .send_window(SEND_WINDOW)
         .receive_window(QuicVarInt::from_u32(2 * (limits::MAX_FRAME as u32)))
         .datagram_receive_buffer_size(Some(DATAGRAM_RECEIVE_BUFFER))
-        .datagram_send_buffer_size(queue_age::DATAGRAM_SEND_BUFFER);
+        .datagram_send_buffer_size(bounds::DATAGRAM_SEND_BUFFER);
     Ok(wtransport::ServerConfig::builder()
         .with_bind_address(listen)
         .with_custom_transport(identity, transport)
@@ -186,7 +186,7 @@ async fn serve(relay: Arc<RelayState>, connection: Connection, _slot: Connection
     let client_ip: IpAddr = connection.remote_address().ip().to_canonical();
     let max_datagram_size = connection.max_datagram_size().unwrap_or(0);
     let (outbox, outgoing) = outbox(limits.control_queue, limits.media_queue);
-    let queue_age = Arc::new(QueueAge::new(SEND_WINDOW));
+    let queue_age = Arc::new(QueueAge::new(SEND_WINDOW, std::time::Instant::now()));
     let outbox = outbox.with_datagrams(Arc::new(Datagrams {
         connection: connection.clone(),
         max_size: max_datagram_size,
@@ -248,7 +248,7 @@ async fn serve(relay: Arc<RelayState>, connection: Connection, _slot: Connection
 /// Media datagrams, sent by the room tasks themselves (see
 /// [`crate::outbox`]): a frame that fits goes straight into the connection's
 /// datagram buffer, one that does not find room there — room being what the
-/// connection drains within [`queue_age::MAX_DATAGRAM_WAIT`] — is dropped and
+/// connection drains within [`bounds::MAX_DATAGRAM_WAIT`] — is dropped and
 /// counted like a frame for a slow receiver (so a picture waits for its next
 /// keyframe) instead of pushing out an older datagram unseen. The check and
 /// the send are two steps: a probe answer (sent by the writer, which does not
@@ -271,10 +271,7 @@ impl DatagramSink for Datagrams {
             return DatagramSend::TooLarge;
         }
         let quic = self.connection.quic_connection();
-        if !self
-            .queue_age
-            .datagram_fits(quic, frame.len() + DATAGRAM_HEADER)
-        {
+        if !queue_age::datagram_fits(&self.queue_age, quic, frame.len() + DATAGRAM_HEADER) {
             return DatagramSend::NoRoom;
         }
         match self.connection.send_datagram(frame) {

@@ -3,7 +3,9 @@
 //!
 //! WebSocket has one ordered byte stream, so every frame takes it.
 //! WebTransport has three ways, and the kind of frame picks one: probes go
-//! as datagrams so they measure the UDP path the media takes; media goes as
+//! as datagrams so they measure the UDP path the media takes (routed apart
+//! from media datagrams, which a sender may refuse when its queue is longer
+//! than a call can wait: a refused probe would read as loss); media goes as
 //! a datagram when it fits and on a unidirectional stream of its own when it
 //! does not (a video keyframe), so one lost packet delays only that frame;
 //! everything else (Hello, Join, reports) takes the ordered control stream.
@@ -17,7 +19,10 @@ use crate::TransportKind;
 pub enum Route {
     /// The control stream (WebTransport, length-prefixed) or the socket (WebSocket).
     Control,
-    /// One datagram: probes, and media that fits.
+    /// One datagram that measures the path: never held back by the
+    /// sender's own queue bound (`rallypoint_protocol::queue_age`).
+    Probe,
+    /// One datagram: media that fits.
     Datagram,
     /// A unidirectional stream of its own: media too large for a datagram.
     Stream,
@@ -33,7 +38,7 @@ pub fn route(
 ) -> Route {
     match (kind, transport) {
         (_, TransportKind::WebSocket) => Route::Control,
-        (Some(client_frame::Kind::Probe(_)), _) => Route::Datagram,
+        (Some(client_frame::Kind::Probe(_)), _) => Route::Probe,
         (Some(client_frame::Kind::Media(_)), _) if len <= max_datagram => Route::Datagram,
         (Some(client_frame::Kind::Media(_)), _) => Route::Stream,
         _ => Route::Control,
@@ -52,7 +57,7 @@ mod tests {
         let join = client_frame::Kind::Join(Join::default());
         let hello = client_frame::Kind::Hello(Hello::default());
         let wt = TransportKind::WebTransport;
-        assert_eq!(route(Some(&probe), wt, 20, 1200), Route::Datagram);
+        assert_eq!(route(Some(&probe), wt, 20, 1200), Route::Probe);
         assert_eq!(route(Some(&media), wt, 1200, 1200), Route::Datagram);
         assert_eq!(route(Some(&media), wt, 1201, 1200), Route::Stream);
         assert_eq!(route(Some(&join), wt, 20, 1200), Route::Control);

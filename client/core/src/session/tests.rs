@@ -973,7 +973,7 @@ fn on_webtransport_probes_go_as_datagrams_and_control_on_the_stream() {
             .collect()
     };
     let probes = route_of(|k| matches!(k, client_frame::Kind::Probe(_)));
-    assert!(!probes.is_empty() && probes.iter().all(|&r| r == Route::Datagram));
+    assert!(!probes.is_empty() && probes.iter().all(|&r| r == Route::Probe));
     for control in [
         route_of(|k| matches!(k, client_frame::Kind::Hello(_))),
         route_of(|k| matches!(k, client_frame::Kind::Join(_))),

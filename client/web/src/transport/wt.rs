@@ -71,7 +71,9 @@ impl WtConnection {
     pub fn send(&self, bytes: Bytes, route: Route) -> bool {
         match route {
             Route::Control => self.write(&self.control, &length_prefixed::encode(&bytes)),
-            Route::Datagram => self.write(&self.datagrams, &bytes),
+            // One queue for both: the browser's. (`outgoingMaxAge` would
+            // bound its age, but would drop probes with the media.)
+            Route::Probe | Route::Datagram => self.write(&self.datagrams, &bytes),
             Route::Stream => {
                 if self.streams_in_flight.get() >= MAX_STREAMS_IN_FLIGHT {
                     return false;

@@ -23,22 +23,23 @@
 //!
 //! Bounds, per connection: at most [`MAX_STREAMS`] streams open at once (of
 //! them at most [`MAX_GROUPS`] groups; further picture tracks go a frame per
-//! stream), at
-//! most [`QUEUED_BYTES`] of frames waiting for QUIC, at most [`GROUP_QUEUE`]
-//! frames waiting in one group, each stream opened and each frame written
-//! within [`WRITE_DEADLINE`] (QUIC lets a write wait once the connection's
-//! unacknowledged stream data reaches its send window: what is in flight and
-//! what the connection sends in 150 ms more at its current rate, at most
-//! 1 MiB, see `queue_age`), else the stream is reset. A group's frame that
-//! waited in its queue longer than [`MAX_GROUP_WAIT`] (its receiver's path is
-//! slower than its video) ends the group the same way: sending it late
-//! would only make every later frame of the group later still. A frame beyond them is dropped and counted in
-//! `media_dropped` as any frame for a slow receiver; in a group the frames
-//! after it are useless until the next keyframe, so the track's frames are
-//! skipped (counted in `media_skipped_awaiting_keyframe`) until a keyframe
-//! starts a new group. The relay does not ask the sender for that keyframe
-//! itself (the room does when its queues drop): the receiver sees the gap in
-//! sequence numbers and asks.
+//! stream), at most [`QUEUED_BYTES`] of frames waiting for QUIC, at most
+//! [`GROUP_QUEUE`] frames waiting in one group, each stream opened and each
+//! frame written within [`WRITE_DEADLINE`], else the stream is reset. (QUIC
+//! lets a write wait once the connection's unacknowledged stream data
+//! reaches its send window: what is in flight and what the connection sends
+//! in 300 ms more at its current rate, at most 1 MiB; see
+//! `rallypoint_protocol::queue_age`.) A group's frame that waited in its
+//! queue longer than [`MAX_GROUP_WAIT`] (its receiver's path is slower than
+//! its video) ends the group the same way: sending it late would only make
+//! every later frame of the group later still. A frame beyond these bounds
+//! is dropped and counted in `media_dropped` as any frame for a slow
+//! receiver; in a group the frames after it are useless until the next
+//! keyframe, so the track's frames are skipped (counted in
+//! `media_skipped_awaiting_keyframe`) until a keyframe starts a new group.
+//! The relay does not ask the sender for that keyframe itself (the room does
+//! when its queues drop): the receiver sees the gap in sequence numbers and
+//! asks.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -51,9 +52,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::Instant;
 use wtransport::{Connection, SendStream, VarInt};
 
-use super::queue_age::QueueAge;
+use super::queue_age;
 use crate::metrics::Stats;
 use crate::outbox::MediaFrame;
+use rallypoint_protocol::queue_age::QueueAge;
 
 /// Streams open at once per connection, groups and single frames together:
 /// within the 100 a quinn client grants, less HTTP/3's own three.
@@ -70,11 +72,11 @@ const QUEUED_BYTES: usize = 2 * 1024 * 1024;
 /// Frames waiting in one group: half a second of 30 fps video.
 const GROUP_QUEUE: usize = 16;
 /// A group's frame that waited longer than this in its queue ends the group:
-/// its receiver's path is slower than its video. Longer than a keyframe
-/// takes to leave on a slow path (12 kB at 250 kbit/s: 0.4 s would do
-/// better, but the deltas queued behind it would then always end the group
-/// it starts: `relay/tests/slow_downlink.rs` got 11–14 frames through
-/// instead of ~80 with 150 ms).
+/// its receiver's path is slower than its video. Deltas wait behind their
+/// group's keyframe while it leaves (12 kB at 250 kbit/s: 0.4 s), so a
+/// shorter wait ends most groups just after their keyframe: with 150 ms,
+/// `relay/tests/slow_downlink.rs` got 11–14 of the last 4 s's frames
+/// through, with 300 ms 56–82.
 const MAX_GROUP_WAIT: Duration = Duration::from_millis(300);
 /// A group with no frame for this long is finished.
 const GROUP_IDLE: Duration = Duration::from_secs(1);
@@ -152,7 +154,7 @@ impl MediaStreams {
 
     /// Sends `frame` on a stream; never waits.
     pub(super) fn send(&mut self, frame: MediaFrame) {
-        self.queue_age.refresh(self.connection.quic_connection());
+        queue_age::refresh(&self.queue_age, self.connection.quic_connection());
         match frame.picture_track {
             Some(track) if self.groups_read.load(Relaxed) => {
                 match self.send_in_group(track, frame.bytes, frame.keyframe) {
