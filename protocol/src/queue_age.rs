@@ -29,7 +29,12 @@
 //! start, doubling its window every round trip: it has not found its path's
 //! rate, and bounding it by its window so far would starve a fresh
 //! connection's first seconds (a distant receiver's burst of video), so it
-//! keeps the full buffers.
+//! keeps the full buffers. (quinn counts a congestion event per batch of
+//! lost packets, the handshake's included, and per ECN mark: a connection
+//! that lost a packet early is bounded from its first small window, which
+//! then grows as its congestion controller allows.) Below the floors the
+//! bound is the floor's: at under ~220 kbit/s, [`MIN_DATAGRAM_QUEUE`] is more
+//! than 150 ms of sending.
 //!
 //! Probes are never held back by this bound: they measure the path, and a
 //! probe refused by its own sender would read as loss on it.
@@ -46,8 +51,9 @@ pub const MAX_DATAGRAM_WAIT: Duration = Duration::from_millis(150);
 /// datagram.
 pub const MAX_STREAM_WAIT: Duration = Duration::from_millis(300);
 /// Datagram bytes that may always wait, whatever the rate: a burst of a
-/// room's audio (30 frames of 120 B). More would be the age bound on a slow
-/// path: 16 KiB is 260 ms at 500 kbit/s.
+/// room's audio (about 24 frames of 120 B, with the 32 B quinn counts per
+/// datagram). More would be the age bound on a slow path: 16 KiB is 260 ms
+/// at 500 kbit/s.
 pub const MIN_DATAGRAM_QUEUE: usize = 4 * 1024;
 /// The smallest send window: a few video deltas.
 pub const MIN_SEND_WINDOW: u64 = 16 * 1024;
@@ -100,14 +106,16 @@ impl Bounds {
 
 /// One connection's bounds, shared by the tasks that send on it and read
 /// again at most every [`REFRESH`] (reading a QUIC connection's statistics
-/// takes its lock), not per frame.
+/// takes its lock), not per frame. A new send window is returned only when
+/// it differs from the one given by more than an eighth (giving one wakes
+/// the connection's driver).
 #[derive(Debug)]
 pub struct QueueAge {
     epoch: Instant,
     /// Microseconds since `epoch` of the last refresh, plus one (0: never).
     refreshed_us: AtomicU64,
     datagram_queue: AtomicUsize,
-    /// The send window last returned for QUIC.
+    /// The send window last returned for QUIC (given to it).
     send_window: AtomicU64,
     max_send_window: u64,
 }
@@ -126,18 +134,29 @@ impl QueueAge {
     }
 
     /// Reads the path with `sample` if [`REFRESH`] has passed by `now`;
-    /// returns the send window to give QUIC when it changed.
+    /// returns the send window to give QUIC when it changed by more than an
+    /// eighth. Of callers racing at the same moment one reads the path.
     pub fn refresh(&self, now: Instant, sample: impl FnOnce() -> PathSample) -> Option<u64> {
         let now_us = now.saturating_duration_since(self.epoch).as_micros() as u64 + 1;
         let last = self.refreshed_us.load(Relaxed);
         if last != 0 && now_us.saturating_sub(last) < REFRESH.as_micros() as u64 {
             return None;
         }
-        self.refreshed_us.store(now_us, Relaxed);
+        if self
+            .refreshed_us
+            .compare_exchange(last, now_us, Relaxed, Relaxed)
+            .is_err()
+        {
+            return None;
+        }
         let bounds = Bounds::for_path(sample(), self.max_send_window);
         self.datagram_queue.store(bounds.datagram_queue, Relaxed);
-        let previous = self.send_window.swap(bounds.send_window, Relaxed);
-        (previous != bounds.send_window).then_some(bounds.send_window)
+        let given = self.send_window.load(Relaxed);
+        if given.abs_diff(bounds.send_window) <= given / 8 {
+            return None;
+        }
+        self.send_window.store(bounds.send_window, Relaxed);
+        Some(bounds.send_window)
     }
 
     /// Whether a datagram of `len` bytes may join a queue holding `queued`.
@@ -215,7 +234,7 @@ mod tests {
     }
 
     #[test]
-    fn the_path_is_read_at_most_every_refresh_and_a_window_given_only_when_it_changes() {
+    fn the_path_is_read_at_most_every_refresh_and_a_window_given_only_when_it_moves_an_eighth() {
         let start = Instant::now();
         let age = QueueAge::new(MIB, start);
         let slow = PathSample {
@@ -233,12 +252,18 @@ mod tests {
         // Within REFRESH the path is not read again.
         let unread = || -> PathSample { panic!("read within REFRESH") };
         assert_eq!(age.refresh(start + REFRESH / 2, unread), None);
-        // Read again, the same window is not given twice.
+        // Read again, the same window is not given twice, nor one within an
+        // eighth of it.
         assert_eq!(age.refresh(start + REFRESH, || slow), None);
+        let a_little_faster = PathSample {
+            cwnd: 16_000,
+            ..slow
+        };
+        assert_eq!(age.refresh(start + 2 * REFRESH, || a_little_faster), None);
         let faster = PathSample {
             cwnd: 30_000,
             ..slow
         };
-        assert_eq!(age.refresh(start + 2 * REFRESH, || faster), Some(75_000));
+        assert_eq!(age.refresh(start + 3 * REFRESH, || faster), Some(75_000));
     }
 }

@@ -62,7 +62,7 @@ async fn a_receiver_slower_than_the_room_gets_recent_streamed_video_not_a_backlo
     // The link carries the keyframes and some of each second's deltas (a
     // group's deltas after a dropped one are useless): 56–82 of the frames
     // sent in the last 4 s arrived. Before the bound: p95 5.3 s (the 1 MiB
-    // send window full); 0.7–0.85 s, a keyframe's time on this link
+    // send window full); 0.7–0.9 s, a keyframe's time on this link
     // included.
     ages.assert_recent("streamed video", 40, 1_200.0);
 }

@@ -387,33 +387,33 @@ fn a_udp_bottleneck_passes_its_rate_and_drops_what_its_queue_cannot_hold() {
         }
         arrivals
     });
-    // 200 datagrams of 1 000 bytes in 100 ms: 16 Mbit/s into 800 kbit/s.
-    const SENT: u64 = 200;
-    let started = Instant::now();
+    // 50 datagrams of 1 000 bytes at once (within a socket buffer): the
+    // first goes through, ten more fit the 100 ms queue at 10 ms each, the
+    // rest is dropped.
+    const SENT: u64 = 50;
     for seq in 0..SENT {
         let mut datagram = vec![0u8; 1_000];
         datagram[..8].copy_from_slice(&seq.to_be_bytes());
         socket.send(&datagram).unwrap();
-        std::thread::sleep(Duration::from_micros(500));
     }
     let arrivals = receiving.join().unwrap();
     let stats = proxy.stats();
-    let span = *arrivals.last().unwrap() - started;
+    let spread = *arrivals.last().unwrap() - arrivals[0];
     println!(
-        "800 kbit/s bottleneck, 100 ms queue: {} of {SENT} answers through in {:.0} ms, {} dropped",
+        "800 kbit/s bottleneck, 100 ms queue: {} of {SENT} answers through over {:.0} ms, {} dropped",
         arrivals.len(),
-        ms(span),
+        ms(spread),
         stats.lost
     );
     assert_eq!(stats.lost + arrivals.len() as u64, SENT, "{stats:?}");
-    // 100 ms of sending and 100 ms of queue at 10 ms a datagram: about 20.
+    // Eleven if the burst reached the proxy at once; a little more if it
+    // took the proxy a few milliseconds to read.
     assert!(
-        (15..=30).contains(&arrivals.len()),
+        (11..=14).contains(&arrivals.len()),
         "{} through",
         arrivals.len()
     );
     // Spaced by the rate: the last leaves about 10 ms per datagram after the first.
-    let spread = *arrivals.last().unwrap() - arrivals[0];
     assert!(
         spread >= Duration::from_millis(10 * (arrivals.len() as u64 - 2)),
         "{} datagrams spread over only {:.1} ms",

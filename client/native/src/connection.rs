@@ -194,12 +194,12 @@ impl Sender {
     }
 
     /// Sends `frame` as one WebTransport datagram once the connection's
-    /// datagram buffer has room for it. [`Sender::send`] hands media to the
-    /// connection, which drops its oldest datagram when a sender outruns it
-    /// (stale media is worthless); a sender that must not outrun its own
-    /// connection — a benchmark's blast, which measures what lies beyond
-    /// the connection — waits here instead, as a WebSocket sender waits
-    /// for TCP. Room is checked, then taken: only while nothing else sends
+    /// datagram buffer has room for it. [`Sender::send`] gives media up
+    /// when the connection's queue is longer than a call can wait
+    /// ([`queue_age`]: stale media is worthless); a sender that must not
+    /// outrun its own connection — a benchmark's blast, which measures what
+    /// lies beyond the connection — waits here instead, as a WebSocket
+    /// sender waits for TCP. Room is checked, then taken: only while nothing else sends
     /// datagrams on this connection (media through [`Sender::send`],
     /// probes) is none of the buffer's datagrams dropped. False on
     /// WebSocket, for a frame larger than a datagram, or once the

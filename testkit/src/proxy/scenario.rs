@@ -99,15 +99,20 @@ pub struct DirectionOverride {
     pub jitter_ms: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loss: Option<f64>,
-    /// A bottleneck in this direction, in kbit/s: packets leave it one after
-    /// another at this rate, as through a slow access link. Without it a
-    /// direction is as fast as what is sent into it.
+    /// A bottleneck in this direction, in kbit/s (at least 1): packets leave
+    /// it one after another at this rate, as through a slow access link.
+    /// Without it a direction is as fast as what is sent into it. The UDP
+    /// proxy's client → relay bottleneck is one link shared by all of the
+    /// proxy's clients; its relay → client one, and the TCP proxy's, are one
+    /// per client (per connection).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_kbit: Option<f64>,
-    /// How long a packet may wait in the bottleneck's queue (a router's
+    /// How long a UDP packet may wait in the bottleneck's queue (a router's
     /// buffer, in time at its rate); one that would wait longer is dropped.
-    /// Default [`DEFAULT_QUEUE_MS`]. The TCP proxy never drops: its queue
-    /// holds the sender back instead, as TCP's flow control would.
+    /// Default [`DEFAULT_QUEUE_MS`]. The TCP proxy ignores it and never
+    /// drops: it only delays, buffering what the bottleneck has not passed
+    /// yet (up to its chunk queue, beyond which TCP's flow control holds the
+    /// sender back).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue_ms: Option<f64>,
 }
@@ -235,9 +240,11 @@ impl LinkSpec {
                 check_loss(&format!("{direction}.loss"), loss)?;
             }
             if let Some(rate) = spec.rate_kbit
-                && !(rate.is_finite() && rate > 0.0)
+                && !(rate.is_finite() && rate >= 1.0)
             {
-                anyhow::bail!("{direction}.rate_kbit is {rate}, it must be a rate above 0 kbit/s");
+                anyhow::bail!(
+                    "{direction}.rate_kbit is {rate}, it must be a rate of at least 1 kbit/s"
+                );
             }
             if let Some(queue) = spec.queue_ms {
                 check_delay(&format!("{direction}.queue_ms"), queue)?;
