@@ -1,7 +1,7 @@
 //! How long media may wait in a WebTransport sender's QUIC queues, for
 //! both ends: the relay towards each receiver, a native client towards its
-//! relay. Sans-IO: the caller reads its QUIC connection and applies the
-//! result.
+//! relay. The policy is sans-IO; with the `quic` feature, [`QueueAge`] also
+//! reads and applies it on a quinn connection, so both ends share that too.
 //!
 //! QUIC sends as fast as the connection's congestion window lets it and
 //! keeps the rest: datagrams in quinn's datagram buffer (1 MiB, the oldest
@@ -162,6 +162,44 @@ impl QueueAge {
     /// Whether a datagram of `len` bytes may join a queue holding `queued`.
     pub fn datagram_fits(&self, queued: usize, len: usize) -> bool {
         queued + len <= self.datagram_queue.load(Relaxed)
+    }
+}
+
+/// The bounds on a quinn connection (feature `quic`: the relay and the
+/// native client; the browser build has no QUIC of its own).
+#[cfg(feature = "quic")]
+mod quic {
+    use std::time::Instant;
+
+    use wtransport::quinn::Connection;
+
+    use super::{DATAGRAM_SEND_BUFFER, PathSample, QueueAge};
+
+    impl QueueAge {
+        /// Whether a media datagram of `len` bytes may join `connection`'s
+        /// queue; reads the path first when it is time. (Probes do not ask.)
+        pub fn media_datagram_fits(&self, connection: &Connection, len: usize) -> bool {
+            self.refresh_on(connection);
+            let queued =
+                DATAGRAM_SEND_BUFFER.saturating_sub(connection.datagram_send_buffer_space());
+            self.datagram_fits(queued, len)
+        }
+
+        /// Reads `connection`'s path again when it is time, and gives it the
+        /// send window that allows.
+        pub fn refresh_on(&self, connection: &Connection) {
+            let path = || {
+                let path = connection.stats().path;
+                PathSample {
+                    cwnd: path.cwnd,
+                    rtt: path.rtt,
+                    congestion_events: path.congestion_events,
+                }
+            };
+            if let Some(window) = self.refresh(Instant::now(), path) {
+                connection.set_send_window(window);
+            }
+        }
     }
 }
 

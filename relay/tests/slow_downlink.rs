@@ -6,29 +6,18 @@
 //! half of what the room sends would get every datagram once that buffer has
 //! filled — the buffer's worth late: 16 s at 500 kbit/s — and a call that
 //! late is no call. The relay bounds the queue by how long it takes to drain
-//! at the connection's current rate instead (`relay/src/transport/wt/queue_age.rs`).
+//! at the connection's current rate instead (`rallypoint_protocol::queue_age`).
 
 mod support;
 
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use rallypoint_client::TransportKind::WebSocket;
-use rallypoint_protocol::v1::{TrackKind, server_frame};
+use rallypoint_protocol::v1::TrackKind;
+use rallypoint_testkit::media_age::{Ages, now_us, quantile_ms};
 use rallypoint_testkit::proxy::LinkSpec;
 use support::*;
-
-/// One clock for the sender's capture times and the receiver's arrivals (both
-/// are in this process).
-fn clock() -> Instant {
-    static START: OnceLock<Instant> = OnceLock::new();
-    *START.get_or_init(Instant::now)
-}
-
-fn now_us() -> u64 {
-    clock().elapsed().as_micros() as u64
-}
 
 /// The receiver's downlink: 500 kbit/s behind a 100 ms queue, 40 ms away.
 const DOWNLINK: &str = r#"{"rtt_ms": 40, "down": {"rate_kbit": 500, "queue_ms": 100}}"#;
@@ -67,33 +56,27 @@ async fn a_receiver_slower_than_the_room_gets_recent_streamed_video_not_a_backlo
     ages.assert_recent("streamed video", 40, 1_200.0);
 }
 
-/// Per received frame of the sender: (when it was sent, how old it was on
-/// arrival), microseconds; and what the relay counted.
-struct Ages {
-    frames: Vec<(u64, u64)>,
+/// The sender's frames as they arrived, how many were sent, and what the
+/// relay counted.
+struct Received {
+    ages: Ages,
     sent: u64,
     relay: serde_json::Value,
 }
 
-impl Ages {
+impl Received {
     /// Asserts that at least `min` frames sent in the second half of the
     /// sending (once any queue had long filled) arrived, 95% of them within
     /// `max_p95_ms`.
     fn assert_recent(&self, what: &str, min: usize, max_p95_ms: f64) {
-        let started = self.frames.first().map_or(0, |(sent, _)| *sent);
-        let second_half: Vec<u64> = self
-            .frames
-            .iter()
-            .filter(|(sent, _)| *sent >= started + SENDING.as_micros() as u64 / 2)
-            .map(|(_, age)| *age)
-            .collect();
+        let second_half = self.ages.sent_after(SENDING / 2);
         let p50 = quantile_ms(&second_half, 0.5);
         let p95 = quantile_ms(&second_half, 0.95);
         println!(
             "{what} to a receiver at 500 kbit/s from a room sending twice that: {} frames received \
              of {}, second half {} with age p50 {p50:.0} ms, p95 {p95:.0} ms; relay dropped {}, \
              skipped {}",
-            self.frames.len(),
+            self.ages.0.len(),
             self.sent,
             second_half.len(),
             self.relay["media_dropped"],
@@ -121,7 +104,7 @@ impl Ages {
 async fn ages_at_the_slow_receiver(
     gap: Duration,
     tracks: &[impl Fn(u64) -> (TrackKind, bool, usize)],
-) -> Ages {
+) -> Received {
     let lab = Lab::two_regions(&UNMETERED_MEDIA).await;
     let (alice, _) = lab.participant(0, WebSocket, "r", "alice").await;
     let downlink: LinkSpec = serde_json::from_str(DOWNLINK).unwrap();
@@ -139,32 +122,11 @@ async fn ages_at_the_slow_receiver(
             }
         }
     };
-    let receiving = async {
-        let mut frames = Vec::new();
-        let deadline = tokio::time::Instant::now() + SENDING + Duration::from_secs(2);
-        while let Ok(Some(received)) = tokio::time::timeout_at(deadline, bob.recv()).await {
-            if let Some(server_frame::Kind::Media(media)) = received.frame.kind
-                && media.sender == alice_id
-            {
-                frames.push((media.capture_us, now_us().saturating_sub(media.capture_us)));
-            }
-        }
-        frames
-    };
-    let ((), frames) = tokio::join!(sending, receiving);
-    Ages {
-        frames,
+    let deadline = tokio::time::Instant::now() + SENDING + Duration::from_secs(2);
+    let ((), ages) = tokio::join!(sending, Ages::of(&mut bob, &alice_id, deadline));
+    Received {
+        ages,
         sent: per_track * tracks.len() as u64,
         relay: lab.relays[0].stats().await.unwrap(),
     }
-}
-
-fn quantile_ms(ages_us: &[u64], q: f64) -> f64 {
-    if ages_us.is_empty() {
-        return f64::NAN;
-    }
-    let mut sorted = ages_us.to_vec();
-    sorted.sort_unstable();
-    let at = ((sorted.len() - 1) as f64 * q).round() as usize;
-    sorted[at] as f64 / 1000.0
 }

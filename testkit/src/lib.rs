@@ -21,6 +21,7 @@ pub mod bins;
 pub mod chdb;
 pub mod clickhouse;
 pub mod collector;
+pub mod media_age;
 pub mod nats;
 pub mod pki;
 pub mod ports;

@@ -20,7 +20,7 @@ use futures_util::{SinkExt, StreamExt};
 use rallypoint_client::session::route::route;
 use rallypoint_client::{Candidate, TransportKind};
 use rallypoint_protocol::media_streams::StreamFrames;
-use rallypoint_protocol::queue_age::{self, PathSample, QueueAge};
+use rallypoint_protocol::queue_age::{self, QueueAge};
 use rallypoint_protocol::v1::{ClientFrame, ServerFrame};
 use rallypoint_protocol::{decode_server_frame, encode, length_prefixed, limits};
 use tokio::sync::mpsc;
@@ -74,7 +74,7 @@ pub struct Sender {
     wt: Option<wtransport::Connection>,
     /// How much media the WebTransport connection may queue
     /// ([`rallypoint_protocol::queue_age`]); unused on WebSocket.
-    queue_age: Arc<QueueAge>,
+    queue_age: QueueAge,
     given_up: Arc<AtomicU64>,
 }
 
@@ -236,40 +236,21 @@ impl Sender {
                 if self.closed.is_cancelled() {
                     return false;
                 }
-                let quic = wt.quic_connection();
-                self.refresh_queue_age(quic);
-                let queued = queue_age::DATAGRAM_SEND_BUFFER
-                    .saturating_sub(quic.datagram_send_buffer_space());
                 let refused = route == Route::Datagram
-                    && !self
-                        .queue_age
-                        .datagram_fits(queued, bytes.len() + WT_DATAGRAM_HEADER_MAX);
+                    && !self.queue_age.media_datagram_fits(
+                        wt.quic_connection(),
+                        bytes.len() + WT_DATAGRAM_HEADER_MAX,
+                    );
                 if refused || wt.send_datagram(bytes).is_err() {
                     self.given_up.fetch_add(1, Ordering::Relaxed);
                 }
                 true
             }
             (Some(wt), Route::Stream) => {
-                self.refresh_queue_age(wt.quic_connection());
+                self.queue_age.refresh_on(wt.quic_connection());
                 self.commands.send(Command::Send(bytes, route)).is_ok()
             }
             _ => self.commands.send(Command::Send(bytes, route)).is_ok(),
-        }
-    }
-
-    /// Reads the connection's path again when it is time, and gives QUIC
-    /// the send window it allows.
-    fn refresh_queue_age(&self, quic: &wtransport::quinn::Connection) {
-        let path = || {
-            let path = quic.stats().path;
-            PathSample {
-                cwnd: path.cwnd,
-                rtt: path.rtt,
-                congestion_events: path.congestion_events,
-            }
-        };
-        if let Some(window) = self.queue_age.refresh(Instant::now(), path) {
-            quic.set_send_window(window);
         }
     }
 
@@ -377,7 +358,7 @@ async fn connect_ws(url: &str, cert_hash: Option<[u8; 32]>) -> Result<Connection
             closed,
             max_datagram: 0,
             wt: None,
-            queue_age: Arc::new(QueueAge::new(0, Instant::now())),
+            queue_age: QueueAge::new(0, Instant::now()),
             given_up: Arc::default(),
         },
         incoming,
@@ -629,7 +610,7 @@ async fn connect_wt(url: &str, cert_hash: Option<[u8; 32]>) -> Result<Connection
             closed,
             max_datagram,
             wt: Some(connection),
-            queue_age: Arc::new(QueueAge::new(SEND_WINDOW, Instant::now())),
+            queue_age: QueueAge::new(SEND_WINDOW, Instant::now()),
             given_up,
         },
         incoming,

@@ -10,12 +10,12 @@
 //! A real relay and NATS server on loopback; a UDP proxy with a bottleneck
 //! is the uplink.
 
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use rallypoint_client::TransportKind;
-use rallypoint_protocol::v1::{TrackKind, server_frame};
+use rallypoint_protocol::v1::TrackKind;
+use rallypoint_testkit::media_age::{Ages, now_us, quantile_ms};
 use rallypoint_testkit::proxy::{LinkSpec, UdpDelayProxy};
 use rallypoint_testkit::tokens::DevIssuer;
 
@@ -30,13 +30,6 @@ const UPLINK: &str = r#"{"rtt_ms": 40, "up": {"rate_kbit": 500, "queue_ms": 100}
 const FRAME: usize = 600;
 const GAP: Duration = Duration::from_millis(5);
 const SENDING: Duration = Duration::from_secs(8);
-
-/// One clock for the sender's capture times and the watcher's arrivals (both
-/// are in this process).
-fn now_us() -> u64 {
-    static START: OnceLock<Instant> = OnceLock::new();
-    START.get_or_init(Instant::now).elapsed().as_micros() as u64
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_slower_than_its_media_sends_recent_datagrams_not_a_backlog() {
@@ -72,38 +65,19 @@ async fn a_client_slower_than_its_media_sends_recent_datagrams_not_a_backlog() {
             );
         }
     };
-    let receiving = async {
-        // (when it was sent, how old it was on arrival), microseconds.
-        let mut ages = Vec::new();
-        let deadline = tokio::time::Instant::now() + SENDING + Duration::from_secs(2);
-        while let Ok(Some(received)) = tokio::time::timeout_at(deadline, watcher.recv()).await {
-            if let Some(server_frame::Kind::Media(media)) = received.frame.kind
-                && media.sender == sender_id
-            {
-                ages.push((media.capture_us, now_us().saturating_sub(media.capture_us)));
-            }
-        }
-        ages
-    };
-    let ((), ages) = tokio::join!(sending, receiving);
+    let deadline = tokio::time::Instant::now() + SENDING + Duration::from_secs(2);
+    let ((), ages) = tokio::join!(sending, Ages::of(&mut watcher, &sender_id, deadline));
 
     // Frames sent in the second half, once any queue had long filled.
-    let started = ages.first().map_or(0, |(sent, _)| *sent);
-    let mut second_half: Vec<u64> = ages
-        .iter()
-        .filter(|(sent, _)| *sent >= started + SENDING.as_micros() as u64 / 2)
-        .map(|(_, age)| *age)
-        .collect();
-    second_half.sort_unstable();
-    let ms = |q: f64| match second_half.len() {
-        0 => f64::NAN,
-        n => second_half[((n - 1) as f64 * q).round() as usize] as f64 / 1000.0,
-    };
-    let (p50, p95) = (ms(0.5), ms(0.95));
+    let second_half = ages.sent_after(SENDING / 2);
+    let (p50, p95) = (
+        quantile_ms(&second_half, 0.5),
+        quantile_ms(&second_half, 0.95),
+    );
     println!(
         "a sender at 500 kbit/s sending twice that: {} of {frames} frames heard, second half {} \
          with age p50 {p50:.0} ms, p95 {p95:.0} ms; the sender gave up {}",
-        ages.len(),
+        ages.0.len(),
         second_half.len(),
         sender.conn.frames_given_up()
     );

@@ -11,7 +11,6 @@
 
 mod client_streams;
 mod media_streams;
-mod queue_age;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -271,7 +270,10 @@ impl DatagramSink for Datagrams {
             return DatagramSend::TooLarge;
         }
         let quic = self.connection.quic_connection();
-        if !queue_age::datagram_fits(&self.queue_age, quic, frame.len() + DATAGRAM_HEADER) {
+        if !self
+            .queue_age
+            .media_datagram_fits(quic, frame.len() + DATAGRAM_HEADER)
+        {
             return DatagramSend::NoRoom;
         }
         match self.connection.send_datagram(frame) {

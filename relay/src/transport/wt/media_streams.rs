@@ -52,7 +52,6 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::Instant;
 use wtransport::{Connection, SendStream, VarInt};
 
-use super::queue_age;
 use crate::metrics::Stats;
 use crate::outbox::MediaFrame;
 use rallypoint_protocol::queue_age::QueueAge;
@@ -154,7 +153,7 @@ impl MediaStreams {
 
     /// Sends `frame` on a stream; never waits.
     pub(super) fn send(&mut self, frame: MediaFrame) {
-        queue_age::refresh(&self.queue_age, self.connection.quic_connection());
+        self.queue_age.refresh_on(self.connection.quic_connection());
         match frame.picture_track {
             Some(track) if self.groups_read.load(Relaxed) => {
                 match self.send_in_group(track, frame.bytes, frame.keyframe) {
