@@ -67,6 +67,10 @@ pub struct Stats {
     /// Leave): dropped.
     pub media_not_in_room: AtomicU64,
     pub keyframe_requests_sent: AtomicU64,
+    /// Keyframe requests held back because every receiver they were for had
+    /// asked too often: they go on when the first may ask again, unless a
+    /// keyframe came through first (see `rooms::keyframe_asks`).
+    pub keyframe_requests_backed_off: AtomicU64,
     pub probes_answered: AtomicU64,
     /// Frames refused (malformed, oversize, out of protocol).
     pub frames_rejected: AtomicU64,
@@ -246,10 +250,13 @@ const COUNTERS: &[Instrument<u64>] = &[
     Instrument {
         name: "rallypoint.relay.keyframe_requests",
         unit: "{request}",
-        description: "Keyframe requests sent on, or refused over their connection's budget",
+        description: "Keyframe requests sent on, held back while their receivers back off, or refused over their connection's budget",
         series: &[
             (Some(("outcome", "sent")), |s| {
                 s.keyframe_requests_sent.load(Relaxed)
+            }),
+            (Some(("outcome", "backed_off")), |s| {
+                s.keyframe_requests_backed_off.load(Relaxed)
             }),
             (Some(("outcome", "over_budget")), |s| {
                 s.keyframe_requests_over_budget.load(Relaxed)

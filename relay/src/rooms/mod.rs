@@ -18,6 +18,7 @@
 //! no other relay serves is not published at all (see `audience`).
 
 mod audience;
+mod keyframe_asks;
 mod listener;
 mod room;
 pub mod roster;

@@ -12,12 +12,13 @@ use rallypoint_protocol::prost::Message as _;
 use rallypoint_protocol::subjects::{self, RoomSubject};
 use rallypoint_protocol::v1::{
     ErrorCode, Joined, KeyframeRequest, RoomEvent, RosterBeat, RoutedKeyframeRequest, ServerFrame,
-    TrackKind, room_event, server_frame,
+    room_event, server_frame,
 };
 use rallypoint_protocol::{decode_server_frame, encode};
 use tokio::sync::mpsc;
 
 use super::audience::{Audience, Listening, NatsLink};
+use super::keyframe_asks::{KeyframeAsks, Track, Verdict};
 use super::listener::Listener;
 use super::roster::{ConnId, Departure, Effect, Roster};
 use super::{Command, Hub, LocalMedia, MediaFacts};
@@ -26,9 +27,6 @@ use crate::outbox::{MediaFrame, MediaOffer, Outbox};
 
 /// How often grace periods and silent relays are checked.
 const TICK: Duration = Duration::from_millis(250);
-/// At most one keyframe request per sender and kind per this interval: after a
-/// burst of drops one keyframe repairs every receiver.
-const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(300);
 /// Shortest time between two asks for the other relays' rosters.
 const ROSTER_ASK_INTERVAL: Duration = Duration::from_secs(1);
 /// How long another relay's word that a participant is in the call counts
@@ -54,13 +52,8 @@ struct Room {
     name: String,
     roster: Roster,
     conns: HashMap<ConnId, LocalConn>,
-    keyframe_asked: HashMap<(String, i32), Instant>,
-    /// Keyframe requests held back by [`KEYFRAME_REQUEST_INTERVAL`] (and
-    /// who asked): sent when it has passed, unless a keyframe of the track
-    /// came through first. A loss right after a request must not wait for
-    /// the sender's next keyframe of its own accord, which for a shared
-    /// screen can be long.
-    keyframe_owed: HashMap<(String, i32), String>,
+    /// Which keyframe requests go on to their senders, and when.
+    keyframe_asks: KeyframeAsks,
     /// When this relay last asked the others for their rosters.
     roster_asked: Option<Instant>,
     /// Frames already delivered: a sender preparing a move sends through two
@@ -102,8 +95,7 @@ pub(super) async fn run(
         hub: hub.clone(),
         name,
         conns: HashMap::new(),
-        keyframe_asked: HashMap::new(),
-        keyframe_owed: HashMap::new(),
+        keyframe_asks: KeyframeAsks::default(),
         roster_asked: None,
         seen: SeenFrames::default(),
         vouched: HashMap::new(),
@@ -145,9 +137,7 @@ pub(super) async fn run(
             }
             _ = tick.tick() => {
                 let now = Instant::now();
-                room.keyframe_asked
-                    .retain(|_, asked| now.duration_since(*asked) < KEYFRAME_REQUEST_INTERVAL);
-                room.ask_owed_keyframes().await;
+                room.ask_owed_keyframes(now).await;
                 room.seen.tick();
                 room.vouched.retain(|_, at| now.duration_since(*at) < VOUCHED_FOR);
                 let effects = room.roster.tick(now);
@@ -284,7 +274,9 @@ impl Room {
                 // Only for someone in the room: anything else would publish
                 // across gateways for nobody, and grow `keyframe_asked`.
                 if self.roster.contains(&target) {
-                    self.request_keyframe(&target, &requester, kind).await;
+                    let track = (target, kind as i32);
+                    self.request_keyframe(&track, [requester.as_str()], &requester)
+                        .await;
                 }
             }
             Command::Listen {
@@ -411,7 +403,8 @@ impl Room {
                     conn.awaiting_keyframe.insert(track.clone());
                 }
             }
-            self.request_keyframe(&local.sender, "", kind).await;
+            // Lost for every receiver here: the relay is the one that lost.
+            self.request_keyframe(&track, [""], "").await;
         }
         self.fan_out(&local.sender, local.facts, local.frame).await;
     }
@@ -450,9 +443,10 @@ impl Room {
         }
         if is_picture && media.keyframe {
             // What a held-back request was for.
-            self.keyframe_owed.remove(&track);
+            self.keyframe_asks.keyframe_passed(&track);
         }
-        let mut lost_picture = false;
+        // Receivers that lost this picture's frame: they ask for a keyframe.
+        let mut lost_by: Vec<String> = Vec::new();
         let now = Instant::now();
         let frame = if is_picture {
             MediaFrame::picture(frame, sender, media.kind, media.keyframe)
@@ -488,34 +482,47 @@ impl Room {
                     stats.media_dropped.fetch_add(1, Relaxed);
                     if is_picture {
                         conn.awaiting_keyframe.insert(track.clone());
-                        lost_picture = true;
+                        lost_by.push(conn.peer_id.clone());
                     }
                 }
                 MediaOffer::Closed => {}
             }
         }
-        if lost_picture {
-            let kind = TrackKind::try_from(media.kind).unwrap_or(TrackKind::Video);
-            self.request_keyframe(sender, "", kind).await;
+        if !lost_by.is_empty() {
+            self.request_keyframe(&track, lost_by.iter().map(String::as_str), "")
+                .await;
         }
     }
 
-    /// Asks `target` (wherever it is) for a keyframe, at most once per interval.
-    async fn request_keyframe(&mut self, target: &str, requester: &str, kind: TrackKind) {
-        let key = (target.to_owned(), kind as i32);
-        let now = Instant::now();
-        if let Some(last) = self.keyframe_asked.get(&key)
-            && now.duration_since(*last) < KEYFRAME_REQUEST_INTERVAL
+    /// Asks a track's sender (wherever it is) for a keyframe on behalf of
+    /// `receivers`, from `requester` ("" for the relay), as
+    /// [`KeyframeAsks`] rations.
+    async fn request_keyframe<'a>(
+        &mut self,
+        track: &Track,
+        receivers: impl IntoIterator<Item = &'a str>,
+        requester: &str,
+    ) {
+        match self
+            .keyframe_asks
+            .ask(track, receivers, requester, Instant::now())
         {
-            self.keyframe_owed.insert(key, requester.to_owned());
-            return;
+            Verdict::Send => self.send_keyframe_request(track, requester).await,
+            Verdict::Owed => {}
+            Verdict::BackingOff => {
+                self.stats()
+                    .keyframe_requests_backed_off
+                    .fetch_add(1, Relaxed);
+            }
         }
-        self.keyframe_asked.insert(key, now);
+    }
+
+    async fn send_keyframe_request(&mut self, (target, kind): &Track, requester: &str) {
         self.stats().keyframe_requests_sent.fetch_add(1, Relaxed);
         let request = RoutedKeyframeRequest {
-            target_peer_id: target.to_owned(),
+            target_peer_id: target.clone(),
             requester_peer_id: requester.to_owned(),
-            kind: kind as i32,
+            kind: *kind,
         };
         // The target may be here (NATS does not echo this relay's own
         // publications back to it) or on other relays.
@@ -526,15 +533,10 @@ impl Room {
         .await;
     }
 
-    /// Sends the keyframe requests held back whose interval has passed.
-    async fn ask_owed_keyframes(&mut self) {
-        let due: Vec<((String, i32), String)> = self
-            .keyframe_owed
-            .extract_if(|key, _| !self.keyframe_asked.contains_key(key))
-            .collect();
-        for ((target, kind), requester) in due {
-            let kind = TrackKind::try_from(kind).unwrap_or(TrackKind::Video);
-            self.request_keyframe(&target, &requester, kind).await;
+    /// Sends the keyframe requests held back whose track interval has passed.
+    async fn ask_owed_keyframes(&mut self, now: Instant) {
+        for (track, requester) in self.keyframe_asks.due(now) {
+            self.send_keyframe_request(&track, &requester).await;
         }
     }
 
