@@ -26,9 +26,26 @@ pub const MAX_TOKEN: usize = 8 * 1024;
 pub const MAX_REPORT_CANDIDATES: usize = 32;
 
 /// Probes a relay answers per connection per second (the relay's
-/// `--probes-per-second` default). A client paces its probes of any one
-/// connection below it: past it the relay's silence reads as loss.
-pub const PROBES_ANSWERED_PER_SECOND: u32 = 25;
+/// `--probes-per-second` default), said in `Welcome.probes_per_second`. A
+/// client paces its probes of any one connection below what its relay says:
+/// past it the relay's silence reads as loss. A probe and its answer are a
+/// few dozen bytes; the budget is there against floods, and a client
+/// gathering evidence of a lossy path wants to probe fast (see the client's
+/// `ElectionConfig::loss_evidence_probe_interval`).
+pub const PROBES_ANSWERED_PER_SECOND: u32 = 100;
+
+/// What a relay answers that does not say (`Welcome.probes_per_second` 0):
+/// the default before relays said it.
+pub const PROBES_ANSWERED_BY_EARLIER_RELAYS: u32 = 25;
+
+/// Probes answered per second by a relay whose Welcome said `said`.
+pub const fn probes_answered(said: u32) -> u32 {
+    if said == 0 {
+        PROBES_ANSWERED_BY_EARLIER_RELAYS
+    } else {
+        said
+    }
+}
 
 /// … in bursts of this many seconds' worth: a WebSocket stalled by TCP
 /// retransmissions delivers every probe sent meanwhile at once (a talking

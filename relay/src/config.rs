@@ -201,17 +201,20 @@ pub struct Limits {
     pub keyframe_requests_per_second: u32,
 
     /// Probes answered per connection per second (bursts of three seconds'
-    /// worth: a stalled WebSocket delivers them at once). Clients probe
-    /// every 200 ms, every 50 ms while they send media (plus five at once
-    /// when their traffic falls silent or probes go unanswered), faster
-    /// early in an election, and a standby every second; while their relay
-    /// loses probes, a standby in another region and a WebTransport relay
-    /// every 50 ms (within a budget per decision). Below the default, a
-    /// client's unanswered probes read as loss.
+    /// worth: a stalled WebSocket delivers them at once), said to each
+    /// client in its Welcome. Clients probe every 200 ms, every 50 ms while
+    /// they send media (plus five at once when their traffic falls silent
+    /// or probes go unanswered), faster early in an election, and a standby
+    /// every second; while their relay loses probes, a standby in another
+    /// region and a WebTransport relay 50 times a second, never beyond 80%
+    /// of this (within a budget per decision): the lower it is, the longer
+    /// a call stays on a lossy relay. At least 25, what clients that do not
+    /// read it assume.
     #[arg(
         long,
         env = "RALLYPOINT_PROBES_PER_SECOND",
-        default_value_t = rallypoint_protocol::limits::PROBES_ANSWERED_PER_SECOND
+        default_value_t = rallypoint_protocol::limits::PROBES_ANSWERED_PER_SECOND,
+        value_parser = clap::value_parser!(u32).range(25..)
     )]
     pub probes_per_second: u32,
 

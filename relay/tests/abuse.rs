@@ -512,10 +512,48 @@ async fn a_stalled_websockets_bunch_of_probes_is_answered_whole() {
     let (mut talker, _) = lab.participant(0, WebSocket, "stall", "talker").await;
     let answered = probes_answered(&mut talker, 40).await;
     assert_eq!(answered, 40, "a 2 s stall's probes answered");
-    // The bucket holds three seconds' worth (75): a flood of 200 at once is
+    // The bucket holds three seconds' worth (300): a flood of 800 at once is
     // mostly refused.
-    let answered = probes_answered(&mut talker, 200).await;
-    assert!(answered < 120, "{answered} of a flood of 200 answered");
+    let answered = probes_answered(&mut talker, 800).await;
+    assert!(answered < 450, "{answered} of a flood of 800 answered");
+}
+
+/// A relay says in its Welcome how many probes a second it answers, so a
+/// client paces its probes below that whatever the operator set
+/// (`--probes-per-second`), and answers no more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_welcome_says_how_many_probes_the_relay_answers() {
+    use futures_util::{SinkExt, StreamExt};
+    use rallypoint_protocol::decode_server_frame;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let lab = Lab::two_regions(&["--probes-per-second", "40"]).await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(lab.relays[0].ws_url())
+        .await
+        .unwrap();
+    let token = lab
+        .issuer
+        .mint("r", "prober", "Prober", Duration::from_secs(60));
+    ws.send(Message::Binary(hello_frame(token))).await.unwrap();
+    let welcome = loop {
+        let Some(Ok(Message::Binary(bytes))) = ws.next().await else {
+            panic!("the relay closed before Welcome")
+        };
+        if let Some(server_frame::Kind::Welcome(welcome)) = decode_server_frame(bytes).unwrap().kind
+        {
+            break welcome;
+        }
+    };
+    assert_eq!(welcome.probes_per_second, 40);
+    drop(ws);
+
+    let (mut prober, _) = lab.participant(0, WebSocket, "r", "prober").await;
+    let answered = probes_answered(&mut prober, 300).await;
+    // Three seconds' worth, and what two more seconds refill at most.
+    assert!(
+        (120..=200).contains(&answered),
+        "{answered} of 300 probes at once answered by a relay saying 40 a second"
+    );
 }
 
 /// Sends `sent` probes at once; how many were answered within 2 s.

@@ -22,17 +22,22 @@
 //!   only through its probes (or the 10 s QUIC idle timeout);
 //! * an unreachable candidate (UDP blocked) never answers and fails after the
 //!   5 s connect timeout;
-//! * a relay answers at most [`PROBES_ANSWERED_PER_SECOND`] probes a second
-//!   per connection, in bursts of [`PROBE_ANSWER_BURST_SECONDS`](rallypoint_protocol::limits::PROBE_ANSWER_BURST_SECONDS)' worth (its
-//!   default budget; charged as a datagram leaves, as a stream's probe
-//!   arrives — a stalled WebSocket's come in a bunch), and leaves the rest
-//!   unanswered ([`Simulation::probes_withheld`]): to the client, loss.
+//! * a relay answers at most the probes a second per connection its Welcome
+//!   says ([`SimCandidate::welcome_probes_per_second`]: by default the
+//!   relay's default, [`PROBES_ANSWERED_PER_SECOND`]; 0 for a relay from
+//!   before it said, which answers 25), in bursts of
+//!   [`PROBE_ANSWER_BURST_SECONDS`](rallypoint_protocol::limits::PROBE_ANSWER_BURST_SECONDS)' worth
+//!   (charged as a datagram leaves, as a stream's probe arrives — a
+//!   stalled WebSocket's come in a bunch), and leaves the rest unanswered
+//!   ([`Simulation::probes_withheld`]): to the client, loss.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::Duration;
 
-use rallypoint_protocol::limits::{PROBES_ANSWERED_PER_SECOND, probe_answer_burst};
+use rallypoint_protocol::limits::{
+    PROBES_ANSWERED_PER_SECOND, probe_answer_burst, probes_answered,
+};
 use rallypoint_protocol::v1::ClientContext;
 
 use crate::candidate::{Candidate, TransportKind};
@@ -129,6 +134,8 @@ pub struct SimCandidate {
     pub dies_at: Option<Duration>,
     pub drains_at: Option<Duration>,
     pub unreachable: bool,
+    /// What its relay's Welcome says of the probes it answers a second.
+    pub welcome_probes_per_second: u32,
 }
 
 impl SimCandidate {
@@ -150,6 +157,7 @@ impl SimCandidate {
             dies_at: None,
             drains_at: None,
             unreachable: false,
+            welcome_probes_per_second: PROBES_ANSWERED_PER_SECOND,
         }
     }
 
@@ -216,31 +224,35 @@ const TCP_MAX_RTO: Duration = Duration::from_secs(120);
 const TCP_RETRIES: u32 = 15;
 
 /// A relay's answers to one connection's probes: a token bucket of
-/// [`PROBES_ANSWERED_PER_SECOND`] in bursts of
-/// [`PROBE_ANSWER_BURST_SECONDS`](rallypoint_protocol::limits::PROBE_ANSWER_BURST_SECONDS)' worth, as the relay keeps it (its
-/// default).
+/// `per_second` in bursts of
+/// [`PROBE_ANSWER_BURST_SECONDS`](rallypoint_protocol::limits::PROBE_ANSWER_BURST_SECONDS)' worth,
+/// as the relay keeps it.
 #[derive(Debug, Clone, Copy, Default)]
 struct AnswerBudget {
     tokens: f64,
     refilled_at: Micros,
+    per_second: u32,
 }
 
 impl AnswerBudget {
-    const CAPACITY: f64 = probe_answer_burst(PROBES_ANSWERED_PER_SECOND) as f64;
-
-    fn full(now: Micros) -> Self {
+    fn full(now: Micros, per_second: u32) -> Self {
         AnswerBudget {
-            tokens: Self::CAPACITY,
+            tokens: Self::capacity(per_second),
             refilled_at: now,
+            per_second,
         }
     }
 
+    fn capacity(per_second: u32) -> f64 {
+        f64::from(probe_answer_burst(per_second))
+    }
+
     fn take(&mut self, now: Micros) -> bool {
-        let rate = f64::from(PROBES_ANSWERED_PER_SECOND);
+        let rate = f64::from(self.per_second);
         // Datagrams are charged as they leave, in send order; a stream's
         // probes as they arrive, in arrival order: never back in time.
         let elapsed = now.since(self.refilled_at).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * rate).min(Self::CAPACITY);
+        self.tokens = (self.tokens + elapsed * rate).min(Self::capacity(self.per_second));
         self.refilled_at = self.refilled_at.max(now);
         let answered = self.tokens >= 1.0;
         if answered {
@@ -466,7 +478,7 @@ impl Simulation {
         match item {
             Scheduled::Deliver(event) => {
                 let candidate = match &event {
-                    Event::Connected { candidate }
+                    Event::Connected { candidate, .. }
                     | Event::ProbeAck { candidate, .. }
                     | Event::ConnectionLost { candidate, .. }
                     | Event::Drain { candidate }
@@ -484,7 +496,9 @@ impl Simulation {
                     Event::Connected { .. } => {
                         self.connecting[candidate] = false;
                         self.open[candidate] = true;
-                        self.answer_budgets[candidate] = AnswerBudget::full(self.now);
+                        let said = self.world[candidate].welcome_probes_per_second;
+                        self.answer_budgets[candidate] =
+                            AnswerBudget::full(self.now, probes_answered(said));
                     }
                     Event::ConnectFailed { .. } => self.connecting[candidate] = false,
                     Event::ConnectionLost { .. } => {
@@ -586,9 +600,13 @@ impl Simulation {
                             took += Duration::from_millis(200);
                         }
                     }
+                    let said = self.world[candidate].welcome_probes_per_second;
                     self.schedule(
                         now + took,
-                        Scheduled::Deliver(Event::Connected { candidate }),
+                        Scheduled::Deliver(Event::Connected {
+                            candidate,
+                            probes_answered: probes_answered(said),
+                        }),
                     );
                 }
             }

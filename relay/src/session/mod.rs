@@ -561,6 +561,7 @@ impl Session {
                     protocol_version: PROTOCOL_VERSION,
                     max_datagram_size: self.info.max_datagram_size,
                     token_expires_unix,
+                    probes_per_second: self.relay.config.limits.probes_per_second,
                 },
             ))));
         self.token_expiry = Some(self.relay.verifier.expiry_with_leeway(&claims));

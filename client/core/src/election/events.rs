@@ -18,8 +18,13 @@ pub type CandidateId = usize;
 /// What happened, as the driver observed it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
-    /// The connection is open and authenticated (Welcome received).
-    Connected { candidate: CandidateId },
+    /// The connection is open and authenticated (Welcome received), and
+    /// its relay answers this many probes a second
+    /// (`rallypoint_protocol::limits::probes_answered` of what it said).
+    Connected {
+        candidate: CandidateId,
+        probes_answered: u32,
+    },
     ConnectFailed {
         candidate: CandidateId,
         reason: String,

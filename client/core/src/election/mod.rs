@@ -243,7 +243,10 @@ impl Election {
 
     pub fn handle(&mut self, event: Event, now: Micros) {
         match event {
-            Event::Connected { candidate } => self.on_connected(candidate, now),
+            Event::Connected {
+                candidate,
+                probes_answered,
+            } => self.on_connected(candidate, probes_answered, now),
             Event::ConnectFailed { candidate, reason }
             | Event::ConnectionLost { candidate, reason } => {
                 self.on_unusable(candidate, now, reason)
@@ -292,13 +295,14 @@ impl Election {
 
     // ------------------------------------------------------------ events
 
-    fn on_connected(&mut self, id: CandidateId, now: Micros) {
+    fn on_connected(&mut self, id: CandidateId, probes_answered: u32, now: Micros) {
         let slot = &mut self.slots[id];
         let Conn::Connecting { since } = slot.conn else {
             return;
         };
         slot.conn = Conn::Connected;
         slot.connect_time = Some(now.since(since));
+        slot.probes_answered = probes_answered;
         if slot.role == Role::Idle {
             // Connected too late: the tournament it was opened for is over.
             slot.conn = Conn::Closed;
@@ -491,7 +495,11 @@ impl Election {
         if gathers && slot.role == Role::Standby {
             self.loss_evidence_sent += 1;
         }
-        let interval = if gathers { paced.min(evidence) } else { paced };
+        let interval = if gathers {
+            paced.min(evidence.max(slot.fastest_sustained_probing()))
+        } else {
+            paced
+        };
         let seq = self.next_seq;
         self.next_seq += 1;
         self.slots[id].sent(seq, now, timeout, interval);

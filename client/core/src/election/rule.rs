@@ -31,12 +31,14 @@
 //! only for loss beyond the most its rival may have (below), and a standby
 //! probed once a second needs minutes before its bound says it is clean.
 //! So while the serving path is suspected lossy ([`suspected_lossy`] on its
-//! recent probes — the last 256 answers, ~13 s of a talking call or of a
-//! WebTransport one probed for evidence (below), ~51 s of another silent
+//! recent probes — the last 256 answers, ~13 s of a talking call, ~5 s of
+//! a WebTransport one probed for evidence (below), ~51 s of another silent
 //! one — so a loss that stopped stops counting):
-//! * a standby in another region is probed every 50 ms (20 a second, under
-//!   the 25 a relay answers), at most `loss_evidence_probes` such probes per
-//!   decision, and a serving WebTransport relay as often meanwhile;
+//! * a standby in another region is probed every 20 ms (50 a second; a
+//!   relay answers 100 and says so in its Welcome, and a connection is
+//!   never probed beyond 80% of what its relay says, 25 if it does not),
+//!   at most `loss_evidence_probes` such probes per decision, and a serving
+//!   WebTransport relay as often meanwhile;
 //! * a standby in the serving region (its other relay, on the same path:
 //!   one relay per transport, as the local stack runs) is no refuge, so the
 //!   other regions are re-probed at once, and the first of them to finish
@@ -49,25 +51,29 @@
 //! itself stays (two regions losing alike never trade places, below).
 //! When a loss episode ends, the suspicion ends with the recent probes, and
 //! the next re-probe brings the standby back to the serving region: 31–32 s
-//! after a 6 s loss episode ended talking, 29–32 s silent on WebTransport
+//! after a 6 s loss episode ended talking, 30–34 s silent on WebTransport
 //! (its relay probed fast meanwhile; 57–61 s at its own pace, as after an
 //! episode that outlasts the evidence budget; 90–150 s when the suspicion
 //! counted the whole decision's probes).
 //!
 //! At 5% loss each way against a clean region 25% slower, a talking call
-//! is on the clean region after 11–14 s median, 15–19 s p95, a silent one
-//! after 13–17 s median, 21–25 s p95 (`loss_evidence_probes` 0, the rule
-//! before: 84–124 s median; `rallypoint bench election`,
+//! is on the clean region after 6.9 s median, 9.2 s p95 with one relay per
+//! region (11.4 / 13.2 s with one per transport), a silent one after
+//! 8.4 / 17.5 s (13.6 / 18.8 s); at 20 probes a second, all a relay's 25
+//! allowed, 11.3–13.7 s median talking and 12.6–17.1 s silent
+//! (`loss_evidence_probes` 0, the rule before: 84–124 s median;
+//! `rallypoint bench election`,
 //! `tests/election_sim.rs`; through real relays and delay proxies,
 //! `lab/tests/latency_lab.rs`). The serving relay is probed faster too
 //! when it is WebTransport (its bound was the slower half of a silent
 //! call's evidence), never a WebSocket: its stream holds every probe
 //! behind a lost segment, so one loss would count several times. Its
-//! answers, 20 a second, are steady traffic to the watch meanwhile: a
+//! answers, 50 a second, are steady traffic to the watch meanwhile: a
 //! silent call's relay is watched like a talker's, its death noticed from
 //! silence, and its losses and the end of the fast probing raise a
 //! suspicion or two — 1–2 preparations of the standby in the first two
-//! minutes of these calls (20 seeds per lossy world; none before).
+//! minutes of these calls (20 seeds per lossy world, at 20 probes a
+//! second; none before).
 //!
 //! The comparison is pairwise and one-sided: a path is charged only for the
 //! loss it shows beyond doubt (the 99% Wilson lower bound of its rate) in

@@ -5,6 +5,8 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
+use rallypoint_protocol::limits::PROBES_ANSWERED_BY_EARLIER_RELAYS;
+
 use super::config::ElectionConfig;
 use super::events::Role;
 use super::stats::{self, RttStats};
@@ -62,6 +64,8 @@ pub(super) struct Slot {
     pub(super) error: Option<String>,
     pub(super) draining: bool,
     pub(super) reprobe_left: u32,
+    /// Probes its relay answers a second (said in its Welcome).
+    pub(super) probes_answered: u32,
 }
 
 impl Slot {
@@ -81,7 +85,15 @@ impl Slot {
             error: None,
             draining: false,
             reprobe_left: 0,
+            probes_answered: PROBES_ANSWERED_BY_EARLIER_RELAYS,
         }
+    }
+
+    /// The shortest interval this slot's probes may keep up for long: 80% of
+    /// what its relay answers, so a burst (a suspicion's five at once) still
+    /// finds room in its budget.
+    pub(super) fn fastest_sustained_probing(&self) -> Duration {
+        Duration::from_secs(5) / (4 * self.probes_answered.max(1))
     }
 
     /// Whether the slot is probed at all now: connected, with a role, and

@@ -36,6 +36,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rallypoint_protocol::copies::{self, SeenFrames};
+use rallypoint_protocol::limits;
 use rallypoint_protocol::v1::{
     ClientFrame, ClientInfo, ElectionReport, ErrorCode, Join, KeyframeRequest, Leave, Media,
     MediaState, Probe, Refresh, ServerFrame, TelemetryAck, TelemetryReport, TrackKind,
@@ -573,8 +574,14 @@ impl Session {
             Some(Answer::Welcome(welcome)) => {
                 self.connections.welcomed(connection);
                 self.token_expiry(id, welcome.token_expires_unix, now);
-                self.election
-                    .handle(Event::Connected { candidate: id }, now);
+                let probes_answered = limits::probes_answered(welcome.probes_per_second);
+                self.election.handle(
+                    Event::Connected {
+                        candidate: id,
+                        probes_answered,
+                    },
+                    now,
+                );
             }
             Some(Answer::Refused { code, message }) => {
                 self.refused(connection, code, message.clone());
