@@ -67,9 +67,12 @@ pub struct Stats {
     /// Leave): dropped.
     pub media_not_in_room: AtomicU64,
     pub keyframe_requests_sent: AtomicU64,
-    /// Keyframe requests held back because every receiver they were for had
-    /// asked too often: they go on when the first may ask again, unless a
-    /// keyframe came through first (see `rooms::keyframe_asks`).
+    /// Requests for a keyframe (a receiver's, or the relay's for receivers
+    /// whose queue dropped a frame) held back because every receiver they
+    /// were for had asked too often, counted each time; one held back by
+    /// the track's own interval is not counted here. They go on when the
+    /// first of those receivers may ask again, unless a keyframe came
+    /// through first (see `rooms::keyframe_asks`).
     pub keyframe_requests_backed_off: AtomicU64,
     pub probes_answered: AtomicU64,
     /// Frames refused (malformed, oversize, out of protocol).

@@ -492,7 +492,9 @@ async fn floods_inside_the_room_are_held_to_their_budgets() {
         stats["keyframe_requests_sent"].as_u64().unwrap() < 100,
         "requests for nobody were published: {stats}"
     );
-    assert!(stats["probes_over_budget"].as_u64().unwrap() > 4_000);
+    // The budget's burst (300) and what 100 a second refill while the
+    // relay reads the flood, seconds on a busy machine: most are refused.
+    assert!(stats["probes_over_budget"].as_u64().unwrap() > 3_000);
     assert!(stats["media_over_budget"].as_u64().unwrap() > 300);
     report(
         "keyframe, probe and media floods",
@@ -512,15 +514,17 @@ async fn a_stalled_websockets_bunch_of_probes_is_answered_whole() {
     let (mut talker, _) = lab.participant(0, WebSocket, "stall", "talker").await;
     let answered = probes_answered(&mut talker, 40).await;
     assert_eq!(answered, 40, "a 2 s stall's probes answered");
-    // The bucket holds three seconds' worth (300): a flood of 800 at once is
-    // mostly refused.
+    // The bucket holds three seconds' worth (300): of a flood of 800 at
+    // once, what is beyond it is refused (a few more are answered as the
+    // bucket refills while the flood is read).
     let answered = probes_answered(&mut talker, 800).await;
-    assert!(answered < 450, "{answered} of a flood of 800 answered");
+    assert!(answered < 400, "{answered} of a flood of 800 answered");
 }
 
-/// A relay says in its Welcome how many probes a second it answers, so a
-/// client paces its probes below that whatever the operator set
-/// (`--probes-per-second`), and answers no more.
+/// A relay says in its Welcome how many probes a second it answers
+/// (`--probes-per-second`), and answers no more: a client paces its probes
+/// below what it says (the client's side is tested in its session and in
+/// `client/core/tests/election_sim.rs`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_welcome_says_how_many_probes_the_relay_answers() {
     use futures_util::{SinkExt, StreamExt};

@@ -27,10 +27,13 @@
 //!   (`relay/tests/slow_receiver.rs`; with the back-off 5 keyframes, and 5
 //!   of the 24).
 //!
-//! The cost of the back-off falls on the receiver that keeps losing: after
-//! its third grant in a row it mostly waits for the sender's periodic
-//! keyframe (2 s in the browser). Each relay rations the requests of its
-//! own clients; a request another relay passed on was rationed there.
+//! A request on behalf of several receivers (a frame dropped for each of
+//! them) goes on if any of them may ask, and counts as a grant for each
+//! that may: the keyframe repairs them all. The cost of the back-off falls
+//! on the receiver that keeps losing: from its fourth grant in a row it
+//! waits 2.4 s, then 4 s, longer than the sender's periodic keyframe (2 s
+//! in the browser). Each relay rations the requests of its own clients; a
+//! request another relay passed on was rationed there.
 //!
 //! Pure state, no I/O: the room task asks, and sends what it is told to.
 
@@ -46,9 +49,11 @@ pub const FIRST_INTERVAL: Duration = Duration::from_millis(300);
 /// the browser's periodic keyframe interval, so a receiver that loses every
 /// group costs the room at most one keyframe in 4 s beyond the periodic ones.
 pub const LONGEST_INTERVAL: Duration = Duration::from_secs(4);
-/// A receiver that asked for nothing this long starts again from
-/// [`FIRST_INTERVAL`]: longer than [`LONGEST_INTERVAL`], so one that keeps
-/// asking never does.
+/// A receiver that asked for nothing, and had nothing granted, this long
+/// starts again from [`FIRST_INTERVAL`]: longer than [`LONGEST_INTERVAL`],
+/// so one that keeps asking never does — counted from a grant too, since a
+/// receiver that loses every keyframe asks again only once the keyframe its
+/// held-back request brought has reached it.
 pub const QUIET: Duration = Duration::from_secs(5);
 
 /// A picture track: its sender's peer id and its kind.
@@ -73,17 +78,18 @@ struct Backoff {
     next_at: Instant,
     /// How long after its next grant the one after may go on.
     interval: Duration,
-    /// Its last request, granted or not (see [`QUIET`]).
-    asked_at: Instant,
+    /// Its last request, granted or not, or the last grant of one held
+    /// back, whichever came later (see [`QUIET`]).
+    active_at: Instant,
 }
 
-/// A request held back.
-#[derive(Debug)]
-struct Owed {
+/// A request held back, and for whom.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owed {
     /// Who asked last (the sender is told).
-    requester: String,
+    pub requester: String,
     /// For whom: the first of them allowed to ask again lets it go on.
-    receivers: Vec<String>,
+    pub receivers: Vec<String>,
 }
 
 #[derive(Debug, Default)]
@@ -137,13 +143,13 @@ impl KeyframeAsks {
         self.owed.remove(track);
     }
 
-    /// The requests held back that may go on now, each with who asked,
-    /// counted as sent; and forgets what no longer matters.
-    pub fn due(&mut self, now: Instant) -> Vec<(Track, String)> {
+    /// The requests held back that may go on now, counted as sent; and
+    /// forgets what no longer matters.
+    pub fn due(&mut self, now: Instant) -> Vec<(Track, Owed)> {
         self.sent
             .retain(|_, at| now.duration_since(*at) < TRACK_INTERVAL);
         self.receivers
-            .retain(|_, backoff| now.duration_since(backoff.asked_at) < QUIET);
+            .retain(|_, backoff| now.duration_since(backoff.active_at) < QUIET);
         let waiting: Vec<Track> = self.owed.keys().cloned().collect();
         let mut due = Vec::new();
         for track in waiting {
@@ -151,7 +157,7 @@ impl KeyframeAsks {
             let receivers: Vec<&str> = receivers.iter().map(String::as_str).collect();
             if self.track_free(&track, now) && self.grant_any(&track, &receivers, now) {
                 let owed = self.send(&track, now).expect("it was owed");
-                due.push((track, owed.requester));
+                due.push((track, owed));
             }
         }
         due
@@ -163,16 +169,16 @@ impl KeyframeAsks {
         let fresh = Backoff {
             next_at: now,
             interval: FIRST_INTERVAL,
-            asked_at: now,
+            active_at: now,
         };
         let backoff = self
             .receivers
             .entry((track.clone(), receiver.to_owned()))
             .or_insert(fresh);
-        if now.duration_since(backoff.asked_at) >= QUIET {
+        if now.duration_since(backoff.active_at) >= QUIET {
             *backoff = fresh;
         }
-        backoff.asked_at = now;
+        backoff.active_at = now;
     }
 
     fn track_free(&self, track: &Track, now: Instant) -> bool {
@@ -182,22 +188,25 @@ impl KeyframeAsks {
     }
 
     /// Whether any of `receivers` may have a request go on now; grants it
-    /// to the first that may (its interval doubles).
+    /// to each that may (their intervals double): the keyframe repairs them
+    /// all, and one left uncharged would ask again the moment it lost it.
     fn grant_any(&mut self, track: &Track, receivers: &[&str], now: Instant) -> bool {
+        let mut granted = false;
         for receiver in receivers {
             let key = (track.clone(), (*receiver).to_owned());
             let backoff = self.receivers.entry(key).or_insert(Backoff {
                 next_at: now,
                 interval: FIRST_INTERVAL,
-                asked_at: now,
+                active_at: now,
             });
             if now >= backoff.next_at {
                 backoff.next_at = now + backoff.interval;
                 backoff.interval = (backoff.interval * 2).min(LONGEST_INTERVAL);
-                return true;
+                backoff.active_at = now;
+                granted = true;
             }
         }
-        false
+        granted
     }
 
     /// Marks a request for `track` sent: whatever was owed for it goes with
@@ -214,6 +223,13 @@ mod tests {
 
     fn camera() -> Track {
         ("alice".to_owned(), 1)
+    }
+
+    /// What `due` gave back, as (track, requester).
+    fn requesters(due: Vec<(Track, Owed)>) -> Vec<(Track, String)> {
+        due.into_iter()
+            .map(|(track, owed)| (track, owed.requester))
+            .collect()
     }
 
     /// Requests of `receiver` every `every` for `span` from `start`, and the
@@ -319,7 +335,7 @@ mod tests {
             asks.due(start + Duration::from_millis(250)).is_empty(),
             "the track interval has not passed"
         );
-        let due = asks.due(start + TRACK_INTERVAL);
+        let due = requesters(asks.due(start + TRACK_INTERVAL));
         assert_eq!(due, [(camera(), "dave".to_owned())], "one request for both");
         assert!(asks.due(start + TRACK_INTERVAL * 3).is_empty());
 
@@ -343,7 +359,7 @@ mod tests {
         assert_eq!(asks.ask(&camera(), [""], "", soon), Verdict::Owed);
         let later = start + Duration::from_millis(400);
         assert!(asks.due(start + Duration::from_millis(250)).is_empty());
-        assert_eq!(asks.due(later), [(camera(), String::new())]);
+        assert_eq!(requesters(asks.due(later)), [(camera(), String::new())]);
         // Now its interval is 600 ms: asked again at once, the request
         // waits until 1 s.
         assert_eq!(
@@ -352,12 +368,68 @@ mod tests {
         );
         assert!(asks.due(later + Duration::from_millis(500)).is_empty());
         assert_eq!(
-            asks.due(later + Duration::from_millis(600)),
+            requesters(asks.due(later + Duration::from_millis(600))),
             [(camera(), String::new())]
         );
         assert!(
             asks.due(later + Duration::from_secs(2)).is_empty(),
             "sent once"
+        );
+    }
+
+    /// A receiver that loses every keyframe asks again only once the
+    /// keyframe its held-back request brought has reached it, which can be
+    /// more than [`QUIET`] after its previous ask: the grant counts as
+    /// activity, so it is not taken for a fresh receiver.
+    #[test]
+    fn a_receiver_granted_a_held_back_request_is_not_taken_for_a_quiet_one() {
+        let start = Instant::now();
+        let mut asks = KeyframeAsks::default();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let granted = asking(
+            &mut asks,
+            start,
+            "bob",
+            Duration::from_millis(100),
+            Duration::from_millis(8_600),
+        );
+        assert_eq!(granted.last(), Some(&8_500), "next at 12.5 s");
+        assert_eq!(
+            asks.ask(&camera(), ["bob"], "bob", at(9_000)),
+            Verdict::BackingOff
+        );
+        assert!(asks.due(at(12_250)).is_empty());
+        assert_eq!(
+            requesters(asks.due(at(12_500))),
+            [(camera(), "bob".to_owned())]
+        );
+        // Its next ask, 5.5 s after the one before, 2 s after the grant.
+        assert_eq!(
+            asks.ask(&camera(), ["bob"], "bob", at(14_500)),
+            Verdict::BackingOff,
+            "still 4 s between grants"
+        );
+    }
+
+    #[test]
+    fn a_frame_lost_for_several_receivers_counts_against_each_that_may_ask() {
+        let start = Instant::now();
+        let mut asks = KeyframeAsks::default();
+        assert_eq!(
+            asks.ask(&camera(), ["bob", "carol"], "", start),
+            Verdict::Send
+        );
+        // The keyframe repairs both, and counts for both: carol's next two
+        // grants are 300 ms, then 600 ms apart, as if she had asked first.
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        assert_eq!(
+            asks.ask(&camera(), ["carol"], "carol", at(300)),
+            Verdict::Send
+        );
+        assert_eq!(
+            asks.ask(&camera(), ["carol"], "carol", at(600)),
+            Verdict::BackingOff,
+            "her interval is 600 ms now"
         );
     }
 

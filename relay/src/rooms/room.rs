@@ -272,7 +272,7 @@ impl Room {
                 kind,
             } => {
                 // Only for someone in the room: anything else would publish
-                // across gateways for nobody, and grow `keyframe_asked`.
+                // across gateways for nobody, and grow `keyframe_asks`.
                 if self.roster.contains(&target) {
                     let track = (target, kind as i32);
                     self.request_keyframe(&track, [requester.as_str()], &requester)
@@ -533,10 +533,18 @@ impl Room {
         .await;
     }
 
-    /// Sends the keyframe requests held back whose track interval has passed.
+    /// Sends the keyframe requests held back that may go on now (see
+    /// [`KeyframeAsks::due`]), unless their sender has left the room or
+    /// every receiver they were for has left this relay: a request can be
+    /// held back for seconds.
     async fn ask_owed_keyframes(&mut self, now: Instant) {
-        for (track, requester) in self.keyframe_asks.due(now) {
-            self.send_keyframe_request(&track, &requester).await;
+        for (track, owed) in self.keyframe_asks.due(now) {
+            let for_someone_here = owed.receivers.iter().any(|receiver| {
+                receiver.is_empty() || self.conns.values().any(|c| &c.peer_id == receiver)
+            });
+            if self.roster.contains(&track.0) && for_someone_here {
+                self.send_keyframe_request(&track, &owed.requester).await;
+            }
         }
     }
 

@@ -144,4 +144,7 @@ pub struct CandidateView {
     pub summary: Summary,
     pub connect_time: Option<Duration>,
     pub error: Option<String>,
+    /// Probes its relay answers a second: what its Welcome said, 25 until
+    /// then or if it said nothing (`limits::probes_answered`).
+    pub probes_answered: u32,
 }

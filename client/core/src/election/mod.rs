@@ -201,6 +201,7 @@ impl Election {
                 summary: s.stats.summary(),
                 connect_time: s.connect_time,
                 error: s.error.clone(),
+                probes_answered: s.probes_answered,
             })
             .collect()
     }

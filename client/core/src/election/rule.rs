@@ -35,10 +35,10 @@
 //! a WebTransport one probed for evidence (below), ~51 s of another silent
 //! one — so a loss that stopped stops counting):
 //! * a standby in another region is probed every 20 ms (50 a second; a
-//!   relay answers 100 and says so in its Welcome, and a connection is
-//!   never probed beyond 80% of what its relay says, 25 if it does not),
-//!   at most `loss_evidence_probes` such probes per decision, and a serving
-//!   WebTransport relay as often meanwhile;
+//!   relay answers 100 and says so in its Welcome, and no connection is
+//!   probed for evidence beyond 80% of what its relay says, 25 if it does
+//!   not), at most `loss_evidence_probes` such probes per decision, and a
+//!   serving WebTransport relay as often meanwhile;
 //! * a standby in the serving region (its other relay, on the same path:
 //!   one relay per transport, as the local stack runs) is no refuge, so the
 //!   other regions are re-probed at once, and the first of them to finish

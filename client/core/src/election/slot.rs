@@ -93,7 +93,8 @@ impl Slot {
     /// what its relay answers, so a burst (a suspicion's five at once) still
     /// finds room in its budget.
     pub(super) fn fastest_sustained_probing(&self) -> Duration {
-        Duration::from_secs(5) / (4 * self.probes_answered.max(1))
+        // The relay's word, off the wire: any u32 must do.
+        Duration::from_millis(1_250) / self.probes_answered.max(1)
     }
 
     /// Whether the slot is probed at all now: connected, with a role, and
@@ -318,6 +319,21 @@ mod tests {
 
     fn ms(ms: u64) -> Micros {
         Micros::from_millis(ms)
+    }
+
+    /// 80% of what the relay says it answers, whatever it says: the number
+    /// comes off the wire.
+    #[test]
+    fn the_fastest_sustained_probing_follows_what_the_relay_says() {
+        let mut slot = slot(TransportKind::WebTransport);
+        let fastest = |slot: &Slot| slot.fastest_sustained_probing();
+        assert_eq!(fastest(&slot), Duration::from_millis(50), "25 until told");
+        slot.probes_answered = 100;
+        assert_eq!(fastest(&slot), Duration::from_micros(12_500));
+        slot.probes_answered = u32::MAX;
+        assert!(fastest(&slot) < Duration::from_micros(1));
+        slot.probes_answered = 0;
+        assert_eq!(fastest(&slot), Duration::from_millis(1_250));
     }
 
     /// Ten answers of 40 ms, then probes 50 ms apart that all go unanswered

@@ -772,6 +772,42 @@ fn new_connections_present_the_newest_token_and_ones_under_way_are_refreshed() {
     );
 }
 
+/// The probe budget a relay says in its Welcome reaches the election,
+/// which paces the connection's probes below it; a relay that says nothing
+/// is taken to answer 25 a second, as relays did before they said.
+#[test]
+fn the_election_learns_each_relays_probe_budget_from_its_welcome() {
+    let mut net = call_with_tokens(600, None);
+    let opens: Vec<ConnectionId> = std::iter::from_fn(|| net.session.poll_transmit())
+        .filter_map(|t| match t {
+            Transmit::Open { connection, .. } => Some(connection),
+            _ => None,
+        })
+        .collect();
+    for (&connection, said) in opens.iter().zip([40, 0]) {
+        assert!(net.session.opened(connection, 0, Micros::ZERO));
+        let welcome = Welcome {
+            token_expires_unix: expiry_of(net.session.token()),
+            probes_per_second: said,
+            ..Default::default()
+        };
+        net.session.frame(
+            connection,
+            &ServerFrame::of(server_frame::Kind::Welcome(welcome)),
+            Micros::ZERO,
+            Micros::ZERO,
+        );
+    }
+    let budgets: Vec<u32> = net
+        .session
+        .snapshot()
+        .iter()
+        .filter(|view| view.connected)
+        .map(|view| view.probes_answered)
+        .collect();
+    assert_eq!(budgets, [40, 25]);
+}
+
 #[test]
 fn a_connection_opened_after_a_refresh_needs_none() {
     let mut net = call_with_tokens(600, Some(600));
