@@ -6,7 +6,9 @@
 //! Each added round trip (`--rtt-ms`) gets its own stack whose clients reach
 //! the relays through the latency lab's delay proxies. Then, unless
 //! `--rough-minutes 0`, a call with no fault on a rough path counts false
-//! failovers: every relay switch there is one.
+//! failovers: every relay switch there is one. `--slow-downlink-kbit` does
+//! the same for a listener whose downlink is slower than (or about as fast
+//! as) the talker's audio.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -32,6 +34,14 @@ pub struct FailoverBenchArgs {
     /// failover; 0 skips it.
     #[arg(long, default_value_t = 2.0)]
     pub rough_minutes: f64,
+    /// Downlink rates (kbit/s, behind a 100 ms queue, to each region:
+    /// 40 ms round trip to us-east, 240 ms to singapore) of one call each
+    /// with no fault, `--slow-minutes` long, counting relay switches. The
+    /// talker's audio takes about 70 kbit/s on the wire. None by default.
+    #[arg(long, value_delimiter = ',')]
+    pub slow_downlink_kbit: Vec<u32>,
+    #[arg(long, default_value_t = 1.0)]
+    pub slow_minutes: f64,
 }
 
 /// The rough path's loss per direction and jitter.
@@ -45,6 +55,12 @@ pub async fn run(args: FailoverBenchArgs) -> anyhow::Result<()> {
     }
     if !(0.0..=60.0).contains(&args.rough_minutes) {
         anyhow::bail!("--rough-minutes must be between 0 and 60");
+    }
+    if !(0.1..=60.0).contains(&args.slow_minutes) {
+        anyhow::bail!("--slow-minutes must be between 0.1 and 60");
+    }
+    if args.slow_downlink_kbit.contains(&0) {
+        anyhow::bail!("--slow-downlink-kbit rates must be at least 1 kbit/s");
     }
     println!(
         "failover gap: largest gap in the talker's 20 ms audio at the listener, {} calls per fault",
@@ -78,6 +94,9 @@ pub async fn run(args: FailoverBenchArgs) -> anyhow::Result<()> {
     }
     if args.rough_minutes > 0.0 {
         rough_path(args.rough_minutes).await?;
+    }
+    for &kbit in &args.slow_downlink_kbit {
+        slow_downlink(kbit, args.slow_minutes).await?;
     }
     Ok(())
 }
@@ -120,12 +139,50 @@ async fn gaps(
 
 /// One long call with no fault on the rough path: every switch is false.
 async fn rough_path(minutes: f64) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
     let scenario = location(ROUGH_RTT_MS, ROUGH_JITTER_MS, ROUGH_LOSS);
+    let path = format!(
+        "a path of {ROUGH_RTT_MS} ms RTT, {ROUGH_JITTER_MS} ms jitter and {:.0}% loss each way",
+        ROUGH_LOSS * 100.0
+    );
+    call_without_fault(scenario, &path, minutes).await
+}
+
+/// One call with no fault for a listener behind a downlink of `kbit`
+/// kbit/s (both participants use the same paths; the talker sends audio
+/// only, so only the listener's downlink carries media). Each region's
+/// path has a bottleneck of its own here, where a real access link is one
+/// for every region, and a WebSocket's (TCP) bottleneck delays without a
+/// limit: see BENCHMARKS.md for what that exaggerates.
+async fn slow_downlink(kbit: u32, minutes: f64) -> anyhow::Result<()> {
+    let link = |rtt_ms: f64| -> anyhow::Result<LinkSpec> {
+        Ok(serde_json::from_value(serde_json::json!({
+            "rtt_ms": rtt_ms,
+            "down": {"rate_kbit": kbit, "queue_ms": 100},
+        }))?)
+    };
+    let scenario = Scenario {
+        name: format!("{kbit} kbit/s downlink"),
+        links: [
+            ("us-east".to_owned(), link(ROUGH_RTT_MS)?),
+            ("singapore".to_owned(), link(ROUGH_RTT_MS + 200.0)?),
+        ]
+        .into(),
+    };
+    let path = format!(
+        "a {kbit} kbit/s downlink behind a 100 ms queue ({ROUGH_RTT_MS} ms RTT to us-east, \
+         {} ms to singapore)",
+        ROUGH_RTT_MS + 200.0
+    );
+    call_without_fault(scenario, &path, minutes).await
+}
+
+/// A call with no fault through `scenario`: every switch is false.
+async fn call_without_fault(scenario: Scenario, path: &str, minutes: f64) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
     let stack = start(dir.path(), vec![scenario]).await?;
     let duration = Duration::from_secs_f64(minutes * 60.0);
-    eprintln!("[bench] a {minutes} min call with no fault on the rough path");
-    let call = quiet_call(&stack, "bench-rough", Duration::from_secs(5), duration).await;
+    eprintln!("[bench] a {minutes} min call with no fault on {path}");
+    let call = quiet_call(&stack, "bench-quiet", Duration::from_secs(5), duration).await;
     stack.stop().await;
     let call = call?;
     let mut by_trigger: BTreeMap<String, usize> = BTreeMap::new();
@@ -141,11 +198,9 @@ async fn rough_path(minutes: f64) -> anyhow::Result<()> {
     };
     println!();
     println!(
-        "false failovers: {} in a {minutes} min call, both participants counted, on a path of \
-         {ROUGH_RTT_MS} ms RTT, {ROUGH_JITTER_MS} ms jitter and {:.0}% loss each way{triggers}; \
-         the listener got {} of the talker's ~{expected:.0} audio frames ({:.1}%)",
+        "false failovers: {} in a {minutes} min call, both participants counted, on {path}\
+         {triggers}; the listener got {} of the talker's ~{expected:.0} audio frames ({:.1}%)",
         call.moves.len(),
-        ROUGH_LOSS * 100.0,
         call.frames,
         call.frames as f64 / expected * 100.0
     );
