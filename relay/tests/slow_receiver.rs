@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use rallypoint_client::TransportKind::WebSocket;
+use rallypoint_client_native::Peer;
 use rallypoint_protocol::v1::{ClientFrame, Join, TrackKind, client_frame, server_frame};
 use rallypoint_protocol::{decode_server_frame, encode};
 use support::*;
@@ -14,13 +15,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_that_stops_reading_loses_frames_alone_and_the_sender_is_asked_for_a_keyframe() {
-    // This test blasts ~10 MB/s: far over the per-sender default budget.
-    let lab = Lab::two_regions(&[&["--media-queue", "128"][..], &UNMETERED_MEDIA].concat()).await;
-    let (mut alice, _) = lab.participant(0, WebSocket, "r", "alice").await;
-    let (mut bob, jb) = lab.participant(0, WebSocket, "r", "bob").await;
-    wait_sees(&mut bob, &jb, &[alice.peer_id()]).await;
-
-    let stalled = stalled_receiver(&lab).await;
+    let (lab, mut alice, mut bob, stalled) = room_with_a_stalled_receiver().await;
 
     // ~19 MB of video: far more than the stalled client's queue (4 MB) and
     // socket buffers hold. Paced so that the healthy receiver has ~0.4 s of
@@ -70,11 +65,7 @@ async fn a_receiver_that_stops_reading_loses_frames_alone_and_the_sender_is_aske
 /// to 4 s) instead of asking every 300 ms for as long as it is stuck.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_stuck_behind_a_full_queue_makes_its_sender_send_few_keyframes() {
-    let lab = Lab::two_regions(&[&["--media-queue", "128"][..], &UNMETERED_MEDIA].concat()).await;
-    let (mut alice, _) = lab.participant(0, WebSocket, "r", "alice").await;
-    let (mut bob, jb) = lab.participant(0, WebSocket, "r", "bob").await;
-    wait_sees(&mut bob, &jb, &[alice.peer_id()]).await;
-    let stalled = stalled_receiver(&lab).await;
+    let (lab, mut alice, mut bob, stalled) = room_with_a_stalled_receiver().await;
     let reading = tokio::spawn(async move { while bob.recv().await.is_some() {} });
 
     // Fill the stalled receiver's queue and socket buffers, as in the test
@@ -202,10 +193,23 @@ async fn a_participant_asking_for_keyframes_over_and_over_is_granted_ever_more_r
     );
 }
 
+/// Room "r" on one relay with a small media queue and no media budget
+/// (these tests blast ~10 MB/s, far over the per-sender default): alice,
+/// bob (who sees her), and a raw client that never reads.
+async fn room_with_a_stalled_receiver() -> (Lab, Peer, Peer, Stalled) {
+    let lab = Lab::two_regions(&[&["--media-queue", "128"][..], &UNMETERED_MEDIA].concat()).await;
+    let (alice, _) = lab.participant(0, WebSocket, "r", "alice").await;
+    let (mut bob, jb) = lab.participant(0, WebSocket, "r", "bob").await;
+    wait_sees(&mut bob, &jb, &[alice.peer_id()]).await;
+    let stalled = stalled_receiver(&lab).await;
+    (lab, alice, bob, stalled)
+}
+
+type Stalled =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
 /// A raw WebSocket client in room "r" that joins and then never reads again.
-async fn stalled_receiver(
-    lab: &Lab,
-) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+async fn stalled_receiver(lab: &Lab) -> Stalled {
     let (mut stalled, _) = tokio_tungstenite::connect_async(lab.relays[0].ws_url())
         .await
         .unwrap();

@@ -83,6 +83,28 @@ struct Backoff {
     active_at: Instant,
 }
 
+impl Backoff {
+    /// A receiver new to the track, or back after [`QUIET`]: it may ask now.
+    fn fresh(now: Instant) -> Self {
+        Backoff {
+            next_at: now,
+            interval: FIRST_INTERVAL,
+            active_at: now,
+        }
+    }
+
+    /// Grants its request if its interval has passed (doubling it).
+    fn grant(&mut self, now: Instant) -> bool {
+        if now < self.next_at {
+            return false;
+        }
+        self.next_at = now + self.interval;
+        self.interval = (self.interval * 2).min(LONGEST_INTERVAL);
+        self.active_at = now;
+        true
+    }
+}
+
 /// A request held back, and for whom.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Owed {
@@ -117,14 +139,13 @@ impl KeyframeAsks {
         for receiver in &receivers {
             self.note_ask(track, receiver, now);
         }
-        let verdict = if !self.track_free(track, now) {
-            Verdict::Owed
-        } else if self.grant_any(track, &receivers, now) {
-            self.send(track, now);
+        let track_free = track_free(&self.sent, track, now);
+        if track_free && grant_any(&mut self.receivers, track, receivers.iter().copied(), now) {
+            self.sent.insert(track.clone(), now);
+            // Whatever was owed for the track goes with it.
+            self.owed.remove(track);
             return Verdict::Send;
-        } else {
-            Verdict::BackingOff
-        };
+        }
         let owed = self.owed.entry(track.clone()).or_insert_with(|| Owed {
             requester: String::new(),
             receivers: Vec::new(),
@@ -135,7 +156,11 @@ impl KeyframeAsks {
                 owed.receivers.push(receiver.to_owned());
             }
         }
-        verdict
+        if track_free {
+            Verdict::BackingOff
+        } else {
+            Verdict::Owed
+        }
     }
 
     /// A keyframe of `track` came through: what was owed for it is paid.
@@ -150,15 +175,21 @@ impl KeyframeAsks {
             .retain(|_, at| now.duration_since(*at) < TRACK_INTERVAL);
         self.receivers
             .retain(|_, backoff| now.duration_since(backoff.active_at) < QUIET);
-        let waiting: Vec<Track> = self.owed.keys().cloned().collect();
-        let mut due = Vec::new();
-        for track in waiting {
-            let receivers = self.owed[&track].receivers.clone();
-            let receivers: Vec<&str> = receivers.iter().map(String::as_str).collect();
-            if self.track_free(&track, now) && self.grant_any(&track, &receivers, now) {
-                let owed = self.send(&track, now).expect("it was owed");
-                due.push((track, owed));
-            }
+        let (sent, receivers) = (&mut self.sent, &mut self.receivers);
+        let due: Vec<(Track, Owed)> = self
+            .owed
+            .extract_if(|track, owed| {
+                track_free(sent, track, now)
+                    && grant_any(
+                        receivers,
+                        track,
+                        owed.receivers.iter().map(String::as_str),
+                        now,
+                    )
+            })
+            .collect();
+        for (track, _) in &due {
+            sent.insert(track.clone(), now);
         }
         due
     }
@@ -166,55 +197,41 @@ impl KeyframeAsks {
     /// Records a request of `receiver`'s: one after a quiet spell starts
     /// its rationing over.
     fn note_ask(&mut self, track: &Track, receiver: &str, now: Instant) {
-        let fresh = Backoff {
-            next_at: now,
-            interval: FIRST_INTERVAL,
-            active_at: now,
-        };
         let backoff = self
             .receivers
             .entry((track.clone(), receiver.to_owned()))
-            .or_insert(fresh);
+            .or_insert(Backoff::fresh(now));
         if now.duration_since(backoff.active_at) >= QUIET {
-            *backoff = fresh;
+            *backoff = Backoff::fresh(now);
         }
         backoff.active_at = now;
     }
+}
 
-    fn track_free(&self, track: &Track, now: Instant) -> bool {
-        self.sent
-            .get(track)
-            .is_none_or(|at| now.duration_since(*at) >= TRACK_INTERVAL)
-    }
+/// Whether no request for `track` went on within [`TRACK_INTERVAL`].
+fn track_free(sent: &HashMap<Track, Instant>, track: &Track, now: Instant) -> bool {
+    sent.get(track)
+        .is_none_or(|at| now.duration_since(*at) >= TRACK_INTERVAL)
+}
 
-    /// Whether any of `receivers` may have a request go on now; grants it
-    /// to each that may (their intervals double): the keyframe repairs them
-    /// all, and one left uncharged would ask again the moment it lost it.
-    fn grant_any(&mut self, track: &Track, receivers: &[&str], now: Instant) -> bool {
-        let mut granted = false;
-        for receiver in receivers {
-            let key = (track.clone(), (*receiver).to_owned());
-            let backoff = self.receivers.entry(key).or_insert(Backoff {
-                next_at: now,
-                interval: FIRST_INTERVAL,
-                active_at: now,
-            });
-            if now >= backoff.next_at {
-                backoff.next_at = now + backoff.interval;
-                backoff.interval = (backoff.interval * 2).min(LONGEST_INTERVAL);
-                backoff.active_at = now;
-                granted = true;
-            }
-        }
-        granted
+/// Whether any of `receivers` may have a request go on now; grants it to
+/// each that may (their intervals double): the keyframe repairs them all,
+/// and one left uncharged would ask again the moment it lost it.
+fn grant_any<'a>(
+    backoffs: &mut HashMap<(Track, String), Backoff>,
+    track: &Track,
+    receivers: impl Iterator<Item = &'a str>,
+    now: Instant,
+) -> bool {
+    let mut granted = false;
+    for receiver in receivers {
+        // A receiver forgotten while its request was held back is new again.
+        granted |= backoffs
+            .entry((track.clone(), receiver.to_owned()))
+            .or_insert(Backoff::fresh(now))
+            .grant(now);
     }
-
-    /// Marks a request for `track` sent: whatever was owed for it goes with
-    /// it.
-    fn send(&mut self, track: &Track, now: Instant) -> Option<Owed> {
-        self.sent.insert(track.clone(), now);
-        self.owed.remove(track)
-    }
+    granted
 }
 
 #[cfg(test)]

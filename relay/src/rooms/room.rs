@@ -41,7 +41,7 @@ struct LocalConn {
     /// Senders' pictures (camera or screen: sender and kind) this receiver
     /// lost a frame of: their delta frames are useless to it until their
     /// next keyframe.
-    awaiting_keyframe: HashSet<(String, i32)>,
+    awaiting_keyframe: HashSet<Track>,
     /// Set for a standby whose client prepares a move here: it hears the
     /// room's media, nothing else, and is in no roster (see `listener`).
     listener: Option<Listener>,
