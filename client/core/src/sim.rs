@@ -304,6 +304,18 @@ pub struct Simulation {
     /// Per candidate, when its stream connection last delivered a segment
     /// up and down: a later segment never arrives before it.
     stream_released: Vec<[Micros; 2]>,
+    /// Set by [`Simulation::queue_behind_the_call`].
+    call_queue: Option<CallQueue>,
+}
+
+/// A downlink slower than the call's media: the serving relay's answers wait
+/// behind that media.
+#[derive(Debug, Clone, Copy)]
+struct CallQueue {
+    /// The wait once the queue has filled.
+    full: Duration,
+    /// How long the queue takes to fill after a relay starts serving.
+    fill: Duration,
 }
 
 /// Connect attempts give up after this long.
@@ -344,6 +356,7 @@ impl Simulation {
             talking: false,
             talk_pending: false,
             stream_released: Vec::new(),
+            call_queue: None,
         };
         sim.stream_released = vec![[Micros::ZERO; 2]; sim.world.len()];
         sim.answer_budgets = vec![AnswerBudget::default(); sim.world.len()];
@@ -378,6 +391,35 @@ impl Simulation {
     /// serving relay is probed at its silent pace again.
     pub fn hush(&mut self) {
         self.talking = false;
+    }
+
+    /// From now on the client's downlink is slower than its call (a
+    /// listener on a thin line): the serving relay's probe answers wait
+    /// behind the call's media, a queue that fills to `full` over `fill`
+    /// after a relay starts serving, whichever relay it is, while a standby,
+    /// carrying no media, answers as its path allows. The latency lab's
+    /// `bench failover --slow-downlink-kbit` makes the same for real.
+    pub fn queue_behind_the_call(&mut self, full: Duration, fill: Duration) {
+        self.call_queue = Some(CallQueue { full, fill });
+    }
+
+    /// How long a probe answer from `candidate` waits behind the call's
+    /// media now.
+    fn queued_behind_the_call(&self, candidate: usize) -> Duration {
+        let Some(CallQueue { full, fill }) = self.call_queue else {
+            return Duration::ZERO;
+        };
+        match self.joins.last() {
+            Some(join) if join.candidate == candidate => {
+                let serving_for = self.now().saturating_sub(join.at);
+                if serving_for >= fill {
+                    full
+                } else {
+                    full.mul_f64(serving_for.as_secs_f64() / fill.as_secs_f64())
+                }
+            }
+            _ => Duration::ZERO,
+        }
     }
 
     /// Runs the world until virtual time `until`.
@@ -617,7 +659,7 @@ impl Simulation {
                 if !self.open[candidate] || self.world[candidate].dead_at(self.now()) {
                     return;
                 }
-                let rtt = self.rtt_sample(candidate);
+                let rtt = self.rtt_sample(candidate) + self.queued_behind_the_call(candidate);
                 let transport = self.world[candidate].candidate.transport;
                 let answered_at = match transport {
                     TransportKind::WebTransport => {

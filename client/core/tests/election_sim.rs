@@ -218,6 +218,44 @@ fn a_degraded_relay_is_left_for_a_clearly_better_one() {
     assert!(sim.serving_at(Duration::from_secs(119)).unwrap() >= 2);
 }
 
+/// A listener whose downlink is slower than its call: whichever relay
+/// serves, its answers wait behind the call's media (300 ms once the queue
+/// has filled, a second after the relay starts serving), while a standby,
+/// carrying none, answers at once and looks clearly better. Moving does not
+/// help — the queue follows the call — so after a move or two the call
+/// must stop chasing it. The latency lab's `bench failover
+/// --slow-downlink-kbit 60` moved a listener 15 times in a minute; here,
+/// before moves for degradation were damped, 107 times in ten minutes
+/// (every 4–7 s, seed 0); damped, 7 (at 5, 15 and 49–82 s, then every two
+/// minutes, in each of these seeds).
+#[test]
+fn a_call_whose_downlink_is_slower_than_its_media_stops_moving() {
+    /// Moves for degradation allowed in ten minutes: see
+    /// `election::damping` for the schedule.
+    const MOVES: usize = 7;
+    let world = two_regions(
+        ("near", Link::new(40.0, 3.0, 0.0)),
+        ("far", Link::new(240.0, 5.0, 0.0)),
+    );
+    for seed in 0..10 {
+        let mut sim = Simulation::new(world.clone(), ElectionConfig::default(), seed);
+        sim.queue_behind_the_call(Duration::from_millis(300), Duration::from_secs(1));
+        sim.run_until(Duration::from_secs(600));
+        let moves: Vec<Duration> = sim
+            .decisions
+            .iter()
+            .filter(|(_, d)| d.trigger == ElectionTrigger::Degradation)
+            .map(|(at, _)| *at)
+            .collect();
+        eprintln!("seed {seed}: {} moves, at {moves:?}", moves.len());
+        assert!(
+            moves.len() <= MOVES,
+            "seed {seed}: moved {} times in ten minutes, at {moves:?}",
+            moves.len()
+        );
+    }
+}
+
 #[test]
 fn a_better_relay_that_appears_is_adopted() {
     let mut world = two_regions(

@@ -26,10 +26,12 @@
 //!    nor a retransmission stall moves a call: ten-minute talking calls at
 //!    5% loss and 30 ms jitter never do (`tests/election_sim.rs`).
 //! 4. **Switching** — a measured alternative better by 10 ms and 33% for
-//!    `switch_sustain` takes over; a failed re-election never drops a working
-//!    connection.
+//!    `switch_sustain` takes over, longer after recent moves (see
+//!    [`damping`]: a degradation that follows the call is not chased); a
+//!    failed re-election never drops a working connection.
 
 pub mod config;
+mod damping;
 mod events;
 mod report;
 pub mod rule;
@@ -46,6 +48,7 @@ use rallypoint_protocol::v1::{
 };
 
 pub use config::{ElectionConfig, StoppingRule};
+use damping::SwitchDamping;
 pub use events::{Action, CandidateId, CandidateView, Decision, Event, Notice, Role};
 pub use report::finish_report;
 use rule::{Measured, MeasuredState};
@@ -101,6 +104,9 @@ pub struct Election {
     talking_until: Option<Micros>,
     tournament: Option<Tournament>,
     challenge: Option<Challenge>,
+    /// Recent moves for degradation, which make the next wait longer (see
+    /// [`damping`]).
+    damping: SwitchDamping,
     retry_at: Option<(Micros, ElectionTrigger)>,
     attempts: u32,
     next_reprobe: Option<Micros>,
@@ -139,6 +145,7 @@ impl Election {
             talking_until: None,
             tournament: None,
             challenge: None,
+            damping: SwitchDamping::default(),
             retry_at: None,
             attempts: 0,
             next_reprobe: None,
@@ -234,7 +241,9 @@ impl Election {
             consider(self.next_reprobe);
         }
         if let Some(c) = self.challenge {
-            consider(Some(c.since + self.config.switch_sustain));
+            consider(Some(
+                self.damping.due_at(self.config.switch_sustain, c.since),
+            ));
         }
         if self.watched().is_some() {
             consider(self.watch.poll_timeout());
@@ -1078,14 +1087,17 @@ impl Election {
         };
         match self.challenge {
             Some(c) if c.challenger == challenger => {
-                if now.since(c.since) >= self.config.switch_sustain {
+                let asked = self.damping.sustain_at(self.config.switch_sustain, now);
+                if now.since(c.since) >= asked {
                     let reason = wording::switched(
                         &self.slots[challenger].candidate.label(),
                         &self.slots[current].candidate.label(),
                         comparison,
                         &self.config,
                         now.since(c.since),
+                        self.damping.level_at(now),
                     );
+                    self.damping.moved(now);
                     self.serve(
                         now,
                         challenger,

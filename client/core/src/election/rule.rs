@@ -154,7 +154,8 @@
 //! least 10 ms **and** at least 33% (the rule Tailscale uses for DERP regions),
 //! judged on the bounds of the recent samples (the challenger's upper bound
 //! against the serving candidate's lower bound, over `recent_window`),
-//! sustained for `switch_sustain` (2 s). Both thresholds keep jitter on a fast
+//! sustained for `switch_sustain` (2 s; four times longer after each recent
+//! move, see `damping`). Both thresholds keep jitter on a fast
 //! path and small relative changes on a slow path from causing flapping; the
 //! bounds keep a standby measured once a second from winning on a lucky few
 //! samples. Each side carries the cost of its excess loss (see Loss), so a

@@ -97,6 +97,7 @@ pub(super) fn switched(
     compared: Comparison,
     config: &ElectionConfig,
     held: Duration,
+    recent_moves: u32,
 ) -> String {
     let loss = |label: &str, cost: f64| {
         if cost > 0.0 {
@@ -115,7 +116,17 @@ pub(super) fn switched(
         loss(challenger, compared.challenger_loss_cost),
         config.switch_min_abs.as_millis(),
         config.switch_min_rel * 100.0,
-    )
+    ) + &damped(recent_moves)
+}
+
+/// Why a switch had to hold longer than `switch_sustain` (see
+/// [`super::damping`]).
+fn damped(recent_moves: u32) -> String {
+    match recent_moves {
+        0 => String::new(),
+        1 => "; held longer after a recent move".into(),
+        n => format!("; held longer after {n} recent moves"),
+    }
 }
 
 fn ms(us: f64) -> String {
@@ -165,6 +176,11 @@ mod tests {
             },
             &ElectionConfig::default(),
             Duration::from_secs(5),
+            0,
+        );
+        assert!(
+            !reason.contains("held longer"),
+            "an undamped switch says nothing of damping: {reason}"
         );
         assert!(
             reason.starts_with(
@@ -172,6 +188,28 @@ mod tests {
                  118.0 ms (99% bounds); singapore/wt's loss counted as 80.0 ms; a switch needs"
             ),
             "{reason}"
+        );
+    }
+
+    #[test]
+    fn a_damped_switch_says_why_it_waited() {
+        let comparison = Comparison {
+            current_lcb: 340_000.0,
+            current_loss_cost: 0.0,
+            challenger_ucb: 45_000.0,
+            challenger_loss_cost: 0.0,
+        };
+        let config = ElectionConfig::default();
+        let held = Duration::from_secs(32);
+        let once = switched("a/wt", "a/ws", comparison, &config, held, 1);
+        let thrice = switched("a/wt", "a/ws", comparison, &config, held, 3);
+        assert!(
+            once.ends_with("; held longer after a recent move"),
+            "{once}"
+        );
+        assert!(
+            thrice.ends_with("; held longer after 3 recent moves"),
+            "{thrice}"
         );
     }
 
