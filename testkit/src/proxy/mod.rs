@@ -41,8 +41,10 @@
 //!
 //! # Not emulated
 //!
-//! * Bandwidth, queueing and congestion: the proxies add delay, not a
-//!   bottleneck; throughput is whatever loopback and the endpoints manage.
+//! * Bandwidth and congestion, unless a direction names a bottleneck
+//!   (`rate_kbit`, `queue_ms`: a drop-tail queue for UDP; for TCP a queue
+//!   that, once full, holds the sender back instead): throughput is
+//!   otherwise whatever loopback and the endpoints manage.
 //! * TCP's own dynamics: the proxy terminates TCP on both sides, so the
 //!   handshake costs no added round trip, acknowledgements are local, and a
 //!   "lost" chunk costs a fixed penalty rather than a real RTO and congestion

@@ -109,10 +109,9 @@ pub struct DirectionOverride {
     pub rate_kbit: Option<f64>,
     /// How long a UDP packet may wait in the bottleneck's queue (a router's
     /// buffer, in time at its rate); one that would wait longer is dropped.
-    /// Default [`DEFAULT_QUEUE_MS`]. The TCP proxy ignores it and never
-    /// drops: it only delays, buffering what the bottleneck has not passed
-    /// yet (up to its chunk queue, beyond which TCP's flow control holds the
-    /// sender back).
+    /// Default [`DEFAULT_QUEUE_MS`]. The TCP proxy never drops: once its
+    /// queue holds this long it stops reading, and TCP's flow control holds
+    /// the sender back (see `proxy::tcp`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue_ms: Option<f64>,
 }

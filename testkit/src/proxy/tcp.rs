@@ -16,6 +16,15 @@
 //!   data before it, with the direction's delay;
 //! * a reset or error on either side tears both sides down at once (the other
 //!   side gets a reset too); this is not delayed;
+//! * a bottleneck (`rate_kbit`) passes bytes at its rate and never drops
+//!   them; once its queue holds `queue_ms` the pump stops reading, and the
+//!   socket it reads from has a receive buffer as small as the kernel allows
+//!   (a few kB), so the sender's TCP is held back within a little more than
+//!   the queue — as a router's full buffer makes a real sender's congestion
+//!   control do — and what it has not sent waits in the sender's own socket
+//!   and queues. (Before, the pump read everything and the queue grew
+//!   without bound: a WebSocket behind 60 kbit/s carrying 70 kbit/s of audio
+//!   was seconds behind after a minute.)
 //! * the proxy's kernel completes the client's handshake at once, so
 //!   connecting costs no added round trip; only bytes are delayed. An
 //!   upstream that refuses the connection resets the client.
@@ -27,7 +36,7 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use super::scenario::LinkSpec;
+use super::scenario::{Bottleneck, LinkSpec};
 use super::threads::Threads;
 use super::timing::{Impairment, ProxyStats, SeedSource, StatsRecorder, wait_until};
 
@@ -207,7 +216,13 @@ impl Acceptor {
 
 /// Connects the upstream for an accepted client and starts both pumps.
 fn open_connection(client: TcpStream, shared: &Shared, threads: &Threads) {
-    let upstream = match TcpStream::connect_timeout(&shared.upstream, CONNECT_TIMEOUT) {
+    if let Some(bottleneck) = shared.link.up().bottleneck
+        && let Err(e) = socket2::SockRef::from(&client).set_recv_buffer_size(held_bytes(bottleneck))
+    {
+        tracing::debug!("TCP proxy cannot shrink a client's receive buffer: {e}");
+    }
+    let held = shared.link.down().bottleneck.map(held_bytes);
+    let upstream = match connect_upstream(shared.upstream, held) {
         Ok(upstream) => upstream,
         Err(e) => {
             tracing::debug!("TCP proxy cannot reach {}: {e}", shared.upstream);
@@ -242,6 +257,34 @@ fn open_connection(client: TcpStream, shared: &Shared, threads: &Threads) {
             return;
         }
     }
+}
+
+/// Connects to the upstream, with a receive buffer of `receive_buffer`
+/// bytes (as the kernel rounds it) when the way down has a bottleneck: set
+/// before connecting, so the window the upstream is offered is small from
+/// the start.
+fn connect_upstream(
+    upstream: SocketAddr,
+    receive_buffer: Option<usize>,
+) -> std::io::Result<TcpStream> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(
+        Domain::for_address(upstream),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
+    if let Some(bytes) = receive_buffer {
+        socket.set_recv_buffer_size(bytes)?;
+    }
+    socket.connect_timeout(&upstream.into(), CONNECT_TIMEOUT)?;
+    Ok(socket.into())
+}
+
+/// What a bottleneck's queue holds in bytes: the receive buffer of the
+/// socket read in front of it (the kernel raises it to its minimum, a few
+/// kB, which then is in flight besides the queue).
+fn held_bytes(bottleneck: Bottleneck) -> usize {
+    (bottleneck.bytes_per_sec * bottleneck.max_wait.as_secs_f64()).ceil() as usize
 }
 
 /// Adds a connection to the live list; false (and the connection torn down)
@@ -394,10 +437,26 @@ struct PumpReader {
 }
 
 impl PumpReader {
+    /// Reads nothing while the bottleneck's queue is full (see the module
+    /// doc); false when the connection was torn down meanwhile.
+    fn wait_for_room_in_the_bottleneck(&self) -> bool {
+        while let Some(room_at) = self.schedule.impairment.held_back_until(Instant::now()) {
+            if self.connection.is_aborted() {
+                return false;
+            }
+            let left = room_at.saturating_duration_since(Instant::now());
+            std::thread::sleep(left.min(WRITE_POLL_INTERVAL));
+        }
+        !self.connection.is_aborted()
+    }
+
     fn run(mut self) {
         let (mut from, _) = self.connection.ends(self.direction);
         let mut buffer = vec![0u8; CHUNK_SIZE];
         loop {
+            if !self.wait_for_room_in_the_bottleneck() {
+                return;
+            }
             let read = from.read(&mut buffer);
             let arrival = Instant::now();
             if self.connection.is_aborted() {

@@ -93,7 +93,8 @@ impl Impairment {
     }
 
     /// As [`Impairment::through_bottleneck`] for a byte stream, whose
-    /// bottleneck never drops: its queue holds the sender back instead.
+    /// bottleneck never drops: its reader holds the sender back instead
+    /// ([`Impairment::held_back_until`]).
     pub(crate) fn through_bottleneck_unbounded(&mut self, arrival: Instant, len: usize) -> Instant {
         match &mut self.bottleneck {
             None => arrival,
@@ -101,6 +102,18 @@ impl Impairment {
                 .admit(arrival, len, false)
                 .expect("admitted when it may not drop"),
         }
+    }
+
+    /// Until when a byte stream's reader must hold off: while its
+    /// bottleneck's queue holds more than the queue's length (`max_wait`),
+    /// the proxy reads nothing, so TCP's flow control holds the sender back
+    /// as a full router buffer's drops would make its congestion control do.
+    /// `None` when the queue has room (or there is no bottleneck).
+    pub(crate) fn held_back_until(&self, now: Instant) -> Option<Instant> {
+        let queue = self.bottleneck.as_ref()?;
+        let free_at = queue.free_at?;
+        let room_at = free_at.checked_sub(queue.link.max_wait)?;
+        (room_at > now).then_some(room_at)
     }
 
     /// Whether the next packet is lost.
