@@ -30,6 +30,7 @@
 //!   (BENCHMARKS.md), not a call.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -66,6 +67,9 @@ pub struct MediaFrame {
     pub picture_track: Option<u64>,
     /// A keyframe: a new group of pictures starts here.
     pub keyframe: bool,
+    /// When the room handed it over: a transport that queues it may drop
+    /// it once it is too old to be played (see `transport::ws::stale_media`).
+    pub handed_over: Instant,
 }
 
 impl MediaFrame {
@@ -75,6 +79,7 @@ impl MediaFrame {
             bytes,
             picture_track: None,
             keyframe: false,
+            handed_over: Instant::now(),
         }
     }
 
@@ -86,6 +91,7 @@ impl MediaFrame {
             bytes,
             picture_track: Some(track),
             keyframe,
+            handed_over: Instant::now(),
         }
     }
 }

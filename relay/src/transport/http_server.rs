@@ -70,6 +70,10 @@ pub async fn serve(
         };
         // Probe answers and audio are small frames: no Nagle delay.
         let _ = stream.set_nodelay(true);
+        // What the kernel holds unsent for a WebSocket is held in time by
+        // nothing: keep it small, so media waits in the connection's queue,
+        // where the writer drops what is too old (`ws::stale_media`).
+        let _ = socket2::SockRef::from(&stream).set_tcp_notsent_lowat(super::ws::UNSENT_LOW_WATER);
         let io = Budgeted {
             inner: stream,
             _slot: slot,

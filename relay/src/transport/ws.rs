@@ -1,8 +1,12 @@
 //! WebSocket: one binary message carries one frame, in both directions.
 //! Served by axum (tokio-tungstenite underneath) at `/ws`.
 
+mod stale_media;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::extract::{ConnectInfo, State};
@@ -12,11 +16,13 @@ use futures_util::{SinkExt, StreamExt};
 use rallypoint_protocol::limits;
 use tokio::sync::mpsc;
 
+use self::stale_media::{StaleMedia, Verdict};
 use super::{ERROR_FLUSH, inbound, is_invalid, malformed};
 use crate::budget::OpenConnection;
 use crate::config::TransportKind;
 use crate::intake::client_address;
-use crate::outbox::{Control, MediaFrame, OutboxReceiver, Outgoing, outbox};
+use crate::metrics::Stats;
+use crate::outbox::{Control, OutboxReceiver, Outgoing, outbox};
 use crate::session::{self, ConnectionInfo, SessionEnd};
 use crate::state::RelayState;
 
@@ -28,6 +34,14 @@ const MESSAGE_SLACK: usize = 64 * 1024;
 /// and probes of ~100 bytes; larger ones take a few more reads.
 const READ_BUFFER: usize = 8 * 1024;
 const WRITE_BUFFER: usize = 8 * 1024;
+
+/// The most a relay's TCP socket holds unsent before it stops taking more
+/// (`TCP_NOTSENT_LOWAT`, set at accept): 65 ms at 500 kbit/s, half a second
+/// at 60. Beyond it media waits in the connection's queue, where
+/// [`stale_media`] drops what waited too long; the kernel's buffer would
+/// hold seconds of it unseen. On a fast path the socket drains as fast as it
+/// is written, and this changes nothing.
+pub const UNSENT_LOW_WATER: u32 = 4 * 1024;
 
 pub async fn upgrade(
     State(relay): State<Arc<RelayState>>,
@@ -84,7 +98,12 @@ async fn serve(relay: Arc<RelayState>, socket: WebSocket, client_ip: std::net::I
             }
         }
     });
-    let mut writer = tokio::spawn(write(sink, outgoing, outbox.kill_switch()));
+    let mut writer = tokio::spawn(write(
+        sink,
+        outgoing,
+        outbox.kill_switch(),
+        relay.stats.clone(),
+    ));
 
     let info = ConnectionInfo {
         transport: TransportKind::WebSocket,
@@ -112,12 +131,15 @@ async fn serve(relay: Arc<RelayState>, socket: WebSocket, client_ip: std::net::I
 
 /// Writes queued frames, flushing only when the queue is momentarily empty:
 /// one syscall per burst instead of one per frame under load, and no added
-/// delay when traffic is light.
+/// delay when traffic is light. Media that waited too long is dropped
+/// ([`stale_media`]).
 async fn write(
     mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
     mut outgoing: OutboxReceiver,
     kill: tokio_util::sync::CancellationToken,
+    stats: Arc<Stats>,
 ) {
+    let mut stale = StaleMedia::default();
     'writing: loop {
         let first = tokio::select! {
             item = outgoing.next() => item,
@@ -128,8 +150,18 @@ async fn write(
             let bytes = match item {
                 Outgoing::Control(
                     Control::Frame(bytes) | Control::ProbeAck { frame: bytes, .. },
-                )
-                | Outgoing::Media(MediaFrame { bytes, .. }) => bytes,
+                ) => Some(bytes),
+                Outgoing::Media(frame) => match stale.judge(&frame, Instant::now()) {
+                    Verdict::Write => Some(frame.bytes),
+                    Verdict::Stale => {
+                        stats.media_dropped.fetch_add(1, Relaxed);
+                        None
+                    }
+                    Verdict::AwaitingKeyframe => {
+                        stats.media_skipped_awaiting_keyframe.fetch_add(1, Relaxed);
+                        None
+                    }
+                },
                 Outgoing::Control(Control::CloseWith(bytes)) => {
                     let _ = sink.send(Message::Binary(bytes)).await;
                     let _ = sink
@@ -141,12 +173,14 @@ async fn write(
                     break 'writing;
                 }
             };
-            let fed = tokio::select! {
-                fed = sink.feed(Message::Binary(bytes)) => fed.is_ok(),
-                _ = kill.cancelled() => false,
-            };
-            if !fed {
-                break 'writing;
+            if let Some(bytes) = bytes {
+                let fed = tokio::select! {
+                    fed = sink.feed(Message::Binary(bytes)) => fed.is_ok(),
+                    _ = kill.cancelled() => false,
+                };
+                if !fed {
+                    break 'writing;
+                }
             }
             match outgoing.try_next() {
                 Some(next) => item = next,

@@ -12,7 +12,7 @@ use rallypoint_protocol::v1::{
     ClientFrame, Hello, Join, Joined, Media, client_frame, server_frame,
 };
 use rallypoint_testkit::nats::{NatsRole, SuperCluster, SuperClusterSpec};
-use rallypoint_testkit::proxy::{LinkSpec, UdpDelayProxy};
+use rallypoint_testkit::proxy::{LinkSpec, TcpDelayProxy, UdpDelayProxy};
 use rallypoint_testkit::relays::{RelayProcess, RelaySpec};
 use rallypoint_testkit::tokens::DevIssuer;
 
@@ -153,11 +153,38 @@ impl Lab {
         )
         .unwrap();
         candidate.url = format!("https://{}/", proxy.local_addr());
-        let mut peer = Peer::connect(&candidate, &self.identity("r", user), T)
+        (self.joined_through(&candidate, user).await, proxy)
+    }
+
+    /// `user` joined to room "r" through `candidate` (a delay proxy's).
+    async fn joined_through(&self, candidate: &Candidate, user: &str) -> Peer {
+        let mut peer = Peer::connect(candidate, &self.identity("r", user), T)
             .await
             .expect("connects through the delay proxy");
         peer.join("r", 0, T).await.expect("joins");
-        (peer, proxy)
+        peer
+    }
+}
+
+impl Lab {
+    /// As [`Lab::participant_behind`] over WebSocket, through a TCP delay
+    /// proxy.
+    pub async fn participant_behind_websocket(
+        &self,
+        user: &str,
+        link: LinkSpec,
+    ) -> (Peer, TcpDelayProxy) {
+        let mut candidate = self.candidate(0, TransportKind::WebSocket);
+        let relay = format!("127.0.0.1:{}", self.relays[0].http_port);
+        let proxy = TcpDelayProxy::start(
+            "127.0.0.1:0".parse().unwrap(),
+            relay.parse().unwrap(),
+            link,
+            1,
+        )
+        .unwrap();
+        candidate.url = format!("ws://{}/ws", proxy.local_addr());
+        (self.joined_through(&candidate, user).await, proxy)
     }
 }
 
