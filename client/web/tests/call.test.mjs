@@ -563,6 +563,50 @@ test('twelve people in one call: every tile fits without overlap, on a laptop an
   }
 });
 
+test('a page on an uplink slower than its camera is heard within a second, not ever later', async () => {
+  // The sender's only way out is a WebSocket through 100 kbit/s (UDP
+  // blocked), less than its camera and microphone send. A socket queues
+  // whatever it is given: the room heard it further behind with every
+  // second — audio p50 2.9–3.3 s, video p95 6.7–6.9 s by the end of this
+  // test, and only ~300 of its ~1 000 audio frames heard by then. The
+  // session now holds media back while it would wait on the way up longer
+  // than 150 ms (300 ms for a picture's frame), predicted from its probes'
+  // answers (client/core session::uplink); a keyframe that cannot cross this
+  // line in time is not sent, so the call goes on with audio: all of it
+  // heard, p50 73 ms.
+  const slowRoom = `${room}-slow-uplink`;
+  const sender = await browser.context.newPage();
+  await sender.goto(`${stack.base}/?location=hotel-in-singapore-slow-uplink-udp-blocked&room=${slowRoom}&name=Hana`);
+  await sender.getByRole('button', { name: 'Join', exact: true }).click();
+  const listener = await browser.context.newPage();
+  await listener.addInitScript(() => {
+    navigator.mediaDevices.getUserMedia = () =>
+      Promise.reject(new DOMException('Permission denied', 'NotAllowedError'));
+  });
+  await listener.goto(`${stack.base}/?location=client-in-singapore&room=${slowRoom}&name=Lee`);
+  await listener.getByRole('button', { name: 'Join without camera and microphone' }).click();
+  try {
+    await decodedAtLeast(listener, 1, 50, 60_000);
+    // 20 s more of the call.
+    await new Promise((resolve) => setTimeout(resolve, 20_000));
+    const heard = await remote(listener);
+    console.log(
+      `[slow uplink] heard: audio ${heard.audio} frames, p50 ${heard.audioP50} ms; ` +
+        `video ${heard.video} frames, p50 ${heard.p50} ms, p95 ${heard.p95} ms`,
+    );
+    assert.ok(heard.audio >= 600, `only ${heard.audio} audio frames heard from the slow sender`);
+    assert.ok(
+      heard.audioP50 > 0 && heard.audioP50 < 500,
+      `the slow sender's audio arrived ${heard.audioP50} ms after capture (p50): a backlog, not a call`,
+    );
+  } finally {
+    for (const page of [sender, listener]) {
+      await page.getByRole('button', { name: 'Leave call' }).click().catch(() => {});
+      await page.close();
+    }
+  }
+});
+
 test('the invite link opens the lobby of the same room', async () => {
   const link = await pages.newYork.locator('[data-invite-link]').getAttribute('href');
   const url = new URL(link);

@@ -1,5 +1,6 @@
 // A local two-region rallypoint stack for the browser tests: `rallypoint up`
-// with the Singapore and New York client locations of the latency lab.
+// with the Singapore and New York client locations of the latency lab, and a
+// hotel in Singapore whose only way out is a slow uplink over TCP.
 
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
@@ -26,6 +27,7 @@ export async function startStack({ bin, repo, webDist, timeoutMs = 120_000 }) {
       '--http', '127.0.0.1:0',
       '--scenario', join(repo, 'lab/scenarios/singapore.json'),
       '--scenario', join(repo, 'lab/scenarios/new-york.json'),
+      '--scenario', join(repo, 'lab/scenarios/hotel-slow-uplink.json'),
     ],
     {
       cwd: repo,

@@ -30,6 +30,7 @@ pub mod reports;
 pub mod route;
 mod snapshots;
 pub mod token;
+pub mod uplink;
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -37,6 +38,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use rallypoint_protocol::copies::{self, SeenFrames};
 use rallypoint_protocol::limits;
+use rallypoint_protocol::prost::Message;
 use rallypoint_protocol::v1::{
     ClientFrame, ClientInfo, ElectionReport, ErrorCode, Join, KeyframeRequest, Leave, Media,
     MediaState, Probe, Refresh, ServerFrame, TelemetryAck, TelemetryReport, TrackKind,
@@ -59,6 +61,7 @@ pub use route::Route;
 pub use snapshots::SNAPSHOT_EVERY;
 use snapshots::SnapshotPacer;
 use token::TokenKeeper;
+use uplink::UplinkQueue;
 
 /// At most one [`Update::Preparing`] (a keyframe of every picture) per
 /// this interval. On a rough path (5% loss each way, 30 ms jitter) a talker
@@ -222,6 +225,16 @@ pub struct Session {
     connect_timeout: Duration,
     connections: Connections,
     serving: Option<CandidateId>,
+    /// Per candidate, how long what is sent waits on its way up to its
+    /// relay, as its probe answers show (kept from before it serves: the
+    /// answers of a connection carrying no media are its path's base);
+    /// media is held back while the serving one's is too long ([`uplink`]).
+    uplinks: Vec<UplinkQueue>,
+    /// Media frames held back for that, for the driver's statistics.
+    media_held_back: u64,
+    /// Picture tracks (by kind) one of whose frames was held back: their
+    /// deltas are held too until a keyframe goes.
+    awaiting_keyframe: Vec<i32>,
     /// The standby the media also goes through while the serving relay is
     /// suspect (make-before-break, [`Action::Prepare`]).
     preparing: Option<CandidateId>,
@@ -255,6 +268,7 @@ impl Session {
         } = config;
         let transports = candidates.iter().map(|c| c.transport).collect();
         let tokens = TokenKeeper::new(identity.token, candidates.len());
+        let uplinks = vec![UplinkQueue::default(); candidates.len()];
         let context = handshake::report_context(&identity.info);
         Session {
             election: Election::new(candidates, election, identity.session_id.clone(), context),
@@ -265,6 +279,9 @@ impl Session {
             connect_timeout,
             connections: Connections::new(transports),
             serving: None,
+            uplinks,
+            media_held_back: 0,
+            awaiting_keyframe: Vec::new(),
             preparing: None,
             prepared_pictures_at: None,
             seen: SeenFrames::default(),
@@ -380,12 +397,16 @@ impl Session {
         }
         let used = match kind {
             server_frame::Kind::ProbeAck(ack) => {
+                let relay_hold =
+                    Duration::from_micros(ack.relay_send_us.saturating_sub(ack.relay_recv_us));
+                let round_trip = received_at
+                    .since(Micros(ack.client_send_us))
+                    .saturating_sub(relay_hold);
+                self.uplinks[id].answered(now, ack.client_send_us, ack.relay_recv_us, round_trip);
                 let event = Event::ProbeAck {
                     candidate: id,
                     seq: ack.seq,
-                    relay_hold: Duration::from_micros(
-                        ack.relay_send_us.saturating_sub(ack.relay_recv_us),
-                    ),
+                    relay_hold,
                     received_at,
                 };
                 self.election.handle(event, now);
@@ -469,12 +490,24 @@ impl Session {
     /// Sends `kind` (media, a keyframe request, a media state) through the
     /// serving relay; dropped while none serves.
     pub fn send_to_room(&mut self, kind: client_frame::Kind, now: Micros) {
-        let Some(serving) = self.serving_connection() else {
+        let (Some(serving_id), Some(serving)) = (self.serving, self.serving_connection()) else {
             return;
         };
         if matches!(kind, client_frame::Kind::Media(_)) {
+            // Talking still: the serving relay is probed as fast, which is
+            // how a held-back uplink is seen to drain.
             self.election.handle(Event::MediaSent { at: now }, now);
-            if let Some(standby) = self.preparing.and_then(|id| self.connections.open_one(id)) {
+            if self.held_back(serving_id, &kind, now) {
+                self.media_held_back += 1;
+                self.drain(now);
+                return;
+            }
+            self.uplinks[serving_id].sent(now, kind.encoded_len());
+            if let Some((id, standby)) = self
+                .preparing
+                .and_then(|id| Some((id, self.connections.open_one(id)?)))
+            {
+                self.uplinks[id].sent(now, kind.encoded_len());
                 self.send_on(standby, ClientFrame::of(kind.clone()));
             }
         }
@@ -556,6 +589,19 @@ impl Session {
     /// The relay serving the room, if its connection is up.
     pub fn serving(&self) -> Option<CandidateId> {
         self.serving_connection().map(|c| c.candidate)
+    }
+
+    /// Media frames held back because the uplink to the serving relay was
+    /// queueing too long ([`uplink`]).
+    pub fn media_held_back(&self) -> u64 {
+        self.media_held_back
+    }
+
+    /// How long the latest probe answered by the serving relay waited on
+    /// its way up.
+    pub fn uplink_wait(&self) -> Duration {
+        self.serving
+            .map_or(Duration::ZERO, |id| self.uplinks[id].wait())
     }
 
     pub fn reports_pending(&self) -> usize {
@@ -651,6 +697,28 @@ impl Session {
         }
     }
 
+    /// Whether a media frame is held back: the serving relay's uplink has
+    /// no time for it ([`uplink`]), or it is a picture's delta after a frame
+    /// of its track was held back (useless until the next keyframe).
+    fn held_back(&mut self, serving: CandidateId, kind: &client_frame::Kind, now: Micros) -> bool {
+        let client_frame::Kind::Media(media) = kind else {
+            return false;
+        };
+        let track = media.kind;
+        let picture = matches!(media.kind(), TrackKind::Video | TrackKind::Screen);
+        let waiting = self.awaiting_keyframe.contains(&track);
+        let held = (picture && waiting && !media.keyframe)
+            || !self.uplinks[serving].frame_may_go(now, kind.encoded_len(), picture);
+        if picture {
+            match held {
+                true if !waiting => self.awaiting_keyframe.push(track),
+                false if waiting => self.awaiting_keyframe.retain(|&t| t != track),
+                _ => {}
+            }
+        }
+        held
+    }
+
     fn serving_connection(&self) -> Option<ConnectionId> {
         self.connections.open_one(self.serving?)
     }
@@ -706,13 +774,14 @@ impl Session {
                     timeout: self.connect_timeout,
                 });
             }
-            Action::SendProbe { candidate, seq } => self.send_to(
-                candidate,
-                ClientFrame::of(client_frame::Kind::Probe(Probe {
+            Action::SendProbe { candidate, seq } => {
+                let probe = ClientFrame::of(client_frame::Kind::Probe(Probe {
                     seq,
                     client_send_us: now.0,
-                })),
-            ),
+                }));
+                self.uplinks[candidate].sent(now, probe.encoded_len());
+                self.send_to(candidate, probe);
+            }
             Action::Join {
                 candidate,
                 join_seq,

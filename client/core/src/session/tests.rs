@@ -73,7 +73,41 @@ struct Net {
     /// before its answer arrives and claims to have held the probe for all
     /// but 1 ms of the round trip.
     liar: Option<CandidateId>,
+    /// A relay's uplink that queues what it cannot carry (see [`Uplink`]);
+    /// with it, that relay's answers carry its read time on a clock of its
+    /// own.
+    uplink: Option<Uplink>,
 }
+
+/// A FIFO uplink to one relay at a fixed rate, never dropping: a browser's
+/// WebSocket or datagram queue in front of a slow line. A probe waits
+/// behind the media queued before it.
+#[derive(Debug, Clone, Copy)]
+struct Uplink {
+    to: CandidateId,
+    bytes_per_sec: f64,
+    backlog: f64,
+    drained_at: Micros,
+    /// The longest a probe waited in it.
+    worst: Duration,
+}
+
+/// What one media frame takes of an uplink.
+const MEDIA_BYTES: f64 = 500.0;
+
+impl Uplink {
+    /// Drains what the line carried until `now`; the wait of a frame sent
+    /// now.
+    fn wait(&mut self, now: Micros) -> Duration {
+        let carried = now.since(self.drained_at).as_secs_f64() * self.bytes_per_sec;
+        self.backlog = (self.backlog - carried).max(0.0);
+        self.drained_at = now;
+        Duration::from_secs_f64(self.backlog / self.bytes_per_sec)
+    }
+}
+
+/// The relays' clock, unix microseconds, when the simulated one starts.
+const RELAY_CLOCK_AT_ZERO_US: u64 = 1_764_000_000_000_000;
 
 fn config(room: Option<&str>, token: String) -> SessionConfig {
     SessionConfig {
@@ -149,6 +183,7 @@ impl Net {
             updates: Vec::new(),
             room_frames: 0,
             liar: None,
+            uplink: None,
         }
     }
 
@@ -179,8 +214,27 @@ impl Net {
                         Some(client_frame::Kind::Hello(hello)) => self.hello(connection, hello),
                         Some(client_frame::Kind::Probe(_)) if self.path_drops() => {}
                         Some(client_frame::Kind::Probe(probe)) => {
-                            let at = self.now + self.path_delay(id);
-                            let ack = if self.liar == Some(id) {
+                            let rtt = self.path_delay(id);
+                            let now = self.now;
+                            let up_wait = match &mut self.uplink {
+                                Some(uplink) if uplink.to == id => {
+                                    let wait = uplink.wait(now);
+                                    uplink.worst = uplink.worst.max(wait);
+                                    Some(wait)
+                                }
+                                _ => None,
+                            };
+                            let at = self.now + rtt + up_wait.unwrap_or_default();
+                            let ack = if let Some(wait) = up_wait {
+                                let read = self.now + rtt / 2 + wait;
+                                ProbeAck {
+                                    seq: probe.seq,
+                                    client_send_us: probe.client_send_us,
+                                    relay_recv_us: RELAY_CLOCK_AT_ZERO_US + read.0,
+                                    relay_send_us: RELAY_CLOCK_AT_ZERO_US + read.0,
+                                    ..Default::default()
+                                }
+                            } else if self.liar == Some(id) {
                                 ProbeAck {
                                     seq: probe.seq,
                                     client_send_us: at.0 - 1_000,
@@ -205,7 +259,14 @@ impl Net {
                             self.prepare_times.push((self.now, id))
                         }
                         Some(client_frame::Kind::Join(_)) => self.join_times.push((self.now, id)),
-                        Some(client_frame::Kind::Media(_)) => self.media_times.push((self.now, id)),
+                        Some(client_frame::Kind::Media(_)) => {
+                            let now = self.now;
+                            if let Some(uplink) = self.uplink.as_mut().filter(|u| u.to == id) {
+                                uplink.wait(now);
+                                uplink.backlog += MEDIA_BYTES;
+                            }
+                            self.media_times.push((self.now, id))
+                        }
                         _ => {}
                     }
                     self.routes.push((id, route));
@@ -1585,4 +1646,65 @@ fn the_shared_driver_carries_out_transmits_on_its_connections_and_fetches_one_to
     assert!(driver.io().sent[sent..].iter().all(|(c, _)| *c != 7));
     driver.hang_up();
     assert!(driver.io().hung_up.is_empty());
+}
+
+/// A talker whose uplink queues — a browser's WebSocket or datagram queue
+/// on a line slower than its media, which never drops — holds its media back
+/// while its serving relay's probe answers show them waiting more than
+/// 150 ms on the way up, so the queue stays short (session::uplink). Without
+/// the hold every frame went into the queue: it grew to 3.0 s in the first
+/// 2 s and 5.2 s in the next (and the call failed over); with it, 320 ms
+/// and 230 ms, 75 of 200 frames sent (the line carries 80). The browser
+/// test's slow sender was heard 2.9–3.3 s late before.
+#[test]
+fn a_talker_whose_uplink_queues_holds_its_media_back_until_it_drains() {
+    let mut net = Net::webtransport_pair();
+    net.session.start(Micros::ZERO);
+    net.run_until(4_000);
+    assert_eq!(net.session.serving(), Some(0));
+    // From now on the line carries 10 kB a second; the talker sends 25.
+    net.uplink = Some(Uplink {
+        to: 0,
+        bytes_per_sec: 10_000.0,
+        backlog: 0.0,
+        drained_at: net.now,
+        worst: Duration::ZERO,
+    });
+    let talk_until = |net: &mut Net, until_ms: u64| {
+        let mut t = net.now.as_millis();
+        while t < until_ms {
+            t += 20;
+            net.run_until(t);
+            net.session
+                .send_to_room(client_frame::Kind::Media(Media::default()), net.now);
+            net.carry_out();
+        }
+        std::mem::take(&mut net.uplink.as_mut().expect("set above").worst)
+    };
+    // The queue overshoots while the first answers that waited are on
+    // their way (each comes back its wait late), then stays short.
+    let first = talk_until(&mut net, 6_000);
+    let then = talk_until(&mut net, 8_000);
+    let sent = net
+        .media_times
+        .iter()
+        .filter(|(at, _)| at.as_millis() > 4_000)
+        .count();
+    eprintln!(
+        "4 s of talking into a line of 40% of it: {sent} of 200 frames sent, {} held back; \
+         the longest a probe waited {first:?} in the first 2 s, {then:?} in the next; serving {:?}",
+        net.session.media_held_back(),
+        net.session.serving()
+    );
+    assert_eq!(net.session.serving(), Some(0), "the queue is no dead relay");
+    assert!(
+        first <= Duration::from_secs(1),
+        "the uplink queued {first:?}"
+    );
+    assert!(
+        then <= Duration::from_millis(400),
+        "the uplink queued {then:?}"
+    );
+    // The line carried what it could: 40% of the frames, give or take.
+    assert!((60..=110).contains(&sent), "{sent} frames sent");
 }
