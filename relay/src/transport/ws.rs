@@ -37,10 +37,12 @@ const WRITE_BUFFER: usize = 8 * 1024;
 
 /// The most a relay's TCP socket holds unsent before it stops taking more
 /// (`TCP_NOTSENT_LOWAT`, set at accept): 65 ms at 500 kbit/s, half a second
-/// at 60. Beyond it media waits in the connection's queue, where
-/// [`stale_media`] drops what waited too long; the kernel's buffer would
-/// hold seconds of it unseen. On a fast path the socket drains as fast as it
-/// is written, and this changes nothing.
+/// at 60. Beyond it and tungstenite's write buffer ([`WRITE_BUFFER`], where
+/// frames already judged fresh wait too: 130 ms more at 500 kbit/s) media
+/// waits in the connection's queue, where [`stale_media`] drops what waited
+/// too long; the kernel's buffer would hold seconds of it unseen. On a fast
+/// path the socket drains as fast as it is written, and this changes
+/// nothing.
 pub const UNSENT_LOW_WATER: u32 = 4 * 1024;
 
 pub async fn upgrade(

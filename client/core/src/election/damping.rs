@@ -33,8 +33,10 @@ pub const FACTOR: u32 = 4;
 pub const MAX_SUSTAIN: Duration = Duration::from_secs(120);
 /// Each this long without a move forgets one of the recent moves.
 pub const CALM: Duration = Duration::from_secs(120);
-/// Recent moves counted at most: past it the sustain is at its cap anyway.
-const MAX_LEVEL: u32 = 8;
+/// Recent moves counted at most. The sustain reaches its cap at three;
+/// counting a few more keeps a call that moved in a burst damped for a few
+/// calm periods longer, and the count bounded.
+const MAX_LEVEL: u32 = 5;
 
 /// Recent moves for degradation, and what they ask of the next one.
 #[derive(Debug, Default, Clone, Copy)]

@@ -38,7 +38,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use rallypoint_protocol::copies::{self, SeenFrames};
 use rallypoint_protocol::limits;
-use rallypoint_protocol::prost::Message;
 use rallypoint_protocol::v1::{
     ClientFrame, ClientInfo, ElectionReport, ErrorCode, Join, KeyframeRequest, Leave, Media,
     MediaState, Probe, Refresh, ServerFrame, TelemetryAck, TelemetryReport, TrackKind,
@@ -399,10 +398,18 @@ impl Session {
             server_frame::Kind::ProbeAck(ack) => {
                 let relay_hold =
                     Duration::from_micros(ack.relay_send_us.saturating_sub(ack.relay_recv_us));
-                let round_trip = received_at
-                    .since(Micros(ack.client_send_us))
-                    .saturating_sub(relay_hold);
-                self.uplinks[id].answered(now, ack.client_send_us, ack.relay_recv_us, round_trip);
+                // A send time after the answer came is no probe of ours.
+                if ack.client_send_us <= received_at.0 {
+                    let round_trip = received_at
+                        .since(Micros(ack.client_send_us))
+                        .saturating_sub(relay_hold);
+                    self.uplinks[id].answered(
+                        now,
+                        ack.client_send_us,
+                        ack.relay_recv_us,
+                        round_trip,
+                    );
+                }
                 let event = Event::ProbeAck {
                     candidate: id,
                     seq: ack.seq,
@@ -493,25 +500,32 @@ impl Session {
         let (Some(serving_id), Some(serving)) = (self.serving, self.serving_connection()) else {
             return;
         };
-        if matches!(kind, client_frame::Kind::Media(_)) {
-            // Talking still: the serving relay is probed as fast, which is
-            // how a held-back uplink is seen to drain.
-            self.election.handle(Event::MediaSent { at: now }, now);
-            if self.held_back(serving_id, &kind, now) {
-                self.media_held_back += 1;
-                self.drain(now);
-                return;
-            }
-            self.uplinks[serving_id].sent(now, kind.encoded_len());
-            if let Some((id, standby)) = self
-                .preparing
-                .and_then(|id| Some((id, self.connections.open_one(id)?)))
-            {
-                self.uplinks[id].sent(now, kind.encoded_len());
-                self.send_on(standby, ClientFrame::of(kind.clone()));
-            }
+        if !matches!(kind, client_frame::Kind::Media(_)) {
+            self.send_on(serving, ClientFrame::of(kind));
+            self.drain(now);
+            return;
         }
-        self.send_on(serving, ClientFrame::of(kind));
+        // Talking still: the serving relay is probed as fast, which is how
+        // a held-back uplink is seen to drain.
+        self.election.handle(Event::MediaSent { at: now }, now);
+        let len = kind.encoded_len();
+        // Each connection's own uplink decides for it: a prepared standby
+        // (make-before-break) still gets what its path has time for.
+        let to_serving = !self.held_back(serving_id, &kind, now);
+        let to_standby = self
+            .preparing
+            .and_then(|id| Some((id, self.connections.open_one(id)?)))
+            .filter(|&(id, _)| self.uplinks[id].frame_may_go(now, len, is_picture(&kind)));
+        if let Some((id, standby)) = to_standby {
+            self.uplinks[id].sent(now, len);
+            self.send_on(standby, ClientFrame::of(kind.clone()));
+        }
+        if to_serving {
+            self.uplinks[serving_id].sent(now, len);
+            self.send_on(serving, ClientFrame::of(kind));
+        } else {
+            self.media_held_back += 1;
+        }
         self.drain(now);
     }
 
@@ -705,7 +719,7 @@ impl Session {
             return false;
         };
         let track = media.kind;
-        let picture = matches!(media.kind(), TrackKind::Video | TrackKind::Screen);
+        let picture = is_picture(kind);
         let waiting = self.awaiting_keyframe.contains(&track);
         let held = (picture && waiting && !media.keyframe)
             || !self.uplinks[serving].frame_may_go(now, kind.encoded_len(), picture);
@@ -764,6 +778,8 @@ impl Session {
     fn act(&mut self, action: Action, now: Micros) {
         match action {
             Action::Open { candidate } => {
+                // A new connection: its queue is measured anew.
+                self.uplinks[candidate] = UplinkQueue::default();
                 let (connection, replaced) =
                     self.connections.open(candidate, now, self.connect_timeout);
                 if let Some(replaced) = replaced {
@@ -779,7 +795,6 @@ impl Session {
                     seq,
                     client_send_us: now.0,
                 }));
-                self.uplinks[candidate].sent(now, probe.encoded_len());
                 self.send_to(candidate, probe);
             }
             Action::Join {
@@ -939,6 +954,13 @@ impl Session {
         self.updates
             .push_back(Update::Snapshot(self.election.snapshot()));
     }
+}
+
+/// A camera's or a screen's frame, which is shown only with the frames
+/// before it back to a keyframe.
+fn is_picture(kind: &client_frame::Kind) -> bool {
+    matches!(kind, client_frame::Kind::Media(media)
+        if matches!(media.kind(), TrackKind::Video | TrackKind::Screen))
 }
 
 #[cfg(test)]

@@ -36,10 +36,11 @@
 //! for a picture's frame; the session then holds the track's deltas until a
 //! keyframe goes, and its receivers ask for one); probes and control frames
 //! always go, and the queue drains. In the browser test the slow sender's
-//! audio was then all heard, p50 73 ms (2.9–3.3 s before); holding on the
-//! latest answer alone (no prediction, no own time) gave 0.46–0.53 s, and
-//! with the prediction but keyframes let through, a third of the audio,
-//! the keyframes taking the line.
+//! audio was then heard at p50 73–187 ms, 785–1 014 frames of it (2.9–3.3 s
+//! late before, ~300 frames); holding on the latest answer alone (no
+//! prediction, no own time) gave 0.46–0.53 s, and with the prediction but
+//! keyframes let through, a third of the audio, the keyframes taking the
+//! line.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -65,9 +66,29 @@ const BUCKETS: u32 = 6;
 /// probe whose answer comes back), at most [`SENT_RECORDS`] entries.
 const SENT_MEMORY: Duration = Duration::from_secs(4);
 const SENT_RECORDS: usize = 1_024;
-/// An answer counts as having waited (a queue that held it, whose drain
-/// times the line) beyond this.
-const WAITED: Duration = Duration::from_millis(10);
+/// Answers that waited beyond this, one after another, time the line: a
+/// queue held them, and its drain is the line's rate. Jitter must not: a
+/// queue that ran dry between two answers makes the line look as slow as
+/// what was sent, and a keyframe would then be held back on a fast path.
+/// Both the one-way delay's and the round trip's excess must pass it, which
+/// 30 ms of round-trip jitter does about once in ten thousand answers
+/// (three and a half standard deviations on the way up).
+const QUEUED: Duration = Duration::from_millis(75);
+/// A rate not timed again for this long is forgotten: on a line that got
+/// faster the queue stays empty and would never time it again, and a
+/// keyframe held back for the old rate would be held for good. Forgotten,
+/// the next keyframe goes, and a line still as slow times itself again.
+const RATE_MEMORY: Duration = Duration::from_secs(30);
+/// Media bytes that must have left between two answers for them to time
+/// the line: a few frames, not a probe or two.
+const TIMED_BYTES: u64 = 1_500;
+/// The slowest line a timing is believed to show (16 kbit/s): below it a
+/// frame of audio would be charged a second of its own, and a call muted
+/// for good by one bad timing.
+const MIN_RATE: f64 = 2_000.0;
+/// Answers kept to bound the rate from below: 16 span 800 ms at a talking
+/// client's 20 probes a second, more than [`RATE_SPAN`] at any pace.
+const ANSWERS_KEPT: usize = 16;
 /// Weight of a new rate sample.
 const RATE_GAIN: f64 = 0.25;
 /// The rate is timed over departures at least this far apart.
@@ -90,11 +111,14 @@ pub struct UplinkQueue {
     /// The latest answer: its probe's send time, the bytes sent before it,
     /// and its wait.
     last_answer: Option<Answer>,
-    /// The line's rate, bytes a second, while its queue held something.
-    rate: Option<f64>,
+    /// The line's rate, bytes a second, while its queue held something,
+    /// and when it was last timed.
+    rate: Option<(f64, Micros)>,
     /// The answer the rate is being timed from: one that waited, with every
     /// answer since having waited too.
     anchor: Option<Answer>,
+    /// The latest answers, for [`Self::at_least`].
+    answers: VecDeque<Answer>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -158,10 +182,11 @@ impl UplinkQueue {
             Duration::from_micros(u64::try_from(one_way - least_one_way).unwrap_or(u64::MAX));
         let round_trip_excess = round_trip.saturating_sub(least_round_trip);
         self.latest = one_way_excess.min(round_trip_excess);
-        self.time_the_line(Micros(client_send_us));
+        self.time_the_line(now, Micros(client_send_us));
     }
 
-    /// `bytes` went onto the connection at `now` (a frame of any kind).
+    /// `bytes` of media went onto the connection at `now` (what the line's
+    /// rate is timed by, and what a probe sent after it waits behind).
     pub fn sent(&mut self, now: Micros, bytes: usize) {
         self.sent_total += bytes as u64;
         self.sent.push_back((now, self.sent_total));
@@ -182,19 +207,22 @@ impl UplinkQueue {
         self.latest
     }
 
-    /// The line's rate while its queue held something, once timed.
-    pub fn rate(&self) -> Option<f64> {
+    /// The line's rate while its queue held something, once timed and
+    /// while remembered.
+    pub fn rate(&self, now: Micros) -> Option<f64> {
         self.rate
+            .filter(|&(_, timed_at)| now.since(timed_at) <= RATE_MEMORY)
+            .map(|(rate, _)| rate)
     }
 
     /// How long what is sent now would wait on its way up.
     pub fn predicted_wait(&self, now: Micros) -> Duration {
-        let (Some(answer), Some(rate)) = (self.last_answer, self.rate) else {
+        let (Some(answer), Some(rate)) = (self.last_answer, self.rate(now)) else {
             return self.latest;
         };
         let since = self.sent_total.saturating_sub(answer.sent_before);
         let queued = answer.wait.as_secs_f64() + since as f64 / rate;
-        Duration::from_secs_f64((queued - now.since(answer.sent_at).as_secs_f64()).max(0.0))
+        seconds((queued - now.since(answer.sent_at).as_secs_f64()).max(0.0))
     }
 
     /// Whether a media frame of `len` bytes may be sent now: the wait it
@@ -202,21 +230,21 @@ impl UplinkQueue {
     /// known) within [`MAX_UPLINK_WAIT`], or [`MAX_PICTURE_WAIT`] for a
     /// picture's frame.
     pub fn frame_may_go(&self, now: Micros, len: usize, picture: bool) -> bool {
-        let own = self.rate.map_or(Duration::ZERO, |rate| {
-            Duration::from_secs_f64(len as f64 / rate)
-        });
+        let own = self
+            .rate(now)
+            .map_or(Duration::ZERO, |rate| seconds(len as f64 / rate));
         let bound = if picture {
             MAX_PICTURE_WAIT
         } else {
             MAX_UPLINK_WAIT
         };
-        self.predicted_wait(now) + own <= bound
+        self.predicted_wait(now).saturating_add(own) <= bound
     }
 
     /// The latest answer's probe left at `sent_at`: with the anchor, a
     /// sample of the line's rate if they and every answer between waited
     /// and left the queue at least [`RATE_SPAN`] apart.
-    fn time_the_line(&mut self, sent_at: Micros) {
+    fn time_the_line(&mut self, now: Micros, sent_at: Micros) {
         let sent_before = self.sent_before(sent_at);
         let answer = Answer {
             sent_at,
@@ -230,7 +258,8 @@ impl UplinkQueue {
             return; // answered out of order: nothing newer
         }
         self.last_answer = Some(answer);
-        if answer.wait <= WAITED {
+        self.at_least(now, answer);
+        if answer.wait <= QUEUED {
             self.anchor = None; // the queue ran dry: nothing to time
             return;
         }
@@ -245,18 +274,52 @@ impl UplinkQueue {
             return;
         }
         let left = answer.sent_before.saturating_sub(anchor.sent_before);
-        if left == 0 {
-            // Waits without anything sent to wait behind: a slower path,
-            // not a queue (its base catches up within the window).
+        if left < TIMED_BYTES {
+            // Waits with little sent to wait behind: a slower path (its
+            // base catches up within the window) or jitter, not a queue.
             self.anchor = Some(answer);
             return;
         }
-        let sample = left as f64 / between.as_secs_f64();
-        self.rate = Some(match self.rate {
+        let sample = (left as f64 / between.as_secs_f64()).max(MIN_RATE);
+        let rate = match self.rate(now) {
             None => sample,
             Some(rate) => rate + (sample - rate) * RATE_GAIN,
-        });
+        };
+        self.rate = Some((rate, now));
         self.anchor = Some(answer);
+    }
+
+    /// Raises a remembered rate the line evidently beats: everything sent
+    /// before `answer`'s probe had left by its departure, so what was sent
+    /// since an answer at least [`RATE_SPAN`] earlier left within the time
+    /// between their departures, idle time included — a lower bound of the
+    /// rate. A line that got faster shows it at once, where the queue it no
+    /// longer forms would never time it again (a stale low rate would hold
+    /// media back for [`RATE_MEMORY`]).
+    fn at_least(&mut self, now: Micros, answer: Answer) {
+        let departs = |a: &Answer| a.sent_at + a.wait;
+        let earlier = self
+            .answers
+            .iter()
+            .rev()
+            .find(|a| departs(&answer).since(departs(a)) >= RATE_SPAN)
+            .copied();
+        self.answers.push_back(answer);
+        if self.answers.len() > ANSWERS_KEPT {
+            self.answers.pop_front();
+        }
+        let (Some(earlier), Some(rate)) = (earlier, self.rate(now)) else {
+            return;
+        };
+        let left = answer.sent_before.saturating_sub(earlier.sent_before);
+        if left < TIMED_BYTES {
+            return;
+        }
+        let between = departs(&answer).since(departs(&earlier));
+        let lower = left as f64 / between.as_secs_f64();
+        if lower > rate {
+            self.rate = Some((lower, now));
+        }
     }
 
     /// Bytes sent before `at`.
@@ -267,6 +330,11 @@ impl UplinkQueue {
             .find(|&&(when, _)| when < at)
             .map_or(self.forgotten, |&(_, total)| total)
     }
+}
+
+/// A non-negative number of seconds as a duration, however large.
+fn seconds(secs: f64) -> Duration {
+    Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX)
 }
 
 #[cfg(test)]
@@ -316,7 +384,7 @@ mod tests {
         answer(&mut queue, 1_101, 200, 0);
         queue.sent(Micros::from_millis(1_102), 3_000);
         answer(&mut queue, 1_103, 500, 0);
-        let rate = queue.rate().expect("timed");
+        let rate = queue.rate(Micros::from_millis(1_700)).expect("timed");
         assert!((9_900.0..=10_100.0).contains(&rate), "rate {rate}");
         // The 5 kB leave by 1.6 s: at 1.5 s about 100 ms are left.
         let now = Micros::from_millis(1_500);
@@ -333,6 +401,44 @@ mod tests {
         let later = Micros::from_millis(1_700);
         assert!(queue.frame_may_go(later, 2_400, true));
         assert!(!queue.frame_may_go(later, 20_000, true));
+    }
+
+    #[test]
+    fn jitter_does_not_time_the_line_nor_hold_a_keyframe_back() {
+        let mut queue = UplinkQueue::default();
+        answer(&mut queue, 1_000, 0, 0);
+        // A fast path whose answers wait 0–70 ms by chance while the client
+        // sends 75 kB/s (a camera): nothing queues, nothing is timed.
+        for (i, t) in (1_050..11_000).step_by(50).enumerate() {
+            queue.sent(Micros::from_millis(t - 1), 3_750);
+            answer(&mut queue, t, [0, 70, 20, 65, 5][i % 5], 0);
+        }
+        let now = Micros::from_millis(11_000);
+        assert_eq!(queue.rate(now), None);
+        assert!(queue.frame_may_go(now, 20_000, true), "a 20 kB keyframe");
+    }
+
+    #[test]
+    fn a_timed_rate_is_forgotten_when_the_queue_stays_empty() {
+        let mut queue = UplinkQueue::default();
+        answer(&mut queue, 1_000, 0, 0);
+        queue.sent(Micros::from_millis(1_100), 2_000);
+        answer(&mut queue, 1_101, 200, 0);
+        queue.sent(Micros::from_millis(1_102), 3_000);
+        answer(&mut queue, 1_103, 500, 0);
+        let timed = Micros::from_millis(1_603 + 40);
+        assert!(
+            !queue.frame_may_go(timed, 20_000, true),
+            "2 s on a 10 kB/s line"
+        );
+        // Half a minute of answers that did not wait: the line may be
+        // faster now; the next keyframe goes and would time it again.
+        for t in (2_000..32_000).step_by(1_000) {
+            answer(&mut queue, t, 0, 0);
+        }
+        let later = timed + RATE_MEMORY + Duration::from_millis(1);
+        assert_eq!(queue.rate(later), None);
+        assert!(queue.frame_may_go(later, 20_000, true));
     }
 
     #[test]
