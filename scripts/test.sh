@@ -24,7 +24,7 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --no-fail-fast
 fi
-echo "[test] running the browser tests (chromium, two simulated locations)" >&2
+echo "[test] running the browser tests (chromium, the latency lab's simulated locations)" >&2
 scripts/test-web.sh
 echo "[test] fuzzing the wire decoders and the relay session (bounded)" >&2
 scripts/fuzz.sh

@@ -1,6 +1,7 @@
 // Two browser pages in two simulated locations call each other through the
 // local two-region stack: each elects its nearest region, decodes the other's
-// video and audio, and a killed relay is survived through failover.
+// video and audio, and a killed relay is survived through failover. A third
+// location, a hotel on a slow uplink, shows a sender heard on time.
 //
 // Needs: the workspace binaries (`cargo build --workspace --bins`), the app
 // built into client/web/dist (scripts/build-web.sh), chromium. Run through
