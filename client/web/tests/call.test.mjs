@@ -595,7 +595,8 @@ test('a page on an uplink slower than its camera is heard within a second, not e
       `[slow uplink] heard: audio ${heard.audio} frames, p50 ${heard.audioP50} ms; ` +
         `video ${heard.video} frames, p50 ${heard.p50} ms, p95 ${heard.p95} ms`,
     );
-    assert.ok(heard.audio >= 600, `only ${heard.audio} audio frames heard from the slow sender`);
+    // 717–1 014 heard in seven runs (288–330 before, behind the backlog).
+    assert.ok(heard.audio >= 450, `only ${heard.audio} audio frames heard from the slow sender`);
     assert.ok(
       heard.audioP50 > 0 && heard.audioP50 < 500,
       `the slow sender's audio arrived ${heard.audioP50} ms after capture (p50): a backlog, not a call`,
