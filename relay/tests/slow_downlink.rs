@@ -64,11 +64,12 @@ async fn a_receiver_slower_than_the_room_gets_recent_streamed_video_not_a_backlo
     )
     .await;
     // The link carries the keyframes and some of each second's deltas (a
-    // group's deltas after a dropped one are useless): 56–82 of the frames
-    // sent in the last 4 s arrived. Before the bound: p95 5.3 s (the 1 MiB
-    // send window full); 0.7–0.9 s, a keyframe's time on this link
-    // included.
-    ages.assert_recent("streamed video", 40, 1_200.0);
+    // group's deltas after a dropped one are useless): 49–91 of the frames
+    // sent in the last 4 s arrived alone, 32 once while the whole suite ran
+    // beside it (2026-12-05), so at least 25 are asked for — enough to tell
+    // a starved receiver. Before the bound: p95 5.3 s (the 1 MiB send
+    // window full); 0.7–1.0 s, a keyframe's time on this link included.
+    ages.assert_recent("streamed video", 25, 1_200.0);
 }
 
 /// The sender's frames as they arrived, how many were sent, and what the
