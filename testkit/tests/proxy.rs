@@ -425,56 +425,57 @@ fn a_udp_bottleneck_passes_its_rate_and_drops_what_its_queue_cannot_hold() {
 #[test]
 fn a_tcp_bottleneck_holds_the_sender_back_once_its_queue_is_full() {
     // The way down is 80 kbit/s (10 kB a second) with a 100 ms queue.
-    let link: LinkSpec =
-        serde_json::from_str(r#"{"rtt_ms": 0, "down": {"rate_kbit": 80, "queue_ms": 100}}"#)
-            .unwrap();
-    // A server that writes as fast as its socket takes, for 2 s, with a
-    // small send buffer of its own (as a relay bounds what it leaves to
-    // the kernel): what it manages to write is what the link passed plus
-    // what waits between it and the bottleneck.
+    let link = r#"{"rtt_ms": 0, "down": {"rate_kbit": 80, "queue_ms": 100}}"#;
+    a_bottleneck_holds_its_sender_back(link, Sender::Server);
+}
+
+/// The same bound on the way up: the socket in front of the bottleneck is
+/// the one the proxy accepted, whose receive buffer it inherits from the
+/// listener.
+#[test]
+fn a_tcp_bottleneck_on_the_way_up_holds_the_client_back_once_its_queue_is_full() {
+    let link = r#"{"rtt_ms": 0, "up": {"rate_kbit": 80, "queue_ms": 100}}"#;
+    a_bottleneck_holds_its_sender_back(link, Sender::Client);
+}
+
+/// Which end writes through the bottleneck.
+#[derive(Clone, Copy, Debug)]
+enum Sender {
+    Server,
+    Client,
+}
+
+/// Through an 80 kbit/s bottleneck with a 100 ms queue (`link`), `sender`
+/// writes as fast as its socket takes, for 2 s, with a small send buffer of
+/// its own (as a relay bounds what it leaves to the kernel): what it manages
+/// to write is what the link passed plus what waits between it and the
+/// bottleneck, which must stay small.
+fn a_bottleneck_holds_its_sender_back(link: &str, sender: Sender) {
     const SENDING: Duration = Duration::from_secs(2);
+    let link: LinkSpec = serde_json::from_str(link).unwrap();
     let listener = TcpListener::bind(ANY_LOCAL).unwrap();
     let server = listener.local_addr().unwrap();
-    let writer = std::thread::spawn(move || {
+    let accepted = std::thread::spawn(move || {
         let (stream, _) = listener.accept().unwrap();
-        socket2::SockRef::from(&stream)
-            .set_send_buffer_size(4_096)
-            .unwrap();
-        stream.set_nonblocking(true).unwrap();
-        let chunk = [7u8; 1_000];
-        let started = Instant::now();
-        let mut written = 0usize;
-        while started.elapsed() < SENDING {
-            match (&stream).write(&chunk) {
-                Ok(n) => written += n,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    std::thread::sleep(Duration::from_millis(1))
-                }
-                Err(e) => panic!("server write: {e}"),
-            }
+        match sender {
+            Sender::Server => write_for(&stream, SENDING),
+            Sender::Client => read_for(&stream, SENDING),
         }
-        written
     });
     let proxy = TcpDelayProxy::start(any_local(), server, link, 9).unwrap();
-    let mut client = TcpStream::connect(proxy.local_addr()).unwrap();
-    client
-        .set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
-    let started = Instant::now();
-    let mut received = 0usize;
-    let mut buffer = [0u8; 16_384];
-    while started.elapsed() < SENDING {
-        match client.read(&mut buffer) {
-            Ok(0) => break,
-            Ok(n) => received += n,
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-            Err(e) => panic!("client read: {e}"),
-        }
-    }
-    let written = writer.join().unwrap();
+    let client = TcpStream::connect(proxy.local_addr()).unwrap();
+    let at_the_client = match sender {
+        Sender::Server => read_for(&client, SENDING),
+        Sender::Client => write_for(&client, SENDING),
+    };
+    let at_the_server = accepted.join().unwrap();
+    let (written, received) = match sender {
+        Sender::Server => (at_the_server, at_the_client),
+        Sender::Client => (at_the_client, at_the_server),
+    };
     println!(
-        "80 kbit/s TCP bottleneck, 100 ms queue, 2 s: the server wrote {written} bytes, \
-         the client read {received}"
+        "80 kbit/s TCP bottleneck, 100 ms queue, 2 s, the {sender:?} sending: {written} bytes \
+         written, {received} read"
     );
     // The link passes 10 kB a second.
     assert!(
@@ -482,14 +483,55 @@ fn a_tcp_bottleneck_holds_the_sender_back_once_its_queue_is_full() {
         "{received} bytes through an 80 kbit/s link in 2 s"
     );
     // Beyond it: the 1 kB queue, the proxy's small receive buffer and the
-    // server's own (a few kB each, as the kernel rounds them). Before the
+    // sender's own (a few kB each, as the kernel rounds them). Before the
     // proxy held senders back it read all it was sent: megabytes.
     let waiting = written - received;
     assert!(
         waiting <= 48_000,
-        "the server wrote {written} bytes, {waiting} more than reached the client: the \
-         bottleneck's queue did not hold the sender back"
+        "the {sender:?} wrote {written} bytes, {waiting} more than reached the other end: \
+         the bottleneck's queue did not hold it back"
     );
+}
+
+/// Writes 1 kB chunks as fast as `stream` (given a 4 kB send buffer) takes
+/// them, for `sending`; returns the bytes written.
+fn write_for(stream: &TcpStream, sending: Duration) -> usize {
+    socket2::SockRef::from(stream)
+        .set_send_buffer_size(4_096)
+        .unwrap();
+    stream.set_nonblocking(true).unwrap();
+    let chunk = [7u8; 1_000];
+    let started = Instant::now();
+    let mut written = 0usize;
+    while started.elapsed() < sending {
+        match (&*stream).write(&chunk) {
+            Ok(n) => written += n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(1))
+            }
+            Err(e) => panic!("write: {e}"),
+        }
+    }
+    written
+}
+
+/// Reads `stream` for `sending`; returns the bytes read.
+fn read_for(stream: &TcpStream, sending: Duration) -> usize {
+    stream
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let started = Instant::now();
+    let mut received = 0usize;
+    let mut buffer = [0u8; 16_384];
+    while started.elapsed() < sending {
+        match (&*stream).read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => received += n,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+    received
 }
 
 #[test]

@@ -138,6 +138,13 @@ pub struct Bottleneck {
     pub max_wait: Duration,
 }
 
+impl Bottleneck {
+    /// How long `bytes` take to pass.
+    pub fn time_for(&self, bytes: usize) -> Duration {
+        Duration::from_secs_f64(bytes as f64 / self.bytes_per_sec)
+    }
+}
+
 impl Scenario {
     /// Reads and checks a scenario file. Errors name the file and the problem.
     pub fn load(path: impl AsRef<Path>) -> anyhow::Result<Scenario> {

@@ -17,14 +17,19 @@
 //! * a reset or error on either side tears both sides down at once (the other
 //!   side gets a reset too); this is not delayed;
 //! * a bottleneck (`rate_kbit`) passes bytes at its rate and never drops
-//!   them; once its queue holds `queue_ms` the pump stops reading, and the
-//!   socket it reads from has a receive buffer as small as the kernel allows
-//!   (a few kB), so the sender's TCP is held back within a little more than
-//!   the queue — as a router's full buffer makes a real sender's congestion
-//!   control do — and what it has not sent waits in the sender's own socket
-//!   and queues. (Before, the pump read everything and the queue grew
-//!   without bound: a WebSocket behind 60 kbit/s carrying 70 kbit/s of audio
-//!   was seconds behind after a minute.)
+//!   them; the pump reads no more than its queue (`queue_ms`) has room for,
+//!   and nothing while it is full, from a socket with a small receive
+//!   buffer (half the queue's bytes, at least [`RECEIVE_BUFFER_FLOOR`]), so
+//!   the sender's TCP is held back within a little more than the queue — as
+//!   a router's full buffer makes a real sender's congestion control do —
+//!   and what it has not sent waits in the sender's own socket and queues.
+//!   (Before, the pump read everything and the queue grew without bound: a
+//!   WebSocket behind 60 kbit/s carrying 70 kbit/s of audio was seconds
+//!   behind after a minute. Then, with a buffer as small as the kernel
+//!   allows, the window closed after a few small segments and waited for
+//!   the sender's zero-window probes: 40% of the link passed, with stalls of
+//!   seconds. And a read larger than the queue passed the bottleneck as one
+//!   chunk, released whole: bursts 0.8–2 s apart.)
 //! * the proxy's kernel completes the client's handshake at once, so
 //!   connecting costs no added round trip; only bytes are delayed. An
 //!   upstream that refuses the connection resets the client.
@@ -54,6 +59,17 @@ const CHUNK_SIZE: usize = 16 * 1024;
 /// Chunks in flight per direction (at most 16 MiB); a full pump stops reading,
 /// which pushes back on the sender through TCP flow control.
 const CHUNKS_IN_FLIGHT: usize = 1024;
+/// The least a pump reads in front of a bottleneck: it waits until the
+/// queue has room for this much (or, when shorter, is empty), so it never
+/// wakes for a few bytes.
+const LEAST_READ: usize = 256;
+/// The least receive buffer asked for in front of a bottleneck. Smaller,
+/// the kernel's window closes after two or three small segments (each
+/// costs its buffer far more than its bytes) and opens again only at the
+/// sender's zero-window probe, whose interval doubles: a WebSocket of 20 ms
+/// audio frames behind 60 kbit/s passed 40% of the link, in bursts with
+/// stalls of up to 4 s between (the latency lab's "false" failovers).
+const RECEIVE_BUFFER_FLOOR: usize = 4 * 1024;
 
 /// How often a writer blocked on a full socket checks whether its connection
 /// was torn down.
@@ -91,8 +107,9 @@ impl TcpDelayProxy {
     ) -> anyhow::Result<TcpDelayProxy> {
         link.validate()
             .map_err(|e| anyhow::anyhow!("TCP proxy to {upstream}: {e}"))?;
-        let listener = TcpListener::bind(listen)
-            .map_err(|e| anyhow::anyhow!("TCP proxy cannot bind {listen}: {e}"))?;
+        let up_held = link.up().bottleneck.map(held_bytes);
+        let listener = listen_with_receive_buffer(listen, up_held)
+            .map_err(|e| anyhow::anyhow!("TCP proxy cannot listen on {listen}: {e}"))?;
         let local_addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             upstream,
@@ -216,11 +233,6 @@ impl Acceptor {
 
 /// Connects the upstream for an accepted client and starts both pumps.
 fn open_connection(client: TcpStream, shared: &Shared, threads: &Threads) {
-    if let Some(bottleneck) = shared.link.up().bottleneck
-        && let Err(e) = socket2::SockRef::from(&client).set_recv_buffer_size(held_bytes(bottleneck))
-    {
-        tracing::debug!("TCP proxy cannot shrink a client's receive buffer: {e}");
-    }
     let held = shared.link.down().bottleneck.map(held_bytes);
     let upstream = match connect_upstream(shared.upstream, held) {
         Ok(upstream) => upstream,
@@ -259,6 +271,31 @@ fn open_connection(client: TcpStream, shared: &Shared, threads: &Threads) {
     }
 }
 
+/// Listens on `listen`, with a receive buffer of `receive_buffer` bytes
+/// (as the kernel rounds it) when the way up has a bottleneck: accepted
+/// sockets inherit it, and set before `listen` it also sizes the window
+/// offered in the handshake (set after accepting, the first window is the
+/// default's, and a client's first burst is taken whole).
+fn listen_with_receive_buffer(
+    listen: SocketAddr,
+    receive_buffer: Option<usize>,
+) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(
+        Domain::for_address(listen),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
+    // As `TcpListener::bind` does: a restarted lab may rebind at once.
+    socket.set_reuse_address(true)?;
+    if let Some(bytes) = receive_buffer {
+        socket.set_recv_buffer_size(bytes)?;
+    }
+    socket.bind(&listen.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
 /// Connects to the upstream, with a receive buffer of `receive_buffer`
 /// bytes (as the kernel rounds it) when the way down has a bottleneck: set
 /// before connecting, so the window the upstream is offered is small from
@@ -286,7 +323,8 @@ fn connect_upstream(
 /// holds is in flight besides the queue: asked for the queue's whole bytes,
 /// a WebSocket behind 500 kbit/s got its frames ~180 ms later.
 fn held_bytes(bottleneck: Bottleneck) -> usize {
-    (bottleneck.bytes_per_sec * bottleneck.max_wait.as_secs_f64() / 2.0).ceil() as usize
+    let half_the_queue = bottleneck.bytes_per_sec * bottleneck.max_wait.as_secs_f64() / 2.0;
+    (half_the_queue.ceil() as usize).max(RECEIVE_BUFFER_FLOOR)
 }
 
 /// Adds a connection to the live list; false (and the connection torn down)
@@ -442,7 +480,11 @@ impl PumpReader {
     /// Reads nothing while the bottleneck's queue is full (see the module
     /// doc); false when the connection was torn down meanwhile.
     fn wait_for_room_in_the_bottleneck(&self) -> bool {
-        while let Some(room_at) = self.schedule.impairment.held_back_until(Instant::now()) {
+        while let Some(room_at) = self
+            .schedule
+            .impairment
+            .held_back_until(Instant::now(), LEAST_READ)
+        {
             if self.connection.is_aborted() {
                 return false;
             }
@@ -459,7 +501,11 @@ impl PumpReader {
             if !self.wait_for_room_in_the_bottleneck() {
                 return;
             }
-            let read = from.read(&mut buffer);
+            let room =
+                self.schedule
+                    .impairment
+                    .room_in_bottleneck(Instant::now(), LEAST_READ, CHUNK_SIZE);
+            let read = from.read(&mut buffer[..room]);
             let arrival = Instant::now();
             if self.connection.is_aborted() {
                 return;

@@ -105,15 +105,38 @@ impl Impairment {
     }
 
     /// Until when a byte stream's reader must hold off: while its
-    /// bottleneck's queue holds more than the queue's length (`max_wait`),
-    /// the proxy reads nothing, so TCP's flow control holds the sender back
-    /// as a full router buffer's drops would make its congestion control do.
-    /// `None` when the queue has room (or there is no bottleneck).
-    pub(crate) fn held_back_until(&self, now: Instant) -> Option<Instant> {
+    /// bottleneck's queue lacks room for `read` bytes within its length
+    /// (`max_wait`; for a queue shorter than `read`, while it holds
+    /// anything), the proxy reads nothing, so TCP's flow control holds the
+    /// sender back as a full router buffer's drops would make its
+    /// congestion control do. `None` when the queue has that room (or there
+    /// is no bottleneck).
+    pub(crate) fn held_back_until(&self, now: Instant, read: usize) -> Option<Instant> {
         let queue = self.bottleneck.as_ref()?;
         let free_at = queue.free_at?;
-        let room_at = free_at.checked_sub(queue.link.max_wait)?;
+        let holds = queue
+            .link
+            .max_wait
+            .saturating_sub(queue.link.time_for(read));
+        let room_at = free_at.checked_sub(holds)?;
         (room_at > now).then_some(room_at)
+    }
+
+    /// The most a byte stream's reader may take at `now`: what its
+    /// bottleneck's queue has room for (at least `least`), or `most`
+    /// without a bottleneck. A chunk passes the bottleneck whole and is
+    /// released at once, so a read of more than the queue holds would
+    /// arrive as one late burst where a link delivers packet by packet.
+    pub(crate) fn room_in_bottleneck(&self, now: Instant, least: usize, most: usize) -> usize {
+        let Some(queue) = &self.bottleneck else {
+            return most;
+        };
+        let queued = queue
+            .free_at
+            .map_or(Duration::ZERO, |free| free.saturating_duration_since(now));
+        let room =
+            queue.link.max_wait.saturating_sub(queued).as_secs_f64() * queue.link.bytes_per_sec;
+        (room as usize).clamp(least, most)
     }
 
     /// Whether the next packet is lost.
