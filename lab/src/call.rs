@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use rallypoint_client::election::ElectionConfig;
 use rallypoint_client::session::Update;
-use rallypoint_client_native::participant::{MediaPlan, MediaSource, ReceiveStats};
+use rallypoint_client_native::participant::{MediaPlan, MediaSource, ReceiveStats, SenderStats};
 use rallypoint_client_native::runner::{self, Command, Output, RunnerConfig};
 use rallypoint_protocol::v1::{DecisionRule, ElectionTrigger, server_frame};
 use tokio::sync::mpsc;
@@ -192,6 +192,9 @@ pub struct QuietCall {
     pub moves: Vec<(&'static str, ElectionTrigger, String)>,
     /// Alice's frames Bob received after the call settled.
     pub frames: u64,
+    /// What Bob received from Alice over the whole call: its longest gap
+    /// (a stalled path shows here) and the frames' latency.
+    pub heard: Option<SenderStats>,
 }
 
 /// A call in `room` with no fault: talk for `settle`, then for `duration`,
@@ -226,5 +229,6 @@ pub async fn quiet_call(
     Ok(QuietCall {
         moves,
         frames: bob.stats.total_frames() - frames_before,
+        heard: bob.stats.senders.values().next().cloned(),
     })
 }

@@ -204,6 +204,16 @@ async fn call_without_fault(scenario: Scenario, path: &str, minutes: f64) -> any
         call.frames,
         call.frames as f64 / expected * 100.0
     );
+    if let Some(heard) = &call.heard {
+        println!(
+            "  the talker's audio at the listener: longest gap {:.0} ms (from {:.1} s), latency \
+             p50 {:.0} ms, p99 {:.0} ms",
+            heard.max_gap_ms,
+            heard.max_gap_at_ms.0 / 1000.0,
+            heard.latency_p50_ms,
+            heard.latency_p99_ms
+        );
+    }
     Ok(())
 }
 
