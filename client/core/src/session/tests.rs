@@ -414,19 +414,29 @@ impl Net {
         }
     }
 
+    /// Runs the network an audio frame's time (20 ms) at a time from now
+    /// until `until_ms`, calling `each` after every step (what the call
+    /// does then: talk, deliver the room's frames, break a path).
+    fn every_frame_until(&mut self, until_ms: u64, mut each: impl FnMut(&mut Self)) {
+        let mut t = self.now.as_millis();
+        while t < until_ms {
+            t += 20;
+            self.run_until(t);
+            each(self);
+        }
+    }
+
     /// The serving relay (candidate 0) delivers `audio` every 20 ms from
     /// 4 s to 6 s, then its path loses everything (probes and their answers
     /// too); returns the time, 6 s.
     fn steady_audio_then_a_dead_path(&mut self, audio: &ServerFrame) -> u64 {
-        let mut t = 4_000;
-        while t < 6_000 {
-            t += 20;
-            self.run_until(t);
-            self.deliver(0, audio.clone());
-        }
+        assert_eq!(self.now.as_millis(), 4_000);
+        self.every_frame_until(6_000, |net| {
+            net.deliver(0, audio.clone());
+        });
         self.dead[0] = true;
         self.in_flight.retain(|(_, c, _)| c.candidate != 0);
-        t
+        self.now.as_millis()
     }
 
     fn set_now(&mut self, now: Micros) {
@@ -1098,16 +1108,14 @@ fn call_with_audio(
     net.run_until(4_000);
     assert_eq!(net.session.serving(), Some(0));
     let audio = ServerFrame::of(server_frame::Kind::Media(Media::default()));
-    let mut t = 4_000;
-    while t < 8_000 {
-        t += 20;
-        net.run_until(t);
+    net.every_frame_until(8_000, |net| {
+        let t = net.now.as_millis();
         if kill_at_ms.is_some_and(|k| t >= k) {
             net.dead[0] = true;
             net.in_flight.retain(|(_, c, _)| c.candidate != 0);
         }
         if mute_at_ms.is_some_and(|m| t >= m) {
-            continue;
+            return;
         }
         if talk {
             let media = client_frame::Kind::Media(Media::default());
@@ -1117,7 +1125,7 @@ fn call_with_audio(
         if listen && !net.dead[0] && net.session.serving() == Some(0) {
             net.deliver(0, audio.clone());
         }
-    }
+    });
     net
 }
 
@@ -1319,22 +1327,17 @@ fn a_prepared_standby_that_is_lost_is_prepared_no_longer() {
     net.reachable[1] = false;
     net.session.closed(standby, net.now);
     net.carry_out();
-    while t < 12_000 {
-        t += 20;
-        net.run_until(t);
-    }
+    net.every_frame_until(12_000, |_| {});
     assert_eq!(net.session.serving(), Some(2), "moved to the third relay");
     // The standby's relay is back, and the election opens it again (it
     // probes every candidate anew every 30 s) while the call goes on.
     net.reachable[1] = true;
     let media = || client_frame::Kind::Media(Media::default());
-    while t < 50_000 {
-        t += 20;
-        net.run_until(t);
+    net.every_frame_until(50_000, |net| {
         net.deliver(2, audio.clone());
         net.session.send_to_room(media(), net.now);
         net.carry_out();
-    }
+    });
     assert!(
         net.hellos.iter().filter(|(id, _)| *id == 1).count() >= 2,
         "reopened"
@@ -1404,16 +1407,13 @@ fn rough_path_calls(seeds: std::ops::Range<u64>, others_talk: bool) -> RoughCall
         net.session.start(Micros::ZERO);
         net.run_until(5_000);
         let audio = ServerFrame::of(server_frame::Kind::Media(Media::default()));
-        let mut t = 5_000;
-        while t < 605_000 {
-            t += 20;
-            net.run_until(t);
+        net.every_frame_until(605_000, |net| {
             let media = client_frame::Kind::Media(Media::default());
             net.session.send_to_room(media, net.now);
             net.carry_out();
             // The other participant's frame crosses half the rough path.
             let Some(serving) = net.session.serving() else {
-                continue;
+                return;
             };
             if others_talk && !net.path_drops() {
                 let delay = net.path_delay(serving) / 2;
@@ -1421,7 +1421,7 @@ fn rough_path_calls(seeds: std::ops::Range<u64>, others_talk: bool) -> RoughCall
                 net.in_flight
                     .push((net.now + delay, connection, audio.clone()));
             }
-        }
+        });
         let moves = net
             .updates
             .iter()
@@ -1672,10 +1672,7 @@ fn a_talker_whose_uplink_queues_holds_its_media_back_until_it_drains() {
     // the serving relay, and the longest a probe waited meanwhile.
     let talk_until = |net: &mut Net, until_ms: u64| {
         let before = net.media_times.iter().filter(|(_, id)| *id == 0).count();
-        let mut t = net.now.as_millis();
-        while t < until_ms {
-            t += 20;
-            net.run_until(t);
+        net.every_frame_until(until_ms, |net| {
             let audio = Media {
                 payload: vec![0; 500].into(),
                 ..Default::default()
@@ -1683,7 +1680,7 @@ fn a_talker_whose_uplink_queues_holds_its_media_back_until_it_drains() {
             net.session
                 .send_to_room(client_frame::Kind::Media(audio), net.now);
             net.carry_out();
-        }
+        });
         let sent = net.media_times.iter().filter(|(_, id)| *id == 0).count() - before;
         let worst = std::mem::take(&mut net.uplink.as_mut().expect("set above").worst);
         (sent, worst)

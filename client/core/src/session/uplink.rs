@@ -100,16 +100,14 @@ pub struct UplinkQueue {
     /// Per bucket of `BASE_WINDOW / BUCKETS`: when it started, the least
     /// one-way delay (with the clocks' offset) and round trip seen in it.
     buckets: VecDeque<Bucket>,
-    /// The wait the latest answer showed.
-    latest: Duration,
     /// Bytes sent on the connection so far, and when each amount was
     /// reached (oldest first).
     sent_total: u64,
     sent: VecDeque<(Micros, u64)>,
     /// The total of the newest record no longer kept.
     forgotten: u64,
-    /// The latest answer: its probe's send time, the bytes sent before it,
-    /// and its wait.
+    /// The latest answer (by its probe's send time): that time, the bytes
+    /// sent before it, and its wait.
     last_answer: Option<Answer>,
     /// The line's rate, bytes a second, while its queue held something,
     /// and when it was last timed.
@@ -166,23 +164,17 @@ impl UplinkQueue {
         {
             self.buckets.pop_front();
         }
-        let least_one_way = self
+        let (least_one_way, least_round_trip) = self
             .buckets
             .iter()
-            .map(|b| b.one_way)
-            .min()
-            .unwrap_or(one_way);
-        let least_round_trip = self
-            .buckets
-            .iter()
-            .map(|b| b.round_trip)
-            .min()
-            .unwrap_or(round_trip);
+            .fold((one_way, round_trip), |(one_way, round_trip), b| {
+                (one_way.min(b.one_way), round_trip.min(b.round_trip))
+            });
         let one_way_excess =
             Duration::from_micros(u64::try_from(one_way - least_one_way).unwrap_or(u64::MAX));
         let round_trip_excess = round_trip.saturating_sub(least_round_trip);
-        self.latest = one_way_excess.min(round_trip_excess);
-        self.time_the_line(now, Micros(client_send_us));
+        let wait = one_way_excess.min(round_trip_excess);
+        self.time_the_line(now, Micros(client_send_us), wait);
     }
 
     /// `bytes` of media went onto the connection at `now` (what the line's
@@ -204,7 +196,8 @@ impl UplinkQueue {
 
     /// How long the latest answered probe waited on its way up.
     pub fn wait(&self) -> Duration {
-        self.latest
+        self.last_answer
+            .map_or(Duration::ZERO, |answer| answer.wait)
     }
 
     /// The line's rate while its queue held something, once timed and
@@ -218,7 +211,7 @@ impl UplinkQueue {
     /// How long what is sent now would wait on its way up.
     pub fn predicted_wait(&self, now: Micros) -> Duration {
         let (Some(answer), Some(rate)) = (self.last_answer, self.rate(now)) else {
-            return self.latest;
+            return self.wait();
         };
         let since = self.sent_total.saturating_sub(answer.sent_before);
         let queued = answer.wait.as_secs_f64() + since as f64 / rate;
@@ -241,15 +234,15 @@ impl UplinkQueue {
         self.predicted_wait(now).saturating_add(own) <= bound
     }
 
-    /// The latest answer's probe left at `sent_at`: with the anchor, a
-    /// sample of the line's rate if they and every answer between waited
-    /// and left the queue at least [`RATE_SPAN`] apart.
-    fn time_the_line(&mut self, now: Micros, sent_at: Micros) {
+    /// An answer whose probe left at `sent_at` showed `wait`: with the
+    /// anchor, a sample of the line's rate if they and every answer between
+    /// waited and left the queue at least [`RATE_SPAN`] apart.
+    fn time_the_line(&mut self, now: Micros, sent_at: Micros, wait: Duration) {
         let sent_before = self.sent_before(sent_at);
         let answer = Answer {
             sent_at,
             sent_before,
-            wait: self.latest,
+            wait,
         };
         if self
             .last_answer
