@@ -17,6 +17,7 @@ pub mod budget;
 pub mod config;
 pub mod http;
 pub mod intake;
+pub mod keyframe_gate;
 pub mod metrics;
 pub mod outbox;
 pub mod rate;

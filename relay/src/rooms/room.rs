@@ -1,7 +1,7 @@
 //! One room's task on one relay: subscription, local connections, roster,
 //! media fan-out and keyframe bookkeeping.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
@@ -22,6 +22,7 @@ use super::keyframe_asks::{KeyframeAsks, Track, Verdict};
 use super::listener::Listener;
 use super::roster::{ConnId, Departure, Effect, Roster};
 use super::{Command, Hub, LocalMedia, MediaFacts};
+use crate::keyframe_gate::KeyframeGate;
 use crate::metrics::Stats;
 use crate::outbox::{MediaFrame, MediaOffer, Outbox};
 
@@ -41,7 +42,7 @@ struct LocalConn {
     /// Senders' pictures (camera or screen: sender and kind) this receiver
     /// lost a frame of: their delta frames are useless to it until their
     /// next keyframe.
-    awaiting_keyframe: HashSet<Track>,
+    awaiting_keyframe: KeyframeGate<Track>,
     /// Set for a standby whose client prepares a move here: it hears the
     /// room's media, nothing else, and is in no roster (see `listener`).
     listener: Option<Listener>,
@@ -233,7 +234,7 @@ impl Room {
                     LocalConn {
                         peer_id,
                         outbox,
-                        awaiting_keyframe: HashSet::new(),
+                        awaiting_keyframe: KeyframeGate::default(),
                         listener: None,
                     },
                 );
@@ -292,7 +293,7 @@ impl Room {
                 let listener = LocalConn {
                     peer_id,
                     outbox,
-                    awaiting_keyframe: HashSet::new(),
+                    awaiting_keyframe: KeyframeGate::default(),
                     listener: Some(listener),
                 };
                 if self.conns.insert(conn, listener).is_some() {
@@ -400,7 +401,7 @@ impl Room {
             let track = (local.sender.clone(), kind as i32);
             for conn in self.conns.values_mut() {
                 if conn.peer_id != local.sender {
-                    conn.awaiting_keyframe.insert(track.clone());
+                    conn.awaiting_keyframe.lost(track.clone());
                 }
             }
             // Lost for every receiver here: the relay is the one that lost.
@@ -465,13 +466,9 @@ impl Room {
                 stats.media_withheld.fetch_add(1, Relaxed);
                 continue;
             }
-            if is_picture && conn.awaiting_keyframe.contains(&track) {
-                if media.keyframe {
-                    conn.awaiting_keyframe.remove(&track);
-                } else {
-                    stats.media_skipped_awaiting_keyframe.fetch_add(1, Relaxed);
-                    continue;
-                }
+            if is_picture && !conn.awaiting_keyframe.passes(&track, media.keyframe) {
+                stats.media_skipped_awaiting_keyframe.fetch_add(1, Relaxed);
+                continue;
             }
             match conn.outbox.media(frame.clone()) {
                 MediaOffer::Queued => {
@@ -481,7 +478,7 @@ impl Room {
                 MediaOffer::Dropped => {
                     stats.media_dropped.fetch_add(1, Relaxed);
                     if is_picture {
-                        conn.awaiting_keyframe.insert(track.clone());
+                        conn.awaiting_keyframe.lost(track.clone());
                         lost_by.push(conn.peer_id.clone());
                     }
                 }

@@ -18,11 +18,11 @@
 //! [`super::UNSENT_LOW_WATER`] is unsent, so what a slow path has not taken
 //! waits here, where its age is known.
 
-use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use rallypoint_protocol::queue_age::{MAX_DATAGRAM_WAIT, MAX_STREAM_WAIT};
 
+use crate::keyframe_gate::KeyframeGate;
 use crate::outbox::MediaFrame;
 
 /// What to do with a media frame the writer takes from the queue.
@@ -38,7 +38,7 @@ pub(super) enum Verdict {
 /// The picture tracks of one connection that lost a frame to age.
 #[derive(Debug, Default)]
 pub(super) struct StaleMedia {
-    awaiting_keyframe: HashSet<u64>,
+    awaiting_keyframe: KeyframeGate<u64>,
 }
 
 impl StaleMedia {
@@ -52,13 +52,11 @@ impl StaleMedia {
                 Verdict::Write
             };
         };
-        if frame.keyframe {
-            self.awaiting_keyframe.remove(&track);
-        } else if self.awaiting_keyframe.contains(&track) {
+        if !self.awaiting_keyframe.passes(&track, frame.keyframe) {
             return Verdict::AwaitingKeyframe;
         }
         if waited > MAX_PICTURE_WAIT {
-            self.awaiting_keyframe.insert(track);
+            self.awaiting_keyframe.lost(track);
             return Verdict::Stale;
         }
         Verdict::Write
