@@ -109,9 +109,9 @@ pub struct DirectionOverride {
     pub rate_kbit: Option<f64>,
     /// How long a UDP packet may wait in the bottleneck's queue (a router's
     /// buffer, in time at its rate); one that would wait longer is dropped.
-    /// Default [`DEFAULT_QUEUE_MS`]. The TCP proxy never drops: once its
-    /// queue holds this long it stops reading, and TCP's flow control holds
-    /// the sender back (see `proxy::tcp`).
+    /// Default [`DEFAULT_QUEUE_MS`]. The TCP proxy never drops: it reads no
+    /// more than its queue has room for, and nothing while it holds this
+    /// long, so TCP's flow control holds the sender back (see `proxy::tcp`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue_ms: Option<f64>,
 }
