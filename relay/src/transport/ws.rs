@@ -36,14 +36,17 @@ const READ_BUFFER: usize = 8 * 1024;
 const WRITE_BUFFER: usize = 8 * 1024;
 
 /// The most a relay's TCP socket holds unsent before it stops taking more
-/// (`TCP_NOTSENT_LOWAT`, set at accept): 65 ms at 500 kbit/s, half a second
-/// at 60. Beyond it and tungstenite's write buffer ([`WRITE_BUFFER`], where
-/// frames already judged fresh wait too: 130 ms more at 500 kbit/s) media
+/// (`TCP_NOTSENT_LOWAT`, set at accept): 33 ms at 500 kbit/s, a quarter of
+/// a second at 60. Beyond it and tungstenite's write buffer
+/// ([`WRITE_BUFFER`], where frames already judged fresh wait too) media
 /// waits in the connection's queue, where [`stale_media`] drops what waited
 /// too long; the kernel's buffer would hold seconds of it unseen. On a fast
 /// path the socket drains as fast as it is written, and this changes
-/// nothing.
-pub const UNSENT_LOW_WATER: u32 = 4 * 1024;
+/// nothing. Measured (`tests/slow_downlink.rs`, 20 ms audio behind
+/// 60 kbit/s): at 4 KiB the frames that arrived were 910 ms old (p50), at
+/// 2 KiB 636 ms, at 1 KiB no better (656 ms: the rest waits elsewhere),
+/// each hearing the link's worth; behind 500 kbit/s 429, 409 and 410 ms.
+pub const UNSENT_LOW_WATER: u32 = 2 * 1024;
 
 pub async fn upgrade(
     State(relay): State<Arc<RelayState>>,
