@@ -280,20 +280,31 @@ fn listen_with_receive_buffer(
     listen: SocketAddr,
     receive_buffer: Option<usize>,
 ) -> std::io::Result<TcpListener> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let socket = Socket::new(
-        Domain::for_address(listen),
-        Type::STREAM,
-        Some(Protocol::TCP),
-    )?;
+    let socket = stream_socket(listen, receive_buffer)?;
     // As `TcpListener::bind` does: a restarted lab may rebind at once.
     socket.set_reuse_address(true)?;
-    if let Some(bytes) = receive_buffer {
-        socket.set_recv_buffer_size(bytes)?;
-    }
     socket.bind(&listen.into())?;
     socket.listen(1024)?;
     Ok(socket.into())
+}
+
+/// A TCP socket for `address`'s family, with a receive buffer of
+/// `receive_buffer` bytes (as the kernel rounds it) when asked: set before
+/// it connects or listens, as the window it offers is sized then.
+fn stream_socket(
+    address: SocketAddr,
+    receive_buffer: Option<usize>,
+) -> std::io::Result<socket2::Socket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(
+        Domain::for_address(address),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
+    if let Some(bytes) = receive_buffer {
+        socket.set_recv_buffer_size(bytes)?;
+    }
+    Ok(socket)
 }
 
 /// Connects to the upstream, with a receive buffer of `receive_buffer`
@@ -304,24 +315,17 @@ fn connect_upstream(
     upstream: SocketAddr,
     receive_buffer: Option<usize>,
 ) -> std::io::Result<TcpStream> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let socket = Socket::new(
-        Domain::for_address(upstream),
-        Type::STREAM,
-        Some(Protocol::TCP),
-    )?;
-    if let Some(bytes) = receive_buffer {
-        socket.set_recv_buffer_size(bytes)?;
-    }
+    let socket = stream_socket(upstream, receive_buffer)?;
     socket.connect_timeout(&upstream.into(), CONNECT_TIMEOUT)?;
     Ok(socket.into())
 }
 
 /// The receive buffer asked for the socket read in front of a bottleneck:
 /// half what its queue holds in bytes, as the kernel doubles what is asked
-/// (for its bookkeeping) and raises it to its minimum, a few kB. What it
-/// holds is in flight besides the queue: asked for the queue's whole bytes,
-/// a WebSocket behind 500 kbit/s got its frames ~180 ms later.
+/// (for its bookkeeping), and at least [`RECEIVE_BUFFER_FLOOR`] (a slow
+/// link's queue is a few hundred bytes: see there). What it holds is in
+/// flight besides the queue: asked for the queue's whole bytes, a WebSocket
+/// behind 500 kbit/s got its frames ~180 ms later.
 fn held_bytes(bottleneck: Bottleneck) -> usize {
     let half_the_queue = bottleneck.bytes_per_sec * bottleneck.max_wait.as_secs_f64() / 2.0;
     (half_the_queue.ceil() as usize).max(RECEIVE_BUFFER_FLOOR)

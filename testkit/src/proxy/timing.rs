@@ -62,7 +62,7 @@ impl Queue {
         if may_drop && starts - arrival > self.link.max_wait {
             return None;
         }
-        let leaves = starts + Duration::from_secs_f64(len as f64 / self.link.bytes_per_sec);
+        let leaves = starts + self.link.time_for(len);
         self.free_at = Some(leaves);
         Some(leaves)
     }
