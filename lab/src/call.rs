@@ -3,11 +3,14 @@
 //!
 //! Alice sends synthetic audio (a frame every 20 ms); Bob receives and counts.
 //! The largest gap between two of Alice's frames at Bob is what a caller
-//! would hear as a drop-out.
+//! would hear as a drop-out. Bob calls from the stack's first latency-lab
+//! location; Alice from its second if it has one (so a line of Bob's, such
+//! as a slow downlink, is his alone), else from the same.
 
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
+use rallypoint_client::Candidate;
 use rallypoint_client::election::ElectionConfig;
 use rallypoint_client::session::Update;
 use rallypoint_client_native::participant::{MediaPlan, MediaSource, ReceiveStats, SenderStats};
@@ -28,12 +31,18 @@ pub struct Participant {
 }
 
 impl Participant {
+    /// `user` in `room`, from the stack's first location.
     pub fn start(stack: &Stack, room: &str, user: &str) -> Self {
+        Participant::start_with(stack.client_candidates(), stack, room, user)
+    }
+
+    /// `user` in `room`, offered `candidates` (one location's).
+    pub fn start_with(candidates: Vec<Candidate>, stack: &Stack, room: &str, user: &str) -> Self {
         let token = stack
             .issuer
             .mint(room, user, user, Duration::from_secs(600));
         let (commands, outputs) = runner::spawn(
-            stack.client_candidates(),
+            candidates,
             RunnerConfig {
                 election: ElectionConfig::default(),
                 connect_timeout: Duration::from_secs(5),
@@ -127,7 +136,11 @@ impl FaultedCall {
 
 /// Alice and Bob joining `room`, and the synthetic audio Alice will send.
 fn audio_call(stack: &Stack, room: &str) -> (Participant, Participant, MediaSource) {
-    let alice = Participant::start(stack, room, "alice");
+    let alice_candidates = stack
+        .locations
+        .get(1)
+        .map_or_else(|| stack.client_candidates(), |l| l.candidates.clone());
+    let alice = Participant::start_with(alice_candidates, stack, room, "alice");
     let bob = Participant::start(stack, room, "bob");
     let source = MediaSource::new(
         MediaPlan {

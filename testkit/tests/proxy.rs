@@ -7,10 +7,12 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use rallypoint_testkit::proxy::{LinkSpec, ProxyStats, Scenario, TcpDelayProxy, UdpDelayProxy};
+use rallypoint_testkit::proxy::{
+    AccessLine, AccessSpec, LineSpec, LinkSpec, Path, ProxyStats, Scenario, TcpDelayProxy,
+    UdpDelayProxy,
+};
 
 const ANY_LOCAL: &str = "127.0.0.1:0";
 const PATIENCE: Duration = Duration::from_secs(10);
@@ -534,6 +536,103 @@ fn read_for(stream: &TcpStream, sending: Duration) -> usize {
     received
 }
 
+/// A location's access line is one queue for all of its proxies: while a
+/// download through one proxy (TCP, a WebSocket's way) fills an 80 kbit/s
+/// downlink, small answers through another (UDP, a standby's probes) wait
+/// behind it — as they would at home — where each path with a line of the
+/// same rate but its own (the lab before access lines) answers at once.
+#[test]
+fn a_locations_access_line_is_one_queue_for_all_of_its_proxies() {
+    const DOWNLOAD: Duration = Duration::from_secs(2);
+    const PINGS: u32 = 12;
+    let line = AccessSpec {
+        up: None,
+        down: Some(LineSpec {
+            rate_kbit: 80.0,
+            queue_ms: Some(100.0),
+        }),
+    };
+    // Writes until the client goes away.
+    let downloads = tcp_server(|mut stream| {
+        let chunk = [7u8; 1_000];
+        while stream.write_all(&chunk).is_ok() {}
+    });
+    let echo = udp_echo_server();
+    let round_trips_during_a_download = |access: &AccessLine, link: LinkSpec| {
+        let tcp = TcpDelayProxy::start(any_local(), downloads, Path::new(link, access), 3).unwrap();
+        let udp = UdpDelayProxy::start(any_local(), echo, Path::new(link, access), 4).unwrap();
+        let client = TcpStream::connect(tcp.local_addr()).unwrap();
+        let downloading = std::thread::spawn(move || read_for(&client, DOWNLOAD));
+        // Let the download fill the line's queue first; the pings (each up
+        // to ~100 ms behind it) end well within the download.
+        std::thread::sleep(Duration::from_millis(300));
+        let pings = udp_round_trips_or_lost(udp.local_addr(), PINGS, Duration::from_millis(20));
+        (pings, downloading.join().unwrap())
+    };
+    let shared = AccessLine::new(Some(&line));
+    let (behind_the_download, downloaded) =
+        round_trips_during_a_download(&shared, LinkSpec::new(0.0, 0.0, 0.0));
+    let own_lines: LinkSpec =
+        serde_json::from_str(r#"{"rtt_ms": 0, "down": {"rate_kbit": 80, "queue_ms": 100}}"#)
+            .unwrap();
+    let (on_its_own_line, downloaded_on_its_own) =
+        round_trips_during_a_download(&AccessLine::default(), own_lines);
+    let answered = |pings: &[Option<Duration>]| pings.iter().flatten().copied().collect::<Vec<_>>();
+    let (shared_answers, own_answers) =
+        (answered(&behind_the_download), answered(&on_its_own_line));
+    println!(
+        "UDP round trips while a TCP download fills an 80 kbit/s line (100 ms queue): one line \
+         for both, p50 {:.1} ms, {} of {PINGS} answered ({downloaded} bytes downloaded); a line \
+         each, p50 {:.1} ms, {} answered ({downloaded_on_its_own} bytes)",
+        ms(quantile(&shared_answers, 0.5)),
+        shared_answers.len(),
+        ms(quantile(&own_answers, 0.5)),
+        own_answers.len()
+    );
+    for bytes in [downloaded, downloaded_on_its_own] {
+        assert!(
+            (14_000..=24_000).contains(&bytes),
+            "{bytes} bytes through an 80 kbit/s line in 2 s"
+        );
+    }
+    // A full 100 ms queue: an answer waits most of it, or is dropped.
+    assert!(
+        !shared_answers.is_empty() && quantile(&shared_answers, 0.5) >= Duration::from_millis(40),
+        "answers behind the download should wait in the shared queue: {shared_answers:?}"
+    );
+    assert!(
+        own_answers.len() == PINGS as usize
+            && quantile(&own_answers, 0.5) < Duration::from_millis(10),
+        "answers on a line of their own should not wait: {own_answers:?}"
+    );
+}
+
+/// As [`udp_round_trips`], but a round trip not answered within 500 ms is
+/// `None` (a bottleneck's queue may drop it).
+fn udp_round_trips_or_lost(target: SocketAddr, count: u32, gap: Duration) -> Vec<Option<Duration>> {
+    let socket = UdpSocket::bind(ANY_LOCAL).unwrap();
+    socket.connect(target).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut buffer = [0u8; 64];
+    (0..count)
+        .map(|seq| {
+            std::thread::sleep(gap);
+            let sent = Instant::now();
+            socket.send(&seq.to_be_bytes()).unwrap();
+            // Skip answers to earlier pings that came after their deadline.
+            loop {
+                match socket.recv(&mut buffer) {
+                    Ok(4) if buffer[..4] == seq.to_be_bytes() => return Some(sent.elapsed()),
+                    Ok(_) => continue,
+                    Err(_) => return None,
+                }
+            }
+        })
+        .collect()
+}
+
 #[test]
 fn udp_clients_get_their_own_upstream_sockets() {
     let server = udp_address_server();
@@ -687,7 +786,7 @@ fn scenario_load_names_the_file_and_the_problem() {
 #[test]
 fn shipped_scenarios_load() {
     // The lab's scenarios, as `rallypoint up --scenario` ships them.
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../lab/scenarios");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../lab/scenarios");
     let expected = [
         ("singapore.json", "singapore", 40.0, "us-east", 250.0),
         ("new-york.json", "us-east", 15.0, "singapore", 240.0),
@@ -699,4 +798,12 @@ fn shipped_scenarios_load() {
         assert_eq!(scenario.link(far).unwrap().rtt_ms, far_rtt, "{file}");
         assert!(scenario.link("mars").is_none());
     }
+    // The hotel's one uplink is crossed by its paths to both regions.
+    let hotel = Scenario::load(dir.join("hotel-slow-uplink.json")).unwrap();
+    let uplink = hotel
+        .access
+        .and_then(|access| access.up)
+        .expect("an uplink");
+    assert_eq!(uplink.rate_kbit, 100.0);
+    assert!(hotel.links.values().all(|link| link.up.is_none()));
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 
 use crate::call::{faulted_call, quiet_call};
-use rallypoint_testkit::proxy::{LinkSpec, Scenario};
+use rallypoint_testkit::proxy::{AccessSpec, LineSpec, LinkSpec, Scenario};
 use rallypoint_testkit::stack::{Stack, StackConfig};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -34,10 +34,11 @@ pub struct FailoverBenchArgs {
     /// failover; 0 skips it.
     #[arg(long, default_value_t = 2.0)]
     pub rough_minutes: f64,
-    /// Downlink rates (kbit/s, behind a 100 ms queue, to each region:
-    /// 40 ms round trip to us-east, 240 ms to singapore) of one call each
-    /// with no fault, `--slow-minutes` long, counting relay switches. The
-    /// talker's audio takes about 70 kbit/s on the wire. None by default.
+    /// Downlink rates (kbit/s, behind a 100 ms queue, one line shared by
+    /// the paths to both regions: 40 ms round trip to us-east, 240 ms to
+    /// singapore) of one call each with no fault, `--slow-minutes` long,
+    /// counting relay switches. The talker's audio takes about 70 kbit/s on
+    /// the wire. None by default.
     #[arg(long, value_delimiter = ',')]
     pub slow_downlink_kbit: Vec<u32>,
     #[arg(long, default_value_t = 1.0)]
@@ -48,6 +49,8 @@ pub struct FailoverBenchArgs {
 const ROUGH_LOSS: f64 = 0.05;
 const ROUGH_JITTER_MS: f64 = 30.0;
 const ROUGH_RTT_MS: f64 = 40.0;
+/// The slow downlink's queue, about a home router's buffer.
+const SLOW_QUEUE_MS: f64 = 100.0;
 
 pub async fn run(args: FailoverBenchArgs) -> anyhow::Result<()> {
     if args.runs == 0 {
@@ -144,42 +147,59 @@ async fn rough_path(minutes: f64) -> anyhow::Result<()> {
         "a path of {ROUGH_RTT_MS} ms RTT, {ROUGH_JITTER_MS} ms jitter and {:.0}% loss each way",
         ROUGH_LOSS * 100.0
     );
-    call_without_fault(scenario, &path, minutes).await
+    call_without_fault(vec![scenario], &path, minutes).await
 }
 
 /// One call with no fault for a listener behind a downlink of `kbit`
-/// kbit/s (both participants use the same paths; the talker sends audio
-/// only, so only the listener's downlink carries media). Each region's
-/// path has a bottleneck of its own here, where a real access link is one
-/// for every region, and a WebSocket's (TCP) bottleneck delays without a
-/// limit: see BENCHMARKS.md for what that exaggerates.
+/// kbit/s; the talker sends audio only, from a location of her own on the
+/// same paths without the slow line. The downlink is the listener's access
+/// line, which his paths to both regions cross: the standby's probe answers
+/// wait behind the serving relay's media, as at home.
 async fn slow_downlink(kbit: u32, minutes: f64) -> anyhow::Result<()> {
-    let link = |rtt_ms: f64| -> anyhow::Result<LinkSpec> {
-        Ok(serde_json::from_value(serde_json::json!({
-            "rtt_ms": rtt_ms,
-            "down": {"rate_kbit": kbit, "queue_ms": 100},
-        }))?)
-    };
-    let scenario = Scenario {
-        name: format!("{kbit} kbit/s downlink"),
-        links: [
-            ("us-east".to_owned(), link(ROUGH_RTT_MS)?),
-            ("singapore".to_owned(), link(ROUGH_RTT_MS + 200.0)?),
+    let links = || {
+        [
+            ("us-east".to_owned(), LinkSpec::new(ROUGH_RTT_MS, 0.0, 0.0)),
+            (
+                "singapore".to_owned(),
+                LinkSpec::new(ROUGH_RTT_MS + 200.0, 0.0, 0.0),
+            ),
         ]
-        .into(),
+        .into()
+    };
+    let listener = Scenario {
+        name: format!("{kbit} kbit/s downlink"),
+        access: Some(AccessSpec {
+            up: None,
+            down: Some(LineSpec {
+                rate_kbit: f64::from(kbit),
+                queue_ms: Some(SLOW_QUEUE_MS),
+            }),
+        }),
+        links: links(),
+    };
+    let talker = Scenario {
+        name: "the talker's line".into(),
+        access: None,
+        links: links(),
     };
     let path = format!(
-        "a {kbit} kbit/s downlink behind a 100 ms queue ({ROUGH_RTT_MS} ms RTT to us-east, \
-         {} ms to singapore)",
+        "a {kbit} kbit/s downlink behind a {SLOW_QUEUE_MS} ms queue, the listener's line to both \
+         regions ({ROUGH_RTT_MS} ms RTT to us-east, {} ms to singapore)",
         ROUGH_RTT_MS + 200.0
     );
-    call_without_fault(scenario, &path, minutes).await
+    call_without_fault(vec![listener, talker], &path, minutes).await
 }
 
 /// A call with no fault through `scenario`: every switch is false.
-async fn call_without_fault(scenario: Scenario, path: &str, minutes: f64) -> anyhow::Result<()> {
+/// The listener calls from the first of `scenarios`, the talker from the
+/// second if there is one (see `crate::call`).
+async fn call_without_fault(
+    scenarios: Vec<Scenario>,
+    path: &str,
+    minutes: f64,
+) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let stack = start(dir.path(), vec![scenario]).await?;
+    let stack = start(dir.path(), scenarios).await?;
     let duration = Duration::from_secs_f64(minutes * 60.0);
     eprintln!("[bench] a {minutes} min call with no fault on {path}");
     let call = quiet_call(&stack, "bench-quiet", Duration::from_secs(5), duration).await;
@@ -222,6 +242,7 @@ async fn call_without_fault(scenario: Scenario, path: &str, minutes: f64) -> any
 fn location(rtt_ms: f64, jitter_ms: f64, loss: f64) -> Scenario {
     Scenario {
         name: format!("{rtt_ms} ms from us-east"),
+        access: None,
         links: [
             ("us-east".to_owned(), LinkSpec::new(rtt_ms, jitter_ms, loss)),
             (

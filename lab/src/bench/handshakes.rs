@@ -51,6 +51,7 @@ pub async fn run(args: HandshakesBenchArgs) -> anyhow::Result<()> {
     link.validate()?;
     let scenario = Scenario {
         name: "rough path".into(),
+        access: None,
         links: [("us-east".to_owned(), link), ("singapore".to_owned(), link)].into(),
     };
     let dir = tempfile::tempdir()?;

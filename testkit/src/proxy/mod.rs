@@ -13,7 +13,8 @@
 //! ```
 //!
 //! A [`Scenario`] (a JSON file, see [`scenario`]) describes a client location
-//! as one [`LinkSpec`] per region.
+//! as one [`LinkSpec`] per region, and the location's own access line, which
+//! every region's proxy shares ([`path`]).
 //!
 //! # The model
 //!
@@ -42,9 +43,10 @@
 //! # Not emulated
 //!
 //! * Bandwidth and congestion, unless a direction names a bottleneck
-//!   (`rate_kbit`, `queue_ms`: a drop-tail queue for UDP; for TCP a queue
-//!   that, once full, holds the sender back instead): throughput is
-//!   otherwise whatever loopback and the endpoints manage.
+//!   (`rate_kbit`, `queue_ms` on a link or on the location's access line: a
+//!   drop-tail queue for UDP; for TCP a queue that, once full, holds the
+//!   sender back instead): throughput is otherwise whatever loopback and the
+//!   endpoints manage.
 //! * TCP's own dynamics: the proxy terminates TCP on both sides, so the
 //!   handshake costs no added round trip, acknowledgements are local, and a
 //!   "lost" chunk costs a fixed penalty rather than a real RTO and congestion
@@ -55,6 +57,7 @@
 //! * Jitter is drawn per packet for UDP and per read chunk for TCP, so a TCP
 //!   chunk spanning several segments shares one delay.
 
+pub mod path;
 mod queue;
 pub mod scenario;
 pub mod tcp;
@@ -62,7 +65,10 @@ mod threads;
 mod timing;
 pub mod udp;
 
-pub use scenario::{DirectionOverride, LinkSpec, OneWay, Scenario, TransportOverride};
+pub use path::{AccessLine, Path};
+pub use scenario::{
+    AccessSpec, DirectionOverride, LineSpec, LinkSpec, OneWay, Scenario, TransportOverride,
+};
 pub use tcp::TcpDelayProxy;
 pub use timing::{LATE_RELEASE, ProxyStats};
 pub use udp::UdpDelayProxy;

@@ -27,6 +27,18 @@
 //!            "singapore": {"rtt_ms": 165, "udp": {"loss": 0.2}}}}
 //! ```
 //!
+//! A location's own line — a home's DSL, a hotel's Wi-Fi — is crossed by its
+//! path to every region, so what one region's media fills, another region's
+//! probes wait behind. `"access"` gives it a bottleneck per direction that
+//! every proxy of the location shares (a link's own `rate_kbit` is a
+//! bottleneck of that path alone):
+//!
+//! ```json
+//! {"name": "hotel on a slow uplink",
+//!  "access": {"up": {"rate_kbit": 100, "queue_ms": 100}},
+//!  "links": {"singapore": {"rtt_ms": 40}, "us-east": {"rtt_ms": 250}}}
+//! ```
+//!
 //! Unknown fields are rejected: a typo such as `"jiter_ms"` would otherwise
 //! silently give a jitter-free link.
 
@@ -42,7 +54,42 @@ use serde::{Deserialize, Serialize};
 pub struct Scenario {
     /// For people: "client in Singapore".
     pub name: String,
+    /// The location's own line, shared by its paths to every region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<AccessSpec>,
     pub links: BTreeMap<String, LinkSpec>,
+}
+
+/// A location's access line: the bottleneck each direction of every path
+/// from the location crosses, whichever region it leads to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessSpec {
+    /// Client → relays.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub up: Option<LineSpec>,
+    /// Relays → client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub down: Option<LineSpec>,
+}
+
+/// One direction of an access line.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LineSpec {
+    /// Its rate, in kbit/s (at least 1).
+    pub rate_kbit: f64,
+    /// How long a packet may wait in its queue, as for a link's bottleneck
+    /// ([`DirectionOverride::queue_ms`]); default [`DEFAULT_QUEUE_MS`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_ms: Option<f64>,
+}
+
+impl LineSpec {
+    /// The line as a bottleneck.
+    pub fn bottleneck(&self) -> Bottleneck {
+        Bottleneck::new(self.rate_kbit, self.queue_ms)
+    }
 }
 
 /// The path between the client and one region.
@@ -100,11 +147,12 @@ pub struct DirectionOverride {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loss: Option<f64>,
     /// A bottleneck in this direction, in kbit/s (at least 1): packets leave
-    /// it one after another at this rate, as through a slow access link.
+    /// it one after another at this rate, as through a slow link on this path.
     /// Without it a direction is as fast as what is sent into it. The UDP
     /// proxy's client → relay bottleneck is one link shared by all of the
     /// proxy's clients; its relay → client one, and the TCP proxy's, are one
-    /// per client (per connection).
+    /// per client (per connection). A location's line, shared by every
+    /// path and proxy, is [`Scenario::access`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_kbit: Option<f64>,
     /// How long a UDP packet may wait in the bottleneck's queue (a router's
@@ -139,6 +187,15 @@ pub struct Bottleneck {
 }
 
 impl Bottleneck {
+    /// A bottleneck of `rate_kbit` whose queue holds `queue_ms` (default
+    /// [`DEFAULT_QUEUE_MS`]).
+    pub fn new(rate_kbit: f64, queue_ms: Option<f64>) -> Bottleneck {
+        Bottleneck {
+            bytes_per_sec: rate_kbit * 1000.0 / 8.0,
+            max_wait: millis(queue_ms.unwrap_or(DEFAULT_QUEUE_MS)),
+        }
+    }
+
     /// How long `bytes` take to pass.
     pub fn time_for(&self, bytes: usize) -> Duration {
         Duration::from_secs_f64(bytes as f64 / self.bytes_per_sec)
@@ -172,9 +229,28 @@ impl Scenario {
         if self.links.is_empty() {
             anyhow::bail!("scenario {:?} has no links", self.name);
         }
+        let access = self.access.unwrap_or_default();
+        for (direction, line) in [("up", access.up), ("down", access.down)] {
+            let Some(line) = line else { continue };
+            check_rate(&format!("access.{direction}.rate_kbit"), line.rate_kbit)?;
+            if let Some(queue) = line.queue_ms {
+                check_delay(&format!("access.{direction}.queue_ms"), queue)?;
+            }
+        }
         for (region, link) in &self.links {
             link.validate()
                 .map_err(|e| anyhow::anyhow!("link {region:?}: {e}"))?;
+            for (direction, line, own) in
+                [("up", access.up, link.up), ("down", access.down, link.down)]
+            {
+                if line.is_some() && own.is_some_and(|own| own.rate_kbit.is_some()) {
+                    anyhow::bail!(
+                        "link {region:?}: {direction}.rate_kbit and access.{direction} both set; \
+                         a direction crosses one bottleneck here: keep the access line \
+                         (shared by every region) or the link's own"
+                    );
+                }
+            }
         }
         Ok(())
     }
@@ -245,12 +321,8 @@ impl LinkSpec {
             if let Some(loss) = spec.loss {
                 check_loss(&format!("{direction}.loss"), loss)?;
             }
-            if let Some(rate) = spec.rate_kbit
-                && !(rate.is_finite() && rate >= 1.0)
-            {
-                anyhow::bail!(
-                    "{direction}.rate_kbit is {rate}, it must be a rate of at least 1 kbit/s"
-                );
+            if let Some(rate) = spec.rate_kbit {
+                check_rate(&format!("{direction}.rate_kbit"), rate)?;
             }
             if let Some(queue) = spec.queue_ms {
                 check_delay(&format!("{direction}.queue_ms"), queue)?;
@@ -295,10 +367,9 @@ impl LinkSpec {
             delay: millis(delay_ms),
             jitter: millis(jitter_ms),
             loss: with.loss.unwrap_or(self.loss),
-            bottleneck: with.rate_kbit.map(|kbit| Bottleneck {
-                bytes_per_sec: kbit * 1000.0 / 8.0,
-                max_wait: millis(with.queue_ms.unwrap_or(DEFAULT_QUEUE_MS)),
-            }),
+            bottleneck: with
+                .rate_kbit
+                .map(|kbit| Bottleneck::new(kbit, with.queue_ms)),
         }
     }
 }
@@ -316,6 +387,13 @@ fn check_delay(field: &str, ms: f64) -> anyhow::Result<()> {
     // Far beyond any real path; also keeps `Duration::from_secs_f64` safe.
     if ms > 600_000.0 {
         anyhow::bail!("{field} is {ms}, more than 10 minutes is not a network path");
+    }
+    Ok(())
+}
+
+fn check_rate(field: &str, kbit: f64) -> anyhow::Result<()> {
+    if !(kbit.is_finite() && kbit >= 1.0) {
+        anyhow::bail!("{field} is {kbit}, it must be a rate of at least 1 kbit/s");
     }
     Ok(())
 }
@@ -379,6 +457,36 @@ mod tests {
                 .unwrap_err()
                 .to_string();
         assert!(error.contains("udp.loss"), "{error}");
+    }
+
+    #[test]
+    fn an_access_line_is_one_bottleneck_per_direction_for_every_region() {
+        let scenario = Scenario::parse(
+            r#"{"name": "hotel", "access": {"up": {"rate_kbit": 100, "queue_ms": 50}},
+                "links": {"a": {"rtt_ms": 40}, "b": {"rtt_ms": 250, "down": {"rate_kbit": 500}}}}"#,
+        )
+        .unwrap();
+        let up = scenario.access.unwrap().up.unwrap().bottleneck();
+        assert_eq!(up.bytes_per_sec, 12_500.0);
+        assert_eq!(up.max_wait, Duration::from_millis(50));
+        assert!(scenario.access.unwrap().down.is_none());
+        let error = |json: &str| Scenario::parse(json).unwrap_err().to_string();
+        let both = error(
+            r#"{"name": "x", "access": {"down": {"rate_kbit": 60}},
+                "links": {"a": {"rtt_ms": 1, "down": {"rate_kbit": 60}}}}"#,
+        );
+        assert!(
+            both.contains("down.rate_kbit and access.down both set"),
+            "{both}"
+        );
+        let slow = error(
+            r#"{"name": "x", "access": {"up": {"rate_kbit": 0.5}}, "links": {"a": {"rtt_ms": 1}}}"#,
+        );
+        assert!(slow.contains("access.up.rate_kbit is 0.5"), "{slow}");
+        let typo = error(
+            r#"{"name": "x", "access": {"up": {"rate": 60}}, "links": {"a": {"rtt_ms": 1}}}"#,
+        );
+        assert!(typo.contains("unknown field `rate`"), "{typo}");
     }
 
     #[test]

@@ -41,7 +41,8 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use super::scenario::{Bottleneck, LinkSpec};
+use super::path::{Path, Way};
+use super::scenario::Bottleneck;
 use super::threads::Threads;
 use super::timing::{Impairment, ProxyStats, SeedSource, StatsRecorder, wait_until};
 
@@ -75,8 +76,9 @@ const RECEIVE_BUFFER_FLOOR: usize = 4 * 1024;
 /// was torn down.
 const WRITE_POLL_INTERVAL: Duration = Duration::from_millis(100);
 
-/// Forwards TCP connections to one upstream address, delaying bytes as a
-/// [`LinkSpec`] says. Stops when dropped.
+/// Forwards TCP connections to one upstream address, delaying bytes as its
+/// [`Path`] (a [`LinkSpec`](super::LinkSpec), and the location's access line
+/// if any) says. Stops when dropped.
 pub struct TcpDelayProxy {
     local_addr: SocketAddr,
     shared: Arc<Shared>,
@@ -86,7 +88,7 @@ pub struct TcpDelayProxy {
 /// What the acceptor, the connection threads and the handle share.
 struct Shared {
     upstream: SocketAddr,
-    link: LinkSpec,
+    path: Path,
     seeds: Mutex<SeedSource>,
     stopping: AtomicBool,
     /// A partition: new connections are reset, and so were the open ones.
@@ -102,18 +104,20 @@ impl TcpDelayProxy {
     pub fn start(
         listen: SocketAddr,
         upstream: SocketAddr,
-        link: LinkSpec,
+        path: impl Into<Path>,
         seed: u64,
     ) -> anyhow::Result<TcpDelayProxy> {
-        link.validate()
+        let path = path.into();
+        path.link()
+            .validate()
             .map_err(|e| anyhow::anyhow!("TCP proxy to {upstream}: {e}"))?;
-        let up_held = link.up().bottleneck.map(held_bytes);
+        let up_held = path.bottleneck(Way::Up).map(held_bytes);
         let listener = listen_with_receive_buffer(listen, up_held)
             .map_err(|e| anyhow::anyhow!("TCP proxy cannot listen on {listen}: {e}"))?;
         let local_addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             upstream,
-            link,
+            path,
             seeds: Mutex::new(SeedSource::new(seed)),
             stopping: AtomicBool::new(false),
             cut: AtomicBool::new(false),
@@ -233,7 +237,7 @@ impl Acceptor {
 
 /// Connects the upstream for an accepted client and starts both pumps.
 fn open_connection(client: TcpStream, shared: &Shared, threads: &Threads) {
-    let held = shared.link.down().bottleneck.map(held_bytes);
+    let held = shared.path.bottleneck(Way::Down).map(held_bytes);
     let upstream = match connect_upstream(shared.upstream, held) {
         Ok(upstream) => upstream,
         Err(e) => {
@@ -256,12 +260,8 @@ fn open_connection(client: TcpStream, shared: &Shared, threads: &Threads) {
         let mut seeds = shared.seeds.lock().expect("seeds lock");
         (seeds.next_seed(), seeds.next_seed())
     };
-    let pumps = [
-        (Direction::Up, shared.link.up(), up_seed),
-        (Direction::Down, shared.link.down(), down_seed),
-    ];
-    for (direction, one_way, seed) in pumps {
-        let impairment = Impairment::new(one_way, seed);
+    for (direction, seed) in [(Way::Up, up_seed), (Way::Down, down_seed)] {
+        let impairment = shared.path.impairment(direction, seed);
         let stats = Arc::clone(&shared.stats);
         if let Err(e) = start_pump(&connection, direction, impairment, stats, threads) {
             tracing::warn!("TCP proxy cannot start a pump thread: {e}");
@@ -352,15 +352,6 @@ fn close_with_reset(stream: TcpStream) {
     let _ = socket.set_zero_linger();
 }
 
-/// Which way bytes flow.
-#[derive(Clone, Copy)]
-enum Direction {
-    /// Client → upstream.
-    Up,
-    /// Upstream → client.
-    Down,
-}
-
 /// Both sockets of one proxied connection. Dropping it (when the last pump
 /// thread ends) closes them.
 struct Connection {
@@ -385,10 +376,10 @@ impl Connection {
     }
 
     /// `(from, to)` for a direction.
-    fn ends(&self, direction: Direction) -> (&TcpStream, &TcpStream) {
+    fn ends(&self, direction: Way) -> (&TcpStream, &TcpStream) {
         match direction {
-            Direction::Up => (&self.client, &self.upstream),
-            Direction::Down => (&self.upstream, &self.client),
+            Way::Up => (&self.client, &self.upstream),
+            Way::Down => (&self.upstream, &self.client),
         }
     }
 
@@ -421,7 +412,7 @@ struct Release {
 
 fn start_pump(
     connection: &Arc<Connection>,
-    direction: Direction,
+    direction: Way,
     impairment: Impairment,
     stats: Arc<StatsRecorder>,
     threads: &Threads,
@@ -475,7 +466,7 @@ impl OrderedSchedule {
 /// Reads one side and schedules what it reads.
 struct PumpReader {
     connection: Arc<Connection>,
-    direction: Direction,
+    direction: Way,
     schedule: OrderedSchedule,
     releases: SyncSender<Release>,
 }
@@ -537,7 +528,7 @@ impl PumpReader {
 /// the end of stream, or when the connection is torn down.
 fn write_releases(
     connection: &Connection,
-    direction: Direction,
+    direction: Way,
     due: Receiver<Release>,
     stats: &StatsRecorder,
 ) {

@@ -9,6 +9,7 @@
 //! [`SPIN_MARGIN`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rallypoint_client::sim::Rng;
@@ -43,42 +44,71 @@ pub(crate) struct Impairment {
     jitter_secs: f64,
     loss: f64,
     rng: Rng,
-    bottleneck: Option<Queue>,
+    bottleneck: Option<Arc<BottleneckQueue>>,
 }
 
 /// A bottleneck's queue: packets leave it one after another at its rate.
-struct Queue {
+/// Shared by every direction that crosses the same link — one
+/// connection's, one proxy's clients', or a whole location's access line
+/// (`proxy::path`) — so each sees the others' packets ahead of its own.
+pub(crate) struct BottleneckQueue {
     link: Bottleneck,
     /// When the last packet admitted has left it.
-    free_at: Option<Instant>,
+    free_at: Mutex<Option<Instant>>,
 }
 
-impl Queue {
+impl BottleneckQueue {
+    pub(crate) fn new(link: Bottleneck) -> BottleneckQueue {
+        BottleneckQueue {
+            link,
+            free_at: Mutex::new(None),
+        }
+    }
+
+    pub(crate) fn link(&self) -> Bottleneck {
+        self.link
+    }
+
+    fn free_at(&self) -> Option<Instant> {
+        *self.free_at.lock().expect("bottleneck lock")
+    }
+
     /// When a packet of `len` bytes arriving at `arrival` has left, or
     /// `None` when `may_drop` and the packets ahead of it would make it wait
     /// longer than the queue holds (a drop-tail buffer).
-    fn admit(&mut self, arrival: Instant, len: usize, may_drop: bool) -> Option<Instant> {
-        let starts = self.free_at.map_or(arrival, |free| free.max(arrival));
+    fn admit(&self, arrival: Instant, len: usize, may_drop: bool) -> Option<Instant> {
+        let mut free_at = self.free_at.lock().expect("bottleneck lock");
+        let starts = free_at.map_or(arrival, |free| free.max(arrival));
         if may_drop && starts - arrival > self.link.max_wait {
             return None;
         }
         let leaves = starts + self.link.time_for(len);
-        self.free_at = Some(leaves);
+        *free_at = Some(leaves);
         Some(leaves)
     }
 }
 
 impl Impairment {
+    /// A direction with a bottleneck of its own, if `one_way` has one.
     pub(crate) fn new(one_way: OneWay, seed: u64) -> Impairment {
+        let queue = one_way
+            .bottleneck
+            .map(|link| Arc::new(BottleneckQueue::new(link)));
+        Impairment::through(one_way, seed, queue)
+    }
+
+    /// A direction whose bottleneck is `queue` (shared with others), or none.
+    pub(crate) fn through(
+        one_way: OneWay,
+        seed: u64,
+        queue: Option<Arc<BottleneckQueue>>,
+    ) -> Impairment {
         Impairment {
             delay_secs: one_way.delay.as_secs_f64(),
             jitter_secs: one_way.jitter.as_secs_f64(),
             loss: one_way.loss,
             rng: Rng::new(seed),
-            bottleneck: one_way.bottleneck.map(|link| Queue {
-                link,
-                free_at: None,
-            }),
+            bottleneck: queue,
         }
     }
 
@@ -86,7 +116,7 @@ impl Impairment {
     /// direction's bottleneck (at once without one), or `None` when its
     /// queue is full and the packet is dropped.
     pub(crate) fn through_bottleneck(&mut self, arrival: Instant, len: usize) -> Option<Instant> {
-        match &mut self.bottleneck {
+        match &self.bottleneck {
             None => Some(arrival),
             Some(queue) => queue.admit(arrival, len, true),
         }
@@ -96,7 +126,7 @@ impl Impairment {
     /// bottleneck never drops: its reader holds the sender back instead
     /// ([`Impairment::held_back_until`]).
     pub(crate) fn through_bottleneck_unbounded(&mut self, arrival: Instant, len: usize) -> Instant {
-        match &mut self.bottleneck {
+        match &self.bottleneck {
             None => arrival,
             Some(queue) => queue
                 .admit(arrival, len, false)
@@ -113,7 +143,7 @@ impl Impairment {
     /// is no bottleneck).
     pub(crate) fn held_back_until(&self, now: Instant, read: usize) -> Option<Instant> {
         let queue = self.bottleneck.as_ref()?;
-        let free_at = queue.free_at?;
+        let free_at = queue.free_at()?;
         let holds = queue
             .link
             .max_wait
@@ -132,7 +162,7 @@ impl Impairment {
             return most;
         };
         let queued = queue
-            .free_at
+            .free_at()
             .map_or(Duration::ZERO, |free| free.saturating_duration_since(now));
         let room =
             queue.link.max_wait.saturating_sub(queued).as_secs_f64() * queue.link.bytes_per_sec;

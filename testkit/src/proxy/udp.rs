@@ -24,8 +24,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use super::path::{Path, Way};
 use super::queue::ReleaseQueue;
-use super::scenario::LinkSpec;
 use super::threads::Threads;
 use super::timing::{Impairment, ProxyStats, SeedSource, StatsRecorder};
 
@@ -47,7 +47,8 @@ const MAX_MAPPINGS: usize = 1024;
 const MAX_DATAGRAM: usize = 65_536;
 
 /// Forwards UDP between clients and one upstream address, delaying and dropping
-/// datagrams as a [`LinkSpec`] says. Stops when dropped.
+/// datagrams as its [`Path`] (a [`LinkSpec`](super::LinkSpec), and the
+/// location's access line if any) says. Stops when dropped.
 pub struct UdpDelayProxy {
     local_addr: SocketAddr,
     stopping: Arc<AtomicBool>,
@@ -62,10 +63,12 @@ impl UdpDelayProxy {
     pub fn start(
         listen: SocketAddr,
         upstream: SocketAddr,
-        link: LinkSpec,
+        path: impl Into<Path>,
         seed: u64,
     ) -> anyhow::Result<UdpDelayProxy> {
-        link.validate()
+        let path = path.into();
+        path.link()
+            .validate()
             .map_err(|e| anyhow::anyhow!("UDP proxy to {upstream}: {e}"))?;
         let socket = UdpSocket::bind(listen)
             .map_err(|e| anyhow::anyhow!("UDP proxy cannot bind {listen}: {e}"))?;
@@ -83,8 +86,8 @@ impl UdpDelayProxy {
         let client_side = ClientSide {
             socket: Arc::new(socket),
             upstream,
-            link,
-            up: Impairment::new(link.up(), seeds.next_seed()),
+            up: path.impairment(Way::Up, seeds.next_seed()),
+            path,
             seeds,
             mappings: HashMap::new(),
             clock: IdleClock::new(),
@@ -207,7 +210,7 @@ impl Mapping {
 struct ClientSide {
     socket: Arc<UdpSocket>,
     upstream: SocketAddr,
-    link: LinkSpec,
+    path: Path,
     up: Impairment,
     seeds: SeedSource,
     mappings: HashMap<SocketAddr, Arc<Mapping>>,
@@ -306,7 +309,7 @@ impl ClientSide {
             mapping: Arc::clone(&mapping),
             client,
             client_socket: Arc::clone(&self.socket),
-            down: Impairment::new(self.link.down(), self.seeds.next_seed()),
+            down: self.path.impairment(Way::Down, self.seeds.next_seed()),
             clock: self.clock,
             queue: Arc::clone(&self.queue),
             stats: Arc::clone(&self.stats),

@@ -5,7 +5,7 @@
 
 use rallypoint_client::{Candidate, TransportKind};
 
-use crate::proxy::{Scenario, TcpDelayProxy, UdpDelayProxy};
+use crate::proxy::{AccessLine, Path, Scenario, TcpDelayProxy, UdpDelayProxy};
 use crate::relays::RelayProcess;
 
 /// One client location: its candidate list and the proxies behind it.
@@ -20,8 +20,13 @@ pub struct Location {
 }
 
 impl Location {
-    /// Puts a proxy with the scenario's link in front of every relay candidate.
+    /// Puts a proxy with the scenario's link in front of every relay
+    /// candidate, each behind the location's one access line.
     pub fn new(scenario: &Scenario, relays: &[RelayProcess], seed: u64) -> anyhow::Result<Self> {
+        scenario
+            .validate()
+            .map_err(|e| anyhow::anyhow!("scenario {:?}: {e}", scenario.name))?;
+        let access = AccessLine::new(scenario.access.as_ref());
         let (mut tcp_proxies, mut udp_proxies) = (Vec::new(), Vec::new());
         let mut candidates = Vec::new();
         for (i, relay) in relays.iter().enumerate() {
@@ -37,17 +42,17 @@ impl Location {
                     .wrapping_mul(31)
                     .wrapping_add(i as u64 * 2 + candidate.transport as u64);
                 let listen = "127.0.0.1:0".parse()?;
-                let link = link.for_transport(candidate.transport);
+                let path = Path::new(link.for_transport(candidate.transport), &access);
                 match candidate.transport {
                     TransportKind::WebSocket => {
                         let upstream = format!("127.0.0.1:{}", relay.http_port).parse()?;
-                        let proxy = TcpDelayProxy::start(listen, upstream, link, seed)?;
+                        let proxy = TcpDelayProxy::start(listen, upstream, path, seed)?;
                         candidate.url = format!("ws://{}/ws", proxy.local_addr());
                         tcp_proxies.push(proxy);
                     }
                     TransportKind::WebTransport => {
                         let upstream = format!("127.0.0.1:{}", relay.wt_port).parse()?;
-                        let proxy = UdpDelayProxy::start(listen, upstream, link, seed)?;
+                        let proxy = UdpDelayProxy::start(listen, upstream, path, seed)?;
                         candidate.url = format!("https://{}/", proxy.local_addr());
                         udp_proxies.push(proxy);
                     }
