@@ -290,6 +290,8 @@ pub struct Simulation {
     pub reports: u32,
     /// Probes the client sent to warm standbys.
     pub standby_probes: u64,
+    /// Probes the client sent, to every candidate.
+    pub probes: u64,
     /// Probes a relay left unanswered: over its per-connection budget.
     pub probes_withheld: u64,
     /// Per candidate, its relay's budget of probe answers on the open
@@ -316,6 +318,8 @@ struct CallQueue {
     full: Duration,
     /// How long the queue takes to fill after a relay starts serving.
     fill: Duration,
+    /// The share of answers a full queue drops.
+    drops: f64,
 }
 
 /// Connect attempts give up after this long.
@@ -351,6 +355,7 @@ impl Simulation {
             unreachable_notices: 0,
             reports: 0,
             standby_probes: 0,
+            probes: 0,
             probes_withheld: 0,
             answer_budgets: Vec::new(),
             talking: false,
@@ -400,13 +405,34 @@ impl Simulation {
     /// carrying no media, answers as its path allows. The latency lab's
     /// `bench failover --slow-downlink-kbit` makes the same for real.
     pub fn queue_behind_the_call(&mut self, full: Duration, fill: Duration) {
-        self.call_queue = Some(CallQueue { full, fill });
+        self.call_queue = Some(CallQueue {
+            full,
+            fill,
+            drops: 0.0,
+        });
+    }
+
+    /// As [`Simulation::queue_behind_the_call`], and a full queue drops
+    /// `drops` of the serving relay's answers (a drop-tail line buffer that
+    /// the call's media keeps full).
+    pub fn queue_and_drop_behind_the_call(&mut self, full: Duration, fill: Duration, drops: f64) {
+        self.call_queue = Some(CallQueue { full, fill, drops });
+    }
+
+    /// Whether the queue behind the call drops this answer from `candidate`.
+    fn dropped_behind_the_call(&mut self, candidate: usize) -> bool {
+        let Some(queue) = self.call_queue else {
+            return false;
+        };
+        queue.drops > 0.0
+            && self.queued_behind_the_call(candidate) >= queue.full
+            && self.rng.unit() < queue.drops
     }
 
     /// How long a probe answer from `candidate` waits behind the call's
     /// media now.
     fn queued_behind_the_call(&self, candidate: usize) -> Duration {
-        let Some(CallQueue { full, fill }) = self.call_queue else {
+        let Some(CallQueue { full, fill, .. }) = self.call_queue else {
             return Duration::ZERO;
         };
         match self.joins.last() {
@@ -653,6 +679,7 @@ impl Simulation {
                 }
             }
             Action::SendProbe { candidate, seq } => {
+                self.probes += 1;
                 if self.election.role(candidate) == Role::Standby {
                     self.standby_probes += 1;
                 }
@@ -667,7 +694,10 @@ impl Simulation {
                         // same pace, give or take the path's jitter), also
                         // when lost on the way up (safe: a real relay never
                         // sees it).
-                        if !self.relay_answers(candidate, now) || self.round_trip_lost(candidate) {
+                        if !self.relay_answers(candidate, now)
+                            || self.round_trip_lost(candidate)
+                            || self.dropped_behind_the_call(candidate)
+                        {
                             return;
                         }
                         now + rtt

@@ -256,6 +256,46 @@ fn a_call_whose_downlink_is_slower_than_its_media_stops_moving() {
     }
 }
 
+/// A listener on a line slower than its call, whose drop-tail buffer the
+/// call's media keeps full: the serving relay's answers wait behind that
+/// media and some are dropped — loss from the call's own congestion, not
+/// from a lossy path. Probing standbys (and the serving relay) 50 times a
+/// second for evidence of loss then takes the line from the call it is
+/// meant to rescue: a probe answer is ~115 B on the wire, ~46 kbit/s per
+/// connection at that pace, on a line of 60 kbit/s in the latency lab.
+/// Such a path's answers wait far above its least round trip; its standbys
+/// keep their usual pace.
+#[test]
+fn a_line_the_call_congests_is_not_probed_harder_for_evidence_of_loss() {
+    let world = two_regions(
+        ("near", Link::new(40.0, 3.0, 0.0)),
+        ("far", Link::new(240.0, 5.0, 0.0)),
+    );
+    const CALL: Duration = Duration::from_secs(300);
+    let config = ElectionConfig::default();
+    // Two standbys at their usual pace for the whole call, at most.
+    let usual = 2.0 * CALL.as_secs_f64() / config.standby_probe_interval.as_secs_f64();
+    for seed in 0..5 {
+        let mut sim = Simulation::new(world.clone(), config.clone(), seed);
+        sim.queue_and_drop_behind_the_call(
+            Duration::from_millis(300),
+            Duration::from_secs(1),
+            0.05,
+        );
+        sim.run_until(CALL);
+        eprintln!(
+            "seed {seed}: {} probes in 5 min, {} of them to standbys (their usual pace: {usual:.0})",
+            sim.probes, sim.standby_probes
+        );
+        assert!(
+            sim.standby_probes as f64 <= usual,
+            "seed {seed}: {} standby probes in 5 min, more than {usual:.0}: probed harder for \
+             evidence of a queue's loss",
+            sim.standby_probes
+        );
+    }
+}
+
 #[test]
 fn a_better_relay_that_appears_is_adopted() {
     let mut world = two_regions(

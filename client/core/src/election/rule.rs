@@ -45,6 +45,16 @@
 //!   that does not look lossy itself becomes the standby in its place
 //!   (not while the client sends through the old one, make-before-break).
 //!
+//! A queue's drops are not a lossy path. On a line slower than the call,
+//! the serving relay's answers wait behind the call's media, and the full
+//! buffer drops some (or delays them past `LATE_FOR_MEDIA`, which counts the
+//! same): that loss is the queue's, other regions share the client's line,
+//! and 50 probes a second — ~46 kbit/s of answers per connection — would
+//! take the line from the call they are meant to rescue. So a serving path
+//! whose latest answers wait more than [`QUEUED_ABOVE_US`] above its least
+//! round trip ([`queued`]) is not suspected lossy; the switching rule still
+//! weighs its RTT and loss as always.
+//!
 //! Where the loss is the client's own access (every region loses alike),
 //! this costs a standby in another region — a failover then goes further
 //! than it would have — and at most `loss_evidence_probes` probes; the call
@@ -228,6 +238,32 @@ pub fn loss_rate(answered: usize, lost: u32) -> f64 {
 /// judges on bounds.
 pub fn suspected_lossy(answered: usize, lost: u32) -> bool {
     lost >= 2 && loss_rate(answered, lost) > LOSS_FREE
+}
+
+/// Recent answers a path's queue is judged on ([`queued`]): about a second
+/// of a talking call's probes.
+pub const QUEUE_SAMPLES: usize = 16;
+
+/// How far above its least round trip a path's recent answers must wait to
+/// be queued ([`queued`]): more than jitter (30 ms of it, the rough path's,
+/// puts the median about 40 ms above the least of a few hundred answers,
+/// whose legs are near zero), less than a home router's buffer (100 ms at
+/// its line rate).
+pub const QUEUED_ABOVE_US: f64 = 60_000.0;
+
+/// Whether a path's latest answers (`latest`, µs: its newest
+/// [`QUEUE_SAMPLES`]) wait far above its least round trip (`floor`, µs): a
+/// queue holds them — on a serving path, most likely the call's own media
+/// on a line slower than it. Its lost probes are then that queue's drops,
+/// which another region shares if the line is the client's own, and which
+/// probing harder for evidence would only feed (a probe answer is ~115 B on
+/// the wire: 50 a second are ~46 kbit/s). Their median, so one late answer
+/// is not a queue.
+pub fn queued(floor: Option<u64>, latest: &[u64]) -> bool {
+    let Some(floor) = floor else {
+        return false;
+    };
+    super::stats::median(latest).is_some_and(|median| median > floor as f64 + QUEUED_ABOVE_US)
 }
 
 /// The one-sided 99% Wilson score bounds on a path's loss rate: what it
@@ -600,6 +636,20 @@ mod tests {
         // Two in a thousand is within what any path may lose.
         assert!(!suspected_lossy(998, 2));
         assert!(suspected_lossy(980, 20));
+    }
+
+    #[test]
+    fn a_path_is_queued_when_its_latest_answers_wait_far_above_its_least() {
+        let ms = |values: &[u64]| values.iter().map(|v| v * 1000).collect::<Vec<u64>>();
+        // Nothing measured yet: no floor, no queue.
+        assert!(!queued(None, &ms(&[400; 16])));
+        // Jitter around the floor, and one late answer, are not a queue.
+        assert!(!queued(Some(40_000), &ms(&[45, 70, 52, 41, 88, 60, 47])));
+        assert!(!queued(Some(40_000), &ms(&[42, 41, 400, 43, 44])));
+        // Half the latest answers 300 ms behind the call's media are.
+        let mut filling = ms(&[42; 8]);
+        filling.extend(ms(&[340; 9]));
+        assert!(queued(Some(40_000), &filling));
     }
 
     #[test]

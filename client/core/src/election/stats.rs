@@ -37,6 +37,9 @@ pub struct RttStats {
     /// within `recent`'s span).
     recent_lost: VecDeque<Micros>,
     recent_too_late: VecDeque<Micros>,
+    /// The least round trip ever measured (µs): the path's own delay, with
+    /// nothing queued on it (as TCP's `min_rtt`); never reset.
+    floor: Option<u64>,
 }
 
 /// A summary of a set of samples, in microseconds.
@@ -69,6 +72,7 @@ impl RttStats {
             recent: VecDeque::new(),
             recent_lost: VecDeque::new(),
             recent_too_late: VecDeque::new(),
+            floor: None,
         }
     }
 
@@ -83,6 +87,7 @@ impl RttStats {
             self.recent.pop_front();
         }
         self.recent.push_back((at, us));
+        self.floor = Some(self.floor.map_or(us, |floor| floor.min(us)));
     }
 
     /// A probe went unanswered past its deadline, at `at`.
@@ -191,6 +196,11 @@ impl RttStats {
             .filter(|(at, _)| *at >= since)
             .map(|(_, us)| *us)
             .collect()
+    }
+
+    /// The least round trip ever measured on the path (µs).
+    pub fn floor(&self) -> Option<u64> {
+        self.floor
     }
 
     /// The first sample of this window, if any.
