@@ -402,8 +402,11 @@ impl Simulation {
     /// listener on a thin line): the serving relay's probe answers wait
     /// behind the call's media, a queue that fills to `full` over `fill`
     /// after a relay starts serving, whichever relay it is, while a standby,
-    /// carrying no media, answers as its path allows. The latency lab's
-    /// `bench failover --slow-downlink-kbit` makes the same for real.
+    /// carrying no media, answers as its path allows. The queue is the
+    /// serving path's alone: as the serving relay's own media queue and
+    /// unsent bytes are, where the latency lab's `bench failover
+    /// --slow-downlink-kbit` also puts every standby's answers behind the
+    /// line's queue (one line for every region).
     pub fn queue_behind_the_call(&mut self, full: Duration, fill: Duration) {
         self.call_queue = Some(CallQueue {
             full,

@@ -5,10 +5,16 @@
 //! answers wait in, as on a real home line.
 //!
 //! The line is modelled at the proxy's end: a packet joins its queue when
-//! the proxy reads it, before the path's delay, where a real one would join
-//! on reaching the line. On a steadily loaded line the wait is the same; a
-//! packet from a far region may take its place a little earlier than it
-//! would.
+//! the proxy reads it, before the path's delay, where a real one coming
+//! down would join on reaching the line. On a steadily loaded line the wait
+//! is the same; but a packet from a far region takes its place in the queue
+//! earlier than it would, by up to the difference of the paths' one-way
+//! delays (100 ms between the failover bench's regions), so packets of two
+//! regions may leave the line in another order than a real line's. And
+//! several byte streams (TCP) on one line each check for room before they
+//! read and join the queue after, so together they can fill it past its
+//! length by up to a read each (a read takes at most what the queue had
+//! room for, or 256 B).
 
 use std::sync::Arc;
 

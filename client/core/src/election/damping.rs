@@ -4,8 +4,9 @@
 //! The switching rule compares the serving path, which carries the call,
 //! with standbys that carry only probes. When the bottleneck is the
 //! client's own — a downlink slower than the call's media — the serving
-//! relay's answers wait behind that media, any standby looks clearly better,
-//! and the call moves; the queue follows it to the new relay, the relay it
+//! relay's answers wait behind that media (in the relay's own queue and
+//! unsent bytes, and in the line's queue, where a standby's answers wait
+//! only in the line's), a standby looks clearly better, and the call moves; the queue follows it to the new relay, the relay it
 //! left answers at once again, and the call moves back. Moving cannot help
 //! there, and each move costs a join, a keyframe and a glitch: the
 //! simulation moved such a listener 107 times in ten minutes

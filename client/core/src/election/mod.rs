@@ -1230,16 +1230,18 @@ impl Election {
     /// stopped ends the suspicion — and with it the faster probing and the
     /// refuge in another region — once the path has been clean for a while,
     /// so the next re-probe can bring the standby back to the serving region.
-    /// Whether the serving path's recent probes suggest a lossy path — not
-    /// a queue's drops: a path whose answers wait far above its least
-    /// round trip loses to a queue, most likely the call's own media on a
-    /// slow line, which probing harder would feed ([`rule::queued`]).
+    /// A path whose answers wait far above its least round trip is not
+    /// suspected: it loses to a queue, most likely the call's own media on
+    /// a slow line, which probing harder would feed, and its RTT already
+    /// tells the switching rule what the queue costs ([`rule::queued`]).
     fn serving_suspected_lossy(&self) -> bool {
         self.serving.is_some_and(|id| {
             let stats = &self.slots[id].stats;
             let (answered, lost) = stats.recent_loss();
-            let latest: Vec<u64> = stats.latest(rule::QUEUE_SAMPLES).collect();
-            rule::suspected_lossy(answered, lost) && !rule::queued(stats.floor(), &latest)
+            rule::suspected_lossy(answered, lost) && {
+                let latest: Vec<u64> = stats.latest(rule::QUEUE_SAMPLES).collect();
+                !rule::queued(stats.floor(), &latest)
+            }
         })
     }
 

@@ -37,10 +37,18 @@ pub struct RttStats {
     /// within `recent`'s span).
     recent_lost: VecDeque<Micros>,
     recent_too_late: VecDeque<Micros>,
-    /// The least round trip ever measured (µs): the path's own delay, with
-    /// nothing queued on it (as TCP's `min_rtt`); never reset.
-    floor: Option<u64>,
+    /// The least round trip measured (µs) and when: the path's own delay,
+    /// with nothing queued on it (as TCP's `min_rtt`), for
+    /// [`FLOOR_LIFETIME`] (see [`RttStats::floor`]).
+    floor: Option<(u64, Micros)>,
 }
+
+/// How long a path's least round trip stands unless a lower one comes
+/// ([`RttStats::floor`]); then the recent log's least takes its place. A
+/// fluke of a sample, or a route that got longer for good, must not leave
+/// the path looking queued for the rest of a call; a queue that stays full
+/// for longer than this is the path as it now is.
+const FLOOR_LIFETIME: Duration = Duration::from_secs(300);
 
 /// A summary of a set of samples, in microseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -87,7 +95,16 @@ impl RttStats {
             self.recent.pop_front();
         }
         self.recent.push_back((at, us));
-        self.floor = Some(self.floor.map_or(us, |floor| floor.min(us)));
+        self.floor = match self.floor {
+            Some((floor, since)) if us > floor && at.since(since) < FLOOR_LIFETIME => {
+                Some((floor, since))
+            }
+            Some((floor, _)) if us > floor => {
+                let least = self.recent.iter().map(|&(_, us)| us).min().unwrap_or(us);
+                Some((least, at))
+            }
+            _ => Some((us, at)),
+        };
     }
 
     /// A probe went unanswered past its deadline, at `at`.
@@ -198,9 +215,11 @@ impl RttStats {
             .collect()
     }
 
-    /// The least round trip ever measured on the path (µs).
+    /// The least round trip measured on the path (µs): the least since the
+    /// path connected, or, once that is [`FLOOR_LIFETIME`] old, the least of
+    /// the recent log then (and any lower one since).
     pub fn floor(&self) -> Option<u64> {
-        self.floor
+        self.floor.map(|(floor, _)| floor)
     }
 
     /// The first sample of this window, if any.
@@ -344,6 +363,27 @@ mod tests {
         assert_eq!(median(&[4, 1, 2, 3]), Some(2.5));
         assert_eq!(mad(&[1, 2, 3, 4, 100]), Some(1.0));
         assert_eq!(median(&[]), None);
+    }
+
+    #[test]
+    fn the_floor_is_the_least_round_trip_until_it_is_five_minutes_old() {
+        let secs = |s: u64| Micros(s * 1_000_000);
+        let ms = Duration::from_millis;
+        let mut stats = RttStats::new();
+        assert_eq!(stats.floor(), None);
+        stats.record(secs(0), ms(40));
+        stats.record(secs(1), ms(300));
+        assert_eq!(stats.floor(), Some(40_000));
+        // A route 100 ms longer for good: the old least stands for its
+        // lifetime, then the recent log's least takes its place.
+        for t in 2..300 {
+            stats.record(secs(t), ms(140));
+        }
+        assert_eq!(stats.floor(), Some(40_000));
+        stats.record(secs(301), ms(150));
+        assert_eq!(stats.floor(), Some(140_000));
+        stats.record(secs(302), ms(120));
+        assert_eq!(stats.floor(), Some(120_000), "a lower one at once");
     }
 
     #[test]
