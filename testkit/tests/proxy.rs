@@ -225,9 +225,14 @@ struct Pinger {
 
 impl Pinger {
     fn new(target: SocketAddr) -> Self {
+        Pinger::waiting(target, PATIENCE)
+    }
+
+    /// A pinger whose round trips give up after `patience`.
+    fn waiting(target: SocketAddr, patience: Duration) -> Self {
         let socket = UdpSocket::bind(ANY_LOCAL).unwrap();
         socket.connect(target).unwrap();
-        socket.set_read_timeout(Some(PATIENCE)).unwrap();
+        socket.set_read_timeout(Some(patience)).unwrap();
         Pinger { socket }
     }
 
@@ -238,6 +243,22 @@ impl Pinger {
         let len = self.socket.recv(&mut buffer).expect("an answer");
         assert_eq!(&buffer[..len], seq.to_be_bytes());
         sent.elapsed()
+    }
+
+    /// As [`Pinger::round_trip`], but `None` when no answer comes within
+    /// the pinger's patience; answers to earlier pings that came after
+    /// theirs are skipped.
+    fn round_trip_or_lost(&mut self, seq: u32) -> Option<Duration> {
+        let mut buffer = [0u8; 64];
+        let sent = Instant::now();
+        self.socket.send(&seq.to_be_bytes()).unwrap();
+        loop {
+            match self.socket.recv(&mut buffer) {
+                Ok(4) if buffer[..4] == seq.to_be_bytes() => return Some(sent.elapsed()),
+                Ok(_) => continue,
+                Err(_) => return None,
+            }
+        }
     }
 }
 
@@ -610,25 +631,11 @@ fn a_locations_access_line_is_one_queue_for_all_of_its_proxies() {
 /// As [`udp_round_trips`], but a round trip not answered within 500 ms is
 /// `None` (a bottleneck's queue may drop it).
 fn udp_round_trips_or_lost(target: SocketAddr, count: u32, gap: Duration) -> Vec<Option<Duration>> {
-    let socket = UdpSocket::bind(ANY_LOCAL).unwrap();
-    socket.connect(target).unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_millis(500)))
-        .unwrap();
-    let mut buffer = [0u8; 64];
+    let mut pinger = Pinger::waiting(target, Duration::from_millis(500));
     (0..count)
         .map(|seq| {
             std::thread::sleep(gap);
-            let sent = Instant::now();
-            socket.send(&seq.to_be_bytes()).unwrap();
-            // Skip answers to earlier pings that came after their deadline.
-            loop {
-                match socket.recv(&mut buffer) {
-                    Ok(4) if buffer[..4] == seq.to_be_bytes() => return Some(sent.elapsed()),
-                    Ok(_) => continue,
-                    Err(_) => return None,
-                }
-            }
+            pinger.round_trip_or_lost(seq)
         })
         .collect()
 }

@@ -408,11 +408,7 @@ impl Simulation {
     /// --slow-downlink-kbit` also puts every standby's answers behind the
     /// line's queue (one line for every region).
     pub fn queue_behind_the_call(&mut self, full: Duration, fill: Duration) {
-        self.call_queue = Some(CallQueue {
-            full,
-            fill,
-            drops: 0.0,
-        });
+        self.queue_and_drop_behind_the_call(full, fill, 0.0);
     }
 
     /// As [`Simulation::queue_behind_the_call`], and a full queue drops

@@ -6,8 +6,9 @@
 //! client's own — a downlink slower than the call's media — the serving
 //! relay's answers wait behind that media (in the relay's own queue and
 //! unsent bytes, and in the line's queue, where a standby's answers wait
-//! only in the line's), a standby looks clearly better, and the call moves; the queue follows it to the new relay, the relay it
-//! left answers at once again, and the call moves back. Moving cannot help
+//! only in the line's), a standby looks clearly better, and the call
+//! moves; the queue follows it to the new relay, the relay it left answers
+//! at once again, and the call moves back. Moving cannot help
 //! there, and each move costs a join, a keyframe and a glitch: the
 //! simulation moved such a listener 107 times in ten minutes
 //! (`tests/election_sim.rs`), the latency lab 15 times in a minute
