@@ -571,6 +571,7 @@ fn a_locations_access_line_is_one_queue_for_all_of_its_proxies() {
         down: Some(LineSpec {
             rate_kbit: 80.0,
             queue_ms: Some(100.0),
+            after_s: None,
         }),
     };
     // Writes until the client goes away.
@@ -625,6 +626,49 @@ fn a_locations_access_line_is_one_queue_for_all_of_its_proxies() {
         own_answers.len() == PINGS as usize
             && quantile(&own_answers, 0.5) < Duration::from_millis(10),
         "answers on a line of their own should not wait: {own_answers:?}"
+    );
+}
+
+/// A line that slows down later (`after_s`) is as fast as its paths until
+/// then: a 4-byte answer takes 32 ms of a 1 kbit/s line once it is slow,
+/// nothing before.
+#[test]
+fn an_access_line_that_slows_down_later_is_fast_until_then() {
+    const SLOW_AFTER: Duration = Duration::from_millis(800);
+    let line = AccessSpec {
+        up: None,
+        down: Some(LineSpec {
+            rate_kbit: 1.0,
+            queue_ms: None,
+            after_s: Some(SLOW_AFTER.as_secs_f64()),
+        }),
+    };
+    let access = AccessLine::new(Some(&line));
+    let started = Instant::now();
+    let udp = UdpDelayProxy::start(
+        any_local(),
+        udp_echo_server(),
+        Path::new(LinkSpec::new(0.0, 0.0, 0.0), &access),
+        5,
+    )
+    .unwrap();
+    let mut pinger = Pinger::new(udp.local_addr());
+    let before: Vec<Duration> = (0..5).map(|seq| pinger.round_trip(seq)).collect();
+    assert!(
+        started.elapsed() < SLOW_AFTER,
+        "the pings before took until {:?}",
+        started.elapsed()
+    );
+    std::thread::sleep(SLOW_AFTER.saturating_sub(started.elapsed()) + Duration::from_millis(50));
+    let after: Vec<Duration> = (5..10).map(|seq| pinger.round_trip(seq)).collect();
+    println!("round trips before the line slows: {before:?}; after: {after:?}");
+    assert!(
+        before.iter().all(|rtt| *rtt < Duration::from_millis(20)),
+        "the line is fast until it slows: {before:?}"
+    );
+    assert!(
+        after.iter().all(|rtt| *rtt >= Duration::from_millis(30)),
+        "4 bytes take 32 ms of a 1 kbit/s line: {after:?}"
     );
 }
 

@@ -43,6 +43,11 @@ pub struct FailoverBenchArgs {
     pub slow_downlink_kbit: Vec<u32>,
     #[arg(long, default_value_t = 1.0)]
     pub slow_minutes: f64,
+    /// The slow downlink slows down this many seconds after the call's
+    /// relays are up, and is as fast as its paths before: a line that
+    /// slows mid-call, after the client measured its paths on an idle line.
+    #[arg(long, default_value_t = 0.0)]
+    pub slow_after_s: f64,
 }
 
 /// The rough path's loss per direction and jitter.
@@ -99,7 +104,7 @@ pub async fn run(args: FailoverBenchArgs) -> anyhow::Result<()> {
         rough_path(args.rough_minutes).await?;
     }
     for &kbit in &args.slow_downlink_kbit {
-        slow_downlink(kbit, args.slow_minutes).await?;
+        slow_downlink(kbit, args.slow_minutes, args.slow_after_s).await?;
     }
     Ok(())
 }
@@ -155,7 +160,7 @@ async fn rough_path(minutes: f64) -> anyhow::Result<()> {
 /// same paths without the slow line. The downlink is the listener's access
 /// line, which his paths to both regions cross: the standby's probe answers
 /// wait behind the serving relay's media, as at home.
-async fn slow_downlink(kbit: u32, minutes: f64) -> anyhow::Result<()> {
+async fn slow_downlink(kbit: u32, minutes: f64, after_s: f64) -> anyhow::Result<()> {
     let links = || {
         [
             ("us-east".to_owned(), LinkSpec::new(ROUGH_RTT_MS, 0.0, 0.0)),
@@ -173,6 +178,7 @@ async fn slow_downlink(kbit: u32, minutes: f64) -> anyhow::Result<()> {
             down: Some(LineSpec {
                 rate_kbit: f64::from(kbit),
                 queue_ms: Some(SLOW_QUEUE_MS),
+                after_s: (after_s > 0.0).then_some(after_s),
             }),
         }),
         links: links(),
@@ -182,9 +188,14 @@ async fn slow_downlink(kbit: u32, minutes: f64) -> anyhow::Result<()> {
         access: None,
         links: links(),
     };
+    let from = if after_s > 0.0 {
+        format!(" from {after_s} s on")
+    } else {
+        String::new()
+    };
     let path = format!(
-        "a {kbit} kbit/s downlink behind a {SLOW_QUEUE_MS} ms queue, the listener's line to both \
-         regions ({ROUGH_RTT_MS} ms RTT to us-east, {} ms to singapore)",
+        "a {kbit} kbit/s downlink{from} behind a {SLOW_QUEUE_MS} ms queue, the listener's line to \
+         both regions ({ROUGH_RTT_MS} ms RTT to us-east, {} ms to singapore)",
         ROUGH_RTT_MS + 200.0
     );
     call_without_fault(vec![listener, talker], &path, minutes).await

@@ -17,6 +17,7 @@
 //! room for, or 256 B).
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use super::scenario::{AccessSpec, Bottleneck, LineSpec, LinkSpec, OneWay};
 use super::timing::{BottleneckQueue, Impairment};
@@ -32,8 +33,14 @@ impl AccessLine {
     /// The line `spec` describes; none (each path as fast as its link) for
     /// `None`.
     pub fn new(spec: Option<&AccessSpec>) -> AccessLine {
+        let now = Instant::now();
         let queue = |line: Option<LineSpec>| {
-            line.map(|line| Arc::new(BottleneckQueue::new(line.bottleneck())))
+            line.map(|line| {
+                Arc::new(BottleneckQueue::from(
+                    line.bottleneck(),
+                    now + line.slow_after(),
+                ))
+            })
         };
         let spec = spec.copied().unwrap_or_default();
         AccessLine {

@@ -39,6 +39,9 @@
 //!  "links": {"singapore": {"rtt_ms": 40}, "us-east": {"rtt_ms": 250}}}
 //! ```
 //!
+//! With `"after_s"` a line is as fast as its paths until that many seconds
+//! after the proxies start, and slow from then on.
+//!
 //! Unknown fields are rejected: a typo such as `"jiter_ms"` would otherwise
 //! silently give a jitter-free link.
 
@@ -83,12 +86,22 @@ pub struct LineSpec {
     /// ([`DirectionOverride::queue_ms`]); default [`DEFAULT_QUEUE_MS`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue_ms: Option<f64>,
+    /// The line is this slow from this many seconds after the location's
+    /// proxies start, as fast as its paths before: a line that slows down
+    /// mid-call (a weaker signal, a camera that outgrows it). Default 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_s: Option<f64>,
 }
 
 impl LineSpec {
     /// The line as a bottleneck.
     pub fn bottleneck(&self) -> Bottleneck {
         Bottleneck::new(self.rate_kbit, self.queue_ms)
+    }
+
+    /// How long after the location's proxies start the line is slow.
+    pub fn slow_after(&self) -> Duration {
+        Duration::from_secs_f64(self.after_s.unwrap_or(0.0))
     }
 }
 
@@ -235,6 +248,14 @@ impl Scenario {
             check_rate(&format!("access.{direction}.rate_kbit"), line.rate_kbit)?;
             if let Some(queue) = line.queue_ms {
                 check_delay(&format!("access.{direction}.queue_ms"), queue)?;
+            }
+            if let Some(after) = line.after_s
+                && !(after.is_finite() && (0.0..=86_400.0).contains(&after))
+            {
+                anyhow::bail!(
+                    "access.{direction}.after_s is {after}, it must be a number of seconds from 0 \
+                     to 86400 (a day)"
+                );
             }
         }
         for (region, link) in &self.links {
@@ -487,6 +508,20 @@ mod tests {
             r#"{"name": "x", "access": {"up": {"rate": 60}}, "links": {"a": {"rtt_ms": 1}}}"#,
         );
         assert!(typo.contains("unknown field `rate`"), "{typo}");
+        let never = error(
+            r#"{"name": "x", "access": {"down": {"rate_kbit": 60, "after_s": -1}},
+                "links": {"a": {"rtt_ms": 1}}}"#,
+        );
+        assert!(never.contains("access.down.after_s is -1"), "{never}");
+        let later = Scenario::parse(
+            r#"{"name": "x", "access": {"down": {"rate_kbit": 60, "after_s": 15}},
+                "links": {"a": {"rtt_ms": 1}}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            later.access.unwrap().down.unwrap().slow_after(),
+            Duration::from_secs(15)
+        );
     }
 
     #[test]

@@ -55,13 +55,21 @@ pub(crate) struct BottleneckQueue {
     link: Bottleneck,
     /// When the last packet admitted has left it.
     free_at: Mutex<Option<Instant>>,
+    /// Before this, packets pass at once (a line that slows down later).
+    slow_from: Instant,
 }
 
 impl BottleneckQueue {
     pub(crate) fn new(link: Bottleneck) -> BottleneckQueue {
+        BottleneckQueue::from(link, Instant::now())
+    }
+
+    /// A bottleneck that packets arriving before `slow_from` pass at once.
+    pub(crate) fn from(link: Bottleneck, slow_from: Instant) -> BottleneckQueue {
         BottleneckQueue {
             link,
             free_at: Mutex::new(None),
+            slow_from,
         }
     }
 
@@ -77,6 +85,9 @@ impl BottleneckQueue {
     /// `None` when `may_drop` and the packets ahead of it would make it wait
     /// longer than the queue holds (a drop-tail buffer).
     fn admit(&self, arrival: Instant, len: usize, may_drop: bool) -> Option<Instant> {
+        if arrival < self.slow_from {
+            return Some(arrival);
+        }
         let mut free_at = self.free_at.lock().expect("bottleneck lock");
         let starts = free_at.map_or(arrival, |free| free.max(arrival));
         if may_drop && starts - arrival > self.link.max_wait {
@@ -158,7 +169,7 @@ impl Impairment {
     /// released at once, so a read of more than the queue holds would
     /// arrive as one late burst where a link delivers packet by packet.
     pub(crate) fn room_in_bottleneck(&self, now: Instant, least: usize, most: usize) -> usize {
-        let Some(queue) = &self.bottleneck else {
+        let Some(queue) = self.bottleneck.as_ref().filter(|q| now >= q.slow_from) else {
             return most;
         };
         let queued = queue
