@@ -314,15 +314,12 @@ pub struct Simulation {
 /// behind that media.
 #[derive(Debug, Clone, Copy)]
 struct CallQueue {
-    /// The serving relay's answers' wait once its queue has filled.
+    /// The wait once the queue has filled.
     full: Duration,
-    /// How long a queue takes to fill after a relay starts serving.
+    /// How long the queue takes to fill after a relay starts serving.
     fill: Duration,
-    /// The share of answers a full serving queue drops.
+    /// The share of answers a full queue drops.
     drops: f64,
-    /// Every relay's answers' wait in the client's line buffer once the
-    /// call's media has filled it (zero: no line of its own in the model).
-    line: Duration,
 }
 
 /// Connect attempts give up after this long.
@@ -418,28 +415,7 @@ impl Simulation {
     /// `drops` of the serving relay's answers (a drop-tail line buffer that
     /// the call's media keeps full).
     pub fn queue_and_drop_behind_the_call(&mut self, full: Duration, fill: Duration, drops: f64) {
-        self.call_queue = Some(CallQueue {
-            full,
-            fill,
-            drops,
-            line: Duration::ZERO,
-        });
-    }
-
-    /// From now on the client's downlink is one line slower than its call,
-    /// as the latency lab's `bench failover --slow-downlink-kbit` has it:
-    /// once the call has begun, every relay's answers wait `line` in the
-    /// line's buffer behind the call's media, and the serving relay's wait
-    /// `own` more in that relay's own queue of the call's media (and, on a
-    /// WebSocket, its unsent bytes). Each fills over `fill`: the line from
-    /// the first join on, a relay's own queue from when it starts serving.
-    pub fn congest_the_line(&mut self, line: Duration, own: Duration, fill: Duration) {
-        self.call_queue = Some(CallQueue {
-            full: own,
-            fill,
-            drops: 0.0,
-            line,
-        });
+        self.call_queue = Some(CallQueue { full, fill, drops });
     }
 
     /// Whether the queue behind the call drops this answer from `candidate`.
@@ -455,29 +431,20 @@ impl Simulation {
     /// How long a probe answer from `candidate` waits behind the call's
     /// media now.
     fn queued_behind_the_call(&self, candidate: usize) -> Duration {
-        let Some(CallQueue {
-            full, fill, line, ..
-        }) = self.call_queue
-        else {
+        let Some(CallQueue { full, fill, .. }) = self.call_queue else {
             return Duration::ZERO;
         };
-        let filled = |queue: Duration, since: Duration| {
-            let for_ = self.now().saturating_sub(since);
-            if for_ >= fill {
-                queue
-            } else {
-                queue.mul_f64(for_.as_secs_f64() / fill.as_secs_f64())
+        match self.joins.last() {
+            Some(join) if join.candidate == candidate => {
+                let serving_for = self.now().saturating_sub(join.at);
+                if serving_for >= fill {
+                    full
+                } else {
+                    full.mul_f64(serving_for.as_secs_f64() / fill.as_secs_f64())
+                }
             }
-        };
-        let in_line = self
-            .joins
-            .first()
-            .map_or(Duration::ZERO, |call| filled(line, call.at));
-        let own = match self.joins.last() {
-            Some(join) if join.candidate == candidate => filled(full, join.at),
             _ => Duration::ZERO,
-        };
-        in_line + own
+        }
     }
 
     /// Runs the world until virtual time `until`.

@@ -1061,7 +1061,7 @@ impl Election {
         let current_samples = self.recent_samples(current, now);
         let current_history = self.slots[current].stats.recent_since(Micros::ZERO);
         let current_recent = self.recent(current, &current_samples, &current_history);
-        let rivals: Vec<CandidateId> = (0..self.slots.len())
+        let best = (0..self.slots.len())
             .filter(|&id| {
                 let s = &self.slots[id];
                 id != current
@@ -1070,25 +1070,6 @@ impl Election {
                     && !s.draining
                     && !s.candidate.shadow
             })
-            .collect();
-        // A rival queued as the serving path is: the queue is the client's
-        // own line, which a move takes along (rule.rs, "A congested line
-        // moves with the call"). Their least round trips stand meanwhile.
-        let (sharing_the_line, rivals): (Vec<CandidateId>, Vec<CandidateId>) =
-            if self.queued(current) {
-                rivals
-                    .into_iter()
-                    .partition(|&id| self.queued_lately(id, rule::STANDBY_QUEUE_SAMPLES))
-            } else {
-                (Vec::new(), rivals)
-            };
-        if !sharing_the_line.is_empty() {
-            for id in sharing_the_line.into_iter().chain([current]) {
-                self.slots[id].stats.renew_floor(now);
-            }
-        }
-        let best = rivals
-            .into_iter()
             .filter_map(|id| {
                 let samples = self.recent_samples(id, now);
                 let history = self.slots[id].stats.recent_since(Micros::ZERO);
@@ -1255,23 +1236,13 @@ impl Election {
     /// tells the switching rule what the queue costs ([`rule::queued`]).
     fn serving_suspected_lossy(&self) -> bool {
         self.serving.is_some_and(|id| {
-            let (answered, lost) = self.slots[id].stats.recent_loss();
-            rule::suspected_lossy(answered, lost) && !self.queued(id)
+            let stats = &self.slots[id].stats;
+            let (answered, lost) = stats.recent_loss();
+            rule::suspected_lossy(answered, lost) && {
+                let latest: Vec<u64> = stats.latest(rule::QUEUE_SAMPLES).collect();
+                !rule::queued(stats.floor(), &latest)
+            }
         })
-    }
-
-    /// Whether `id`'s latest [`rule::QUEUE_SAMPLES`] answers wait far above
-    /// its least round trip ([`rule::queued`]).
-    fn queued(&self, id: CandidateId) -> bool {
-        self.queued_lately(id, rule::QUEUE_SAMPLES)
-    }
-
-    /// Whether `id`'s latest `n` answers wait far above its least round
-    /// trip ([`rule::queued`]).
-    fn queued_lately(&self, id: CandidateId, n: usize) -> bool {
-        let stats = &self.slots[id].stats;
-        let latest: Vec<u64> = stats.latest(n).collect();
-        rule::queued(stats.floor(), &latest)
     }
 
     /// Whether `candidate` is in another region than the serving one: on

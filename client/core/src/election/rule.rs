@@ -55,29 +55,6 @@
 //! round trip ([`queued`]) is not suspected lossy; the switching rule still
 //! weighs its RTT and loss as always.
 //!
-//! **A congested line moves with the call.** On that same line every
-//! path's answers wait in the line's buffer, and the serving relay's wait in
-//! that relay's own queue of the call's media as well (up to 150 ms, and a
-//! WebSocket's unsent bytes): a standby, which carries no media, then looks
-//! better by the serving relay's queue, and a move only fills the next
-//! relay's queue in turn (3 damped moves in 3 minutes in the latency lab at
-//! 60 kbit/s). A rival whose own latest answers
-//! ([`STANDBY_QUEUE_SAMPLES`]) wait far above its least round trip while the
-//! serving path is queued shares the queue, so it is not a candidate to
-//! move to; and the least round trips of both stand meanwhile
-//! (`RttStats::renew_floor`), or a congestion longer than their five-minute
-//! lifetime would pass for the paths as they now are. A relay degrading on
-//! its own (its path or its CPU) queues its answers alone, and is left as
-//! before. It needs each path's least round trip from an idle line: on a
-//! line so slow that the connections' own handshakes fill it (60 kbit/s in
-//! the latency lab: ~20 kB of four handshakes take 3 s, and the call starts
-//! before they are done) a rival's least is itself queued, the rival does
-//! not look queued, and the damped moves remain. What this gives up: where every path got longer for good by more
-//! than [`QUEUED_ABOVE_US`] at once (a client on a slower network, on the
-//! same connections) and by amounts that now rank them otherwise, the call
-//! stays where it is until a path comes back near its least round trip or
-//! reconnects; failovers are not affected.
-//!
 //! Where the loss is the client's own access (every region loses alike),
 //! this costs a standby in another region — a failover then goes further
 //! than it would have — and at most `loss_evidence_probes` probes; the call
@@ -266,11 +243,6 @@ pub fn suspected_lossy(answered: usize, lost: u32) -> bool {
 /// Recent answers a path's queue is judged on ([`queued`]): about a second
 /// of a talking call's probes.
 pub const QUEUE_SAMPLES: usize = 16;
-
-/// A standby's answers its queue is judged on: a standby is probed about
-/// once a second, so its latest [`QUEUE_SAMPLES`] would reach back to before
-/// the call began.
-pub const STANDBY_QUEUE_SAMPLES: usize = 3;
 
 /// How far above its least round trip a path's recent answers must wait to
 /// be queued ([`queued`]): more than jitter, less than a home router's

@@ -222,16 +222,6 @@ impl RttStats {
         self.floor.map(|(floor, _)| floor)
     }
 
-    /// The least round trip still stands at `at`: its [`FLOOR_LIFETIME`]
-    /// starts again. For a path whose rise above it is explained by a queue
-    /// every path shares (the client's own line, congested by the call), so
-    /// that a long congestion is not taken for the path as it now is.
-    pub fn renew_floor(&mut self, at: Micros) {
-        if let Some((_, since)) = &mut self.floor {
-            *since = at;
-        }
-    }
-
     /// The first sample of this window, if any.
     pub fn first(&self) -> Option<u64> {
         self.window.first().copied()
@@ -394,32 +384,6 @@ mod tests {
         assert_eq!(stats.floor(), Some(140_000));
         stats.record(secs(302), ms(120));
         assert_eq!(stats.floor(), Some(120_000), "a lower one at once");
-    }
-
-    #[test]
-    fn a_renewed_floor_stands_five_minutes_from_its_renewal() {
-        let secs = |s: u64| Micros(s * 1_000_000);
-        let ms = Duration::from_millis;
-        let mut stats = RttStats::new();
-        stats.renew_floor(secs(0));
-        assert_eq!(stats.floor(), None, "nothing to renew");
-        stats.record(secs(0), ms(40));
-        for t in 1..300 {
-            stats.record(secs(t), ms(140));
-        }
-        stats.renew_floor(secs(299));
-        stats.record(secs(301), ms(150));
-        assert_eq!(stats.floor(), Some(40_000), "renewed at 299 s");
-        for t in 302..599 {
-            stats.record(secs(t), ms(140));
-        }
-        assert_eq!(stats.floor(), Some(40_000));
-        stats.record(secs(600), ms(150));
-        assert_eq!(
-            stats.floor(),
-            Some(140_000),
-            "five minutes after its renewal"
-        );
     }
 
     #[test]
