@@ -643,8 +643,8 @@ fn an_access_line_that_slows_down_later_is_fast_until_then() {
             after_s: Some(SLOW_AFTER.as_secs_f64()),
         }),
     };
-    let access = AccessLine::new(Some(&line));
     let started = Instant::now();
+    let access = AccessLine::new(Some(&line));
     let udp = UdpDelayProxy::start(
         any_local(),
         udp_echo_server(),
@@ -662,8 +662,10 @@ fn an_access_line_that_slows_down_later_is_fast_until_then() {
     std::thread::sleep(SLOW_AFTER.saturating_sub(started.elapsed()) + Duration::from_millis(50));
     let after: Vec<Duration> = (5..10).map(|seq| pinger.round_trip(seq)).collect();
     println!("round trips before the line slows: {before:?}; after: {after:?}");
+    // The median, so one round trip a loaded machine delays is not a slow
+    // line.
     assert!(
-        before.iter().all(|rtt| *rtt < Duration::from_millis(20)),
+        quantile(&before, 0.5) < Duration::from_millis(16),
         "the line is fast until it slows: {before:?}"
     );
     assert!(

@@ -110,8 +110,11 @@ async fn a_frame_the_relay_gave_up_on_does_not_hold_up_the_next() {
     let (stack, mut watcher, sender) = Stack::behind(NARROW_UPLINK, dir.path()).await;
     let sender_id = sender.peer_id().to_owned();
 
-    // Written at once: the connection has seen no loss yet, so its send
-    // window is the whole 512 KiB.
+    // Written at once: the connection has seen no congestion event yet, so
+    // its send window is the whole 512 KiB (`queue_age`'s bounds keep the
+    // configured buffers until the first one). Checked below: had the write
+    // waited, the stop would have failed it, and the stream's handle, still
+    // held, would have reset it before and after the fix alike.
     assert!(sender.send_media(
         TrackKind::Video,
         0,
@@ -131,6 +134,12 @@ async fn a_frame_the_relay_gave_up_on_does_not_hold_up_the_next() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    assert_eq!(
+        sender.conn.frames_given_up(),
+        0,
+        "the huge keyframe was not written whole before the relay stopped it, so this run \
+         cannot tell a reset stream from a dropped one"
+    );
 
     let sent = now_us();
     assert!(sender.send_media(

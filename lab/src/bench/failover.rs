@@ -46,6 +46,8 @@ pub struct FailoverBenchArgs {
     /// The slow downlink slows down this many seconds after the call's
     /// relays are up, and is as fast as its paths before: a line that
     /// slows mid-call, after the client measured its paths on an idle line.
+    /// The call's figures (audio heard, gaps, latency) cover the whole
+    /// call, the fast start included.
     #[arg(long, default_value_t = 0.0)]
     pub slow_after_s: f64,
 }
@@ -69,6 +71,16 @@ pub async fn run(args: FailoverBenchArgs) -> anyhow::Result<()> {
     }
     if args.slow_downlink_kbit.contains(&0) {
         anyhow::bail!("--slow-downlink-kbit rates must be at least 1 kbit/s");
+    }
+    // The line slows within the call, which starts a few seconds after the
+    // stack is up.
+    if !(0.0..=args.slow_minutes * 60.0).contains(&args.slow_after_s) {
+        anyhow::bail!(
+            "--slow-after-s must be between 0 and the call's length (--slow-minutes × 60 s)"
+        );
+    }
+    if args.slow_after_s > 0.0 && args.slow_downlink_kbit.is_empty() {
+        anyhow::bail!("--slow-after-s slows the line of --slow-downlink-kbit: give its rates too");
     }
     println!(
         "failover gap: largest gap in the talker's 20 ms audio at the listener, {} calls per fault",

@@ -99,9 +99,10 @@ impl LineSpec {
         Bottleneck::new(self.rate_kbit, self.queue_ms)
     }
 
-    /// How long after the location's proxies start the line is slow.
+    /// How long after the location's proxies start the line is slow (zero
+    /// for an `after_s` that [`Scenario::validate`] would refuse).
     pub fn slow_after(&self) -> Duration {
-        Duration::from_secs_f64(self.after_s.unwrap_or(0.0))
+        Duration::try_from_secs_f64(self.after_s.unwrap_or(0.0)).unwrap_or(Duration::ZERO)
     }
 }
 

@@ -55,21 +55,25 @@ pub(crate) struct BottleneckQueue {
     link: Bottleneck,
     /// When the last packet admitted has left it.
     free_at: Mutex<Option<Instant>>,
-    /// Before this, packets pass at once (a line that slows down later).
-    slow_from: Instant,
+    /// Packets arriving before this pass at once (a line that slows down
+    /// later); `None`: always slow.
+    slow_from: Option<Instant>,
 }
 
 impl BottleneckQueue {
     pub(crate) fn new(link: Bottleneck) -> BottleneckQueue {
-        BottleneckQueue::from(link, Instant::now())
+        BottleneckQueue {
+            link,
+            free_at: Mutex::new(None),
+            slow_from: None,
+        }
     }
 
     /// A bottleneck that packets arriving before `slow_from` pass at once.
     pub(crate) fn from(link: Bottleneck, slow_from: Instant) -> BottleneckQueue {
         BottleneckQueue {
-            link,
-            free_at: Mutex::new(None),
-            slow_from,
+            slow_from: Some(slow_from),
+            ..BottleneckQueue::new(link)
         }
     }
 
@@ -85,7 +89,7 @@ impl BottleneckQueue {
     /// `None` when `may_drop` and the packets ahead of it would make it wait
     /// longer than the queue holds (a drop-tail buffer).
     fn admit(&self, arrival: Instant, len: usize, may_drop: bool) -> Option<Instant> {
-        if arrival < self.slow_from {
+        if self.slow_from.is_some_and(|slow| arrival < slow) {
             return Some(arrival);
         }
         let mut free_at = self.free_at.lock().expect("bottleneck lock");
@@ -169,7 +173,10 @@ impl Impairment {
     /// released at once, so a read of more than the queue holds would
     /// arrive as one late burst where a link delivers packet by packet.
     pub(crate) fn room_in_bottleneck(&self, now: Instant, least: usize, most: usize) -> usize {
-        let Some(queue) = self.bottleneck.as_ref().filter(|q| now >= q.slow_from) else {
+        // Before a line slows down its queue stays empty, so a read is held
+        // to the queue's whole length, no more: one that began just before
+        // the line slowed and arrived after must not flood it.
+        let Some(queue) = &self.bottleneck else {
             return most;
         };
         let queued = queue
