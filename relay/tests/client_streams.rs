@@ -64,14 +64,10 @@ async fn a_stream_left_unfinished_costs_its_frame_not_the_connection() {
         });
     assert_eq!(seq, 1, "only the whole frame arrives");
     // Counted when the relay's timer fires, which a loaded machine delays.
-    let deadline = tokio::time::Instant::now() + T;
-    let stats = loop {
-        let stats = lab.relays[0].stats().await.unwrap();
-        if stats["media_streams_abandoned"] != 0 || tokio::time::Instant::now() >= deadline {
-            break stats;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let stats = lab.relays[0]
+        .stats_once(T, |stats| stats["media_streams_abandoned"] != 0)
+        .await
+        .unwrap_or_else(|stats| stats);
     assert_eq!(
         stats["media_streams_abandoned"], 1,
         "the unfinished frame is counted: {stats}"

@@ -187,22 +187,21 @@ async fn a_receiver_whose_path_dies_loses_frames_within_seconds_not_at_its_timeo
         );
     }
     // Before the idle timeout could drop it all at once.
-    let deadline = started + Duration::from_secs(6);
-    loop {
-        let stats = lab.relays[0].stats().await.unwrap();
-        // A frame is dropped, and its track's frames after it are skipped
-        // until the next keyframe.
-        if stats["media_dropped"].as_u64().unwrap() > 0
-            && stats["media_skipped_awaiting_keyframe"].as_u64().unwrap() > 0
-        {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
+    let within =
+        (started + Duration::from_secs(6)).saturating_duration_since(tokio::time::Instant::now());
+    // A frame is dropped, and its track's frames after it are skipped
+    // until the next keyframe.
+    if let Err(stats) = lab.relays[0]
+        .stats_once(within, |stats| {
+            stats["media_dropped"].as_u64().unwrap() > 0
+                && stats["media_skipped_awaiting_keyframe"].as_u64().unwrap() > 0
+        })
+        .await
+    {
+        panic!(
             "a dead path's frames were not dropped and skipped within {:?}: {stats}",
             started.elapsed()
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -258,18 +257,12 @@ async fn a_client_that_never_reads_its_streams_loses_frames_alone() {
         "the client that reads lost frames"
     );
     // The stalled client's streams give up within the relay's deadline.
-    let dropped = tokio::time::timeout(T, async {
-        loop {
-            let stats = lab.relays[0].stats().await.unwrap();
-            let dropped = stats["media_dropped"].as_u64().unwrap();
-            if dropped > 0 {
-                return dropped;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await
-    .expect("the stalled client's frames were never dropped");
+    let dropped = lab.relays[0]
+        .stats_once(T, |stats| stats["media_dropped"].as_u64().unwrap() > 0)
+        .await
+        .expect("the stalled client's frames were never dropped")["media_dropped"]
+        .as_u64()
+        .unwrap();
     assert!(dropped < FRAMES, "more dropped than it was sent: {dropped}");
     drop(stalled);
 }

@@ -653,17 +653,13 @@ async fn every_way_out_of_a_room_frees_its_slot() {
     };
     // Waits until the relay serves `rooms` rooms (one room task each).
     let rooms_become = |rooms: u64, path: &'static str| async move {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        loop {
-            let stats = relay.stats().await.unwrap();
-            if stats["rooms_served"] == rooms && stats["rooms_active"] == rooms {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{path}: not {rooms} rooms served within 5 s: {stats}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        let served = relay
+            .stats_once(Duration::from_secs(5), |stats| {
+                stats["rooms_served"] == rooms && stats["rooms_active"] == rooms
+            })
+            .await;
+        if let Err(stats) = served {
+            panic!("{path}: not {rooms} rooms served within 5 s: {stats}");
         }
     };
     // Each path first takes the room's slot (the room is served), then

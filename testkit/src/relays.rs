@@ -153,6 +153,28 @@ impl RelayProcess {
             .await?)
     }
 
+    /// The relay's counters as soon as `done` holds of them, read every
+    /// 50 ms; `Err` with the last ones read if it did not within `within`.
+    /// For a count the relay keeps on its own timers, which a loaded machine
+    /// delays.
+    pub async fn stats_once(
+        &self,
+        within: Duration,
+        done: impl Fn(&serde_json::Value) -> bool,
+    ) -> Result<serde_json::Value, serde_json::Value> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let stats = self.stats().await.expect("the relay's /stats answers");
+            if done(&stats) {
+                return Ok(stats);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(stats);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub fn signal(&self, signal: Signal) -> anyhow::Result<()> {
         self.process.signal(signal)
     }

@@ -36,7 +36,7 @@ impl AccessLine {
         let now = Instant::now();
         let queue = |line: Option<LineSpec>| {
             line.map(|line| {
-                Arc::new(BottleneckQueue::from(
+                Arc::new(BottleneckQueue::slowing_at(
                     line.bottleneck(),
                     now + line.slow_after(),
                 ))

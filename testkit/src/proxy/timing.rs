@@ -70,7 +70,7 @@ impl BottleneckQueue {
     }
 
     /// A bottleneck that packets arriving before `slow_from` pass at once.
-    pub(crate) fn from(link: Bottleneck, slow_from: Instant) -> BottleneckQueue {
+    pub(crate) fn slowing_at(link: Bottleneck, slow_from: Instant) -> BottleneckQueue {
         BottleneckQueue {
             slow_from: Some(slow_from),
             ..BottleneckQueue::new(link)
