@@ -125,6 +125,8 @@ pub struct Outbox {
     datagrams: Option<Arc<dyn DatagramSink>>,
     /// Cancelled when the connection must go away (queue overflow, shutdown).
     kill: CancellationToken,
+    /// Cancelled when the client was refused ([`Outbox::refuse`]).
+    refused: CancellationToken,
 }
 
 /// Result of offering a media frame.
@@ -154,6 +156,7 @@ pub fn outbox(control_capacity: usize, media_capacity: usize) -> (Outbox, Outbox
             media: media_tx,
             datagrams: None,
             kill: CancellationToken::new(),
+            refused: CancellationToken::new(),
         },
         OutboxReceiver {
             control: control_rx,
@@ -181,6 +184,23 @@ impl Outbox {
             // The writer is gone: so is the connection.
             Err(mpsc::error::TrySendError::Closed(_)) => self.kill.cancel(),
         }
+    }
+
+    /// Refuses the client: queues `error` (an encoded `Error` frame) for the
+    /// writer to send before it closes the connection, and ends the session
+    /// at once ([`Outbox::refused`]). Whoever refuses — the session, or a
+    /// room task that will not have the client — the refused client sends
+    /// nothing more into the relay, even while its connection cannot take
+    /// the error yet (a client that stopped reading leaves the writer stuck
+    /// behind what it already owes it; the transport gives it a deadline).
+    pub fn refuse(&self, error: Bytes) {
+        self.control(Control::CloseWith(error));
+        self.refused.cancel();
+    }
+
+    /// Resolves once the client was refused: its session must end.
+    pub fn refused(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+        self.refused.cancelled()
     }
 
     /// Queues an encoded `ServerFrame`.

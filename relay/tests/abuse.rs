@@ -649,6 +649,84 @@ async fn rooms_and_tokens_have_limits() {
     }
 }
 
+/// A client the room refuses (`RoomFull`) is gone even when its connection
+/// cannot take the refusal: Mallory stops reading, so the relay's writer
+/// is stuck behind her unread probe answers and the `Error` frame waits
+/// behind them. Her session used to stay in the room all the same, and her
+/// media went to everyone in it (the room fans out whatever its sessions
+/// give it): a way past the room's size, talking unseen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_client_that_stops_reading_cannot_talk_into_the_room() {
+    use futures_util::SinkExt;
+    use rallypoint_protocol::encode;
+    use rallypoint_protocol::v1::{Join, Media, Probe};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let lab = Lab::two_regions(&["--max-room-size", "1"]).await;
+    let (mut alice, _) = lab.participant(0, WebSocket, "small", "alice").await;
+
+    // A receive buffer far smaller than the relay's answers to come, never
+    // read.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let address = format!("127.0.0.1:{}", lab.relays[0].http_port)
+        .parse()
+        .unwrap();
+    let stream = socket.connect(address).await.unwrap();
+    let (mut mallory, _) = tokio_tungstenite::client_async(lab.relays[0].ws_url(), stream)
+        .await
+        .unwrap();
+    let token = lab
+        .issuer
+        .mint("small", "mallory", "Mallory", Duration::from_secs(60));
+    mallory
+        .send(Message::Binary(hello_frame(token)))
+        .await
+        .unwrap();
+    // Each answered (within the relay's burst of probes): ~25 KB of answers
+    // stall the relay's writer.
+    for seq in 0..250 {
+        let probe = ClientFrame::of(client_frame::Kind::Probe(Probe {
+            seq,
+            client_send_us: 0,
+        }));
+        mallory.feed(Message::Binary(encode(&probe))).await.unwrap();
+    }
+    mallory.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let join = ClientFrame::of(client_frame::Kind::Join(Join {
+        room: "small".into(),
+        join_seq: 0,
+        ..Default::default()
+    }));
+    mallory.send(Message::Binary(encode(&join))).await.unwrap();
+    // Then audio for two seconds, as long as the relay takes it.
+    let talking = tokio::spawn(async move {
+        for seq in 0..100u64 {
+            let media = ClientFrame::of(client_frame::Kind::Media(Media {
+                kind: TrackKind::Audio as i32,
+                seq,
+                payload: Bytes::from_static(&[1; 100]),
+                ..Default::default()
+            }));
+            if mallory.send(Message::Binary(encode(&media))).await.is_err() {
+                return seq;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        100
+    });
+    let heard = media_until(&mut alice, 1, Duration::from_secs(3)).await;
+    let sent = talking.await.unwrap();
+    assert!(
+        heard.is_empty(),
+        "Alice heard the refused client ({} frame(s) within 3 s; it sent {sent})",
+        heard.len()
+    );
+    let stats = lab.relays[0].stats().await.unwrap();
+    assert_eq!(stats["room_full_refusals"], 1, "{stats}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_outlives_its_token_only_with_a_refresh() {
     let lab = Lab::two_regions(&[]).await;

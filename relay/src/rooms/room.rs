@@ -176,7 +176,7 @@ async fn refuse_all(hub: &Hub, name: &str, commands: &mut mpsc::Receiver<Command
             // Both hold a slot: releasing them lets the room stop, so a
             // later Join starts it afresh (NATS may be back by then).
             Command::Join { outbox, .. } | Command::Listen { outbox, .. } => {
-                outbox.control(crate::outbox::Control::CloseWith(refusal.clone()));
+                outbox.refuse(refusal.clone());
                 hub.release(name);
             }
             Command::Stop => return,
@@ -569,11 +569,9 @@ impl Room {
     fn refuse_full(&self, outbox: &Outbox, why: &str) {
         self.stats().room_full_refusals.fetch_add(1, Relaxed);
         let max_size = self.hub.inner.settings.max_size;
-        outbox.control(crate::outbox::Control::CloseWith(encode(
-            &ServerFrame::error(
-                ErrorCode::RoomFull,
-                format!("room {} is full ({max_size} participants){why}", self.name),
-            ),
+        outbox.refuse(encode(&ServerFrame::error(
+            ErrorCode::RoomFull,
+            format!("room {} is full ({max_size} participants){why}", self.name),
         )));
     }
 

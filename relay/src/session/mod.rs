@@ -254,6 +254,9 @@ pub async fn run(
                     }))));
                 }
             }
+            // A room task refused the client (a full room, NATS lost): it
+            // is gone now, not once the writer gets to the Error frame.
+            _ = outbox.refused() => break SessionEnd::Refused,
             _ = outbox.killed() => break SessionEnd::Vanished,
         }
     };
@@ -809,8 +812,6 @@ impl Session {
         let message = message.into();
         tracing::info!(conn = self.conn, ?code, %message, "refusing connection");
         self.outbox
-            .control(Control::CloseWith(encode(&ServerFrame::error(
-                code, message,
-            ))));
+            .refuse(encode(&ServerFrame::error(code, message)));
     }
 }
