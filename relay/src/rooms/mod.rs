@@ -749,4 +749,61 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
+
+    /// A room task whose subscription NATS does not take (here: the server
+    /// is stopped, SIGSTOP — a real stall, the connection still up — and the
+    /// client's queue is full of publishes behind it) refuses its join in
+    /// time instead of leaving it unanswered for as long as the stall lasts.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_room_whose_subscription_stalls_refuses_its_joins_in_time() {
+        use nix::sys::signal::{Signal, kill};
+        use nix::unistd::Pid;
+        use rallypoint_testkit::nats::{NatsRole, SuperCluster, SuperClusterSpec};
+        let dir = tempfile::tempdir().unwrap();
+        let spec = SuperClusterSpec::one_server("us-east", false);
+        let servers = SuperCluster::start(spec, dir.path()).await.unwrap();
+        let nats = servers
+            .access(NatsRole::Relay("us-east".into()), "us-east")
+            .connect()
+            .await
+            .unwrap();
+        let server = Pid::from_raw(servers.servers()[0].pid().expect("running") as i32);
+        kill(server, Signal::SIGSTOP).unwrap();
+        // 64 MB: more than the sockets' buffers, the client's write buffer
+        // and its command queue hold.
+        let filler = nats.clone();
+        let filling = tokio::spawn(async move {
+            let payload = bytes::Bytes::from(vec![0u8; 16 * 1024]);
+            for _ in 0..4096 {
+                let _ = filler.publish("rp.filler", payload.clone()).await;
+            }
+        });
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let hub = Hub::new(
+            nats,
+            "us-east-0".into(),
+            "us-east".into(),
+            RoomSettings {
+                grace: Duration::from_secs(5),
+                beat: Duration::from_secs(1),
+                max_size: 10,
+                publish_all_media: false,
+            },
+            Arc::new(Stats::default()),
+        );
+        let (joiner, mut joiner_sees) = outbox(8, 8);
+        let participant = Participant {
+            peer_id: "p-alice".into(),
+            ..Default::default()
+        };
+        assert!(hub.join("fresh", 1, participant, 0, 0, joiner));
+        let answer = until(&mut joiner_sees, Some).await;
+        kill(server, Signal::SIGCONT).unwrap();
+        filling.abort();
+        let Outgoing::Control(Control::CloseWith(frame)) = answer else {
+            panic!("expected a refusal, got {answer:?}");
+        };
+        let error = rallypoint_protocol::decode_server_frame(frame).unwrap();
+        assert!(format!("{error:?}").contains("NATS"), "{error:?}");
+    }
 }

@@ -78,10 +78,16 @@ pub(super) async fn run(
     listening: Listening,
 ) {
     let inner = &hub.inner;
-    let mut subscriber = match inner.nats.subscribe(subjects::room_wildcard(&name)).await {
-        Ok(subscriber) => subscriber,
-        Err(e) => {
+    let subscribing = inner.nats.subscribe(subjects::room_wildcard(&name));
+    let mut subscriber = match tokio::time::timeout(SUBSCRIBE_TIMEOUT, subscribing).await {
+        Ok(Ok(subscriber)) => subscriber,
+        Ok(Err(e)) => {
             tracing::error!(room = %name, "cannot subscribe to the room: {e}");
+            refuse_all(&hub, &name, &mut commands).await;
+            return;
+        }
+        Err(_) => {
+            tracing::error!(room = %name, "NATS did not take the room's subscription within {SUBSCRIBE_TIMEOUT:?}");
             refuse_all(&hub, &name, &mut commands).await;
             return;
         }
@@ -154,7 +160,7 @@ pub(super) async fn run(
     // Sessions holding this task's media queue see it closed at once, not
     // after the unsubscribe (which waits on NATS).
     drop(local_media);
-    let _ = subscriber.unsubscribe().await;
+    let _ = tokio::time::timeout(SUBSCRIBE_TIMEOUT, subscriber.unsubscribe()).await;
     inner.stats.rooms_active.fetch_sub(1, Relaxed);
     tracing::debug!(room = %room.name, "stopped serving room");
 }
@@ -165,11 +171,20 @@ fn in_the_call(roster: &Roster, vouched: &HashMap<String, Instant>, peer_id: &st
     roster.contains(peer_id) || vouched.contains_key(peer_id)
 }
 
-/// The room could not be served (NATS client closed): refuse every join.
+/// How long a room task waits for NATS to take its subscription, or its
+/// unsubscription. A NATS server that stalls (overloaded, or a link that
+/// black-holes while TCP stays up) keeps the client's connection "connected"
+/// for minutes, until its pings go unanswered, and stops draining the
+/// client's command queue once its write buffer is full: a subscription
+/// queued behind that would leave every join of a new room unanswered.
+const SUBSCRIBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The room could not be served (NATS client closed, or it did not take the
+/// subscription in time): refuse every join.
 async fn refuse_all(hub: &Hub, name: &str, commands: &mut mpsc::Receiver<Command>) {
     let refusal = encode(&ServerFrame::error(
         ErrorCode::Unavailable,
-        "this relay lost its NATS connection; elect another relay",
+        "this relay cannot reach the other relays (NATS); elect another relay",
     ));
     while let Some(command) = commands.recv().await {
         match command {
