@@ -689,6 +689,25 @@ mod tests {
         );
     }
 
+    /// A hub of relay us-east-0 with nobody in its rooms yet.
+    fn hub_without_peers(nats: async_nats::Client) -> Hub {
+        let settings = RoomSettings {
+            grace: Duration::from_secs(5),
+            beat: Duration::from_secs(1),
+            max_size: 10,
+            publish_all_media: false,
+        };
+        let stats = Arc::new(Stats::default());
+        Hub::new(nats, "us-east-0".into(), "us-east".into(), settings, stats)
+    }
+
+    fn alice() -> Participant {
+        Participant {
+            peer_id: "p-alice".into(),
+            ..Default::default()
+        }
+    }
+
     /// A room task that cannot subscribe (here: the NATS client was
     /// drained, as at shutdown — a real client in a real state, no mock)
     /// refuses what is queued for it, a join and a listener alike, and
@@ -711,23 +730,9 @@ mod tests {
             }
         });
         closing.await.expect("the drained client closes within 5 s");
-        let hub = Hub::new(
-            nats,
-            "us-east-0".into(),
-            "us-east".into(),
-            RoomSettings {
-                grace: Duration::from_secs(5),
-                beat: Duration::from_secs(1),
-                max_size: 10,
-                publish_all_media: false,
-            },
-            Arc::new(Stats::default()),
-        );
+        let hub = hub_without_peers(nats);
         let (joiner, mut joiner_sees) = outbox(8, 8);
-        let participant = Participant {
-            peer_id: "p-alice".into(),
-            ..Default::default()
-        };
+        let participant = alice();
         assert!(hub.join("r", 1, participant, 0, 0, joiner));
         let (listener, mut listener_sees) = outbox(8, 8);
         assert!(hub.listen("r", 2, "p-bob", "bob", listener).is_some());
@@ -779,23 +784,9 @@ mod tests {
             }
         });
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let hub = Hub::new(
-            nats,
-            "us-east-0".into(),
-            "us-east".into(),
-            RoomSettings {
-                grace: Duration::from_secs(5),
-                beat: Duration::from_secs(1),
-                max_size: 10,
-                publish_all_media: false,
-            },
-            Arc::new(Stats::default()),
-        );
+        let hub = hub_without_peers(nats);
         let (joiner, mut joiner_sees) = outbox(8, 8);
-        let participant = Participant {
-            peer_id: "p-alice".into(),
-            ..Default::default()
-        };
+        let participant = alice();
         assert!(hub.join("fresh", 1, participant, 0, 0, joiner));
         let answer = until(&mut joiner_sees, Some).await;
         kill(server, Signal::SIGCONT).unwrap();
