@@ -35,15 +35,8 @@ fn no_secret_reaches_any_log_at_debug_level() {
 async fn run() {
     let dir = tempfile::tempdir().unwrap();
     let stack = Stack::start(StackConfig {
-        dir: dir.path().to_path_buf(),
-        http: "127.0.0.1:0".parse().unwrap(),
         jwt_secret: Some(format!("signing-{:032x}", rand::random::<u128>())),
-        dev_tokens: false,
-        relay_args: Vec::new(),
-        scenarios: Vec::new(),
-        telemetry: true,
-        collector_args: Vec::new(),
-        stream_args: Vec::new(),
+        ..StackConfig::for_test(dir.path())
     })
     .await
     .expect("stack starts");
@@ -79,22 +72,11 @@ async fn run() {
         .dashboard
         .as_ref()
         .expect("telemetry starts the dashboard");
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .unwrap();
-    let good = http
-        .get(format!("{}/", dashboard.url))
-        .basic_auth(&dashboard.user, Some(&dashboard.password))
-        .send()
-        .await
-        .unwrap();
+    let good = dashboard.get("/").await.unwrap();
     assert!(good.status().is_success(), "signed in: {}", good.status());
     let wrong_password = format!("{}-wrong", dashboard.password);
-    let bad = http
-        .get(format!("{}/", dashboard.url))
-        .basic_auth(&dashboard.user, Some(&wrong_password))
-        .send()
+    let bad = dashboard
+        .get_as("/", &dashboard.user, &wrong_password)
         .await
         .unwrap();
     assert_eq!(bad.status(), 401);

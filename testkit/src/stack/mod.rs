@@ -6,6 +6,7 @@
 //! "stack server") serves what clients start from: the candidate list, the
 //! development token issuer and the browser app.
 
+mod dir_lock;
 pub mod location;
 mod server;
 
@@ -48,6 +49,25 @@ pub struct StackConfig {
     pub stream_args: Vec<String>,
 }
 
+impl StackConfig {
+    /// A test's stack in `dir`, telemetry included: the stack server on a
+    /// free port, a random token secret, no development tokens, no latency
+    /// lab, every part with its defaults.
+    pub fn for_test(dir: &std::path::Path) -> StackConfig {
+        StackConfig {
+            dir: dir.to_path_buf(),
+            http: SocketAddr::from(([127, 0, 0, 1], 0)),
+            jwt_secret: None,
+            dev_tokens: false,
+            relay_args: Vec::new(),
+            scenarios: Vec::new(),
+            telemetry: true,
+            collector_args: Vec::new(),
+            stream_args: Vec::new(),
+        }
+    }
+}
+
 pub struct Stack {
     pub config: StackConfig,
     pub nats: SuperCluster,
@@ -61,6 +81,8 @@ pub struct Stack {
     /// The dashboard, with telemetry.
     pub dashboard: Option<Dashboard>,
     server: tokio::task::JoinHandle<()>,
+    /// This stack's claim on `config.dir`, for as long as it runs.
+    _dir_lock: dir_lock::DirLock,
 }
 
 /// The regions of the local stack, as in the reference deployment.
@@ -68,7 +90,7 @@ pub const REGIONS: [&str; 2] = ["us-east", "singapore"];
 
 impl Stack {
     pub async fn start(config: StackConfig) -> anyhow::Result<Stack> {
-        std::fs::create_dir_all(&config.dir)?;
+        let dir_lock = dir_lock::DirLock::take(&config.dir)?;
         let secret = config
             .jwt_secret
             .clone()
@@ -174,6 +196,7 @@ impl Stack {
             collectors,
             dashboard,
             server,
+            _dir_lock: dir_lock,
         })
     }
 
@@ -353,6 +376,30 @@ pub struct Dashboard {
     pub password: String,
     pub users_file: PathBuf,
     pub process: crate::process::Process,
+}
+
+impl Dashboard {
+    /// `GET path` signed in as `user` with `password` (20 s deadline).
+    pub async fn get_as(
+        &self,
+        path: &str,
+        user: &str,
+        password: &str,
+    ) -> anyhow::Result<reqwest::Response> {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .build()?;
+        Ok(client
+            .get(format!("{}{path}", self.url))
+            .basic_auth(user, Some(password))
+            .send()
+            .await?)
+    }
+
+    /// `GET path` signed in as the stack's user.
+    pub async fn get(&self, path: &str) -> anyhow::Result<reqwest::Response> {
+        self.get_as(path, &self.user, &self.password).await
+    }
 }
 
 /// Starts `rallypoint-dashboard` on a free port and waits for it to answer.
