@@ -11,6 +11,7 @@ use rallypoint_client_native::runner::{self, Command, Output, RunnerConfig};
 use rallypoint_protocol::v1::server_frame;
 use rallypoint_service::parse_duration;
 
+use super::outcome::refusal_that_ends;
 use super::source::Source;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -92,6 +93,12 @@ pub async fn run(args: JoinArgs) -> anyhow::Result<()> {
                     // A new relay path: everyone needs a fresh keyframe of us.
                     source.request_keyframe();
                     eprintln!("[join] {:?}: now via {} — {}", decision.trigger, candidate.label(), decision.reason);
+                }
+                Some(Output::Session(Update::Refused { candidate, code, message })) => {
+                    if let Some(error) = refusal_that_ends(&candidate, code, &message) {
+                        let _ = commands.send(Command::Stop);
+                        return Err(error.context(format!("cannot join room {:?}", args.room)));
+                    }
                 }
                 Some(Output::Session(Update::NoRelayReachable { retry_in, attempt })) => {
                     serving = false;

@@ -5,6 +5,7 @@ pub mod clickhouse_users;
 pub mod join;
 pub mod load;
 pub mod nats_users;
+mod outcome;
 pub mod probe;
 pub mod simulate;
 mod source;

@@ -14,6 +14,7 @@ use rallypoint_client::session::Update;
 use rallypoint_client_native::runner::{self, Command, Output, RunnerConfig};
 use rallypoint_service::parse_duration;
 
+use super::outcome::{Failures, refusal_that_ends};
 use super::source::Source;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -58,23 +59,37 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<()> {
     let (commands, mut outputs) = runner::spawn(candidates, config);
     let mut drawn_lines = 0;
     let mut decided = None;
+    let mut failures = Failures::default();
     while let Some(output) = outputs.recv().await {
         match output {
             Output::Session(Update::Snapshot(views)) if live && decided.is_none() => {
                 drawn_lines = redraw(&views, drawn_lines);
             }
             Output::Session(Update::Snapshot(_)) => {}
-            Output::Session(Update::CandidateFailed { candidate, reason }) if !live => {
-                eprintln!("{}: failed: {reason}", candidate.label());
+            Output::Session(Update::CandidateFailed { candidate, reason }) => {
+                if !live {
+                    eprintln!("{}: failed: {reason}", candidate.label());
+                }
+                failures.record(&candidate, &reason);
             }
             Output::Session(Update::Refused {
-                candidate, message, ..
-            }) if !live => {
-                eprintln!("{}: refused: {message}", candidate.label());
+                candidate,
+                code,
+                message,
+            }) => {
+                if !live {
+                    eprintln!("{}: refused: {message}", candidate.label());
+                }
+                if let Some(error) = refusal_that_ends(&candidate, code, &message) {
+                    let _ = commands.send(Command::Stop);
+                    return Err(error);
+                }
+                failures.record(&candidate, &format!("refused: {message}"));
             }
-            Output::Session(Update::CandidateFailed { .. } | Update::Refused { .. }) => {}
-            Output::Session(Update::NoRelayReachable { retry_in, attempt }) => {
-                eprintln!("no relay reachable (attempt {attempt}); retrying in {retry_in:?}");
+            // One election: a client in a call would try again later.
+            Output::Session(Update::NoRelayReachable { .. }) => {
+                let _ = commands.send(Command::Stop);
+                return Err(failures.none_reachable());
             }
             Output::Session(Update::Decided {
                 decision,

@@ -10,10 +10,11 @@
 
 use std::time::Duration;
 
-use rallypoint_client_native::Peer;
+use rallypoint_client_native::{Peer, PeerError};
 use rallypoint_testkit::reports::{ReportGenerator, send};
 use rallypoint_testkit::tokens::DevIssuer;
 
+use super::outcome::{Failures, refusal_that_ends};
 use super::source::Source;
 
 /// Lifetime of the simulator's own token (relays accept up to 24 h).
@@ -70,18 +71,34 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
     let (candidates, token) = source.resolve("lobby", "rallypoint simulate").await?;
     let identity = rallypoint_client_native::identity(token);
     let mut peers = Vec::new();
+    let mut failures = Failures::default();
     for candidate in &candidates {
         for _ in 0..args.connections {
             match Peer::connect(candidate, &identity, Duration::from_secs(5)).await {
                 Ok(peer) => peers.push(peer),
-                Err(e) => eprintln!("[simulate] skipping {}: {e}", candidate.label()),
+                Err(PeerError::Refused { code, message, .. }) => {
+                    if let Some(error) = refusal_that_ends(candidate, code, &message) {
+                        return Err(error.context(
+                            "the relays refuse the simulator's token: is --jwt-secret \
+                             (RALLYPOINT_JWT_SECRET) the secret they verify tokens with?",
+                        ));
+                    }
+                    eprintln!(
+                        "[simulate] skipping {}: refused: {message}",
+                        candidate.label()
+                    );
+                    failures.record(candidate, &format!("refused: {message}"));
+                }
+                Err(e) => {
+                    eprintln!("[simulate] skipping {}: {e}", candidate.label());
+                    failures.record(candidate, &e.to_string());
+                }
             }
         }
     }
-    anyhow::ensure!(
-        !peers.is_empty(),
-        "no relay could be reached; is `rallypoint up` running?"
-    );
+    if peers.is_empty() {
+        return Err(failures.none_reachable());
+    }
     eprintln!(
         "[simulate] sending {} synthetic reports at {}/s over {} connections",
         args.reports,

@@ -26,7 +26,8 @@ pub struct Source {
     #[arg(value_name = "URL")]
     pub urls: Vec<String>,
 
-    /// Token (JWT); from the stack's development issuer when not given.
+    /// Token (JWT); from the stack's development issuer when not given
+    /// (`simulate` mints its own instead: see `--jwt-secret`).
     #[arg(long, env = "RALLYPOINT_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
 }
