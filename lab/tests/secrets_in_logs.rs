@@ -4,7 +4,7 @@
 //! the dashboard (rightly and wrongly); then every log file under the stack's
 //! directory is searched for every secret the stack holds: the token signing
 //! secret, the tokens, every NATS seed, the TLS private key and the
-//! dashboard password.
+//! dashboard password. The same files are plain text (no terminal colours).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -115,8 +115,13 @@ async fn run() {
     assert!(relay_debug, "the relays logged at debug level: {logs:?}");
     assert!(logs.len() >= 8, "every part logged: {logs:?}");
     let mut leaks = Vec::new();
+    let mut coloured = Vec::new();
     for log in &logs {
         let text = String::from_utf8_lossy(&std::fs::read(log).unwrap()).into_owned();
+        // Plain text for files and log collectors, not a terminal's colours.
+        if text.contains("\u{1b}[") {
+            coloured.push(log.display().to_string());
+        }
         for (what, secret) in &secrets {
             for (number, line) in text.lines().enumerate() {
                 if line.contains(secret.as_str()) {
@@ -127,6 +132,7 @@ async fn run() {
     }
     stack.stop().await;
     assert!(leaks.is_empty(), "secrets in logs:\n{}", leaks.join("\n"));
+    assert!(coloured.is_empty(), "terminal colour codes in {coloured:?}");
 }
 
 fn log_files(dir: &Path) -> Vec<PathBuf> {

@@ -127,6 +127,17 @@ impl TokenVerifier {
                     ErrorCode::Unauthenticated,
                     format!("token lacks the required claim {claim:?}"),
                 ),
+                ErrorKind::Json(e) => AuthError::new(
+                    ErrorCode::Unauthenticated,
+                    format!("token claims are not what this relay expects: {e}"),
+                ),
+                ErrorKind::InvalidToken | ErrorKind::Base64(_) | ErrorKind::Utf8(_) => {
+                    AuthError::new(
+                        ErrorCode::Unauthenticated,
+                        "token is not a JWT (three base64url parts: header.claims.signature): \
+                     fetch one from the token issuer",
+                    )
+                }
                 other => AuthError::new(
                     ErrorCode::Unauthenticated,
                     format!("token is not valid: {other:?}"),
@@ -347,10 +358,9 @@ mod tests {
                 .code,
             ErrorCode::Unauthenticated
         );
-        assert_eq!(
-            v.verify("garbage").unwrap_err().code,
-            ErrorCode::Unauthenticated
-        );
+        let garbage = v.verify("garbage").unwrap_err();
+        assert_eq!(garbage.code, ErrorCode::Unauthenticated);
+        assert!(garbage.message.contains("not a JWT"), "{}", garbage.message);
         assert!(
             v.verify(&token("s3cret", "bad.room", now() + 60))
                 .unwrap_err()
