@@ -332,58 +332,47 @@ impl<'a> Held<'a> {
     }
 }
 
-/// ClickHouse error codes that say nothing about the rows sent: the server is
-/// busy, short of memory, restarting, or the network failed; or the schema
-/// or the login is wrong (a table detached or dropped, rights taken away),
-/// which an operator fixes while every report is fine. A batch failing with
-/// these waits, and `/readyz` turns red once it has waited `--stuck-after`:
-/// splitting it would only make more, smaller inserts and dead-letter good
-/// reports — with a missing table, every one of them.
-const TRANSIENT_CODES: &[u32] = &[
-    16,   // NO_SUCH_COLUMN_IN_TABLE
-    60,   // UNKNOWN_TABLE
-    81,   // UNKNOWN_DATABASE
-    192,  // UNKNOWN_USER
-    193,  // WRONG_PASSWORD
-    194,  // REQUIRED_PASSWORD
-    195,  // IP_ADDRESS_NOT_ALLOWED
-    291,  // DATABASE_ACCESS_DENIED
-    497,  // ACCESS_DENIED
-    516,  // AUTHENTICATION_FAILED
-    3,    // UNEXPECTED_END_OF_FILE
-    32,   // ATTEMPT_TO_READ_AFTER_EOF
-    159,  // TIMEOUT_EXCEEDED
-    164,  // READONLY
-    202,  // TOO_MANY_SIMULTANEOUS_QUERIES
-    203,  // NO_FREE_CONNECTION
-    209,  // SOCKET_TIMEOUT
-    210,  // NETWORK_ERROR
-    236,  // ABORTED
-    241,  // MEMORY_LIMIT_EXCEEDED
-    242,  // TABLE_IS_READ_ONLY
-    252,  // TOO_MANY_PARTS
-    319,  // UNKNOWN_STATUS_OF_INSERT
-    394,  // QUERY_WAS_CANCELLED
-    425,  // SYSTEM_ERROR
-    999,  // KEEPER_EXCEPTION
-    1000, // POCO_EXCEPTION
+/// ClickHouse error codes that refuse the rows sent: a value that cannot be
+/// parsed, converted or stored, a size out of bounds, a view's check on a
+/// value (`throwIf`). Only these split a batch that keeps failing, until the
+/// reports they refuse are isolated in dead letters.
+///
+/// Every other failure waits (and `/readyz` turns red once it has waited
+/// `--stuck-after`): the server busy, short of memory or disk, restarting,
+/// a shard of a cluster unreachable, the network, or the schema or the login
+/// wrong (a table detached or dropped, rights taken away), which an operator
+/// fixes while every report is fine. A list of the codes that may *not*
+/// split a batch was this list's opposite until a review found the codes it
+/// lacked (279, all connection tries to a shard failed; 243, not enough
+/// space): each split a good batch down to single reports and dead-lettered
+/// every one. A refusal missing here waits instead — seen, not lost.
+const DATA_REFUSAL_CODES: &[u32] = &[
+    6,   // CANNOT_PARSE_TEXT
+    26,  // CANNOT_PARSE_QUOTED_STRING
+    27,  // CANNOT_PARSE_INPUT_ASSERTION_FAILED
+    33,  // CANNOT_READ_ALL_DATA
+    38,  // CANNOT_PARSE_DATE
+    41,  // CANNOT_PARSE_DATETIME
+    43,  // ILLEGAL_TYPE_OF_ARGUMENT
+    53,  // TYPE_MISMATCH
+    69,  // ARGUMENT_OUT_OF_BOUND
+    70,  // CANNOT_CONVERT_TYPE
+    72,  // CANNOT_PARSE_NUMBER
+    117, // INCORRECT_DATA
+    128, // TOO_LARGE_ARRAY_SIZE
+    131, // TOO_LARGE_STRING_SIZE
+    190, // SIZES_OF_ARRAYS_DOESNT_MATCH
+    321, // VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE
+    349, // CANNOT_INSERT_NULL_IN_ORDINARY_COLUMN
+    395, // FUNCTION_THROW_IF_VALUE_IS_NON_ZERO
 ];
 
-/// Whether ClickHouse refused what was sent (an exception with a code not in
-/// [`TRANSIENT_CODES`]), rather than failed for reasons of its own or of the
-/// network (no code at all).
+/// Whether ClickHouse refused what was sent (an exception whose code is in
+/// [`DATA_REFUSAL_CODES`]), rather than failed for reasons of its own, of
+/// its cluster or of the network.
 fn refuses_the_data(error: &anyhow::Error) -> bool {
-    let text = format!("{error:#}");
-    let Some(at) = text.find("Code: ") else {
-        return false;
-    };
-    let digits: String = text[at + 6..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    digits
-        .parse::<u32>()
-        .is_ok_and(|code| !TRANSIENT_CODES.contains(&code))
+    rallypoint_service::clickhouse::error_code(error)
+        .is_some_and(|code| DATA_REFUSAL_CODES.contains(&code))
 }
 
 /// A message that will not be stored, with the reason and (up to 64 KiB of)
@@ -439,5 +428,16 @@ mod tests {
         ));
         assert!(!refusal("network error: connection refused"));
         assert!(!refusal("bad response: Code: x"));
+        // A shard out of reach, a full disk: nothing to do with the rows.
+        assert!(!refusal(
+            "bad response: Code: 279, e.displayText() = DB::NetException: All connection tries failed"
+        ));
+        assert!(!refusal(
+            "bad response: Code: 243. DB::Exception: Cannot reserve 1.00 MiB, not enough space"
+        ));
+        // A code nobody listed waits: seen, not dead-lettered.
+        assert!(!refusal(
+            "bad response: Code: 9999. DB::Exception: something new"
+        ));
     }
 }

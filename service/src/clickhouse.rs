@@ -253,3 +253,16 @@ impl fmt::Debug for ClickHouseArgs {
             .finish()
     }
 }
+
+/// The code of the ClickHouse exception an error carries ("Code: 158," on
+/// 18.16, "Code: 158." on current servers), if any: what callers decide on
+/// (a refusal of the data, a limit, an outage), never the wording.
+pub fn error_code(error: &anyhow::Error) -> Option<u32> {
+    let text = format!("{error:#}");
+    let at = text.find("Code: ")?;
+    let digits: String = text[at + 6..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
