@@ -173,11 +173,9 @@ impl From<anyhow::Error> for Failure {
 fn past_a_limit(error: &anyhow::Error) -> Option<&'static str> {
     const TOO_LARGE: &str = "This range would read more data than the dashboard may in one \
         page. Choose a shorter time range, or filter by country, ISP or transport.";
-    let text = format!("{error:#}");
     // TOO_MANY_ROWS, TIMEOUT_EXCEEDED, TOO_MANY_BYTES, TOO_MANY_ROWS_OR_BYTES.
-    ["Code: 158,", "Code: 159,", "Code: 307,", "Code: 396,"]
-        .iter()
-        .any(|code| text.contains(code))
+    rallypoint_service::clickhouse::error_code(error)
+        .is_some_and(|code| [158, 159, 307, 396].contains(&code))
         .then_some(TOO_LARGE)
 }
 
@@ -336,5 +334,12 @@ mod tests {
         assert!(!message.contains("Code"), "no ClickHouse text for people");
         let down = anyhow::anyhow!("query failed: error trying to connect: Connection refused");
         assert!(past_a_limit(&down).is_none());
+        // A current server words it "Code: 158." (18.16: "Code: 158,").
+        let current = anyhow::anyhow!(
+            "query failed: bad response: Code: 158. DB::Exception: Limit for rows (controlled by 'max_rows_to_read' setting) exceeded (TOO_MANY_ROWS)"
+        );
+        assert!(past_a_limit(&current).is_some(), "a current server's limit");
+        let other = anyhow::anyhow!("query failed: bad response: Code: 1580. DB::Exception: x");
+        assert!(past_a_limit(&other).is_none());
     }
 }
