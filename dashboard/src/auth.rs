@@ -29,6 +29,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -165,6 +166,7 @@ impl AuthArgs {
             remembered: Mutex::new(HashMap::new()),
             key: rand::random(),
             checks: tokio::sync::Semaphore::new(CONCURRENT_CHECKS),
+            waiting: AtomicUsize::new(0),
         })
     }
 }
@@ -175,6 +177,11 @@ pub const REMEMBERED_FOR: Duration = Duration::from_secs(300);
 const REMEMBERED_AT_MOST: usize = 1024;
 /// Password hashes checked at once.
 pub const CONCURRENT_CHECKS: usize = 2;
+/// Sign-ins that may wait for a check ([`Auth::check_turn`]): about a
+/// second and a half of checks.
+const CHECK_WAITING: usize = 64;
+/// The longest a sign-in waits for a check.
+const CHECK_WAIT: Duration = Duration::from_secs(2);
 /// The longest user name believed from a header or a users file.
 const NAME_AT_MOST: usize = 256;
 
@@ -186,6 +193,8 @@ pub struct Auth {
     remembered: Mutex<HashMap<[u8; 32], (String, Instant)>>,
     key: [u8; 32],
     checks: tokio::sync::Semaphore,
+    /// Sign-ins waiting for a check.
+    waiting: AtomicUsize,
 }
 
 struct Required {
@@ -318,6 +327,7 @@ impl Auth {
             remembered: Mutex::new(HashMap::new()),
             key: [0; 32],
             checks: tokio::sync::Semaphore::new(CONCURRENT_CHECKS),
+            waiting: AtomicUsize::new(0),
         }
     }
 
@@ -397,6 +407,37 @@ impl Auth {
         self.basic(users, value).await
     }
 
+    /// A turn to check a password hash, for a sign-in not remembered. At
+    /// most [`CHECK_WAITING`] sign-ins wait for one, each at most
+    /// [`CHECK_WAIT`]; past either the sign-in fails as a wrong password
+    /// does. Without them a flood of wrong passwords (each check costs tens
+    /// of milliseconds) built a queue that only grew, and everyone's first
+    /// sign-in waited behind it for as long as the flood lasted.
+    async fn check_turn(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        struct Waiting<'a>(&'a AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Relaxed);
+            }
+        }
+        let waiting = Waiting(&self.waiting);
+        if self.waiting.fetch_add(1, Relaxed) >= CHECK_WAITING {
+            tracing::warn!(
+                "sign-in refused: {CHECK_WAITING} sign-ins already wait for a password check"
+            );
+            return None;
+        }
+        let turn = tokio::time::timeout(CHECK_WAIT, self.checks.acquire()).await;
+        drop(waiting);
+        match turn {
+            Ok(permit) => permit.ok(),
+            Err(_) => {
+                tracing::warn!("sign-in refused: no password check free within {CHECK_WAIT:?}");
+                None
+            }
+        }
+    }
+
     /// The user an `Authorization: Basic …` value names, if its password is
     /// right.
     async fn basic(&self, users: &Users, value: &[u8]) -> Option<User> {
@@ -414,7 +455,7 @@ impl Auth {
         let known = users.hashes.get(&name);
         let hash = known.unwrap_or(&users.decoy).clone();
         let right = {
-            let _permit = self.checks.acquire().await.ok()?;
+            let _permit = self.check_turn().await?;
             tokio::task::spawn_blocking(move || {
                 Argon2::default()
                     .verify_password(password.as_bytes(), &hash)
@@ -523,6 +564,33 @@ mod tests {
         assert_eq!(decode_basic(b"Basic !!!"), None);
         let no_colon = format!("Basic {}", base64ct::Base64::encode_string(b"alice"));
         assert_eq!(decode_basic(no_colon.as_bytes()), None);
+    }
+
+    /// Every check busy (a flood of wrong passwords being hashed): a
+    /// sign-in that is not remembered gives up after [`CHECK_WAIT`] instead
+    /// of waiting for as long as the flood lasts.
+    #[tokio::test]
+    async fn a_sign_in_waits_for_a_password_check_no_longer_than_its_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("users");
+        std::fs::write(&file, users_line("alice", "right").unwrap()).unwrap();
+        let auth = Auth::none();
+        let users = Users::read(&file).unwrap();
+        let flood = auth
+            .checks
+            .acquire_many(CONCURRENT_CHECKS as u32)
+            .await
+            .unwrap();
+        let value = format!("Basic {}", base64ct::Base64::encode_string(b"alice:right"));
+        let answer =
+            tokio::time::timeout(CHECK_WAIT * 3, auth.basic(&users, value.as_bytes())).await;
+        assert!(
+            matches!(answer, Ok(None)),
+            "a sign-in waited past {CHECK_WAIT:?} for a password check"
+        );
+        assert_eq!(auth.waiting.load(Relaxed), 0, "the waiter left its place");
+        drop(flood);
+        assert!(auth.basic(&users, value.as_bytes()).await.is_some());
     }
 
     #[test]
