@@ -22,5 +22,5 @@ echo "[build-web] trunk build --release --offline (client/web)" >&2
 wasm=$(ls client/web/dist/*.wasm)
 raw=$(wc -c < "$wasm")
 gz=$(gzip -9 -c "$wasm" | wc -c)
-echo "[build-web] $wasm: $raw bytes, $gz bytes gzipped (target <= 1048576)" >&2
+echo "[build-web] $wasm: $raw bytes, $gz bytes gzipped (the budget: at most 1048576 gzipped)" >&2
 [ "$gz" -le 1048576 ] || fail "the gzipped wasm exceeds 1 MB"

@@ -181,7 +181,7 @@ pub fn unavailable_view(id: &RequestId) -> AnyView {
         <main>
             <div class="error wide" role="alert">
                 <b>"The data could not be loaded. "</b>
-                "The page retries on its own; if this lasts, check that ClickHouse is reachable. "
+                "The page retries on its own; if this lasts, check that ClickHouse is reachable and accepts the dashboard's user. "
                 "The dashboard's log has the details under request id "<code>{id.to_string()}</code>"."
             </div>
         </main>

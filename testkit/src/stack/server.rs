@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
@@ -106,8 +107,21 @@ const TOKEN_TTL: Duration = Duration::from_secs(12 * 3600);
 
 async fn token(
     State(state): State<Arc<StackState>>,
-    Query(request): Query<TokenRequest>,
+    request: Result<Query<TokenRequest>, QueryRejection>,
 ) -> impl IntoResponse {
+    let request = match request {
+        Ok(Query(request)) => request,
+        Err(rejection) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "ask for a token as /token?room=ROOM&name=NAME (and optionally user=ID, \
+                     ttl=SECONDS); {}",
+                    rejection.body_text()
+                ),
+            );
+        }
+    };
     let Some(issuer) = &state.issuer else {
         return (
             StatusCode::NOT_FOUND,
