@@ -139,6 +139,11 @@ fn day_at(days: i64) -> u32 {
     (y * 10_000 + m * 100 + d) as u32
 }
 
+/// The UTC day (`YYYYMMDD`) of a unix time in seconds.
+pub fn day_of(unix_seconds: u32) -> u32 {
+    day_at(i64::from(unix_seconds) / 86_400)
+}
+
 /// `count` consecutive days from `first` (`YYYYMMDD`).
 pub fn days_from(first: u32, count: i64) -> Vec<u32> {
     let start = day_number(first);

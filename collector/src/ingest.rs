@@ -193,6 +193,9 @@ impl Ingest {
         let mut parts: Vec<std::ops::Range<usize>> = Vec::new();
         parts.push(0..reports.len());
         let mut letters = dead;
+        // Whether any write of this batch failed (a part split off one
+        // that failed inherits what that attempt may have half stored).
+        let mut failed_before = false;
         while let Some(part) = parts.pop() {
             let mut failures = 0;
             let mut backoff = BACKOFF_MIN;
@@ -205,6 +208,9 @@ impl Ingest {
                     .await
                 {
                     Ok(written) => {
+                        if failed_before && written.found_stored > 0 {
+                            self.rollups_may_miss(&reports[part.clone()], written.found_stored);
+                        }
                         total.elections += written.elections;
                         total.candidates += written.candidates;
                         total.duplicates += written.duplicates;
@@ -216,6 +222,7 @@ impl Ingest {
                 };
                 self.stats.insert_failures.fetch_add(1, Relaxed);
                 failures += 1;
+                failed_before = true;
                 if failures >= FAILURES_BEFORE_SPLIT
                     && !part.is_empty()
                     && refuses_the_data(&error)
@@ -247,6 +254,31 @@ impl Ingest {
             }
         }
         Some((total, refused))
+    }
+
+    /// A write that failed found `found` of `reports` stored when retried:
+    /// an insert may have failed in a view after its table took the rows,
+    /// and the views after it then never count them (`store`). Counted, and
+    /// logged with the days to rebuild — a resend's copy found stored looks
+    /// the same from here, so this says "may".
+    fn rollups_may_miss(&self, reports: &[ReportRows], found: usize) {
+        Stats::add(&self.stats.rollup_gaps_suspected, found);
+        let days: std::collections::BTreeSet<u32> = reports
+            .iter()
+            .map(|r| crate::config::day_of(r.election.received_at))
+            .collect();
+        let (first, last) = (days.first().copied(), days.last().copied());
+        let (Some(first), Some(last)) = (first, last) else {
+            return;
+        };
+        tracing::warn!(
+            reports = found,
+            "after a failed write, reports were found already stored: a rollup view may have failed \
+             after their rows were written, and the rollups may miss them. Once the day is over, run \
+             `rallypoint-collector rebuild-rollups --from {} --to {}`",
+            crate::config::day_text(first),
+            crate::config::day_text(last),
+        );
     }
 
     /// Stores dead letters, retrying until it succeeds; `None` when stopped.

@@ -18,6 +18,9 @@ pub struct Stats {
     pub dead_letters: AtomicU64,
     pub batches: AtomicU64,
     pub insert_failures: AtomicU64,
+    /// Reports found stored when a failed write was retried: a rollup view
+    /// may have failed after their rows were written (see `store`).
+    pub rollup_gaps_suspected: AtomicU64,
     /// Messages the consumer has not delivered yet (JetStream's count).
     pub lag: AtomicU64,
     /// Messages delivered but not yet acknowledged.
@@ -76,6 +79,12 @@ const COUNTERS: &[Instrument<u64>] = &[
         unit: "{batch}",
         description: "Failed ClickHouse writes (retried)",
         series: &[(None, |s| s.insert_failures.load(Relaxed))],
+    },
+    Instrument {
+        name: "rallypoint.collector.rollup_gaps.suspected",
+        unit: "{report}",
+        description: "Reports found stored when a failed write was retried: the rollups may miss them until their day is rebuilt (rebuild-rollups)",
+        series: &[(None, |s| s.rollup_gaps_suspected.load(Relaxed))],
     },
 ];
 

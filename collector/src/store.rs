@@ -18,7 +18,13 @@
 //!
 //! The materialized rollups count inserts, not rows that survive merging, so
 //! only rows that passed this check ever reach them: every rollup counts each
-//! report once. The base tables are also `ReplacingMergeTree`s on
+//! report once. Except after an insert that failed half-way: ClickHouse
+//! writes a table's rows, then pushes them into its views one by one, and
+//! keeps the rows when a view fails. The retry finds them stored and skips
+//! them, so the views after the one that failed never count them; which
+//! views did cannot be told from here. The collector says so (`ingest`:
+//! counted, and logged with the days to rebuild) and `rebuild-rollups`
+//! repairs those days from the raw tables. The base tables are also `ReplacingMergeTree`s on
 //! (first receive second, report id) for the one case the check cannot see:
 //! two writers storing copies of the same report at the same instant.
 //! Within one process the workers never do (`in_flight`), and only one
@@ -80,6 +86,10 @@ pub struct Written {
     pub dead_letters: usize,
     /// Reports already stored (a redelivery): acknowledged, not inserted.
     pub duplicates: usize,
+    /// Reports whose rows either base table already held: the duplicates,
+    /// and reports a failed attempt at this write left half stored (see
+    /// [`Store::write`]).
+    pub found_stored: usize,
 }
 
 impl Store {
@@ -239,6 +249,13 @@ impl Store {
             written.candidates = candidates.len();
             written.elections = elections.len();
             written.duplicates = reports.len() - elections.len();
+            written.found_stored = reports
+                .iter()
+                .filter(|r| {
+                    let id = &r.election.report_id;
+                    have_candidates.contains(id) || have_elections.contains(id)
+                })
+                .count();
         }
         if !dead.is_empty() {
             let dead: Vec<&DeadLetterRow> = dead.iter().collect();

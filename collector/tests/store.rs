@@ -81,7 +81,8 @@ async fn rewriting_stored_reports_adds_nothing_and_overlaps_add_only_the_new_one
                 elections: 300,
                 candidates: candidates_of(&first),
                 dead_letters: 0,
-                duplicates: 0
+                duplicates: 0,
+                found_stored: 0,
             },
             "{name}: first write"
         );
@@ -91,6 +92,7 @@ async fn rewriting_stored_reports_adds_nothing_and_overlaps_add_only_the_new_one
             again,
             Written {
                 duplicates: 300,
+                found_stored: 300,
                 ..Written::default()
             },
             "{name}: the same batch again must be skipped whole"
@@ -106,7 +108,8 @@ async fn rewriting_stored_reports_adds_nothing_and_overlaps_add_only_the_new_one
                 elections: 100,
                 candidates: candidates_of(&second),
                 dead_letters: 0,
-                duplicates: 150
+                duplicates: 150,
+                found_stored: 150,
             },
             "{name}: an overlapping batch"
         );
@@ -167,6 +170,7 @@ async fn a_late_copy_from_another_region_and_a_claim_without_rows_are_stored_onc
         again,
         Written {
             duplicates: 200,
+            found_stored: 200,
             ..Written::default()
         }
     );

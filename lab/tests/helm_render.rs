@@ -566,7 +566,7 @@ fn operator_options_render_pod_monitors_and_the_rules_as_a_prometheus_rule() {
     let check = promtool::check_rules(&rule_file);
     let _ = std::fs::remove_dir_all(&dir);
     match check {
-        Ok(text) => assert!(text.contains("SUCCESS: 11 rules found"), "{text}"),
+        Ok(text) => assert!(text.contains("SUCCESS: 12 rules found"), "{text}"),
         Err(e) => panic!("promtool on the PrometheusRule's spec:\n{e}"),
     }
 }

@@ -271,7 +271,7 @@ async fn prometheus_scrapes_real_relay_and_collector_series_that_dashboard_and_a
         .iter()
         .flat_map(|g| g["rules"].as_array().unwrap().clone())
         .collect();
-    assert_eq!(rule_list.len(), 11, "{groups}");
+    assert_eq!(rule_list.len(), 12, "{groups}");
     for rule in &rule_list {
         assert_eq!(rule["health"], "ok", "{rule}");
     }
