@@ -31,7 +31,7 @@ use crate::lease::Validity;
 use crate::progress::Progress;
 use crate::rows::{DeadLetterRow, ReportRows, hex, rows};
 use crate::stats::Stats;
-use crate::store::{Store, Written};
+use crate::store::{InsertFailed, Store, Written};
 
 /// Messages held while writing or retrying are marked in progress this often
 /// (the consumer's ack wait is 30 s).
@@ -193,9 +193,9 @@ impl Ingest {
         let mut parts: Vec<std::ops::Range<usize>> = Vec::new();
         parts.push(0..reports.len());
         let mut letters = dead;
-        // Whether any write of this batch failed (a part split off one
-        // that failed inherits what that attempt may have half stored).
-        let mut failed_before = false;
+        // The tables whose inserts failed in this batch (a part split off
+        // one that failed inherits what that attempt may have half stored).
+        let mut failed_inserts = FailedInserts::default();
         while let Some(part) = parts.pop() {
             let mut failures = 0;
             let mut backoff = BACKOFF_MIN;
@@ -208,8 +208,9 @@ impl Ingest {
                     .await
                 {
                     Ok(written) => {
-                        if failed_before && written.found_stored > 0 {
-                            self.rollups_may_miss(&reports[part.clone()], written.found_stored);
+                        let found = failed_inserts.found_in(&written);
+                        if found > 0 {
+                            self.rollups_may_miss(&reports[part.clone()], found);
                         }
                         total.elections += written.elections;
                         total.candidates += written.candidates;
@@ -222,7 +223,7 @@ impl Ingest {
                 };
                 self.stats.insert_failures.fetch_add(1, Relaxed);
                 failures += 1;
-                failed_before = true;
+                failed_inserts.note(&error);
                 if failures >= FAILURES_BEFORE_SPLIT
                     && !part.is_empty()
                     && refuses_the_data(&error)
@@ -256,11 +257,12 @@ impl Ingest {
         Some((total, refused))
     }
 
-    /// A write that failed found `found` of `reports` stored when retried:
-    /// an insert may have failed in a view after its table took the rows,
-    /// and the views after it then never count them (`store`). Counted, and
-    /// logged with the days to rebuild — a resend's copy found stored looks
-    /// the same from here, so this says "may".
+    /// A retried write found `found` of `reports` stored in a table whose
+    /// insert had failed: it may have failed in a view after the table took
+    /// the rows, and the views after it then never count them (`store`).
+    /// Counted, and logged with the days to rebuild — a resend's copy found
+    /// stored looks the same from here, so this says "may"; a late copy's
+    /// rows are filed under its first copy's day, which may be earlier.
     fn rollups_may_miss(&self, reports: &[ReportRows], found: usize) {
         Stats::add(&self.stats.rollup_gaps_suspected, found);
         let days: std::collections::BTreeSet<u32> = reports
@@ -364,10 +366,46 @@ impl<'a> Held<'a> {
     }
 }
 
+/// The base tables whose inserts failed during one batch's write.
+#[derive(Debug, Default)]
+struct FailedInserts {
+    candidates: bool,
+    elections: bool,
+}
+
+impl FailedInserts {
+    fn note(&mut self, error: &anyhow::Error) {
+        match error.downcast_ref::<InsertFailed>().map(|f| f.table) {
+            Some("rp_candidates") => self.candidates = true,
+            Some("rp_elections") => self.elections = true,
+            _ => {}
+        }
+    }
+
+    /// Reports a successful write found stored in a table whose insert
+    /// had failed before.
+    fn found_in(&self, written: &Written) -> usize {
+        let candidates = if self.candidates {
+            written.found_candidates
+        } else {
+            0
+        };
+        let elections = if self.elections {
+            written.found_elections
+        } else {
+            0
+        };
+        candidates.max(elections)
+    }
+}
+
 /// ClickHouse error codes that refuse the rows sent: a value that cannot be
-/// parsed, converted or stored, a size out of bounds, a view's check on a
-/// value (`throwIf`). Only these split a batch that keeps failing, until the
-/// reports they refuse are isolated in dead letters.
+/// parsed or stored, a size out of bounds, a view's check on a value
+/// (`throwIf`). Only these split a batch that keeps failing, until the
+/// reports they refuse are isolated in dead letters. Type errors (43, 53,
+/// 70) are not among them: the collector's rows have fixed types, so those
+/// come from a schema or a view changed under it, and would refuse every
+/// report alike.
 ///
 /// Every other failure waits (and `/readyz` turns red once it has waited
 /// `--stuck-after`): the server busy, short of memory or disk, restarting,
@@ -385,10 +423,7 @@ const DATA_REFUSAL_CODES: &[u32] = &[
     33,  // CANNOT_READ_ALL_DATA
     38,  // CANNOT_PARSE_DATE
     41,  // CANNOT_PARSE_DATETIME
-    43,  // ILLEGAL_TYPE_OF_ARGUMENT
-    53,  // TYPE_MISMATCH
     69,  // ARGUMENT_OUT_OF_BOUND
-    70,  // CANNOT_CONVERT_TYPE
     72,  // CANNOT_PARSE_NUMBER
     117, // INCORRECT_DATA
     128, // TOO_LARGE_ARRAY_SIZE
@@ -450,6 +485,11 @@ mod tests {
             "bad response: Code: 395, e.displayText() = DB::Exception: Value passed to 'throwIf' function is non zero"
         ));
         assert!(refusal(
+            "bad response: Code: 131. DB::Exception: Too large string size"
+        ));
+        // A type error is the schema's, not one report's: every report
+        // would be refused alike.
+        assert!(!refusal(
             "bad response: Code: 53. DB::Exception: Type mismatch"
         ));
         assert!(!refusal(

@@ -271,7 +271,7 @@ impl Pinned {
         loop {
             match attempt().await {
                 Err(e)
-                    if e.to_string().contains("Code: 373")
+                    if rallypoint_service::clickhouse::error_code(&e) == Some(373)
                         && tokio::time::Instant::now() < deadline =>
                 {
                     tokio::time::sleep(std::time::Duration::from_millis(20)).await;

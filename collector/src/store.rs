@@ -86,10 +86,11 @@ pub struct Written {
     pub dead_letters: usize,
     /// Reports already stored (a redelivery): acknowledged, not inserted.
     pub duplicates: usize,
-    /// Reports whose rows either base table already held: the duplicates,
-    /// and reports a failed attempt at this write left half stored (see
-    /// [`Store::write`]).
-    pub found_stored: usize,
+    /// Reports whose candidate rows, and whose election row, the base
+    /// tables already held: the duplicates, and reports an earlier attempt
+    /// at this write stored before it failed (see [`InsertFailed`]).
+    pub found_candidates: usize,
+    pub found_elections: usize,
 }
 
 impl Store {
@@ -249,13 +250,8 @@ impl Store {
             written.candidates = candidates.len();
             written.elections = elections.len();
             written.duplicates = reports.len() - elections.len();
-            written.found_stored = reports
-                .iter()
-                .filter(|r| {
-                    let id = &r.election.report_id;
-                    have_candidates.contains(id) || have_elections.contains(id)
-                })
-                .count();
+            written.found_candidates = have_candidates.len();
+            written.found_elections = have_elections.len();
         }
         if !dead.is_empty() {
             let dead: Vec<&DeadLetterRow> = dead.iter().collect();
@@ -324,7 +320,7 @@ impl Store {
         Ok(found)
     }
 
-    async fn insert<T>(&self, table: &str, rows: &[&T]) -> anyhow::Result<()>
+    async fn insert<T>(&self, table: &'static str, rows: &[&T]) -> anyhow::Result<()>
     where
         T: clickhouse::RowWrite + for<'a> clickhouse::Row<Value<'a> = T>,
     {
@@ -336,15 +332,25 @@ impl Store {
             .insert::<T>(table)
             .await
             .map_err(|e| anyhow::anyhow!("cannot start an insert into {table}: {e}"))?;
+        let failed =
+            |e: clickhouse::error::Error| anyhow::anyhow!("{e}").context(InsertFailed { table });
         for row in rows {
-            insert
-                .write(*row)
-                .await
-                .map_err(|e| anyhow::anyhow!("insert into {table} failed: {e}"))?;
+            insert.write(*row).await.map_err(failed)?;
         }
-        insert
-            .end()
-            .await
-            .map_err(|e| anyhow::anyhow!("insert into {table} failed: {e}"))
+        insert.end().await.map_err(failed)
+    }
+}
+
+/// An insert into `table` failed once rows were sent: ClickHouse may have
+/// kept them and failed in one of the table's views (module doc). The
+/// collector reads it off a failed write (`anyhow`'s `downcast_ref`).
+#[derive(Debug, Clone, Copy)]
+pub struct InsertFailed {
+    pub table: &'static str,
+}
+
+impl std::fmt::Display for InsertFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "insert into {} failed", self.table)
     }
 }

@@ -82,7 +82,8 @@ async fn rewriting_stored_reports_adds_nothing_and_overlaps_add_only_the_new_one
                 candidates: candidates_of(&first),
                 dead_letters: 0,
                 duplicates: 0,
-                found_stored: 0,
+                found_candidates: 0,
+                found_elections: 0,
             },
             "{name}: first write"
         );
@@ -92,7 +93,8 @@ async fn rewriting_stored_reports_adds_nothing_and_overlaps_add_only_the_new_one
             again,
             Written {
                 duplicates: 300,
-                found_stored: 300,
+                found_candidates: 300,
+                found_elections: 300,
                 ..Written::default()
             },
             "{name}: the same batch again must be skipped whole"
@@ -109,7 +111,8 @@ async fn rewriting_stored_reports_adds_nothing_and_overlaps_add_only_the_new_one
                 candidates: candidates_of(&second),
                 dead_letters: 0,
                 duplicates: 150,
-                found_stored: 150,
+                found_candidates: 150,
+                found_elections: 150,
             },
             "{name}: an overlapping batch"
         );
@@ -170,7 +173,8 @@ async fn a_late_copy_from_another_region_and_a_claim_without_rows_are_stored_onc
         again,
         Written {
             duplicates: 200,
-            found_stored: 200,
+            found_candidates: 200,
+            found_elections: 200,
             ..Written::default()
         }
     );

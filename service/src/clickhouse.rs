@@ -257,7 +257,8 @@ impl fmt::Debug for ClickHouseArgs {
 /// The code of the ClickHouse exception an error carries ("Code: 158," on
 /// 18.16, "Code: 158." on current servers), if any: what callers decide on
 /// (a refusal of the data, a limit, an outage), never the wording.
-pub fn error_code(error: &anyhow::Error) -> Option<u32> {
+pub fn error_code(error: &(impl std::fmt::Display + ?Sized)) -> Option<u32> {
+    // `{:#}`: an anyhow error with its causes.
     let text = format!("{error:#}");
     let at = text.find("Code: ")?;
     let digits: String = text[at + 6..]

@@ -76,7 +76,7 @@ impl Db {
             // failure is logged and treated the same way.
             .unwrap_or_else(|e| {
                 // ClickHouse's UNKNOWN_TABLE is code 60 on old and new servers.
-                if !e.to_string().contains("Code: 60") {
+                if rallypoint_service::clickhouse::error_code(&e) != Some(60) {
                     tracing::warn!("cannot read the rollup coverage: {e:#}");
                 }
                 Vec::new()
