@@ -165,7 +165,7 @@ impl AuthArgs {
             }),
             remembered: Mutex::new(HashMap::new()),
             key: rand::random(),
-            checks: tokio::sync::Semaphore::new(CONCURRENT_CHECKS),
+            checks: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_CHECKS)),
             waiting: AtomicUsize::new(0),
         })
     }
@@ -192,7 +192,7 @@ pub struct Auth {
     /// keyed digest of a verified `Authorization` value → (user, when).
     remembered: Mutex<HashMap<[u8; 32], (String, Instant)>>,
     key: [u8; 32],
-    checks: tokio::sync::Semaphore,
+    checks: Arc<tokio::sync::Semaphore>,
     /// Sign-ins waiting for a check.
     waiting: AtomicUsize,
 }
@@ -326,7 +326,7 @@ impl Auth {
             required: None,
             remembered: Mutex::new(HashMap::new()),
             key: [0; 32],
-            checks: tokio::sync::Semaphore::new(CONCURRENT_CHECKS),
+            checks: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_CHECKS)),
             waiting: AtomicUsize::new(0),
         }
     }
@@ -413,7 +413,7 @@ impl Auth {
     /// does. Without them a flood of wrong passwords (each check costs tens
     /// of milliseconds) built a queue that only grew, and everyone's first
     /// sign-in waited behind it for as long as the flood lasted.
-    async fn check_turn(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+    async fn check_turn(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
         struct Waiting<'a>(&'a AtomicUsize);
         impl Drop for Waiting<'_> {
             fn drop(&mut self) {
@@ -427,7 +427,7 @@ impl Auth {
             );
             return None;
         }
-        let turn = tokio::time::timeout(CHECK_WAIT, self.checks.acquire()).await;
+        let turn = tokio::time::timeout(CHECK_WAIT, self.checks.clone().acquire_owned()).await;
         drop(waiting);
         match turn {
             Ok(permit) => permit.ok(),
@@ -454,16 +454,18 @@ impl Auth {
         let (name, password) = decode_basic(value)?;
         let known = users.hashes.get(&name);
         let hash = known.unwrap_or(&users.decoy).clone();
-        let right = {
-            let _permit = self.check_turn().await?;
-            tokio::task::spawn_blocking(move || {
-                Argon2::default()
-                    .verify_password(password.as_bytes(), &hash)
-                    .is_ok()
-            })
-            .await
-            .ok()?
-        };
+        let turn = self.check_turn().await?;
+        // The turn goes with the check: a client that leaves mid-check
+        // frees it only once the check is done, so checks at once stay
+        // within CONCURRENT_CHECKS however many clients come and go.
+        let right = tokio::task::spawn_blocking(move || {
+            let _turn = turn;
+            Argon2::default()
+                .verify_password(password.as_bytes(), &hash)
+                .is_ok()
+        })
+        .await
+        .ok()?;
         if !(right && known.is_some()) {
             tracing::info!(name = ?shorten(&name), "sign-in failed: unknown user or wrong password");
             return None;
