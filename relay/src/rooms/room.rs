@@ -118,7 +118,7 @@ pub(super) async fn run(
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
+    'serving: loop {
         tokio::select! {
             command = commands.recv() => match command {
                 None | Some(Command::Stop) => break,
@@ -127,7 +127,21 @@ pub(super) async fn run(
                     room.review_listeners();
                 }
             },
-            Some(local) = local_media.recv() => room.local_media(local).await,
+            Some(local) = local_media.recv() => {
+                // A sender's Join (or Listen) is queued before its first
+                // frame: for a sender not known yet, take the commands
+                // queued before the frame, so it is judged on them.
+                if !room.knows_sender(&local.sender) {
+                    while let Ok(command) = commands.try_recv() {
+                        if matches!(command, Command::Stop) {
+                            break 'serving;
+                        }
+                        room.command(command).await;
+                        room.review_listeners();
+                    }
+                }
+                room.local_media(local).await
+            }
             message = subscriber.next() => match message {
                 Some(message) => room.bus_message(message).await,
                 None => {
@@ -412,6 +426,12 @@ impl Room {
     /// pictures lost just before it (the room's queue was full) were lost
     /// for every receiver here: they wait for the next keyframe from here on.
     async fn local_media(&mut self, local: LocalMedia) {
+        // A session the room refused (full) may still hand over a frame or
+        // two before it ends: nothing it sends reaches the room.
+        if !self.knows_sender(&local.sender) {
+            self.stats().media_not_in_room.fetch_add(1, Relaxed);
+            return;
+        }
         for kind in local.lost_before.kinds() {
             let track = (local.sender.clone(), kind as i32);
             for conn in self.conns.values_mut() {
@@ -423,6 +443,12 @@ impl Room {
             self.request_keyframe(&track, [""], "").await;
         }
         self.fan_out(&local.sender, local.facts, local.frame).await;
+    }
+
+    /// Whether `peer_id` has a connection here: a participant, or a
+    /// prepared standby (whose media the room takes while it is served).
+    fn knows_sender(&self, peer_id: &str) -> bool {
+        self.conns.values().any(|conn| conn.peer_id == peer_id)
     }
 
     /// A media frame another relay published to the room.

@@ -201,7 +201,7 @@ async fn write(
         }
     }
     let _ = tokio::time::timeout(ERROR_FLUSH, sink.close()).await;
-    // Nothing more reaches this client: its session must end too (a refusal
-    // queued by a room task, say, is not seen by the session otherwise).
+    // Nothing more reaches this client: its session must end too (the
+    // socket failed, or the client was refused and the Error went out).
     kill.cancel();
 }
