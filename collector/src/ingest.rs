@@ -265,12 +265,8 @@ impl Ingest {
     /// rows are filed under its first copy's day, which may be earlier.
     fn rollups_may_miss(&self, reports: &[ReportRows], found: usize) {
         Stats::add(&self.stats.rollup_gaps_suspected, found);
-        let days: std::collections::BTreeSet<u32> = reports
-            .iter()
-            .map(|r| crate::config::day_of(r.election.received_at))
-            .collect();
-        let (first, last) = (days.first().copied(), days.last().copied());
-        let (Some(first), Some(last)) = (first, last) else {
+        let seconds = reports.iter().map(|r| r.election.received_at);
+        let (Some(first), Some(last)) = (seconds.clone().min(), seconds.max()) else {
             return;
         };
         tracing::warn!(
@@ -278,8 +274,8 @@ impl Ingest {
             "after a failed write, reports were found already stored: a rollup view may have failed \
              after their rows were written, and the rollups may miss them. Once the day is over, run \
              `rallypoint-collector rebuild-rollups --from {} --to {}`",
-            crate::config::day_text(first),
-            crate::config::day_text(last),
+            crate::config::day_text(crate::config::day_of(first)),
+            crate::config::day_text(crate::config::day_of(last)),
         );
     }
 
@@ -385,17 +381,9 @@ impl FailedInserts {
     /// Reports a successful write found stored in a table whose insert
     /// had failed before.
     fn found_in(&self, written: &Written) -> usize {
-        let candidates = if self.candidates {
-            written.found_candidates
-        } else {
-            0
-        };
-        let elections = if self.elections {
-            written.found_elections
-        } else {
-            0
-        };
-        candidates.max(elections)
+        let found = |failed: bool, found: usize| if failed { found } else { 0 };
+        found(self.candidates, written.found_candidates)
+            .max(found(self.elections, written.found_elections))
     }
 }
 

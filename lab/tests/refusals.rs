@@ -45,13 +45,12 @@ async fn fails(what: &str, args: &[&str]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refusal_every_relay_would_repeat_ends_the_command_with_its_reason() {
     let dir = tempfile::tempdir().unwrap();
-    let rig = Rig::start_relays(
+    let rig = Rig::start(
         dir.path(),
         false,
         TransportKind::WebSocket,
         SECRET,
         Vec::new(),
-        1,
     )
     .await
     .expect("NATS and a relay start");

@@ -701,6 +701,34 @@ mod tests {
         Hub::new(nats, "us-east-0".into(), "us-east".into(), settings, stats)
     }
 
+    /// One nats-server of region us-east and a relay's client of it; the
+    /// directory lives as long as the servers.
+    async fn one_nats_server() -> (
+        tempfile::TempDir,
+        rallypoint_testkit::nats::SuperCluster,
+        async_nats::Client,
+    ) {
+        use rallypoint_testkit::nats::{NatsRole, SuperCluster, SuperClusterSpec};
+        let dir = tempfile::tempdir().unwrap();
+        let spec = SuperClusterSpec::one_server("us-east", false);
+        let servers = SuperCluster::start(spec, dir.path()).await.unwrap();
+        let nats = servers
+            .access(NatsRole::Relay("us-east".into()), "us-east")
+            .connect()
+            .await
+            .unwrap();
+        (dir, servers, nats)
+    }
+
+    /// `item` closes the connection with an Error that names NATS.
+    fn assert_refused_for_nats(item: Outgoing) {
+        let Outgoing::Control(Control::CloseWith(frame)) = item else {
+            panic!("expected a refusal, got {item:?}");
+        };
+        let error = rallypoint_protocol::decode_server_frame(frame).unwrap();
+        assert!(format!("{error:?}").contains("NATS"), "{error:?}");
+    }
+
     fn alice() -> Participant {
         Participant {
             peer_id: "p-alice".into(),
@@ -714,15 +742,7 @@ mod tests {
     /// frees their slots: a later Join starts the room afresh.
     #[tokio::test]
     async fn a_room_that_cannot_subscribe_refuses_its_joins_and_listeners_and_frees_their_slots() {
-        use rallypoint_testkit::nats::{NatsRole, SuperCluster, SuperClusterSpec};
-        let dir = tempfile::tempdir().unwrap();
-        let spec = SuperClusterSpec::one_server("us-east", false);
-        let servers = SuperCluster::start(spec, dir.path()).await.unwrap();
-        let nats = servers
-            .access(NatsRole::Relay("us-east".into()), "us-east")
-            .connect()
-            .await
-            .unwrap();
+        let (_dir, _servers, nats) = one_nats_server().await;
         nats.drain().await.expect("drains");
         let closing = tokio::time::timeout(Duration::from_secs(5), async {
             while nats.subscribe("rp.probe").await.is_ok() {
@@ -737,12 +757,7 @@ mod tests {
         let (listener, mut listener_sees) = outbox(8, 8);
         assert!(hub.listen("r", 2, "p-bob", "bob", listener).is_some());
         for sees in [&mut joiner_sees, &mut listener_sees] {
-            let refusal = until(sees, Some).await;
-            let Outgoing::Control(Control::CloseWith(frame)) = refusal else {
-                panic!("expected a refusal, got {refusal:?}");
-            };
-            let error = rallypoint_protocol::decode_server_frame(frame).unwrap();
-            assert!(format!("{error:?}").contains("NATS"), "{error:?}");
+            assert_refused_for_nats(until(sees, Some).await);
         }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         while hub.room_count() > 0 {
@@ -763,15 +778,7 @@ mod tests {
     async fn a_room_whose_subscription_stalls_refuses_its_joins_in_time() {
         use nix::sys::signal::{Signal, kill};
         use nix::unistd::Pid;
-        use rallypoint_testkit::nats::{NatsRole, SuperCluster, SuperClusterSpec};
-        let dir = tempfile::tempdir().unwrap();
-        let spec = SuperClusterSpec::one_server("us-east", false);
-        let servers = SuperCluster::start(spec, dir.path()).await.unwrap();
-        let nats = servers
-            .access(NatsRole::Relay("us-east".into()), "us-east")
-            .connect()
-            .await
-            .unwrap();
+        let (_dir, servers, nats) = one_nats_server().await;
         let server = Pid::from_raw(servers.servers()[0].pid().expect("running") as i32);
         kill(server, Signal::SIGSTOP).unwrap();
         // 64 MB: more than the sockets' buffers, the client's write buffer
@@ -791,10 +798,6 @@ mod tests {
         let answer = until(&mut joiner_sees, Some).await;
         kill(server, Signal::SIGCONT).unwrap();
         filling.abort();
-        let Outgoing::Control(Control::CloseWith(frame)) = answer else {
-            panic!("expected a refusal, got {answer:?}");
-        };
-        let error = rallypoint_protocol::decode_server_frame(frame).unwrap();
-        assert!(format!("{error:?}").contains("NATS"), "{error:?}");
+        assert_refused_for_nats(answer);
     }
 }

@@ -79,15 +79,14 @@ pub(super) async fn run(
 ) {
     let inner = &hub.inner;
     let subscribing = inner.nats.subscribe(subjects::room_wildcard(&name));
-    let mut subscriber = match tokio::time::timeout(SUBSCRIBE_TIMEOUT, subscribing).await {
-        Ok(Ok(subscriber)) => subscriber,
-        Ok(Err(e)) => {
-            tracing::error!(room = %name, "cannot subscribe to the room: {e}");
-            refuse_all(&hub, &name, &mut commands).await;
-            return;
-        }
-        Err(_) => {
-            tracing::error!(room = %name, "NATS did not take the room's subscription within {SUBSCRIBE_TIMEOUT:?}");
+    let subscribed = match tokio::time::timeout(SUBSCRIBE_TIMEOUT, subscribing).await {
+        Ok(subscribed) => subscribed.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("NATS did not take it within {SUBSCRIBE_TIMEOUT:?}")),
+    };
+    let mut subscriber = match subscribed {
+        Ok(subscriber) => subscriber,
+        Err(why) => {
+            tracing::error!(room = %name, "cannot subscribe to the room: {why}");
             refuse_all(&hub, &name, &mut commands).await;
             return;
         }
@@ -130,7 +129,9 @@ pub(super) async fn run(
             Some(local) = local_media.recv() => {
                 // A sender's Join (or Listen) is queued before its first
                 // frame: for a sender not known yet, take the commands
-                // queued before the frame, so it is judged on them.
+                // queued before the frame, so it is judged on them. One
+                // still unknown then (a session the room refused, handing
+                // over a last frame before it ends) sends nothing into it.
                 if !room.knows_sender(&local.sender) {
                     while let Ok(command) = commands.try_recv() {
                         if matches!(command, Command::Stop) {
@@ -138,6 +139,10 @@ pub(super) async fn run(
                         }
                         room.command(command).await;
                         room.review_listeners();
+                    }
+                    if !room.knows_sender(&local.sender) {
+                        inner.stats.media_not_in_room.fetch_add(1, Relaxed);
+                        continue;
                     }
                 }
                 room.local_media(local).await
@@ -426,12 +431,6 @@ impl Room {
     /// pictures lost just before it (the room's queue was full) were lost
     /// for every receiver here: they wait for the next keyframe from here on.
     async fn local_media(&mut self, local: LocalMedia) {
-        // A session the room refused (full) may still hand over a frame or
-        // two before it ends: nothing it sends reaches the room.
-        if !self.knows_sender(&local.sender) {
-            self.stats().media_not_in_room.fetch_add(1, Relaxed);
-            return;
-        }
         for kind in local.lost_before.kinds() {
             let track = (local.sender.clone(), kind as i32);
             for conn in self.conns.values_mut() {
